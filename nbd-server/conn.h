@@ -1,0 +1,84 @@
+/* conn.h - one NBD client connection, shared by the handshake, the
+ * transmission phase and the server that owns the connection list.
+ *
+ * A connection is served by several threads in turn (leader/followers):
+ * the thread holding rlock is the only reader of the socket and of the
+ * input buffer; it parses one request, releases rlock and executes it while
+ * another thread becomes the reader. Replies are written under wlock, each
+ * as one writev, so they never interleave. The handshake runs before the
+ * other threads exist and takes no locks.
+ */
+#ifndef VSAN_NBD_CONN_H
+#define VSAN_NBD_CONN_H
+
+#include "nbd-server/export.h"
+#include "nbd-server/protocol.h"
+#include "nbd-server/server.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#define CONN_INBUF_SIZE (64 * 1024)
+#define NBD_EXPORT_NAME_BUF (NBD_MAX_STRING + 1)
+
+struct nbd_conn {
+    struct nbd_server *srv;
+    const struct nbd_server_config *cfg;
+    int in_fd, out_fd;
+    bool out_is_socket;
+    char peer[64]; /* for log messages: "127.0.0.1:53422" or "unix" */
+
+    /* Set by the handshake, read-only in transmission. */
+    struct nbd_export exp;
+    bool have_export;
+    char export_name[NBD_EXPORT_NAME_BUF];
+    uint64_t size;
+    uint16_t tflags;
+    bool structured;       /* structured replies negotiated */
+    bool meta_allocation;  /* base:allocation selected for export_name */
+    char meta_export[NBD_EXPORT_NAME_BUF];
+    bool no_zeroes;
+
+    /* Guarded by rlock: the input buffer and end-of-input state. */
+    pthread_mutex_t rlock;
+    char *in;
+    size_t in_start, in_end;
+    bool eof; /* client sent DISC, closed, or broke the protocol */
+
+    /* Guarded by wlock: the output side of the socket. */
+    pthread_mutex_t wlock;
+
+    atomic_uint inflight; /* requests read and not yet answered */
+    atomic_bool dead;     /* an I/O error on the socket: every thread stops */
+
+    /* Guarded by the server's lock. */
+    unsigned threads;          /* threads still serving this connection */
+    struct nbd_conn *next;     /* the server's list of connections */
+};
+
+/* Reads exactly len bytes (buffered). 0, or -1 at EOF or error (logged at
+ * debug level: a client going away is normal). */
+int conn_read(struct nbd_conn *c, void *buf, size_t len);
+/* Reads and drops len bytes without allocating them. */
+int conn_discard(struct nbd_conn *c, uint64_t len);
+/* Writes all of iov. 0 or -1; on error the connection is marked dead. */
+int conn_writev(struct nbd_conn *c, struct iovec *iov, int iovcnt);
+int conn_write(struct nbd_conn *c, const void *buf, size_t len);
+
+/* Option negotiation. Returns 0 when the client entered transmission with
+ * an export open, -1 when the connection must be closed. */
+int nbd_handshake(struct nbd_conn *c);
+
+/* The transmission loop of one serving thread; returns when this thread
+ * should stop (end of input, a hard error, or shutdown). */
+void nbd_transmission(struct nbd_conn *c);
+
+/* Server-wide state the protocol needs. */
+bool nbd_server_shutting_down(struct nbd_server *srv);
+const struct nbd_catalog_ops *nbd_server_catalog(struct nbd_server *srv, void **ctx);
+
+#endif

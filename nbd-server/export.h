@@ -1,0 +1,77 @@
+/* export.h - the interface between the NBD protocol and what it serves.
+ *
+ * The protocol code (handshake.c, transmission.c, server.c) knows nothing
+ * of volumes, files or mirrors. It finds exports through a catalog and does
+ * I/O through the ops of an opened export. vsand's volume layer
+ * (vsan/volume.c) implements both over the store; mem_export.c implements
+ * them in memory for the unit tests and the fuzzer.
+ *
+ * Contract common to every function here:
+ *  - errors are negative errno values (-EIO, -ENOSPC, -EINVAL, -ENOTSUP,
+ *    -ESHUTDOWN ...); the protocol maps them to NBD error codes;
+ *  - every function may be called from many threads at once, for the same
+ *    export and for different ones: implementations do their own locking;
+ *  - the protocol has already checked bounds against the size it announced
+ *    and alignment against the block sizes; a backend whose size shrank
+ *    since must still refuse what is now out of range.
+ */
+#ifndef VSAN_NBD_EXPORT_H
+#define VSAN_NBD_EXPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* base:allocation status bits, as on the wire. */
+#define NBD_EXTENT_HOLE 1u
+#define NBD_EXTENT_ZERO 2u
+
+struct nbd_extent {
+    uint64_t length;
+    uint32_t flags; /* NBD_EXTENT_HOLE | NBD_EXTENT_ZERO */
+};
+
+struct nbd_export_ops {
+    /* Current size in bytes. Cheap: called once per negotiation. */
+    uint64_t (*size)(void *h);
+    /* Reads exactly count bytes. */
+    int (*pread)(void *h, void *buf, uint32_t count, uint64_t offset);
+    /* Writes exactly count bytes; with fua, durable before returning. */
+    int (*pwrite)(void *h, const void *buf, uint32_t count, uint64_t offset, bool fua);
+    /* Makes every write completed so far, on any connection, durable. */
+    int (*flush)(void *h);
+    /* Discards; later reads may return anything the backend chooses, but
+     * vsan's backends return zeroes. */
+    int (*trim)(void *h, uint32_t count, uint64_t offset, bool fua);
+    /* Writes zeroes. may_trim: the range may become a hole. fast: fail with
+     * -ENOTSUP unless this is cheaper than writing zero data. */
+    int (*zero)(void *h, uint32_t count, uint64_t offset, bool may_trim, bool fast, bool fua);
+    /* Prefetches into cache; may be a no-op. */
+    int (*cache)(void *h, uint32_t count, uint64_t offset);
+    /* Describes the allocation of [offset, offset+count) in at most max
+     * extents, in order, starting at offset. The lengths sum to at least 1
+     * and at most count. Returns the number of extents written (>= 1). */
+    int (*extents)(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext, unsigned max);
+};
+
+/* One opened export, held by one connection from negotiation to close. */
+struct nbd_export {
+    const struct nbd_export_ops *ops;
+    void *handle;
+    const char *description; /* owned by the backend, valid until close */
+    bool read_only;
+};
+
+struct nbd_catalog_ops {
+    /* Opens the export called name. Returns 0 and fills *exp, -ENOENT if
+     * there is none, another -errno if it can't be served now. The export
+     * stays valid (and counts as in use) until close. */
+    int (*open)(void *ctx, const char *name, struct nbd_export *exp);
+    void (*close)(void *ctx, struct nbd_export *exp);
+    /* Calls fn for every export, in a stable order, until fn returns
+     * non-zero; returns that value, or 0. */
+    int (*list)(void *ctx, int (*fn)(void *arg, const char *name, const char *description),
+                void *arg);
+};
+
+#endif

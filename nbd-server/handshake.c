@@ -1,0 +1,432 @@
+/* handshake.c - fixed newstyle option negotiation.
+ *
+ * Runs on the connection's first thread before transmission starts. Each
+ * option is read whole into a bounded buffer, answered, and forgotten; an
+ * option the server does not know gets ERR_UNSUP and negotiation goes on,
+ * so a client can probe. Only a broken framing (bad magic, truncated
+ * stream, absurd length) ends the connection, and only this one.
+ *
+ * Served: EXPORT_NAME, ABORT, LIST, INFO, GO, STRUCTURED_REPLY,
+ * LIST_META_CONTEXT and SET_META_CONTEXT with the single context
+ * base:allocation. No TLS: STARTTLS is unsupported.
+ */
+#include "nbd-server/conn.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <qb/qblog.h>
+
+#define OPTION_MAX_LEN (64 * 1024)       /* larger: ERR_TOO_BIG */
+#define OPTION_DISCARD_MAX (1024 * 1024) /* larger still: disconnect */
+#define OPTIONS_MAX 1024                 /* per connection */
+
+/* A parsed option payload, consumed front to back. */
+struct cursor {
+    const char *p;
+    uint32_t left;
+};
+
+static int get_u32(struct cursor *cur, uint32_t *v)
+{
+    if (cur->left < 4)
+        return -1;
+    memcpy(v, cur->p, 4);
+    *v = be32toh(*v);
+    cur->p += 4;
+    cur->left -= 4;
+    return 0;
+}
+
+static int get_u16(struct cursor *cur, uint16_t *v)
+{
+    if (cur->left < 2)
+        return -1;
+    memcpy(v, cur->p, 2);
+    *v = be16toh(*v);
+    cur->p += 2;
+    cur->left -= 2;
+    return 0;
+}
+
+/* A string with a u32 length prefix, copied NUL-terminated into out. */
+static int get_string(struct cursor *cur, char *out, size_t outsz)
+{
+    uint32_t len;
+    if (get_u32(cur, &len) < 0 || len > cur->left || len >= outsz || len > NBD_MAX_STRING)
+        return -1;
+    memcpy(out, cur->p, len);
+    out[len] = '\0';
+    if (strlen(out) != len) /* embedded NUL */
+        return -1;
+    cur->p += len;
+    cur->left -= len;
+    return 0;
+}
+
+static int reply(struct nbd_conn *c, uint32_t option, uint32_t type, const void *data,
+                 uint32_t len)
+{
+    struct nbd_option_reply r = {
+        .magic = htobe64(NBD_REP_MAGIC),
+        .option = htobe32(option),
+        .type = htobe32(type),
+        .length = htobe32(len),
+    };
+    struct iovec iov[2] = {{&r, sizeof r}, {(void *)data, len}};
+    return conn_writev(c, iov, len ? 2 : 1);
+}
+
+static int reply_error(struct nbd_conn *c, uint32_t option, uint32_t type, const char *msg)
+{
+    return reply(c, option, type, msg, (uint32_t)strlen(msg));
+}
+
+static uint16_t transmission_flags(const struct nbd_conn *c)
+{
+    uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
+                 NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN |
+                 NBD_FLAG_SEND_CACHE | NBD_FLAG_SEND_FAST_ZERO;
+    if (c->structured)
+        f |= NBD_FLAG_SEND_DF;
+    if (c->exp.read_only)
+        f |= NBD_FLAG_READ_ONLY;
+    return f;
+}
+
+static int open_export(struct nbd_conn *c, const char *name)
+{
+    void *ctx;
+    const struct nbd_catalog_ops *cat = nbd_server_catalog(c->srv, &ctx);
+    int r = cat->open(ctx, name, &c->exp);
+    if (r < 0)
+        return r;
+    c->have_export = true;
+    snprintf(c->export_name, sizeof c->export_name, "%s", name);
+    c->size = c->exp.ops->size(c->exp.handle);
+    c->tflags = transmission_flags(c);
+    return 0;
+}
+
+static void close_export(struct nbd_conn *c)
+{
+    void *ctx;
+    const struct nbd_catalog_ops *cat = nbd_server_catalog(c->srv, &ctx);
+    if (c->have_export)
+        cat->close(ctx, &c->exp);
+    c->have_export = false;
+}
+
+/* NBD_OPT_EXPORT_NAME: no error replies exist, so failure closes. */
+static int opt_export_name(struct nbd_conn *c, const char *data, uint32_t len)
+{
+    char name[NBD_EXPORT_NAME_BUF];
+    if (len > NBD_MAX_STRING || memchr(data, '\0', len))
+        return -1;
+    memcpy(name, data, len);
+    name[len] = '\0';
+    int r = open_export(c, name);
+    if (r < 0) {
+        qb_log(LOG_INFO, "nbd %s: export \"%s\": %s", c->peer, name, strerror(-r));
+        return -1;
+    }
+    if (strcmp(c->meta_export, name) != 0)
+        c->meta_allocation = false;
+    struct {
+        uint64_t size;
+        uint16_t flags;
+        char zeroes[124];
+    } __attribute__((packed)) msg = {.size = htobe64(c->size), .flags = htobe16(c->tflags)};
+    size_t n = c->no_zeroes ? 10 : sizeof msg;
+    return conn_write(c, &msg, n) < 0 ? -1 : 1;
+}
+
+static int list_one(void *arg, const char *name, const char *description)
+{
+    struct nbd_conn *c = arg;
+    size_t nl = strlen(name), dl = strlen(description);
+    if (nl > NBD_MAX_STRING || dl > NBD_MAX_STRING)
+        return 0;
+    char buf[4 + 2 * NBD_MAX_STRING];
+    uint32_t be = htobe32((uint32_t)nl);
+    memcpy(buf, &be, 4);
+    memcpy(buf + 4, name, nl);
+    memcpy(buf + 4 + nl, description, dl);
+    return reply(c, NBD_OPT_LIST, NBD_REP_SERVER, buf, (uint32_t)(4 + nl + dl));
+}
+
+static int opt_list(struct nbd_conn *c, uint32_t len)
+{
+    if (len != 0)
+        return reply_error(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID, "LIST takes no data");
+    void *ctx;
+    const struct nbd_catalog_ops *cat = nbd_server_catalog(c->srv, &ctx);
+    if (cat->list(ctx, list_one, c) < 0)
+        return -1;
+    return reply(c, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
+}
+
+static int info_reply(struct nbd_conn *c, uint32_t opt, const void *data, uint32_t len)
+{
+    return reply(c, opt, NBD_REP_INFO, data, len);
+}
+
+static int send_info_export(struct nbd_conn *c, uint32_t opt)
+{
+    struct {
+        uint16_t type;
+        uint64_t size;
+        uint16_t flags;
+    } __attribute__((packed)) m = {htobe16(NBD_INFO_EXPORT), htobe64(c->size), htobe16(c->tflags)};
+    return info_reply(c, opt, &m, sizeof m);
+}
+
+static int send_info_block_size(struct nbd_conn *c, uint32_t opt)
+{
+    struct {
+        uint16_t type;
+        uint32_t min, pref, max;
+    } __attribute__((packed)) m = {htobe16(NBD_INFO_BLOCK_SIZE), htobe32(c->cfg->min_block),
+                                   htobe32(c->cfg->pref_block), htobe32(c->cfg->max_payload)};
+    return info_reply(c, opt, &m, sizeof m);
+}
+
+static int send_info_string(struct nbd_conn *c, uint32_t opt, uint16_t type, const char *s)
+{
+    char buf[2 + NBD_MAX_STRING];
+    size_t n = strnlen(s, NBD_MAX_STRING);
+    uint16_t be = htobe16(type);
+    memcpy(buf, &be, 2);
+    memcpy(buf + 2, s, n);
+    return info_reply(c, opt, buf, (uint32_t)(2 + n));
+}
+
+/* The info items the client asked for, beyond EXPORT and BLOCK_SIZE which
+ * are always sent (the block size must be, whenever min_block > 1). */
+static int send_requested_infos(struct nbd_conn *c, uint32_t opt, struct cursor *req, uint16_t n)
+{
+    for (uint16_t i = 0; i < n; i++) {
+        uint16_t type;
+        if (get_u16(req, &type) < 0)
+            return -1;
+        int r = 0;
+        if (type == NBD_INFO_NAME)
+            r = send_info_string(c, opt, NBD_INFO_NAME, c->export_name);
+        else if (type == NBD_INFO_DESCRIPTION)
+            r = send_info_string(c, opt, NBD_INFO_DESCRIPTION, c->exp.description);
+        if (r < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static uint32_t open_error(int err)
+{
+    if (err == -ENOENT)
+        return NBD_REP_ERR_UNKNOWN;
+    if (err == -ESHUTDOWN)
+        return NBD_REP_ERR_SHUTDOWN;
+    return NBD_REP_ERR_PLATFORM;
+}
+
+/* NBD_OPT_INFO and NBD_OPT_GO. Returns 1 when GO succeeded. */
+static int opt_info_go(struct nbd_conn *c, uint32_t opt, const char *data, uint32_t len)
+{
+    struct cursor cur = {data, len};
+    char name[NBD_EXPORT_NAME_BUF];
+    uint16_t n;
+    if (get_string(&cur, name, sizeof name) < 0 || get_u16(&cur, &n) < 0 ||
+        cur.left != (uint32_t)n * 2)
+        return reply_error(c, opt, NBD_REP_ERR_INVALID, "malformed INFO/GO request");
+    int r = open_export(c, name);
+    if (r < 0) {
+        char msg[NBD_MAX_STRING + 64];
+        snprintf(msg, sizeof msg, "export \"%s\": %s", name, strerror(-r));
+        return reply_error(c, opt, open_error(r), msg);
+    }
+    struct cursor req = cur;
+    if (send_info_export(c, opt) < 0 || send_info_block_size(c, opt) < 0 ||
+        send_requested_infos(c, opt, &req, n) < 0 || reply(c, opt, NBD_REP_ACK, NULL, 0) < 0) {
+        close_export(c);
+        return -1;
+    }
+    if (opt == NBD_OPT_INFO) {
+        close_export(c);
+        return 0;
+    }
+    if (strcmp(c->meta_export, name) != 0)
+        c->meta_allocation = false;
+    return 1;
+}
+
+static int opt_structured_reply(struct nbd_conn *c, uint32_t len)
+{
+    if (len != 0)
+        return reply_error(c, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_INVALID,
+                           "STRUCTURED_REPLY takes no data");
+    c->structured = true;
+    return reply(c, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0);
+}
+
+static int send_context(struct nbd_conn *c, uint32_t opt)
+{
+    char buf[4 + sizeof NBD_CONTEXT_BASE_ALLOCATION];
+    uint32_t id = htobe32(NBD_CONTEXT_ID_ALLOCATION);
+    memcpy(buf, &id, 4);
+    memcpy(buf + 4, NBD_CONTEXT_BASE_ALLOCATION, strlen(NBD_CONTEXT_BASE_ALLOCATION));
+    return reply(c, opt, NBD_REP_META_CONTEXT, buf,
+                 (uint32_t)(4 + strlen(NBD_CONTEXT_BASE_ALLOCATION)));
+}
+
+/* Does this query select base:allocation? LIST also takes namespace-wide
+ * queries ("base:"); SET takes only exact names. */
+static bool query_matches(const char *q, bool list)
+{
+    if (strcmp(q, NBD_CONTEXT_BASE_ALLOCATION) == 0)
+        return true;
+    return list && strcmp(q, "base:") == 0;
+}
+
+static bool export_exists(struct nbd_conn *c, const char *name)
+{
+    void *ctx;
+    const struct nbd_catalog_ops *cat = nbd_server_catalog(c->srv, &ctx);
+    struct nbd_export e;
+    if (cat->open(ctx, name, &e) < 0)
+        return false;
+    cat->close(ctx, &e);
+    return true;
+}
+
+/* NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT. */
+static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const char *data, uint32_t len)
+{
+    bool list = opt == NBD_OPT_LIST_META_CONTEXT;
+    struct cursor cur = {data, len};
+    char name[NBD_EXPORT_NAME_BUF], q[NBD_MAX_STRING + 1];
+    uint32_t nq;
+    if (!list && !c->structured)
+        return reply_error(c, opt, NBD_REP_ERR_INVALID, "structured replies not negotiated");
+    if (get_string(&cur, name, sizeof name) < 0 || get_u32(&cur, &nq) < 0)
+        return reply_error(c, opt, NBD_REP_ERR_INVALID, "malformed meta context request");
+    bool selected = list && nq == 0;
+    for (uint32_t i = 0; i < nq; i++) {
+        if (get_string(&cur, q, sizeof q) < 0)
+            return reply_error(c, opt, NBD_REP_ERR_INVALID, "malformed meta context query");
+        selected |= query_matches(q, list);
+    }
+    if (cur.left != 0)
+        return reply_error(c, opt, NBD_REP_ERR_INVALID, "trailing data in meta context request");
+    if (!export_exists(c, name))
+        return reply_error(c, opt, NBD_REP_ERR_UNKNOWN, "no such export");
+    if (!list) {
+        c->meta_allocation = selected;
+        snprintf(c->meta_export, sizeof c->meta_export, "%s", name);
+    }
+    if (selected && send_context(c, opt) < 0)
+        return -1;
+    return reply(c, opt, NBD_REP_ACK, NULL, 0);
+}
+
+/* Answers one option. 1: transmission begins; 0: next option; -1: close. */
+static int handle_option(struct nbd_conn *c, uint32_t opt, const char *data, uint32_t len)
+{
+    if (nbd_server_shutting_down(c->srv) && opt == NBD_OPT_EXPORT_NAME)
+        return -1; /* it has no way to report an error */
+    if (nbd_server_shutting_down(c->srv) && opt != NBD_OPT_ABORT)
+        return reply_error(c, opt, NBD_REP_ERR_SHUTDOWN, "server is shutting down");
+    switch (opt) {
+    case NBD_OPT_EXPORT_NAME:
+        return opt_export_name(c, data, len);
+    case NBD_OPT_ABORT:
+        reply(c, opt, NBD_REP_ACK, NULL, 0);
+        return -1;
+    case NBD_OPT_LIST:
+        return opt_list(c, len);
+    case NBD_OPT_INFO:
+    case NBD_OPT_GO:
+        return opt_info_go(c, opt, data, len);
+    case NBD_OPT_STRUCTURED_REPLY:
+        return opt_structured_reply(c, len);
+    case NBD_OPT_LIST_META_CONTEXT:
+    case NBD_OPT_SET_META_CONTEXT:
+        return opt_meta_context(c, opt, data, len);
+    default:
+        return reply_error(c, opt, NBD_REP_ERR_UNSUP, "option not supported");
+    }
+}
+
+/* Reads one option header and payload; answers oversized ones itself.
+ * Returns 1 with *data set (malloc'd), 0 if answered already, -1 to close. */
+static int read_option(struct nbd_conn *c, uint32_t *opt, char **data, uint32_t *len)
+{
+    struct nbd_option_header h;
+    if (conn_read(c, &h, sizeof h) < 0)
+        return -1;
+    if (be64toh(h.magic) != NBD_IHAVEOPT) {
+        qb_log(LOG_INFO, "nbd %s: bad option magic, closing", c->peer);
+        return -1;
+    }
+    *opt = be32toh(h.option);
+    *len = be32toh(h.length);
+    if (*len > OPTION_MAX_LEN) {
+        if (*len > OPTION_DISCARD_MAX || conn_discard(c, *len) < 0)
+            return -1;
+        return reply_error(c, *opt, NBD_REP_ERR_TOO_BIG, "option too long") < 0 ? -1 : 0;
+    }
+    *data = malloc(*len + 1);
+    if (!*data)
+        return -1;
+    if (conn_read(c, *data, *len) < 0) {
+        free(*data);
+        return -1;
+    }
+    (*data)[*len] = '\0';
+    return 1;
+}
+
+static int greet(struct nbd_conn *c)
+{
+    struct {
+        uint64_t magic, opt;
+        uint16_t flags;
+    } __attribute__((packed)) hello = {htobe64(NBD_MAGIC), htobe64(NBD_IHAVEOPT),
+                                       htobe16(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES)};
+    uint32_t cflags;
+    if (conn_write(c, &hello, sizeof hello) < 0 || conn_read(c, &cflags, 4) < 0)
+        return -1;
+    cflags = be32toh(cflags);
+    if (cflags & ~(uint32_t)(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES)) {
+        qb_log(LOG_INFO, "nbd %s: unknown client flags 0x%x, closing", c->peer, cflags);
+        return -1;
+    }
+    c->no_zeroes = cflags & NBD_FLAG_C_NO_ZEROES;
+    return 0;
+}
+
+int nbd_handshake(struct nbd_conn *c)
+{
+    if (greet(c) < 0)
+        return -1;
+    for (int i = 0; i < OPTIONS_MAX; i++) {
+        uint32_t opt, len;
+        char *data = NULL;
+        int r = read_option(c, &opt, &data, &len);
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            continue;
+        r = handle_option(c, opt, data, len);
+        free(data);
+        if (r < 0) {
+            close_export(c);
+            return -1;
+        }
+        if (r == 1)
+            return 0;
+    }
+    qb_log(LOG_INFO, "nbd %s: more than %d options, closing", c->peer, OPTIONS_MAX);
+    return -1;
+}

@@ -1,0 +1,225 @@
+/* mem_export.c - the in-memory export backend (see mem_export.h). */
+#include "nbd-server/mem_export.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#define PAGE 4096u
+
+struct mem_export {
+    char name[64];
+    char description[96];
+    uint64_t size;
+    bool read_only;
+    /* lock guards data and allocated. */
+    pthread_mutex_t lock;
+    char *data;
+    bool *allocated; /* per page */
+};
+
+struct mem_catalog {
+    /* Exports are only added before serving starts; opens is atomic-free
+     * because it is guarded by lock. */
+    pthread_mutex_t lock;
+    struct mem_export exports[MEM_EXPORTS_MAX];
+    unsigned n;
+    unsigned opens;
+};
+
+struct mem_catalog *mem_catalog_new(void)
+{
+    struct mem_catalog *cat = calloc(1, sizeof *cat);
+    if (cat)
+        pthread_mutex_init(&cat->lock, NULL);
+    return cat;
+}
+
+int mem_catalog_add(struct mem_catalog *cat, const char *name, uint64_t size, bool read_only)
+{
+    if (cat->n == MEM_EXPORTS_MAX || size % PAGE || strlen(name) >= sizeof cat->exports[0].name)
+        return -EINVAL;
+    struct mem_export *e = &cat->exports[cat->n];
+    e->data = calloc(1, size);
+    e->allocated = calloc(size / PAGE + 1, sizeof *e->allocated);
+    if (!e->data || !e->allocated) {
+        free(e->data);
+        free(e->allocated);
+        return -ENOMEM;
+    }
+    snprintf(e->name, sizeof e->name, "%s", name);
+    snprintf(e->description, sizeof e->description, "memory export %s", name);
+    e->size = size;
+    e->read_only = read_only;
+    pthread_mutex_init(&e->lock, NULL);
+    cat->n++;
+    return 0;
+}
+
+unsigned mem_catalog_open_count(struct mem_catalog *cat)
+{
+    pthread_mutex_lock(&cat->lock);
+    unsigned n = cat->opens;
+    pthread_mutex_unlock(&cat->lock);
+    return n;
+}
+
+void mem_catalog_free(struct mem_catalog *cat)
+{
+    if (!cat)
+        return;
+    for (unsigned i = 0; i < cat->n; i++) {
+        free(cat->exports[i].data);
+        free(cat->exports[i].allocated);
+        pthread_mutex_destroy(&cat->exports[i].lock);
+    }
+    pthread_mutex_destroy(&cat->lock);
+    free(cat);
+}
+
+static uint64_t mem_size(void *h)
+{
+    return ((struct mem_export *)h)->size;
+}
+
+static int mem_pread(void *h, void *buf, uint32_t count, uint64_t offset)
+{
+    struct mem_export *e = h;
+    pthread_mutex_lock(&e->lock);
+    memcpy(buf, e->data + offset, count);
+    pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
+static void mark(struct mem_export *e, uint64_t offset, uint32_t count, bool allocated)
+{
+    for (uint64_t p = offset / PAGE; p * PAGE < offset + count; p++)
+        e->allocated[p] = allocated;
+}
+
+static int mem_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset, bool fua)
+{
+    struct mem_export *e = h;
+    (void)fua;
+    pthread_mutex_lock(&e->lock);
+    memcpy(e->data + offset, buf, count);
+    mark(e, offset, count, true);
+    pthread_mutex_unlock(&e->lock);
+    return 0;
+}
+
+static int mem_flush(void *h)
+{
+    (void)h;
+    return 0;
+}
+
+/* Zeroes the range; whole pages inside it become holes when allowed. */
+static void zero_range(struct mem_export *e, uint32_t count, uint64_t offset, bool may_trim)
+{
+    pthread_mutex_lock(&e->lock);
+    memset(e->data + offset, 0, count);
+    uint64_t first = (offset + PAGE - 1) / PAGE, end = (offset + count) / PAGE;
+    for (uint64_t p = first; p < end; p++)
+        e->allocated[p] = !may_trim;
+    pthread_mutex_unlock(&e->lock);
+}
+
+static int mem_trim(void *h, uint32_t count, uint64_t offset, bool fua)
+{
+    (void)fua;
+    zero_range(h, count, offset, true);
+    return 0;
+}
+
+static int mem_zero(void *h, uint32_t count, uint64_t offset, bool may_trim, bool fast, bool fua)
+{
+    (void)fast;
+    (void)fua;
+    zero_range(h, count, offset, may_trim);
+    return 0;
+}
+
+static int mem_cache(void *h, uint32_t count, uint64_t offset)
+{
+    (void)h;
+    (void)count;
+    (void)offset;
+    return 0;
+}
+
+static int mem_extents(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext,
+                       unsigned max)
+{
+    struct mem_export *e = h;
+    uint64_t end = offset + count;
+    unsigned n = 0;
+    pthread_mutex_lock(&e->lock);
+    for (uint64_t off = offset; off < end && n < max;) {
+        bool alloc = e->allocated[off / PAGE];
+        uint64_t next = (off / PAGE + 1) * PAGE;
+        while (next < end && e->allocated[next / PAGE] == alloc)
+            next += PAGE;
+        if (next > end)
+            next = end;
+        ext[n++] = (struct nbd_extent){next - off, alloc ? 0 : NBD_EXTENT_HOLE | NBD_EXTENT_ZERO};
+        off = next;
+    }
+    pthread_mutex_unlock(&e->lock);
+    return (int)n;
+}
+
+static const struct nbd_export_ops mem_ops = {
+    .size = mem_size,
+    .pread = mem_pread,
+    .pwrite = mem_pwrite,
+    .flush = mem_flush,
+    .trim = mem_trim,
+    .zero = mem_zero,
+    .cache = mem_cache,
+    .extents = mem_extents,
+};
+
+static int mem_open(void *ctx, const char *name, struct nbd_export *exp)
+{
+    struct mem_catalog *cat = ctx;
+    for (unsigned i = 0; i < cat->n; i++) {
+        struct mem_export *e = &cat->exports[i];
+        if (strcmp(e->name, name) != 0)
+            continue;
+        *exp = (struct nbd_export){&mem_ops, e, e->description, e->read_only};
+        pthread_mutex_lock(&cat->lock);
+        cat->opens++;
+        pthread_mutex_unlock(&cat->lock);
+        return 0;
+    }
+    return -ENOENT;
+}
+
+static void mem_close(void *ctx, struct nbd_export *exp)
+{
+    struct mem_catalog *cat = ctx;
+    (void)exp;
+    pthread_mutex_lock(&cat->lock);
+    cat->opens--;
+    pthread_mutex_unlock(&cat->lock);
+}
+
+static int mem_list(void *ctx, int (*fn)(void *, const char *, const char *), void *arg)
+{
+    struct mem_catalog *cat = ctx;
+    for (unsigned i = 0; i < cat->n; i++) {
+        int r = fn(arg, cat->exports[i].name, cat->exports[i].description);
+        if (r)
+            return r;
+    }
+    return 0;
+}
+
+const struct nbd_catalog_ops mem_catalog_ops = {
+    .open = mem_open,
+    .close = mem_close,
+    .list = mem_list,
+};

@@ -1,0 +1,25 @@
+/* mem_export.h - exports held in memory, for the unit tests and the fuzzer.
+ *
+ * A catalog of a few named exports, each a zero-filled buffer whose
+ * allocation is tracked per 4 KiB page, so trim, zero and block status
+ * behave like a sparse file's. One mutex per export: speed is not the point.
+ */
+#ifndef VSAN_NBD_MEM_EXPORT_H
+#define VSAN_NBD_MEM_EXPORT_H
+
+#include "nbd-server/export.h"
+
+#define MEM_EXPORTS_MAX 8
+
+struct mem_catalog;
+
+extern const struct nbd_catalog_ops mem_catalog_ops;
+
+struct mem_catalog *mem_catalog_new(void);
+/* Adds an export of size bytes (a multiple of 4096). 0 or -errno. */
+int mem_catalog_add(struct mem_catalog *cat, const char *name, uint64_t size, bool read_only);
+/* Number of connections holding any export open. */
+unsigned mem_catalog_open_count(struct mem_catalog *cat);
+void mem_catalog_free(struct mem_catalog *cat);
+
+#endif

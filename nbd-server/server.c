@@ -1,0 +1,500 @@
+/* server.c - listeners, the connection list and graceful shutdown.
+ *
+ * Each listener has an accept thread. An accepted socket becomes a
+ * connection registered in the server's list (so shutdown can find it and
+ * max_connections is enforced before any thread is spent on it), then a
+ * thread runs its handshake and, once in transmission, starts the other
+ * serving threads. The last thread of a connection to leave closes it.
+ *
+ * Shutdown follows the protocol: stop accepting; requests already read run
+ * to completion; requests read afterwards get ESHUTDOWN (transmission.c);
+ * clients that leave by themselves within the grace period do so cleanly,
+ * the rest are disconnected.
+ */
+#include "nbd-server/conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <qb/qblog.h>
+
+#define LISTENERS_MAX 8
+
+struct listener {
+    int fd;
+    char addr[128];
+    bool is_unix;
+    pthread_t thread;
+};
+
+struct nbd_server {
+    struct nbd_server_config cfg;
+    const struct nbd_catalog_ops *catalog;
+    void *catalog_ctx;
+    atomic_bool shutting_down;
+
+    /* Set up by the main thread before shutdown; accept threads only read
+     * their own entry. */
+    struct listener listeners[LISTENERS_MAX];
+    unsigned nlisteners;
+
+    /* lock guards conns, nconns and every conn's threads/next fields;
+     * gone is signalled whenever a connection closes. */
+    pthread_mutex_t lock;
+    pthread_cond_t gone;
+    struct nbd_conn *conns;
+    unsigned nconns;
+};
+
+void nbd_server_config_defaults(struct nbd_server_config *cfg)
+{
+    *cfg = (struct nbd_server_config){
+        .min_block = 1,
+        .pref_block = 4096,
+        .max_payload = 32 * 1024 * 1024,
+        .threads = 8,
+        .max_connections = 256,
+        .handshake_timeout_ms = 10000,
+        .shutdown_grace_ms = 5000,
+    };
+}
+
+struct nbd_server *nbd_server_new(const struct nbd_server_config *cfg,
+                                  const struct nbd_catalog_ops *catalog, void *catalog_ctx)
+{
+    struct nbd_server *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return NULL;
+    srv->cfg = *cfg;
+    srv->catalog = catalog;
+    srv->catalog_ctx = catalog_ctx;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* shutdown's deadline */
+    pthread_mutex_init(&srv->lock, NULL);
+    pthread_cond_init(&srv->gone, &ca);
+    pthread_condattr_destroy(&ca);
+    return srv;
+}
+
+bool nbd_server_shutting_down(struct nbd_server *srv)
+{
+    return atomic_load_explicit(&srv->shutting_down, memory_order_relaxed);
+}
+
+const struct nbd_catalog_ops *nbd_server_catalog(struct nbd_server *srv, void **ctx)
+{
+    *ctx = srv->catalog_ctx;
+    return srv->catalog;
+}
+
+unsigned nbd_server_connections(struct nbd_server *srv)
+{
+    pthread_mutex_lock(&srv->lock);
+    unsigned n = srv->nconns;
+    pthread_mutex_unlock(&srv->lock);
+    return n;
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void set_recv_timeout(int fd, unsigned ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    /* Fails on a non-socket (the fuzzer's file): nothing to bound there. */
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+static void describe_peer(int fd, char *out, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0) {
+        snprintf(out, len, "fd %d", fd);
+        return;
+    }
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        snprintf(out, len, "%s:%u", host, ntohs(in->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        snprintf(out, len, "[%s]:%u", host, ntohs(in6->sin6_port));
+    } else {
+        snprintf(out, len, "unix");
+    }
+}
+
+/* Registers a new connection, or returns NULL when the server is full or
+ * shutting down (the caller closes the fds). */
+static struct nbd_conn *conn_new(struct nbd_server *srv, int in_fd, int out_fd)
+{
+    struct nbd_conn *c = calloc(1, sizeof *c);
+    if (!c || !(c->in = malloc(CONN_INBUF_SIZE))) {
+        free(c);
+        return NULL;
+    }
+    c->srv = srv;
+    c->cfg = &srv->cfg;
+    c->in_fd = in_fd;
+    c->out_fd = out_fd;
+    c->threads = 1;
+    int type;
+    socklen_t tl = sizeof type;
+    c->out_is_socket = getsockopt(out_fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0;
+    describe_peer(in_fd, c->peer, sizeof c->peer);
+    pthread_mutex_init(&c->rlock, NULL);
+    pthread_mutex_init(&c->wlock, NULL);
+    pthread_mutex_lock(&srv->lock);
+    bool full = srv->nconns >= srv->cfg.max_connections || nbd_server_shutting_down(srv);
+    if (!full) {
+        c->next = srv->conns;
+        srv->conns = c;
+        srv->nconns++;
+    }
+    pthread_mutex_unlock(&srv->lock);
+    if (full) {
+        qb_log(LOG_WARNING, "nbd %s: refused: %u connections open or shutting down", c->peer,
+               srv->cfg.max_connections);
+        free(c->in);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void conn_free(struct nbd_conn *c)
+{
+    void *ctx;
+    const struct nbd_catalog_ops *cat = nbd_server_catalog(c->srv, &ctx);
+    if (c->have_export)
+        cat->close(ctx, &c->exp);
+    close(c->in_fd);
+    if (c->out_fd != c->in_fd)
+        close(c->out_fd);
+    pthread_mutex_destroy(&c->rlock);
+    pthread_mutex_destroy(&c->wlock);
+    free(c->in);
+    free(c);
+}
+
+/* Called by each serving thread as it leaves; the last one closes. */
+static void conn_leave(struct nbd_conn *c)
+{
+    struct nbd_server *srv = c->srv;
+    /* A thread leaves only once input is over (DISC, EOF, broken stream or
+     * socket error): wake any thread blocked reading, but let those still
+     * executing send their replies. */
+    shutdown(c->in_fd, SHUT_RD);
+    pthread_mutex_lock(&srv->lock);
+    bool last = --c->threads == 0;
+    if (last) {
+        struct nbd_conn **p = &srv->conns;
+        while (*p != c)
+            p = &(*p)->next;
+        *p = c->next;
+    }
+    pthread_mutex_unlock(&srv->lock);
+    if (!last)
+        return;
+    qb_log(LOG_DEBUG, "nbd %s: export \"%s\": closed", c->peer, c->export_name);
+    conn_free(c);
+    pthread_mutex_lock(&srv->lock);
+    srv->nconns--;
+    pthread_cond_broadcast(&srv->gone);
+    pthread_mutex_unlock(&srv->lock);
+}
+
+static void *follower_main(void *arg)
+{
+    struct nbd_conn *c = arg;
+    nbd_transmission(c);
+    conn_leave(c);
+    return NULL;
+}
+
+static void start_followers(struct nbd_conn *c)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    for (unsigned i = 1; i < c->cfg->threads; i++) {
+        pthread_mutex_lock(&c->srv->lock);
+        c->threads++;
+        pthread_mutex_unlock(&c->srv->lock);
+        pthread_t t;
+        int e = pthread_create(&t, &attr, follower_main, c);
+        if (e != 0) {
+            qb_log(LOG_WARNING, "nbd %s: serving thread: %s; going on with %u", c->peer,
+                   strerror(e), i);
+            conn_leave(c);
+            break;
+        }
+    }
+    pthread_attr_destroy(&attr);
+}
+
+static void serve_conn(struct nbd_conn *c)
+{
+    set_recv_timeout(c->in_fd, c->cfg->handshake_timeout_ms);
+    if (nbd_handshake(c) < 0) {
+        conn_leave(c);
+        return;
+    }
+    set_recv_timeout(c->in_fd, 0);
+    qb_log(LOG_DEBUG, "nbd %s: export \"%s\": transmission, %s replies", c->peer, c->export_name,
+           c->structured ? "structured" : "simple");
+    start_followers(c);
+    nbd_transmission(c);
+    conn_leave(c);
+}
+
+void nbd_server_serve(struct nbd_server *srv, int in_fd, int out_fd)
+{
+    struct nbd_conn *c = conn_new(srv, in_fd, out_fd);
+    if (!c) {
+        close(in_fd);
+        if (out_fd != in_fd)
+            close(out_fd);
+        return;
+    }
+    serve_conn(c);
+}
+
+static void *conn_main(void *arg)
+{
+    serve_conn(arg);
+    return NULL;
+}
+
+/* ---- listeners ---------------------------------------------------------- */
+
+static void accepted(struct nbd_server *srv, struct listener *l, int fd)
+{
+    if (!l->is_unix) {
+        int one = 1;
+        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
+            qb_log(LOG_WARNING, "nbd %s: TCP_NODELAY: %s", l->addr, strerror(errno));
+    }
+    struct nbd_conn *c = conn_new(srv, fd, fd);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    int e = pthread_create(&t, &attr, conn_main, c);
+    pthread_attr_destroy(&attr);
+    if (e != 0) {
+        qb_log(LOG_ERR, "nbd %s: connection thread: %s", l->addr, strerror(e));
+        conn_leave(c);
+    }
+}
+
+static void *accept_main(void *arg)
+{
+    struct nbd_server *srv = ((void **)arg)[0];
+    struct listener *l = ((void **)arg)[1];
+    free(arg);
+    while (!nbd_server_shutting_down(srv)) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            accepted(srv, l, fd);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (nbd_server_shutting_down(srv))
+            break;
+        qb_log(LOG_ERR, "nbd %s: accept: %s", l->addr, strerror(errno));
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            struct timespec ts = {0, 100 * 1000 * 1000}; /* let descriptors free up */
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        break;
+    }
+    return NULL;
+}
+
+static int bind_unix(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path)
+        return -ENAMETOOLONG;
+    strcpy(sa.sun_path, path);
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(path); /* stale socket of a previous run */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 128) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    return fd;
+}
+
+/* Splits "host:port" or "[v6]:port". */
+static int split_host_port(const char *addr, char *host, size_t hl, char *port, size_t pl)
+{
+    const char *colon;
+    if (addr[0] == '[') {
+        const char *end = strchr(addr, ']');
+        if (!end || end[1] != ':' || (size_t)(end - addr - 1) >= hl)
+            return -EINVAL;
+        snprintf(host, hl, "%.*s", (int)(end - addr - 1), addr + 1);
+        colon = end + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (!colon || (size_t)(colon - addr) >= hl)
+            return -EINVAL;
+        snprintf(host, hl, "%.*s", (int)(colon - addr), addr);
+    }
+    if (colon[1] == '\0' || strlen(colon + 1) >= pl)
+        return -EINVAL;
+    snprintf(port, pl, "%s", colon + 1);
+    return 0;
+}
+
+static int bind_tcp(const char *addr)
+{
+    char host[128], port[16];
+    if (split_host_port(addr, host, sizeof host, port, sizeof port) < 0)
+        return -EINVAL;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res;
+    int g = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+    if (g != 0) {
+        qb_log(LOG_ERR, "nbd listen %s: %s", addr, gai_strerror(g));
+        return -EINVAL;
+    }
+    int fd = -EADDRNOTAVAIL;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            fd = -errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0)
+            break;
+        int e = -errno;
+        close(fd);
+        fd = e;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+int nbd_server_listen(struct nbd_server *srv, const char *addr)
+{
+    if (srv->nlisteners == LISTENERS_MAX) {
+        qb_log(LOG_ERR, "nbd listen %s: at most %d listeners", addr, LISTENERS_MAX);
+        return -EMFILE;
+    }
+    struct listener *l = &srv->listeners[srv->nlisteners];
+    l->is_unix = addr[0] == '/';
+    int fd = l->is_unix ? bind_unix(addr) : bind_tcp(addr);
+    if (fd < 0) {
+        qb_log(LOG_ERR, "nbd listen %s: %s", addr, strerror(-fd));
+        return fd;
+    }
+    l->fd = fd;
+    snprintf(l->addr, sizeof l->addr, "%s", addr);
+    void **arg = malloc(2 * sizeof *arg);
+    int e = arg ? 0 : ENOMEM;
+    if (arg) {
+        arg[0] = srv;
+        arg[1] = l;
+        e = pthread_create(&l->thread, NULL, accept_main, arg);
+    }
+    if (e != 0) {
+        free(arg);
+        close(fd);
+        qb_log(LOG_ERR, "nbd listen %s: accept thread: %s", addr, strerror(e));
+        return -e;
+    }
+    srv->nlisteners++;
+    qb_log(LOG_INFO, "nbd: listening on %s", addr);
+    return 0;
+}
+
+/* ---- shutdown ----------------------------------------------------------- */
+
+static void stop_listeners(struct nbd_server *srv)
+{
+    for (unsigned i = 0; i < srv->nlisteners; i++) {
+        struct listener *l = &srv->listeners[i];
+        shutdown(l->fd, SHUT_RDWR); /* wakes accept() */
+        pthread_join(l->thread, NULL);
+        close(l->fd);
+        if (l->is_unix)
+            unlink(l->addr);
+    }
+    srv->nlisteners = 0;
+}
+
+/* Waits until no connection is left, or the deadline (if any) passes. */
+static void wait_connections(struct nbd_server *srv, const struct timespec *deadline)
+{
+    pthread_mutex_lock(&srv->lock);
+    while (srv->nconns > 0) {
+        if (!deadline) {
+            pthread_cond_wait(&srv->gone, &srv->lock);
+        } else if (pthread_cond_timedwait(&srv->gone, &srv->lock, deadline) == ETIMEDOUT) {
+            break;
+        }
+    }
+    pthread_mutex_unlock(&srv->lock);
+}
+
+void nbd_server_shutdown(struct nbd_server *srv)
+{
+    atomic_store(&srv->shutting_down, true);
+    stop_listeners(srv);
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += srv->cfg.shutdown_grace_ms / 1000;
+    deadline.tv_nsec += (long)(srv->cfg.shutdown_grace_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    wait_connections(srv, &deadline);
+    pthread_mutex_lock(&srv->lock);
+    if (srv->nconns > 0)
+        qb_log(LOG_INFO, "nbd: disconnecting %u clients still connected", srv->nconns);
+    for (struct nbd_conn *c = srv->conns; c; c = c->next)
+        shutdown(c->in_fd, SHUT_RDWR);
+    pthread_mutex_unlock(&srv->lock);
+    wait_connections(srv, NULL);
+}
+
+void nbd_server_free(struct nbd_server *srv)
+{
+    if (!srv)
+        return;
+    if (!nbd_server_shutting_down(srv) || srv->nlisteners > 0)
+        nbd_server_shutdown(srv);
+    pthread_cond_destroy(&srv->gone);
+    pthread_mutex_destroy(&srv->lock);
+    free(srv);
+}

@@ -1,0 +1,56 @@
+/* server.h - the NBD server as the daemon sees it: listeners, connections,
+ * graceful shutdown. What is served comes from an nbd_catalog (export.h).
+ *
+ * Threads: each listener has an accept thread; each connection runs its
+ * handshake on one thread and then up to `threads` worker threads that take
+ * turns reading requests (leader/followers), execute them and send their
+ * replies, so replies go out of order and a slow request does not hold the
+ * others. All functions here are called from the daemon's main thread.
+ */
+#ifndef VSAN_NBD_SERVER_H
+#define VSAN_NBD_SERVER_H
+
+#include "nbd-server/export.h"
+
+#include <stdint.h>
+
+struct nbd_server_config {
+    uint32_t min_block;       /* advertised minimum block size, power of 2, 1..65536 */
+    uint32_t pref_block;      /* preferred block size, power of 2, >= max(min, 512) */
+    uint32_t max_payload;     /* largest READ/WRITE payload accepted */
+    unsigned threads;         /* worker threads per connection, >= 1 */
+    unsigned max_connections; /* further connections are closed at once */
+    unsigned handshake_timeout_ms;
+    unsigned shutdown_grace_ms; /* how long shutdown waits for clients to leave */
+};
+
+/* Fills the defaults documented in deploy/vsan.conf.sample. */
+void nbd_server_config_defaults(struct nbd_server_config *cfg);
+
+struct nbd_server;
+
+struct nbd_server *nbd_server_new(const struct nbd_server_config *cfg,
+                                  const struct nbd_catalog_ops *catalog, void *catalog_ctx);
+
+/* Listens on "HOST:PORT" ("[v6]:PORT" too) or, when addr starts with '/',
+ * on a unix socket at that path (replacing a stale one). Returns 0, or
+ * -errno with a message logged that names the address. */
+int nbd_server_listen(struct nbd_server *srv, const char *addr);
+
+/* Serves one connected stream on the calling thread until it ends; reads
+ * from in_fd and writes to out_fd (the same socket, normally). Used by the
+ * accept threads, and by the fuzzer with a file and /dev/null. Closes both. */
+void nbd_server_serve(struct nbd_server *srv, int in_fd, int out_fd);
+
+/* Number of connections in transmission or handshake. */
+unsigned nbd_server_connections(struct nbd_server *srv);
+
+/* Graceful shutdown as the protocol asks: stop accepting, let in-flight
+ * requests finish, answer later ones with ESHUTDOWN, and after the grace
+ * period (or once clients have left) close what is left. Returns when every
+ * connection is gone. */
+void nbd_server_shutdown(struct nbd_server *srv);
+
+void nbd_server_free(struct nbd_server *srv);
+
+#endif

@@ -1,0 +1,418 @@
+/* transmission.c - the request loop of the transmission phase.
+ *
+ * Every serving thread of a connection runs nbd_transmission(). The thread
+ * that holds the connection's rlock reads exactly one request (with its
+ * payload), then lets the next thread read while it validates, executes and
+ * replies. So requests run in parallel and replies go out in completion
+ * order, and the thread that read a request is the one that answers it: no
+ * hand-off between threads on the way, which keeps QD1 latency low.
+ *
+ * Validation follows the protocol's advice to the letter: unknown command or
+ * flag, a flag not valid for the command, misalignment and reads past the
+ * end are EINVAL; writes past the end are ENOSPC. None of them ends the
+ * connection: a write's payload is read and dropped first so the stream
+ * stays in step. Only a bad request magic (the stream is lost) or an I/O
+ * error on the socket does.
+ */
+#include "nbd-server/conn.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <qb/qblog.h>
+
+/* Reads of at least this size look for holes and send them as OFFSET_HOLE
+ * chunks; for smaller ones finding a hole costs more than sending zeroes. */
+#define SPARSE_READ_MIN (64 * 1024)
+#define READ_EXTENTS_MAX 16
+#define STATUS_EXTENTS_MAX 1024
+/* A serving thread keeps its payload buffer up to this size between requests. */
+#define KEEP_BUFFER_MAX (1024 * 1024)
+
+struct request {
+    uint16_t flags, type;
+    uint64_t handle, offset;
+    uint32_t length;
+    int error; /* NBD error decided before execution, or 0 */
+};
+
+/* A thread's payload buffer, grown on demand. */
+struct buffer {
+    char *p;
+    size_t cap;
+};
+
+static int buffer_reserve(struct buffer *b, size_t len)
+{
+    if (len <= b->cap)
+        return 0;
+    char *p = realloc(b->p, len);
+    if (!p)
+        return -1;
+    b->p = p;
+    b->cap = len;
+    return 0;
+}
+
+static void buffer_trim(struct buffer *b)
+{
+    if (b->cap > KEEP_BUFFER_MAX) {
+        free(b->p);
+        b->p = NULL;
+        b->cap = 0;
+    }
+}
+
+static uint32_t nbd_errno(int err)
+{
+    switch (err < 0 ? -err : err) {
+    case 0:
+        return 0;
+    case EPERM:
+    case EROFS:
+        return NBD_EPERM;
+    case ENOMEM:
+        return NBD_ENOMEM;
+    case EINVAL:
+        return NBD_EINVAL;
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+        return NBD_ENOSPC;
+    case EOVERFLOW:
+        return NBD_EOVERFLOW;
+    case ENOTSUP:
+        return NBD_ENOTSUP;
+    case ESHUTDOWN:
+        return NBD_ESHUTDOWN;
+    default:
+        return NBD_EIO;
+    }
+}
+
+/* Flags each command accepts; FUA is valid on every command (proto.md). */
+static uint16_t allowed_flags(const struct nbd_conn *c, uint16_t type)
+{
+    switch (type) {
+    case NBD_CMD_READ:
+        return NBD_CMD_FLAG_FUA | (c->structured ? NBD_CMD_FLAG_DF : 0);
+    case NBD_CMD_WRITE_ZEROES:
+        return NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_NO_HOLE | NBD_CMD_FLAG_FAST_ZERO;
+    case NBD_CMD_BLOCK_STATUS:
+        return NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_REQ_ONE;
+    default:
+        return NBD_CMD_FLAG_FUA;
+    }
+}
+
+static bool has_range(uint16_t type)
+{
+    return type == NBD_CMD_READ || type == NBD_CMD_WRITE || type == NBD_CMD_TRIM ||
+           type == NBD_CMD_CACHE || type == NBD_CMD_WRITE_ZEROES || type == NBD_CMD_BLOCK_STATUS;
+}
+
+static bool is_write(uint16_t type)
+{
+    return type == NBD_CMD_WRITE || type == NBD_CMD_WRITE_ZEROES || type == NBD_CMD_TRIM;
+}
+
+/* The NBD error this request deserves before it runs, or 0. */
+static int validate(const struct nbd_conn *c, const struct request *r)
+{
+    if (r->type > NBD_CMD_BLOCK_STATUS)
+        return NBD_EINVAL;
+    if (r->flags & ~allowed_flags(c, r->type))
+        return NBD_EINVAL;
+    if (r->type == NBD_CMD_BLOCK_STATUS && (!c->meta_allocation || r->length == 0))
+        return NBD_EINVAL;
+    if (!has_range(r->type))
+        return 0;
+    uint32_t align = c->cfg->min_block - 1;
+    if ((r->offset & align) || (r->length & align))
+        return NBD_EINVAL;
+    if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) && r->length > c->cfg->max_payload)
+        return NBD_EINVAL;
+    if (r->offset > c->size || r->length > c->size - r->offset)
+        return r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES ? NBD_ENOSPC
+                                                                            : NBD_EINVAL;
+    if (c->exp.read_only && is_write(r->type))
+        return NBD_EPERM;
+    return 0;
+}
+
+/* ---- replies ------------------------------------------------------------ */
+
+static int send_locked(struct nbd_conn *c, struct iovec *iov, int n)
+{
+    pthread_mutex_lock(&c->wlock);
+    int r = conn_writev(c, iov, n);
+    pthread_mutex_unlock(&c->wlock);
+    return r;
+}
+
+static void simple_header(struct nbd_simple_reply *h, const struct request *r, uint32_t error)
+{
+    h->magic = htobe32(NBD_SIMPLE_REPLY_MAGIC);
+    h->error = htobe32(error);
+    h->handle = r->handle;
+}
+
+static void chunk_header(struct nbd_structured_reply *h, const struct request *r, uint16_t flags,
+                         uint16_t type, uint32_t len)
+{
+    h->magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC);
+    h->flags = htobe16(flags);
+    h->type = htobe16(type);
+    h->handle = r->handle;
+    h->length = htobe32(len);
+}
+
+static int send_simple(struct nbd_conn *c, const struct request *r, uint32_t error)
+{
+    struct nbd_simple_reply h;
+    simple_header(&h, r, error);
+    struct iovec iov = {&h, sizeof h};
+    return send_locked(c, &iov, 1);
+}
+
+/* An error to a READ or BLOCK_STATUS with structured replies must be a
+ * structured error chunk; everything else may use a simple reply. */
+static int send_error(struct nbd_conn *c, const struct request *r, uint32_t error)
+{
+    if (!c->structured || (r->type != NBD_CMD_READ && r->type != NBD_CMD_BLOCK_STATUS))
+        return send_simple(c, r, error);
+    struct nbd_structured_reply h;
+    struct {
+        uint32_t error;
+        uint16_t msglen;
+    } __attribute__((packed)) e = {htobe32(error), 0};
+    chunk_header(&h, r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, sizeof e);
+    struct iovec iov[2] = {{&h, sizeof h}, {&e, sizeof e}};
+    return send_locked(c, iov, 2);
+}
+
+/* ---- commands ----------------------------------------------------------- */
+
+/* One piece of a READ reply: data read into the buffer at the same
+ * relative position, or a hole. */
+struct piece {
+    uint64_t offset;
+    uint32_t length;
+    bool hole;
+};
+
+/* Splits a READ into data and hole pieces; falls back to one data piece. */
+static unsigned plan_read(struct nbd_conn *c, const struct request *r, struct piece *pc)
+{
+    struct nbd_extent ext[READ_EXTENTS_MAX];
+    unsigned n = 0;
+    uint64_t off = r->offset, end = r->offset + r->length;
+    if (c->structured && !(r->flags & NBD_CMD_FLAG_DF) && r->length >= SPARSE_READ_MIN) {
+        int ne = c->exp.ops->extents(c->exp.handle, r->length, r->offset, ext, READ_EXTENTS_MAX);
+        for (int i = 0; i < ne && off < end; i++) {
+            uint64_t len = ext[i].length < end - off ? ext[i].length : end - off;
+            bool hole = ext[i].flags & NBD_EXTENT_ZERO;
+            if (n > 0 && pc[n - 1].hole == hole) {
+                pc[n - 1].length += (uint32_t)len;
+            } else {
+                pc[n++] = (struct piece){off, (uint32_t)len, hole};
+            }
+            off += len;
+        }
+    }
+    if (off < end) {
+        if (n > 0 && !pc[n - 1].hole)
+            pc[n - 1].length += (uint32_t)(end - off);
+        else
+            pc[n++] = (struct piece){off, (uint32_t)(end - off), false};
+    }
+    return n;
+}
+
+static int read_pieces(struct nbd_conn *c, const struct request *r, char *buf,
+                       const struct piece *pc, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        if (pc[i].hole)
+            continue;
+        int e = c->exp.ops->pread(c->exp.handle, buf + (pc[i].offset - r->offset), pc[i].length,
+                                  pc[i].offset);
+        if (e < 0)
+            return e;
+    }
+    return 0;
+}
+
+static int send_read_structured(struct nbd_conn *c, const struct request *r, char *buf,
+                                const struct piece *pc, unsigned n)
+{
+    struct nbd_structured_reply h[READ_EXTENTS_MAX + 1];
+    struct {
+        uint64_t offset;
+        uint32_t length;
+    } __attribute__((packed)) hole[READ_EXTENTS_MAX + 1];
+    uint64_t off[READ_EXTENTS_MAX + 1];
+    struct iovec iov[3 * (READ_EXTENTS_MAX + 1)];
+    int k = 0;
+    for (unsigned i = 0; i < n; i++) {
+        uint16_t done = i + 1 == n ? NBD_REPLY_FLAG_DONE : 0;
+        if (pc[i].hole) {
+            hole[i].offset = htobe64(pc[i].offset);
+            hole[i].length = htobe32(pc[i].length);
+            chunk_header(&h[i], r, done, NBD_REPLY_TYPE_OFFSET_HOLE, sizeof hole[i]);
+            iov[k++] = (struct iovec){&h[i], sizeof h[i]};
+            iov[k++] = (struct iovec){&hole[i], sizeof hole[i]};
+            continue;
+        }
+        off[i] = htobe64(pc[i].offset);
+        chunk_header(&h[i], r, done, NBD_REPLY_TYPE_OFFSET_DATA, 8 + pc[i].length);
+        iov[k++] = (struct iovec){&h[i], sizeof h[i]};
+        iov[k++] = (struct iovec){&off[i], 8};
+        iov[k++] = (struct iovec){buf + (pc[i].offset - r->offset), pc[i].length};
+    }
+    return send_locked(c, iov, k);
+}
+
+static int send_none(struct nbd_conn *c, const struct request *r)
+{
+    struct nbd_structured_reply h;
+    chunk_header(&h, r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, 0);
+    struct iovec iov = {&h, sizeof h};
+    return send_locked(c, &iov, 1);
+}
+
+static int do_read(struct nbd_conn *c, const struct request *r, struct buffer *b)
+{
+    if (r->length == 0)
+        return c->structured ? send_none(c, r) : send_simple(c, r, 0);
+    if (buffer_reserve(b, r->length) < 0)
+        return send_error(c, r, NBD_ENOMEM);
+    struct piece pc[READ_EXTENTS_MAX + 1];
+    unsigned n = plan_read(c, r, pc);
+    int e = read_pieces(c, r, b->p, pc, n);
+    if (e < 0)
+        return send_error(c, r, nbd_errno(e));
+    if (c->structured)
+        return send_read_structured(c, r, b->p, pc, n);
+    struct nbd_simple_reply h;
+    simple_header(&h, r, 0);
+    struct iovec iov[2] = {{&h, sizeof h}, {b->p, r->length}};
+    return send_locked(c, iov, 2);
+}
+
+static int do_block_status(struct nbd_conn *c, const struct request *r)
+{
+    struct nbd_extent ext[STATUS_EXTENTS_MAX];
+    unsigned max = r->flags & NBD_CMD_FLAG_REQ_ONE ? 1 : STATUS_EXTENTS_MAX;
+    int n = c->exp.ops->extents(c->exp.handle, r->length, r->offset, ext, max);
+    if (n < 0)
+        return send_error(c, r, nbd_errno(n));
+    struct {
+        uint32_t length, flags;
+    } desc[STATUS_EXTENTS_MAX];
+    for (int i = 0; i < n; i++) {
+        desc[i].length = htobe32((uint32_t)ext[i].length);
+        desc[i].flags = htobe32(ext[i].flags);
+    }
+    uint32_t id = htobe32(NBD_CONTEXT_ID_ALLOCATION);
+    struct nbd_structured_reply h;
+    chunk_header(&h, r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
+                 (uint32_t)(4 + n * sizeof desc[0]));
+    struct iovec iov[3] = {{&h, sizeof h}, {&id, 4}, {desc, n * sizeof desc[0]}};
+    return send_locked(c, iov, 3);
+}
+
+/* Commands whose reply is a plain status. */
+static int run_simple_command(struct nbd_conn *c, const struct request *r, const char *payload)
+{
+    const struct nbd_export_ops *ops = c->exp.ops;
+    void *h = c->exp.handle;
+    bool fua = r->flags & NBD_CMD_FLAG_FUA;
+    if (r->length == 0 && r->type != NBD_CMD_FLUSH)
+        return 0;
+    switch (r->type) {
+    case NBD_CMD_WRITE:
+        return ops->pwrite(h, payload, r->length, r->offset, fua);
+    case NBD_CMD_FLUSH:
+        return ops->flush(h);
+    case NBD_CMD_TRIM:
+        return ops->trim(h, r->length, r->offset, fua);
+    case NBD_CMD_CACHE:
+        return ops->cache(h, r->length, r->offset);
+    case NBD_CMD_WRITE_ZEROES:
+        return ops->zero(h, r->length, r->offset, !(r->flags & NBD_CMD_FLAG_NO_HOLE),
+                         r->flags & NBD_CMD_FLAG_FAST_ZERO, fua);
+    default:
+        return -EINVAL;
+    }
+}
+
+static int execute(struct nbd_conn *c, const struct request *r, struct buffer *b)
+{
+    if (r->error)
+        return send_error(c, r, (uint32_t)r->error);
+    if (r->type == NBD_CMD_READ)
+        return do_read(c, r, b);
+    if (r->type == NBD_CMD_BLOCK_STATUS)
+        return do_block_status(c, r);
+    return send_simple(c, r, nbd_errno(run_simple_command(c, r, b->p)));
+}
+
+/* ---- the loop ----------------------------------------------------------- */
+
+/* Reads the next request and its payload; called with rlock held.
+ * Returns 0 with *r filled, or -1 when this thread should stop. */
+static int read_request(struct nbd_conn *c, struct request *r, struct buffer *b)
+{
+    struct nbd_request w;
+    if (c->eof || atomic_load(&c->dead) || conn_read(c, &w, sizeof w) < 0)
+        return -1;
+    if (be32toh(w.magic) != NBD_REQUEST_MAGIC) {
+        qb_log(LOG_INFO, "nbd %s: export \"%s\": bad request magic 0x%08x, closing", c->peer,
+               c->export_name, be32toh(w.magic));
+        atomic_store(&c->dead, true);
+        return -1;
+    }
+    *r = (struct request){be16toh(w.flags), be16toh(w.type), w.handle, be64toh(w.offset),
+                          be32toh(w.length), 0};
+    if (r->type == NBD_CMD_DISC)
+        return -1;
+    r->error = validate(c, r);
+    if (!r->error && nbd_server_shutting_down(c->srv))
+        r->error = NBD_ESHUTDOWN;
+    if (r->type != NBD_CMD_WRITE)
+        return 0;
+    if (r->error)
+        return conn_discard(c, r->length);
+    if (buffer_reserve(b, r->length) < 0) {
+        r->error = NBD_ENOMEM;
+        return conn_discard(c, r->length);
+    }
+    return conn_read(c, b->p, r->length);
+}
+
+void nbd_transmission(struct nbd_conn *c)
+{
+    struct buffer b = {0};
+    for (;;) {
+        struct request r;
+        pthread_mutex_lock(&c->rlock);
+        int got = read_request(c, &r, &b);
+        if (got < 0)
+            c->eof = true; /* every thread of this connection stops reading */
+        else
+            atomic_fetch_add(&c->inflight, 1);
+        pthread_mutex_unlock(&c->rlock);
+        if (got < 0)
+            break;
+        int sent = execute(c, &r, &b);
+        atomic_fetch_sub(&c->inflight, 1);
+        buffer_trim(&b);
+        if (sent < 0)
+            break;
+    }
+    free(b.p);
+}

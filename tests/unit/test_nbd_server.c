@@ -1,0 +1,596 @@
+/* test_nbd_server.c - the NBD server against a real client (libnbd) and
+ * raw sockets, over the in-memory backend.
+ *
+ * Each test gets its own server on a unix socket in a fresh directory;
+ * the fixture shuts it down and removes the directory even when the test
+ * fails. Behaviour checked is the protocol's: options, info, structured
+ * reads with holes, block status, every error the issue lists, and that a
+ * bad request or a broken connection harms no other client.
+ */
+#include "nbd-server/mem_export.h"
+#include "nbd-server/protocol.h"
+#include "nbd-server/server.h"
+
+#include <criterion/criterion.h>
+#include <endian.h>
+#include <errno.h>
+#include <libnbd.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define DISK_SIZE (16u << 20)
+
+static char dir[64];
+static char sock[128];
+static struct mem_catalog *cat;
+static struct nbd_server *srv;
+
+static void start_server(uint32_t min_block, uint32_t max_payload)
+{
+    snprintf(dir, sizeof dir, "/tmp/vsan-nbdtest-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(sock, sizeof sock, "%s/nbd.sock", dir);
+    cat = mem_catalog_new();
+    cr_assert_not_null(cat);
+    cr_assert_eq(mem_catalog_add(cat, "disk", DISK_SIZE, false), 0);
+    cr_assert_eq(mem_catalog_add(cat, "ro", 1u << 20, true), 0);
+    struct nbd_server_config cfg;
+    nbd_server_config_defaults(&cfg);
+    cfg.threads = 4;
+    cfg.min_block = min_block;
+    cfg.max_payload = max_payload;
+    cfg.shutdown_grace_ms = 2000;
+    srv = nbd_server_new(&cfg, &mem_catalog_ops, cat);
+    cr_assert_not_null(srv);
+    cr_assert_eq(nbd_server_listen(srv, sock), 0);
+}
+
+static void setup(void)
+{
+    start_server(1, 32u << 20);
+}
+
+static void setup_strict(void)
+{
+    start_server(512, 1u << 20);
+}
+
+static void teardown(void)
+{
+    if (srv)
+        nbd_server_free(srv);
+    srv = NULL;
+    mem_catalog_free(cat);
+    cat = NULL;
+    unlink(sock);
+    rmdir(dir);
+}
+
+static struct nbd_handle *connect_to(const char *export)
+{
+    struct nbd_handle *h = nbd_create();
+    cr_assert_not_null(h);
+    cr_assert_eq(nbd_set_export_name(h, export), 0);
+    cr_assert_eq(nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION), 0);
+    cr_assert_eq(nbd_connect_unix(h, sock), 0, "connect: %s", nbd_get_error());
+    return h;
+}
+
+/* A connection whose requests libnbd does not check client-side. */
+static struct nbd_handle *connect_lax(const char *export)
+{
+    struct nbd_handle *h = nbd_create();
+    cr_assert_not_null(h);
+    cr_assert_eq(nbd_set_strict_mode(h, 0), 0);
+    cr_assert_eq(nbd_set_export_name(h, export), 0);
+    cr_assert_eq(nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION), 0);
+    cr_assert_eq(nbd_connect_unix(h, sock), 0, "connect: %s", nbd_get_error());
+    return h;
+}
+
+static void assert_serves(struct nbd_handle *h)
+{
+    char buf[512];
+    cr_assert_eq(nbd_pread(h, buf, sizeof buf, 0, 0), 0, "still serving: %s", nbd_get_error());
+}
+
+static void fill(char *buf, size_t len, unsigned seed)
+{
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (char)(seed * 131 + i * 7 + (i >> 9));
+}
+
+/* ---- options ------------------------------------------------------------ */
+
+static int list_cb(void *user, const char *name, const char *desc)
+{
+    (void)desc;
+    int *seen = user;
+    if (strcmp(name, "disk") == 0)
+        seen[0]++;
+    if (strcmp(name, "ro") == 0)
+        seen[1]++;
+    return 0;
+}
+
+Test(options, list_names_every_export, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = nbd_create();
+    int seen[2] = {0, 0};
+    cr_assert_eq(nbd_set_opt_mode(h, true), 0);
+    cr_assert_eq(nbd_connect_unix(h, sock), 0);
+    cr_assert_eq(nbd_opt_list(h, (nbd_list_callback){.callback = list_cb, .user_data = seen}), 2);
+    cr_assert_eq(seen[0], 1);
+    cr_assert_eq(seen[1], 1);
+    nbd_opt_abort(h);
+    nbd_close(h);
+}
+
+Test(options, info_reports_size_flags_and_block_sizes, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = nbd_create();
+    cr_assert_eq(nbd_set_full_info(h, true), 0);
+    struct nbd_handle *g = connect_to("disk");
+    nbd_close(g);
+    cr_assert_eq(nbd_set_export_name(h, "disk"), 0);
+    cr_assert_eq(nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION), 0);
+    cr_assert_eq(nbd_connect_unix(h, sock), 0);
+    cr_assert_eq(nbd_get_size(h), DISK_SIZE);
+    cr_assert_eq(nbd_get_block_size(h, LIBNBD_SIZE_MINIMUM), 1);
+    cr_assert_eq(nbd_get_block_size(h, LIBNBD_SIZE_PREFERRED), 4096);
+    cr_assert_eq(nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM), 32 << 20);
+    char *desc = nbd_get_export_description(h);
+    cr_assert_not_null(desc);
+    cr_assert_str_eq(desc, "memory export disk");
+    free(desc);
+    cr_assert_eq(nbd_can_multi_conn(h), 1);
+    cr_assert_eq(nbd_can_fua(h), 1);
+    cr_assert_eq(nbd_can_trim(h), 1);
+    cr_assert_eq(nbd_can_zero(h), 1);
+    cr_assert_eq(nbd_can_fast_zero(h), 1);
+    cr_assert_eq(nbd_can_cache(h), 1);
+    cr_assert_eq(nbd_can_df(h), 1);
+    cr_assert_eq(nbd_can_flush(h), 1);
+    cr_assert_eq(nbd_is_read_only(h), 0);
+    cr_assert_eq(nbd_can_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION), 1);
+    nbd_close(h);
+}
+
+Test(options, unknown_export_is_refused_and_next_option_works, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = nbd_create();
+    cr_assert_eq(nbd_set_opt_mode(h, true), 0);
+    cr_assert_eq(nbd_connect_unix(h, sock), 0);
+    cr_assert_eq(nbd_set_export_name(h, "nope"), 0);
+    cr_assert_eq(nbd_opt_go(h), -1);
+    cr_assert_eq(nbd_set_export_name(h, "disk"), 0);
+    cr_assert_eq(nbd_opt_go(h), 0, "%s", nbd_get_error());
+    assert_serves(h);
+    nbd_close(h);
+}
+
+static int ctx_cb(void *user, const char *name)
+{
+    int *n = user;
+    if (strcmp(name, LIBNBD_CONTEXT_BASE_ALLOCATION) == 0)
+        (*n)++;
+    return 0;
+}
+
+Test(options, list_meta_context_offers_base_allocation, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = nbd_create();
+    int n = 0;
+    cr_assert_eq(nbd_set_opt_mode(h, true), 0);
+    cr_assert_eq(nbd_set_export_name(h, "disk"), 0);
+    cr_assert_eq(nbd_connect_unix(h, sock), 0);
+    cr_assert_eq(nbd_add_meta_context(h, "base:"), 0);
+    cr_assert_eq(nbd_opt_list_meta_context(h, (nbd_context_callback){.callback = ctx_cb,
+                                                                      .user_data = &n}),
+                 1);
+    cr_assert_eq(n, 1);
+    nbd_opt_abort(h);
+    nbd_close(h);
+}
+
+Test(options, read_only_export_refuses_writes, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = connect_lax("ro");
+    char buf[512] = {1};
+    cr_assert_eq(nbd_is_read_only(h), 1);
+    cr_assert_eq(nbd_pwrite(h, buf, sizeof buf, 0, 0), -1);
+    cr_assert_eq(nbd_get_errno(), EPERM);
+    cr_assert_eq(nbd_trim(h, 512, 0, 0), -1);
+    cr_assert_eq(nbd_get_errno(), EPERM);
+    assert_serves(h);
+    nbd_close(h);
+}
+
+/* ---- data path ---------------------------------------------------------- */
+
+Test(io, write_read_flush_round_trip, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = connect_to("disk");
+    static char out[1 << 20], in[1 << 20];
+    fill(out, sizeof out, 1);
+    cr_assert_eq(nbd_pwrite(h, out, sizeof out, 12345, 0), 0);
+    cr_assert_eq(nbd_pwrite(h, out, 4096, 0, LIBNBD_CMD_FLAG_FUA), 0);
+    cr_assert_eq(nbd_flush(h, 0), 0);
+    cr_assert_eq(nbd_pread(h, in, sizeof in, 12345, 0), 0);
+    cr_assert_eq(memcmp(in, out, sizeof in), 0);
+    cr_assert_eq(nbd_pread(h, in, 4096, 0, 0), 0);
+    cr_assert_eq(memcmp(in, out, 4096), 0);
+    nbd_close(h);
+}
+
+struct chunks {
+    int data, hole;
+};
+
+static int chunk_cb(void *user, const void *sub, size_t count, uint64_t offset, unsigned status,
+                    int *error)
+{
+    (void)sub;
+    (void)count;
+    (void)offset;
+    (void)error;
+    struct chunks *c = user;
+    if (status == LIBNBD_READ_DATA)
+        c->data++;
+    if (status == LIBNBD_READ_HOLE)
+        c->hole++;
+    return 0;
+}
+
+Test(io, sparse_read_sends_holes, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = connect_to("disk");
+    static char buf[256 << 10], zero[256 << 10];
+    fill(buf, 4096, 2);
+    cr_assert_eq(nbd_pwrite(h, buf, 4096, 1 << 20, 0), 0);
+    struct chunks c = {0, 0};
+    cr_assert_eq(nbd_pread_structured(h, buf, sizeof buf, 1 << 20,
+                                      (nbd_chunk_callback){.callback = chunk_cb, .user_data = &c},
+                                      0),
+                 0);
+    cr_assert_eq(c.data, 1);
+    cr_assert_eq(c.hole, 1);
+    cr_assert_eq(memcmp(buf + 4096, zero, sizeof buf - 4096), 0);
+    c = (struct chunks){0, 0};
+    cr_assert_eq(nbd_pread_structured(h, buf, sizeof buf, 1 << 20,
+                                      (nbd_chunk_callback){.callback = chunk_cb, .user_data = &c},
+                                      LIBNBD_CMD_FLAG_DF),
+                 0);
+    cr_assert_eq(c.data + c.hole, 1, "DF: one chunk");
+    nbd_close(h);
+}
+
+struct extents {
+    uint32_t len[8], flags[8];
+    int n;
+};
+
+static int extent_cb(void *user, const char *ctx, uint64_t offset, uint32_t *entries,
+                     size_t nr, int *error)
+{
+    (void)offset;
+    (void)error;
+    struct extents *e = user;
+    if (strcmp(ctx, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
+        return 0;
+    for (size_t i = 0; i + 1 < nr && e->n < 8; i += 2) {
+        e->len[e->n] = entries[i];
+        e->flags[e->n++] = entries[i + 1];
+    }
+    return 0;
+}
+
+static struct extents status(struct nbd_handle *h, uint64_t len, uint64_t off, uint32_t flags)
+{
+    struct extents e = {.n = 0};
+    cr_assert_eq(nbd_block_status(h, len, off,
+                                  (nbd_extent_callback){.callback = extent_cb, .user_data = &e},
+                                  flags),
+                 0, "%s", nbd_get_error());
+    return e;
+}
+
+Test(io, block_status_trim_and_zero, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = connect_to("disk");
+    char buf[8192];
+    fill(buf, sizeof buf, 3);
+    cr_assert_eq(nbd_pwrite(h, buf, sizeof buf, 0, 0), 0);
+    struct extents e = status(h, 65536, 0, 0);
+    cr_assert_geq(e.n, 2);
+    cr_assert_eq(e.len[0], 8192);
+    cr_assert_eq(e.flags[0], 0);
+    cr_assert_eq(e.flags[1], LIBNBD_STATE_HOLE | LIBNBD_STATE_ZERO);
+    e = status(h, 65536, 0, LIBNBD_CMD_FLAG_REQ_ONE);
+    cr_assert_eq(e.n, 1);
+
+    cr_assert_eq(nbd_trim(h, 4096, 0, 0), 0);
+    cr_assert_eq(nbd_pread(h, buf, 4096, 0, 0), 0);
+    for (int i = 0; i < 4096; i++)
+        cr_assert_eq(buf[i], 0);
+    e = status(h, 8192, 0, 0);
+    cr_assert_eq(e.flags[0], LIBNBD_STATE_HOLE | LIBNBD_STATE_ZERO);
+
+    cr_assert_eq(nbd_zero(h, 4096, 0, LIBNBD_CMD_FLAG_NO_HOLE), 0);
+    e = status(h, 4096, 0, 0);
+    cr_assert_eq(e.flags[0], 0, "NO_HOLE keeps the range allocated");
+    cr_assert_eq(nbd_zero(h, 4096, 4096, LIBNBD_CMD_FLAG_FAST_ZERO), 0);
+    cr_assert_eq(nbd_pread(h, buf, 8192, 0, 0), 0);
+    for (int i = 0; i < 8192; i++)
+        cr_assert_eq(buf[i], 0);
+    cr_assert_eq(nbd_cache(h, 65536, 0, 0), 0);
+    nbd_close(h);
+}
+
+Test(io, multi_conn_write_flush_read, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h[3];
+    for (int i = 0; i < 3; i++)
+        h[i] = connect_to("disk");
+    cr_assert_eq(nbd_can_multi_conn(h[0]), 1);
+    char out[4096], in[4096];
+    fill(out, sizeof out, 4);
+    cr_assert_eq(nbd_pwrite(h[1], out, sizeof out, 65536, 0), 0);
+    cr_assert_eq(nbd_flush(h[2], 0), 0);
+    cr_assert_eq(nbd_pread(h[0], in, sizeof in, 65536, 0), 0);
+    cr_assert_eq(memcmp(in, out, sizeof in), 0);
+    for (int i = 0; i < 3; i++)
+        nbd_close(h[i]);
+}
+
+/* Many requests in flight at once on one connection, each verified. */
+Test(io, deep_queue_out_of_order, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = connect_to("disk");
+    enum { N = 64, SZ = 16384 };
+    static char out[N][SZ], in[N][SZ];
+    int64_t cookie[N];
+    for (int i = 0; i < N; i++) {
+        fill(out[i], SZ, 10 + i);
+        cookie[i] = nbd_aio_pwrite(h, out[i], SZ, (uint64_t)i * SZ, NBD_NULL_COMPLETION, 0);
+        cr_assert_geq(cookie[i], 1, "%s", nbd_get_error());
+    }
+    while (nbd_aio_in_flight(h) > 0)
+        cr_assert_geq(nbd_poll(h, -1), 0);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(nbd_aio_command_completed(h, cookie[i]), 1);
+    for (int i = 0; i < N; i++)
+        cookie[i] = nbd_aio_pread(h, in[i], SZ, (uint64_t)i * SZ, NBD_NULL_COMPLETION, 0);
+    while (nbd_aio_in_flight(h) > 0)
+        cr_assert_geq(nbd_poll(h, -1), 0);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(nbd_aio_command_completed(h, cookie[i]), 1);
+        cr_assert_eq(memcmp(in[i], out[i], SZ), 0, "request %d", i);
+    }
+    nbd_close(h);
+}
+
+/* ---- bad requests ------------------------------------------------------- */
+
+#define EXPECT_ERRNO(call, err)                                                                    \
+    do {                                                                                           \
+        cr_assert_eq((call), -1, #call " should fail");                                            \
+        cr_assert_eq(nbd_get_errno(), (err), #call ": errno %d, wanted %d (%s)", nbd_get_errno(),   \
+                     (err), nbd_get_error());                                                      \
+        assert_serves(h);                                                                          \
+    } while (0)
+
+Test(errors, out_of_range_requests, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = connect_lax("disk");
+    static char buf[8192];
+    EXPECT_ERRNO(nbd_pread(h, buf, 4096, DISK_SIZE - 2048, 0), EINVAL);
+    EXPECT_ERRNO(nbd_pwrite(h, buf, 4096, DISK_SIZE - 2048, 0), ENOSPC);
+    EXPECT_ERRNO(nbd_trim(h, 4096, DISK_SIZE, 0), EINVAL);
+    EXPECT_ERRNO(nbd_zero(h, 4096, DISK_SIZE - 512, 0), ENOSPC);
+    EXPECT_ERRNO(nbd_cache(h, 4096, UINT64_MAX - 100, 0), EINVAL);
+    struct extents e = {.n = 0};
+    EXPECT_ERRNO(nbd_block_status(h, 4096, DISK_SIZE,
+                                  (nbd_extent_callback){.callback = extent_cb, .user_data = &e},
+                                  0),
+                 EINVAL);
+    nbd_close(h);
+}
+
+Test(errors, invalid_flags, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = connect_lax("disk");
+    char buf[512];
+    EXPECT_ERRNO(nbd_pread(h, buf, sizeof buf, 0, LIBNBD_CMD_FLAG_NO_HOLE), EINVAL);
+    EXPECT_ERRNO(nbd_pwrite(h, buf, sizeof buf, 0, LIBNBD_CMD_FLAG_REQ_ONE), EINVAL);
+    EXPECT_ERRNO(nbd_trim(h, 512, 0, LIBNBD_CMD_FLAG_FAST_ZERO), EINVAL);
+    EXPECT_ERRNO(nbd_flush(h, LIBNBD_CMD_FLAG_DF), EINVAL);
+    EXPECT_ERRNO(nbd_pread(h, buf, sizeof buf, 0, 1u << 7), EINVAL);
+    nbd_close(h);
+}
+
+Test(errors, zero_length_requests_succeed, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = connect_lax("disk");
+    char buf[1];
+    cr_assert_eq(nbd_pread(h, buf, 0, 0, 0), 0, "%s", nbd_get_error());
+    cr_assert_eq(nbd_pwrite(h, buf, 0, 0, 0), 0, "%s", nbd_get_error());
+    cr_assert_eq(nbd_trim(h, 0, 0, 0), 0, "%s", nbd_get_error());
+    cr_assert_eq(nbd_zero(h, 0, 0, 0), 0, "%s", nbd_get_error());
+    assert_serves(h);
+    nbd_close(h);
+}
+
+Test(errors, misaligned_requests, .init = setup_strict, .fini = teardown)
+{
+    struct nbd_handle *h = connect_lax("disk");
+    char buf[1024];
+    cr_assert_eq(nbd_get_block_size(h, LIBNBD_SIZE_MINIMUM), 512);
+    EXPECT_ERRNO(nbd_pread(h, buf, 512, 1, 0), EINVAL);
+    EXPECT_ERRNO(nbd_pwrite(h, buf, 100, 0, 0), EINVAL);
+    EXPECT_ERRNO(nbd_trim(h, 512, 256, 0), EINVAL);
+    nbd_close(h);
+}
+
+Test(errors, oversized_write_is_skipped_not_allocated, .init = setup_strict, .fini = teardown)
+{
+    struct nbd_handle *h = connect_lax("disk");
+    size_t big = 4u << 20; /* max_payload is 1 MiB here */
+    char *buf = calloc(1, big);
+    cr_assert_not_null(buf);
+    EXPECT_ERRNO(nbd_pwrite(h, buf, big, 0, 0), EINVAL);
+    EXPECT_ERRNO(nbd_pread(h, buf, big, 0, 0), EINVAL);
+    free(buf);
+    nbd_close(h);
+}
+
+/* ---- raw sockets: what libnbd will not send ----------------------------- */
+
+static int raw_connect(void)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strcpy(sa.sun_path, sock);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+static void raw_read(int fd, void *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = read(fd, (char *)buf + got, len - got);
+        cr_assert_gt(n, 0, "short read from server");
+        got += (size_t)n;
+    }
+}
+
+/* Negotiates with EXPORT_NAME and returns the socket in transmission. */
+static int raw_transmission(void)
+{
+    int fd = raw_connect();
+    char hello[18];
+    raw_read(fd, hello, sizeof hello);
+    uint32_t cflags = htobe32(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+    struct nbd_option_header o = {htobe64(NBD_IHAVEOPT), htobe32(NBD_OPT_EXPORT_NAME), htobe32(4)};
+    cr_assert_eq(write(fd, &cflags, 4), 4);
+    cr_assert_eq(write(fd, &o, sizeof o), (ssize_t)sizeof o);
+    cr_assert_eq(write(fd, "disk", 4), 4);
+    char info[10];
+    raw_read(fd, info, sizeof info);
+    return fd;
+}
+
+static uint32_t raw_request(int fd, uint16_t type, uint16_t flags, uint64_t off, uint32_t len)
+{
+    struct nbd_request r = {htobe32(NBD_REQUEST_MAGIC), htobe16(flags), htobe16(type), 77,
+                            htobe64(off), htobe32(len)};
+    cr_assert_eq(write(fd, &r, sizeof r), (ssize_t)sizeof r);
+    struct nbd_simple_reply rep;
+    raw_read(fd, &rep, sizeof rep);
+    cr_assert_eq(be32toh(rep.magic), NBD_SIMPLE_REPLY_MAGIC);
+    cr_assert_eq(rep.handle, 77);
+    return be32toh(rep.error);
+}
+
+Test(raw, unknown_command_and_flag_get_einval, .init = setup, .fini = teardown)
+{
+    int fd = raw_transmission();
+    cr_assert_eq(raw_request(fd, 42, 0, 0, 0), NBD_EINVAL);
+    cr_assert_eq(raw_request(fd, NBD_CMD_FLUSH, 1u << 14, 0, 0), NBD_EINVAL);
+    cr_assert_eq(raw_request(fd, NBD_CMD_BLOCK_STATUS, 0, 0, 512), NBD_EINVAL,
+                 "no meta context negotiated");
+    cr_assert_eq(raw_request(fd, NBD_CMD_FLUSH, 0, 0, 0), 0);
+    close(fd);
+}
+
+Test(raw, bad_magic_closes_only_that_connection, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = connect_to("disk");
+    int fd = raw_transmission();
+    char junk[28];
+    memset(junk, 0x5a, sizeof junk);
+    cr_assert_eq(write(fd, junk, sizeof junk), (ssize_t)sizeof junk);
+    char c;
+    cr_assert_eq(read(fd, &c, 1), 0, "server closes a stream it can't follow");
+    close(fd);
+    assert_serves(h);
+    nbd_close(h);
+}
+
+Test(raw, garbage_and_truncated_handshakes_harm_nobody, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = connect_to("disk");
+    char hello[18], c;
+    int fd = raw_connect();
+    raw_read(fd, hello, sizeof hello);
+    cr_assert_eq(write(fd, "\xff\xff\xff\xff", 4), 4); /* unknown client flags */
+    cr_assert_eq(read(fd, &c, 1), 0);
+    close(fd);
+
+    fd = raw_connect();
+    raw_read(fd, hello, sizeof hello);
+    cr_assert_eq(write(fd, "\0\0\0\3IHAVE", 9), 9); /* truncated option */
+    close(fd);
+
+    fd = raw_connect();
+    raw_read(fd, hello, sizeof hello);
+    cr_assert_eq(write(fd, "\0\0\0\3garbage-garbage-garbage", 27), 27);
+    cr_assert_eq(read(fd, &c, 1), 0);
+    close(fd);
+    assert_serves(h);
+    nbd_close(h);
+}
+
+Test(raw, unknown_option_then_go, .init = setup, .fini = teardown)
+{
+    int fd = raw_connect();
+    char hello[18];
+    raw_read(fd, hello, sizeof hello);
+    uint32_t cflags = htobe32(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+    cr_assert_eq(write(fd, &cflags, 4), 4);
+    struct nbd_option_header o = {htobe64(NBD_IHAVEOPT), htobe32(4242), htobe32(3)};
+    cr_assert_eq(write(fd, &o, sizeof o), (ssize_t)sizeof o);
+    cr_assert_eq(write(fd, "abc", 3), 3);
+    struct nbd_option_reply rep;
+    raw_read(fd, &rep, sizeof rep);
+    cr_assert_eq(be32toh(rep.type), NBD_REP_ERR_UNSUP);
+    char msg[256];
+    raw_read(fd, msg, be32toh(rep.length));
+    o = (struct nbd_option_header){htobe64(NBD_IHAVEOPT), htobe32(NBD_OPT_LIST), 0};
+    cr_assert_eq(write(fd, &o, sizeof o), (ssize_t)sizeof o);
+    raw_read(fd, &rep, sizeof rep);
+    cr_assert_eq(be32toh(rep.type), NBD_REP_SERVER, "the next option still works");
+    close(fd);
+}
+
+/* ---- shutdown ----------------------------------------------------------- */
+
+static void *shutdown_thread(void *arg)
+{
+    nbd_server_shutdown(arg);
+    return NULL;
+}
+
+Test(shutdown, later_requests_get_eshutdown, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = connect_to("disk");
+    assert_serves(h);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, shutdown_thread, srv), 0);
+    char buf[512];
+    int r;
+    /* The listener closes first; wait for the flag through the protocol. */
+    while ((r = nbd_pread(h, buf, sizeof buf, 0, 0)) == 0)
+        ;
+    cr_assert_eq(nbd_get_errno(), ESHUTDOWN, "%s", nbd_get_error());
+    nbd_close(h); /* soft disconnect lets shutdown finish before the grace ends */
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    cr_assert_eq(nbd_server_connections(srv), 0);
+    cr_assert_eq(mem_catalog_open_count(cat), 0);
+}
