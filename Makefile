@@ -28,7 +28,7 @@ NBD_SRCS := nbd-server/handshake.c nbd-server/transmission.c nbd-server/server.c
             nbd-server/conn_io.c
 # The node: store, volume layer, config, admin server.
 CORE_SRCS := vsan/config.c vsan/log.c vsan/size.c vsan/store.c vsan/volume.c \
-             vsan/admin.c vsan/json_reply.c
+             vsan/admin.c vsan/admin_cmds.c
 VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) vsan/vsand.c
 CLI_SRCS   := vsan/cli.c vsan/size.c vsan/cli_format.c
 
@@ -63,7 +63,7 @@ unit: $(UNIT_TESTS)
 # libFuzzer needs clang; the fuzzer links the protocol code with the memory
 # backend only, so each input runs a whole handshake + transmission.
 FUZZ_BIN := build/fuzz/fuzz_nbd
-FUZZ_FLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -I. -pthread -fsanitize=fuzzer,address,undefined
+FUZZ_FLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -I. -pthread -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 $(FUZZ_BIN): tests/fuzz/fuzz_nbd.c nbd-server/mem_export.c $(NBD_SRCS) $(wildcard nbd-server/*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_nbd.c nbd-server/mem_export.c $(NBD_SRCS) \
@@ -81,7 +81,8 @@ fuzz: fuzz-short
 integration: all
 	@tests/integration/run-all.sh $(B)
 
-check: all unit fuzz-short integration
+check: deps
+	@$(MAKE) --no-print-directory all unit fuzz-short integration
 	@echo "make check: all test suites passed"
 
 bench: all
@@ -90,7 +91,8 @@ bench: all
 deps:
 	@deploy/install-deps.sh
 
-run: all
+run: deps
+	@$(MAKE) --no-print-directory all
 	@deploy/demo.sh $(B)
 
 clean:

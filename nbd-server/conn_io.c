@@ -66,6 +66,8 @@ static int read_direct(struct nbd_conn *c, char *buf, size_t len)
 
 int conn_read(struct nbd_conn *c, void *buf, size_t len)
 {
+    if (len == 0) /* a zero-length WRITE has no buffer */
+        return 0;
     char *p = buf;
     size_t got = take_buffered(c, p, len);
     p += got;

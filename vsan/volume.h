@@ -35,6 +35,7 @@ struct volume_info {
 
 /* Opens every volume of the store. -errno, with the reason logged. */
 int volumes_open(struct store *store, struct volumes **out);
+/* Only once no export is open, i.e. after nbd_server_shutdown(). */
 void volumes_close(struct volumes *vols);
 
 /* The catalog served over NBD; its ctx is the struct volumes. */

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# bench.sh - vsand against nbdkit's file plugin, side by side, same fio jobs
+# (nbd engine, i.e. libnbd over loopback TCP). `make bench` runs it; it is
+# not part of `make check`.
+#
+# Both servers keep their bytes on /dev/shm (tmpfs): vsand's data_dir and
+# the image nbdkit serves, 1 GiB each, both pre-filled by a sequential
+# write so no run pays for first allocation or reads holes. For each
+# workload the two servers run back to back, alternating which goes first,
+# so slow drift on this shared machine hits both alike.
+#
+# Workloads: 4k random write and read at QD32 as 4 connections (numjobs=4)
+# x iodepth 8; 4k random write at QD1 (IOPS and mean latency); 1 MiB
+# sequential write, 1 connection x iodepth 8.
+#
+# Usage: tests/bench/bench.sh BUILD_DIR
+# Env: BENCH_SECONDS (per run, default 10), BENCH_SIZE (default 1G).
+set -Eeuo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+build=${1:-build}
+case $build in
+/*) ;;
+*) build="$repo/$build" ;;
+esac
+seconds=${BENCH_SECONDS:-10}
+size=${BENCH_SIZE:-1G}
+PY=/usr/bin/python3
+
+dir=""
+vsand_pid=""
+nbdkit_pid=""
+admin="vsan-bench-$$"
+
+die() {
+    echo "bench: $*" >&2
+    if [ -n "$dir" ] && [ -s "$dir/vsand.log" ]; then
+        tail -n 20 "$dir/vsand.log" >&2
+    fi
+    exit 1
+}
+
+cleanup() {
+    local status=$?
+    set +e
+    [ -n "$vsand_pid" ] && kill -TERM "$vsand_pid" && wait "$vsand_pid"
+    [ -n "$nbdkit_pid" ] && kill -TERM "$nbdkit_pid" && wait "$nbdkit_pid"
+    rm -f /dev/shm/qb-*"$admin"*
+    [ -n "$dir" ] && rm -rf "$dir"
+    exit "$status"
+} 2>/dev/null
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+    "$PY" -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+# wait_nbd URI PID: polls until URI negotiates; fails if PID dies or at 30 s.
+wait_nbd() {
+    local deadline=$((SECONDS + 30))
+    until nbdinfo --size "$1" >/dev/null 2>&1; do
+        kill -0 "$2" 2>/dev/null || die "server for $1 exited during startup"
+        [ "$SECONDS" -lt "$deadline" ] || die "server for $1 not ready after 30 s"
+        sleep 0.05
+    done
+}
+
+start_vsand() {
+    local port
+    port=$(free_port)
+    mkdir "$dir/data"
+    cat >"$dir/vsand.conf" <<EOF
+[node]
+data_dir = $dir/data
+pid_file = $dir/vsand.pid
+[nbd]
+listen = 127.0.0.1:$port
+[admin]
+socket = $admin
+[log]
+level = warning
+syslog = no
+EOF
+    "$build/vsand" -f -c "$dir/vsand.conf" >"$dir/vsand.log" 2>&1 &
+    vsand_pid=$!
+    local deadline=$((SECONDS + 30))
+    until "$build/vsan" -s "$admin" status >/dev/null 2>&1; do
+        kill -0 "$vsand_pid" 2>/dev/null || die "vsand exited during startup"
+        [ "$SECONDS" -lt "$deadline" ] || die "vsand not ready after 30 s"
+        sleep 0.05
+    done
+    "$build/vsan" -s "$admin" volume create bench "$size" >/dev/null || die "volume create failed"
+    VSAND_URI="nbd://127.0.0.1:$port/bench"
+    wait_nbd "$VSAND_URI" "$vsand_pid"
+}
+
+start_nbdkit() {
+    local port
+    port=$(free_port)
+    truncate -s "$size" "$dir/nbdkit.img"
+    nbdkit -f -p "$port" -i 127.0.0.1 file "$dir/nbdkit.img" >"$dir/nbdkit.log" 2>&1 &
+    nbdkit_pid=$!
+    NBDKIT_URI="nbd://127.0.0.1:$port"
+    wait_nbd "$NBDKIT_URI" "$nbdkit_pid"
+}
+
+# run_fio URI OUT.json FIO-ARGS...
+run_fio() {
+    local uri=$1 out=$2
+    shift 2
+    fio --name=bench --ioengine=nbd --uri="$uri" --output-format=json --output="$out" \
+        --group_reporting "$@" >"$out.log" 2>&1 || die "fio failed: $(tail -n 5 "$out.log")"
+}
+
+prefill() {
+    run_fio "$1" "$dir/prefill.json" --rw=write --bs=1M --iodepth=8
+}
+
+workloads=(
+    "4k randwrite QD32 (4 conn x 8), IOPS|write|iops|--rw=randwrite --bs=4k --numjobs=4 --iodepth=8"
+    "4k randread QD32 (4 conn x 8), IOPS|read|iops|--rw=randread --bs=4k --numjobs=4 --iodepth=8"
+    "4k randwrite QD1, IOPS|write|iops|--rw=randwrite --bs=4k --numjobs=1 --iodepth=1"
+    "1M seq write (1 conn x 8), MiB/s|write|mibs|--rw=write --bs=1M --numjobs=1 --iodepth=8"
+)
+
+# The QD1 run also yields the latency row; the table is built from
+# $dir/results, lines of "ROW<TAB>SERVER<TAB>VALUE".
+record() {
+    local row=$1 dirn=$2 metric=$3 server=$4 json=$5
+    "$PY" - "$json" "$dirn" "$metric" "$row" "$server" >>"$dir/results" <<'PY'
+import json, sys
+path, dirn, metric, row, server = sys.argv[1:]
+job = json.load(open(path))["jobs"][0]
+if job["error"]:
+    sys.exit("fio reported error %d" % job["error"])
+st = job[dirn]
+value = st["iops"] if metric == "iops" else st["bw_bytes"] / 1048576
+print("%s\t%s\t%.1f" % (row, server, value))
+if row.startswith("4k randwrite QD1"):
+    print("4k randwrite QD1, mean latency (us)\t%s\t%.1f" % (server, st["lat_ns"]["mean"] / 1000))
+PY
+}
+
+run_workload() {
+    local i=$1 spec=$2 row dirn metric args order server uri
+    IFS='|' read -r row dirn metric args <<<"$spec"
+    order="vsand nbdkit"
+    [ $((i % 2)) -eq 1 ] && order="nbdkit vsand"
+    for server in $order; do
+        uri=$VSAND_URI
+        [ "$server" = nbdkit ] && uri=$NBDKIT_URI
+        echo "bench: $row: $server" >&2
+        # shellcheck disable=SC2086 # args is a list of fio options
+        run_fio "$uri" "$dir/$i-$server.json" $args --time_based --runtime="$seconds" \
+            --ramp_time=1 --norandommap --randrepeat=0
+        record "$row" "$dirn" "$metric" "$server" "$dir/$i-$server.json"
+    done
+}
+
+print_table() {
+    echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
+        "kernel $(uname -r), $(fio --version), $(nbdkit --version | head -n 1)"
+    echo "storage: both on /dev/shm (tmpfs), $size each, pre-filled; ${seconds} s per run" \
+        "(+1 s ramp), fio nbd engine over loopback TCP, servers at default settings"
+    echo
+    "$PY" - "$dir/results" <<'PY'
+import sys
+rows, values = [], {}
+for line in open(sys.argv[1]):
+    row, server, value = line.rstrip("\n").split("\t")
+    if row not in rows:
+        rows.append(row)
+    values[row, server] = float(value)
+print("| workload | vsand | nbdkit | ratio |")
+print("| --- | ---: | ---: | ---: |")
+for row in rows:
+    v, k = values[row, "vsand"], values[row, "nbdkit"]
+    fmt = "{:,.1f}" if "latency" in row else "{:,.0f}"
+    print("| %s | %s | %s | %.2f |" % (row, fmt.format(v), fmt.format(k), v / k if k else 0))
+print()
+print("ratio = vsand / nbdkit: above 1 is better for IOPS and MiB/s, worse for latency.")
+PY
+}
+
+if [ ! -x "$build/vsand" ] || [ ! -x "$build/vsan" ]; then
+    die "no $build/vsand or $build/vsan: run make"
+fi
+dir=$(mktemp -d /dev/shm/vsan-bench.XXXXXX)
+start_vsand
+start_nbdkit
+echo "bench: pre-filling both ($size each)" >&2
+prefill "$VSAND_URI"
+prefill "$NBDKIT_URI"
+for i in "${!workloads[@]}"; do
+    run_workload "$i" "${workloads[$i]}"
+done
+print_table

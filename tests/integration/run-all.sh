@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# run-all.sh - runs every integration test (tests/integration/t-*.sh) against
+# one build, each under its own timeout, and summarises. `make integration`
+# calls it with the build dir (build, or build/sanitize for SANITIZE=1).
+#
+# A test may set its timeout with a line "# timeout: SECONDS" near its top
+# (default 120). Each test's output goes to $LOGDIR/NAME.log (default
+# BUILD_DIR/integration-logs); the end of a failed one's is shown here.
+#
+# Usage: tests/integration/run-all.sh BUILD_DIR [TEST_NAME...]
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+build=${1:-build}
+shift || true
+case $build in
+/*) ;;
+*) build="$repo/$build" ;;
+esac
+logdir=${LOGDIR:-$build/integration-logs}
+mkdir -p "$logdir" || exit 1
+
+if [ $# -gt 0 ]; then
+    tests=()
+    for name in "$@"; do
+        tests+=("$here/${name%.sh}.sh")
+    done
+else
+    tests=("$here"/t-*.sh)
+fi
+
+passed=0
+failed=0
+failed_names=()
+suite_start=$SECONDS
+for t in "${tests[@]}"; do
+    name=$(basename "$t" .sh)
+    limit=$(sed -n 's/^# timeout: *\([0-9][0-9]*\).*/\1/p' "$t" | head -n 1)
+    limit=${limit:-120}
+    start=$(date +%s.%N)
+    timeout --kill-after=10 "$limit" bash "$t" "$build" >"$logdir/$name.log" 2>&1
+    status=$?
+    elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+    if [ "$status" -eq 0 ]; then
+        passed=$((passed + 1))
+        printf 'PASS %-16s %6ss\n' "$name" "$elapsed"
+    else
+        failed=$((failed + 1))
+        failed_names+=("$name")
+        why="exit $status"
+        [ "$status" -eq 124 ] && why="timed out after ${limit}s"
+        printf 'FAIL %-16s %6ss (%s)\n' "$name" "$elapsed" "$why"
+        tail -n 80 "$logdir/$name.log" | sed 's/^/    | /'
+        echo "    (full output: $logdir/$name.log)"
+    fi
+done
+
+echo "integration: $((SECONDS - suite_start)) s; logs in $logdir"
+[ "$failed" -eq 0 ] || echo "failed: ${failed_names[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,409 @@
+/* test_config.c - the configuration parser: every key, the defaults, and
+ * each kind of bad input with the exact place and reason it reports.
+ */
+#include "vsan/config.h"
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+static char dir[] = "/tmp/test_config.XXXXXX";
+static char path[sizeof dir + 16];
+static struct vsan_config cfg;
+static char err[600];
+
+static void setup(void)
+{
+    cr_assert(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/vsan.conf", dir);
+    config_defaults(&cfg);
+    err[0] = '\0';
+}
+
+static void teardown(void)
+{
+    unlink(path);
+    rmdir(dir);
+    strcpy(dir, "/tmp/test_config.XXXXXX");
+}
+
+TestSuite(config, .init = setup, .fini = teardown);
+
+static void write_conf(const char *text)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert(f != NULL);
+    cr_assert(fputs(text, f) >= 0);
+    cr_assert(fclose(f) == 0);
+}
+
+static void parse_ok(const char *text)
+{
+    config_defaults(&cfg);
+    write_conf(text);
+    int r = config_parse(path, &cfg, err, sizeof err);
+    cr_assert(r == 0, "unexpected error: %s", err);
+}
+
+/* Expects a failure reported at line (0: no line) with reason in it. */
+static void parse_bad(const char *text, unsigned line, const char *reason)
+{
+    char where[sizeof path + 16];
+
+    config_defaults(&cfg);
+    write_conf(text);
+    cr_assert(config_parse(path, &cfg, err, sizeof err) == -1, "accepted:\n%s", text);
+    if (line)
+        snprintf(where, sizeof where, "%s:%u: ", path, line);
+    else
+        snprintf(where, sizeof where, "%s: ", path);
+    cr_assert(strncmp(err, where, strlen(where)) == 0, "error \"%s\" does not start with \"%s\"",
+              err, where);
+    cr_assert(strstr(err, reason) != NULL, "error \"%s\" lacks \"%s\"", err, reason);
+}
+
+Test(config, defaults_from_an_empty_file)
+{
+    char host[CONFIG_NAME_MAX + 1];
+
+    parse_ok("# nothing set\n");
+    cr_assert(gethostname(host, sizeof host) == 0);
+    host[CONFIG_NAME_MAX] = '\0';
+    cr_assert(eq(str, cfg.data_dir, "/var/lib/vsan"));
+    cr_assert(eq(str, cfg.name, host));
+    cr_assert(eq(str, cfg.pid_file, "/run/vsan/vsand.pid"));
+    cr_assert(eq(u32, cfg.n_listen, 1));
+    cr_assert(eq(str, cfg.listen[0], "127.0.0.1:10809"));
+    cr_assert(eq(u32, cfg.nbd.min_block, 1));
+    cr_assert(eq(u32, cfg.nbd.pref_block, 4096));
+    cr_assert(eq(u32, cfg.nbd.max_payload, 32 * 1024 * 1024));
+    cr_assert(eq(u32, cfg.nbd.threads, 8));
+    cr_assert(eq(u32, cfg.nbd.max_connections, 256));
+    cr_assert(eq(u32, cfg.nbd.handshake_timeout_ms, 10000));
+    cr_assert(eq(u32, cfg.nbd.shutdown_grace_ms, 5000));
+    cr_assert(eq(str, cfg.admin_socket, "/run/vsan/vsand.sock"));
+    cr_assert(eq(int, cfg.log_level, LOG_INFO));
+    cr_assert(cfg.log_syslog);
+    cr_assert(eq(int, cfg.log_stderr, CONFIG_UNSET));
+}
+
+Test(config, minimal_file)
+{
+    parse_ok("[node]\ndata_dir = /srv/pool\n[nbd]\nlisten = 127.0.0.1:10809\n"
+             "[admin]\nsocket = /run/vsan/vsand.sock\n");
+    cr_assert(eq(str, cfg.data_dir, "/srv/pool"));
+    cr_assert(eq(str, cfg.listen[0], "127.0.0.1:10809"));
+}
+
+Test(config, every_key)
+{
+    parse_ok("[node]\n"
+             "data_dir = /data/vsan\n"
+             "name = node-1.lab\n"
+             "pid_file = /tmp/x/vsand.pid\n"
+             "[nbd]\n"
+             "listen = 0.0.0.0:10809, [::1]:10810,localhost:10811 , /run/vsan/nbd.sock\n"
+             "min_block_size = 512\n"
+             "preferred_block_size = 64K\n"
+             "max_payload = 16M\n"
+             "threads = 4\n"
+             "max_connections = 1000\n"
+             "handshake_timeout = 2500\n"
+             "shutdown_grace = 0\n"
+             "[admin]\n"
+             "socket = vsan-test\n"
+             "[log]\n"
+             "level = debug\n"
+             "syslog = no\n"
+             "stderr = YES\n");
+    cr_assert(eq(str, cfg.data_dir, "/data/vsan"));
+    cr_assert(eq(str, cfg.name, "node-1.lab"));
+    cr_assert(eq(str, cfg.pid_file, "/tmp/x/vsand.pid"));
+    cr_assert(eq(u32, cfg.n_listen, 4));
+    cr_assert(eq(str, cfg.listen[0], "0.0.0.0:10809"));
+    cr_assert(eq(str, cfg.listen[1], "[::1]:10810"));
+    cr_assert(eq(str, cfg.listen[2], "localhost:10811"));
+    cr_assert(eq(str, cfg.listen[3], "/run/vsan/nbd.sock"));
+    cr_assert(eq(u32, cfg.nbd.min_block, 512));
+    cr_assert(eq(u32, cfg.nbd.pref_block, 65536));
+    cr_assert(eq(u32, cfg.nbd.max_payload, 16 * 1024 * 1024));
+    cr_assert(eq(u32, cfg.nbd.threads, 4));
+    cr_assert(eq(u32, cfg.nbd.max_connections, 1000));
+    cr_assert(eq(u32, cfg.nbd.handshake_timeout_ms, 2500));
+    cr_assert(eq(u32, cfg.nbd.shutdown_grace_ms, 0));
+    cr_assert(eq(str, cfg.admin_socket, "vsan-test"));
+    cr_assert(eq(int, cfg.log_level, LOG_DEBUG));
+    cr_assert(not(cfg.log_syslog));
+    cr_assert(eq(int, cfg.log_stderr, CONFIG_YES));
+}
+
+Test(config, log_levels_and_booleans)
+{
+    static const struct {
+        const char *text, *name;
+        int level;
+    } levels[] = {{"error", "error", LOG_ERR},
+                  {"warning", "warning", LOG_WARNING},
+                  {"Info", "info", LOG_INFO},
+                  {"DEBUG", "debug", LOG_DEBUG}};
+    char text[100];
+
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
+        snprintf(text, sizeof text, "[log]\nlevel = %s\nsyslog = yes\nstderr = no\n",
+                 levels[i].text);
+        parse_ok(text);
+        cr_assert(eq(int, cfg.log_level, levels[i].level), "%s", levels[i].text);
+        cr_assert(cfg.log_syslog);
+        cr_assert(eq(int, cfg.log_stderr, CONFIG_NO));
+        cr_assert(eq(str, (char *)config_log_level_name(cfg.log_level), (char *)levels[i].name));
+    }
+}
+
+Test(config, comments_blanks_and_line_endings)
+{
+    parse_ok("\xEF\xBB\xBF# a comment\r\n"
+             "; another\r\n"
+             "\r\n"
+             "  [nbd]   # section comment\r\n"
+             "\tthreads = 3   # trailing comment\r\n"
+             "   max_connections=7 ; trailing comment\r\n"
+             "[node]\n"
+             "data_dir = /a#b\n");
+    cr_assert(eq(u32, cfg.nbd.threads, 3));
+    cr_assert(eq(u32, cfg.nbd.max_connections, 7));
+    cr_assert(eq(str, cfg.data_dir, "/a#b"), "'#' inside a value is kept");
+}
+
+Test(config, sections_may_repeat)
+{
+    parse_ok("[nbd]\nthreads = 2\n[log]\nlevel = error\n[nbd]\nmax_connections = 9\n");
+    cr_assert(eq(u32, cfg.nbd.threads, 2));
+    cr_assert(eq(u32, cfg.nbd.max_connections, 9));
+}
+
+Test(config, block_size_limits_accepted)
+{
+    parse_ok("[nbd]\nmin_block_size = 64K\npreferred_block_size = 64K\nmax_payload = 256M\n");
+    cr_assert(eq(u32, cfg.nbd.min_block, 65536));
+    cr_assert(eq(u32, cfg.nbd.max_payload, 256u * 1024 * 1024));
+    parse_ok("[nbd]\nmax_payload = 5000K\n");
+    cr_assert(eq(u32, cfg.nbd.max_payload, 5000u * 1024));
+}
+
+Test(config, missing_file)
+{
+    cr_assert(config_parse("/nonexistent/vsan.conf", &cfg, err, sizeof err) == -1);
+    cr_assert(eq(str, err, "/nonexistent/vsan.conf: cannot open: No such file or directory"));
+}
+
+Test(config, exact_message_for_a_bad_number)
+{
+    char want[sizeof path + 64];
+
+    write_conf("[node]\ndata_dir = /x\n\n# threads\n\n[nbd]\nthreads = abc\n");
+    cr_assert(config_parse(path, &cfg, err, sizeof err) == -1);
+    snprintf(want, sizeof want, "%s:7: [nbd] threads = \"abc\": not a number", path);
+    cr_assert(eq(str, err, want));
+}
+
+Test(config, syntax_errors)
+{
+    parse_bad("[nbd]\nthreads 4\n", 2, "syntax error");
+    parse_bad("[nbd\nthreads = 4\n", 1, "syntax error");
+    parse_bad("[node]\ndata_dir = /x\n= value\n", 3, "syntax error: no key name before \"=\"");
+}
+
+Test(config, unknown_sections)
+{
+    parse_bad("[node]\ndata_dir = /x\n[bogus]\nkey = 1\n", 3, "unknown section [bogus]");
+    parse_bad("[node]\n[nbdd]\n", 2, "unknown section [nbdd]");
+    parse_bad("[]\n", 1, "unknown section []");
+    parse_bad("[nbd] x\n", 1, "junk after section header \"[nbd]\"");
+}
+
+Test(config, unknown_and_misplaced_keys)
+{
+    parse_bad("threads = 4\n", 1, "key \"threads\" is outside of any section");
+    parse_bad("[nbd]\nthread = 4\n", 2, "[nbd] unknown key \"thread\"");
+    parse_bad("[node]\nthreads = 4\n", 2, "[node] unknown key \"threads\"");
+    parse_bad("[log]\nLevel = info\n", 2, "[log] unknown key \"Level\"");
+}
+
+Test(config, duplicate_keys)
+{
+    parse_bad("[nbd]\nthreads = 4\n[log]\nlevel = info\n[nbd]\nthreads = 4\n", 6,
+              "[nbd] threads: duplicate key (first set on line 2)");
+    parse_bad("[nbd]\nthreads = 4\n  threads = 5\n", 3, "duplicate key");
+}
+
+Test(config, bad_numbers)
+{
+    parse_bad("[nbd]\nthreads = \n", 2, "[nbd] threads = \"\": not a number");
+    parse_bad("[nbd]\nthreads = -1\n", 2, "not a number");
+    parse_bad("[nbd]\nthreads = +1\n", 2, "not a number");
+    parse_bad("[nbd]\nthreads = 4x\n", 2, "not a number");
+    parse_bad("[nbd]\nthreads = 0\n", 2, "[nbd] threads = \"0\": out of range (1..256)");
+    parse_bad("[nbd]\nthreads = 257\n", 2, "out of range (1..256)");
+    parse_bad("[nbd]\nmax_connections = 99999999999999999999999\n", 2, "out of range");
+    parse_bad("[nbd]\nmax_connections = 0\n", 2, "out of range (1..65536)");
+    parse_bad("[nbd]\nhandshake_timeout = 0\n", 2, "out of range (1..3600000)");
+    parse_bad("[nbd]\nshutdown_grace = 3600001\n", 2, "out of range (0..3600000)");
+}
+
+Test(config, bad_sizes)
+{
+    parse_bad("[nbd]\nmax_payload = 12X\n", 2, "[nbd] max_payload = \"12X\": not a size");
+    parse_bad("[nbd]\nmax_payload = 1.5M\n", 2, "not a size");
+    parse_bad("[nbd]\nmax_payload = 257M\n", 2, "out of range (512 B to 256 MiB)");
+    parse_bad("[nbd]\nmax_payload = 99999999999999999999\n", 2, "out of range");
+    parse_bad("[nbd]\nmin_block_size = 3000\n", 2,
+              "[nbd] min_block_size = \"3000\": not a power of 2");
+    parse_bad("[nbd]\nmin_block_size = 0\n", 2, "out of range");
+    parse_bad("[nbd]\nmin_block_size = 128K\n", 2, "out of range");
+    parse_bad("[nbd]\npreferred_block_size = 256\n", 2, "out of range");
+    parse_bad("[nbd]\npreferred_block_size = 12K\n", 2, "not a power of 2");
+}
+
+Test(config, block_sizes_must_agree)
+{
+    parse_bad("[nbd]\nmin_block_size = 8K\n", 2,
+              "[nbd] preferred_block_size (4096) is smaller than min_block_size (8192)");
+    parse_bad("[nbd]\npreferred_block_size = 1K\nmin_block_size = 2K\n", 3,
+              "is smaller than min_block_size");
+    parse_bad("[nbd]\nmax_payload = 1K\n", 2,
+              "[nbd] max_payload (1024) is smaller than preferred_block_size (4096)");
+    parse_bad("[nbd]\nmax_payload = 1048577\npreferred_block_size = 512\nmin_block_size = 512\n", 4,
+              "[nbd] max_payload (1048577) is not a multiple of min_block_size (512)");
+}
+
+Test(config, bad_booleans_and_levels)
+{
+    parse_bad("[log]\nsyslog = maybe\n", 2, "[log] syslog = \"maybe\": must be yes or no");
+    parse_bad("[log]\nstderr = 1\n", 2, "must be yes or no");
+    parse_bad("[log]\nlevel = notice\n", 2,
+              "[log] level = \"notice\": must be one of error, warning, info, debug");
+}
+
+Test(config, bad_paths_and_names)
+{
+    parse_bad("[node]\ndata_dir = var/lib/vsan\n", 2,
+              "[node] data_dir = \"var/lib/vsan\": must be an absolute path");
+    parse_bad("[node]\ndata_dir =\n", 2, "must be an absolute path");
+    parse_bad("[node]\npid_file = vsand.pid\n", 2, "must be an absolute path");
+    parse_bad("[node]\nname = bad name\n", 2, "[node] name = \"bad name\": must be 1 to 64");
+    parse_bad("[node]\nname =\n", 2, "must be 1 to 64");
+    parse_bad("[node]\nname = "
+              "a23456789012345678901234567890123456789012345678901234567890123456789\n",
+              2, "must be 1 to 64");
+}
+
+Test(config, bad_listen_addresses)
+{
+    parse_bad("[nbd]\nlisten = 127.0.0.1\n", 2,
+              "[nbd] listen = \"127.0.0.1\": \"127.0.0.1\": expected HOST:PORT");
+    parse_bad("[nbd]\nlisten = 127.0.0.1:0\n", 2, "port \"0\" is not a number in 1..65535");
+    parse_bad("[nbd]\nlisten = 127.0.0.1:65536\n", 2, "port \"65536\"");
+    parse_bad("[nbd]\nlisten = 127.0.0.1:\n", 2, "port \"\"");
+    parse_bad("[nbd]\nlisten = 127.0.0.1:http\n", 2, "port \"http\"");
+    parse_bad("[nbd]\nlisten = 10.0.0.300:10809\n", 2, "\"10.0.0.300\" is not an IPv4 address");
+    parse_bad("[nbd]\nlisten = :10809\n", 2, "bad host \"\"");
+    parse_bad("[nbd]\nlisten = a_b:10809\n", 2, "bad host \"a_b\"");
+    parse_bad("[nbd]\nlisten = ::1:10809\n", 2, "an IPv6 address needs brackets");
+    parse_bad("[nbd]\nlisten = [::g]:10809\n", 2, "\"::g\" is not an IPv6 address");
+    parse_bad("[nbd]\nlisten = [::1]10809\n", 2, "expected [IPv6]:PORT");
+    parse_bad("[nbd]\nlisten = run/nbd.sock\n", 2, "expected HOST:PORT");
+    parse_bad("[nbd]\nlisten = /run/"
+              "a2345678901234567890123456789012345678901234567890123456789012345678901234567890"
+              "12345678901234567890123\n",
+              2, "socket path longer than 107 characters");
+    parse_bad("[nbd]\nlisten = 127.0.0.1:1,,127.0.0.1:2\n", 2, "empty address in the list");
+    parse_bad("[nbd]\nlisten = 127.0.0.1:1,\n", 2, "empty address in the list");
+    parse_bad("[nbd]\nlisten = 127.0.0.1:1, 127.0.0.1:1\n", 2, "\"127.0.0.1:1\" is listed twice");
+    parse_bad("[nbd]\nlisten = h:1,h:2,h:3,h:4,h:5,h:6,h:7,h:8,h:9\n", 2, "more than 8 addresses");
+}
+
+Test(config, bad_admin_socket)
+{
+    parse_bad("[admin]\nsocket = vsan sock\n", 2,
+              "[admin] socket = \"vsan sock\": must be a name of A-Z a-z 0-9 . _ / -");
+    parse_bad("[admin]\nsocket =\n", 2, "must be a name");
+    parse_bad("[admin]\nsocket = /\n", 2, "must be a name");
+    parse_bad("[admin]\nsocket = /run/vsan/a-very-long-admin-socket-name-that-libqb-cuts\n", 2,
+              "too long (at most 48 characters");
+}
+
+Test(config, over_long_line)
+{
+    char text[400];
+
+    snprintf(text, sizeof text, "[node]\ndata_dir = /%0300d\n", 0);
+    parse_bad(text, 2, "line too long");
+}
+
+Test(config, first_error_wins)
+{
+    parse_bad("[nbd]\nthreads = x\nmax_connections = y\n", 2, "threads");
+    parse_bad("[nbd]\nthreads 4\nbogus = 1\n", 2, "syntax error");
+    parse_bad("[nbd]\nbogus = 1\nthreads 4\n", 2, "unknown key \"bogus\"");
+}
+
+Test(config, admin_service_names)
+{
+    char name[ADMIN_NAME_MAX + 1];
+
+    cr_assert(eq(int, admin_service_name("/run/vsan/vsand.sock", name, sizeof name), 0));
+    cr_assert(eq(str, name, "run_vsan_vsand.sock"));
+    cr_assert(eq(int, admin_service_name("vsan-demo", name, sizeof name), 0));
+    cr_assert(eq(str, name, "vsan-demo"));
+    cr_assert(eq(int, admin_service_name("", name, sizeof name), -EINVAL));
+    cr_assert(eq(int, admin_service_name("a b", name, sizeof name), -EINVAL));
+    cr_assert(eq(
+        int,
+        admin_service_name("/0123456789012345678901234567890123456789012345678", name, sizeof name),
+        -ENAMETOOLONG));
+}
+
+/* The sample documents the defaults: uncommenting the first example of
+ * every key must give a valid file that changes nothing but the name. */
+Test(config, sample_config_matches_the_defaults)
+{
+    struct vsan_config defaults;
+    char line[512], seen[4096] = " ";
+    FILE *in = fopen("deploy/vsan.conf.sample", "r");
+    FILE *out = fopen(path, "w");
+
+    cr_assert(in != NULL && out != NULL, "run from the top of the repository");
+    while (fgets(line, sizeof line, in)) {
+        char key[64];
+        const char *text = line;
+        if (sscanf(line, "#%63[a-z_] = ", key) == 1 && strstr(line, " = ")) {
+            char tag[80];
+            snprintf(tag, sizeof tag, " %s ", key);
+            if (!strstr(seen, tag)) {
+                strcat(seen, tag + 1);
+                text = line + 1;
+            }
+        }
+        cr_assert(fputs(text, out) >= 0);
+    }
+    fclose(in);
+    cr_assert(eq(int, fclose(out), 0));
+    cr_assert(strstr(seen, " threads ") && strstr(seen, " stderr "), "keys found: %s", seen);
+
+    config_defaults(&defaults);
+    cr_assert(eq(int, config_parse(path, &cfg, err, sizeof err), 0), "%s", err);
+    cr_assert(eq(str, cfg.name, "node1"));
+    cr_assert(eq(int, cfg.log_stderr, CONFIG_YES));
+    cr_assert(eq(str, cfg.data_dir, defaults.data_dir));
+    cr_assert(eq(str, cfg.pid_file, defaults.pid_file));
+    cr_assert(eq(u32, cfg.n_listen, 1));
+    cr_assert(eq(str, cfg.listen[0], defaults.listen[0]));
+    cr_assert(memcmp(&cfg.nbd, &defaults.nbd, sizeof cfg.nbd) == 0, "an [nbd] default differs");
+    cr_assert(eq(str, cfg.admin_socket, defaults.admin_socket));
+    cr_assert(eq(int, cfg.log_level, defaults.log_level));
+    cr_assert(eq(int, cfg.log_syslog, defaults.log_syslog));
+}

@@ -1,0 +1,53 @@
+/* admin.h - vsand's admin server: the commands behind the `vsan` CLI.
+ *
+ * Two layers. admin_execute() (admin_cmds.c) turns one JSON request into
+ * one JSON reply by calling the volume layer; it knows nothing of IPC, so
+ * it is tested directly. admin_start() (admin.c) serves it as a libqb IPC
+ * service inside the daemon's qb_loop; the wire format is in admin_proto.h.
+ *
+ * Everything here runs on the daemon's main thread, in the loop.
+ */
+#ifndef VSAN_ADMIN_H
+#define VSAN_ADMIN_H
+
+#include <json-c/json.h>
+#include <qb/qbloop.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct nbd_server;
+struct volumes;
+struct vsan_config;
+
+/* What the commands act on and report; owned by the daemon, which keeps it
+ * valid until admin_stop(). */
+struct admin_node {
+    const struct vsan_config *cfg;
+    struct volumes *vols;
+    struct nbd_server *nbd;
+    uint64_t started; /* admin_clock() at startup, for the uptime */
+};
+
+/* Seconds on a clock that never jumps (CLOCK_MONOTONIC). */
+uint64_t admin_clock(void);
+
+/* Parses request (len bytes, not NUL-terminated), runs it and returns the
+ * reply {"ok": true, ...} or {"ok": false, "error": ..., "message": ...};
+ * NULL only when out of memory. The caller puts the reply. */
+struct json_object *admin_execute(const struct admin_node *node, const char *request, size_t len);
+
+/* An error reply; NULL only when out of memory. */
+struct json_object *admin_reply_error(const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+struct admin;
+
+/* Publishes the IPC service named after node->cfg->admin_socket in loop.
+ * Returns 0, or -errno with the reason logged (-EADDRINUSE: another daemon
+ * serves that name). */
+int admin_start(qb_loop_t *loop, const struct admin_node *node, struct admin **out);
+
+/* Disconnects every client and withdraws the service. */
+void admin_stop(struct admin *adm);
+
+#endif

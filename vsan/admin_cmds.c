@@ -1,0 +1,508 @@
+/* admin_cmds.c - the admin commands: one JSON request in, one JSON reply
+ * out, by way of the volume layer.
+ *
+ * A request is checked completely before anything runs: it must be one
+ * JSON object no larger than ADMIN_REQUEST_MAX, name a known "cmd", carry
+ * exactly the fields that command takes, with the right types. Each command
+ * has one small handler. Errors of the volume layer become the reply codes
+ * of admin_proto.h, which the CLI turns into exit codes, with a message
+ * naming the volume. Changes are logged; refused requests only at debug
+ * level, since a client can send any number of them.
+ */
+#include "vsan/admin.h"
+
+#include "nbd-server/server.h"
+#include "vsan/admin_proto.h"
+#include "vsan/config.h"
+#include "vsan/size.h"
+#include "vsan/volume.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <qb/qblog.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct json_object *(*command_fn)(const struct admin_node *node, struct json_object *req);
+
+struct command {
+    const char *name;
+    const char *const *fields; /* accepted besides "cmd", NULL-terminated */
+    command_fn run;
+};
+
+/* Adds val to obj under key. On failure (val NULL included) drops val and
+ * returns -1, so a chain of adds joined by || leaks nothing. */
+static int add(struct json_object *obj, const char *key, struct json_object *val)
+{
+    if (!val)
+        return -1;
+    if (json_object_object_add(obj, key, val) < 0) {
+        json_object_put(val);
+        return -1;
+    }
+    return 0;
+}
+
+struct json_object *admin_reply_error(const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    struct json_object *r = json_object_new_object();
+
+    if (!r)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (add(r, "ok", json_object_new_boolean(0)) < 0 ||
+        add(r, "error", json_object_new_string(code)) < 0 ||
+        add(r, "message", json_object_new_string(msg)) < 0) {
+        json_object_put(r);
+        return NULL;
+    }
+    qb_log(LOG_DEBUG, "admin: refused: %s: %s", code, msg);
+    return r;
+}
+
+/* Marks r, which the caller built, as a success reply. */
+static struct json_object *reply_ok(struct json_object *r)
+{
+    if (r && add(r, "ok", json_object_new_boolean(1)) < 0) {
+        json_object_put(r);
+        return NULL;
+    }
+    return r;
+}
+
+static int add_u64(struct json_object *obj, const char *key, uint64_t v)
+{
+    return add(obj, key, json_object_new_int64((int64_t)v));
+}
+
+static struct json_object *volume_object(const struct volume_info *v)
+{
+    struct json_object *o = json_object_new_object();
+
+    if (!o)
+        return NULL;
+    if (add(o, "name", json_object_new_string(v->name)) < 0 ||
+        add(o, "uuid", json_object_new_string(v->uuid)) < 0 || add_u64(o, "size", v->size) < 0 ||
+        add_u64(o, "allocated", v->allocated) < 0 || add_u64(o, "generation", v->generation) < 0 ||
+        add_u64(o, "connections", v->connections) < 0) {
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* The reply to a failed volume call r on volume name during op. */
+static struct json_object *volume_failure(const char *name, const char *op, int r)
+{
+    switch (r) {
+    case -ENOENT:
+        return admin_reply_error(ADMIN_E_NO_SUCH_VOLUME, "volume \"%s\": no such volume", name);
+    case -EEXIST:
+        return admin_reply_error(ADMIN_E_VOLUME_EXISTS, "volume \"%s\": already exists", name);
+    case -EBUSY:
+        return admin_reply_error(ADMIN_E_VOLUME_IN_USE,
+                                 "volume \"%s\": cannot %s: in use by NBD connections", name, op);
+    case -EINVAL:
+        return admin_reply_error(
+            ADMIN_E_BAD_NAME,
+            "volume name \"%s\": must be 1 to %d characters of A-Z a-z 0-9 . _ - "
+            "and not start with '.' or '-'",
+            name, VOLUME_NAME_MAX);
+    default:
+        qb_log(LOG_ERR, "admin: volume \"%s\": %s: %s", name, op, strerror(-r));
+        return admin_reply_error(ADMIN_E_SYSTEM, "volume \"%s\": %s: %s", name, op, strerror(-r));
+    }
+}
+
+/* The size rules of volume.h, checked here so that a bad size is told
+ * apart from a bad name (both are -EINVAL there). */
+static struct json_object *check_size(const char *name, uint64_t size)
+{
+    char human[SIZE_FORMAT_MAX], max[SIZE_FORMAT_MAX];
+
+    if (size == 0)
+        return admin_reply_error(ADMIN_E_BAD_SIZE, "volume \"%s\": size must not be zero", name);
+    if (size > VOLUME_SIZE_MAX) {
+        size_format(size, human, sizeof human);
+        size_format(VOLUME_SIZE_MAX, max, sizeof max);
+        return admin_reply_error(ADMIN_E_BAD_SIZE,
+                                 "volume \"%s\": size %s (%" PRIu64
+                                 " bytes) is larger than the maximum, %s",
+                                 name, human, size, max);
+    }
+    if (size % 512)
+        return admin_reply_error(ADMIN_E_BAD_SIZE,
+                                 "volume \"%s\": size %" PRIu64 " is not a multiple of 512 bytes",
+                                 name, size);
+    return NULL;
+}
+
+static struct json_object *field(struct json_object *req, const char *key, json_type type,
+                                 const char *what, struct json_object **err)
+{
+    struct json_object *v;
+
+    if (!json_object_object_get_ex(req, key, &v)) {
+        *err = admin_reply_error(ADMIN_E_BAD_REQUEST, "missing field \"%s\"", key);
+        return NULL;
+    }
+    if (!json_object_is_type(v, type)) {
+        *err = admin_reply_error(ADMIN_E_BAD_REQUEST, "field \"%s\" must be %s", key, what);
+        return NULL;
+    }
+    return v;
+}
+
+static int get_name(struct json_object *req, const char **name, struct json_object **err)
+{
+    struct json_object *v = field(req, "name", json_type_string, "a string", err);
+
+    if (!v)
+        return -1;
+    *name = json_object_get_string(v);
+    /* "db\u0000x" must not act on "db". */
+    if (strlen(*name) != (size_t)json_object_get_string_len(v)) {
+        *err = admin_reply_error(ADMIN_E_BAD_NAME, "volume name contains a NUL character");
+        return -1;
+    }
+    return 0;
+}
+
+static int get_size(struct json_object *req, uint64_t *size, struct json_object **err)
+{
+    struct json_object *v = field(req, "size", json_type_int, "an integer (bytes)", err);
+
+    if (!v)
+        return -1;
+    int64_t s = json_object_get_int64(v);
+    if (s < 0) {
+        *err = admin_reply_error(ADMIN_E_BAD_SIZE, "size %" PRId64 " is negative", s);
+        return -1;
+    }
+    /* json-c keeps integers above INT64_MAX as unsigned ones (and clamps
+     * what does not fit in 64 bits), which only this getter returns. */
+    *size = json_object_get_uint64(v);
+    return 0;
+}
+
+static int get_force(struct json_object *req, bool *force, struct json_object **err)
+{
+    *force = false;
+    if (!json_object_object_get_ex(req, "force", NULL))
+        return 0;
+    struct json_object *v = field(req, "force", json_type_boolean, "true or false", err);
+    if (!v)
+        return -1;
+    *force = json_object_get_boolean(v);
+    return 0;
+}
+
+uint64_t admin_clock(void)
+{
+    struct timespec ts;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+        return 0;
+    return (uint64_t)ts.tv_sec;
+}
+
+static struct json_object *listen_array(const struct vsan_config *cfg)
+{
+    struct json_object *a = json_object_new_array();
+
+    for (unsigned i = 0; a && i < cfg->n_listen; i++) {
+        struct json_object *s = json_object_new_string(cfg->listen[i]);
+        if (!s || json_object_array_add(a, s) < 0) {
+            json_object_put(s);
+            json_object_put(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static struct json_object *cmd_status(const struct admin_node *node, struct json_object *req)
+{
+    struct volume_info *list;
+    size_t n;
+    int r = volumes_list(node->vols, &list, &n);
+
+    (void)req;
+    if (r < 0)
+        return admin_reply_error(ADMIN_E_SYSTEM, "status: list volumes: %s", strerror(-r));
+    free(list);
+
+    uint64_t now = admin_clock();
+    struct json_object *o = json_object_new_object();
+    if (!o)
+        return NULL;
+    if (add(o, "name", json_object_new_string(node->cfg->name)) < 0 ||
+        add(o, "version", json_object_new_string(VSAN_VERSION)) < 0 ||
+        add(o, "mode", json_object_new_string("standalone")) < 0 ||
+        add(o, "pid", json_object_new_int(getpid())) < 0 ||
+        add(o, "data_dir", json_object_new_string(node->cfg->data_dir)) < 0 ||
+        add(o, "nbd_listen", listen_array(node->cfg)) < 0 ||
+        add(o, "admin_socket", json_object_new_string(node->cfg->admin_socket)) < 0 ||
+        add_u64(o, "volumes", n) < 0 ||
+        add_u64(o, "connections", nbd_server_connections(node->nbd)) < 0 ||
+        add_u64(o, "uptime", now > node->started ? now - node->started : 0) < 0) {
+        json_object_put(o);
+        return NULL;
+    }
+    return reply_ok(o);
+}
+
+static struct json_object *volume_array(const struct volume_info *list, size_t n)
+{
+    struct json_object *a = json_object_new_array_ext((int)n);
+
+    for (size_t i = 0; a && i < n; i++) {
+        struct json_object *v = volume_object(&list[i]);
+        if (!v || json_object_array_add(a, v) < 0) {
+            json_object_put(v);
+            json_object_put(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static struct json_object *cmd_volume_list(const struct admin_node *node, struct json_object *req)
+{
+    struct volume_info *list;
+    size_t n;
+    int r = volumes_list(node->vols, &list, &n);
+
+    (void)req;
+    if (r < 0)
+        return admin_reply_error(ADMIN_E_SYSTEM, "list volumes: %s", strerror(-r));
+    struct json_object *o = json_object_new_object();
+    if (o && add(o, "volumes", volume_array(list, n)) < 0) {
+        json_object_put(o);
+        o = NULL;
+    }
+    free(list);
+    return reply_ok(o);
+}
+
+static struct json_object *cmd_volume_show(const struct admin_node *node, struct json_object *req)
+{
+    struct json_object *err = NULL;
+    struct volume_info info;
+    const char *name;
+
+    if (get_name(req, &name, &err) < 0)
+        return err;
+    int r = volumes_info(node->vols, name, &info);
+    if (r < 0)
+        return volume_failure(name, "show", r);
+    return reply_ok(volume_object(&info));
+}
+
+static struct json_object *cmd_volume_create(const struct admin_node *node, struct json_object *req)
+{
+    struct json_object *err = NULL;
+    struct volume_info info;
+    char human[SIZE_FORMAT_MAX];
+    const char *name;
+    uint64_t size;
+
+    if (get_name(req, &name, &err) < 0 || get_size(req, &size, &err) < 0)
+        return err;
+    err = check_size(name, size);
+    if (err)
+        return err;
+    int r = volumes_create(node->vols, name, size, &info);
+    if (r < 0)
+        return volume_failure(name, "create", r);
+    size_format(info.size, human, sizeof human);
+    qb_log(LOG_INFO, "volume \"%s\" created: %s (%" PRIu64 " bytes), uuid %s", info.name, human,
+           info.size, info.uuid);
+    return reply_ok(volume_object(&info));
+}
+
+/* -ERANGE from volumes_resize: a shrink without force. */
+static struct json_object *refuse_shrink(const struct admin_node *node, const char *name,
+                                         uint64_t size)
+{
+    char from[SIZE_FORMAT_MAX] = "?", to[SIZE_FORMAT_MAX];
+    struct volume_info info;
+
+    if (volumes_info(node->vols, name, &info) == 0)
+        size_format(info.size, from, sizeof from);
+    size_format(size, to, sizeof to);
+    return admin_reply_error(ADMIN_E_BAD_SIZE,
+                             "volume \"%s\": shrinking from %s to %s destroys data; use --force",
+                             name, from, to);
+}
+
+static struct json_object *cmd_volume_resize(const struct admin_node *node, struct json_object *req)
+{
+    struct json_object *err = NULL;
+    struct volume_info info;
+    char human[SIZE_FORMAT_MAX];
+    const char *name;
+    uint64_t size;
+    bool force;
+
+    if (get_name(req, &name, &err) < 0 || get_size(req, &size, &err) < 0 ||
+        get_force(req, &force, &err) < 0)
+        return err;
+    err = check_size(name, size);
+    if (err)
+        return err;
+    int r = volumes_resize(node->vols, name, size, force, &info);
+    if (r == -ERANGE)
+        return refuse_shrink(node, name, size);
+    if (r < 0)
+        return volume_failure(name, r == -EBUSY ? "shrink" : "resize", r);
+    size_format(info.size, human, sizeof human);
+    qb_log(LOG_INFO, "volume \"%s\" resized to %s (%" PRIu64 " bytes)%s", info.name, human,
+           info.size, force ? ", forced" : "");
+    return reply_ok(volume_object(&info));
+}
+
+static struct json_object *cmd_volume_delete(const struct admin_node *node, struct json_object *req)
+{
+    struct json_object *err = NULL;
+    const char *name;
+
+    if (get_name(req, &name, &err) < 0)
+        return err;
+    int r = volumes_delete(node->vols, name);
+    if (r < 0)
+        return volume_failure(name, "delete", r);
+    qb_log(LOG_INFO, "volume \"%s\" deleted", name);
+    struct json_object *o = json_object_new_object();
+    if (o && add(o, "name", json_object_new_string(name)) < 0) {
+        json_object_put(o);
+        return NULL;
+    }
+    return reply_ok(o);
+}
+
+static const char *const no_fields[] = {NULL};
+static const char *const name_fields[] = {"name", NULL};
+static const char *const create_fields[] = {"name", "size", NULL};
+static const char *const resize_fields[] = {"name", "size", "force", NULL};
+
+static const struct command commands[] = {
+    {"status", no_fields, cmd_status},
+    {"volume.list", no_fields, cmd_volume_list},
+    {"volume.show", name_fields, cmd_volume_show},
+    {"volume.create", create_fields, cmd_volume_create},
+    {"volume.resize", resize_fields, cmd_volume_resize},
+    {"volume.delete", name_fields, cmd_volume_delete},
+};
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    }
+    return NULL;
+}
+
+static bool field_allowed(const struct command *c, const char *key)
+{
+    if (strcmp(key, "cmd") == 0)
+        return true;
+    for (const char *const *f = c->fields; *f; f++) {
+        if (strcmp(*f, key) == 0)
+            return true;
+    }
+    return false;
+}
+
+static struct json_object *check_fields(const struct command *c, struct json_object *req)
+{
+    json_object_object_foreach(req, key, val)
+    {
+        (void)val;
+        if (!field_allowed(c, key))
+            return admin_reply_error(ADMIN_E_BAD_REQUEST, "%s: unknown field \"%s\"", c->name, key);
+    }
+    return NULL;
+}
+
+static bool only_blanks(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n')
+            return false;
+    }
+    return true;
+}
+
+/* One JSON object filling request exactly (blanks may follow), or NULL
+ * with *err set. */
+static struct json_object *parse_request(const char *request, size_t len, struct json_object **err)
+{
+    struct json_tokener *tok = json_tokener_new();
+    struct json_object *req;
+
+    if (!tok)
+        return NULL;
+    req = json_tokener_parse_ex(tok, request, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t end = json_tokener_get_parse_end(tok);
+    json_tokener_free(tok);
+    if (!req) {
+        *err = admin_reply_error(ADMIN_E_BAD_REQUEST, "request is not JSON: %s",
+                                 jerr == json_tokener_continue ? "incomplete"
+                                                               : json_tokener_error_desc(jerr));
+        return NULL;
+    }
+    if (end < len && !only_blanks(request + end, len - end)) {
+        *err = admin_reply_error(ADMIN_E_BAD_REQUEST, "request has data after its JSON object");
+    } else if (!json_object_is_type(req, json_type_object)) {
+        *err = admin_reply_error(ADMIN_E_BAD_REQUEST, "request must be a JSON object");
+    } else {
+        return req;
+    }
+    json_object_put(req);
+    return NULL;
+}
+
+static struct json_object *run_request(const struct admin_node *node, struct json_object *req)
+{
+    struct json_object *cmd, *err = NULL;
+
+    cmd = field(req, "cmd", json_type_string, "a string", &err);
+    if (!cmd)
+        return err;
+    const struct command *c = find_command(json_object_get_string(cmd));
+    if (!c)
+        return admin_reply_error(ADMIN_E_UNKNOWN_COMMAND, "unknown command \"%s\"",
+                                 json_object_get_string(cmd));
+    err = check_fields(c, req);
+    if (err)
+        return err;
+    return c->run(node, req);
+}
+
+struct json_object *admin_execute(const struct admin_node *node, const char *request, size_t len)
+{
+    struct json_object *req, *err = NULL;
+
+    if (len > ADMIN_REQUEST_MAX)
+        return admin_reply_error(ADMIN_E_TOO_LARGE, "request of %zu bytes is larger than %d bytes",
+                                 len, ADMIN_REQUEST_MAX);
+    req = parse_request(request, len, &err);
+    if (!req)
+        return err;
+    struct json_object *reply = run_request(node, req);
+    json_object_put(req);
+    return reply;
+}

@@ -1,0 +1,196 @@
+/* cli_format.c - human output of the `vsan` CLI: aligned tables and
+ * "key: value" lines, sizes shown both for people ("10 GiB") and exactly
+ * (in bytes) where a script or a careful admin would want the number.
+ *
+ * A field missing from a reply (an older or newer vsand) shows as "?"
+ * rather than failing: the command itself has succeeded.
+ */
+#include "vsan/cli_format.h"
+
+#include "vsan/size.h"
+
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#define COLUMNS 5
+
+static const char *str_of(struct json_object *o, const char *key)
+{
+    struct json_object *v;
+
+    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+        return "?";
+    return json_object_get_string(v);
+}
+
+static uint64_t u64_of(struct json_object *o, const char *key)
+{
+    struct json_object *v;
+
+    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+        return 0;
+    int64_t n = json_object_get_int64(v);
+    return n < 0 ? 0 : (uint64_t)n;
+}
+
+/* "1 GiB (1073741824 bytes)" */
+static void human_exact(uint64_t bytes, char *buf, size_t len)
+{
+    char h[SIZE_FORMAT_MAX];
+
+    size_format(bytes, h, sizeof h);
+    snprintf(buf, len, "%s (%" PRIu64 " bytes)", h, bytes);
+}
+
+static void print_field(const char *key, const char *value)
+{
+    printf("%-13s %s\n", key, value);
+}
+
+static void print_u64_field(const char *key, uint64_t value)
+{
+    char buf[32];
+
+    snprintf(buf, sizeof buf, "%" PRIu64, value);
+    print_field(key, buf);
+}
+
+static void print_size_field(const char *key, uint64_t bytes)
+{
+    char buf[64];
+
+    human_exact(bytes, buf, sizeof buf);
+    print_field(key, buf);
+}
+
+static void format_uptime(uint64_t s, char *buf, size_t len)
+{
+    if (s >= 86400)
+        snprintf(buf, len, "%" PRIu64 "d %" PRIu64 "h %" PRIu64 "m", s / 86400, s / 3600 % 24,
+                 s / 60 % 60);
+    else if (s >= 3600)
+        snprintf(buf, len, "%" PRIu64 "h %" PRIu64 "m %" PRIu64 "s", s / 3600, s / 60 % 60, s % 60);
+    else if (s >= 60)
+        snprintf(buf, len, "%" PRIu64 "m %" PRIu64 "s", s / 60, s % 60);
+    else
+        snprintf(buf, len, "%" PRIu64 "s", s);
+}
+
+static void join_strings(struct json_object *o, const char *key, char *buf, size_t len)
+{
+    struct json_object *a;
+    size_t used = 0;
+
+    snprintf(buf, len, "?");
+    if (!json_object_object_get_ex(o, key, &a) || !json_object_is_type(a, json_type_array))
+        return;
+    buf[0] = '\0';
+    for (size_t i = 0; i < json_object_array_length(a) && used < len; i++) {
+        const char *s = json_object_get_string(json_object_array_get_idx(a, i));
+        used += snprintf(buf + used, len - used, "%s%s", i ? ", " : "", s ? s : "?");
+    }
+}
+
+void cli_print_status(struct json_object *reply)
+{
+    char buf[1200];
+
+    print_field("node:", str_of(reply, "name"));
+    print_field("version:", str_of(reply, "version"));
+    print_field("mode:", str_of(reply, "mode"));
+    print_u64_field("pid:", u64_of(reply, "pid"));
+    print_field("data dir:", str_of(reply, "data_dir"));
+    join_strings(reply, "nbd_listen", buf, sizeof buf);
+    print_field("nbd listen:", buf);
+    print_field("admin socket:", str_of(reply, "admin_socket"));
+    print_u64_field("volumes:", u64_of(reply, "volumes"));
+    print_u64_field("connections:", u64_of(reply, "connections"));
+    format_uptime(u64_of(reply, "uptime"), buf, sizeof buf);
+    print_field("uptime:", buf);
+}
+
+struct row {
+    char cell[COLUMNS][48];
+};
+
+static void fill_row(struct row *r, struct json_object *v)
+{
+    snprintf(r->cell[0], sizeof r->cell[0], "%s", str_of(v, "name"));
+    size_format(u64_of(v, "size"), r->cell[1], sizeof r->cell[1]);
+    size_format(u64_of(v, "allocated"), r->cell[2], sizeof r->cell[2]);
+    snprintf(r->cell[3], sizeof r->cell[3], "%" PRIu64, u64_of(v, "connections"));
+    snprintf(r->cell[4], sizeof r->cell[4], "%s", str_of(v, "uuid"));
+}
+
+static void print_row(const struct row *r, const int *width)
+{
+    /* Numbers right-aligned, text left; the last column is not padded. */
+    printf("%-*s  %*s  %*s  %*s  %s\n", width[0], r->cell[0], width[1], r->cell[1], width[2],
+           r->cell[2], width[3], r->cell[3], r->cell[4]);
+}
+
+static void widen(int *width, const struct row *r)
+{
+    for (int c = 0; c < COLUMNS; c++) {
+        int n = (int)strlen(r->cell[c]);
+        if (n > width[c])
+            width[c] = n;
+    }
+}
+
+void cli_print_volume_list(struct json_object *reply)
+{
+    static const struct row header = {{"NAME", "SIZE", "USED", "CONNECTIONS", "UUID"}};
+    struct json_object *vols;
+    int width[COLUMNS] = {0};
+    struct row r;
+
+    if (!json_object_object_get_ex(reply, "volumes", &vols) ||
+        !json_object_is_type(vols, json_type_array))
+        return;
+    size_t n = json_object_array_length(vols);
+    widen(width, &header);
+    for (size_t i = 0; i < n; i++) {
+        fill_row(&r, json_object_array_get_idx(vols, i));
+        widen(width, &r);
+    }
+    print_row(&header, width);
+    for (size_t i = 0; i < n; i++) {
+        fill_row(&r, json_object_array_get_idx(vols, i));
+        print_row(&r, width);
+    }
+}
+
+void cli_print_volume(struct json_object *reply)
+{
+    print_field("name:", str_of(reply, "name"));
+    print_field("uuid:", str_of(reply, "uuid"));
+    print_size_field("size:", u64_of(reply, "size"));
+    print_size_field("used:", u64_of(reply, "allocated"));
+    print_u64_field("connections:", u64_of(reply, "connections"));
+    print_u64_field("generation:", u64_of(reply, "generation"));
+}
+
+void cli_print_created(struct json_object *reply)
+{
+    char size[64];
+
+    human_exact(u64_of(reply, "size"), size, sizeof size);
+    printf("volume \"%s\" created: %s, uuid %s\n", str_of(reply, "name"), size,
+           str_of(reply, "uuid"));
+}
+
+void cli_print_resized(struct json_object *reply)
+{
+    char size[64];
+
+    human_exact(u64_of(reply, "size"), size, sizeof size);
+    printf("volume \"%s\" resized to %s\n", str_of(reply, "name"), size);
+}
+
+void cli_print_deleted(struct json_object *reply)
+{
+    printf("volume \"%s\" deleted\n", str_of(reply, "name"));
+}

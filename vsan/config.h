@@ -1,0 +1,64 @@
+/* config.h - vsand's configuration file (INI) as a validated struct.
+ *
+ * Parsing is a pure function of the file: it reads nothing else, logs
+ * nothing and changes no global state, so every rule is unit-tested
+ * (tests/unit/test_config.c) and vsand can report one precise error before
+ * it touches anything. Every key, its default and its range are documented
+ * in deploy/vsan.conf.sample; the defaults live here and in
+ * nbd_server_config_defaults().
+ */
+#ifndef VSAN_CONFIG_H
+#define VSAN_CONFIG_H
+
+#include "nbd-server/server.h"
+#include "vsan/admin_proto.h"
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define CONFIG_DEFAULT_PATH "/etc/vsan/vsan.conf"
+
+#define CONFIG_NAME_MAX 64       /* node name: [A-Za-z0-9._-] */
+#define CONFIG_LISTEN_MAX 8      /* as many listeners as the NBD server takes */
+#define CONFIG_ADDR_MAX 127      /* longest "HOST:PORT" or socket path */
+#define CONFIG_UNIX_PATH_MAX 107 /* sun_path minus its NUL */
+
+/* Upper bounds we accept; the NBD server allocates max_payload buffers. */
+#define CONFIG_MAX_PAYLOAD_MAX (256u * 1024 * 1024)
+#define CONFIG_THREADS_MAX 256
+#define CONFIG_CONNECTIONS_MAX 65536
+#define CONFIG_TIMEOUT_MS_MAX 3600000 /* one hour */
+
+enum config_tristate { CONFIG_UNSET = -1, CONFIG_NO = 0, CONFIG_YES = 1 };
+
+struct vsan_config {
+    /* [node] */
+    char data_dir[PATH_MAX];
+    char name[CONFIG_NAME_MAX + 1];
+    char pid_file[PATH_MAX];
+    /* [nbd] */
+    char listen[CONFIG_LISTEN_MAX][CONFIG_ADDR_MAX + 1];
+    unsigned n_listen;
+    struct nbd_server_config nbd;
+    /* [admin] */
+    char admin_socket[ADMIN_NAME_MAX + 2]; /* a leading '/' does not count */
+    /* [log] */
+    int log_level; /* LOG_ERR, LOG_WARNING, LOG_INFO or LOG_DEBUG */
+    bool log_syslog;
+    enum config_tristate log_stderr; /* UNSET: the daemon decides (-f) */
+};
+
+/* Fills every default; name is the host name. */
+void config_defaults(struct vsan_config *cfg);
+
+/* Reads the INI file at path over cfg (normally fresh defaults) and
+ * validates it. Returns 0, or -1 with err set to one line naming the
+ * problem, e.g. `vsan.conf:7: [nbd] threads = "abc": not a number`. cfg is
+ * unspecified after a failure. */
+int config_parse(const char *path, struct vsan_config *cfg, char *err, size_t errlen);
+
+/* The name of a level as written in the file ("info"). */
+const char *config_log_level_name(int level);
+
+#endif

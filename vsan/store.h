@@ -1,0 +1,78 @@
+/* store.h - the node's pool directory: where volumes live on disk.
+ *
+ * A pool is the directory the config names as data_dir:
+ *
+ *   DATA_DIR/vsan-pool           marker (INI): format version, pool uuid,
+ *                                creation time; written once, atomically
+ *   DATA_DIR/volumes/UUID.meta   one volume's record (INI): name, uuid,
+ *                                size, generation
+ *   DATA_DIR/volumes/UUID.data   its bytes: a sparse file of exactly size
+ *
+ * The meta file is the commit point of every change: a volume exists iff
+ * its meta does, and its size is the one the meta says. Each change is
+ * ordered so that a crash at any point leaves the old or the new state plus
+ * leftovers that store_open() recognises and repairs: *.tmp files (removed),
+ * data files without a meta (removed), data files longer or shorter than
+ * their meta's size (truncated to it). What it can't explain (a corrupt
+ * meta, a meta without data) is an error, never a silently dropped volume.
+ *
+ * The store knows nothing of NBD or connections; vsan/volume.c sits on top.
+ * It has no lock: the volume layer serialises every call that changes the
+ * pool. Every error is returned as -errno and logged with the path it
+ * concerns.
+ */
+#ifndef VSAN_STORE_H
+#define VSAN_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_FORMAT_VERSION 1
+#define STORE_NAME_MAX 64 /* [A-Za-z0-9._-], not starting with '.' or '-' */
+#define STORE_UUID_LEN 36 /* 8-4-4-4-12 lowercase hex */
+#define STORE_MARKER "vsan-pool"
+#define STORE_VOLUMES_DIR "volumes"
+
+struct store;
+
+/* A volume's metadata record, as committed on disk. */
+struct store_volume {
+    char name[STORE_NAME_MAX + 1];
+    char uuid[STORE_UUID_LEN + 1];
+    uint64_t size;       /* bytes, > 0 */
+    uint64_t generation; /* 1 at creation, +1 by every change */
+};
+
+/* Opens the pool in data_dir, which must exist. An empty directory becomes
+ * a new pool; an existing pool is recovered (see above). Errors: -ENOENT,
+ * -ENOTDIR, -EACCES ..., -EINVAL for a foreign or corrupt directory,
+ * -EPROTONOSUPPORT for a marker of an unknown format version. */
+int store_open(const char *data_dir, struct store **out);
+void store_close(struct store *st);
+
+const char *store_path(const struct store *st);
+const char *store_pool_uuid(const struct store *st);
+
+/* Whether name may name a volume (the rule next to STORE_NAME_MAX). */
+bool store_name_valid(const char *name);
+
+/* Reads every volume record into a malloc'd array (NULL when empty) that
+ * the caller frees; *n entries, in no particular order. */
+int store_list(struct store *st, struct store_volume **out, size_t *n);
+
+/* Creates a volume with a fresh uuid and an all-zero (sparse) data file.
+ * The caller checks that the name is unique. Fills *out. */
+int store_create(struct store *st, const char *name, uint64_t size, struct store_volume *out);
+
+/* Opens vol's data file read-write; the caller owns the fd. */
+int store_open_data(struct store *st, const struct store_volume *vol, int *fd);
+
+/* Sets vol's size and bumps its generation, updating *vol once the change
+ * is committed. Other fds open on the data file see the new length. */
+int store_resize(struct store *st, struct store_volume *vol, uint64_t size);
+
+/* Deletes vol's meta and data. */
+int store_delete(struct store *st, const struct store_volume *vol);
+
+#endif

@@ -1,0 +1,739 @@
+/* volume.c - the registry of volumes and the local I/O path of each one.
+ *
+ * The registry maps names to open volumes (one data fd each) and is what
+ * the daemon's admin calls change; the NBD server reaches it through
+ * volumes_catalog. Once a connection has opened a volume, its requests go
+ * straight to the data file with positioned syscalls: no registry lock, no
+ * allocation, nothing shared but atomics, so many connections and threads
+ * run in parallel and the path does no more than nbdkit's file plugin.
+ *
+ * Lifetime: a volume is freed only by volumes_delete(), which refuses while
+ * connections are open, or by volumes_close(), which the daemon calls once
+ * the NBD server has shut down. So an opened export's handle stays valid
+ * until its close() without reference counting on the I/O path.
+ */
+#include "vsan/volume.h"
+#include "vsan/store.h"
+
+#include <qb/qblog.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+_Static_assert(VOLUME_NAME_MAX == STORE_NAME_MAX, "the store persists volume names");
+_Static_assert(sizeof(((struct volume_info *)0)->uuid) == STORE_UUID_LEN + 1, "uuid length");
+
+#define DESCRIPTION_MAX (sizeof("vsan volume  ()") + STORE_NAME_MAX + STORE_UUID_LEN)
+
+/* Locking: rec.size and rec.generation change only under the registry's
+ * exclusive lock and are read under it (shared or exclusive). Everything
+ * the I/O path touches is immutable while a connection holds the volume
+ * (fd, description, rec.name, rec.uuid) or atomic: size mirrors rec.size
+ * for lock-free bounds checks, connections is incremented under the shared
+ * lock (so an exclusive holder sees a stable zero) and decremented without
+ * it, and the no_* flags record what the file system refused once so it
+ * is not asked again. */
+struct volume {
+    struct store_volume rec;
+    int fd;
+    char description[DESCRIPTION_MAX];
+    _Atomic uint64_t size;
+    atomic_uint connections;
+    atomic_bool no_dsync;      /* pwritev2(RWF_DSYNC): use pwrite + fdatasync */
+    atomic_bool no_punch;      /* FALLOC_FL_PUNCH_HOLE */
+    atomic_bool no_zero_range; /* FALLOC_FL_ZERO_RANGE */
+};
+
+/* Locking: lock guards the array (v, n, cap) and each volume's rec; see
+ * volume.h for who takes it how. It prefers writers so that a stream of
+ * NBD connections opening volumes can't starve an admin command. */
+struct volumes {
+    struct store *store;
+    pthread_rwlock_t lock;
+    struct volume **v; /* sorted by name */
+    size_t n;
+    size_t cap;
+};
+
+/* Lock calls fail only on misuse (deadlock, too many readers): a bug, so
+ * abort rather than run unguarded. */
+static void lock_check(int err, const char *what)
+{
+    if (err != 0) {
+        qb_log(LOG_CRIT, "volumes: %s: %s", what, strerror(err));
+        abort();
+    }
+}
+
+static void lock_shared(struct volumes *vols)
+{
+    lock_check(pthread_rwlock_rdlock(&vols->lock), "rdlock");
+}
+
+static void lock_excl(struct volumes *vols)
+{
+    lock_check(pthread_rwlock_wrlock(&vols->lock), "wrlock");
+}
+
+static void unlock(struct volumes *vols)
+{
+    lock_check(pthread_rwlock_unlock(&vols->lock), "unlock");
+}
+
+/* ---- the I/O path ---------------------------------------------------- */
+
+/* The protocol checked against the size it announced; a forced shrink
+ * since (impossible while connected today, but cheap to guard) must not
+ * let a request reach past the new end and extend the file. */
+static bool in_range(struct volume *v, uint32_t count, uint64_t offset)
+{
+    uint64_t size = atomic_load_explicit(&v->size, memory_order_acquire);
+    return offset <= size && count <= size - offset;
+}
+
+/* Remembers that the file system refused a mode, saying so once. */
+static void learn_unsupported(struct volume *v, atomic_bool *flag, const char *what,
+                              const char *instead)
+{
+    if (!atomic_exchange_explicit(flag, true, memory_order_relaxed))
+        qb_log(LOG_INFO, "volume \"%s\": %s unsupported by the file system, %s instead",
+               v->rec.name, what, instead);
+}
+
+static uint64_t vol_size(void *h)
+{
+    struct volume *v = h;
+    return atomic_load_explicit(&v->size, memory_order_acquire);
+}
+
+static int vol_pread(void *h, void *buf, uint32_t count, uint64_t offset)
+{
+    struct volume *v = h;
+    if (!in_range(v, count, offset))
+        return -EINVAL;
+    char *p = buf;
+    while (count > 0) {
+        ssize_t n = pread(v->fd, p, count, (off_t)offset);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EIO; /* the data file is shorter than its meta says */
+        p += n;
+        count -= (uint32_t)n;
+        offset += (uint64_t)n;
+    }
+    return 0;
+}
+
+static int sync_data(struct volume *v)
+{
+    return fdatasync(v->fd) < 0 ? -errno : 0;
+}
+
+/* One pwritev, durable if *dsync; clears *dsync if the kernel can't. */
+static ssize_t pwritev_once(struct volume *v, const struct iovec *iov, int cnt, uint64_t offset,
+                            bool *dsync)
+{
+    if (*dsync) {
+        ssize_t n = pwritev2(v->fd, iov, cnt, (off_t)offset, RWF_DSYNC);
+        if (n >= 0 || (errno != EOPNOTSUPP && errno != ENOSYS))
+            return n;
+        learn_unsupported(v, &v->no_dsync, "pwritev2(RWF_DSYNC)", "pwrite + fdatasync");
+        *dsync = false;
+    }
+    return pwritev(v->fd, iov, cnt, (off_t)offset);
+}
+
+/* Writes every byte of iov (which it consumes), resuming after short
+ * writes and signals; with fua, durably. */
+static int write_iov(struct volume *v, struct iovec *iov, int cnt, uint64_t offset, bool fua)
+{
+    bool dsync = fua && !atomic_load_explicit(&v->no_dsync, memory_order_relaxed);
+    while (cnt > 0) {
+        ssize_t n = pwritev_once(v, iov, cnt, offset, &dsync);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EIO;
+        offset += (uint64_t)n;
+        size_t done = (size_t)n;
+        while (cnt > 0 && done >= iov->iov_len) {
+            done -= iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + done;
+            iov->iov_len -= done;
+        }
+    }
+    return fua && !dsync ? sync_data(v) : 0;
+}
+
+static int vol_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset, bool fua)
+{
+    struct volume *v = h;
+    if (!in_range(v, count, offset))
+        return -ENOSPC;
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = count};
+    return write_iov(v, &iov, 1, offset, fua);
+}
+
+static int vol_flush(void *h)
+{
+    return sync_data(h);
+}
+
+/* fallocate with mode, or -ENOTSUP (remembered in *flag) if the file
+ * system has no such mode. */
+static int try_fallocate(struct volume *v, int mode, atomic_bool *flag, const char *what,
+                         uint32_t count, uint64_t offset)
+{
+    if (atomic_load_explicit(flag, memory_order_relaxed))
+        return -ENOTSUP;
+    int r;
+    do {
+        r = fallocate(v->fd, mode, (off_t)offset, (off_t)count);
+    } while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return 0;
+    if (errno == EOPNOTSUPP) {
+        learn_unsupported(v, flag, what, "the next way down");
+        return -ENOTSUP;
+    }
+    return -errno;
+}
+
+static int write_zeroes(struct volume *v, uint32_t count, uint64_t offset)
+{
+    static const char zeroes[64 * 1024];
+    struct iovec iov[16];
+    while (count > 0) {
+        int cnt = 0;
+        uint32_t batch = 0;
+        for (; cnt < 16 && batch < count; cnt++) {
+            uint32_t len = count - batch < sizeof(zeroes) ? count - batch : sizeof(zeroes);
+            iov[cnt] = (struct iovec){.iov_base = (void *)zeroes, .iov_len = len};
+            batch += len;
+        }
+        int r = write_iov(v, iov, cnt, offset, false);
+        if (r < 0)
+            return r;
+        count -= batch;
+        offset += batch;
+    }
+    return 0;
+}
+
+/* The cheapest way the file system offers to make a range read zeroes:
+ * a hole if allowed, else zeroed extents, else (unless fast) zero data. */
+static int make_zero(struct volume *v, uint32_t count, uint64_t offset, bool may_trim, bool fast)
+{
+    int r = -ENOTSUP;
+    if (may_trim)
+        r = try_fallocate(v, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, &v->no_punch,
+                          "fallocate(PUNCH_HOLE)", count, offset);
+    if (r == -ENOTSUP)
+        r = try_fallocate(v, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, &v->no_zero_range,
+                          "fallocate(ZERO_RANGE)", count, offset);
+    if (r == -ENOTSUP && !fast)
+        r = write_zeroes(v, count, offset);
+    return r;
+}
+
+static int vol_zero(void *h, uint32_t count, uint64_t offset, bool may_trim, bool fast, bool fua)
+{
+    struct volume *v = h;
+    if (!in_range(v, count, offset))
+        return -ENOSPC;
+    int r = make_zero(v, count, offset, may_trim, fast);
+    return r == 0 && fua ? sync_data(v) : r;
+}
+
+/* vsan promises that trimmed ranges read zeroes, so a trim is a zero that
+ * may leave a hole. */
+static int vol_trim(void *h, uint32_t count, uint64_t offset, bool fua)
+{
+    struct volume *v = h;
+    if (!in_range(v, count, offset))
+        return -EINVAL;
+    int r = make_zero(v, count, offset, true, false);
+    return r == 0 && fua ? sync_data(v) : r;
+}
+
+static int vol_cache(void *h, uint32_t count, uint64_t offset)
+{
+    struct volume *v = h;
+    if (!in_range(v, count, offset))
+        return -EINVAL;
+    return -posix_fadvise(v->fd, (off_t)offset, (off_t)count, POSIX_FADV_WILLNEED);
+}
+
+/* The extent that starts at pos, cut at end. */
+static int extent_at(struct volume *v, uint64_t pos, uint64_t end, struct nbd_extent *e)
+{
+    off_t data = lseek(v->fd, (off_t)pos, SEEK_DATA);
+    if (data < 0 && errno != ENXIO)
+        return -errno;
+    /* ENXIO: no data from pos to the end of the file. */
+    if (data < 0 || (uint64_t)data > pos) {
+        uint64_t stop = data < 0 || (uint64_t)data > end ? end : (uint64_t)data;
+        *e = (struct nbd_extent){.length = stop - pos, .flags = NBD_EXTENT_HOLE | NBD_EXTENT_ZERO};
+        return 0;
+    }
+    off_t hole = lseek(v->fd, (off_t)pos, SEEK_HOLE);
+    if (hole < 0)
+        return -errno;
+    /* A hole at pos means a trim raced us; "data" claims nothing, so it is
+     * always a safe answer. */
+    uint64_t stop = (uint64_t)hole <= pos || (uint64_t)hole > end ? end : (uint64_t)hole;
+    *e = (struct nbd_extent){.length = stop - pos, .flags = 0};
+    return 0;
+}
+
+static int vol_extents(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext,
+                       unsigned max)
+{
+    struct volume *v = h;
+    if (count == 0 || max == 0 || !in_range(v, count, offset))
+        return -EINVAL;
+    uint64_t end = offset + count;
+    unsigned n = 0;
+    while (offset < end && n < max) {
+        struct nbd_extent e;
+        int r = extent_at(v, offset, end, &e);
+        if (r < 0)
+            return n > 0 ? (int)n : r;
+        if (n > 0 && ext[n - 1].flags == e.flags)
+            ext[n - 1].length += e.length;
+        else
+            ext[n++] = e;
+        offset += e.length;
+    }
+    return (int)n;
+}
+
+static const struct nbd_export_ops volume_export_ops = {
+    .size = vol_size,
+    .pread = vol_pread,
+    .pwrite = vol_pwrite,
+    .flush = vol_flush,
+    .trim = vol_trim,
+    .zero = vol_zero,
+    .cache = vol_cache,
+    .extents = vol_extents,
+};
+
+/* ---- the registry ---------------------------------------------------- */
+
+/* Index of name in the sorted array, or where it would go. */
+static bool find(struct volumes *vols, const char *name, size_t *idx)
+{
+    size_t lo = 0, hi = vols->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(vols->v[mid]->rec.name, name);
+        if (c == 0) {
+            *idx = mid;
+            return true;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *idx = lo;
+    return false;
+}
+
+static int reserve(struct volumes *vols)
+{
+    if (vols->n < vols->cap)
+        return 0;
+    size_t cap = vols->cap ? vols->cap * 2 : 16;
+    struct volume **v = realloc(vols->v, cap * sizeof(*v));
+    if (v == NULL)
+        return -ENOMEM;
+    vols->v = v;
+    vols->cap = cap;
+    return 0;
+}
+
+/* Needs a reserved slot. */
+static void insert_at(struct volumes *vols, size_t idx, struct volume *v)
+{
+    memmove(&vols->v[idx + 1], &vols->v[idx], (vols->n - idx) * sizeof(*vols->v));
+    vols->v[idx] = v;
+    vols->n++;
+}
+
+static void remove_at(struct volumes *vols, size_t idx)
+{
+    vols->n--;
+    memmove(&vols->v[idx], &vols->v[idx + 1], (vols->n - idx) * sizeof(*vols->v));
+}
+
+static int volume_new(struct store *store, const struct store_volume *rec, struct volume **out)
+{
+    struct volume *v = calloc(1, sizeof(*v));
+    if (v == NULL) {
+        qb_log(LOG_ERR, "volume \"%s\": out of memory", rec->name);
+        return -ENOMEM;
+    }
+    v->rec = *rec;
+    int r = store_open_data(store, rec, &v->fd);
+    if (r < 0) {
+        free(v);
+        return r;
+    }
+    snprintf(v->description, sizeof(v->description), "vsan volume %s (%s)", rec->name, rec->uuid);
+    atomic_init(&v->size, rec->size);
+    atomic_init(&v->connections, 0);
+    atomic_init(&v->no_dsync, false);
+    atomic_init(&v->no_punch, false);
+    atomic_init(&v->no_zero_range, false);
+    *out = v;
+    return 0;
+}
+
+static void volume_free(struct volume *v)
+{
+    if (close(v->fd) < 0)
+        qb_log(LOG_WARNING, "volume \"%s\": close its data file: %s", v->rec.name, strerror(errno));
+    free(v);
+}
+
+static int fill_info(struct volume *v, struct volume_info *out)
+{
+    struct stat sb;
+    if (fstat(v->fd, &sb) < 0) {
+        int err = errno;
+        qb_log(LOG_ERR, "volume \"%s\": fstat its data file: %s", v->rec.name, strerror(err));
+        return -err;
+    }
+    *out = (struct volume_info){
+        .size = v->rec.size,
+        .allocated = (uint64_t)sb.st_blocks * 512,
+        .generation = v->rec.generation,
+        .connections = atomic_load(&v->connections),
+    };
+    memcpy(out->name, v->rec.name, sizeof(out->name));
+    memcpy(out->uuid, v->rec.uuid, sizeof(out->uuid));
+    return 0;
+}
+
+static bool check_name(const char *name)
+{
+    if (store_name_valid(name))
+        return true;
+    qb_log(LOG_WARNING,
+           "volume \"%s\": invalid name: use 1 to %d of A-Z a-z 0-9 . _ -, not starting "
+           "with '.' or '-'",
+           name, VOLUME_NAME_MAX);
+    return false;
+}
+
+static bool check_size(const char *name, uint64_t size)
+{
+    if (size > 0 && size % 512 == 0 && size <= VOLUME_SIZE_MAX)
+        return true;
+    qb_log(LOG_WARNING,
+           "volume \"%s\": invalid size %" PRIu64 ": must be a non-zero multiple of 512 bytes, "
+           "at most 1 PiB",
+           name, size);
+    return false;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const struct store_volume *)a)->name, ((const struct store_volume *)b)->name);
+}
+
+static int load(struct volumes *vols, struct store_volume *recs, size_t n)
+{
+    if (n > 1)
+        qsort(recs, n, sizeof(*recs), by_name);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && strcmp(recs[i - 1].name, recs[i].name) == 0) {
+            qb_log(LOG_ERR, "data_dir \"%s\": two volumes named \"%s\" (uuids %s and %s)",
+                   store_path(vols->store), recs[i].name, recs[i - 1].uuid, recs[i].uuid);
+            return -EINVAL;
+        }
+        int r = reserve(vols);
+        if (r < 0) {
+            qb_log(LOG_ERR, "data_dir \"%s\": out of memory", store_path(vols->store));
+            return r;
+        }
+        struct volume *v;
+        r = volume_new(vols->store, &recs[i], &v);
+        if (r < 0)
+            return r;
+        vols->v[vols->n++] = v;
+    }
+    return 0;
+}
+
+int volumes_open(struct store *store, struct volumes **out)
+{
+    struct volumes *vols = calloc(1, sizeof(*vols));
+    if (vols == NULL) {
+        qb_log(LOG_ERR, "data_dir \"%s\": out of memory", store_path(store));
+        return -ENOMEM;
+    }
+    vols->store = store;
+    pthread_rwlockattr_t attr;
+    int r = -pthread_rwlockattr_init(&attr);
+    if (r == 0)
+        r = -pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    if (r == 0)
+        r = -pthread_rwlock_init(&vols->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    if (r < 0) {
+        qb_log(LOG_ERR, "volumes: rwlock: %s", strerror(-r));
+        free(vols);
+        return r;
+    }
+    struct store_volume *recs;
+    size_t n;
+    r = store_list(store, &recs, &n);
+    if (r == 0) {
+        r = load(vols, recs, n);
+        free(recs);
+    }
+    if (r < 0) {
+        volumes_close(vols);
+        return r;
+    }
+    qb_log(LOG_INFO, "data_dir \"%s\": %zu volume%s", store_path(store), vols->n,
+           vols->n == 1 ? "" : "s");
+    *out = vols;
+    return 0;
+}
+
+void volumes_close(struct volumes *vols)
+{
+    if (vols == NULL)
+        return;
+    for (size_t i = 0; i < vols->n; i++)
+        volume_free(vols->v[i]);
+    free(vols->v);
+    pthread_rwlock_destroy(&vols->lock);
+    free(vols);
+}
+
+/* ---- admin operations ------------------------------------------------ */
+
+/* Registers a volume the store has just created; undoes the creation if
+ * its data file can't be opened, so what is on disk is what is served. */
+static int add_created(struct volumes *vols, size_t idx, const struct store_volume *rec,
+                       struct volume **out)
+{
+    int r = volume_new(vols->store, rec, out);
+    if (r < 0) {
+        if (store_delete(vols->store, rec) < 0)
+            qb_log(LOG_ERR,
+                   "volume \"%s\": created on disk, can't be opened or removed; it "
+                   "reappears at the next start",
+                   rec->name);
+        return r;
+    }
+    insert_at(vols, idx, *out);
+    return 0;
+}
+
+int volumes_create(struct volumes *vols, const char *name, uint64_t size, struct volume_info *out)
+{
+    if (!check_name(name) || !check_size(name, size))
+        return -EINVAL;
+    lock_excl(vols);
+    size_t idx;
+    int r = 0;
+    if (find(vols, name, &idx)) {
+        qb_log(LOG_WARNING, "volume \"%s\": create: a volume of that name exists", name);
+        r = -EEXIST;
+    } else if (reserve(vols) < 0) {
+        qb_log(LOG_ERR, "volume \"%s\": create: out of memory", name);
+        r = -ENOMEM;
+    }
+    struct store_volume rec;
+    struct volume *v = NULL;
+    if (r == 0)
+        r = store_create(vols->store, name, size, &rec);
+    if (r == 0)
+        r = add_created(vols, idx, &rec, &v);
+    if (r == 0 && out != NULL)
+        r = fill_info(v, out);
+    unlock(vols);
+    return r;
+}
+
+int volumes_delete(struct volumes *vols, const char *name)
+{
+    lock_excl(vols);
+    size_t idx;
+    struct volume *v = NULL;
+    int r = 0;
+    if (!find(vols, name, &idx)) {
+        r = -ENOENT;
+    } else if (atomic_load(&vols->v[idx]->connections) > 0) {
+        qb_log(LOG_WARNING, "volume \"%s\": delete refused: %u NBD connection(s) open", name,
+               atomic_load(&vols->v[idx]->connections));
+        r = -EBUSY;
+    } else {
+        r = store_delete(vols->store, &vols->v[idx]->rec);
+        if (r == 0) {
+            v = vols->v[idx];
+            remove_at(vols, idx);
+        }
+    }
+    unlock(vols);
+    if (v != NULL)
+        volume_free(v);
+    return r;
+}
+
+/* Under the exclusive lock. */
+static int resize_locked(struct volumes *vols, struct volume *v, uint64_t size, bool force)
+{
+    if (size < v->rec.size) {
+        if (!force) {
+            qb_log(LOG_WARNING,
+                   "volume \"%s\": shrinking destroys data past the new end; "
+                   "refused without force",
+                   v->rec.name);
+            return -ERANGE;
+        }
+        unsigned conns = atomic_load(&v->connections);
+        if (conns > 0) {
+            qb_log(LOG_WARNING, "volume \"%s\": shrink refused: %u NBD connection(s) open",
+                   v->rec.name, conns);
+            return -EBUSY;
+        }
+    }
+    int r = store_resize(vols->store, &v->rec, size);
+    if (r < 0)
+        return r;
+    /* Released after the data file has its new length. */
+    atomic_store_explicit(&v->size, v->rec.size, memory_order_release);
+    return 0;
+}
+
+int volumes_resize(struct volumes *vols, const char *name, uint64_t size, bool force,
+                   struct volume_info *out)
+{
+    if (!check_size(name, size))
+        return -EINVAL;
+    lock_excl(vols);
+    size_t idx;
+    int r = find(vols, name, &idx) ? resize_locked(vols, vols->v[idx], size, force) : -ENOENT;
+    if (r == 0 && out != NULL)
+        r = fill_info(vols->v[idx], out);
+    unlock(vols);
+    return r;
+}
+
+int volumes_info(struct volumes *vols, const char *name, struct volume_info *out)
+{
+    lock_shared(vols);
+    size_t idx;
+    int r = find(vols, name, &idx) ? fill_info(vols->v[idx], out) : -ENOENT;
+    unlock(vols);
+    return r;
+}
+
+int volumes_list(struct volumes *vols, struct volume_info **out, size_t *n)
+{
+    lock_shared(vols);
+    struct volume_info *infos = calloc(vols->n ? vols->n : 1, sizeof(*infos));
+    int r = infos == NULL ? -ENOMEM : 0;
+    if (r < 0)
+        qb_log(LOG_ERR, "volumes: list: out of memory");
+    for (size_t i = 0; r == 0 && i < vols->n; i++)
+        r = fill_info(vols->v[i], &infos[i]);
+    size_t count = vols->n;
+    unlock(vols);
+    if (r < 0) {
+        free(infos);
+        return r;
+    }
+    *out = infos;
+    *n = count;
+    return 0;
+}
+
+/* ---- the NBD catalog ------------------------------------------------- */
+
+static int cat_open(void *ctx, const char *name, struct nbd_export *exp)
+{
+    struct volumes *vols = ctx;
+    lock_shared(vols);
+    size_t idx;
+    struct volume *v = find(vols, name, &idx) ? vols->v[idx] : NULL;
+    if (v != NULL)
+        atomic_fetch_add(&v->connections, 1);
+    unlock(vols);
+    if (v == NULL)
+        return -ENOENT;
+    *exp = (struct nbd_export){
+        .ops = &volume_export_ops,
+        .handle = v,
+        .description = v->description,
+        .read_only = false,
+    };
+    return 0;
+}
+
+static void cat_close(void *ctx, struct nbd_export *exp)
+{
+    (void)ctx;
+    struct volume *v = exp->handle;
+    atomic_fetch_sub(&v->connections, 1);
+}
+
+struct listed {
+    char name[VOLUME_NAME_MAX + 1];
+    char description[DESCRIPTION_MAX];
+};
+
+/* fn may be slow (it writes to a client), so it runs on a copy, outside
+ * the lock that admin commands wait for. */
+static int cat_list(void *ctx, int (*fn)(void *arg, const char *name, const char *description),
+                    void *arg)
+{
+    struct volumes *vols = ctx;
+    lock_shared(vols);
+    size_t n = vols->n;
+    struct listed *copy = calloc(n ? n : 1, sizeof(*copy));
+    for (size_t i = 0; copy != NULL && i < n; i++) {
+        memcpy(copy[i].name, vols->v[i]->rec.name, sizeof(copy[i].name));
+        memcpy(copy[i].description, vols->v[i]->description, sizeof(copy[i].description));
+    }
+    unlock(vols);
+    if (copy == NULL) {
+        qb_log(LOG_ERR, "volumes: list exports: out of memory");
+        return -ENOMEM;
+    }
+    int r = 0;
+    for (size_t i = 0; r == 0 && i < n; i++)
+        r = fn(arg, copy[i].name, copy[i].description);
+    free(copy);
+    return r;
+}
+
+const struct nbd_catalog_ops volumes_catalog = {
+    .open = cat_open,
+    .close = cat_close,
+    .list = cat_list,
+};

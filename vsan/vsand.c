@@ -1,0 +1,509 @@
+/* vsand.c - the vsan node daemon: reads its config, opens the pool, serves
+ * the volumes over NBD and the admin commands over libqb IPC, and stops
+ * gracefully on SIGTERM or SIGINT.
+ *
+ * Startup is all or nothing, in dependency order: config, logging, pid
+ * file (its lock keeps a second vsand off the same pool), store, volumes,
+ * NBD listeners, admin service. Only then is the daemon "ready". Without
+ * -f it runs in the background, and the command that started it must be
+ * able to trust its exit status: the parent waits on a pipe until the
+ * daemon reports ready (exit 0) or dies (exit 1), and meanwhile relays the
+ * daemon's stderr, which carries the startup errors.
+ *
+ * Threads: main() and the qb_loop run on the main thread, which owns
+ * everything here; the NBD server runs its own threads (server.h).
+ */
+#include "nbd-server/server.h"
+#include "vsan/admin.h"
+#include "vsan/config.h"
+#include "vsan/log.h"
+#include "vsan/store.h"
+#include "vsan/volume.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <qb/qblog.h>
+#include <qb/qbloop.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct options {
+    const char *config;
+    bool foreground;
+    bool debug;
+};
+
+struct node {
+    struct vsan_config cfg;
+    int pid_fd; /* holds the pid file's lock; -1 if none */
+    qb_loop_t *loop;
+    qb_loop_signal_handle sig_term, sig_int;
+    struct store *store;
+    struct volumes *vols;
+    struct nbd_server *nbd;
+    struct admin_node admin_node;
+    struct admin *admin;
+};
+
+static const char usage_line[] = "usage: vsand [-f] [-c FILE] [-d] [-h] [-V]\n";
+
+static void help(void)
+{
+    printf("%s"
+           "\n"
+           "The vsan node daemon: serves the volumes of its pool over NBD.\n"
+           "\n"
+           "  -f, --foreground  stay in the foreground and log to stderr; without it\n"
+           "                    vsand daemonizes and exits 0 once the daemon is ready\n"
+           "  -c, --config FILE configuration file (default %s)\n"
+           "  -d, --debug       log at debug level, whatever the config says\n"
+           "  -h, --help        show this help\n"
+           "  -V, --version     show the version\n"
+           "\n"
+           "SIGTERM or SIGINT stop it gracefully. Exit status: 0 ok, 1 error, 2 bad usage.\n",
+           usage_line, CONFIG_DEFAULT_PATH);
+}
+
+/* Returns 0 to run, 1 to exit 0 (help, version), -1 on bad usage. */
+static int parse_args(int argc, char **argv, struct options *o)
+{
+    static const struct option longopts[] = {
+        {"foreground", no_argument, NULL, 'f'}, {"config", required_argument, NULL, 'c'},
+        {"debug", no_argument, NULL, 'd'},      {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},    {NULL, 0, NULL, 0}};
+    int c;
+
+    *o = (struct options){.config = CONFIG_DEFAULT_PATH};
+    while ((c = getopt_long(argc, argv, "fc:dhV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            o->foreground = true;
+            break;
+        case 'c':
+            o->config = optarg;
+            break;
+        case 'd':
+            o->debug = true;
+            break;
+        case 'h':
+            help();
+            return 1;
+        case 'V':
+            printf("vsand %s\n", VSAN_VERSION);
+            return 1;
+        default:
+            fputs(usage_line, stderr);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "vsand: unexpected argument \"%s\"\n%s", argv[optind], usage_line);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- pid file ---------------------------------------------------------- */
+
+static int make_parent_dir(const char *path)
+{
+    char copy[PATH_MAX];
+
+    snprintf(copy, sizeof copy, "%s", path);
+    const char *dir = dirname(copy);
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        int r = -errno;
+        qb_log(LOG_ERR, "pid file \"%s\": mkdir %s: %s", path, dir, strerror(errno));
+        return r;
+    }
+    return 0;
+}
+
+static int report_locked(const char *path, int fd)
+{
+    char pid[32] = "";
+    ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+
+    if (n > 0) {
+        pid[n] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        qb_log(LOG_ERR, "pid file \"%s\" is locked by pid %s: is vsand already running?", path,
+               pid);
+    } else {
+        qb_log(LOG_ERR, "pid file \"%s\" is locked by another process: is vsand already running?",
+               path);
+    }
+    return -EBUSY;
+}
+
+/* Whether fd is still the file at path: a vsand that is exiting unlinks
+ * its pid file after we opened it and before we got its lock. */
+static int still_linked(const char *path, int fd, bool *same)
+{
+    struct stat a, b;
+
+    if (fstat(fd, &a) < 0) {
+        qb_log(LOG_ERR, "pid file \"%s\": fstat: %s", path, strerror(errno));
+        return -errno;
+    }
+    *same = stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    return 0;
+}
+
+static int lock_fd(const char *path, int fd)
+{
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+        return 0;
+    if (errno == EWOULDBLOCK)
+        return report_locked(path, fd);
+    qb_log(LOG_ERR, "pid file \"%s\": flock: %s", path, strerror(errno));
+    return -errno;
+}
+
+static int lock_pid_file(const char *path, int *out)
+{
+    for (;;) {
+        bool same = false;
+        int r, fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+
+        if (fd < 0) {
+            r = -errno;
+            qb_log(LOG_ERR, "pid file \"%s\": %s", path, strerror(errno));
+            return r;
+        }
+        r = lock_fd(path, fd);
+        if (r == 0)
+            r = still_linked(path, fd, &same);
+        if (r < 0) {
+            close(fd);
+            return r;
+        }
+        if (same) {
+            *out = fd;
+            return 0;
+        }
+        close(fd);
+    }
+}
+
+static int write_pid(const char *path, int fd)
+{
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, n, 0) != n) {
+        qb_log(LOG_ERR, "pid file \"%s\": write: %s", path, strerror(errno));
+        return -errno;
+    }
+    return 0;
+}
+
+static int pid_file_create(const char *path, int *out)
+{
+    int fd = -1, r = make_parent_dir(path);
+
+    if (r < 0)
+        return r;
+    r = lock_pid_file(path, &fd);
+    if (r < 0)
+        return r;
+    r = write_pid(path, fd);
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
+    *out = fd;
+    return 0;
+}
+
+/* Unlinks before closing, so the file goes while we still hold the lock. */
+static void pid_file_remove(const char *path, int fd)
+{
+    if (unlink(path) < 0)
+        qb_log(LOG_WARNING, "pid file \"%s\": unlink: %s", path, strerror(errno));
+    close(fd);
+}
+
+/* ---- daemonizing --------------------------------------------------------- */
+
+/* The parent's side: relays the daemon's stderr until the daemon reports
+ * ready (a byte on status) or dies (EOF on status). */
+static int wait_for_daemon(int status_fd, int err_fd)
+{
+    char buf[4096], ready = 0;
+    size_t relayed = 0;
+    ssize_t n;
+
+    do
+        n = read(status_fd, &ready, 1);
+    while (n < 0 && errno == EINTR);
+    while ((n = read(err_fd, buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+        if (n > 0 && fwrite(buf, 1, n, stderr) != (size_t)n)
+            break;
+        relayed += n > 0 ? n : 0;
+    }
+    if (ready == 'R')
+        return 0;
+    if (relayed == 0)
+        fprintf(stderr, "vsand: the daemon exited during startup\n");
+    return 1;
+}
+
+static int redirect_stdio(int err_fd)
+{
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+    if (null < 0)
+        return -errno;
+    if (dup2(null, STDIN_FILENO) < 0 || dup2(null, STDOUT_FILENO) < 0 ||
+        dup2(err_fd, STDERR_FILENO) < 0) {
+        int r = -errno;
+        close(null);
+        return r;
+    }
+    close(null);
+    return 0;
+}
+
+/* The daemon's side after the double fork: a new session, no terminal, /
+ * as working directory, stdin and stdout on /dev/null, stderr to the parent
+ * until ready. */
+static void become_daemon(int err_fd)
+{
+    if (setsid() < 0 || chdir("/") < 0 || redirect_stdio(err_fd) < 0) {
+        fprintf(stderr, "vsand: daemonize: %s\n", strerror(errno));
+        _exit(1);
+    }
+    close(err_fd);
+}
+
+/* Returns in the daemon only, with the write end of the status pipe. */
+static int daemonize(int *status_out)
+{
+    int status[2], err[2];
+
+    if (pipe(status) < 0 || pipe(err) < 0) {
+        fprintf(stderr, "vsand: pipe: %s\n", strerror(errno));
+        return -1;
+    }
+    fflush(NULL);
+    pid_t child = fork();
+    if (child < 0) {
+        fprintf(stderr, "vsand: fork: %s\n", strerror(errno));
+        return -1;
+    }
+    if (child > 0) {
+        close(status[1]);
+        close(err[1]);
+        while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+            ;
+        exit(wait_for_daemon(status[0], err[0]));
+    }
+    close(status[0]);
+    close(err[0]);
+    become_daemon(err[1]);
+    child = fork(); /* so that the daemon is no session leader */
+    if (child < 0) {
+        fprintf(stderr, "vsand: fork: %s\n", strerror(errno));
+        _exit(1);
+    }
+    if (child > 0)
+        _exit(0);
+    *status_out = status[1];
+    return 0;
+}
+
+/* Ends the startup conversation with the parent: stderr goes to /dev/null
+ * first, so the parent sees the end of it right after the ready byte. */
+static void report_ready(int status_fd)
+{
+    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+    if (log_stderr(-1) < 0)
+        qb_log(LOG_WARNING, "cannot stop logging to stderr");
+    if (null < 0 || dup2(null, STDERR_FILENO) < 0)
+        qb_log(LOG_WARNING, "redirect stderr to /dev/null: %s", strerror(errno));
+    if (null >= 0)
+        close(null);
+    if (write(status_fd, "R", 1) != 1)
+        qb_log(LOG_WARNING, "report readiness to the parent: %s", strerror(errno));
+    close(status_fd);
+}
+
+/* ---- the node ------------------------------------------------------------ */
+
+static int32_t on_stop_signal(int32_t sig, void *data)
+{
+    struct node *n = data;
+
+    qb_log(LOG_INFO, "%s received: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    qb_loop_stop(n->loop);
+    return 0;
+}
+
+static int start_loop(struct node *n)
+{
+    int r;
+
+    n->loop = qb_loop_create();
+    if (!n->loop) {
+        qb_log(LOG_ERR, "cannot create the main loop");
+        return -ENOMEM;
+    }
+    r = qb_loop_signal_add(n->loop, QB_LOOP_HIGH, SIGTERM, n, on_stop_signal, &n->sig_term);
+    if (r == 0)
+        r = qb_loop_signal_add(n->loop, QB_LOOP_HIGH, SIGINT, n, on_stop_signal, &n->sig_int);
+    if (r < 0)
+        qb_log(LOG_ERR, "cannot watch SIGTERM and SIGINT: %s", strerror(-r));
+    return r;
+}
+
+static int start_nbd(struct node *n)
+{
+    n->nbd = nbd_server_new(&n->cfg.nbd, &volumes_catalog, n->vols);
+    if (!n->nbd) {
+        qb_log(LOG_ERR, "cannot create the NBD server: %s", strerror(ENOMEM));
+        return -ENOMEM;
+    }
+    for (unsigned i = 0; i < n->cfg.n_listen; i++) {
+        int r = nbd_server_listen(n->nbd, n->cfg.listen[i]);
+        if (r < 0)
+            return r; /* the server names the address in its message */
+    }
+    return 0;
+}
+
+/* Each step logs its own error, naming what failed. */
+static int start_node(struct node *n)
+{
+    int r = start_loop(n);
+
+    if (r == 0)
+        r = pid_file_create(n->cfg.pid_file, &n->pid_fd);
+    if (r == 0)
+        r = store_open(n->cfg.data_dir, &n->store);
+    if (r == 0)
+        r = volumes_open(n->store, &n->vols);
+    if (r == 0)
+        r = start_nbd(n);
+    if (r < 0)
+        return r;
+    n->admin_node = (struct admin_node){
+        .cfg = &n->cfg, .vols = n->vols, .nbd = n->nbd, .started = admin_clock()};
+    return admin_start(n->loop, &n->admin_node, &n->admin);
+}
+
+/* Undoes whatever start_node() got done, in reverse. */
+static void stop_node(struct node *n)
+{
+    if (n->admin)
+        admin_stop(n->admin);
+    if (n->nbd) {
+        nbd_server_shutdown(n->nbd);
+        nbd_server_free(n->nbd);
+    }
+    if (n->vols)
+        volumes_close(n->vols);
+    if (n->store)
+        store_close(n->store);
+    if (n->pid_fd >= 0)
+        pid_file_remove(n->cfg.pid_file, n->pid_fd);
+    if (n->sig_term && qb_loop_signal_del(n->loop, n->sig_term) < 0)
+        qb_log(LOG_WARNING, "cannot stop watching SIGTERM");
+    if (n->sig_int && qb_loop_signal_del(n->loop, n->sig_int) < 0)
+        qb_log(LOG_WARNING, "cannot stop watching SIGINT");
+    if (n->loop)
+        qb_loop_destroy(n->loop);
+}
+
+static void log_ready(const struct node *n)
+{
+    char listen[CONFIG_LISTEN_MAX * (CONFIG_ADDR_MAX + 1)] = "";
+    size_t used = 0;
+
+    for (unsigned i = 0; i < n->cfg.n_listen && used < sizeof listen; i++)
+        used +=
+            snprintf(listen + used, sizeof listen - used, "%s%s", i ? "," : "", n->cfg.listen[i]);
+    qb_log(LOG_INFO, "vsand ready: nbd %s, admin %s", listen, n->cfg.admin_socket);
+}
+
+/* ---- main ---------------------------------------------------------------- */
+
+/* The level of messages that go to stderr, or -1 for none. A daemon's
+ * stderr reaches its parent during startup only: errors and warnings go
+ * there even with stderr = no, so that the parent can show why it failed. */
+static int stderr_level(const struct vsan_config *cfg, bool foreground)
+{
+    if (foreground)
+        return cfg->log_stderr == CONFIG_NO ? -1 : cfg->log_level;
+    if (cfg->log_stderr == CONFIG_YES || cfg->log_level < LOG_WARNING)
+        return cfg->log_level;
+    return LOG_WARNING;
+}
+
+static int setup_logging(const struct vsan_config *cfg, bool foreground)
+{
+    int r = log_open("vsand", cfg->log_level, cfg->log_syslog);
+
+    if (r == 0)
+        r = log_stderr(stderr_level(cfg, foreground));
+    if (r < 0)
+        fprintf(stderr, "vsand: cannot set up logging: %s\n", strerror(-r));
+    return r;
+}
+
+static int load_config(const struct options *o, struct vsan_config *cfg)
+{
+    char err[600];
+
+    config_defaults(cfg);
+    if (config_parse(o->config, cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "vsand: %s\n", err);
+        return -1;
+    }
+    if (o->debug)
+        cfg->log_level = LOG_DEBUG;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct node n = {.pid_fd = -1};
+    struct options o;
+    int status_fd = -1;
+    int r = parse_args(argc, argv, &o);
+
+    if (r != 0)
+        return r > 0 ? 0 : 2;
+    if (load_config(&o, &n.cfg) < 0 || setup_logging(&n.cfg, o.foreground) < 0)
+        return 1;
+    if (!o.foreground && daemonize(&status_fd) < 0)
+        return 1;
+    if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+        qb_log(LOG_WARNING, "cannot ignore SIGPIPE: %s", strerror(errno));
+    qb_log(LOG_INFO, "vsand %s starting: config %s, node %s, log level %s", VSAN_VERSION, o.config,
+           n.cfg.name, config_log_level_name(n.cfg.log_level));
+    if (start_node(&n) < 0) {
+        qb_log(LOG_ERR, "vsand did not start");
+        stop_node(&n);
+        log_close();
+        return 1;
+    }
+    log_ready(&n);
+    if (status_fd >= 0)
+        report_ready(status_fd);
+    qb_loop_run(n.loop);
+    stop_node(&n);
+    qb_log(LOG_INFO, "vsand stopped");
+    log_close();
+    return 0;
+}
