@@ -31,23 +31,35 @@ struct nbd_extent {
     uint32_t flags; /* NBD_EXTENT_HOLE | NBD_EXTENT_ZERO */
 };
 
+/* Flags of the I/O ops. */
+#define NBD_IO_FUA (1u << 0)      /* durable before returning */
+#define NBD_IO_NOWAIT (1u << 1)   /* return -EAGAIN, having done nothing, rather
+                                   * than wait for a device, a sync or a peer */
+#define NBD_IO_MAY_TRIM (1u << 2) /* zero: the range may become a hole */
+#define NBD_IO_FAST (1u << 3)     /* zero: -ENOTSUP unless cheaper than writing zeroes */
+
+/* With NBD_IO_NOWAIT the protocol runs a request on the thread that read
+ * it, without handing the socket to another thread first: the fast path
+ * when data is in memory. -EAGAIN sends the request the slow way (another
+ * thread reads on while this one waits), so an op should say -EAGAIN
+ * whenever it is unsure it can finish in microseconds. */
 struct nbd_export_ops {
     /* Current size in bytes. Cheap: called once per negotiation. */
     uint64_t (*size)(void *h);
-    /* Reads exactly count bytes. */
-    int (*pread)(void *h, void *buf, uint32_t count, uint64_t offset);
-    /* Writes exactly count bytes; with fua, durable before returning. */
-    int (*pwrite)(void *h, const void *buf, uint32_t count, uint64_t offset, bool fua);
-    /* Makes every write completed so far, on any connection, durable. */
-    int (*flush)(void *h);
-    /* Discards; later reads may return anything the backend chooses, but
-     * vsan's backends return zeroes. */
-    int (*trim)(void *h, uint32_t count, uint64_t offset, bool fua);
-    /* Writes zeroes. may_trim: the range may become a hole. fast: fail with
-     * -ENOTSUP unless this is cheaper than writing zero data. */
-    int (*zero)(void *h, uint32_t count, uint64_t offset, bool may_trim, bool fast, bool fua);
-    /* Prefetches into cache; may be a no-op. */
-    int (*cache)(void *h, uint32_t count, uint64_t offset);
+    /* Reads exactly count bytes. Flags: NOWAIT. */
+    int (*pread)(void *h, void *buf, uint32_t count, uint64_t offset, unsigned flags);
+    /* Writes exactly count bytes. Flags: FUA, NOWAIT. */
+    int (*pwrite)(void *h, const void *buf, uint32_t count, uint64_t offset, unsigned flags);
+    /* Makes every write completed so far, on any connection, durable.
+     * Flags: NOWAIT. */
+    int (*flush)(void *h, unsigned flags);
+    /* Discards; later reads return zeroes (vsan's promise, stronger than
+     * the protocol's). Flags: FUA, NOWAIT. */
+    int (*trim)(void *h, uint32_t count, uint64_t offset, unsigned flags);
+    /* Writes zeroes. Flags: FUA, NOWAIT, MAY_TRIM, FAST. */
+    int (*zero)(void *h, uint32_t count, uint64_t offset, unsigned flags);
+    /* Prefetches into cache; may be a no-op. Flags: NOWAIT. */
+    int (*cache)(void *h, uint32_t count, uint64_t offset, unsigned flags);
     /* Describes the allocation of [offset, offset+count) in at most max
      * extents, in order, starting at offset. The lengths sum to at least 1
      * and at most count. Returns the number of extents written (>= 1). */

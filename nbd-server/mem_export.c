@@ -84,9 +84,10 @@ static uint64_t mem_size(void *h)
     return ((struct mem_export *)h)->size;
 }
 
-static int mem_pread(void *h, void *buf, uint32_t count, uint64_t offset)
+static int mem_pread(void *h, void *buf, uint32_t count, uint64_t offset, unsigned flags)
 {
     struct mem_export *e = h;
+    (void)flags;
     pthread_mutex_lock(&e->lock);
     memcpy(buf, e->data + offset, count);
     pthread_mutex_unlock(&e->lock);
@@ -99,10 +100,10 @@ static void mark(struct mem_export *e, uint64_t offset, uint32_t count, bool all
         e->allocated[p] = allocated;
 }
 
-static int mem_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset, bool fua)
+static int mem_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset, unsigned flags)
 {
     struct mem_export *e = h;
-    (void)fua;
+    (void)flags;
     pthread_mutex_lock(&e->lock);
     memcpy(e->data + offset, buf, count);
     mark(e, offset, count, true);
@@ -110,9 +111,10 @@ static int mem_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset,
     return 0;
 }
 
-static int mem_flush(void *h)
+static int mem_flush(void *h, unsigned flags)
 {
     (void)h;
+    (void)flags;
     return 0;
 }
 
@@ -127,23 +129,22 @@ static void zero_range(struct mem_export *e, uint32_t count, uint64_t offset, bo
     pthread_mutex_unlock(&e->lock);
 }
 
-static int mem_trim(void *h, uint32_t count, uint64_t offset, bool fua)
+static int mem_trim(void *h, uint32_t count, uint64_t offset, unsigned flags)
 {
-    (void)fua;
+    (void)flags;
     zero_range(h, count, offset, true);
     return 0;
 }
 
-static int mem_zero(void *h, uint32_t count, uint64_t offset, bool may_trim, bool fast, bool fua)
+static int mem_zero(void *h, uint32_t count, uint64_t offset, unsigned flags)
 {
-    (void)fast;
-    (void)fua;
-    zero_range(h, count, offset, may_trim);
+    zero_range(h, count, offset, flags & NBD_IO_MAY_TRIM);
     return 0;
 }
 
-static int mem_cache(void *h, uint32_t count, uint64_t offset)
+static int mem_cache(void *h, uint32_t count, uint64_t offset, unsigned flags)
 {
+    (void)flags;
     (void)h;
     (void)count;
     (void)offset;

@@ -155,8 +155,12 @@ static struct nbd_conn *conn_new(struct nbd_server *srv, int in_fd, int out_fd)
     socklen_t tl = sizeof type;
     c->out_is_socket = getsockopt(out_fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0;
     describe_peer(in_fd, c->peer, sizeof c->peer);
-    pthread_mutex_init(&c->rlock, NULL);
-    pthread_mutex_init(&c->wlock, NULL);
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(&c->rlock, &ma);
+    pthread_mutex_init(&c->wlock, &ma);
+    pthread_mutexattr_destroy(&ma);
     pthread_mutex_lock(&srv->lock);
     bool full = srv->nconns >= srv->cfg.max_connections || nbd_server_shutting_down(srv);
     if (!full) {

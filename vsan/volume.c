@@ -24,7 +24,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -50,7 +52,13 @@ struct volume {
     atomic_bool no_dsync;      /* pwritev2(RWF_DSYNC): use pwrite + fdatasync */
     atomic_bool no_punch;      /* FALLOC_FL_PUNCH_HOLE */
     atomic_bool no_zero_range; /* FALLOC_FL_ZERO_RANGE */
+    atomic_bool no_nowait;     /* preadv2(RWF_NOWAIT) */
+    bool in_memory;            /* tmpfs/ramfs: nothing waits for a device */
 };
+
+/* With NBD_IO_NOWAIT, zeroing by writing zero data is done inline only up
+ * to this size; more is worth another thread. */
+#define NOWAIT_ZERO_MAX (256 * 1024)
 
 /* Locking: lock guards the array (v, n, cap) and each volume's rec; see
  * volume.h for who takes it how. It prefers writers so that a stream of
@@ -114,11 +122,32 @@ static uint64_t vol_size(void *h)
     return atomic_load_explicit(&v->size, memory_order_acquire);
 }
 
-static int vol_pread(void *h, void *buf, uint32_t count, uint64_t offset)
+/* A read that must not wait for the disk: all of it from the page cache,
+ * or -EAGAIN. A short read means part is not cached: also -EAGAIN, the
+ * caller reads again the slow way (a read has no side effect to undo). */
+static int pread_nowait(struct volume *v, void *buf, uint32_t count, uint64_t offset)
+{
+    if (atomic_load_explicit(&v->no_nowait, memory_order_relaxed))
+        return -EAGAIN;
+    struct iovec iov = {.iov_base = buf, .iov_len = count};
+    ssize_t n;
+    do {
+        n = preadv2(v->fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)count)
+        return 0;
+    if (n < 0 && (errno == EOPNOTSUPP || errno == ENOSYS))
+        learn_unsupported(v, &v->no_nowait, "preadv2(RWF_NOWAIT)", "a thread per read");
+    return n < 0 && errno != EAGAIN && errno != EOPNOTSUPP && errno != ENOSYS ? -errno : -EAGAIN;
+}
+
+static int vol_pread(void *h, void *buf, uint32_t count, uint64_t offset, unsigned flags)
 {
     struct volume *v = h;
     if (!in_range(v, count, offset))
         return -EINVAL;
+    if ((flags & NBD_IO_NOWAIT) && !v->in_memory)
+        return pread_nowait(v, buf, count, offset);
     char *p = buf;
     while (count > 0) {
         ssize_t n = pread(v->fd, p, count, (off_t)offset);
@@ -182,18 +211,31 @@ static int write_iov(struct volume *v, struct iovec *iov, int cnt, uint64_t offs
     return fua && !dsync ? sync_data(v) : 0;
 }
 
-static int vol_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset, bool fua)
+/* Whether an op with these flags must go the slow way: a sync waits for
+ * the device, unless the file lives in memory. Plain writes, trims and
+ * zeroes land in the page cache and count as fast. */
+static bool must_wait(const struct volume *v, unsigned flags)
+{
+    return (flags & NBD_IO_NOWAIT) && (flags & NBD_IO_FUA) && !v->in_memory;
+}
+
+static int vol_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset, unsigned flags)
 {
     struct volume *v = h;
     if (!in_range(v, count, offset))
         return -ENOSPC;
+    if (must_wait(v, flags))
+        return -EAGAIN;
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = count};
-    return write_iov(v, &iov, 1, offset, fua);
+    return write_iov(v, &iov, 1, offset, flags & NBD_IO_FUA);
 }
 
-static int vol_flush(void *h)
+static int vol_flush(void *h, unsigned flags)
 {
-    return sync_data(h);
+    struct volume *v = h;
+    if (must_wait(v, flags | NBD_IO_FUA))
+        return -EAGAIN;
+    return sync_data(v);
 }
 
 /* fallocate with mode, or -ENOTSUP (remembered in *flag) if the file
@@ -239,8 +281,9 @@ static int write_zeroes(struct volume *v, uint32_t count, uint64_t offset)
 
 /* The cheapest way the file system offers to make a range read zeroes:
  * a hole if allowed, else zeroed extents, else (unless fast) zero data. */
-static int make_zero(struct volume *v, uint32_t count, uint64_t offset, bool may_trim, bool fast)
+static int make_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned flags)
 {
+    bool may_trim = flags & NBD_IO_MAY_TRIM, fast = flags & NBD_IO_FAST;
     int r = -ENOTSUP;
     if (may_trim)
         r = try_fallocate(v, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, &v->no_punch,
@@ -248,34 +291,42 @@ static int make_zero(struct volume *v, uint32_t count, uint64_t offset, bool may
     if (r == -ENOTSUP)
         r = try_fallocate(v, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, &v->no_zero_range,
                           "fallocate(ZERO_RANGE)", count, offset);
+    if (r == -ENOTSUP && !fast && (flags & NBD_IO_NOWAIT) && count > NOWAIT_ZERO_MAX)
+        return -EAGAIN;
     if (r == -ENOTSUP && !fast)
         r = write_zeroes(v, count, offset);
     return r;
 }
 
-static int vol_zero(void *h, uint32_t count, uint64_t offset, bool may_trim, bool fast, bool fua)
+static int vol_zero(void *h, uint32_t count, uint64_t offset, unsigned flags)
 {
     struct volume *v = h;
     if (!in_range(v, count, offset))
         return -ENOSPC;
-    int r = make_zero(v, count, offset, may_trim, fast);
-    return r == 0 && fua ? sync_data(v) : r;
+    if (must_wait(v, flags))
+        return -EAGAIN;
+    int r = make_zero(v, count, offset, flags);
+    return r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r;
 }
 
 /* vsan promises that trimmed ranges read zeroes, so a trim is a zero that
  * may leave a hole. */
-static int vol_trim(void *h, uint32_t count, uint64_t offset, bool fua)
+static int vol_trim(void *h, uint32_t count, uint64_t offset, unsigned flags)
 {
     struct volume *v = h;
     if (!in_range(v, count, offset))
         return -EINVAL;
-    int r = make_zero(v, count, offset, true, false);
-    return r == 0 && fua ? sync_data(v) : r;
+    if (must_wait(v, flags))
+        return -EAGAIN;
+    int r = make_zero(v, count, offset, (flags & NBD_IO_NOWAIT) | NBD_IO_MAY_TRIM);
+    return r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r;
 }
 
-static int vol_cache(void *h, uint32_t count, uint64_t offset)
+/* Readahead is asynchronous: fast whatever the flags. */
+static int vol_cache(void *h, uint32_t count, uint64_t offset, unsigned flags)
 {
     struct volume *v = h;
+    (void)flags;
     if (!in_range(v, count, offset))
         return -EINVAL;
     return -posix_fadvise(v->fd, (off_t)offset, (off_t)count, POSIX_FADV_WILLNEED);
@@ -404,6 +455,10 @@ static int volume_new(struct store *store, const struct store_volume *rec, struc
     atomic_init(&v->no_dsync, false);
     atomic_init(&v->no_punch, false);
     atomic_init(&v->no_zero_range, false);
+    atomic_init(&v->no_nowait, false);
+    struct statfs fs;
+    v->in_memory = fstatfs(v->fd, &fs) == 0 &&
+                   (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
     *out = v;
     return 0;
 }

@@ -157,7 +157,7 @@ static void write_ok(struct nbd_export *exp, uint64_t off, uint32_t len, unsigne
 {
     char *buf = malloc(len);
     fill(buf, len, seed, off);
-    int r = exp->ops->pwrite(exp->handle, buf, len, off, fua);
+    int r = exp->ops->pwrite(exp->handle, buf, len, off, fua ? NBD_IO_FUA : 0);
     cr_assert_eq(r, 0, "pwrite %u at %llu: %s", len, (unsigned long long)off, strerror(-r));
     free(buf);
 }
@@ -166,7 +166,7 @@ static void expect_data(struct nbd_export *exp, uint64_t off, uint32_t len, unsi
 {
     char *want = malloc(len), *got = malloc(len);
     fill(want, len, seed, off);
-    int r = exp->ops->pread(exp->handle, got, len, off);
+    int r = exp->ops->pread(exp->handle, got, len, off, 0);
     cr_assert_eq(r, 0, "pread: %s", strerror(-r));
     cr_assert_arr_eq(got, want, len, "data at %llu differs", (unsigned long long)off);
     free(want);
@@ -176,7 +176,7 @@ static void expect_data(struct nbd_export *exp, uint64_t off, uint32_t len, unsi
 static void expect_zero(struct nbd_export *exp, uint64_t off, uint32_t len)
 {
     char *got = malloc(len);
-    int r = exp->ops->pread(exp->handle, got, len, off);
+    int r = exp->ops->pread(exp->handle, got, len, off, 0);
     cr_assert_eq(r, 0, "pread: %s", strerror(-r));
     cr_assert(is_zero(got, len), "range %llu+%u does not read zeroes", (unsigned long long)off,
               len);
@@ -482,8 +482,8 @@ Test(volume_io, write_read_back_and_on_disk)
     expect_data(&exp, 12345, 777, 2);
     expect_data(&exp, MiB - 128 * KiB, 128 * KiB, 3);
     expect_zero(&exp, 4096, 4096);
-    cr_assert_eq(exp.ops->flush(exp.handle), 0);
-    cr_assert_eq(exp.ops->cache(exp.handle, 4096, 0), 0);
+    cr_assert_eq(exp.ops->flush(exp.handle, 0), 0);
+    cr_assert_eq(exp.ops->cache(exp.handle, 4096, 0, 0), 0);
 
     /* the bytes are in the data file, where the next start finds them */
     char want[777], got[777];
@@ -504,21 +504,21 @@ Test(volume_io, out_of_range_refused)
     char buf[4096] = {0};
     struct nbd_extent ext[4];
     void *h = exp.handle;
-    cr_assert_eq(exp.ops->pread(h, buf, 4096, MiB - 2048), -EINVAL);
-    cr_assert_eq(exp.ops->pread(h, buf, 1, MiB), -EINVAL);
-    cr_assert_eq(exp.ops->pread(h, buf, 1, UINT64_MAX), -EINVAL);
-    cr_assert_eq(exp.ops->pwrite(h, buf, 4096, MiB - 2048, false), -ENOSPC);
-    cr_assert_eq(exp.ops->pwrite(h, buf, 4096, UINT64_MAX - 100, true), -ENOSPC);
-    cr_assert_eq(exp.ops->zero(h, 4096, MiB, true, false, false), -ENOSPC);
-    cr_assert_eq(exp.ops->trim(h, 4096, MiB, false), -EINVAL);
-    cr_assert_eq(exp.ops->cache(h, 4096, MiB), -EINVAL);
+    cr_assert_eq(exp.ops->pread(h, buf, 4096, MiB - 2048, 0), -EINVAL);
+    cr_assert_eq(exp.ops->pread(h, buf, 1, MiB, 0), -EINVAL);
+    cr_assert_eq(exp.ops->pread(h, buf, 1, UINT64_MAX, 0), -EINVAL);
+    cr_assert_eq(exp.ops->pwrite(h, buf, 4096, MiB - 2048, 0), -ENOSPC);
+    cr_assert_eq(exp.ops->pwrite(h, buf, 4096, UINT64_MAX - 100, NBD_IO_FUA), -ENOSPC);
+    cr_assert_eq(exp.ops->zero(h, 4096, MiB, NBD_IO_MAY_TRIM), -ENOSPC);
+    cr_assert_eq(exp.ops->trim(h, 4096, MiB, 0), -EINVAL);
+    cr_assert_eq(exp.ops->cache(h, 4096, MiB, 0), -EINVAL);
     cr_assert_eq(exp.ops->extents(h, 4096, MiB, ext, 4), -EINVAL);
     struct stat sb;
     struct volume_info a = info_of("a");
     cr_assert_eq(stat(data_path(&a), &sb), 0);
     cr_assert_eq(sb.st_size, (off_t)MiB, "a refused request changed the file's length");
     /* the last byte is in range */
-    cr_assert_eq(exp.ops->pwrite(h, "z", 1, MiB - 1, false), 0);
+    cr_assert_eq(exp.ops->pwrite(h, "z", 1, MiB - 1, 0), 0);
     close_export(&exp);
 }
 
@@ -528,7 +528,7 @@ Test(volume_io, trim_reads_zeroes_and_makes_a_hole)
     struct nbd_export exp = open_ok("a");
     write_ok(&exp, 0, 256 * KiB, 5, false);
     uint64_t before = info_of("a").allocated;
-    cr_assert_eq(exp.ops->trim(exp.handle, 64 * KiB, 64 * KiB, true), 0);
+    cr_assert_eq(exp.ops->trim(exp.handle, 64 * KiB, 64 * KiB, NBD_IO_FUA), 0);
     expect_zero(&exp, 64 * KiB, 64 * KiB);
     expect_data(&exp, 0, 64 * KiB, 5);
     cr_assert_eq(info_of("a").allocated, before - 64 * KiB);
@@ -548,19 +548,19 @@ Test(volume_io, zero_with_and_without_trim)
     struct nbd_export exp = open_ok("a");
     write_ok(&exp, 0, 256 * KiB, 6, false);
     /* may_trim: a hole */
-    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 0, true, false, true), 0);
+    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 0, NBD_IO_MAY_TRIM | NBD_IO_FUA), 0);
     expect_zero(&exp, 0, 64 * KiB);
     struct nbd_extent ext[4];
     extents(&exp, 0, 64 * KiB, ext, 4);
     expect_extent(&ext[0], 64 * KiB, HOLE);
     /* no trim, fast: ZERO_RANGE on this file system (ext4) */
-    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 64 * KiB, false, true, false), 0);
+    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 64 * KiB, NBD_IO_FAST), 0);
     expect_zero(&exp, 64 * KiB, 64 * KiB);
     /* unaligned, slow allowed */
-    cr_assert_eq(exp.ops->zero(exp.handle, 1000, 128 * KiB + 10, false, false, false), 0);
+    cr_assert_eq(exp.ops->zero(exp.handle, 1000, 128 * KiB + 10, 0), 0);
     expect_zero(&exp, 128 * KiB + 10, 1000);
     char edge[10];
-    cr_assert_eq(exp.ops->pread(exp.handle, edge, 10, 128 * KiB), 0);
+    cr_assert_eq(exp.ops->pread(exp.handle, edge, 10, 128 * KiB, 0), 0);
     char want[10];
     fill(want, sizeof(want), 6, 128 * KiB);
     cr_assert_arr_eq(edge, want, 10, "zero spilled before its range");
@@ -628,22 +628,62 @@ Test(volume_tmpfs, zero_fast_without_zero_range)
     struct nbd_export exp = open_ok("a");
     write_ok(&exp, 0, 128 * KiB, 4, false);
     /* fast and no trim: only ZERO_RANGE would be cheap, so refuse */
-    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 0, false, true, false), -ENOTSUP);
+    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 0, NBD_IO_FAST), -ENOTSUP);
     expect_data(&exp, 0, 128 * KiB, 4);
     /* again: the refusal is remembered, not retried, and still refused */
-    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 0, false, true, false), -ENOTSUP);
+    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 0, NBD_IO_FAST), -ENOTSUP);
     /* may_trim: punching a hole is cheap */
-    cr_assert_eq(exp.ops->zero(exp.handle, 32 * KiB, 0, true, true, false), 0);
+    cr_assert_eq(exp.ops->zero(exp.handle, 32 * KiB, 0, NBD_IO_MAY_TRIM | NBD_IO_FAST), 0);
     expect_zero(&exp, 0, 32 * KiB);
     /* not fast: zeroes are written */
     uint64_t before = info_of("a").allocated;
-    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 64 * KiB, false, false, true), 0);
+    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 64 * KiB, NBD_IO_FUA), 0);
     expect_zero(&exp, 64 * KiB, 64 * KiB);
     expect_data(&exp, 32 * KiB, 32 * KiB, 4);
     cr_assert_eq(info_of("a").allocated, before, "written zeroes should stay allocated");
     /* a large zero spans several batches of the zero buffer */
-    cr_assert_eq(exp.ops->zero(exp.handle, 3 * MiB / 4 + 512, 4096, false, false, false), 0);
+    cr_assert_eq(exp.ops->zero(exp.handle, 3 * MiB / 4 + 512, 4096, 0), 0);
     expect_zero(&exp, 4096, 3 * MiB / 4 + 512);
+    close_export(&exp);
+}
+
+/* NBD_IO_NOWAIT: what would wait for the disk says -EAGAIN and does
+ * nothing, so the protocol can run it on another thread; what is in memory
+ * runs at once. /tmp is a disk file system here, /dev/shm is tmpfs. */
+Test(volume_io, nowait_refuses_what_waits_for_the_disk)
+{
+    create_ok("a", MiB);
+    struct nbd_export exp = open_ok("a");
+    write_ok(&exp, 0, 64 * KiB, 5, false);
+    char buf[4096];
+    fill(buf, sizeof buf, 6, 0);
+    cr_assert_eq(exp.ops->pwrite(exp.handle, buf, sizeof buf, 0, NBD_IO_FUA | NBD_IO_NOWAIT),
+                 -EAGAIN);
+    expect_data(&exp, 0, 64 * KiB, 5);
+    cr_assert_eq(exp.ops->flush(exp.handle, NBD_IO_NOWAIT), -EAGAIN);
+    cr_assert_eq(exp.ops->trim(exp.handle, 4096, 0, NBD_IO_FUA | NBD_IO_NOWAIT), -EAGAIN);
+    cr_assert_eq(exp.ops->zero(exp.handle, 4096, 0, NBD_IO_FUA | NBD_IO_NOWAIT), -EAGAIN);
+    expect_data(&exp, 0, 64 * KiB, 5);
+    /* A plain write lands in the page cache: fast, done inline. */
+    cr_assert_eq(exp.ops->pwrite(exp.handle, buf, sizeof buf, 0, NBD_IO_NOWAIT), 0);
+    int r = exp.ops->pread(exp.handle, buf, sizeof buf, 4096, NBD_IO_NOWAIT);
+    cr_assert(r == 0 || r == -EAGAIN, "cached read: %s", strerror(-r));
+    if (r == 0)
+        expect_data(&exp, 4096, 4096, 5);
+    close_export(&exp);
+}
+
+Test(volume_tmpfs, nowait_runs_everything_in_memory)
+{
+    create_ok("a", MiB);
+    struct nbd_export exp = open_ok("a");
+    char buf[4096];
+    fill(buf, sizeof buf, 7, 0);
+    cr_assert_eq(exp.ops->pwrite(exp.handle, buf, sizeof buf, 0, NBD_IO_FUA | NBD_IO_NOWAIT), 0);
+    cr_assert_eq(exp.ops->flush(exp.handle, NBD_IO_NOWAIT), 0);
+    char got[4096];
+    cr_assert_eq(exp.ops->pread(exp.handle, got, sizeof got, 0, NBD_IO_NOWAIT), 0);
+    cr_assert_arr_eq(got, buf, sizeof got);
     close_export(&exp);
 }
 
@@ -672,9 +712,9 @@ static void *worker_run(void *arg)
             break;
         }
         fill(buf, SLOT, w->id * 1000 + round, w->id * SLOT);
-        r = exp.ops->pwrite(exp.handle, buf, SLOT, w->id * SLOT, round % 8 == 0);
+        r = exp.ops->pwrite(exp.handle, buf, SLOT, w->id * SLOT, round % 8 == 0 ? NBD_IO_FUA : 0);
         if (r == 0)
-            r = exp.ops->pread(exp.handle, back, SLOT, w->id * SLOT);
+            r = exp.ops->pread(exp.handle, back, SLOT, w->id * SLOT, 0);
         if (r == 0 && memcmp(buf, back, SLOT) != 0)
             r = -EILSEQ;
         volumes_catalog.close(vols, &exp);
