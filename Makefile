@@ -11,7 +11,7 @@
 
 CC      ?= cc
 B       := build
-PKGS    := libqb inih json-c
+PKGS    := libqb inih json-c libcpg libvotequorum libcmap
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -MP \
            -I. $(shell pkg-config --cflags $(PKGS))
@@ -26,8 +26,11 @@ endif
 # The NBD protocol, independent of what it serves (see nbd-server/export.h).
 NBD_SRCS := nbd-server/handshake.c nbd-server/transmission.c nbd-server/server.c \
             nbd-server/conn_io.c
+# Membership, quorum and per-region write priority (policing/).
+POLICING_SRCS := policing/messages.c policing/protocol.c policing/priority.c \
+                 policing/cluster_local.c policing/cluster_corosync.c
 # The node: store, volume layer, config, admin server.
-CORE_SRCS := vsan/config.c vsan/log.c vsan/size.c vsan/store.c vsan/volume.c \
+CORE_SRCS := $(POLICING_SRCS) vsan/voltable.c vsan/config.c vsan/log.c vsan/size.c vsan/store.c vsan/volume.c \
              vsan/admin.c vsan/admin_cmds.c
 VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) vsan/vsand.c
 CLI_SRCS   := vsan/cli.c vsan/size.c vsan/cli_format.c
@@ -78,7 +81,14 @@ fuzz-short: $(FUZZ_BIN)
 fuzz: FUZZ_SECONDS = 600
 fuzz: fuzz-short
 
-integration: all
+# Drives a cluster transport from the command line (t-corosync.sh).
+CLUSTER_PROBE := $(B)/tests/cluster_probe
+$(CLUSTER_PROBE): tests/tools/cluster_probe.c \
+                  $(call obj,policing/cluster_corosync.c policing/cluster_local.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+integration: all $(CLUSTER_PROBE)
 	@tests/integration/run-all.sh $(B)
 
 check: deps

@@ -99,20 +99,45 @@ static void send_reply(qb_ipcs_connection_t *c, struct json_object *reply)
         qb_log(LOG_WARNING, "admin: sending a reply: %s", strerror((int)-r));
 }
 
+/* A call holds a reference on its connection until it is answered, so a
+ * client that went away meanwhile costs only a failed send. */
+struct ipc_call {
+    struct admin_call call;
+    qb_ipcs_connection_t *conn;
+};
+
+static void ipc_answer(struct admin_call *call, struct json_object *reply)
+{
+    struct ipc_call *ic = (struct ipc_call *)call;
+    send_reply(ic->conn, reply);
+    json_object_put(reply);
+    qb_ipcs_connection_unref(ic->conn);
+    free(ic);
+}
+
 static int32_t on_message(qb_ipcs_connection_t *c, void *data, size_t size)
 {
     const struct admin *adm = qb_ipcs_connection_service_context_get(c);
     const struct qb_ipc_request_header *hdr = data;
-    struct json_object *reply;
+    struct ipc_call *ic = malloc(sizeof *ic);
+    struct json_object *reply = NULL;
+    bool later = false;
 
+    if (!ic) {
+        send_reply(c, NULL);
+        return 0;
+    }
+    *ic = (struct ipc_call){{ipc_answer}, c};
+    qb_ipcs_connection_ref(c);
     if (size < sizeof *hdr || hdr->id != ADMIN_MSG_JSON) {
         reply = admin_reply_error(ADMIN_E_BAD_REQUEST, "not a vsan admin message (id %d)",
                                   size < sizeof *hdr ? -1 : hdr->id);
     } else {
-        reply = admin_execute(adm->node, (const char *)data + sizeof *hdr, size - sizeof *hdr);
+        reply = admin_execute(adm->node, (const char *)data + sizeof *hdr, size - sizeof *hdr,
+                              &ic->call, &later);
     }
-    send_reply(c, reply);
-    json_object_put(reply);
+    if (!later)
+        admin_call_reply(&ic->call, reply);
     return 0;
 }
 

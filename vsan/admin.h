@@ -12,10 +12,12 @@
 
 #include <json-c/json.h>
 #include <qb/qbloop.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct nbd_server;
+struct policing;
 struct volumes;
 struct vsan_config;
 
@@ -25,16 +27,33 @@ struct admin_node {
     const struct vsan_config *cfg;
     struct volumes *vols;
     struct nbd_server *nbd;
+    struct policing *pc; /* the replicated volume table and the cluster */
     uint64_t started; /* admin_clock() at startup, for the uptime */
 };
 
 /* Seconds on a clock that never jumps (CLOCK_MONOTONIC). */
 uint64_t admin_clock(void);
 
+/* One client request whose reply may come later: volume table changes
+ * are answered once the cluster has agreed on them. The IPC server makes
+ * one per message; tests make their own. */
+struct admin_call {
+    /* Sends reply (and puts it) to the client that made the call, which
+     * ends. Main loop only. */
+    void (*answer)(struct admin_call *call, struct json_object *reply);
+};
+
+static inline void admin_call_reply(struct admin_call *call, struct json_object *reply)
+{
+    call->answer(call, reply);
+}
+
 /* Parses request (len bytes, not NUL-terminated), runs it and returns the
  * reply {"ok": true, ...} or {"ok": false, "error": ..., "message": ...};
- * NULL only when out of memory. The caller puts the reply. */
-struct json_object *admin_execute(const struct admin_node *node, const char *request, size_t len);
+ * NULL only when out of memory, or when it set *later: then the command
+ * answers through admin_call_reply(call, ...). The caller puts the reply. */
+struct json_object *admin_execute(const struct admin_node *node, const char *request, size_t len,
+                                  struct admin_call *call, bool *later);
 
 /* An error reply; NULL only when out of memory. */
 struct json_object *admin_reply_error(const char *code, const char *fmt, ...)

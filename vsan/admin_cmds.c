@@ -12,6 +12,7 @@
 #include "vsan/admin.h"
 
 #include "nbd-server/server.h"
+#include "policing/protocol.h"
 #include "vsan/admin_proto.h"
 #include "vsan/config.h"
 #include "vsan/size.h"
@@ -28,7 +29,15 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct json_object *(*command_fn)(const struct admin_node *node, struct json_object *req);
+/* A command returns its reply, or NULL with *later set when it will
+ * answer through admin_call_reply(call, ...). */
+struct context {
+    const struct admin_node *node;
+    struct admin_call *call;
+    bool *later;
+};
+
+typedef struct json_object *(*command_fn)(const struct context *ctx, struct json_object *req);
 
 struct command {
     const char *name;
@@ -112,6 +121,12 @@ static struct json_object *volume_failure(const char *name, const char *op, int 
     case -EBUSY:
         return admin_reply_error(ADMIN_E_VOLUME_IN_USE,
                                  "volume \"%s\": cannot %s: in use by NBD connections", name, op);
+    case -ENOLINK:
+        return admin_reply_error(ADMIN_E_NO_QUORUM,
+                                 "volume \"%s\": cannot %s: this node has no quorum", name, op);
+    case -ESHUTDOWN:
+        return admin_reply_error(ADMIN_E_SYSTEM, "volume \"%s\": %s: vsand is stopping", name,
+                                 op);
     case -EINVAL:
         return admin_reply_error(
             ADMIN_E_BAD_NAME,
@@ -231,8 +246,71 @@ static struct json_object *listen_array(const struct vsan_config *cfg)
     return a;
 }
 
-static struct json_object *cmd_status(const struct admin_node *node, struct json_object *req)
+static struct json_object *member_object(const struct policing_member *m)
 {
+    struct json_object *o = json_object_new_object();
+    if (o && (add_u64(o, "nodeid", m->nodeid) < 0 ||
+              add(o, "name", json_object_new_string(m->name)) < 0 ||
+              add(o, "nbd", json_object_new_string(m->nbd)) < 0 ||
+              add(o, "mirror", json_object_new_string(m->mirror)) < 0)) {
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
+static struct json_object *members_array(const struct policing_status *st)
+{
+    struct json_object *a = json_object_new_array();
+    for (size_t i = 0; a && i < st->nmembers; i++) {
+        struct json_object *m = member_object(&st->members[i]);
+        if (!m || json_object_array_add(a, m) < 0) {
+            json_object_put(m);
+            json_object_put(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static struct json_object *policing_object(const struct policing_status *st)
+{
+    struct json_object *o = json_object_new_object();
+    if (o && (add_u64(o, "requests_sent", st->requests_sent) < 0 ||
+              add_u64(o, "releases_sent", st->releases_sent) < 0 ||
+              add_u64(o, "messages_delivered", st->messages_delivered) < 0 ||
+              add_u64(o, "regions", st->regions) < 0)) {
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
+static struct json_object *cluster_object(const struct admin_node *node)
+{
+    struct policing_status st;
+    policing_status(node->pc, &st);
+    const struct vsan_config *cfg = node->cfg;
+    struct json_object *o = json_object_new_object();
+    if (o && (add(o, "name", json_object_new_string(cfg->cluster_name)) < 0 ||
+              add_u64(o, "nodeid", st.nodeid) < 0 ||
+              add(o, "quorate", json_object_new_boolean(st.quorate)) < 0 ||
+              add(o, "synced", json_object_new_boolean(st.synced)) < 0 ||
+              add(o, "on_no_quorum",
+                  json_object_new_string(cfg->suspend_on_no_quorum ? "suspend" : "error")) < 0 ||
+              add_u64(o, "region_size", st.region_size) < 0 ||
+              add_u64(o, "table_version", st.table_version) < 0 ||
+              add(o, "members", members_array(&st)) < 0 ||
+              add(o, "policing", policing_object(&st)) < 0)) {
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
+static struct json_object *cmd_status(const struct context *ctx, struct json_object *req)
+{
+    const struct admin_node *node = ctx->node;
     struct volume_info *list;
     size_t n;
     int r = volumes_list(node->vols, &list, &n);
@@ -248,14 +326,18 @@ static struct json_object *cmd_status(const struct admin_node *node, struct json
         return NULL;
     if (add(o, "name", json_object_new_string(node->cfg->name)) < 0 ||
         add(o, "version", json_object_new_string(VSAN_VERSION)) < 0 ||
-        add(o, "mode", json_object_new_string("standalone")) < 0 ||
+        add(o, "mode",
+            json_object_new_string(node->cfg->cluster_mode == CONFIG_COROSYNC ? "corosync"
+                                                                              : "standalone")) <
+            0 ||
         add(o, "pid", json_object_new_int(getpid())) < 0 ||
         add(o, "data_dir", json_object_new_string(node->cfg->data_dir)) < 0 ||
         add(o, "nbd_listen", listen_array(node->cfg)) < 0 ||
         add(o, "admin_socket", json_object_new_string(node->cfg->admin_socket)) < 0 ||
         add_u64(o, "volumes", n) < 0 ||
         add_u64(o, "connections", nbd_server_connections(node->nbd)) < 0 ||
-        add_u64(o, "uptime", now > node->started ? now - node->started : 0) < 0) {
+        add_u64(o, "uptime", now > node->started ? now - node->started : 0) < 0 ||
+        add(o, "cluster", cluster_object(node)) < 0) {
         json_object_put(o);
         return NULL;
     }
@@ -277,8 +359,9 @@ static struct json_object *volume_array(const struct volume_info *list, size_t n
     return a;
 }
 
-static struct json_object *cmd_volume_list(const struct admin_node *node, struct json_object *req)
+static struct json_object *cmd_volume_list(const struct context *ctx, struct json_object *req)
 {
+    const struct admin_node *node = ctx->node;
     struct volume_info *list;
     size_t n;
     int r = volumes_list(node->vols, &list, &n);
@@ -295,8 +378,9 @@ static struct json_object *cmd_volume_list(const struct admin_node *node, struct
     return reply_ok(o);
 }
 
-static struct json_object *cmd_volume_show(const struct admin_node *node, struct json_object *req)
+static struct json_object *cmd_volume_show(const struct context *ctx, struct json_object *req)
 {
+    const struct admin_node *node = ctx->node;
     struct json_object *err = NULL;
     struct volume_info info;
     const char *name;
@@ -309,11 +393,68 @@ static struct json_object *cmd_volume_show(const struct admin_node *node, struct
     return reply_ok(volume_object(&info));
 }
 
-static struct json_object *cmd_volume_create(const struct admin_node *node, struct json_object *req)
+/* A volume table change on its way through the cluster. */
+struct change {
+    const struct admin_node *node;
+    struct admin_call *call;
+    const char *op; /* "create", "resize", "delete" */
+    char name[VOLUME_NAME_MAX + 1];
+    bool force;
+};
+
+/* The cluster applied the change here: answer the client. */
+static void change_done(void *arg, int r)
+{
+    struct change *ch = arg;
+    struct volume_info info;
+    struct json_object *reply;
+    if (r == 0 && strcmp(ch->op, "delete") == 0) {
+        qb_log(LOG_INFO, "volume \"%s\" deleted", ch->name);
+        struct json_object *o = json_object_new_object();
+        if (o && add(o, "name", json_object_new_string(ch->name)) < 0) {
+            json_object_put(o);
+            o = NULL;
+        }
+        reply = reply_ok(o);
+    } else if (r == 0 && (r = volumes_info(ch->node->vols, ch->name, &info)) == 0) {
+        char human[SIZE_FORMAT_MAX];
+        size_format(info.size, human, sizeof human);
+        qb_log(LOG_INFO, "volume \"%s\" %sd: %s (%" PRIu64 " bytes), uuid %s%s", info.name,
+               ch->op, human, info.size, info.uuid, ch->force ? ", forced" : "");
+        reply = reply_ok(volume_object(&info));
+    } else {
+        reply = volume_failure(ch->name, ch->op, r);
+    }
+    admin_call_reply(ch->call, reply);
+    free(ch);
+}
+
+static struct change *change_new(const struct context *ctx, const char *op, const char *name,
+                                 bool force)
+{
+    struct change *ch = calloc(1, sizeof *ch);
+    if (ch) {
+        *ch = (struct change){ctx->node, ctx->call, op, "", force};
+        snprintf(ch->name, sizeof ch->name, "%s", name);
+    }
+    return ch;
+}
+
+/* Hands ch to the cluster (r: what the policing call returned). */
+static struct json_object *submitted(const struct context *ctx, struct change *ch, int r)
+{
+    if (r < 0) {
+        struct json_object *err = volume_failure(ch->name, ch->op, r);
+        free(ch);
+        return err;
+    }
+    *ctx->later = true;
+    return NULL;
+}
+
+static struct json_object *cmd_volume_create(const struct context *ctx, struct json_object *req)
 {
     struct json_object *err = NULL;
-    struct volume_info info;
-    char human[SIZE_FORMAT_MAX];
     const char *name;
     uint64_t size;
 
@@ -322,13 +463,12 @@ static struct json_object *cmd_volume_create(const struct admin_node *node, stru
     err = check_size(name, size);
     if (err)
         return err;
-    int r = volumes_create(node->vols, name, size, &info);
-    if (r < 0)
-        return volume_failure(name, "create", r);
-    size_format(info.size, human, sizeof human);
-    qb_log(LOG_INFO, "volume \"%s\" created: %s (%" PRIu64 " bytes), uuid %s", info.name, human,
-           info.size, info.uuid);
-    return reply_ok(volume_object(&info));
+    if (strlen(name) > VOLUME_NAME_MAX)
+        return volume_failure(name, "create", -EINVAL);
+    struct change *ch = change_new(ctx, "create", name, false);
+    if (!ch)
+        return NULL;
+    return submitted(ctx, ch, policing_volume_create(ctx->node->pc, name, size, change_done, ch));
 }
 
 /* -ERANGE from volumes_resize: a shrink without force. */
@@ -346,11 +486,26 @@ static struct json_object *refuse_shrink(const struct admin_node *node, const ch
                              name, from, to);
 }
 
-static struct json_object *cmd_volume_resize(const struct admin_node *node, struct json_object *req)
+/* Before asking the cluster: what this node can tell by itself (a shrink
+ * without force, a shrink under this node's own clients). */
+static struct json_object *check_resize(const struct admin_node *node, const char *name,
+                                        uint64_t size, bool force)
 {
-    struct json_object *err = NULL;
     struct volume_info info;
-    char human[SIZE_FORMAT_MAX];
+    int r = volumes_info(node->vols, name, &info);
+    if (r < 0)
+        return volume_failure(name, "resize", r);
+    if (size < info.size && !force)
+        return refuse_shrink(node, name, size);
+    if (size < info.size && info.connections > 0)
+        return volume_failure(name, "shrink", -EBUSY);
+    return NULL;
+}
+
+static struct json_object *cmd_volume_resize(const struct context *ctx, struct json_object *req)
+{
+    const struct admin_node *node = ctx->node;
+    struct json_object *err = NULL;
     const char *name;
     uint64_t size;
     bool force;
@@ -359,36 +514,33 @@ static struct json_object *cmd_volume_resize(const struct admin_node *node, stru
         get_force(req, &force, &err) < 0)
         return err;
     err = check_size(name, size);
+    if (!err)
+        err = check_resize(node, name, size, force);
     if (err)
         return err;
-    int r = volumes_resize(node->vols, name, size, force, &info);
-    if (r == -ERANGE)
-        return refuse_shrink(node, name, size);
-    if (r < 0)
-        return volume_failure(name, r == -EBUSY ? "shrink" : "resize", r);
-    size_format(info.size, human, sizeof human);
-    qb_log(LOG_INFO, "volume \"%s\" resized to %s (%" PRIu64 " bytes)%s", info.name, human,
-           info.size, force ? ", forced" : "");
-    return reply_ok(volume_object(&info));
+    struct change *ch = change_new(ctx, "resize", name, force);
+    if (!ch)
+        return NULL;
+    return submitted(ctx, ch, policing_volume_resize(node->pc, name, size, force, change_done, ch));
 }
 
-static struct json_object *cmd_volume_delete(const struct admin_node *node, struct json_object *req)
+static struct json_object *cmd_volume_delete(const struct context *ctx, struct json_object *req)
 {
     struct json_object *err = NULL;
+    struct volume_info info;
     const char *name;
 
     if (get_name(req, &name, &err) < 0)
         return err;
-    int r = volumes_delete(node->vols, name);
+    int r = volumes_info(ctx->node->vols, name, &info);
+    if (r == 0 && info.connections > 0)
+        r = -EBUSY;
     if (r < 0)
         return volume_failure(name, "delete", r);
-    qb_log(LOG_INFO, "volume \"%s\" deleted", name);
-    struct json_object *o = json_object_new_object();
-    if (o && add(o, "name", json_object_new_string(name)) < 0) {
-        json_object_put(o);
+    struct change *ch = change_new(ctx, "delete", name, false);
+    if (!ch)
         return NULL;
-    }
-    return reply_ok(o);
+    return submitted(ctx, ch, policing_volume_delete(ctx->node->pc, name, change_done, ch));
 }
 
 static const char *const no_fields[] = {NULL};
@@ -475,7 +627,7 @@ static struct json_object *parse_request(const char *request, size_t len, struct
     return NULL;
 }
 
-static struct json_object *run_request(const struct admin_node *node, struct json_object *req)
+static struct json_object *run_request(const struct context *ctx, struct json_object *req)
 {
     struct json_object *cmd, *err = NULL;
 
@@ -489,11 +641,13 @@ static struct json_object *run_request(const struct admin_node *node, struct jso
     err = check_fields(c, req);
     if (err)
         return err;
-    return c->run(node, req);
+    return c->run(ctx, req);
 }
 
-struct json_object *admin_execute(const struct admin_node *node, const char *request, size_t len)
+struct json_object *admin_execute(const struct admin_node *node, const char *request, size_t len,
+                                  struct admin_call *call, bool *later)
 {
+    const struct context ctx = {node, call, later};
     struct json_object *req, *err = NULL;
 
     if (len > ADMIN_REQUEST_MAX)
@@ -502,7 +656,7 @@ struct json_object *admin_execute(const struct admin_node *node, const char *req
     req = parse_request(request, len, &err);
     if (!req)
         return err;
-    struct json_object *reply = run_request(node, req);
+    struct json_object *reply = run_request(&ctx, req);
     json_object_put(req);
     return reply;
 }

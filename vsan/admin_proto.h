@@ -42,6 +42,7 @@
 #define ADMIN_E_NO_SUCH_VOLUME "no_such_volume"
 #define ADMIN_E_VOLUME_EXISTS "volume_exists"
 #define ADMIN_E_VOLUME_IN_USE "volume_in_use"
+#define ADMIN_E_NO_QUORUM "no_quorum"     /* the cluster can't change now */
 #define ADMIN_E_SYSTEM "system_error" /* the store failed: I/O, space ... */
 
 /* libqb puts the service name into file names under /dev/shm and into

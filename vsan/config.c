@@ -56,7 +56,7 @@ struct parser {
     size_t errlen;
 };
 
-static const char *const sections[] = {"node", "nbd", "admin", "log"};
+static const char *const sections[] = {"node", "nbd", "cluster", "mirror", "admin", "log"};
 
 static const char name_chars[] =
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
@@ -367,6 +367,71 @@ static int parse_listen(const struct key_def *k, struct vsan_config *cfg, const 
     }
 }
 
+static int parse_choice(const char *value, const char *const *names, int n, int *out, char *why,
+                        size_t len)
+{
+    for (int i = 0; i < n; i++) {
+        if (strcmp(value, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    }
+    snprintf(why, len, "expected %s or %s", names[0], names[1]);
+    return -1;
+}
+
+static int parse_cluster_mode(const struct key_def *k, struct vsan_config *cfg, const char *value,
+                              char *why, size_t len)
+{
+    static const char *const modes[] = {"standalone", "corosync"};
+    (void)k;
+    return parse_choice(value, modes, 2, &cfg->cluster_mode, why, len);
+}
+
+static int parse_on_no_quorum(const struct key_def *k, struct vsan_config *cfg, const char *value,
+                              char *why, size_t len)
+{
+    static const char *const modes[] = {"error", "suspend"};
+    int m;
+    (void)k;
+    if (parse_choice(value, modes, 2, &m, why, len) < 0)
+        return -1;
+    cfg->suspend_on_no_quorum = m == 1;
+    return 0;
+}
+
+static int parse_region_size(const struct key_def *k, struct vsan_config *cfg, const char *value,
+                             char *why, size_t len)
+{
+    uint64_t v;
+    if (parse_size_value(k, value, &v, why, len) < 0)
+        return -1;
+    if (v & (v - 1)) {
+        snprintf(why, len, "not a power of 2");
+        return -1;
+    }
+    cfg->region_size = v;
+    return 0;
+}
+
+static int parse_mirror_listen(const struct key_def *k, struct vsan_config *cfg,
+                               const char *value, char *why, size_t len)
+{
+    (void)k;
+    if (value[0] == '/') {
+        snprintf(why, len, "expected HOST:PORT or [IPv6]:PORT");
+        return -1;
+    }
+    if (strlen(value) > CONFIG_ADDR_MAX) {
+        snprintf(why, len, "longer than %d characters", CONFIG_ADDR_MAX);
+        return -1;
+    }
+    if (check_address(value, why, len) < 0)
+        return -1;
+    strcpy(cfg->mirror_listen, value);
+    return 0;
+}
+
 #define KEY(sec, key, fn, field, lo, hi)                                                           \
     {                                                                                              \
         sec, key, fn, offsetof(struct vsan_config, field),                                         \
@@ -386,6 +451,13 @@ static const struct key_def keys[] = {
     KEY("nbd", "max_connections", parse_uint, nbd.max_connections, 1, CONFIG_CONNECTIONS_MAX),
     KEY("nbd", "handshake_timeout", parse_uint, nbd.handshake_timeout_ms, 1, CONFIG_TIMEOUT_MS_MAX),
     KEY("nbd", "shutdown_grace", parse_uint, nbd.shutdown_grace_ms, 0, CONFIG_TIMEOUT_MS_MAX),
+    KEY("cluster", "mode", parse_cluster_mode, cluster_mode, 0, 0),
+    KEY("cluster", "name", parse_node_name, cluster_name, 0, 0),
+    KEY("cluster", "region_size", parse_region_size, region_size, CONFIG_REGION_MIN,
+        CONFIG_REGION_MAX),
+    KEY("cluster", "on_no_quorum", parse_on_no_quorum, suspend_on_no_quorum, 0, 0),
+    KEY("cluster", "suspend_timeout", parse_uint, suspend_timeout_ms, 1, CONFIG_TIMEOUT_MS_MAX),
+    KEY("mirror", "listen", parse_mirror_listen, mirror_listen, 0, 0),
     KEY("admin", "socket", parse_admin_socket, admin_socket, 0, 0),
     KEY("log", "level", parse_level, log_level, 0, 0),
     KEY("log", "syslog", parse_bool, log_syslog, 0, 0),
@@ -405,6 +477,10 @@ void config_defaults(struct vsan_config *cfg)
     strcpy(cfg->listen[0], "127.0.0.1:10809");
     cfg->n_listen = 1;
     nbd_server_config_defaults(&cfg->nbd);
+    cfg->cluster_mode = CONFIG_STANDALONE;
+    strcpy(cfg->cluster_name, "vsan");
+    cfg->region_size = 4u * 1024 * 1024;
+    cfg->suspend_timeout_ms = 30000;
     strcpy(cfg->admin_socket, ADMIN_SOCKET_DEFAULT);
     cfg->log_level = LOG_INFO;
     cfg->log_syslog = true;

@@ -32,6 +32,11 @@
 
 enum config_tristate { CONFIG_UNSET = -1, CONFIG_NO = 0, CONFIG_YES = 1 };
 
+enum config_cluster_mode { CONFIG_STANDALONE = 0, CONFIG_COROSYNC = 1 };
+
+#define CONFIG_REGION_MIN (64u * 1024)
+#define CONFIG_REGION_MAX (1024u * 1024 * 1024)
+
 struct vsan_config {
     /* [node] */
     char data_dir[PATH_MAX];
@@ -41,6 +46,14 @@ struct vsan_config {
     char listen[CONFIG_LISTEN_MAX][CONFIG_ADDR_MAX + 1];
     unsigned n_listen;
     struct nbd_server_config nbd;
+    /* [cluster] */
+    int cluster_mode; /* enum config_cluster_mode */
+    char cluster_name[CONFIG_NAME_MAX + 1];
+    uint64_t region_size;      /* power of 2 */
+    bool suspend_on_no_quorum; /* on_no_quorum = suspend (else error) */
+    unsigned suspend_timeout_ms;
+    /* [mirror] */
+    char mirror_listen[CONFIG_ADDR_MAX + 1]; /* announced; "" = none */
     /* [admin] */
     char admin_socket[ADMIN_NAME_MAX + 2]; /* a leading '/' does not count */
     /* [log] */

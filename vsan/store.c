@@ -827,7 +827,8 @@ static int check_size(const char *name, uint64_t size)
  * between leaves an orphan data file that recovery removes. A failed meta
  * write may still have renamed the meta into place, so cleanup goes in
  * delete order. */
-int store_create(struct store *st, const char *name, uint64_t size, struct store_volume *out)
+int store_create(struct store *st, const char *name, uint64_t size, const char *uuid,
+                 struct store_volume *out)
 {
     if (!store_name_valid(name))
         return fail(EINVAL, "volume \"%s\": invalid name", name);
@@ -836,8 +837,11 @@ int store_create(struct store *st, const char *name, uint64_t size, struct store
         return r;
     struct store_volume v = {.size = size, .generation = 1};
     snprintf(v.name, sizeof(v.name), "%s", name);
-    r = uuid_generate(v.uuid);
-    if (r < 0)
+    if (uuid && !uuid_valid(uuid))
+        return fail(EINVAL, "volume \"%s\": invalid uuid \"%s\"", name, uuid);
+    if (uuid)
+        snprintf(v.uuid, sizeof(v.uuid), "%s", uuid);
+    else if ((r = uuid_generate(v.uuid)) < 0)
         return r;
     r = data_create(st, &v);
     if (r < 0)
@@ -926,4 +930,37 @@ int store_delete(struct store *st, const struct store_volume *vol)
     else
         remove_file(st, vol, DATA_SUFFIX);
     return 0;
+}
+
+/* The cluster's volume table version: a counter in its own small file,
+ * replaced atomically like every record of the pool. Absent means 0. */
+#define VERSION_FILE "cluster-version"
+
+int store_version_get(struct store *st, uint64_t *version)
+{
+    char buf[32] = "";
+    int fd = openat(st->dir_fd, VERSION_FILE, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        *version = 0;
+        return 0;
+    }
+    if (fd < 0)
+        return sys_fail(errno, "open \"%s/%s\"", st->path, VERSION_FILE);
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    int e = errno;
+    close(fd);
+    if (n < 0)
+        return sys_fail(e, "read \"%s/%s\"", st->path, VERSION_FILE);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    if (!parse_u64(buf, version))
+        return fail(EINVAL, "\"%s/%s\": not a version number", st->path, VERSION_FILE);
+    return 0;
+}
+
+int store_version_set(struct store *st, uint64_t version)
+{
+    char text[32];
+    snprintf(text, sizeof text, "%" PRIu64 "\n", version);
+    return write_atomic(st->dir_fd, st->path, VERSION_FILE, text);
 }

@@ -61,9 +61,10 @@ bool store_name_valid(const char *name);
  * the caller frees; *n entries, in no particular order. */
 int store_list(struct store *st, struct store_volume **out, size_t *n);
 
-/* Creates a volume with a fresh uuid and an all-zero (sparse) data file.
+/* Creates a volume with the given uuid (NULL: a fresh random one) and an all-zero (sparse) data file.
  * The caller checks that the name is unique. Fills *out. */
-int store_create(struct store *st, const char *name, uint64_t size, struct store_volume *out);
+int store_create(struct store *st, const char *name, uint64_t size, const char *uuid,
+                 struct store_volume *out);
 
 /* Opens vol's data file read-write; the caller owns the fd. */
 int store_open_data(struct store *st, const struct store_volume *vol, int *fd);
@@ -74,5 +75,9 @@ int store_resize(struct store *st, struct store_volume *vol, uint64_t size);
 
 /* Deletes vol's meta and data. */
 int store_delete(struct store *st, const struct store_volume *vol);
+
+/* The cluster's volume table version (0 until set), persisted atomically. */
+int store_version_get(struct store *st, uint64_t *version);
+int store_version_set(struct store *st, uint64_t version);
 
 #endif

@@ -14,6 +14,7 @@
  */
 #include "vsan/volume.h"
 #include "vsan/store.h"
+#include "policing/protocol.h"
 
 #include <qb/qblog.h>
 
@@ -54,6 +55,13 @@ struct volume {
     atomic_bool no_zero_range; /* FALLOC_FL_ZERO_RANGE */
     atomic_bool no_nowait;     /* preadv2(RWF_NOWAIT) */
     bool in_memory;            /* tmpfs/ramfs: nothing waits for a device */
+    /* The registry holds one reference, each connection another: a volume
+     * deleted by the cluster while connected here lives on, gone, until its
+     * last connection closes. */
+    atomic_uint refs;
+    atomic_bool gone;
+    struct policing *pc; /* region write priority, or NULL (set before serving) */
+    uint32_t vid;        /* its id in the region table */
 };
 
 /* With NBD_IO_NOWAIT, zeroing by writing zero data is done inline only up
@@ -65,6 +73,7 @@ struct volume {
  * NBD connections opening volumes can't starve an admin command. */
 struct volumes {
     struct store *store;
+    struct policing *pc; /* given to every volume; NULL in unit tests */
     pthread_rwlock_t lock;
     struct volume **v; /* sorted by name */
     size_t n;
@@ -211,6 +220,24 @@ static int write_iov(struct volume *v, struct iovec *iov, int cnt, uint64_t offs
     return fua && !dsync ? sync_data(v) : 0;
 }
 
+/* Takes write priority on the regions a write touches (cluster mode). */
+static int guard_begin(struct volume *v, uint64_t offset, uint32_t count, unsigned flags,
+                       struct pol_write *w)
+{
+    if (atomic_load_explicit(&v->gone, memory_order_relaxed))
+        return -ESHUTDOWN;
+    if (!v->pc)
+        return 0;
+    return policing_write_begin(v->pc, v->vid, offset, count, flags & NBD_IO_NOWAIT, w);
+}
+
+static int guard_end(struct volume *v, struct pol_write *w, int result)
+{
+    if (v->pc)
+        policing_write_end(v->pc, w);
+    return result;
+}
+
 /* Whether an op with these flags must go the slow way: a sync waits for
  * the device, unless the file lives in memory. Plain writes, trims and
  * zeroes land in the page cache and count as fast. */
@@ -226,8 +253,12 @@ static int vol_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset,
         return -ENOSPC;
     if (must_wait(v, flags))
         return -EAGAIN;
+    struct pol_write w;
+    int r = guard_begin(v, offset, count, flags, &w);
+    if (r < 0)
+        return r;
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = count};
-    return write_iov(v, &iov, 1, offset, flags & NBD_IO_FUA);
+    return guard_end(v, &w, write_iov(v, &iov, 1, offset, flags & NBD_IO_FUA));
 }
 
 static int vol_flush(void *h, unsigned flags)
@@ -305,8 +336,12 @@ static int vol_zero(void *h, uint32_t count, uint64_t offset, unsigned flags)
         return -ENOSPC;
     if (must_wait(v, flags))
         return -EAGAIN;
-    int r = make_zero(v, count, offset, flags);
-    return r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r;
+    struct pol_write w;
+    int r = guard_begin(v, offset, count, flags, &w);
+    if (r < 0)
+        return r;
+    r = make_zero(v, count, offset, flags);
+    return guard_end(v, &w, r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r);
 }
 
 /* vsan promises that trimmed ranges read zeroes, so a trim is a zero that
@@ -318,8 +353,12 @@ static int vol_trim(void *h, uint32_t count, uint64_t offset, unsigned flags)
         return -EINVAL;
     if (must_wait(v, flags))
         return -EAGAIN;
-    int r = make_zero(v, count, offset, (flags & NBD_IO_NOWAIT) | NBD_IO_MAY_TRIM);
-    return r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r;
+    struct pol_write w;
+    int r = guard_begin(v, offset, count, flags, &w);
+    if (r < 0)
+        return r;
+    r = make_zero(v, count, offset, (flags & NBD_IO_NOWAIT) | NBD_IO_MAY_TRIM);
+    return guard_end(v, &w, r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r);
 }
 
 /* Readahead is asynchronous: fast whatever the flags. */
@@ -456,6 +495,9 @@ static int volume_new(struct store *store, const struct store_volume *rec, struc
     atomic_init(&v->no_punch, false);
     atomic_init(&v->no_zero_range, false);
     atomic_init(&v->no_nowait, false);
+    atomic_init(&v->refs, 1);
+    atomic_init(&v->gone, false);
+    v->vid = policing_volume_id(rec->uuid);
     struct statfs fs;
     v->in_memory = fstatfs(v->fd, &fs) == 0 &&
                    (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
@@ -463,8 +505,10 @@ static int volume_new(struct store *store, const struct store_volume *rec, struc
     return 0;
 }
 
-static void volume_free(struct volume *v)
+static void volume_unref(struct volume *v)
 {
+    if (atomic_fetch_sub(&v->refs, 1) != 1)
+        return;
     if (close(v->fd) < 0)
         qb_log(LOG_WARNING, "volume \"%s\": close its data file: %s", v->rec.name, strerror(errno));
     free(v);
@@ -582,7 +626,7 @@ void volumes_close(struct volumes *vols)
     if (vols == NULL)
         return;
     for (size_t i = 0; i < vols->n; i++)
-        volume_free(vols->v[i]);
+        volume_unref(vols->v[i]);
     free(vols->v);
     pthread_rwlock_destroy(&vols->lock);
     free(vols);
@@ -608,7 +652,8 @@ static int add_created(struct volumes *vols, size_t idx, const struct store_volu
     return 0;
 }
 
-int volumes_create(struct volumes *vols, const char *name, uint64_t size, struct volume_info *out)
+int volumes_create(struct volumes *vols, const char *name, uint64_t size, const char *uuid,
+                   struct volume_info *out)
 {
     if (!check_name(name) || !check_size(name, size))
         return -EINVAL;
@@ -625,16 +670,18 @@ int volumes_create(struct volumes *vols, const char *name, uint64_t size, struct
     struct store_volume rec;
     struct volume *v = NULL;
     if (r == 0)
-        r = store_create(vols->store, name, size, &rec);
+        r = store_create(vols->store, name, size, uuid, &rec);
     if (r == 0)
         r = add_created(vols, idx, &rec, &v);
+    if (r == 0)
+        v->pc = vols->pc;
     if (r == 0 && out != NULL)
         r = fill_info(v, out);
     unlock(vols);
     return r;
 }
 
-int volumes_delete(struct volumes *vols, const char *name)
+int volumes_delete(struct volumes *vols, const char *name, bool even_if_busy)
 {
     lock_excl(vols);
     size_t idx;
@@ -642,7 +689,7 @@ int volumes_delete(struct volumes *vols, const char *name)
     int r = 0;
     if (!find(vols, name, &idx)) {
         r = -ENOENT;
-    } else if (atomic_load(&vols->v[idx]->connections) > 0) {
+    } else if (!even_if_busy && atomic_load(&vols->v[idx]->connections) > 0) {
         qb_log(LOG_WARNING, "volume \"%s\": delete refused: %u NBD connection(s) open", name,
                atomic_load(&vols->v[idx]->connections));
         r = -EBUSY;
@@ -650,17 +697,19 @@ int volumes_delete(struct volumes *vols, const char *name)
         r = store_delete(vols->store, &vols->v[idx]->rec);
         if (r == 0) {
             v = vols->v[idx];
+            atomic_store(&v->gone, true);
             remove_at(vols, idx);
         }
     }
     unlock(vols);
     if (v != NULL)
-        volume_free(v);
+        volume_unref(v);
     return r;
 }
 
 /* Under the exclusive lock. */
-static int resize_locked(struct volumes *vols, struct volume *v, uint64_t size, bool force)
+static int resize_locked(struct volumes *vols, struct volume *v, uint64_t size, bool force,
+                         bool even_if_busy)
 {
     if (size < v->rec.size) {
         if (!force) {
@@ -671,7 +720,7 @@ static int resize_locked(struct volumes *vols, struct volume *v, uint64_t size, 
             return -ERANGE;
         }
         unsigned conns = atomic_load(&v->connections);
-        if (conns > 0) {
+        if (conns > 0 && !even_if_busy) {
             qb_log(LOG_WARNING, "volume \"%s\": shrink refused: %u NBD connection(s) open",
                    v->rec.name, conns);
             return -EBUSY;
@@ -686,13 +735,15 @@ static int resize_locked(struct volumes *vols, struct volume *v, uint64_t size, 
 }
 
 int volumes_resize(struct volumes *vols, const char *name, uint64_t size, bool force,
-                   struct volume_info *out)
+                   bool even_if_busy, struct volume_info *out)
 {
     if (!check_size(name, size))
         return -EINVAL;
     lock_excl(vols);
     size_t idx;
-    int r = find(vols, name, &idx) ? resize_locked(vols, vols->v[idx], size, force) : -ENOENT;
+    int r = find(vols, name, &idx)
+                ? resize_locked(vols, vols->v[idx], size, force, even_if_busy)
+                : -ENOENT;
     if (r == 0 && out != NULL)
         r = fill_info(vols->v[idx], out);
     unlock(vols);
@@ -736,8 +787,10 @@ static int cat_open(void *ctx, const char *name, struct nbd_export *exp)
     lock_shared(vols);
     size_t idx;
     struct volume *v = find(vols, name, &idx) ? vols->v[idx] : NULL;
-    if (v != NULL)
+    if (v != NULL) {
+        atomic_fetch_add(&v->refs, 1);
         atomic_fetch_add(&v->connections, 1);
+    }
     unlock(vols);
     if (v == NULL)
         return -ENOENT;
@@ -755,6 +808,16 @@ static void cat_close(void *ctx, struct nbd_export *exp)
     (void)ctx;
     struct volume *v = exp->handle;
     atomic_fetch_sub(&v->connections, 1);
+    volume_unref(v);
+}
+
+void volumes_set_policing(struct volumes *vols, struct policing *pc)
+{
+    lock_excl(vols);
+    vols->pc = pc;
+    for (size_t i = 0; i < vols->n; i++)
+        vols->v[i]->pc = pc;
+    unlock(vols);
 }
 
 struct listed {

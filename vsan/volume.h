@@ -42,18 +42,26 @@ void volumes_close(struct volumes *vols);
 extern const struct nbd_catalog_ops volumes_catalog;
 
 /* -EINVAL bad name or size (0, not a multiple of 512, above VOLUME_SIZE_MAX),
- * -EEXIST name taken, other -errno from the store. Fills *out if non-NULL. */
-int volumes_create(struct volumes *vols, const char *name, uint64_t size, struct volume_info *out);
-/* -ENOENT, -EBUSY (connections open). */
-int volumes_delete(struct volumes *vols, const char *name);
+ * -EEXIST name taken, other -errno from the store. uuid: the cluster's
+ * choice, or NULL for a fresh one. Fills *out if non-NULL. */
+int volumes_create(struct volumes *vols, const char *name, uint64_t size, const char *uuid,
+                   struct volume_info *out);
+/* -ENOENT, -EBUSY (connections open, unless even_if_busy: then they see
+ * -ESHUTDOWN from now on, as when the cluster deleted the volume). */
+int volumes_delete(struct volumes *vols, const char *name, bool even_if_busy);
 /* Grows, or shrinks when force is set. -ENOENT, -EINVAL (bad size),
  * -ERANGE (shrink without force), -EBUSY (shrink while connected). */
 int volumes_resize(struct volumes *vols, const char *name, uint64_t size, bool force,
-                   struct volume_info *out);
+                   bool even_if_busy, struct volume_info *out);
 /* -ENOENT. */
 int volumes_info(struct volumes *vols, const char *name, struct volume_info *out);
 /* A malloc'd array sorted by name, in *out (free it); *n entries. */
 int volumes_list(struct volumes *vols, struct volume_info **out, size_t *n);
+
+struct policing;
+/* Puts every write of every volume under region write priority. Called
+ * before the NBD server starts. */
+void volumes_set_policing(struct volumes *vols, struct policing *pc);
 
 #define VOLUME_SIZE_MAX (UINT64_C(1) << 50) /* 1 PiB: keeps offsets far from overflow */
 

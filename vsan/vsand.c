@@ -14,11 +14,13 @@
  * everything here; the NBD server runs its own threads (server.h).
  */
 #include "nbd-server/server.h"
+#include "policing/protocol.h"
 #include "vsan/admin.h"
 #include "vsan/config.h"
 #include "vsan/log.h"
 #include "vsan/store.h"
 #include "vsan/volume.h"
+#include "vsan/voltable.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -49,6 +51,8 @@ struct node {
     qb_loop_signal_handle sig_term, sig_int;
     struct store *store;
     struct volumes *vols;
+    struct voltable table;
+    struct policing *pc;
     struct nbd_server *nbd;
     struct admin_node admin_node;
     struct admin *admin;
@@ -382,6 +386,35 @@ static int start_nbd(struct node *n)
     return 0;
 }
 
+/* The cluster, or a group of one in standalone mode: either way volume
+ * table changes and writes go through the same protocol. */
+static int start_policing(struct node *n)
+{
+    const struct vsan_config *c = &n->cfg;
+    n->table = (struct voltable){n->store, n->vols};
+    struct policing_params p = {
+        .driver = c->cluster_mode == CONFIG_COROSYNC ? &cluster_corosync : &cluster_local,
+        .group = c->cluster_name,
+        .loop = n->loop,
+        .region_size = c->region_size,
+        .suspend_on_no_quorum = c->suspend_on_no_quorum,
+        .suspend_timeout_ms = c->suspend_timeout_ms,
+        .name = c->name,
+        .nbd = c->listen[0],
+        .mirror = c->mirror_listen,
+        .table = &voltable_ops,
+        .table_ctx = &n->table,
+    };
+    int r = policing_start(&p, &n->pc);
+    if (r < 0) {
+        qb_log(LOG_ERR, "cluster \"%s\" (%s mode): %s", c->cluster_name,
+               c->cluster_mode == CONFIG_COROSYNC ? "corosync" : "standalone", strerror(-r));
+        return r;
+    }
+    volumes_set_policing(n->vols, n->pc);
+    return 0;
+}
+
 /* Each step logs its own error, naming what failed. */
 static int start_node(struct node *n)
 {
@@ -394,11 +427,13 @@ static int start_node(struct node *n)
     if (r == 0)
         r = volumes_open(n->store, &n->vols);
     if (r == 0)
+        r = start_policing(n);
+    if (r == 0)
         r = start_nbd(n);
     if (r < 0)
         return r;
     n->admin_node = (struct admin_node){
-        .cfg = &n->cfg, .vols = n->vols, .nbd = n->nbd, .started = admin_clock()};
+        .cfg = &n->cfg, .vols = n->vols, .nbd = n->nbd, .pc = n->pc, .started = admin_clock()};
     return admin_start(n->loop, &n->admin_node, &n->admin);
 }
 
@@ -407,10 +442,14 @@ static void stop_node(struct node *n)
 {
     if (n->admin)
         admin_stop(n->admin);
+    if (n->pc)
+        policing_close_writes(n->pc); /* no grant can come once the loop stopped */
     if (n->nbd) {
         nbd_server_shutdown(n->nbd);
         nbd_server_free(n->nbd);
     }
+    if (n->pc)
+        policing_stop(n->pc);
     if (n->vols)
         volumes_close(n->vols);
     if (n->store)

@@ -5,11 +5,13 @@
  * foreign message id, an oversized request and a refused non-root client.
  */
 #include "nbd-server/server.h"
+#include "policing/protocol.h"
 #include "vsan/admin.h"
 #include "vsan/admin_proto.h"
 #include "vsan/config.h"
 #include "vsan/store.h"
 #include "vsan/volume.h"
+#include "vsan/voltable.h"
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -30,6 +32,58 @@ static struct store *store;
 static struct volumes *vols;
 static struct nbd_server *nbd;
 static struct admin_node node;
+static qb_loop_t *loop;
+static struct voltable table;
+static struct policing *pc;
+
+/* Runs the loop until done() holds, polling it every millisecond. */
+static bool (*until)(void);
+
+static void check_until(void *data)
+{
+    (void)data;
+    if (until())
+        qb_loop_stop(loop);
+    else
+        qb_loop_timer_add(loop, QB_LOOP_HIGH, 1000000, NULL, check_until, NULL);
+}
+
+static void run_until(bool (*done)(void))
+{
+    until = done;
+    if (done())
+        return;
+    qb_loop_timer_add(loop, QB_LOOP_HIGH, 1000000, NULL, check_until, NULL);
+    qb_loop_run(loop);
+}
+
+static bool synced(void)
+{
+    struct policing_status st;
+    policing_status(pc, &st);
+    return st.synced && st.quorate;
+}
+
+/* The group of one the standalone daemon runs, so table changes take the
+ * same agreed path as in a cluster. */
+static void start_policing(void)
+{
+    loop = qb_loop_create();
+    cr_assert(loop != NULL);
+    table = (struct voltable){store, vols};
+    struct policing_params p = {.driver = &cluster_local,
+                                .group = "test",
+                                .loop = loop,
+                                .region_size = 4 << 20,
+                                .name = "n1",
+                                .nbd = "127.0.0.1:10809",
+                                .mirror = "",
+                                .table = &voltable_ops,
+                                .table_ctx = &table};
+    cr_assert(eq(int, policing_start(&p, &pc), 0));
+    volumes_set_policing(vols, pc);
+    run_until(synced);
+}
 
 static void setup(void)
 {
@@ -41,7 +95,9 @@ static void setup(void)
     cr_assert(eq(int, volumes_open(store, &vols), 0));
     nbd = nbd_server_new(&cfg.nbd, &volumes_catalog, vols);
     cr_assert(nbd != NULL);
-    node = (struct admin_node){.cfg = &cfg, .vols = vols, .nbd = nbd, .started = admin_clock()};
+    start_policing();
+    node = (struct admin_node){
+        .cfg = &cfg, .vols = vols, .nbd = nbd, .pc = pc, .started = admin_clock()};
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -52,8 +108,11 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 
 static void teardown(void)
 {
+    policing_close_writes(pc);
     nbd_server_shutdown(nbd);
     nbd_server_free(nbd);
+    policing_stop(pc);
+    qb_loop_destroy(loop);
     volumes_close(vols);
     store_close(store);
     nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
@@ -62,11 +121,39 @@ static void teardown(void)
 
 TestSuite(admin, .init = setup, .fini = teardown);
 
+/* A call answered on the loop: the reply waits here for exec_len. */
+struct test_call {
+    struct admin_call call;
+    struct json_object *reply;
+    bool answered;
+};
+
+static struct test_call *current;
+
+static void test_answer(struct admin_call *call, struct json_object *reply)
+{
+    struct test_call *tc = (struct test_call *)call;
+    tc->reply = reply;
+    tc->answered = true;
+}
+
+static bool answered(void)
+{
+    return current->answered;
+}
+
 static struct json_object *exec_len(const char *request, size_t len)
 {
-    struct json_object *reply = admin_execute(&node, request, len);
+    struct test_call tc = {{test_answer}, NULL, false};
+    bool later = false;
+    struct json_object *reply = admin_execute(&node, request, len, &tc.call, &later);
     struct json_object *ok;
 
+    if (later) {
+        current = &tc;
+        run_until(answered);
+        reply = tc.reply;
+    }
     cr_assert(reply != NULL, "no reply to %.80s", request);
     cr_assert(json_object_object_get_ex(reply, "ok", &ok) &&
                   json_object_is_type(ok, json_type_boolean),
@@ -328,7 +415,6 @@ Test(admin, mutated_requests_always_get_a_reply)
 
 /* ---- over IPC ------------------------------------------------------------ */
 
-static qb_loop_t *loop;
 static int stop_pipe[2];
 
 static int32_t on_stop(int32_t fd, int32_t revents, void *data)
@@ -345,10 +431,9 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
+/* Serves the fixture's loop (policing included) on a thread of its own. */
 static void start_service(struct admin **adm, pthread_t *thread)
 {
-    loop = qb_loop_create();
-    cr_assert(loop != NULL);
     cr_assert(eq(int, pipe(stop_pipe), 0));
     cr_assert(
         eq(int, qb_loop_poll_add(loop, QB_LOOP_HIGH, stop_pipe[0], POLLIN, NULL, on_stop), 0));
@@ -362,7 +447,6 @@ static void stop_service(struct admin *adm, pthread_t thread)
     cr_assert(eq(int, pthread_join(thread, NULL), 0));
     admin_stop(adm);
     cr_assert(eq(int, qb_loop_poll_del(loop, stop_pipe[0]), 0));
-    qb_loop_destroy(loop);
     close(stop_pipe[0]);
     close(stop_pipe[1]);
 }
@@ -437,12 +521,9 @@ Test(admin, second_service_on_the_same_name_is_refused)
 {
     struct admin *adm, *other;
 
-    loop = qb_loop_create();
-    cr_assert(loop != NULL);
     cr_assert(eq(int, admin_start(loop, &node, &adm), 0));
     cr_assert(eq(int, admin_start(loop, &node, &other), -EADDRINUSE));
     admin_stop(adm);
-    qb_loop_destroy(loop);
 }
 
 /* The child is forked before the loop thread exists and connects once told

@@ -406,4 +406,51 @@ Test(config, sample_config_matches_the_defaults)
     cr_assert(eq(str, cfg.admin_socket, defaults.admin_socket));
     cr_assert(eq(int, cfg.log_level, defaults.log_level));
     cr_assert(eq(int, cfg.log_syslog, defaults.log_syslog));
+    cr_assert(eq(int, cfg.cluster_mode, defaults.cluster_mode));
+    cr_assert(eq(u64, cfg.region_size, defaults.region_size));
+    cr_assert(eq(int, cfg.suspend_on_no_quorum, defaults.suspend_on_no_quorum));
+    cr_assert(eq(u32, cfg.suspend_timeout_ms, defaults.suspend_timeout_ms));
+}
+
+Test(config, cluster_keys)
+{
+    struct vsan_config c;
+    char e[256];
+    FILE *f = fopen(path, "w");
+    cr_assert(f != NULL);
+    fputs("[cluster]\nmode = corosync\nname = lab\nregion_size = 1M\non_no_quorum = suspend\n"
+          "suspend_timeout = 500\n[mirror]\nlisten = 192.0.2.11:10810\n",
+          f);
+    cr_assert(eq(int, fclose(f), 0));
+    config_defaults(&c);
+    cr_assert(eq(int, config_parse(path, &c, e, sizeof e), 0), "%s", e);
+    cr_assert(eq(int, c.cluster_mode, CONFIG_COROSYNC));
+    cr_assert(eq(str, c.cluster_name, "lab"));
+    cr_assert(eq(u64, c.region_size, 1u << 20));
+    cr_assert(c.suspend_on_no_quorum);
+    cr_assert(eq(u32, c.suspend_timeout_ms, 500));
+    cr_assert(eq(str, c.mirror_listen, "192.0.2.11:10810"));
+}
+
+Test(config, bad_cluster_values)
+{
+    static const char *const bad[][2] = {
+        {"[cluster]\nmode = raft\n", "[cluster] mode = \"raft\": expected standalone or corosync"},
+        {"[cluster]\nregion_size = 3M\n", "[cluster] region_size = \"3M\": not a power of 2"},
+        {"[cluster]\nregion_size = 4K\n", "[cluster] region_size = \"4K\": out of range"},
+        {"[cluster]\non_no_quorum = wait\n", "expected error or suspend"},
+        {"[mirror]\nlisten = /tmp/x\n", "[mirror] listen = \"/tmp/x\": expected HOST:PORT"},
+        {"[mirror]\nlisten = nohost\n", "[mirror] listen = \"nohost\""},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct vsan_config c;
+        char e[256];
+        FILE *f = fopen(path, "w");
+        cr_assert(f != NULL);
+        fputs(bad[i][0], f);
+        cr_assert(eq(int, fclose(f), 0));
+        config_defaults(&c);
+        cr_assert(eq(int, config_parse(path, &c, e, sizeof e), -1), "%s accepted", bad[i][0]);
+        cr_assert(strstr(e, bad[i][1]) != NULL, "%s -> %s", bad[i][0], e);
+    }
 }

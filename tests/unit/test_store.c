@@ -179,7 +179,7 @@ static void open_fails(int err, const char *logged)
 static struct store_volume create_ok(struct store *st, const char *name, uint64_t size)
 {
     struct store_volume v;
-    int r = store_create(st, name, size, &v);
+    int r = store_create(st, name, size, NULL, &v);
     cr_assert_eq(r, 0, "store_create %s: %s\nlog:\n%s", name, strerror(-r), logbuf);
     return v;
 }
@@ -383,7 +383,7 @@ Test(store, create_refuses_bad_names)
         "semi;colon", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct store_volume v;
-        cr_assert_eq(store_create(st, bad[i], MiB, &v), -EINVAL, "name \"%s\" accepted", bad[i]);
+        cr_assert_eq(store_create(st, bad[i], MiB, NULL, &v), -EINVAL, "name \"%s\" accepted", bad[i]);
     }
     cr_assert_eq(count_volumes(st), 0);
     cr_assert_eq(count_entries(path_of(STORE_VOLUMES_DIR)), 0);

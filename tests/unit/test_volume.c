@@ -102,7 +102,7 @@ TestSuite(volume_tmpfs, .init = setup_tmpfs, .fini = teardown);
 static struct volume_info create_ok(const char *name, uint64_t size)
 {
     struct volume_info info;
-    int r = volumes_create(vols, name, size, &info);
+    int r = volumes_create(vols, name, size, NULL, &info);
     cr_assert_eq(r, 0, "create %s: %s\n%s", name, strerror(-r), logbuf);
     return info;
 }
@@ -252,15 +252,15 @@ Test(volume, create_refuses_bad_input)
                            "ä",
                            "12345678901234567890123456789012345678901234567890123456789012345"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        cr_assert_eq(volumes_create(vols, names[i], MiB, NULL), -EINVAL, "name \"%s\"", names[i]);
+        cr_assert_eq(volumes_create(vols, names[i], MiB, NULL, NULL), -EINVAL, "name \"%s\"", names[i]);
     cr_assert_not_null(strstr(logbuf, "volume \"a b\": invalid name"), "%s", logbuf);
-    cr_assert_eq(volumes_create(vols, "ok", 0, NULL), -EINVAL);
-    cr_assert_eq(volumes_create(vols, "ok", 1000, NULL), -EINVAL);
-    cr_assert_eq(volumes_create(vols, "ok", VOLUME_SIZE_MAX + 512, NULL), -EINVAL);
+    cr_assert_eq(volumes_create(vols, "ok", 0, NULL, NULL), -EINVAL);
+    cr_assert_eq(volumes_create(vols, "ok", 1000, NULL, NULL), -EINVAL);
+    cr_assert_eq(volumes_create(vols, "ok", VOLUME_SIZE_MAX + 512, NULL, NULL), -EINVAL);
     cr_assert_not_null(strstr(logbuf, "volume \"ok\": invalid size 1000"), "%s", logbuf);
     create_ok("12345678901234567890123456789012345678901234567890123456789012_4", 512);
     create_ok("ok", MiB);
-    cr_assert_eq(volumes_create(vols, "ok", MiB, NULL), -EEXIST);
+    cr_assert_eq(volumes_create(vols, "ok", MiB, NULL, NULL), -EEXIST);
     struct volume_info *list;
     size_t n;
     cr_assert_eq(volumes_list(vols, &list, &n), 0);
@@ -273,7 +273,7 @@ Test(volume, too_large_for_the_file_system)
     /* ext4 files end at 16 TiB: the store's error comes back and nothing
      * of the half-made volume stays. */
     logbuf[0] = '\0';
-    cr_assert_eq(volumes_create(vols, "big", VOLUME_SIZE_MAX, NULL), -EFBIG);
+    cr_assert_eq(volumes_create(vols, "big", VOLUME_SIZE_MAX, NULL, NULL), -EFBIG);
     cr_assert_not_null(strstr(logbuf, "volume \"big\": set \""), "%s", logbuf);
     cr_assert_not_null(strstr(logbuf, "to 1 PiB: ftruncate: File too large"), "%s", logbuf);
     struct volume_info info;
@@ -303,7 +303,7 @@ Test(volume, persists_across_reopen)
 {
     create_ok("a", MiB);
     struct volume_info b = create_ok("b", MiB);
-    cr_assert_eq(volumes_resize(vols, "a", 3 * MiB, false, NULL), 0);
+    cr_assert_eq(volumes_resize(vols, "a", 3 * MiB, false, false, NULL), 0);
     struct nbd_export exp = open_ok("b");
     write_ok(&exp, 4096, 4096, 7, true);
     close_export(&exp);
@@ -316,7 +316,7 @@ Test(volume, persists_across_reopen)
     exp = open_ok("b");
     expect_data(&exp, 4096, 4096, 7);
     close_export(&exp);
-    cr_assert_eq(volumes_delete(vols, "a"), 0);
+    cr_assert_eq(volumes_delete(vols, "a", false), 0);
     close_pool();
     open_pool();
     cr_assert_eq(volumes_info(vols, "a", &a), -ENOENT);
@@ -409,16 +409,16 @@ Test(volume, delete_refused_while_open)
     struct volume_info a = create_ok("a", MiB);
     struct nbd_export exp = open_ok("a");
     logbuf[0] = '\0';
-    cr_assert_eq(volumes_delete(vols, "a"), -EBUSY);
+    cr_assert_eq(volumes_delete(vols, "a", false), -EBUSY);
     cr_assert_not_null(strstr(logbuf, "volume \"a\": delete refused: 1 NBD connection(s) open"),
                        "%s", logbuf);
     /* still served */
     write_ok(&exp, 0, 4096, 1, false);
     expect_data(&exp, 0, 4096, 1);
     close_export(&exp);
-    cr_assert_eq(volumes_delete(vols, "a"), 0);
+    cr_assert_eq(volumes_delete(vols, "a", false), 0);
     cr_assert_eq(access(data_path(&a), F_OK), -1);
-    cr_assert_eq(volumes_delete(vols, "a"), -ENOENT);
+    cr_assert_eq(volumes_delete(vols, "a", false), -ENOENT);
     struct nbd_export none;
     cr_assert_eq(volumes_catalog.open(vols, "a", &none), -ENOENT);
 }
@@ -426,17 +426,17 @@ Test(volume, delete_refused_while_open)
 Test(volume, resize_rules)
 {
     create_ok("a", 4 * MiB);
-    cr_assert_eq(volumes_resize(vols, "nope", MiB, true, NULL), -ENOENT);
-    cr_assert_eq(volumes_resize(vols, "a", 1000, true, NULL), -EINVAL);
-    cr_assert_eq(volumes_resize(vols, "a", 0, true, NULL), -EINVAL);
-    cr_assert_eq(volumes_resize(vols, "a", MiB, false, NULL), -ERANGE);
+    cr_assert_eq(volumes_resize(vols, "nope", MiB, true, false, NULL), -ENOENT);
+    cr_assert_eq(volumes_resize(vols, "a", 1000, true, false, NULL), -EINVAL);
+    cr_assert_eq(volumes_resize(vols, "a", 0, true, false, NULL), -EINVAL);
+    cr_assert_eq(volumes_resize(vols, "a", MiB, false, false, NULL), -ERANGE);
     struct nbd_export exp = open_ok("a");
-    cr_assert_eq(volumes_resize(vols, "a", MiB, true, NULL), -EBUSY);
+    cr_assert_eq(volumes_resize(vols, "a", MiB, true, false, NULL), -EBUSY);
     cr_assert_eq(info_of("a").size, 4 * MiB);
 
     /* growing under a connection is fine, and the connection sees it */
     struct volume_info got;
-    cr_assert_eq(volumes_resize(vols, "a", 8 * MiB, false, &got), 0);
+    cr_assert_eq(volumes_resize(vols, "a", 8 * MiB, false, false, &got), 0);
     cr_assert_eq(got.size, 8 * MiB);
     cr_assert_eq(got.generation, 2);
     cr_assert_eq(got.connections, 1);
@@ -445,14 +445,14 @@ Test(volume, resize_rules)
     expect_data(&exp, 8 * MiB - 4096, 4096, 3);
     close_export(&exp);
 
-    cr_assert_eq(volumes_resize(vols, "a", 2 * MiB, true, &got), 0);
+    cr_assert_eq(volumes_resize(vols, "a", 2 * MiB, true, false, &got), 0);
     cr_assert_eq(got.size, 2 * MiB);
     cr_assert_eq(got.generation, 3);
     struct stat sb;
     cr_assert_eq(stat(data_path(&got), &sb), 0);
     cr_assert_eq(sb.st_size, (off_t)(2 * MiB));
     /* same size: nothing to do */
-    cr_assert_eq(volumes_resize(vols, "a", 2 * MiB, false, &got), 0);
+    cr_assert_eq(volumes_resize(vols, "a", 2 * MiB, false, false, &got), 0);
     cr_assert_eq(got.generation, 3);
 }
 
@@ -462,8 +462,8 @@ Test(volume, grown_space_reads_zeroes)
     struct nbd_export exp = open_ok("a");
     write_ok(&exp, MiB - 64 * KiB, 64 * KiB, 9, false);
     close_export(&exp);
-    cr_assert_eq(volumes_resize(vols, "a", MiB / 2, true, NULL), 0);
-    cr_assert_eq(volumes_resize(vols, "a", MiB, false, NULL), 0);
+    cr_assert_eq(volumes_resize(vols, "a", MiB / 2, true, false, NULL), 0);
+    cr_assert_eq(volumes_resize(vols, "a", MiB, false, false, NULL), 0);
     exp = open_ok("a");
     expect_zero(&exp, MiB / 2, MiB / 2);
     close_export(&exp);
@@ -738,16 +738,16 @@ Test(volume, io_and_admin_concurrently)
     for (unsigned i = 0; i < 50; i++) {
         char name[16];
         snprintf(name, sizeof(name), "tmp%u", i);
-        cr_assert_eq(volumes_create(vols, name, MiB, NULL), 0);
+        cr_assert_eq(volumes_create(vols, name, MiB, NULL, NULL), 0);
         size += 4096;
-        cr_assert_eq(volumes_resize(vols, "shared", size, false, NULL), 0);
+        cr_assert_eq(volumes_resize(vols, "shared", size, false, false, NULL), 0);
         struct volume_info *list;
         size_t n;
         cr_assert_eq(volumes_list(vols, &list, &n), 0);
         free(list);
-        cr_assert_eq(volumes_delete(vols, name), 0);
-        cr_assert_eq(volumes_delete(vols, "shared"), -EBUSY);
-        cr_assert_eq(volumes_resize(vols, "shared", SLOT, true, NULL), -EBUSY);
+        cr_assert_eq(volumes_delete(vols, name, false), 0);
+        cr_assert_eq(volumes_delete(vols, "shared", false), -EBUSY);
+        cr_assert_eq(volumes_resize(vols, "shared", SLOT, true, false, NULL), -EBUSY);
     }
     for (unsigned i = 0; i < WORKERS; i++) {
         cr_assert_eq(pthread_join(w[i].thread, NULL), 0);

@@ -1,0 +1,88 @@
+/* messages.c - framing checks for the policing messages (messages.h). */
+#include "policing/messages.h"
+
+#include <string.h>
+
+void pmsg_init(struct pmsg_header *h, enum pmsg_type type, size_t length)
+{
+    memset(h, 0, length);
+    h->magic = PMSG_MAGIC;
+    h->version = PMSG_VERSION;
+    h->type = (uint16_t)type;
+    h->length = (uint32_t)length;
+}
+
+static size_t fixed_length(int type)
+{
+    switch (type) {
+    case PMSG_HELLO:
+        return sizeof(struct pmsg_hello);
+    case PMSG_REQUEST:
+    case PMSG_RELEASE:
+        return sizeof(struct pmsg_region);
+    case PMSG_VOL_CREATE:
+    case PMSG_VOL_RESIZE:
+    case PMSG_VOL_DELETE:
+        return sizeof(struct pmsg_volume);
+    case PMSG_OFFER:
+        return sizeof(struct pmsg_offer);
+    default:
+        return 0;
+    }
+}
+
+static bool state_ok(const struct pmsg_state *s, size_t len)
+{
+    size_t vols = (size_t)s->nvolumes * sizeof(struct pmsg_state_volume);
+    return len >= sizeof *s && s->nvolumes <= (len - sizeof *s) / sizeof(struct pmsg_state_volume) &&
+           sizeof *s + vols <= len;
+}
+
+int pmsg_check(const void *msg, size_t len, const char **why)
+{
+    const struct pmsg_header *h = msg;
+    if (len < sizeof *h || h->magic != PMSG_MAGIC) {
+        *why = "not a policing message";
+        return -1;
+    }
+    if (h->version != PMSG_VERSION) {
+        *why = "unknown protocol version";
+        return -1;
+    }
+    if (h->length != len) {
+        *why = "length field disagrees with the message";
+        return -1;
+    }
+    if (h->type == PMSG_STATE) {
+        if (!state_ok(msg, len)) {
+            *why = "malformed STATE";
+            return -1;
+        }
+        return h->type;
+    }
+    size_t want = fixed_length(h->type);
+    if (want == 0) {
+        *why = "unknown message type";
+        return -1;
+    }
+    if (len != want) {
+        *why = "wrong length for its type";
+        return -1;
+    }
+    return h->type;
+}
+
+bool pmsg_set_string(char *field, size_t size, const char *s)
+{
+    size_t n = strlen(s);
+    if (n >= size)
+        return false;
+    memset(field, 0, size);
+    memcpy(field, s, n);
+    return true;
+}
+
+bool pmsg_string_ok(const char *field, size_t size)
+{
+    return memchr(field, '\0', size) != NULL;
+}

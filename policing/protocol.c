@@ -1,0 +1,770 @@
+/* protocol.c - the policing protocol of one node (see protocol.h for the
+ * design: agreed stream, sync rounds, the write path). */
+#include "policing/protocol.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <qb/qblog.h>
+
+/* A table or region message held back during a sync round, with its
+ * position among the messages delivered since the membership change. */
+struct held {
+    uint64_t index;
+    uint32_t nodeid, pid;
+    size_t len;
+    char data[];
+};
+
+struct offer {
+    uint32_t nodeid;
+    uint64_t version;
+    uint32_t prev_members;
+    bool synced;
+};
+
+/* An admin command waiting for its table change to come back agreed. */
+struct pending {
+    uint64_t tag;
+    policing_done_fn done;
+    void *arg;
+    struct pending *next;
+};
+
+struct policing {
+    struct policing_params p;
+    char name[PMSG_NAME_MAX + 1], nbd[PMSG_ADDR_MAX], mirror[PMSG_ADDR_MAX], group[PMSG_NAME_MAX + 1];
+    struct cluster *cl;
+    uint32_t self, pid;
+
+    /* Main loop only. */
+    struct policing_member members[CLUSTER_NODES_MAX];
+    size_t nmembers;
+    bool synced;     /* this node's tables are current */
+    bool round_open; /* holding table and region messages */
+    uint32_t winner; /* of the open round, once all offers are in */
+    uint64_t since_change; /* messages delivered since the membership change */
+    struct offer offers[CLUSTER_NODES_MAX];
+    size_t noffers;
+    uint32_t prev_members; /* members before the last change */
+    struct held **held;
+    size_t nheld, capheld;
+    struct pending *pending;
+    uint64_t next_tag;
+
+    /* lock guards everything below, shared with the NBD threads. cond is
+     * broadcast on every grant, quorum change and stop. */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct pol *pol;
+    bool quorate, stopping;
+    uint64_t requests_sent, releases_sent, delivered;
+};
+
+uint32_t policing_volume_id(const char *uuid)
+{
+    char hex[9];
+    memcpy(hex, uuid, 8);
+    hex[8] = '\0';
+    return (uint32_t)strtoul(hex, NULL, 16);
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+static int send_msg(struct policing *pc, const void *msg, size_t len)
+{
+    int r = pc->p.driver->send(pc->cl, msg, len);
+    if (r < 0)
+        qb_log(LOG_ERR, "policing: multicast of a %zu-byte message: %s", len, strerror(-r));
+    return r;
+}
+
+static void send_region(struct policing *pc, enum pmsg_type type, struct pol_key k)
+{
+    struct pmsg_region m;
+    pmsg_init(&m.h, type, sizeof m);
+    m.volume = k.volume;
+    m.region = k.region;
+    if (send_msg(pc, &m, sizeof m) < 0)
+        return;
+    pthread_mutex_lock(&pc->lock);
+    if (type == PMSG_REQUEST)
+        pc->requests_sent++;
+    else
+        pc->releases_sent++;
+    pthread_mutex_unlock(&pc->lock);
+}
+
+/* Carries out what the region state machine asked for; called without
+ * the lock (sending may wait on corosync's flow control). */
+static void carry_out(struct policing *pc, struct pol_actions *a)
+{
+    bool wake = false;
+    for (size_t i = 0; i < a->n; i++) {
+        struct pol_action *x = &a->v[i];
+        switch (x->kind) {
+        case POL_SEND_REQUEST:
+            send_region(pc, PMSG_REQUEST, x->key);
+            break;
+        case POL_SEND_RELEASE:
+            send_region(pc, PMSG_RELEASE, x->key);
+            break;
+        case POL_WAKE:
+            wake = true;
+            break;
+        case POL_LOST:
+            qb_log(LOG_INFO, "policing: volume %08x region %llu: node %u left while owning it",
+                   x->key.volume, (unsigned long long)x->key.region, x->node);
+            break;
+        }
+    }
+    a->n = 0;
+    if (wake) {
+        pthread_mutex_lock(&pc->lock);
+        pthread_cond_broadcast(&pc->cond);
+        pthread_mutex_unlock(&pc->lock);
+    }
+}
+
+/* ---- the write path ----------------------------------------------------- */
+
+static void deadline_after(struct timespec *ts, unsigned ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* With the lock held: 0 once quorate, else -EIO (or -EAGAIN for nowait
+ * callers in suspend mode, who will come back and wait). */
+static int wait_quorum(struct policing *pc, bool nowait)
+{
+    if (pc->quorate)
+        return 0;
+    if (!pc->p.suspend_on_no_quorum)
+        return -EIO;
+    if (nowait)
+        return -EAGAIN;
+    struct timespec deadline;
+    deadline_after(&deadline, pc->p.suspend_timeout_ms);
+    while (!pc->quorate && !pc->stopping)
+        if (pthread_cond_timedwait(&pc->cond, &pc->lock, &deadline) == ETIMEDOUT)
+            break;
+    return pc->quorate ? 0 : -EIO;
+}
+
+int policing_write_begin(struct policing *pc, uint32_t volume, uint64_t offset, uint64_t len,
+                         bool nowait, struct pol_write *w)
+{
+    uint64_t rs = pc->p.region_size;
+    *w = (struct pol_write){.volume = volume,
+                            .first = offset / rs,
+                            .last = (offset + (len ? len - 1 : 0)) / rs};
+    struct pol_actions out = {0};
+    int r = 0;
+    pthread_mutex_lock(&pc->lock);
+    for (;;) {
+        if (pc->stopping) {
+            r = -ESHUTDOWN;
+            break;
+        }
+        r = wait_quorum(pc, nowait);
+        if (r < 0 || pol_write_begin(pc->pol, w, &out))
+            break;
+        if (nowait) {
+            pol_write_cancel(pc->pol, w, &out);
+            r = -EAGAIN;
+            break;
+        }
+        if (out.n > 0) { /* ask first, then wait for the grant */
+            pthread_mutex_unlock(&pc->lock);
+            carry_out(pc, &out);
+            pthread_mutex_lock(&pc->lock);
+            continue;
+        }
+        pthread_cond_wait(&pc->cond, &pc->lock);
+    }
+    if (r < 0 && w->waiting)
+        pol_write_cancel(pc->pol, w, &out);
+    pthread_mutex_unlock(&pc->lock);
+    carry_out(pc, &out);
+    pol_actions_free(&out);
+    return r;
+}
+
+void policing_write_end(struct policing *pc, struct pol_write *w)
+{
+    struct pol_actions out = {0};
+    pthread_mutex_lock(&pc->lock);
+    pol_write_end(pc->pol, w, &out);
+    pthread_mutex_unlock(&pc->lock);
+    carry_out(pc, &out);
+    pol_actions_free(&out);
+}
+
+/* ---- applying the agreed stream ----------------------------------------- */
+
+static struct pending *take_pending(struct policing *pc, uint64_t tag)
+{
+    for (struct pending **p = &pc->pending; *p; p = &(*p)->next) {
+        if ((*p)->tag == tag) {
+            struct pending *x = *p;
+            *p = x->next;
+            return x;
+        }
+    }
+    return NULL;
+}
+
+static int apply_table_change(struct policing *pc, int type, const struct pmsg_volume *m)
+{
+    const struct policing_table_ops *t = pc->p.table;
+    if (!pmsg_string_ok(m->name, sizeof m->name) || !pmsg_string_ok(m->uuid, sizeof m->uuid))
+        return -EINVAL;
+    if (type == PMSG_VOL_CREATE)
+        return t->create(pc->p.table_ctx, m->uuid, m->name, m->size);
+    if (type == PMSG_VOL_RESIZE)
+        return t->resize(pc->p.table_ctx, m->name, m->size, m->force);
+    uint32_t vid = 0;
+    struct policing_volume *list;
+    size_t n;
+    if (t->list(pc->p.table_ctx, &list, &n) == 0) {
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(list[i].name, m->name) == 0)
+                vid = policing_volume_id(list[i].uuid);
+        free(list);
+    }
+    int r = t->remove(pc->p.table_ctx, m->name);
+    if (r == 0 && vid) {
+        struct pol_actions out = {0};
+        pthread_mutex_lock(&pc->lock);
+        pol_on_volume_gone(pc->pol, vid, &out);
+        pthread_mutex_unlock(&pc->lock);
+        carry_out(pc, &out);
+        pol_actions_free(&out);
+    }
+    return r;
+}
+
+static void apply_volume(struct policing *pc, uint32_t nodeid, uint32_t pid, int type,
+                         const struct pmsg_volume *m)
+{
+    int r = apply_table_change(pc, type, m);
+    if (r == 0) {
+        uint64_t v = pc->p.table->version(pc->p.table_ctx) + 1;
+        if (pc->p.table->set_version(pc->p.table_ctx, v) < 0)
+            qb_log(LOG_ERR, "policing: volume table version %llu not persisted",
+                   (unsigned long long)v);
+    }
+    if (nodeid != pc->self || pid != pc->pid)
+        return;
+    struct pending *x = take_pending(pc, m->tag);
+    if (x) {
+        x->done(x->arg, r);
+        free(x);
+    }
+}
+
+static void apply_region(struct policing *pc, uint32_t nodeid, int type,
+                         const struct pmsg_region *m)
+{
+    struct pol_actions out = {0};
+    struct pol_key k = {m->volume, m->region};
+    pthread_mutex_lock(&pc->lock);
+    if (type == PMSG_REQUEST)
+        pol_on_request(pc->pol, k, nodeid, &out);
+    else
+        pol_on_release(pc->pol, k, nodeid, &out);
+    pthread_mutex_unlock(&pc->lock);
+    carry_out(pc, &out);
+    pol_actions_free(&out);
+}
+
+/* A table or region message, applied now. */
+static void apply(struct policing *pc, uint32_t nodeid, uint32_t pid, int type, const void *msg)
+{
+    if (type == PMSG_REQUEST || type == PMSG_RELEASE)
+        apply_region(pc, nodeid, type, msg);
+    else
+        apply_volume(pc, nodeid, pid, type, msg);
+}
+
+static int hold(struct policing *pc, uint32_t nodeid, uint32_t pid, const void *msg, size_t len)
+{
+    if (pc->nheld == pc->capheld) {
+        size_t cap = pc->capheld ? 2 * pc->capheld : 64;
+        struct held **v = realloc(pc->held, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        pc->held = v;
+        pc->capheld = cap;
+    }
+    struct held *h = malloc(sizeof *h + len);
+    if (!h)
+        return -ENOMEM;
+    *h = (struct held){pc->since_change, nodeid, pid, len};
+    memcpy(h->data, msg, len);
+    pc->held[pc->nheld++] = h;
+    return 0;
+}
+
+/* Applies the held messages delivered after the first `from` since the
+ * change (positions count from 1), and forgets all. */
+static void replay_held(struct policing *pc, uint64_t from)
+{
+    for (size_t i = 0; i < pc->nheld; i++) {
+        struct held *h = pc->held[i];
+        if (h->index > from)
+            apply(pc, h->nodeid, h->pid, ((struct pmsg_header *)h->data)->type, h->data);
+        free(h);
+    }
+    pc->nheld = 0;
+}
+
+/* ---- sync rounds -------------------------------------------------------- */
+
+static bool better_offer(const struct offer *a, const struct offer *b)
+{
+    if (a->synced != b->synced)
+        return a->synced;
+    if (a->prev_members != b->prev_members)
+        return a->prev_members > b->prev_members;
+    if (a->version != b->version)
+        return a->version > b->version;
+    return a->nodeid < b->nodeid;
+}
+
+static void send_hello_and_offer(struct policing *pc)
+{
+    struct pmsg_hello h;
+    pmsg_init(&h.h, PMSG_HELLO, sizeof h);
+    pmsg_set_string(h.name, sizeof h.name, pc->name);
+    pmsg_set_string(h.nbd, sizeof h.nbd, pc->nbd);
+    pmsg_set_string(h.mirror, sizeof h.mirror, pc->mirror);
+    struct pmsg_offer o;
+    pmsg_init(&o.h, PMSG_OFFER, sizeof o);
+    o.table_version = pc->p.table->version(pc->p.table_ctx);
+    o.prev_members = pc->prev_members;
+    o.synced = pc->synced;
+    if (send_msg(pc, &h, sizeof h) == 0)
+        send_msg(pc, &o, sizeof o);
+}
+
+static int build_state(struct policing *pc, void **out, size_t *len)
+{
+    struct policing_volume *vols;
+    size_t n;
+    void *snap;
+    size_t snaplen;
+    int r = pc->p.table->list(pc->p.table_ctx, &vols, &n);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&pc->lock);
+    r = pol_snapshot(pc->pol, &snap, &snaplen);
+    pthread_mutex_unlock(&pc->lock);
+    if (r < 0) {
+        free(vols);
+        return r;
+    }
+    *len = sizeof(struct pmsg_state) + n * sizeof(struct pmsg_state_volume) + snaplen;
+    struct pmsg_state *s = malloc(*len);
+    if (s) {
+        pmsg_init(&s->h, PMSG_STATE, *len);
+        s->applied = pc->since_change;
+        s->table_version = pc->p.table->version(pc->p.table_ctx);
+        s->nvolumes = (uint32_t)n;
+        struct pmsg_state_volume *sv = (void *)(s + 1);
+        for (size_t i = 0; i < n; i++) {
+            memset(&sv[i], 0, sizeof sv[i]);
+            memcpy(sv[i].uuid, vols[i].uuid, sizeof sv[i].uuid);
+            memcpy(sv[i].name, vols[i].name, sizeof sv[i].name);
+            sv[i].size = vols[i].size;
+            sv[i].generation = vols[i].generation;
+        }
+        memcpy(sv + n, snap, snaplen);
+    }
+    free(vols);
+    free(snap);
+    *out = s;
+    return s ? 0 : -ENOMEM;
+}
+
+/* The winner: applies what it held, multicasts its state, goes on. */
+static void win_round(struct policing *pc)
+{
+    replay_held(pc, 0);
+    pc->round_open = false;
+    pc->synced = true;
+    void *state;
+    size_t len;
+    int r = build_state(pc, &state, &len);
+    if (r == 0) {
+        send_msg(pc, state, len);
+        free(state);
+    } else {
+        qb_log(LOG_ERR, "policing: building the state for joining members: %s", strerror(-r));
+    }
+    qb_log(LOG_INFO, "policing: in sync, table version %llu, sent to the group",
+           (unsigned long long)pc->p.table->version(pc->p.table_ctx));
+}
+
+static void on_offer(struct policing *pc, uint32_t nodeid, const struct pmsg_offer *m)
+{
+    if (!pc->round_open || pc->winner)
+        return;
+    for (size_t i = 0; i < pc->noffers; i++)
+        if (pc->offers[i].nodeid == nodeid)
+            return;
+    if (pc->noffers == CLUSTER_NODES_MAX)
+        return;
+    pc->offers[pc->noffers++] =
+        (struct offer){nodeid, m->table_version, m->prev_members, m->synced};
+    if (pc->noffers < pc->nmembers)
+        return;
+    const struct offer *best = &pc->offers[0];
+    for (size_t i = 1; i < pc->noffers; i++)
+        if (better_offer(&pc->offers[i], best))
+            best = &pc->offers[i];
+    pc->winner = best->nodeid;
+    qb_log(LOG_DEBUG, "policing: sync round won by node %u (version %llu)", pc->winner,
+           (unsigned long long)best->version);
+    if (pc->winner == pc->self)
+        win_round(pc);
+}
+
+static void load_state(struct policing *pc, const struct pmsg_state *s, size_t len)
+{
+    const struct pmsg_state_volume *sv = (const void *)(s + 1);
+    size_t n = s->nvolumes;
+    struct policing_volume *vols = calloc(n ? n : 1, sizeof *vols);
+    if (!vols) {
+        qb_log(LOG_ERR, "policing: loading the group's state: out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!pmsg_string_ok(sv[i].uuid, sizeof sv[i].uuid) ||
+            !pmsg_string_ok(sv[i].name, sizeof sv[i].name)) {
+            qb_log(LOG_ERR, "policing: the group's state names a malformed volume: ignored");
+            free(vols);
+            return;
+        }
+        memcpy(vols[i].uuid, sv[i].uuid, sizeof vols[i].uuid);
+        memcpy(vols[i].name, sv[i].name, sizeof vols[i].name);
+        vols[i].size = sv[i].size;
+        vols[i].generation = sv[i].generation;
+    }
+    int r = pc->p.table->load(pc->p.table_ctx, vols, n);
+    free(vols);
+    if (r == 0)
+        r = pc->p.table->set_version(pc->p.table_ctx, s->table_version);
+    const char *snap = (const char *)(sv + n);
+    pthread_mutex_lock(&pc->lock);
+    int pr = pol_restore(pc->pol, snap, len - (size_t)(snap - (const char *)s));
+    pthread_cond_broadcast(&pc->cond);
+    pthread_mutex_unlock(&pc->lock);
+    if (r < 0 || pr < 0)
+        qb_log(LOG_ERR, "policing: loading the group's state: table %s, regions %s",
+               strerror(-r), strerror(-pr));
+}
+
+static void on_state(struct policing *pc, uint32_t nodeid, const struct pmsg_state *s, size_t len)
+{
+    if (!pc->round_open || nodeid != pc->winner)
+        return; /* the winner's own STATE, or a stale one */
+    load_state(pc, s, len);
+    replay_held(pc, s->applied);
+    pc->round_open = false;
+    pc->synced = true;
+    qb_log(LOG_INFO, "policing: in sync with node %u, table version %llu", nodeid,
+           (unsigned long long)s->table_version);
+}
+
+static void on_hello(struct policing *pc, uint32_t nodeid, const struct pmsg_hello *m)
+{
+    if (!pmsg_string_ok(m->name, sizeof m->name) || !pmsg_string_ok(m->nbd, sizeof m->nbd) ||
+        !pmsg_string_ok(m->mirror, sizeof m->mirror))
+        return;
+    for (size_t i = 0; i < pc->nmembers; i++) {
+        struct policing_member *x = &pc->members[i];
+        if (x->nodeid != nodeid)
+            continue;
+        memcpy(x->name, m->name, sizeof x->name);
+        memcpy(x->nbd, m->nbd, sizeof x->nbd);
+        memcpy(x->mirror, m->mirror, sizeof x->mirror);
+    }
+}
+
+/* ---- transport callbacks ------------------------------------------------ */
+
+static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg, size_t len)
+{
+    struct policing *pc = ctx;
+    const char *why;
+    int type = pmsg_check(msg, len, &why);
+    pthread_mutex_lock(&pc->lock);
+    pc->delivered++;
+    pthread_mutex_unlock(&pc->lock);
+    if (type < 0) {
+        qb_log(LOG_WARNING, "policing: node %u pid %u: dropped a message: %s", nodeid, pid, why);
+        return;
+    }
+    if (pc->round_open)
+        pc->since_change++;
+    switch (type) {
+    case PMSG_HELLO:
+        on_hello(pc, nodeid, msg);
+        return;
+    case PMSG_OFFER:
+        on_offer(pc, nodeid, msg);
+        return;
+    case PMSG_STATE:
+        on_state(pc, nodeid, msg, len);
+        return;
+    default:
+        break;
+    }
+    if (pc->round_open) {
+        if (hold(pc, nodeid, pid, msg, len) < 0)
+            qb_log(LOG_ERR, "policing: out of memory holding a message during sync");
+        return;
+    }
+    apply(pc, nodeid, pid, type, msg);
+}
+
+static void update_members(struct policing *pc, const struct cluster_member *m, size_t n)
+{
+    struct policing_member next[CLUSTER_NODES_MAX];
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < CLUSTER_NODES_MAX; i++) {
+        next[k] = (struct policing_member){.nodeid = m[i].nodeid};
+        for (size_t j = 0; j < pc->nmembers; j++)
+            if (pc->members[j].nodeid == m[i].nodeid)
+                next[k] = pc->members[j];
+        k++;
+    }
+    pc->prev_members = (uint32_t)pc->nmembers;
+    memcpy(pc->members, next, k * sizeof next[0]);
+    pc->nmembers = k;
+}
+
+static void on_confchg(void *ctx, const struct cluster_member *members, size_t n,
+                       const struct cluster_member *left, size_t nleft,
+                       const struct cluster_member *joined, size_t njoined)
+{
+    struct policing *pc = ctx;
+    bool was_open = pc->round_open;
+    /* What was held belongs before this change: apply it on this node's
+     * table (a round follows whenever the tables may differ). */
+    replay_held(pc, 0);
+    update_members(pc, members, n);
+    struct pol_actions out = {0};
+    for (size_t i = 0; i < nleft; i++) {
+        qb_log(LOG_INFO, "policing: node %u (pid %u) left the group (%s)", left[i].nodeid,
+               left[i].pid,
+               left[i].reason == CLUSTER_PROCDOWN ? "process died"
+               : left[i].reason == CLUSTER_NODEDOWN ? "node down"
+                                                    : "left");
+        pthread_mutex_lock(&pc->lock);
+        pol_on_leave(pc->pol, left[i].nodeid, &out);
+        pthread_mutex_unlock(&pc->lock);
+    }
+    carry_out(pc, &out);
+    pol_actions_free(&out);
+    for (size_t i = 0; i < njoined; i++)
+        qb_log(LOG_INFO, "policing: node %u (pid %u) joined the group", joined[i].nodeid,
+               joined[i].pid);
+    if (njoined == 0 && !was_open)
+        return;
+    pc->round_open = true;
+    pc->winner = 0;
+    pc->noffers = 0;
+    pc->since_change = 0;
+    send_hello_and_offer(pc);
+}
+
+static void on_quorum(void *ctx, bool quorate)
+{
+    struct policing *pc = ctx;
+    pthread_mutex_lock(&pc->lock);
+    bool changed = pc->quorate != quorate;
+    pc->quorate = quorate;
+    pthread_cond_broadcast(&pc->cond);
+    pthread_mutex_unlock(&pc->lock);
+    if (changed)
+        qb_log(quorate ? LOG_INFO : LOG_WARNING, "policing: quorum %s%s",
+               quorate ? "regained" : "lost",
+               quorate ? "" : pc->p.suspend_on_no_quorum ? ": writes wait" : ": writes fail");
+}
+
+static const struct cluster_events events = {
+    .deliver = on_deliver,
+    .confchg = on_confchg,
+    .quorum = on_quorum,
+};
+
+/* ---- table change requests ---------------------------------------------- */
+
+static int request_change(struct policing *pc, enum pmsg_type type, const char *uuid,
+                          const char *name, uint64_t size, bool force, policing_done_fn done,
+                          void *arg)
+{
+    pthread_mutex_lock(&pc->lock);
+    bool quorate = pc->quorate;
+    pthread_mutex_unlock(&pc->lock);
+    if (!quorate)
+        return -ENOLINK; /* no quorum: the table can't change */
+    struct pmsg_volume m;
+    pmsg_init(&m.h, type, sizeof m);
+    if (!pmsg_set_string(m.name, sizeof m.name, name) ||
+        !pmsg_set_string(m.uuid, sizeof m.uuid, uuid ? uuid : ""))
+        return -EINVAL;
+    m.size = size;
+    m.force = force;
+    m.tag = ++pc->next_tag;
+    struct pending *x = malloc(sizeof *x);
+    if (!x)
+        return -ENOMEM;
+    *x = (struct pending){m.tag, done, arg, pc->pending};
+    pc->pending = x;
+    int r = send_msg(pc, &m, sizeof m);
+    if (r < 0)
+        free(take_pending(pc, m.tag));
+    return r;
+}
+
+static int new_uuid(char out[PMSG_UUID_LEN + 1])
+{
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+        return -errno;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    snprintf(out, PMSG_UUID_LEN + 1,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+    return 0;
+}
+
+int policing_volume_create(struct policing *pc, const char *name, uint64_t size,
+                           policing_done_fn done, void *arg)
+{
+    char uuid[PMSG_UUID_LEN + 1];
+    int r = new_uuid(uuid);
+    return r < 0 ? r : request_change(pc, PMSG_VOL_CREATE, uuid, name, size, false, done, arg);
+}
+
+int policing_volume_resize(struct policing *pc, const char *name, uint64_t size, bool force,
+                           policing_done_fn done, void *arg)
+{
+    return request_change(pc, PMSG_VOL_RESIZE, NULL, name, size, force, done, arg);
+}
+
+int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done,
+                           void *arg)
+{
+    return request_change(pc, PMSG_VOL_DELETE, NULL, name, 0, false, done, arg);
+}
+
+/* ---- life cycle --------------------------------------------------------- */
+
+void policing_status(struct policing *pc, struct policing_status *st)
+{
+    pthread_mutex_lock(&pc->lock);
+    *st = (struct policing_status){
+        .nodeid = pc->self,
+        .quorate = pc->quorate,
+        .synced = pc->synced,
+        .region_size = pc->p.region_size,
+        .requests_sent = pc->requests_sent,
+        .releases_sent = pc->releases_sent,
+        .messages_delivered = pc->delivered,
+        .regions = pol_regions(pc->pol),
+    };
+    pthread_mutex_unlock(&pc->lock);
+    st->table_version = pc->p.table->version(pc->p.table_ctx);
+    st->nmembers = pc->nmembers;
+    memcpy(st->members, pc->members, pc->nmembers * sizeof pc->members[0]);
+}
+
+int policing_start(const struct policing_params *p, struct policing **out)
+{
+    struct policing *pc = calloc(1, sizeof *pc);
+    if (!pc)
+        return -ENOMEM;
+    pc->p = *p;
+    if (!pmsg_set_string(pc->name, sizeof pc->name, p->name) ||
+        !pmsg_set_string(pc->nbd, sizeof pc->nbd, p->nbd) ||
+        !pmsg_set_string(pc->mirror, sizeof pc->mirror, p->mirror) ||
+        !pmsg_set_string(pc->group, sizeof pc->group, p->group)) {
+        free(pc);
+        return -ENAMETOOLONG;
+    }
+    pc->p.name = pc->name;
+    pc->p.nbd = pc->nbd;
+    pc->p.mirror = pc->mirror;
+    pc->p.group = pc->group;
+    pc->pid = (uint32_t)getpid();
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&pc->lock, NULL);
+    pthread_cond_init(&pc->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    int r = p->driver->init(&pc->cl, pc->group, p->loop, &events, pc);
+    if (r < 0) {
+        pthread_cond_destroy(&pc->cond);
+        pthread_mutex_destroy(&pc->lock);
+        free(pc);
+        return r;
+    }
+    pc->self = p->driver->local_nodeid(pc->cl);
+    pc->pol = pol_new(pc->self);
+    if (!pc->pol) {
+        p->driver->fini(pc->cl);
+        free(pc);
+        return -ENOMEM;
+    }
+    qb_log(LOG_INFO, "policing: node %u joined group \"%s\" (%s), regions of %llu bytes",
+           pc->self, pc->group, p->driver->name, (unsigned long long)p->region_size);
+    *out = pc;
+    return 0;
+}
+
+void policing_close_writes(struct policing *pc)
+{
+    pthread_mutex_lock(&pc->lock);
+    pc->stopping = true;
+    pthread_cond_broadcast(&pc->cond);
+    pthread_mutex_unlock(&pc->lock);
+}
+
+void policing_stop(struct policing *pc)
+{
+    if (!pc)
+        return;
+    policing_close_writes(pc);
+    pc->p.driver->fini(pc->cl);
+    replay_held(pc, UINT64_MAX);
+    free(pc->held);
+    while (pc->pending) {
+        struct pending *x = pc->pending;
+        pc->pending = x->next;
+        x->done(x->arg, -ESHUTDOWN);
+        free(x);
+    }
+    pol_free(pc->pol);
+    pthread_cond_destroy(&pc->cond);
+    pthread_mutex_destroy(&pc->lock);
+    free(pc);
+}

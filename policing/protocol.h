@@ -1,0 +1,130 @@
+/* protocol.h - the policing protocol of one node: membership with
+ * endpoints, quorum, the replicated volume table and per-region write
+ * priority, over a cluster transport (cluster.h).
+ *
+ * Every node applies the same agreed stream of messages and membership
+ * changes to the same deterministic state (priority.h for regions, the
+ * volume table through policing_table_ops), so every node reaches the same
+ * decisions without asking anyone.
+ *
+ * Joining and merging: after any membership change that adds members,
+ * every member multicasts an OFFER with its table's version; once all
+ * offers are in, every node knows the winner (a node that was already in
+ * sync, then the highest version, then the lowest node id). Meanwhile
+ * table and region messages are held back. The winner applies what it held,
+ * multicasts its state (volume table and region table) with the number of
+ * messages it had applied since the change, and goes on; the others load
+ * that state and replay what they held from that point. A returning node
+ * so receives the current table and makes its local replicas match it.
+ *
+ * Threads: the transport's callbacks and the table changes run on the
+ * main loop. The write path (policing_write_begin/end) runs on the NBD
+ * threads; `lock` guards the region state machine, the quorum flag and the
+ * counters it shares with them.
+ */
+#ifndef VSAN_POLICING_PROTOCOL_H
+#define VSAN_POLICING_PROTOCOL_H
+
+#include "policing/cluster.h"
+#include "policing/messages.h"
+#include "policing/priority.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <qb/qbloop.h>
+
+/* A volume as the agreed table knows it. */
+struct policing_volume {
+    char uuid[PMSG_UUID_LEN + 1];
+    char name[PMSG_NAME_MAX + 1];
+    uint64_t size;
+    uint64_t generation;
+};
+
+/* The local side of the volume table, called on the main loop in agreed
+ * order. Results must depend only on the table (never on local
+ * connections), so every node reaches the same one. */
+struct policing_table_ops {
+    int (*create)(void *ctx, const char *uuid, const char *name, uint64_t size);
+    int (*resize)(void *ctx, const char *name, uint64_t size, bool force);
+    int (*remove)(void *ctx, const char *name);
+    /* The whole table, malloc'd; the caller frees it. */
+    int (*list)(void *ctx, struct policing_volume **out, size_t *n);
+    /* Makes the local table equal to v (creating, resizing, deleting local
+     * replicas as needed). */
+    int (*load)(void *ctx, const struct policing_volume *v, size_t n);
+    /* How many changes the table has seen (persisted). */
+    uint64_t (*version)(void *ctx);
+    int (*set_version)(void *ctx, uint64_t version);
+};
+
+struct policing_params {
+    const struct cluster_driver *driver;
+    const char *group; /* the process group: the cluster's name */
+    qb_loop_t *loop;
+    uint64_t region_size;
+    bool suspend_on_no_quorum; /* else writes fail with EIO at once */
+    unsigned suspend_timeout_ms;
+    const char *name, *nbd, *mirror; /* this node's endpoints, announced */
+    const struct policing_table_ops *table;
+    void *table_ctx;
+};
+
+struct policing;
+
+int policing_start(const struct policing_params *p, struct policing **out);
+/* Fails every write waiting for a region or quorum, and all later ones,
+ * with -ESHUTDOWN: the first step of stopping, before the NBD server. */
+void policing_close_writes(struct policing *pc);
+void policing_stop(struct policing *pc);
+
+/* ---- the write path (any thread) ------------------------------------- */
+
+/* Gets write priority on every region of [offset, offset+len) of volume,
+ * filling *w. 0: write, then call policing_write_end. -EAGAIN: nowait and
+ * a region must be asked for (call again without nowait); -EIO: no quorum
+ * (after the suspend timeout in suspend mode); -ESHUTDOWN: stopping. */
+int policing_write_begin(struct policing *pc, uint32_t volume, uint64_t offset, uint64_t len,
+                         bool nowait, struct pol_write *w);
+void policing_write_end(struct policing *pc, struct pol_write *w);
+
+/* A volume's id in the region table: the first 32 bits of its uuid. */
+uint32_t policing_volume_id(const char *uuid);
+
+/* ---- the volume table (main loop) ------------------------------------ */
+
+/* Called once the change has been applied here (result 0 or -errno, the
+ * same on every node), or failed to be sent. */
+typedef void (*policing_done_fn)(void *arg, int result);
+
+int policing_volume_create(struct policing *pc, const char *name, uint64_t size,
+                           policing_done_fn done, void *arg);
+int policing_volume_resize(struct policing *pc, const char *name, uint64_t size, bool force,
+                           policing_done_fn done, void *arg);
+int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done,
+                           void *arg);
+
+/* ---- status (main loop) ---------------------------------------------- */
+
+struct policing_member {
+    uint32_t nodeid;
+    char name[PMSG_NAME_MAX + 1];
+    char nbd[PMSG_ADDR_MAX];
+    char mirror[PMSG_ADDR_MAX];
+};
+
+struct policing_status {
+    uint32_t nodeid;
+    bool quorate;
+    bool synced;
+    uint64_t table_version;
+    uint64_t region_size;
+    uint64_t requests_sent, releases_sent, messages_delivered, regions;
+    size_t nmembers;
+    struct policing_member members[CLUSTER_NODES_MAX];
+};
+
+void policing_status(struct policing *pc, struct policing_status *st);
+
+#endif

@@ -1,0 +1,142 @@
+/* voltable.c - the node's side of the replicated volume table: the
+ * policing protocol's table ops (policing/protocol.h) over the volume
+ * layer and the store.
+ *
+ * Changes arrive in agreed order and must have the same outcome on every
+ * node, so nothing here depends on local state other than the table: a
+ * volume deleted or shrunk by the cluster goes even while this node has
+ * NBD clients on it (they get ESHUTDOWN or a shorter volume). The
+ * requesting node's admin command refuses that for its own clients before
+ * it asks (admin_cmds.c).
+ */
+#include "vsan/voltable.h"
+
+#include "vsan/store.h"
+#include "vsan/volume.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <qb/qblog.h>
+
+static int vt_create(void *ctx, const char *uuid, const char *name, uint64_t size)
+{
+    struct voltable *t = ctx;
+    return volumes_create(t->vols, name, size, uuid, NULL);
+}
+
+static int vt_resize(void *ctx, const char *name, uint64_t size, bool force)
+{
+    struct voltable *t = ctx;
+    return volumes_resize(t->vols, name, size, force, true, NULL);
+}
+
+static int vt_remove(void *ctx, const char *name)
+{
+    struct voltable *t = ctx;
+    return volumes_delete(t->vols, name, true);
+}
+
+static int vt_list(void *ctx, struct policing_volume **out, size_t *n)
+{
+    struct voltable *t = ctx;
+    struct volume_info *info;
+    int r = volumes_list(t->vols, &info, n);
+    if (r < 0)
+        return r;
+    *out = calloc(*n ? *n : 1, sizeof **out);
+    if (!*out) {
+        free(info);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < *n; i++) {
+        struct policing_volume *v = &(*out)[i];
+        snprintf(v->uuid, sizeof v->uuid, "%s", info[i].uuid);
+        snprintf(v->name, sizeof v->name, "%s", info[i].name);
+        v->size = info[i].size;
+        v->generation = info[i].generation;
+    }
+    free(info);
+    return 0;
+}
+
+static const struct policing_volume *find_uuid(const struct policing_volume *v, size_t n,
+                                               const char *uuid)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i].uuid, uuid) == 0)
+            return &v[i];
+    return NULL;
+}
+
+/* Local replicas the group does not have, or has under another name. */
+static int drop_extra(struct voltable *t, const struct policing_volume *want, size_t n)
+{
+    struct policing_volume *have;
+    size_t nh;
+    int r = vt_list(t, &have, &nh);
+    for (size_t i = 0; r == 0 && i < nh; i++) {
+        const struct policing_volume *w = find_uuid(want, n, have[i].uuid);
+        if (w && strcmp(w->name, have[i].name) == 0)
+            continue;
+        qb_log(LOG_INFO, "volume \"%s\" (%s): not in the group's table: deleting the local replica",
+               have[i].name, have[i].uuid);
+        r = volumes_delete(t->vols, have[i].name, true);
+    }
+    free(have);
+    return r;
+}
+
+/* Creates or resizes local replicas to match the group's table. */
+static int add_missing(struct voltable *t, const struct policing_volume *want, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct volume_info info;
+        int r = volumes_info(t->vols, want[i].name, &info);
+        if (r == -ENOENT) {
+            qb_log(LOG_INFO, "volume \"%s\" (%s): creating the local replica", want[i].name,
+                   want[i].uuid);
+            r = volumes_create(t->vols, want[i].name, want[i].size, want[i].uuid, NULL);
+        } else if (r == 0 && info.size != want[i].size) {
+            qb_log(LOG_INFO, "volume \"%s\": resizing the local replica to the group's size",
+                   want[i].name);
+            r = volumes_resize(t->vols, want[i].name, want[i].size, true, true, NULL);
+        }
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int vt_load(void *ctx, const struct policing_volume *v, size_t n)
+{
+    struct voltable *t = ctx;
+    int r = drop_extra(t, v, n);
+    return r < 0 ? r : add_missing(t, v, n);
+}
+
+static uint64_t vt_version(void *ctx)
+{
+    struct voltable *t = ctx;
+    uint64_t v = 0;
+    if (store_version_get(t->store, &v) < 0)
+        return 0;
+    return v;
+}
+
+static int vt_set_version(void *ctx, uint64_t version)
+{
+    struct voltable *t = ctx;
+    return store_version_set(t->store, version);
+}
+
+const struct policing_table_ops voltable_ops = {
+    .create = vt_create,
+    .resize = vt_resize,
+    .remove = vt_remove,
+    .list = vt_list,
+    .load = vt_load,
+    .version = vt_version,
+    .set_version = vt_set_version,
+};

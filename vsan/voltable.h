@@ -1,0 +1,18 @@
+/* voltable.h - the replicated volume table's local side (voltable.c). */
+#ifndef VSAN_VOLTABLE_H
+#define VSAN_VOLTABLE_H
+
+#include "policing/protocol.h"
+
+struct store;
+struct volumes;
+
+/* The ctx of voltable_ops. */
+struct voltable {
+    struct store *store;
+    struct volumes *vols;
+};
+
+extern const struct policing_table_ops voltable_ops;
+
+#endif
