@@ -34,7 +34,8 @@ static size_t fixed_length(int type)
 static bool state_ok(const struct pmsg_state *s, size_t len)
 {
     size_t vols = (size_t)s->nvolumes * sizeof(struct pmsg_state_volume);
-    return len >= sizeof *s && s->nvolumes <= (len - sizeof *s) / sizeof(struct pmsg_state_volume) &&
+    return len >= sizeof *s &&
+           s->nvolumes <= (len - sizeof *s) / sizeof(struct pmsg_state_volume) &&
            sizeof *s + vols <= len;
 }
 

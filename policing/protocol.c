@@ -39,16 +39,17 @@ struct pending {
 
 struct policing {
     struct policing_params p;
-    char name[PMSG_NAME_MAX + 1], nbd[PMSG_ADDR_MAX], mirror[PMSG_ADDR_MAX], group[PMSG_NAME_MAX + 1];
+    char name[PMSG_NAME_MAX + 1], nbd[PMSG_ADDR_MAX], mirror[PMSG_ADDR_MAX],
+        group[PMSG_NAME_MAX + 1];
     struct cluster *cl;
     uint32_t self, pid;
 
     /* Main loop only. */
     struct policing_member members[CLUSTER_NODES_MAX];
     size_t nmembers;
-    bool synced;     /* this node's tables are current */
-    bool round_open; /* holding table and region messages */
-    uint32_t winner; /* of the open round, once all offers are in */
+    bool synced;           /* this node's tables are current */
+    bool round_open;       /* holding table and region messages */
+    uint32_t winner;       /* of the open round, once all offers are in */
     uint64_t since_change; /* messages delivered since the membership change */
     struct offer offers[CLUSTER_NODES_MAX];
     size_t noffers;
@@ -167,9 +168,8 @@ int policing_write_begin(struct policing *pc, uint32_t volume, uint64_t offset, 
                          bool nowait, struct pol_write *w)
 {
     uint64_t rs = pc->p.region_size;
-    *w = (struct pol_write){.volume = volume,
-                            .first = offset / rs,
-                            .last = (offset + (len ? len - 1 : 0)) / rs};
+    *w = (struct pol_write){
+        .volume = volume, .first = offset / rs, .last = (offset + (len ? len - 1 : 0)) / rs};
     struct pol_actions out = {0};
     int r = 0;
     pthread_mutex_lock(&pc->lock);
@@ -473,8 +473,8 @@ static void load_state(struct policing *pc, const struct pmsg_state *s, size_t l
     pthread_cond_broadcast(&pc->cond);
     pthread_mutex_unlock(&pc->lock);
     if (r < 0 || pr < 0)
-        qb_log(LOG_ERR, "policing: loading the group's state: table %s, regions %s",
-               strerror(-r), strerror(-pr));
+        qb_log(LOG_ERR, "policing: loading the group's state: table %s, regions %s", strerror(-r),
+               strerror(-pr));
 }
 
 static void on_state(struct policing *pc, uint32_t nodeid, const struct pmsg_state *s, size_t len)
@@ -571,7 +571,7 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
     for (size_t i = 0; i < nleft; i++) {
         qb_log(LOG_INFO, "policing: node %u (pid %u) left the group (%s)", left[i].nodeid,
                left[i].pid,
-               left[i].reason == CLUSTER_PROCDOWN ? "process died"
+               left[i].reason == CLUSTER_PROCDOWN   ? "process died"
                : left[i].reason == CLUSTER_NODEDOWN ? "node down"
                                                     : "left");
         pthread_mutex_lock(&pc->lock);
@@ -603,7 +603,9 @@ static void on_quorum(void *ctx, bool quorate)
     if (changed)
         qb_log(quorate ? LOG_INFO : LOG_WARNING, "policing: quorum %s%s",
                quorate ? "regained" : "lost",
-               quorate ? "" : pc->p.suspend_on_no_quorum ? ": writes wait" : ": writes fail");
+               quorate                      ? ""
+               : pc->p.suspend_on_no_quorum ? ": writes wait"
+                                            : ": writes fail");
 }
 
 static const struct cluster_events events = {
@@ -670,8 +672,7 @@ int policing_volume_resize(struct policing *pc, const char *name, uint64_t size,
     return request_change(pc, PMSG_VOL_RESIZE, NULL, name, size, force, done, arg);
 }
 
-int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done,
-                           void *arg)
+int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done, void *arg)
 {
     return request_change(pc, PMSG_VOL_DELETE, NULL, name, 0, false, done, arg);
 }
@@ -735,8 +736,8 @@ int policing_start(const struct policing_params *p, struct policing **out)
         free(pc);
         return -ENOMEM;
     }
-    qb_log(LOG_INFO, "policing: node %u joined group \"%s\" (%s), regions of %llu bytes",
-           pc->self, pc->group, p->driver->name, (unsigned long long)p->region_size);
+    qb_log(LOG_INFO, "policing: node %u joined group \"%s\" (%s), regions of %llu bytes", pc->self,
+           pc->group, p->driver->name, (unsigned long long)p->region_size);
     *out = pc;
     return 0;
 }

@@ -125,8 +125,7 @@ static struct json_object *volume_failure(const char *name, const char *op, int 
         return admin_reply_error(ADMIN_E_NO_QUORUM,
                                  "volume \"%s\": cannot %s: this node has no quorum", name, op);
     case -ESHUTDOWN:
-        return admin_reply_error(ADMIN_E_SYSTEM, "volume \"%s\": %s: vsand is stopping", name,
-                                 op);
+        return admin_reply_error(ADMIN_E_SYSTEM, "volume \"%s\": %s: vsand is stopping", name, op);
     case -EINVAL:
         return admin_reply_error(
             ADMIN_E_BAD_NAME,
@@ -327,9 +326,8 @@ static struct json_object *cmd_status(const struct context *ctx, struct json_obj
     if (add(o, "name", json_object_new_string(node->cfg->name)) < 0 ||
         add(o, "version", json_object_new_string(VSAN_VERSION)) < 0 ||
         add(o, "mode",
-            json_object_new_string(node->cfg->cluster_mode == CONFIG_COROSYNC ? "corosync"
-                                                                              : "standalone")) <
-            0 ||
+            json_object_new_string(
+                node->cfg->cluster_mode == CONFIG_COROSYNC ? "corosync" : "standalone")) < 0 ||
         add(o, "pid", json_object_new_int(getpid())) < 0 ||
         add(o, "data_dir", json_object_new_string(node->cfg->data_dir)) < 0 ||
         add(o, "nbd_listen", listen_array(node->cfg)) < 0 ||
@@ -419,8 +417,8 @@ static void change_done(void *arg, int r)
     } else if (r == 0 && (r = volumes_info(ch->node->vols, ch->name, &info)) == 0) {
         char human[SIZE_FORMAT_MAX];
         size_format(info.size, human, sizeof human);
-        qb_log(LOG_INFO, "volume \"%s\" %sd: %s (%" PRIu64 " bytes), uuid %s%s", info.name,
-               ch->op, human, info.size, info.uuid, ch->force ? ", forced" : "");
+        qb_log(LOG_INFO, "volume \"%s\" %sd: %s (%" PRIu64 " bytes), uuid %s%s", info.name, ch->op,
+               human, info.size, info.uuid, ch->force ? ", forced" : "");
         reply = reply_ok(volume_object(&info));
     } else {
         reply = volume_failure(ch->name, ch->op, r);

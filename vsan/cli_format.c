@@ -10,6 +10,7 @@
 #include "vsan/size.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -93,8 +94,61 @@ static void join_strings(struct json_object *o, const char *key, char *buf, size
     }
 }
 
+static bool bool_of(struct json_object *o, const char *key)
+{
+    struct json_object *v;
+
+    return json_object_object_get_ex(o, key, &v) && json_object_get_boolean(v);
+}
+
+/* "n1 (1, 192.0.2.11:10809), n2 (2, ...)" */
+static void join_members(struct json_object *cluster, char *buf, size_t len)
+{
+    struct json_object *a;
+    size_t used = 0;
+
+    buf[0] = '\0';
+    if (!json_object_object_get_ex(cluster, "members", &a) ||
+        !json_object_is_type(a, json_type_array))
+        return;
+    for (size_t i = 0; i < json_object_array_length(a) && used < len; i++) {
+        struct json_object *m = json_object_array_get_idx(a, i);
+        used += snprintf(buf + used, len - used, "%s%s (%" PRIu64 ", %s)", i ? ", " : "",
+                         str_of(m, "name"), u64_of(m, "nodeid"), str_of(m, "nbd"));
+    }
+}
+
+static void print_cluster(struct json_object *c)
+{
+    char buf[1200];
+    struct json_object *pol = NULL;
+
+    snprintf(buf, sizeof buf, "%s, node %" PRIu64 ", %s", str_of(c, "name"), u64_of(c, "nodeid"),
+             !bool_of(c, "quorate") ? "NO QUORUM"
+             : bool_of(c, "synced") ? "quorate"
+                                    : "quorate, syncing");
+    print_field("cluster:", buf);
+    if (!bool_of(c, "quorate")) {
+        snprintf(buf, sizeof buf, "writes %s (on_no_quorum = %s)",
+                 strcmp(str_of(c, "on_no_quorum"), "suspend") == 0 ? "wait" : "fail with EIO",
+                 str_of(c, "on_no_quorum"));
+        print_field("", buf);
+    }
+    join_members(c, buf, sizeof buf);
+    print_field("members:", buf);
+    print_size_field("region size:", u64_of(c, "region_size"));
+    json_object_object_get_ex(c, "policing", &pol);
+    snprintf(buf, sizeof buf,
+             "%" PRIu64 " regions in use; sent %" PRIu64 " requests, %" PRIu64 " releases; %" PRIu64
+             " messages delivered",
+             u64_of(pol, "regions"), u64_of(pol, "requests_sent"), u64_of(pol, "releases_sent"),
+             u64_of(pol, "messages_delivered"));
+    print_field("policing:", buf);
+}
+
 void cli_print_status(struct json_object *reply)
 {
+    struct json_object *cluster;
     char buf[1200];
 
     print_field("node:", str_of(reply, "name"));
@@ -109,6 +163,8 @@ void cli_print_status(struct json_object *reply)
     print_u64_field("connections:", u64_of(reply, "connections"));
     format_uptime(u64_of(reply, "uptime"), buf, sizeof buf);
     print_field("uptime:", buf);
+    if (json_object_object_get_ex(reply, "cluster", &cluster))
+        print_cluster(cluster);
 }
 
 struct row {

@@ -414,8 +414,8 @@ static int parse_region_size(const struct key_def *k, struct vsan_config *cfg, c
     return 0;
 }
 
-static int parse_mirror_listen(const struct key_def *k, struct vsan_config *cfg,
-                               const char *value, char *why, size_t len)
+static int parse_mirror_listen(const struct key_def *k, struct vsan_config *cfg, const char *value,
+                               char *why, size_t len)
 {
     (void)k;
     if (value[0] == '/') {

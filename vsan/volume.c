@@ -499,8 +499,8 @@ static int volume_new(struct store *store, const struct store_volume *rec, struc
     atomic_init(&v->gone, false);
     v->vid = policing_volume_id(rec->uuid);
     struct statfs fs;
-    v->in_memory = fstatfs(v->fd, &fs) == 0 &&
-                   (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
+    v->in_memory =
+        fstatfs(v->fd, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
     *out = v;
     return 0;
 }
@@ -741,9 +741,8 @@ int volumes_resize(struct volumes *vols, const char *name, uint64_t size, bool f
         return -EINVAL;
     lock_excl(vols);
     size_t idx;
-    int r = find(vols, name, &idx)
-                ? resize_locked(vols, vols->v[idx], size, force, even_if_busy)
-                : -ENOENT;
+    int r = find(vols, name, &idx) ? resize_locked(vols, vols->v[idx], size, force, even_if_busy)
+                                   : -ENOENT;
     if (r == 0 && out != NULL)
         r = fill_info(vols->v[idx], out);
     unlock(vols);
