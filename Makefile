@@ -8,6 +8,7 @@
 #   make check SANITIZE=1   the same, built with ASan + UBSan
 #   make fuzz       a longer libFuzzer run of the NBD parser
 #   make bench      fio against vsand and nbdkit side by side
+#   make bench-cluster  what the policing protocol costs, on a 3-node lab
 
 CC      ?= cc
 B       := build
@@ -98,6 +99,9 @@ check: deps
 bench: all
 	@tests/bench/bench.sh $(B)
 
+bench-cluster: all
+	@tests/bench/cluster-bench.sh $(B)
+
 deps:
 	@deploy/install-deps.sh
 
@@ -108,6 +112,6 @@ run: deps
 clean:
 	rm -rf build
 
-.PHONY: all unit fuzz fuzz-short integration check bench deps run clean
+.PHONY: all unit fuzz fuzz-short integration check bench bench-cluster deps run clean
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
