@@ -602,7 +602,7 @@ static void on_quorum(void *ctx, bool quorate)
     pthread_mutex_unlock(&pc->lock);
     if (changed)
         qb_log(quorate ? LOG_INFO : LOG_WARNING, "policing: quorum %s%s",
-               quorate ? "regained" : "lost",
+               quorate ? "gained" : "lost",
                quorate                      ? ""
                : pc->p.suspend_on_no_quorum ? ": writes wait"
                                             : ": writes fail");
@@ -733,6 +733,8 @@ int policing_start(const struct policing_params *p, struct policing **out)
     pc->pol = pol_new(pc->self);
     if (!pc->pol) {
         p->driver->fini(pc->cl);
+        pthread_cond_destroy(&pc->cond);
+        pthread_mutex_destroy(&pc->lock);
         free(pc);
         return -ENOMEM;
     }
