@@ -15,7 +15,8 @@
  *
  * Threading: init, fini and every callback run on the daemon's main
  * thread (the qb_loop the driver registers its descriptors with). send()
- * may be called from any thread.
+ * may be called from any thread, also from a callback; fini may not be
+ * called from a callback.
  */
 #ifndef VSAN_CLUSTER_H
 #define VSAN_CLUSTER_H
@@ -61,7 +62,10 @@ struct cluster_events {
     void (*confchg)(void *ctx, const struct cluster_member *members, size_t n,
                     const struct cluster_member *left, size_t nleft,
                     const struct cluster_member *joined, size_t njoined);
-    /* This partition gained or lost quorum. Also called once at init. */
+    /* This partition gained or lost quorum. Also called once at init, from
+     * the loop after init has returned, and with false when the
+     * connection to corosync is lost (that is final: send() then fails
+     * with -ENOTCONN). */
     void (*quorum)(void *ctx, bool quorate);
 };
 
@@ -77,8 +81,9 @@ struct cluster_driver {
                 const struct cluster_events *ev, void *ctx);
     uint32_t (*local_nodeid)(struct cluster *c);
     /* Multicasts msg to every member, this one included, in agreed order.
-     * Waits out corosync's flow control; -ENOTCONN once the group is lost,
-     * -EMSGSIZE above CLUSTER_MSG_MAX. Thread-safe. */
+     * Waits out corosync's flow control (-ETIMEDOUT if it has not cleared
+     * in 30 s); -ENOTCONN once the group is lost, -EMSGSIZE above
+     * CLUSTER_MSG_MAX. Thread-safe. */
     int (*send)(struct cluster *c, const void *msg, size_t len);
     /* Fills up to max entries of the configured nodelist; returns how many
      * (the local driver: this node only). */

@@ -57,13 +57,14 @@ struct cluster {
     int vq_fd;
     int quorate; /* last value reported, -1 before the first */
 
-    /* send_lock serialises the CPG request channel (libqb matches each
-     * request with the next response, so two threads must not interleave)
-     * and guards the handle's life: up is set and cleared by the main
-     * thread with send_lock held, and the handle is only used while it is
-     * set. The main thread reads up without the lock (it is the only
-     * writer) and dispatches CPG events without it: those come on the
-     * separate event channel. */
+    /* send_lock serialises the CPG request channel (libcpg toggles the
+     * connection's flow-control setting around every multicast and pairs
+     * each fragment of a large one with a reply, so two threads must not
+     * interleave) and guards the handle's life: up is set and cleared by
+     * the main thread with send_lock held, and the handle is used only
+     * while it is set. The main thread reads up without the lock (it is
+     * the only writer) and dispatches CPG events without it: those come on
+     * the separate event channel. */
     pthread_mutex_t send_lock;
     cpg_handle_t cpg;
     bool up;
@@ -251,8 +252,8 @@ static void on_confchg(cpg_handle_t h, const struct cpg_name *group,
     nmembers = to_members(members, nmembers, false, m);
     nleft = to_members(left, nleft, true, l);
     njoined = to_members(joined, njoined, false, j);
-    qb_log(LOG_INFO, "corosync: group \"%s\": %zu members, %zu left, %zu joined", c->name,
-           nmembers, nleft, njoined);
+    qb_log(LOG_INFO, "corosync: group \"%s\": %zu members, %zu left, %zu joined", c->name, nmembers,
+           nleft, njoined);
     c->ev->confchg(c->ctx, m, nmembers, l, nleft, j, njoined);
 }
 
@@ -263,32 +264,57 @@ static void on_quorum_notify(votequorum_handle_t h, uint64_t context, uint32_t q
     report_quorum((struct cluster *)(uintptr_t)context, quorate != 0);
 }
 
-/* Closes every connection. The descriptor being dispatched (or -1) is
- * left to its handler, which returns -1 so that libqb drops its entry;
- * the others are taken out of the loop before they are closed. */
-static void disconnect(struct cluster *c, int dispatching_fd)
+/* The close_* functions are also used on connections that are already
+ * broken, where finalize fails as expected: hence only a debug message. */
+static void close_cpg(struct cluster *c)
 {
     cs_error_t err;
-    int r;
 
-    if (c->cpg_fd != dispatching_fd && (r = qb_loop_poll_del(c->loop, c->cpg_fd)) < 0)
-        qb_log(LOG_WARNING, "corosync: group \"%s\": removing the CPG descriptor from the loop: %s",
-               c->name, strerror(-r));
-    if (c->vq_fd != dispatching_fd && (r = qb_loop_poll_del(c->loop, c->vq_fd)) < 0)
-        qb_log(LOG_WARNING, "corosync: removing the votequorum descriptor from the loop: %s",
-               strerror(-r));
     pthread_mutex_lock(&c->send_lock);
     c->up = false;
     err = cpg_finalize(c->cpg);
     pthread_mutex_unlock(&c->send_lock);
     if (err != CS_OK)
         cs_log(LOG_DEBUG, err, "cpg_finalize \"%s\"", c->name);
-    err = votequorum_finalize(c->vq);
+}
+
+static void close_votequorum(struct cluster *c)
+{
+    cs_error_t err = votequorum_finalize(c->vq);
+
     if (err != CS_OK)
         cs_log(LOG_DEBUG, err, "votequorum_finalize");
-    err = cmap_finalize(c->cmap);
+}
+
+static void close_cmap(struct cluster *c)
+{
+    cs_error_t err = cmap_finalize(c->cmap);
+
     if (err != CS_OK)
         cs_log(LOG_DEBUG, err, "cmap_finalize");
+}
+
+static void unpoll(struct cluster *c, int fd, const char *what)
+{
+    int r = qb_loop_poll_del(c->loop, fd);
+
+    if (r < 0)
+        qb_log(LOG_WARNING, "corosync: removing the %s descriptor from the loop: %s", what,
+               strerror(-r));
+}
+
+/* Closes every connection. The descriptor being dispatched (or -1) is
+ * left to its handler, which returns -1 so that libqb drops its entry;
+ * the others are taken out of the loop before they are closed. */
+static void disconnect(struct cluster *c, int dispatching_fd)
+{
+    if (c->cpg_fd != dispatching_fd)
+        unpoll(c, c->cpg_fd, "CPG");
+    if (c->vq_fd != dispatching_fd)
+        unpoll(c, c->vq_fd, "votequorum");
+    close_cpg(c);
+    close_votequorum(c);
+    close_cmap(c);
 }
 
 static void connection_lost(struct cluster *c, int dispatching_fd)
@@ -356,7 +382,7 @@ static int open_cpg(struct cluster *c)
     if (err != CS_OK) {
         int r = cs_log(LOG_ERR, err, "cpg_local_get/cpg_fd_get");
 
-        cpg_finalize(c->cpg);
+        close_cpg(c);
         return r;
     }
     c->nodeid = nodeid;
@@ -372,9 +398,12 @@ static int open_votequorum(struct cluster *c)
     cs_error_t err;
 
     err = votequorum_initialize(&c->vq, &cb);
-    if (err == CS_ERR_NOT_EXIST) {
-        qb_log(LOG_ERR, "corosync: votequorum_initialize: CS_ERR_NOT_EXIST: corosync runs "
-                        "without votequorum (set quorum { provider: corosync_votequorum })");
+    /* CPG answered just before, so no answer here means no such service. */
+    if (err == CS_ERR_LIBRARY || err == CS_ERR_NOT_EXIST) {
+        qb_log(LOG_ERR,
+               "corosync: votequorum_initialize: %s: corosync runs without votequorum "
+               "(corosync.conf needs quorum { provider: corosync_votequorum })",
+               cs_desc(err)->name);
         return -ENOENT;
     }
     if (err != CS_OK)
@@ -385,7 +414,7 @@ static int open_votequorum(struct cluster *c)
     if (err != CS_OK) {
         int r = cs_log(LOG_ERR, err, "votequorum_fd_get/votequorum_trackstart");
 
-        votequorum_finalize(c->vq);
+        close_votequorum(c);
         return r;
     }
     return 0;
@@ -408,9 +437,8 @@ static int poll_fds(struct cluster *c)
     }
     r = qb_loop_poll_add(c->loop, QB_LOOP_MED, c->vq_fd, POLLIN, c, on_vq_ready);
     if (r < 0) {
-        qb_log(LOG_ERR, "corosync: adding the votequorum descriptor to the loop: %s",
-               strerror(-r));
-        qb_loop_poll_del(c->loop, c->cpg_fd);
+        qb_log(LOG_ERR, "corosync: adding the votequorum descriptor to the loop: %s", strerror(-r));
+        unpoll(c, c->cpg_fd, "CPG");
     }
     return r;
 }
@@ -425,8 +453,7 @@ static int join(struct cluster *c)
     while ((err = cpg_join(c->cpg, &c->group)) == CS_ERR_TRY_AGAIN && now_ns() < deadline)
         backoff_sleep(&backoff);
     if (err == CS_ERR_EXIST) {
-        qb_log(LOG_ERR, "corosync: cpg_join \"%s\": CS_ERR_EXIST: this process is already in the "
-               "group", c->name);
+        qb_log(LOG_ERR, "corosync: cpg_join \"%s\": CS_ERR_EXIST: already a member", c->name);
         return -EEXIST;
     }
     return err == CS_OK ? 0 : cs_log(LOG_ERR, err, "cpg_join \"%s\"", c->name);
@@ -515,11 +542,11 @@ static int cc_init(struct cluster **out, const char *group, qb_loop_t *loop,
     *out = c;
     return 0;
 cmap:
-    cmap_finalize(c->cmap);
+    close_cmap(c);
 vq:
-    votequorum_finalize(c->vq);
+    close_votequorum(c);
 cpg:
-    cpg_finalize(c->cpg);
+    close_cpg(c);
 free:
     cluster_free(c);
     return r;
@@ -545,8 +572,8 @@ static int mcast_locked(struct cluster *c, const struct iovec *iov)
         if (err == CS_OK)
             return 0;
         if (err != CS_ERR_TRY_AGAIN) {
-            int r = cs_log(LOG_ERR, err, "cpg_mcast_joined \"%s\" (%zu bytes)", c->name,
-                           iov->iov_len);
+            int r =
+                cs_log(LOG_ERR, err, "cpg_mcast_joined \"%s\" (%zu bytes)", c->name, iov->iov_len);
 
             /* Corosync gone, handle closed or group not joined: all mean
              * this process is not in the group. */
@@ -583,13 +610,16 @@ static int cc_send(struct cluster *c, const void *msg, size_t len)
     return r;
 }
 
-/* The nodelist as read so far, keyed by the N of nodelist.node.N. */
+/* One node of the nodelist as read so far, keyed by the N of
+ * nodelist.node.N. */
+struct node_entry {
+    unsigned int index;
+    bool has_id;
+    struct cluster_node node;
+};
+
 struct node_table {
-    struct node_entry {
-        unsigned int index;
-        bool has_id;
-        struct cluster_node node;
-    } *v;
+    struct node_entry *v;
     size_t n;
     size_t cap;
 };
@@ -732,8 +762,7 @@ static void cc_fini(struct cluster *c)
         while ((err = cpg_leave(c->cpg, &c->group)) == CS_ERR_TRY_AGAIN && now_ns() < deadline)
             backoff_sleep(&backoff);
         if (err != CS_OK)
-            cs_log(LOG_WARNING, err, "cpg_leave \"%s\" (closing the connection instead)",
-                   c->name);
+            cs_log(LOG_WARNING, err, "cpg_leave \"%s\" (closing the connection instead)", c->name);
         else
             qb_log(LOG_INFO, "corosync: left group \"%s\"", c->name);
         disconnect(c, -1);

@@ -35,7 +35,7 @@ struct cluster {
     void *ctx;
     char *group; /* for messages */
     uint32_t pid;
-    int efd; /* readable while there is something to deliver */
+    int efd;        /* readable while there is something to deliver */
     bool announced; /* main thread only */
 
     /* lock guards the queue (head, tail): senders append, the main thread
@@ -199,8 +199,8 @@ static int local_send(struct cluster *c, const void *msg, size_t len)
     int r;
 
     if (len > CLUSTER_MSG_MAX) {
-        qb_log(LOG_ERR, "local cluster \"%s\": send: %zu bytes is over the %d-byte limit",
-               c->group, len, CLUSTER_MSG_MAX);
+        qb_log(LOG_ERR, "local cluster \"%s\": send: %zu bytes is over the %d-byte limit", c->group,
+               len, CLUSTER_MSG_MAX);
         return -EMSGSIZE;
     }
     m = malloc(sizeof *m + len);

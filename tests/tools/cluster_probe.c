@@ -171,11 +171,16 @@ static const struct cluster_events events = {
     .quorum = on_quorum,
 };
 
-static void send_failed(int r)
+static const char *errname(int r)
 {
     const char *name = strerrorname_np(-r);
 
-    out("send-failed %d %s", r, name ? name : "?");
+    return name ? name : "?";
+}
+
+static void send_failed(int r)
+{
+    out("send-failed %d %s", r, errname(r));
 }
 
 static void cmd_send(struct probe *p, const char *text)
@@ -188,10 +193,18 @@ static void cmd_send(struct probe *p, const char *text)
 
 static void cmd_big(struct probe *p, const char *arg)
 {
-    size_t len = strtoul(arg, NULL, 0), i;
-    unsigned char *buf = malloc(len ? len : 1);
+    unsigned char *buf;
+    char *end;
+    size_t len, i;
     int r;
 
+    errno = 0;
+    len = strtoul(arg, &end, 10);
+    if (errno != 0 || end == arg || *end != '\0' || len > 2 * CLUSTER_MSG_MAX) {
+        out("error big: bad length \"%s\" (0..%d)", arg, 2 * CLUSTER_MSG_MAX);
+        return;
+    }
+    buf = malloc(len ? len : 1);
     if (buf == NULL) {
         out("error big %zu: out of memory", len);
         return;
@@ -272,7 +285,7 @@ static void cmd_nodelist(struct probe *p)
     int i, n = p->drv->nodelist(p->c, nodes, CLUSTER_NODES_MAX);
 
     if (n < 0) {
-        out("nodelist-failed %d %s", n, strerrorname_np(-n));
+        out("nodelist-failed %d %s", n, errname(n));
         return;
     }
     for (i = 0; i < n; i++)
@@ -359,7 +372,7 @@ static int run(struct probe *p, const char *group)
     }
     r = p->drv->init(&p->c, group, p->loop, &events, p);
     if (r < 0) {
-        out("init-failed %d %s", r, strerrorname_np(-r));
+        out("init-failed %d %s", r, errname(r));
         qb_loop_destroy(p->loop);
         return 1;
     }

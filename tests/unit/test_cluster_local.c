@@ -16,6 +16,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #define SENDERS 4
 #define PER_SENDER 20000
 
@@ -37,7 +41,7 @@ struct seen {
     size_t want; /* stop the loop after this many deliveries */
     size_t lens[8];
     bool contents_ok[8];
-    int chain;   /* messages a deliver callback still has to send */
+    int chain; /* messages a deliver callback still has to send */
     struct cluster *c;
 };
 
@@ -133,10 +137,11 @@ static void on_timeout(void *data)
 static void run_loop(void)
 {
     qb_loop_timer_handle timer;
+    int r;
 
     timed_out = false;
-    cr_assert(eq(int, qb_loop_timer_add(seen.loop, QB_LOOP_LOW, 20000000000ULL, NULL, on_timeout,
-                                        &timer), 0));
+    r = qb_loop_timer_add(seen.loop, QB_LOOP_LOW, 20000000000ULL, NULL, on_timeout, &timer);
+    cr_assert(eq(int, r, 0));
     qb_loop_run(seen.loop);
     cr_assert(not(timed_out), "timed out: %zu of %zu messages delivered", seen.delivered,
               seen.want);
@@ -158,7 +163,20 @@ static void teardown(void)
     if (cl != NULL)
         cluster_local.fini(cl);
     cl = NULL;
-    qb_loop_destroy(seen.loop);
+    if (seen.loop != NULL)
+        qb_loop_destroy(seen.loop);
+    seen.loop = NULL;
+}
+
+/* Ends a test: closes everything, and under ASan checks for leaks now,
+ * since Criterion ignores LeakSanitizer's exit status of a passed test. */
+static void finish(void)
+{
+    teardown();
+#ifdef __SANITIZE_ADDRESS__
+    cr_assert(eq(int, __lsan_do_recoverable_leak_check(), 0),
+              "memory leaked: see the report above");
+#endif
 }
 
 static void assert_clean_delivery(void)
@@ -195,6 +213,7 @@ Test(cluster_local, announces_one_quorate_member_through_the_loop)
     cr_assert(eq(str, nodes[0].name, host));
     cr_assert(eq(int, cluster_local.nodelist(cl, nodes, 0), 0));
     assert_clean_delivery();
+    finish();
 }
 
 static void *sender(void *arg)
@@ -225,6 +244,7 @@ Test(cluster_local, delivers_every_message_once_in_sender_order_on_the_loop_thre
     }
     cr_assert(eq(sz, seen.delivered, (size_t)SENDERS * PER_SENDER));
     assert_clean_delivery();
+    finish();
 }
 
 Test(cluster_local, a_callback_may_send)
@@ -239,6 +259,7 @@ Test(cluster_local, a_callback_may_send)
     cr_assert(eq(sz, seen.delivered, 100));
     cr_assert(eq(u32, seen.next_seq[0], 100));
     assert_clean_delivery();
+    finish();
 }
 
 static bool check_big(const unsigned char *p, size_t len)
@@ -289,6 +310,7 @@ Test(cluster_local, sizes_up_to_the_limit_arrive_intact_and_larger_are_refused)
     cr_assert(eq(sz, seen.lens[2], 1));
     cr_assert(seen.contents_ok[0] && seen.contents_ok[2], "message contents changed");
     assert_clean_delivery();
+    finish();
 }
 
 static void on_settle(void *data)
@@ -301,16 +323,17 @@ Test(cluster_local, fini_drops_undelivered_messages_and_calls_nothing_back)
 {
     qb_loop_timer_handle timer;
     struct tagged t = {0};
-    int i;
+    int i, r;
 
     for (i = 0; i < 100; i++)
         cr_assert(eq(int, cluster_local.send(cl, &t, sizeof t), 0));
     cluster_local.fini(cl);
     cl = NULL;
     /* Give the loop a chance to misbehave: nothing may call back now. */
-    cr_assert(eq(int, qb_loop_timer_add(seen.loop, QB_LOOP_LOW, 100000000ULL, NULL, on_settle,
-                                        &timer), 0));
+    r = qb_loop_timer_add(seen.loop, QB_LOOP_LOW, 100000000ULL, NULL, on_settle, &timer);
+    cr_assert(eq(int, r, 0));
     qb_loop_run(seen.loop);
     cr_assert(eq(int, seen.confchgs + seen.quorums, 0));
     cr_assert(eq(sz, seen.delivered, 0));
+    finish();
 }

@@ -1,0 +1,80 @@
+# shellcheck shell=bash
+# labtest.sh - what the lab tests (t-lab-*.sh) share, sourced after lib.sh
+# and vt_init: a deploy/lab cluster of their own and queries of its nodes.
+#
+# The lab lives in the test's temp dir, uses the binaries under test and
+# is taken down by the EXIT trap, also when the test fails. Its namespaces
+# and bridge are global to the machine, so a test refuses to start while
+# another lab is up rather than tear that one down at exit.
+#
+# Nodes are queried only through `deploy/lab vsan I --json status` and
+# volume list, as an admin would. A query takes tens of milliseconds, so
+# the times the tests print are upper bounds.
+
+LAB="$VT_REPO/deploy/lab"
+export VSAN_BUILD="$BUILD" VSAN_LAB_DIR="$T/lab"
+
+# lab ARGS...: deploy/lab, whose output goes to $T/lab.out; fails the test.
+lab() {
+    "$LAB" "$@" >>"$T/lab.out" 2>&1 || lab_fail "deploy/lab $* failed: $(tail -n 20 "$T/lab.out")"
+}
+
+# Fails the test, after the end of every node's vsand log.
+lab_fail() {
+    local dir
+    for dir in "$VSAN_LAB_DIR"/n*; do
+        [ -f "$dir/vsand.log" ] || continue
+        echo "--- $(basename "$dir"): vsand log ---" >&2
+        tail -n 15 "$dir/vsand.log" >&2
+    done
+    die "$@"
+}
+
+lab_up() {
+    if ip link show vsanlab0 >/dev/null 2>&1 || ip netns list | grep -q '^vsan-lab-'; then
+        die "a deploy/lab lab is up on this machine; the lab tests need it: deploy/lab down"
+    fi
+    on_exit "'$LAB' down"
+    local start=$SECONDS
+    lab up "$1"
+    log "lab up $1: $((SECONDS - start)) s"
+}
+
+# st I EXPR: prints the python expression EXPR evaluated over node I's
+# `vsan --json status` (d; c is its cluster object, {} if it has none).
+st() {
+    "$LAB" vsan "$1" --json status 2>/dev/null | "$PY" -c '
+import json, sys
+d = json.load(sys.stdin)
+c = d.get("cluster") or {}
+print(eval(sys.argv[1]))' "$2"
+}
+
+# The node ids node I sees in its group, e.g. "1 2 3".
+members() {
+    st "$1" '" ".join(str(m["nodeid"]) for m in c["members"])'
+}
+
+quorate() {
+    [ "$(st "$1" 'c["quorate"]')" = True ]
+}
+
+not_quorate() {
+    [ "$(st "$1" 'c["quorate"]')" = False ]
+}
+
+# Node I is quorate and sees exactly the members MEMBERS ("1 2 3").
+full_view() {
+    quorate "$1" && [ "$(members "$1")" = "$2" ]
+}
+
+now_ms() {
+    echo $(($(date +%s%N) / 1000000))
+}
+
+# lab_nbdpy I ARGS...: runs the python script on stdin (with nbdtest.py)
+# in node I's network namespace, where it reaches the node even while it
+# is cut; a client that hangs is stopped after 30 s.
+lab_nbdpy() {
+    "$LAB" exec "$1" env PYTHONPATH="$VT_DIR" timeout 30 "$PY" - "${@:2}"
+}
