@@ -66,6 +66,13 @@ struct policing {
     struct pol *pol;
     bool quorate, stopping;
     uint64_t requests_sent, releases_sent, delivered;
+    /* Messages the state machine asked for, in the order it asked: the
+     * region rules rely on a node's messages arriving in that order (a
+     * REQUEST sent behind this node's own RELEASE must not overtake it),
+     * so one thread at a time (draining) sends them, oldest first. */
+    struct pol_action *outbox;
+    size_t nout, capout, headout;
+    bool draining;
 };
 
 uint32_t policing_volume_id(const char *uuid)
@@ -102,22 +109,57 @@ static void send_region(struct policing *pc, enum pmsg_type type, struct pol_key
     pthread_mutex_unlock(&pc->lock);
 }
 
-/* Carries out what the region state machine asked for; called without
- * the lock (sending may wait on corosync's flow control). */
+/* With the lock held: queues a message in order. Allocation failure is
+ * fatal: a lost REQUEST or RELEASE would stall the region for good. */
+static void outbox_push(struct policing *pc, const struct pol_action *x)
+{
+    if (pc->headout > 0 && pc->headout == pc->nout)
+        pc->headout = pc->nout = 0;
+    if (pc->nout == pc->capout) {
+        size_t cap = pc->capout ? 2 * pc->capout : 64;
+        struct pol_action *v = realloc(pc->outbox, cap * sizeof *v);
+        if (!v) {
+            qb_log(LOG_CRIT, "policing: out of memory queueing a region message");
+            abort();
+        }
+        pc->outbox = v;
+        pc->capout = cap;
+    }
+    pc->outbox[pc->nout++] = *x;
+}
+
+/* Sends what is queued, oldest first, unless another thread already is;
+ * called with the lock held, returns with it held. Sending happens
+ * without the lock: it may wait on corosync's flow control. */
+static void outbox_drain(struct policing *pc)
+{
+    if (pc->draining)
+        return;
+    pc->draining = true;
+    while (pc->headout < pc->nout) {
+        struct pol_action x = pc->outbox[pc->headout++];
+        pthread_mutex_unlock(&pc->lock);
+        send_region(pc, x.kind == POL_SEND_REQUEST ? PMSG_REQUEST : PMSG_RELEASE, x.key);
+        pthread_mutex_lock(&pc->lock);
+    }
+    pc->draining = false;
+}
+
+/* Carries out what the region state machine asked for. Called with the
+ * lock held, in the same critical section as the pol_* call that produced
+ * the actions, so messages queue in the order the state machine decided
+ * them; the lock is released while sending and held again on return. */
 static void carry_out(struct policing *pc, struct pol_actions *a)
 {
-    bool wake = false;
     for (size_t i = 0; i < a->n; i++) {
         struct pol_action *x = &a->v[i];
         switch (x->kind) {
         case POL_SEND_REQUEST:
-            send_region(pc, PMSG_REQUEST, x->key);
-            break;
         case POL_SEND_RELEASE:
-            send_region(pc, PMSG_RELEASE, x->key);
+            outbox_push(pc, x);
             break;
         case POL_WAKE:
-            wake = true;
+            pthread_cond_broadcast(&pc->cond);
             break;
         case POL_LOST:
             qb_log(LOG_INFO, "policing: volume %08x region %llu: node %u left while owning it",
@@ -126,11 +168,7 @@ static void carry_out(struct policing *pc, struct pol_actions *a)
         }
     }
     a->n = 0;
-    if (wake) {
-        pthread_mutex_lock(&pc->lock);
-        pthread_cond_broadcast(&pc->cond);
-        pthread_mutex_unlock(&pc->lock);
-    }
+    outbox_drain(pc);
 }
 
 /* ---- the write path ----------------------------------------------------- */
@@ -187,17 +225,15 @@ int policing_write_begin(struct policing *pc, uint32_t volume, uint64_t offset, 
             break;
         }
         if (out.n > 0) { /* ask first, then wait for the grant */
-            pthread_mutex_unlock(&pc->lock);
             carry_out(pc, &out);
-            pthread_mutex_lock(&pc->lock);
             continue;
         }
         pthread_cond_wait(&pc->cond, &pc->lock);
     }
     if (r < 0 && w->waiting)
         pol_write_cancel(pc->pol, w, &out);
-    pthread_mutex_unlock(&pc->lock);
     carry_out(pc, &out);
+    pthread_mutex_unlock(&pc->lock);
     pol_actions_free(&out);
     return r;
 }
@@ -207,8 +243,8 @@ void policing_write_end(struct policing *pc, struct pol_write *w)
     struct pol_actions out = {0};
     pthread_mutex_lock(&pc->lock);
     pol_write_end(pc->pol, w, &out);
-    pthread_mutex_unlock(&pc->lock);
     carry_out(pc, &out);
+    pthread_mutex_unlock(&pc->lock);
     pol_actions_free(&out);
 }
 
@@ -249,8 +285,8 @@ static int apply_table_change(struct policing *pc, int type, const struct pmsg_v
         struct pol_actions out = {0};
         pthread_mutex_lock(&pc->lock);
         pol_on_volume_gone(pc->pol, vid, &out);
-        pthread_mutex_unlock(&pc->lock);
         carry_out(pc, &out);
+        pthread_mutex_unlock(&pc->lock);
         pol_actions_free(&out);
     }
     return r;
@@ -285,8 +321,8 @@ static void apply_region(struct policing *pc, uint32_t nodeid, int type,
         pol_on_request(pc->pol, k, nodeid, &out);
     else
         pol_on_release(pc->pol, k, nodeid, &out);
-    pthread_mutex_unlock(&pc->lock);
     carry_out(pc, &out);
+    pthread_mutex_unlock(&pc->lock);
     pol_actions_free(&out);
 }
 
@@ -576,9 +612,9 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
                                                     : "left");
         pthread_mutex_lock(&pc->lock);
         pol_on_leave(pc->pol, left[i].nodeid, &out);
+        carry_out(pc, &out);
         pthread_mutex_unlock(&pc->lock);
     }
-    carry_out(pc, &out);
     pol_actions_free(&out);
     for (size_t i = 0; i < njoined; i++)
         qb_log(LOG_INFO, "policing: node %u (pid %u) joined the group", joined[i].nodeid,
@@ -767,6 +803,7 @@ void policing_stop(struct policing *pc)
         free(x);
     }
     pol_free(pc->pol);
+    free(pc->outbox);
     pthread_cond_destroy(&pc->cond);
     pthread_mutex_destroy(&pc->lock);
     free(pc);
