@@ -9,6 +9,7 @@
 #   make fuzz       a longer libFuzzer run of the NBD parser
 #   make bench      fio against vsand and nbdkit side by side
 #   make bench-cluster  what the policing protocol costs, on a 3-node lab
+#   make install    vsand, vsan and the systemd unit under PREFIX (/usr/local)
 
 CC      ?= cc
 B       := build
@@ -109,9 +110,17 @@ run: deps
 	@$(MAKE) --no-print-directory all
 	@deploy/demo.sh $(B)
 
+# The paths deploy/systemd/vsand.service and docs/DEPLOY.md use.
+PREFIX ?= /usr/local
+install: all
+	install -D -m 0755 $(B)/vsand $(DESTDIR)$(PREFIX)/sbin/vsand
+	install -D -m 0755 $(B)/vsan $(DESTDIR)$(PREFIX)/bin/vsan
+	install -D -m 0644 deploy/systemd/vsand.service $(DESTDIR)/etc/systemd/system/vsand.service
+	install -d -m 0755 $(DESTDIR)/etc/vsan
+
 clean:
 	rm -rf build
 
-.PHONY: all unit fuzz fuzz-short integration check bench bench-cluster deps run clean
+.PHONY: all unit fuzz fuzz-short integration check bench bench-cluster deps run install clean
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

@@ -732,6 +732,8 @@ void policing_status(struct policing *pc, struct policing_status *st)
     st->table_version = pc->p.table->version(pc->p.table_ctx);
     st->nmembers = pc->nmembers;
     memcpy(st->members, pc->members, pc->nmembers * sizeof pc->members[0]);
+    int n = pc->p.driver->nodelist(pc->cl, st->nodes, CLUSTER_NODES_MAX);
+    st->nnodes = n < 0 ? 0 : (size_t)n < CLUSTER_NODES_MAX ? (size_t)n : CLUSTER_NODES_MAX;
 }
 
 int policing_start(const struct policing_params *p, struct policing **out)

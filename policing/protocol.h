@@ -123,6 +123,8 @@ struct policing_status {
     uint64_t requests_sent, releases_sent, messages_delivered, regions;
     size_t nmembers;
     struct policing_member members[CLUSTER_NODES_MAX];
+    size_t nnodes; /* corosync's configured nodelist (members or not) */
+    struct cluster_node nodes[CLUSTER_NODES_MAX];
 };
 
 void policing_status(struct policing *pc, struct policing_status *st);

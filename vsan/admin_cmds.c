@@ -272,6 +272,23 @@ static struct json_object *members_array(const struct policing_status *st)
     return a;
 }
 
+static struct json_object *nodes_array(const struct policing_status *st)
+{
+    struct json_object *a = json_object_new_array();
+    for (size_t i = 0; a && i < st->nnodes; i++) {
+        struct json_object *o = json_object_new_object();
+        if (!o || add_u64(o, "nodeid", st->nodes[i].nodeid) < 0 ||
+            add(o, "name", json_object_new_string(st->nodes[i].name)) < 0 ||
+            add(o, "addr", json_object_new_string(st->nodes[i].addr)) < 0 ||
+            json_object_array_add(a, o) < 0) {
+            json_object_put(o);
+            json_object_put(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
 static struct json_object *policing_object(const struct policing_status *st)
 {
     struct json_object *o = json_object_new_object();
@@ -299,7 +316,7 @@ static struct json_object *cluster_object(const struct admin_node *node)
                   json_object_new_string(cfg->suspend_on_no_quorum ? "suspend" : "error")) < 0 ||
               add_u64(o, "region_size", st.region_size) < 0 ||
               add_u64(o, "table_version", st.table_version) < 0 ||
-              add(o, "members", members_array(&st)) < 0 ||
+              add(o, "members", members_array(&st)) < 0 || add(o, "nodes", nodes_array(&st)) < 0 ||
               add(o, "policing", policing_object(&st)) < 0)) {
         json_object_put(o);
         return NULL;

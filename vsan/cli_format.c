@@ -101,20 +101,21 @@ static bool bool_of(struct json_object *o, const char *key)
     return json_object_object_get_ex(o, key, &v) && json_object_get_boolean(v);
 }
 
-/* "n1 (1, 192.0.2.11:10809), n2 (2, ...)" */
-static void join_members(struct json_object *cluster, char *buf, size_t len)
+/* "n1 (1, 192.0.2.11:10809), n2 (2, ...)": name, node id and addr_key of
+ * each entry of the array cluster[key]. */
+static void join_nodes(struct json_object *cluster, const char *key, const char *addr_key,
+                       char *buf, size_t len)
 {
     struct json_object *a;
     size_t used = 0;
 
     buf[0] = '\0';
-    if (!json_object_object_get_ex(cluster, "members", &a) ||
-        !json_object_is_type(a, json_type_array))
+    if (!json_object_object_get_ex(cluster, key, &a) || !json_object_is_type(a, json_type_array))
         return;
     for (size_t i = 0; i < json_object_array_length(a) && used < len; i++) {
         struct json_object *m = json_object_array_get_idx(a, i);
         used += snprintf(buf + used, len - used, "%s%s (%" PRIu64 ", %s)", i ? ", " : "",
-                         str_of(m, "name"), u64_of(m, "nodeid"), str_of(m, "nbd"));
+                         str_of(m, "name"), u64_of(m, "nodeid"), str_of(m, addr_key));
     }
 }
 
@@ -134,8 +135,10 @@ static void print_cluster(struct json_object *c)
                  str_of(c, "on_no_quorum"));
         print_field("", buf);
     }
-    join_members(c, buf, sizeof buf);
+    join_nodes(c, "members", "nbd", buf, sizeof buf);
     print_field("members:", buf);
+    join_nodes(c, "nodes", "addr", buf, sizeof buf);
+    print_field("nodes:", buf);
     print_size_field("region size:", u64_of(c, "region_size"));
     json_object_object_get_ex(c, "policing", &pol);
     snprintf(buf, sizeof buf,
