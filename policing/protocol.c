@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -680,26 +679,10 @@ static int request_change(struct policing *pc, enum pmsg_type type, const char *
     return r;
 }
 
-static int new_uuid(char out[PMSG_UUID_LEN + 1])
-{
-    unsigned char b[16];
-    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
-        return -errno;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    snprintf(out, PMSG_UUID_LEN + 1,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
-    return 0;
-}
-
-int policing_volume_create(struct policing *pc, const char *name, uint64_t size,
+int policing_volume_create(struct policing *pc, const char *uuid, const char *name, uint64_t size,
                            policing_done_fn done, void *arg)
 {
-    char uuid[PMSG_UUID_LEN + 1];
-    int r = new_uuid(uuid);
-    return r < 0 ? r : request_change(pc, PMSG_VOL_CREATE, uuid, name, size, false, done, arg);
+    return request_change(pc, PMSG_VOL_CREATE, uuid, name, size, false, done, arg);
 }
 
 int policing_volume_resize(struct policing *pc, const char *name, uint64_t size, bool force,

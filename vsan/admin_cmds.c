@@ -16,6 +16,7 @@
 #include "vsan/admin_proto.h"
 #include "vsan/config.h"
 #include "vsan/size.h"
+#include "vsan/store.h"
 #include "vsan/volume.h"
 
 #include <errno.h>
@@ -480,10 +481,15 @@ static struct json_object *cmd_volume_create(const struct context *ctx, struct j
         return err;
     if (strlen(name) > VOLUME_NAME_MAX)
         return volume_failure(name, "create", -EINVAL);
+    char uuid[STORE_UUID_LEN + 1];
+    int r = store_uuid_generate(uuid);
+    if (r < 0)
+        return volume_failure(name, "create", r);
     struct change *ch = change_new(ctx, "create", name, false);
     if (!ch)
         return NULL;
-    return submitted(ctx, ch, policing_volume_create(ctx->node->pc, name, size, change_done, ch));
+    return submitted(ctx, ch,
+                     policing_volume_create(ctx->node->pc, uuid, name, size, change_done, ch));
 }
 
 /* -ERANGE from volumes_resize: a shrink without force. */

@@ -92,7 +92,7 @@ static bool uuid_valid(const char *s)
 
 /* A random (version 4) uuid; getrandom(2) only blocks before the kernel's
  * pool is initialised at boot. */
-static int uuid_generate(char out[STORE_UUID_LEN + 1])
+int store_uuid_generate(char out[STORE_UUID_LEN + 1])
 {
     uint8_t b[16];
     ssize_t got;
@@ -716,7 +716,7 @@ static int pool_init(struct store *st)
                     "data_dir \"%s\": is not a vsan pool (foreign data_dir): it has no %s "
                     "marker and is not empty",
                     st->path, STORE_MARKER);
-    r = uuid_generate(st->pool_uuid);
+    r = store_uuid_generate(st->pool_uuid);
     if (r < 0)
         return r;
     if (mkdirat(st->dir_fd, STORE_VOLUMES_DIR, 0700) < 0 && errno != EEXIST)
@@ -841,7 +841,7 @@ int store_create(struct store *st, const char *name, uint64_t size, const char *
         return fail(EINVAL, "volume \"%s\": invalid uuid \"%s\"", name, uuid);
     if (uuid)
         snprintf(v.uuid, sizeof(v.uuid), "%s", uuid);
-    else if ((r = uuid_generate(v.uuid)) < 0)
+    else if ((r = store_uuid_generate(v.uuid)) < 0)
         return r;
     r = data_create(st, &v);
     if (r < 0)

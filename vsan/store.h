@@ -54,6 +54,9 @@ void store_close(struct store *st);
 const char *store_path(const struct store *st);
 const char *store_pool_uuid(const struct store *st);
 
+/* A fresh random (version 4) uuid, lowercase. */
+int store_uuid_generate(char out[STORE_UUID_LEN + 1]);
+
 /* Whether name may name a volume (the rule next to STORE_NAME_MAX). */
 bool store_name_valid(const char *name);
 
