@@ -400,20 +400,6 @@ static int parse_on_no_quorum(const struct key_def *k, struct vsan_config *cfg, 
     return 0;
 }
 
-static int parse_region_size(const struct key_def *k, struct vsan_config *cfg, const char *value,
-                             char *why, size_t len)
-{
-    uint64_t v;
-    if (parse_size_value(k, value, &v, why, len) < 0)
-        return -1;
-    if (v & (v - 1)) {
-        snprintf(why, len, "not a power of 2");
-        return -1;
-    }
-    cfg->region_size = v;
-    return 0;
-}
-
 static int parse_mirror_listen(const struct key_def *k, struct vsan_config *cfg, const char *value,
                                char *why, size_t len)
 {
@@ -453,7 +439,7 @@ static const struct key_def keys[] = {
     KEY("nbd", "shutdown_grace", parse_uint, nbd.shutdown_grace_ms, 0, CONFIG_TIMEOUT_MS_MAX),
     KEY("cluster", "mode", parse_cluster_mode, cluster_mode, 0, 0),
     KEY("cluster", "name", parse_node_name, cluster_name, 0, 0),
-    KEY("cluster", "region_size", parse_region_size, region_size, CONFIG_REGION_MIN,
+    KEY("cluster", "region_size", parse_block_size, region_size, CONFIG_REGION_MIN,
         CONFIG_REGION_MAX),
     KEY("cluster", "on_no_quorum", parse_on_no_quorum, suspend_on_no_quorum, 0, 0),
     KEY("cluster", "suspend_timeout", parse_uint, suspend_timeout_ms, 1, CONFIG_TIMEOUT_MS_MAX),

@@ -49,7 +49,7 @@ struct vsan_config {
     /* [cluster] */
     int cluster_mode; /* enum config_cluster_mode */
     char cluster_name[CONFIG_NAME_MAX + 1];
-    uint64_t region_size;      /* power of 2 */
+    unsigned region_size;      /* power of 2 */
     bool suspend_on_no_quorum; /* on_no_quorum = suspend (else error) */
     unsigned suspend_timeout_ms;
     /* [mirror] */

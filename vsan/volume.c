@@ -329,11 +329,13 @@ static int make_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned
     return r;
 }
 
-static int vol_zero(void *h, uint32_t count, uint64_t offset, unsigned flags)
+/* Zeroes a range under write priority; a range past the end answers
+ * range_err (the protocol wants ENOSPC for WRITE_ZEROES, EINVAL for TRIM). */
+static int zero_guarded(struct volume *v, uint32_t count, uint64_t offset, unsigned flags,
+                        int range_err)
 {
-    struct volume *v = h;
     if (!in_range(v, count, offset))
-        return -ENOSPC;
+        return range_err;
     if (must_wait(v, flags))
         return -EAGAIN;
     struct pol_write w;
@@ -344,21 +346,16 @@ static int vol_zero(void *h, uint32_t count, uint64_t offset, unsigned flags)
     return guard_end(v, &w, r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r);
 }
 
+static int vol_zero(void *h, uint32_t count, uint64_t offset, unsigned flags)
+{
+    return zero_guarded(h, count, offset, flags, -ENOSPC);
+}
+
 /* vsan promises that trimmed ranges read zeroes, so a trim is a zero that
  * may leave a hole. */
 static int vol_trim(void *h, uint32_t count, uint64_t offset, unsigned flags)
 {
-    struct volume *v = h;
-    if (!in_range(v, count, offset))
-        return -EINVAL;
-    if (must_wait(v, flags))
-        return -EAGAIN;
-    struct pol_write w;
-    int r = guard_begin(v, offset, count, flags, &w);
-    if (r < 0)
-        return r;
-    r = make_zero(v, count, offset, (flags & NBD_IO_NOWAIT) | NBD_IO_MAY_TRIM);
-    return guard_end(v, &w, r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r);
+    return zero_guarded(h, count, offset, (flags & ~NBD_IO_FAST) | NBD_IO_MAY_TRIM, -EINVAL);
 }
 
 /* Readahead is asynchronous: fast whatever the flags. */

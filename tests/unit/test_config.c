@@ -407,7 +407,7 @@ Test(config, sample_config_matches_the_defaults)
     cr_assert(eq(int, cfg.log_level, defaults.log_level));
     cr_assert(eq(int, cfg.log_syslog, defaults.log_syslog));
     cr_assert(eq(int, cfg.cluster_mode, defaults.cluster_mode));
-    cr_assert(eq(u64, cfg.region_size, defaults.region_size));
+    cr_assert(eq(u32, cfg.region_size, defaults.region_size));
     cr_assert(eq(int, cfg.suspend_on_no_quorum, defaults.suspend_on_no_quorum));
     cr_assert(eq(u32, cfg.suspend_timeout_ms, defaults.suspend_timeout_ms));
 }
@@ -426,7 +426,7 @@ Test(config, cluster_keys)
     cr_assert(eq(int, config_parse(path, &c, e, sizeof e), 0), "%s", e);
     cr_assert(eq(int, c.cluster_mode, CONFIG_COROSYNC));
     cr_assert(eq(str, c.cluster_name, "lab"));
-    cr_assert(eq(u64, c.region_size, 1u << 20));
+    cr_assert(eq(u32, c.region_size, 1u << 20));
     cr_assert(c.suspend_on_no_quorum);
     cr_assert(eq(u32, c.suspend_timeout_ms, 500));
     cr_assert(eq(str, c.mirror_listen, "192.0.2.11:10810"));
