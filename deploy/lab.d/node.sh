@@ -98,7 +98,7 @@ lab_start_corosync() {
     dir=$(lab_node_dir "$i")
     lab_running "$i" corosync && return 0
     # shellcheck disable=SC2016 # expanded by the inner shell
-    setsid ip netns exec "$(lab_ns "$i")" unshare -m sh -c \
+    setsid ip netns exec "$(lab_ns "$i")" unshare -m --propagation slave sh -c \
         'mount --bind "$0" /run && exec corosync -f -c "$1"' "$dir/run" "$LAB_DIR/corosync.conf" \
         </dev/null >>"$dir/corosync.out" 2>&1 9>&- &
     lab_record_pid "$i" corosync $!

@@ -136,7 +136,7 @@ cs_ready() {
 cs_start() {
     local i=$1 dir="$T/cs$1" pid
     # shellcheck disable=SC2016 # $1 and $2 are the inner shell's
-    ip netns exec "$(ns "$i")" unshare -m sh -c 'mount --bind "$1" /run && exec corosync -f -c "$2"' \
+    ip netns exec "$(ns "$i")" unshare -m --propagation slave sh -c 'mount --bind "$1" /run && exec corosync -f -c "$2"' \
         sh "$dir/run" "$dir/corosync.conf" >"$dir/corosync.log" 2>&1 &
     pid=$!
     CS_PID[$i]=$pid
