@@ -14,6 +14,7 @@
 #include "nbd-server/server.h"
 #include "policing/protocol.h"
 #include "vsan/admin_proto.h"
+#include "vsan/json_add.h"
 #include "vsan/config.h"
 #include "vsan/size.h"
 #include "vsan/store.h"
@@ -46,19 +47,6 @@ struct command {
     command_fn run;
 };
 
-/* Adds val to obj under key. On failure (val NULL included) drops val and
- * returns -1, so a chain of adds joined by || leaks nothing. */
-static int add(struct json_object *obj, const char *key, struct json_object *val)
-{
-    if (!val)
-        return -1;
-    if (json_object_object_add(obj, key, val) < 0) {
-        json_object_put(val);
-        return -1;
-    }
-    return 0;
-}
-
 struct json_object *admin_reply_error(const char *code, const char *fmt, ...)
 {
     char msg[512];
@@ -70,9 +58,9 @@ struct json_object *admin_reply_error(const char *code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (add(r, "ok", json_object_new_boolean(0)) < 0 ||
-        add(r, "error", json_object_new_string(code)) < 0 ||
-        add(r, "message", json_object_new_string(msg)) < 0) {
+    if (json_add(r, "ok", json_object_new_boolean(0)) < 0 ||
+        json_add(r, "error", json_object_new_string(code)) < 0 ||
+        json_add(r, "message", json_object_new_string(msg)) < 0) {
         json_object_put(r);
         return NULL;
     }
@@ -83,7 +71,7 @@ struct json_object *admin_reply_error(const char *code, const char *fmt, ...)
 /* Marks r, which the caller built, as a success reply. */
 static struct json_object *reply_ok(struct json_object *r)
 {
-    if (r && add(r, "ok", json_object_new_boolean(1)) < 0) {
+    if (r && json_add(r, "ok", json_object_new_boolean(1)) < 0) {
         json_object_put(r);
         return NULL;
     }
@@ -92,7 +80,7 @@ static struct json_object *reply_ok(struct json_object *r)
 
 static int add_u64(struct json_object *obj, const char *key, uint64_t v)
 {
-    return add(obj, key, json_object_new_int64((int64_t)v));
+    return json_add(obj, key, json_object_new_int64((int64_t)v));
 }
 
 static struct json_object *volume_object(const struct volume_info *v)
@@ -101,9 +89,10 @@ static struct json_object *volume_object(const struct volume_info *v)
 
     if (!o)
         return NULL;
-    if (add(o, "name", json_object_new_string(v->name)) < 0 ||
-        add(o, "uuid", json_object_new_string(v->uuid)) < 0 || add_u64(o, "size", v->size) < 0 ||
-        add_u64(o, "allocated", v->allocated) < 0 || add_u64(o, "generation", v->generation) < 0 ||
+    if (json_add(o, "name", json_object_new_string(v->name)) < 0 ||
+        json_add(o, "uuid", json_object_new_string(v->uuid)) < 0 ||
+        add_u64(o, "size", v->size) < 0 || add_u64(o, "allocated", v->allocated) < 0 ||
+        add_u64(o, "generation", v->generation) < 0 ||
         add_u64(o, "connections", v->connections) < 0) {
         json_object_put(o);
         return NULL;
@@ -250,9 +239,9 @@ static struct json_object *member_object(const struct policing_member *m)
 {
     struct json_object *o = json_object_new_object();
     if (o && (add_u64(o, "nodeid", m->nodeid) < 0 ||
-              add(o, "name", json_object_new_string(m->name)) < 0 ||
-              add(o, "nbd", json_object_new_string(m->nbd)) < 0 ||
-              add(o, "mirror", json_object_new_string(m->mirror)) < 0)) {
+              json_add(o, "name", json_object_new_string(m->name)) < 0 ||
+              json_add(o, "nbd", json_object_new_string(m->nbd)) < 0 ||
+              json_add(o, "mirror", json_object_new_string(m->mirror)) < 0)) {
         json_object_put(o);
         return NULL;
     }
@@ -279,8 +268,8 @@ static struct json_object *nodes_array(const struct policing_status *st)
     for (size_t i = 0; a && i < st->nnodes; i++) {
         struct json_object *o = json_object_new_object();
         if (!o || add_u64(o, "nodeid", st->nodes[i].nodeid) < 0 ||
-            add(o, "name", json_object_new_string(st->nodes[i].name)) < 0 ||
-            add(o, "addr", json_object_new_string(st->nodes[i].addr)) < 0 ||
+            json_add(o, "name", json_object_new_string(st->nodes[i].name)) < 0 ||
+            json_add(o, "addr", json_object_new_string(st->nodes[i].addr)) < 0 ||
             json_object_array_add(a, o) < 0) {
             json_object_put(o);
             json_object_put(a);
@@ -309,16 +298,18 @@ static struct json_object *cluster_object(const struct admin_node *node)
     policing_status(node->pc, &st);
     const struct vsan_config *cfg = node->cfg;
     struct json_object *o = json_object_new_object();
-    if (o && (add(o, "name", json_object_new_string(cfg->cluster_name)) < 0 ||
-              add_u64(o, "nodeid", st.nodeid) < 0 ||
-              add(o, "quorate", json_object_new_boolean(st.quorate)) < 0 ||
-              add(o, "synced", json_object_new_boolean(st.synced)) < 0 ||
-              add(o, "on_no_quorum",
+    if (o &&
+        (json_add(o, "name", json_object_new_string(cfg->cluster_name)) < 0 ||
+         add_u64(o, "nodeid", st.nodeid) < 0 ||
+         json_add(o, "quorate", json_object_new_boolean(st.quorate)) < 0 ||
+         json_add(o, "synced", json_object_new_boolean(st.synced)) < 0 ||
+         json_add(o, "on_no_quorum",
                   json_object_new_string(cfg->suspend_on_no_quorum ? "suspend" : "error")) < 0 ||
-              add_u64(o, "region_size", st.region_size) < 0 ||
-              add_u64(o, "table_version", st.table_version) < 0 ||
-              add(o, "members", members_array(&st)) < 0 || add(o, "nodes", nodes_array(&st)) < 0 ||
-              add(o, "policing", policing_object(&st)) < 0)) {
+         add_u64(o, "region_size", st.region_size) < 0 ||
+         add_u64(o, "table_version", st.table_version) < 0 ||
+         json_add(o, "members", members_array(&st)) < 0 ||
+         json_add(o, "nodes", nodes_array(&st)) < 0 ||
+         json_add(o, "policing", policing_object(&st)) < 0)) {
         json_object_put(o);
         return NULL;
     }
@@ -328,32 +319,26 @@ static struct json_object *cluster_object(const struct admin_node *node)
 static struct json_object *cmd_status(const struct context *ctx, struct json_object *req)
 {
     const struct admin_node *node = ctx->node;
-    struct volume_info *list;
-    size_t n;
-    int r = volumes_list(node->vols, &list, &n);
+    size_t n = volumes_count(node->vols);
 
     (void)req;
-    if (r < 0)
-        return admin_reply_error(ADMIN_E_SYSTEM, "status: list volumes: %s", strerror(-r));
-    free(list);
-
     uint64_t now = admin_clock();
     struct json_object *o = json_object_new_object();
     if (!o)
         return NULL;
-    if (add(o, "name", json_object_new_string(node->cfg->name)) < 0 ||
-        add(o, "version", json_object_new_string(VSAN_VERSION)) < 0 ||
-        add(o, "mode",
-            json_object_new_string(
-                node->cfg->cluster_mode == CONFIG_COROSYNC ? "corosync" : "standalone")) < 0 ||
-        add(o, "pid", json_object_new_int(getpid())) < 0 ||
-        add(o, "data_dir", json_object_new_string(node->cfg->data_dir)) < 0 ||
-        add(o, "nbd_listen", listen_array(node->cfg)) < 0 ||
-        add(o, "admin_socket", json_object_new_string(node->cfg->admin_socket)) < 0 ||
+    if (json_add(o, "name", json_object_new_string(node->cfg->name)) < 0 ||
+        json_add(o, "version", json_object_new_string(VSAN_VERSION)) < 0 ||
+        json_add(o, "mode",
+                 json_object_new_string(
+                     node->cfg->cluster_mode == CONFIG_COROSYNC ? "corosync" : "standalone")) < 0 ||
+        json_add(o, "pid", json_object_new_int(getpid())) < 0 ||
+        json_add(o, "data_dir", json_object_new_string(node->cfg->data_dir)) < 0 ||
+        json_add(o, "nbd_listen", listen_array(node->cfg)) < 0 ||
+        json_add(o, "admin_socket", json_object_new_string(node->cfg->admin_socket)) < 0 ||
         add_u64(o, "volumes", n) < 0 ||
         add_u64(o, "connections", nbd_server_connections(node->nbd)) < 0 ||
         add_u64(o, "uptime", now > node->started ? now - node->started : 0) < 0 ||
-        add(o, "cluster", cluster_object(node)) < 0) {
+        json_add(o, "cluster", cluster_object(node)) < 0) {
         json_object_put(o);
         return NULL;
     }
@@ -386,7 +371,7 @@ static struct json_object *cmd_volume_list(const struct context *ctx, struct jso
     if (r < 0)
         return admin_reply_error(ADMIN_E_SYSTEM, "list volumes: %s", strerror(-r));
     struct json_object *o = json_object_new_object();
-    if (o && add(o, "volumes", volume_array(list, n)) < 0) {
+    if (o && json_add(o, "volumes", volume_array(list, n)) < 0) {
         json_object_put(o);
         o = NULL;
     }
@@ -427,7 +412,7 @@ static void change_done(void *arg, int r)
     if (r == 0 && strcmp(ch->op, "delete") == 0) {
         qb_log(LOG_INFO, "volume \"%s\" deleted", ch->name);
         struct json_object *o = json_object_new_object();
-        if (o && add(o, "name", json_object_new_string(ch->name)) < 0) {
+        if (o && json_add(o, "name", json_object_new_string(ch->name)) < 0) {
             json_object_put(o);
             o = NULL;
         }

@@ -8,6 +8,7 @@
  * names and sizes are the daemon's, which answers with a precise error.
  */
 #include "vsan/admin_proto.h"
+#include "vsan/json_add.h"
 #include "vsan/cli_format.h"
 #include "vsan/size.h"
 
@@ -221,17 +222,6 @@ static int parse_command(char **words, int n, struct invocation *inv)
     return parse_command_args(words + skip, n - skip, inv);
 }
 
-static int add(struct json_object *obj, const char *key, struct json_object *val)
-{
-    if (!val)
-        return -1;
-    if (json_object_object_add(obj, key, val) < 0) {
-        json_object_put(val);
-        return -1;
-    }
-    return 0;
-}
-
 static int parse_size_arg(const char *arg, uint64_t *size)
 {
     int r = size_parse(arg, size);
@@ -257,10 +247,10 @@ static int build_request(const struct invocation *inv, struct json_object **out)
     if (inv->cmd->nargs == 2 && (r = parse_size_arg(inv->args[1], &size)) >= 0)
         return r;
     req = json_object_new_object();
-    if (!req || add(req, "cmd", json_object_new_string(inv->cmd->request)) < 0 ||
-        (inv->nargs >= 1 && add(req, "name", json_object_new_string(inv->args[0])) < 0) ||
-        (inv->nargs >= 2 && add(req, "size", json_object_new_int64((int64_t)size)) < 0) ||
-        (inv->force && add(req, "force", json_object_new_boolean(1)) < 0)) {
+    if (!req || json_add(req, "cmd", json_object_new_string(inv->cmd->request)) < 0 ||
+        (inv->nargs >= 1 && json_add(req, "name", json_object_new_string(inv->args[0])) < 0) ||
+        (inv->nargs >= 2 && json_add(req, "size", json_object_new_int64((int64_t)size)) < 0) ||
+        (inv->force && json_add(req, "force", json_object_new_boolean(1)) < 0)) {
         fprintf(stderr, "vsan: out of memory\n");
         json_object_put(req);
         return EXIT_ERROR;

@@ -755,6 +755,14 @@ int volumes_info(struct volumes *vols, const char *name, struct volume_info *out
     return r;
 }
 
+size_t volumes_count(struct volumes *vols)
+{
+    lock_shared(vols);
+    size_t n = vols->n;
+    unlock(vols);
+    return n;
+}
+
 int volumes_list(struct volumes *vols, struct volume_info **out, size_t *n)
 {
     lock_shared(vols);

@@ -55,6 +55,7 @@ int volumes_resize(struct volumes *vols, const char *name, uint64_t size, bool f
                    bool even_if_busy, struct volume_info *out);
 /* -ENOENT. */
 int volumes_info(struct volumes *vols, const char *name, struct volume_info *out);
+size_t volumes_count(struct volumes *vols);
 /* A malloc'd array sorted by name, in *out (free it); *n entries. */
 int volumes_list(struct volumes *vols, struct volume_info **out, size_t *n);
 
