@@ -13,7 +13,7 @@
 
 CC      ?= cc
 B       := build
-PKGS    := libqb inih json-c libcpg libvotequorum libcmap
+PKGS    := libqb inih json-c libcpg libvotequorum libcmap libisal gnutls
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -MP \
            -I. $(shell pkg-config --cflags $(PKGS))
@@ -31,9 +31,12 @@ NBD_SRCS := nbd-server/handshake.c nbd-server/transmission.c nbd-server/server.c
 # Membership, quorum and per-region write priority (policing/).
 POLICING_SRCS := policing/messages.c policing/protocol.c policing/priority.c \
                  policing/cluster_local.c policing/cluster_corosync.c
+# The mirror link's wire format and handshake: pure, no I/O (mirror/).
+MIRROR_PURE_SRCS := mirror/wire.c mirror/auth.c
 # The node: store, volume layer, config, admin server.
-CORE_SRCS := $(POLICING_SRCS) vsan/voltable.c vsan/config.c vsan/log.c vsan/size.c vsan/store.c vsan/volume.c \
+CORE_SRCS := $(POLICING_SRCS) $(MIRROR_PURE_SRCS) vsan/voltable.c vsan/config.c vsan/log.c vsan/size.c vsan/store.c vsan/volume.c \
              vsan/admin.c vsan/admin_cmds.c
+CORE_SRCS += mirror/bitmap.c mirror/replicas.c mirror/link.c mirror/engine.c
 VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) vsan/vsand.c
 CLI_SRCS   := vsan/cli.c vsan/size.c vsan/cli_format.c
 
@@ -74,11 +77,21 @@ $(FUZZ_BIN): tests/fuzz/fuzz_nbd.c nbd-server/mem_export.c $(NBD_SRCS) $(wildcar
 	clang $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_nbd.c nbd-server/mem_export.c $(NBD_SRCS) \
 	  $(shell pkg-config --libs libqb)
 
-FUZZ_SECONDS ?= 30
-fuzz-short: $(FUZZ_BIN)
-	@mkdir -p build/fuzz/corpus
+# The mirror link's header, payload and server-side handshake checks.
+FUZZ_MIRROR_BIN := build/fuzz/fuzz_mirror
+$(FUZZ_MIRROR_BIN): tests/fuzz/fuzz_mirror.c $(MIRROR_PURE_SRCS) $(wildcard mirror/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_mirror.c $(MIRROR_PURE_SRCS) \
+	  $(shell pkg-config --libs libisal gnutls)
+
+# FUZZ_SECONDS is the NBD run's; the mirror target is smaller and gets half.
+FUZZ_SECONDS ?= 20
+fuzz-short: $(FUZZ_BIN) $(FUZZ_MIRROR_BIN)
+	@mkdir -p build/fuzz/corpus build/fuzz/mirror-corpus
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10 \
 	  build/fuzz/corpus tests/fuzz/seeds
+	$(FUZZ_MIRROR_BIN) -max_total_time=$$(( ($(FUZZ_SECONDS) + 1) / 2 )) -max_len=4096 -timeout=10 \
+	  build/fuzz/mirror-corpus tests/fuzz/mirror-seeds
 
 fuzz: FUZZ_SECONDS = 600
 fuzz: fuzz-short

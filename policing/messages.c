@@ -26,6 +26,8 @@ static size_t fixed_length(int type)
         return sizeof(struct pmsg_volume);
     case PMSG_OFFER:
         return sizeof(struct pmsg_offer);
+    case PMSG_REPLICA:
+        return sizeof(struct pmsg_replica);
     default:
         return 0;
     }

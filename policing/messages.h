@@ -20,7 +20,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                "policing messages are sent as little-endian structs");
 
 #define PMSG_MAGIC 0x4c505356u /* "VSPL" */
-#define PMSG_VERSION 1
+#define PMSG_VERSION 2
 
 enum pmsg_type {
     PMSG_HELLO = 1,      /* a member's endpoints */
@@ -31,11 +31,13 @@ enum pmsg_type {
     PMSG_VOL_DELETE = 6,
     PMSG_OFFER = 7, /* sync round: my table's version */
     PMSG_STATE = 8, /* sync round: the winner's state */
+    PMSG_REPLICA = 9, /* a replica changes state (mirror/replicas.h) */
 };
 
 #define PMSG_NAME_MAX 64
 #define PMSG_UUID_LEN 36
 #define PMSG_ADDR_MAX 128
+#define PMSG_REPLICAS_MAX 32
 
 struct pmsg_header {
     uint32_t magic;
@@ -68,6 +70,18 @@ struct pmsg_volume {
     uint8_t force; /* RESIZE: shrink allowed */
 } __attribute__((packed));
 
+/* A replica's new state. With first <= last, every node that holds a
+ * current replica also records regions first..last dirty for node (the
+ * writes it missed); tag lets the sender wait for it to come back. */
+struct pmsg_replica {
+    struct pmsg_header h;
+    uint64_t tag;
+    uint32_t volume; /* policing_volume_id */
+    uint32_t node;
+    uint8_t state; /* enum replica_state */
+    uint64_t first, last;
+} __attribute__((packed));
+
 struct pmsg_offer {
     struct pmsg_header h;
     uint64_t table_version;
@@ -89,6 +103,11 @@ struct pmsg_state_volume {
     char name[PMSG_NAME_MAX + 1];
     uint64_t size;
     uint64_t generation;
+    uint32_t nreplicas;
+    struct {
+        uint32_t node;
+        uint8_t state;
+    } __attribute__((packed)) replicas[PMSG_REPLICAS_MAX];
 } __attribute__((packed));
 
 void pmsg_init(struct pmsg_header *h, enum pmsg_type type, size_t length);

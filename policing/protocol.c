@@ -72,6 +72,11 @@ struct policing {
     struct pol_action *outbox;
     size_t nout, capout, headout;
     bool draining;
+    /* Replica changes this node sent, by tag: next_replica_tag is the next
+     * to send, replica_applied counts up as they come back (a node's own
+     * messages return in the order it sent them). */
+    pthread_mutex_t replica_mu; /* orders sends of next_replica_tag */
+    uint64_t next_replica_tag, replica_applied;
 };
 
 uint32_t policing_volume_id(const char *uuid)
@@ -261,13 +266,25 @@ static struct pending *take_pending(struct policing *pc, uint64_t tag)
     return NULL;
 }
 
+static void bump_version(struct policing *pc)
+{
+    uint64_t v = pc->p.table->version(pc->p.table_ctx) + 1;
+    if (pc->p.table->set_version(pc->p.table_ctx, v) < 0)
+        qb_log(LOG_ERR, "policing: volume table version %llu not persisted",
+               (unsigned long long)v);
+}
+
 static int apply_table_change(struct policing *pc, int type, const struct pmsg_volume *m)
 {
     const struct policing_table_ops *t = pc->p.table;
     if (!pmsg_string_ok(m->name, sizeof m->name) || !pmsg_string_ok(m->uuid, sizeof m->uuid))
         return -EINVAL;
-    if (type == PMSG_VOL_CREATE)
-        return t->create(pc->p.table_ctx, m->uuid, m->name, m->size);
+    if (type == PMSG_VOL_CREATE) {
+        uint32_t members[CLUSTER_NODES_MAX];
+        for (size_t i = 0; i < pc->nmembers; i++)
+            members[i] = pc->members[i].nodeid;
+        return t->create(pc->p.table_ctx, m->uuid, m->name, m->size, members, pc->nmembers);
+    }
     if (type == PMSG_VOL_RESIZE)
         return t->resize(pc->p.table_ctx, m->name, m->size, m->force);
     uint32_t vid = 0;
@@ -295,12 +312,8 @@ static void apply_volume(struct policing *pc, uint32_t nodeid, uint32_t pid, int
                          const struct pmsg_volume *m)
 {
     int r = apply_table_change(pc, type, m);
-    if (r == 0) {
-        uint64_t v = pc->p.table->version(pc->p.table_ctx) + 1;
-        if (pc->p.table->set_version(pc->p.table_ctx, v) < 0)
-            qb_log(LOG_ERR, "policing: volume table version %llu not persisted",
-                   (unsigned long long)v);
-    }
+    if (r == 0)
+        bump_version(pc);
     if (nodeid != pc->self || pid != pc->pid)
         return;
     struct pending *x = take_pending(pc, m->tag);
@@ -325,11 +338,38 @@ static void apply_region(struct policing *pc, uint32_t nodeid, int type,
     pol_actions_free(&out);
 }
 
+/* This node's replica change m has been applied, here or (in a sync
+ * round) in the state it loaded: its sender may go on. */
+static void replica_done(struct policing *pc, uint32_t nodeid, uint32_t pid,
+                         const struct pmsg_replica *m)
+{
+    if (nodeid != pc->self || pid != pc->pid)
+        return;
+    pthread_mutex_lock(&pc->lock);
+    if (m->tag > pc->replica_applied)
+        pc->replica_applied = m->tag;
+    pthread_cond_broadcast(&pc->cond);
+    pthread_mutex_unlock(&pc->lock);
+}
+
+static void apply_replica(struct policing *pc, uint32_t nodeid, uint32_t pid,
+                          const struct pmsg_replica *m)
+{
+    int r = pc->p.table->replica(pc->p.table_ctx, m->volume, m->node, m->state, m->first, m->last);
+    if (r > 0)
+        bump_version(pc);
+    replica_done(pc, nodeid, pid, m);
+    if (r > 0)
+        pc->p.table->changed(pc->p.table_ctx);
+}
+
 /* A table or region message, applied now. */
 static void apply(struct policing *pc, uint32_t nodeid, uint32_t pid, int type, const void *msg)
 {
     if (type == PMSG_REQUEST || type == PMSG_RELEASE)
         apply_region(pc, nodeid, type, msg);
+    else if (type == PMSG_REPLICA)
+        apply_replica(pc, nodeid, pid, msg);
     else
         apply_volume(pc, nodeid, pid, type, msg);
 }
@@ -359,8 +399,11 @@ static void replay_held(struct policing *pc, uint64_t from)
 {
     for (size_t i = 0; i < pc->nheld; i++) {
         struct held *h = pc->held[i];
+        int type = ((struct pmsg_header *)h->data)->type;
         if (h->index > from)
-            apply(pc, h->nodeid, h->pid, ((struct pmsg_header *)h->data)->type, h->data);
+            apply(pc, h->nodeid, h->pid, type, h->data);
+        else if (type == PMSG_REPLICA)
+            replica_done(pc, h->nodeid, h->pid, (const void *)h->data);
         free(h);
     }
     pc->nheld = 0;
@@ -425,6 +468,11 @@ static int build_state(struct policing *pc, void **out, size_t *len)
             memcpy(sv[i].name, vols[i].name, sizeof sv[i].name);
             sv[i].size = vols[i].size;
             sv[i].generation = vols[i].generation;
+            sv[i].nreplicas = vols[i].nreplicas;
+            for (uint32_t j = 0; j < vols[i].nreplicas && j < PMSG_REPLICAS_MAX; j++) {
+                sv[i].replicas[j].node = vols[i].replicas[j].node;
+                sv[i].replicas[j].state = vols[i].replicas[j].state;
+            }
         }
         memcpy(sv + n, snap, snaplen);
     }
@@ -451,6 +499,7 @@ static void win_round(struct policing *pc)
     }
     qb_log(LOG_INFO, "policing: in sync, table version %llu, sent to the group",
            (unsigned long long)pc->p.table->version(pc->p.table_ctx));
+    pc->p.table->changed(pc->p.table_ctx);
 }
 
 static void on_offer(struct policing *pc, uint32_t nodeid, const struct pmsg_offer *m)
@@ -497,6 +546,11 @@ static void load_state(struct policing *pc, const struct pmsg_state *s, size_t l
         memcpy(vols[i].name, sv[i].name, sizeof vols[i].name);
         vols[i].size = sv[i].size;
         vols[i].generation = sv[i].generation;
+        vols[i].nreplicas =
+            sv[i].nreplicas < PMSG_REPLICAS_MAX ? sv[i].nreplicas : PMSG_REPLICAS_MAX;
+        for (uint32_t j = 0; j < vols[i].nreplicas; j++)
+            vols[i].replicas[j] = (struct policing_replica){sv[i].replicas[j].node,
+                                                            sv[i].replicas[j].state};
     }
     int r = pc->p.table->load(pc->p.table_ctx, vols, n);
     free(vols);
@@ -522,6 +576,7 @@ static void on_state(struct policing *pc, uint32_t nodeid, const struct pmsg_sta
     pc->synced = true;
     qb_log(LOG_INFO, "policing: in sync with node %u, table version %llu", nodeid,
            (unsigned long long)s->table_version);
+    pc->p.table->changed(pc->p.table_ctx);
 }
 
 static void on_hello(struct policing *pc, uint32_t nodeid, const struct pmsg_hello *m)
@@ -592,6 +647,39 @@ static void update_members(struct policing *pc, const struct cluster_member *m, 
     pc->nmembers = k;
 }
 
+/* The keys of the POL_LOST actions in a, malloc'd (NULL if none). */
+static struct pol_key *lost_keys(const struct pol_actions *a, size_t *n)
+{
+    *n = 0;
+    struct pol_key *keys = malloc((a->n ? a->n : 1) * sizeof *keys);
+    for (size_t i = 0; keys && i < a->n; i++)
+        if (a->v[i].kind == POL_LOST)
+            keys[(*n)++] = a->v[i].key;
+    return keys;
+}
+
+/* A member left: its regions go to their waiters (the state machine), its
+ * replicas become outdated with the regions it held marked dirty for it:
+ * it may have written them here and there before it went. */
+static void on_leave(struct policing *pc, uint32_t node)
+{
+    struct pol_actions out = {0};
+    pthread_mutex_lock(&pc->lock);
+    pol_on_leave(pc->pol, node, &out);
+    size_t nlost;
+    struct pol_key *lost = lost_keys(&out, &nlost);
+    carry_out(pc, &out);
+    pthread_mutex_unlock(&pc->lock);
+    pol_actions_free(&out);
+    if (!lost)
+        qb_log(LOG_ERR, "policing: node %u left: out of memory listing its regions", node);
+    if (node != pc->self && pc->p.table->node_left(pc->p.table_ctx, node, lost, nlost) > 0) {
+        bump_version(pc);
+        pc->p.table->changed(pc->p.table_ctx);
+    }
+    free(lost);
+}
+
 static void on_confchg(void *ctx, const struct cluster_member *members, size_t n,
                        const struct cluster_member *left, size_t nleft,
                        const struct cluster_member *joined, size_t njoined)
@@ -602,19 +690,14 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
      * table (a round follows whenever the tables may differ). */
     replay_held(pc, 0);
     update_members(pc, members, n);
-    struct pol_actions out = {0};
     for (size_t i = 0; i < nleft; i++) {
         qb_log(LOG_INFO, "policing: node %u (pid %u) left the group (%s)", left[i].nodeid,
                left[i].pid,
                left[i].reason == CLUSTER_PROCDOWN   ? "process died"
                : left[i].reason == CLUSTER_NODEDOWN ? "node down"
                                                     : "left");
-        pthread_mutex_lock(&pc->lock);
-        pol_on_leave(pc->pol, left[i].nodeid, &out);
-        carry_out(pc, &out);
-        pthread_mutex_unlock(&pc->lock);
+        on_leave(pc, left[i].nodeid);
     }
-    pol_actions_free(&out);
     for (size_t i = 0; i < njoined; i++)
         qb_log(LOG_INFO, "policing: node %u (pid %u) joined the group", joined[i].nodeid,
                joined[i].pid);
@@ -696,6 +779,50 @@ int policing_volume_delete(struct policing *pc, const char *name, policing_done_
     return request_change(pc, PMSG_VOL_DELETE, NULL, name, 0, false, done, arg);
 }
 
+int policing_replica_change(struct policing *pc, uint32_t volume, uint32_t node, uint8_t state,
+                            uint64_t first, uint64_t last, bool wait)
+{
+    struct pmsg_replica m;
+    pmsg_init(&m.h, PMSG_REPLICA, sizeof m);
+    m.volume = volume;
+    m.node = node;
+    m.state = state;
+    m.first = first;
+    m.last = last;
+    /* Tags go out in order: replica_mu is held across the send. */
+    pthread_mutex_lock(&pc->replica_mu);
+    m.tag = ++pc->next_replica_tag;
+    int r = send_msg(pc, &m, sizeof m);
+    pthread_mutex_unlock(&pc->replica_mu);
+    pthread_mutex_lock(&pc->lock);
+    if (pc->stopping)
+        r = -ESHUTDOWN;
+    while (r == 0 && wait && pc->replica_applied < m.tag && !pc->stopping)
+        pthread_cond_wait(&pc->cond, &pc->lock);
+    if (r == 0 && wait && pc->replica_applied < m.tag)
+        r = -ESHUTDOWN;
+    pthread_mutex_unlock(&pc->lock);
+    return r;
+}
+
+bool policing_quorate(struct policing *pc)
+{
+    pthread_mutex_lock(&pc->lock);
+    bool q = pc->quorate;
+    pthread_mutex_unlock(&pc->lock);
+    return q;
+}
+
+uint32_t policing_self(struct policing *pc)
+{
+    return pc->self;
+}
+
+uint64_t policing_region_size(struct policing *pc)
+{
+    return pc->p.region_size;
+}
+
 /* ---- life cycle --------------------------------------------------------- */
 
 void policing_status(struct policing *pc, struct policing_status *st)
@@ -741,6 +868,7 @@ int policing_start(const struct policing_params *p, struct policing **out)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&pc->lock, NULL);
+    pthread_mutex_init(&pc->replica_mu, NULL);
     pthread_cond_init(&pc->cond, &ca);
     pthread_condattr_destroy(&ca);
     int r = p->driver->init(&pc->cl, pc->group, p->loop, &events, pc);
@@ -790,6 +918,7 @@ void policing_stop(struct policing *pc)
     pol_free(pc->pol);
     free(pc->outbox);
     pthread_cond_destroy(&pc->cond);
+    pthread_mutex_destroy(&pc->replica_mu);
     pthread_mutex_destroy(&pc->lock);
     free(pc);
 }

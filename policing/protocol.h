@@ -34,26 +34,46 @@
 
 #include <qb/qbloop.h>
 
+struct policing_replica {
+    uint32_t node;
+    uint8_t state; /* enum replica_state (mirror/replicas.h) */
+};
+
 /* A volume as the agreed table knows it. */
 struct policing_volume {
     char uuid[PMSG_UUID_LEN + 1];
     char name[PMSG_NAME_MAX + 1];
     uint64_t size;
     uint64_t generation;
+    uint32_t nreplicas;
+    struct policing_replica replicas[PMSG_REPLICAS_MAX];
 };
 
 /* The local side of the volume table, called on the main loop in agreed
  * order. Results must depend only on the table (never on local
  * connections), so every node reaches the same one. */
 struct policing_table_ops {
-    int (*create)(void *ctx, const char *uuid, const char *name, uint64_t size);
+    /* members: the group now, the volume's first replicas. */
+    int (*create)(void *ctx, const char *uuid, const char *name, uint64_t size,
+                  const uint32_t *members, size_t nmembers);
     int (*resize)(void *ctx, const char *name, uint64_t size, bool force);
     int (*remove)(void *ctx, const char *name);
     /* The whole table, malloc'd; the caller frees it. */
     int (*list)(void *ctx, struct policing_volume **out, size_t *n);
     /* Makes the local table equal to v (creating, resizing, deleting local
-     * replicas as needed). */
+     * replicas as needed, taking their replica sets). */
     int (*load)(void *ctx, const struct policing_volume *v, size_t n);
+    /* A PMSG_REPLICA (see messages.h). 1 if the table changed, 0 if not,
+     * -errno. */
+    int (*replica)(void *ctx, uint32_t volume, uint32_t node, uint8_t state, uint64_t first,
+                   uint64_t last);
+    /* node left the group: its replicas are outdated, and the regions it
+     * held (lost, from the region table) are dirty for it. 1 if the table
+     * changed. */
+    int (*node_left)(void *ctx, uint32_t node, const struct pol_key *lost, size_t nlost);
+    /* This node's table is current again (after a sync round, or a change
+     * to it): a chance to start resyncs. */
+    void (*changed)(void *ctx);
     /* How many changes the table has seen (persisted). */
     uint64_t (*version)(void *ctx);
     int (*set_version)(void *ctx, uint64_t version);
@@ -88,6 +108,16 @@ void policing_stop(struct policing *pc);
 int policing_write_begin(struct policing *pc, uint32_t volume, uint64_t offset, uint64_t len,
                          bool nowait, struct pol_write *w);
 void policing_write_end(struct policing *pc, struct pol_write *w);
+
+/* Multicasts a replica's new state (and the regions it missed, if
+ * first <= last); with wait, returns once this node has applied it. 0,
+ * -ENOTCONN (the group is lost), -ESHUTDOWN (stopping). Any thread. */
+int policing_replica_change(struct policing *pc, uint32_t volume, uint32_t node, uint8_t state,
+                            uint64_t first, uint64_t last, bool wait);
+/* Whether this partition has quorum now. */
+bool policing_quorate(struct policing *pc);
+uint32_t policing_self(struct policing *pc);
+uint64_t policing_region_size(struct policing *pc);
 
 /* A volume's id in the region table: the first 32 bits of its uuid. */
 uint32_t policing_volume_id(const char *uuid);

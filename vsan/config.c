@@ -10,7 +10,9 @@
  *
  * Keys are described by a table: section, name, a parser and the range of
  * the value. The first error stops the parse; it is reported with the
- * file, line, section, key, the value and the reason.
+ * file, line, section, key, the value and the reason. Rules that tie keys
+ * together (the NBD block sizes, a cluster node's mirror address) are
+ * checked once the whole file is read, so the order of keys never matters.
  */
 #include "vsan/config.h"
 
@@ -89,6 +91,17 @@ static int parse_path(const struct key_def *k, struct vsan_config *cfg, const ch
     return 0;
 }
 
+/* A file, so not a directory's path ending in '/'. */
+static int parse_file_path(const struct key_def *k, struct vsan_config *cfg, const char *value,
+                           char *why, size_t len)
+{
+    if (value[0] != '\0' && value[strlen(value) - 1] == '/') {
+        snprintf(why, len, "must name a file, not a directory");
+        return -1;
+    }
+    return parse_path(k, cfg, value, why, len);
+}
+
 static int parse_node_name(const struct key_def *k, struct vsan_config *cfg, const char *value,
                            char *why, size_t len)
 {
@@ -162,6 +175,28 @@ static int parse_size(const struct key_def *k, struct vsan_config *cfg, const ch
     if (parse_size_value(k, value, &v, why, len) < 0)
         return -1;
     *FIELD(cfg, k, unsigned) = (unsigned)v;
+    return 0;
+}
+
+/* Bytes per second: 0 for unlimited, or a size in the key's range. */
+static int parse_rate(const struct key_def *k, struct vsan_config *cfg, const char *value,
+                      char *why, size_t len)
+{
+    char lo[SIZE_FORMAT_MAX], hi[SIZE_FORMAT_MAX];
+    uint64_t v;
+    int r = size_parse(value, &v);
+
+    if (r == -EINVAL) {
+        snprintf(why, len, "not a size (write e.g. 0, 100M or 1G)");
+        return -1;
+    }
+    if (r < 0 || (v != 0 && (v < k->min || v > k->max))) {
+        size_format(k->min, lo, sizeof lo);
+        size_format(k->max, hi, sizeof hi);
+        snprintf(why, len, "out of range (0 for unlimited, or %s to %s)", lo, hi);
+        return -1;
+    }
+    *FIELD(cfg, k, uint64_t) = v;
     return 0;
 }
 
@@ -400,6 +435,18 @@ static int parse_on_no_quorum(const struct key_def *k, struct vsan_config *cfg, 
     return 0;
 }
 
+static int parse_mirror_sync(const struct key_def *k, struct vsan_config *cfg, const char *value,
+                             char *why, size_t len)
+{
+    static const char *const modes[] = {"applied", "received"};
+    int m;
+    (void)k;
+    if (parse_choice(value, modes, 2, &m, why, len) < 0)
+        return -1;
+    cfg->mirror_sync_received = m == 1;
+    return 0;
+}
+
 static int parse_mirror_listen(const struct key_def *k, struct vsan_config *cfg, const char *value,
                                char *why, size_t len)
 {
@@ -444,6 +491,12 @@ static const struct key_def keys[] = {
     KEY("cluster", "on_no_quorum", parse_on_no_quorum, suspend_on_no_quorum, 0, 0),
     KEY("cluster", "suspend_timeout", parse_uint, suspend_timeout_ms, 1, CONFIG_TIMEOUT_MS_MAX),
     KEY("mirror", "listen", parse_mirror_listen, mirror_listen, 0, 0),
+    KEY("mirror", "secret_file", parse_file_path, mirror_secret_file, 0, 0),
+    KEY("mirror", "timeout", parse_uint, mirror_timeout_ms, CONFIG_MIRROR_TIMEOUT_MIN,
+        CONFIG_TIMEOUT_MS_MAX),
+    KEY("mirror", "sync", parse_mirror_sync, mirror_sync_received, 0, 0),
+    KEY("mirror", "resync_rate", parse_rate, mirror_resync_rate, CONFIG_RESYNC_RATE_MIN,
+        CONFIG_RESYNC_RATE_MAX),
     KEY("admin", "socket", parse_admin_socket, admin_socket, 0, 0),
     KEY("log", "level", parse_level, log_level, 0, 0),
     KEY("log", "syslog", parse_bool, log_syslog, 0, 0),
@@ -467,6 +520,9 @@ void config_defaults(struct vsan_config *cfg)
     strcpy(cfg->cluster_name, "vsan");
     cfg->region_size = 4u * 1024 * 1024;
     cfg->suspend_timeout_ms = 30000;
+    strcpy(cfg->mirror_secret_file, CONFIG_SECRET_DEFAULT);
+    cfg->mirror_timeout_ms = 2000;
+    cfg->mirror_resync_rate = 200u * 1024 * 1024;
     strcpy(cfg->admin_socket, ADMIN_SOCKET_DEFAULT);
     cfg->log_level = LOG_INFO;
     cfg->log_syslog = true;
@@ -522,7 +578,8 @@ static void check_section_line(struct parser *p, const char *s)
         return;
     }
     if (!section_known(s + 1, end - s - 1))
-        fail(p, p->lineno, "unknown section [%.*s] (known: [node], [nbd], [admin], [log])",
+        fail(p, p->lineno,
+             "unknown section [%.*s] (known: [node], [nbd], [cluster], [mirror], [admin], [log])",
              (int)(end - s - 1), s + 1);
 }
 
@@ -640,6 +697,18 @@ static int check_block_sizes(struct parser *p)
     return 0;
 }
 
+/* A cluster node is useless to its peers unless they can reach its
+ * mirror engine; standalone has no peers. */
+static int check_mirror_listen(struct parser *p)
+{
+    if (p->cfg->cluster_mode != CONFIG_COROSYNC || p->cfg->mirror_listen[0] != '\0')
+        return 0;
+    fail(p, p->key_line[find_key("cluster", "mode") - keys],
+         "[cluster] mode = corosync needs [mirror] listen (the HOST:PORT the other nodes' "
+         "mirror engines connect to)");
+    return -1;
+}
+
 /* inih goes on after a syntax error and returns the line of the first
  * error it saw, ours included; an earlier line than ours is its own. */
 static int run_parser(struct parser *p)
@@ -660,7 +729,9 @@ static int run_parser(struct parser *p)
         fail(p, 0, "out of memory");
         return -1;
     }
-    return check_block_sizes(p);
+    if (check_block_sizes(p) < 0)
+        return -1;
+    return check_mirror_listen(p);
 }
 
 int config_parse(const char *path, struct vsan_config *cfg, char *err, size_t errlen)

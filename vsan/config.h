@@ -16,6 +16,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/vsan/vsan.conf"
 
@@ -37,6 +38,16 @@ enum config_cluster_mode { CONFIG_STANDALONE = 0, CONFIG_COROSYNC = 1 };
 #define CONFIG_REGION_MIN (64u * 1024)
 #define CONFIG_REGION_MAX (1024u * 1024 * 1024)
 
+#define CONFIG_SECRET_DEFAULT "/etc/vsan/secret"
+/* Below this a peer on a loaded machine would be declared failed for a
+ * scheduling hiccup, outdating a healthy replica. */
+#define CONFIG_MIRROR_TIMEOUT_MIN 100
+/* A resync rate is 0 (unlimited) or in this range: slower would leave a
+ * replica outdated for days; the cap keeps rate x CONFIG_TIMEOUT_MS_MAX
+ * within 64 bits for the throttle's arithmetic. */
+#define CONFIG_RESYNC_RATE_MIN (1024u * 1024)
+#define CONFIG_RESYNC_RATE_MAX (1ull << 40)
+
 struct vsan_config {
     /* [node] */
     char data_dir[PATH_MAX];
@@ -53,7 +64,11 @@ struct vsan_config {
     bool suspend_on_no_quorum; /* on_no_quorum = suspend (else error) */
     unsigned suspend_timeout_ms;
     /* [mirror] */
-    char mirror_listen[CONFIG_ADDR_MAX + 1]; /* announced; "" = none */
+    char mirror_listen[CONFIG_ADDR_MAX + 1]; /* announced; "" = none (standalone only) */
+    char mirror_secret_file[PATH_MAX];       /* read by mauth_load_secret() */
+    unsigned mirror_timeout_ms;              /* a peer silent this long is outdated */
+    bool mirror_sync_received;               /* sync = received: peers answer before applying */
+    uint64_t mirror_resync_rate;             /* bytes per second; 0 = unlimited */
     /* [admin] */
     char admin_socket[ADMIN_NAME_MAX + 2]; /* a leading '/' does not count */
     /* [log] */

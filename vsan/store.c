@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,8 @@
 #define DATA_SUFFIX ".data"
 /* "UUID.meta.tmp" and its NUL. */
 #define FILE_NAME_MAX (STORE_UUID_LEN + sizeof(META_SUFFIX) + sizeof(TMP_SUFFIX))
+
+#define BITMAPS_DIR "bitmaps"
 
 struct store {
     char *path;     /* data_dir as configured, for messages */
@@ -407,7 +410,40 @@ static int marker_write(struct store *st)
     return write_atomic(st->dir_fd, st->path, STORE_MARKER, text);
 }
 
-/* Volume record. */
+/* Volume record. The replica set is written "NODE:STATE NODE:STATE ...",
+ * sorted by node, with the state's number (mirror/replicas.h). */
+static bool parse_replicas(const char *value, struct store_volume *v)
+{
+    v->nreplicas = 0;
+    const char *p = value;
+    while (*p != '\0') {
+        unsigned node, state;
+        int used;
+        if (v->nreplicas == STORE_REPLICAS_MAX ||
+            sscanf(p, "%u:%u%n", &node, &state, &used) != 2 || node == 0 || state > 255)
+            return false;
+        if (v->nreplicas > 0 && v->replicas[v->nreplicas - 1].node >= node)
+            return false;
+        v->replicas[v->nreplicas++] = (struct store_replica){node, (uint8_t)state};
+        p += used;
+        p += strspn(p, " ");
+    }
+    return true;
+}
+
+static const char *const local_names[] = {"ok", "failed", "rebuild"};
+
+static bool parse_local(const char *value, uint8_t *out)
+{
+    for (uint8_t i = 0; i < sizeof(local_names) / sizeof(local_names[0]); i++) {
+        if (strcmp(value, local_names[i]) == 0) {
+            *out = i;
+            return true;
+        }
+    }
+    return false;
+}
+
 struct meta {
     struct ini_state is;
     struct store_volume vol;
@@ -436,6 +472,12 @@ static int meta_handler(void *user, const char *section, const char *key, const 
         if (m->have_generation || !parse_u64(value, &v->generation) || v->generation == 0)
             return ini_complain(&m->is, "bad or repeated generation \"%s\"", value);
         m->have_generation = true;
+    } else if (strcmp(key, "replicas") == 0) {
+        if (!parse_replicas(value, v))
+            return ini_complain(&m->is, "bad replicas \"%s\"", value);
+    } else if (strcmp(key, "local") == 0) {
+        if (!parse_local(value, &v->local))
+            return ini_complain(&m->is, "bad local state \"%s\"", value);
     } else {
         return ini_complain(&m->is, "unknown key \"%s\"", key);
     }
@@ -468,11 +510,18 @@ static int meta_write(struct store *st, const struct store_volume *v)
 {
     char name[FILE_NAME_MAX];
     file_name(name, v->uuid, META_SUFFIX);
-    char text[256];
+    char replicas[STORE_REPLICAS_MAX * 16] = "";
+    size_t used = 0;
+    for (uint32_t i = 0; i < v->nreplicas && i < STORE_REPLICAS_MAX; i++)
+        used += (size_t)snprintf(replicas + used, sizeof(replicas) - used, "%s%u:%u",
+                                 i ? " " : "", v->replicas[i].node, v->replicas[i].state);
+    char text[1024];
     snprintf(text, sizeof(text),
              "# vsan volume record; written by vsand, do not edit\n"
-             "[volume]\nname = %s\nuuid = %s\nsize = %" PRIu64 "\ngeneration = %" PRIu64 "\n",
-             v->name, v->uuid, v->size, v->generation);
+             "[volume]\nname = %s\nuuid = %s\nsize = %" PRIu64 "\ngeneration = %" PRIu64
+             "\nreplicas = %s\nlocal = %s\n",
+             v->name, v->uuid, v->size, v->generation, replicas,
+             local_names[v->local < 3 ? v->local : 0]);
     return write_atomic(st->vol_fd, st->vol_path, name, text);
 }
 
@@ -752,6 +801,8 @@ static int pool_open(struct store *st)
     r = open_dir(st->dir_fd, STORE_VOLUMES_DIR, "volumes directory", st->vol_path, &st->vol_fd);
     if (r < 0)
         return r;
+    if (mkdirat(st->dir_fd, BITMAPS_DIR, 0700) < 0 && errno != EEXIST)
+        return sys_fail(errno, "data_dir \"%s\": create %s/", st->path, BITMAPS_DIR);
     return recover(st);
 }
 
@@ -914,6 +965,30 @@ int store_resize(struct store *st, struct store_volume *vol, uint64_t size)
     return r;
 }
 
+int store_update(struct store *st, const struct store_volume *vol)
+{
+    return meta_write(st, vol);
+}
+
+void store_bitmap_path(const struct store *st, const char *uuid, uint32_t node, char *out,
+                       size_t len)
+{
+    snprintf(out, len, "%s/%s/%s.%u", st->path, BITMAPS_DIR, uuid, node);
+}
+
+/* A volume's bitmaps go with it; one left behind by a crash is harmless
+ * (uuids are never reused) but would waste space, so try them all. */
+static void remove_bitmaps(struct store *st, const struct store_volume *vol)
+{
+    for (uint32_t i = 0; i < vol->nreplicas; i++) {
+        char path[PATH_MAX];
+        store_bitmap_path(st, vol->uuid, vol->replicas[i].node, path, sizeof(path));
+        if (unlink(path) < 0 && errno != ENOENT)
+            qb_log(LOG_WARNING, "volume \"%s\": remove \"%s\": %s", vol->name, path,
+                   strerror(errno));
+    }
+}
+
 /* The meta goes first: once it is gone the volume is, and a crash before
  * the data file follows leaves an orphan that recovery removes. If the
  * unlink can't be made durable, the data file stays, so that a meta that
@@ -929,6 +1004,7 @@ int store_delete(struct store *st, const struct store_volume *vol)
                vol->name);
     else
         remove_file(st, vol, DATA_SUFFIX);
+    remove_bitmaps(st, vol);
     return 0;
 }
 

@@ -36,12 +36,30 @@
 
 struct store;
 
+#define STORE_REPLICAS_MAX 32
+
+/* A replica's state in the cluster's agreed view (mirror/replicas.h). */
+struct store_replica {
+    uint32_t node;
+    uint8_t state; /* enum replica_state */
+};
+
+/* What this node knows of its own copy, beyond the agreed view. */
+enum store_local {
+    STORE_LOCAL_OK = 0,
+    STORE_LOCAL_FAILED = 1,  /* the disk failed (or a drill said so): touch nothing */
+    STORE_LOCAL_REBUILD = 2, /* a replacement disk: every region must be copied */
+};
+
 /* A volume's metadata record, as committed on disk. */
 struct store_volume {
     char name[STORE_NAME_MAX + 1];
     char uuid[STORE_UUID_LEN + 1];
     uint64_t size;       /* bytes, > 0 */
     uint64_t generation; /* 1 at creation, +1 by every change */
+    uint32_t nreplicas;  /* the agreed replica set, sorted by node */
+    struct store_replica replicas[STORE_REPLICAS_MAX];
+    uint8_t local; /* enum store_local */
 };
 
 /* Opens the pool in data_dir, which must exist. An empty directory becomes
@@ -76,7 +94,16 @@ int store_open_data(struct store *st, const struct store_volume *vol, int *fd);
  * is committed. Other fds open on the data file see the new length. */
 int store_resize(struct store *st, struct store_volume *vol, uint64_t size);
 
-/* Deletes vol's meta and data. */
+/* Commits vol's replica set and local state (the rest of the record is
+ * unchanged). */
+int store_update(struct store *st, const struct store_volume *vol);
+
+/* Where the dirty bitmap of vol for node lives: DATA_DIR/bitmaps/UUID.NODE
+ * (the directory exists once the store is open). */
+void store_bitmap_path(const struct store *st, const char *uuid, uint32_t node, char *out,
+                       size_t len);
+
+/* Deletes vol's meta, data and dirty bitmaps. */
 int store_delete(struct store *st, const struct store_volume *vol);
 
 /* The cluster's volume table version (0 until set), persisted atomically. */

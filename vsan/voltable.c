@@ -11,6 +11,7 @@
  */
 #include "vsan/voltable.h"
 
+#include "mirror/engine.h"
 #include "vsan/store.h"
 #include "vsan/volume.h"
 
@@ -20,10 +21,11 @@
 
 #include <qb/qblog.h>
 
-static int vt_create(void *ctx, const char *uuid, const char *name, uint64_t size)
+static int vt_create(void *ctx, const char *uuid, const char *name, uint64_t size,
+                     const uint32_t *members, size_t nmembers)
 {
     struct voltable *t = ctx;
-    return volumes_create(t->vols, name, size, uuid, NULL);
+    return volumes_create_replicated(t->vols, name, size, uuid, members, nmembers, NULL);
 }
 
 static int vt_resize(void *ctx, const char *name, uint64_t size, bool force)
@@ -56,6 +58,10 @@ static int vt_list(void *ctx, struct policing_volume **out, size_t *n)
         snprintf(v->name, sizeof v->name, "%s", info[i].name);
         v->size = info[i].size;
         v->generation = info[i].generation;
+        v->nreplicas = info[i].nreplicas;
+        for (uint32_t j = 0; j < info[i].nreplicas && j < PMSG_REPLICAS_MAX; j++)
+            v->replicas[j] = (struct policing_replica){info[i].replicas[j].node,
+                                                       info[i].replicas[j].state};
     }
     free(info);
     return 0;
@@ -88,7 +94,17 @@ static int drop_extra(struct voltable *t, const struct policing_volume *want, si
     return r;
 }
 
-/* Creates or resizes local replicas to match the group's table. */
+static int take_replicas(struct voltable *t, const struct policing_volume *want)
+{
+    struct store_replica r[STORE_REPLICAS_MAX];
+    uint32_t n = want->nreplicas < STORE_REPLICAS_MAX ? want->nreplicas : STORE_REPLICAS_MAX;
+    for (uint32_t i = 0; i < n; i++)
+        r[i] = (struct store_replica){want->replicas[i].node, want->replicas[i].state};
+    return volumes_set_replicas(t->vols, want->name, r, n);
+}
+
+/* Creates or resizes local replicas to match the group's table, and takes
+ * its replica sets. */
 static int add_missing(struct voltable *t, const struct policing_volume *want, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -103,6 +119,8 @@ static int add_missing(struct voltable *t, const struct policing_volume *want, s
                    want[i].name);
             r = volumes_resize(t->vols, want[i].name, want[i].size, true, true, NULL);
         }
+        if (r == 0)
+            r = take_replicas(t, &want[i]);
         if (r < 0)
             return r;
     }
@@ -131,7 +149,29 @@ static int vt_set_version(void *ctx, uint64_t version)
     return store_version_set(t->store, version);
 }
 
+static int vt_replica(void *ctx, uint32_t volume, uint32_t node, uint8_t state, uint64_t first,
+                      uint64_t last)
+{
+    struct voltable *t = ctx;
+    return volumes_replica(t->vols, volume, node, state, first, last);
+}
+
+static int vt_node_left(void *ctx, uint32_t node, const struct pol_key *lost, size_t nlost)
+{
+    struct voltable *t = ctx;
+    return volumes_node_left(t->vols, node, lost, nlost);
+}
+
+static void vt_changed(void *ctx)
+{
+    struct voltable *t = ctx;
+    mirror_changed(t->mirror);
+}
+
 const struct policing_table_ops voltable_ops = {
+    .replica = vt_replica,
+    .node_left = vt_node_left,
+    .changed = vt_changed,
     .create = vt_create,
     .resize = vt_resize,
     .remove = vt_remove,

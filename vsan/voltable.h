@@ -4,6 +4,7 @@
 
 #include "policing/protocol.h"
 
+struct mirror;
 struct store;
 struct volumes;
 
@@ -11,6 +12,7 @@ struct volumes;
 struct voltable {
     struct store *store;
     struct volumes *vols;
+    struct mirror *mirror; /* NULL when standalone (set once it has started) */
 };
 
 extern const struct policing_table_ops voltable_ops;

@@ -13,8 +13,11 @@
  * until its close() without reference counting on the I/O path.
  */
 #include "vsan/volume.h"
-#include "vsan/store.h"
+#include "mirror/engine.h"
+#include "mirror/replicas.h"
 #include "policing/protocol.h"
+#include "vsan/store.h"
+#include "vsan/volume_int.h"
 
 #include <qb/qblog.h>
 
@@ -34,51 +37,6 @@
 _Static_assert(VOLUME_NAME_MAX == STORE_NAME_MAX, "the store persists volume names");
 _Static_assert(sizeof(((struct volume_info *)0)->uuid) == STORE_UUID_LEN + 1, "uuid length");
 
-#define DESCRIPTION_MAX (sizeof("vsan volume  ()") + STORE_NAME_MAX + STORE_UUID_LEN)
-
-/* Locking: rec.size and rec.generation change only under the registry's
- * exclusive lock and are read under it (shared or exclusive). Everything
- * the I/O path touches is immutable while a connection holds the volume
- * (fd, description, rec.name, rec.uuid) or atomic: size mirrors rec.size
- * for lock-free bounds checks, connections is incremented under the shared
- * lock (so an exclusive holder sees a stable zero) and decremented without
- * it, and the no_* flags record what the file system refused once so it
- * is not asked again. */
-struct volume {
-    struct store_volume rec;
-    int fd;
-    char description[DESCRIPTION_MAX];
-    _Atomic uint64_t size;
-    atomic_uint connections;
-    atomic_bool no_dsync;      /* pwritev2(RWF_DSYNC): use pwrite + fdatasync */
-    atomic_bool no_punch;      /* FALLOC_FL_PUNCH_HOLE */
-    atomic_bool no_zero_range; /* FALLOC_FL_ZERO_RANGE */
-    atomic_bool no_nowait;     /* preadv2(RWF_NOWAIT) */
-    bool in_memory;            /* tmpfs/ramfs: nothing waits for a device */
-    /* The registry holds one reference, each connection another: a volume
-     * deleted by the cluster while connected here lives on, gone, until its
-     * last connection closes. */
-    atomic_uint refs;
-    atomic_bool gone;
-    struct policing *pc; /* region write priority, or NULL (set before serving) */
-    uint32_t vid;        /* its id in the region table */
-};
-
-/* With NBD_IO_NOWAIT, zeroing by writing zero data is done inline only up
- * to this size; more is worth another thread. */
-#define NOWAIT_ZERO_MAX (256 * 1024)
-
-/* Locking: lock guards the array (v, n, cap) and each volume's rec; see
- * volume.h for who takes it how. It prefers writers so that a stream of
- * NBD connections opening volumes can't starve an admin command. */
-struct volumes {
-    struct store *store;
-    struct policing *pc; /* given to every volume; NULL in unit tests */
-    pthread_rwlock_t lock;
-    struct volume **v; /* sorted by name */
-    size_t n;
-    size_t cap;
-};
 
 /* Lock calls fail only on misuse (deadlock, too many readers): a bug, so
  * abort rather than run unguarded. */
@@ -155,8 +113,15 @@ static int vol_pread(void *h, void *buf, uint32_t count, uint64_t offset, unsign
     struct volume *v = h;
     if (!in_range(v, count, offset))
         return -EINVAL;
+    if (v->mirror && !mirror_local_current(v))
+        return flags & NBD_IO_NOWAIT ? -EAGAIN : mirror_read(v, buf, count, offset);
     if ((flags & NBD_IO_NOWAIT) && !v->in_memory)
         return pread_nowait(v, buf, count, offset);
+    return volume_local_read(v, buf, count, offset);
+}
+
+int volume_local_read(struct volume *v, void *buf, uint32_t count, uint64_t offset)
+{
     char *p = buf;
     while (count > 0) {
         ssize_t n = pread(v->fd, p, count, (off_t)offset);
@@ -176,6 +141,11 @@ static int vol_pread(void *h, void *buf, uint32_t count, uint64_t offset, unsign
 static int sync_data(struct volume *v)
 {
     return fdatasync(v->fd) < 0 ? -errno : 0;
+}
+
+int volume_local_sync(struct volume *v)
+{
+    return sync_data(v);
 }
 
 /* One pwritev, durable if *dsync; clears *dsync if the kernel can't. */
@@ -243,7 +213,9 @@ static int guard_end(struct volume *v, struct pol_write *w, int result)
  * zeroes land in the page cache and count as fast. */
 static bool must_wait(const struct volume *v, unsigned flags)
 {
-    return (flags & NBD_IO_NOWAIT) && (flags & NBD_IO_FUA) && !v->in_memory;
+    if (!(flags & NBD_IO_NOWAIT))
+        return false;
+    return v->mirror || ((flags & NBD_IO_FUA) && !v->in_memory);
 }
 
 static int vol_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset, unsigned flags)
@@ -257,8 +229,16 @@ static int vol_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset,
     int r = guard_begin(v, offset, count, flags, &w);
     if (r < 0)
         return r;
+    if (v->mirror)
+        return guard_end(v, &w, mirror_write(v, buf, count, offset, flags));
+    return guard_end(v, &w, volume_local_write(v, buf, count, offset, flags & NBD_IO_FUA));
+}
+
+int volume_local_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset,
+                       bool fua)
+{
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = count};
-    return guard_end(v, &w, write_iov(v, &iov, 1, offset, flags & NBD_IO_FUA));
+    return write_iov(v, &iov, 1, offset, fua);
 }
 
 static int vol_flush(void *h, unsigned flags)
@@ -266,7 +246,7 @@ static int vol_flush(void *h, unsigned flags)
     struct volume *v = h;
     if (must_wait(v, flags | NBD_IO_FUA))
         return -EAGAIN;
-    return sync_data(v);
+    return v->mirror ? mirror_flush(v) : sync_data(v);
 }
 
 /* fallocate with mode, or -ENOTSUP (remembered in *flag) if the file
@@ -342,8 +322,23 @@ static int zero_guarded(struct volume *v, uint32_t count, uint64_t offset, unsig
     int r = guard_begin(v, offset, count, flags, &w);
     if (r < 0)
         return r;
+    if (v->mirror)
+        return guard_end(v, &w, mirror_zero(v, count, offset, flags));
     r = make_zero(v, count, offset, flags);
     return guard_end(v, &w, r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r);
+}
+
+/* count 0: the whole volume (a replaced disk starts empty). */
+int volume_local_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned flags)
+{
+    if (count == 0 && offset == 0) {
+        uint64_t size = atomic_load(&v->size);
+        if (ftruncate(v->fd, 0) < 0 || ftruncate(v->fd, (off_t)size) < 0)
+            return -errno;
+        return sync_data(v);
+    }
+    int r = make_zero(v, count, offset, flags & ~NBD_IO_NOWAIT);
+    return r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r;
 }
 
 static int vol_zero(void *h, uint32_t count, uint64_t offset, unsigned flags)
@@ -480,6 +475,7 @@ static int volume_new(struct store *store, const struct store_volume *rec, struc
         return -ENOMEM;
     }
     v->rec = *rec;
+    v->store = store;
     int r = store_open_data(store, rec, &v->fd);
     if (r < 0) {
         free(v);
@@ -502,10 +498,16 @@ static int volume_new(struct store *store, const struct store_volume *rec, struc
     return 0;
 }
 
-static void volume_unref(struct volume *v)
+void volume_ref(struct volume *v)
+{
+    atomic_fetch_add(&v->refs, 1);
+}
+
+void volume_unref(struct volume *v)
 {
     if (atomic_fetch_sub(&v->refs, 1) != 1)
         return;
+    mirror_volume_detach(v);
     if (close(v->fd) < 0)
         qb_log(LOG_WARNING, "volume \"%s\": close its data file: %s", v->rec.name, strerror(errno));
     free(v);
@@ -527,6 +529,12 @@ static int fill_info(struct volume *v, struct volume_info *out)
     };
     memcpy(out->name, v->rec.name, sizeof(out->name));
     memcpy(out->uuid, v->rec.uuid, sizeof(out->uuid));
+    if (v->mv)
+        mirror_replicas_copy(v, out->replicas, &out->nreplicas);
+    else
+        out->nreplicas = v->rec.nreplicas;
+    if (!v->mv)
+        memcpy(out->replicas, v->rec.replicas, sizeof(out->replicas));
     return 0;
 }
 
@@ -652,6 +660,25 @@ static int add_created(struct volumes *vols, size_t idx, const struct store_volu
 int volumes_create(struct volumes *vols, const char *name, uint64_t size, const char *uuid,
                    struct volume_info *out)
 {
+    return volumes_create_replicated(vols, name, size, uuid, NULL, 0, out);
+}
+
+/* Sets the first replica set (every node current) before anyone sees it. */
+static int init_replicas(struct volumes *vols, struct volume *v, const uint32_t *nodes, size_t n)
+{
+    if (n > 0) {
+        replica_init(&v->rec, nodes, n);
+        int r = store_update(vols->store, &v->rec);
+        if (r < 0)
+            return r;
+    }
+    return vols->mirror ? mirror_volume_attach(vols->mirror, v) : 0;
+}
+
+int volumes_create_replicated(struct volumes *vols, const char *name, uint64_t size,
+                              const char *uuid, const uint32_t *nodes, size_t n,
+                              struct volume_info *out)
+{
     if (!check_name(name) || !check_size(name, size))
         return -EINVAL;
     lock_excl(vols);
@@ -672,6 +699,8 @@ int volumes_create(struct volumes *vols, const char *name, uint64_t size, const 
         r = add_created(vols, idx, &rec, &v);
     if (r == 0)
         v->pc = vols->pc;
+    if (r == 0)
+        r = init_replicas(vols, v, nodes, n);
     if (r == 0 && out != NULL)
         r = fill_info(v, out);
     unlock(vols);
@@ -813,6 +842,102 @@ static void cat_close(void *ctx, struct nbd_export *exp)
     struct volume *v = exp->handle;
     atomic_fetch_sub(&v->connections, 1);
     volume_unref(v);
+}
+
+void volumes_set_mirror(struct volumes *vols, struct mirror *m)
+{
+    lock_excl(vols);
+    vols->mirror = m;
+    unlock(vols);
+}
+
+int volumes_with(struct volumes *vols, uint32_t vid, int (*fn)(struct volume *v, void *arg),
+                 void *arg)
+{
+    lock_shared(vols);
+    struct volume *v = NULL;
+    for (size_t i = 0; i < vols->n && !v; i++)
+        if (vols->v[i]->vid == vid)
+            v = vols->v[i];
+    if (v)
+        volume_ref(v);
+    unlock(vols);
+    if (!v)
+        return -ENOENT;
+    int r = fn(v, arg);
+    volume_unref(v);
+    return r;
+}
+
+void volumes_each(struct volumes *vols, void (*fn)(struct volume *v, void *arg), void *arg)
+{
+    lock_shared(vols);
+    for (size_t i = 0; i < vols->n; i++)
+        fn(vols->v[i], arg);
+    unlock(vols);
+}
+
+int volume_update_record(struct volume *v)
+{
+    return store_update(v->store, &v->rec);
+}
+
+struct replica_msg {
+    uint32_t node;
+    uint8_t state;
+    uint64_t first, last;
+};
+
+static int apply_replica(struct volume *v, void *arg)
+{
+    struct replica_msg *m = arg;
+    return v->mv ? mirror_replica_apply(v, m->node, m->state, m->first, m->last) : 0;
+}
+
+int volumes_replica(struct volumes *vols, uint32_t vid, uint32_t node, uint8_t state,
+                    uint64_t first, uint64_t last)
+{
+    struct replica_msg m = {node, state, first, last};
+    int r = volumes_with(vols, vid, apply_replica, &m);
+    return r == -ENOENT ? 0 : r;
+}
+
+struct left_msg {
+    uint32_t node;
+    const struct pol_key *lost;
+    size_t nlost;
+    int changed;
+};
+
+static void apply_left(struct volume *v, void *arg)
+{
+    struct left_msg *m = arg;
+    if (v->mv && mirror_node_left(v, m->node, m->lost, m->nlost) > 0)
+        m->changed = 1;
+}
+
+int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key *lost,
+                      size_t nlost)
+{
+    struct left_msg m = {node, lost, nlost, 0};
+    volumes_each(vols, apply_left, &m);
+    return m.changed;
+}
+
+int volumes_set_replicas(struct volumes *vols, const char *name, const struct store_replica *r,
+                         uint32_t n)
+{
+    lock_shared(vols);
+    size_t idx;
+    struct volume *v = find(vols, name, &idx) ? vols->v[idx] : NULL;
+    if (v)
+        volume_ref(v);
+    unlock(vols);
+    if (!v)
+        return -ENOENT;
+    int e = v->mv ? mirror_replicas_load(v, r, n) : 0;
+    volume_unref(v);
+    return e;
 }
 
 void volumes_set_policing(struct volumes *vols, struct policing *pc)

@@ -14,12 +14,12 @@
 #define VSAN_VOLUME_H
 
 #include "nbd-server/export.h"
+#include "vsan/store.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-struct store;
 struct volumes;
 
 #define VOLUME_NAME_MAX 64 /* [A-Za-z0-9._-], not starting with '.' or '-' */
@@ -31,6 +31,8 @@ struct volume_info {
     uint64_t allocated;  /* bytes actually stored (sparse files) */
     uint64_t generation; /* bumped by every metadata change */
     unsigned connections;
+    uint32_t nreplicas; /* the agreed replica set (mirror/replicas.h) */
+    struct store_replica replicas[STORE_REPLICAS_MAX];
 };
 
 /* Opens every volume of the store. -errno, with the reason logged. */
@@ -58,6 +60,27 @@ int volumes_info(struct volumes *vols, const char *name, struct volume_info *out
 size_t volumes_count(struct volumes *vols);
 /* A malloc'd array sorted by name, in *out (free it); *n entries. */
 int volumes_list(struct volumes *vols, struct volume_info **out, size_t *n);
+
+/* Like volumes_create, with the volume's first replicas (all current):
+ * the group's members when the cluster created it. */
+int volumes_create_replicated(struct volumes *vols, const char *name, uint64_t size,
+                              const char *uuid, const uint32_t *nodes, size_t n,
+                              struct volume_info *out);
+
+struct mirror;
+struct pol_key;
+/* Replicates every volume's I/O through the mirror engine (set once, when
+ * it starts; NULL: standalone). */
+void volumes_set_mirror(struct volumes *vols, struct mirror *m);
+/* The agreed table's replica changes (main loop; see mirror/engine.h):
+ * 1 if a set changed, 0 if not, -errno. */
+int volumes_replica(struct volumes *vols, uint32_t vid, uint32_t node, uint8_t state,
+                    uint64_t first, uint64_t last);
+int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key *lost,
+                      size_t nlost);
+/* Replaces a volume's replica set with the group's (a sync round). */
+int volumes_set_replicas(struct volumes *vols, const char *name, const struct store_replica *r,
+                         uint32_t n);
 
 struct policing;
 /* Puts every write of every volume under region write priority. Called

@@ -20,6 +20,7 @@
 #include "vsan/log.h"
 #include "vsan/store.h"
 #include "vsan/volume.h"
+#include "mirror/engine.h"
 #include "vsan/voltable.h"
 
 #include <errno.h>
@@ -53,6 +54,7 @@ struct node {
     struct volumes *vols;
     struct voltable table;
     struct policing *pc;
+    struct mirror *mirror; /* NULL when standalone */
     struct nbd_server *nbd;
     struct admin_node admin_node;
     struct admin *admin;
@@ -391,7 +393,7 @@ static int start_nbd(struct node *n)
 static int start_policing(struct node *n)
 {
     const struct vsan_config *c = &n->cfg;
-    n->table = (struct voltable){n->store, n->vols};
+    n->table = (struct voltable){.store = n->store, .vols = n->vols};
     struct policing_params p = {
         .driver = c->cluster_mode == CONFIG_COROSYNC ? &cluster_corosync : &cluster_local,
         .group = c->cluster_name,
@@ -415,6 +417,40 @@ static int start_policing(struct node *n)
     return 0;
 }
 
+/* In a cluster: the mirror link and engine, so every write reaches every
+ * current replica. Standalone nodes have no peers and skip it. */
+static int start_mirror(struct node *n)
+{
+    const struct vsan_config *c = &n->cfg;
+    if (c->cluster_mode != CONFIG_COROSYNC)
+        return 0;
+    struct mauth_secret secret;
+    char err[512];
+    int r = mauth_load_secret(c->mirror_secret_file, &secret, err, sizeof err);
+    if (r < 0) {
+        qb_log(LOG_ERR, "[mirror] secret_file: %s", err);
+        return r;
+    }
+    struct mirror_params p = {
+        .pc = n->pc,
+        .store = n->store,
+        .vols = n->vols,
+        .listen = c->mirror_listen,
+        .cluster = c->cluster_name,
+        .secret = &secret,
+        .timeout_ms = c->mirror_timeout_ms,
+        .sync_received = c->mirror_sync_received,
+        .resync_rate = c->mirror_resync_rate,
+    };
+    r = mirror_start(&p, &n->mirror);
+    mauth_secret_clear(&secret);
+    if (r < 0)
+        return r;
+    volumes_set_mirror(n->vols, n->mirror);
+    n->table.mirror = n->mirror;
+    return 0;
+}
+
 /* Each step logs its own error, naming what failed. */
 static int start_node(struct node *n)
 {
@@ -428,6 +464,8 @@ static int start_node(struct node *n)
         r = volumes_open(n->store, &n->vols);
     if (r == 0)
         r = start_policing(n);
+    if (r == 0)
+        r = start_mirror(n);
     if (r == 0)
         r = start_nbd(n);
     if (r < 0)
@@ -448,6 +486,7 @@ static void stop_node(struct node *n)
         nbd_server_shutdown(n->nbd);
         nbd_server_free(n->nbd);
     }
+    mirror_stop(n->mirror);
     if (n->pc)
         policing_stop(n->pc);
     if (n->vols)

@@ -4,6 +4,8 @@
 # Each node I keeps everything in LAB_DIR/nI:
 #
 #   vsan.conf, data/, vsand.pid   its vsand's config, pool and pid file
+#   secret                        only after `lab secret I wrong`: its own
+#                                 mirror secret, used instead of the lab's
 #   vsand.log                     vsand -f's stderr (its log)
 #   run/                          the private /run of its corosync
 #   run/corosync.log              corosync's log (the shared corosync.conf
@@ -25,6 +27,7 @@
 LAB_ADMIN=vsan-lab
 LAB_CLUSTER=vsan-lab
 LAB_GRACE=10
+LAB_MIRROR_TIMEOUT=2000
 
 lab_node_dir() {
     echo "$LAB_DIR/n$1"
@@ -86,10 +89,15 @@ lab_node_dirs() {
     ln -sfn run/corosync.log "$dir/corosync.log" || lab_die "cannot link $dir/corosync.log"
 }
 
+# A peer that stops answering is outdated after LAB_MIRROR_TIMEOUT ms,
+# which the tests wait for; resyncs run unthrottled, so that a test waits
+# for one no longer than its copying takes.
 lab_write_vsan_conf() {
-    local i=$1 dir
+    local i=$1 dir secret=$LAB_DIR/secret
     dir=$(lab_node_dir "$i")
-    gc_vsan_conf "$LAB_CLUSTER" "n$i" "$(lab_addr "$i")" "$dir/data" "$dir/vsand.pid" \
+    [ ! -f "$dir/secret" ] || secret=$dir/secret
+    GC_SECRET_FILE=$secret GC_MIRROR_TIMEOUT=$LAB_MIRROR_TIMEOUT GC_RESYNC_RATE=0 \
+        gc_vsan_conf "$LAB_CLUSTER" "n$i" "$(lab_addr "$i")" "$dir/data" "$dir/vsand.pid" \
         "$LAB_ADMIN" >"$dir/vsan.conf" || lab_die "cannot write $dir/vsan.conf"
 }
 

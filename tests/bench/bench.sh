@@ -18,9 +18,14 @@
 # each server's CPU time per request (from /proc/PID/stat over the run),
 # which noise from other tenants disturbs far less than IOPS.
 #
+# A second table compares replication (tests/bench/replicated.sh): vsand
+# on 2- and 3-node deploy/labs and qemu-storage-daemon's quorum driver,
+# each against a standalone vsand reached over the same lab network.
+#
 # Usage: tests/bench/bench.sh BUILD_DIR
 # Env: BENCH_SECONDS (per run, default 10), BENCH_SIZE (default 1G),
-#      BENCH_ROUNDS (default 3).
+#      BENCH_ROUNDS (default 3), BENCH_REPLICATED (default 1; 0 skips the
+#      replicated table, which needs root for deploy/lab).
 set -Eeuo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -32,12 +37,16 @@ esac
 seconds=${BENCH_SECONDS:-10}
 rounds=${BENCH_ROUNDS:-3}
 size=${BENCH_SIZE:-1G}
+replicated=${BENCH_REPLICATED:-1}
 PY=/usr/bin/python3
 
 dir=""
 vsand_pid=""
 nbdkit_pid=""
 admin="vsan-bench-$$"
+# What each server is called in the tables: its NBD URI and the pids whose
+# CPU time counts as its own.
+declare -A URI PIDS
 
 die() {
     echo "bench: $*" >&2
@@ -52,6 +61,7 @@ cleanup() {
     set +e
     [ -n "$vsand_pid" ] && kill -TERM "$vsand_pid" && wait "$vsand_pid"
     [ -n "$nbdkit_pid" ] && kill -TERM "$nbdkit_pid" && wait "$nbdkit_pid"
+    replicated_cleanup
     rm -f /dev/shm/qb-*"$admin"*
     [ -n "$dir" ] && rm -rf "$dir"
     exit "$status"
@@ -135,12 +145,12 @@ workloads=(
     "1M seq write (1 conn x 8), MiB/s|write|mibs|--rw=write --bs=1M --numjobs=1 --iodepth=8"
 )
 
-# The QD1 run also yields the latency row; the table is built from
-# $dir/results, lines of "ROW<TAB>SERVER<TAB>VALUE".
+# The QD1 run also yields the latency row; a table is built from a results
+# file, lines of "ROW<TAB>SERVER<TAB>VALUE".
 record() {
-    local row=$1 dirn=$2 metric=$3 server=$4 json=$5 ticks=$6
+    local row=$1 dirn=$2 metric=$3 server=$4 json=$5 ticks=$6 results=$7
     "$PY" - "$json" "$dirn" "$metric" "$row" "$server" "$ticks" "$(getconf CLK_TCK)" \
-        >>"$dir/results" <<'PY'
+        >>"$results" <<'PY'
 import json, sys
 path, dirn, metric, row, server, ticks, hz = sys.argv[1:]
 job = json.load(open(path))["jobs"][0]
@@ -158,31 +168,54 @@ if ios > 0:
 PY
 }
 
+# cpu_ticks PID...: user + system time of them all, in clock ticks.
 cpu_ticks() {
-    awk '{ print $14 + $15 }' "/proc/$1/stat"
+    local pid total=0 t
+    for pid in "$@"; do
+        t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat") || die "server pid $pid is gone"
+        total=$((total + t))
+    done
+    echo "$total"
 }
 
+# run_workload I SPEC ROUND RESULTS SERVER...: one run of workload I per
+# server; the order rotates with I and ROUND so that no server always goes
+# first.
 run_workload() {
-    local i=$1 spec=$2 round=$3 row dirn metric args order server uri pid t0
+    local i=$1 spec=$2 round=$3 results=$4 row dirn metric args server t0 k
+    shift 4
+    local servers=("$@")
     IFS='|' read -r row dirn metric args <<<"$spec"
-    order="vsand nbdkit"
-    [ $(((i + round) % 2)) -eq 1 ] && order="nbdkit vsand"
-    for server in $order; do
-        uri=$VSAND_URI pid=$vsand_pid
-        [ "$server" = nbdkit ] && uri=$NBDKIT_URI pid=$nbdkit_pid
+    for ((k = 0; k < $#; k++)); do
+        server=${servers[(i + round + k) % $#]}
         echo "bench: round $round: $row: $server" >&2
-        t0=$(cpu_ticks "$pid")
+        # shellcheck disable=SC2086 # PIDS holds a list of pids
+        t0=$(cpu_ticks ${PIDS[$server]})
         # shellcheck disable=SC2086 # args is a list of fio options
-        run_fio "$uri" "$dir/$i-$server.json" $args --time_based --runtime="$seconds" \
-            --ramp_time=1 --norandommap --randrepeat=0
+        run_fio "${URI[$server]}" "$dir/$i-$server.json" $args --time_based \
+            --runtime="$seconds" --ramp_time=1 --norandommap --randrepeat=0
+        # shellcheck disable=SC2086
         record "$row" "$dirn" "$metric" "$server" "$dir/$i-$server.json" \
-            $(($(cpu_ticks "$pid") - t0))
+            $(($(cpu_ticks ${PIDS[$server]}) - t0)) "$results"
     done
 }
 
-print_table() {
+# run_rounds RESULTS SERVER...: every workload, BENCH_ROUNDS times.
+run_rounds() {
+    local round i
+    for round in $(seq 1 "$rounds"); do
+        for i in "${!workloads[@]}"; do
+            run_workload "$i" "${workloads[$i]}" "$round" "$@"
+        done
+    done
+}
+
+print_machine() {
     echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
         "kernel $(uname -r), $(fio --version), $(nbdkit --version | head -n 1)"
+}
+
+print_table() {
     echo "storage: both on /dev/shm (tmpfs), $size each, pre-filled; ${seconds} s per run" \
         "(+1 s ramp), median of $rounds rounds, fio nbd engine over loopback TCP," \
         "servers at default settings"
@@ -215,18 +248,23 @@ print("ratio below 1: vsand spends less CPU per request than nbdkit.")
 PY
 }
 
+# shellcheck source=tests/bench/replicated.sh
+. "$repo/tests/bench/replicated.sh"
+
 if [ ! -x "$build/vsand" ] || [ ! -x "$build/vsan" ]; then
     die "no $build/vsand or $build/vsan: run make"
 fi
+[ "$replicated" = 0 ] || replicated_check
 dir=$(mktemp -d /dev/shm/vsan-bench.XXXXXX)
 start_vsand
 start_nbdkit
+URI[vsand]=$VSAND_URI PIDS[vsand]=$vsand_pid
+URI[nbdkit]=$NBDKIT_URI PIDS[nbdkit]=$nbdkit_pid
 echo "bench: pre-filling both ($size each)" >&2
 prefill "$VSAND_URI"
 prefill "$NBDKIT_URI"
-for round in $(seq 1 "$rounds"); do
-    for i in "${!workloads[@]}"; do
-        run_workload "$i" "${workloads[$i]}" "$round"
-    done
-done
+run_rounds "$dir/results" vsand nbdkit
+[ "$replicated" = 0 ] || replicated_run
+print_machine
 print_table
+[ "$replicated" = 0 ] || replicated_table

@@ -70,7 +70,7 @@ static void start_policing(void)
 {
     loop = qb_loop_create();
     cr_assert(loop != NULL);
-    table = (struct voltable){store, vols};
+    table = (struct voltable){.store = store, .vols = vols};
     struct policing_params p = {.driver = &cluster_local,
                                 .group = "test",
                                 .loop = loop,

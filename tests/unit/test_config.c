@@ -89,6 +89,11 @@ Test(config, defaults_from_an_empty_file)
     cr_assert(eq(int, cfg.log_level, LOG_INFO));
     cr_assert(cfg.log_syslog);
     cr_assert(eq(int, cfg.log_stderr, CONFIG_UNSET));
+    cr_assert(eq(str, cfg.mirror_listen, ""));
+    cr_assert(eq(str, cfg.mirror_secret_file, "/etc/vsan/secret"));
+    cr_assert(eq(u32, cfg.mirror_timeout_ms, 2000));
+    cr_assert(not(cfg.mirror_sync_received));
+    cr_assert(eq(u64, cfg.mirror_resync_rate, 200ull * 1024 * 1024));
 }
 
 Test(config, minimal_file)
@@ -222,6 +227,7 @@ Test(config, unknown_sections)
     parse_bad("[node]\ndata_dir = /x\n[bogus]\nkey = 1\n", 3, "unknown section [bogus]");
     parse_bad("[node]\n[nbdd]\n", 2, "unknown section [nbdd]");
     parse_bad("[]\n", 1, "unknown section []");
+    parse_bad("[mirrors]\n", 1, "(known: [node], [nbd], [cluster], [mirror], [admin], [log])");
     parse_bad("[nbd] x\n", 1, "junk after section header \"[nbd]\"");
 }
 
@@ -367,22 +373,53 @@ Test(config, admin_service_names)
         -ENAMETOOLONG));
 }
 
-/* The sample documents the defaults: uncommenting the first example of
- * every key must give a valid file that changes nothing but the name. */
+/* Every key of the parser, as "[section] key". */
+static const char *const all_keys[] = {
+    "[node] data_dir",
+    "[node] name",
+    "[node] pid_file",
+    "[nbd] listen",
+    "[nbd] min_block_size",
+    "[nbd] preferred_block_size",
+    "[nbd] max_payload",
+    "[nbd] threads",
+    "[nbd] max_connections",
+    "[nbd] handshake_timeout",
+    "[nbd] shutdown_grace",
+    "[cluster] mode",
+    "[cluster] name",
+    "[cluster] region_size",
+    "[cluster] on_no_quorum",
+    "[cluster] suspend_timeout",
+    "[mirror] listen",
+    "[mirror] secret_file",
+    "[mirror] timeout",
+    "[mirror] sync",
+    "[mirror] resync_rate",
+    "[admin] socket",
+    "[log] level",
+    "[log] syslog",
+    "[log] stderr",
+};
+
+/* The sample documents every key and its default: uncommenting the first
+ * example of every key of every section must give a valid file that
+ * changes nothing but the keys without a default to show ([node] name,
+ * [mirror] listen) and [log] stderr. */
 Test(config, sample_config_matches_the_defaults)
 {
     struct vsan_config defaults;
-    char line[512], seen[4096] = " ";
+    char line[512], section[32] = "", seen[4096] = "|";
     FILE *in = fopen("deploy/vsan.conf.sample", "r");
     FILE *out = fopen(path, "w");
 
     cr_assert(in != NULL && out != NULL, "run from the top of the repository");
     while (fgets(line, sizeof line, in)) {
-        char key[64];
+        char key[64], tag[128];
         const char *text = line;
+        sscanf(line, "[%31[a-z]]", section);
         if (sscanf(line, "#%63[a-z_] = ", key) == 1 && strstr(line, " = ")) {
-            char tag[80];
-            snprintf(tag, sizeof tag, " %s ", key);
+            snprintf(tag, sizeof tag, "|[%s] %s|", section, key);
             if (!strstr(seen, tag)) {
                 strcat(seen, tag + 1);
                 text = line + 1;
@@ -392,7 +429,12 @@ Test(config, sample_config_matches_the_defaults)
     }
     fclose(in);
     cr_assert(eq(int, fclose(out), 0));
-    cr_assert(strstr(seen, " threads ") && strstr(seen, " stderr "), "keys found: %s", seen);
+    for (size_t i = 0; i < sizeof all_keys / sizeof all_keys[0]; i++) {
+        char tag[128];
+        snprintf(tag, sizeof tag, "|%s|", all_keys[i]);
+        cr_assert(strstr(seen, tag) != NULL, "%s is not in the sample; found: %s", all_keys[i],
+                  seen);
+    }
 
     config_defaults(&defaults);
     cr_assert(eq(int, config_parse(path, &cfg, err, sizeof err), 0), "%s", err);
@@ -410,6 +452,12 @@ Test(config, sample_config_matches_the_defaults)
     cr_assert(eq(u32, cfg.region_size, defaults.region_size));
     cr_assert(eq(int, cfg.suspend_on_no_quorum, defaults.suspend_on_no_quorum));
     cr_assert(eq(u32, cfg.suspend_timeout_ms, defaults.suspend_timeout_ms));
+    cr_assert(eq(str, cfg.cluster_name, defaults.cluster_name));
+    cr_assert(eq(str, cfg.mirror_listen, "192.0.2.11:10810"));
+    cr_assert(eq(str, cfg.mirror_secret_file, defaults.mirror_secret_file));
+    cr_assert(eq(u32, cfg.mirror_timeout_ms, defaults.mirror_timeout_ms));
+    cr_assert(eq(int, cfg.mirror_sync_received, defaults.mirror_sync_received));
+    cr_assert(eq(u64, cfg.mirror_resync_rate, defaults.mirror_resync_rate));
 }
 
 Test(config, cluster_keys)
@@ -453,4 +501,83 @@ Test(config, bad_cluster_values)
         cr_assert(eq(int, config_parse(path, &c, e, sizeof e), -1), "%s accepted", bad[i][0]);
         cr_assert(strstr(e, bad[i][1]) != NULL, "%s -> %s", bad[i][0], e);
     }
+}
+
+Test(config, mirror_keys)
+{
+    parse_ok("[mirror]\nlisten = [fd00::11]:10810\nsecret_file = /srv/vsan/cluster.key\n"
+             "timeout = 5000\nsync = received\nresync_rate = 50M\n");
+    cr_assert(eq(str, cfg.mirror_listen, "[fd00::11]:10810"));
+    cr_assert(eq(str, cfg.mirror_secret_file, "/srv/vsan/cluster.key"));
+    cr_assert(eq(u32, cfg.mirror_timeout_ms, 5000));
+    cr_assert(cfg.mirror_sync_received);
+    cr_assert(eq(u64, cfg.mirror_resync_rate, 50ull << 20));
+
+    parse_ok("[mirror]\nsync = applied\nresync_rate = 0\ntimeout = 100\n");
+    cr_assert(not(cfg.mirror_sync_received));
+    cr_assert(eq(u64, cfg.mirror_resync_rate, 0), "0 is unlimited");
+    cr_assert(eq(u32, cfg.mirror_timeout_ms, 100));
+
+    parse_ok("[mirror]\nresync_rate = 1 MiB\ntimeout = 3600000\n");
+    cr_assert(eq(u64, cfg.mirror_resync_rate, 1ull << 20));
+    cr_assert(eq(u32, cfg.mirror_timeout_ms, 3600000));
+    parse_ok("[mirror]\nresync_rate = 1T\n");
+    cr_assert(eq(u64, cfg.mirror_resync_rate, 1ull << 40));
+    parse_ok("[mirror]\nresync_rate = 104857600\n");
+    cr_assert(eq(u64, cfg.mirror_resync_rate, 100ull << 20));
+}
+
+Test(config, bad_mirror_values)
+{
+    parse_bad("[mirror]\nsecret_file = etc/vsan/secret\n", 2,
+              "[mirror] secret_file = \"etc/vsan/secret\": must be an absolute path");
+    parse_bad("[mirror]\nsecret_file =\n", 2,
+              "[mirror] secret_file = \"\": must be an absolute path");
+    parse_bad("[mirror]\nsecret_file = /etc/vsan/\n", 2,
+              "[mirror] secret_file = \"/etc/vsan/\": must name a file, not a directory");
+    parse_bad("[mirror]\ntimeout = 99\n", 2,
+              "[mirror] timeout = \"99\": out of range (100..3600000)");
+    parse_bad("[mirror]\ntimeout = 3600001\n", 2, "out of range (100..3600000)");
+    parse_bad("[mirror]\ntimeout = 2s\n", 2, "[mirror] timeout = \"2s\": not a number");
+    parse_bad("[mirror]\ntimeout =\n", 2, "not a number");
+    parse_bad("[mirror]\nsync = async\n", 2,
+              "[mirror] sync = \"async\": expected applied or received");
+    parse_bad("[mirror]\nsync =\n", 2, "expected applied or received");
+    parse_bad("[mirror]\nresync_rate = fast\n", 2,
+              "[mirror] resync_rate = \"fast\": not a size (write e.g. 0, 100M or 1G)");
+    parse_bad("[mirror]\nresync_rate = -1\n", 2, "not a size");
+    parse_bad("[mirror]\nresync_rate = 1.5M\n", 2, "not a size");
+    parse_bad("[mirror]\nresync_rate = 512K\n", 2,
+              "[mirror] resync_rate = \"512K\": out of range (0 for unlimited, or 1 MiB to 1 TiB)");
+    parse_bad("[mirror]\nresync_rate = 1025G\n", 2, "out of range (0 for unlimited");
+    parse_bad("[mirror]\nresync_rate = 99999999999999999999\n", 2, "out of range");
+}
+
+/* A line's limit (199 characters) bounds the path long before PATH_MAX. */
+Test(config, secret_file_lengths)
+{
+    char text[256];
+
+    parse_ok("[mirror]\nsecret_file = /s\n");
+    cr_assert(eq(str, cfg.mirror_secret_file, "/s"));
+    snprintf(text, sizeof text, "[mirror]\nsecret_file = /%0184d\n", 0);
+    parse_ok(text);
+    cr_assert(eq(u64, strlen(cfg.mirror_secret_file), 185));
+    snprintf(text, sizeof text, "[mirror]\nsecret_file = /%0185d\n", 0);
+    parse_bad(text, 2, "line too long (at most 199 characters)");
+}
+
+Test(config, a_cluster_node_needs_a_mirror_address)
+{
+    parse_bad("[node]\nname = n1\n[cluster]\nmode = corosync\nname = lab\n", 4,
+              "[cluster] mode = corosync needs [mirror] listen");
+    parse_bad("[mirror]\ntimeout = 500\n[cluster]\nmode = corosync\n", 4, "needs [mirror] listen");
+
+    parse_ok("[mirror]\nlisten = 192.0.2.11:10810\n[cluster]\nmode = corosync\n");
+    cr_assert(eq(int, cfg.cluster_mode, CONFIG_COROSYNC));
+    cr_assert(eq(str, cfg.mirror_listen, "192.0.2.11:10810"));
+    parse_ok("[cluster]\nmode = standalone\n");
+    cr_assert(eq(str, cfg.mirror_listen, ""));
+    parse_ok("[cluster]\nname = lab\n");
+    cr_assert(eq(int, cfg.cluster_mode, CONFIG_STANDALONE));
 }

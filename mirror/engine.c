@@ -1,0 +1,1140 @@
+/* engine.c - the mirror engine (see engine.h for the design).
+ *
+ * Per volume it keeps (struct mvol): the dirty bitmaps this node records
+ * for outdated peers, the writes in flight from this node (so overlapping
+ * ones go one after the other), and the state of this replica's resync.
+ */
+#include "mirror/engine.h"
+
+#include "mirror/bitmap.h"
+#include "mirror/link.h"
+#include "mirror/replicas.h"
+#include "nbd-server/export.h"
+#include "policing/protocol.h"
+#include "vsan/store.h"
+#include "vsan/volume_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <qb/qblog.h>
+
+#define COPY_CHUNK (1u << 20)
+#define VERIFY_LIST_MAX 64
+
+struct mirror {
+    struct mirror_params p;
+    struct mauth_secret secret;
+    char cluster[MW_CLUSTER_MAX + 1];
+    struct mlink *link;
+    uint32_t self;
+    uint64_t rs; /* region size */
+    unsigned rs_shift;
+    atomic_bool stopping;
+    atomic_uint verifies; /* verify threads running (they hold m) */
+};
+
+/* A write in flight from this node, in its volume's list. */
+struct inflight {
+    uint64_t start, end;
+    struct inflight *next;
+};
+
+/* Locking: mu guards v->rec's replica set and local state, the bitmaps and
+ * the resync fields that are not atomic; it is held across a bitmap's
+ * sync, so a bitmap is never closed under a writer. rmu guards the list of
+ * writes in flight; rcv is broadcast when one ends. */
+struct mvol {
+    struct mirror *m;
+    pthread_mutex_t mu;
+    struct bitmap *dirty[STORE_REPLICAS_MAX];
+    uint32_t dirty_node[STORE_REPLICAS_MAX];
+    size_t ndirty;
+    atomic_bool serve_local; /* this copy is current and whole */
+    pthread_mutex_t rmu;
+    pthread_cond_t rcv;
+    struct inflight *inflight;
+    bool resyncing;
+    pthread_t resync_thread;
+    atomic_uint_fast64_t resync_done, resync_total;
+    struct timespec resync_started;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static uint64_t nregions(struct mirror *m, uint64_t size)
+{
+    return (size + m->rs - 1) >> m->rs_shift;
+}
+
+static double seconds_since(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+static const char *local_name(uint8_t local)
+{
+    return local == STORE_LOCAL_FAILED ? "failed" : local == STORE_LOCAL_REBUILD ? "rebuild" : "ok";
+}
+
+/* With mv->mu held: whether this node's copy may serve reads. */
+static void update_serve_local(struct volume *v)
+{
+    bool ok = replica_get(&v->rec, v->mirror->self) == REPLICA_CURRENT &&
+              v->rec.local == STORE_LOCAL_OK;
+    atomic_store(&v->mv->serve_local, ok);
+}
+
+/* ---- dirty bitmaps ---------------------------------------------------- */
+
+/* With mv->mu held: node's bitmap, opened (or created) on first use. */
+static struct bitmap *dirty_for(struct volume *v, uint32_t node)
+{
+    struct mvol *mv = v->mv;
+    for (size_t i = 0; i < mv->ndirty; i++)
+        if (mv->dirty_node[i] == node)
+            return mv->dirty[i];
+    if (mv->ndirty == STORE_REPLICAS_MAX)
+        return NULL;
+    char path[PATH_MAX];
+    store_bitmap_path(v->mirror->p.store, v->rec.uuid, node, path, sizeof path);
+    struct bitmap *b;
+    if (bitmap_open(path, nregions(v->mirror, v->rec.size), v->mirror->rs_shift, &b) < 0)
+        return NULL;
+    mv->dirty[mv->ndirty] = b;
+    mv->dirty_node[mv->ndirty++] = node;
+    return b;
+}
+
+/* With mv->mu held: node is current again, its bitmap goes. */
+static void dirty_drop(struct volume *v, uint32_t node)
+{
+    struct mvol *mv = v->mv;
+    for (size_t i = 0; i < mv->ndirty; i++) {
+        if (mv->dirty_node[i] != node)
+            continue;
+        if (bitmap_remove(mv->dirty[i]) < 0)
+            qb_log(LOG_WARNING, "volume \"%s\": node %u: its dirty bitmap could not be removed",
+                   v->rec.name, node);
+        mv->ndirty--;
+        mv->dirty[i] = mv->dirty[mv->ndirty];
+        mv->dirty_node[i] = mv->dirty_node[mv->ndirty];
+        return;
+    }
+}
+
+/* With mv->mu held: records regions first..last dirty for node, durably. */
+static int mark_dirty(struct volume *v, uint32_t node, uint64_t first, uint64_t last)
+{
+    struct bitmap *b = dirty_for(v, node);
+    if (!b) {
+        qb_log(LOG_ERR, "volume \"%s\": node %u: no dirty bitmap: refusing the write", v->rec.name,
+               node);
+        return -EIO;
+    }
+    uint64_t n = bitmap_nbits(b);
+    if (n == 0)
+        return 0;
+    int r = bitmap_set(b, first, last < n ? last : n - 1);
+    if (r > 0)
+        r = bitmap_sync(b);
+    if (r < 0)
+        qb_log(LOG_ERR, "volume \"%s\": node %u: recording dirty regions: %s", v->rec.name, node,
+               strerror(-r));
+    return r < 0 ? r : 0;
+}
+
+/* With mv->mu held: a write to first..last is applied here; every outdated
+ * replica must get it later. Only a copy that holds the data records it. */
+static int mark_outdated_peers(struct volume *v, uint64_t first, uint64_t last)
+{
+    for (uint32_t i = 0; i < v->rec.nreplicas; i++) {
+        const struct store_replica *r = &v->rec.replicas[i];
+        if (r->state != REPLICA_OUTDATED || r->node == v->mirror->self)
+            continue;
+        int e = mark_dirty(v, r->node, first, last);
+        if (e < 0)
+            return e;
+    }
+    return 0;
+}
+
+/* ---- writes in flight from this node ---------------------------------- */
+
+static void range_lock(struct mvol *mv, struct inflight *x, uint64_t offset, uint64_t len)
+{
+    *x = (struct inflight){.start = offset, .end = offset + (len ? len : 1)};
+    pthread_mutex_lock(&mv->rmu);
+    for (;;) {
+        bool overlap = false;
+        for (struct inflight *y = mv->inflight; y && !overlap; y = y->next)
+            overlap = y->start < x->end && x->start < y->end;
+        if (!overlap)
+            break;
+        pthread_cond_wait(&mv->rcv, &mv->rmu);
+    }
+    x->next = mv->inflight;
+    mv->inflight = x;
+    pthread_mutex_unlock(&mv->rmu);
+}
+
+static void range_unlock(struct mvol *mv, struct inflight *x)
+{
+    pthread_mutex_lock(&mv->rmu);
+    for (struct inflight **p = &mv->inflight; *p; p = &(*p)->next) {
+        if (*p == x) {
+            *p = x->next;
+            break;
+        }
+    }
+    pthread_cond_broadcast(&mv->rcv);
+    pthread_mutex_unlock(&mv->rmu);
+}
+
+/* ---- the write path ----------------------------------------------------- */
+
+/* Where a write goes: this node's copy (local) and the peers in ops. */
+struct plan {
+    bool local;
+    size_t n;
+    struct mlink_op ops[STORE_REPLICAS_MAX];
+};
+
+static int plan_write(struct volume *v, uint64_t first, uint64_t last, struct plan *pl)
+{
+    struct mirror *m = v->mirror;
+    pl->local = false;
+    pl->n = 0;
+    pthread_mutex_lock(&v->mv->mu);
+    for (uint32_t i = 0; i < v->rec.nreplicas; i++) {
+        const struct store_replica *r = &v->rec.replicas[i];
+        bool gets = r->state == REPLICA_CURRENT || r->state == REPLICA_SYNCING;
+        if (r->node == m->self)
+            pl->local = gets && v->rec.local != STORE_LOCAL_FAILED;
+        else if (gets)
+            pl->ops[pl->n++] = (struct mlink_op){.peer = r->node};
+    }
+    int e = pl->local ? mark_outdated_peers(v, first, last) : 0;
+    pthread_mutex_unlock(&v->mv->mu);
+    return e;
+}
+
+/* This node's copy failed an I/O: it is failed until replaced. */
+static void local_failed(struct volume *v, int err, uint64_t first, uint64_t last)
+{
+    qb_log(LOG_ERR, "volume \"%s\": local replica failed (%s): outdated, I/O goes on at peers",
+           v->rec.name, strerror(-err));
+    pthread_mutex_lock(&v->mv->mu);
+    v->rec.local = STORE_LOCAL_FAILED;
+    update_serve_local(v);
+    volume_update_record(v);
+    pthread_mutex_unlock(&v->mv->mu);
+    policing_replica_change(v->pc, v->vid, v->mirror->self, REPLICA_OUTDATED, first, last, true);
+}
+
+/* Peers that failed the request are outdated, with the regions they
+ * missed, by an agreed message applied here before the write is
+ * acknowledged. Returns how many applied it. */
+static int settle(struct volume *v, struct plan *pl, uint64_t first, uint64_t last, int *err)
+{
+    int ok = 0;
+    for (size_t i = 0; i < pl->n; i++) {
+        struct mlink_op *op = &pl->ops[i];
+        if (op->result == 0) {
+            ok++;
+            continue;
+        }
+        qb_log(LOG_WARNING, "volume \"%s\": region %llu: node %u: %s: marking it outdated",
+               v->rec.name, (unsigned long long)first, op->peer, strerror(-op->result));
+        int r = policing_replica_change(v->pc, v->vid, op->peer, REPLICA_OUTDATED, first, last,
+                                        true);
+        if (r < 0)
+            *err = r;
+    }
+    if (!policing_quorate(v->pc))
+        *err = -EIO; /* the majority may not know who is outdated */
+    return ok;
+}
+
+typedef int (*local_fn)(struct volume *v, const void *buf, uint32_t count, uint64_t offset,
+                        unsigned flags);
+
+static int local_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset,
+                       unsigned flags)
+{
+    return volume_local_write(v, buf, count, offset, flags & NBD_IO_FUA);
+}
+
+static int local_zero(struct volume *v, const void *buf, uint32_t count, uint64_t offset,
+                      unsigned flags)
+{
+    (void)buf;
+    return volume_local_zero(v, count, offset, flags);
+}
+
+static int replicate(struct volume *v, enum mwire_type type, const void *buf, uint32_t count,
+                     uint64_t offset, unsigned flags, local_fn local)
+{
+    struct mirror *m = v->mirror;
+    uint64_t first = offset >> m->rs_shift, last = (offset + (count ? count - 1 : 0)) >> m->rs_shift;
+    struct inflight x;
+    range_lock(v->mv, &x, offset, count);
+    struct plan pl;
+    int err = plan_write(v, first, last, &pl);
+    uint32_t wflags = (flags & NBD_IO_FUA ? MW_F_FUA : 0) | (flags & NBD_IO_MAY_TRIM ? MW_F_MAY_TRIM : 0);
+    for (size_t i = 0; i < pl.n; i++) {
+        struct mwire_header *h = &pl.ops[i].req;
+        mwire_init(h, type, 0);
+        h->volume = v->vid;
+        h->flags = wflags;
+        h->offset = offset;
+        h->length = count;
+        pl.ops[i].payload = buf;
+    }
+    struct mlink_wait w;
+    if (err == 0)
+        mlink_send(m->link, pl.ops, pl.n, &w);
+    int applied = 0;
+    if (err == 0 && pl.local) {
+        int r = local(v, buf, count, offset, flags);
+        if (r == 0)
+            applied++;
+        else
+            local_failed(v, r, first, last);
+    }
+    if (err == 0) {
+        mlink_wait(&w);
+        applied += settle(v, &pl, first, last, &err);
+    }
+    range_unlock(v->mv, &x);
+    if (err == 0 && applied == 0) {
+        qb_log(LOG_ERR, "volume \"%s\": region %llu: no replica could take the write", v->rec.name,
+               (unsigned long long)first);
+        err = -EIO;
+    }
+    return err;
+}
+
+int mirror_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset,
+                 unsigned flags)
+{
+    return replicate(v, MW_WRITE, buf, count, offset, flags, local_write);
+}
+
+int mirror_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned flags)
+{
+    return replicate(v, MW_ZERO, NULL, count, offset, flags, local_zero);
+}
+
+int mirror_flush(struct volume *v)
+{
+    struct mirror *m = v->mirror;
+    struct plan pl;
+    plan_write(v, 1, 0, &pl);
+    for (size_t i = 0; i < pl.n; i++) {
+        mwire_init(&pl.ops[i].req, MW_FLUSH, 0);
+        pl.ops[i].req.volume = v->vid;
+    }
+    struct mlink_wait w;
+    mlink_send(m->link, pl.ops, pl.n, &w);
+    int applied = 0, err = 0;
+    if (pl.local) {
+        int r = volume_local_sync(v);
+        if (r == 0)
+            applied++;
+        else
+            local_failed(v, r, 0, nregions(m, v->rec.size) - 1);
+    }
+    mlink_wait(&w);
+    /* A peer that failed a flush may have lost any write since the last
+     * one: all of it is dirty for it. */
+    applied += settle(v, &pl, 0, nregions(m, v->rec.size) - 1, &err);
+    return err < 0 ? err : applied > 0 ? 0 : -EIO;
+}
+
+/* ---- reads ---------------------------------------------------------------- */
+
+bool mirror_local_current(struct volume *v)
+{
+    return atomic_load(&v->mv->serve_local);
+}
+
+/* Reads from the first current peer that answers. */
+static int read_peer(struct volume *v, void *buf, uint32_t count, uint64_t offset)
+{
+    struct mirror *m = v->mirror;
+    uint32_t peers[STORE_REPLICAS_MAX];
+    size_t n = 0;
+    pthread_mutex_lock(&v->mv->mu);
+    for (uint32_t i = 0; i < v->rec.nreplicas; i++)
+        if (v->rec.replicas[i].state == REPLICA_CURRENT && v->rec.replicas[i].node != m->self)
+            peers[n++] = v->rec.replicas[i].node;
+    pthread_mutex_unlock(&v->mv->mu);
+    int r = -EIO;
+    for (size_t i = 0; i < n; i++) {
+        struct mlink_op op = {.peer = peers[i], .reply_buf = buf, .reply_max = count};
+        mwire_init(&op.req, MW_READ, 0);
+        op.req.volume = v->vid;
+        op.req.offset = offset;
+        op.req.length = count;
+        mlink_call(m->link, &op, 1);
+        if (op.result == 0 && op.reply_len == count)
+            return 0;
+        r = op.result < 0 ? op.result : -EIO;
+    }
+    if (n == 0)
+        qb_log(LOG_WARNING, "volume \"%s\": no current replica to read from", v->rec.name);
+    return r;
+}
+
+int mirror_read(struct volume *v, void *buf, uint32_t count, uint64_t offset)
+{
+    char *p = buf;
+    while (count > 0) {
+        uint32_t n = count < MWIRE_IO_MAX ? count : MWIRE_IO_MAX;
+        int r = read_peer(v, p, n, offset);
+        if (r < 0)
+            return -EIO;
+        p += n;
+        count -= n;
+        offset += n;
+    }
+    return 0;
+}
+
+/* ---- serving peers ---------------------------------------------------------- */
+
+/* Whether this copy takes writes from peers (current or syncing, whole). */
+static int accepts_writes(struct volume *v)
+{
+    enum replica_state s = replica_get(&v->rec, v->mirror->self);
+    if (v->rec.local == STORE_LOCAL_FAILED)
+        return -EIO;
+    return s == REPLICA_CURRENT || s == REPLICA_SYNCING ? 0 : -ESTALE;
+}
+
+static bool in_bounds(struct volume *v, const struct mwire_header *h)
+{
+    return h->offset <= v->rec.size && h->length <= v->rec.size - h->offset;
+}
+
+static int serve_write(struct volume *v, struct mlink_call *c)
+{
+    const struct mwire_header *h = c->req;
+    if (!in_bounds(v, h))
+        return -ENOSPC;
+    struct mirror *m = v->mirror;
+    uint64_t first = h->offset >> m->rs_shift,
+             last = (h->offset + (h->length ? h->length - 1 : 0)) >> m->rs_shift;
+    pthread_mutex_lock(&v->mv->mu);
+    int r = accepts_writes(v);
+    if (r == 0)
+        r = mark_outdated_peers(v, first, last);
+    pthread_mutex_unlock(&v->mv->mu);
+    if (r < 0)
+        return r;
+    if (m->p.sync_received && mlink_reply(c, 0, NULL, 0) < 0)
+        return 0;
+    unsigned flags = (h->flags & MW_F_FUA ? NBD_IO_FUA : 0) | (h->flags & MW_F_MAY_TRIM ? NBD_IO_MAY_TRIM : 0);
+    r = h->type == MW_WRITE ? volume_local_write(v, c->payload, h->length, h->offset, flags & NBD_IO_FUA)
+                            : volume_local_zero(v, h->length, h->offset, flags);
+    if (r < 0) {
+        qb_log(LOG_ERR, "volume \"%s\": applying node %u's write: %s", v->rec.name, c->peer,
+               strerror(-r));
+        pthread_mutex_lock(&v->mv->mu);
+        v->rec.local = STORE_LOCAL_FAILED;
+        update_serve_local(v);
+        volume_update_record(v);
+        pthread_mutex_unlock(&v->mv->mu);
+    }
+    return r;
+}
+
+static int serve_read(struct volume *v, struct mlink_call *c)
+{
+    const struct mwire_header *h = c->req;
+    if (!atomic_load(&v->mv->serve_local))
+        return -ESTALE;
+    if (!in_bounds(v, h))
+        return -EINVAL;
+    void *buf = malloc(h->length ? h->length : 1);
+    if (!buf)
+        return -ENOMEM;
+    int r = volume_local_read(v, buf, h->length, h->offset);
+    if (r == 0)
+        r = mlink_reply(c, 0, buf, h->length);
+    free(buf);
+    return r;
+}
+
+static int serve_csum(struct volume *v, struct mlink_call *c)
+{
+    const struct mwire_header *h = c->req;
+    if (!atomic_load(&v->mv->serve_local))
+        return -ESTALE;
+    if (!in_bounds(v, h))
+        return -EINVAL;
+    uint32_t size = mwire_csum_reply_size(h->length);
+    uint64_t *sums = malloc(size ? size : 1);
+    void *buf = malloc(MWIRE_CSUM_CHUNK);
+    int r = sums && buf ? 0 : -ENOMEM;
+    for (uint32_t i = 0; r == 0 && i < size / 8; i++) {
+        uint64_t off = (uint64_t)i * MWIRE_CSUM_CHUNK;
+        uint32_t n = h->length - off < MWIRE_CSUM_CHUNK ? (uint32_t)(h->length - off) : MWIRE_CSUM_CHUNK;
+        r = volume_local_read(v, buf, n, h->offset + off);
+        if (r == 0)
+            sums[i] = mwire_csum64(buf, n);
+    }
+    if (r == 0)
+        r = mlink_reply(c, 0, sums, size);
+    free(buf);
+    free(sums);
+    return r;
+}
+
+/* A syncing peer asks what it missed: once this node has seen it syncing,
+ * every write that left it out is in the bitmap. */
+static int serve_dirty(struct volume *v, struct mlink_call *c)
+{
+    uint32_t node = c->req->arg;
+    pthread_mutex_lock(&v->mv->mu);
+    int r = replica_get(&v->rec, node) == REPLICA_SYNCING ? 0 : -EAGAIN;
+    if (r == 0 && replica_get(&v->rec, v->mirror->self) != REPLICA_CURRENT)
+        r = -ESTALE;
+    void *buf = NULL;
+    size_t len = 0;
+    if (r == 0) {
+        struct bitmap *b = dirty_for(v, node);
+        r = b ? bitmap_export(b, &buf, &len) : -EIO;
+    }
+    pthread_mutex_unlock(&v->mv->mu);
+    if (r == 0 && len > MWIRE_IO_MAX)
+        r = -EFBIG;
+    if (r == 0)
+        r = mlink_reply(c, 0, buf, len);
+    free(buf);
+    return r;
+}
+
+static int serve_volume(struct volume *v, void *arg)
+{
+    struct mlink_call *c = arg;
+    if (!v->mv)
+        return -ESTALE;
+    switch (c->req->type) {
+    case MW_WRITE:
+    case MW_ZERO:
+        return serve_write(v, c);
+    case MW_FLUSH:
+        return volume_local_sync(v);
+    case MW_READ:
+        return serve_read(v, c);
+    case MW_CSUM:
+        return serve_csum(v, c);
+    case MW_DIRTY:
+        return serve_dirty(v, c);
+    default:
+        return -EOPNOTSUPP;
+    }
+}
+
+static int serve(void *ctx, struct mlink_call *c)
+{
+    struct mirror *m = ctx;
+    int r = volumes_with(m->p.vols, c->req->volume, serve_volume, c);
+    return r == -ENOENT ? -ESTALE : r;
+}
+
+/* ---- the agreed table ------------------------------------------------------ */
+
+int mirror_replica_apply(struct volume *v, uint32_t node, uint8_t state, uint64_t first,
+                         uint64_t last)
+{
+    struct mirror *m = v->mirror;
+    pthread_mutex_lock(&v->mv->mu);
+    bool changed = replica_apply(&v->rec, node, state);
+    enum replica_state self = replica_get(&v->rec, m->self);
+    int r = 0;
+    if (first <= last && node != m->self && (self == REPLICA_CURRENT || self == REPLICA_SYNCING))
+        r = mark_dirty(v, node, first, last);
+    if (changed && state == REPLICA_CURRENT)
+        dirty_drop(v, node);
+    if (changed) {
+        update_serve_local(v);
+        if (volume_update_record(v) < 0)
+            r = -EIO;
+        qb_log(LOG_INFO, "volume \"%s\": replica on node %u is %s", v->rec.name, node,
+               replica_state_name(state));
+    }
+    pthread_mutex_unlock(&v->mv->mu);
+    return r < 0 ? r : changed;
+}
+
+void mirror_replicas_copy(struct volume *v, struct store_replica *out, uint32_t *n)
+{
+    pthread_mutex_lock(&v->mv->mu);
+    *n = v->rec.nreplicas;
+    memcpy(out, v->rec.replicas, sizeof v->rec.replicas);
+    pthread_mutex_unlock(&v->mv->mu);
+}
+
+int mirror_replicas_load(struct volume *v, const struct store_replica *r, uint32_t n)
+{
+    struct mirror *m = v->mirror;
+    pthread_mutex_lock(&v->mv->mu);
+    bool same = n == v->rec.nreplicas && memcmp(r, v->rec.replicas, n * sizeof *r) == 0;
+    int e = 0;
+    if (!same) {
+        v->rec.nreplicas = n < STORE_REPLICAS_MAX ? n : STORE_REPLICAS_MAX;
+        memcpy(v->rec.replicas, r, v->rec.nreplicas * sizeof *r);
+        for (uint32_t i = 0; i < v->rec.nreplicas; i++) {
+            uint32_t node = v->rec.replicas[i].node;
+            if (node == m->self)
+                continue;
+            if (v->rec.replicas[i].state == REPLICA_OUTDATED)
+                dirty_for(v, node);
+            else if (v->rec.replicas[i].state == REPLICA_CURRENT)
+                dirty_drop(v, node);
+        }
+        update_serve_local(v);
+        e = volume_update_record(v);
+    }
+    pthread_mutex_unlock(&v->mv->mu);
+    return e;
+}
+
+int mirror_node_left(struct volume *v, uint32_t node, const struct pol_key *lost, size_t nlost)
+{
+    int changed = mirror_replica_apply(v, node, REPLICA_OUTDATED, 1, 0);
+    pthread_mutex_lock(&v->mv->mu);
+    enum replica_state self = replica_get(&v->rec, v->mirror->self);
+    for (size_t i = 0; i < nlost; i++)
+        if (lost[i].volume == v->vid && replica_get(&v->rec, node) == REPLICA_OUTDATED &&
+            (self == REPLICA_CURRENT || self == REPLICA_SYNCING))
+            mark_dirty(v, node, lost[i].region, lost[i].region);
+    pthread_mutex_unlock(&v->mv->mu);
+    return changed;
+}
+
+/* ---- resync ------------------------------------------------------------------ */
+
+static bool still_syncing(struct volume *v)
+{
+    pthread_mutex_lock(&v->mv->mu);
+    bool ok = replica_get(&v->rec, v->mirror->self) == REPLICA_SYNCING &&
+              v->rec.local != STORE_LOCAL_FAILED && !atomic_load(&v->gone);
+    pthread_mutex_unlock(&v->mv->mu);
+    return ok && !atomic_load(&v->mirror->stopping);
+}
+
+/* The union of the current peers' bitmaps for this node, into set. */
+static int fetch_dirty(struct volume *v, uint64_t *set, size_t words)
+{
+    struct mirror *m = v->mirror;
+    uint32_t peers[STORE_REPLICAS_MAX];
+    size_t n = 0;
+    pthread_mutex_lock(&v->mv->mu);
+    for (uint32_t i = 0; i < v->rec.nreplicas; i++)
+        if (v->rec.replicas[i].state == REPLICA_CURRENT && v->rec.replicas[i].node != m->self)
+            peers[n++] = v->rec.replicas[i].node;
+    pthread_mutex_unlock(&v->mv->mu);
+    if (n == 0)
+        return -ENOTCONN;
+    uint64_t *buf = malloc(words * 8 + 8);
+    if (!buf)
+        return -ENOMEM;
+    int r = 0;
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        struct mlink_op op = {.peer = peers[i], .reply_buf = buf, .reply_max = words * 8};
+        for (int tries = 0; tries < 500 && still_syncing(v); tries++) {
+            mwire_init(&op.req, MW_DIRTY, 0);
+            op.req.volume = v->vid;
+            op.req.arg = m->self;
+            mlink_call(m->link, &op, 1);
+            if (op.result != -EAGAIN)
+                break;
+            poll(NULL, 0, 20);
+        }
+        r = op.result;
+        for (size_t w = 0; r == 0 && w < op.reply_len / 8 && w < words; w++)
+            set[w] |= buf[w];
+    }
+    free(buf);
+    return r;
+}
+
+static void throttle(struct volume *v)
+{
+    uint64_t rate = v->mirror->p.resync_rate;
+    if (rate == 0)
+        return;
+    double ahead = (double)atomic_load(&v->mv->resync_done) / (double)rate -
+                   seconds_since(&v->mv->resync_started);
+    if (ahead > 0.001)
+        poll(NULL, 0, (int)(ahead * 1000));
+}
+
+/* Copies region r from a current peer, holding its write priority and
+ * keeping this node's own writes to it out meanwhile. */
+static int copy_region(struct volume *v, uint64_t r, void *buf)
+{
+    struct mirror *m = v->mirror;
+    uint64_t off = r << m->rs_shift;
+    uint64_t len = v->rec.size - off < m->rs ? v->rec.size - off : m->rs;
+    struct pol_write w;
+    int e = policing_write_begin(v->pc, v->vid, off, len, false, &w);
+    if (e < 0)
+        return e;
+    struct inflight x;
+    range_lock(v->mv, &x, off, len);
+    for (uint64_t done = 0; e == 0 && done < len;) {
+        uint32_t n = len - done < COPY_CHUNK ? (uint32_t)(len - done) : COPY_CHUNK;
+        e = read_peer(v, buf, n, off + done);
+        if (e == 0)
+            e = volume_local_write(v, buf, n, off + done, false);
+        done += n;
+        if (e == 0)
+            atomic_fetch_add(&v->mv->resync_done, n);
+    }
+    range_unlock(v->mv, &x);
+    policing_write_end(v->pc, &w);
+    return e;
+}
+
+static uint64_t popcount_words(const uint64_t *set, size_t words)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < words; i++)
+        n += (uint64_t)__builtin_popcountll(set[i]);
+    return n;
+}
+
+/* One attempt: syncing, the dirty set, the copy, current. */
+static int resync_once(struct volume *v)
+{
+    struct mirror *m = v->mirror;
+    pthread_mutex_lock(&v->mv->mu);
+    enum replica_state s = replica_get(&v->rec, m->self);
+    bool full = s == REPLICA_NONE || v->rec.local == STORE_LOCAL_REBUILD;
+    uint64_t size = v->rec.size;
+    pthread_mutex_unlock(&v->mv->mu);
+    int r = 0;
+    if (s != REPLICA_SYNCING)
+        r = policing_replica_change(v->pc, v->vid, m->self, REPLICA_SYNCING, 1, 0, true);
+    if (r == 0 && !still_syncing(v))
+        r = -EAGAIN;
+    uint64_t nr = nregions(m, size);
+    size_t words = (size_t)((nr + 63) / 64);
+    uint64_t *set = calloc(words ? words : 1, 8);
+    void *buf = malloc(COPY_CHUNK);
+    if (r == 0 && (!set || !buf))
+        r = -ENOMEM;
+    if (r == 0 && full)
+        memset(set, 0xff, words * 8);
+    else if (r == 0)
+        r = fetch_dirty(v, set, words);
+    if (r == 0 && nr % 64)
+        set[words - 1] &= (UINT64_C(1) << (nr % 64)) - 1;
+    uint64_t count = r == 0 ? popcount_words(set, words) : 0;
+    atomic_store(&v->mv->resync_total, count << m->rs_shift);
+    atomic_store(&v->mv->resync_done, 0);
+    clock_gettime(CLOCK_MONOTONIC, &v->mv->resync_started);
+    if (r == 0)
+        qb_log(LOG_INFO, "volume \"%s\": resync: %llu of %llu regions to copy%s", v->rec.name,
+               (unsigned long long)count, (unsigned long long)nr, full ? " (full rebuild)" : "");
+    for (uint64_t i = 0; r == 0 && i < nr; i++) {
+        if (!(set[i / 64] & (UINT64_C(1) << (i % 64))))
+            continue;
+        if (!still_syncing(v))
+            r = -ECANCELED;
+        if (r == 0)
+            r = copy_region(v, i, buf);
+        throttle(v);
+    }
+    free(set);
+    free(buf);
+    if (r == 0)
+        r = volume_local_sync(v);
+    if (r == 0 && full) {
+        pthread_mutex_lock(&v->mv->mu);
+        v->rec.local = STORE_LOCAL_OK;
+        r = volume_update_record(v);
+        pthread_mutex_unlock(&v->mv->mu);
+    }
+    if (r == 0)
+        r = policing_replica_change(v->pc, v->vid, m->self, REPLICA_CURRENT, 1, 0, true);
+    if (r == 0)
+        qb_log(LOG_INFO, "volume \"%s\": resync done: %llu bytes copied in %.1f s", v->rec.name,
+               (unsigned long long)atomic_load(&v->mv->resync_done),
+               seconds_since(&v->mv->resync_started));
+    return r;
+}
+
+/* Whether this node's copy needs a resync it can do now. */
+static bool wants_resync(struct volume *v)
+{
+    enum replica_state s = replica_get(&v->rec, v->mirror->self);
+    return v->rec.local != STORE_LOCAL_FAILED && s != REPLICA_CURRENT && !atomic_load(&v->gone);
+}
+
+static void *resync_main(void *arg)
+{
+    struct volume *v = arg;
+    for (unsigned backoff = 100; !atomic_load(&v->mirror->stopping);) {
+        pthread_mutex_lock(&v->mv->mu);
+        bool want = wants_resync(v);
+        pthread_mutex_unlock(&v->mv->mu);
+        if (!want || !policing_quorate(v->pc))
+            break;
+        int r = resync_once(v);
+        if (r == 0)
+            continue;
+        qb_log(LOG_WARNING, "volume \"%s\": resync stopped (%s): trying again", v->rec.name,
+               strerror(-r));
+        poll(NULL, 0, (int)backoff);
+        backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+    }
+    pthread_mutex_lock(&v->mv->mu);
+    v->mv->resyncing = false;
+    pthread_mutex_unlock(&v->mv->mu);
+    return NULL;
+}
+
+static void consider_resync(struct volume *v, void *arg)
+{
+    (void)arg;
+    struct mvol *mv = v->mv;
+    if (!mv)
+        return;
+    pthread_mutex_lock(&mv->mu);
+    if (!mv->resyncing && wants_resync(v)) {
+        if (mv->resync_thread) {
+            pthread_mutex_unlock(&mv->mu);
+            pthread_join(mv->resync_thread, NULL);
+            pthread_mutex_lock(&mv->mu);
+            mv->resync_thread = 0;
+        }
+        mv->resyncing = pthread_create(&mv->resync_thread, NULL, resync_main, v) == 0;
+        if (!mv->resyncing) {
+            mv->resync_thread = 0;
+            qb_log(LOG_ERR, "volume \"%s\": can't start its resync thread", v->rec.name);
+        }
+    }
+    pthread_mutex_unlock(&mv->mu);
+}
+
+static void refresh_peers(struct mirror *m)
+{
+    struct policing_status *st = malloc(sizeof *st);
+    if (!st)
+        return;
+    policing_status(m->p.pc, st);
+    struct mlink_peer peers[CLUSTER_NODES_MAX];
+    size_t n = 0;
+    for (size_t i = 0; i < st->nmembers; i++) {
+        if (st->members[i].nodeid == m->self || st->members[i].mirror[0] == '\0')
+            continue;
+        peers[n].node = st->members[i].nodeid;
+        snprintf(peers[n].addr, sizeof peers[n].addr, "%s", st->members[i].mirror);
+        n++;
+    }
+    bool ready = st->synced && st->quorate;
+    free(st);
+    mlink_set_peers(m->link, peers, n);
+    if (ready)
+        volumes_each(m->p.vols, consider_resync, NULL);
+}
+
+void mirror_changed(struct mirror *m)
+{
+    if (m)
+        refresh_peers(m);
+}
+
+/* ---- admin --------------------------------------------------------------------- */
+
+int mirror_replica_fail(struct volume *v)
+{
+    pthread_mutex_lock(&v->mv->mu);
+    v->rec.local = STORE_LOCAL_FAILED;
+    update_serve_local(v);
+    int r = volume_update_record(v);
+    bool outdate = replica_get(&v->rec, v->mirror->self) != REPLICA_OUTDATED;
+    pthread_mutex_unlock(&v->mv->mu);
+    qb_log(LOG_WARNING, "volume \"%s\": local replica marked failed by the admin", v->rec.name);
+    if (r == 0 && outdate)
+        r = policing_replica_change(v->pc, v->vid, v->mirror->self, REPLICA_OUTDATED, 1, 0, false);
+    return r;
+}
+
+int mirror_replica_replace(struct volume *v)
+{
+    pthread_mutex_lock(&v->mv->mu);
+    v->rec.local = STORE_LOCAL_REBUILD;
+    update_serve_local(v);
+    int r = volume_update_record(v);
+    enum replica_state s = replica_get(&v->rec, v->mirror->self);
+    pthread_mutex_unlock(&v->mv->mu);
+    if (r == 0)
+        r = volume_local_zero(v, 0, 0, NBD_IO_MAY_TRIM);
+    qb_log(LOG_WARNING, "volume \"%s\": local replica replaced: rebuilding it from the peers",
+           v->rec.name);
+    if (r == 0 && s == REPLICA_CURRENT)
+        r = policing_replica_change(v->pc, v->vid, v->mirror->self, REPLICA_OUTDATED, 1, 0, false);
+    else if (r == 0)
+        consider_resync(v, NULL);
+    return r;
+}
+
+void mirror_volume_status(struct volume *v, struct mirror_volume_status *st)
+{
+    struct mvol *mv = v->mv;
+    *st = (struct mirror_volume_status){0};
+    pthread_mutex_lock(&mv->mu);
+    st->nreplicas = v->rec.nreplicas;
+    for (uint32_t i = 0; i < v->rec.nreplicas; i++) {
+        st->replicas[i].node = v->rec.replicas[i].node;
+        st->replicas[i].state = v->rec.replicas[i].state;
+        for (size_t j = 0; j < mv->ndirty; j++)
+            if (mv->dirty_node[j] == v->rec.replicas[i].node)
+                st->replicas[i].dirty_bytes = bitmap_count(mv->dirty[j]) << v->mirror->rs_shift;
+    }
+    st->local = local_name(v->rec.local);
+    st->resyncing = mv->resyncing;
+    pthread_mutex_unlock(&mv->mu);
+    st->resync_done = atomic_load(&mv->resync_done);
+    st->resync_total = atomic_load(&mv->resync_total);
+    double t = st->resyncing ? seconds_since(&mv->resync_started) : 0;
+    st->resync_rate = t > 0 ? (double)st->resync_done / t : 0;
+}
+
+/* ---- verify ------------------------------------------------------------------- */
+
+struct verify {
+    struct volume *v;
+    mirror_verify_fn done;
+    void *arg;
+};
+
+/* Compares region r's checksums on this node and every current peer. */
+static int verify_region(struct volume *v, uint64_t r, uint32_t *peers, size_t n, bool *differs)
+{
+    struct mirror *m = v->mirror;
+    uint64_t off = r << m->rs_shift;
+    uint32_t len = (uint32_t)(v->rec.size - off < m->rs ? v->rec.size - off : m->rs);
+    uint32_t size = mwire_csum_reply_size(len);
+    struct pol_write w;
+    int e = policing_write_begin(v->pc, v->vid, off, len, false, &w);
+    if (e < 0)
+        return e;
+    struct inflight x;
+    range_lock(v->mv, &x, off, len);
+    struct mlink_op ops[STORE_REPLICAS_MAX];
+    uint64_t *sums = calloc(n + 1, size);
+    e = sums ? 0 : -ENOMEM;
+    for (size_t i = 0; e == 0 && i < n; i++) {
+        ops[i] = (struct mlink_op){.peer = peers[i], .reply_buf = (char *)sums + (i + 1) * size,
+                                   .reply_max = size};
+        mwire_init(&ops[i].req, MW_CSUM, 0);
+        ops[i].req.volume = v->vid;
+        ops[i].req.offset = off;
+        ops[i].req.length = len;
+    }
+    if (e == 0)
+        mlink_call(m->link, ops, n);
+    void *buf = e == 0 ? malloc(MWIRE_CSUM_CHUNK) : NULL;
+    for (uint32_t c = 0; e == 0 && buf && c < size / 8; c++) {
+        uint32_t k = len - c * MWIRE_CSUM_CHUNK < MWIRE_CSUM_CHUNK ? len - c * MWIRE_CSUM_CHUNK
+                                                                 : MWIRE_CSUM_CHUNK;
+        e = volume_local_read(v, buf, k, off + (uint64_t)c * MWIRE_CSUM_CHUNK);
+        if (e == 0)
+            sums[c] = mwire_csum64(buf, k);
+    }
+    free(buf);
+    range_unlock(v->mv, &x);
+    policing_write_end(v->pc, &w);
+    for (size_t i = 0; e == 0 && i < n; i++) {
+        if (ops[i].result < 0)
+            e = ops[i].result;
+        else if (memcmp(sums, (char *)sums + (i + 1) * size, size) != 0)
+            *differs = true;
+    }
+    free(sums);
+    return e;
+}
+
+static void *verify_main(void *arg)
+{
+    struct verify *vf = arg;
+    struct volume *v = vf->v;
+    struct mirror *m = v->mirror;
+    uint32_t peers[STORE_REPLICAS_MAX];
+    size_t n = 0;
+    pthread_mutex_lock(&v->mv->mu);
+    for (uint32_t i = 0; i < v->rec.nreplicas; i++)
+        if (v->rec.replicas[i].state == REPLICA_CURRENT && v->rec.replicas[i].node != m->self)
+            peers[n++] = v->rec.replicas[i].node;
+    bool local = atomic_load(&v->mv->serve_local);
+    pthread_mutex_unlock(&v->mv->mu);
+    uint64_t nr = nregions(m, v->rec.size), ndiff = 0;
+    uint64_t list[VERIFY_LIST_MAX];
+    int e = local ? 0 : -ESTALE;
+    for (uint64_t r = 0; e == 0 && r < nr; r++) {
+        bool differs = false;
+        e = verify_region(v, r, peers, n, &differs);
+        if (differs && ndiff < VERIFY_LIST_MAX)
+            list[ndiff] = r;
+        ndiff += differs;
+    }
+    vf->done(vf->arg, e, list, ndiff < VERIFY_LIST_MAX ? ndiff : VERIFY_LIST_MAX, ndiff, nr);
+    volume_unref(v);
+    free(vf);
+    atomic_fetch_sub(&m->verifies, 1);
+    return NULL;
+}
+
+int mirror_verify(struct volume *v, mirror_verify_fn done, void *arg)
+{
+    struct verify *vf = malloc(sizeof *vf);
+    if (!vf)
+        return -ENOMEM;
+    *vf = (struct verify){v, done, arg};
+    volume_ref(v);
+    atomic_fetch_add(&v->mirror->verifies, 1);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int r = -pthread_create(&t, &attr, verify_main, vf);
+    pthread_attr_destroy(&attr);
+    if (r < 0) {
+        atomic_fetch_sub(&v->mirror->verifies, 1);
+        volume_unref(v);
+        free(vf);
+    }
+    return r;
+}
+
+/* ---- life cycle ---------------------------------------------------------------- */
+
+int mirror_volume_attach(struct mirror *m, struct volume *v)
+{
+    struct mvol *mv = calloc(1, sizeof *mv);
+    if (!mv)
+        return -ENOMEM;
+    mv->m = m;
+    pthread_mutex_init(&mv->mu, NULL);
+    pthread_mutex_init(&mv->rmu, NULL);
+    pthread_cond_init(&mv->rcv, NULL);
+    v->mirror = m;
+    v->mv = mv;
+    pthread_mutex_lock(&mv->mu);
+    if (v->rec.nreplicas == 0) {
+        replica_init(&v->rec, &m->self, 1);
+        volume_update_record(v);
+    }
+    for (uint32_t i = 0; i < v->rec.nreplicas; i++)
+        if (v->rec.replicas[i].state == REPLICA_OUTDATED && v->rec.replicas[i].node != m->self)
+            dirty_for(v, v->rec.replicas[i].node);
+    update_serve_local(v);
+    pthread_mutex_unlock(&mv->mu);
+    return 0;
+}
+
+void mirror_volume_detach(struct volume *v)
+{
+    struct mvol *mv = v->mv;
+    if (!mv)
+        return;
+    if (mv->resync_thread)
+        pthread_join(mv->resync_thread, NULL);
+    for (size_t i = 0; i < mv->ndirty; i++)
+        bitmap_close(mv->dirty[i]);
+    pthread_cond_destroy(&mv->rcv);
+    pthread_mutex_destroy(&mv->rmu);
+    pthread_mutex_destroy(&mv->mu);
+    free(mv);
+    v->mv = NULL;
+}
+
+static void attach_one(struct volume *v, void *arg)
+{
+    if (!v->mv && mirror_volume_attach(arg, v) < 0)
+        qb_log(LOG_ERR, "volume \"%s\": out of memory for its replication state", v->rec.name);
+}
+
+int mirror_start(const struct mirror_params *p, struct mirror **out)
+{
+    struct mirror *m = calloc(1, sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    m->p = *p;
+    m->secret = *p->secret;
+    snprintf(m->cluster, sizeof m->cluster, "%s", p->cluster);
+    m->p.secret = &m->secret;
+    m->p.cluster = m->cluster;
+    m->self = policing_self(p->pc);
+    m->rs = policing_region_size(p->pc);
+    m->rs_shift = (unsigned)__builtin_ctzll(m->rs);
+    atomic_init(&m->stopping, false);
+    atomic_init(&m->verifies, 0);
+    struct mlink_params lp = {
+        .listen = p->listen,
+        .cluster = m->cluster,
+        .self = m->self,
+        .secret = &m->secret,
+        .timeout_ms = p->timeout_ms,
+        .serve = serve,
+        .ctx = m,
+    };
+    int r = mlink_start(&lp, &m->link);
+    if (r < 0) {
+        free(m);
+        return r;
+    }
+    volumes_each(p->vols, attach_one, m);
+    *out = m;
+    return 0;
+}
+
+static void join_resync(struct volume *v, void *arg)
+{
+    (void)arg;
+    struct mvol *mv = v->mv;
+    if (!mv)
+        return;
+    pthread_mutex_lock(&mv->mu);
+    pthread_t t = mv->resync_thread;
+    mv->resync_thread = 0;
+    pthread_mutex_unlock(&mv->mu);
+    if (t)
+        pthread_join(t, NULL);
+}
+
+/* Resyncs and verifies end at their next step once stopping is set, or
+ * when their request to a peer fails or times out; the link goes last. */
+void mirror_stop(struct mirror *m)
+{
+    if (!m)
+        return;
+    atomic_store(&m->stopping, true);
+    volumes_each(m->p.vols, join_resync, NULL);
+    while (atomic_load(&m->verifies) > 0)
+        poll(NULL, 0, 10);
+    mlink_stop(m->link);
+    free(m);
+}
+
+void mirror_stats(struct mirror *m, struct mirror_stats *st)
+{
+    struct mlink_stats ls;
+    mlink_stats(m->link, &ls);
+    *st = (struct mirror_stats){ls.requests_sent, ls.requests_served, ls.refused};
+}

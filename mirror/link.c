@@ -1,0 +1,930 @@
+/* link.c - the mirror link's connections (see link.h for the design). */
+#include "mirror/link.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <qb/qblog.h>
+
+#define PEERS_MAX 32
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 1000
+
+#define pending mlink_pending
+
+/* Our outgoing connection to one peer. Locking: mu guards everything but
+ * node and thread; send_mu serialises writes to fd (taken after mu is
+ * released, never with it). Peers are never freed before mlink_stop: one
+ * that leaves the group is only unwanted, its thread idles. */
+struct peer {
+    struct mlink *l;
+    uint32_t node;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* wanted, up, stopping changed */
+    char addr[128];
+    bool wanted, up;
+    int fd; /* -1 unless connected */
+    uint64_t next_id;
+    struct pending *head, *tail;
+    bool refused_logged;
+    pthread_mutex_t send_mu;
+};
+
+/* One incoming connection, served by its own thread. */
+struct mlink_conn {
+    struct mlink *l;
+    int fd;
+    uint32_t peer;
+    pthread_mutex_t send_mu; /* the serving thread, and mlink_reply callers */
+    struct mlink_conn *next;
+};
+
+/* Locking: mu guards peers/npeers, conns and stopping; conns_cv is signalled
+ * when a serving thread ends. */
+struct mlink {
+    struct mlink_params p;
+    char cluster[MW_CLUSTER_MAX + 1];
+    struct mauth_secret secret;
+    int listen_fd;
+    pthread_t accept_thread;
+    pthread_mutex_t mu;
+    pthread_cond_t conns_cv;
+    struct peer *peers[PEERS_MAX];
+    size_t npeers;
+    struct mlink_conn *conns;
+    bool stopping;
+    atomic_uint_fast64_t sent, served, refused;
+};
+
+/* ---- byte streams ------------------------------------------------------- */
+
+/* Reads len bytes. -ECONNRESET at EOF; with a receive timeout set on fd,
+ * a wait that runs out asks still_ok() whether to go on waiting. */
+static int read_full(int fd, void *buf, size_t len, bool (*still_ok)(void *), void *arg)
+{
+    char *p = buf;
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n == 0)
+            return -ECONNRESET;
+        if (errno == EINTR)
+            continue;
+        if ((errno == EAGAIN || errno == EWOULDBLOCK) && still_ok && still_ok(arg))
+            continue;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
+    }
+    return 0;
+}
+
+static int write_iov(int fd, struct iovec *iov, int cnt)
+{
+    while (cnt > 0) {
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+        ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        size_t done = (size_t)n;
+        while (cnt > 0 && done >= iov->iov_len) {
+            done -= iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + done;
+            iov->iov_len -= done;
+        }
+    }
+    return 0;
+}
+
+/* Seals h over payload and sends both. */
+static int send_msg(int fd, struct mwire_header *h, const void *payload)
+{
+    mwire_seal(h, payload);
+    struct iovec iov[2] = {{h, sizeof *h}, {(void *)payload, h->payload}};
+    return write_iov(fd, iov, h->payload ? 2 : 1);
+}
+
+/* Reads and checks one message; *payload is malloc'd (NULL if none). */
+static int recv_msg(int fd, struct mwire_header *h, void **payload, const char **why,
+                    bool (*still_ok)(void *), void *arg)
+{
+    *payload = NULL;
+    int r = read_full(fd, h, sizeof *h, still_ok, arg);
+    if (r < 0) {
+        *why = strerror(-r);
+        return r;
+    }
+    r = mwire_check_header(h, why);
+    if (r < 0 || h->payload == 0)
+        return r;
+    *payload = malloc(h->payload);
+    if (!*payload) {
+        *why = "out of memory";
+        return -ENOMEM;
+    }
+    r = read_full(fd, *payload, h->payload, still_ok, arg);
+    if (r == 0)
+        r = mwire_check_payload(h, *payload, why);
+    else
+        *why = strerror(-r);
+    if (r < 0) {
+        free(*payload);
+        *payload = NULL;
+    }
+    return r;
+}
+
+static void set_timeout(int fd, unsigned ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+static void tune_socket(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+static int split_addr(const char *addr, char *host, size_t hl, char *port, size_t pl)
+{
+    const char *colon;
+    if (addr[0] == '[') {
+        const char *end = strchr(addr, ']');
+        if (!end || end[1] != ':' || (size_t)(end - addr - 1) >= hl)
+            return -EINVAL;
+        snprintf(host, hl, "%.*s", (int)(end - addr - 1), addr + 1);
+        colon = end + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (!colon || (size_t)(colon - addr) >= hl)
+            return -EINVAL;
+        snprintf(host, hl, "%.*s", (int)(colon - addr), addr);
+    }
+    if (colon[1] == '\0' || strlen(colon + 1) >= pl)
+        return -EINVAL;
+    snprintf(port, pl, "%s", colon + 1);
+    return 0;
+}
+
+static int resolve(const char *addr, bool passive, struct addrinfo **res)
+{
+    char host[128], port[16];
+    if (split_addr(addr, host, sizeof host, port, sizeof port) < 0)
+        return -EINVAL;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0)};
+    int g = getaddrinfo(host[0] ? host : NULL, port, &hints, res);
+    if (g != 0) {
+        qb_log(LOG_ERR, "mirror: %s: %s", addr, gai_strerror(g));
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---- serving peers' requests ---------------------------------------------- */
+
+static int reply(struct mlink_conn *c, const struct mwire_header *req, int err, const void *data,
+                 size_t len)
+{
+    struct mwire_header h;
+    mwire_init(&h, MW_REPLY, req->id);
+    h.volume = req->volume;
+    h.arg = err < 0 ? (uint32_t)-err : 0;
+    h.payload = err < 0 ? 0 : (uint32_t)len;
+    pthread_mutex_lock(&c->send_mu);
+    int r = send_msg(c->fd, &h, err < 0 ? NULL : data);
+    pthread_mutex_unlock(&c->send_mu);
+    return r;
+}
+
+int mlink_reply(struct mlink_call *call, int err, const void *data, size_t len)
+{
+    call->replied = true;
+    return reply(call->conn, call->req, err, data, len);
+}
+
+static void refuse(struct mlink_conn *c, uint64_t id, int err, const char *why)
+{
+    struct mwire_header req;
+    mwire_init(&req, MW_HELLO, id);
+    reply(c, &req, err, NULL, 0);
+    atomic_fetch_add(&c->l->refused, 1);
+    qb_log(LOG_WARNING, "mirror: refused a connection: %s", why);
+}
+
+/* The server's half of the handshake; sets c->peer. */
+static int serve_handshake(struct mlink_conn *c)
+{
+    struct mlink *l = c->l;
+    struct mwire_header h;
+    void *payload;
+    const char *why;
+    char err[256];
+    int r = recv_msg(c->fd, &h, &payload, &why, NULL, NULL);
+    if (r == 0 && (h.type != MW_HELLO || h.payload != sizeof(struct mw_hello))) {
+        why = "the first message is not a HELLO";
+        r = -EPROTO;
+    }
+    if (r < 0) {
+        atomic_fetch_add(&l->refused, 1);
+        qb_log(LOG_WARNING, "mirror: refused a connection: %s", why);
+        free(payload);
+        return r;
+    }
+    struct mauth a;
+    struct mw_challenge ch;
+    r = mauth_server_challenge(&a, &l->secret, l->cluster, l->p.self, payload, &ch, err,
+                               sizeof err);
+    uint32_t peer = ((struct mw_hello *)payload)->nodeid;
+    free(payload);
+    if (r < 0) {
+        refuse(c, h.id, r, err);
+        return r;
+    }
+    struct mwire_header out;
+    mwire_init(&out, MW_CHALLENGE, h.id);
+    out.payload = sizeof ch;
+    r = send_msg(c->fd, &out, &ch);
+    if (r == 0)
+        r = recv_msg(c->fd, &h, &payload, &why, NULL, NULL);
+    if (r == 0 && (h.type != MW_AUTH || h.payload != sizeof(struct mw_auth))) {
+        free(payload);
+        r = -EPROTO;
+    }
+    if (r < 0) {
+        atomic_fetch_add(&l->refused, 1);
+        qb_log(LOG_WARNING, "mirror: node %u: handshake broken off", peer);
+        return r;
+    }
+    r = mauth_server_verify(&a, payload, err, sizeof err);
+    free(payload);
+    if (r < 0) {
+        refuse(c, h.id, -EACCES, err);
+        return r;
+    }
+    mwire_init(&out, MW_WELCOME, h.id);
+    c->peer = peer;
+    return send_msg(c->fd, &out, NULL);
+}
+
+static void serve_requests(struct mlink_conn *c)
+{
+    struct mlink *l = c->l;
+    for (;;) {
+        struct mwire_header h;
+        void *payload;
+        const char *why;
+        int r = recv_msg(c->fd, &h, &payload, &why, NULL, NULL);
+        if (r == -ECONNRESET)
+            return;
+        if (r == 0 && h.type < MW_WRITE) {
+            why = "a handshake message after the handshake";
+            r = -EPROTO;
+        }
+        if (r < 0) {
+            qb_log(LOG_WARNING, "mirror: node %u: %s: closing its connection", c->peer, why);
+            free(payload);
+            return;
+        }
+        struct mlink_call call = {.peer = c->peer, .req = &h, .payload = payload, .conn = c};
+        r = l->p.serve(l->p.ctx, &call);
+        atomic_fetch_add(&l->served, 1);
+        free(payload);
+        if (!call.replied && reply(c, &h, r, NULL, 0) < 0)
+            return;
+    }
+}
+
+static void *conn_main(void *arg)
+{
+    struct mlink_conn *c = arg;
+    struct mlink *l = c->l;
+    tune_socket(c->fd);
+    set_timeout(c->fd, l->p.timeout_ms);
+    if (serve_handshake(c) == 0) {
+        set_timeout(c->fd, 0);
+        qb_log(LOG_INFO, "mirror: node %u connected", c->peer);
+        serve_requests(c);
+    }
+    pthread_mutex_lock(&l->mu);
+    for (struct mlink_conn **p = &l->conns; *p; p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    }
+    pthread_cond_broadcast(&l->conns_cv);
+    pthread_mutex_unlock(&l->mu);
+    close(c->fd);
+    pthread_mutex_destroy(&c->send_mu);
+    free(c);
+    return NULL;
+}
+
+static void start_conn(struct mlink *l, int fd)
+{
+    struct mlink_conn *c = calloc(1, sizeof *c);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (c) {
+        *c = (struct mlink_conn){.l = l, .fd = fd};
+        pthread_mutex_init(&c->send_mu, NULL);
+        pthread_mutex_lock(&l->mu);
+        c->next = l->conns;
+        l->conns = c;
+        int e = l->stopping ? ECANCELED : pthread_create(&t, &attr, conn_main, c);
+        if (e != 0) {
+            l->conns = c->next;
+            pthread_mutex_destroy(&c->send_mu);
+            free(c);
+            c = NULL;
+        }
+        pthread_mutex_unlock(&l->mu);
+    }
+    pthread_attr_destroy(&attr);
+    if (!c) {
+        qb_log(LOG_ERR, "mirror: no memory or thread for an incoming connection");
+        close(fd);
+    }
+}
+
+static void *accept_main(void *arg)
+{
+    struct mlink *l = arg;
+    for (;;) {
+        int fd = accept4(l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            start_conn(l, fd);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            qb_log(LOG_ERR, "mirror: accept: %s", strerror(errno));
+            poll(NULL, 0, 100);
+            continue;
+        }
+        return NULL; /* the listener was shut down */
+    }
+}
+
+static int bind_listener(const char *addr)
+{
+    struct addrinfo *res;
+    int fd = resolve(addr, true, &res);
+    if (fd < 0)
+        return fd;
+    fd = -EADDRNOTAVAIL;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            fd = -errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 64) == 0)
+            break;
+        int e = -errno;
+        close(fd);
+        fd = e;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* ---- our requests to peers -------------------------------------------------- */
+
+static void batch_done(struct mlink_wait *b)
+{
+    pthread_mutex_lock(&b->mu);
+    if (--b->left == 0)
+        pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* With p->mu held: takes the pending request id off the list. */
+static struct pending *take(struct peer *p, uint64_t id)
+{
+    struct pending *prev = NULL;
+    for (struct pending *x = p->head; x; prev = x, x = x->next) {
+        if (x->id != id)
+            continue;
+        if (prev)
+            prev->next = x->next;
+        else
+            p->head = x->next;
+        if (p->tail == x)
+            p->tail = prev;
+        return x;
+    }
+    return NULL;
+}
+
+/* The connection is gone: everything in flight fails with err. */
+static void peer_down(struct peer *p, int err)
+{
+    pthread_mutex_lock(&p->mu);
+    struct pending *x = p->head;
+    p->head = p->tail = NULL;
+    p->up = false;
+    int fd = p->fd;
+    p->fd = -1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    while (x) {
+        struct pending *next = x->next;
+        x->op->result = err;
+        batch_done(x->wait);
+        x = next;
+    }
+    /* Under send_mu: a sender that read fd before it was cleared finishes
+     * first, so it never writes to a number reused by another file. */
+    pthread_mutex_lock(&p->send_mu);
+    if (fd >= 0)
+        close(fd);
+    pthread_mutex_unlock(&p->send_mu);
+}
+
+static long ms_since(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - t->tv_sec) * 1000 + (now.tv_nsec - t->tv_nsec) / 1000000;
+}
+
+/* Called when a read waited a while: go on unless the oldest request has
+ * waited longer than the timeout, or the peer is no longer wanted. */
+static bool peer_still_ok(void *arg)
+{
+    struct peer *p = arg;
+    pthread_mutex_lock(&p->mu);
+    bool ok = p->wanted && !p->l->stopping &&
+              (!p->head || ms_since(&p->head->sent) < (long)p->l->p.timeout_ms);
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+/* Stores a reply in its request; false if the stream is broken. */
+static bool complete(struct peer *p, const struct mwire_header *h, void *payload)
+{
+    pthread_mutex_lock(&p->mu);
+    struct pending *x = take(p, h->id);
+    pthread_mutex_unlock(&p->mu);
+    if (!x) {
+        qb_log(LOG_WARNING, "mirror: node %u: a reply to no request (id %llu)", p->node,
+               (unsigned long long)h->id);
+        return false;
+    }
+    const char *why;
+    struct mlink_op *op = x->op;
+    if (mwire_check_reply(&op->req, h, &why) < 0 || h->payload > op->reply_max) {
+        qb_log(LOG_WARNING, "mirror: node %u: bad reply to %s: %s", p->node,
+               mwire_type_name(op->req.type), h->payload > op->reply_max ? "too long" : why);
+        op->result = -EBADMSG;
+        batch_done(x->wait);
+        return false;
+    }
+    op->result = -(int)h->arg;
+    op->reply_len = h->payload;
+    if (h->payload)
+        memcpy(op->reply_buf, payload, h->payload);
+    batch_done(x->wait);
+    return true;
+}
+
+static void read_replies(struct peer *p, int fd)
+{
+    for (;;) {
+        struct mwire_header h;
+        void *payload;
+        const char *why;
+        int r = recv_msg(fd, &h, &payload, &why, peer_still_ok, p);
+        if (r == 0 && h.type != MW_REPLY) {
+            why = "a request where a reply was due";
+            r = -EPROTO;
+        }
+        if (r == 0 && !complete(p, &h, payload))
+            r = -EPROTO;
+        free(payload);
+        if (r < 0) {
+            if (r != -ECONNRESET || p->wanted)
+                qb_log(LOG_WARNING, "mirror: node %u: %s: link down", p->node,
+                       r == -ETIMEDOUT ? "no answer in time" : why);
+            peer_down(p, r == -ETIMEDOUT ? -ETIMEDOUT : -ECONNRESET);
+            return;
+        }
+    }
+}
+
+static int connect_to(const char *addr, unsigned timeout_ms)
+{
+    struct addrinfo *res;
+    int fd = resolve(addr, false, &res);
+    if (fd < 0)
+        return fd;
+    fd = -EHOSTUNREACH;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            fd = -errno;
+            continue;
+        }
+        struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+            break;
+        int e = -errno;
+        close(fd);
+        fd = e;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* The client's half of the handshake. */
+static int client_handshake(struct peer *p, int fd, char *err, size_t errlen)
+{
+    struct mlink *l = p->l;
+    struct mauth a;
+    struct mw_hello hello;
+    int r = mauth_client_hello(&a, &l->secret, l->cluster, l->p.self, &hello);
+    struct mwire_header h;
+    mwire_init(&h, MW_HELLO, 0);
+    h.payload = sizeof hello;
+    if (r == 0)
+        r = send_msg(fd, &h, &hello);
+    void *payload = NULL;
+    const char *why = "";
+    if (r == 0)
+        r = recv_msg(fd, &h, &payload, &why, NULL, NULL);
+    if (r == 0 && h.type == MW_REPLY) {
+        snprintf(err, errlen, "it refused us: %s", strerror((int)h.arg));
+        free(payload);
+        return -EACCES;
+    }
+    if (r == 0 && (h.type != MW_CHALLENGE || h.payload != sizeof(struct mw_challenge))) {
+        snprintf(err, errlen, "protocol error in the handshake");
+        free(payload);
+        return -EPROTO;
+    }
+    if (r < 0) {
+        snprintf(err, errlen, "handshake: %s", why[0] ? why : strerror(-r));
+        return r;
+    }
+    struct mw_auth auth;
+    r = mauth_client_auth(&a, payload, p->node, &auth, err, errlen);
+    free(payload);
+    payload = NULL;
+    if (r < 0)
+        return r;
+    mwire_init(&h, MW_AUTH, 0);
+    h.payload = sizeof auth;
+    r = send_msg(fd, &h, &auth);
+    if (r == 0)
+        r = recv_msg(fd, &h, &payload, &why, NULL, NULL);
+    free(payload);
+    if (r == 0 && h.type != MW_WELCOME) {
+        snprintf(err, errlen, "it refused our authentication: wrong secret?");
+        return -EACCES;
+    }
+    if (r < 0)
+        snprintf(err, errlen, "handshake: %s", strerror(-r));
+    return r;
+}
+
+/* Waits ms, or until the peer's wanted state changes or the link stops. */
+static void peer_pause(struct peer *p, unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&p->mu);
+    bool wanted = p->wanted;
+    while (!p->l->stopping && p->wanted == wanted &&
+           pthread_cond_timedwait(&p->cv, &p->mu, &ts) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* One attempt: connect, authenticate, then read replies until it breaks. */
+static int peer_session(struct peer *p, const char *addr)
+{
+    struct mlink *l = p->l;
+    int fd = connect_to(addr, l->p.timeout_ms);
+    if (fd < 0)
+        return fd;
+    tune_socket(fd);
+    set_timeout(fd, l->p.timeout_ms);
+    char err[256] = "";
+    int r = client_handshake(p, fd, err, sizeof err);
+    if (r < 0) {
+        if (!p->refused_logged)
+            qb_log(LOG_WARNING, "mirror: node %u at %s: %s", p->node, addr, err);
+        p->refused_logged = true;
+        close(fd);
+        return r;
+    }
+    p->refused_logged = false;
+    set_timeout(fd, l->p.timeout_ms < 400 ? l->p.timeout_ms / 2 : 200);
+    pthread_mutex_lock(&p->mu);
+    p->fd = fd;
+    p->up = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    qb_log(LOG_INFO, "mirror: linked to node %u at %s", p->node, addr);
+    read_replies(p, fd);
+    return 0;
+}
+
+static void *peer_main(void *arg)
+{
+    struct peer *p = arg;
+    unsigned backoff = BACKOFF_MIN_MS;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->wanted && !p->l->stopping)
+            pthread_cond_wait(&p->cv, &p->mu);
+        bool stop = p->l->stopping;
+        char addr[sizeof p->addr];
+        memcpy(addr, p->addr, sizeof addr);
+        pthread_mutex_unlock(&p->mu);
+        if (stop)
+            return NULL;
+        if (peer_session(p, addr) == 0)
+            backoff = BACKOFF_MIN_MS;
+        else if ((backoff *= 2) > BACKOFF_MAX_MS)
+            backoff = BACKOFF_MAX_MS;
+        peer_pause(p, backoff);
+    }
+}
+
+static struct peer *find_peer(struct mlink *l, uint32_t node)
+{
+    for (size_t i = 0; i < l->npeers; i++)
+        if (l->peers[i]->node == node)
+            return l->peers[i];
+    return NULL;
+}
+
+static struct peer *add_peer(struct mlink *l, uint32_t node)
+{
+    if (l->npeers == PEERS_MAX)
+        return NULL;
+    struct peer *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    *p = (struct peer){.l = l, .node = node, .fd = -1, .next_id = 1};
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_mutex_init(&p->send_mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    if (pthread_create(&p->thread, NULL, peer_main, p) != 0) {
+        pthread_cond_destroy(&p->cv);
+        pthread_mutex_destroy(&p->send_mu);
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return NULL;
+    }
+    l->peers[l->npeers++] = p;
+    return p;
+}
+
+static void set_wanted(struct peer *p, const char *addr)
+{
+    pthread_mutex_lock(&p->mu);
+    bool moved = addr && strcmp(p->addr, addr) != 0;
+    if (addr)
+        snprintf(p->addr, sizeof p->addr, "%s", addr);
+    p->wanted = addr != NULL;
+    if ((moved || !p->wanted) && p->fd >= 0)
+        shutdown(p->fd, SHUT_RDWR);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void mlink_set_peers(struct mlink *l, const struct mlink_peer *peers, size_t n)
+{
+    pthread_mutex_lock(&l->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (peers[i].node == l->p.self || peers[i].addr[0] == '\0')
+            continue;
+        struct peer *p = find_peer(l, peers[i].node);
+        if (!p && !(p = add_peer(l, peers[i].node))) {
+            qb_log(LOG_ERR, "mirror: node %u: can't start its link", peers[i].node);
+            continue;
+        }
+        set_wanted(p, peers[i].addr);
+    }
+    for (size_t i = 0; i < l->npeers; i++) {
+        bool listed = false;
+        for (size_t j = 0; j < n; j++)
+            listed |= peers[j].node == l->peers[i]->node && peers[j].addr[0] != '\0';
+        if (!listed)
+            set_wanted(l->peers[i], NULL);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+static struct peer *lookup(struct mlink *l, uint32_t node)
+{
+    pthread_mutex_lock(&l->mu);
+    struct peer *p = find_peer(l, node);
+    pthread_mutex_unlock(&l->mu);
+    return p;
+}
+
+bool mlink_connected(struct mlink *l, uint32_t node)
+{
+    struct peer *p = lookup(l, node);
+    if (!p)
+        return false;
+    pthread_mutex_lock(&p->mu);
+    bool up = p->up;
+    pthread_mutex_unlock(&p->mu);
+    return up;
+}
+
+bool mlink_wait_connected(struct mlink *l, uint32_t node, unsigned ms)
+{
+    for (unsigned waited = 0; waited < ms; waited += 10) {
+        if (mlink_connected(l, node))
+            return true;
+        poll(NULL, 0, 10);
+    }
+    return mlink_connected(l, node);
+}
+
+/* Queues x on p and sends its request; a failed send cuts the connection,
+ * which fails x through peer_down. */
+static void submit(struct peer *p, struct pending *x)
+{
+    struct mlink_op *op = x->op;
+    pthread_mutex_lock(&p->mu);
+    if (!p->up || p->l->stopping) {
+        pthread_mutex_unlock(&p->mu);
+        op->result = p->l->stopping ? -ESHUTDOWN : -ENOTCONN;
+        batch_done(x->wait);
+        return;
+    }
+    x->id = p->next_id++;
+    clock_gettime(CLOCK_MONOTONIC, &x->sent);
+    x->next = NULL;
+    if (p->tail)
+        p->tail->next = x;
+    else
+        p->head = x;
+    p->tail = x;
+    int fd = p->fd;
+    op->req.id = x->id;
+    op->req.payload = op->req.type == MW_WRITE ? op->req.length : 0;
+    pthread_mutex_lock(&p->send_mu);
+    pthread_mutex_unlock(&p->mu);
+    int r = send_msg(fd, &op->req, op->payload);
+    if (r < 0)
+        shutdown(fd, SHUT_RDWR);
+    pthread_mutex_unlock(&p->send_mu);
+}
+
+void mlink_send(struct mlink *l, struct mlink_op *ops, size_t n, struct mlink_wait *w)
+{
+    w->left = n;
+    w->extra = n <= MLINK_WAIT_SLOTS ? NULL : calloc(n, sizeof *w->extra);
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    struct pending *xs = w->extra ? w->extra : w->slots;
+    for (size_t i = 0; i < n; i++) {
+        ops[i].result = 0;
+        ops[i].reply_len = 0;
+        if (n > MLINK_WAIT_SLOTS && !w->extra) {
+            ops[i].result = -ENOMEM;
+            batch_done(w);
+            continue;
+        }
+        xs[i] = (struct pending){.op = &ops[i], .wait = w};
+        struct peer *p = lookup(l, ops[i].peer);
+        if (p) {
+            submit(p, &xs[i]);
+        } else {
+            ops[i].result = -ENOTCONN;
+            batch_done(w);
+        }
+    }
+    atomic_fetch_add(&l->sent, n);
+}
+
+void mlink_wait(struct mlink_wait *w)
+{
+    pthread_mutex_lock(&w->mu);
+    while (w->left > 0)
+        pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w->extra);
+}
+
+void mlink_call(struct mlink *l, struct mlink_op *ops, size_t n)
+{
+    struct mlink_wait w;
+    mlink_send(l, ops, n, &w);
+    mlink_wait(&w);
+}
+
+void mlink_stats(struct mlink *l, struct mlink_stats *out)
+{
+    *out = (struct mlink_stats){
+        .requests_sent = atomic_load(&l->sent),
+        .requests_served = atomic_load(&l->served),
+        .refused = atomic_load(&l->refused),
+    };
+}
+
+/* ---- life cycle ------------------------------------------------------------- */
+
+int mlink_start(const struct mlink_params *p, struct mlink **out)
+{
+    struct mlink *l = calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    l->p = *p;
+    snprintf(l->cluster, sizeof l->cluster, "%s", p->cluster);
+    l->secret = *p->secret;
+    l->p.secret = &l->secret;
+    l->p.cluster = l->cluster;
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->conns_cv, NULL);
+    l->listen_fd = bind_listener(p->listen);
+    int r = l->listen_fd < 0 ? l->listen_fd : 0;
+    if (r == 0 && (r = -pthread_create(&l->accept_thread, NULL, accept_main, l)) < 0)
+        close(l->listen_fd);
+    if (r < 0) {
+        qb_log(LOG_ERR, "mirror: listen %s: %s", p->listen, strerror(-r));
+        pthread_cond_destroy(&l->conns_cv);
+        pthread_mutex_destroy(&l->mu);
+        free(l);
+        return r;
+    }
+    qb_log(LOG_INFO, "mirror: listening on %s", p->listen);
+    *out = l;
+    return 0;
+}
+
+void mlink_stop(struct mlink *l)
+{
+    if (!l)
+        return;
+    pthread_mutex_lock(&l->mu);
+    l->stopping = true;
+    for (struct mlink_conn *c = l->conns; c; c = c->next)
+        shutdown(c->fd, SHUT_RDWR);
+    for (size_t i = 0; i < l->npeers; i++)
+        set_wanted(l->peers[i], NULL);
+    pthread_mutex_unlock(&l->mu);
+    shutdown(l->listen_fd, SHUT_RDWR);
+    pthread_join(l->accept_thread, NULL);
+    close(l->listen_fd);
+    pthread_mutex_lock(&l->mu);
+    while (l->conns)
+        pthread_cond_wait(&l->conns_cv, &l->mu);
+    pthread_mutex_unlock(&l->mu);
+    for (size_t i = 0; i < l->npeers; i++) {
+        struct peer *p = l->peers[i];
+        pthread_join(p->thread, NULL);
+        pthread_cond_destroy(&p->cv);
+        pthread_mutex_destroy(&p->send_mu);
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+    }
+    pthread_cond_destroy(&l->conns_cv);
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+}

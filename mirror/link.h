@@ -1,0 +1,133 @@
+/* link.h - the mirror link: authenticated, persistent connections between
+ * the mirror engines of every pair of nodes, carrying requests (wire.h).
+ *
+ * Each node listens on its mirror address and serves the requests peers
+ * send it (a write to apply, a range to read, a bitmap to hand over); and it
+ * keeps one outgoing connection to every peer it has been told about, over
+ * which its own requests go, pipelined: any number in flight, each matched
+ * to its reply by id. So a pair of nodes shares two connections, one per
+ * direction, and neither side ever waits on the other's requests.
+ *
+ * Both ends prove they hold the cluster's secret (auth.h) before anything
+ * else is said; a peer that fails is refused and logged. A malformed message
+ * ends its connection (DESIGN.md invariant 6); a peer that does not answer
+ * within the timeout has its connection cut, which fails everything in
+ * flight to it: the caller (the engine) then marks that replica outdated.
+ *
+ * Threads: one accepts, one per incoming connection serves its requests in
+ * order (so a peer's writes apply in the order it sent them), one per peer
+ * connects, reads replies and completes requests; it is the only thread
+ * that completes them, so a reply's buffer is never written after its
+ * caller has returned.
+ */
+#ifndef VSAN_MIRROR_LINK_H
+#define VSAN_MIRROR_LINK_H
+
+#include "mirror/auth.h"
+#include "mirror/wire.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+struct mlink;
+
+/* One request being served: valid during the serve callback only. */
+struct mlink_call {
+    uint32_t peer;
+    const struct mwire_header *req;
+    const void *payload; /* req->payload bytes, checked */
+    struct mlink_conn *conn;
+    bool replied;
+};
+
+struct mlink_params {
+    const char *listen; /* HOST:PORT */
+    const char *cluster;
+    uint32_t self;
+    const struct mauth_secret *secret;
+    unsigned timeout_ms; /* a request unanswered this long cuts its connection */
+    /* Serves one request of an authenticated peer, on its connection's
+     * thread. Returns 0 or -errno; unless it already answered with
+     * mlink_reply(), the link answers with that result and no payload. */
+    int (*serve)(void *ctx, struct mlink_call *call);
+    void *ctx;
+};
+
+/* Binds the listener and starts serving. -errno, logged. */
+int mlink_start(const struct mlink_params *p, struct mlink **out);
+/* Closes every connection and joins every thread; requests in flight fail
+ * with -ESHUTDOWN first. */
+void mlink_stop(struct mlink *l);
+
+/* Answers call now (err: 0 or -errno; data: the reply payload, or NULL).
+ * A serve callback may go on working after it (sync = received). */
+int mlink_reply(struct mlink_call *call, int err, const void *data, size_t len);
+
+struct mlink_peer {
+    uint32_t node;
+    char addr[128]; /* its mirror address, HOST:PORT */
+};
+
+/* The peers to stay connected to (the group's members, this node
+ * excluded); links to others are closed. Any thread. */
+void mlink_set_peers(struct mlink *l, const struct mlink_peer *peers, size_t n);
+/* Whether the link to node is up and authenticated. */
+bool mlink_connected(struct mlink *l, uint32_t node);
+/* Waits up to ms for the link to node to come up. */
+bool mlink_wait_connected(struct mlink *l, uint32_t node, unsigned ms);
+
+/* One request to one peer. The caller fills peer, req (type, volume,
+ * flags, offset, length, arg: mlink fills id, payload size and crcs),
+ * payload for a WRITE, and reply_buf/reply_max for requests whose answer
+ * carries bytes. */
+struct mlink_op {
+    uint32_t peer;
+    struct mwire_header req;
+    const void *payload;
+    void *reply_buf;
+    size_t reply_max;
+    /* Results. */
+    int result;       /* 0, the peer's -errno, or the link's: -ENOTCONN,
+                       * -ECONNRESET, -ETIMEDOUT, -ESHUTDOWN */
+    size_t reply_len; /* bytes stored in reply_buf */
+};
+
+/* A request in flight; private to link.c. */
+struct mlink_pending {
+    uint64_t id;
+    struct mlink_op *op;
+    struct mlink_wait *wait;
+    struct timespec sent;
+    struct mlink_pending *next;
+};
+
+#define MLINK_WAIT_SLOTS 4
+
+/* The requests of one mlink_send, counted down as they complete; lives in
+ * the caller's frame until mlink_wait returns. */
+struct mlink_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t left;
+    struct mlink_pending slots[MLINK_WAIT_SLOTS];
+    struct mlink_pending *extra; /* more than MLINK_WAIT_SLOTS ops */
+};
+
+/* Sends every op to its peer and returns; mlink_wait() then waits until
+ * each has its answer or has failed (the caller may do its own part of
+ * the work in between). Any thread. */
+void mlink_send(struct mlink *l, struct mlink_op *ops, size_t n, struct mlink_wait *w);
+void mlink_wait(struct mlink_wait *w);
+/* Both at once. */
+void mlink_call(struct mlink *l, struct mlink_op *ops, size_t n);
+
+/* Counters for status. */
+struct mlink_stats {
+    uint64_t requests_sent, requests_served, refused;
+};
+void mlink_stats(struct mlink *l, struct mlink_stats *out);
+
+#endif
