@@ -28,6 +28,8 @@ struct admin_node {
     struct volumes *vols;
     struct nbd_server *nbd;
     struct policing *pc; /* the replicated volume table and the cluster */
+    struct mirror *mirror; /* NULL when standalone */
+    qb_loop_t *loop;       /* where answers computed on other threads go */
     uint64_t started; /* admin_clock() at startup, for the uptime */
 };
 

@@ -11,6 +11,8 @@
  */
 #include "vsan/admin.h"
 
+#include "mirror/engine.h"
+#include "mirror/replicas.h"
 #include "nbd-server/server.h"
 #include "policing/protocol.h"
 #include "vsan/admin_proto.h"
@@ -28,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -83,6 +87,23 @@ static int add_u64(struct json_object *obj, const char *key, uint64_t v)
     return json_add(obj, key, json_object_new_int64((int64_t)v));
 }
 
+static struct json_object *replicas_array(const struct volume_info *v)
+{
+    struct json_object *a = json_object_new_array();
+    for (uint32_t i = 0; a && i < v->nreplicas; i++) {
+        struct json_object *r = json_object_new_object();
+        if (!r || add_u64(r, "node", v->replicas[i].node) < 0 ||
+            json_add(r, "state", json_object_new_string(replica_state_name(v->replicas[i].state))) <
+                0 ||
+            json_object_array_add(a, r) < 0) {
+            json_object_put(r);
+            json_object_put(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
 static struct json_object *volume_object(const struct volume_info *v)
 {
     struct json_object *o = json_object_new_object();
@@ -93,7 +114,8 @@ static struct json_object *volume_object(const struct volume_info *v)
         json_add(o, "uuid", json_object_new_string(v->uuid)) < 0 ||
         add_u64(o, "size", v->size) < 0 || add_u64(o, "allocated", v->allocated) < 0 ||
         add_u64(o, "generation", v->generation) < 0 ||
-        add_u64(o, "connections", v->connections) < 0) {
+        add_u64(o, "connections", v->connections) < 0 ||
+        json_add(o, "replicas", replicas_array(v)) < 0) {
         json_object_put(o);
         return NULL;
     }
@@ -316,6 +338,38 @@ static struct json_object *cluster_object(const struct admin_node *node)
     return o;
 }
 
+static struct json_object *mirror_object(struct volumes *vols, const char *name);
+
+/* The link's counters and, per volume, any resync running here. */
+static struct json_object *mirror_status(const struct admin_node *node)
+{
+    struct mirror_stats ms;
+    mirror_stats(node->mirror, &ms);
+    struct json_object *o = json_object_new_object(), *rs = json_object_new_array();
+    struct volume_info *list = NULL;
+    size_t n = 0;
+    bool bad = !o || !rs || volumes_list(node->vols, &list, &n) < 0;
+    for (size_t i = 0; !bad && i < n; i++) {
+        struct json_object *m = mirror_object(node->vols, list[i].name), *r;
+        bool active = m && json_object_object_get_ex(m, "resync", &r) &&
+                      json_object_get_boolean(json_object_object_get(r, "active"));
+        if (active) {
+            json_object_get(r);
+            bad = json_add(r, "volume", json_object_new_string(list[i].name)) < 0 ||
+                  json_object_array_add(rs, r) < 0;
+        }
+        json_object_put(m);
+    }
+    free(list);
+    if (bad || add_u64(o, "requests_sent", ms.requests_sent) < 0 ||
+        add_u64(o, "requests_served", ms.requests_served) < 0 ||
+        add_u64(o, "refused", ms.refused) < 0 || json_add(o, "resyncs", rs) < 0) {
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
 static struct json_object *cmd_status(const struct context *ctx, struct json_object *req)
 {
     const struct admin_node *node = ctx->node;
@@ -338,7 +392,8 @@ static struct json_object *cmd_status(const struct context *ctx, struct json_obj
         add_u64(o, "volumes", n) < 0 ||
         add_u64(o, "connections", nbd_server_connections(node->nbd)) < 0 ||
         add_u64(o, "uptime", now > node->started ? now - node->started : 0) < 0 ||
-        json_add(o, "cluster", cluster_object(node)) < 0) {
+        json_add(o, "cluster", cluster_object(node)) < 0 ||
+        (node->mirror && json_add(o, "mirror", mirror_status(node)) < 0)) {
         json_object_put(o);
         return NULL;
     }
@@ -379,6 +434,41 @@ static struct json_object *cmd_volume_list(const struct context *ctx, struct jso
     return reply_ok(o);
 }
 
+static int get_mirror_status(struct volume *v, void *arg)
+{
+    mirror_volume_status(v, arg);
+    return 0;
+}
+
+/* This node's view of a volume's replication: its copy, what it recorded
+ * for outdated peers, its resync; NULL when standalone. */
+static struct json_object *mirror_object(struct volumes *vols, const char *name)
+{
+    struct mirror_volume_status st;
+    if (volumes_mirrored(vols, name, get_mirror_status, &st) < 0)
+        return NULL;
+    struct json_object *o = json_object_new_object(), *dirty = json_object_new_object(),
+                       *rs = json_object_new_object();
+    uint64_t left = st.resync_total > st.resync_done ? st.resync_total - st.resync_done : 0;
+    bool bad = !o || !dirty || !rs;
+    for (uint32_t i = 0; !bad && i < st.nreplicas; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "%u", st.replicas[i].node);
+        bad = st.replicas[i].dirty_bytes && add_u64(dirty, key, st.replicas[i].dirty_bytes) < 0;
+    }
+    bad = bad || json_add(rs, "active", json_object_new_boolean(st.resyncing)) < 0 ||
+          add_u64(rs, "done", st.resync_done) < 0 || add_u64(rs, "total", st.resync_total) < 0 ||
+          add_u64(rs, "rate", (uint64_t)st.resync_rate) < 0 ||
+          add_u64(rs, "eta", st.resync_rate > 0 ? (uint64_t)((double)left / st.resync_rate) : 0) <
+              0;
+    if (bad || json_add(o, "local", json_object_new_string(st.local)) < 0 ||
+        json_add(o, "dirty", dirty) < 0 || json_add(o, "resync", rs) < 0) {
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
 static struct json_object *cmd_volume_show(const struct context *ctx, struct json_object *req)
 {
     const struct admin_node *node = ctx->node;
@@ -391,7 +481,13 @@ static struct json_object *cmd_volume_show(const struct context *ctx, struct jso
     int r = volumes_info(node->vols, name, &info);
     if (r < 0)
         return volume_failure(name, "show", r);
-    return reply_ok(volume_object(&info));
+    struct json_object *o = volume_object(&info);
+    struct json_object *m = mirror_object(node->vols, name);
+    if (o && m && json_add(o, "mirror", m) < 0) {
+        json_object_put(o);
+        return NULL;
+    }
+    return reply_ok(o);
 }
 
 /* A volume table change on its way through the cluster. */
@@ -549,6 +645,135 @@ static struct json_object *cmd_volume_delete(const struct context *ctx, struct j
     return submitted(ctx, ch, policing_volume_delete(ctx->node->pc, name, change_done, ch));
 }
 
+static int do_fail(struct volume *v, void *arg)
+{
+    (void)arg;
+    return mirror_replica_fail(v);
+}
+
+static int do_replace(struct volume *v, void *arg)
+{
+    (void)arg;
+    return mirror_replica_replace(v);
+}
+
+static struct json_object *replica_cmd(const struct context *ctx, struct json_object *req,
+                                       const char *op, int (*fn)(struct volume *, void *))
+{
+    struct json_object *err = NULL;
+    const char *name;
+    if (get_name(req, &name, &err) < 0)
+        return err;
+    int r = volumes_mirrored(ctx->node->vols, name, fn, NULL);
+    if (r == -ENODEV)
+        return admin_reply_error(ADMIN_E_BAD_REQUEST,
+                                 "volume \"%s\": %s: a standalone node has no other replica", name,
+                                 op);
+    if (r < 0)
+        return volume_failure(name, op, r);
+    struct json_object *o = json_object_new_object();
+    if (o && json_add(o, "name", json_object_new_string(name)) < 0) {
+        json_object_put(o);
+        o = NULL;
+    }
+    return reply_ok(o);
+}
+
+static struct json_object *cmd_replica_fail(const struct context *ctx, struct json_object *req)
+{
+    return replica_cmd(ctx, req, "fail the replica", do_fail);
+}
+
+static struct json_object *cmd_replica_replace(const struct context *ctx, struct json_object *req)
+{
+    return replica_cmd(ctx, req, "replace the replica", do_replace);
+}
+
+/* A verify runs on its own thread; its result comes back to the main loop
+ * through an eventfd, where the client is answered. */
+struct verify_call {
+    struct admin_call *call;
+    qb_loop_t *loop;
+    int efd;
+    char name[VOLUME_NAME_MAX + 1];
+    struct json_object *reply;
+};
+
+static void verify_done(void *arg, int result, const uint64_t *regions, size_t nlisted,
+                        uint64_t ndiff, uint64_t nregions)
+{
+    struct verify_call *vc = arg;
+    struct json_object *o = NULL;
+    if (result < 0) {
+        vc->reply = admin_reply_error(ADMIN_E_SYSTEM, "volume \"%s\": verify: %s", vc->name,
+                                      strerror(-result));
+    } else {
+        o = json_object_new_object();
+        struct json_object *a = json_object_new_array();
+        for (size_t i = 0; a && i < nlisted; i++)
+            json_object_array_add(a, json_object_new_int64((int64_t)regions[i]));
+        if (!o || json_add(o, "name", json_object_new_string(vc->name)) < 0 ||
+            add_u64(o, "regions", nregions) < 0 || add_u64(o, "differing", ndiff) < 0 ||
+            json_add(o, "differing_regions", a) < 0) {
+            json_object_put(o);
+            o = NULL;
+        }
+        vc->reply = reply_ok(o);
+    }
+    uint64_t one = 1;
+    if (write(vc->efd, &one, sizeof one) != sizeof one)
+        qb_log(LOG_ERR, "admin: verify \"%s\": can't wake the main loop", vc->name);
+}
+
+static int32_t verify_answer(int32_t fd, int32_t revents, void *data)
+{
+    struct verify_call *vc = data;
+    (void)revents;
+    qb_loop_poll_del(vc->loop, fd);
+    close(fd);
+    admin_call_reply(vc->call, vc->reply ? vc->reply : admin_reply_error(ADMIN_E_SYSTEM, "out of memory"));
+    free(vc);
+    return 0;
+}
+
+static int start_verify(struct volume *v, void *arg)
+{
+    return mirror_verify(v, verify_done, arg);
+}
+
+static struct json_object *cmd_volume_verify(const struct context *ctx, struct json_object *req)
+{
+    struct json_object *err = NULL;
+    const char *name;
+    if (get_name(req, &name, &err) < 0)
+        return err;
+    struct verify_call *vc = calloc(1, sizeof *vc);
+    if (!vc)
+        return NULL;
+    *vc = (struct verify_call){.call = ctx->call, .loop = ctx->node->loop};
+    snprintf(vc->name, sizeof vc->name, "%s", name);
+    vc->efd = eventfd(0, EFD_CLOEXEC);
+    int r = vc->efd < 0 ? -errno : 0;
+    if (r == 0)
+        r = qb_loop_poll_add(vc->loop, QB_LOOP_MED, vc->efd, POLLIN, vc, verify_answer);
+    if (r == 0)
+        r = volumes_mirrored(ctx->node->vols, name, start_verify, vc);
+    if (r == 0) {
+        *ctx->later = true;
+        return NULL;
+    }
+    if (vc->efd >= 0) {
+        qb_loop_poll_del(vc->loop, vc->efd);
+        close(vc->efd);
+    }
+    free(vc);
+    if (r == -ENODEV)
+        return admin_reply_error(ADMIN_E_BAD_REQUEST,
+                                 "volume \"%s\": verify: a standalone node has one replica only",
+                                 name);
+    return volume_failure(name, "verify", r);
+}
+
 static const char *const no_fields[] = {NULL};
 static const char *const name_fields[] = {"name", NULL};
 static const char *const create_fields[] = {"name", "size", NULL};
@@ -558,6 +783,9 @@ static const struct command commands[] = {
     {"status", no_fields, cmd_status},
     {"volume.list", no_fields, cmd_volume_list},
     {"volume.show", name_fields, cmd_volume_show},
+    {"volume.verify", name_fields, cmd_volume_verify},
+    {"replica.fail", name_fields, cmd_replica_fail},
+    {"replica.replace", name_fields, cmd_replica_replace},
     {"volume.create", create_fields, cmd_volume_create},
     {"volume.resize", resize_fields, cmd_volume_resize},
     {"volume.delete", name_fields, cmd_volume_delete},

@@ -49,6 +49,11 @@ static const char help_text[] =
     "  vsan volume resize NAME SIZE [--force]\n"
     "                                      grow it; shrinking destroys data: --force\n"
     "  vsan volume delete NAME             delete it and its data\n"
+    "  vsan volume verify NAME             compare its replicas, region by region\n"
+    "  vsan replica fail NAME              this node's copy failed (drills): it is\n"
+    "                                      outdated, I/O goes on at the others\n"
+    "  vsan replica replace NAME           this node's copy is on a new, empty disk:\n"
+    "                                      rebuild it from the current replicas\n"
     "  vsan help                           this help\n"
     "\n"
     "SIZE is in bytes or with a binary unit: 512M, 10G, 1T, 10GiB (K = 1024);\n"
@@ -90,6 +95,9 @@ static const struct command commands[] = {
     {"volume", "create", "NAME SIZE", 2, false, "volume.create", cli_print_created},
     {"volume", "resize", "NAME SIZE [--force]", 2, true, "volume.resize", cli_print_resized},
     {"volume", "delete", "NAME", 1, false, "volume.delete", cli_print_deleted},
+    {"volume", "verify", "NAME", 1, false, "volume.verify", cli_print_verified},
+    {"replica", "fail", "NAME", 1, false, "replica.fail", cli_print_replica_failed},
+    {"replica", "replace", "NAME", 1, false, "replica.replace", cli_print_replica_replaced},
 };
 
 struct invocation {
@@ -210,12 +218,14 @@ static int parse_command(char **words, int n, struct invocation *inv)
         return usage_error("no command given");
     if (strcmp(words[0], "help") == 0)
         return help();
-    bool has_verb = strcmp(words[0], "volume") == 0;
+    bool has_verb = strcmp(words[0], "volume") == 0 || strcmp(words[0], "replica") == 0;
     if (has_verb && n < 2)
-        return usage_error("volume: which one? list, show, create, resize or delete");
+        return usage_error(strcmp(words[0], "volume") == 0
+                               ? "volume: which one? list, show, create, resize, delete or verify"
+                               : "replica: which one? fail or replace");
     inv->cmd = find_command(words[0], has_verb ? words[1] : NULL);
     if (!inv->cmd && has_verb)
-        return usage_error("unknown command \"volume %s\"", words[1]);
+        return usage_error("unknown command \"%s %s\"", words[0], words[1]);
     if (!inv->cmd)
         return usage_error("unknown command \"%s\"", words[0]);
     int skip = has_verb ? 2 : 1;

@@ -222,6 +222,41 @@ void cli_print_volume_list(struct json_object *reply)
     }
 }
 
+/* "1 current, 2 outdated, 3 syncing" */
+static void print_replicas(struct json_object *reply)
+{
+    struct json_object *a;
+    if (!json_object_object_get_ex(reply, "replicas", &a) || json_object_array_length(a) == 0)
+        return;
+    char line[512] = "";
+    size_t used = 0;
+    for (size_t i = 0; i < json_object_array_length(a) && used < sizeof line; i++) {
+        struct json_object *r = json_object_array_get_idx(a, i);
+        used += (size_t)snprintf(line + used, sizeof line - used, "%snode %" PRIu64 " %s",
+                                 i ? ", " : "", u64_of(r, "node"), str_of(r, "state"));
+    }
+    print_field("replicas:", line);
+}
+
+/* This node's copy and its resync, if the node is in a cluster. */
+static void print_mirror(struct json_object *reply)
+{
+    struct json_object *m, *rs;
+    if (!json_object_object_get_ex(reply, "mirror", &m))
+        return;
+    print_field("local copy:", str_of(m, "local"));
+    if (!json_object_object_get_ex(m, "resync", &rs) ||
+        !json_object_get_boolean(json_object_object_get(rs, "active")))
+        return;
+    char done[32], total[32], rate[32], line[160];
+    human_exact(u64_of(rs, "done"), done, sizeof done);
+    human_exact(u64_of(rs, "total"), total, sizeof total);
+    human_exact(u64_of(rs, "rate"), rate, sizeof rate);
+    snprintf(line, sizeof line, "%s of %s at %s/s, %" PRIu64 " s left", done, total, rate,
+             u64_of(rs, "eta"));
+    print_field("resync:", line);
+}
+
 void cli_print_volume(struct json_object *reply)
 {
     print_field("name:", str_of(reply, "name"));
@@ -230,6 +265,8 @@ void cli_print_volume(struct json_object *reply)
     print_size_field("used:", u64_of(reply, "allocated"));
     print_u64_field("connections:", u64_of(reply, "connections"));
     print_u64_field("generation:", u64_of(reply, "generation"));
+    print_replicas(reply);
+    print_mirror(reply);
 }
 
 void cli_print_created(struct json_object *reply)
@@ -252,4 +289,29 @@ void cli_print_resized(struct json_object *reply)
 void cli_print_deleted(struct json_object *reply)
 {
     printf("volume \"%s\" deleted\n", str_of(reply, "name"));
+}
+
+void cli_print_verified(struct json_object *reply)
+{
+    uint64_t n = u64_of(reply, "differing");
+    printf("volume \"%s\": %" PRIu64 " regions compared, %" PRIu64 " differ\n",
+           str_of(reply, "name"), u64_of(reply, "regions"), n);
+    struct json_object *a;
+    if (n == 0 || !json_object_object_get_ex(reply, "differing_regions", &a))
+        return;
+    for (size_t i = 0; i < json_object_array_length(a); i++)
+        printf("  region %" PRId64 "\n", json_object_get_int64(json_object_array_get_idx(a, i)));
+}
+
+void cli_print_replica_failed(struct json_object *reply)
+{
+    printf("volume \"%s\": this node's replica is failed and outdated; replace it with "
+           "`vsan replica replace %s`\n",
+           str_of(reply, "name"), str_of(reply, "name"));
+}
+
+void cli_print_replica_replaced(struct json_object *reply)
+{
+    printf("volume \"%s\": this node's replica is being rebuilt; see `vsan volume show %s`\n",
+           str_of(reply, "name"), str_of(reply, "name"));
 }

@@ -15,5 +15,8 @@ void cli_print_volume(struct json_object *reply);
 void cli_print_created(struct json_object *reply);
 void cli_print_resized(struct json_object *reply);
 void cli_print_deleted(struct json_object *reply);
+void cli_print_verified(struct json_object *reply);
+void cli_print_replica_failed(struct json_object *reply);
+void cli_print_replica_replaced(struct json_object *reply);
 
 #endif

@@ -924,6 +924,22 @@ int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key 
     return m.changed;
 }
 
+int volumes_mirrored(struct volumes *vols, const char *name,
+                     int (*fn)(struct volume *v, void *arg), void *arg)
+{
+    lock_shared(vols);
+    size_t idx;
+    struct volume *v = find(vols, name, &idx) ? vols->v[idx] : NULL;
+    if (v)
+        volume_ref(v);
+    unlock(vols);
+    if (!v)
+        return -ENOENT;
+    int r = v->mv ? fn(v, arg) : -ENODEV;
+    volume_unref(v);
+    return r;
+}
+
 int volumes_set_replicas(struct volumes *vols, const char *name, const struct store_replica *r,
                          uint32_t n)
 {

@@ -78,6 +78,11 @@ int volumes_replica(struct volumes *vols, uint32_t vid, uint32_t node, uint8_t s
                     uint64_t first, uint64_t last);
 int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key *lost,
                       size_t nlost);
+struct volume;
+/* Runs fn (a mirror_* admin call, mirror/engine.h) on the named volume
+ * while holding it: -ENOENT, or -ENODEV when the node is standalone. */
+int volumes_mirrored(struct volumes *vols, const char *name,
+                     int (*fn)(struct volume *v, void *arg), void *arg);
 /* Replaces a volume's replica set with the group's (a sync round). */
 int volumes_set_replicas(struct volumes *vols, const char *name, const struct store_replica *r,
                          uint32_t n);

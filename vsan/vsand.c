@@ -471,7 +471,7 @@ static int start_node(struct node *n)
     if (r < 0)
         return r;
     n->admin_node = (struct admin_node){
-        .cfg = &n->cfg, .vols = n->vols, .nbd = n->nbd, .pc = n->pc, .started = admin_clock()};
+        .cfg = &n->cfg, .vols = n->vols, .nbd = n->nbd, .pc = n->pc, .mirror = n->mirror, .loop = n->loop, .started = admin_clock()};
     return admin_start(n->loop, &n->admin_node, &n->admin);
 }
 

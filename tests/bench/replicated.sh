@@ -1,6 +1,4 @@
 # shellcheck shell=bash
-# bench.sh sets repo, build, dir, size and admin and reads URI and PIDS.
-# shellcheck disable=SC2154,SC2034
 # replicated.sh - the replicated table of `make bench`, sourced by bench.sh
 # (which owns dir, build, size, the workloads, run_rounds and cleanup).
 #
@@ -24,6 +22,9 @@
 # of milliseconds whenever requests overlap, and the qemu row would measure
 # that bug. Every route of the lab network, the root namespace's included,
 # gets quickack for the run, which applies to all rows alike.
+#
+# bench.sh sets repo, build, dir, size and admin, and reads URI and PIDS:
+# shellcheck disable=SC2154,SC2034
 
 rep_lab="$repo/deploy/lab"
 rep_results=""
@@ -50,7 +51,9 @@ replicated_check() {
 replicated_cleanup() {
     local pid
     for pid in "${rep_qemu_pids[@]}" $rep_solo_pid; do
-        kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+        if kill -TERM "$pid" 2>/dev/null; then
+            wait "$pid" 2>/dev/null || true
+        fi
     done
     rep_qemu_pids=()
     rep_solo_pid=""
@@ -62,22 +65,22 @@ replicated_cleanup() {
     return 0
 }
 
-rep_lab_cmd() {
-    VSAN_LAB_DIR=$rep_lab_dir VSAN_BUILD=$build "$rep_lab" "$@"
-}
-
 # rep_host I: node I's address on the lab network.
 rep_host() {
     local addr
-    addr=$(rep_lab_cmd addr "$1") || die "deploy/lab addr $1 failed"
+    addr=$("$rep_lab" addr "$1") || die "deploy/lab addr $1 failed"
     addr=${addr#nbd://}
     echo "${addr%:*}"
 }
 
 rep_lab_up() {
     rep_lab_dir="$dir/lab$1"
+    # Exported rather than passed through a wrapper function: a daemon
+    # started as `"$rep_lab" exec I DAEMON &` is then $!, where a function
+    # in the background would be a subshell around it.
+    export VSAN_LAB_DIR=$rep_lab_dir VSAN_BUILD=$build
     echo "bench: deploy/lab up $1 in $rep_lab_dir" >&2
-    rep_lab_cmd up "$1" >"$dir/lab$1.log" 2>&1 || die "deploy/lab up $1 failed: $(tail -n 5 "$dir/lab$1.log")"
+    "$rep_lab" up "$1" >"$dir/lab$1.log" 2>&1 || die "deploy/lab up $1 failed: $(tail -n 5 "$dir/lab$1.log")"
     rep_quickack "$1"
 }
 
@@ -91,10 +94,10 @@ rep_quickack() {
     # shellcheck disable=SC2086 # route is a list of ip-route arguments
     ip route change $route quickack 1 || die "cannot set quickack on the route to $net"
     for ((i = 1; i <= $1; i++)); do
-        route=$(rep_lab_cmd exec "$i" ip route show root "$net" | head -n 1)
+        route=$("$rep_lab" exec "$i" ip route show root "$net" | head -n 1)
         [ -n "$route" ] || die "n$i: no route to the lab network $net"
         # shellcheck disable=SC2086
-        rep_lab_cmd exec "$i" ip route change $route quickack 1 ||
+        "$rep_lab" exec "$i" ip route change $route quickack 1 ||
             die "n$i: cannot set quickack on the route to $net"
     done
 }
@@ -113,9 +116,9 @@ rep_lab_pids() {
 # rep_lab_volume N NAME: a volume on the N-node lab, through node 1.
 rep_lab_volume() {
     local pids
-    rep_lab_cmd vsan 1 volume create bench "$size" >/dev/null || die "lab volume create failed"
+    "$rep_lab" vsan 1 volume create bench "$size" >/dev/null || die "lab volume create failed"
     pids=$(rep_lab_pids "$1")
-    URI[$2]="nbd://$(rep_host 1):10809/bench" PIDS[$2]=$pids
+    URI[$2]="$("$rep_lab" addr 1)/bench" PIDS[$2]=$pids
     wait_nbd "${URI[$2]}" "${pids%% *}"
 }
 
@@ -135,15 +138,15 @@ socket = $sock
 level = warning
 syslog = no
 EOF
-    rep_lab_cmd exec 1 "$build/vsand" -f -c "$data.conf" >"$data.log" 2>&1 &
+    "$rep_lab" exec 1 "$build/vsand" -f -c "$data.conf" >"$data.log" 2>&1 &
     rep_solo_pid=$!
     local deadline=$((SECONDS + 30))
-    until rep_lab_cmd exec 1 "$build/vsan" -s "$sock" status >/dev/null 2>&1; do
+    until "$rep_lab" exec 1 "$build/vsan" -s "$sock" status >/dev/null 2>&1; do
         kill -0 "$rep_solo_pid" 2>/dev/null || die "standalone vsand exited: $(tail -n 5 "$data.log")"
         [ "$SECONDS" -lt "$deadline" ] || die "standalone vsand not ready after 30 s"
         sleep 0.05
     done
-    rep_lab_cmd exec 1 "$build/vsan" -s "$sock" volume create bench "$size" >/dev/null ||
+    "$rep_lab" exec 1 "$build/vsan" -s "$sock" volume create bench "$size" >/dev/null ||
         die "standalone volume create failed"
     URI[$1]="nbd://$(rep_host 1):$REP_SOLO_PORT/bench" PIDS[$1]=$rep_solo_pid
     wait_nbd "${URI[$1]}" "$rep_solo_pid"
@@ -155,7 +158,7 @@ rep_qemu() {
     h1=$(rep_host 1)
     h2=$(rep_host 2)
     truncate -s "$size" "$dir/qemu-a.img" "$dir/qemu-b.img" || die "cannot create the qemu images"
-    rep_lab_cmd exec 2 qemu-storage-daemon \
+    "$rep_lab" exec 2 qemu-storage-daemon \
         --blockdev "driver=file,node-name=disk,filename=$dir/qemu-b.img" \
         --nbd-server "addr.type=inet,addr.host=$h2,addr.port=$REP_QEMU_PORT" \
         --export type=nbd,id=exp,node-name=disk,name=bench,writable=on \
@@ -163,7 +166,7 @@ rep_qemu() {
     b=$!
     rep_qemu_pids+=("$b")
     wait_nbd "nbd://$h2:$REP_QEMU_PORT/bench" "$b"
-    rep_lab_cmd exec 1 qemu-storage-daemon \
+    "$rep_lab" exec 1 qemu-storage-daemon \
         --blockdev "driver=file,node-name=local,filename=$dir/qemu-a.img" \
         --blockdev "driver=nbd,node-name=peer,server.type=inet,server.host=$h2,server.port=$REP_QEMU_PORT,export=bench" \
         --blockdev driver=quorum,node-name=mirror,vote-threshold=2,read-pattern=fifo,children.0=local,children.1=peer \
