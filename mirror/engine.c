@@ -716,6 +716,24 @@ static uint64_t popcount_words(const uint64_t *set, size_t words)
     return n;
 }
 
+/* Whether every current peer is linked: a syncing replica must get every
+ * write, so it asks to be one only when they can all reach it. */
+static bool linked_to_current(struct volume *v)
+{
+    struct mirror *m = v->mirror;
+    uint32_t peers[STORE_REPLICAS_MAX];
+    size_t n = 0;
+    pthread_mutex_lock(&v->mv->mu);
+    for (uint32_t i = 0; i < v->rec.nreplicas; i++)
+        if (v->rec.replicas[i].state == REPLICA_CURRENT && v->rec.replicas[i].node != m->self)
+            peers[n++] = v->rec.replicas[i].node;
+    pthread_mutex_unlock(&v->mv->mu);
+    for (size_t i = 0; i < n; i++)
+        if (!mlink_wait_connected(m->link, peers[i], 2000))
+            return false;
+    return n > 0;
+}
+
 /* One attempt: syncing, the dirty set, the copy, current. */
 static int resync_once(struct volume *v)
 {
@@ -725,6 +743,8 @@ static int resync_once(struct volume *v)
     bool full = s == REPLICA_NONE || v->rec.local == STORE_LOCAL_REBUILD;
     uint64_t size = v->rec.size;
     pthread_mutex_unlock(&v->mv->mu);
+    if (s != REPLICA_SYNCING && !linked_to_current(v))
+        return -ENOTCONN;
     int r = 0;
     if (s != REPLICA_SYNCING)
         r = policing_replica_change(v->pc, v->vid, m->self, REPLICA_SYNCING, 1, 0, true);

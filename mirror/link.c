@@ -67,6 +67,7 @@ struct mlink {
     struct mlink_conn *conns;
     bool stopping;
     atomic_uint_fast64_t sent, served, refused;
+    _Atomic time_t last_broken_log;
 };
 
 /* ---- byte streams ------------------------------------------------------- */
@@ -274,8 +275,15 @@ static int serve_handshake(struct mlink_conn *c)
         r = -EPROTO;
     }
     if (r < 0) {
+        /* A peer that doubts our proof hangs up here, and retries every
+         * second: say so once a minute, not every time. */
         atomic_fetch_add(&l->refused, 1);
-        qb_log(LOG_WARNING, "mirror: node %u: handshake broken off", peer);
+        time_t now = time(NULL), last = atomic_load(&l->last_broken_log);
+        if (now - last >= 60 && atomic_compare_exchange_strong(&l->last_broken_log, &last, now))
+            qb_log(LOG_WARNING,
+                   "mirror: node %u broke off the handshake after our proof: refused "
+                   "(does it have another secret?)",
+                   peer);
         return r;
     }
     r = mauth_server_verify(&a, payload, err, sizeof err);

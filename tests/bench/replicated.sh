@@ -39,11 +39,26 @@ replicated_check() {
         die "the replicated rows need root (deploy/lab): run as root, or BENCH_REPLICATED=0"
     command -v qemu-storage-daemon >/dev/null ||
         die "qemu-storage-daemon not found (qemu-utils); BENCH_REPLICATED=0 skips its row"
-    # deploy/lab names the dir of the lab that is up here (see lab_owner).
+}
+
+# The dir of somebody else's lab that is up, if any (deploy/lab names it
+# in its owner file, see lab_owner).
+rep_lab_busy() {
     local owner
-    owner=$(cat /run/vsan-lab.owner 2>/dev/null) || return 0
-    [ ! -f "$owner/lab.env" ] ||
-        die "a deploy/lab is up (VSAN_LAB_DIR=$owner); the replicated rows need their own"
+    owner=$(cat /run/vsan-lab.owner 2>/dev/null) || return 1
+    [ -f "$owner/lab.env" ] && echo "$owner"
+}
+
+# One lab per machine, and the cluster tests use it too: wait for theirs
+# to go down rather than fail after the loopback rows.
+rep_lab_wait() {
+    local deadline=$((SECONDS + 600)) owner
+    while owner=$(rep_lab_busy); do
+        [ "$SECONDS" -lt "$deadline" ] ||
+            die "the lab of VSAN_LAB_DIR=$owner has been up for 10 minutes; try again later"
+        echo "bench: waiting for the lab of VSAN_LAB_DIR=$owner to go down" >&2
+        sleep 10
+    done
 }
 
 # Safe to call at any point, twice included: it stops what runs and takes
@@ -74,6 +89,7 @@ rep_host() {
 }
 
 rep_lab_up() {
+    rep_lab_wait
     rep_lab_dir="$dir/lab$1"
     # Exported rather than passed through a wrapper function: a daemon
     # started as `"$rep_lab" exec I DAEMON &` is then $!, where a function
