@@ -87,8 +87,8 @@ static const char *local_name(uint8_t local)
 /* With mv->mu held: whether this node's copy may serve reads. */
 static void update_serve_local(struct volume *v)
 {
-    bool ok = replica_get(&v->rec, v->mirror->self) == REPLICA_CURRENT &&
-              v->rec.local == STORE_LOCAL_OK;
+    bool ok =
+        replica_get(&v->rec, v->mirror->self) == REPLICA_CURRENT && v->rec.local == STORE_LOCAL_OK;
     atomic_store(&v->mv->serve_local, ok);
 }
 
@@ -221,7 +221,7 @@ static int plan_write(struct volume *v, uint64_t first, uint64_t last, struct pl
         else if (gets)
             pl->ops[pl->n++] = (struct mlink_op){.peer = r->node};
     }
-    int e = pl->local ? mark_outdated_peers(v, first, last) : 0;
+    int e = pl->local && first <= last ? mark_outdated_peers(v, first, last) : 0;
     pthread_mutex_unlock(&v->mv->mu);
     return e;
 }
@@ -253,8 +253,8 @@ static int settle(struct volume *v, struct plan *pl, uint64_t first, uint64_t la
         }
         qb_log(LOG_WARNING, "volume \"%s\": region %llu: node %u: %s: marking it outdated",
                v->rec.name, (unsigned long long)first, op->peer, strerror(-op->result));
-        int r = policing_replica_change(v->pc, v->vid, op->peer, REPLICA_OUTDATED, first, last,
-                                        true);
+        int r =
+            policing_replica_change(v->pc, v->vid, op->peer, REPLICA_OUTDATED, first, last, true);
         if (r < 0)
             *err = r;
     }
@@ -283,12 +283,14 @@ static int replicate(struct volume *v, enum mwire_type type, const void *buf, ui
                      uint64_t offset, unsigned flags, local_fn local)
 {
     struct mirror *m = v->mirror;
-    uint64_t first = offset >> m->rs_shift, last = (offset + (count ? count - 1 : 0)) >> m->rs_shift;
+    uint64_t first = offset >> m->rs_shift,
+             last = (offset + (count ? count - 1 : 0)) >> m->rs_shift;
     struct inflight x;
     range_lock(v->mv, &x, offset, count);
     struct plan pl;
     int err = plan_write(v, first, last, &pl);
-    uint32_t wflags = (flags & NBD_IO_FUA ? MW_F_FUA : 0) | (flags & NBD_IO_MAY_TRIM ? MW_F_MAY_TRIM : 0);
+    uint32_t wflags =
+        (flags & NBD_IO_FUA ? MW_F_FUA : 0) | (flags & NBD_IO_MAY_TRIM ? MW_F_MAY_TRIM : 0);
     for (size_t i = 0; i < pl.n; i++) {
         struct mwire_header *h = &pl.ops[i].req;
         mwire_init(h, type, 0);
@@ -322,8 +324,7 @@ static int replicate(struct volume *v, enum mwire_type type, const void *buf, ui
     return err;
 }
 
-int mirror_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset,
-                 unsigned flags)
+int mirror_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset, unsigned flags)
 {
     return replicate(v, MW_WRITE, buf, count, offset, flags, local_write);
 }
@@ -442,9 +443,11 @@ static int serve_write(struct volume *v, struct mlink_call *c)
         return r;
     if (m->p.sync_received && mlink_reply(c, 0, NULL, 0) < 0)
         return 0;
-    unsigned flags = (h->flags & MW_F_FUA ? NBD_IO_FUA : 0) | (h->flags & MW_F_MAY_TRIM ? NBD_IO_MAY_TRIM : 0);
-    r = h->type == MW_WRITE ? volume_local_write(v, c->payload, h->length, h->offset, flags & NBD_IO_FUA)
-                            : volume_local_zero(v, h->length, h->offset, flags);
+    unsigned flags =
+        (h->flags & MW_F_FUA ? NBD_IO_FUA : 0) | (h->flags & MW_F_MAY_TRIM ? NBD_IO_MAY_TRIM : 0);
+    r = h->type == MW_WRITE
+            ? volume_local_write(v, c->payload, h->length, h->offset, flags & NBD_IO_FUA)
+            : volume_local_zero(v, h->length, h->offset, flags);
     if (r < 0) {
         qb_log(LOG_ERR, "volume \"%s\": applying node %u's write: %s", v->rec.name, c->peer,
                strerror(-r));
@@ -487,7 +490,8 @@ static int serve_csum(struct volume *v, struct mlink_call *c)
     int r = sums && buf ? 0 : -ENOMEM;
     for (uint32_t i = 0; r == 0 && i < size / 8; i++) {
         uint64_t off = (uint64_t)i * MWIRE_CSUM_CHUNK;
-        uint32_t n = h->length - off < MWIRE_CSUM_CHUNK ? (uint32_t)(h->length - off) : MWIRE_CSUM_CHUNK;
+        uint32_t n =
+            h->length - off < MWIRE_CSUM_CHUNK ? (uint32_t)(h->length - off) : MWIRE_CSUM_CHUNK;
         r = volume_local_read(v, buf, n, h->offset + off);
         if (r == 0)
             sums[i] = mwire_csum64(buf, n);
@@ -903,7 +907,7 @@ int mirror_replica_replace(struct volume *v)
     enum replica_state s = replica_get(&v->rec, v->mirror->self);
     pthread_mutex_unlock(&v->mv->mu);
     if (r == 0)
-        r = volume_local_zero(v, 0, 0, NBD_IO_MAY_TRIM);
+        r = volume_local_wipe(v);
     qb_log(LOG_WARNING, "volume \"%s\": local replica replaced: rebuilding it from the peers",
            v->rec.name);
     if (r == 0 && s == REPLICA_CURRENT)
@@ -960,8 +964,8 @@ static int verify_region(struct volume *v, uint64_t r, uint32_t *peers, size_t n
     uint64_t *sums = calloc(n + 1, size);
     e = sums ? 0 : -ENOMEM;
     for (size_t i = 0; e == 0 && i < n; i++) {
-        ops[i] = (struct mlink_op){.peer = peers[i], .reply_buf = (char *)sums + (i + 1) * size,
-                                   .reply_max = size};
+        ops[i] = (struct mlink_op){
+            .peer = peers[i], .reply_buf = (char *)sums + (i + 1) * size, .reply_max = size};
         mwire_init(&ops[i].req, MW_CSUM, 0);
         ops[i].req.volume = v->vid;
         ops[i].req.offset = off;
@@ -972,7 +976,7 @@ static int verify_region(struct volume *v, uint64_t r, uint32_t *peers, size_t n
     void *buf = e == 0 ? malloc(MWIRE_CSUM_CHUNK) : NULL;
     for (uint32_t c = 0; e == 0 && buf && c < size / 8; c++) {
         uint32_t k = len - c * MWIRE_CSUM_CHUNK < MWIRE_CSUM_CHUNK ? len - c * MWIRE_CSUM_CHUNK
-                                                                 : MWIRE_CSUM_CHUNK;
+                                                                   : MWIRE_CSUM_CHUNK;
         e = volume_local_read(v, buf, k, off + (uint64_t)c * MWIRE_CSUM_CHUNK);
         if (e == 0)
             sums[c] = mwire_csum64(buf, k);

@@ -270,8 +270,7 @@ static void bump_version(struct policing *pc)
 {
     uint64_t v = pc->p.table->version(pc->p.table_ctx) + 1;
     if (pc->p.table->set_version(pc->p.table_ctx, v) < 0)
-        qb_log(LOG_ERR, "policing: volume table version %llu not persisted",
-               (unsigned long long)v);
+        qb_log(LOG_ERR, "policing: volume table version %llu not persisted", (unsigned long long)v);
 }
 
 static int apply_table_change(struct policing *pc, int type, const struct pmsg_volume *m)
@@ -549,8 +548,8 @@ static void load_state(struct policing *pc, const struct pmsg_state *s, size_t l
         vols[i].nreplicas =
             sv[i].nreplicas < PMSG_REPLICAS_MAX ? sv[i].nreplicas : PMSG_REPLICAS_MAX;
         for (uint32_t j = 0; j < vols[i].nreplicas; j++)
-            vols[i].replicas[j] = (struct policing_replica){sv[i].replicas[j].node,
-                                                            sv[i].replicas[j].state};
+            vols[i].replicas[j] =
+                (struct policing_replica){sv[i].replicas[j].node, sv[i].replicas[j].state};
     }
     int r = pc->p.table->load(pc->p.table_ctx, vols, n);
     free(vols);

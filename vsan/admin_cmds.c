@@ -456,11 +456,11 @@ static struct json_object *mirror_object(struct volumes *vols, const char *name)
         snprintf(key, sizeof key, "%u", st.replicas[i].node);
         bad = st.replicas[i].dirty_bytes && add_u64(dirty, key, st.replicas[i].dirty_bytes) < 0;
     }
-    bad = bad || json_add(rs, "active", json_object_new_boolean(st.resyncing)) < 0 ||
-          add_u64(rs, "done", st.resync_done) < 0 || add_u64(rs, "total", st.resync_total) < 0 ||
-          add_u64(rs, "rate", (uint64_t)st.resync_rate) < 0 ||
-          add_u64(rs, "eta", st.resync_rate > 0 ? (uint64_t)((double)left / st.resync_rate) : 0) <
-              0;
+    bad =
+        bad || json_add(rs, "active", json_object_new_boolean(st.resyncing)) < 0 ||
+        add_u64(rs, "done", st.resync_done) < 0 || add_u64(rs, "total", st.resync_total) < 0 ||
+        add_u64(rs, "rate", (uint64_t)st.resync_rate) < 0 ||
+        add_u64(rs, "eta", st.resync_rate > 0 ? (uint64_t)((double)left / st.resync_rate) : 0) < 0;
     if (bad || json_add(o, "local", json_object_new_string(st.local)) < 0 ||
         json_add(o, "dirty", dirty) < 0 || json_add(o, "resync", rs) < 0) {
         json_object_put(o);
@@ -731,7 +731,8 @@ static int32_t verify_answer(int32_t fd, int32_t revents, void *data)
     (void)revents;
     qb_loop_poll_del(vc->loop, fd);
     close(fd);
-    admin_call_reply(vc->call, vc->reply ? vc->reply : admin_reply_error(ADMIN_E_SYSTEM, "out of memory"));
+    admin_call_reply(vc->call,
+                     vc->reply ? vc->reply : admin_reply_error(ADMIN_E_SYSTEM, "out of memory"));
     free(vc);
     return 0;
 }

@@ -419,8 +419,8 @@ static bool parse_replicas(const char *value, struct store_volume *v)
     while (*p != '\0') {
         unsigned node, state;
         int used;
-        if (v->nreplicas == STORE_REPLICAS_MAX ||
-            sscanf(p, "%u:%u%n", &node, &state, &used) != 2 || node == 0 || state > 255)
+        if (v->nreplicas == STORE_REPLICAS_MAX || sscanf(p, "%u:%u%n", &node, &state, &used) != 2 ||
+            node == 0 || state > 255)
             return false;
         if (v->nreplicas > 0 && v->replicas[v->nreplicas - 1].node >= node)
             return false;
@@ -513,8 +513,8 @@ static int meta_write(struct store *st, const struct store_volume *v)
     char replicas[STORE_REPLICAS_MAX * 16] = "";
     size_t used = 0;
     for (uint32_t i = 0; i < v->nreplicas && i < STORE_REPLICAS_MAX; i++)
-        used += (size_t)snprintf(replicas + used, sizeof(replicas) - used, "%s%u:%u",
-                                 i ? " " : "", v->replicas[i].node, v->replicas[i].state);
+        used += (size_t)snprintf(replicas + used, sizeof(replicas) - used, "%s%u:%u", i ? " " : "",
+                                 v->replicas[i].node, v->replicas[i].state);
     char text[1024];
     snprintf(text, sizeof(text),
              "# vsan volume record; written by vsand, do not edit\n"

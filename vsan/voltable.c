@@ -60,8 +60,8 @@ static int vt_list(void *ctx, struct policing_volume **out, size_t *n)
         v->generation = info[i].generation;
         v->nreplicas = info[i].nreplicas;
         for (uint32_t j = 0; j < info[i].nreplicas && j < PMSG_REPLICAS_MAX; j++)
-            v->replicas[j] = (struct policing_replica){info[i].replicas[j].node,
-                                                       info[i].replicas[j].state};
+            v->replicas[j] =
+                (struct policing_replica){info[i].replicas[j].node, info[i].replicas[j].state};
     }
     free(info);
     return 0;

@@ -37,7 +37,6 @@
 _Static_assert(VOLUME_NAME_MAX == STORE_NAME_MAX, "the store persists volume names");
 _Static_assert(sizeof(((struct volume_info *)0)->uuid) == STORE_UUID_LEN + 1, "uuid length");
 
-
 /* Lock calls fail only on misuse (deadlock, too many readers): a bug, so
  * abort rather than run unguarded. */
 static void lock_check(int err, const char *what)
@@ -234,8 +233,7 @@ static int vol_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset,
     return guard_end(v, &w, volume_local_write(v, buf, count, offset, flags & NBD_IO_FUA));
 }
 
-int volume_local_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset,
-                       bool fua)
+int volume_local_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset, bool fua)
 {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = count};
     return write_iov(v, &iov, 1, offset, fua);
@@ -328,15 +326,16 @@ static int zero_guarded(struct volume *v, uint32_t count, uint64_t offset, unsig
     return guard_end(v, &w, r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r);
 }
 
-/* count 0: the whole volume (a replaced disk starts empty). */
+int volume_local_wipe(struct volume *v)
+{
+    uint64_t size = atomic_load(&v->size);
+    if (ftruncate(v->fd, 0) < 0 || ftruncate(v->fd, (off_t)size) < 0)
+        return -errno;
+    return sync_data(v);
+}
+
 int volume_local_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned flags)
 {
-    if (count == 0 && offset == 0) {
-        uint64_t size = atomic_load(&v->size);
-        if (ftruncate(v->fd, 0) < 0 || ftruncate(v->fd, (off_t)size) < 0)
-            return -errno;
-        return sync_data(v);
-    }
     int r = make_zero(v, count, offset, flags & ~NBD_IO_NOWAIT);
     return r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r;
 }
@@ -916,16 +915,15 @@ static void apply_left(struct volume *v, void *arg)
         m->changed = 1;
 }
 
-int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key *lost,
-                      size_t nlost)
+int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key *lost, size_t nlost)
 {
     struct left_msg m = {node, lost, nlost, 0};
     volumes_each(vols, apply_left, &m);
     return m.changed;
 }
 
-int volumes_mirrored(struct volumes *vols, const char *name,
-                     int (*fn)(struct volume *v, void *arg), void *arg)
+int volumes_mirrored(struct volumes *vols, const char *name, int (*fn)(struct volume *v, void *arg),
+                     void *arg)
 {
     lock_shared(vols);
     size_t idx;

@@ -81,8 +81,8 @@ int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key 
 struct volume;
 /* Runs fn (a mirror_* admin call, mirror/engine.h) on the named volume
  * while holding it: -ENOENT, or -ENODEV when the node is standalone. */
-int volumes_mirrored(struct volumes *vols, const char *name,
-                     int (*fn)(struct volume *v, void *arg), void *arg);
+int volumes_mirrored(struct volumes *vols, const char *name, int (*fn)(struct volume *v, void *arg),
+                     void *arg);
 /* Replaces a volume's replica set with the group's (a sync round). */
 int volumes_set_replicas(struct volumes *vols, const char *name, const struct store_replica *r,
                          uint32_t n);

@@ -59,14 +59,13 @@ struct volume {
  * NBD connections opening volumes can't starve an admin command. */
 struct volumes {
     struct store *store;
-    struct policing *pc; /* given to every volume; NULL in unit tests */
+    struct policing *pc;   /* given to every volume; NULL in unit tests */
     struct mirror *mirror; /* likewise; NULL when standalone */
     pthread_rwlock_t lock;
     struct volume **v; /* sorted by name */
     size_t n;
     size_t cap;
 };
-
 
 /* The local I/O primitives (volume.c), for the engine: the same calls the
  * NBD path makes on this node's copy. -errno. */
@@ -75,6 +74,8 @@ int volume_local_write(struct volume *v, const void *buf, uint32_t count, uint64
 int volume_local_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned flags);
 int volume_local_read(struct volume *v, void *buf, uint32_t count, uint64_t offset);
 int volume_local_sync(struct volume *v);
+/* Empties this node's copy (a replaced disk starts all zeroes). */
+int volume_local_wipe(struct volume *v);
 
 /* Runs fn on the volume with id vid, holding a reference; -ENOENT if
  * none. */
