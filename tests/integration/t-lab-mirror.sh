@@ -77,7 +77,7 @@ RS=$(st 1 'c["region_size"]')
 
 log "1. fio with verify through n1; n3 killed and restarted meanwhile"
 bg_start fio fio --name=m --ioengine=nbd --uri="$("$LAB" addr 1)/m" --rw=randwrite --bs=4k \
-    --iodepth=8 --size=32M --loops=6 --verify=crc32c --verify_fatal=1 --do_verify=1
+    --iodepth=8 --size=32M --loops=6 --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0
 FIO=$BG_PID
 sleep 1
 lab kill 3
