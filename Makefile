@@ -32,7 +32,7 @@ NBD_SRCS := nbd-server/handshake.c nbd-server/transmission.c nbd-server/server.c
 POLICING_SRCS := policing/messages.c policing/protocol.c policing/priority.c \
                  policing/cluster_local.c policing/cluster_corosync.c
 # The mirror link's wire format and handshake: pure, no I/O (mirror/).
-MIRROR_PURE_SRCS := mirror/wire.c mirror/auth.c
+MIRROR_PURE_SRCS := mirror/wire.c mirror/auth.c mirror/stream.c
 # The node: store, volume layer, config, admin server.
 CORE_SRCS := $(POLICING_SRCS) $(MIRROR_PURE_SRCS) vsan/voltable.c vsan/config.c vsan/log.c vsan/size.c vsan/store.c vsan/volume.c \
              vsan/admin.c vsan/admin_cmds.c

@@ -168,7 +168,10 @@ static int mark_outdated_peers(struct volume *v, uint64_t first, uint64_t last)
 
 /* ---- writes in flight from this node ---------------------------------- */
 
-static void range_lock(struct mvol *mv, struct inflight *x, uint64_t offset, uint64_t len)
+/* Enters x's range into the writes in flight, once no overlapping one is;
+ * without wait, returns false at once rather than wait. */
+static bool range_lock(struct mvol *mv, struct inflight *x, uint64_t offset, uint64_t len,
+                       bool wait)
 {
     *x = (struct inflight){.start = offset, .end = offset + (len ? len : 1)};
     pthread_mutex_lock(&mv->rmu);
@@ -178,11 +181,16 @@ static void range_lock(struct mvol *mv, struct inflight *x, uint64_t offset, uin
             overlap = y->start < x->end && x->start < y->end;
         if (!overlap)
             break;
+        if (!wait) {
+            pthread_mutex_unlock(&mv->rmu);
+            return false;
+        }
         pthread_cond_wait(&mv->rcv, &mv->rmu);
     }
     x->next = mv->inflight;
     mv->inflight = x;
     pthread_mutex_unlock(&mv->rmu);
+    return true;
 }
 
 static void range_unlock(struct mvol *mv, struct inflight *x)
@@ -279,58 +287,159 @@ static int local_zero(struct volume *v, const void *buf, uint32_t count, uint64_
     return volume_local_zero(v, count, offset, flags);
 }
 
-static int replicate(struct volume *v, enum mwire_type type, const void *buf, uint32_t count,
-                     uint64_t offset, unsigned flags, local_fn local)
-{
-    struct mirror *m = v->mirror;
-    uint64_t first = offset >> m->rs_shift,
-             last = (offset + (count ? count - 1 : 0)) >> m->rs_shift;
+/* One replicated write, from its range lock to its result. The peers'
+ * copies and the local one go out together; finish_write settles. */
+struct rwrite {
+    struct volume *v;
     struct inflight x;
-    range_lock(v->mv, &x, offset, count);
+    uint64_t first, last;
     struct plan pl;
-    int err = plan_write(v, first, last, &pl);
+    struct mlink_wait w;
+    int err;     /* from planning: nothing was sent */
+    int applied; /* copies that took it, this node's included */
+    struct nbd_async *a; /* asynchronous: told the result */
+};
+
+/* Plans w (range lock held) and sends it to the peers and the local copy;
+ * with async, w->w completes through done, else mlink_wait waits. */
+static void start_write(struct rwrite *w, enum mwire_type type, const void *buf, uint32_t count,
+                        uint64_t offset, unsigned flags, local_fn local,
+                        void (*done)(struct mlink_wait *))
+{
+    struct volume *v = w->v;
+    w->err = plan_write(v, w->first, w->last, &w->pl);
+    w->applied = 0;
     uint32_t wflags =
         (flags & NBD_IO_FUA ? MW_F_FUA : 0) | (flags & NBD_IO_MAY_TRIM ? MW_F_MAY_TRIM : 0);
-    for (size_t i = 0; i < pl.n; i++) {
-        struct mwire_header *h = &pl.ops[i].req;
+    for (size_t i = 0; i < w->pl.n; i++) {
+        struct mwire_header *h = &w->pl.ops[i].req;
         mwire_init(h, type, 0);
         h->volume = v->vid;
         h->flags = wflags;
         h->offset = offset;
         h->length = count;
-        pl.ops[i].payload = buf;
+        w->pl.ops[i].payload = buf;
     }
-    struct mlink_wait w;
-    if (err == 0)
-        mlink_send(m->link, pl.ops, pl.n, &w);
-    int applied = 0;
-    if (err == 0 && pl.local) {
+    if (w->err < 0)
+        w->pl.n = 0;
+    if (done)
+        mlink_send_async(v->mirror->link, w->pl.ops, w->pl.n, &w->w, done);
+    else
+        mlink_send(v->mirror->link, w->pl.ops, w->pl.n, &w->w);
+    if (w->err == 0 && w->pl.local) {
         int r = local(v, buf, count, offset, flags);
         if (r == 0)
-            applied++;
+            w->applied++;
         else
-            local_failed(v, r, first, last);
+            local_failed(v, r, w->first, w->last);
     }
-    if (err == 0) {
-        mlink_wait(&w);
-        applied += settle(v, &pl, first, last, &err);
-    }
-    range_unlock(v->mv, &x);
-    if (err == 0 && applied == 0) {
+}
+
+/* Once every copy answered: settles failed peers, ends the range lock. */
+static int finish_write(struct rwrite *w)
+{
+    struct volume *v = w->v;
+    int err = w->err;
+    if (err == 0)
+        w->applied += settle(v, &w->pl, w->first, w->last, &err);
+    range_unlock(v->mv, &w->x);
+    if (err == 0 && w->applied == 0) {
         qb_log(LOG_ERR, "volume \"%s\": region %llu: no replica could take the write", v->rec.name,
-               (unsigned long long)first);
+               (unsigned long long)w->first);
         err = -EIO;
     }
     return err;
 }
 
-int mirror_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset, unsigned flags)
+static void rwrite_init(struct rwrite *w, struct volume *v, uint32_t count, uint64_t offset)
 {
+    unsigned shift = v->mirror->rs_shift;
+    w->v = v;
+    w->first = offset >> shift;
+    w->last = (offset + (count ? count - 1 : 0)) >> shift;
+}
+
+static int replicate(struct volume *v, enum mwire_type type, const void *buf, uint32_t count,
+                     uint64_t offset, unsigned flags, local_fn local)
+{
+    struct rwrite w;
+    rwrite_init(&w, v, count, offset);
+    range_lock(v->mv, &w.x, offset, count, true);
+    start_write(&w, type, buf, count, offset, flags, local, NULL);
+    mlink_wait(&w.w);
+    return finish_write(&w);
+}
+
+static bool all_ok(const struct rwrite *w)
+{
+    for (size_t i = 0; i < w->pl.n; i++)
+        if (w->pl.ops[i].result < 0)
+            return false;
+    return true;
+}
+
+static void *settle_main(void *arg)
+{
+    struct rwrite *w = arg;
+    struct nbd_async *a = w->a;
+    int err = finish_write(w);
+    free(w);
+    a->done(a, err);
+    return NULL;
+}
+
+/* Every copy of an asynchronous write answered, on the thread of the last
+ * one. Settling a failed peer waits for the cluster: not on a link thread,
+ * which must go on completing other writes. */
+static void async_done(struct mlink_wait *mw)
+{
+    struct rwrite *w = (struct rwrite *)((char *)mw - offsetof(struct rwrite, w));
+    if (!all_ok(w)) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int e = pthread_create(&t, &attr, settle_main, w);
+        pthread_attr_destroy(&attr);
+        if (e == 0)
+            return;
+    }
+    settle_main(w);
+}
+
+/* The asynchronous write path (NBD_IO_NOWAIT with an nbd_async): -EAGAIN
+ * when an overlapping write of this node is in flight (nothing done), else
+ * -EINPROGRESS and a->done gets the result. */
+static int replicate_async(struct volume *v, enum mwire_type type, const void *buf, uint32_t count,
+                           uint64_t offset, unsigned flags, local_fn local, struct nbd_async *a)
+{
+    struct rwrite *w = malloc(sizeof *w);
+    if (!w)
+        return -EAGAIN;
+    rwrite_init(w, v, count, offset);
+    w->a = a;
+    if (!range_lock(v->mv, &w->x, offset, count, false)) {
+        free(w);
+        return -EAGAIN;
+    }
+    start_write(w, type, buf, count, offset, flags & ~NBD_IO_NOWAIT, local, async_done);
+    mlink_release(&w->w);
+    return -EINPROGRESS;
+}
+
+int mirror_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset, unsigned flags,
+                 struct nbd_async *a)
+{
+    if (a)
+        return replicate_async(v, MW_WRITE, buf, count, offset, flags, local_write, a);
     return replicate(v, MW_WRITE, buf, count, offset, flags, local_write);
 }
 
-int mirror_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned flags)
+int mirror_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned flags,
+                struct nbd_async *a)
 {
+    if (a)
+        return replicate_async(v, MW_ZERO, NULL, count, offset, flags, local_zero, a);
     return replicate(v, MW_ZERO, NULL, count, offset, flags, local_zero);
 }
 
@@ -697,7 +806,7 @@ static int copy_region(struct volume *v, uint64_t r, void *buf)
     if (e < 0)
         return e;
     struct inflight x;
-    range_lock(v->mv, &x, off, len);
+    range_lock(v->mv, &x, off, len, true);
     for (uint64_t done = 0; e == 0 && done < len;) {
         uint32_t n = len - done < COPY_CHUNK ? (uint32_t)(len - done) : COPY_CHUNK;
         e = read_peer(v, buf, n, off + done);
@@ -959,7 +1068,7 @@ static int verify_region(struct volume *v, uint64_t r, uint32_t *peers, size_t n
     if (e < 0)
         return e;
     struct inflight x;
-    range_lock(v->mv, &x, off, len);
+    range_lock(v->mv, &x, off, len, true);
     struct mlink_op ops[STORE_REPLICAS_MAX];
     uint64_t *sums = calloc(n + 1, size);
     e = sums ? 0 : -ENOMEM;
@@ -1117,6 +1226,8 @@ int mirror_start(const struct mirror_params *p, struct mirror **out)
         .timeout_ms = p->timeout_ms,
         .serve = serve,
         .ctx = m,
+        .batch_begin = nbd_replies_hold,
+        .batch_end = nbd_replies_flush,
     };
     int r = mlink_start(&lp, &m->link);
     if (r < 0) {

@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 struct mirror;
+struct nbd_async;
 struct policing;
 struct store_replica;
 struct store;
@@ -67,10 +68,15 @@ int mirror_volume_attach(struct mirror *m, struct volume *v);
 void mirror_volume_detach(struct volume *v);
 
 /* The I/O path, with region priority held for writes. flags: NBD_IO_*.
- * -EIO when no replica could do it. */
-int mirror_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset,
-                 unsigned flags);
-int mirror_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned flags);
+ * -EIO when no replica could do it. With a (see nbd_async in
+ * nbd-server/export.h) a write does not wait for the peers: it returns
+ * -EINPROGRESS and a->done gets the result, on a link thread; or -EAGAIN,
+ * having done nothing, when an overlapping write of this node is in
+ * flight. */
+int mirror_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset, unsigned flags,
+                 struct nbd_async *a);
+int mirror_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned flags,
+                struct nbd_async *a);
 int mirror_flush(struct volume *v);
 /* Whether this node's copy is current (reads may be served from it). */
 bool mirror_local_current(struct volume *v);

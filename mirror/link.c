@@ -1,6 +1,8 @@
 /* link.c - the mirror link's connections (see link.h for the design). */
 #include "mirror/link.h"
 
+#include "mirror/stream.h"
+
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -21,6 +23,8 @@
 #define PEERS_MAX 32
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 1000
+#define STREAM_BUF (256 * 1024)
+#define REPLY_BATCH 64
 
 #define pending mlink_pending
 
@@ -48,7 +52,12 @@ struct mlink_conn {
     struct mlink *l;
     int fd;
     uint32_t peer;
+    struct mstream in;
     pthread_mutex_t send_mu; /* the serving thread, and mlink_reply callers */
+    /* Replies held back while more requests are already buffered, sent in
+     * one sendmsg (serving thread only). */
+    struct mwire_header held[REPLY_BATCH];
+    int nheld;
     struct mlink_conn *next;
 };
 
@@ -70,91 +79,7 @@ struct mlink {
     _Atomic time_t last_broken_log;
 };
 
-/* ---- byte streams ------------------------------------------------------- */
-
-/* Reads len bytes. -ECONNRESET at EOF; with a receive timeout set on fd,
- * a wait that runs out asks still_ok() whether to go on waiting. */
-static int read_full(int fd, void *buf, size_t len, bool (*still_ok)(void *), void *arg)
-{
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-            continue;
-        }
-        if (n == 0)
-            return -ECONNRESET;
-        if (errno == EINTR)
-            continue;
-        if ((errno == EAGAIN || errno == EWOULDBLOCK) && still_ok && still_ok(arg))
-            continue;
-        return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
-    }
-    return 0;
-}
-
-static int write_iov(int fd, struct iovec *iov, int cnt)
-{
-    while (cnt > 0) {
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-        ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        size_t done = (size_t)n;
-        while (cnt > 0 && done >= iov->iov_len) {
-            done -= iov->iov_len;
-            iov++;
-            cnt--;
-        }
-        if (cnt > 0) {
-            iov->iov_base = (char *)iov->iov_base + done;
-            iov->iov_len -= done;
-        }
-    }
-    return 0;
-}
-
-/* Seals h over payload and sends both. */
-static int send_msg(int fd, struct mwire_header *h, const void *payload)
-{
-    mwire_seal(h, payload);
-    struct iovec iov[2] = {{h, sizeof *h}, {(void *)payload, h->payload}};
-    return write_iov(fd, iov, h->payload ? 2 : 1);
-}
-
-/* Reads and checks one message; *payload is malloc'd (NULL if none). */
-static int recv_msg(int fd, struct mwire_header *h, void **payload, const char **why,
-                    bool (*still_ok)(void *), void *arg)
-{
-    *payload = NULL;
-    int r = read_full(fd, h, sizeof *h, still_ok, arg);
-    if (r < 0) {
-        *why = strerror(-r);
-        return r;
-    }
-    r = mwire_check_header(h, why);
-    if (r < 0 || h->payload == 0)
-        return r;
-    *payload = malloc(h->payload);
-    if (!*payload) {
-        *why = "out of memory";
-        return -ENOMEM;
-    }
-    r = read_full(fd, *payload, h->payload, still_ok, arg);
-    if (r == 0)
-        r = mwire_check_payload(h, *payload, why);
-    else
-        *why = strerror(-r);
-    if (r < 0) {
-        free(*payload);
-        *payload = NULL;
-    }
-    return r;
-}
+/* ---- sockets ------------------------------------------------------------ */
 
 static void set_timeout(int fd, unsigned ms)
 {
@@ -206,18 +131,49 @@ static int resolve(const char *addr, bool passive, struct addrinfo **res)
 
 /* ---- serving peers' requests ---------------------------------------------- */
 
+static void reply_header(struct mwire_header *h, const struct mwire_header *req, int err,
+                         size_t len)
+{
+    mwire_init(h, MW_REPLY, req->id);
+    h->volume = req->volume;
+    h->arg = err < 0 ? (uint32_t)-err : 0;
+    h->payload = err < 0 ? 0 : (uint32_t)len;
+}
+
 static int reply(struct mlink_conn *c, const struct mwire_header *req, int err, const void *data,
                  size_t len)
 {
     struct mwire_header h;
-    mwire_init(&h, MW_REPLY, req->id);
-    h.volume = req->volume;
-    h.arg = err < 0 ? (uint32_t)-err : 0;
-    h.payload = err < 0 ? 0 : (uint32_t)len;
+    reply_header(&h, req, err, len);
     pthread_mutex_lock(&c->send_mu);
-    int r = send_msg(c->fd, &h, err < 0 ? NULL : data);
+    int r = mstream_send(c->fd, &h, err < 0 ? NULL : data);
     pthread_mutex_unlock(&c->send_mu);
     return r;
+}
+
+/* Sends the replies held back, in one go. */
+static int flush_held(struct mlink_conn *c)
+{
+    struct iovec iov[REPLY_BATCH];
+    for (int i = 0; i < c->nheld; i++)
+        iov[i] = (struct iovec){&c->held[i], sizeof c->held[i]};
+    pthread_mutex_lock(&c->send_mu);
+    int r = c->nheld ? mstream_writev(c->fd, iov, c->nheld) : 0;
+    pthread_mutex_unlock(&c->send_mu);
+    c->nheld = 0;
+    return r;
+}
+
+/* A reply without payload, held back while the next request is already
+ * buffered: answering it costs no system call of its own then. */
+static int reply_later(struct mlink_conn *c, const struct mwire_header *req, int err)
+{
+    struct mwire_header *h = &c->held[c->nheld++];
+    reply_header(h, req, err, 0);
+    mwire_seal(h, NULL);
+    if (c->nheld < REPLY_BATCH && mstream_has_header(&c->in))
+        return 0;
+    return flush_held(c);
 }
 
 int mlink_reply(struct mlink_call *call, int err, const void *data, size_t len)
@@ -240,10 +196,10 @@ static int serve_handshake(struct mlink_conn *c)
 {
     struct mlink *l = c->l;
     struct mwire_header h;
-    void *payload;
+    const void *payload;
     const char *why;
     char err[256];
-    int r = recv_msg(c->fd, &h, &payload, &why, NULL, NULL);
+    int r = mstream_recv(&c->in, &h, &payload, &why, NULL, NULL);
     if (r == 0 && (h.type != MW_HELLO || h.payload != sizeof(struct mw_hello))) {
         why = "the first message is not a HELLO";
         r = -EPROTO;
@@ -251,15 +207,14 @@ static int serve_handshake(struct mlink_conn *c)
     if (r < 0) {
         atomic_fetch_add(&l->refused, 1);
         qb_log(LOG_WARNING, "mirror: refused a connection: %s", why);
-        free(payload);
         return r;
     }
     struct mauth a;
     struct mw_challenge ch;
-    r = mauth_server_challenge(&a, &l->secret, l->cluster, l->p.self, payload, &ch, err,
+    struct mw_hello hello;
+    memcpy(&hello, payload, sizeof hello);
+    r = mauth_server_challenge(&a, &l->secret, l->cluster, l->p.self, &hello, &ch, err,
                                sizeof err);
-    uint32_t peer = ((struct mw_hello *)payload)->nodeid;
-    free(payload);
     if (r < 0) {
         refuse(c, h.id, r, err);
         return r;
@@ -267,13 +222,11 @@ static int serve_handshake(struct mlink_conn *c)
     struct mwire_header out;
     mwire_init(&out, MW_CHALLENGE, h.id);
     out.payload = sizeof ch;
-    r = send_msg(c->fd, &out, &ch);
+    r = mstream_send(c->fd, &out, &ch);
     if (r == 0)
-        r = recv_msg(c->fd, &h, &payload, &why, NULL, NULL);
-    if (r == 0 && (h.type != MW_AUTH || h.payload != sizeof(struct mw_auth))) {
-        free(payload);
+        r = mstream_recv(&c->in, &h, &payload, &why, NULL, NULL);
+    if (r == 0 && (h.type != MW_AUTH || h.payload != sizeof(struct mw_auth)))
         r = -EPROTO;
-    }
     if (r < 0) {
         /* A peer that doubts our proof hangs up here, and retries every
          * second: say so once a minute, not every time. */
@@ -283,18 +236,19 @@ static int serve_handshake(struct mlink_conn *c)
             qb_log(LOG_WARNING,
                    "mirror: node %u broke off the handshake after our proof: refused "
                    "(does it have another secret?)",
-                   peer);
+                   hello.nodeid);
         return r;
     }
-    r = mauth_server_verify(&a, payload, err, sizeof err);
-    free(payload);
+    struct mw_auth auth;
+    memcpy(&auth, payload, sizeof auth);
+    r = mauth_server_verify(&a, &auth, err, sizeof err);
     if (r < 0) {
         refuse(c, h.id, -EACCES, err);
         return r;
     }
     mwire_init(&out, MW_WELCOME, h.id);
-    c->peer = peer;
-    return send_msg(c->fd, &out, NULL);
+    c->peer = hello.nodeid;
+    return mstream_send(c->fd, &out, NULL);
 }
 
 static void serve_requests(struct mlink_conn *c)
@@ -302,27 +256,26 @@ static void serve_requests(struct mlink_conn *c)
     struct mlink *l = c->l;
     for (;;) {
         struct mwire_header h;
-        void *payload;
+        const void *payload;
         const char *why;
-        int r = recv_msg(c->fd, &h, &payload, &why, NULL, NULL);
+        int r = mstream_recv(&c->in, &h, &payload, &why, NULL, NULL);
         if (r == -ECONNRESET)
-            return;
+            break;
         if (r == 0 && h.type < MW_WRITE) {
             why = "a handshake message after the handshake";
             r = -EPROTO;
         }
         if (r < 0) {
             qb_log(LOG_WARNING, "mirror: node %u: %s: closing its connection", c->peer, why);
-            free(payload);
-            return;
+            break;
         }
         struct mlink_call call = {.peer = c->peer, .req = &h, .payload = payload, .conn = c};
         r = l->p.serve(l->p.ctx, &call);
         atomic_fetch_add(&l->served, 1);
-        free(payload);
-        if (!call.replied && reply(c, &h, r, NULL, 0) < 0)
+        if (!call.replied && reply_later(c, &h, r) < 0)
             return;
     }
+    flush_held(c);
 }
 
 static void *conn_main(void *arg)
@@ -331,11 +284,14 @@ static void *conn_main(void *arg)
     struct mlink *l = c->l;
     tune_socket(c->fd);
     set_timeout(c->fd, l->p.timeout_ms);
-    if (serve_handshake(c) == 0) {
+    if (mstream_init(&c->in, c->fd, STREAM_BUF) < 0)
+        qb_log(LOG_ERR, "mirror: no memory for an incoming connection");
+    else if (serve_handshake(c) == 0) {
         set_timeout(c->fd, 0);
         qb_log(LOG_INFO, "mirror: node %u connected", c->peer);
         serve_requests(c);
     }
+    mstream_free(&c->in);
     pthread_mutex_lock(&l->mu);
     for (struct mlink_conn **p = &l->conns; *p; p = &(*p)->next) {
         if (*p == c) {
@@ -427,10 +383,20 @@ static int bind_listener(const char *addr)
 
 /* ---- our requests to peers -------------------------------------------------- */
 
+/* One op of b has its result. A synchronous waiter is signalled under mu,
+ * so it can't return (and b go away) between the count and the signal. */
 static void batch_done(struct mlink_wait *b)
 {
+    if (b->done) {
+        struct mlink_pending *extra = b->extra;
+        if (atomic_fetch_sub(&b->left, 1) == 1) {
+            b->done(b);
+            free(extra);
+        }
+        return;
+    }
     pthread_mutex_lock(&b->mu);
-    if (--b->left == 0)
+    if (atomic_fetch_sub(&b->left, 1) == 1)
         pthread_cond_signal(&b->cv);
     pthread_mutex_unlock(&b->mu);
 }
@@ -498,7 +464,7 @@ static bool peer_still_ok(void *arg)
 }
 
 /* Stores a reply in its request; false if the stream is broken. */
-static bool complete(struct peer *p, const struct mwire_header *h, void *payload)
+static bool complete(struct peer *p, const struct mwire_header *h, const void *payload)
 {
     pthread_mutex_lock(&p->mu);
     struct pending *x = take(p, h->id);
@@ -525,25 +491,34 @@ static bool complete(struct peer *p, const struct mwire_header *h, void *payload
     return true;
 }
 
-static void read_replies(struct peer *p, int fd)
+static void batch(void (*fn)(void))
 {
+    if (fn)
+        fn();
+}
+
+static void read_replies(struct peer *p, struct mstream *in)
+{
+    batch(p->l->p.batch_begin);
     for (;;) {
         struct mwire_header h;
-        void *payload;
+        const void *payload;
         const char *why;
-        int r = recv_msg(fd, &h, &payload, &why, peer_still_ok, p);
+        if (!mstream_has_header(in))
+            batch(p->l->p.batch_end);
+        int r = mstream_recv(in, &h, &payload, &why, peer_still_ok, p);
         if (r == 0 && h.type != MW_REPLY) {
             why = "a request where a reply was due";
             r = -EPROTO;
         }
         if (r == 0 && !complete(p, &h, payload))
             r = -EPROTO;
-        free(payload);
         if (r < 0) {
             if (r != -ECONNRESET || p->wanted)
                 qb_log(LOG_WARNING, "mirror: node %u: %s: link down", p->node,
                        r == -ETIMEDOUT ? "no answer in time" : why);
             peer_down(p, r == -ETIMEDOUT ? -ETIMEDOUT : -ECONNRESET);
+            batch(p->l->p.batch_end);
             return;
         }
     }
@@ -575,7 +550,7 @@ static int connect_to(const char *addr, unsigned timeout_ms)
 }
 
 /* The client's half of the handshake. */
-static int client_handshake(struct peer *p, int fd, char *err, size_t errlen)
+static int client_handshake(struct peer *p, struct mstream *in, char *err, size_t errlen)
 {
     struct mlink *l = p->l;
     struct mauth a;
@@ -585,37 +560,34 @@ static int client_handshake(struct peer *p, int fd, char *err, size_t errlen)
     mwire_init(&h, MW_HELLO, 0);
     h.payload = sizeof hello;
     if (r == 0)
-        r = send_msg(fd, &h, &hello);
-    void *payload = NULL;
+        r = mstream_send(in->fd, &h, &hello);
+    const void *payload = NULL;
     const char *why = "";
     if (r == 0)
-        r = recv_msg(fd, &h, &payload, &why, NULL, NULL);
+        r = mstream_recv(in, &h, &payload, &why, NULL, NULL);
     if (r == 0 && h.type == MW_REPLY) {
         snprintf(err, errlen, "it refused us: %s", strerror((int)h.arg));
-        free(payload);
         return -EACCES;
     }
     if (r == 0 && (h.type != MW_CHALLENGE || h.payload != sizeof(struct mw_challenge))) {
         snprintf(err, errlen, "protocol error in the handshake");
-        free(payload);
         return -EPROTO;
     }
     if (r < 0) {
         snprintf(err, errlen, "handshake: %s", why[0] ? why : strerror(-r));
         return r;
     }
+    struct mw_challenge ch;
+    memcpy(&ch, payload, sizeof ch);
     struct mw_auth auth;
-    r = mauth_client_auth(&a, payload, p->node, &auth, err, errlen);
-    free(payload);
-    payload = NULL;
+    r = mauth_client_auth(&a, &ch, p->node, &auth, err, errlen);
     if (r < 0)
         return r;
     mwire_init(&h, MW_AUTH, 0);
     h.payload = sizeof auth;
-    r = send_msg(fd, &h, &auth);
+    r = mstream_send(in->fd, &h, &auth);
     if (r == 0)
-        r = recv_msg(fd, &h, &payload, &why, NULL, NULL);
-    free(payload);
+        r = mstream_recv(in, &h, &payload, &why, NULL, NULL);
     if (r == 0 && h.type != MW_WELCOME) {
         snprintf(err, errlen, "it refused our authentication: wrong secret?");
         return -EACCES;
@@ -653,12 +625,18 @@ static int peer_session(struct peer *p, const char *addr)
         return fd;
     tune_socket(fd);
     set_timeout(fd, l->p.timeout_ms);
+    struct mstream in;
     char err[256] = "";
-    int r = client_handshake(p, fd, err, sizeof err);
+    int r = mstream_init(&in, fd, STREAM_BUF);
+    if (r < 0)
+        snprintf(err, sizeof err, "no memory for its link");
+    else
+        r = client_handshake(p, &in, err, sizeof err);
     if (r < 0) {
         if (!p->refused_logged)
             qb_log(LOG_WARNING, "mirror: node %u at %s: %s", p->node, addr, err);
         p->refused_logged = true;
+        mstream_free(&in);
         close(fd);
         return r;
     }
@@ -670,7 +648,8 @@ static int peer_session(struct peer *p, const char *addr)
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     qb_log(LOG_INFO, "mirror: linked to node %u at %s", p->node, addr);
-    read_replies(p, fd);
+    read_replies(p, &in);
+    mstream_free(&in);
     return 0;
 }
 
@@ -816,18 +795,15 @@ static void submit(struct peer *p, struct pending *x)
     op->req.payload = op->req.type == MW_WRITE ? op->req.length : 0;
     pthread_mutex_lock(&p->send_mu);
     pthread_mutex_unlock(&p->mu);
-    int r = send_msg(fd, &op->req, op->payload);
+    int r = mstream_send(fd, &op->req, op->payload);
     if (r < 0)
         shutdown(fd, SHUT_RDWR);
     pthread_mutex_unlock(&p->send_mu);
 }
 
-void mlink_send(struct mlink *l, struct mlink_op *ops, size_t n, struct mlink_wait *w)
+static void send_all(struct mlink *l, struct mlink_op *ops, size_t n, struct mlink_wait *w)
 {
-    w->left = n;
     w->extra = n <= MLINK_WAIT_SLOTS ? NULL : calloc(n, sizeof *w->extra);
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
     struct pending *xs = w->extra ? w->extra : w->slots;
     for (size_t i = 0; i < n; i++) {
         ops[i].result = 0;
@@ -849,15 +825,37 @@ void mlink_send(struct mlink *l, struct mlink_op *ops, size_t n, struct mlink_wa
     atomic_fetch_add(&l->sent, n);
 }
 
+void mlink_send(struct mlink *l, struct mlink_op *ops, size_t n, struct mlink_wait *w)
+{
+    atomic_init(&w->left, n);
+    w->done = NULL;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    send_all(l, ops, n, w);
+}
+
 void mlink_wait(struct mlink_wait *w)
 {
     pthread_mutex_lock(&w->mu);
-    while (w->left > 0)
+    while (atomic_load(&w->left) > 0)
         pthread_cond_wait(&w->cv, &w->mu);
     pthread_mutex_unlock(&w->mu);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w->extra);
+}
+
+void mlink_send_async(struct mlink *l, struct mlink_op *ops, size_t n, struct mlink_wait *w,
+                      void (*done)(struct mlink_wait *w))
+{
+    atomic_init(&w->left, n + 1);
+    w->done = done;
+    send_all(l, ops, n, w);
+}
+
+void mlink_release(struct mlink_wait *w)
+{
+    batch_done(w);
 }
 
 void mlink_call(struct mlink *l, struct mlink_op *ops, size_t n)

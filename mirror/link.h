@@ -27,6 +27,7 @@
 #include "mirror/wire.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -54,6 +55,12 @@ struct mlink_params {
      * mlink_reply(), the link answers with that result and no payload. */
     int (*serve)(void *ctx, struct mlink_call *call);
     void *ctx;
+    /* Optional, on each thread that reads a peer's answers: batch_begin
+     * once it starts, batch_end whenever it has no whole answer buffered
+     * and is about to wait, and as it stops; so work the answers complete
+     * (replies to NBD clients) can be gathered in between. */
+    void (*batch_begin)(void);
+    void (*batch_end)(void);
 };
 
 /* Binds the listener and starts serving. -errno, logged. */
@@ -106,12 +113,14 @@ struct mlink_pending {
 
 #define MLINK_WAIT_SLOTS 4
 
-/* The requests of one mlink_send, counted down as they complete; lives in
- * the caller's frame until mlink_wait returns. */
+/* The requests of one mlink_send, counted down as they complete. A
+ * synchronous one lives in the caller's frame until mlink_wait returns; an
+ * asynchronous one (mlink_send_async) until its done callback. */
 struct mlink_wait {
-    pthread_mutex_t mu;
+    atomic_size_t left;
+    void (*done)(struct mlink_wait *w); /* NULL: mlink_wait waits */
+    pthread_mutex_t mu;                 /* synchronous only: guards left */
     pthread_cond_t cv;
-    size_t left;
     struct mlink_pending slots[MLINK_WAIT_SLOTS];
     struct mlink_pending *extra; /* more than MLINK_WAIT_SLOTS ops */
 };
@@ -123,6 +132,14 @@ void mlink_send(struct mlink *l, struct mlink_op *ops, size_t n, struct mlink_wa
 void mlink_wait(struct mlink_wait *w);
 /* Both at once. */
 void mlink_call(struct mlink *l, struct mlink_op *ops, size_t n);
+
+/* Sends like mlink_send, but nobody waits: done(w) runs exactly once, on
+ * whichever thread finishes last, when every op has its result and the
+ * caller has called mlink_release(w) (so the caller can do its own part
+ * in between and still see done run after it). done may free w. */
+void mlink_send_async(struct mlink *l, struct mlink_op *ops, size_t n, struct mlink_wait *w,
+                      void (*done)(struct mlink_wait *w));
+void mlink_release(struct mlink_wait *w);
 
 /* Counters for status. */
 struct mlink_stats {

@@ -52,7 +52,9 @@ struct nbd_conn {
     /* Guarded by wlock: the output side of the socket. */
     pthread_mutex_t wlock;
 
-    atomic_uint inflight; /* requests read and not yet answered */
+    /* One reference for the serving threads together, one per write the
+     * backend finishes asynchronously; the last one frees the connection. */
+    atomic_uint refs;
     atomic_bool dead;     /* an I/O error on the socket: every thread stops */
 
     /* Guarded by the server's lock. */
@@ -68,6 +70,9 @@ int conn_discard(struct nbd_conn *c, uint64_t len);
 /* Writes all of iov. 0 or -1; on error the connection is marked dead. */
 int conn_writev(struct nbd_conn *c, struct iovec *iov, int iovcnt);
 int conn_write(struct nbd_conn *c, const void *buf, size_t len);
+
+/* Drops a reference; the last one closes and frees c. */
+void conn_unref(struct nbd_conn *c);
 
 /* Option negotiation. Returns 0 when the client entered transmission with
  * an export open, -1 when the connection must be closed. */

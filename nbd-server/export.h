@@ -42,22 +42,41 @@ struct nbd_extent {
  * it, without handing the socket to another thread first: the fast path
  * when data is in memory. -EAGAIN sends the request the slow way (another
  * thread reads on while this one waits), so an op should say -EAGAIN
- * whenever it is unsure it can finish in microseconds. */
+ * whenever it is unsure it can finish in microseconds.
+ *
+ * A write that waits on something other than this host (a mirror peer's
+ * answer) can go a third way: the write ops take an nbd_async, given only
+ * with NBD_IO_NOWAIT (else NULL). An op may then start the work, return
+ * -EINPROGRESS, and finish it later by calling a->done exactly once, from
+ * any thread; the reading thread reads on at once and no thread waits.
+ * buf need only stay valid until the op returns. */
+struct nbd_async {
+    void (*done)(struct nbd_async *a, int err); /* err: 0 or -errno */
+};
+
+/* A thread that calls a->done for many requests in a row (a mirror link
+ * reading a batch of its peer's answers) may hold the replies back and
+ * send them with nbd_replies_flush(): one write per connection, not one
+ * per reply. It must flush before it waits for anything. */
+void nbd_replies_hold(void);
+void nbd_replies_flush(void);
+
 struct nbd_export_ops {
     /* Current size in bytes. Cheap: called once per negotiation. */
     uint64_t (*size)(void *h);
     /* Reads exactly count bytes. Flags: NOWAIT. */
     int (*pread)(void *h, void *buf, uint32_t count, uint64_t offset, unsigned flags);
     /* Writes exactly count bytes. Flags: FUA, NOWAIT. */
-    int (*pwrite)(void *h, const void *buf, uint32_t count, uint64_t offset, unsigned flags);
+    int (*pwrite)(void *h, const void *buf, uint32_t count, uint64_t offset, unsigned flags,
+                  struct nbd_async *a);
     /* Makes every write completed so far, on any connection, durable.
      * Flags: NOWAIT. */
     int (*flush)(void *h, unsigned flags);
     /* Discards; later reads return zeroes (vsan's promise, stronger than
      * the protocol's). Flags: FUA, NOWAIT. */
-    int (*trim)(void *h, uint32_t count, uint64_t offset, unsigned flags);
+    int (*trim)(void *h, uint32_t count, uint64_t offset, unsigned flags, struct nbd_async *a);
     /* Writes zeroes. Flags: FUA, NOWAIT, MAY_TRIM, FAST. */
-    int (*zero)(void *h, uint32_t count, uint64_t offset, unsigned flags);
+    int (*zero)(void *h, uint32_t count, uint64_t offset, unsigned flags, struct nbd_async *a);
     /* Prefetches into cache; may be a no-op. Flags: NOWAIT. */
     int (*cache)(void *h, uint32_t count, uint64_t offset, unsigned flags);
     /* Describes the allocation of [offset, offset+count) in at most max

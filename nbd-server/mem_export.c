@@ -10,31 +10,99 @@
 #define PAGE 4096u
 
 struct mem_export {
+    struct mem_catalog *cat;
     char name[64];
     char description[96];
     uint64_t size;
     bool read_only;
+    bool async; /* writes complete on the catalog's completer thread */
     /* lock guards data and allocated. */
     pthread_mutex_t lock;
     char *data;
     bool *allocated; /* per page */
 };
 
+/* A write applied, waiting for the completer to report it done. */
+struct completion {
+    struct nbd_async *a;
+    struct completion *next;
+};
+
 struct mem_catalog {
-    /* Exports are only added before serving starts; opens is atomic-free
-     * because it is guarded by lock. */
+    /* Exports are only added before serving starts. lock guards opens and
+     * the completer's queue; done_cv wakes the completer. */
     pthread_mutex_t lock;
+    pthread_cond_t done_cv;
     struct mem_export exports[MEM_EXPORTS_MAX];
     unsigned n;
     unsigned opens;
+    bool completer_running, stopping;
+    pthread_t completer;
+    struct completion *head, **tail;
 };
 
 struct mem_catalog *mem_catalog_new(void)
 {
     struct mem_catalog *cat = calloc(1, sizeof *cat);
-    if (cat)
-        pthread_mutex_init(&cat->lock, NULL);
+    if (!cat)
+        return NULL;
+    pthread_mutex_init(&cat->lock, NULL);
+    pthread_cond_init(&cat->done_cv, NULL);
+    cat->tail = &cat->head;
     return cat;
+}
+
+/* Reports queued writes done, in order, from its own thread: what a
+ * mirrored volume does when its peer answers. */
+static void *completer_main(void *arg)
+{
+    struct mem_catalog *cat = arg;
+    pthread_mutex_lock(&cat->lock);
+    for (;;) {
+        while (!cat->head && !cat->stopping)
+            pthread_cond_wait(&cat->done_cv, &cat->lock);
+        struct completion *x = cat->head;
+        if (!x)
+            break;
+        cat->head = x->next;
+        if (!cat->head)
+            cat->tail = &cat->head;
+        pthread_mutex_unlock(&cat->lock);
+        x->a->done(x->a, 0);
+        free(x);
+        pthread_mutex_lock(&cat->lock);
+    }
+    pthread_mutex_unlock(&cat->lock);
+    return NULL;
+}
+
+/* Queues a's completion; -ENOMEM if it can't (the write then completes
+ * synchronously). */
+static int complete_later(struct mem_catalog *cat, struct nbd_async *a)
+{
+    struct completion *x = malloc(sizeof *x);
+    if (!x)
+        return -ENOMEM;
+    *x = (struct completion){a, NULL};
+    pthread_mutex_lock(&cat->lock);
+    *cat->tail = x;
+    cat->tail = &x->next;
+    pthread_cond_signal(&cat->done_cv);
+    pthread_mutex_unlock(&cat->lock);
+    return 0;
+}
+
+int mem_catalog_add_async(struct mem_catalog *cat, const char *name, uint64_t size)
+{
+    if (!cat->completer_running) {
+        if (pthread_create(&cat->completer, NULL, completer_main, cat) != 0)
+            return -EAGAIN;
+        cat->completer_running = true;
+    }
+    int r = mem_catalog_add(cat, name, size, false);
+    if (r == 0)
+        cat->exports[cat->n - 1].async = true;
+    return r;
 }
 
 int mem_catalog_add(struct mem_catalog *cat, const char *name, uint64_t size, bool read_only)
@@ -49,6 +117,7 @@ int mem_catalog_add(struct mem_catalog *cat, const char *name, uint64_t size, bo
         free(e->allocated);
         return -ENOMEM;
     }
+    e->cat = cat;
     snprintf(e->name, sizeof e->name, "%s", name);
     snprintf(e->description, sizeof e->description, "memory export %s", name);
     e->size = size;
@@ -70,11 +139,19 @@ void mem_catalog_free(struct mem_catalog *cat)
 {
     if (!cat)
         return;
+    if (cat->completer_running) {
+        pthread_mutex_lock(&cat->lock);
+        cat->stopping = true;
+        pthread_cond_signal(&cat->done_cv);
+        pthread_mutex_unlock(&cat->lock);
+        pthread_join(cat->completer, NULL);
+    }
     for (unsigned i = 0; i < cat->n; i++) {
         free(cat->exports[i].data);
         free(cat->exports[i].allocated);
         pthread_mutex_destroy(&cat->exports[i].lock);
     }
+    pthread_cond_destroy(&cat->done_cv);
     pthread_mutex_destroy(&cat->lock);
     free(cat);
 }
@@ -100,7 +177,15 @@ static void mark(struct mem_export *e, uint64_t offset, uint32_t count, bool all
         e->allocated[p] = allocated;
 }
 
-static int mem_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset, unsigned flags)
+/* The result of a write already applied: 0, or -EINPROGRESS when an
+ * async export will report it done later. */
+static int finish(struct mem_export *e, struct nbd_async *a)
+{
+    return e->async && a && complete_later(e->cat, a) == 0 ? -EINPROGRESS : 0;
+}
+
+static int mem_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset, unsigned flags,
+                      struct nbd_async *a)
 {
     struct mem_export *e = h;
     (void)flags;
@@ -108,7 +193,7 @@ static int mem_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset,
     memcpy(e->data + offset, buf, count);
     mark(e, offset, count, true);
     pthread_mutex_unlock(&e->lock);
-    return 0;
+    return finish(e, a);
 }
 
 static int mem_flush(void *h, unsigned flags)
@@ -129,17 +214,19 @@ static void zero_range(struct mem_export *e, uint32_t count, uint64_t offset, bo
     pthread_mutex_unlock(&e->lock);
 }
 
-static int mem_trim(void *h, uint32_t count, uint64_t offset, unsigned flags)
+static int mem_trim(void *h, uint32_t count, uint64_t offset, unsigned flags,
+                    struct nbd_async *a)
 {
     (void)flags;
     zero_range(h, count, offset, true);
-    return 0;
+    return finish(h, a);
 }
 
-static int mem_zero(void *h, uint32_t count, uint64_t offset, unsigned flags)
+static int mem_zero(void *h, uint32_t count, uint64_t offset, unsigned flags,
+                    struct nbd_async *a)
 {
     zero_range(h, count, offset, flags & NBD_IO_MAY_TRIM);
-    return 0;
+    return finish(h, a);
 }
 
 static int mem_cache(void *h, uint32_t count, uint64_t offset, unsigned flags)

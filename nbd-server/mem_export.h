@@ -3,6 +3,8 @@
  * A catalog of a few named exports, each a zero-filled buffer whose
  * allocation is tracked per 4 KiB page, so trim, zero and block status
  * behave like a sparse file's. One mutex per export: speed is not the point.
+ * An async export applies each write at once but reports it done from
+ * another thread (nbd_async in export.h), as a mirrored volume does.
  */
 #ifndef VSAN_NBD_MEM_EXPORT_H
 #define VSAN_NBD_MEM_EXPORT_H
@@ -18,6 +20,8 @@ extern const struct nbd_catalog_ops mem_catalog_ops;
 struct mem_catalog *mem_catalog_new(void);
 /* Adds an export of size bytes (a multiple of 4096). 0 or -errno. */
 int mem_catalog_add(struct mem_catalog *cat, const char *name, uint64_t size, bool read_only);
+/* The same, writable, with writes completed asynchronously. */
+int mem_catalog_add_async(struct mem_catalog *cat, const char *name, uint64_t size);
 /* Number of connections holding any export open. */
 unsigned mem_catalog_open_count(struct mem_catalog *cat);
 void mem_catalog_free(struct mem_catalog *cat);

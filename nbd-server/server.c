@@ -151,6 +151,7 @@ static struct nbd_conn *conn_new(struct nbd_server *srv, int in_fd, int out_fd)
     c->in_fd = in_fd;
     c->out_fd = out_fd;
     c->threads = 1;
+    atomic_init(&c->refs, 1);
     int type;
     socklen_t tl = sizeof type;
     c->out_is_socket = getsockopt(out_fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0;
@@ -194,7 +195,8 @@ static void conn_free(struct nbd_conn *c)
     free(c);
 }
 
-/* Called by each serving thread as it leaves; the last one closes. */
+/* Called by each serving thread as it leaves; the last one drops the
+ * threads' reference. */
 static void conn_leave(struct nbd_conn *c)
 {
     struct nbd_server *srv = c->srv;
@@ -204,15 +206,22 @@ static void conn_leave(struct nbd_conn *c)
     shutdown(c->in_fd, SHUT_RD);
     pthread_mutex_lock(&srv->lock);
     bool last = --c->threads == 0;
-    if (last) {
-        struct nbd_conn **p = &srv->conns;
-        while (*p != c)
-            p = &(*p)->next;
-        *p = c->next;
-    }
     pthread_mutex_unlock(&srv->lock);
-    if (!last)
+    if (last)
+        conn_unref(c);
+}
+
+void conn_unref(struct nbd_conn *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
         return;
+    struct nbd_server *srv = c->srv;
+    pthread_mutex_lock(&srv->lock);
+    struct nbd_conn **p = &srv->conns;
+    while (*p != c)
+        p = &(*p)->next;
+    *p = c->next;
+    pthread_mutex_unlock(&srv->lock);
     qb_log(LOG_DEBUG, "nbd %s: export \"%s\": closed", c->peer, c->export_name);
     conn_free(c);
     pthread_mutex_lock(&srv->lock);

@@ -10,7 +10,11 @@
  * next thread and runs the request itself, the slow way. So slow requests
  * overlap, replies go out in completion order, and a request is never
  * handed between threads: measured here, the hand-off per request cost
- * more CPU than the 4 KiB write itself.
+ * more CPU than the 4 KiB write itself. A write that waits on a mirror
+ * peer goes a third way: the backend starts it and returns -EINPROGRESS,
+ * and whichever thread sees the peer's answer sends the reply (struct
+ * async_request holds the connection open until then). One thread can so
+ * keep a whole queue of replicated writes in flight.
  *
  * Validation follows the protocol's advice to the letter: unknown command or
  * flag, a flag not valid for the command, misalignment and reads past the
@@ -342,9 +346,9 @@ static unsigned zero_flags(const struct request *r)
            (r->flags & NBD_CMD_FLAG_FAST_ZERO ? NBD_IO_FAST : 0);
 }
 
-/* Commands whose reply is a plain status. */
+/* Commands whose reply is a plain status. a: see nbd_async in export.h. */
 static int run_simple_command(struct nbd_conn *c, const struct request *r, const char *payload,
-                              unsigned flags)
+                              unsigned flags, struct nbd_async *a)
 {
     const struct nbd_export_ops *ops = c->exp.ops;
     void *h = c->exp.handle;
@@ -354,15 +358,15 @@ static int run_simple_command(struct nbd_conn *c, const struct request *r, const
         return 0;
     switch (r->type) {
     case NBD_CMD_WRITE:
-        return ops->pwrite(h, payload, r->length, r->offset, flags);
+        return ops->pwrite(h, payload, r->length, r->offset, flags, a);
     case NBD_CMD_FLUSH:
         return ops->flush(h, flags);
     case NBD_CMD_TRIM:
-        return ops->trim(h, r->length, r->offset, flags);
+        return ops->trim(h, r->length, r->offset, flags, a);
     case NBD_CMD_CACHE:
         return ops->cache(h, r->length, r->offset, flags);
     case NBD_CMD_WRITE_ZEROES:
-        return ops->zero(h, r->length, r->offset, flags | zero_flags(r));
+        return ops->zero(h, r->length, r->offset, flags | zero_flags(r), a);
     default:
         return -EINVAL;
     }
@@ -379,10 +383,97 @@ static int execute(struct nbd_conn *c, const struct request *r, struct buffer *b
         return do_read(c, r, b, flags);
     if (r->type == NBD_CMD_BLOCK_STATUS)
         return do_block_status(c, r);
-    int e = run_simple_command(c, r, b->p, flags);
+    int e = run_simple_command(c, r, b->p, flags, NULL);
     if (e == -EAGAIN && (flags & NBD_IO_NOWAIT))
         return e;
     return send_simple(c, r, nbd_errno(e));
+}
+
+/* A write the backend finishes later: its reply goes out from the thread
+ * that finishes it, and it holds the connection until then. */
+struct async_request {
+    struct nbd_async a;
+    struct nbd_conn *c;
+    struct request r;
+};
+
+/* Replies held back on this thread (nbd_replies_hold), each holding its
+ * connection's reference until sent. */
+#define HELD_MAX 64
+static __thread struct {
+    bool on;
+    unsigned n;
+    struct nbd_conn *conn[HELD_MAX];
+    struct nbd_simple_reply reply[HELD_MAX];
+} held;
+
+void nbd_replies_hold(void)
+{
+    held.on = true;
+}
+
+/* Sends every held reply of the first held connection's, in one write. */
+static void flush_one_conn(void)
+{
+    struct nbd_conn *c = held.conn[0];
+    struct nbd_simple_reply mine[HELD_MAX];
+    int n = 0;
+    unsigned keep = 0;
+    for (unsigned i = 0; i < held.n; i++) {
+        if (held.conn[i] == c) {
+            mine[n++] = held.reply[i];
+            continue;
+        }
+        held.conn[keep] = held.conn[i];
+        held.reply[keep++] = held.reply[i];
+    }
+    held.n = keep;
+    struct iovec iov = {mine, (size_t)n * sizeof mine[0]};
+    send_locked(c, &iov, 1);
+    for (int i = 0; i < n; i++)
+        conn_unref(c);
+}
+
+void nbd_replies_flush(void)
+{
+    while (held.n > 0)
+        flush_one_conn();
+}
+
+static void async_done(struct nbd_async *a, int err)
+{
+    struct async_request *ar = (struct async_request *)a;
+    struct nbd_conn *c = ar->c;
+    if (held.on && held.n == HELD_MAX)
+        nbd_replies_flush();
+    if (held.on) {
+        simple_header(&held.reply[held.n], &ar->r, nbd_errno(err));
+        held.conn[held.n++] = c;
+        free(ar);
+        return;
+    }
+    send_simple(c, &ar->r, nbd_errno(err));
+    free(ar);
+    conn_unref(c);
+}
+
+/* Runs a request inline, letting a write complete asynchronously. Returns
+ * like execute, or 1 when the reply will be sent by async_done. */
+static int execute_nowait(struct nbd_conn *c, const struct request *r, struct buffer *b)
+{
+    struct async_request *ar = NULL;
+    if (!r->error && is_write(r->type) && (ar = malloc(sizeof *ar)) != NULL) {
+        *ar = (struct async_request){{async_done}, c, *r};
+        atomic_fetch_add(&c->refs, 1);
+    }
+    if (!ar)
+        return execute(c, r, b, NBD_IO_NOWAIT);
+    int e = run_simple_command(c, r, b->p, NBD_IO_NOWAIT, &ar->a);
+    if (e == -EINPROGRESS)
+        return 1;
+    atomic_fetch_sub(&c->refs, 1); /* the thread's own reference remains */
+    free(ar);
+    return e == -EAGAIN ? e : send_simple(c, r, nbd_errno(e));
 }
 
 /* ---- the loop ----------------------------------------------------------- */
@@ -438,11 +529,9 @@ void nbd_transmission(struct nbd_conn *c)
             c->eof = true; /* every thread of this connection stops reading */
             break;
         }
-        atomic_fetch_add(&c->inflight, 1);
-        int sent = r.length <= INLINE_MAX ? execute(c, &r, &b, NBD_IO_NOWAIT) : -EAGAIN;
+        int sent = r.length <= INLINE_MAX ? execute_nowait(c, &r, &b) : -EAGAIN;
         if (sent == -EAGAIN)
             sent = execute_slow(c, &r, &b);
-        atomic_fetch_sub(&c->inflight, 1);
         buffer_trim(&b);
         if (sent < 0)
             break;

@@ -208,28 +208,87 @@ static int guard_end(struct volume *v, struct pol_write *w, int result)
 }
 
 /* Whether an op with these flags must go the slow way: a sync waits for
- * the device, unless the file lives in memory. Plain writes, trims and
- * zeroes land in the page cache and count as fast. */
-static bool must_wait(const struct volume *v, unsigned flags)
+ * the device, unless the file lives in memory; a mirrored write waits for
+ * its peers unless it may complete asynchronously (a). Plain writes, trims
+ * and zeroes land in the page cache and count as fast. */
+static bool must_wait(const struct volume *v, unsigned flags, const struct nbd_async *a)
 {
     if (!(flags & NBD_IO_NOWAIT))
         return false;
-    return v->mirror || ((flags & NBD_IO_FUA) && !v->in_memory);
+    return (v->mirror && !a) || ((flags & NBD_IO_FUA) && !v->in_memory);
 }
 
-static int vol_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset, unsigned flags)
+/* A mirrored write finishing asynchronously: it holds its write priority
+ * until the engine reports it done. */
+struct vol_async {
+    struct nbd_async a; /* the engine's */
+    struct nbd_async *outer;
+    struct volume *v;
+    struct pol_write w;
+};
+
+static void vol_async_done(struct nbd_async *a, int err)
+{
+    struct vol_async *va = (struct vol_async *)a;
+    struct nbd_async *outer = va->outer;
+    guard_end(va->v, &va->w, 0);
+    free(va);
+    outer->done(outer, err);
+}
+
+typedef int (*mirror_fn)(struct volume *v, const void *buf, uint32_t count, uint64_t offset,
+                         unsigned flags, struct nbd_async *a);
+
+static int mirror_zero_fn(struct volume *v, const void *buf, uint32_t count, uint64_t offset,
+                          unsigned flags, struct nbd_async *a)
+{
+    (void)buf;
+    return mirror_zero(v, count, offset, flags, a);
+}
+
+/* A write through the mirror engine under write priority; with a, it may
+ * complete asynchronously (-EINPROGRESS). */
+static int mirrored(struct volume *v, mirror_fn fn, const void *buf, uint32_t count,
+                    uint64_t offset, unsigned flags, struct nbd_async *a)
+{
+    struct pol_write w;
+    if (!a) {
+        int r = guard_begin(v, offset, count, flags, &w);
+        return r < 0 ? r : guard_end(v, &w, fn(v, buf, count, offset, flags, NULL));
+    }
+    struct vol_async *va = malloc(sizeof *va);
+    if (!va)
+        return -EAGAIN;
+    int r = guard_begin(v, offset, count, flags, &va->w);
+    if (r < 0) {
+        free(va);
+        return r;
+    }
+    va->a.done = vol_async_done;
+    va->outer = a;
+    va->v = v;
+    r = fn(v, buf, count, offset, flags, &va->a);
+    if (r == -EINPROGRESS)
+        return r;
+    guard_end(v, &va->w, 0);
+    free(va);
+    return r;
+}
+
+static int vol_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset, unsigned flags,
+                      struct nbd_async *a)
 {
     struct volume *v = h;
     if (!in_range(v, count, offset))
         return -ENOSPC;
-    if (must_wait(v, flags))
+    if (must_wait(v, flags, a))
         return -EAGAIN;
+    if (v->mirror)
+        return mirrored(v, mirror_write, buf, count, offset, flags, a);
     struct pol_write w;
     int r = guard_begin(v, offset, count, flags, &w);
     if (r < 0)
         return r;
-    if (v->mirror)
-        return guard_end(v, &w, mirror_write(v, buf, count, offset, flags));
     return guard_end(v, &w, volume_local_write(v, buf, count, offset, flags & NBD_IO_FUA));
 }
 
@@ -242,7 +301,7 @@ int volume_local_write(struct volume *v, const void *buf, uint32_t count, uint64
 static int vol_flush(void *h, unsigned flags)
 {
     struct volume *v = h;
-    if (must_wait(v, flags | NBD_IO_FUA))
+    if (must_wait(v, flags | NBD_IO_FUA, NULL))
         return -EAGAIN;
     return v->mirror ? mirror_flush(v) : sync_data(v);
 }
@@ -310,18 +369,18 @@ static int make_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned
 /* Zeroes a range under write priority; a range past the end answers
  * range_err (the protocol wants ENOSPC for WRITE_ZEROES, EINVAL for TRIM). */
 static int zero_guarded(struct volume *v, uint32_t count, uint64_t offset, unsigned flags,
-                        int range_err)
+                        int range_err, struct nbd_async *a)
 {
     if (!in_range(v, count, offset))
         return range_err;
-    if (must_wait(v, flags))
+    if (must_wait(v, flags, a))
         return -EAGAIN;
+    if (v->mirror)
+        return mirrored(v, mirror_zero_fn, NULL, count, offset, flags, a);
     struct pol_write w;
     int r = guard_begin(v, offset, count, flags, &w);
     if (r < 0)
         return r;
-    if (v->mirror)
-        return guard_end(v, &w, mirror_zero(v, count, offset, flags));
     r = make_zero(v, count, offset, flags);
     return guard_end(v, &w, r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r);
 }
@@ -340,16 +399,18 @@ int volume_local_zero(struct volume *v, uint32_t count, uint64_t offset, unsigne
     return r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r;
 }
 
-static int vol_zero(void *h, uint32_t count, uint64_t offset, unsigned flags)
+static int vol_zero(void *h, uint32_t count, uint64_t offset, unsigned flags,
+                    struct nbd_async *a)
 {
-    return zero_guarded(h, count, offset, flags, -ENOSPC);
+    return zero_guarded(h, count, offset, flags, -ENOSPC, a);
 }
 
 /* vsan promises that trimmed ranges read zeroes, so a trim is a zero that
  * may leave a hole. */
-static int vol_trim(void *h, uint32_t count, uint64_t offset, unsigned flags)
+static int vol_trim(void *h, uint32_t count, uint64_t offset, unsigned flags,
+                    struct nbd_async *a)
 {
-    return zero_guarded(h, count, offset, (flags & ~NBD_IO_FAST) | NBD_IO_MAY_TRIM, -EINVAL);
+    return zero_guarded(h, count, offset, (flags & ~NBD_IO_FAST) | NBD_IO_MAY_TRIM, -EINVAL, a);
 }
 
 /* Readahead is asynchronous: fast whatever the flags. */

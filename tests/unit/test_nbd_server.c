@@ -15,6 +15,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <libnbd.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,7 @@ static void start_server(uint32_t min_block, uint32_t max_payload)
     cr_assert_not_null(cat);
     cr_assert_eq(mem_catalog_add(cat, "disk", DISK_SIZE, false), 0);
     cr_assert_eq(mem_catalog_add(cat, "ro", 1u << 20, true), 0);
+    cr_assert_eq(mem_catalog_add_async(cat, "async", DISK_SIZE), 0);
     struct nbd_server_config cfg;
     nbd_server_config_defaults(&cfg);
     cfg.threads = 4;
@@ -115,18 +117,21 @@ static int list_cb(void *user, const char *name, const char *desc)
         seen[0]++;
     if (strcmp(name, "ro") == 0)
         seen[1]++;
+    if (strcmp(name, "async") == 0)
+        seen[2]++;
     return 0;
 }
 
 Test(options, list_names_every_export, .init = setup, .fini = teardown)
 {
     struct nbd_handle *h = nbd_create();
-    int seen[2] = {0, 0};
+    int seen[3] = {0, 0, 0};
     cr_assert_eq(nbd_set_opt_mode(h, true), 0);
     cr_assert_eq(nbd_connect_unix(h, sock), 0);
-    cr_assert_eq(nbd_opt_list(h, (nbd_list_callback){.callback = list_cb, .user_data = seen}), 2);
+    cr_assert_eq(nbd_opt_list(h, (nbd_list_callback){.callback = list_cb, .user_data = seen}), 3);
     cr_assert_eq(seen[0], 1);
     cr_assert_eq(seen[1], 1);
+    cr_assert_eq(seen[2], 1);
     nbd_opt_abort(h);
     nbd_close(h);
 }
@@ -348,10 +353,11 @@ Test(io, multi_conn_write_flush_read, .init = setup, .fini = teardown)
         nbd_close(h[i]);
 }
 
-/* Many requests in flight at once on one connection, each verified. */
-Test(io, deep_queue_out_of_order, .init = setup, .fini = teardown)
+/* Many writes in flight at once on one connection of export, then as many
+ * reads, each verified. */
+static void deep_queue(const char *export)
 {
-    struct nbd_handle *h = connect_to("disk");
+    struct nbd_handle *h = connect_to(export);
     enum { N = 64, SZ = 16384 };
     static char out[N][SZ], in[N][SZ];
     int64_t cookie[N];
@@ -373,6 +379,43 @@ Test(io, deep_queue_out_of_order, .init = setup, .fini = teardown)
         cr_assert_eq(memcmp(in[i], out[i], SZ), 0, "request %d", i);
     }
     nbd_close(h);
+}
+
+Test(io, deep_queue_out_of_order, .init = setup, .fini = teardown)
+{
+    deep_queue("disk");
+}
+
+/* Writes the backend reports done from another thread (nbd_async), as a
+ * mirrored volume does: every one is answered, in any order, with its
+ * data in place; zero and trim take the same way. */
+Test(io, async_writes_answered_from_another_thread, .init = setup, .fini = teardown)
+{
+    deep_queue("async");
+    struct nbd_handle *h = connect_to("async");
+    char buf[8192];
+    cr_assert_eq(nbd_zero(h, 4096, 0, 0), 0, "%s", nbd_get_error());
+    cr_assert_eq(nbd_trim(h, 4096, 4096, 0), 0, "%s", nbd_get_error());
+    cr_assert_eq(nbd_pread(h, buf, sizeof buf, 0, 0), 0);
+    for (size_t i = 0; i < sizeof buf; i++)
+        cr_assert_eq(buf[i], 0, "byte %zu", i);
+    nbd_close(h);
+}
+
+/* A client that goes away with writes in flight: the connection stays
+ * until their completions have run, then closes its export. */
+Test(io, async_writes_outlive_their_client, .init = setup, .fini = teardown)
+{
+    struct nbd_handle *h = connect_to("async");
+    static char out[4096];
+    for (int i = 0; i < 32; i++)
+        cr_assert_geq(nbd_aio_pwrite(h, out, sizeof out, (uint64_t)i * 4096, NBD_NULL_COMPLETION, 0),
+                      1, "%s", nbd_get_error());
+    nbd_close(h);
+    for (int i = 0; i < 2000 && mem_catalog_open_count(cat) > 0; i++)
+        poll(NULL, 0, 5);
+    cr_assert_eq(mem_catalog_open_count(cat), 0);
+    cr_assert_eq(nbd_server_connections(srv), 0);
 }
 
 /* ---- bad requests ------------------------------------------------------- */

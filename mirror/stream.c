@@ -1,0 +1,161 @@
+/* stream.c - buffered message streams of the mirror link (see stream.h). */
+#include "mirror/stream.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+int mstream_init(struct mstream *s, int fd, size_t cap)
+{
+    *s = (struct mstream){.fd = fd, .cap = cap};
+    s->buf = malloc(cap);
+    return s->buf ? 0 : -ENOMEM;
+}
+
+void mstream_free(struct mstream *s)
+{
+    free(s->owned);
+    free(s->buf);
+    s->owned = s->buf = NULL;
+}
+
+bool mstream_has_header(const struct mstream *s)
+{
+    return s->end - s->start >= sizeof(struct mwire_header);
+}
+
+/* One read() into the buffer, after moving what is left to its start (so
+ * a message no longer than the buffer always fits). */
+static int fill(struct mstream *s, bool (*still_ok)(void *), void *arg)
+{
+    if (s->start > 0) {
+        memmove(s->buf, s->buf + s->start, s->end - s->start);
+        s->end -= s->start;
+        s->start = 0;
+    }
+    for (;;) {
+        ssize_t n = read(s->fd, s->buf + s->end, s->cap - s->end);
+        if (n > 0) {
+            s->end += (size_t)n;
+            return 0;
+        }
+        if (n == 0)
+            return -ECONNRESET;
+        if (errno == EINTR)
+            continue;
+        if ((errno == EAGAIN || errno == EWOULDBLOCK) && still_ok && still_ok(arg))
+            continue;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
+    }
+}
+
+/* Copies len bytes out of the stream; a large remainder is read straight
+ * into dst rather than through the buffer. */
+static int take(struct mstream *s, void *dst, size_t len, bool (*still_ok)(void *), void *arg)
+{
+    char *p = dst;
+    while (len > 0) {
+        size_t have = s->end - s->start;
+        if (have == 0 && len >= s->cap / 2) {
+            ssize_t n = read(s->fd, p, len);
+            if (n > 0) {
+                p += n;
+                len -= (size_t)n;
+                continue;
+            }
+            if (n < 0 && errno == EINTR)
+                continue;
+        }
+        if (have == 0) {
+            int r = fill(s, still_ok, arg);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        size_t n = have < len ? have : len;
+        memcpy(p, s->buf + s->start, n);
+        s->start += n;
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* The payload of h: in place when it fits the buffer, else allocated. */
+static int take_payload(struct mstream *s, const struct mwire_header *h, const void **payload,
+                        bool (*still_ok)(void *), void *arg)
+{
+    if (h->payload <= s->cap) {
+        while (s->end - s->start < h->payload) {
+            int r = fill(s, still_ok, arg);
+            if (r < 0)
+                return r;
+        }
+        *payload = s->buf + s->start;
+        s->start += h->payload;
+        return 0;
+    }
+    s->owned = malloc(h->payload);
+    if (!s->owned)
+        return -ENOMEM;
+    *payload = s->owned;
+    return take(s, s->owned, h->payload, still_ok, arg);
+}
+
+int mstream_recv(struct mstream *s, struct mwire_header *h, const void **payload,
+                 const char **why, bool (*still_ok)(void *), void *arg)
+{
+    free(s->owned);
+    s->owned = NULL;
+    *payload = NULL;
+    int r = take(s, h, sizeof *h, still_ok, arg);
+    if (r < 0) {
+        *why = strerror(-r);
+        return r;
+    }
+    r = mwire_check_header(h, why);
+    if (r < 0 || h->payload == 0)
+        return r;
+    r = take_payload(s, h, payload, still_ok, arg);
+    if (r < 0) {
+        *why = r == -ENOMEM ? "out of memory" : strerror(-r);
+        *payload = NULL;
+        return r;
+    }
+    r = mwire_check_payload(h, *payload, why);
+    if (r < 0)
+        *payload = NULL;
+    return r;
+}
+
+int mstream_writev(int fd, struct iovec *iov, int cnt)
+{
+    while (cnt > 0) {
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+        ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        size_t done = (size_t)n;
+        while (cnt > 0 && done >= iov->iov_len) {
+            done -= iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + done;
+            iov->iov_len -= done;
+        }
+    }
+    return 0;
+}
+
+int mstream_send(int fd, struct mwire_header *h, const void *payload)
+{
+    mwire_seal(h, payload);
+    struct iovec iov[2] = {{h, sizeof *h}, {(void *)payload, h->payload}};
+    return mstream_writev(fd, iov, h->payload ? 2 : 1);
+}
