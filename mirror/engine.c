@@ -469,6 +469,16 @@ int mirror_flush(struct volume *v)
     return err < 0 ? err : applied > 0 ? 0 : -EIO;
 }
 
+void mirror_gather_begin(void)
+{
+    mlink_gather_begin();
+}
+
+void mirror_gather_end(void)
+{
+    mlink_gather_end();
+}
+
 /* ---- reads ---------------------------------------------------------------- */
 
 bool mirror_local_current(struct volume *v)

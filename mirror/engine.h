@@ -78,6 +78,11 @@ int mirror_write(struct volume *v, const void *buf, uint32_t count, uint64_t off
 int mirror_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned flags,
                 struct nbd_async *a);
 int mirror_flush(struct volume *v);
+/* On one NBD thread, around writes run one after the other: their copies
+ * go to each peer in one write at mirror_gather_end, which must come
+ * before the thread waits for anything (see mlink_gather_begin). */
+void mirror_gather_begin(void);
+void mirror_gather_end(void);
 /* Whether this node's copy is current (reads may be served from it). */
 bool mirror_local_current(struct volume *v);
 /* A read from a current peer. */

@@ -40,7 +40,8 @@ struct peer {
     pthread_cond_t cv; /* wanted, up, stopping changed */
     char addr[128];
     bool wanted, up;
-    int fd; /* -1 unless connected */
+    int fd;           /* -1 unless connected */
+    uint64_t session; /* counts connections */
     uint64_t next_id;
     struct pending *head, *tail;
     bool refused_logged;
@@ -644,6 +645,7 @@ static int peer_session(struct peer *p, const char *addr)
     set_timeout(fd, l->p.timeout_ms < 400 ? l->p.timeout_ms / 2 : 200);
     pthread_mutex_lock(&p->mu);
     p->fd = fd;
+    p->session++;
     p->up = true;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
@@ -770,11 +772,100 @@ bool mlink_wait_connected(struct mlink *l, uint32_t node, unsigned ms)
     return mlink_connected(l, node);
 }
 
-/* Queues x on p and sends its request; a failed send cuts the connection,
- * which fails x through peer_down. */
+/* Requests gathered on this thread (mlink_gather_begin), each holding a
+ * count of its wait so it outlives its caller's release until sent. Their
+ * payloads are copied into buf: the caller's buffer is reused for the next
+ * request before the gathering ends. */
+#define GATHER_MAX 64
+#define GATHER_BUF (256 * 1024)
+static __thread struct {
+    bool on;
+    unsigned n;
+    struct {
+        struct peer *p;
+        struct pending *x;
+        uint64_t session;
+        const char *payload;
+    } q[GATHER_MAX];
+    char *buf;
+    size_t used;
+} gathered;
+
+/* Sends the gathered requests of the first one's peer in one write; those
+ * of a connection that broke meanwhile have already failed. */
+static void flush_one_peer(void)
+{
+    struct peer *p = gathered.q[0].p;
+    uint64_t session = gathered.q[0].session;
+    struct iovec iov[2 * GATHER_MAX];
+    struct pending *mine[GATHER_MAX];
+    int niov = 0, n = 0;
+    unsigned keep = 0;
+    for (unsigned i = 0; i < gathered.n; i++) {
+        if (gathered.q[i].p != p) {
+            gathered.q[keep++] = gathered.q[i];
+            continue;
+        }
+        struct mlink_op *op = gathered.q[i].x->op;
+        mine[n++] = gathered.q[i].x;
+        iov[niov++] = (struct iovec){&op->req, sizeof op->req};
+        if (op->req.payload)
+            iov[niov++] = (struct iovec){(void *)gathered.q[i].payload, op->req.payload};
+    }
+    gathered.n = keep;
+    if (keep == 0)
+        gathered.used = 0;
+    pthread_mutex_lock(&p->mu);
+    bool same = p->session == session && p->up;
+    int fd = p->fd;
+    pthread_mutex_lock(&p->send_mu);
+    pthread_mutex_unlock(&p->mu);
+    if (same && mstream_writev(fd, iov, niov) < 0)
+        shutdown(fd, SHUT_RDWR);
+    pthread_mutex_unlock(&p->send_mu);
+    for (int i = 0; i < n; i++)
+        batch_done(mine[i]->wait);
+}
+
+static void flush_gathered(void)
+{
+    while (gathered.n > 0)
+        flush_one_peer();
+}
+
+/* Whether x can be gathered: an asynchronous request whose payload fits
+ * what is left of the buffer (flushed first if need be). */
+static bool gather(const struct pending *x)
+{
+    uint32_t len = x->op->req.type == MW_WRITE ? x->op->req.length : 0;
+    if (!gathered.on || !x->wait->done || len > GATHER_BUF) {
+        flush_gathered(); /* in order, and a synchronous send never waits on itself */
+        return false;
+    }
+    if (!gathered.buf && !(gathered.buf = malloc(GATHER_BUF)))
+        return false;
+    if (gathered.n == GATHER_MAX || GATHER_BUF - gathered.used < len)
+        flush_gathered();
+    return true;
+}
+
+void mlink_gather_begin(void)
+{
+    gathered.on = true;
+}
+
+void mlink_gather_end(void)
+{
+    flush_gathered();
+    gathered.on = false;
+}
+
+/* Queues x on p and sends its request, or gathers it; a failed send cuts
+ * the connection, which fails x through peer_down. */
 static void submit(struct peer *p, struct pending *x)
 {
     struct mlink_op *op = x->op;
+    bool gathering = gather(x);
     pthread_mutex_lock(&p->mu);
     if (!p->up || p->l->stopping) {
         pthread_mutex_unlock(&p->mu);
@@ -793,6 +884,16 @@ static void submit(struct peer *p, struct pending *x)
     int fd = p->fd;
     op->req.id = x->id;
     op->req.payload = op->req.type == MW_WRITE ? op->req.length : 0;
+    if (gathering) {
+        char *copy = gathered.buf + gathered.used;
+        gathered.q[gathered.n++] = (typeof(gathered.q[0])){p, x, p->session, copy};
+        pthread_mutex_unlock(&p->mu);
+        memcpy(copy, op->payload, op->req.payload);
+        gathered.used += op->req.payload;
+        mwire_seal(&op->req, copy);
+        atomic_fetch_add(&x->wait->left, 1);
+        return;
+    }
     pthread_mutex_lock(&p->send_mu);
     pthread_mutex_unlock(&p->mu);
     int r = mstream_send(fd, &op->req, op->payload);

@@ -141,6 +141,13 @@ void mlink_send_async(struct mlink *l, struct mlink_op *ops, size_t n, struct ml
                       void (*done)(struct mlink_wait *w));
 void mlink_release(struct mlink_wait *w);
 
+/* Between these two, on one thread, asynchronous requests are not sent at
+ * once but gathered, and go out at mlink_gather_end in one write per peer
+ * (or as soon as a synchronous one is sent, in order). The thread must end
+ * the gathering before it waits for anything. */
+void mlink_gather_begin(void);
+void mlink_gather_end(void);
+
 /* Counters for status. */
 struct mlink_stats {
     uint64_t requests_sent, requests_served, refused;

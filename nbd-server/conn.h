@@ -65,6 +65,8 @@ struct nbd_conn {
 /* Reads exactly len bytes (buffered). 0, or -1 at EOF or error (logged at
  * debug level: a client going away is normal). */
 int conn_read(struct nbd_conn *c, void *buf, size_t len);
+/* Whether len bytes are buffered: conn_read of them won't block. */
+bool conn_buffered(const struct nbd_conn *c, size_t len);
 /* Reads and drops len bytes without allocating them. */
 int conn_discard(struct nbd_conn *c, uint64_t len);
 /* Writes all of iov. 0 or -1; on error the connection is marked dead. */

@@ -35,6 +35,11 @@ static int fill(struct nbd_conn *c)
     }
 }
 
+bool conn_buffered(const struct nbd_conn *c, size_t len)
+{
+    return c->in_end - c->in_start >= len;
+}
+
 static size_t take_buffered(struct nbd_conn *c, void *buf, size_t len)
 {
     size_t have = c->in_end - c->in_start;

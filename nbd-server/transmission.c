@@ -519,23 +519,43 @@ static int execute_slow(struct nbd_conn *c, const struct request *r, struct buff
     return sent;
 }
 
+/* Brackets the requests run inline (see batch_begin in export.h). */
+static void batch(struct nbd_conn *c, bool *on, bool begin)
+{
+    void (*fn)(void *) = begin ? c->exp.ops->batch_begin : c->exp.ops->batch_end;
+    if (*on == begin || !fn)
+        return;
+    fn(c->exp.handle);
+    *on = begin;
+}
+
 void nbd_transmission(struct nbd_conn *c)
 {
     struct buffer b = {0};
+    bool batching = false;
     pthread_mutex_lock(&c->rlock);
     for (;;) {
         struct request r;
+        if (!conn_buffered(c, sizeof(struct nbd_request)))
+            batch(c, &batching, false);
         if (read_request(c, &r, &b) < 0) {
             c->eof = true; /* every thread of this connection stops reading */
             break;
         }
-        int sent = r.length <= INLINE_MAX ? execute_nowait(c, &r, &b) : -EAGAIN;
-        if (sent == -EAGAIN)
+        int sent = -EAGAIN;
+        if (r.length <= INLINE_MAX) {
+            batch(c, &batching, true);
+            sent = execute_nowait(c, &r, &b);
+        }
+        if (sent == -EAGAIN) {
+            batch(c, &batching, false);
             sent = execute_slow(c, &r, &b);
+        }
         buffer_trim(&b);
         if (sent < 0)
             break;
     }
+    batch(c, &batching, false);
     pthread_mutex_unlock(&c->rlock);
     free(b.p);
 }

@@ -467,6 +467,19 @@ static int vol_extents(void *h, uint32_t count, uint64_t offset, struct nbd_exte
     return (int)n;
 }
 
+/* A mirrored volume sends the copies of the writes run inline together. */
+static void vol_batch_begin(void *h)
+{
+    if (((struct volume *)h)->mirror)
+        mirror_gather_begin();
+}
+
+static void vol_batch_end(void *h)
+{
+    if (((struct volume *)h)->mirror)
+        mirror_gather_end();
+}
+
 static const struct nbd_export_ops volume_export_ops = {
     .size = vol_size,
     .pread = vol_pread,
@@ -476,6 +489,8 @@ static const struct nbd_export_ops volume_export_ops = {
     .zero = vol_zero,
     .cache = vol_cache,
     .extents = vol_extents,
+    .batch_begin = vol_batch_begin,
+    .batch_end = vol_batch_end,
 };
 
 /* ---- the registry ---------------------------------------------------- */
