@@ -295,8 +295,8 @@ struct rwrite {
     uint64_t first, last;
     struct plan pl;
     struct mlink_wait w;
-    int err;     /* from planning: nothing was sent */
-    int applied; /* copies that took it, this node's included */
+    int err;             /* from planning: nothing was sent */
+    int applied;         /* copies that took it, this node's included */
     struct nbd_async *a; /* asynchronous: told the result */
 };
 

@@ -214,8 +214,7 @@ static int serve_handshake(struct mlink_conn *c)
     struct mw_challenge ch;
     struct mw_hello hello;
     memcpy(&hello, payload, sizeof hello);
-    r = mauth_server_challenge(&a, &l->secret, l->cluster, l->p.self, &hello, &ch, err,
-                               sizeof err);
+    r = mauth_server_challenge(&a, &l->secret, l->cluster, l->p.self, &hello, &ch, err, sizeof err);
     if (r < 0) {
         refuse(c, h.id, r, err);
         return r;

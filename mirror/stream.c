@@ -104,8 +104,8 @@ static int take_payload(struct mstream *s, const struct mwire_header *h, const v
     return take(s, s->owned, h->payload, still_ok, arg);
 }
 
-int mstream_recv(struct mstream *s, struct mwire_header *h, const void **payload,
-                 const char **why, bool (*still_ok)(void *), void *arg)
+int mstream_recv(struct mstream *s, struct mwire_header *h, const void **payload, const char **why,
+                 bool (*still_ok)(void *), void *arg)
 {
     free(s->owned);
     s->owned = NULL;

@@ -38,8 +38,8 @@ bool mstream_has_header(const struct mstream *s);
  * the next call or mstream_free. On error, *why says what was wrong:
  * -ECONNRESET at EOF; with a receive timeout on the socket, a wait that
  * runs out asks still_ok(arg) whether to go on (else -ETIMEDOUT). */
-int mstream_recv(struct mstream *s, struct mwire_header *h, const void **payload,
-                 const char **why, bool (*still_ok)(void *), void *arg);
+int mstream_recv(struct mstream *s, struct mwire_header *h, const void **payload, const char **why,
+                 bool (*still_ok)(void *), void *arg);
 
 /* Writes all of iov (cnt entries, modified). 0 or -errno. */
 int mstream_writev(int fd, struct iovec *iov, int cnt);

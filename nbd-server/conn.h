@@ -38,8 +38,8 @@ struct nbd_conn {
     char export_name[NBD_EXPORT_NAME_BUF];
     uint64_t size;
     uint16_t tflags;
-    bool structured;       /* structured replies negotiated */
-    bool meta_allocation;  /* base:allocation selected for export_name */
+    bool structured;      /* structured replies negotiated */
+    bool meta_allocation; /* base:allocation selected for export_name */
     char meta_export[NBD_EXPORT_NAME_BUF];
     bool no_zeroes;
 
@@ -55,11 +55,11 @@ struct nbd_conn {
     /* One reference for the serving threads together, one per write the
      * backend finishes asynchronously; the last one frees the connection. */
     atomic_uint refs;
-    atomic_bool dead;     /* an I/O error on the socket: every thread stops */
+    atomic_bool dead; /* an I/O error on the socket: every thread stops */
 
     /* Guarded by the server's lock. */
-    unsigned threads;          /* threads still serving this connection */
-    struct nbd_conn *next;     /* the server's list of connections */
+    unsigned threads;      /* threads still serving this connection */
+    struct nbd_conn *next; /* the server's list of connections */
 };
 
 /* Reads exactly len bytes (buffered). 0, or -1 at EOF or error (logged at

@@ -32,8 +32,9 @@ struct nbd_extent {
 };
 
 /* Flags of the I/O ops. */
-#define NBD_IO_FUA (1u << 0)      /* durable before returning */
-#define NBD_IO_NOWAIT (1u << 1)   /* return -EAGAIN, having done nothing, rather
+#define NBD_IO_FUA (1u << 0) /* durable before returning */
+#define NBD_IO_NOWAIT                                                                              \
+    (1u << 1)                     /* return -EAGAIN, having done nothing, rather                   \
                                    * than wait for a device, a sync or a peer */
 #define NBD_IO_MAY_TRIM (1u << 2) /* zero: the range may become a hole */
 #define NBD_IO_FAST (1u << 3)     /* zero: -ENOTSUP unless cheaper than writing zeroes */

@@ -214,16 +214,14 @@ static void zero_range(struct mem_export *e, uint32_t count, uint64_t offset, bo
     pthread_mutex_unlock(&e->lock);
 }
 
-static int mem_trim(void *h, uint32_t count, uint64_t offset, unsigned flags,
-                    struct nbd_async *a)
+static int mem_trim(void *h, uint32_t count, uint64_t offset, unsigned flags, struct nbd_async *a)
 {
     (void)flags;
     zero_range(h, count, offset, true);
     return finish(h, a);
 }
 
-static int mem_zero(void *h, uint32_t count, uint64_t offset, unsigned flags,
-                    struct nbd_async *a)
+static int mem_zero(void *h, uint32_t count, uint64_t offset, unsigned flags, struct nbd_async *a)
 {
     zero_range(h, count, offset, flags & NBD_IO_MAY_TRIM);
     return finish(h, a);

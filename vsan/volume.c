@@ -399,16 +399,14 @@ int volume_local_zero(struct volume *v, uint32_t count, uint64_t offset, unsigne
     return r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r;
 }
 
-static int vol_zero(void *h, uint32_t count, uint64_t offset, unsigned flags,
-                    struct nbd_async *a)
+static int vol_zero(void *h, uint32_t count, uint64_t offset, unsigned flags, struct nbd_async *a)
 {
     return zero_guarded(h, count, offset, flags, -ENOSPC, a);
 }
 
 /* vsan promises that trimmed ranges read zeroes, so a trim is a zero that
  * may leave a hole. */
-static int vol_trim(void *h, uint32_t count, uint64_t offset, unsigned flags,
-                    struct nbd_async *a)
+static int vol_trim(void *h, uint32_t count, uint64_t offset, unsigned flags, struct nbd_async *a)
 {
     return zero_guarded(h, count, offset, (flags & ~NBD_IO_FAST) | NBD_IO_MAY_TRIM, -EINVAL, a);
 }

@@ -195,9 +195,9 @@ Test(options, list_meta_context_offers_base_allocation, .init = setup, .fini = t
     cr_assert_eq(nbd_set_export_name(h, "disk"), 0);
     cr_assert_eq(nbd_connect_unix(h, sock), 0);
     cr_assert_eq(nbd_add_meta_context(h, "base:"), 0);
-    cr_assert_eq(nbd_opt_list_meta_context(h, (nbd_context_callback){.callback = ctx_cb,
-                                                                      .user_data = &n}),
-                 1);
+    cr_assert_eq(
+        nbd_opt_list_meta_context(h, (nbd_context_callback){.callback = ctx_cb, .user_data = &n}),
+        1);
     cr_assert_eq(n, 1);
     nbd_opt_abort(h);
     nbd_close(h);
@@ -280,8 +280,8 @@ struct extents {
     int n;
 };
 
-static int extent_cb(void *user, const char *ctx, uint64_t offset, uint32_t *entries,
-                     size_t nr, int *error)
+static int extent_cb(void *user, const char *ctx, uint64_t offset, uint32_t *entries, size_t nr,
+                     int *error)
 {
     (void)offset;
     (void)error;
@@ -409,8 +409,9 @@ Test(io, async_writes_outlive_their_client, .init = setup, .fini = teardown)
     struct nbd_handle *h = connect_to("async");
     static char out[4096];
     for (int i = 0; i < 32; i++)
-        cr_assert_geq(nbd_aio_pwrite(h, out, sizeof out, (uint64_t)i * 4096, NBD_NULL_COMPLETION, 0),
-                      1, "%s", nbd_get_error());
+        cr_assert_geq(
+            nbd_aio_pwrite(h, out, sizeof out, (uint64_t)i * 4096, NBD_NULL_COMPLETION, 0), 1, "%s",
+            nbd_get_error());
     nbd_close(h);
     for (int i = 0; i < 2000 && mem_catalog_open_count(cat) > 0; i++)
         poll(NULL, 0, 5);
@@ -423,7 +424,7 @@ Test(io, async_writes_outlive_their_client, .init = setup, .fini = teardown)
 #define EXPECT_ERRNO(call, err)                                                                    \
     do {                                                                                           \
         cr_assert_eq((call), -1, #call " should fail");                                            \
-        cr_assert_eq(nbd_get_errno(), (err), #call ": errno %d, wanted %d (%s)", nbd_get_errno(),   \
+        cr_assert_eq(nbd_get_errno(), (err), #call ": errno %d, wanted %d (%s)", nbd_get_errno(),  \
                      (err), nbd_get_error());                                                      \
         assert_serves(h);                                                                          \
     } while (0)
@@ -439,8 +440,7 @@ Test(errors, out_of_range_requests, .init = setup, .fini = teardown)
     EXPECT_ERRNO(nbd_cache(h, 4096, UINT64_MAX - 100, 0), EINVAL);
     struct extents e = {.n = 0};
     EXPECT_ERRNO(nbd_block_status(h, 4096, DISK_SIZE,
-                                  (nbd_extent_callback){.callback = extent_cb, .user_data = &e},
-                                  0),
+                                  (nbd_extent_callback){.callback = extent_cb, .user_data = &e}, 0),
                  EINVAL);
     nbd_close(h);
 }
@@ -531,8 +531,8 @@ static int raw_transmission(void)
 
 static uint32_t raw_request(int fd, uint16_t type, uint16_t flags, uint64_t off, uint32_t len)
 {
-    struct nbd_request r = {htobe32(NBD_REQUEST_MAGIC), htobe16(flags), htobe16(type), 77,
-                            htobe64(off), htobe32(len)};
+    struct nbd_request r = {
+        htobe32(NBD_REQUEST_MAGIC), htobe16(flags), htobe16(type), 77, htobe64(off), htobe32(len)};
     cr_assert_eq(write(fd, &r, sizeof r), (ssize_t)sizeof r);
     struct nbd_simple_reply rep;
     raw_read(fd, &rep, sizeof rep);

@@ -157,7 +157,7 @@ static void write_ok(struct nbd_export *exp, uint64_t off, uint32_t len, unsigne
 {
     char *buf = malloc(len);
     fill(buf, len, seed, off);
-    int r = exp->ops->pwrite(exp->handle, buf, len, off, fua ? NBD_IO_FUA : 0);
+    int r = exp->ops->pwrite(exp->handle, buf, len, off, fua ? NBD_IO_FUA : 0, NULL);
     cr_assert_eq(r, 0, "pwrite %u at %llu: %s", len, (unsigned long long)off, strerror(-r));
     free(buf);
 }
@@ -252,7 +252,8 @@ Test(volume, create_refuses_bad_input)
                            "ä",
                            "12345678901234567890123456789012345678901234567890123456789012345"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        cr_assert_eq(volumes_create(vols, names[i], MiB, NULL, NULL), -EINVAL, "name \"%s\"", names[i]);
+        cr_assert_eq(volumes_create(vols, names[i], MiB, NULL, NULL), -EINVAL, "name \"%s\"",
+                     names[i]);
     cr_assert_not_null(strstr(logbuf, "volume \"a b\": invalid name"), "%s", logbuf);
     cr_assert_eq(volumes_create(vols, "ok", 0, NULL, NULL), -EINVAL);
     cr_assert_eq(volumes_create(vols, "ok", 1000, NULL, NULL), -EINVAL);
@@ -507,10 +508,10 @@ Test(volume_io, out_of_range_refused)
     cr_assert_eq(exp.ops->pread(h, buf, 4096, MiB - 2048, 0), -EINVAL);
     cr_assert_eq(exp.ops->pread(h, buf, 1, MiB, 0), -EINVAL);
     cr_assert_eq(exp.ops->pread(h, buf, 1, UINT64_MAX, 0), -EINVAL);
-    cr_assert_eq(exp.ops->pwrite(h, buf, 4096, MiB - 2048, 0), -ENOSPC);
-    cr_assert_eq(exp.ops->pwrite(h, buf, 4096, UINT64_MAX - 100, NBD_IO_FUA), -ENOSPC);
-    cr_assert_eq(exp.ops->zero(h, 4096, MiB, NBD_IO_MAY_TRIM), -ENOSPC);
-    cr_assert_eq(exp.ops->trim(h, 4096, MiB, 0), -EINVAL);
+    cr_assert_eq(exp.ops->pwrite(h, buf, 4096, MiB - 2048, 0, NULL), -ENOSPC);
+    cr_assert_eq(exp.ops->pwrite(h, buf, 4096, UINT64_MAX - 100, NBD_IO_FUA, NULL), -ENOSPC);
+    cr_assert_eq(exp.ops->zero(h, 4096, MiB, NBD_IO_MAY_TRIM, NULL), -ENOSPC);
+    cr_assert_eq(exp.ops->trim(h, 4096, MiB, 0, NULL), -EINVAL);
     cr_assert_eq(exp.ops->cache(h, 4096, MiB, 0), -EINVAL);
     cr_assert_eq(exp.ops->extents(h, 4096, MiB, ext, 4), -EINVAL);
     struct stat sb;
@@ -518,7 +519,7 @@ Test(volume_io, out_of_range_refused)
     cr_assert_eq(stat(data_path(&a), &sb), 0);
     cr_assert_eq(sb.st_size, (off_t)MiB, "a refused request changed the file's length");
     /* the last byte is in range */
-    cr_assert_eq(exp.ops->pwrite(h, "z", 1, MiB - 1, 0), 0);
+    cr_assert_eq(exp.ops->pwrite(h, "z", 1, MiB - 1, 0, NULL), 0);
     close_export(&exp);
 }
 
@@ -528,7 +529,7 @@ Test(volume_io, trim_reads_zeroes_and_makes_a_hole)
     struct nbd_export exp = open_ok("a");
     write_ok(&exp, 0, 256 * KiB, 5, false);
     uint64_t before = info_of("a").allocated;
-    cr_assert_eq(exp.ops->trim(exp.handle, 64 * KiB, 64 * KiB, NBD_IO_FUA), 0);
+    cr_assert_eq(exp.ops->trim(exp.handle, 64 * KiB, 64 * KiB, NBD_IO_FUA, NULL), 0);
     expect_zero(&exp, 64 * KiB, 64 * KiB);
     expect_data(&exp, 0, 64 * KiB, 5);
     cr_assert_eq(info_of("a").allocated, before - 64 * KiB);
@@ -548,16 +549,16 @@ Test(volume_io, zero_with_and_without_trim)
     struct nbd_export exp = open_ok("a");
     write_ok(&exp, 0, 256 * KiB, 6, false);
     /* may_trim: a hole */
-    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 0, NBD_IO_MAY_TRIM | NBD_IO_FUA), 0);
+    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 0, NBD_IO_MAY_TRIM | NBD_IO_FUA, NULL), 0);
     expect_zero(&exp, 0, 64 * KiB);
     struct nbd_extent ext[4];
     extents(&exp, 0, 64 * KiB, ext, 4);
     expect_extent(&ext[0], 64 * KiB, HOLE);
     /* no trim, fast: ZERO_RANGE on this file system (ext4) */
-    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 64 * KiB, NBD_IO_FAST), 0);
+    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 64 * KiB, NBD_IO_FAST, NULL), 0);
     expect_zero(&exp, 64 * KiB, 64 * KiB);
     /* unaligned, slow allowed */
-    cr_assert_eq(exp.ops->zero(exp.handle, 1000, 128 * KiB + 10, 0), 0);
+    cr_assert_eq(exp.ops->zero(exp.handle, 1000, 128 * KiB + 10, 0, NULL), 0);
     expect_zero(&exp, 128 * KiB + 10, 1000);
     char edge[10];
     cr_assert_eq(exp.ops->pread(exp.handle, edge, 10, 128 * KiB, 0), 0);
@@ -628,21 +629,21 @@ Test(volume_tmpfs, zero_fast_without_zero_range)
     struct nbd_export exp = open_ok("a");
     write_ok(&exp, 0, 128 * KiB, 4, false);
     /* fast and no trim: only ZERO_RANGE would be cheap, so refuse */
-    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 0, NBD_IO_FAST), -ENOTSUP);
+    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 0, NBD_IO_FAST, NULL), -ENOTSUP);
     expect_data(&exp, 0, 128 * KiB, 4);
     /* again: the refusal is remembered, not retried, and still refused */
-    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 0, NBD_IO_FAST), -ENOTSUP);
+    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 0, NBD_IO_FAST, NULL), -ENOTSUP);
     /* may_trim: punching a hole is cheap */
-    cr_assert_eq(exp.ops->zero(exp.handle, 32 * KiB, 0, NBD_IO_MAY_TRIM | NBD_IO_FAST), 0);
+    cr_assert_eq(exp.ops->zero(exp.handle, 32 * KiB, 0, NBD_IO_MAY_TRIM | NBD_IO_FAST, NULL), 0);
     expect_zero(&exp, 0, 32 * KiB);
     /* not fast: zeroes are written */
     uint64_t before = info_of("a").allocated;
-    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 64 * KiB, NBD_IO_FUA), 0);
+    cr_assert_eq(exp.ops->zero(exp.handle, 64 * KiB, 64 * KiB, NBD_IO_FUA, NULL), 0);
     expect_zero(&exp, 64 * KiB, 64 * KiB);
     expect_data(&exp, 32 * KiB, 32 * KiB, 4);
     cr_assert_eq(info_of("a").allocated, before, "written zeroes should stay allocated");
     /* a large zero spans several batches of the zero buffer */
-    cr_assert_eq(exp.ops->zero(exp.handle, 3 * MiB / 4 + 512, 4096, 0), 0);
+    cr_assert_eq(exp.ops->zero(exp.handle, 3 * MiB / 4 + 512, 4096, 0, NULL), 0);
     expect_zero(&exp, 4096, 3 * MiB / 4 + 512);
     close_export(&exp);
 }
@@ -657,15 +658,15 @@ Test(volume_io, nowait_refuses_what_waits_for_the_disk)
     write_ok(&exp, 0, 64 * KiB, 5, false);
     char buf[4096];
     fill(buf, sizeof buf, 6, 0);
-    cr_assert_eq(exp.ops->pwrite(exp.handle, buf, sizeof buf, 0, NBD_IO_FUA | NBD_IO_NOWAIT),
+    cr_assert_eq(exp.ops->pwrite(exp.handle, buf, sizeof buf, 0, NBD_IO_FUA | NBD_IO_NOWAIT, NULL),
                  -EAGAIN);
     expect_data(&exp, 0, 64 * KiB, 5);
     cr_assert_eq(exp.ops->flush(exp.handle, NBD_IO_NOWAIT), -EAGAIN);
-    cr_assert_eq(exp.ops->trim(exp.handle, 4096, 0, NBD_IO_FUA | NBD_IO_NOWAIT), -EAGAIN);
-    cr_assert_eq(exp.ops->zero(exp.handle, 4096, 0, NBD_IO_FUA | NBD_IO_NOWAIT), -EAGAIN);
+    cr_assert_eq(exp.ops->trim(exp.handle, 4096, 0, NBD_IO_FUA | NBD_IO_NOWAIT, NULL), -EAGAIN);
+    cr_assert_eq(exp.ops->zero(exp.handle, 4096, 0, NBD_IO_FUA | NBD_IO_NOWAIT, NULL), -EAGAIN);
     expect_data(&exp, 0, 64 * KiB, 5);
     /* A plain write lands in the page cache: fast, done inline. */
-    cr_assert_eq(exp.ops->pwrite(exp.handle, buf, sizeof buf, 0, NBD_IO_NOWAIT), 0);
+    cr_assert_eq(exp.ops->pwrite(exp.handle, buf, sizeof buf, 0, NBD_IO_NOWAIT, NULL), 0);
     int r = exp.ops->pread(exp.handle, buf, sizeof buf, 4096, NBD_IO_NOWAIT);
     cr_assert(r == 0 || r == -EAGAIN, "cached read: %s", strerror(-r));
     if (r == 0)
@@ -679,7 +680,8 @@ Test(volume_tmpfs, nowait_runs_everything_in_memory)
     struct nbd_export exp = open_ok("a");
     char buf[4096];
     fill(buf, sizeof buf, 7, 0);
-    cr_assert_eq(exp.ops->pwrite(exp.handle, buf, sizeof buf, 0, NBD_IO_FUA | NBD_IO_NOWAIT), 0);
+    cr_assert_eq(exp.ops->pwrite(exp.handle, buf, sizeof buf, 0, NBD_IO_FUA | NBD_IO_NOWAIT, NULL),
+                 0);
     cr_assert_eq(exp.ops->flush(exp.handle, NBD_IO_NOWAIT), 0);
     char got[4096];
     cr_assert_eq(exp.ops->pread(exp.handle, got, sizeof got, 0, NBD_IO_NOWAIT), 0);
@@ -712,7 +714,8 @@ static void *worker_run(void *arg)
             break;
         }
         fill(buf, SLOT, w->id * 1000 + round, w->id * SLOT);
-        r = exp.ops->pwrite(exp.handle, buf, SLOT, w->id * SLOT, round % 8 == 0 ? NBD_IO_FUA : 0);
+        r = exp.ops->pwrite(exp.handle, buf, SLOT, w->id * SLOT, round % 8 == 0 ? NBD_IO_FUA : 0,
+                            NULL);
         if (r == 0)
             r = exp.ops->pread(exp.handle, back, SLOT, w->id * SLOT, 0);
         if (r == 0 && memcmp(buf, back, SLOT) != 0)
