@@ -1,0 +1,223 @@
+/* test_mirror_stream.c - the mirror link's buffered message streams
+ * (mirror/stream.c) over real sockets: messages split at every byte
+ * boundary, payloads handed out in place or allocated when larger than the
+ * buffer, batches read in one go, and every way a stream ends or breaks. */
+#include "mirror/stream.h"
+
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static int sv[2];
+
+static void pair(void)
+{
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+}
+
+static void unpair(void)
+{
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* A sealed WRITE of len bytes filled from seed, as one byte string. */
+static size_t message(char *out, uint64_t id, uint32_t len, int seed)
+{
+    struct mwire_header h;
+    mwire_init(&h, MW_WRITE, id);
+    h.length = len;
+    h.payload = len;
+    char *payload = out + sizeof h;
+    for (uint32_t i = 0; i < len; i++)
+        payload[i] = (char)(seed * 31 + i);
+    mwire_seal(&h, payload);
+    memcpy(out, &h, sizeof h);
+    return sizeof h + len;
+}
+
+static void expect_message(struct mstream *s, uint64_t id, uint32_t len, int seed)
+{
+    struct mwire_header h;
+    const void *payload;
+    const char *why = "";
+    cr_assert_eq(mstream_recv(s, &h, &payload, &why, NULL, NULL), 0, "message %llu: %s",
+                 (unsigned long long)id, why);
+    cr_assert_eq(h.id, id);
+    cr_assert_eq(h.payload, len);
+    const char *p = payload;
+    for (uint32_t i = 0; i < len; i++)
+        cr_assert_eq(p[i], (char)(seed * 31 + i), "message %llu: byte %u", (unsigned long long)id,
+                     i);
+}
+
+struct trickle {
+    const char *buf;
+    size_t len, chunk;
+};
+
+/* Writes the bytes in chunks of the given size, then closes its end. */
+static void *trickle_main(void *arg)
+{
+    struct trickle *t = arg;
+    for (size_t off = 0; off < t->len;) {
+        size_t n = t->len - off < t->chunk ? t->len - off : t->chunk;
+        ssize_t w = write(sv[1], t->buf + off, n);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    shutdown(sv[1], SHUT_WR);
+    return NULL;
+}
+
+Test(stream, messages_split_anywhere_arrive_whole, .init = pair, .fini = unpair)
+{
+    enum { N = 40 };
+    static char bytes[N * (sizeof(struct mwire_header) + 3000)];
+    size_t len = 0;
+    for (int i = 0; i < N; i++)
+        len += message(bytes + len, (uint64_t)i + 1, (uint32_t)(i * 73 % 3000 + 1), i);
+    size_t chunks[] = {1, 7, 56, 57, 4096};
+    for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+        unpair();
+        pair();
+        struct trickle t = {bytes, len, chunks[c]};
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, trickle_main, &t), 0);
+        struct mstream s;
+        cr_assert_eq(mstream_init(&s, sv[0], 8192), 0);
+        for (int i = 0; i < N; i++)
+            expect_message(&s, (uint64_t)i + 1, (uint32_t)(i * 73 % 3000 + 1), i);
+        struct mwire_header h;
+        const void *payload;
+        const char *why;
+        cr_assert_eq(mstream_recv(&s, &h, &payload, &why, NULL, NULL), -ECONNRESET,
+                     "chunk %zu: the end of the stream", chunks[c]);
+        mstream_free(&s);
+        pthread_join(th, NULL);
+    }
+}
+
+Test(stream, a_batch_is_read_at_once_and_payloads_stay_in_place, .init = pair, .fini = unpair)
+{
+    static char bytes[4 * (sizeof(struct mwire_header) + 512)];
+    size_t len = 0;
+    for (int i = 0; i < 4; i++)
+        len += message(bytes + len, (uint64_t)i + 1, 512, i);
+    cr_assert_eq(write(sv[1], bytes, len), (ssize_t)len);
+    struct mstream s;
+    cr_assert_eq(mstream_init(&s, sv[0], 64 * 1024), 0);
+    for (int i = 0; i < 4; i++) {
+        struct mwire_header h;
+        const void *payload;
+        const char *why;
+        cr_assert_eq(mstream_recv(&s, &h, &payload, &why, NULL, NULL), 0);
+        cr_assert((const char *)payload >= s.buf && (const char *)payload < s.buf + s.cap,
+                  "a payload that arrived whole is not copied");
+        cr_assert_eq(mstream_has_header(&s), i < 3, "after message %d", i);
+    }
+    mstream_free(&s);
+}
+
+Test(stream, a_payload_larger_than_the_buffer_is_allocated, .init = pair, .fini = unpair)
+{
+    enum { LEN = 300000 };
+    static char bytes[sizeof(struct mwire_header) + LEN];
+    size_t len = message(bytes, 9, LEN, 5);
+    struct trickle t = {bytes, len, 65536};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, trickle_main, &t), 0);
+    struct mstream s;
+    cr_assert_eq(mstream_init(&s, sv[0], 4096), 0);
+    expect_message(&s, 9, LEN, 5);
+    cr_assert_not_null(s.owned);
+    mstream_free(&s);
+    pthread_join(th, NULL);
+}
+
+static void expect_error(const char *bytes, size_t len, int err, const char *why_part)
+{
+    cr_assert_eq(write(sv[1], bytes, len), (ssize_t)len);
+    shutdown(sv[1], SHUT_WR);
+    struct mstream s;
+    cr_assert_eq(mstream_init(&s, sv[0], 4096), 0);
+    struct mwire_header h;
+    const void *payload;
+    const char *why = "";
+    cr_assert_eq(mstream_recv(&s, &h, &payload, &why, NULL, NULL), err, "%s", why);
+    cr_assert_null(payload);
+    cr_assert_not_null(strstr(why, why_part), "why: %s", why);
+    mstream_free(&s);
+}
+
+Test(stream, the_end_inside_a_header_or_payload_is_a_reset, .init = pair, .fini = unpair)
+{
+    char bytes[sizeof(struct mwire_header) + 100];
+    size_t len = message(bytes, 1, 100, 1);
+    expect_error(bytes, len - 1, -ECONNRESET, strerror(ECONNRESET));
+    unpair();
+    pair();
+    expect_error(bytes, 10, -ECONNRESET, strerror(ECONNRESET));
+}
+
+Test(stream, a_corrupted_payload_or_header_is_refused, .init = pair, .fini = unpair)
+{
+    char bytes[sizeof(struct mwire_header) + 100];
+    size_t len = message(bytes, 1, 100, 1);
+    bytes[len - 1] ^= 1;
+    expect_error(bytes, len, -EBADMSG, "crc");
+    unpair();
+    pair();
+    message(bytes, 1, 100, 1);
+    bytes[0] ^= 1;
+    expect_error(bytes, len, -EPROTO, "magic");
+}
+
+static int asked;
+
+static bool give_up(void *arg)
+{
+    (void)arg;
+    asked++;
+    return false;
+}
+
+Test(stream, a_silent_peer_times_out_when_told_to_stop_waiting, .init = pair, .fini = unpair)
+{
+    struct timeval tv = {.tv_usec = 20000};
+    cr_assert_eq(setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    struct mstream s;
+    cr_assert_eq(mstream_init(&s, sv[0], 4096), 0);
+    struct mwire_header h;
+    const void *payload;
+    const char *why;
+    cr_assert_eq(mstream_recv(&s, &h, &payload, &why, give_up, NULL), -ETIMEDOUT);
+    cr_assert_eq(asked, 1);
+    mstream_free(&s);
+}
+
+Test(stream, send_seals_what_recv_accepts, .init = pair, .fini = unpair)
+{
+    struct mwire_header h;
+    mwire_init(&h, MW_WRITE, 77);
+    char payload[1000];
+    memset(payload, 'v', sizeof payload);
+    h.length = h.payload = sizeof payload;
+    cr_assert_eq(mstream_send(sv[1], &h, payload), 0);
+    struct mstream s;
+    cr_assert_eq(mstream_init(&s, sv[0], 4096), 0);
+    struct mwire_header got;
+    const void *p;
+    const char *why = "";
+    cr_assert_eq(mstream_recv(&s, &got, &p, &why, NULL, NULL), 0, "%s", why);
+    cr_assert_eq(got.id, 77);
+    cr_assert_eq(memcmp(p, payload, sizeof payload), 0);
+    mstream_free(&s);
+}
