@@ -26,7 +26,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 # The NBD protocol, independent of what it serves (see nbd-server/export.h).
-NBD_SRCS := nbd-server/handshake.c nbd-server/transmission.c nbd-server/server.c \
+NBD_SRCS := nbd-server/handshake.c nbd-server/transmission.c nbd-server/server.c vsan/netaddr.c \
             nbd-server/conn_io.c
 # Membership, quorum and per-region write priority (policing/).
 POLICING_SRCS := policing/messages.c policing/protocol.c policing/priority.c \

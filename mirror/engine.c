@@ -486,17 +486,25 @@ bool mirror_local_current(struct volume *v)
     return atomic_load(&v->mv->serve_local);
 }
 
+/* The peers whose copy of v is current, into peers; how many. */
+static size_t current_peers(struct volume *v, uint32_t peers[STORE_REPLICAS_MAX])
+{
+    size_t n = 0;
+    pthread_mutex_lock(&v->mv->mu);
+    for (uint32_t i = 0; i < v->rec.nreplicas; i++)
+        if (v->rec.replicas[i].state == REPLICA_CURRENT &&
+            v->rec.replicas[i].node != v->mirror->self)
+            peers[n++] = v->rec.replicas[i].node;
+    pthread_mutex_unlock(&v->mv->mu);
+    return n;
+}
+
 /* Reads from the first current peer that answers. */
 static int read_peer(struct volume *v, void *buf, uint32_t count, uint64_t offset)
 {
     struct mirror *m = v->mirror;
     uint32_t peers[STORE_REPLICAS_MAX];
-    size_t n = 0;
-    pthread_mutex_lock(&v->mv->mu);
-    for (uint32_t i = 0; i < v->rec.nreplicas; i++)
-        if (v->rec.replicas[i].state == REPLICA_CURRENT && v->rec.replicas[i].node != m->self)
-            peers[n++] = v->rec.replicas[i].node;
-    pthread_mutex_unlock(&v->mv->mu);
+    size_t n = current_peers(v, peers);
     int r = -EIO;
     for (size_t i = 0; i < n; i++) {
         struct mlink_op op = {.peer = peers[i], .reply_buf = buf, .reply_max = count};
@@ -762,12 +770,7 @@ static int fetch_dirty(struct volume *v, uint64_t *set, size_t words)
 {
     struct mirror *m = v->mirror;
     uint32_t peers[STORE_REPLICAS_MAX];
-    size_t n = 0;
-    pthread_mutex_lock(&v->mv->mu);
-    for (uint32_t i = 0; i < v->rec.nreplicas; i++)
-        if (v->rec.replicas[i].state == REPLICA_CURRENT && v->rec.replicas[i].node != m->self)
-            peers[n++] = v->rec.replicas[i].node;
-    pthread_mutex_unlock(&v->mv->mu);
+    size_t n = current_peers(v, peers);
     if (n == 0)
         return -ENOTCONN;
     uint64_t *buf = malloc(words * 8 + 8);
@@ -845,12 +848,7 @@ static bool linked_to_current(struct volume *v)
 {
     struct mirror *m = v->mirror;
     uint32_t peers[STORE_REPLICAS_MAX];
-    size_t n = 0;
-    pthread_mutex_lock(&v->mv->mu);
-    for (uint32_t i = 0; i < v->rec.nreplicas; i++)
-        if (v->rec.replicas[i].state == REPLICA_CURRENT && v->rec.replicas[i].node != m->self)
-            peers[n++] = v->rec.replicas[i].node;
-    pthread_mutex_unlock(&v->mv->mu);
+    size_t n = current_peers(v, peers);
     for (size_t i = 0; i < n; i++)
         if (!mlink_wait_connected(m->link, peers[i], 2000))
             return false;
@@ -1119,13 +1117,8 @@ static void *verify_main(void *arg)
     struct volume *v = vf->v;
     struct mirror *m = v->mirror;
     uint32_t peers[STORE_REPLICAS_MAX];
-    size_t n = 0;
-    pthread_mutex_lock(&v->mv->mu);
-    for (uint32_t i = 0; i < v->rec.nreplicas; i++)
-        if (v->rec.replicas[i].state == REPLICA_CURRENT && v->rec.replicas[i].node != m->self)
-            peers[n++] = v->rec.replicas[i].node;
+    size_t n = current_peers(v, peers);
     bool local = atomic_load(&v->mv->serve_local);
-    pthread_mutex_unlock(&v->mv->mu);
     uint64_t nr = nregions(m, v->rec.size), ndiff = 0;
     uint64_t list[VERIFY_LIST_MAX];
     int e = local ? 0 : -ESTALE;

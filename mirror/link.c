@@ -2,6 +2,7 @@
 #include "mirror/link.h"
 
 #include "mirror/stream.h"
+#include "vsan/netaddr.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -92,42 +93,6 @@ static void tune_socket(int fd)
 {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
-static int split_addr(const char *addr, char *host, size_t hl, char *port, size_t pl)
-{
-    const char *colon;
-    if (addr[0] == '[') {
-        const char *end = strchr(addr, ']');
-        if (!end || end[1] != ':' || (size_t)(end - addr - 1) >= hl)
-            return -EINVAL;
-        snprintf(host, hl, "%.*s", (int)(end - addr - 1), addr + 1);
-        colon = end + 1;
-    } else {
-        colon = strrchr(addr, ':');
-        if (!colon || (size_t)(colon - addr) >= hl)
-            return -EINVAL;
-        snprintf(host, hl, "%.*s", (int)(colon - addr), addr);
-    }
-    if (colon[1] == '\0' || strlen(colon + 1) >= pl)
-        return -EINVAL;
-    snprintf(port, pl, "%s", colon + 1);
-    return 0;
-}
-
-static int resolve(const char *addr, bool passive, struct addrinfo **res)
-{
-    char host[128], port[16];
-    if (split_addr(addr, host, sizeof host, port, sizeof port) < 0)
-        return -EINVAL;
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0)};
-    int g = getaddrinfo(host[0] ? host : NULL, port, &hints, res);
-    if (g != 0) {
-        qb_log(LOG_ERR, "mirror: %s: %s", addr, gai_strerror(g));
-        return -EINVAL;
-    }
-    return 0;
 }
 
 /* ---- serving peers' requests ---------------------------------------------- */
@@ -356,31 +321,6 @@ static void *accept_main(void *arg)
     }
 }
 
-static int bind_listener(const char *addr)
-{
-    struct addrinfo *res;
-    int fd = resolve(addr, true, &res);
-    if (fd < 0)
-        return fd;
-    fd = -EADDRNOTAVAIL;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            fd = -errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 64) == 0)
-            break;
-        int e = -errno;
-        close(fd);
-        fd = e;
-    }
-    freeaddrinfo(res);
-    return fd;
-}
-
 /* ---- our requests to peers -------------------------------------------------- */
 
 /* One op of b has its result. A synchronous waiter is signalled under mu,
@@ -527,7 +467,7 @@ static void read_replies(struct peer *p, struct mstream *in)
 static int connect_to(const char *addr, unsigned timeout_ms)
 {
     struct addrinfo *res;
-    int fd = resolve(addr, false, &res);
+    int fd = netaddr_resolve(addr, false, &res, "mirror");
     if (fd < 0)
         return fd;
     fd = -EHOSTUNREACH;
@@ -988,7 +928,7 @@ int mlink_start(const struct mlink_params *p, struct mlink **out)
     l->p.cluster = l->cluster;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->conns_cv, NULL);
-    l->listen_fd = bind_listener(p->listen);
+    l->listen_fd = netaddr_listen(p->listen, 64, "mirror listen");
     int r = l->listen_fd < 0 ? l->listen_fd : 0;
     if (r == 0 && (r = -pthread_create(&l->accept_thread, NULL, accept_main, l)) < 0)
         close(l->listen_fd);

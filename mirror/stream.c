@@ -1,6 +1,8 @@
 /* stream.c - buffered message streams of the mirror link (see stream.h). */
 #include "mirror/stream.h"
 
+#include "vsan/iov.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,16 +141,7 @@ int mstream_writev(int fd, struct iovec *iov, int cnt)
             continue;
         if (n < 0)
             return -errno;
-        size_t done = (size_t)n;
-        while (cnt > 0 && done >= iov->iov_len) {
-            done -= iov->iov_len;
-            iov++;
-            cnt--;
-        }
-        if (cnt > 0) {
-            iov->iov_base = (char *)iov->iov_base + done;
-            iov->iov_len -= done;
-        }
+        iov_advance(&iov, &cnt, (size_t)n);
     }
     return 0;
 }

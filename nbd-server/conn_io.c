@@ -9,6 +9,7 @@
  * read/write rather than recv/send, so the fuzzer can feed a plain file.
  */
 #include "nbd-server/conn.h"
+#include "vsan/iov.h"
 
 #include <errno.h>
 #include <string.h>
@@ -120,15 +121,7 @@ int conn_writev(struct nbd_conn *c, struct iovec *iov, int iovcnt)
             atomic_store(&c->dead, true);
             return -1;
         }
-        while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
-            n -= (ssize_t)iov->iov_len;
-            iov++;
-            iovcnt--;
-        }
-        if (iovcnt > 0) {
-            iov->iov_base = (char *)iov->iov_base + n;
-            iov->iov_len -= (size_t)n;
-        }
+        iov_advance(&iov, &iovcnt, (size_t)n);
     }
     return 0;
 }

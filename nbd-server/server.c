@@ -12,6 +12,7 @@
  * the rest are disconnected.
  */
 #include "nbd-server/conn.h"
+#include "vsan/netaddr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -365,58 +366,6 @@ static int bind_unix(const char *path)
 }
 
 /* Splits "host:port" or "[v6]:port". */
-static int split_host_port(const char *addr, char *host, size_t hl, char *port, size_t pl)
-{
-    const char *colon;
-    if (addr[0] == '[') {
-        const char *end = strchr(addr, ']');
-        if (!end || end[1] != ':' || (size_t)(end - addr - 1) >= hl)
-            return -EINVAL;
-        snprintf(host, hl, "%.*s", (int)(end - addr - 1), addr + 1);
-        colon = end + 1;
-    } else {
-        colon = strrchr(addr, ':');
-        if (!colon || (size_t)(colon - addr) >= hl)
-            return -EINVAL;
-        snprintf(host, hl, "%.*s", (int)(colon - addr), addr);
-    }
-    if (colon[1] == '\0' || strlen(colon + 1) >= pl)
-        return -EINVAL;
-    snprintf(port, pl, "%s", colon + 1);
-    return 0;
-}
-
-static int bind_tcp(const char *addr)
-{
-    char host[128], port[16];
-    if (split_host_port(addr, host, sizeof host, port, sizeof port) < 0)
-        return -EINVAL;
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *res;
-    int g = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
-    if (g != 0) {
-        qb_log(LOG_ERR, "nbd listen %s: %s", addr, gai_strerror(g));
-        return -EINVAL;
-    }
-    int fd = -EADDRNOTAVAIL;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            fd = -errno;
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 128) == 0)
-            break;
-        int e = -errno;
-        close(fd);
-        fd = e;
-    }
-    freeaddrinfo(res);
-    return fd;
-}
-
 int nbd_server_listen(struct nbd_server *srv, const char *addr)
 {
     if (srv->nlisteners == LISTENERS_MAX) {
@@ -425,7 +374,7 @@ int nbd_server_listen(struct nbd_server *srv, const char *addr)
     }
     struct listener *l = &srv->listeners[srv->nlisteners];
     l->is_unix = addr[0] == '/';
-    int fd = l->is_unix ? bind_unix(addr) : bind_tcp(addr);
+    int fd = l->is_unix ? bind_unix(addr) : netaddr_listen(addr, 128, "nbd listen");
     if (fd < 0) {
         qb_log(LOG_ERR, "nbd listen %s: %s", addr, strerror(-fd));
         return fd;

@@ -16,6 +16,7 @@
 #include "mirror/engine.h"
 #include "mirror/replicas.h"
 #include "policing/protocol.h"
+#include "vsan/iov.h"
 #include "vsan/store.h"
 #include "vsan/volume_int.h"
 
@@ -175,16 +176,7 @@ static int write_iov(struct volume *v, struct iovec *iov, int cnt, uint64_t offs
         if (n == 0)
             return -EIO;
         offset += (uint64_t)n;
-        size_t done = (size_t)n;
-        while (cnt > 0 && done >= iov->iov_len) {
-            done -= iov->iov_len;
-            iov++;
-            cnt--;
-        }
-        if (cnt > 0) {
-            iov->iov_base = (char *)iov->iov_base + done;
-            iov->iov_len -= done;
-        }
+        iov_advance(&iov, &cnt, (size_t)n);
     }
     return fua && !dsync ? sync_data(v) : 0;
 }
@@ -996,8 +988,8 @@ int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key 
     return m.changed;
 }
 
-int volumes_mirrored(struct volumes *vols, const char *name, int (*fn)(struct volume *v, void *arg),
-                     void *arg)
+/* The volume called name, with a reference the caller drops; NULL if none. */
+static struct volume *get_by_name(struct volumes *vols, const char *name)
 {
     lock_shared(vols);
     size_t idx;
@@ -1005,6 +997,13 @@ int volumes_mirrored(struct volumes *vols, const char *name, int (*fn)(struct vo
     if (v)
         volume_ref(v);
     unlock(vols);
+    return v;
+}
+
+int volumes_mirrored(struct volumes *vols, const char *name, int (*fn)(struct volume *v, void *arg),
+                     void *arg)
+{
+    struct volume *v = get_by_name(vols, name);
     if (!v)
         return -ENOENT;
     int r = v->mv ? fn(v, arg) : -ENODEV;
@@ -1015,12 +1014,7 @@ int volumes_mirrored(struct volumes *vols, const char *name, int (*fn)(struct vo
 int volumes_set_replicas(struct volumes *vols, const char *name, const struct store_replica *r,
                          uint32_t n)
 {
-    lock_shared(vols);
-    size_t idx;
-    struct volume *v = find(vols, name, &idx) ? vols->v[idx] : NULL;
-    if (v)
-        volume_ref(v);
-    unlock(vols);
+    struct volume *v = get_by_name(vols, name);
     if (!v)
         return -ENOENT;
     int e = v->mv ? mirror_replicas_load(v, r, n) : 0;
