@@ -37,6 +37,13 @@ struct mirror {
     unsigned rs_shift;
     atomic_bool stopping;
     atomic_uint verifies; /* verify threads running (they hold m) */
+    /* Nodes that left the group, whose writes still queued on a link must
+     * not land after their regions were reconciled. Guarded by gone_lock:
+     * a peer's write is applied under the read lock, the list changes
+     * under the write lock. */
+    pthread_rwlock_t gone_lock;
+    uint32_t gone[CLUSTER_NODES_MAX];
+    size_t ngone;
 };
 
 /* A write in flight from this node, in its volume's list. */
@@ -63,7 +70,24 @@ struct mvol {
     pthread_t resync_thread;
     atomic_uint_fast64_t resync_done, resync_total;
     struct timespec resync_started;
+    /* Regions a departed writer may have left unequal (see reconcile
+     * below): a bit each, guarded by mu; nlost counts them, so the write
+     * path looks no further while it is 0. */
+    uint64_t *lost;
+    atomic_uint_fast64_t nlost;
+    bool reconciling;
+    pthread_t reconcile_thread;
 };
+
+/* Regions a departed writer may have left unequal (defined further on). */
+static uint64_t lost_first(struct volume *v, uint64_t first, uint64_t last);
+static void lost_set(struct volume *v, uint64_t r, bool on);
+static bool lost_test(const struct mvol *mv, uint64_t r);
+static int reconcile_lost(struct volume *v, uint64_t first, uint64_t last);
+static int reconcile_region(struct volume *v, uint64_t r);
+static void consider_reconcile(struct volume *v);
+static bool is_gone(struct mirror *m, uint32_t node);
+static void set_gone(struct mirror *m, uint32_t node, bool gone);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -293,6 +317,7 @@ struct rwrite {
     struct volume *v;
     struct inflight x;
     uint64_t first, last;
+    uint32_t wire_flags; /* added to every copy's */
     struct plan pl;
     struct mlink_wait w;
     int err;             /* from planning: nothing was sent */
@@ -309,8 +334,8 @@ static void start_write(struct rwrite *w, enum mwire_type type, const void *buf,
     struct volume *v = w->v;
     w->err = plan_write(v, w->first, w->last, &w->pl);
     w->applied = 0;
-    uint32_t wflags =
-        (flags & NBD_IO_FUA ? MW_F_FUA : 0) | (flags & NBD_IO_MAY_TRIM ? MW_F_MAY_TRIM : 0);
+    uint32_t wflags = w->wire_flags | (flags & NBD_IO_FUA ? MW_F_FUA : 0) |
+                      (flags & NBD_IO_MAY_TRIM ? MW_F_MAY_TRIM : 0);
     for (size_t i = 0; i < w->pl.n; i++) {
         struct mwire_header *h = &w->pl.ops[i].req;
         mwire_init(h, type, 0);
@@ -335,14 +360,13 @@ static void start_write(struct rwrite *w, enum mwire_type type, const void *buf,
     }
 }
 
-/* Once every copy answered: settles failed peers, ends the range lock. */
-static int finish_write(struct rwrite *w)
+/* Once every copy answered: settles failed peers. */
+static int settle_write(struct rwrite *w)
 {
     struct volume *v = w->v;
     int err = w->err;
     if (err == 0)
         w->applied += settle(v, &w->pl, w->first, w->last, &err);
-    range_unlock(v->mv, &w->x);
     if (err == 0 && w->applied == 0) {
         qb_log(LOG_ERR, "volume \"%s\": region %llu: no replica could take the write", v->rec.name,
                (unsigned long long)w->first);
@@ -351,10 +375,19 @@ static int finish_write(struct rwrite *w)
     return err;
 }
 
+/* Settles, then ends the range lock. */
+static int finish_write(struct rwrite *w)
+{
+    int err = settle_write(w);
+    range_unlock(w->v->mv, &w->x);
+    return err;
+}
+
 static void rwrite_init(struct rwrite *w, struct volume *v, uint32_t count, uint64_t offset)
 {
     unsigned shift = v->mirror->rs_shift;
     w->v = v;
+    w->wire_flags = 0;
     w->first = offset >> shift;
     w->last = (offset + (count ? count - 1 : 0)) >> shift;
 }
@@ -364,6 +397,9 @@ static int replicate(struct volume *v, enum mwire_type type, const void *buf, ui
 {
     struct rwrite w;
     rwrite_init(&w, v, count, offset);
+    int e = reconcile_lost(v, w.first, w.last);
+    if (e < 0)
+        return e;
     range_lock(v->mv, &w.x, offset, count, true);
     start_write(&w, type, buf, count, offset, flags, local, NULL);
     mlink_wait(&w.w);
@@ -418,7 +454,8 @@ static int replicate_async(struct volume *v, enum mwire_type type, const void *b
         return -EAGAIN;
     rwrite_init(w, v, count, offset);
     w->a = a;
-    if (!range_lock(v->mv, &w->x, offset, count, false)) {
+    if (lost_first(v, w->first, w->last) != UINT64_MAX ||
+        !range_lock(v->mv, &w->x, offset, count, false)) {
         free(w);
         return -EAGAIN;
     }
@@ -553,6 +590,8 @@ static bool in_bounds(struct volume *v, const struct mwire_header *h)
     return h->offset <= v->rec.size && h->length <= v->rec.size - h->offset;
 }
 
+static int apply_write(struct volume *v, struct mlink_call *c, uint64_t first, uint64_t last);
+
 static int serve_write(struct volume *v, struct mlink_call *c)
 {
     const struct mwire_header *h = c->req;
@@ -568,13 +607,29 @@ static int serve_write(struct volume *v, struct mlink_call *c)
     pthread_mutex_unlock(&v->mv->mu);
     if (r < 0)
         return r;
-    if (m->p.sync_received && mlink_reply(c, 0, NULL, 0) < 0)
+    pthread_rwlock_rdlock(&m->gone_lock);
+    r = is_gone(m, c->peer) ? -ESTALE : apply_write(v, c, first, last);
+    pthread_rwlock_unlock(&m->gone_lock);
+    return r;
+}
+
+/* Applies a peer's write here; under gone_lock, read. */
+static int apply_write(struct volume *v, struct mlink_call *c, uint64_t first, uint64_t last)
+{
+    const struct mwire_header *h = c->req;
+    if (v->mirror->p.sync_received && mlink_reply(c, 0, NULL, 0) < 0)
         return 0;
     unsigned flags =
         (h->flags & MW_F_FUA ? NBD_IO_FUA : 0) | (h->flags & MW_F_MAY_TRIM ? NBD_IO_MAY_TRIM : 0);
-    r = h->type == MW_WRITE
-            ? volume_local_write(v, c->payload, h->length, h->offset, flags & NBD_IO_FUA)
-            : volume_local_zero(v, h->length, h->offset, flags);
+    int r = h->type == MW_WRITE
+                ? volume_local_write(v, c->payload, h->length, h->offset, flags & NBD_IO_FUA)
+                : volume_local_zero(v, h->length, h->offset, flags);
+    if (r == 0 && (h->flags & MW_F_RECONCILE)) {
+        pthread_mutex_lock(&v->mv->mu);
+        for (uint64_t i = first; i <= last; i++)
+            lost_set(v, i, false);
+        pthread_mutex_unlock(&v->mv->mu);
+    }
     if (r < 0) {
         qb_log(LOG_ERR, "volume \"%s\": applying node %u's write: %s", v->rec.name, c->peer,
                strerror(-r));
@@ -743,13 +798,19 @@ int mirror_replicas_load(struct volume *v, const struct store_replica *r, uint32
 
 int mirror_node_left(struct volume *v, uint32_t node, const struct pol_key *lost, size_t nlost)
 {
+    set_gone(v->mirror, node, true);
     int changed = mirror_replica_apply(v, node, REPLICA_OUTDATED, 1, 0);
     pthread_mutex_lock(&v->mv->mu);
     enum replica_state self = replica_get(&v->rec, v->mirror->self);
-    for (size_t i = 0; i < nlost; i++)
-        if (lost[i].volume == v->vid && replica_get(&v->rec, node) == REPLICA_OUTDATED &&
-            (self == REPLICA_CURRENT || self == REPLICA_SYNCING))
+    bool holds = self == REPLICA_CURRENT || self == REPLICA_SYNCING;
+    for (size_t i = 0; holds && i < nlost; i++) {
+        if (lost[i].volume != v->vid)
+            continue;
+        lost_set(v, lost[i].region, true);
+        if (replica_get(&v->rec, node) == REPLICA_OUTDATED)
             mark_dirty(v, node, lost[i].region, lost[i].region);
+    }
+    consider_reconcile(v);
     pthread_mutex_unlock(&v->mv->mu);
     return changed;
 }
@@ -820,6 +881,11 @@ static int copy_region(struct volume *v, uint64_t r, void *buf)
         return e;
     struct inflight x;
     range_lock(v->mv, &x, off, len, true);
+    pthread_mutex_lock(&v->mv->mu);
+    bool lost = lost_test(v->mv, r);
+    pthread_mutex_unlock(&v->mv->mu);
+    if (lost)
+        e = reconcile_region(v, r); /* the current copies first agree */
     for (uint64_t done = 0; e == 0 && done < len;) {
         uint32_t n = len - done < COPY_CHUNK ? (uint32_t)(len - done) : COPY_CHUNK;
         e = read_peer(v, buf, n, off + done);
@@ -955,6 +1021,7 @@ static void consider_resync(struct volume *v, void *arg)
     if (!mv)
         return;
     pthread_mutex_lock(&mv->mu);
+    consider_reconcile(v);
     if (!mv->resyncing && wants_resync(v)) {
         if (mv->resync_thread) {
             pthread_mutex_unlock(&mv->mu);
@@ -980,6 +1047,7 @@ static void refresh_peers(struct mirror *m)
     struct mlink_peer peers[CLUSTER_NODES_MAX];
     size_t n = 0;
     for (size_t i = 0; i < st->nmembers; i++) {
+        set_gone(m, st->members[i].nodeid, false);
         if (st->members[i].nodeid == m->self || st->members[i].mirror[0] == '\0')
             continue;
         peers[n].node = st->members[i].nodeid;
@@ -1065,21 +1133,17 @@ struct verify {
 };
 
 /* Compares region r's checksums on this node and every current peer. */
-static int verify_region(struct volume *v, uint64_t r, uint32_t *peers, size_t n, bool *differs)
+/* Whether the current peers' CRC-64s of region r differ from this node's;
+ * the caller holds the region's priority and range. */
+static int region_differs(struct volume *v, uint64_t r, uint32_t *peers, size_t n, bool *differs)
 {
     struct mirror *m = v->mirror;
     uint64_t off = r << m->rs_shift;
     uint32_t len = (uint32_t)(v->rec.size - off < m->rs ? v->rec.size - off : m->rs);
     uint32_t size = mwire_csum_reply_size(len);
-    struct pol_write w;
-    int e = policing_write_begin(v->pc, v->vid, off, len, false, &w);
-    if (e < 0)
-        return e;
-    struct inflight x;
-    range_lock(v->mv, &x, off, len, true);
     struct mlink_op ops[STORE_REPLICAS_MAX];
     uint64_t *sums = calloc(n + 1, size);
-    e = sums ? 0 : -ENOMEM;
+    int e = sums ? 0 : -ENOMEM;
     for (size_t i = 0; e == 0 && i < n; i++) {
         ops[i] = (struct mlink_op){
             .peer = peers[i], .reply_buf = (char *)sums + (i + 1) * size, .reply_max = size};
@@ -1099,8 +1163,6 @@ static int verify_region(struct volume *v, uint64_t r, uint32_t *peers, size_t n
             sums[c] = mwire_csum64(buf, k);
     }
     free(buf);
-    range_unlock(v->mv, &x);
-    policing_write_end(v->pc, &w);
     for (size_t i = 0; e == 0 && i < n; i++) {
         if (ops[i].result < 0)
             e = ops[i].result;
@@ -1108,6 +1170,23 @@ static int verify_region(struct volume *v, uint64_t r, uint32_t *peers, size_t n
             *differs = true;
     }
     free(sums);
+    return e;
+}
+
+static int verify_region(struct volume *v, uint64_t r, uint32_t *peers, size_t n, bool *differs)
+{
+    struct mirror *m = v->mirror;
+    uint64_t off = r << m->rs_shift;
+    uint32_t len = (uint32_t)(v->rec.size - off < m->rs ? v->rec.size - off : m->rs);
+    struct pol_write w;
+    int e = policing_write_begin(v->pc, v->vid, off, len, false, &w);
+    if (e < 0)
+        return e;
+    struct inflight x;
+    range_lock(v->mv, &x, off, len, true);
+    e = region_differs(v, r, peers, n, differs);
+    range_unlock(v->mv, &x);
+    policing_write_end(v->pc, &w);
     return e;
 }
 
@@ -1158,6 +1237,211 @@ int mirror_verify(struct volume *v, mirror_verify_fn done, void *arg)
     return r;
 }
 
+/* ---- regions a departed writer may have left unequal --------------------------
+ *
+ * A node that dies while it holds a region's write priority may have sent a
+ * write to some replicas and not to others. The agreed leave names the
+ * regions it held (POL_LOST); every survivor marks them lost at the same
+ * point of the agreed order, and from then on no write to one starts before
+ * the holder of its priority has made every current replica equal: it
+ * compares the region's CRC-64s and, if they differ (or this copy is not
+ * current), copies the region from a current copy to every copy, flagged
+ * MW_F_RECONCILE; a region found equal gets its first 4 KiB so flagged.
+ * Whoever applies such a write clears the mark. The write in doubt was never
+ * acknowledged, so either version is right; a client that resends it writes
+ * over a region that is equal everywhere. The departed node's writes still
+ * queued on a link are refused once its leave is applied (gone_lock), so
+ * none lands after the compare. If the reconciling node dies too, it held
+ * the priority, so the region is lost again and the next holder starts
+ * over. One survivor (the current replica with the lowest id) also works
+ * through the marks in the background. The marks are kept in memory only: a
+ * whole cluster restarted before they are cleared forgets them, and `vsan
+ * volume verify` then shows what differs.
+ */
+
+static bool lost_test(const struct mvol *mv, uint64_t r)
+{
+    return mv->lost && (mv->lost[r / 64] >> (r % 64)) & 1;
+}
+
+/* With mu held: marks or clears region r. */
+static void lost_set(struct volume *v, uint64_t r, bool on)
+{
+    struct mvol *mv = v->mv;
+    uint64_t n = nregions(v->mirror, v->rec.size);
+    if (r >= n || lost_test(mv, r) == on)
+        return;
+    if (!mv->lost && !(mv->lost = calloc((n + 63) / 64, sizeof *mv->lost))) {
+        qb_log(LOG_ERR, "volume \"%s\": region %llu: no memory to mark it lost", v->rec.name,
+               (unsigned long long)r);
+        return;
+    }
+    mv->lost[r / 64] ^= UINT64_C(1) << (r % 64);
+    if (on)
+        atomic_fetch_add(&mv->nlost, 1);
+    else
+        atomic_fetch_sub(&mv->nlost, 1);
+}
+
+/* The first lost region among first..last, or UINT64_MAX. */
+static uint64_t lost_first(struct volume *v, uint64_t first, uint64_t last)
+{
+    if (atomic_load(&v->mv->nlost) == 0)
+        return UINT64_MAX;
+    uint64_t found = UINT64_MAX;
+    pthread_mutex_lock(&v->mv->mu);
+    for (uint64_t r = first; r <= last && found == UINT64_MAX; r++)
+        if (lost_test(v->mv, r))
+            found = r;
+    pthread_mutex_unlock(&v->mv->mu);
+    return found;
+}
+
+/* Writes len bytes at off, read from this copy or else a current peer, to
+ * every copy with MW_F_RECONCILE. */
+static int reconcile_copy(struct volume *v, uint64_t off, uint64_t len, void *buf)
+{
+    int e = 0;
+    for (uint64_t done = 0; e == 0 && done < len;) {
+        uint32_t n = len - done < COPY_CHUNK ? (uint32_t)(len - done) : COPY_CHUNK;
+        e = atomic_load(&v->mv->serve_local) ? volume_local_read(v, buf, n, off + done)
+                                             : read_peer(v, buf, n, off + done);
+        if (e == 0) {
+            struct rwrite w;
+            rwrite_init(&w, v, n, off + done);
+            w.wire_flags = MW_F_RECONCILE;
+            start_write(&w, MW_WRITE, buf, n, off + done, 0, local_write, NULL);
+            mlink_wait(&w.w);
+            e = settle_write(&w);
+        }
+        done += n;
+    }
+    return e;
+}
+
+/* Makes region r equal on every copy; the caller holds its priority and
+ * its whole range. */
+static int reconcile_region(struct volume *v, uint64_t r)
+{
+    struct mirror *m = v->mirror;
+    uint64_t off = r << m->rs_shift;
+    uint64_t len = v->rec.size - off < m->rs ? v->rec.size - off : m->rs;
+    uint32_t peers[STORE_REPLICAS_MAX];
+    size_t n = current_peers(v, peers);
+    bool differs = !atomic_load(&v->mv->serve_local);
+    int e = differs || n == 0 ? 0 : region_differs(v, r, peers, n, &differs);
+    void *buf = e == 0 ? malloc(COPY_CHUNK) : NULL;
+    if (e == 0 && !buf)
+        e = -ENOMEM;
+    if (e == 0)
+        e = reconcile_copy(v, off, differs ? len : (len < 4096 ? len : 4096), buf);
+    free(buf);
+    if (e < 0) {
+        qb_log(LOG_WARNING, "volume \"%s\": region %llu: reconciling after its writer left: %s",
+               v->rec.name, (unsigned long long)r, strerror(-e));
+        return e;
+    }
+    pthread_mutex_lock(&v->mv->mu);
+    lost_set(v, r, false);
+    pthread_mutex_unlock(&v->mv->mu);
+    qb_log(LOG_INFO, "volume \"%s\": region %llu: reconciled after its writer left (%s)",
+           v->rec.name, (unsigned long long)r, differs ? "copies differed" : "copies were equal");
+    return 0;
+}
+
+/* Reconciles the lost regions among first..last, each under its whole
+ * range; the caller holds their priority and no range of them. */
+static int reconcile_lost(struct volume *v, uint64_t first, uint64_t last)
+{
+    struct mirror *m = v->mirror;
+    for (uint64_t r; (r = lost_first(v, first, last)) != UINT64_MAX; first = r + 1) {
+        struct inflight x;
+        uint64_t off = r << m->rs_shift;
+        range_lock(v->mv, &x, off, v->rec.size - off < m->rs ? v->rec.size - off : m->rs, true);
+        pthread_mutex_lock(&v->mv->mu);
+        bool still = lost_test(v->mv, r);
+        pthread_mutex_unlock(&v->mv->mu);
+        int e = still ? reconcile_region(v, r) : 0;
+        range_unlock(v->mv, &x);
+        if (e < 0)
+            return e;
+    }
+    return 0;
+}
+
+/* The background pass of the chosen survivor: every lost region, each
+ * under its priority. */
+static void *reconcile_main(void *arg)
+{
+    struct volume *v = arg;
+    struct mirror *m = v->mirror;
+    uint64_t r, next = 0;
+    while (!atomic_load(&m->stopping) &&
+           (r = lost_first(v, next, nregions(m, v->rec.size) - 1)) != UINT64_MAX) {
+        uint64_t off = r << m->rs_shift;
+        struct pol_write w;
+        int e = policing_write_begin(v->pc, v->vid, off, 1, false, &w);
+        if (e == 0) {
+            e = reconcile_lost(v, r, r);
+            policing_write_end(v->pc, &w);
+        }
+        if (e < 0)
+            break; /* the writers reconcile what is left, or the next survivor */
+        next = r + 1;
+    }
+    pthread_mutex_lock(&v->mv->mu);
+    v->mv->reconciling = false;
+    pthread_mutex_unlock(&v->mv->mu);
+    return NULL;
+}
+
+/* With mu held: starts the background pass here if this node is the
+ * current replica with the lowest id. */
+static void consider_reconcile(struct volume *v)
+{
+    struct mvol *mv = v->mv;
+    uint32_t lowest = UINT32_MAX;
+    for (uint32_t i = 0; i < v->rec.nreplicas; i++)
+        if (v->rec.replicas[i].state == REPLICA_CURRENT && v->rec.replicas[i].node < lowest)
+            lowest = v->rec.replicas[i].node;
+    if (lowest != v->mirror->self || mv->reconciling || atomic_load(&mv->nlost) == 0 ||
+        atomic_load(&v->mirror->stopping))
+        return;
+    if (mv->reconcile_thread)
+        pthread_join(mv->reconcile_thread, NULL);
+    mv->reconcile_thread = 0;
+    mv->reconciling = pthread_create(&mv->reconcile_thread, NULL, reconcile_main, v) == 0;
+    if (!mv->reconciling) {
+        mv->reconcile_thread = 0;
+        qb_log(LOG_ERR, "volume \"%s\": can't start its reconcile thread", v->rec.name);
+    }
+}
+
+/* Whether node left the group: its writes are refused. With gone_lock held. */
+static bool is_gone(struct mirror *m, uint32_t node)
+{
+    for (size_t i = 0; i < m->ngone; i++)
+        if (m->gone[i] == node)
+            return true;
+    return false;
+}
+
+static void set_gone(struct mirror *m, uint32_t node, bool gone)
+{
+    pthread_rwlock_wrlock(&m->gone_lock);
+    for (size_t i = 0; i < m->ngone; i++) {
+        if (m->gone[i] == node) {
+            if (!gone)
+                m->gone[i] = m->gone[--m->ngone];
+            gone = false;
+            break;
+        }
+    }
+    if (gone && m->ngone < CLUSTER_NODES_MAX)
+        m->gone[m->ngone++] = node;
+    pthread_rwlock_unlock(&m->gone_lock);
+}
+
 /* ---- life cycle ---------------------------------------------------------------- */
 
 int mirror_volume_attach(struct mirror *m, struct volume *v)
@@ -1184,15 +1468,31 @@ int mirror_volume_attach(struct mirror *m, struct volume *v)
     return 0;
 }
 
+/* Joins v's resync and reconcile threads (they end once stopping is set). */
+static void join_workers(struct volume *v, void *arg)
+{
+    (void)arg;
+    struct mvol *mv = v->mv;
+    if (!mv)
+        return;
+    pthread_mutex_lock(&mv->mu);
+    pthread_t t[2] = {mv->resync_thread, mv->reconcile_thread};
+    mv->resync_thread = mv->reconcile_thread = 0;
+    pthread_mutex_unlock(&mv->mu);
+    for (int i = 0; i < 2; i++)
+        if (t[i])
+            pthread_join(t[i], NULL);
+}
+
 void mirror_volume_detach(struct volume *v)
 {
     struct mvol *mv = v->mv;
     if (!mv)
         return;
-    if (mv->resync_thread)
-        pthread_join(mv->resync_thread, NULL);
+    join_workers(v, NULL);
     for (size_t i = 0; i < mv->ndirty; i++)
         bitmap_close(mv->dirty[i]);
+    free(mv->lost);
     pthread_cond_destroy(&mv->rcv);
     pthread_mutex_destroy(&mv->rmu);
     pthread_mutex_destroy(&mv->mu);
@@ -1221,6 +1521,7 @@ int mirror_start(const struct mirror_params *p, struct mirror **out)
     m->rs_shift = (unsigned)__builtin_ctzll(m->rs);
     atomic_init(&m->stopping, false);
     atomic_init(&m->verifies, 0);
+    pthread_rwlock_init(&m->gone_lock, NULL);
     struct mlink_params lp = {
         .listen = p->listen,
         .cluster = m->cluster,
@@ -1234,6 +1535,7 @@ int mirror_start(const struct mirror_params *p, struct mirror **out)
     };
     int r = mlink_start(&lp, &m->link);
     if (r < 0) {
+        pthread_rwlock_destroy(&m->gone_lock);
         free(m);
         return r;
     }
@@ -1242,19 +1544,6 @@ int mirror_start(const struct mirror_params *p, struct mirror **out)
     return 0;
 }
 
-static void join_resync(struct volume *v, void *arg)
-{
-    (void)arg;
-    struct mvol *mv = v->mv;
-    if (!mv)
-        return;
-    pthread_mutex_lock(&mv->mu);
-    pthread_t t = mv->resync_thread;
-    mv->resync_thread = 0;
-    pthread_mutex_unlock(&mv->mu);
-    if (t)
-        pthread_join(t, NULL);
-}
 
 /* Resyncs and verifies end at their next step once stopping is set, or
  * when their request to a peer fails or times out; the link goes last. */
@@ -1263,10 +1552,11 @@ void mirror_stop(struct mirror *m)
     if (!m)
         return;
     atomic_store(&m->stopping, true);
-    volumes_each(m->p.vols, join_resync, NULL);
+    volumes_each(m->p.vols, join_workers, NULL);
     while (atomic_load(&m->verifies) > 0)
         poll(NULL, 0, 10);
     mlink_stop(m->link);
+    pthread_rwlock_destroy(&m->gone_lock);
     free(m);
 }
 

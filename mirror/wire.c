@@ -141,7 +141,7 @@ static uint32_t allowed_flags(int type)
 {
     switch (type) {
     case MW_WRITE:
-        return MW_F_FUA;
+        return MW_F_FUA | MW_F_RECONCILE;
     case MW_ZERO:
         return MW_F_FUA | MW_F_MAY_TRIM;
     default:

@@ -291,8 +291,15 @@ Test(wire, flags_per_type)
     h.flags = MW_F_MAY_TRIM;
     expect_reject(h, data, -EBADMSG, "flags 0x2 not valid for WRITE");
     h = make(MW_ZERO, 0, 512, 0);
-    h.flags = 4;
+    h.flags = MW_F_RECONCILE;
     expect_reject(h, NULL, -EBADMSG, "flags 0x4 not valid for ZERO");
+    h = make(MW_WRITE, 0, 512, 512);
+    h.flags = MW_F_FUA | MW_F_RECONCILE;
+    mwire_seal(&h, data);
+    const char *why = "";
+    cr_assert_eq(mwire_check_header(&h, &why), 0, "a reconciling write is valid: %s", why);
+    h.flags = 8;
+    expect_reject(h, data, -EBADMSG, "flags 0x8 not valid for WRITE");
     h = make(MW_READ, 0, 512, 0);
     h.flags = MW_F_FUA;
     expect_reject(h, NULL, -EBADMSG, "flags 0x1 not valid for READ");

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# t-lab-inflight: a write in flight when its writer dies, copied to one
+# survivor and not the other, is reconciled among the survivors before the
+# region is written again (mirror/engine.c, "regions a departed writer may
+# have left unequal").
+#
+# Node 1's mirror packets to node 3 are dropped, so a write through node 1
+# reaches node 2 only; node 1 is killed before its mirror timeout would mark
+# node 3 outdated. Then:
+#  - node 2 (the surviving current replica with the lowest id) reconciles
+#    the region, and says the copies differed; nodes 2 and 3 end equal;
+#  - the client's resent write, through node 2, reads back through node 3;
+#  - node 1 returns and resyncs: all three copies byte-identical.
+# Without the reconciliation node 2 would keep the write and node 3 not.
+# timeout: 180
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+vt_init
+# shellcheck source=tests/integration/labtest.sh
+. "$VT_DIR/labtest.sh"
+
+NFT_TABLE=vsan_t_inflight
+
+vs() {
+    "$LAB" vsan "$1" --json volume show m 2>/dev/null | "$PY" -c '
+import json, sys
+d = json.load(sys.stdin)
+print(eval(sys.argv[1]))' "$2"
+}
+
+states() {
+    vs "$1" '" ".join(r["state"] for r in d["replicas"])'
+}
+
+all_current() {
+    local i
+    for i in 1 2 3; do
+        [ "$(states "$i")" = "current current current" ] || return 1
+    done
+}
+
+host_of() {
+    local a
+    a=$("$LAB" addr "$1")
+    a=${a#nbd://}
+    echo "${a%:*}"
+}
+
+# data I: node I's copy of m.
+data() {
+    echo "$VSAN_LAB_DIR/n$1/data/volumes/$UUID.data"
+}
+
+# same_range I J OFF LEN: nodes I and J hold the same bytes there.
+same_range() {
+    cmp -s <(dd if="$(data "$1")" bs=4096 skip=$(($3 / 4096)) count=$(($4 / 4096)) status=none) \
+        <(dd if="$(data "$2")" bs=4096 skip=$(($3 / 4096)) count=$(($4 / 4096)) status=none)
+}
+
+# holds I OFF SEED [SECONDS]: node I's copy has pattern(SEED, 4096) at OFF,
+# or gets it within SECONDS (polled every 5 ms: a mirror timeout is near).
+holds() {
+    PYTHONPATH="$VT_DIR" "$PY" - "$(data "$1")" "$2" "$3" "${4:-0}" <<'EOF'
+import sys, time
+from nbdtest import pattern
+path, off, want = sys.argv[1], int(sys.argv[2]), pattern(int(sys.argv[3]), 4096)
+deadline = time.monotonic() + float(sys.argv[4])
+while True:
+    with open(path, "rb") as f:
+        f.seek(off)
+        if f.read(4096) == want:
+            sys.exit(0)
+    if time.monotonic() >= deadline:
+        sys.exit(1)
+    time.sleep(0.005)
+EOF
+}
+
+unblock() {
+    "$LAB" exec 1 nft delete table inet "$NFT_TABLE" 2>/dev/null || true
+}
+on_exit unblock
+
+lab_up 3
+lab vsan 1 volume create m 64M
+wait_until 20 all_current || lab_fail "m never became current on all nodes: $(states 1)"
+RS=$(st 1 'c["region_size"]')
+UUID=$(vs 1 'd["uuid"]')
+OFF=$((2 * RS + 8192))
+
+log "the region holds the same old data everywhere"
+nbdpy "$("$LAB" addr 1)/m" "$OFF" <<'EOF' || lab_fail "the first write through n1 failed"
+import sys
+from nbdtest import *
+h = connect_nbd(sys.argv[1])
+h.pwrite(pattern(1, 4096), int(sys.argv[2]))
+h.flush()
+EOF
+for i in 1 2 3; do
+    holds "$i" "$OFF" 1 || lab_fail "n$i lacks the first write"
+done
+
+log "n1's mirror packets to n3 dropped; a write through n1 reaches n2 only"
+"$LAB" exec 1 nft -f - <<EOF || lab_fail "cannot add the nft rule in n1"
+table inet $NFT_TABLE {
+    chain out {
+        type filter hook output priority 0;
+        ip daddr $(host_of 3) tcp dport 10810 drop
+    }
+}
+EOF
+bg_start writer env PYTHONPATH="$VT_DIR" "$PY" -c '
+import sys
+from nbdtest import *
+h = connect_nbd(sys.argv[1])
+h.pwrite(pattern(2, 4096), int(sys.argv[2]))
+print("acknowledged")' "$("$LAB" addr 1)/m" "$OFF"
+WRITER=$BG_PID
+holds 2 "$OFF" 2 1.5 || lab_fail "n2 never got the write in flight"
+lab kill 1
+holds 3 "$OFF" 1 || lab_fail "n3 got the write although its packets were dropped"
+wait_until 10 proc_gone "$WRITER" || kill "$WRITER" 2>/dev/null
+grep -q acknowledged "$T/writer.out" && lab_fail "the write was acknowledged without n3"
+unblock
+
+log "n2 and n3 reconcile the region"
+wait_until 20 grep -q "region 2: reconciled after its writer left (copies differed)" \
+    "$VSAN_LAB_DIR/n2/vsand.log" ||
+    lab_fail "n2 did not reconcile region 2: $(grep -i reconcil "$VSAN_LAB_DIR"/n[23]/vsand.log)"
+same_range 2 3 $((2 * RS)) "$RS" || lab_fail "n2 and n3 still differ in region 2"
+log "reconciled: $(grep -o 'region 2: reconciled.*' "$VSAN_LAB_DIR/n2/vsand.log" | head -n 1)"
+
+log "the client resends its write through n2 and reads it through n3"
+nbdpy "$("$LAB" addr 2)/m" "$OFF" <<'EOF' || lab_fail "the resent write failed"
+import sys
+from nbdtest import *
+h = connect_nbd(sys.argv[1])
+h.pwrite(pattern(2, 4096), int(sys.argv[2]))
+h.flush()
+EOF
+nbdpy "$("$LAB" addr 3)/m" "$OFF" <<'EOF' || lab_fail "n3 does not read the resent write"
+import sys
+from nbdtest import *
+h = connect_nbd(sys.argv[1])
+check(h.pread(4096, int(sys.argv[2])) == pattern(2, 4096), "the resent write through n3")
+EOF
+
+log "n1 returns and resyncs"
+lab start 1
+wait_until 60 all_current || lab_fail "n1 did not come back current: $(states 2)"
+sums=$(md5sum "$(data 1)" "$(data 2)" "$(data 3)" | awk '{print $1}' | sort -u | wc -l)
+[ "$sums" -eq 1 ] || lab_fail "replicas differ: $(md5sum "$(data 1)" "$(data 2)" "$(data 3)")"
+log "ok: the three replicas are byte-identical"
