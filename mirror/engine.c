@@ -37,13 +37,6 @@ struct mirror {
     unsigned rs_shift;
     atomic_bool stopping;
     atomic_uint verifies; /* verify threads running (they hold m) */
-    /* Nodes that left the group, whose writes still queued on a link must
-     * not land after their regions were reconciled. Guarded by gone_lock:
-     * a peer's write is applied under the read lock, the list changes
-     * under the write lock. */
-    pthread_rwlock_t gone_lock;
-    uint32_t gone[CLUSTER_NODES_MAX];
-    size_t ngone;
 };
 
 /* A write in flight from this node, in its volume's list. */
@@ -86,8 +79,6 @@ static bool lost_test(const struct mvol *mv, uint64_t r);
 static int reconcile_lost(struct volume *v, uint64_t first, uint64_t last);
 static int reconcile_region(struct volume *v, uint64_t r);
 static void consider_reconcile(struct volume *v);
-static bool is_gone(struct mirror *m, uint32_t node);
-static void set_gone(struct mirror *m, uint32_t node, bool gone);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -607,13 +598,10 @@ static int serve_write(struct volume *v, struct mlink_call *c)
     pthread_mutex_unlock(&v->mv->mu);
     if (r < 0)
         return r;
-    pthread_rwlock_rdlock(&m->gone_lock);
-    r = is_gone(m, c->peer) ? -ESTALE : apply_write(v, c, first, last);
-    pthread_rwlock_unlock(&m->gone_lock);
-    return r;
+    return apply_write(v, c, first, last);
 }
 
-/* Applies a peer's write here; under gone_lock, read. */
+/* Applies a peer's write here. */
 static int apply_write(struct volume *v, struct mlink_call *c, uint64_t first, uint64_t last)
 {
     const struct mwire_header *h = c->req;
@@ -798,7 +786,7 @@ int mirror_replicas_load(struct volume *v, const struct store_replica *r, uint32
 
 int mirror_node_left(struct volume *v, uint32_t node, const struct pol_key *lost, size_t nlost)
 {
-    set_gone(v->mirror, node, true);
+    mlink_drop(v->mirror->link, node);
     int changed = mirror_replica_apply(v, node, REPLICA_OUTDATED, 1, 0);
     pthread_mutex_lock(&v->mv->mu);
     enum replica_state self = replica_get(&v->rec, v->mirror->self);
@@ -1047,7 +1035,6 @@ static void refresh_peers(struct mirror *m)
     struct mlink_peer peers[CLUSTER_NODES_MAX];
     size_t n = 0;
     for (size_t i = 0; i < st->nmembers; i++) {
-        set_gone(m, st->members[i].nodeid, false);
         if (st->members[i].nodeid == m->self || st->members[i].mirror[0] == '\0')
             continue;
         peers[n].node = st->members[i].nodeid;
@@ -1249,9 +1236,9 @@ int mirror_verify(struct volume *v, mirror_verify_fn done, void *arg)
  * MW_F_RECONCILE; a region found equal gets its first 4 KiB so flagged.
  * Whoever applies such a write clears the mark. The write in doubt was never
  * acknowledged, so either version is right; a client that resends it writes
- * over a region that is equal everywhere. The departed node's writes still
- * queued on a link are refused once its leave is applied (gone_lock), so
- * none lands after the compare. If the reconciling node dies too, it held
+ * over a region that is equal everywhere. The departed node's connections
+ * are dropped when its leave is applied (mlink_drop), so none of its
+ * writes still queued on a link lands after the compare. If the reconciling node dies too, it held
  * the priority, so the region is lost again and the next holder starts
  * over. One survivor (the current replica with the lowest id) also works
  * through the marks in the background. The marks are kept in memory only: a
@@ -1417,31 +1404,6 @@ static void consider_reconcile(struct volume *v)
     }
 }
 
-/* Whether node left the group: its writes are refused. With gone_lock held. */
-static bool is_gone(struct mirror *m, uint32_t node)
-{
-    for (size_t i = 0; i < m->ngone; i++)
-        if (m->gone[i] == node)
-            return true;
-    return false;
-}
-
-static void set_gone(struct mirror *m, uint32_t node, bool gone)
-{
-    pthread_rwlock_wrlock(&m->gone_lock);
-    for (size_t i = 0; i < m->ngone; i++) {
-        if (m->gone[i] == node) {
-            if (!gone)
-                m->gone[i] = m->gone[--m->ngone];
-            gone = false;
-            break;
-        }
-    }
-    if (gone && m->ngone < CLUSTER_NODES_MAX)
-        m->gone[m->ngone++] = node;
-    pthread_rwlock_unlock(&m->gone_lock);
-}
-
 /* ---- life cycle ---------------------------------------------------------------- */
 
 int mirror_volume_attach(struct mirror *m, struct volume *v)
@@ -1521,7 +1483,6 @@ int mirror_start(const struct mirror_params *p, struct mirror **out)
     m->rs_shift = (unsigned)__builtin_ctzll(m->rs);
     atomic_init(&m->stopping, false);
     atomic_init(&m->verifies, 0);
-    pthread_rwlock_init(&m->gone_lock, NULL);
     struct mlink_params lp = {
         .listen = p->listen,
         .cluster = m->cluster,
@@ -1535,7 +1496,6 @@ int mirror_start(const struct mirror_params *p, struct mirror **out)
     };
     int r = mlink_start(&lp, &m->link);
     if (r < 0) {
-        pthread_rwlock_destroy(&m->gone_lock);
         free(m);
         return r;
     }
@@ -1556,7 +1516,6 @@ void mirror_stop(struct mirror *m)
     while (atomic_load(&m->verifies) > 0)
         poll(NULL, 0, 10);
     mlink_stop(m->link);
-    pthread_rwlock_destroy(&m->gone_lock);
     free(m);
 }
 

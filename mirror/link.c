@@ -60,6 +60,11 @@ struct mlink_conn {
      * one sendmsg (serving thread only). */
     struct mwire_header held[REPLY_BATCH];
     int nheld;
+    /* Set by mlink_drop: nothing more from this connection is served.
+     * serve_mu is held while a request is served, so once mlink_drop
+     * returns no request of the dropped peer is being applied either. */
+    pthread_mutex_t serve_mu;
+    bool dropped;
     struct mlink_conn *next;
 };
 
@@ -235,7 +240,13 @@ static void serve_requests(struct mlink_conn *c)
             break;
         }
         struct mlink_call call = {.peer = c->peer, .req = &h, .payload = payload, .conn = c};
-        r = l->p.serve(l->p.ctx, &call);
+        pthread_mutex_lock(&c->serve_mu);
+        bool dropped = c->dropped;
+        if (!dropped)
+            r = l->p.serve(l->p.ctx, &call);
+        pthread_mutex_unlock(&c->serve_mu);
+        if (dropped)
+            break;
         atomic_fetch_add(&l->served, 1);
         if (!call.replied && reply_later(c, &h, r) < 0)
             return;
@@ -267,6 +278,7 @@ static void *conn_main(void *arg)
     pthread_cond_broadcast(&l->conns_cv);
     pthread_mutex_unlock(&l->mu);
     close(c->fd);
+    pthread_mutex_destroy(&c->serve_mu);
     pthread_mutex_destroy(&c->send_mu);
     free(c);
     return NULL;
@@ -282,12 +294,14 @@ static void start_conn(struct mlink *l, int fd)
     if (c) {
         *c = (struct mlink_conn){.l = l, .fd = fd};
         pthread_mutex_init(&c->send_mu, NULL);
+        pthread_mutex_init(&c->serve_mu, NULL);
         pthread_mutex_lock(&l->mu);
         c->next = l->conns;
         l->conns = c;
         int e = l->stopping ? ECANCELED : pthread_create(&t, &attr, conn_main, c);
         if (e != 0) {
             l->conns = c->next;
+            pthread_mutex_destroy(&c->serve_mu);
             pthread_mutex_destroy(&c->send_mu);
             free(c);
             c = NULL;
@@ -299,6 +313,20 @@ static void start_conn(struct mlink *l, int fd)
         qb_log(LOG_ERR, "mirror: no memory or thread for an incoming connection");
         close(fd);
     }
+}
+
+void mlink_drop(struct mlink *l, uint32_t node)
+{
+    pthread_mutex_lock(&l->mu);
+    for (struct mlink_conn *c = l->conns; c; c = c->next) {
+        if (c->peer != node)
+            continue;
+        pthread_mutex_lock(&c->serve_mu);
+        c->dropped = true;
+        pthread_mutex_unlock(&c->serve_mu);
+        shutdown(c->fd, SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&l->mu);
 }
 
 static void *accept_main(void *arg)

@@ -69,6 +69,11 @@ int mlink_start(const struct mlink_params *p, struct mlink **out);
  * with -ESHUTDOWN first. */
 void mlink_stop(struct mlink *l);
 
+/* Stops serving node's connections: a request of node being served is
+ * finished first, none after; node reconnects if it still runs. For a
+ * node that left the group, whose queued writes must not land late. */
+void mlink_drop(struct mlink *l, uint32_t node);
+
 /* Answers call now (err: 0 or -errno; data: the reply payload, or NULL).
  * A serve callback may go on working after it (sync = received). */
 int mlink_reply(struct mlink_call *call, int err, const void *data, size_t len);
