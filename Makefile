@@ -9,6 +9,7 @@
 #   make fuzz       a longer libFuzzer run of the NBD parser
 #   make bench      fio against vsand and nbdkit side by side
 #   make bench-cluster  what the policing protocol costs, on a 3-node lab
+#   make bench-failover failover times (vsand killed, node stopped, node cut)
 #   make install    vsand, vsan and the systemd unit under PREFIX (/usr/local)
 
 CC      ?= cc
@@ -116,6 +117,9 @@ bench: all
 bench-cluster: all
 	@tests/bench/cluster-bench.sh $(B)
 
+bench-failover: all
+	@tests/bench/failover.sh $(B)
+
 deps:
 	@deploy/install-deps.sh
 
@@ -134,6 +138,6 @@ install: all
 clean:
 	rm -rf build
 
-.PHONY: all unit fuzz fuzz-short integration check bench bench-cluster deps run install clean
+.PHONY: all unit fuzz fuzz-short integration check bench bench-cluster bench-failover deps run install clean
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

@@ -19,6 +19,14 @@
  * connects, reads replies and completes requests; it is the only thread
  * that completes them, so a reply's buffer is never written after its
  * caller has returned.
+ *
+ * Batching, so a queue of small writes costs few system calls: messages
+ * are read through a buffer (stream.h), many per read(); a serving thread
+ * holds back the replies to requests while more are already buffered and
+ * sends them in one write; a caller may gather its asynchronous requests
+ * (mlink_gather_begin) and send them in one write per peer; and a reply
+ * thread tells the caller when it has drained what it read (batch_end),
+ * so the work its completions started can be flushed together.
  */
 #ifndef VSAN_MIRROR_LINK_H
 #define VSAN_MIRROR_LINK_H
