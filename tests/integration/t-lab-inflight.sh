@@ -117,8 +117,8 @@ h.pwrite(pattern(2, 4096), int(sys.argv[2]))
 print("acknowledged")' "$("$LAB" addr 1)/m" "$OFF"
 WRITER=$BG_PID
 holds 2 "$OFF" 2 1.5 || lab_fail "n2 never got the write in flight"
-lab kill 1
 holds 3 "$OFF" 1 || lab_fail "n3 got the write although its packets were dropped"
+lab kill 1
 wait_until 10 proc_gone "$WRITER" || kill "$WRITER" 2>/dev/null
 grep -q acknowledged "$T/writer.out" && lab_fail "the write was acknowledged without n3"
 unblock
