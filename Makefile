@@ -41,8 +41,8 @@ VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) vsan/vsand.c
 CLI_SRCS   := vsan/cli.c vsan/size.c vsan/cli_format.c
 # vsan-fuse, the failover client: libfuse3 + libnbd, nothing of the node.
 FUSE_PURE_SRCS := fuse/replicas.c
-FUSE_SRCS  := $(FUSE_PURE_SRCS) fuse/client.c fuse/main.c
-FUSE_PKGS  := fuse3 libnbd
+FUSE_SRCS  := $(FUSE_PURE_SRCS) fuse/conn.c fuse/client.c fuse/fs.c fuse/main.c vsan/log.c
+FUSE_PKGS  := fuse3 libnbd libqb
 
 obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
 

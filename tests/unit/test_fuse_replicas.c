@@ -90,15 +90,15 @@ Test(fuse_replicas, description_malformed)
 {
     struct vr_list l;
     const char *bad[] = {
-        "v replicas=",                   /* empty */
-        "v replicas=1@a:1,",             /* trailing comma */
-        "v replicas=a:1",                /* no id */
-        "v replicas=0@a:1",              /* id 0 is "unknown" */
-        "v replicas=x@a:1",              /* id not a number */
-        "v replicas=1@a:1,1@b:2",        /* the same node twice */
-        "v replicas=1@a",                /* no port */
-        "v replicas=4294967296@a:1",     /* id too large */
-        "v replicas=1@a:1,,2@b:2",       /* empty entry */
+        "v replicas=",               /* empty */
+        "v replicas=1@a:1,",         /* trailing comma */
+        "v replicas=a:1",            /* no id */
+        "v replicas=0@a:1",          /* id 0 is "unknown" */
+        "v replicas=x@a:1",          /* id not a number */
+        "v replicas=1@a:1,1@b:2",    /* the same node twice */
+        "v replicas=1@a",            /* no port */
+        "v replicas=4294967296@a:1", /* id too large */
+        "v replicas=1@a:1,,2@b:2",   /* empty entry */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         cr_assert_eq(vr_parse_description(bad[i], &l), -EINVAL, "accepted \"%s\"", bad[i]);
