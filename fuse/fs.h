@@ -9,7 +9,7 @@
 #ifndef VSAN_FUSE_FS_H
 #define VSAN_FUSE_FS_H
 
-#define FUSE_USE_VERSION 35
+#define FUSE_USE_VERSION 312
 #include <fuse.h>
 
 #include "fuse/client.h"

@@ -229,6 +229,21 @@ static int check_options(struct options *o, struct vr_list *nodes)
     return 0;
 }
 
+static int loop(struct fuse *f, const struct fuse_cmdline_opts *co)
+{
+    if (co->singlethread)
+        return fuse_loop(f);
+    struct fuse_loop_config *lc = fuse_loop_cfg_create();
+    if (!lc)
+        return -ENOMEM;
+    fuse_loop_cfg_set_clone_fd(lc, co->clone_fd);
+    fuse_loop_cfg_set_idle_threads(lc, co->max_idle_threads);
+    fuse_loop_cfg_set_max_threads(lc, co->max_threads);
+    int r = fuse_loop_mt(f, lc);
+    fuse_loop_cfg_destroy(lc);
+    return r;
+}
+
 /* Mounts, daemonizes unless foreground, serves until unmounted. */
 static int serve(struct fuse_args *args, const struct fuse_cmdline_opts *co, struct fs *fs)
 {
@@ -242,10 +257,7 @@ static int serve(struct fuse_args *args, const struct fuse_cmdline_opts *co, str
             if (!co->foreground && log_stderr(-1) < 0)
                 qb_log(LOG_WARNING, "vsan-fuse: can't turn stderr logging off");
             qb_log(LOG_INFO, "vsan-fuse: %zu volume(s) mounted on %s", fs->n, co->mountpoint);
-            struct fuse_loop_config lc = {.clone_fd = co->clone_fd,
-                                          .max_idle_threads = co->max_idle_threads};
-            int r = co->singlethread ? fuse_loop(f) : fuse_loop_mt(f, &lc);
-            rc = r == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+            rc = loop(f, co) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
             fuse_remove_signal_handlers(fuse_get_session(f));
         }
         fuse_unmount(f);
@@ -256,18 +268,20 @@ static int serve(struct fuse_args *args, const struct fuse_cmdline_opts *co, str
 
 static int run(struct fuse_args *args, struct options *o)
 {
+    struct vr_list nodes;
+    if (check_options(o, &nodes) < 0)
+        return EXIT_USAGE;
     struct fuse_cmdline_opts co = {0};
     if (fuse_parse_cmdline(args, &co) != 0)
         return EXIT_USAGE;
     int rc = EXIT_USAGE;
-    struct vr_list nodes;
     if (co.show_version) {
         printf("vsan-fuse, FUSE library %s\n", fuse_pkgversion());
         rc = EXIT_SUCCESS;
     } else if (!co.mountpoint) {
         fprintf(stderr, "vsan-fuse: no MOUNTPOINT given\n");
         usage(stderr);
-    } else if (check_options(o, &nodes) == 0) {
+    } else {
         rc = EXIT_FAILURE;
         bool to_syslog = !co.foreground;
         if (log_open("vsan-fuse", LOG_INFO, to_syslog) < 0 || log_stderr(LOG_INFO) < 0)
