@@ -49,7 +49,7 @@ static int poll_until(struct nbd_handle *h, int (*done)(struct nbd_handle *), in
         if (ms == 0)
             return -ETIMEDOUT;
         if (nbd_poll(h, ms) < 0)
-            return -ENOTCONN;
+            return nbd_err(); /* e.g. -ENOENT: the server has no such export */
     }
 }
 
