@@ -287,7 +287,7 @@ static void move(struct vclient *vc, uint64_t gen, const struct vr_node *failed,
 
 /* ---- requests ------------------------------------------------------------ */
 
-static int64_t issue(struct vclient *vc, struct nbd_handle *h, const struct req *q)
+static int64_t issue(struct nbd_handle *h, const struct req *q)
 {
     nbd_completion_callback none = NBD_NULL_COMPLETION;
     switch (q->op) {
@@ -302,7 +302,6 @@ static int64_t issue(struct vclient *vc, struct nbd_handle *h, const struct req 
     case OP_ZERO:
         return nbd_aio_zero(h, q->count, q->offset, none, 0);
     }
-    (void)vc;
     return -1;
 }
 
@@ -312,7 +311,7 @@ static int attempt(struct vclient *vc, struct slot *s, const struct req *q, int6
 {
     int r = slot_connect(vc, s, deadline);
     if (r == 0)
-        r = nc_wait(s->h, issue(vc, s->h, q), min64(deadline, nc_now_ms() + vc->io_timeout_ms));
+        r = nc_wait(s->h, issue(s->h, q), min64(deadline, nc_now_ms() + vc->io_timeout_ms));
     if (r == -ENOTCONN || r == -ETIMEDOUT)
         slot_drop(s);
     return r;

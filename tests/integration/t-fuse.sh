@@ -64,6 +64,7 @@ mountpoint -q "$T/fuse" && die "a refused vsan-fuse mounted anyway"
 
 log "every volume is a file of its size; dd/cmp round trip"
 mount_fuse --nodes "127.0.0.1:$PORT"
+# shellcheck disable=SC2012 # names we chose
 [ "$(ls "$T/fuse" | tr '\n' ' ')" = "a b " ] || die "files: $(ls "$T/fuse")"
 [ "$(stat -c %s "$T/fuse/a")" -eq $((128 * MiB)) ] || die "a has the wrong size"
 [ "$(stat -c %s "$T/fuse/b")" -eq $((16 * MiB)) ] || die "b has the wrong size"
@@ -105,6 +106,7 @@ umount "$T/mnt" || die "second umount failed"
 losetup -d "$LOOP" || die "losetup -d failed"
 
 log "vsand restarted under a writer: no error"
+# shellcheck disable=SC2016 # expanded by the writer's own bash
 WRITER='
 set -e
 for i in $(seq 0 199); do

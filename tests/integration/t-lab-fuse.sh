@@ -85,6 +85,7 @@ bg_start fio fio --name=w --filename="$T/mnt/fio.dat" --size=16M --rw=randwrite 
     --ioengine=psync --direct=1 --loops=4 --verify=crc32c --verify_fatal=1 --do_verify=1 \
     --verify_state_save=0
 FIO=$BG_PID
+# shellcheck disable=SC2016 # expanded by the loop's own bash
 DD='
 set -e
 head -c 65536 /dev/urandom >"$1.src"
