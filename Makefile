@@ -1,7 +1,7 @@
 # vsan: one non-recursive Makefile. Every binary lands in build/ (the top
 # level already has a vsan/ folder, so the CLI cannot live beside it).
 #
-#   make            build build/vsand and build/vsan
+#   make            build build/vsand, build/vsan and build/vsan-fuse
 #   make deps       install every Debian package needed (idempotent)
 #   make run        build, start a standalone node with a demo volume
 #   make check      unit, fuzz (short) and integration tests
@@ -10,7 +10,7 @@
 #   make bench      fio against vsand and nbdkit side by side
 #   make bench-cluster  what the policing protocol costs, on a 3-node lab
 #   make bench-failover failover times (vsand killed, node stopped, node cut)
-#   make install    vsand, vsan and the systemd unit under PREFIX (/usr/local)
+#   make install    vsand, vsan, vsan-fuse and the systemd unit under PREFIX (/usr/local)
 
 CC      ?= cc
 B       := build
@@ -40,16 +40,25 @@ CORE_SRCS := $(POLICING_SRCS) $(MIRROR_PURE_SRCS) vsan/voltable.c vsan/config.c 
 CORE_SRCS += mirror/bitmap.c mirror/replicas.c mirror/link.c mirror/engine.c
 VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) vsan/vsand.c
 CLI_SRCS   := vsan/cli.c vsan/size.c vsan/cli_format.c
+# vsan-fuse, the failover client: libfuse3 + libnbd, nothing of the node.
+FUSE_PURE_SRCS := fuse/replicas.c
+FUSE_SRCS  := $(FUSE_PURE_SRCS) fuse/conn.c fuse/client.c fuse/fs.c fuse/main.c vsan/log.c
+FUSE_PKGS  := fuse3 libnbd libqb
 
 obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
 
-all: $(B)/vsand $(B)/vsan
+all: $(B)/vsand $(B)/vsan $(B)/vsan-fuse
 
 $(B)/vsand: $(call obj,$(VSAND_SRCS))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/vsan: $(call obj,$(CLI_SRCS))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/vsan-fuse: $(call obj,$(FUSE_SRCS))
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs $(FUSE_PKGS)) -pthread
+
+$(B)/obj/fuse/%.o: CFLAGS += $(shell pkg-config --cflags $(FUSE_PKGS))
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -58,7 +67,7 @@ $(B)/obj/%.o: %.c
 # ---- tests -----------------------------------------------------------------
 
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(wildcard tests/unit/test_*.c))
-TEST_LIB_SRCS := nbd-server/mem_export.c $(NBD_SRCS) $(CORE_SRCS)
+TEST_LIB_SRCS := nbd-server/mem_export.c $(NBD_SRCS) $(CORE_SRCS) $(FUSE_PURE_SRCS)
 CRITERION_LIBS := $(shell pkg-config --libs criterion) $(shell pkg-config --libs libnbd)
 TEST_CFLAGS := $(shell pkg-config --cflags criterion libnbd)
 
@@ -132,6 +141,7 @@ PREFIX ?= /usr/local
 install: all
 	install -D -m 0755 $(B)/vsand $(DESTDIR)$(PREFIX)/sbin/vsand
 	install -D -m 0755 $(B)/vsan $(DESTDIR)$(PREFIX)/bin/vsan
+	install -D -m 0755 $(B)/vsan-fuse $(DESTDIR)$(PREFIX)/bin/vsan-fuse
 	install -D -m 0644 deploy/systemd/vsand.service $(DESTDIR)/etc/systemd/system/vsand.service
 	install -d -m 0755 $(DESTDIR)/etc/vsan
 

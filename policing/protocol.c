@@ -43,7 +43,9 @@ struct policing {
     struct cluster *cl;
     uint32_t self, pid;
 
-    /* Main loop only. */
+    /* Main loop only; members and nmembers are also read by the NBD
+     * threads (policing_member_nbd), so the main loop changes them under
+     * lock and reads them without it. */
     struct policing_member members[CLUSTER_NODES_MAX];
     size_t nmembers;
     bool synced;           /* this node's tables are current */
@@ -587,9 +589,11 @@ static void on_hello(struct policing *pc, uint32_t nodeid, const struct pmsg_hel
         struct policing_member *x = &pc->members[i];
         if (x->nodeid != nodeid)
             continue;
+        pthread_mutex_lock(&pc->lock);
         memcpy(x->name, m->name, sizeof x->name);
         memcpy(x->nbd, m->nbd, sizeof x->nbd);
         memcpy(x->mirror, m->mirror, sizeof x->mirror);
+        pthread_mutex_unlock(&pc->lock);
     }
 }
 
@@ -642,8 +646,10 @@ static void update_members(struct policing *pc, const struct cluster_member *m, 
         k++;
     }
     pc->prev_members = (uint32_t)pc->nmembers;
+    pthread_mutex_lock(&pc->lock);
     memcpy(pc->members, next, k * sizeof next[0]);
     pc->nmembers = k;
+    pthread_mutex_unlock(&pc->lock);
 }
 
 /* The keys of the POL_LOST actions in a, malloc'd (NULL if none). */
@@ -843,6 +849,17 @@ void policing_status(struct policing *pc, struct policing_status *st)
     memcpy(st->members, pc->members, pc->nmembers * sizeof pc->members[0]);
     int n = pc->p.driver->nodelist(pc->cl, st->nodes, CLUSTER_NODES_MAX);
     st->nnodes = n < 0 ? 0 : (size_t)n < CLUSTER_NODES_MAX ? (size_t)n : CLUSTER_NODES_MAX;
+}
+
+int policing_member_nbd(struct policing *pc, uint32_t node, char *out, size_t len)
+{
+    int r = -ENOENT;
+    pthread_mutex_lock(&pc->lock);
+    for (size_t i = 0; i < pc->nmembers && r == -ENOENT; i++)
+        if (pc->members[i].nodeid == node && pc->members[i].nbd[0] != '\0')
+            r = snprintf(out, len, "%s", pc->members[i].nbd) < (int)len ? 0 : -ENAMETOOLONG;
+    pthread_mutex_unlock(&pc->lock);
+    return r;
 }
 
 int policing_start(const struct policing_params *p, struct policing **out)

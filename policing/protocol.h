@@ -160,4 +160,10 @@ struct policing_status {
 
 void policing_status(struct policing *pc, struct policing_status *st);
 
+/* The NBD address node announced (its first listen address), if it is a
+ * member now: 0, -ENOENT (not a member, or not announced yet),
+ * -ENAMETOOLONG. Any thread: the NBD threads name the current replicas in
+ * each export's description with it. */
+int policing_member_nbd(struct policing *pc, uint32_t node, char *out, size_t len);
+
 #endif

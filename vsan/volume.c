@@ -15,6 +15,7 @@
 #include "vsan/volume.h"
 #include "mirror/engine.h"
 #include "mirror/replicas.h"
+#include "nbd-server/protocol.h"
 #include "policing/protocol.h"
 #include "vsan/iov.h"
 #include "vsan/store.h"
@@ -879,6 +880,58 @@ int volumes_list(struct volumes *vols, struct volume_info **out, size_t *n)
 
 /* ---- the NBD catalog ------------------------------------------------- */
 
+/* Appends " ID@ADDR" (the separator first) to d, keeping it within
+ * NBD_MAX_STRING: a longer description would not be sent at all. */
+static void describe_replica(struct volume *v, uint32_t node, char *d, size_t *len, char sep)
+{
+    char addr[PMSG_ADDR_MAX];
+    if (policing_member_nbd(v->pc, node, addr, sizeof addr) < 0)
+        return;
+    int n = snprintf(d + *len, NBD_MAX_STRING + 1 - *len, "%c%" PRIu32 "@%s", sep, node, addr);
+    if (n > 0 && (size_t)n < NBD_MAX_STRING + 1 - *len)
+        *len += (size_t)n;
+    else
+        d[*len] = '\0';
+}
+
+/* The export's description, fresh for each connection: the volume, then
+ * the NBD addresses of its current replicas, which vsan-fuse reads to know
+ * where to go when the node it uses fails:
+ *   vsan volume NAME (UUID) replicas=1@198.51.100.11:10809,3@...:10809
+ * A volume that is not mirrored (standalone) names this node only. The
+ * static description without replicas if it can't be built. */
+static const char *describe(struct volume *v)
+{
+    char *d = malloc(NBD_MAX_STRING + 1);
+    if (!d || !v->pc) {
+        free(d);
+        return v->description;
+    }
+    size_t len = (size_t)snprintf(d, NBD_MAX_STRING + 1, "%s replicas", v->description);
+    size_t base = len;
+    if (v->mv) {
+        struct store_replica reps[STORE_REPLICAS_MAX];
+        uint32_t n;
+        mirror_replicas_copy(v, reps, &n);
+        for (uint32_t i = 0; i < n; i++)
+            if (reps[i].state == REPLICA_CURRENT)
+                describe_replica(v, reps[i].node, d, &len, len == base ? '=' : ',');
+    } else {
+        describe_replica(v, policing_self(v->pc), d, &len, '=');
+    }
+    if (len == base) {
+        free(d);
+        return v->description;
+    }
+    return d;
+}
+
+static void describe_free(struct volume *v, const char *d)
+{
+    if (d != v->description)
+        free((char *)d);
+}
+
 static int cat_open(void *ctx, const char *name, struct nbd_export *exp)
 {
     struct volumes *vols = ctx;
@@ -895,7 +948,7 @@ static int cat_open(void *ctx, const char *name, struct nbd_export *exp)
     *exp = (struct nbd_export){
         .ops = &volume_export_ops,
         .handle = v,
-        .description = v->description,
+        .description = describe(v),
         .read_only = false,
     };
     return 0;
@@ -905,6 +958,7 @@ static void cat_close(void *ctx, struct nbd_export *exp)
 {
     (void)ctx;
     struct volume *v = exp->handle;
+    describe_free(v, exp->description);
     atomic_fetch_sub(&v->connections, 1);
     volume_unref(v);
 }
@@ -1031,23 +1085,19 @@ void volumes_set_policing(struct volumes *vols, struct policing *pc)
     unlock(vols);
 }
 
-struct listed {
-    char name[VOLUME_NAME_MAX + 1];
-    char description[DESCRIPTION_MAX];
-};
-
-/* fn may be slow (it writes to a client), so it runs on a copy, outside
- * the lock that admin commands wait for. */
+/* fn may be slow (it writes to a client), and describing a volume takes
+ * the mirror's and policing's locks, so both run outside the lock that
+ * admin commands wait for, on references to the volumes. */
 static int cat_list(void *ctx, int (*fn)(void *arg, const char *name, const char *description),
                     void *arg)
 {
     struct volumes *vols = ctx;
     lock_shared(vols);
     size_t n = vols->n;
-    struct listed *copy = calloc(n ? n : 1, sizeof(*copy));
+    struct volume **copy = calloc(n ? n : 1, sizeof(*copy));
     for (size_t i = 0; copy != NULL && i < n; i++) {
-        memcpy(copy[i].name, vols->v[i]->rec.name, sizeof(copy[i].name));
-        memcpy(copy[i].description, vols->v[i]->description, sizeof(copy[i].description));
+        copy[i] = vols->v[i];
+        volume_ref(copy[i]);
     }
     unlock(vols);
     if (copy == NULL) {
@@ -1055,8 +1105,14 @@ static int cat_list(void *ctx, int (*fn)(void *arg, const char *name, const char
         return -ENOMEM;
     }
     int r = 0;
-    for (size_t i = 0; r == 0 && i < n; i++)
-        r = fn(arg, copy[i].name, copy[i].description);
+    for (size_t i = 0; i < n; i++) {
+        if (r == 0) {
+            const char *d = describe(copy[i]);
+            r = fn(arg, copy[i]->rec.name, d);
+            describe_free(copy[i], d);
+        }
+        volume_unref(copy[i]);
+    }
     free(copy);
     return r;
 }
