@@ -492,31 +492,6 @@ static void read_replies(struct peer *p, struct mstream *in)
     }
 }
 
-static int connect_to(const char *addr, unsigned timeout_ms)
-{
-    struct addrinfo *res;
-    int fd = netaddr_resolve(addr, false, &res, "mirror");
-    if (fd < 0)
-        return fd;
-    fd = -EHOSTUNREACH;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            fd = -errno;
-            continue;
-        }
-        struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-            break;
-        int e = -errno;
-        close(fd);
-        fd = e;
-    }
-    freeaddrinfo(res);
-    return fd;
-}
-
 /* The client's half of the handshake. */
 static int client_handshake(struct peer *p, struct mstream *in, char *err, size_t errlen)
 {
@@ -588,7 +563,7 @@ static void peer_pause(struct peer *p, unsigned ms)
 static int peer_session(struct peer *p, const char *addr)
 {
     struct mlink *l = p->l;
-    int fd = connect_to(addr, l->p.timeout_ms);
+    int fd = netaddr_connect(addr, l->p.timeout_ms, "mirror");
     if (fd < 0)
         return fd;
     tune_socket(fd);

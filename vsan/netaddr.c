@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <qb/qblog.h>
@@ -47,10 +48,13 @@ int netaddr_resolve(const char *addr, bool passive, struct addrinfo **res, const
     return 0;
 }
 
-int netaddr_listen(const char *addr, int backlog, const char *who)
+/* A socket for the first address of addr that use() accepts: its fd, or
+ * the last -errno. */
+static int first_socket(const char *addr, bool passive, const char *who,
+                        int (*use)(int fd, const struct addrinfo *ai, int arg), int arg)
 {
     struct addrinfo *res;
-    int fd = netaddr_resolve(addr, true, &res, who);
+    int fd = netaddr_resolve(addr, passive, &res, who);
     if (fd < 0)
         return fd;
     fd = -EADDRNOTAVAIL;
@@ -60,9 +64,7 @@ int netaddr_listen(const char *addr, int backlog, const char *who)
             fd = -errno;
             continue;
         }
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, backlog) == 0)
+        if (use(fd, ai, arg) == 0)
             break;
         int e = -errno;
         close(fd);
@@ -70,4 +72,28 @@ int netaddr_listen(const char *addr, int backlog, const char *who)
     }
     freeaddrinfo(res);
     return fd;
+}
+
+static int bind_listen(int fd, const struct addrinfo *ai, int backlog)
+{
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    return bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 ? listen(fd, backlog) : -1;
+}
+
+static int timed_connect(int fd, const struct addrinfo *ai, int timeout_ms)
+{
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    return connect(fd, ai->ai_addr, ai->ai_addrlen);
+}
+
+int netaddr_listen(const char *addr, int backlog, const char *who)
+{
+    return first_socket(addr, true, who, bind_listen, backlog);
+}
+
+int netaddr_connect(const char *addr, unsigned timeout_ms, const char *who)
+{
+    return first_socket(addr, false, who, timed_connect, (int)timeout_ms);
 }

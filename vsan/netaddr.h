@@ -20,5 +20,8 @@ int netaddr_resolve(const char *addr, bool passive, struct addrinfo **res, const
 /* A listening TCP socket on addr (SO_REUSEADDR, close-on-exec): its fd,
  * or -errno. */
 int netaddr_listen(const char *addr, int backlog, const char *who);
+/* A TCP socket connected to addr, whose connect and writes give up after
+ * timeout_ms: its fd, or -errno. */
+int netaddr_connect(const char *addr, unsigned timeout_ms, const char *who);
 
 #endif

@@ -50,6 +50,27 @@ c = d.get("cluster") or {}
 print(eval(sys.argv[1]))' "$2"
 }
 
+# vs I EXPR: prints EXPR evaluated over node I's `vsan --json volume show
+# $LAB_VOL` (d); LAB_VOL defaults to m.
+vs() {
+    "$LAB" vsan "$1" --json volume show "${LAB_VOL:-m}" 2>/dev/null | "$PY" -c '
+import json, sys
+d = json.load(sys.stdin)
+print(eval(sys.argv[1]))' "$2"
+}
+
+# The states of the volume's replicas as node I sees them:
+# "current current outdated".
+states() {
+    vs "$1" '" ".join(r["state"] for r in d["replicas"])'
+}
+
+# states_are I STATES: node I sees the replicas in STATES (for wait_until,
+# which runs its command again each time).
+states_are() {
+    [ "$(states "$1")" = "$2" ]
+}
+
 # The node ids node I sees in its group, e.g. "1 2 3".
 members() {
     st "$1" '" ".join(str(m["nodeid"]) for m in c["members"])'

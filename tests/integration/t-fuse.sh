@@ -106,22 +106,33 @@ umount "$T/mnt" || die "second umount failed"
 losetup -d "$LOOP" || die "losetup -d failed"
 
 log "vsand restarted under a writer: no error"
+# The writer goes on until told to stop, so the restart always falls in
+# the middle of it; it counts its writes in writer.count.
 # shellcheck disable=SC2016 # expanded by the writer's own bash
 WRITER='
 set -e
-for i in $(seq 0 199); do
+i=0
+while [ ! -e "$3" ]; do
     dd if="$1" of="$2" bs=64k count=1 seek=$((i % 64)) conv=notrunc,fsync status=none
+    i=$((i + 1))
+    echo "$i" >"$3.count"
 done'
 head -c $((64 * 1024)) /dev/urandom >"$T/blk"
-bash -c "$WRITER" writer "$T/blk" "$T/fuse/b" >"$T/writer.out" 2>&1 &
+bash -c "$WRITER" writer "$T/blk" "$T/fuse/b" "$T/writer" >"$T/writer.out" 2>&1 &
 WPID=$!
 on_exit "kill $WPID"
-sleep 0.5
+writes() { cat "$T/writer.count" 2>/dev/null || echo 0; }
+writes_reach() { [ "$(writes)" -ge "$1" ]; }
+wait_until 20 writes_reach 5 || die "the writer does not write: $(cat "$T/writer.out")"
 vsand_stop KILL
-sleep 1
+proc_alive "$WPID" || die "the writer ended before the restart: $(cat "$T/writer.out")"
+before=$(writes)
 vsand_start
+wait_until 30 writes_reach $((before + 5)) || die "the writer is stuck after the restart"
+touch "$T/writer"
 wait "$WPID" || die "the writer saw an error across the restart: $(cat "$T/writer.out")"
-cmp -n $((64 * 1024)) "$T/blk" <(nbdcopy "$URI/b" - | tail -c +$((63 * 65536 + 1))) ||
+last=$((($(writes) - 1) % 64))
+cmp -n $((64 * 1024)) "$T/blk" <(nbdcopy "$URI/b" - | tail -c +$((last * 65536 + 1))) ||
     die "the last block written is not in vsand"
 grep -q "volume \"b\": node 1 (127.0.0.1:$PORT)" "$T/vsan-fuse.out" ||
     die "vsan-fuse logged nothing about the restart: $(cat "$T/vsan-fuse.out")"

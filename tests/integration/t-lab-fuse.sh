@@ -32,12 +32,7 @@ fuse_unmount() {
     fusermount3 -u "$1" 2>/dev/null
 }
 
-# The states of volume f's replicas as node I sees them.
-states() {
-    "$LAB" vsan "$1" --json volume show f 2>/dev/null | "$PY" -c '
-import json, sys
-print(" ".join(r["state"] for r in json.load(sys.stdin)["replicas"]))'
-}
+LAB_VOL=f # the volume vs and states (labtest.sh) look at
 
 # "ID ADDR" of the node serving the mount.
 serving() {
@@ -46,7 +41,7 @@ serving() {
 
 lab_up 3
 lab vsan 1 volume create f 512M
-wait_until 30 test "$(states 1)" = "current current current" ||
+wait_until 30 states_are 1 "current current current" ||
     lab_fail "f never became current everywhere: $(states 1)"
 
 nodes=""
@@ -100,7 +95,8 @@ sleep 1
 node=${first%% *}
 t0=$(now_ms)
 lab kill "$node"
-wait_until 40 test "$(serving | cut -d' ' -f1)" != "$node" ||
+moved() { [ "$(serving | cut -d' ' -f1)" != "$node" ]; }
+wait_until 40 moved ||
     lab_fail "the mount still names node $node: $(cat "$T/vsan-fuse.out")"
 moved=$(($(now_ms) - t0))
 log "node $node killed; the mount moved to node $(serving) in $moved ms"

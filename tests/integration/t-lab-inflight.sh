@@ -21,17 +21,6 @@ vt_init
 
 NFT_TABLE=vsan_t_inflight
 
-vs() {
-    "$LAB" vsan "$1" --json volume show m 2>/dev/null | "$PY" -c '
-import json, sys
-d = json.load(sys.stdin)
-print(eval(sys.argv[1]))' "$2"
-}
-
-states() {
-    vs "$1" '" ".join(r["state"] for r in d["replicas"])'
-}
-
 all_current() {
     local i
     for i in 1 2 3; do

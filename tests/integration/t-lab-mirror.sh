@@ -28,18 +28,6 @@ vt_init
 MiB=$((1024 * 1024))
 
 # vs I EXPR: EXPR over node I's `vsan --json volume show m` (d).
-vs() {
-    "$LAB" vsan "$1" --json volume show m 2>/dev/null | "$PY" -c '
-import json, sys
-d = json.load(sys.stdin)
-print(eval(sys.argv[1]))' "$2"
-}
-
-# The states of the replicas of m as node I sees them: "current current outdated".
-states() {
-    vs "$1" '" ".join(r["state"] for r in d["replicas"])'
-}
-
 all_current() {
     local i
     for i in 1 2 3; do
@@ -81,7 +69,7 @@ bg_start fio fio --name=m --ioengine=nbd --uri="$("$LAB" addr 1)/m" --rw=randwri
 FIO=$BG_PID
 sleep 1
 lab kill 3
-wait_until 10 test "$(states 1)" = "current current outdated" ||
+wait_until 10 states_are 1 "current current outdated" ||
     lab_fail "n1 did not mark n3 outdated: $(states 1)"
 sleep 1
 lab start 3
@@ -135,7 +123,7 @@ log "2. vsan volume verify: 0 regions differ"
 
 log "3. n2's copy fails; a client on n2 goes on; the copy is replaced"
 lab vsan 2 replica fail m
-wait_until 10 test "$(states 1)" = "current outdated current" ||
+wait_until 10 states_are 1 "current outdated current" ||
     lab_fail "n2 not outdated after replica fail: $(states 1)"
 nbdpy "$("$LAB" addr 2)/m" <<'EOF' || lab_fail "I/O through n2 failed with its copy failed"
 import sys
@@ -165,7 +153,8 @@ log "5. n3 with a wrong secret is refused"
 lab secret 3 wrong
 lab kill 3
 lab start 3
-wait_until 20 test "$(st 1 'd["mirror"]["refused"]')" -ge 1 ||
+refused_some() { [ "$(st 1 'd["mirror"]["refused"]')" -ge 1 ]; }
+wait_until 20 refused_some ||
     lab_fail "n1 refused nothing: $(st 1 'd["mirror"]')"
 grep -q "failed authentication" "$VSAN_LAB_DIR/n3/vsand.log" ||
     lab_fail "n3 did not log that its peers failed authentication"
