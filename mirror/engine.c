@@ -313,6 +313,7 @@ struct rwrite {
     struct mlink_wait w;
     int err;             /* from planning: nothing was sent */
     int applied;         /* copies that took it, this node's included */
+    bool local_done;     /* this node's copy took it */
     struct nbd_async *a; /* asynchronous: told the result */
 };
 
@@ -342,8 +343,10 @@ static void start_write(struct rwrite *w, enum mwire_type type, const void *buf,
         mlink_send_async(v->mirror->link, w->pl.ops, w->pl.n, &w->w, done);
     else
         mlink_send(v->mirror->link, w->pl.ops, w->pl.n, &w->w);
+    w->local_done = false;
     if (w->err == 0 && w->pl.local) {
         int r = local(v, buf, count, offset, flags);
+        w->local_done = r == 0;
         if (r == 0)
             w->applied++;
         else
@@ -362,6 +365,14 @@ static int settle_write(struct rwrite *w)
         qb_log(LOG_ERR, "volume \"%s\": region %llu: no replica could take the write", v->rec.name,
                (unsigned long long)w->first);
         err = -EIO;
+    }
+    if (err < 0 && w->local_done) {
+        /* This copy took a write the client is told failed, and that the
+         * others may lack (a minority cut off): its own bitmap says so, and
+         * when it resyncs, these regions come back from the current ones. */
+        pthread_mutex_lock(&v->mv->mu);
+        mark_dirty(v, v->mirror->self, w->first, w->last);
+        pthread_mutex_unlock(&v->mv->mu);
     }
     return err;
 }
@@ -815,6 +826,28 @@ static bool still_syncing(struct volume *v)
 }
 
 /* The union of the current peers' bitmaps for this node, into set. */
+/* Adds the regions this node wrote while its peers may have missed them
+ * (settle_write) to set. */
+static int own_dirty(struct volume *v, uint64_t *set, size_t words)
+{
+    struct mvol *mv = v->mv;
+    int r = 0;
+    pthread_mutex_lock(&mv->mu);
+    for (size_t i = 0; i < mv->ndirty; i++) {
+        if (mv->dirty_node[i] != v->mirror->self)
+            continue;
+        void *buf;
+        size_t len;
+        r = bitmap_export(mv->dirty[i], &buf, &len);
+        for (size_t w = 0; r == 0 && w < len / 8 && w < words; w++)
+            set[w] |= ((uint64_t *)buf)[w];
+        if (r == 0)
+            free(buf);
+    }
+    pthread_mutex_unlock(&mv->mu);
+    return r;
+}
+
 static int fetch_dirty(struct volume *v, uint64_t *set, size_t words)
 {
     struct mirror *m = v->mirror;
@@ -842,7 +875,7 @@ static int fetch_dirty(struct volume *v, uint64_t *set, size_t words)
             set[w] |= buf[w];
     }
     free(buf);
-    return r;
+    return r < 0 ? r : own_dirty(v, set, words);
 }
 
 static void throttle(struct volume *v)

@@ -238,6 +238,21 @@ static size_t to_members(const struct cpg_address *in, size_t n, bool left,
     return n;
 }
 
+/* Asks votequorum now, so a membership change is handled knowing the
+ * quorum of the new membership: its own notification comes through
+ * another descriptor and may be dispatched after the change. A minority
+ * must not take the departures it sees for agreed facts (policing). */
+static void refresh_quorum(struct cluster *c)
+{
+    struct votequorum_info info;
+    cs_error_t err = votequorum_getinfo(c->vq, c->nodeid, &info);
+    if (err != CS_OK) {
+        qb_log(LOG_DEBUG, "corosync: votequorum_getinfo: %d; keeping the last quorum", err);
+        return;
+    }
+    report_quorum(c, (info.flags & VOTEQUORUM_INFO_QUORATE) != 0);
+}
+
 static void on_confchg(cpg_handle_t h, const struct cpg_name *group,
                        const struct cpg_address *members, size_t nmembers,
                        const struct cpg_address *left, size_t nleft,
@@ -254,6 +269,7 @@ static void on_confchg(cpg_handle_t h, const struct cpg_name *group,
     njoined = to_members(joined, njoined, false, j);
     qb_log(LOG_INFO, "corosync: group \"%s\": %zu members, %zu left, %zu joined", c->name, nmembers,
            nleft, njoined);
+    refresh_quorum(c);
     c->ev->confchg(c->ctx, m, nmembers, l, nleft, j, njoined);
 }
 

@@ -353,9 +353,19 @@ static void replica_done(struct policing *pc, uint32_t nodeid, uint32_t pid,
     pthread_mutex_unlock(&pc->lock);
 }
 
+/* A partition without quorum applies no replica change: it cannot know
+ * what the majority decided meanwhile, and a table it changed would carry
+ * a higher version into the next sync round and win it. Its sender sees
+ * no quorum and fails its write. */
 static void apply_replica(struct policing *pc, uint32_t nodeid, uint32_t pid,
                           const struct pmsg_replica *m)
 {
+    if (!pc->quorate) {
+        qb_log(LOG_WARNING, "policing: volume %08x: node %u's replica change not applied: no quorum",
+               m->volume, m->node);
+        replica_done(pc, nodeid, pid, m);
+        return;
+    }
     int r = pc->p.table->replica(pc->p.table_ctx, m->volume, m->node, m->state, m->first, m->last);
     if (r > 0)
         bump_version(pc);
@@ -678,7 +688,10 @@ static void on_leave(struct policing *pc, uint32_t node)
     pol_actions_free(&out);
     if (!lost)
         qb_log(LOG_ERR, "policing: node %u left: out of memory listing its regions", node);
-    if (node != pc->self && pc->p.table->node_left(pc->p.table_ctx, node, lost, nlost) > 0) {
+    /* Without quorum the departure may be ours, not theirs: the majority
+     * decides what is outdated (see apply_replica). */
+    if (node != pc->self && pc->quorate &&
+        pc->p.table->node_left(pc->p.table_ctx, node, lost, nlost) > 0) {
         bump_version(pc);
         pc->p.table->changed(pc->p.table_ctx);
     }
