@@ -9,6 +9,8 @@
 #   make fuzz       a longer libFuzzer run of the NBD parser
 #   make bench      fio against vsand and nbdkit side by side
 #   make bench-cluster  what the policing protocol costs, on a 3-node lab
+#   make soak       the lost-write checker with its nemesis for SOAK_SECONDS (600)
+#                   on a 3-node lab (t-lab-checker's long form)
 #   make install    vsand, vsan and the systemd unit under PREFIX (/usr/local)
 
 CC      ?= cc
@@ -103,12 +105,30 @@ $(CLUSTER_PROBE): tests/tools/cluster_probe.c \
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-integration: all $(CLUSTER_PROBE)
+# The lost-write checker (tests/checker/): writers with failover over NBD,
+# and the verification of the replicas against their journal.
+CHECKER_SRCS := tests/checker/block.c tests/checker/journal.c tests/checker/writer.c \
+                tests/checker/verify.c tests/checker/checker.c vsan/log.c vsan/size.c
+CHECKER := $(B)/checker
+$(CHECKER): $(call obj,$(CHECKER_SRCS))
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libnbd libqb libisal) -pthread
+
+$(B)/obj/tests/checker/%.o: CFLAGS += $(shell pkg-config --cflags libnbd)
+
+# The block format's unit test links the format itself.
+$(B)/tests/test_checker_block: $(call obj,tests/checker/block.c)
+
+integration: all $(CLUSTER_PROBE) $(CHECKER)
 	@tests/integration/run-all.sh $(B)
 
 check: deps
 	@$(MAKE) --no-print-directory all unit fuzz-short integration
 	@echo "make check: all test suites passed"
+
+SOAK_SECONDS ?= 600
+soak: all $(CHECKER)
+	@CHECKER_SECONDS=$(SOAK_SECONDS) timeout --kill-after=10 $$(( $(SOAK_SECONDS) + 600 )) \
+	  bash tests/integration/t-lab-checker.sh $(B)
 
 bench: all
 	@tests/bench/bench.sh $(B)
@@ -134,6 +154,6 @@ install: all
 clean:
 	rm -rf build
 
-.PHONY: all unit fuzz fuzz-short integration check bench bench-cluster deps run install clean
+.PHONY: all unit fuzz fuzz-short integration check soak bench bench-cluster deps run install clean
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
