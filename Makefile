@@ -115,8 +115,9 @@ $(CHECKER): $(call obj,$(CHECKER_SRCS))
 
 $(B)/obj/tests/checker/%.o: CFLAGS += $(shell pkg-config --cflags libnbd)
 
-# The block format's unit test links the format itself.
+# The checker's unit tests link the checker's pure parts.
 $(B)/tests/test_checker_block: $(call obj,tests/checker/block.c)
+$(B)/tests/test_checker_journal: $(call obj,tests/checker/journal.c)
 
 integration: all $(CLUSTER_PROBE) $(CHECKER)
 	@tests/integration/run-all.sh $(B)

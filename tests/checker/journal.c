@@ -91,6 +91,7 @@ static int read_all(int fd, void *buf, size_t len)
     return 0;
 }
 
+/* Only the main thread saves, so one static chunk buffer is enough. */
 static int write_entries(int fd, const struct chk_journal *j)
 {
     static uint64_t chunk[2 * CHUNK_ENTRIES];
@@ -127,7 +128,6 @@ static int write_file(int fd, const struct chk_journal *j)
     return write_entries(fd, j);
 }
 
-/* Only the main thread saves, so one static chunk buffer is enough. */
 int chk_journal_save(const struct chk_journal *j, const char *path)
 {
     char tmp[4096];

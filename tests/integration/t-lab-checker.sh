@@ -58,6 +58,8 @@ identical() {
 }
 
 lab_up 3
+# Kept with VT_KEEP=1 when the test fails: the lab dir goes with the lab.
+on_exit "for d in '$VSAN_LAB_DIR'/n*; do cp \"\$d/vsand.log\" '$T'/\$(basename \"\$d\").vsand.log; done"
 lab vsan 1 volume create c 64M
 lab vsan 1 volume create q 64M
 wait_until 30 all_current c || lab_fail "c never became current on all nodes: $(states 1 c)"
