@@ -9,11 +9,13 @@
 # Never more than one node is faulty at a time, so a majority always
 # keeps quorum and a current replica: after each repair the nemesis waits
 # until every node sees every replica of VOLUME current before the next
-# fault. A repair that does not converge within REPAIR_SECONDS is a vsan
+# fault (and first lets the membership settle). A repair that does not converge within REPAIR_SECONDS is a vsan
 # bug and ends the nemesis with status 1. At the end everything is healed
 # and current.
 #
 # Every action is printed with the time, and last "nemesis: cycles=N".
+# The same SEED replays the same faults (not the same timing);
+# NEMESIS_ACTIONS="kill stop" (say) limits the faults to those kinds.
 #
 # Usage: nemesis.sh SECONDS VOLUME [SEED]   (VSAN_LAB_DIR names the lab;
 #        the lab's node count is read from it)
@@ -36,7 +38,10 @@ RANDOM=${3:-$$}
     exit 2
 }
 NODES=$(sed -n 's/^N=//p' "$VSAN_LAB_DIR/lab.env")
-ACTIONS=(kill stop cut cut-peers)
+read -r -a ACTIONS <<<"${NEMESIS_ACTIONS:-kill stop cut cut-peers}"
+# Longer than corosync's detection of a lost node (~2.2 s): a cut shorter
+# than that may split the group only after the heal.
+SETTLE_SECONDS=3
 
 say() {
     printf '%s nemesis: %s\n' "$(date +%T.%N | cut -c1-12)" "$*"
@@ -113,6 +118,7 @@ while [ $((SECONDS - start)) -lt "$DURATION" ]; do
     say "cycle $((cycles + 1)): repair n$node"
     repair "$action" "$node"
     t0=$SECONDS
+    sleep "$SETTLE_SECONDS"
     wait_current
     cycles=$((cycles + 1))
     say "cycle $cycles: all replicas current after $((SECONDS - t0)) s"

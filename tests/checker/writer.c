@@ -156,14 +156,17 @@ static int writer_send(struct writer *w, uint64_t block, uint64_t seq)
     unsigned backoff = BACKOFF_MIN_MS;
 
     for (;;) {
+        const char *stage = "connect";
         int r = w->h ? 0 : writer_connect(w);
-        if (r == 0)
+        if (r == 0) {
+            stage = "write";
             r = writer_write_once(w, block * CHK_BLOCK_SIZE);
+        }
         if (r == 0)
             return 0;
         qb_log(LOG_INFO,
-               "checker: writer %" PRIu32 ": block %" PRIu64 " seq %" PRIu64 " via %s: %s", w->id,
-               block, seq, uri_of(w), strerror(-r));
+               "checker: writer %" PRIu32 ": block %" PRIu64 " seq %" PRIu64 " via %s: %s: %s",
+               w->id, block, seq, uri_of(w), stage, strerror(-r));
         writer_next_target(w);
         __atomic_add_fetch(&w->run->failovers, 1, __ATOMIC_RELAXED);
         if (now_ms() >= deadline)
