@@ -7,11 +7,11 @@
 # quorum); a few seconds later it is started or healed.
 #
 # Never more than one node is faulty at a time, so a majority always
-# keeps quorum and a current replica: after each repair the nemesis waits
-# until every node sees every replica of VOLUME current before the next
-# fault (and first lets the membership settle). A repair that does not converge within REPAIR_SECONDS is a vsan
-# bug and ends the nemesis with status 1. At the end everything is healed
-# and current.
+# keeps quorum and a current replica: after each repair the nemesis lets
+# the membership settle, then waits until every node sees every replica
+# of VOLUME current before the next fault. A repair that does not
+# converge within REPAIR_SECONDS is a vsan bug and ends the nemesis with
+# status 1. At the end everything is healed and current.
 #
 # Every action is printed with the time, and last "nemesis: cycles=N".
 # The same SEED replays the same faults (not the same timing);
