@@ -101,6 +101,7 @@ fi
 # exits 3 if refused, 0 if acknowledged, 4 if unanswered after
 # WRITE_BOUND seconds.
 cut_write() {
+    trap - ERR # runs in the background: its status is the verdict, not a failure
     lab_nbdpy "$1" "$("$LAB" addr "$1")/q" "$2" "$3" "$WRITE_BOUND" <<'PY'
 import sys, time
 import nbd
