@@ -107,8 +107,8 @@ repair() {
 }
 
 cycles=0
-start=$SECONDS
 wait_current
+start=$SECONDS
 while [ $((SECONDS - start)) -lt "$DURATION" ]; do
     node=$((1 + RANDOM % NODES))
     action=${ACTIONS[RANDOM % ${#ACTIONS[@]}]}
