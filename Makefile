@@ -10,6 +10,8 @@
 #   make bench      fio against vsand and nbdkit side by side
 #   make bench-cluster  what the policing protocol costs, on a 3-node lab
 #   make bench-failover failover times (vsand killed, node stopped, node cut)
+#   make soak       the lost-write checker with its nemesis for SOAK_SECONDS (600)
+#                   on a 3-node lab (t-lab-checker's long form)
 #   make install    vsand, vsan, vsan-fuse and the systemd unit under PREFIX (/usr/local)
 
 CC      ?= cc
@@ -113,12 +115,31 @@ $(CLUSTER_PROBE): tests/tools/cluster_probe.c \
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-integration: all $(CLUSTER_PROBE)
+# The lost-write checker (tests/checker/): writers with failover over NBD,
+# and the verification of the replicas against their journal.
+CHECKER_SRCS := tests/checker/block.c tests/checker/journal.c tests/checker/writer.c \
+                tests/checker/verify.c tests/checker/checker.c vsan/log.c vsan/size.c
+CHECKER := $(B)/checker
+$(CHECKER): $(call obj,$(CHECKER_SRCS))
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libnbd libqb libisal) -pthread
+
+$(B)/obj/tests/checker/%.o: CFLAGS += $(shell pkg-config --cflags libnbd)
+
+# The checker's unit tests link the checker's pure parts.
+$(B)/tests/test_checker_block: $(call obj,tests/checker/block.c)
+$(B)/tests/test_checker_journal: $(call obj,tests/checker/journal.c)
+
+integration: all $(CLUSTER_PROBE) $(CHECKER)
 	@tests/integration/run-all.sh $(B)
 
 check: deps
 	@$(MAKE) --no-print-directory all unit fuzz-short integration
 	@echo "make check: all test suites passed"
+
+SOAK_SECONDS ?= 600
+soak: all $(CHECKER)
+	@CHECKER_SECONDS=$(SOAK_SECONDS) timeout --kill-after=10 $$(( $(SOAK_SECONDS) + 600 )) \
+	  bash tests/integration/t-lab-checker.sh $(B)
 
 bench: all
 	@tests/bench/bench.sh $(B)
@@ -148,6 +169,7 @@ install: all
 clean:
 	rm -rf build
 
-.PHONY: all unit fuzz fuzz-short integration check bench bench-cluster bench-failover deps run install clean
+.PHONY: all unit fuzz fuzz-short integration check soak bench bench-cluster bench-failover deps run install \
+        clean
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
