@@ -31,6 +31,7 @@ struct nbd_conn {
     int in_fd, out_fd;
     bool out_is_socket;
     char peer[64]; /* for log messages: "127.0.0.1:53422" or "unix" */
+    char local[64]; /* the address the client reached: "192.0.2.1", "" for unix */
 
     /* Set by the handshake, read-only in transmission. */
     struct nbd_export exp;
@@ -54,6 +55,7 @@ struct nbd_conn {
 
     atomic_uint inflight; /* requests read and not yet answered */
     atomic_bool dead;     /* an I/O error on the socket: every thread stops */
+    atomic_bool ending;   /* the next request gets ESHUTDOWN, then input ends */
 
     /* Guarded by the server's lock. */
     unsigned threads;          /* threads still serving this connection */
