@@ -13,7 +13,7 @@
 
 CC      ?= cc
 B       := build
-PKGS    := libqb inih json-c libcpg libvotequorum libcmap libisal gnutls
+PKGS    := libqb inih json-c libcpg libvotequorum libcmap libisal gnutls libmnl
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -MP \
            -I. $(shell pkg-config --cflags $(PKGS))
@@ -35,7 +35,7 @@ POLICING_SRCS := policing/messages.c policing/protocol.c policing/priority.c pol
 MIRROR_PURE_SRCS := mirror/wire.c mirror/auth.c
 # The node: store, volume layer, config, admin server.
 CORE_SRCS := $(POLICING_SRCS) $(MIRROR_PURE_SRCS) vsan/voltable.c vsan/config.c vsan/log.c vsan/size.c vsan/store.c vsan/volume.c \
-             vsan/admin.c vsan/admin_cmds.c
+             vsan/admin.c vsan/admin_cmds.c vsan/netif.c vsan/service.c
 CORE_SRCS += mirror/bitmap.c mirror/replicas.c mirror/link.c mirror/engine.c
 VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) vsan/vsand.c
 CLI_SRCS   := vsan/cli.c vsan/size.c vsan/cli_format.c

@@ -1,0 +1,229 @@
+/* service.c - adds, announces and gives up service addresses (service.h). */
+#include "vsan/service.h"
+
+#include "nbd-server/server.h"
+#include "vsan/netif.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <qb/qblog.h>
+
+struct held {
+    uint32_t owner;
+    char addr[SVC_ADDR_MAX]; /* "A.B.C.D/P" */
+    char host[INET_ADDRSTRLEN];
+    char listen[INET_ADDRSTRLEN + 8]; /* "A.B.C.D:PORT", "" if not listening */
+    struct in_addr in;
+    unsigned prefix;
+};
+
+/* A timer in flight: the next announcement of an address, or the cut of
+ * the idle clients of one given up. */
+struct job {
+    struct service *s;
+    qb_loop_timer_handle timer;
+    bool announce; /* else: cut idle clients */
+    struct in_addr in;
+    char host[INET_ADDRSTRLEN];
+    unsigned next; /* announcements: the index in announce_at of this one */
+    struct job *prev, *next_job;
+};
+
+struct service {
+    struct service_params p;
+    char interface[IF_NAMESIZE];
+    char port[8];
+    struct held held[CLUSTER_NODES_MAX];
+    size_t nheld;
+    struct job *jobs;
+    bool closed; /* stopping: holds nothing more */
+};
+
+/* When each announcement goes, in ms after the address was added. */
+static const unsigned announce_at[] = {0, 300, 1000};
+#define ANNOUNCEMENTS (sizeof announce_at / sizeof announce_at[0])
+
+static void job_unlink(struct job *j)
+{
+    if (j->prev)
+        j->prev->next_job = j->next_job;
+    else
+        j->s->jobs = j->next_job;
+    if (j->next_job)
+        j->next_job->prev = j->prev;
+}
+
+static void job_fire(void *data);
+
+static int job_arm(struct job *j, unsigned ms)
+{
+    int r = qb_loop_timer_add(j->s->p.loop, QB_LOOP_MED, (uint64_t)ms * 1000000ull, j, job_fire,
+                              &j->timer);
+    if (r < 0) {
+        qb_log(LOG_ERR, "service %s: timer: %s", j->host, strerror(-r));
+        return r;
+    }
+    return 0;
+}
+
+static int job_start(struct service *s, bool announce, const struct held *h, unsigned ms)
+{
+    struct job *j = calloc(1, sizeof *j);
+    if (!j)
+        return -ENOMEM;
+    *j = (struct job){.s = s, .announce = announce, .in = h->in, .next = 1};
+    memcpy(j->host, h->host, sizeof j->host);
+    int r = job_arm(j, ms);
+    if (r < 0) {
+        free(j);
+        return r;
+    }
+    j->next_job = s->jobs;
+    if (s->jobs)
+        s->jobs->prev = j;
+    s->jobs = j;
+    return 0;
+}
+
+static void announce(struct service *s, struct in_addr in, const char *host)
+{
+    int r = netif_announce(s->interface, in);
+    if (r < 0)
+        qb_log(LOG_WARNING, "service %s: gratuitous ARP on %s: %s", host, s->interface,
+               strerror(-r));
+}
+
+static void job_fire(void *data)
+{
+    struct job *j = data;
+    struct service *s = j->s;
+    if (!j->announce) {
+        nbd_server_drop_connections(s->p.nbd, j->host);
+    } else {
+        announce(s, j->in, j->host);
+        if (++j->next < ANNOUNCEMENTS &&
+            job_arm(j, announce_at[j->next] - announce_at[j->next - 1]) == 0)
+            return;
+    }
+    job_unlink(j);
+    free(j);
+}
+
+static int take(struct service *s, uint32_t owner, const char *addr)
+{
+    struct held h = {.owner = owner};
+    memcpy(h.addr, addr, sizeof h.addr);
+    if (svc_addr_parse(addr, &h.in, &h.prefix) < 0 || !inet_ntop(AF_INET, &h.in, h.host, sizeof h.host))
+        return -EINVAL;
+    if (s->interface[0] == '\0') {
+        qb_log(LOG_ERR, "service %s of node %u: this node has no [node] service_interface", addr,
+               owner);
+        return -ENODEV;
+    }
+    int r = netif_addr_add(s->interface, h.in, h.prefix);
+    if (r < 0) {
+        qb_log(LOG_ERR, "service %s of node %u: adding it to %s: %s", addr, owner, s->interface,
+               strerror(-r));
+        return r;
+    }
+    announce(s, h.in, h.host);
+    if (job_start(s, true, &h, announce_at[1]) < 0)
+        qb_log(LOG_WARNING, "service %s: announced once only", addr);
+    snprintf(h.listen, sizeof h.listen, "%s:%s", h.host, s->port);
+    if (nbd_server_listen(s->p.nbd, h.listen) < 0)
+        h.listen[0] = '\0'; /* the server logged why; a wildcard listener may serve it */
+    s->held[s->nheld++] = h;
+    qb_log(LOG_INFO, "service %s of node %u: taken on %s", addr, owner, s->interface);
+    return 0;
+}
+
+static void give_up(struct service *s, size_t i)
+{
+    struct held h = s->held[i];
+    s->held[i] = s->held[--s->nheld];
+    if (h.listen[0] && nbd_server_unlisten(s->p.nbd, h.listen) < 0)
+        qb_log(LOG_WARNING, "service %s: no listener on %s", h.addr, h.listen);
+    if (nbd_server_end_connections(s->p.nbd, h.host) > 0 &&
+        job_start(s, false, &h, s->p.grace_ms) < 0)
+        nbd_server_drop_connections(s->p.nbd, h.host);
+    int r = netif_addr_del(s->interface, h.in, h.prefix);
+    if (r < 0)
+        qb_log(LOG_ERR, "service %s of node %u: removing it from %s: %s", h.addr, h.owner,
+               s->interface, strerror(-r));
+    qb_log(LOG_INFO, "service %s of node %u: given up", h.addr, h.owner);
+}
+
+static bool wanted(const struct svc_hold *want, size_t n, const struct held *h)
+{
+    for (size_t i = 0; i < n; i++)
+        if (want[i].owner == h->owner && strcmp(want[i].addr, h->addr) == 0)
+            return true;
+    return false;
+}
+
+static bool holding(const struct service *s, const struct svc_hold *w)
+{
+    for (size_t i = 0; i < s->nheld; i++)
+        if (s->held[i].owner == w->owner && strcmp(s->held[i].addr, w->addr) == 0)
+            return true;
+    return false;
+}
+
+static void hold(void *ctx, const struct svc_hold *want, size_t n)
+{
+    struct service *s = ctx;
+    if (s->closed)
+        n = 0;
+    for (size_t i = 0; i < s->nheld;)
+        if (!wanted(want, n, &s->held[i]))
+            give_up(s, i);
+        else
+            i++;
+    for (size_t i = 0; i < n && s->nheld < CLUSTER_NODES_MAX; i++)
+        if (!holding(s, &want[i]))
+            take(s, want[i].owner, want[i].addr);
+}
+
+const struct policing_service_ops service_ops = {.hold = hold};
+
+int service_new(const struct service_params *p, struct service **out)
+{
+    struct service *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->p = *p;
+    if (snprintf(s->interface, sizeof s->interface, "%s", p->interface) >=
+            (int)sizeof s->interface ||
+        snprintf(s->port, sizeof s->port, "%s", p->port) >= (int)sizeof s->port) {
+        free(s);
+        return -ENAMETOOLONG;
+    }
+    s->p.interface = s->interface;
+    s->p.port = s->port;
+    *out = s;
+    return 0;
+}
+
+void service_close(struct service *s)
+{
+    if (!s)
+        return;
+    s->closed = true;
+    hold(s, NULL, 0);
+    while (s->jobs) {
+        struct job *j = s->jobs;
+        qb_loop_timer_del(s->p.loop, j->timer);
+        job_unlink(j);
+        free(j);
+    }
+}
+
+void service_free(struct service *s)
+{
+    free(s);
+}

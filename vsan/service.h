@@ -1,0 +1,53 @@
+/* service.h - this node's side of the service addresses: adding and
+ * removing the addresses the cluster gives it, and serving NBD on them.
+ *
+ * Which node holds which address is agreed by the policing protocol
+ * (policing/services.h); it tells this module the set this node should
+ * hold now (service_ops). Taking an address: add it to the service
+ * interface (netif.h), announce it by gratuitous ARP three times (now,
+ * after 300 ms and after 1 s, in case one is lost or a neighbour ignores
+ * updates within its lock time), and listen for NBD on ADDR:PORT, the port
+ * of the node's own NBD listener. Giving one up: stop that listener, tell
+ * the NBD server to end the connections clients made to the address (their
+ * next request gets ESHUTDOWN, then they close, and the client reconnects
+ * to wherever the address went), remove the address, and after
+ * shutdown_grace disconnect clients that stayed idle.
+ *
+ * The address is removed at once rather than after its clients left: the
+ * new holder adds it at the same moment (the same agreed message), and an
+ * address on two hosts of one segment is worse than a client that finds
+ * its connection reset and reconnects.
+ *
+ * Main loop only.
+ */
+#ifndef VSAN_SERVICE_H
+#define VSAN_SERVICE_H
+
+#include "policing/protocol.h"
+
+#include <qb/qbloop.h>
+
+struct nbd_server;
+
+struct service_params {
+    struct nbd_server *nbd;
+    qb_loop_t *loop;
+    const char *interface; /* where addresses go; "" = this node holds none */
+    const char *port;      /* of the NBD listener on each address */
+    unsigned grace_ms;     /* idle clients of an address given up are then cut */
+};
+
+struct service;
+
+int service_new(const struct service_params *p, struct service **out);
+/* Gives up every address held and takes no more: the first step of
+ * stopping, while the NBD server still runs (it then disconnects the
+ * clients as a shutdown does). */
+void service_close(struct service *s);
+/* After the policing protocol has stopped. */
+void service_free(struct service *s);
+
+/* ctx: a struct service. */
+extern const struct policing_service_ops service_ops;
+
+#endif
