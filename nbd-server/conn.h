@@ -30,7 +30,7 @@ struct nbd_conn {
     const struct nbd_server_config *cfg;
     int in_fd, out_fd;
     bool out_is_socket;
-    char peer[64]; /* for log messages: "127.0.0.1:53422" or "unix" */
+    char peer[64];  /* for log messages: "127.0.0.1:53422" or "unix" */
     char local[64]; /* the address the client reached: "192.0.2.1", "" for unix */
 
     /* Set by the handshake, read-only in transmission. */
@@ -39,8 +39,8 @@ struct nbd_conn {
     char export_name[NBD_EXPORT_NAME_BUF];
     uint64_t size;
     uint16_t tflags;
-    bool structured;       /* structured replies negotiated */
-    bool meta_allocation;  /* base:allocation selected for export_name */
+    bool structured;      /* structured replies negotiated */
+    bool meta_allocation; /* base:allocation selected for export_name */
     char meta_export[NBD_EXPORT_NAME_BUF];
     bool no_zeroes;
 
@@ -58,8 +58,8 @@ struct nbd_conn {
     atomic_bool ending;   /* the next request gets ESHUTDOWN, then input ends */
 
     /* Guarded by the server's lock. */
-    unsigned threads;          /* threads still serving this connection */
-    struct nbd_conn *next;     /* the server's list of connections */
+    unsigned threads;      /* threads still serving this connection */
+    struct nbd_conn *next; /* the server's list of connections */
 };
 
 /* Reads exactly len bytes (buffered). 0, or -1 at EOF or error (logged at

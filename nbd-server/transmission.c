@@ -146,7 +146,7 @@ static int validate(const struct nbd_conn *c, const struct request *r)
         return NBD_EINVAL;
     if (r->offset > c->size || r->length > c->size - r->offset)
         return r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES ? NBD_ENOSPC
-                                                                            : NBD_EINVAL;
+                                                                           : NBD_EINVAL;
     if (c->exp.read_only && is_write(r->type))
         return NBD_EPERM;
     return 0;
@@ -400,8 +400,8 @@ static int read_request(struct nbd_conn *c, struct request *r, struct buffer *b)
         atomic_store(&c->dead, true);
         return -1;
     }
-    *r = (struct request){be16toh(w.flags), be16toh(w.type), w.handle, be64toh(w.offset),
-                          be32toh(w.length), 0};
+    *r = (struct request){be16toh(w.flags),  be16toh(w.type),   w.handle,
+                          be64toh(w.offset), be32toh(w.length), 0};
     if (r->type == NBD_CMD_DISC)
         return -1;
     r->error = validate(c, r);

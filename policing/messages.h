@@ -29,9 +29,9 @@ enum pmsg_type {
     PMSG_VOL_CREATE = 4, /* volume table changes */
     PMSG_VOL_RESIZE = 5,
     PMSG_VOL_DELETE = 6,
-    PMSG_OFFER = 7,   /* sync round: my table's version */
-    PMSG_STATE = 8,   /* sync round: the winner's state */
-    PMSG_REPLICA = 9, /* a replica changes state (mirror/replicas.h) */
+    PMSG_OFFER = 7,    /* sync round: my table's version */
+    PMSG_STATE = 8,    /* sync round: the winner's state */
+    PMSG_REPLICA = 9,  /* a replica changes state (mirror/replicas.h) */
     PMSG_SERVICE = 10, /* a service address moves (services.h) */
 };
 

@@ -475,14 +475,13 @@ static void service_update(struct policing *pc)
     size_t n = member_ids(pc, members), ncurrent;
     int r = current_members(pc, current, &ncurrent);
     if (r < 0) {
-        qb_log(LOG_ERR, "policing: service addresses: listing the volume table: %s",
-               strerror(-r));
+        qb_log(LOG_ERR, "policing: service addresses: listing the volume table: %s", strerror(-r));
         return;
     }
     if (ops) {
         struct svc_hold want[CLUSTER_NODES_MAX];
-        size_t k = svc_wanted(&pc->svc, pc->self, true, listed_id(current, ncurrent, pc->self),
-                              want);
+        size_t k =
+            svc_wanted(&pc->svc, pc->self, true, listed_id(current, ncurrent, pc->self), want);
         ops->hold(pc->p.service_ctx, want, k);
     }
     coordinate(pc, members, n, current, ncurrent);
@@ -505,8 +504,9 @@ static void apply_service(struct policing *pc, uint32_t nodeid, const struct pms
         return;
     }
     if (svc_apply(&pc->svc, m->owner, m->holder, m->manual) < 0) {
-        qb_log(LOG_WARNING, "policing: node %u moved the service address of node %u, which has "
-                            "none: ignored",
+        qb_log(LOG_WARNING,
+               "policing: node %u moved the service address of node %u, which has "
+               "none: ignored",
                nodeid, m->owner);
         return;
     }
@@ -735,15 +735,15 @@ static void load_services(struct policing *pc, const struct pmsg_state_service *
     struct svc_table t = {0};
     for (uint32_t i = 0; i < n && t.n < CLUSTER_NODES_MAX; i++) {
         if (!pmsg_string_ok(ss[i].addr, sizeof ss[i].addr) ||
-            svc_addr_parse(ss[i].addr, NULL, NULL) < 0 || ss[i].owner == 0 ||
-            ss[i].holder == 0 || ss[i].manual > 1) {
+            svc_addr_parse(ss[i].addr, NULL, NULL) < 0 || ss[i].owner == 0 || ss[i].holder == 0 ||
+            ss[i].manual > 1) {
             qb_log(LOG_ERR, "policing: the group's state has a malformed service address "
                             "entry: ignored");
             continue;
         }
         struct svc_entry *e = &t.v[t.n++];
-        *e = (struct svc_entry){.owner = ss[i].owner, .holder = ss[i].holder,
-                                .manual = ss[i].manual};
+        *e = (struct svc_entry){
+            .owner = ss[i].owner, .holder = ss[i].holder, .manual = ss[i].manual};
         memcpy(e->addr, ss[i].addr, sizeof e->addr);
     }
     pc->svc = t;

@@ -140,12 +140,11 @@ uint32_t policing_volume_id(const char *uuid);
 typedef void (*policing_done_fn)(void *arg, int result);
 
 /* uuid: the requester's choice, so every node creates the same one. */
-int policing_volume_create(struct policing *pc, const char *uuid, const char *name,
-                           uint64_t size, policing_done_fn done, void *arg);
+int policing_volume_create(struct policing *pc, const char *uuid, const char *name, uint64_t size,
+                           policing_done_fn done, void *arg);
 int policing_volume_resize(struct policing *pc, const char *name, uint64_t size, bool force,
                            policing_done_fn done, void *arg);
-int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done,
-                           void *arg);
+int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done, void *arg);
 
 /* ---- service addresses (main loop) ----------------------------------- */
 

@@ -747,14 +747,16 @@ static int check_service(struct parser *p)
     if (c->service_address[0] == '\0')
         return 0;
     if (c->service_interface[0] == '\0') {
-        fail(p, line, "[node] service_address = \"%s\" needs [node] service_interface (the "
-                      "interface it is added to)",
+        fail(p, line,
+             "[node] service_address = \"%s\" needs [node] service_interface (the "
+             "interface it is added to)",
              c->service_address);
         return -1;
     }
     if (c->listen[0][0] == '/') {
-        fail(p, line, "[node] service_address = \"%s\" needs a HOST:PORT as the first [nbd] "
-                      "listen address (its port is served on the service address)",
+        fail(p, line,
+             "[node] service_address = \"%s\" needs a HOST:PORT as the first [nbd] "
+             "listen address (its port is served on the service address)",
              c->service_address);
         return -1;
     }

@@ -55,8 +55,8 @@ struct vsan_config {
     char data_dir[PATH_MAX];
     char name[CONFIG_NAME_MAX + 1];
     char pid_file[PATH_MAX];
-    char service_address[SVC_ADDR_MAX];     /* "A.B.C.D/PREFIX"; "" = none */
-    char service_interface[IF_NAMESIZE];    /* where service addresses go */
+    char service_address[SVC_ADDR_MAX];  /* "A.B.C.D/PREFIX"; "" = none */
+    char service_interface[IF_NAMESIZE]; /* where service addresses go */
     /* [nbd] */
     char listen[CONFIG_LISTEN_MAX][CONFIG_ADDR_MAX + 1];
     unsigned n_listen;

@@ -118,7 +118,8 @@ static int take(struct service *s, uint32_t owner, const char *addr)
 {
     struct held h = {.owner = owner};
     memcpy(h.addr, addr, sizeof h.addr);
-    if (svc_addr_parse(addr, &h.in, &h.prefix) < 0 || !inet_ntop(AF_INET, &h.in, h.host, sizeof h.host))
+    if (svc_addr_parse(addr, &h.in, &h.prefix) < 0 ||
+        !inet_ntop(AF_INET, &h.in, h.host, sizeof h.host))
         return -EINVAL;
     if (s->interface[0] == '\0') {
         qb_log(LOG_ERR, "service %s of node %u: this node has no [node] service_interface", addr,

@@ -504,8 +504,13 @@ static int start_node(struct node *n)
         r = start_nbd(n);
     if (r < 0)
         return r;
-    n->admin_node = (struct admin_node){
-        .cfg = &n->cfg, .vols = n->vols, .nbd = n->nbd, .pc = n->pc, .mirror = n->mirror, .loop = n->loop, .started = admin_clock()};
+    n->admin_node = (struct admin_node){.cfg = &n->cfg,
+                                        .vols = n->vols,
+                                        .nbd = n->nbd,
+                                        .pc = n->pc,
+                                        .mirror = n->mirror,
+                                        .loop = n->loop,
+                                        .started = admin_clock()};
     return admin_start(n->loop, &n->admin_node, &n->admin);
 }
 
@@ -516,7 +521,7 @@ static void stop_node(struct node *n)
         admin_stop(n->admin);
     if (n->pc)
         policing_close_writes(n->pc); /* no grant can come once the loop stopped */
-    service_close(n->service);     /* the others take the addresses over */
+    service_close(n->service);        /* the others take the addresses over */
     if (n->nbd) {
         nbd_server_shutdown(n->nbd);
         nbd_server_free(n->nbd);
