@@ -143,10 +143,25 @@ static int take(struct service *s, uint32_t owner, const char *addr)
     return 0;
 }
 
+/* Announcements still to come for an address given up would point the
+ * neighbours back at this host, away from the new holder. */
+static void cancel_announcements(struct service *s, struct in_addr in)
+{
+    for (struct job *j = s->jobs, *next; j; j = next) {
+        next = j->next_job;
+        if (!j->announce || j->in.s_addr != in.s_addr)
+            continue;
+        qb_loop_timer_del(s->p.loop, j->timer);
+        job_unlink(j);
+        free(j);
+    }
+}
+
 static void give_up(struct service *s, size_t i)
 {
     struct held h = s->held[i];
     s->held[i] = s->held[--s->nheld];
+    cancel_announcements(s, h.in);
     if (h.listen[0] && nbd_server_unlisten(s->p.nbd, h.listen) < 0)
         qb_log(LOG_WARNING, "service %s: no listener on %s", h.addr, h.listen);
     if (nbd_server_end_connections(s->p.nbd, h.host) > 0 &&
@@ -192,6 +207,18 @@ static void hold(void *ctx, const struct svc_hold *want, size_t n)
 
 const struct policing_service_ops service_ops = {.hold = hold};
 
+static void remove_stale(struct service *s, const char *own)
+{
+    struct in_addr in;
+    unsigned prefix;
+    if (own[0] == '\0' || s->interface[0] == '\0' || svc_addr_parse(own, &in, &prefix) < 0)
+        return;
+    int r = netif_addr_del(s->interface, in, prefix);
+    if (r < 0)
+        qb_log(LOG_WARNING, "service %s: removing it from %s until the cluster gives it back: %s",
+               own, s->interface, strerror(-r));
+}
+
 int service_new(const struct service_params *p, struct service **out)
 {
     struct service *s = calloc(1, sizeof *s);
@@ -206,6 +233,8 @@ int service_new(const struct service_params *p, struct service **out)
     }
     s->p.interface = s->interface;
     s->p.port = s->port;
+    s->p.own = NULL;
+    remove_stale(s, p->own);
     *out = s;
     return 0;
 }

@@ -33,12 +33,16 @@ struct service_params {
     struct nbd_server *nbd;
     qb_loop_t *loop;
     const char *interface; /* where addresses go; "" = this node holds none */
+    const char *own;       /* this node's service address, "" if none */
     const char *port;      /* of the NBD listener on each address */
     unsigned grace_ms;     /* idle clients of an address given up are then cut */
 };
 
 struct service;
 
+/* Also removes this node's own address from the interface, where a vsand
+ * killed before it could give it up left it: until the cluster gives it
+ * back, the host must not answer for it beside the node serving it. */
 int service_new(const struct service_params *p, struct service **out);
 /* Gives up every address held and takes no more: the first step of
  * stopping, while the NBD server still runs (it then disconnects the

@@ -396,6 +396,7 @@ static int create_service(struct node *n)
         .nbd = n->nbd,
         .loop = n->loop,
         .interface = n->cfg.service_interface,
+        .own = n->cfg.service_address,
         .port = colon && n->cfg.listen[0][0] != '/' ? colon + 1 : "10809",
         .grace_ms = n->cfg.nbd.shutdown_grace_ms,
     };
