@@ -22,15 +22,17 @@ struct held {
     unsigned prefix;
 };
 
-/* A timer in flight: the next announcement of an address, or the cut of
- * the idle clients of one given up. */
+enum job_kind {
+    JOB_ANNOUNCE, /* the next gratuitous ARP of an address taken */
+    JOB_RELEASE,  /* the end of an address given up: cut its clients, remove it */
+};
+
 struct job {
     struct service *s;
     qb_loop_timer_handle timer;
-    bool announce; /* else: cut idle clients */
-    struct in_addr in;
-    char host[INET_ADDRSTRLEN];
-    unsigned next; /* announcements: the index in announce_at of this one */
+    enum job_kind kind;
+    struct held h;
+    unsigned next; /* JOB_ANNOUNCE: the index in announce_at of this one */
     struct job *prev, *next_job;
 };
 
@@ -48,6 +50,12 @@ struct service {
 static const unsigned announce_at[] = {0, 300, 1000};
 #define ANNOUNCEMENTS (sizeof announce_at / sizeof announce_at[0])
 
+/* How long an address given up stays while its clients are told to go:
+ * long enough for the ESHUTDOWN replies (and the FIN of idle connections)
+ * to leave from it, short enough that two hosts answer for it only
+ * briefly. */
+#define RELEASE_MS_MAX 1000
+
 static void job_unlink(struct job *j)
 {
     if (j->prev)
@@ -64,20 +72,17 @@ static int job_arm(struct job *j, unsigned ms)
 {
     int r = qb_loop_timer_add(j->s->p.loop, QB_LOOP_MED, (uint64_t)ms * 1000000ull, j, job_fire,
                               &j->timer);
-    if (r < 0) {
-        qb_log(LOG_ERR, "service %s: timer: %s", j->host, strerror(-r));
-        return r;
-    }
-    return 0;
+    if (r < 0)
+        qb_log(LOG_ERR, "service %s: timer: %s", j->h.addr, strerror(-r));
+    return r;
 }
 
-static int job_start(struct service *s, bool announce, const struct held *h, unsigned ms)
+static int job_start(struct service *s, enum job_kind kind, const struct held *h, unsigned ms)
 {
     struct job *j = calloc(1, sizeof *j);
     if (!j)
         return -ENOMEM;
-    *j = (struct job){.s = s, .announce = announce, .in = h->in, .next = 1};
-    memcpy(j->host, h->host, sizeof j->host);
+    *j = (struct job){.s = s, .kind = kind, .h = *h, .next = 1};
     int r = job_arm(j, ms);
     if (r < 0) {
         free(j);
@@ -90,22 +95,51 @@ static int job_start(struct service *s, bool announce, const struct held *h, uns
     return 0;
 }
 
-static void announce(struct service *s, struct in_addr in, const char *host)
+static void job_cancel(struct job *j)
 {
-    int r = netif_announce(s->interface, in);
+    qb_loop_timer_del(j->s->p.loop, j->timer);
+    job_unlink(j);
+    free(j);
+}
+
+static void announce(struct service *s, const struct held *h)
+{
+    int r = netif_announce(s->interface, h->in);
     if (r < 0)
-        qb_log(LOG_WARNING, "service %s: gratuitous ARP on %s: %s", host, s->interface,
+        qb_log(LOG_WARNING, "service %s: gratuitous ARP on %s: %s", h->addr, s->interface,
                strerror(-r));
+}
+
+static bool holding_in(const struct service *s, struct in_addr in)
+{
+    for (size_t i = 0; i < s->nheld; i++)
+        if (s->held[i].in.s_addr == in.s_addr)
+            return true;
+    return false;
+}
+
+/* The last step of giving h up. An address taken again meanwhile stays. */
+static void release(struct service *s, const struct held *h)
+{
+    nbd_server_drop_connections(s->p.nbd, h->host);
+    if (holding_in(s, h->in))
+        return;
+    int r = netif_addr_del(s->interface, h->in, h->prefix);
+    if (r < 0)
+        qb_log(LOG_ERR, "service %s of node %u: removing it from %s: %s", h->addr, h->owner,
+               s->interface, strerror(-r));
+    else
+        qb_log(LOG_INFO, "service %s of node %u: removed from %s", h->addr, h->owner, s->interface);
 }
 
 static void job_fire(void *data)
 {
     struct job *j = data;
     struct service *s = j->s;
-    if (!j->announce) {
-        nbd_server_drop_connections(s->p.nbd, j->host);
+    if (j->kind == JOB_RELEASE) {
+        release(s, &j->h);
     } else {
-        announce(s, j->in, j->host);
+        announce(s, &j->h);
         if (++j->next < ANNOUNCEMENTS &&
             job_arm(j, announce_at[j->next] - announce_at[j->next - 1]) == 0)
             return;
@@ -132,8 +166,8 @@ static int take(struct service *s, uint32_t owner, const char *addr)
                strerror(-r));
         return r;
     }
-    announce(s, h.in, h.host);
-    if (job_start(s, true, &h, announce_at[1]) < 0)
+    announce(s, &h);
+    if (job_start(s, JOB_ANNOUNCE, &h, announce_at[1]) < 0)
         qb_log(LOG_WARNING, "service %s: announced once only", addr);
     snprintf(h.listen, sizeof h.listen, "%s:%s", h.host, s->port);
     if (nbd_server_listen(s->p.nbd, h.listen) < 0)
@@ -149,14 +183,14 @@ static void cancel_announcements(struct service *s, struct in_addr in)
 {
     for (struct job *j = s->jobs, *next; j; j = next) {
         next = j->next_job;
-        if (!j->announce || j->in.s_addr != in.s_addr)
-            continue;
-        qb_loop_timer_del(s->p.loop, j->timer);
-        job_unlink(j);
-        free(j);
+        if (j->kind == JOB_ANNOUNCE && j->h.in.s_addr == in.s_addr)
+            job_cancel(j);
     }
 }
 
+/* No new clients; those connected get ESHUTDOWN on their next request
+ * and close; the address goes once they had the time to hear it (at once
+ * when there are none), so that those replies can still leave from it. */
 static void give_up(struct service *s, size_t i)
 {
     struct held h = s->held[i];
@@ -164,14 +198,11 @@ static void give_up(struct service *s, size_t i)
     cancel_announcements(s, h.in);
     if (h.listen[0] && nbd_server_unlisten(s->p.nbd, h.listen) < 0)
         qb_log(LOG_WARNING, "service %s: no listener on %s", h.addr, h.listen);
-    if (nbd_server_end_connections(s->p.nbd, h.host) > 0 &&
-        job_start(s, false, &h, s->p.grace_ms) < 0)
-        nbd_server_drop_connections(s->p.nbd, h.host);
-    int r = netif_addr_del(s->interface, h.in, h.prefix);
-    if (r < 0)
-        qb_log(LOG_ERR, "service %s of node %u: removing it from %s: %s", h.addr, h.owner,
-               s->interface, strerror(-r));
+    unsigned ending = nbd_server_end_connections(s->p.nbd, h.host);
+    unsigned ms = s->p.grace_ms < RELEASE_MS_MAX ? s->p.grace_ms : RELEASE_MS_MAX;
     qb_log(LOG_INFO, "service %s of node %u: given up", h.addr, h.owner);
+    if (ending == 0 || s->closed || job_start(s, JOB_RELEASE, &h, ms) < 0)
+        release(s, &h);
 }
 
 static bool wanted(const struct svc_hold *want, size_t n, const struct held *h)
@@ -247,9 +278,9 @@ void service_close(struct service *s)
     hold(s, NULL, 0);
     while (s->jobs) {
         struct job *j = s->jobs;
-        qb_loop_timer_del(s->p.loop, j->timer);
-        job_unlink(j);
-        free(j);
+        if (j->kind == JOB_RELEASE)
+            release(s, &j->h);
+        job_cancel(j);
     }
 }
 

@@ -10,13 +10,18 @@
  * of the node's own NBD listener. Giving one up: stop that listener, tell
  * the NBD server to end the connections clients made to the address (their
  * next request gets ESHUTDOWN, then they close, and the client reconnects
- * to wherever the address went), remove the address, and after
- * shutdown_grace disconnect clients that stayed idle.
+ * to wherever the address went), and after a short release window (at
+ * most 1 s, at most shutdown_grace) disconnect the clients that stayed
+ * idle and remove the address.
  *
- * The address is removed at once rather than after its clients left: the
- * new holder adds it at the same moment (the same agreed message), and an
- * address on two hosts of one segment is worse than a client that finds
- * its connection reset and reconnects.
+ * The window is a compromise. The new holder adds the address at the same
+ * moment (the same agreed message) and announces it, so neighbours send
+ * to it at once; but replies and FINs to the old connections must leave
+ * from the address, and a host drops what it would send from an address
+ * it no longer has: a client waiting on such a reply would wait forever.
+ * So the address stays on both for up to a second, during which only the
+ * gratuitous ARP of the new holder points clients at it. With no client
+ * connected to it, the address goes at once.
  *
  * Main loop only.
  */
@@ -35,7 +40,7 @@ struct service_params {
     const char *interface; /* where addresses go; "" = this node holds none */
     const char *own;       /* this node's service address, "" if none */
     const char *port;      /* of the NBD listener on each address */
-    unsigned grace_ms;     /* idle clients of an address given up are then cut */
+    unsigned grace_ms;     /* bounds the release window of an address given up */
 };
 
 struct service;
