@@ -196,12 +196,17 @@ static void give_up(struct service *s, size_t i)
     struct held h = s->held[i];
     s->held[i] = s->held[--s->nheld];
     cancel_announcements(s, h.in);
+    if (s->closed) { /* the NBD server has shut down: nothing to tell anyone */
+        qb_log(LOG_INFO, "service %s of node %u: given up", h.addr, h.owner);
+        release(s, &h);
+        return;
+    }
     if (h.listen[0] && nbd_server_unlisten(s->p.nbd, h.listen) < 0)
         qb_log(LOG_WARNING, "service %s: no listener on %s", h.addr, h.listen);
     unsigned ending = nbd_server_end_connections(s->p.nbd, h.host);
     unsigned ms = s->p.grace_ms < RELEASE_MS_MAX ? s->p.grace_ms : RELEASE_MS_MAX;
     qb_log(LOG_INFO, "service %s of node %u: given up", h.addr, h.owner);
-    if (ending == 0 || s->closed || job_start(s, JOB_RELEASE, &h, ms) < 0)
+    if (ending == 0 || job_start(s, JOB_RELEASE, &h, ms) < 0)
         release(s, &h);
 }
 

@@ -49,9 +49,10 @@ struct service;
  * killed before it could give it up left it: until the cluster gives it
  * back, the host must not answer for it beside the node serving it. */
 int service_new(const struct service_params *p, struct service **out);
-/* Gives up every address held and takes no more: the first step of
- * stopping, while the NBD server still runs (it then disconnects the
- * clients as a shutdown does). */
+/* Gives up every address held and takes no more: when stopping, once the
+ * NBD server has shut down (its clients got ESHUTDOWN from its own
+ * shutdown) and before this node leaves the group, so that the address is
+ * gone from here before a survivor adds it. */
 void service_close(struct service *s);
 /* After the policing protocol has stopped. */
 void service_free(struct service *s);

@@ -522,11 +522,10 @@ static void stop_node(struct node *n)
         admin_stop(n->admin);
     if (n->pc)
         policing_close_writes(n->pc); /* no grant can come once the loop stopped */
-    service_close(n->service);        /* the others take the addresses over */
-    if (n->nbd) {
+    if (n->nbd)
         nbd_server_shutdown(n->nbd);
-        nbd_server_free(n->nbd);
-    }
+    service_close(n->service); /* the others take the addresses over once we leave */
+    nbd_server_free(n->nbd);
     mirror_stop(n->mirror);
     if (n->pc)
         policing_stop(n->pc);

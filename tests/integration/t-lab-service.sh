@@ -14,6 +14,8 @@
 #  4. A node cut off (no quorum) takes nothing and drops what it held,
 #     its own address and one it held for another; the majority serves
 #     both; after the heal the cut node gets its own address back.
+#  5. A node stopped cleanly removes its address as it goes; a survivor
+#     takes it; it comes back with the node.
 # timeout: 120
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -154,4 +156,12 @@ wait_until 30 full_view 1 "1 2 3" || lab_fail "n1 never rejoined"
 wait_until 30 has 1 1 || lab_fail "n1 never got its address back after the heal: $(addrs 1)"
 wait_until 10 lacks 2 1 || lab_fail "n2 kept n1's address: $(addrs 2)"
 log "4. healed: n1 $(addrs 1); n2 $(addrs 2); n3 $(addrs 3)"
+
+log "5. n2 stopped cleanly (SIGTERM): it removes its address, n3 takes it"
+lab stop 2 --clean
+wait_until 10 has 3 2 || lab_fail "n3 never took n2's address: $(addrs 3)"
+lacks 2 2 || lab_fail "the stopped n2 kept its address: $(addrs 2)"
+lab start 2
+wait_until 30 has 2 2 || lab_fail "n2 never got its address back: $(addrs 2)"
+wait_until 10 lacks 3 2 || lab_fail "n3 kept n2's address: $(addrs 3)"
 log "ok"
