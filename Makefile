@@ -16,7 +16,7 @@
 
 CC      ?= cc
 B       := build
-PKGS    := libqb inih json-c libcpg libvotequorum libcmap libisal gnutls
+PKGS    := libqb inih json-c libcpg libvotequorum libcmap libisal gnutls libmnl
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread -MMD -MP \
            -I. $(shell pkg-config --cflags $(PKGS))
@@ -32,13 +32,13 @@ endif
 NBD_SRCS := nbd-server/handshake.c nbd-server/transmission.c nbd-server/server.c vsan/netaddr.c \
             nbd-server/conn_io.c
 # Membership, quorum and per-region write priority (policing/).
-POLICING_SRCS := policing/messages.c policing/protocol.c policing/priority.c \
+POLICING_SRCS := policing/messages.c policing/protocol.c policing/priority.c policing/services.c \
                  policing/cluster_local.c policing/cluster_corosync.c
 # The mirror link's wire format and handshake: pure, no I/O (mirror/).
 MIRROR_PURE_SRCS := mirror/wire.c mirror/auth.c mirror/stream.c
 # The node: store, volume layer, config, admin server.
 CORE_SRCS := $(POLICING_SRCS) $(MIRROR_PURE_SRCS) vsan/voltable.c vsan/config.c vsan/log.c vsan/size.c vsan/store.c vsan/volume.c \
-             vsan/admin.c vsan/admin_cmds.c
+             vsan/admin.c vsan/admin_cmds.c vsan/netif.c vsan/service.c
 CORE_SRCS += mirror/bitmap.c mirror/replicas.c mirror/link.c mirror/engine.c
 VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) vsan/vsand.c
 CLI_SRCS   := vsan/cli.c vsan/size.c vsan/cli_format.c

@@ -30,7 +30,8 @@ struct nbd_conn {
     const struct nbd_server_config *cfg;
     int in_fd, out_fd;
     bool out_is_socket;
-    char peer[64]; /* for log messages: "127.0.0.1:53422" or "unix" */
+    char peer[64];  /* for log messages: "127.0.0.1:53422" or "unix" */
+    char local[64]; /* the address the client reached: "192.0.2.1", "" for unix */
 
     /* Set by the handshake, read-only in transmission. */
     struct nbd_export exp;
@@ -55,7 +56,8 @@ struct nbd_conn {
     /* One reference for the serving threads together, one per write the
      * backend finishes asynchronously; the last one frees the connection. */
     atomic_uint refs;
-    atomic_bool dead; /* an I/O error on the socket: every thread stops */
+    atomic_bool dead;   /* an I/O error on the socket: every thread stops */
+    atomic_bool ending; /* the next request gets ESHUTDOWN, then input ends */
 
     /* Guarded by the server's lock. */
     unsigned threads;      /* threads still serving this connection */

@@ -35,6 +35,7 @@ struct listener {
     int fd;
     char addr[128];
     bool is_unix;
+    atomic_bool closing; /* its accept thread is being stopped */
     pthread_t thread;
 };
 
@@ -44,9 +45,9 @@ struct nbd_server {
     void *catalog_ctx;
     atomic_bool shutting_down;
 
-    /* Set up by the main thread before shutdown; accept threads only read
-     * their own entry. */
-    struct listener listeners[LISTENERS_MAX];
+    /* Added and removed by the main thread only; each accept thread reads
+     * only its own listener, which stays put until that thread is joined. */
+    struct listener *listeners[LISTENERS_MAX];
     unsigned nlisteners;
 
     /* lock guards conns, nconns and every conn's threads/next fields;
@@ -116,6 +117,25 @@ static void set_recv_timeout(int fd, unsigned ms)
     (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 }
 
+/* The host part of a socket address, "" for anything but IPv4 and IPv6. */
+static void host_of(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (ss->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, len);
+    else if (ss->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out, len);
+}
+
+static void describe_local(int fd, char *out, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+        ss.ss_family = AF_UNSPEC;
+    host_of(&ss, out, len);
+}
+
 static void describe_peer(int fd, char *out, size_t len)
 {
     struct sockaddr_storage ss;
@@ -157,6 +177,7 @@ static struct nbd_conn *conn_new(struct nbd_server *srv, int in_fd, int out_fd)
     socklen_t tl = sizeof type;
     c->out_is_socket = getsockopt(out_fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0;
     describe_peer(in_fd, c->peer, sizeof c->peer);
+    describe_local(in_fd, c->local, sizeof c->local);
     pthread_mutexattr_t ma;
     pthread_mutexattr_init(&ma);
     pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
@@ -324,7 +345,7 @@ static void *accept_main(void *arg)
     struct nbd_server *srv = ((void **)arg)[0];
     struct listener *l = ((void **)arg)[1];
     free(arg);
-    while (!nbd_server_shutting_down(srv)) {
+    while (!nbd_server_shutting_down(srv) && !atomic_load(&l->closing)) {
         int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd >= 0) {
             accepted(srv, l, fd);
@@ -332,7 +353,7 @@ static void *accept_main(void *arg)
         }
         if (errno == EINTR || errno == ECONNABORTED)
             continue;
-        if (nbd_server_shutting_down(srv))
+        if (nbd_server_shutting_down(srv) || atomic_load(&l->closing))
             break;
         qb_log(LOG_ERR, "nbd %s: accept: %s", l->addr, strerror(errno));
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
@@ -372,11 +393,14 @@ int nbd_server_listen(struct nbd_server *srv, const char *addr)
         qb_log(LOG_ERR, "nbd listen %s: at most %d listeners", addr, LISTENERS_MAX);
         return -EMFILE;
     }
-    struct listener *l = &srv->listeners[srv->nlisteners];
+    struct listener *l = calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
     l->is_unix = addr[0] == '/';
     int fd = l->is_unix ? bind_unix(addr) : netaddr_listen(addr, 128, "nbd listen");
     if (fd < 0) {
         qb_log(LOG_ERR, "nbd listen %s: %s", addr, strerror(-fd));
+        free(l);
         return fd;
     }
     l->fd = fd;
@@ -391,26 +415,80 @@ int nbd_server_listen(struct nbd_server *srv, const char *addr)
     if (e != 0) {
         free(arg);
         close(fd);
+        free(l);
         qb_log(LOG_ERR, "nbd listen %s: accept thread: %s", addr, strerror(e));
         return -e;
     }
-    srv->nlisteners++;
+    srv->listeners[srv->nlisteners++] = l;
     qb_log(LOG_INFO, "nbd: listening on %s", addr);
     return 0;
+}
+
+static void stop_listener(struct listener *l)
+{
+    atomic_store(&l->closing, true);
+    shutdown(l->fd, SHUT_RDWR); /* wakes accept() */
+    pthread_join(l->thread, NULL);
+    close(l->fd);
+    if (l->is_unix)
+        unlink(l->addr);
+    free(l);
+}
+
+int nbd_server_unlisten(struct nbd_server *srv, const char *addr)
+{
+    for (unsigned i = 0; i < srv->nlisteners; i++) {
+        struct listener *l = srv->listeners[i];
+        if (strcmp(l->addr, addr) != 0)
+            continue;
+        stop_listener(l);
+        srv->listeners[i] = srv->listeners[--srv->nlisteners];
+        qb_log(LOG_INFO, "nbd: no longer listening on %s", addr);
+        return 0;
+    }
+    return -ENOENT;
+}
+
+/* ---- ending connections ------------------------------------------------- */
+
+unsigned nbd_server_end_connections(struct nbd_server *srv, const char *local)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&srv->lock);
+    for (struct nbd_conn *c = srv->conns; c; c = c->next) {
+        if (strcmp(c->local, local) != 0 || atomic_exchange(&c->ending, true))
+            continue;
+        n++;
+    }
+    pthread_mutex_unlock(&srv->lock);
+    if (n > 0)
+        qb_log(LOG_INFO, "nbd: ending %u connections to %s: their next request gets ESHUTDOWN", n,
+               local);
+    return n;
+}
+
+unsigned nbd_server_drop_connections(struct nbd_server *srv, const char *local)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&srv->lock);
+    for (struct nbd_conn *c = srv->conns; c; c = c->next) {
+        if (strcmp(c->local, local) != 0 || !atomic_load(&c->ending))
+            continue;
+        shutdown(c->in_fd, SHUT_RDWR);
+        n++;
+    }
+    pthread_mutex_unlock(&srv->lock);
+    if (n > 0)
+        qb_log(LOG_INFO, "nbd: disconnected %u idle connections to %s", n, local);
+    return n;
 }
 
 /* ---- shutdown ----------------------------------------------------------- */
 
 static void stop_listeners(struct nbd_server *srv)
 {
-    for (unsigned i = 0; i < srv->nlisteners; i++) {
-        struct listener *l = &srv->listeners[i];
-        shutdown(l->fd, SHUT_RDWR); /* wakes accept() */
-        pthread_join(l->thread, NULL);
-        close(l->fd);
-        if (l->is_unix)
-            unlink(l->addr);
-    }
+    for (unsigned i = 0; i < srv->nlisteners; i++)
+        stop_listener(srv->listeners[i]);
     srv->nlisteners = 0;
 }
 

@@ -37,6 +37,19 @@ struct nbd_server *nbd_server_new(const struct nbd_server_config *cfg,
  * -errno with a message logged that names the address. */
 int nbd_server_listen(struct nbd_server *srv, const char *addr);
 
+/* Stops the listener started on addr (the same string) and closes it;
+ * connections it accepted go on. 0 or -ENOENT. */
+int nbd_server_unlisten(struct nbd_server *srv, const char *addr);
+
+/* Ends every connection whose local address is the host local (as
+ * inet_ntop writes it): its next request is answered ESHUTDOWN and then
+ * it closes, so the client reconnects, wherever that address now lives.
+ * Returns how many were marked. */
+unsigned nbd_server_end_connections(struct nbd_server *srv, const char *local);
+/* Disconnects those marked by nbd_server_end_connections that are still
+ * there (idle clients); returns how many. */
+unsigned nbd_server_drop_connections(struct nbd_server *srv, const char *local);
+
 /* Serves one connected stream on the calling thread until it ends; reads
  * from in_fd and writes to out_fd (the same socket, normally). Used by the
  * accept threads, and by the fuzzer with a file and /dev/null. Closes both. */

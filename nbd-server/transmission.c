@@ -498,6 +498,10 @@ static int read_request(struct nbd_conn *c, struct request *r, struct buffer *b)
     r->error = validate(c, r);
     if (!r->error && nbd_server_shutting_down(c->srv))
         r->error = NBD_ESHUTDOWN;
+    if (!r->error && atomic_load(&c->ending)) {
+        r->error = NBD_ESHUTDOWN;
+        c->eof = true; /* the client reconnects elsewhere: read nothing more */
+    }
     if (r->type != NBD_CMD_WRITE)
         return 0;
     if (r->error)

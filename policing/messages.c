@@ -28,6 +28,8 @@ static size_t fixed_length(int type)
         return sizeof(struct pmsg_offer);
     case PMSG_REPLICA:
         return sizeof(struct pmsg_replica);
+    case PMSG_SERVICE:
+        return sizeof(struct pmsg_service);
     default:
         return 0;
     }
@@ -35,10 +37,10 @@ static size_t fixed_length(int type)
 
 static bool state_ok(const struct pmsg_state *s, size_t len)
 {
-    size_t vols = (size_t)s->nvolumes * sizeof(struct pmsg_state_volume);
-    return len >= sizeof *s &&
-           s->nvolumes <= (len - sizeof *s) / sizeof(struct pmsg_state_volume) &&
-           sizeof *s + vols <= len;
+    if (len < sizeof *s || s->nvolumes > (len - sizeof *s) / sizeof(struct pmsg_state_volume))
+        return false;
+    size_t rest = len - sizeof *s - (size_t)s->nvolumes * sizeof(struct pmsg_state_volume);
+    return s->nservices <= rest / sizeof(struct pmsg_state_service);
 }
 
 int pmsg_check(const void *msg, size_t len, const char **why)

@@ -20,7 +20,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                "policing messages are sent as little-endian structs");
 
 #define PMSG_MAGIC 0x4c505356u /* "VSPL" */
-#define PMSG_VERSION 2
+#define PMSG_VERSION 3
 
 enum pmsg_type {
     PMSG_HELLO = 1,      /* a member's endpoints */
@@ -29,15 +29,20 @@ enum pmsg_type {
     PMSG_VOL_CREATE = 4, /* volume table changes */
     PMSG_VOL_RESIZE = 5,
     PMSG_VOL_DELETE = 6,
-    PMSG_OFFER = 7,   /* sync round: my table's version */
-    PMSG_STATE = 8,   /* sync round: the winner's state */
-    PMSG_REPLICA = 9, /* a replica changes state (mirror/replicas.h) */
+    PMSG_OFFER = 7,    /* sync round: my table's version */
+    PMSG_STATE = 8,    /* sync round: the winner's state */
+    PMSG_REPLICA = 9,  /* a replica changes state (mirror/replicas.h) */
+    PMSG_SERVICE = 10, /* a service address moves (services.h) */
 };
 
 #define PMSG_NAME_MAX 64
 #define PMSG_UUID_LEN 36
 #define PMSG_ADDR_MAX 128
 #define PMSG_REPLICAS_MAX 32
+#define PMSG_SERVICE_ADDR_MAX 24 /* "A.B.C.D/PREFIX", NUL-padded */
+/* enum replica_state's CURRENT (mirror/replicas.h), which the service
+ * rules need without depending on the mirror engine. */
+#define PMSG_REPLICA_CURRENT 1
 
 struct pmsg_header {
     uint32_t magic;
@@ -51,6 +56,7 @@ struct pmsg_hello {
     char name[PMSG_NAME_MAX + 1];
     char nbd[PMSG_ADDR_MAX];
     char mirror[PMSG_ADDR_MAX];
+    char service[PMSG_SERVICE_ADDR_MAX]; /* "" when the node has none */
 } __attribute__((packed));
 
 struct pmsg_region {
@@ -82,6 +88,15 @@ struct pmsg_replica {
     uint64_t first, last;
 } __attribute__((packed));
 
+/* owner's service address is now served by holder; manual: moved by an
+ * admin (`vsan failover`), so it stays there until a giveback. */
+struct pmsg_service {
+    struct pmsg_header h;
+    uint32_t owner;
+    uint32_t holder;
+    uint8_t manual;
+} __attribute__((packed));
+
 struct pmsg_offer {
     struct pmsg_header h;
     uint64_t table_version;
@@ -89,13 +104,22 @@ struct pmsg_offer {
     uint8_t synced;        /* the sender had a current table before this round */
 } __attribute__((packed));
 
-/* STATE: this header, then nvolumes pmsg_state_volume, then the region
- * table (pol_snapshot bytes) up to length. */
+/* STATE: this header, then nvolumes pmsg_state_volume, then nservices
+ * pmsg_state_service, then the region table (pol_snapshot bytes) up to
+ * length. */
 struct pmsg_state {
     struct pmsg_header h;
     uint64_t applied; /* messages the winner had applied since the confchg */
     uint64_t table_version;
     uint32_t nvolumes;
+    uint32_t nservices;
+} __attribute__((packed));
+
+struct pmsg_state_service {
+    uint32_t owner;
+    uint32_t holder;
+    uint8_t manual;
+    char addr[PMSG_SERVICE_ADDR_MAX];
 } __attribute__((packed));
 
 struct pmsg_state_volume {

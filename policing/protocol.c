@@ -12,6 +12,8 @@
 
 #include <qb/qblog.h>
 
+_Static_assert(SVC_ADDR_MAX == PMSG_SERVICE_ADDR_MAX, "service addresses fit the messages");
+
 /* A table or region message held back during a sync round, with its
  * position among the messages delivered since the membership change. */
 struct held {
@@ -39,7 +41,7 @@ struct pending {
 struct policing {
     struct policing_params p;
     char name[PMSG_NAME_MAX + 1], nbd[PMSG_ADDR_MAX], mirror[PMSG_ADDR_MAX],
-        group[PMSG_NAME_MAX + 1];
+        group[PMSG_NAME_MAX + 1], service[PMSG_SERVICE_ADDR_MAX];
     struct cluster *cl;
     uint32_t self, pid;
 
@@ -59,6 +61,11 @@ struct policing {
     size_t nheld, capheld;
     struct pending *pending;
     uint64_t next_tag;
+    struct svc_table svc; /* who holds which service address (agreed) */
+    /* SERVICE moves this node sent as coordinator and has not seen come
+     * back, so that it does not send them again meanwhile. */
+    struct svc_move moves_sent[CLUSTER_NODES_MAX];
+    size_t nmoves_sent;
 
     /* lock guards everything below, shared with the NBD threads. cond is
      * broadcast on every grant, quorum change and stop. */
@@ -353,6 +360,8 @@ static void replica_done(struct policing *pc, uint32_t nodeid, uint32_t pid,
     pthread_mutex_unlock(&pc->lock);
 }
 
+static void service_update(struct policing *pc);
+
 /* A partition without quorum applies no replica change: it cannot know
  * what the majority decided meanwhile, and a table it changed would carry
  * a higher version into the next sync round and win it. Its sender sees
@@ -370,8 +379,189 @@ static void apply_replica(struct policing *pc, uint32_t nodeid, uint32_t pid,
     if (r > 0)
         bump_version(pc);
     replica_done(pc, nodeid, pid, m);
-    if (r > 0)
+    if (r > 0) {
         pc->p.table->changed(pc->p.table_ctx);
+        service_update(pc);
+    }
+}
+
+/* ---- service addresses ------------------------------------------------- */
+
+/* Whether every replica on node is current in the agreed table; a node
+ * that is no replica of a volume has nothing to catch up on there. */
+static bool node_current(const struct policing_volume *v, size_t n, uint32_t node)
+{
+    for (size_t i = 0; i < n; i++)
+        for (uint32_t j = 0; j < v[i].nreplicas && j < PMSG_REPLICAS_MAX; j++)
+            if (v[i].replicas[j].node == node && v[i].replicas[j].state != PMSG_REPLICA_CURRENT)
+                return false;
+    return true;
+}
+
+/* The members whose replicas are all current; -errno if the table can't
+ * be listed. */
+static int current_members(struct policing *pc, uint32_t *out, size_t *n)
+{
+    struct policing_volume *vols;
+    size_t nv;
+    int r = pc->p.table->list(pc->p.table_ctx, &vols, &nv);
+    if (r < 0)
+        return r;
+    *n = 0;
+    for (size_t i = 0; i < pc->nmembers; i++)
+        if (node_current(vols, nv, pc->members[i].nodeid))
+            out[(*n)++] = pc->members[i].nodeid;
+    free(vols);
+    return 0;
+}
+
+static size_t member_ids(const struct policing *pc, uint32_t *out)
+{
+    for (size_t i = 0; i < pc->nmembers; i++)
+        out[i] = pc->members[i].nodeid;
+    return pc->nmembers;
+}
+
+static bool listed_id(const uint32_t *v, size_t n, uint32_t x)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == x)
+            return true;
+    return false;
+}
+
+static bool move_sent(const struct policing *pc, const struct svc_move *m)
+{
+    for (size_t i = 0; i < pc->nmoves_sent; i++)
+        if (pc->moves_sent[i].owner == m->owner && pc->moves_sent[i].holder == m->holder)
+            return true;
+    return false;
+}
+
+static int send_service(struct policing *pc, const struct svc_move *mv)
+{
+    struct pmsg_service m;
+    pmsg_init(&m.h, PMSG_SERVICE, sizeof m);
+    m.owner = mv->owner;
+    m.holder = mv->holder;
+    m.manual = mv->manual;
+    return send_msg(pc, &m, sizeof m);
+}
+
+/* The coordinator (the lowest member id) sends the moves the rules ask
+ * for; everyone else waits for them. */
+static void coordinate(struct policing *pc, const uint32_t *members, size_t n,
+                       const uint32_t *current, size_t ncurrent)
+{
+    for (size_t i = 0; i < n; i++)
+        if (members[i] < pc->self)
+            return;
+    struct svc_move moves[CLUSTER_NODES_MAX];
+    size_t k = svc_plan(&pc->svc, members, n, current, ncurrent, moves);
+    for (size_t i = 0; i < k; i++) {
+        if (move_sent(pc, &moves[i]) || pc->nmoves_sent == CLUSTER_NODES_MAX)
+            continue;
+        qb_log(LOG_INFO, "policing: service address of node %u: moving it to node %u",
+               moves[i].owner, moves[i].holder);
+        if (send_service(pc, &moves[i]) == 0)
+            pc->moves_sent[pc->nmoves_sent++] = moves[i];
+    }
+}
+
+/* After anything that may change who should hold what: tells the local
+ * side which addresses to hold, and lets the coordinator move addresses.
+ * Without quorum a node holds nothing (the majority takes its addresses
+ * over); during a sync round it keeps what it has until it knows more. */
+static void service_update(struct policing *pc)
+{
+    const struct policing_service_ops *ops = pc->p.service_ops;
+    bool quorate = policing_quorate(pc);
+    if (!quorate) {
+        if (ops)
+            ops->hold(pc->p.service_ctx, NULL, 0);
+        return;
+    }
+    if (pc->round_open || !pc->synced)
+        return;
+    uint32_t members[CLUSTER_NODES_MAX], current[CLUSTER_NODES_MAX];
+    size_t n = member_ids(pc, members), ncurrent;
+    int r = current_members(pc, current, &ncurrent);
+    if (r < 0) {
+        qb_log(LOG_ERR, "policing: service addresses: listing the volume table: %s", strerror(-r));
+        return;
+    }
+    if (ops) {
+        struct svc_hold want[CLUSTER_NODES_MAX];
+        size_t k =
+            svc_wanted(&pc->svc, pc->self, true, listed_id(current, ncurrent, pc->self), want);
+        ops->hold(pc->p.service_ctx, want, k);
+    }
+    coordinate(pc, members, n, current, ncurrent);
+}
+
+static void forget_move(struct policing *pc, uint32_t owner)
+{
+    for (size_t i = 0; i < pc->nmoves_sent;)
+        if (pc->moves_sent[i].owner == owner)
+            pc->moves_sent[i] = pc->moves_sent[--pc->nmoves_sent];
+        else
+            i++;
+}
+
+static void apply_service(struct policing *pc, uint32_t nodeid, const struct pmsg_service *m)
+{
+    forget_move(pc, m->owner);
+    if (m->owner == 0 || m->holder == 0 || m->manual > 1) {
+        qb_log(LOG_WARNING, "policing: node %u: malformed SERVICE message: ignored", nodeid);
+        return;
+    }
+    if (svc_apply(&pc->svc, m->owner, m->holder, m->manual) < 0) {
+        qb_log(LOG_WARNING,
+               "policing: node %u moved the service address of node %u, which has "
+               "none: ignored",
+               nodeid, m->owner);
+        return;
+    }
+    qb_log(LOG_INFO, "policing: service address %s of node %u now on node %u%s",
+           svc_find(&pc->svc, m->owner)->addr, m->owner, m->holder, m->manual ? " (manual)" : "");
+    service_update(pc);
+}
+
+static int service_move(struct policing *pc, uint32_t owner, uint32_t holder, bool manual)
+{
+    if (!policing_quorate(pc))
+        return -ENOLINK;
+    if (!svc_find(&pc->svc, owner))
+        return -ENOENT;
+    return send_service(pc, &(struct svc_move){owner, holder, manual});
+}
+
+int policing_service_failover(struct policing *pc, uint32_t owner, uint32_t *holder)
+{
+    uint32_t members[CLUSTER_NODES_MAX];
+    size_t n = member_ids(pc, members);
+    *holder = svc_successor(members, n, owner);
+    if (*holder == 0 && policing_quorate(pc) && svc_find(&pc->svc, owner))
+        return -EHOSTUNREACH;
+    return service_move(pc, owner, *holder, true);
+}
+
+int policing_service_giveback(struct policing *pc, uint32_t owner)
+{
+    uint32_t members[CLUSTER_NODES_MAX], current[CLUSTER_NODES_MAX];
+    size_t n = member_ids(pc, members), ncurrent;
+    if (!policing_quorate(pc))
+        return -ENOLINK;
+    if (!svc_find(&pc->svc, owner))
+        return -ENOENT;
+    if (!listed_id(members, n, owner))
+        return -EHOSTDOWN;
+    int r = current_members(pc, current, &ncurrent);
+    if (r < 0)
+        return r;
+    if (!listed_id(current, ncurrent, owner))
+        return -EAGAIN;
+    return service_move(pc, owner, owner, false);
 }
 
 /* A table or region message, applied now. */
@@ -381,6 +571,8 @@ static void apply(struct policing *pc, uint32_t nodeid, uint32_t pid, int type, 
         apply_region(pc, nodeid, type, msg);
     else if (type == PMSG_REPLICA)
         apply_replica(pc, nodeid, pid, msg);
+    else if (type == PMSG_SERVICE)
+        apply_service(pc, nodeid, msg);
     else
         apply_volume(pc, nodeid, pid, type, msg);
 }
@@ -440,6 +632,7 @@ static void send_hello_and_offer(struct policing *pc)
     pmsg_set_string(h.name, sizeof h.name, pc->name);
     pmsg_set_string(h.nbd, sizeof h.nbd, pc->nbd);
     pmsg_set_string(h.mirror, sizeof h.mirror, pc->mirror);
+    pmsg_set_string(h.service, sizeof h.service, pc->service);
     struct pmsg_offer o;
     pmsg_init(&o.h, PMSG_OFFER, sizeof o);
     o.table_version = pc->p.table->version(pc->p.table_ctx);
@@ -465,13 +658,16 @@ static int build_state(struct policing *pc, void **out, size_t *len)
         free(vols);
         return r;
     }
-    *len = sizeof(struct pmsg_state) + n * sizeof(struct pmsg_state_volume) + snaplen;
+    size_t nsvc = pc->svc.n;
+    *len = sizeof(struct pmsg_state) + n * sizeof(struct pmsg_state_volume) +
+           nsvc * sizeof(struct pmsg_state_service) + snaplen;
     struct pmsg_state *s = malloc(*len);
     if (s) {
         pmsg_init(&s->h, PMSG_STATE, *len);
         s->applied = pc->since_change;
         s->table_version = pc->p.table->version(pc->p.table_ctx);
         s->nvolumes = (uint32_t)n;
+        s->nservices = (uint32_t)nsvc;
         struct pmsg_state_volume *sv = (void *)(s + 1);
         for (size_t i = 0; i < n; i++) {
             memset(&sv[i], 0, sizeof sv[i]);
@@ -485,7 +681,13 @@ static int build_state(struct policing *pc, void **out, size_t *len)
                 sv[i].replicas[j].state = vols[i].replicas[j].state;
             }
         }
-        memcpy(sv + n, snap, snaplen);
+        struct pmsg_state_service *ss = (void *)(sv + n);
+        for (size_t i = 0; i < nsvc; i++) {
+            const struct svc_entry *e = &pc->svc.v[i];
+            ss[i] = (struct pmsg_state_service){e->owner, e->holder, e->manual, {0}};
+            memcpy(ss[i].addr, e->addr, sizeof ss[i].addr);
+        }
+        memcpy(ss + nsvc, snap, snaplen);
     }
     free(vols);
     free(snap);
@@ -511,6 +713,7 @@ static void win_round(struct policing *pc)
     qb_log(LOG_INFO, "policing: in sync, table version %llu, sent to the group",
            (unsigned long long)pc->p.table->version(pc->p.table_ctx));
     pc->p.table->changed(pc->p.table_ctx);
+    service_update(pc);
 }
 
 static void on_offer(struct policing *pc, uint32_t nodeid, const struct pmsg_offer *m)
@@ -535,6 +738,27 @@ static void on_offer(struct policing *pc, uint32_t nodeid, const struct pmsg_off
            (unsigned long long)best->version);
     if (pc->winner == pc->self)
         win_round(pc);
+}
+
+/* The group's service table replaces ours; an entry that is not well
+ * formed is dropped, never half-used. */
+static void load_services(struct policing *pc, const struct pmsg_state_service *ss, uint32_t n)
+{
+    struct svc_table t = {0};
+    for (uint32_t i = 0; i < n && t.n < CLUSTER_NODES_MAX; i++) {
+        if (!pmsg_string_ok(ss[i].addr, sizeof ss[i].addr) ||
+            svc_addr_parse(ss[i].addr, NULL, NULL) < 0 || ss[i].owner == 0 || ss[i].holder == 0 ||
+            ss[i].manual > 1) {
+            qb_log(LOG_ERR, "policing: the group's state has a malformed service address "
+                            "entry: ignored");
+            continue;
+        }
+        struct svc_entry *e = &t.v[t.n++];
+        *e = (struct svc_entry){
+            .owner = ss[i].owner, .holder = ss[i].holder, .manual = ss[i].manual};
+        memcpy(e->addr, ss[i].addr, sizeof e->addr);
+    }
+    pc->svc = t;
 }
 
 static void load_state(struct policing *pc, const struct pmsg_state *s, size_t len)
@@ -567,7 +791,9 @@ static void load_state(struct policing *pc, const struct pmsg_state *s, size_t l
     free(vols);
     if (r == 0)
         r = pc->p.table->set_version(pc->p.table_ctx, s->table_version);
-    const char *snap = (const char *)(sv + n);
+    const struct pmsg_state_service *ss = (const void *)(sv + n);
+    load_services(pc, ss, s->nservices);
+    const char *snap = (const char *)(ss + s->nservices);
     pthread_mutex_lock(&pc->lock);
     int pr = pol_restore(pc->pol, snap, len - (size_t)(snap - (const char *)s));
     pthread_cond_broadcast(&pc->cond);
@@ -588,13 +814,21 @@ static void on_state(struct policing *pc, uint32_t nodeid, const struct pmsg_sta
     qb_log(LOG_INFO, "policing: in sync with node %u, table version %llu", nodeid,
            (unsigned long long)s->table_version);
     pc->p.table->changed(pc->p.table_ctx);
+    service_update(pc);
 }
 
 static void on_hello(struct policing *pc, uint32_t nodeid, const struct pmsg_hello *m)
 {
     if (!pmsg_string_ok(m->name, sizeof m->name) || !pmsg_string_ok(m->nbd, sizeof m->nbd) ||
-        !pmsg_string_ok(m->mirror, sizeof m->mirror))
+        !pmsg_string_ok(m->mirror, sizeof m->mirror) ||
+        !pmsg_string_ok(m->service, sizeof m->service) ||
+        (m->service[0] && svc_addr_parse(m->service, NULL, NULL) < 0)) {
+        qb_log(LOG_WARNING, "policing: node %u: malformed HELLO: ignored", nodeid);
         return;
+    }
+    if (svc_announce(&pc->svc, nodeid, m->service) < 0)
+        qb_log(LOG_ERR, "policing: node %u: service address %s: the table is full", nodeid,
+               m->service);
     for (size_t i = 0; i < pc->nmembers; i++) {
         struct policing_member *x = &pc->members[i];
         if (x->nodeid != nodeid)
@@ -603,8 +837,10 @@ static void on_hello(struct policing *pc, uint32_t nodeid, const struct pmsg_hel
         memcpy(x->name, m->name, sizeof x->name);
         memcpy(x->nbd, m->nbd, sizeof x->nbd);
         memcpy(x->mirror, m->mirror, sizeof x->mirror);
+        memcpy(x->service, m->service, sizeof x->service);
         pthread_mutex_unlock(&pc->lock);
     }
+    service_update(pc);
 }
 
 /* ---- transport callbacks ------------------------------------------------ */
@@ -719,13 +955,17 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
     for (size_t i = 0; i < njoined; i++)
         qb_log(LOG_INFO, "policing: node %u (pid %u) joined the group", joined[i].nodeid,
                joined[i].pid);
-    if (njoined == 0 && !was_open)
+    pc->nmoves_sent = 0; /* the new view decides again */
+    if (njoined == 0 && !was_open) {
+        service_update(pc);
         return;
+    }
     pc->round_open = true;
     pc->winner = 0;
     pc->noffers = 0;
     pc->since_change = 0;
     send_hello_and_offer(pc);
+    service_update(pc);
 }
 
 static void on_quorum(void *ctx, bool quorate)
@@ -742,6 +982,8 @@ static void on_quorum(void *ctx, bool quorate)
                quorate                      ? ""
                : pc->p.suspend_on_no_quorum ? ": writes wait"
                                             : ": writes fail");
+    if (changed)
+        service_update(pc);
 }
 
 static const struct cluster_events events = {
@@ -860,6 +1102,7 @@ void policing_status(struct policing *pc, struct policing_status *st)
     st->table_version = pc->p.table->version(pc->p.table_ctx);
     st->nmembers = pc->nmembers;
     memcpy(st->members, pc->members, pc->nmembers * sizeof pc->members[0]);
+    st->services = pc->svc;
     int n = pc->p.driver->nodelist(pc->cl, st->nodes, CLUSTER_NODES_MAX);
     st->nnodes = n < 0 ? 0 : (size_t)n < CLUSTER_NODES_MAX ? (size_t)n : CLUSTER_NODES_MAX;
 }
@@ -884,7 +1127,8 @@ int policing_start(const struct policing_params *p, struct policing **out)
     if (!pmsg_set_string(pc->name, sizeof pc->name, p->name) ||
         !pmsg_set_string(pc->nbd, sizeof pc->nbd, p->nbd) ||
         !pmsg_set_string(pc->mirror, sizeof pc->mirror, p->mirror) ||
-        !pmsg_set_string(pc->group, sizeof pc->group, p->group)) {
+        !pmsg_set_string(pc->group, sizeof pc->group, p->group) ||
+        !pmsg_set_string(pc->service, sizeof pc->service, p->service ? p->service : "")) {
         free(pc);
         return -ENAMETOOLONG;
     }
@@ -892,6 +1136,7 @@ int policing_start(const struct policing_params *p, struct policing **out)
     pc->p.nbd = pc->nbd;
     pc->p.mirror = pc->mirror;
     pc->p.group = pc->group;
+    pc->p.service = pc->service;
     pc->pid = (uint32_t)getpid();
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

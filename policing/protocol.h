@@ -28,6 +28,7 @@
 #include "policing/cluster.h"
 #include "policing/messages.h"
 #include "policing/priority.h"
+#include "policing/services.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -79,6 +80,13 @@ struct policing_table_ops {
     int (*set_version)(void *ctx, uint64_t version);
 };
 
+/* The local side of the service addresses (services.h), on the main loop. */
+struct policing_service_ops {
+    /* The addresses this node should hold now, replacing the previous set:
+     * add the new ones, give up the others. */
+    void (*hold)(void *ctx, const struct svc_hold *want, size_t n);
+};
+
 struct policing_params {
     const struct cluster_driver *driver;
     const char *group; /* the process group: the cluster's name */
@@ -87,8 +95,11 @@ struct policing_params {
     bool suspend_on_no_quorum; /* else writes fail with EIO at once */
     unsigned suspend_timeout_ms;
     const char *name, *nbd, *mirror; /* this node's endpoints, announced */
+    const char *service;             /* its service address "A.B.C.D/P", or "" */
     const struct policing_table_ops *table;
     void *table_ctx;
+    const struct policing_service_ops *service_ops; /* NULL: hold nothing */
+    void *service_ctx;
 };
 
 struct policing;
@@ -129,12 +140,23 @@ uint32_t policing_volume_id(const char *uuid);
 typedef void (*policing_done_fn)(void *arg, int result);
 
 /* uuid: the requester's choice, so every node creates the same one. */
-int policing_volume_create(struct policing *pc, const char *uuid, const char *name,
-                           uint64_t size, policing_done_fn done, void *arg);
+int policing_volume_create(struct policing *pc, const char *uuid, const char *name, uint64_t size,
+                           policing_done_fn done, void *arg);
 int policing_volume_resize(struct policing *pc, const char *name, uint64_t size, bool force,
                            policing_done_fn done, void *arg);
-int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done,
-                           void *arg);
+int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done, void *arg);
+
+/* ---- service addresses (main loop) ----------------------------------- */
+
+/* `vsan failover`: moves owner's address to the member after it (*holder),
+ * where it stays until a giveback. -ENOLINK (no quorum), -ENOENT (owner
+ * announced no address), -EHOSTUNREACH (no other member), or the send's
+ * error. The move is agreed and applied later. */
+int policing_service_failover(struct policing *pc, uint32_t owner, uint32_t *holder);
+/* `vsan giveback`: owner serves its address again. -ENOLINK, -ENOENT,
+ * -EHOSTDOWN (owner is not a member), -EAGAIN (a replica on owner is not
+ * current yet), or the send's error. */
+int policing_service_giveback(struct policing *pc, uint32_t owner);
 
 /* ---- status (main loop) ---------------------------------------------- */
 
@@ -143,6 +165,7 @@ struct policing_member {
     char name[PMSG_NAME_MAX + 1];
     char nbd[PMSG_ADDR_MAX];
     char mirror[PMSG_ADDR_MAX];
+    char service[PMSG_SERVICE_ADDR_MAX];
 };
 
 struct policing_status {
@@ -156,6 +179,7 @@ struct policing_status {
     struct policing_member members[CLUSTER_NODES_MAX];
     size_t nnodes; /* corosync's configured nodelist (members or not) */
     struct cluster_node nodes[CLUSTER_NODES_MAX];
+    struct svc_table services; /* who holds which service address */
 };
 
 void policing_status(struct policing *pc, struct policing_status *st);

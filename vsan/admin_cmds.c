@@ -263,7 +263,8 @@ static struct json_object *member_object(const struct policing_member *m)
     if (o && (add_u64(o, "nodeid", m->nodeid) < 0 ||
               json_add(o, "name", json_object_new_string(m->name)) < 0 ||
               json_add(o, "nbd", json_object_new_string(m->nbd)) < 0 ||
-              json_add(o, "mirror", json_object_new_string(m->mirror)) < 0)) {
+              json_add(o, "mirror", json_object_new_string(m->mirror)) < 0 ||
+              json_add(o, "service", json_object_new_string(m->service)) < 0)) {
         json_object_put(o);
         return NULL;
     }
@@ -292,6 +293,25 @@ static struct json_object *nodes_array(const struct policing_status *st)
         if (!o || add_u64(o, "nodeid", st->nodes[i].nodeid) < 0 ||
             json_add(o, "name", json_object_new_string(st->nodes[i].name)) < 0 ||
             json_add(o, "addr", json_object_new_string(st->nodes[i].addr)) < 0 ||
+            json_object_array_add(a, o) < 0) {
+            json_object_put(o);
+            json_object_put(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static struct json_object *services_array(const struct svc_table *t)
+{
+    struct json_object *a = json_object_new_array();
+    for (size_t i = 0; a && i < t->n; i++) {
+        const struct svc_entry *e = &t->v[i];
+        struct json_object *o = json_object_new_object();
+        if (!o || add_u64(o, "owner", e->owner) < 0 ||
+            json_add(o, "address", json_object_new_string(e->addr)) < 0 ||
+            add_u64(o, "holder", e->holder) < 0 ||
+            json_add(o, "manual", json_object_new_boolean(e->manual)) < 0 ||
             json_object_array_add(a, o) < 0) {
             json_object_put(o);
             json_object_put(a);
@@ -331,6 +351,7 @@ static struct json_object *cluster_object(const struct admin_node *node)
          add_u64(o, "table_version", st.table_version) < 0 ||
          json_add(o, "members", members_array(&st)) < 0 ||
          json_add(o, "nodes", nodes_array(&st)) < 0 ||
+         json_add(o, "services", services_array(&st.services)) < 0 ||
          json_add(o, "policing", policing_object(&st)) < 0)) {
         json_object_put(o);
         return NULL;
@@ -775,7 +796,81 @@ static struct json_object *cmd_volume_verify(const struct context *ctx, struct j
     return volume_failure(name, "verify", r);
 }
 
+/* ---- service addresses ------------------------------------------------- */
+
+static int get_node(struct json_object *req, uint32_t *node, struct json_object **err)
+{
+    struct json_object *v = field(req, "node", json_type_int, "a node id", err);
+    if (!v)
+        return -1;
+    int64_t id = json_object_get_int64(v);
+    if (id < 1 || id > UINT32_MAX) {
+        *err = admin_reply_error(ADMIN_E_BAD_REQUEST, "node %" PRId64 ": not a node id", id);
+        return -1;
+    }
+    *node = (uint32_t)id;
+    return 0;
+}
+
+static struct json_object *service_failure(const char *op, uint32_t node, int r)
+{
+    switch (r) {
+    case -ENOLINK:
+        return admin_reply_error(ADMIN_E_NO_QUORUM, "%s node %u: this node has no quorum", op,
+                                 node);
+    case -ENOENT:
+        return admin_reply_error(ADMIN_E_BAD_REQUEST, "%s node %u: it has no service address", op,
+                                 node);
+    case -EHOSTUNREACH:
+        return admin_reply_error(ADMIN_E_BAD_REQUEST,
+                                 "%s node %u: no other member could take its address", op, node);
+    case -EHOSTDOWN:
+        return admin_reply_error(ADMIN_E_BAD_REQUEST, "%s node %u: it is not a member now", op,
+                                 node);
+    case -EAGAIN:
+        return admin_reply_error(ADMIN_E_BAD_REQUEST,
+                                 "%s node %u: a replica on it is not current yet (resyncing)", op,
+                                 node);
+    default:
+        return admin_reply_error(ADMIN_E_SYSTEM, "%s node %u: %s", op, node, strerror(-r));
+    }
+}
+
+static struct json_object *service_moved(uint32_t owner, uint32_t holder, bool manual)
+{
+    qb_log(LOG_INFO, "admin: service address of node %u: moving it to node %u%s", owner, holder,
+           manual ? " (manual failover)" : " (giveback)");
+    struct json_object *o = json_object_new_object();
+    if (o && (add_u64(o, "owner", owner) < 0 || add_u64(o, "holder", holder) < 0 ||
+              json_add(o, "manual", json_object_new_boolean(manual)) < 0)) {
+        json_object_put(o);
+        o = NULL;
+    }
+    return reply_ok(o);
+}
+
+static struct json_object *cmd_service_failover(const struct context *ctx, struct json_object *req)
+{
+    struct json_object *err = NULL;
+    uint32_t owner, holder = 0;
+    if (get_node(req, &owner, &err) < 0)
+        return err;
+    int r = policing_service_failover(ctx->node->pc, owner, &holder);
+    return r < 0 ? service_failure("failover", owner, r) : service_moved(owner, holder, true);
+}
+
+static struct json_object *cmd_service_giveback(const struct context *ctx, struct json_object *req)
+{
+    struct json_object *err = NULL;
+    uint32_t owner;
+    if (get_node(req, &owner, &err) < 0)
+        return err;
+    int r = policing_service_giveback(ctx->node->pc, owner);
+    return r < 0 ? service_failure("giveback", owner, r) : service_moved(owner, owner, false);
+}
+
 static const char *const no_fields[] = {NULL};
+static const char *const node_fields[] = {"node", NULL};
 static const char *const name_fields[] = {"name", NULL};
 static const char *const create_fields[] = {"name", "size", NULL};
 static const char *const resize_fields[] = {"name", "size", "force", NULL};
@@ -790,6 +885,8 @@ static const struct command commands[] = {
     {"volume.create", create_fields, cmd_volume_create},
     {"volume.resize", resize_fields, cmd_volume_resize},
     {"volume.delete", name_fields, cmd_volume_delete},
+    {"service.failover", node_fields, cmd_service_failover},
+    {"service.giveback", node_fields, cmd_service_giveback},
 };
 
 static const struct command *find_command(const char *name)

@@ -54,6 +54,9 @@ static const char help_text[] =
     "                                      outdated, I/O goes on at the others\n"
     "  vsan replica replace NAME           this node's copy is on a new, empty disk:\n"
     "                                      rebuild it from the current replicas\n"
+    "  vsan failover NODE                  move node NODE's service address to the\n"
+    "                                      next member (maintenance); it stays there\n"
+    "  vsan giveback NODE                  give it back to NODE (a current member)\n"
     "  vsan help                           this help\n"
     "\n"
     "SIZE is in bytes or with a binary unit: 512M, 10G, 1T, 10GiB (K = 1024);\n"
@@ -84,20 +87,23 @@ struct command {
     const char *args;         /* what follows, for messages */
     unsigned nargs;           /* NAME, then SIZE */
     bool takes_force;
+    bool node_arg;       /* the argument is a node id ("node"), not a NAME */
     const char *request; /* the admin command */
     void (*print)(struct json_object *reply);
 };
 
 static const struct command commands[] = {
-    {"status", NULL, "", 0, false, "status", cli_print_status},
-    {"volume", "list", "", 0, false, "volume.list", cli_print_volume_list},
-    {"volume", "show", "NAME", 1, false, "volume.show", cli_print_volume},
-    {"volume", "create", "NAME SIZE", 2, false, "volume.create", cli_print_created},
-    {"volume", "resize", "NAME SIZE [--force]", 2, true, "volume.resize", cli_print_resized},
-    {"volume", "delete", "NAME", 1, false, "volume.delete", cli_print_deleted},
-    {"volume", "verify", "NAME", 1, false, "volume.verify", cli_print_verified},
-    {"replica", "fail", "NAME", 1, false, "replica.fail", cli_print_replica_failed},
-    {"replica", "replace", "NAME", 1, false, "replica.replace", cli_print_replica_replaced},
+    {"status", NULL, "", 0, false, false, "status", cli_print_status},
+    {"volume", "list", "", 0, false, false, "volume.list", cli_print_volume_list},
+    {"volume", "show", "NAME", 1, false, false, "volume.show", cli_print_volume},
+    {"volume", "create", "NAME SIZE", 2, false, false, "volume.create", cli_print_created},
+    {"volume", "resize", "NAME SIZE [--force]", 2, true, false, "volume.resize", cli_print_resized},
+    {"volume", "delete", "NAME", 1, false, false, "volume.delete", cli_print_deleted},
+    {"volume", "verify", "NAME", 1, false, false, "volume.verify", cli_print_verified},
+    {"replica", "fail", "NAME", 1, false, false, "replica.fail", cli_print_replica_failed},
+    {"replica", "replace", "NAME", 1, false, false, "replica.replace", cli_print_replica_replaced},
+    {"failover", NULL, "NODE", 1, false, true, "service.failover", cli_print_service_moved},
+    {"giveback", NULL, "NODE", 1, false, true, "service.giveback", cli_print_service_moved},
 };
 
 struct invocation {
@@ -247,6 +253,26 @@ static int parse_size_arg(const char *arg, uint64_t *size)
     return -1;
 }
 
+/* {"cmd": ..., "node": ID}: a node id is a positive decimal number. */
+static int build_node_request(const struct invocation *inv, struct json_object **out)
+{
+    const char *arg = inv->args[0];
+    char *end;
+    errno = 0;
+    unsigned long long id = strtoull(arg, &end, 10);
+    if (arg[0] < '0' || arg[0] > '9' || *end != '\0' || errno || id == 0 || id > UINT32_MAX)
+        return usage_error("node \"%s\": not a node id (a number such as 3)", arg);
+    struct json_object *req = json_object_new_object();
+    if (!req || json_add(req, "cmd", json_object_new_string(inv->cmd->request)) < 0 ||
+        json_add(req, "node", json_object_new_int64((int64_t)id)) < 0) {
+        json_object_put(req);
+        fprintf(stderr, "vsan: out of memory\n");
+        return EXIT_ERROR;
+    }
+    *out = req;
+    return -1;
+}
+
 /* Builds the request; returns -1 with *out set, or an exit code. */
 static int build_request(const struct invocation *inv, struct json_object **out)
 {
@@ -256,6 +282,8 @@ static int build_request(const struct invocation *inv, struct json_object **out)
 
     if (inv->cmd->nargs == 2 && (r = parse_size_arg(inv->args[1], &size)) >= 0)
         return r;
+    if (inv->cmd->node_arg)
+        return build_node_request(inv, out);
     req = json_object_new_object();
     if (!req || json_add(req, "cmd", json_object_new_string(inv->cmd->request)) < 0 ||
         (inv->nargs >= 1 && json_add(req, "name", json_object_new_string(inv->args[0])) < 0) ||
@@ -403,7 +431,7 @@ static int show_reply(const struct invocation *inv, struct json_object *reply)
 
 static int run(const struct invocation *inv)
 {
-    struct json_object *req, *reply;
+    struct json_object *req = NULL, *reply;
     int r = build_request(inv, &req);
 
     if (r >= 0)

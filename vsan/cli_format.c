@@ -119,6 +119,25 @@ static void join_nodes(struct json_object *cluster, const char *key, const char 
     }
 }
 
+/* One line per service address: owner, address, holder, manual. */
+static void print_services(struct json_object *c)
+{
+    struct json_object *a;
+    char buf[160];
+    if (!json_object_object_get_ex(c, "services", &a) || !json_object_is_type(a, json_type_array))
+        return;
+    size_t n = json_object_array_length(a);
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *e = json_object_array_get_idx(a, i);
+        snprintf(buf, sizeof buf, "node %" PRIu64 " %s on node %" PRIu64 "%s", u64_of(e, "owner"),
+                 str_of(e, "address"), u64_of(e, "holder"),
+                 bool_of(e, "manual") ? " (manual failover)" : "");
+        print_field(i == 0 ? "services:" : "", buf);
+    }
+    if (n == 0)
+        print_field("services:", "none");
+}
+
 static void print_cluster(struct json_object *c)
 {
     char buf[1200];
@@ -147,6 +166,7 @@ static void print_cluster(struct json_object *c)
              u64_of(pol, "regions"), u64_of(pol, "requests_sent"), u64_of(pol, "releases_sent"),
              u64_of(pol, "messages_delivered"));
     print_field("policing:", buf);
+    print_services(c);
 }
 
 void cli_print_status(struct json_object *reply)
@@ -308,6 +328,13 @@ void cli_print_replica_failed(struct json_object *reply)
     printf("volume \"%s\": this node's replica is failed and outdated; replace it with "
            "`vsan replica replace %s`\n",
            str_of(reply, "name"), str_of(reply, "name"));
+}
+
+void cli_print_service_moved(struct json_object *reply)
+{
+    printf("service address of node %" PRIu64 ": moving to node %" PRIu64 "%s\n",
+           u64_of(reply, "owner"), u64_of(reply, "holder"),
+           bool_of(reply, "manual") ? " until `vsan giveback`" : "");
 }
 
 void cli_print_replica_replaced(struct json_object *reply)

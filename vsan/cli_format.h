@@ -18,5 +18,6 @@ void cli_print_deleted(struct json_object *reply);
 void cli_print_verified(struct json_object *reply);
 void cli_print_replica_failed(struct json_object *reply);
 void cli_print_replica_replaced(struct json_object *reply);
+void cli_print_service_moved(struct json_object *reply);
 
 #endif

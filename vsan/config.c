@@ -465,6 +465,33 @@ static int parse_mirror_listen(const struct key_def *k, struct vsan_config *cfg,
     return 0;
 }
 
+/* IPv4 is enough for a service address: the clients it serves (kernel
+ * nbd-client, qemu) reach it on the servers' own LAN. */
+static int parse_service_address(const struct key_def *k, struct vsan_config *cfg,
+                                 const char *value, char *why, size_t len)
+{
+    if (strlen(value) >= k->size || svc_addr_parse(value, NULL, NULL) < 0) {
+        snprintf(why, len, "expected an IPv4 address and prefix length, e.g. 192.0.2.101/24");
+        return -1;
+    }
+    strcpy(FIELD(cfg, k, char), value);
+    return 0;
+}
+
+static int parse_interface(const struct key_def *k, struct vsan_config *cfg, const char *value,
+                           char *why, size_t len)
+{
+    size_t n = strlen(value);
+    if (n == 0 || n >= k->size || strcspn(value, "/: \t") != n || strcmp(value, ".") == 0 ||
+        strcmp(value, "..") == 0) {
+        snprintf(why, len, "not an interface name (1 to %zu characters, no '/', ':' or blank)",
+                 k->size - 1);
+        return -1;
+    }
+    strcpy(FIELD(cfg, k, char), value);
+    return 0;
+}
+
 #define KEY(sec, key, fn, field, lo, hi)                                                           \
     {                                                                                              \
         sec, key, fn, offsetof(struct vsan_config, field),                                         \
@@ -475,6 +502,8 @@ static const struct key_def keys[] = {
     KEY("node", "data_dir", parse_path, data_dir, 0, 0),
     KEY("node", "name", parse_node_name, name, 0, 0),
     KEY("node", "pid_file", parse_path, pid_file, 0, 0),
+    KEY("node", "service_address", parse_service_address, service_address, 0, 0),
+    KEY("node", "service_interface", parse_interface, service_interface, 0, 0),
     KEY("nbd", "listen", parse_listen, listen, 0, 0),
     KEY("nbd", "min_block_size", parse_block_size, nbd.min_block, 1, 65536),
     KEY("nbd", "preferred_block_size", parse_block_size, nbd.pref_block, 512,
@@ -709,6 +738,31 @@ static int check_mirror_listen(struct parser *p)
     return -1;
 }
 
+/* A service address needs an interface to live on, and a TCP port to
+ * serve: that of the first [nbd] listen address. */
+static int check_service(struct parser *p)
+{
+    const struct vsan_config *c = p->cfg;
+    unsigned line = p->key_line[find_key("node", "service_address") - keys];
+    if (c->service_address[0] == '\0')
+        return 0;
+    if (c->service_interface[0] == '\0') {
+        fail(p, line,
+             "[node] service_address = \"%s\" needs [node] service_interface (the "
+             "interface it is added to)",
+             c->service_address);
+        return -1;
+    }
+    if (c->listen[0][0] == '/') {
+        fail(p, line,
+             "[node] service_address = \"%s\" needs a HOST:PORT as the first [nbd] "
+             "listen address (its port is served on the service address)",
+             c->service_address);
+        return -1;
+    }
+    return 0;
+}
+
 /* inih goes on after a syntax error and returns the line of the first
  * error it saw, ours included; an earlier line than ours is its own. */
 static int run_parser(struct parser *p)
@@ -729,7 +783,7 @@ static int run_parser(struct parser *p)
         fail(p, 0, "out of memory");
         return -1;
     }
-    if (check_block_sizes(p) < 0)
+    if (check_block_sizes(p) < 0 || check_service(p) < 0)
         return -1;
     return check_mirror_listen(p);
 }

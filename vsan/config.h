@@ -11,9 +11,11 @@
 #define VSAN_CONFIG_H
 
 #include "nbd-server/server.h"
+#include "policing/services.h"
 #include "vsan/admin_proto.h"
 
 #include <limits.h>
+#include <net/if.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -53,6 +55,8 @@ struct vsan_config {
     char data_dir[PATH_MAX];
     char name[CONFIG_NAME_MAX + 1];
     char pid_file[PATH_MAX];
+    char service_address[SVC_ADDR_MAX];  /* "A.B.C.D/PREFIX"; "" = none */
+    char service_interface[IF_NAMESIZE]; /* where service addresses go */
     /* [nbd] */
     char listen[CONFIG_LISTEN_MAX][CONFIG_ADDR_MAX + 1];
     unsigned n_listen;

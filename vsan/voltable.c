@@ -12,6 +12,7 @@
 #include "vsan/voltable.h"
 
 #include "mirror/engine.h"
+#include "mirror/replicas.h"
 #include "vsan/store.h"
 #include "vsan/volume.h"
 
@@ -20,6 +21,9 @@
 #include <string.h>
 
 #include <qb/qblog.h>
+
+_Static_assert(REPLICA_CURRENT == PMSG_REPLICA_CURRENT,
+               "the policing protocol's service rules read replica states");
 
 static int vt_create(void *ctx, const char *uuid, const char *name, uint64_t size,
                      const uint32_t *members, size_t nmembers)

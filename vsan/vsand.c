@@ -4,6 +4,8 @@
  *
  * Startup is all or nothing, in dependency order: config, logging, pid
  * file (its lock keeps a second vsand off the same pool), store, volumes,
+ * the NBD server and the service addresses' local side (nothing listens
+ * yet, and addresses are taken only from the main loop), policing, mirror,
  * NBD listeners, admin service. Only then is the daemon "ready". Without
  * -f it runs in the background, and the command that started it must be
  * able to trust its exit status: the parent waits on a pipe until the
@@ -18,6 +20,7 @@
 #include "vsan/admin.h"
 #include "vsan/config.h"
 #include "vsan/log.h"
+#include "vsan/service.h"
 #include "vsan/store.h"
 #include "vsan/volume.h"
 #include "mirror/engine.h"
@@ -56,6 +59,7 @@ struct node {
     struct policing *pc;
     struct mirror *mirror; /* NULL when standalone */
     struct nbd_server *nbd;
+    struct service *service;
     struct admin_node admin_node;
     struct admin *admin;
 };
@@ -373,13 +377,37 @@ static int start_loop(struct node *n)
     return r;
 }
 
-static int start_nbd(struct node *n)
+static int create_nbd(struct node *n)
 {
     n->nbd = nbd_server_new(&n->cfg.nbd, &volumes_catalog, n->vols);
     if (!n->nbd) {
         qb_log(LOG_ERR, "cannot create the NBD server: %s", strerror(ENOMEM));
         return -ENOMEM;
     }
+    return 0;
+}
+
+/* Service addresses are served on the port of the first NBD listener
+ * (config.c makes sure it is HOST:PORT when the node has one). */
+static int create_service(struct node *n)
+{
+    const char *colon = strrchr(n->cfg.listen[0], ':');
+    struct service_params p = {
+        .nbd = n->nbd,
+        .loop = n->loop,
+        .interface = n->cfg.service_interface,
+        .own = n->cfg.service_address,
+        .port = colon && n->cfg.listen[0][0] != '/' ? colon + 1 : "10809",
+        .grace_ms = n->cfg.nbd.shutdown_grace_ms,
+    };
+    int r = service_new(&p, &n->service);
+    if (r < 0)
+        qb_log(LOG_ERR, "service addresses: %s", strerror(-r));
+    return r;
+}
+
+static int start_nbd(struct node *n)
+{
     for (unsigned i = 0; i < n->cfg.n_listen; i++) {
         int r = nbd_server_listen(n->nbd, n->cfg.listen[i]);
         if (r < 0)
@@ -404,8 +432,11 @@ static int start_policing(struct node *n)
         .name = c->name,
         .nbd = c->listen[0],
         .mirror = c->mirror_listen,
+        .service = c->service_address,
         .table = &voltable_ops,
         .table_ctx = &n->table,
+        .service_ops = &service_ops,
+        .service_ctx = n->service,
     };
     int r = policing_start(&p, &n->pc);
     if (r < 0) {
@@ -463,6 +494,10 @@ static int start_node(struct node *n)
     if (r == 0)
         r = volumes_open(n->store, &n->vols);
     if (r == 0)
+        r = create_nbd(n);
+    if (r == 0)
+        r = create_service(n);
+    if (r == 0)
         r = start_policing(n);
     if (r == 0)
         r = start_mirror(n);
@@ -470,8 +505,13 @@ static int start_node(struct node *n)
         r = start_nbd(n);
     if (r < 0)
         return r;
-    n->admin_node = (struct admin_node){
-        .cfg = &n->cfg, .vols = n->vols, .nbd = n->nbd, .pc = n->pc, .mirror = n->mirror, .loop = n->loop, .started = admin_clock()};
+    n->admin_node = (struct admin_node){.cfg = &n->cfg,
+                                        .vols = n->vols,
+                                        .nbd = n->nbd,
+                                        .pc = n->pc,
+                                        .mirror = n->mirror,
+                                        .loop = n->loop,
+                                        .started = admin_clock()};
     return admin_start(n->loop, &n->admin_node, &n->admin);
 }
 
@@ -482,13 +522,14 @@ static void stop_node(struct node *n)
         admin_stop(n->admin);
     if (n->pc)
         policing_close_writes(n->pc); /* no grant can come once the loop stopped */
-    if (n->nbd) {
+    if (n->nbd)
         nbd_server_shutdown(n->nbd);
-        nbd_server_free(n->nbd);
-    }
+    service_close(n->service); /* the others take the addresses over once we leave */
+    nbd_server_free(n->nbd);
     mirror_stop(n->mirror);
     if (n->pc)
         policing_stop(n->pc);
+    service_free(n->service);
     if (n->vols)
         volumes_close(n->vols);
     if (n->store)

@@ -56,6 +56,12 @@ lab_addr() {
     echo "$LAB_NET.$((10 + $1))"
 }
 
+# Node I's service address, NET.(100+I): its vsand adds it to eth0 once it
+# is current, or a survivor does while node I is down.
+lab_service_addr() {
+    echo "$LAB_NET.$((100 + $1))"
+}
+
 lab_ns_exists() {
     [ -e "/run/netns/$(lab_ns "$1")" ]
 }

@@ -378,6 +378,8 @@ static const char *const all_keys[] = {
     "[node] data_dir",
     "[node] name",
     "[node] pid_file",
+    "[node] service_address",
+    "[node] service_interface",
     "[nbd] listen",
     "[nbd] min_block_size",
     "[nbd] preferred_block_size",
@@ -454,6 +456,8 @@ Test(config, sample_config_matches_the_defaults)
     cr_assert(eq(u32, cfg.suspend_timeout_ms, defaults.suspend_timeout_ms));
     cr_assert(eq(str, cfg.cluster_name, defaults.cluster_name));
     cr_assert(eq(str, cfg.mirror_listen, "192.0.2.11:10810"));
+    cr_assert(eq(str, cfg.service_address, "192.0.2.101/24"));
+    cr_assert(eq(str, cfg.service_interface, "eth0"));
     cr_assert(eq(str, cfg.mirror_secret_file, defaults.mirror_secret_file));
     cr_assert(eq(u32, cfg.mirror_timeout_ms, defaults.mirror_timeout_ms));
     cr_assert(eq(int, cfg.mirror_sync_received, defaults.mirror_sync_received));
@@ -580,4 +584,50 @@ Test(config, a_cluster_node_needs_a_mirror_address)
     cr_assert(eq(str, cfg.mirror_listen, ""));
     parse_ok("[cluster]\nname = lab\n");
     cr_assert(eq(int, cfg.cluster_mode, CONFIG_STANDALONE));
+}
+
+Test(config, service_address)
+{
+    parse_ok("[node]\nservice_address = 198.51.100.101/24\nservice_interface = eth0\n");
+    cr_assert(eq(str, cfg.service_address, "198.51.100.101/24"));
+    cr_assert(eq(str, cfg.service_interface, "eth0"));
+    parse_ok("[node]\nservice_interface = bond0.12\n"); /* stands in for others only */
+    cr_assert(eq(str, cfg.service_address, ""));
+    cr_assert(eq(str, cfg.service_interface, "bond0.12"));
+    parse_ok("[node]\n");
+    cr_assert(eq(str, cfg.service_address, ""));
+}
+
+Test(config, bad_service_address_values)
+{
+    static const char *const bad[] = {
+        "198.51.100.101",     "198.51.100.101/",
+        "198.51.100.101/0",   "198.51.100.101/33",
+        "198.51.100.101/024", "198.51.100.101/x",
+        "198.51.100.300/24",  "host.example/24",
+        "fd00::1/64",         "/24",
+        "1.2.3.4/24 junk",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[128], want[128];
+        snprintf(text, sizeof text, "[node]\nservice_interface = eth0\nservice_address = %s\n",
+                 bad[i]);
+        snprintf(want, sizeof want, "[node] service_address = \"%s\": expected an IPv4 address",
+                 bad[i]);
+        parse_bad(text, 3, want);
+    }
+    parse_bad("[node]\nservice_interface = eth0/1\n", 2,
+              "[node] service_interface = \"eth0/1\": not an interface name");
+    parse_bad("[node]\nservice_interface = 0123456789abcdef\n", 2,
+              "[node] service_interface = \"0123456789abcdef\": not an interface name");
+    parse_bad("[node]\nservice_interface = ..\n", 2, "not an interface name");
+}
+
+Test(config, service_address_needs_an_interface_and_a_tcp_port)
+{
+    parse_bad("[node]\nservice_address = 198.51.100.101/24\n", 2,
+              "[node] service_address = \"198.51.100.101/24\" needs [node] service_interface");
+    parse_bad("[nbd]\nlisten = /run/vsan/nbd.sock, 127.0.0.1:10809\n[node]\nservice_interface = "
+              "eth0\nservice_address = 198.51.100.101/24\n",
+              5, "needs a HOST:PORT as the first [nbd] listen address");
 }

@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -636,4 +638,72 @@ Test(shutdown, later_requests_get_eshutdown, .init = setup, .fini = teardown)
     cr_assert_eq(pthread_join(t, NULL), 0);
     cr_assert_eq(nbd_server_connections(srv), 0);
     cr_assert_eq(mem_catalog_open_count(cat), 0);
+}
+
+/* ---- listeners added and removed, connections ended by address ---------- */
+
+/* A TCP port free on 127.0.0.1 a moment ago. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    cr_assert(fd >= 0);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static struct nbd_handle *connect_tcp(const char *port)
+{
+    struct nbd_handle *h = nbd_create();
+    cr_assert_not_null(h);
+    cr_assert_eq(nbd_set_export_name(h, "disk"), 0);
+    cr_assert_eq(nbd_connect_tcp(h, "127.0.0.1", port), 0, "connect: %s", nbd_get_error());
+    return h;
+}
+
+static void wait_connections(unsigned n)
+{
+    for (int i = 0; i < 500 && nbd_server_connections(srv) != n; i++)
+        usleep(10000);
+    cr_assert_eq(nbd_server_connections(srv), n);
+}
+
+Test(listeners, ended_connections_get_eshutdown_others_go_on, .init = setup, .fini = teardown)
+{
+    char addr[32], port[8];
+    snprintf(port, sizeof port, "%d", free_port());
+    snprintf(addr, sizeof addr, "127.0.0.1:%s", port);
+    cr_assert_eq(nbd_server_listen(srv, addr), 0);
+    struct nbd_handle *tcp = connect_tcp(port), *idle = connect_tcp(port);
+    struct nbd_handle *local = connect_to("disk");
+    assert_serves(tcp);
+    assert_serves(idle);
+    wait_connections(3);
+
+    cr_assert_eq(nbd_server_unlisten(srv, addr), 0);
+    cr_assert_eq(nbd_server_unlisten(srv, addr), -ENOENT);
+    struct nbd_handle *late = nbd_create();
+    cr_assert_neq(nbd_connect_tcp(late, "127.0.0.1", port), 0, "connected after unlisten");
+    nbd_close(late);
+    assert_serves(tcp); /* connections outlive their listener */
+
+    cr_assert_eq(nbd_server_end_connections(srv, "127.0.0.2"), 0);
+    cr_assert_eq(nbd_server_end_connections(srv, "127.0.0.1"), 2);
+    cr_assert_eq(nbd_server_end_connections(srv, "127.0.0.1"), 0, "marked twice");
+    char buf[512];
+    cr_assert_neq(nbd_pread(tcp, buf, sizeof buf, 0, 0), 0);
+    cr_assert_eq(nbd_get_errno(), ESHUTDOWN, "%s", nbd_get_error());
+    wait_connections(2); /* it closed after that reply */
+    assert_serves(local);
+
+    cr_assert_eq(nbd_server_drop_connections(srv, "127.0.0.1"), 1); /* the idle one */
+    wait_connections(1);
+    cr_assert_neq(nbd_pread(idle, buf, sizeof buf, 0, 0), 0);
+    assert_serves(local);
+    nbd_close(tcp);
+    nbd_close(idle);
+    nbd_close(local);
 }
