@@ -984,6 +984,10 @@ static void on_quorum(void *ctx, bool quorate)
                                             : ": writes fail");
     if (changed)
         service_update(pc);
+    /* What waits for quorum (a resync, reconciling lost regions) looks
+     * again: the sync round may have ended before this news came. */
+    if (changed && quorate && pc->synced)
+        pc->p.table->changed(pc->p.table_ctx);
 }
 
 static const struct cluster_events events = {
