@@ -8,11 +8,17 @@
  * went to; resending the very same bytes elsewhere keeps that harmless,
  * unless the node applies it after a later write of the block, which is
  * exactly what the verifier is there to catch.
+ *
+ * A target that is a path (it starts with '/') is a file, such as a
+ * volume mounted by vsan-fuse: written with pwrite, which returns once
+ * vsan-fuse has the node's acknowledgement; vsan-fuse does its own
+ * failover underneath, so only its final error reaches the writer.
  */
 #include "tests/checker/writer.h"
 #include "tests/checker/block.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <libnbd.h>
 #include <pthread.h>
@@ -20,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BACKOFF_MIN_MS 20
 #define BACKOFF_MAX_MS 1000
@@ -31,6 +38,7 @@ struct writer {
     size_t target;
     int64_t target_since; /* when this target was chosen, for rotate_ms */
     struct nbd_handle *h;
+    int fd; /* a file target's, or -1 */
     uint64_t rng;
     pthread_t thread;
     unsigned char buf[CHK_BLOCK_SIZE] __attribute__((aligned(4096)));
@@ -99,10 +107,22 @@ static void writer_drop(struct writer *w)
     if (w->h)
         nbd_close(w->h);
     w->h = NULL;
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = -1;
+}
+
+static bool connected(const struct writer *w)
+{
+    return w->h || w->fd >= 0;
 }
 
 static int writer_connect(struct writer *w)
 {
+    if (uri_of(w)[0] == '/') {
+        w->fd = open(uri_of(w), O_RDWR | O_CLOEXEC);
+        return w->fd < 0 ? -errno : 0;
+    }
     struct nbd_handle *h = nbd_create();
     int r;
 
@@ -122,6 +142,10 @@ static int writer_connect(struct writer *w)
 
 static int writer_write_once(struct writer *w, uint64_t offset)
 {
+    if (w->fd >= 0) {
+        ssize_t n = pwrite(w->fd, w->buf, CHK_BLOCK_SIZE, (off_t)offset);
+        return n == CHK_BLOCK_SIZE ? 0 : n < 0 ? -errno : -EIO;
+    }
     int64_t deadline = now_ms() + w->run->op_timeout_ms;
     int64_t cookie = nbd_aio_pwrite(w->h, w->buf, CHK_BLOCK_SIZE, offset, NBD_NULL_COMPLETION, 0);
 
@@ -157,7 +181,7 @@ static int writer_send(struct writer *w, uint64_t block, uint64_t seq)
 
     for (;;) {
         const char *stage = "connect";
-        int r = w->h ? 0 : writer_connect(w);
+        int r = connected(w) ? 0 : writer_connect(w);
         if (r == 0) {
             stage = "write";
             r = writer_write_once(w, block * CHK_BLOCK_SIZE);
@@ -247,6 +271,7 @@ static int start_writers(struct chk_run *run, struct writer *ws, uint32_t *start
         struct writer *w = &ws[*started];
         w->run = run;
         w->id = *started;
+        w->fd = -1;
         w->target = *started % run->ntargets;
         w->rng = run->seed * 0x9e3779b97f4a7c15ull + *started + 1;
         int r = pthread_create(&w->thread, NULL, writer_main, w);

@@ -2,9 +2,11 @@
 # t-lab-checker: no acknowledged write is lost and no split brain, under
 # random faults, on a 3-node lab.
 #
-#  1. The checker (build/checker) writes self-describing 4 KiB blocks
-#     through the three nodes' NBD addresses, six writers failing over
-#     between them, while tests/checker/nemesis.sh kills, powers off and
+#  1. The checker (build/checker) writes self-describing 4 KiB blocks,
+#     six writers failing over between five ways in: the three nodes' NBD
+#     addresses, node 1's service address (which a survivor takes over
+#     while node 1 is away) and the volume's file in a vsan-fuse mount
+#     (which fails over by itself), while tests/checker/nemesis.sh kills, powers off and
 #     cuts nodes and brings them back, one at a time, for CHECKER_SECONDS
 #     (45 here; `make soak` sets SOAK_SECONDS). Then, with every replica
 #     current and the writers stopped, every block of the three data files
@@ -68,8 +70,18 @@ RS=$(st 1 'c["region_size"]')
 C_UUID=$(vs 1 c 'd["uuid"]')
 Q_UUID=$(vs 1 q 'd["uuid"]')
 
-log "1. checker for $CHECKER_SECONDS s through n1, n2, n3 under the nemesis (seed $SEED)"
-targets="$("$LAB" addr 1)/c,$("$LAB" addr 2)/c,$("$LAB" addr 3)/c"
+nodes=""
+for i in 1 2 3; do
+    a=$("$LAB" addr "$i")
+    nodes+="${nodes:+,}${a#nbd://}"
+done
+mkdir -p "$T/fuse"
+bg_start vsan-fuse "$BUILD/vsan-fuse" "$T/fuse" -f --nodes "$nodes" --volume c
+on_exit "fusermount3 -u -z '$T/fuse'"
+wait_until 20 test -f "$T/fuse/c" || lab_fail "vsan-fuse did not mount: $(cat "$T/vsan-fuse.out")"
+
+log "1. checker for $CHECKER_SECONDS s through n1, n2, n3, n1's service address and vsan-fuse, under the nemesis (seed $SEED)"
+targets="$("$LAB" addr 1)/c,$("$LAB" addr 2)/c,$("$LAB" addr 3)/c,$("$LAB" addr 1 --service)/c,$T/fuse/c"
 bg_start checker "$CHECKER" --targets "$targets" --volume-size 64M --writers 6 \
     --seconds $((CHECKER_SECONDS + 2)) --log "$T/journal" --seed "$SEED" -v
 WRITERS=$BG_PID
