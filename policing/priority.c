@@ -694,7 +694,33 @@ static void snap_apply(struct pol *p, const struct snap_entry *ent, uint32_t cou
     sweep(p);
 }
 
-int pol_restore(struct pol *p, const void *buf, size_t len)
+/* After a restore, the local half catches up with what the snapshot says
+ * happened while this node held the events back (the sync round): a
+ * region granted to us is granted here too (its waiting writes wake), one
+ * we own that others now wait for is released if no write needs it, and a
+ * RELEASE of ours that was applied is no longer out. Without this, a
+ * region granted or asked for during a round stays with a node that does
+ * not know it owes it to anyone. */
+static void catch_up(struct pol *p, struct pol_actions *out)
+{
+    for (size_t i = 0; i < p->cap; i++) {
+        struct region *r = p->slot[i];
+        if (r == NULL)
+            continue;
+        if (!owns(p, r)) {
+            r->releasing = false;
+            continue;
+        }
+        if (r->releasing) /* ours is still out: it comes back in order */
+            continue;
+        if (r->asked)
+            granted(p, r, out);
+        else
+            maybe_release(p, r, out);
+    }
+}
+
+int pol_restore(struct pol *p, const void *buf, size_t len, struct pol_actions *out)
 {
     const uint8_t *b = buf;
     if (buf == NULL || len < SNAP_HEADER || get32(b) != SNAP_MAGIC || get32(b + 4) != SNAP_VERSION)
@@ -705,8 +731,10 @@ int pol_restore(struct pol *p, const void *buf, size_t len)
     struct snap_entry *ent = malloc((count ? count : 1) * sizeof(*ent));
     pol_node_t *scratch = malloc((len / 4) * sizeof(*scratch));
     int r = ent && scratch ? snap_decode(b, len, count, ent, scratch) : -ENOMEM;
-    if (r == 0)
+    if (r == 0) {
         snap_apply(p, ent, count);
+        catch_up(p, out);
+    }
     free(ent);
     free(scratch);
     return r;

@@ -123,10 +123,12 @@ size_t pol_regions(const struct pol *p);
  * The encoding is versioned and little endian (priority.c spells it out);
  * regions are sorted, so equal tables give equal bytes. */
 int pol_snapshot(const struct pol *p, void **buf, size_t *len);
-/* Replaces p's shared table (local bookkeeping is kept: a joining node has
- * none). -EINVAL for a malformed snapshot (bad magic, version or lengths,
- * node 0, a duplicate region or waiter, an owner among its own waiters),
+/* Replaces p's shared table; local bookkeeping is kept and catches up
+ * with it: a region the snapshot grants us is granted, one others wait
+ * for is released if no write holds it (the actions in out say so).
+ * -EINVAL for a malformed snapshot (bad magic, version or lengths, node
+ * 0, a duplicate region or waiter, an owner among its own waiters),
  * leaving p unchanged; -ENOMEM, also leaving it unchanged; 0 on success. */
-int pol_restore(struct pol *p, const void *buf, size_t len);
+int pol_restore(struct pol *p, const void *buf, size_t len, struct pol_actions *out);
 
 #endif

@@ -370,8 +370,9 @@ static void apply_replica(struct policing *pc, uint32_t nodeid, uint32_t pid,
                           const struct pmsg_replica *m)
 {
     if (!pc->quorate) {
-        qb_log(LOG_WARNING, "policing: volume %08x: node %u's replica change not applied: no quorum",
-               m->volume, m->node);
+        qb_log(LOG_WARNING,
+               "policing: volume %08x: node %u's replica change not applied: no quorum", m->volume,
+               m->node);
         replica_done(pc, nodeid, pid, m);
         return;
     }
@@ -794,10 +795,13 @@ static void load_state(struct policing *pc, const struct pmsg_state *s, size_t l
     const struct pmsg_state_service *ss = (const void *)(sv + n);
     load_services(pc, ss, s->nservices);
     const char *snap = (const char *)(ss + s->nservices);
+    struct pol_actions out = {0};
     pthread_mutex_lock(&pc->lock);
-    int pr = pol_restore(pc->pol, snap, len - (size_t)(snap - (const char *)s));
+    int pr = pol_restore(pc->pol, snap, len - (size_t)(snap - (const char *)s), &out);
+    carry_out(pc, &out);
     pthread_cond_broadcast(&pc->cond);
     pthread_mutex_unlock(&pc->lock);
+    pol_actions_free(&out);
     if (r < 0 || pr < 0)
         qb_log(LOG_ERR, "policing: loading the group's state: table %s, regions %s", strerror(-r),
                strerror(-pr));

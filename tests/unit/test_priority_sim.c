@@ -466,7 +466,12 @@ static bool hand_over(struct sim *s, unsigned d, unsigned j, size_t pos)
         return fail(s, "n%u: pol_snapshot: %s", id_of(d), strerror(-r));
     n->pol = pol_new(id_of(j));
     cr_assert_not_null(n->pol, "pol_new(%u): %s", id_of(j), strerror(errno));
-    r = pol_restore(n->pol, buf, len);
+    struct pol_actions restore_out = {0};
+    r = pol_restore(n->pol, buf, len, &restore_out);
+    bool quiet = restore_out.n == 0; /* a new node owes nothing yet */
+    pol_actions_free(&restore_out);
+    if (r == 0 && !quiet)
+        return fail(s, "n%u: restoring gave actions to a node without writes", id_of(j));
     if (r == 0)
         r = pol_snapshot(n->pol, &again, &len2);
     bool same = r == 0 && len == len2 && memcmp(buf, again, len) == 0;
