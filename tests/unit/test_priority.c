@@ -493,6 +493,41 @@ Test(priority, snapshot_round_trip)
     free(buf);
 }
 
+/* A sync round: node 2 held back what node 1 applied and then loads node
+ * 1's table. What those events meant for node 2 must still happen: the
+ * region it asked for was granted (its write wakes and starts), and the
+ * region it owns that node 1 now waits for goes (node 2 has no write on
+ * it). Before, both stayed with node 2 and every writer waited for good. */
+Test(priority, restore_catches_up_with_a_round)
+{
+    struct pol_write w1 = wr(R1), w2 = wr(R2), w3;
+    own(1, R1, &w3);
+    end(1, &w3);
+    own(2, R2, &w3);
+    end(2, &w3);
+    act[1].n = act[2].n = 0;
+    cr_assert(!begin(2, &w1), "n2: wrote R1 without it");
+    cr_assert(!begin(1, &w2), "n1: wrote R2 without it");
+    /* Node 1 applies both requests (it is the winner); node 2 holds them. */
+    pol_on_request(node[1], R1, 2, &act[1]);
+    pol_on_request(node[1], R2, 1, &act[1]);
+    cr_assert_eq(count(1, POL_SEND_RELEASE, R1), 1, "n1 gives R1 up to the waiting n2");
+    pol_on_release(node[1], R1, 1, &act[1]);
+    cr_assert_eq(pol_owner(node[1], R1), 2);
+    cr_assert_eq(pol_owner(node[1], R2), 2);
+    void *buf;
+    size_t len;
+    snapshot(node[1], &buf, &len);
+    act[2].n = 0;
+    cr_assert_eq(pol_restore(node[2], buf, len, &act[2]), 0);
+    free(buf);
+    cr_assert_eq(count(2, POL_WAKE, R1), 1, "n2: the grant of R1 during the round woke nothing");
+    cr_assert_eq(count(2, POL_SEND_RELEASE, R2), 1, "n2 keeps R2 although n1 waits for it");
+    act[2].n = 0;
+    cr_assert(begin(2, &w1), "n2: its write on R1 does not start");
+    end(2, &w1);
+}
+
 static void put32(uint8_t *b, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
