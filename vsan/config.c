@@ -550,7 +550,7 @@ void config_defaults(struct vsan_config *cfg)
     cfg->region_size = 4u * 1024 * 1024;
     cfg->suspend_timeout_ms = 30000;
     strcpy(cfg->mirror_secret_file, CONFIG_SECRET_DEFAULT);
-    cfg->mirror_timeout_ms = 2000;
+    cfg->mirror_timeout_ms = 4000;
     cfg->mirror_resync_rate = 200u * 1024 * 1024;
     strcpy(cfg->admin_socket, ADMIN_SOCKET_DEFAULT);
     cfg->log_level = LOG_INFO;

@@ -27,7 +27,7 @@
 LAB_ADMIN=vsan-lab
 LAB_CLUSTER=vsan-lab
 LAB_GRACE=10
-LAB_MIRROR_TIMEOUT=2000
+LAB_MIRROR_TIMEOUT=4000
 
 lab_node_dir() {
     echo "$LAB_DIR/n$1"
@@ -90,8 +90,10 @@ lab_node_dirs() {
 }
 
 # A peer that stops answering is outdated after LAB_MIRROR_TIMEOUT ms,
-# which the tests wait for; resyncs run unthrottled, so that a test waits
-# for one no longer than its copying takes.
+# which the tests wait for: above corosync's failure detection (~2.2 s), so
+# a node cut off learns it lost quorum before it gives up on its peers.
+# Resyncs run unthrottled, so that a test waits for one no longer than its
+# copying takes.
 lab_write_vsan_conf() {
     local i=$1 dir secret=$LAB_DIR/secret
     dir=$(lab_node_dir "$i")

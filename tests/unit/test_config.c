@@ -91,7 +91,7 @@ Test(config, defaults_from_an_empty_file)
     cr_assert(eq(int, cfg.log_stderr, CONFIG_UNSET));
     cr_assert(eq(str, cfg.mirror_listen, ""));
     cr_assert(eq(str, cfg.mirror_secret_file, "/etc/vsan/secret"));
-    cr_assert(eq(u32, cfg.mirror_timeout_ms, 2000));
+    cr_assert(eq(u32, cfg.mirror_timeout_ms, 4000));
     cr_assert(not(cfg.mirror_sync_received));
     cr_assert(eq(u64, cfg.mirror_resync_rate, 200ull * 1024 * 1024));
 }
