@@ -265,6 +265,15 @@ static void local_failed(struct volume *v, int err, uint64_t first, uint64_t las
 /* Peers that failed the request are outdated, with the regions they
  * missed, by an agreed message applied here before the write is
  * acknowledged. Returns how many applied it. */
+/* Whether node's replica of v no longer takes writes (outdated or gone). */
+static bool outdated(struct volume *v, uint32_t node)
+{
+    pthread_mutex_lock(&v->mv->mu);
+    enum replica_state s = replica_get(&v->rec, node);
+    pthread_mutex_unlock(&v->mv->mu);
+    return s != REPLICA_CURRENT && s != REPLICA_SYNCING;
+}
+
 static int settle(struct volume *v, struct plan *pl, uint64_t first, uint64_t last, int *err)
 {
     int ok = 0;
@@ -278,6 +287,8 @@ static int settle(struct volume *v, struct plan *pl, uint64_t first, uint64_t la
                v->rec.name, (unsigned long long)first, op->peer, strerror(-op->result));
         int r =
             policing_replica_change(v->pc, v->vid, op->peer, REPLICA_OUTDATED, first, last, true);
+        if (r == 0 && !outdated(v, op->peer))
+            r = -EIO; /* refused: the peer keeps its copy, the write fails */
         if (r < 0)
             *err = r;
     }
@@ -738,6 +749,22 @@ static int serve(void *ctx, struct mlink_call *c)
 }
 
 /* ---- the agreed table ------------------------------------------------------ */
+
+int mirror_replica_request(struct volume *v, uint32_t from, uint32_t node, uint8_t state,
+                           uint64_t first, uint64_t last)
+{
+    pthread_mutex_lock(&v->mv->mu);
+    bool refused =
+        state == REPLICA_OUTDATED && from != node && replica_get(&v->rec, from) != REPLICA_CURRENT;
+    pthread_mutex_unlock(&v->mv->mu);
+    if (refused) {
+        qb_log(LOG_WARNING,
+               "volume \"%s\": node %u may not outdate node %u: its copy is not current",
+               v->rec.name, from, node);
+        return 0;
+    }
+    return mirror_replica_apply(v, node, state, first, last);
+}
 
 int mirror_replica_apply(struct volume *v, uint32_t node, uint8_t state, uint64_t first,
                          uint64_t last)
@@ -1536,7 +1563,6 @@ int mirror_start(const struct mirror_params *p, struct mirror **out)
     *out = m;
     return 0;
 }
-
 
 /* Resyncs and verifies end at their next step once stopping is set, or
  * when their request to a peer fails or times out; the link goes last. */

@@ -91,6 +91,13 @@ int mirror_read(struct volume *v, void *buf, uint32_t count, uint64_t offset);
 /* ---- the agreed table (main loop) --------------------------------------- */
 
 /* A PMSG_REPLICA for v: 1 if its set changed. */
+/* A PMSG_REPLICA that node from sent. Marking another node outdated is
+ * refused (0) unless from's own copy is current: a node that does not hold
+ * the data cannot vouch for a write the other missed, and must not leave
+ * the volume without a current copy (from the majority's point of view,
+ * it is from that is behind). */
+int mirror_replica_request(struct volume *v, uint32_t from, uint32_t node, uint8_t state,
+                           uint64_t first, uint64_t last);
 int mirror_replica_apply(struct volume *v, uint32_t node, uint8_t state, uint64_t first,
                          uint64_t last);
 /* A consistent copy of v's replica set. */

@@ -376,7 +376,8 @@ static void apply_replica(struct policing *pc, uint32_t nodeid, uint32_t pid,
         replica_done(pc, nodeid, pid, m);
         return;
     }
-    int r = pc->p.table->replica(pc->p.table_ctx, m->volume, m->node, m->state, m->first, m->last);
+    int r = pc->p.table->replica(pc->p.table_ctx, nodeid, m->volume, m->node, m->state, m->first,
+                                 m->last);
     if (r > 0)
         bump_version(pc);
     replica_done(pc, nodeid, pid, m);

@@ -64,10 +64,10 @@ struct policing_table_ops {
     /* Makes the local table equal to v (creating, resizing, deleting local
      * replicas as needed, taking their replica sets). */
     int (*load)(void *ctx, const struct policing_volume *v, size_t n);
-    /* A PMSG_REPLICA (see messages.h). 1 if the table changed, 0 if not,
-     * -errno. */
-    int (*replica)(void *ctx, uint32_t volume, uint32_t node, uint8_t state, uint64_t first,
-                   uint64_t last);
+    /* A PMSG_REPLICA (see messages.h) that node `from` sent. 1 if the
+     * table changed, 0 if not (or refused), -errno. */
+    int (*replica)(void *ctx, uint32_t from, uint32_t volume, uint32_t node, uint8_t state,
+                   uint64_t first, uint64_t last);
     /* node left the group: its replicas are outdated, and the regions it
      * held (lost, from the region table) are dirty for it. 1 if the table
      * changed. */

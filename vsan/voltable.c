@@ -153,11 +153,11 @@ static int vt_set_version(void *ctx, uint64_t version)
     return store_version_set(t->store, version);
 }
 
-static int vt_replica(void *ctx, uint32_t volume, uint32_t node, uint8_t state, uint64_t first,
-                      uint64_t last)
+static int vt_replica(void *ctx, uint32_t from, uint32_t volume, uint32_t node, uint8_t state,
+                      uint64_t first, uint64_t last)
 {
     struct voltable *t = ctx;
-    return volumes_replica(t->vols, volume, node, state, first, last);
+    return volumes_replica(t->vols, from, volume, node, state, first, last);
 }
 
 static int vt_node_left(void *ctx, uint32_t node, const struct pol_key *lost, size_t nlost)

@@ -1002,7 +1002,7 @@ int volume_update_record(struct volume *v)
 }
 
 struct replica_msg {
-    uint32_t node;
+    uint32_t from, node;
     uint8_t state;
     uint64_t first, last;
 };
@@ -1010,13 +1010,13 @@ struct replica_msg {
 static int apply_replica(struct volume *v, void *arg)
 {
     struct replica_msg *m = arg;
-    return v->mv ? mirror_replica_apply(v, m->node, m->state, m->first, m->last) : 0;
+    return v->mv ? mirror_replica_request(v, m->from, m->node, m->state, m->first, m->last) : 0;
 }
 
-int volumes_replica(struct volumes *vols, uint32_t vid, uint32_t node, uint8_t state,
+int volumes_replica(struct volumes *vols, uint32_t from, uint32_t vid, uint32_t node, uint8_t state,
                     uint64_t first, uint64_t last)
 {
-    struct replica_msg m = {node, state, first, last};
+    struct replica_msg m = {from, node, state, first, last};
     int r = volumes_with(vols, vid, apply_replica, &m);
     return r == -ENOENT ? 0 : r;
 }

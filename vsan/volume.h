@@ -72,9 +72,9 @@ struct pol_key;
 /* Replicates every volume's I/O through the mirror engine (set once, when
  * it starts; NULL: standalone). */
 void volumes_set_mirror(struct volumes *vols, struct mirror *m);
-/* The agreed table's replica changes (main loop; see mirror/engine.h):
- * 1 if a set changed, 0 if not, -errno. */
-int volumes_replica(struct volumes *vols, uint32_t vid, uint32_t node, uint8_t state,
+/* The agreed table's replica changes, asked for by node from (main loop;
+ * see mirror/engine.h): 1 if a set changed, 0 if not, -errno. */
+int volumes_replica(struct volumes *vols, uint32_t from, uint32_t vid, uint32_t node, uint8_t state,
                     uint64_t first, uint64_t last);
 int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key *lost,
                       size_t nlost);
