@@ -73,6 +73,12 @@ struct policing {
     pthread_cond_t cond;
     struct pol *pol;
     bool quorate, stopping;
+    /* quorate = vq_quorate && majority. votequorum's answer (vq_quorate)
+     * can lag a membership change by a moment, and in that moment a node
+     * cut off would still act for the cluster; so the members must also be
+     * a majority of the configured nodes (set at each change). Main loop
+     * writes them under lock. */
+    bool vq_quorate, majority;
     uint64_t requests_sent, releases_sent, delivered;
     /* Messages the state machine asked for, in the order it asked: the
      * region rules rely on a node's messages arriving in that order (a
@@ -939,6 +945,37 @@ static void on_leave(struct policing *pc, uint32_t node)
     free(lost);
 }
 
+/* Recomputes quorate from its two halves and acts on a change. */
+static void quorum_update(struct policing *pc)
+{
+    pthread_mutex_lock(&pc->lock);
+    bool quorate = pc->vq_quorate && pc->majority;
+    bool changed = pc->quorate != quorate;
+    pc->quorate = quorate;
+    pthread_cond_broadcast(&pc->cond);
+    pthread_mutex_unlock(&pc->lock);
+    if (!changed)
+        return;
+    qb_log(quorate ? LOG_INFO : LOG_WARNING, "policing: quorum %s%s", quorate ? "gained" : "lost",
+           quorate                      ? ""
+           : pc->p.suspend_on_no_quorum ? ": writes wait"
+                                        : ": writes fail");
+    service_update(pc);
+    /* What waits for quorum (a resync, reconciling lost regions) looks
+     * again: the sync round may have ended before this news came. */
+    if (quorate && pc->synced)
+        pc->p.table->changed(pc->p.table_ctx);
+}
+
+/* Whether n members are a majority of the configured nodes (two or fewer:
+ * votequorum's two_node rule decides alone). */
+static bool is_majority(struct policing *pc, size_t n)
+{
+    struct cluster_node nodes[CLUSTER_NODES_MAX];
+    int nconf = pc->p.driver->nodelist(pc->cl, nodes, CLUSTER_NODES_MAX);
+    return nconf < 3 || 2 * n > (size_t)nconf;
+}
+
 static void on_confchg(void *ctx, const struct cluster_member *members, size_t n,
                        const struct cluster_member *left, size_t nleft,
                        const struct cluster_member *joined, size_t njoined)
@@ -949,6 +986,8 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
      * table (a round follows whenever the tables may differ). */
     replay_held(pc, 0);
     update_members(pc, members, n);
+    pc->majority = is_majority(pc, n);
+    quorum_update(pc);
     for (size_t i = 0; i < nleft; i++) {
         qb_log(LOG_INFO, "policing: node %u (pid %u) left the group (%s)", left[i].nodeid,
                left[i].pid,
@@ -976,23 +1015,8 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
 static void on_quorum(void *ctx, bool quorate)
 {
     struct policing *pc = ctx;
-    pthread_mutex_lock(&pc->lock);
-    bool changed = pc->quorate != quorate;
-    pc->quorate = quorate;
-    pthread_cond_broadcast(&pc->cond);
-    pthread_mutex_unlock(&pc->lock);
-    if (changed)
-        qb_log(quorate ? LOG_INFO : LOG_WARNING, "policing: quorum %s%s",
-               quorate ? "gained" : "lost",
-               quorate                      ? ""
-               : pc->p.suspend_on_no_quorum ? ": writes wait"
-                                            : ": writes fail");
-    if (changed)
-        service_update(pc);
-    /* What waits for quorum (a resync, reconciling lost regions) looks
-     * again: the sync round may have ended before this news came. */
-    if (changed && quorate && pc->synced)
-        pc->p.table->changed(pc->p.table_ctx);
+    pc->vq_quorate = quorate;
+    quorum_update(pc);
 }
 
 static const struct cluster_events events = {
@@ -1132,6 +1156,7 @@ int policing_start(const struct policing_params *p, struct policing **out)
     struct policing *pc = calloc(1, sizeof *pc);
     if (!pc)
         return -ENOMEM;
+    pc->majority = true; /* until the first membership says otherwise */
     pc->p = *p;
     if (!pmsg_set_string(pc->name, sizeof pc->name, p->name) ||
         !pmsg_set_string(pc->nbd, sizeof pc->nbd, p->nbd) ||
