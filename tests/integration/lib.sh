@@ -279,3 +279,18 @@ from vtjson import volumes
 for o in sorted(volumes(json.load(sys.stdin)), key=lambda o: o["name"]):
     print(o["name"], o["size"], o.get("uuid", ""))'
 }
+
+# loop_release LOOP FILE: detaches LOOP only while it still is ours: after
+# a detach its number may already serve somebody else.
+loop_release() {
+    local back
+    back=$(losetup -n -O BACK-FILE "$1" 2>/dev/null) || return 0
+    [ "$back" = "$2" ] && losetup -d "$1"
+}
+
+# fuse_unmount DIR, for wait_until: a loop device detached while something
+# (udev's probe) still has it open lets go of its file a moment later, and
+# until then the unmount is refused.
+fuse_unmount() {
+    fusermount3 -u "$1" 2>/dev/null
+}

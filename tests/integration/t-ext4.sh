@@ -12,14 +12,6 @@ vt_init
 
 MiB=1048576
 
-# Detaches LOOP only while it still is ours: after a detach its number may
-# already serve somebody else.
-loop_release() {
-    local back
-    back=$(losetup -n -O BACK-FILE "$1" 2>/dev/null) || return 0
-    [ "$back" = "$2" ] && losetup -d "$1"
-}
-
 # fuse_attach N: nbdfuse #N on $T/fuseN, and a loop device on its file in LOOP.
 fuse_attach() {
     local dir="$T/fuse$1"
@@ -31,12 +23,6 @@ fuse_attach() {
     [ "$(stat -c %s "$dir/nbd")" -eq $((256 * MiB)) ] || die "nbdfuse file has the wrong size"
     LOOP=$(losetup -f --show "$dir/nbd") || die "losetup on the nbdfuse file failed"
     on_exit "loop_release $LOOP '$dir/nbd'"
-}
-
-# A loop device detached while something (udev's probe) still has it open
-# lets go of its file a moment later: until then the unmount is refused.
-fuse_unmount() {
-    fusermount3 -u "$1" 2>/dev/null
 }
 
 fuse_detach() {

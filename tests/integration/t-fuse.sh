@@ -15,17 +15,6 @@ MiB=1048576
 FUSE="$BUILD/vsan-fuse"
 [ -x "$FUSE" ] || die "no $FUSE: build first (make)"
 
-# Detaches LOOP only while it still is ours (see t-ext4.sh).
-loop_release() {
-    local back
-    back=$(losetup -n -O BACK-FILE "$1" 2>/dev/null) || return 0
-    [ "$back" = "$2" ] && losetup -d "$1"
-}
-
-fuse_unmount() {
-    fusermount3 -u "$1" 2>/dev/null
-}
-
 # mount_fuse ARGS...: vsan-fuse -f on $T/fuse in the background; waits
 # until its files are there.
 mount_fuse() {

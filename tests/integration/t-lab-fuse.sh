@@ -21,17 +21,6 @@ MiB=$((1024 * 1024))
 FUSE="$BUILD/vsan-fuse"
 [ -x "$FUSE" ] || die "no $FUSE: build first (make)"
 
-# Detaches LOOP only while it still is ours (see t-ext4.sh).
-loop_release() {
-    local back
-    back=$(losetup -n -O BACK-FILE "$1" 2>/dev/null) || return 0
-    [ "$back" = "$2" ] && losetup -d "$1"
-}
-
-fuse_unmount() {
-    fusermount3 -u "$1" 2>/dev/null
-}
-
 LAB_VOL=f # the volume vs and states (labtest.sh) look at
 
 # "ID ADDR" of the node serving the mount.
