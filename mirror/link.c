@@ -315,17 +315,21 @@ static void start_conn(struct mlink *l, int fd)
     }
 }
 
+/* With l->mu held: serves nothing more from c (see mlink_drop). */
+static void drop_conn(struct mlink_conn *c)
+{
+    pthread_mutex_lock(&c->serve_mu);
+    c->dropped = true;
+    pthread_mutex_unlock(&c->serve_mu);
+    shutdown(c->fd, SHUT_RDWR);
+}
+
 void mlink_drop(struct mlink *l, uint32_t node)
 {
     pthread_mutex_lock(&l->mu);
-    for (struct mlink_conn *c = l->conns; c; c = c->next) {
-        if (c->peer != node)
-            continue;
-        pthread_mutex_lock(&c->serve_mu);
-        c->dropped = true;
-        pthread_mutex_unlock(&c->serve_mu);
-        shutdown(c->fd, SHUT_RDWR);
-    }
+    for (struct mlink_conn *c = l->conns; c; c = c->next)
+        if (c->peer == node)
+            drop_conn(c);
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -681,6 +685,16 @@ void mlink_set_peers(struct mlink *l, const struct mlink_peer *peers, size_t n)
             listed |= peers[j].node == l->peers[i]->node && peers[j].addr[0] != '\0';
         if (!listed)
             set_wanted(l->peers[i], NULL);
+    }
+    /* A peer's connection from before it left (a cut) may still hold its
+     * writes in TCP buffers; they must not land after the resync that
+     * replaced them: it reconnects once it is a member again. */
+    for (struct mlink_conn *c = l->conns; c; c = c->next) {
+        bool listed = c->peer == 0;
+        for (size_t j = 0; j < n && !listed; j++)
+            listed = peers[j].node == c->peer;
+        if (!listed)
+            drop_conn(c);
     }
     pthread_mutex_unlock(&l->mu);
 }

@@ -92,7 +92,8 @@ struct mlink_peer {
 };
 
 /* The peers to stay connected to (the group's members, this node
- * excluded); links to others are closed. Any thread. */
+ * excluded); links to others are closed, both ways (their incoming
+ * connections are dropped as by mlink_drop). Any thread. */
 void mlink_set_peers(struct mlink *l, const struct mlink_peer *peers, size_t n);
 /* Whether the link to node is up and authenticated. */
 bool mlink_connected(struct mlink *l, uint32_t node);

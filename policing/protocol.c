@@ -996,6 +996,10 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
                                                     : "left");
         on_leave(pc, left[i].nodeid);
     }
+    /* The mirror drops its links to who left even where the table does
+     * not change (a minority): their buffered writes must not land late. */
+    if (nleft > 0)
+        pc->p.table->changed(pc->p.table_ctx);
     for (size_t i = 0; i < njoined; i++)
         qb_log(LOG_INFO, "policing: node %u (pid %u) joined the group", joined[i].nodeid,
                joined[i].pid);
