@@ -249,16 +249,26 @@ static int plan_write(struct volume *v, uint64_t first, uint64_t last, struct pl
     return e;
 }
 
+/* Records this node's copy as failed (it serves nothing until replaced);
+ * a record that can't be persisted is logged. */
+static void set_local_failed(struct volume *v)
+{
+    pthread_mutex_lock(&v->mv->mu);
+    v->rec.local = STORE_LOCAL_FAILED;
+    update_serve_local(v);
+    int r = volume_update_record(v);
+    pthread_mutex_unlock(&v->mv->mu);
+    if (r < 0)
+        qb_log(LOG_ERR, "volume \"%s\": recording its failed local copy: %s", v->rec.name,
+               strerror(-r));
+}
+
 /* This node's copy failed an I/O: it is failed until replaced. */
 static void local_failed(struct volume *v, int err, uint64_t first, uint64_t last)
 {
     qb_log(LOG_ERR, "volume \"%s\": local replica failed (%s): outdated, I/O goes on at peers",
            v->rec.name, strerror(-err));
-    pthread_mutex_lock(&v->mv->mu);
-    v->rec.local = STORE_LOCAL_FAILED;
-    update_serve_local(v);
-    volume_update_record(v);
-    pthread_mutex_unlock(&v->mv->mu);
+    set_local_failed(v);
     policing_replica_change(v->pc, v->vid, v->mirror->self, REPLICA_OUTDATED, first, last, true);
 }
 
@@ -643,11 +653,7 @@ static int apply_write(struct volume *v, struct mlink_call *c, uint64_t first, u
     if (r < 0) {
         qb_log(LOG_ERR, "volume \"%s\": applying node %u's write: %s", v->rec.name, c->peer,
                strerror(-r));
-        pthread_mutex_lock(&v->mv->mu);
-        v->rec.local = STORE_LOCAL_FAILED;
-        update_serve_local(v);
-        volume_update_record(v);
-        pthread_mutex_unlock(&v->mv->mu);
+        set_local_failed(v);
     }
     return r;
 }
