@@ -37,20 +37,29 @@ static void keep_error(char *err, size_t errlen, const char *fallback)
     snprintf(err, errlen, "%s", msg && *msg ? msg : fallback);
 }
 
+/* One wait for h to move on: 0 once nbd_poll has run, -ENOTCONN if the
+ * connection is gone, -ETIMEDOUT at the deadline. A failed nbd_poll gives
+ * -ENOTCONN when lost_on_poll_error, else libnbd's errno: while negotiating
+ * that is the server's answer (e.g. -ENOENT, no such export). */
+static int poll_once(struct nbd_handle *h, int64_t deadline, bool lost_on_poll_error)
+{
+    if (nbd_aio_is_dead(h) == 1 || nbd_aio_is_closed(h) == 1)
+        return -ENOTCONN;
+    int ms = ms_left(deadline);
+    if (ms == 0)
+        return -ETIMEDOUT;
+    if (nbd_poll(h, ms) < 0)
+        return lost_on_poll_error ? -ENOTCONN : nbd_err();
+    return 0;
+}
+
 /* Polls h until done(h) or the connection dies or the deadline passes. */
 static int poll_until(struct nbd_handle *h, int (*done)(struct nbd_handle *), int64_t deadline)
 {
-    for (;;) {
-        if (done(h) == 1)
-            return 0;
-        if (nbd_aio_is_dead(h) == 1 || nbd_aio_is_closed(h) == 1)
-            return -ENOTCONN;
-        int ms = ms_left(deadline);
-        if (ms == 0)
-            return -ETIMEDOUT;
-        if (nbd_poll(h, ms) < 0)
-            return nbd_err(); /* e.g. -ENOENT: the server has no such export */
-    }
+    int r = 0;
+    while (r == 0 && done(h) != 1)
+        r = poll_once(h, deadline, false);
+    return r;
 }
 
 static int start_connect(struct nbd_handle *h, const struct vr_node *n)
@@ -112,24 +121,18 @@ int nc_wait(struct nbd_handle *h, int64_t cookie, int64_t deadline)
 {
     if (cookie < 0)
         return nbd_aio_is_ready(h) == 1 ? nbd_err() : -ENOTCONN;
-    for (;;) {
-        int r = nbd_aio_command_completed(h, (uint64_t)cookie);
-        if (r == 1)
-            return 0;
-        if (r < 0) {
-            /* A command failed by a dying connection: the connection's
-             * fault, not the server's answer. */
-            int e = nbd_err();
-            return nbd_aio_is_ready(h) == 1 ? e : -ENOTCONN;
-        }
-        if (nbd_aio_is_dead(h) == 1 || nbd_aio_is_closed(h) == 1)
-            return -ENOTCONN;
-        int ms = ms_left(deadline);
-        if (ms == 0)
-            return -ETIMEDOUT;
-        if (nbd_poll(h, ms) < 0)
-            return -ENOTCONN;
+    int r;
+    while ((r = nbd_aio_command_completed(h, (uint64_t)cookie)) == 0) {
+        int e = poll_once(h, deadline, true);
+        if (e < 0)
+            return e;
     }
+    if (r == 1)
+        return 0;
+    /* A command failed by a dying connection: the connection's fault, not
+     * the server's answer. */
+    int e = nbd_err();
+    return nbd_aio_is_ready(h) == 1 ? e : -ENOTCONN;
 }
 
 struct list_ctx {
@@ -158,16 +161,10 @@ static int list_done(void *user, int *error)
 /* Polls h until the list reply is complete. */
 static int wait_list(struct nbd_handle *h, struct list_ctx *c, int64_t deadline)
 {
-    while (!c->done) {
-        if (nbd_aio_is_dead(h) == 1 || nbd_aio_is_closed(h) == 1)
-            return -ENOTCONN;
-        int ms = ms_left(deadline);
-        if (ms == 0)
-            return -ETIMEDOUT;
-        if (nbd_poll(h, ms) < 0)
-            return -ENOTCONN;
-    }
-    return 0;
+    int r = 0;
+    while (r == 0 && !c->done)
+        r = poll_once(h, deadline, true);
+    return r;
 }
 
 int nc_list(const struct vr_node *n, int64_t deadline,
