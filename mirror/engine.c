@@ -661,10 +661,6 @@ static int apply_write(struct volume *v, struct mlink_call *c, uint64_t first, u
 static int serve_read(struct volume *v, struct mlink_call *c)
 {
     const struct mwire_header *h = c->req;
-    if (!atomic_load(&v->mv->serve_local))
-        return -ESTALE;
-    if (!in_bounds(v, h))
-        return -EINVAL;
     void *buf = malloc(h->length ? h->length : 1);
     if (!buf)
         return -ENOMEM;
@@ -678,10 +674,6 @@ static int serve_read(struct volume *v, struct mlink_call *c)
 static int serve_csum(struct volume *v, struct mlink_call *c)
 {
     const struct mwire_header *h = c->req;
-    if (!atomic_load(&v->mv->serve_local))
-        return -ESTALE;
-    if (!in_bounds(v, h))
-        return -EINVAL;
     uint32_t size = mwire_csum_reply_size(h->length);
     uint64_t *sums = malloc(size ? size : 1);
     void *buf = malloc(MWIRE_CSUM_CHUNK);
@@ -699,6 +691,17 @@ static int serve_csum(struct volume *v, struct mlink_call *c)
     free(buf);
     free(sums);
     return r;
+}
+
+/* A peer's read or checksum: only a current, whole copy answers, or a peer
+ * would take stale data for the volume's. */
+static int serve_from_copy(struct volume *v, struct mlink_call *c)
+{
+    if (!atomic_load(&v->mv->serve_local))
+        return -ESTALE;
+    if (!in_bounds(v, c->req))
+        return -EINVAL;
+    return c->req->type == MW_READ ? serve_read(v, c) : serve_csum(v, c);
 }
 
 /* A syncing peer asks what it missed: once this node has seen it syncing,
@@ -737,9 +740,8 @@ static int serve_volume(struct volume *v, void *arg)
     case MW_FLUSH:
         return volume_local_sync(v);
     case MW_READ:
-        return serve_read(v, c);
     case MW_CSUM:
-        return serve_csum(v, c);
+        return serve_from_copy(v, c);
     case MW_DIRTY:
         return serve_dirty(v, c);
     default:
