@@ -85,29 +85,40 @@ static const char *name_of(const struct bitmap *b)
     return b->path ? b->path : "(memory)";
 }
 
-/* Logs "mirror: bitmap "path": message" and returns -err. */
+/* Logs "mirror: bitmap "path": message" and returns -err; with why, the
+ * message ends in ": why". */
+__attribute__((format(printf, 4, 0))) static int vfail(const struct bitmap *b, int err,
+                                                       const char *why, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (why) {
+        size_t n = strlen(msg);
+        snprintf(msg + n, sizeof(msg) - n, ": %s", why);
+    }
+    qb_log(LOG_ERR, "mirror: bitmap \"%s\": %s", name_of(b), msg);
+    return -err;
+}
+
 __attribute__((format(printf, 3, 4))) static int fail(const struct bitmap *b, int err,
                                                       const char *fmt, ...)
 {
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int r = vfail(b, err, NULL, fmt, ap);
     va_end(ap);
-    qb_log(LOG_ERR, "mirror: bitmap \"%s\": %s", name_of(b), msg);
-    return -err;
+    return r;
 }
 
 /* As fail(), with strerror(err) appended. */
 __attribute__((format(printf, 3, 4))) static int sys_fail(const struct bitmap *b, int err,
                                                           const char *fmt, ...)
 {
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int r = vfail(b, err, strerror(err), fmt, ap);
     va_end(ap);
-    return fail(b, err, "%s: %s", msg, strerror(err));
+    return r;
 }
 
 /* ---- bit arrays ------------------------------------------------------ */
