@@ -28,17 +28,12 @@
 #      replicated table, which needs root for deploy/lab).
 set -Eeuo pipefail
 
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-build=${1:-build}
-case $build in
-/*) ;;
-*) build="$repo/$build" ;;
-esac
+# shellcheck source=tests/bench/common.sh
+. "$(dirname "$0")/common.sh"
 seconds=${BENCH_SECONDS:-10}
 rounds=${BENCH_ROUNDS:-3}
 size=${BENCH_SIZE:-1G}
 replicated=${BENCH_REPLICATED:-1}
-PY=/usr/bin/python3
 
 dir=""
 vsand_pid=""
@@ -145,44 +140,30 @@ workloads=(
     "1M seq write (1 conn x 8), MiB/s|write|mibs|--rw=write --bs=1M --numjobs=1 --iodepth=8"
 )
 
-# The QD1 run also yields the latency row; a table is built from a results
-# file, lines of "ROW<TAB>SERVER<TAB>VALUE".
+# record ROW DIRECTION METRIC SERVER JSON RESULTS TICKS...: the run's result
+# lines (see tables.py), TICKS being the CPU each of the server's processes
+# spent over it.
 record() {
-    local row=$1 dirn=$2 metric=$3 server=$4 json=$5 ticks=$6 results=$7
-    "$PY" - "$json" "$dirn" "$metric" "$row" "$server" "$ticks" "$(getconf CLK_TCK)" \
-        >>"$results" <<'PY'
-import json, sys
-path, dirn, metric, row, server, ticks, hz = sys.argv[1:]
-job = json.load(open(path))["jobs"][0]
-if job["error"]:
-    sys.exit("fio reported error %d" % job["error"])
-st = job[dirn]
-value = st["iops"] if metric == "iops" else st["bw_bytes"] / 1048576
-print("%s\t%s\t%.1f" % (row, server, value))
-if row.startswith("4k randwrite QD1"):
-    print("4k randwrite QD1, mean latency (us)\t%s\t%.1f" % (server, st["lat_ns"]["mean"] / 1000))
-# The CPU the server spent, per request, over the whole run (ramp included).
-ios = st["total_ios"] * (1 + 1.0 / max(1, job["job_runtime"] / 1000.0))
-if ios > 0:
-    print("cpu: %s\t%s\t%.2f" % (row, server, int(ticks) * 1e6 / int(hz) / ios))
-PY
+    local row=$1 dirn=$2 metric=$3 server=$4 json=$5 results=$6
+    shift 6
+    "$PY" "$repo/tests/bench/tables.py" record "$json" "$dirn" "$metric" "$row" "$server" \
+        "$(getconf CLK_TCK)" "$@" >>"$results" || die "cannot read $json"
 }
 
-# cpu_ticks PID...: user + system time of them all, in clock ticks.
+# cpu_ticks PID...: user + system time of each, in clock ticks.
 cpu_ticks() {
-    local pid total=0 t
+    local pid
     for pid in "$@"; do
-        t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat") || die "server pid $pid is gone"
-        total=$((total + t))
+        awk '{ print $14 + $15 }' "/proc/$pid/stat"
     done
-    echo "$total"
 }
 
 # run_workload I SPEC ROUND RESULTS SERVER...: one run of workload I per
 # server; the order rotates with I and ROUND so that no server always goes
 # first.
 run_workload() {
-    local i=$1 spec=$2 round=$3 results=$4 row dirn metric args server t0 k
+    local i=$1 spec=$2 round=$3 results=$4 row dirn metric args server k j
+    local -a t0 t1 ticks
     shift 4
     local servers=("$@")
     IFS='|' read -r row dirn metric args <<<"$spec"
@@ -190,13 +171,18 @@ run_workload() {
         server=${servers[(i + round + k) % $#]}
         echo "bench: round $round: $row: $server" >&2
         # shellcheck disable=SC2086 # PIDS holds a list of pids
-        t0=$(cpu_ticks ${PIDS[$server]})
+        mapfile -t t0 < <(cpu_ticks ${PIDS[$server]})
         # shellcheck disable=SC2086 # args is a list of fio options
         run_fio "${URI[$server]}" "$dir/$i-$server.json" $args --time_based \
             --runtime="$seconds" --ramp_time=1 --norandommap --randrepeat=0
         # shellcheck disable=SC2086
-        record "$row" "$dirn" "$metric" "$server" "$dir/$i-$server.json" \
-            $(($(cpu_ticks ${PIDS[$server]}) - t0)) "$results"
+        mapfile -t t1 < <(cpu_ticks ${PIDS[$server]})
+        [ "${#t1[@]}" -eq "${#t0[@]}" ] || die "$server: a server process is gone"
+        ticks=()
+        for j in "${!t0[@]}"; do
+            ticks+=($((t1[j] - t0[j])))
+        done
+        record "$row" "$dirn" "$metric" "$server" "$dir/$i-$server.json" "$results" "${ticks[@]}"
     done
 }
 
@@ -220,32 +206,7 @@ print_table() {
         "(+1 s ramp), median of $rounds rounds, fio nbd engine over loopback TCP," \
         "servers at default settings"
     echo
-    "$PY" - "$dir/results" <<'PY'
-import statistics, sys
-rows, values = [], {}
-for line in open(sys.argv[1]):
-    row, server, value = line.rstrip("\n").split("\t")
-    if row not in rows:
-        rows.append(row)
-    values.setdefault((row, server), []).append(float(value))
-med = {k: statistics.median(v) for k, v in values.items()}
-def table(title, rows, fmt_of):
-    print("| %s | vsand | nbdkit | ratio |" % title)
-    print("| --- | ---: | ---: | ---: |")
-    for row in rows:
-        v, k = med[row, "vsand"], med[row, "nbdkit"]
-        fmt = fmt_of(row)
-        print("| %s | %s | %s | %.2f |" % (row.replace("cpu: ", ""), fmt.format(v), fmt.format(k),
-                                           v / k if k else 0))
-    print()
-table("workload", [r for r in rows if not r.startswith("cpu: ")],
-      lambda r: "{:,.1f}" if "latency" in r else "{:,.0f}")
-print("ratio = vsand / nbdkit: above 1 is better for IOPS and MiB/s, worse for latency.")
-print()
-table("server CPU per request (us)", [r for r in rows if r.startswith("cpu: ")],
-      lambda r: "{:,.1f}")
-print("ratio below 1: vsand spends less CPU per request than nbdkit.")
-PY
+    "$PY" "$repo/tests/bench/tables.py" loopback "$dir/results"
 }
 
 # shellcheck source=tests/bench/replicated.sh

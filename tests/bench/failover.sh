@@ -17,14 +17,8 @@
 # Usage: tests/bench/failover.sh BUILD_DIR
 set -Eeuo pipefail
 
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-build=${1:-build}
-case $build in
-/*) ;;
-*) build="$repo/$build" ;;
-esac
-PY=/usr/bin/python3
-lab="$repo/deploy/lab"
+# shellcheck source=tests/bench/common.sh
+. "$(dirname "$0")/common.sh"
 export VSAN_LAB_DIR=${VSAN_LAB_DIR:-/var/tmp/vsan-failover-bench}
 export VSAN_BUILD=$build
 TRIALS=${TRIALS:-5}

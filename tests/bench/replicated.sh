@@ -26,7 +26,6 @@
 # bench.sh sets repo, build, dir, size and admin, and reads URI and PIDS:
 # shellcheck disable=SC2154,SC2034
 
-rep_lab="$repo/deploy/lab"
 rep_results=""
 rep_lab_dir=""
 rep_solo_pid=""
@@ -73,7 +72,7 @@ replicated_cleanup() {
     rep_qemu_pids=()
     rep_solo_pid=""
     if [ -n "$rep_lab_dir" ]; then
-        VSAN_LAB_DIR=$rep_lab_dir "$rep_lab" down >/dev/null 2>&1 ||
+        VSAN_LAB_DIR=$rep_lab_dir "$lab" down >/dev/null 2>&1 ||
             echo "bench: deploy/lab down failed for $rep_lab_dir" >&2
         rep_lab_dir=""
     fi
@@ -83,7 +82,7 @@ replicated_cleanup() {
 # rep_host I: node I's address on the lab network.
 rep_host() {
     local addr
-    addr=$("$rep_lab" addr "$1") || die "deploy/lab addr $1 failed"
+    addr=$("$lab" addr "$1") || die "deploy/lab addr $1 failed"
     addr=${addr#nbd://}
     echo "${addr%:*}"
 }
@@ -92,11 +91,11 @@ rep_lab_up() {
     rep_lab_wait
     rep_lab_dir="$dir/lab$1"
     # Exported rather than passed through a wrapper function: a daemon
-    # started as `"$rep_lab" exec I DAEMON &` is then $!, where a function
+    # started as `"$lab" exec I DAEMON &` is then $!, where a function
     # in the background would be a subshell around it.
     export VSAN_LAB_DIR=$rep_lab_dir VSAN_BUILD=$build
     echo "bench: deploy/lab up $1 in $rep_lab_dir" >&2
-    "$rep_lab" up "$1" >"$dir/lab$1.log" 2>&1 || die "deploy/lab up $1 failed: $(tail -n 5 "$dir/lab$1.log")"
+    "$lab" up "$1" >"$dir/lab$1.log" 2>&1 || die "deploy/lab up $1 failed: $(tail -n 5 "$dir/lab$1.log")"
     rep_quickack "$1"
 }
 
@@ -110,10 +109,10 @@ rep_quickack() {
     # shellcheck disable=SC2086 # route is a list of ip-route arguments
     ip route change $route quickack 1 || die "cannot set quickack on the route to $net"
     for ((i = 1; i <= $1; i++)); do
-        route=$("$rep_lab" exec "$i" ip route show root "$net" | head -n 1)
+        route=$("$lab" exec "$i" ip route show root "$net" | head -n 1)
         [ -n "$route" ] || die "n$i: no route to the lab network $net"
         # shellcheck disable=SC2086
-        "$rep_lab" exec "$i" ip route change $route quickack 1 ||
+        "$lab" exec "$i" ip route change $route quickack 1 ||
             die "n$i: cannot set quickack on the route to $net"
     done
 }
@@ -132,9 +131,9 @@ rep_lab_pids() {
 # rep_lab_volume N NAME: a volume on the N-node lab, through node 1.
 rep_lab_volume() {
     local pids
-    "$rep_lab" vsan 1 volume create bench "$size" >/dev/null || die "lab volume create failed"
+    "$lab" vsan 1 volume create bench "$size" >/dev/null || die "lab volume create failed"
     pids=$(rep_lab_pids "$1")
-    URI[$2]="$("$rep_lab" addr 1)/bench" PIDS[$2]=$pids
+    URI[$2]="$("$lab" addr 1)/bench" PIDS[$2]=$pids
     wait_nbd "${URI[$2]}" "${pids%% *}"
 }
 
@@ -154,15 +153,15 @@ socket = $sock
 level = warning
 syslog = no
 EOF
-    "$rep_lab" exec 1 "$build/vsand" -f -c "$data.conf" >"$data.log" 2>&1 &
+    "$lab" exec 1 "$build/vsand" -f -c "$data.conf" >"$data.log" 2>&1 &
     rep_solo_pid=$!
     local deadline=$((SECONDS + 30))
-    until "$rep_lab" exec 1 "$build/vsan" -s "$sock" status >/dev/null 2>&1; do
+    until "$lab" exec 1 "$build/vsan" -s "$sock" status >/dev/null 2>&1; do
         kill -0 "$rep_solo_pid" 2>/dev/null || die "standalone vsand exited: $(tail -n 5 "$data.log")"
         [ "$SECONDS" -lt "$deadline" ] || die "standalone vsand not ready after 30 s"
         sleep 0.05
     done
-    "$rep_lab" exec 1 "$build/vsan" -s "$sock" volume create bench "$size" >/dev/null ||
+    "$lab" exec 1 "$build/vsan" -s "$sock" volume create bench "$size" >/dev/null ||
         die "standalone volume create failed"
     URI[$1]="nbd://$(rep_host 1):$REP_SOLO_PORT/bench" PIDS[$1]=$rep_solo_pid
     wait_nbd "${URI[$1]}" "$rep_solo_pid"
@@ -174,7 +173,7 @@ rep_qemu() {
     h1=$(rep_host 1)
     h2=$(rep_host 2)
     truncate -s "$size" "$dir/qemu-a.img" "$dir/qemu-b.img" || die "cannot create the qemu images"
-    "$rep_lab" exec 2 qemu-storage-daemon \
+    "$lab" exec 2 qemu-storage-daemon \
         --blockdev "driver=file,node-name=disk,filename=$dir/qemu-b.img" \
         --nbd-server "addr.type=inet,addr.host=$h2,addr.port=$REP_QEMU_PORT" \
         --export type=nbd,id=exp,node-name=disk,name=bench,writable=on \
@@ -182,7 +181,7 @@ rep_qemu() {
     b=$!
     rep_qemu_pids+=("$b")
     wait_nbd "nbd://$h2:$REP_QEMU_PORT/bench" "$b"
-    "$rep_lab" exec 1 qemu-storage-daemon \
+    "$lab" exec 1 qemu-storage-daemon \
         --blockdev "driver=file,node-name=local,filename=$dir/qemu-a.img" \
         --blockdev "driver=nbd,node-name=peer,server.type=inet,server.host=$h2,server.port=$REP_QEMU_PORT,export=bench" \
         --blockdev driver=quorum,node-name=mirror,vote-threshold=2,read-pattern=fifo,children.0=local,children.1=peer \
@@ -226,58 +225,5 @@ replicated_table() {
         "quickack on the lab routes; qemu-quorum: $(qemu-storage-daemon --version | head -n 1)," \
         "quorum of a local file and an NBD client of a second daemon on node 2"
     echo
-    "$PY" - "$rep_results" <<'PY'
-import statistics, sys
-rows, values = [], {}
-for line in open(sys.argv[1]):
-    row, server, value = line.rstrip("\n").split("\t")
-    if row not in rows:
-        rows.append(row)
-    values.setdefault((row, server), []).append(float(value))
-med = {k: statistics.median(v) for k, v in values.items()}
-# The issue's targets for 2-way, per row: (denominator, comparison, bound).
-targets = {
-    "4k randwrite QD32 (4 conn x 8), IOPS": [("standalone", ">=", 0.6), ("qemu-quorum", ">=", 2.5)],
-    "1M seq write (1 conn x 8), MiB/s": [("standalone", ">=", 0.7)],
-    "4k randwrite QD1, mean latency (us)": [("standalone", "<=", 1.6)],
-}
-def ratio(row, num, den):
-    return med[row, num] / med[row, den] if med[row, den] else 0.0
-def ratio_cell(row, den):
-    r = ratio(row, "2-way", den)
-    for d, op, bound in targets.get(row, []):
-        if d == den:
-            met = r >= bound if op == ">=" else r <= bound
-            return "%.2f (target %s %.1f: %s)" % (r, op, bound, "met" if met else "MISSED")
-    return "%.2f" % r
-def table(title, rows, fmt_of, ratios):
-    cols = ["standalone", "2-way", "qemu-quorum"]
-    cols3 = ["standalone-lab3", "3-way"]
-    head = [title, "standalone", "2-way", "qemu-quorum"]
-    if ratios:
-        head += ["2-way / standalone", "2-way / qemu-quorum"]
-    head += ["standalone (3-node lab)", "3-way"]
-    if ratios:
-        head += ["3-way / standalone (3-node lab)"]
-    print("| " + " | ".join(head) + " |")
-    print("| --- |" + " ---: |" * (len(head) - 1))
-    for row in rows:
-        fmt = fmt_of(row)
-        cells = [row.replace("cpu: ", "")] + [fmt.format(med[row, c]) for c in cols]
-        if ratios:
-            cells += [ratio_cell(row, "standalone"), ratio_cell(row, "qemu-quorum")]
-        cells += [fmt.format(med[row, c]) for c in cols3]
-        if ratios:
-            cells.append("%.2f" % ratio(row, "3-way", "standalone-lab3"))
-        print("| " + " | ".join(cells) + " |")
-    print()
-table("workload", [r for r in rows if not r.startswith("cpu: ")],
-      lambda r: "{:,.1f}" if "latency" in r else "{:,.0f}", True)
-print("ratios divide by the standalone vsand of the same lab: above 1 is better for IOPS and")
-print("MiB/s, worse for latency. Targets from the issue, for 2-way.")
-print()
-table("CPU per request, all servers of the row (us)", [r for r in rows if r.startswith("cpu: ")],
-      lambda r: "{:,.1f}", False)
-print("2-way and 3-way: every node's vsand; qemu-quorum: both daemons.")
-PY
+    "$PY" "$repo/tests/bench/tables.py" replicated "$rep_results"
 }

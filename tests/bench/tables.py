@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""tables.py - the numbers of `make bench`: fio's JSON in, result lines out,
+and result lines into the tables README shows (bench.sh and replicated.sh
+call it; the shell scripts run the servers, this file only counts).
+
+A results file holds lines "ROW<TAB>SERVER<TAB>VALUE", one per run and
+number; the tables show medians over the rounds. Per run of a workload:
+
+  ROW                   IOPS or MiB/s (and, for QD1, a mean latency row)
+  cpu: ROW              CPU time of the server's processes per request
+  cpu: ROW  SERVER nI   the same for each process, when a server has
+                        several (the nodes of a replicated volume)
+  client cpu: ROW       fio's own CPU time per request
+
+The CPU rows are what make a 2-core machine readable: when client and
+servers share the cores, a run that saturates them goes exactly as fast
+as the CPU it spends per request allows, so for two such runs the ratio
+of their throughputs is (client + server CPU per request of the
+reference) / (client + server CPU per request of the row): the "CPU
+ratio" column. A measured ratio above it means the reference left CPU
+idle; one below it, that the row waited on something other than CPU.
+
+Usage:
+  tables.py record JSON DIRECTION METRIC ROW SERVER HZ TICKS...  >> RESULTS
+  tables.py loopback RESULTS
+  tables.py replicated RESULTS
+"""
+import json
+import statistics
+import sys
+
+QD1 = "4k randwrite QD1"
+LATENCY_ROW = "4k randwrite QD1, mean latency (us)"
+
+# The issue's targets for 2-way, per row: (reference, comparison, bound).
+TARGETS = {
+    "4k randwrite QD32 (4 conn x 8), IOPS": [("standalone", ">=", 0.6), ("qemu-quorum", ">=", 2.5)],
+    "1M seq write (1 conn x 8), MiB/s": [("standalone", ">=", 0.7)],
+    LATENCY_ROW: [("standalone", "<=", 1.6)],
+}
+
+
+def record(path, dirn, metric, row, server, hz, *ticks):
+    job = json.load(open(path))["jobs"][0]
+    if job["error"]:
+        sys.exit("fio reported error %d" % job["error"])
+    st = job[dirn]
+    value = st["iops"] if metric == "iops" else st["bw_bytes"] / 1048576
+    print("%s\t%s\t%.1f" % (row, server, value))
+    if row.startswith(QD1):
+        print("%s\t%s\t%.1f" % (LATENCY_ROW, server, st["lat_ns"]["mean"] / 1000))
+    if st["total_ios"] == 0:
+        return
+    # The servers' CPU is counted over the whole run, ramp included; fio
+    # counts requests after the ramp (its job_runtime sums the jobs').
+    jobs = int(job["job options"].get("numjobs", 1))
+    measured = job["job_runtime"] / 1000.0 / jobs
+    ios = st["total_ios"] * job["elapsed"] / max(measured, 1e-3)
+    per_tick = 1e6 / int(hz) / ios
+    print("cpu: %s\t%s\t%.2f" % (row, server, sum(int(t) for t in ticks) * per_tick))
+    if len(ticks) > 1:
+        for i, t in enumerate(ticks, 1):
+            print("cpu: %s\t%s n%d\t%.2f" % (row, server, i, int(t) * per_tick))
+    client = (job["usr_cpu"] + job["sys_cpu"]) / 100 * job["job_runtime"] / 1000.0
+    print("client cpu: %s\t%s\t%.2f" % (row, server, client * 1e6 / st["total_ios"]))
+
+
+def load(path):
+    """Rows in first-seen order, and the median of each (row, server)."""
+    rows, values = [], {}
+    for line in open(path):
+        row, server, value = line.rstrip("\n").split("\t")
+        if row not in rows:
+            rows.append(row)
+        values.setdefault((row, server), []).append(float(value))
+    return rows, {k: statistics.median(v) for k, v in values.items()}
+
+
+def fmt_of(row):
+    return "{:,.1f}" if "latency" in row or "cpu: " in row else "{:,.0f}"
+
+
+def print_table(head, lines):
+    print("| " + " | ".join(head) + " |")
+    print("| --- |" + " ---: |" * (len(head) - 1))
+    for cells in lines:
+        print("| " + " | ".join(cells) + " |")
+    print()
+
+
+def loopback(path):
+    rows, med = load(path)
+
+    def table(title, rows):
+        lines = []
+        for row in rows:
+            v, k = med[row, "vsand"], med[row, "nbdkit"]
+            fmt = fmt_of(row)
+            lines.append([row.replace("cpu: ", ""), fmt.format(v), fmt.format(k),
+                          "%.2f" % (v / k if k else 0)])
+        print_table([title, "vsand", "nbdkit", "ratio"], lines)
+
+    table("workload", [r for r in rows if "cpu: " not in r])
+    print("ratio = vsand / nbdkit: above 1 is better for IOPS and MiB/s, worse for latency.")
+    print()
+    table("server CPU per request (us)", [r for r in rows if r.startswith("cpu: ")])
+    print("ratio below 1: vsand spends less CPU per request than nbdkit.")
+
+
+def replicated(path):
+    rows, med = load(path)
+    work = [r for r in rows if "cpu: " not in r]
+
+    def ratio(row, num, den):
+        return med[row, num] / med[row, den] if med.get((row, den)) else 0.0
+
+    def target_cell(row, den):
+        r = ratio(row, "2-way", den)
+        for d, op, bound in TARGETS.get(row, []):
+            if d == den:
+                met = r >= bound if op == ">=" else r <= bound
+                return "%.2f (target %s %.1f: %s)" % (r, op, bound, "met" if met else "MISSED")
+        return "%.2f" % r
+
+    def cpu_ratio(row, num, den):
+        """num/den of two CPU-bound runs of row (see the header)."""
+        if "latency" in row:
+            return "-"
+        cost = {s: med.get(("cpu: " + row, s), 0) + med.get(("client cpu: " + row, s), 0)
+                for s in (num, den)}
+        return "%.2f" % (cost[den] / cost[num]) if cost[num] else "-"
+
+    lines = []
+    for row in work:
+        fmt = fmt_of(row)
+        lines.append([row] + [fmt.format(med[row, s]) for s in ("standalone", "2-way", "qemu-quorum")] +
+                     [target_cell(row, "standalone"), cpu_ratio(row, "2-way", "standalone"),
+                      target_cell(row, "qemu-quorum")] +
+                     [fmt.format(med[row, s]) for s in ("standalone-lab3", "3-way")] +
+                     ["%.2f" % ratio(row, "3-way", "standalone-lab3")])
+    print_table(["workload", "standalone", "2-way", "qemu-quorum", "2-way / standalone",
+                 "CPU ratio", "2-way / qemu-quorum", "standalone (3-node lab)", "3-way",
+                 "3-way / standalone (3-node lab)"], lines)
+    print("ratios divide by the standalone vsand of the same lab: above 1 is better for IOPS")
+    print("and MiB/s, worse for latency. Targets from the issue, for 2-way. CPU ratio: what")
+    print("2-way / standalone comes to for a throughput row when both runs are CPU-bound, from")
+    print("the CPU client and servers spend per request (below).")
+    print()
+
+    servers = ["standalone", "2-way", "2-way n1", "2-way n2", "qemu-quorum",
+               "standalone-lab3", "3-way", "3-way n1", "3-way n2", "3-way n3"]
+    lines = []
+    for row in work:
+        if ("cpu: " + row, "standalone") not in med:
+            continue
+        lines.append([row] + ["%.1f" % med.get(("cpu: " + row, s), 0) for s in servers] +
+                     ["%.1f" % med.get(("client cpu: " + row, s), 0) for s in ("standalone", "2-way")])
+    print_table(["CPU per request (us)"] + servers + ["client (standalone)", "client (2-way)"], lines)
+    print("servers: every process of the row (nI: node I's vsand alone; qemu-quorum: both")
+    print("daemons); client: fio's own CPU per request.")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "record":
+        record(*args)
+    elif cmd == "loopback":
+        loopback(*args)
+    elif cmd == "replicated":
+        replicated(*args)
+    else:
+        sys.exit("tables.py: unknown command %r\n%s" % (cmd, __doc__))
