@@ -127,6 +127,11 @@ print(s.getsockname()[1])'
 vt_init() {
     [ -x "$VSAND" ] || die "no $VSAND: build first (make)"
     [ -x "$VSAN" ] || die "no $VSAN: build first (make)"
+    vt_init_tmp
+}
+
+# vt_init without the build, for tests of the deploy scripts alone.
+vt_init_tmp() {
     T=$(mktemp -d "/tmp/vsan-$VT_NAME.XXXXXX")
     trap vt_cleanup EXIT
     trap 'exit 129' HUP
