@@ -548,10 +548,10 @@ void nbd_transmission(struct nbd_conn *c)
         }
         int sent = -EAGAIN;
         if (r.length <= INLINE_MAX) {
-            /* The last request of those already here runs outside the
-             * batch: what the batch gathered goes out first, and a mirror
-             * sends this one's copy before its own write, not after. */
-            batch(c, &batching, conn_buffered(c, sizeof(struct nbd_request)));
+            /* A request alone (nothing gathered, nothing more read in)
+             * runs outside a batch: a mirror then sends its copy before
+             * its own write, not after. */
+            batch(c, &batching, batching || conn_buffered(c, sizeof(struct nbd_request)));
             sent = execute_nowait(c, &r, &b);
         }
         if (sent == -EAGAIN) {
