@@ -15,9 +15,15 @@
 #include <time.h>
 #include <unistd.h>
 
-/* One request on a fresh netlink socket, waiting for its acknowledgement.
- * Returns 0 or the -errno the kernel answered. */
-static int netlink_call(struct nlmsghdr *nlh, char *buf, size_t len)
+/* The address protocol (IFA_PROTO, Linux 6.1) vsand marks the addresses it
+ * adds with, so that it finds them again after a crash: any value above
+ * the kernel's own (IFAPROT_KERNEL_*) is the adder's to choose. */
+#define NETIF_PROTO_VSAN 0x76
+
+/* One request on a fresh netlink socket, each answer given to cb (NULL:
+ * an acknowledgement is all there is), until the last. Returns 0 or the
+ * -errno the kernel answered. */
+static int netlink_call(struct nlmsghdr *nlh, char *buf, size_t len, mnl_cb_t cb, void *data)
 {
     struct mnl_socket *nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
     if (!nl)
@@ -28,9 +34,15 @@ static int netlink_call(struct nlmsghdr *nlh, char *buf, size_t len)
         r = -errno;
     } else {
         unsigned portid = mnl_socket_get_portid(nl);
-        ssize_t n = mnl_socket_recvfrom(nl, buf, len);
-        if (n < 0 || mnl_cb_run(buf, (size_t)n, nlh->nlmsg_seq, portid, NULL, NULL) < 0)
-            r = -errno;
+        for (int more = MNL_CB_OK; more == MNL_CB_OK;) {
+            ssize_t n = mnl_socket_recvfrom(nl, buf, len);
+            more =
+                n < 0 ? MNL_CB_ERROR : mnl_cb_run(buf, (size_t)n, nlh->nlmsg_seq, portid, cb, data);
+            if (more == MNL_CB_ERROR)
+                r = -errno;
+            if (!cb)
+                break;
+        }
     }
     mnl_socket_close(nl);
     return r;
@@ -54,7 +66,9 @@ static int addr_request(uint16_t type, uint16_t flags, const char *ifname, struc
     ifa->ifa_index = index;
     mnl_attr_put_u32(nlh, IFA_LOCAL, addr.s_addr);
     mnl_attr_put_u32(nlh, IFA_ADDRESS, addr.s_addr);
-    return netlink_call(nlh, buf, sizeof buf);
+    if (type == RTM_NEWADDR)
+        mnl_attr_put_u8(nlh, IFA_PROTO, NETIF_PROTO_VSAN);
+    return netlink_call(nlh, buf, sizeof buf, NULL, NULL);
 }
 
 int netif_addr_add(const char *ifname, struct in_addr addr, unsigned prefix)
@@ -67,6 +81,62 @@ int netif_addr_del(const char *ifname, struct in_addr addr, unsigned prefix)
 {
     int r = addr_request(RTM_DELADDR, 0, ifname, addr, prefix);
     return r == -EADDRNOTAVAIL ? 0 : r;
+}
+
+/* The addresses of one interface that carry our mark, as a dump finds them. */
+struct marked {
+    unsigned index;
+    size_t n;
+    struct in_addr addr[NETIF_MARKED_MAX];
+    unsigned prefix[NETIF_MARKED_MAX];
+};
+
+static int marked_attr(const struct nlattr *a, void *data)
+{
+    const struct nlattr **tb = data;
+    uint16_t type = mnl_attr_get_type(a);
+    if (mnl_attr_type_valid(a, IFA_MAX) < 0)
+        return MNL_CB_OK; /* newer than these headers: not ours to read */
+    if ((type == IFA_LOCAL && mnl_attr_validate(a, MNL_TYPE_U32) < 0) ||
+        (type == IFA_PROTO && mnl_attr_validate(a, MNL_TYPE_U8) < 0))
+        return MNL_CB_ERROR;
+    tb[type] = a;
+    return MNL_CB_OK;
+}
+
+static int marked_one(const struct nlmsghdr *nlh, void *data)
+{
+    struct marked *m = data;
+    const struct ifaddrmsg *ifa = mnl_nlmsg_get_payload(nlh);
+    const struct nlattr *tb[IFA_MAX + 1] = {0};
+    if (ifa->ifa_family != AF_INET || ifa->ifa_index != m->index)
+        return MNL_CB_OK;
+    if (mnl_attr_parse(nlh, sizeof *ifa, marked_attr, tb) < 0)
+        return MNL_CB_ERROR;
+    if (!tb[IFA_LOCAL] || !tb[IFA_PROTO] || mnl_attr_get_u8(tb[IFA_PROTO]) != NETIF_PROTO_VSAN ||
+        m->n == NETIF_MARKED_MAX)
+        return MNL_CB_OK;
+    m->addr[m->n].s_addr = mnl_attr_get_u32(tb[IFA_LOCAL]);
+    m->prefix[m->n++] = ifa->ifa_prefixlen;
+    return MNL_CB_OK;
+}
+
+int netif_addr_del_marked(const char *ifname)
+{
+    struct marked m = {.index = if_nametoindex(ifname)};
+    if (m.index == 0)
+        return -ENODEV;
+    char buf[MNL_SOCKET_BUFFER_SIZE];
+    struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+    nlh->nlmsg_type = RTM_GETADDR;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    nlh->nlmsg_seq = (uint32_t)time(NULL);
+    struct ifaddrmsg *ifa = mnl_nlmsg_put_extra_header(nlh, sizeof *ifa);
+    ifa->ifa_family = AF_INET;
+    int r = netlink_call(nlh, buf, sizeof buf, marked_one, &m);
+    for (size_t i = 0; r == 0 && i < m.n; i++)
+        r = netif_addr_del(ifname, m.addr[i], m.prefix[i]);
+    return r < 0 ? r : (int)m.n;
 }
 
 struct arp_ipv4 {

@@ -243,13 +243,25 @@ static void hold(void *ctx, const struct svc_hold *want, size_t n)
 
 const struct policing_service_ops service_ops = {.hold = hold};
 
+/* What a vsand killed outright left on the interface: every address it
+ * held (they carry netif's mark), and this node's own address, which
+ * the cluster gives back once this node is current. */
 static void remove_stale(struct service *s, const char *own)
 {
+    if (s->interface[0] == '\0')
+        return;
+    int r = netif_addr_del_marked(s->interface);
+    if (r < 0)
+        qb_log(LOG_WARNING, "service: removing the addresses an earlier vsand left on %s: %s",
+               s->interface, strerror(-r));
+    else if (r > 0)
+        qb_log(LOG_INFO, "service: removed %d address(es) an earlier vsand left on %s", r,
+               s->interface);
     struct in_addr in;
     unsigned prefix;
-    if (own[0] == '\0' || s->interface[0] == '\0' || svc_addr_parse(own, &in, &prefix) < 0)
+    if (own[0] == '\0' || svc_addr_parse(own, &in, &prefix) < 0)
         return;
-    int r = netif_addr_del(s->interface, in, prefix);
+    r = netif_addr_del(s->interface, in, prefix);
     if (r < 0)
         qb_log(LOG_WARNING, "service %s: removing it from %s until the cluster gives it back: %s",
                own, s->interface, strerror(-r));

@@ -164,4 +164,15 @@ lacks 2 2 || lab_fail "the stopped n2 kept its address: $(addrs 2)"
 lab start 2
 wait_until 30 has 2 2 || lab_fail "n2 never got its address back: $(addrs 2)"
 wait_until 10 lacks 3 2 || lab_fail "n3 kept n2's address: $(addrs 3)"
+log "6. n1 holds n3's address and is killed: at its restart it drops what it held"
+lab vsan 2 failover 3
+wait_until 10 has 1 3 || lab_fail "n1 never took n3's address: $(addrs 1)"
+lab kill 1
+wait_until 15 has 2 1 || lab_fail "n2 never took n1's address: $(addrs 2)"
+has 1 3 || lab_fail "the killed n1 no longer has n3's address: the test would prove nothing"
+lab start 1
+wait_until 30 has 1 1 || lab_fail "n1 never got its address back: $(addrs 1)"
+lacks 1 3 || lab_fail "the restarted n1 kept n3's address: $(addrs 1)"
+wait_until 10 has 3 3 || lab_fail "n3's address did not come home: $(addrs 3); n1 $(addrs 1)"
+log "6. n1 $(addrs 1); n2 $(addrs 2); n3 $(addrs 3)"
 log "ok"
