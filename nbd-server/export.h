@@ -84,12 +84,12 @@ struct nbd_export_ops {
      * extents, in order, starting at offset. The lengths sum to at least 1
      * and at most count. Returns the number of extents written (>= 1). */
     int (*extents)(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext, unsigned max);
-    /* Optional. The reading thread calls batch_begin before it runs a
-     * request inline while another one is already read in, and batch_end
-     * before it runs the last of those, waits for more input or runs one
-     * the slow way: a backend may gather the work of the requests in
-     * between (a mirror sends their copies in one write per peer), and the
-     * last one is never held back by the gathering. */
+    /* Optional. The reading thread calls batch_begin before it runs
+     * requests inline, and batch_end before it waits for more input or
+     * runs one the slow way: a backend may gather the work of the requests
+     * in between (a mirror sends their copies in one write per peer). A
+     * request alone (no batch open, no other one read in) runs outside a
+     * batch, so that nothing holds it back. */
     void (*batch_begin)(void *h);
     void (*batch_end)(void *h);
 };

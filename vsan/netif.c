@@ -35,11 +35,12 @@ static int netlink_call(struct nlmsghdr *nlh, char *buf, size_t len, mnl_cb_t cb
     } else {
         unsigned portid = mnl_socket_get_portid(nl);
         for (int more = MNL_CB_OK; more == MNL_CB_OK;) {
+            errno = 0; /* a callback that refuses an answer sets none */
             ssize_t n = mnl_socket_recvfrom(nl, buf, len);
             more =
                 n < 0 ? MNL_CB_ERROR : mnl_cb_run(buf, (size_t)n, nlh->nlmsg_seq, portid, cb, data);
             if (more == MNL_CB_ERROR)
-                r = -errno;
+                r = errno > 0 ? -errno : -EPROTO;
             if (!cb)
                 break;
         }
