@@ -272,9 +272,6 @@ static void local_failed(struct volume *v, int err, uint64_t first, uint64_t las
     policing_replica_change(v->pc, v->vid, v->mirror->self, REPLICA_OUTDATED, first, last, true);
 }
 
-/* Peers that failed the request are outdated, with the regions they
- * missed, by an agreed message applied here before the write is
- * acknowledged. Returns how many applied it. */
 /* Whether node's replica of v no longer takes writes (outdated or gone). */
 static bool outdated(struct volume *v, uint32_t node)
 {
@@ -284,6 +281,10 @@ static bool outdated(struct volume *v, uint32_t node)
     return s != REPLICA_CURRENT && s != REPLICA_SYNCING;
 }
 
+/* Peers that failed the request are outdated, with the regions they
+ * missed, by an agreed message applied here before the write is
+ * acknowledged; a peer the cluster refused to outdate fails the write.
+ * Returns how many applied it. */
 static int settle(struct volume *v, struct plan *pl, uint64_t first, uint64_t last, int *err)
 {
     int ok = 0;
