@@ -162,7 +162,31 @@ static void refuse(struct mlink_conn *c, uint64_t id, int err, const char *why)
     qb_log(LOG_WARNING, "mirror: refused a connection: %s", why);
 }
 
-/* The server's half of the handshake; sets c->peer. */
+static struct peer *find_peer(struct mlink *l, uint32_t node);
+
+/* Whether node is a peer this node wants (a member of the group). With c,
+ * also makes node c's peer under the same lock, so that mlink_set_peers
+ * drops c if node stops being a member at any later time. */
+static bool admit(struct mlink *l, uint32_t node, struct mlink_conn *c)
+{
+    pthread_mutex_lock(&l->mu);
+    struct peer *p = find_peer(l, node);
+    bool member = false;
+    if (p) {
+        pthread_mutex_lock(&p->mu);
+        member = p->wanted;
+        pthread_mutex_unlock(&p->mu);
+    }
+    if (member && c)
+        c->peer = node;
+    pthread_mutex_unlock(&l->mu);
+    return member;
+}
+
+/* The server's half of the handshake; sets c->peer. A node that is no
+ * member (one joining, whose HELLO the group has not applied yet, or a
+ * process evicted by the policing protocol) is turned away until it is:
+ * writes from a process the group has put out must never land. */
 static int serve_handshake(struct mlink_conn *c)
 {
     struct mlink *l = c->l;
@@ -184,6 +208,14 @@ static int serve_handshake(struct mlink_conn *c)
     struct mw_challenge ch;
     struct mw_hello hello;
     memcpy(&hello, payload, sizeof hello);
+    if (!admit(l, hello.nodeid, NULL)) {
+        struct mwire_header req;
+        mwire_init(&req, MW_HELLO, h.id);
+        reply(c, &req, -ESRCH, NULL, 0);
+        qb_log(LOG_INFO, "mirror: node %u is not a member of the group: connection turned away",
+               hello.nodeid);
+        return -ESRCH;
+    }
     r = mauth_server_challenge(&a, &l->secret, l->cluster, l->p.self, &hello, &ch, err, sizeof err);
     if (r < 0) {
         refuse(c, h.id, r, err);
@@ -216,8 +248,11 @@ static int serve_handshake(struct mlink_conn *c)
         refuse(c, h.id, -EACCES, err);
         return r;
     }
+    if (!admit(l, hello.nodeid, c)) {
+        qb_log(LOG_INFO, "mirror: node %u left the group during its handshake", hello.nodeid);
+        return -ESRCH;
+    }
     mwire_init(&out, MW_WELCOME, h.id);
-    c->peer = hello.nodeid;
     return mstream_send(c->fd, &out, NULL);
 }
 
@@ -512,6 +547,10 @@ static int client_handshake(struct peer *p, struct mstream *in, char *err, size_
     const char *why = "";
     if (r == 0)
         r = mstream_recv(in, &h, &payload, &why, NULL, NULL);
+    if (r == 0 && h.type == MW_REPLY && h.arg == ESRCH) {
+        snprintf(err, errlen, "it does not count this node as a member of the group (yet)");
+        return -ESRCH;
+    }
     if (r == 0 && h.type == MW_REPLY) {
         snprintf(err, errlen, "it refused us: %s", strerror((int)h.arg));
         return -EACCES;
@@ -581,7 +620,8 @@ static int peer_session(struct peer *p, const char *addr)
         r = client_handshake(p, &in, err, sizeof err);
     if (r < 0) {
         if (!p->refused_logged)
-            qb_log(LOG_WARNING, "mirror: node %u at %s: %s", p->node, addr, err);
+            qb_log(r == -ESRCH ? LOG_INFO : LOG_WARNING, "mirror: node %u at %s: %s", p->node,
+                   addr, err);
         p->refused_logged = true;
         mstream_free(&in);
         close(fd);
@@ -641,7 +681,14 @@ static struct peer *add_peer(struct mlink *l, uint32_t node)
     *p = (struct peer){.l = l, .node = node, .fd = -1, .next_id = 1};
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->send_mu, NULL);
-    pthread_cond_init(&p->cv, NULL);
+    /* peer_pause's deadline is on the monotonic clock; on the default
+     * (realtime) one it would be long past, and a refused peer retried
+     * in a busy loop. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (pthread_create(&p->thread, NULL, peer_main, p) != 0) {
         pthread_cond_destroy(&p->cv);
         pthread_mutex_destroy(&p->send_mu);

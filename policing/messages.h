@@ -20,7 +20,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                "policing messages are sent as little-endian structs");
 
 #define PMSG_MAGIC 0x4c505356u /* "VSPL" */
-#define PMSG_VERSION 3
+#define PMSG_VERSION 4
 
 enum pmsg_type {
     PMSG_HELLO = 1,      /* a member's endpoints */
@@ -33,6 +33,7 @@ enum pmsg_type {
     PMSG_STATE = 8,    /* sync round: the winner's state */
     PMSG_REPLICA = 9,  /* a replica changes state (mirror/replicas.h) */
     PMSG_SERVICE = 10, /* a service address moves (services.h) */
+    PMSG_EVICT = 11,   /* a member that stopped answering is put out */
 };
 
 #define PMSG_NAME_MAX 64
@@ -96,6 +97,26 @@ struct pmsg_service {
     uint32_t holder;
     uint8_t manual;
 } __attribute__((packed));
+
+/* The vsand (node, pid) has not answered for waited_ms: a region it owns
+ * was not released, or it sent no OFFER in a sync round (why). Every
+ * member applies it as that process's leave; the process itself, once it
+ * runs again, stops (protocol.c, "evicting a member that does not
+ * answer"). */
+struct pmsg_evict {
+    struct pmsg_header h;
+    uint32_t node;
+    uint32_t pid;
+    uint32_t waited_ms;
+    uint8_t why; /* enum pmsg_evict_why */
+    uint32_t volume;
+    uint64_t region; /* PMSG_EVICT_REGION: the region it kept */
+} __attribute__((packed));
+
+enum pmsg_evict_why {
+    PMSG_EVICT_REGION = 1, /* it kept a region another member waits for */
+    PMSG_EVICT_ROUND = 2,  /* it sent no OFFER in a sync round */
+};
 
 struct pmsg_offer {
     struct pmsg_header h;

@@ -66,6 +66,14 @@ struct policing {
      * back, so that it does not send them again meanwhile. */
     struct svc_move moves_sent[CLUSTER_NODES_MAX];
     size_t nmoves_sent;
+    /* The group as corosync lists it; members is this minus the evicted
+     * processes, which corosync lists until they leave (main loop only). */
+    struct cluster_member view[CLUSTER_NODES_MAX];
+    size_t nview;
+    struct cluster_member evicted[CLUSTER_NODES_MAX];
+    size_t nevicted;
+    bool self_evicted;                /* this process was put out: ignore all */
+    qb_loop_timer_handle round_timer; /* evicts who holds a round open; 0 if none */
 
     /* lock guards everything below, shared with the NBD threads. cond is
      * broadcast on every grant, quorum change and stop. */
@@ -80,6 +88,10 @@ struct policing {
      * writes them under lock. */
     bool vq_quorate, majority;
     uint64_t requests_sent, releases_sent, delivered;
+    /* The last EVICT a write of this node sent, so that the writes waiting
+     * on the same member send one per evict_after_ms, not one each. */
+    struct cluster_member evict_sent;
+    struct timespec evict_sent_at;
     /* Messages the state machine asked for, in the order it asked: the
      * region rules rely on a node's messages arriving in that order (a
      * REQUEST sent behind this node's own RELEASE must not overtake it),
@@ -192,15 +204,26 @@ static void carry_out(struct policing *pc, struct pol_actions *a)
 
 /* ---- the write path ----------------------------------------------------- */
 
-static void deadline_after(struct timespec *ts, unsigned ms)
+static void add_ms(struct timespec *ts, unsigned ms)
 {
-    clock_gettime(CLOCK_MONOTONIC, ts);
     ts->tv_sec += ms / 1000;
     ts->tv_nsec += (long)(ms % 1000) * 1000000L;
     if (ts->tv_nsec >= 1000000000L) {
         ts->tv_sec++;
         ts->tv_nsec -= 1000000000L;
     }
+}
+
+static void deadline_after(struct timespec *ts, unsigned ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    add_ms(ts, ms);
+}
+
+static unsigned ms_between(const struct timespec *a, const struct timespec *b)
+{
+    int64_t ms = (int64_t)(b->tv_sec - a->tv_sec) * 1000 + (b->tv_nsec - a->tv_nsec) / 1000000;
+    return ms < 0 ? 0 : ms > UINT32_MAX ? UINT32_MAX : (unsigned)ms;
 }
 
 /* With the lock held: 0 once quorate, else -EIO (or -EAGAIN for nowait
@@ -221,6 +244,102 @@ static int wait_quorum(struct policing *pc, bool nowait)
     return pc->quorate ? 0 : -EIO;
 }
 
+/* ---- evicting a member that does not answer -----------------------------
+ *
+ * corosync sees a process die or a node fall silent, but not a vsand that
+ * is stopped, or stuck in the kernel on a hung disk, while its corosync
+ * runs on. Such a member keeps the regions it owns and never sends the
+ * OFFER a sync round waits for, so writes and table changes everywhere
+ * would wait for good. An owner releases a region once its writes in flight
+ * there end, and those end within the mirror timeout, so a region kept by
+ * the same other member for evict_after_ms (twice that timeout in vsand),
+ * or a round missing an OFFER that long, means it does not answer. The one
+ * that waits multicasts EVICT(node, pid); every member applies it at the
+ * same point of the agreed stream, as that process's leave (its regions go
+ * to their waiters and are reconciled, its replicas become outdated, its
+ * mirror connections are dropped and refused until it is a member again)
+ * and ignores what it still sends. When corosync reports the process gone
+ * at last, it is forgotten. The process itself, once it runs again, reads
+ * its own EVICT, fails its writes and stops: nothing it had not
+ * acknowledged before is acknowledged after, and its node returns as a new
+ * process that resyncs, as after a crash. A partition without quorum
+ * evicts nobody.
+ */
+
+static int send_evict(struct policing *pc, struct cluster_member who, enum pmsg_evict_why why,
+                      unsigned waited_ms, struct pol_key k)
+{
+    struct pmsg_evict m;
+    pmsg_init(&m.h, PMSG_EVICT, sizeof m);
+    m.node = who.nodeid;
+    m.pid = who.pid;
+    m.waited_ms = waited_ms;
+    m.why = (uint8_t)why;
+    m.volume = k.volume;
+    m.region = k.region;
+    return send_msg(pc, &m, sizeof m);
+}
+
+/* The owner a waiting write watches, and since when it has owned the region. */
+struct owner_watch {
+    uint32_t owner;
+    struct timespec since;
+};
+
+/* With the lock held: asks the group to evict node, the owner of k for
+ * waited_ms, unless a write of this node just did. The lock is dropped
+ * around the multicast. */
+static void evict_owner(struct policing *pc, struct pol_key k, uint32_t node, unsigned waited_ms,
+                        const struct timespec *now)
+{
+    struct cluster_member who = {.nodeid = node};
+    for (size_t i = 0; i < pc->nmembers; i++)
+        if (pc->members[i].nodeid == node)
+            who.pid = pc->members[i].pid;
+    if (who.pid == 0)
+        return; /* not a member: its leave is on its way */
+    if (pc->evict_sent.nodeid == who.nodeid && pc->evict_sent.pid == who.pid &&
+        ms_between(&pc->evict_sent_at, now) < pc->p.evict_after_ms)
+        return;
+    pc->evict_sent = who;
+    pc->evict_sent_at = *now;
+    pthread_mutex_unlock(&pc->lock);
+    qb_log(LOG_WARNING,
+           "policing: volume %08x: region %llu: node %u (pid %u) has kept it for %u ms while "
+           "this node waits for it: evicting it",
+           k.volume, (unsigned long long)k.region, who.nodeid, who.pid, waited_ms);
+    send_evict(pc, who, PMSG_EVICT_REGION, waited_ms, k);
+    pthread_mutex_lock(&pc->lock);
+}
+
+/* With the lock held: waits for news of w's grant; evicts the member that
+ * has kept the region w waits on for evict_after_ms. */
+static void wait_grant(struct policing *pc, const struct pol_write *w, struct owner_watch *ow)
+{
+    if (pc->p.evict_after_ms == 0) {
+        pthread_cond_wait(&pc->cond, &pc->lock);
+        return;
+    }
+    struct pol_key k = {w->volume, w->held};
+    uint32_t owner = pol_owner(pc->pol, k);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (owner != ow->owner) {
+        ow->owner = owner;
+        ow->since = now;
+    }
+    bool other = owner != 0 && owner != pc->self;
+    unsigned waited = ms_between(&ow->since, &now);
+    if (other && waited >= pc->p.evict_after_ms) {
+        evict_owner(pc, k, owner, waited, &now);
+        ow->since = now; /* the EVICT is on its way: another only if it is lost */
+        return;
+    }
+    struct timespec deadline = other ? ow->since : now;
+    add_ms(&deadline, pc->p.evict_after_ms);
+    pthread_cond_timedwait(&pc->cond, &pc->lock, &deadline);
+}
+
 int policing_write_begin(struct policing *pc, uint32_t volume, uint64_t offset, uint64_t len,
                          bool nowait, struct pol_write *w)
 {
@@ -228,6 +347,7 @@ int policing_write_begin(struct policing *pc, uint32_t volume, uint64_t offset, 
     *w = (struct pol_write){
         .volume = volume, .first = offset / rs, .last = (offset + (len ? len - 1 : 0)) / rs};
     struct pol_actions out = {0};
+    struct owner_watch watch = {0};
     int r = 0;
     pthread_mutex_lock(&pc->lock);
     for (;;) {
@@ -247,7 +367,7 @@ int policing_write_begin(struct policing *pc, uint32_t volume, uint64_t offset, 
             carry_out(pc, &out);
             continue;
         }
-        pthread_cond_wait(&pc->cond, &pc->lock);
+        wait_grant(pc, w, &watch);
     }
     if (r < 0 && w->waiting)
         pol_write_cancel(pc->pol, w, &out);
@@ -856,6 +976,16 @@ static void on_hello(struct policing *pc, uint32_t nodeid, const struct pmsg_hel
 
 /* ---- transport callbacks ------------------------------------------------ */
 
+static void on_evict(struct policing *pc, uint32_t from, const struct pmsg_evict *m);
+
+static bool listed_member(const struct cluster_member *v, size_t n, uint32_t nodeid, uint32_t pid)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i].nodeid == nodeid && v[i].pid == pid)
+            return true;
+    return false;
+}
+
 static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg, size_t len)
 {
     struct policing *pc = ctx;
@@ -868,9 +998,16 @@ static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg
         qb_log(LOG_WARNING, "policing: node %u pid %u: dropped a message: %s", nodeid, pid, why);
         return;
     }
+    /* What an evicted process still sends was sent before it knew: it is
+     * no member any more. */
+    if (pc->self_evicted || listed_member(pc->evicted, pc->nevicted, nodeid, pid))
+        return;
     if (pc->round_open)
         pc->since_change++;
     switch (type) {
+    case PMSG_EVICT:
+        on_evict(pc, nodeid, msg);
+        return;
     case PMSG_HELLO:
         on_hello(pc, nodeid, msg);
         return;
@@ -896,9 +1033,9 @@ static void update_members(struct policing *pc, const struct cluster_member *m, 
     struct policing_member next[CLUSTER_NODES_MAX];
     size_t k = 0;
     for (size_t i = 0; i < n && k < CLUSTER_NODES_MAX; i++) {
-        next[k] = (struct policing_member){.nodeid = m[i].nodeid};
+        next[k] = (struct policing_member){.nodeid = m[i].nodeid, .pid = m[i].pid};
         for (size_t j = 0; j < pc->nmembers; j++)
-            if (pc->members[j].nodeid == m[i].nodeid)
+            if (pc->members[j].nodeid == m[i].nodeid && pc->members[j].pid == m[i].pid)
                 next[k] = pc->members[j];
         k++;
     }
@@ -976,11 +1113,14 @@ static bool is_majority(struct policing *pc, size_t n)
     return nconf < 3 || 2 * n > (size_t)nconf;
 }
 
-static void on_confchg(void *ctx, const struct cluster_member *members, size_t n,
-                       const struct cluster_member *left, size_t nleft,
-                       const struct cluster_member *joined, size_t njoined)
+static void arm_round_timer(struct policing *pc);
+
+/* The group changed (corosync said so, or a member was evicted): members
+ * are the processes in it now, evicted ones left out. */
+static void change_members(struct policing *pc, const struct cluster_member *members, size_t n,
+                           const struct cluster_member *left, size_t nleft,
+                           const struct cluster_member *joined, size_t njoined)
 {
-    struct policing *pc = ctx;
     bool was_open = pc->round_open;
     /* What was held belongs before this change: apply it on this node's
      * table (a round follows whenever the tables may differ). */
@@ -993,6 +1133,7 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
                left[i].pid,
                left[i].reason == CLUSTER_PROCDOWN   ? "process died"
                : left[i].reason == CLUSTER_NODEDOWN ? "node down"
+               : left[i].reason == CLUSTER_EVICTED  ? "evicted"
                                                     : "left");
         on_leave(pc, left[i].nodeid);
     }
@@ -1012,8 +1153,140 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
     pc->winner = 0;
     pc->noffers = 0;
     pc->since_change = 0;
+    arm_round_timer(pc);
     send_hello_and_offer(pc);
     service_update(pc);
+}
+
+/* The members corosync lists, evicted processes left out. */
+static size_t live_members(const struct policing *pc, struct cluster_member *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < pc->nview; i++)
+        if (!listed_member(pc->evicted, pc->nevicted, pc->view[i].nodeid, pc->view[i].pid))
+            out[n++] = pc->view[i];
+    return n;
+}
+
+/* Drops who from the evicted list if it is there; whether it was. */
+static bool forget_evicted(struct policing *pc, const struct cluster_member *who)
+{
+    for (size_t i = 0; i < pc->nevicted; i++) {
+        if (pc->evicted[i].nodeid == who->nodeid && pc->evicted[i].pid == who->pid) {
+            pc->evicted[i] = pc->evicted[--pc->nevicted];
+            return true;
+        }
+    }
+    return false;
+}
+
+static void on_confchg(void *ctx, const struct cluster_member *members, size_t n,
+                       const struct cluster_member *left, size_t nleft,
+                       const struct cluster_member *joined, size_t njoined)
+{
+    struct policing *pc = ctx;
+    if (pc->self_evicted)
+        return;
+    pc->nview = n < CLUSTER_NODES_MAX ? n : CLUSTER_NODES_MAX;
+    memcpy(pc->view, members, pc->nview * sizeof *members);
+    /* An evicted process that leaves at last has left already. */
+    struct cluster_member gone[CLUSTER_NODES_MAX], live[CLUSTER_NODES_MAX];
+    size_t ngone = 0;
+    for (size_t i = 0; i < nleft && ngone < CLUSTER_NODES_MAX; i++) {
+        if (forget_evicted(pc, &left[i]))
+            qb_log(LOG_INFO, "policing: node %u (pid %u), evicted before, is out of the group now",
+                   left[i].nodeid, left[i].pid);
+        else
+            gone[ngone++] = left[i];
+    }
+    change_members(pc, live, live_members(pc, live), gone, ngone, joined, njoined);
+}
+
+/* ---- evictions (see "evicting a member that does not answer") ------------ */
+
+static void evicted_self(struct policing *pc, uint32_t from, const struct pmsg_evict *m)
+{
+    qb_log(LOG_ERR,
+           "policing: node %u evicted this vsand (pid %u) from the group: %s for %u ms; "
+           "stopping, to come back as a new process that resyncs",
+           from, m->pid,
+           m->why == PMSG_EVICT_ROUND ? "it sent nothing in a sync round"
+                                      : "it kept a region another node waited for",
+           m->waited_ms);
+    pc->self_evicted = true;
+    policing_close_writes(pc);
+    if (pc->p.evicted)
+        pc->p.evicted(pc->p.evicted_ctx);
+}
+
+static void on_evict(struct policing *pc, uint32_t from, const struct pmsg_evict *m)
+{
+    if (m->node == pc->self && m->pid == pc->pid) {
+        evicted_self(pc, from, m);
+        return;
+    }
+    struct cluster_member who = {m->node, m->pid, CLUSTER_EVICTED};
+    if (!listed_member(pc->view, pc->nview, who.nodeid, who.pid) ||
+        listed_member(pc->evicted, pc->nevicted, who.nodeid, who.pid))
+        return; /* gone already, or a second EVICT for it */
+    if (!pc->quorate || pc->nevicted == CLUSTER_NODES_MAX) {
+        qb_log(LOG_WARNING, "policing: node %u's eviction of node %u (pid %u) not applied: %s",
+               from, who.nodeid, who.pid, pc->quorate ? "too many evicted" : "no quorum");
+        return;
+    }
+    if (m->why == PMSG_EVICT_ROUND)
+        qb_log(LOG_WARNING,
+               "policing: node %u (pid %u) evicted by node %u: it sent nothing in a sync round "
+               "for %u ms",
+               who.nodeid, who.pid, from, m->waited_ms);
+    else
+        qb_log(LOG_WARNING,
+               "policing: node %u (pid %u) evicted by node %u: it kept volume %08x region %llu "
+               "for %u ms while node %u waited",
+               who.nodeid, who.pid, from, m->volume, (unsigned long long)m->region, m->waited_ms,
+               from);
+    pc->evicted[pc->nevicted++] = who;
+    struct cluster_member live[CLUSTER_NODES_MAX];
+    change_members(pc, live, live_members(pc, live), &who, 1, NULL, 0);
+}
+
+/* A sync round still open evict_after_ms after it began: whoever it waits
+ * for is evicted, the members without an OFFER or the winner without its
+ * STATE. */
+static void on_round_timer(void *data)
+{
+    struct policing *pc = data;
+    pc->round_timer = 0;
+    if (!pc->round_open || !pc->quorate || pc->self_evicted)
+        return;
+    struct pol_key none = {0, 0};
+    for (size_t i = 0; i < pc->nmembers; i++) {
+        struct cluster_member who = {pc->members[i].nodeid, pc->members[i].pid, CLUSTER_EVICTED};
+        bool offered = false;
+        for (size_t j = 0; j < pc->noffers; j++)
+            offered |= pc->offers[j].nodeid == who.nodeid;
+        bool waited_for = pc->winner ? who.nodeid == pc->winner : !offered;
+        if (who.nodeid == pc->self || !waited_for)
+            continue;
+        qb_log(LOG_WARNING,
+               "policing: the sync round has waited %u ms for node %u (pid %u): evicting it",
+               pc->p.evict_after_ms, who.nodeid, who.pid);
+        send_evict(pc, who, PMSG_EVICT_ROUND, pc->p.evict_after_ms, none);
+    }
+    arm_round_timer(pc); /* again, should the EVICT be lost */
+}
+
+static void arm_round_timer(struct policing *pc)
+{
+    if (pc->p.evict_after_ms == 0 || !pc->p.loop)
+        return;
+    if (pc->round_timer)
+        qb_loop_timer_del(pc->p.loop, pc->round_timer);
+    pc->round_timer = 0;
+    if (qb_loop_timer_add(pc->p.loop, QB_LOOP_MED, (uint64_t)pc->p.evict_after_ms * 1000000ull, pc,
+                          on_round_timer, &pc->round_timer) < 0)
+        qb_log(LOG_ERR, "policing: cannot time the sync round: a member that does not answer "
+                        "would hold it open");
 }
 
 static void on_quorum(void *ctx, bool quorate)
@@ -1218,6 +1491,8 @@ void policing_stop(struct policing *pc)
     if (!pc)
         return;
     policing_close_writes(pc);
+    if (pc->round_timer)
+        qb_loop_timer_del(pc->p.loop, pc->round_timer);
     pc->p.driver->fini(pc->cl);
     replay_held(pc, UINT64_MAX);
     free(pc->held);

@@ -71,6 +71,22 @@ states_are() {
     [ "$(states "$1")" = "$2" ]
 }
 
+# Every node of a 3-node lab sees every replica current.
+all_current() {
+    local i
+    for i in 1 2 3; do
+        [ "$(states "$i")" = "current current current" ] || return 1
+    done
+}
+
+# The three nodes' copies of the volume are byte-identical.
+copies_identical() {
+    local uuid
+    uuid=$(vs 1 'd["uuid"]')
+    set -- "$VSAN_LAB_DIR"/n{1,2,3}/data/volumes/"$uuid".data
+    cmp -s "$1" "$2" && cmp -s "$1" "$3"
+}
+
 # The node ids node I sees in its group, e.g. "1 2 3".
 members() {
     st "$1" '" ".join(str(m["nodeid"]) for m in c["members"])'

@@ -21,13 +21,6 @@ vt_init
 
 NFT_TABLE=vsan_t_inflight
 
-all_current() {
-    local i
-    for i in 1 2 3; do
-        [ "$(states "$i")" = "current current current" ] || return 1
-    done
-}
-
 host_of() {
     local a
     a=$("$LAB" addr "$1")
