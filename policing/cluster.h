@@ -37,8 +37,6 @@ enum cluster_leave_reason {
     CLUSTER_LEFT = 1,     /* left the group cleanly (cpg_leave) */
     CLUSTER_NODEDOWN = 2, /* its node left the corosync membership */
     CLUSTER_PROCDOWN = 3, /* its process died (seen within milliseconds) */
-    CLUSTER_EVICTED = 4,  /* put out by the others for not answering
-                           * (the policing protocol, never the transport) */
 };
 
 struct cluster_member {

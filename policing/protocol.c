@@ -1115,11 +1115,12 @@ static bool is_majority(struct policing *pc, size_t n)
 
 static void arm_round_timer(struct policing *pc);
 
-/* The group changed (corosync said so, or a member was evicted): members
- * are the processes in it now, evicted ones left out. */
+/* The group changed (corosync said so, or, with evicted, the processes in
+ * left were evicted): members are the processes in it now, evicted ones
+ * left out. */
 static void change_members(struct policing *pc, const struct cluster_member *members, size_t n,
                            const struct cluster_member *left, size_t nleft,
-                           const struct cluster_member *joined, size_t njoined)
+                           const struct cluster_member *joined, size_t njoined, bool evicted)
 {
     bool was_open = pc->round_open;
     /* What was held belongs before this change: apply it on this node's
@@ -1131,9 +1132,9 @@ static void change_members(struct policing *pc, const struct cluster_member *mem
     for (size_t i = 0; i < nleft; i++) {
         qb_log(LOG_INFO, "policing: node %u (pid %u) left the group (%s)", left[i].nodeid,
                left[i].pid,
-               left[i].reason == CLUSTER_PROCDOWN   ? "process died"
+               evicted                              ? "evicted"
+               : left[i].reason == CLUSTER_PROCDOWN ? "process died"
                : left[i].reason == CLUSTER_NODEDOWN ? "node down"
-               : left[i].reason == CLUSTER_EVICTED  ? "evicted"
                                                     : "left");
         on_leave(pc, left[i].nodeid);
     }
@@ -1199,7 +1200,7 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
         else
             gone[ngone++] = left[i];
     }
-    change_members(pc, live, live_members(pc, live), gone, ngone, joined, njoined);
+    change_members(pc, live, live_members(pc, live), gone, ngone, joined, njoined, false);
 }
 
 /* ---- evictions (see "evicting a member that does not answer") ------------ */
@@ -1225,7 +1226,7 @@ static void on_evict(struct policing *pc, uint32_t from, const struct pmsg_evict
         evicted_self(pc, from, m);
         return;
     }
-    struct cluster_member who = {m->node, m->pid, CLUSTER_EVICTED};
+    struct cluster_member who = {.nodeid = m->node, .pid = m->pid};
     if (!listed_member(pc->view, pc->nview, who.nodeid, who.pid) ||
         listed_member(pc->evicted, pc->nevicted, who.nodeid, who.pid))
         return; /* gone already, or a second EVICT for it */
@@ -1247,7 +1248,7 @@ static void on_evict(struct policing *pc, uint32_t from, const struct pmsg_evict
                from);
     pc->evicted[pc->nevicted++] = who;
     struct cluster_member live[CLUSTER_NODES_MAX];
-    change_members(pc, live, live_members(pc, live), &who, 1, NULL, 0);
+    change_members(pc, live, live_members(pc, live), &who, 1, NULL, 0, true);
 }
 
 /* A sync round still open evict_after_ms after it began: whoever it waits
@@ -1261,7 +1262,7 @@ static void on_round_timer(void *data)
         return;
     struct pol_key none = {0, 0};
     for (size_t i = 0; i < pc->nmembers; i++) {
-        struct cluster_member who = {pc->members[i].nodeid, pc->members[i].pid, CLUSTER_EVICTED};
+        struct cluster_member who = {.nodeid = pc->members[i].nodeid, .pid = pc->members[i].pid};
         bool offered = false;
         for (size_t j = 0; j < pc->noffers; j++)
             offered |= pc->offers[j].nodeid == who.nodeid;
