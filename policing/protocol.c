@@ -604,7 +604,7 @@ static void service_update(struct policing *pc)
 {
     const struct policing_service_ops *ops = pc->p.service_ops;
     bool quorate = policing_quorate(pc);
-    if (!quorate) {
+    if (!quorate || pc->self_evicted) {
         if (ops)
             ops->hold(pc->p.service_ctx, NULL, 0);
         return;
@@ -1216,6 +1216,7 @@ static void evicted_self(struct policing *pc, uint32_t from, const struct pmsg_e
            m->waited_ms);
     pc->self_evicted = true;
     policing_close_writes(pc);
+    service_update(pc); /* the others take its addresses over */
     if (pc->p.evicted)
         pc->p.evicted(pc->p.evicted_ctx);
 }

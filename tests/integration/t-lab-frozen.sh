@@ -8,7 +8,8 @@
 #     frozen, and that client sends a write to region 0. A write through
 #     n2 to region 0 succeeds once n2 has evicted n1 (2 x the mirror
 #     timeout, 8 s; the bound is 30 s), and so does one through n3 to
-#     region 2; n2 and n3 list members "2 3" and n1's replica outdated.
+#     region 2; n2 and n3 list members "2 3" and n1's replica outdated,
+#     and n2 holds n1's service address.
 #  2. Thawed, n1 reads its own eviction and stops, its log says why, and
 #     the write its client sent is never acknowledged. Started again, n1
 #     resyncs: three current, byte-identical copies holding n2's write.
@@ -65,6 +66,11 @@ thaw_and_restart() {
     lab start "$1"
 }
 
+# Node I holds n1's service address, as node 2 sees it.
+n1_address_on() {
+    [ "$(st 2 "[s['holder'] for s in c['services'] if s['owner'] == 1][0]")" = "$1" ]
+}
+
 # Node I knows volume m2.
 has_m2() {
     [ "$(LAB_VOL=m2 vs "$1" 'd["name"]')" = m2 ]
@@ -92,6 +98,8 @@ for i in 2 3; do
     [ "$(members "$i")" = "2 3" ] || lab_fail "n$i: members $(members "$i") with n1 evicted"
     [ "$(states "$i")" = "outdated current current" ] || lab_fail "n$i: replicas $(states "$i")"
 done
+wait_until 10 n1_address_on 2 || lab_fail "n2 did not take n1's service address over"
+log "n1 evicted: members 2 3, its replica outdated, its service address on n2"
 
 log "2. thawed, n1 stops; restarted, it resyncs"
 thaw_and_restart 1 1
