@@ -620,8 +620,8 @@ static int peer_session(struct peer *p, const char *addr)
         r = client_handshake(p, &in, err, sizeof err);
     if (r < 0) {
         if (!p->refused_logged)
-            qb_log(r == -ESRCH ? LOG_INFO : LOG_WARNING, "mirror: node %u at %s: %s", p->node,
-                   addr, err);
+            qb_log(r == -ESRCH ? LOG_INFO : LOG_WARNING, "mirror: node %u at %s: %s", p->node, addr,
+                   err);
         p->refused_logged = true;
         mstream_free(&in);
         close(fd);

@@ -1,0 +1,117 @@
+/* test_messages.c - the framing checks of the policing messages
+ * (policing/messages.c): every type is accepted at its own length and
+ * dropped at any other, with the reason; a foreign magic, another
+ * protocol version, an unknown type, a length field that disagrees and a
+ * STATE whose counts overrun it are dropped too. */
+#include "policing/messages.h"
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include <string.h>
+
+static const struct {
+    enum pmsg_type type;
+    size_t len;
+} fixed[] = {
+    {PMSG_HELLO, sizeof(struct pmsg_hello)},       {PMSG_REQUEST, sizeof(struct pmsg_region)},
+    {PMSG_RELEASE, sizeof(struct pmsg_region)},    {PMSG_VOL_CREATE, sizeof(struct pmsg_volume)},
+    {PMSG_VOL_RESIZE, sizeof(struct pmsg_volume)}, {PMSG_VOL_DELETE, sizeof(struct pmsg_volume)},
+    {PMSG_OFFER, sizeof(struct pmsg_offer)},       {PMSG_REPLICA, sizeof(struct pmsg_replica)},
+    {PMSG_SERVICE, sizeof(struct pmsg_service)},   {PMSG_EVICT, sizeof(struct pmsg_evict)},
+};
+
+static unsigned char buf[4096];
+
+/* A message of type with its header saying len, len bytes long. */
+static int check(enum pmsg_type type, size_t len, const char **why)
+{
+    const char *ignored;
+    memset(buf, 0, sizeof buf);
+    pmsg_init((struct pmsg_header *)buf, type, len);
+    return pmsg_check(buf, len, why ? why : &ignored);
+}
+
+Test(messages, every_type_at_its_length)
+{
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        const char *why = NULL;
+        cr_expect(eq(int, check(fixed[i].type, fixed[i].len, &why), (int)fixed[i].type),
+                  "type %d: %s", fixed[i].type, why ? why : "");
+    }
+}
+
+Test(messages, every_type_at_another_length)
+{
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        for (int d = -1; d <= 1; d += 2) {
+            const char *why = NULL;
+            cr_expect(eq(int, check(fixed[i].type, fixed[i].len + (size_t)d, &why), -1),
+                      "type %d, %d byte(s) off, accepted", fixed[i].type, d);
+            cr_expect(eq(str, (char *)why, "wrong length for its type"));
+        }
+    }
+}
+
+Test(messages, evict_fields_survive_the_trip)
+{
+    struct pmsg_evict m;
+    pmsg_init(&m.h, PMSG_EVICT, sizeof m);
+    m.node = 3;
+    m.pid = 4242;
+    m.waited_ms = 8000;
+    m.why = PMSG_EVICT_REGION;
+    m.volume = 0x12b15f85;
+    m.region = 7;
+    const char *why;
+    cr_assert(eq(int, pmsg_check(&m, sizeof m, &why), PMSG_EVICT));
+    /* Packed: the wire layout does not depend on the compiler's padding. */
+    cr_expect(eq(sz, sizeof m, sizeof(struct pmsg_header) + 4 + 4 + 4 + 1 + 4 + 8));
+}
+
+static void expect_dropped(size_t len, const char *reason)
+{
+    const char *why = NULL;
+    cr_expect(eq(int, pmsg_check(buf, len, &why), -1));
+    cr_expect(eq(str, (char *)why, (char *)reason));
+}
+
+Test(messages, foreign_or_malformed_headers)
+{
+    check(PMSG_EVICT, sizeof(struct pmsg_evict), NULL);
+    struct pmsg_header *h = (struct pmsg_header *)buf;
+    h->magic ^= 1;
+    expect_dropped(sizeof(struct pmsg_evict), "not a policing message");
+    expect_dropped(sizeof *h - 1, "not a policing message");
+
+    check(PMSG_EVICT, sizeof(struct pmsg_evict), NULL);
+    h->version = PMSG_VERSION - 1;
+    expect_dropped(sizeof(struct pmsg_evict), "unknown protocol version");
+
+    check(PMSG_EVICT, sizeof(struct pmsg_evict), NULL);
+    h->length++;
+    expect_dropped(sizeof(struct pmsg_evict), "length field disagrees with the message");
+
+    check(PMSG_EVICT, sizeof(struct pmsg_evict), NULL);
+    h->type = PMSG_EVICT + 1;
+    expect_dropped(sizeof(struct pmsg_evict), "unknown message type");
+}
+
+Test(messages, state_counts_must_fit)
+{
+    size_t len = sizeof(struct pmsg_state) + 2 * sizeof(struct pmsg_state_volume) +
+                 sizeof(struct pmsg_state_service);
+    const char *why = NULL;
+    check(PMSG_STATE, len, NULL);
+    struct pmsg_state *s = (struct pmsg_state *)buf;
+    s->nvolumes = 2;
+    s->nservices = 1;
+    cr_expect(eq(int, pmsg_check(buf, len, &why), PMSG_STATE), "%s", why ? why : "");
+    s->nservices = 2;
+    expect_dropped(len, "malformed STATE");
+    s->nservices = 0;
+    s->nvolumes = 3;
+    expect_dropped(len, "malformed STATE");
+    s->nvolumes = UINT32_MAX;
+    expect_dropped(len, "malformed STATE");
+}
