@@ -40,6 +40,7 @@ enum pmsg_type {
 #define PMSG_UUID_LEN 36
 #define PMSG_ADDR_MAX 128
 #define PMSG_REPLICAS_MAX 32
+#define PMSG_EVICTED_MAX 32      /* CLUSTER_NODES_MAX */
 #define PMSG_SERVICE_ADDR_MAX 24 /* "A.B.C.D/PREFIX", NUL-padded */
 /* enum replica_state's CURRENT (mirror/replicas.h), which the service
  * rules need without depending on the mirror engine. */
@@ -123,6 +124,13 @@ struct pmsg_offer {
     uint64_t table_version;
     uint32_t prev_members; /* the sender's group size before the change */
     uint8_t synced;        /* the sender had a current table before this round */
+    /* The processes the sender has evicted and corosync may still list:
+     * a member that joins learns them here, before it counts OFFERs. */
+    uint32_t nevicted;
+    struct {
+        uint32_t node;
+        uint32_t pid;
+    } __attribute__((packed)) evicted[PMSG_EVICTED_MAX];
 } __attribute__((packed));
 
 /* STATE: this header, then nvolumes pmsg_state_volume, then nservices

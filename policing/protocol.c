@@ -74,6 +74,7 @@ struct policing {
     size_t nevicted;
     bool self_evicted;                /* this process was put out: ignore all */
     qb_loop_timer_handle round_timer; /* evicts who holds a round open; 0 if none */
+    struct timespec round_since;      /* when the open round began */
 
     /* lock guards everything below, shared with the NBD threads. cond is
      * broadcast on every grant, quorum change and stop. */
@@ -92,6 +93,9 @@ struct policing {
      * on the same member send one per evict_after_ms, not one each. */
     struct cluster_member evict_sent;
     struct timespec evict_sent_at;
+    /* round_open, for the write path: while a round holds the region
+     * messages back, a write's wait for a region says nothing of its owner. */
+    bool in_round;
     /* Messages the state machine asked for, in the order it asked: the
      * region rules rely on a node's messages arriving in that order (a
      * REQUEST sent behind this node's own RELEASE must not overtake it),
@@ -280,8 +284,10 @@ static int send_evict(struct policing *pc, struct cluster_member who, enum pmsg_
     return send_msg(pc, &m, sizeof m);
 }
 
-/* The owner a waiting write watches, and since when it has owned the region. */
+/* The region a waiting write watches, its owner, and since when this write
+ * has waited for that owner outside a sync round. */
 struct owner_watch {
+    struct pol_key key;
     uint32_t owner;
     struct timespec since;
 };
@@ -296,8 +302,8 @@ static void evict_owner(struct policing *pc, struct pol_key k, uint32_t node, un
     for (size_t i = 0; i < pc->nmembers; i++)
         if (pc->members[i].nodeid == node)
             who.pid = pc->members[i].pid;
-    if (who.pid == 0)
-        return; /* not a member: its leave is on its way */
+    if (who.pid == 0 || !pc->quorate)
+        return; /* not a member (its leave is on its way), or no quorum to evict with */
     if (pc->evict_sent.nodeid == who.nodeid && pc->evict_sent.pid == who.pid &&
         ms_between(&pc->evict_sent_at, now) < pc->p.evict_after_ms)
         return;
@@ -324,7 +330,9 @@ static void wait_grant(struct policing *pc, const struct pol_write *w, struct ow
     uint32_t owner = pol_owner(pc->pol, k);
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    if (owner != ow->owner) {
+    if (owner != ow->owner || k.volume != ow->key.volume || k.region != ow->key.region ||
+        pc->in_round) {
+        ow->key = k;
         ow->owner = owner;
         ow->since = now;
     }
@@ -725,13 +733,17 @@ static int hold(struct policing *pc, uint32_t nodeid, uint32_t pid, const void *
 }
 
 /* Applies the held messages delivered after the first `from` since the
- * change (positions count from 1), and forgets all. */
-static void replay_held(struct policing *pc, uint64_t from)
+ * change (positions count from 1), and forgets all. Without regions, the
+ * REQUESTs and RELEASEs are left out: on a region table never loaded they
+ * would grant what the group's table gives to another node (the STATE that
+ * follows has them). */
+static void replay_held(struct policing *pc, uint64_t from, bool regions)
 {
     for (size_t i = 0; i < pc->nheld; i++) {
         struct held *h = pc->held[i];
         int type = ((struct pmsg_header *)h->data)->type;
-        if (h->index > from)
+        bool region = type == PMSG_REQUEST || type == PMSG_RELEASE;
+        if (h->index > from && (regions || !region))
             apply(pc, h->nodeid, h->pid, type, h->data);
         else if (type == PMSG_REPLICA)
             replica_done(pc, h->nodeid, h->pid, (const void *)h->data);
@@ -766,6 +778,11 @@ static void send_hello_and_offer(struct policing *pc)
     o.table_version = pc->p.table->version(pc->p.table_ctx);
     o.prev_members = pc->prev_members;
     o.synced = pc->synced;
+    o.nevicted = (uint32_t)pc->nevicted;
+    for (size_t i = 0; i < pc->nevicted; i++) {
+        o.evicted[i].node = pc->evicted[i].nodeid;
+        o.evicted[i].pid = pc->evicted[i].pid;
+    }
     if (send_msg(pc, &h, sizeof h) == 0)
         send_msg(pc, &o, sizeof o);
 }
@@ -823,12 +840,12 @@ static int build_state(struct policing *pc, void **out, size_t *len)
     return s ? 0 : -ENOMEM;
 }
 
-/* The winner: applies what it held, multicasts its state, goes on. */
+/* The winner: applies what it held and multicasts its state. Its round
+ * ends when that STATE comes back, as everyone else's does: a change
+ * delivered before it then reopens the round on every member alike. */
 static void win_round(struct policing *pc)
 {
-    replay_held(pc, 0);
-    pc->round_open = false;
-    pc->synced = true;
+    replay_held(pc, 0, true);
     void *state;
     size_t len;
     int r = build_state(pc, &state, &len);
@@ -838,14 +855,13 @@ static void win_round(struct policing *pc)
     } else {
         qb_log(LOG_ERR, "policing: building the state for joining members: %s", strerror(-r));
     }
-    qb_log(LOG_INFO, "policing: in sync, table version %llu, sent to the group",
-           (unsigned long long)pc->p.table->version(pc->p.table_ctx));
-    pc->p.table->changed(pc->p.table_ctx);
-    service_update(pc);
 }
+
+static void learn_evictions(struct policing *pc, uint32_t from, const struct pmsg_offer *m);
 
 static void on_offer(struct policing *pc, uint32_t nodeid, const struct pmsg_offer *m)
 {
+    learn_evictions(pc, nodeid, m);
     if (!pc->round_open || pc->winner)
         return;
     for (size_t i = 0; i < pc->noffers; i++)
@@ -934,16 +950,25 @@ static void load_state(struct policing *pc, const struct pmsg_state *s, size_t l
                strerror(-pr));
 }
 
+static void set_round_open(struct policing *pc, bool open)
+{
+    pc->round_open = open;
+    pthread_mutex_lock(&pc->lock);
+    pc->in_round = open;
+    pthread_mutex_unlock(&pc->lock);
+}
+
 static void on_state(struct policing *pc, uint32_t nodeid, const struct pmsg_state *s, size_t len)
 {
     if (!pc->round_open || nodeid != pc->winner)
-        return; /* the winner's own STATE, or a stale one */
-    load_state(pc, s, len);
-    replay_held(pc, s->applied);
-    pc->round_open = false;
+        return; /* a stale one */
+    if (nodeid != pc->self)
+        load_state(pc, s, len);
+    replay_held(pc, s->applied, true);
+    set_round_open(pc, false);
     pc->synced = true;
-    qb_log(LOG_INFO, "policing: in sync with node %u, table version %llu", nodeid,
-           (unsigned long long)s->table_version);
+    qb_log(LOG_INFO, "policing: in sync with node %u%s, table version %llu", nodeid,
+           nodeid == pc->self ? " (this one)" : "", (unsigned long long)s->table_version);
     pc->p.table->changed(pc->p.table_ctx);
     service_update(pc);
 }
@@ -1125,7 +1150,7 @@ static void change_members(struct policing *pc, const struct cluster_member *mem
     bool was_open = pc->round_open;
     /* What was held belongs before this change: apply it on this node's
      * table (a round follows whenever the tables may differ). */
-    replay_held(pc, 0);
+    replay_held(pc, 0, pc->synced);
     update_members(pc, members, n);
     pc->majority = is_majority(pc, n);
     quorum_update(pc);
@@ -1150,10 +1175,11 @@ static void change_members(struct policing *pc, const struct cluster_member *mem
         service_update(pc);
         return;
     }
-    pc->round_open = true;
+    set_round_open(pc, true);
     pc->winner = 0;
     pc->noffers = 0;
     pc->since_change = 0;
+    clock_gettime(CLOCK_MONOTONIC, &pc->round_since);
     arm_round_timer(pc);
     send_hello_and_offer(pc);
     service_update(pc);
@@ -1169,16 +1195,15 @@ static size_t live_members(const struct policing *pc, struct cluster_member *out
     return n;
 }
 
-/* Drops who from the evicted list if it is there; whether it was. */
-static bool forget_evicted(struct policing *pc, const struct cluster_member *who)
+/* Drops who from the evicted list if it is there. */
+static void forget_evicted(struct policing *pc, const struct cluster_member *who)
 {
     for (size_t i = 0; i < pc->nevicted; i++) {
         if (pc->evicted[i].nodeid == who->nodeid && pc->evicted[i].pid == who->pid) {
             pc->evicted[i] = pc->evicted[--pc->nevicted];
-            return true;
+            return;
         }
     }
-    return false;
 }
 
 static void on_confchg(void *ctx, const struct cluster_member *members, size_t n,
@@ -1190,30 +1215,41 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
         return;
     pc->nview = n < CLUSTER_NODES_MAX ? n : CLUSTER_NODES_MAX;
     memcpy(pc->view, members, pc->nview * sizeof *members);
-    /* An evicted process that leaves at last has left already. */
-    struct cluster_member gone[CLUSTER_NODES_MAX], live[CLUSTER_NODES_MAX];
-    size_t ngone = 0;
+    /* An evicted process that leaves has left already. If its node left
+     * the ring (a cut, a stall), the same process may be listed again when
+     * the ring forms anew: it stays evicted, and that is no join. A new
+     * process of its node replaces it. */
+    struct cluster_member gone[CLUSTER_NODES_MAX], came[CLUSTER_NODES_MAX], live[CLUSTER_NODES_MAX];
+    size_t ngone = 0, ncame = 0;
     for (size_t i = 0; i < nleft && ngone < CLUSTER_NODES_MAX; i++) {
-        if (forget_evicted(pc, &left[i]))
-            qb_log(LOG_INFO, "policing: node %u (pid %u), evicted before, is out of the group now",
-                   left[i].nodeid, left[i].pid);
-        else
+        if (!listed_member(pc->evicted, pc->nevicted, left[i].nodeid, left[i].pid))
             gone[ngone++] = left[i];
+        else if (left[i].reason != CLUSTER_NODEDOWN)
+            forget_evicted(pc, &left[i]);
     }
-    change_members(pc, live, live_members(pc, live), gone, ngone, joined, njoined, false);
+    for (size_t i = 0; i < njoined && ncame < CLUSTER_NODES_MAX; i++) {
+        if (listed_member(pc->evicted, pc->nevicted, joined[i].nodeid, joined[i].pid))
+            continue;
+        for (size_t j = 0; j < pc->nevicted;) {
+            if (pc->evicted[j].nodeid == joined[i].nodeid)
+                pc->evicted[j] = pc->evicted[--pc->nevicted];
+            else
+                j++;
+        }
+        came[ncame++] = joined[i];
+    }
+    change_members(pc, live, live_members(pc, live), gone, ngone, came, ncame, false);
 }
 
 /* ---- evictions (see "evicting a member that does not answer") ------------ */
 
-static void evicted_self(struct policing *pc, uint32_t from, const struct pmsg_evict *m)
+/* why says what node from saw of this process. */
+static void evicted_self(struct policing *pc, uint32_t from, const char *why)
 {
     qb_log(LOG_ERR,
-           "policing: node %u evicted this vsand (pid %u) from the group: %s for %u ms; "
-           "stopping, to come back as a new process that resyncs",
-           from, m->pid,
-           m->why == PMSG_EVICT_ROUND ? "it sent nothing in a sync round"
-                                      : "it kept a region another node waited for",
-           m->waited_ms);
+           "policing: node %u evicted this vsand (pid %u) from the group: %s; stopping, to come "
+           "back as a new process that resyncs",
+           from, pc->pid, why);
     pc->self_evicted = true;
     policing_close_writes(pc);
     service_update(pc); /* the others take its addresses over */
@@ -1221,19 +1257,53 @@ static void evicted_self(struct policing *pc, uint32_t from, const struct pmsg_e
         pc->p.evicted(pc->p.evicted_ctx);
 }
 
+/* Whether the reason an EVICT gives still holds where it is delivered. It
+ * is judged on agreed state only (the round, its offers, the region
+ * table, the membership), so every member decides alike; a sender whose
+ * view was stale (it was paused itself, say) evicts nobody. */
+static bool evict_still_due(struct policing *pc, const struct pmsg_evict *m)
+{
+    if (m->why == PMSG_EVICT_ROUND) {
+        if (!pc->round_open)
+            return false;
+        if (pc->winner)
+            return m->node == pc->winner; /* its STATE is what the round waits for */
+        for (size_t i = 0; i < pc->noffers; i++)
+            if (pc->offers[i].nodeid == m->node)
+                return false;
+        return true;
+    }
+    if (m->why != PMSG_EVICT_REGION || pc->round_open)
+        return false; /* during a round, owners' RELEASEs are held back */
+    pthread_mutex_lock(&pc->lock);
+    bool owns = pol_owner(pc->pol, (struct pol_key){m->volume, m->region}) == m->node;
+    pthread_mutex_unlock(&pc->lock);
+    return owns;
+}
+
 static void on_evict(struct policing *pc, uint32_t from, const struct pmsg_evict *m)
 {
-    if (m->node == pc->self && m->pid == pc->pid) {
-        evicted_self(pc, from, m);
-        return;
-    }
     struct cluster_member who = {.nodeid = m->node, .pid = m->pid};
     if (!listed_member(pc->view, pc->nview, who.nodeid, who.pid) ||
         listed_member(pc->evicted, pc->nevicted, who.nodeid, who.pid))
         return; /* gone already, or a second EVICT for it */
-    if (!pc->quorate || pc->nevicted == CLUSTER_NODES_MAX) {
+    if (!evict_still_due(pc, m)) {
+        qb_log(LOG_INFO, "policing: node %u's eviction of node %u (pid %u) not applied: %s", from,
+               who.nodeid, who.pid, "what it waited for came meanwhile");
+        return;
+    }
+    if (!pc->majority || pc->nevicted == CLUSTER_NODES_MAX) {
         qb_log(LOG_WARNING, "policing: node %u's eviction of node %u (pid %u) not applied: %s",
-               from, who.nodeid, who.pid, pc->quorate ? "too many evicted" : "no quorum");
+               from, who.nodeid, who.pid, pc->majority ? "too many evicted" : "no majority");
+        return;
+    }
+    if (m->node == pc->self && m->pid == pc->pid) {
+        char why[96];
+        snprintf(why, sizeof why, "%s for %u ms",
+                 m->why == PMSG_EVICT_ROUND ? "it sent nothing in a sync round"
+                                            : "it kept a region another node waited for",
+                 m->waited_ms);
+        evicted_self(pc, from, why);
         return;
     }
     if (m->why == PMSG_EVICT_ROUND)
@@ -1252,6 +1322,56 @@ static void on_evict(struct policing *pc, uint32_t from, const struct pmsg_evict
     change_members(pc, live, live_members(pc, live), &who, 1, NULL, 0, true);
 }
 
+/* Forgets node's OFFER in the open round, if it sent one. */
+static void drop_offer(struct policing *pc, uint32_t node)
+{
+    for (size_t j = 0; j < pc->noffers; j++) {
+        if (pc->offers[j].nodeid == node) {
+            pc->offers[j] = pc->offers[--pc->noffers];
+            return;
+        }
+    }
+}
+
+/* The processes node from has evicted, as its OFFER lists them: one this
+ * node does not know of yet (it joined after the EVICT, or its partition
+ * did not see it) is put out here, at the same point of the stream for
+ * everyone, without restarting the round that OFFER belongs to. */
+static void learn_evictions(struct policing *pc, uint32_t from, const struct pmsg_offer *m)
+{
+    if (m->nevicted > PMSG_EVICTED_MAX) {
+        qb_log(LOG_WARNING, "policing: node %u's OFFER lists %u evicted processes: ignored", from,
+               m->nevicted);
+        return;
+    }
+    bool changed = false;
+    for (uint32_t i = 0; i < m->nevicted && pc->nevicted < CLUSTER_NODES_MAX; i++) {
+        struct cluster_member who = {.nodeid = m->evicted[i].node, .pid = m->evicted[i].pid};
+        if (!listed_member(pc->view, pc->nview, who.nodeid, who.pid) ||
+            listed_member(pc->evicted, pc->nevicted, who.nodeid, who.pid))
+            continue;
+        if (who.nodeid == pc->self && who.pid == pc->pid) {
+            evicted_self(pc, from, "its OFFER lists this process as evicted");
+            return;
+        }
+        qb_log(LOG_WARNING, "policing: node %u (pid %u) was evicted, says node %u's OFFER",
+               who.nodeid, who.pid, from);
+        pc->evicted[pc->nevicted++] = who;
+        drop_offer(pc, who.nodeid);
+        if (pc->synced)
+            on_leave(pc, who.nodeid);
+        changed = true;
+    }
+    if (!changed)
+        return;
+    struct cluster_member live[CLUSTER_NODES_MAX];
+    size_t n = live_members(pc, live);
+    update_members(pc, live, n);
+    pc->majority = is_majority(pc, n);
+    quorum_update(pc);
+    pc->p.table->changed(pc->p.table_ctx);
+}
+
 /* A sync round still open evict_after_ms after it began: whoever it waits
  * for is evicted, the members without an OFFER or the winner without its
  * STATE. */
@@ -1259,8 +1379,14 @@ static void on_round_timer(void *data)
 {
     struct policing *pc = data;
     pc->round_timer = 0;
-    if (!pc->round_open || !pc->quorate || pc->self_evicted)
+    if (!pc->round_open || pc->self_evicted)
         return;
+    arm_round_timer(pc); /* again, should the EVICT be lost or quorum be back later */
+    if (!policing_quorate(pc))
+        return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    unsigned waited = ms_between(&pc->round_since, &now);
     struct pol_key none = {0, 0};
     for (size_t i = 0; i < pc->nmembers; i++) {
         struct cluster_member who = {.nodeid = pc->members[i].nodeid, .pid = pc->members[i].pid};
@@ -1272,10 +1398,9 @@ static void on_round_timer(void *data)
             continue;
         qb_log(LOG_WARNING,
                "policing: the sync round has waited %u ms for node %u (pid %u): evicting it",
-               pc->p.evict_after_ms, who.nodeid, who.pid);
-        send_evict(pc, who, PMSG_EVICT_ROUND, pc->p.evict_after_ms, none);
+               waited, who.nodeid, who.pid);
+        send_evict(pc, who, PMSG_EVICT_ROUND, waited, none);
     }
-    arm_round_timer(pc); /* again, should the EVICT be lost */
 }
 
 static void arm_round_timer(struct policing *pc)
@@ -1496,7 +1621,7 @@ void policing_stop(struct policing *pc)
     if (pc->round_timer)
         qb_loop_timer_del(pc->p.loop, pc->round_timer);
     pc->p.driver->fini(pc->cl);
-    replay_held(pc, UINT64_MAX);
+    replay_held(pc, UINT64_MAX, true);
     free(pc->held);
     while (pc->pending) {
         struct pending *x = pc->pending;

@@ -17,6 +17,11 @@
 #     return opens would wait for n1's OFFER for good, so n1 is evicted
 #     (for the round); a volume created through n3 then appears on n2.
 #     Thawed, n1 stops; started again, it has the new volume too.
+#  4. n1 owns region 0 again, is frozen and evicted for it (as in 1); then
+#     n3's vsand is restarted: corosync still lists n1, and n3 learns of the
+#     eviction from n2's OFFER instead of waiting for n1's; a volume created
+#     through n3 appears on n2. n1 thawed stops, returns, and the copies of
+#     m end identical.
 # Without the eviction the writes of step 1 and the round of step 3 wait
 # as long as n1 is frozen.
 # timeout: 240
@@ -69,6 +74,11 @@ thaw_and_restart() {
 # Node I holds n1's service address, as node 2 sees it.
 n1_address_on() {
     [ "$(st 2 "[s['holder'] for s in c['services'] if s['owner'] == 1][0]")" = "$1" ]
+}
+
+# Node I's vsand log since its last start.
+last_run() {
+    sed -n '/^=== /h; /^=== /!H; ${g;p}' "$VSAN_LAB_DIR/n$1/vsand.log"
 }
 
 # Node I knows volume m2.
@@ -125,4 +135,21 @@ grep -q "node 1 (pid [0-9]*) evicted by node [23]: it sent nothing in a sync rou
 has_m2 2 || lab_fail "n2 does not list m2"
 thaw_and_restart 1 2
 wait_until 30 has_m2 1 || lab_fail "n1 does not list m2 after its return"
+
+log "4. n1 evicted for a region; n3 returns and learns of it from an OFFER"
+wait_until 60 all_current || lab_fail "m is not current everywhere: $(states 2)"
+write_ok 1 1 || lab_fail "write through n1 failed"
+lab freeze 1
+write_ok 2 3 || lab_fail "write to region 0 through n2 failed while n1 was frozen"
+lab kill 3
+lab start 3
+timeout 60 "$LAB" vsan 3 volume create m3 16M >/dev/null ||
+    lab_fail "a volume create through n3 did not succeed after its return"
+last_run 3 | grep -q "node 1 (pid [0-9]*) was evicted, says node 2's OFFER" ||
+    lab_fail "n3 did not learn of n1's eviction from n2's OFFER"
+! last_run 3 | grep -q "sync round has waited" ||
+    lab_fail "n3 waited for the evicted n1 in its sync round"
+thaw_and_restart 1 3
+wait_until 60 all_current || lab_fail "n1 did not come back current: $(states 2)"
+copies_identical || lab_fail "the copies differ after n1's second resync"
 log "ok"
