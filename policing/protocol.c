@@ -257,17 +257,25 @@ static int wait_quorum(struct policing *pc, bool nowait)
  * would wait for good. An owner releases a region once its writes in flight
  * there end, and those end within the mirror timeout, so a region kept by
  * the same other member for evict_after_ms (twice that timeout in vsand),
- * or a round missing an OFFER that long, means it does not answer. The one
- * that waits multicasts EVICT(node, pid); every member applies it at the
- * same point of the agreed stream, as that process's leave (its regions go
- * to their waiters and are reconciled, its replicas become outdated, its
- * mirror connections are dropped and refused until it is a member again)
- * and ignores what it still sends. When corosync reports the process gone
- * at last, it is forgotten. The process itself, once it runs again, reads
- * its own EVICT, fails its writes and stops: nothing it had not
- * acknowledged before is acknowledged after, and its node returns as a new
- * process that resyncs, as after a crash. A partition without quorum
- * evicts nobody.
+ * or a round missing an OFFER that long, means it does not answer. A
+ * write's wait counts only outside rounds (a round holds the owners'
+ * RELEASEs back) and starts again for each region. The one that waits
+ * multicasts EVICT(node, pid). Every member judges it where it is
+ * delivered, on agreed state only, so all decide alike: it applies if the
+ * reason still holds (the round still lacks that OFFER, or the winner's
+ * STATE; the region is still that node's) and the members left are a
+ * majority; a sender whose own view was stale evicts nobody. Applied, it
+ * is that process's leave (its regions go to their waiters and are
+ * reconciled, its replicas become outdated, its mirror connections are
+ * dropped and refused until it is a member again), and what it still sends
+ * is ignored. Corosync may list the process for a long time yet, even
+ * anew after a ring re-formation: it stays evicted until it leaves for
+ * good or a new process of its node joins, and every OFFER lists the
+ * evicted processes, so a member that joins later does not wait for one.
+ * The process itself, once it runs again, reads its own EVICT, fails its
+ * writes and stops: nothing it had not acknowledged before is acknowledged
+ * after, and its node returns as a new process that resyncs, as after a
+ * crash.
  */
 
 static int send_evict(struct policing *pc, struct cluster_member who, enum pmsg_evict_why why,
