@@ -184,9 +184,10 @@ static bool admit(struct mlink *l, uint32_t node, struct mlink_conn *c)
 }
 
 /* The server's half of the handshake; sets c->peer. A node that is no
- * member (one joining, whose HELLO the group has not applied yet, or a
- * process evicted by the policing protocol) is turned away until it is:
- * writes from a process the group has put out must never land. */
+ * member (one joining, whose HELLO the group has not applied yet, or one
+ * whose leave was applied, cut off and back before it rejoined) is turned
+ * away until it is: writes from a node the group has counted out, whose
+ * regions went to others, must never land. */
 static int serve_handshake(struct mlink_conn *c)
 {
     struct mlink *l = c->l;

@@ -30,8 +30,6 @@ static size_t fixed_length(int type)
         return sizeof(struct pmsg_replica);
     case PMSG_SERVICE:
         return sizeof(struct pmsg_service);
-    case PMSG_EVICT:
-        return sizeof(struct pmsg_evict);
     default:
         return 0;
     }

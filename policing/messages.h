@@ -20,7 +20,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                "policing messages are sent as little-endian structs");
 
 #define PMSG_MAGIC 0x4c505356u /* "VSPL" */
-#define PMSG_VERSION 4
+#define PMSG_VERSION 3
 
 enum pmsg_type {
     PMSG_HELLO = 1,      /* a member's endpoints */
@@ -33,14 +33,12 @@ enum pmsg_type {
     PMSG_STATE = 8,    /* sync round: the winner's state */
     PMSG_REPLICA = 9,  /* a replica changes state (mirror/replicas.h) */
     PMSG_SERVICE = 10, /* a service address moves (services.h) */
-    PMSG_EVICT = 11,   /* a member that stopped answering is put out */
 };
 
 #define PMSG_NAME_MAX 64
 #define PMSG_UUID_LEN 36
 #define PMSG_ADDR_MAX 128
 #define PMSG_REPLICAS_MAX 32
-#define PMSG_EVICTED_MAX 32      /* CLUSTER_NODES_MAX */
 #define PMSG_SERVICE_ADDR_MAX 24 /* "A.B.C.D/PREFIX", NUL-padded */
 /* enum replica_state's CURRENT (mirror/replicas.h), which the service
  * rules need without depending on the mirror engine. */
@@ -99,38 +97,11 @@ struct pmsg_service {
     uint8_t manual;
 } __attribute__((packed));
 
-/* The vsand (node, pid) has not answered for waited_ms: a region it owns
- * was not released, or it sent no OFFER in a sync round (why). Every
- * member applies it as that process's leave; the process itself, once it
- * runs again, stops (protocol.c, "evicting a member that does not
- * answer"). */
-struct pmsg_evict {
-    struct pmsg_header h;
-    uint32_t node;
-    uint32_t pid;
-    uint32_t waited_ms;
-    uint8_t why; /* enum pmsg_evict_why */
-    uint32_t volume;
-    uint64_t region; /* PMSG_EVICT_REGION: the region it kept */
-} __attribute__((packed));
-
-enum pmsg_evict_why {
-    PMSG_EVICT_REGION = 1, /* it kept a region another member waits for */
-    PMSG_EVICT_ROUND = 2,  /* it sent no OFFER in a sync round */
-};
-
 struct pmsg_offer {
     struct pmsg_header h;
     uint64_t table_version;
     uint32_t prev_members; /* the sender's group size before the change */
     uint8_t synced;        /* the sender had a current table before this round */
-    /* The processes the sender has evicted and corosync may still list:
-     * a member that joins learns them here, before it counts OFFERs. */
-    uint32_t nevicted;
-    struct {
-        uint32_t node;
-        uint32_t pid;
-    } __attribute__((packed)) evicted[PMSG_EVICTED_MAX];
 } __attribute__((packed));
 
 /* STATE: this header, then nvolumes pmsg_state_volume, then nservices

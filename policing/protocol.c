@@ -66,15 +66,6 @@ struct policing {
      * back, so that it does not send them again meanwhile. */
     struct svc_move moves_sent[CLUSTER_NODES_MAX];
     size_t nmoves_sent;
-    /* The group as corosync lists it; members is this minus the evicted
-     * processes, which corosync lists until they leave (main loop only). */
-    struct cluster_member view[CLUSTER_NODES_MAX];
-    size_t nview;
-    struct cluster_member evicted[CLUSTER_NODES_MAX];
-    size_t nevicted;
-    bool self_evicted;                /* this process was put out: ignore all */
-    qb_loop_timer_handle round_timer; /* evicts who holds a round open; 0 if none */
-    struct timespec round_since;      /* when the open round began */
 
     /* lock guards everything below, shared with the NBD threads. cond is
      * broadcast on every grant, quorum change and stop. */
@@ -89,13 +80,6 @@ struct policing {
      * writes them under lock. */
     bool vq_quorate, majority;
     uint64_t requests_sent, releases_sent, delivered;
-    /* The last EVICT a write of this node sent, so that the writes waiting
-     * on the same member send one per evict_after_ms, not one each. */
-    struct cluster_member evict_sent;
-    struct timespec evict_sent_at;
-    /* round_open, for the write path: while a round holds the region
-     * messages back, a write's wait for a region says nothing of its owner. */
-    bool in_round;
     /* Messages the state machine asked for, in the order it asked: the
      * region rules rely on a node's messages arriving in that order (a
      * REQUEST sent behind this node's own RELEASE must not overtake it),
@@ -208,26 +192,15 @@ static void carry_out(struct policing *pc, struct pol_actions *a)
 
 /* ---- the write path ----------------------------------------------------- */
 
-static void add_ms(struct timespec *ts, unsigned ms)
+static void deadline_after(struct timespec *ts, unsigned ms)
 {
+    clock_gettime(CLOCK_MONOTONIC, ts);
     ts->tv_sec += ms / 1000;
     ts->tv_nsec += (long)(ms % 1000) * 1000000L;
     if (ts->tv_nsec >= 1000000000L) {
         ts->tv_sec++;
         ts->tv_nsec -= 1000000000L;
     }
-}
-
-static void deadline_after(struct timespec *ts, unsigned ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    add_ms(ts, ms);
-}
-
-static unsigned ms_between(const struct timespec *a, const struct timespec *b)
-{
-    int64_t ms = (int64_t)(b->tv_sec - a->tv_sec) * 1000 + (b->tv_nsec - a->tv_nsec) / 1000000;
-    return ms < 0 ? 0 : ms > UINT32_MAX ? UINT32_MAX : (unsigned)ms;
 }
 
 /* With the lock held: 0 once quorate, else -EIO (or -EAGAIN for nowait
@@ -248,114 +221,6 @@ static int wait_quorum(struct policing *pc, bool nowait)
     return pc->quorate ? 0 : -EIO;
 }
 
-/* ---- evicting a member that does not answer -----------------------------
- *
- * corosync sees a process die or a node fall silent, but not a vsand that
- * is stopped, or stuck in the kernel on a hung disk, while its corosync
- * runs on. Such a member keeps the regions it owns and never sends the
- * OFFER a sync round waits for, so writes and table changes everywhere
- * would wait for good. An owner releases a region once its writes in flight
- * there end, and those end within the mirror timeout, so a region kept by
- * the same other member for evict_after_ms (twice that timeout in vsand),
- * or a round missing an OFFER that long, means it does not answer. A
- * write's wait counts only outside rounds (a round holds the owners'
- * RELEASEs back) and starts again for each region. The one that waits
- * multicasts EVICT(node, pid). Every member judges it where it is
- * delivered, on agreed state only, so all decide alike: it applies if the
- * reason still holds (the round still lacks that OFFER, or the winner's
- * STATE; the region is still that node's) and the members left are a
- * majority; a sender whose own view was stale evicts nobody. Applied, it
- * is that process's leave (its regions go to their waiters and are
- * reconciled, its replicas become outdated, its mirror connections are
- * dropped and refused until it is a member again), and what it still sends
- * is ignored. Corosync may list the process for a long time yet, even
- * anew after a ring re-formation: it stays evicted until it leaves for
- * good or a new process of its node joins, and every OFFER lists the
- * evicted processes, so a member that joins later does not wait for one.
- * The process itself, once it runs again, reads its own EVICT, fails its
- * writes and stops: nothing it had not acknowledged before is acknowledged
- * after, and its node returns as a new process that resyncs, as after a
- * crash.
- */
-
-static int send_evict(struct policing *pc, struct cluster_member who, enum pmsg_evict_why why,
-                      unsigned waited_ms, struct pol_key k)
-{
-    struct pmsg_evict m;
-    pmsg_init(&m.h, PMSG_EVICT, sizeof m);
-    m.node = who.nodeid;
-    m.pid = who.pid;
-    m.waited_ms = waited_ms;
-    m.why = (uint8_t)why;
-    m.volume = k.volume;
-    m.region = k.region;
-    return send_msg(pc, &m, sizeof m);
-}
-
-/* The region a waiting write watches, its owner, and since when this write
- * has waited for that owner outside a sync round. */
-struct owner_watch {
-    struct pol_key key;
-    uint32_t owner;
-    struct timespec since;
-};
-
-/* With the lock held: asks the group to evict node, the owner of k for
- * waited_ms, unless a write of this node just did. The lock is dropped
- * around the multicast. */
-static void evict_owner(struct policing *pc, struct pol_key k, uint32_t node, unsigned waited_ms,
-                        const struct timespec *now)
-{
-    struct cluster_member who = {.nodeid = node};
-    for (size_t i = 0; i < pc->nmembers; i++)
-        if (pc->members[i].nodeid == node)
-            who.pid = pc->members[i].pid;
-    if (who.pid == 0 || !pc->quorate)
-        return; /* not a member (its leave is on its way), or no quorum to evict with */
-    if (pc->evict_sent.nodeid == who.nodeid && pc->evict_sent.pid == who.pid &&
-        ms_between(&pc->evict_sent_at, now) < pc->p.evict_after_ms)
-        return;
-    pc->evict_sent = who;
-    pc->evict_sent_at = *now;
-    pthread_mutex_unlock(&pc->lock);
-    qb_log(LOG_WARNING,
-           "policing: volume %08x: region %llu: node %u (pid %u) has kept it for %u ms while "
-           "this node waits for it: evicting it",
-           k.volume, (unsigned long long)k.region, who.nodeid, who.pid, waited_ms);
-    send_evict(pc, who, PMSG_EVICT_REGION, waited_ms, k);
-    pthread_mutex_lock(&pc->lock);
-}
-
-/* With the lock held: waits for news of w's grant; evicts the member that
- * has kept the region w waits on for evict_after_ms. */
-static void wait_grant(struct policing *pc, const struct pol_write *w, struct owner_watch *ow)
-{
-    if (pc->p.evict_after_ms == 0) {
-        pthread_cond_wait(&pc->cond, &pc->lock);
-        return;
-    }
-    struct pol_key k = {w->volume, w->held};
-    uint32_t owner = pol_owner(pc->pol, k);
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if (owner != ow->owner || k.volume != ow->key.volume || k.region != ow->key.region ||
-        pc->in_round) {
-        ow->key = k;
-        ow->owner = owner;
-        ow->since = now;
-    }
-    bool other = owner != 0 && owner != pc->self;
-    unsigned waited = ms_between(&ow->since, &now);
-    if (other && waited >= pc->p.evict_after_ms) {
-        evict_owner(pc, k, owner, waited, &now);
-        ow->since = now; /* the EVICT is on its way: another only if it is lost */
-        return;
-    }
-    struct timespec deadline = other ? ow->since : now;
-    add_ms(&deadline, pc->p.evict_after_ms);
-    pthread_cond_timedwait(&pc->cond, &pc->lock, &deadline);
-}
-
 int policing_write_begin(struct policing *pc, uint32_t volume, uint64_t offset, uint64_t len,
                          bool nowait, struct pol_write *w)
 {
@@ -363,7 +228,6 @@ int policing_write_begin(struct policing *pc, uint32_t volume, uint64_t offset, 
     *w = (struct pol_write){
         .volume = volume, .first = offset / rs, .last = (offset + (len ? len - 1 : 0)) / rs};
     struct pol_actions out = {0};
-    struct owner_watch watch = {0};
     int r = 0;
     pthread_mutex_lock(&pc->lock);
     for (;;) {
@@ -383,7 +247,7 @@ int policing_write_begin(struct policing *pc, uint32_t volume, uint64_t offset, 
             carry_out(pc, &out);
             continue;
         }
-        wait_grant(pc, w, &watch);
+        pthread_cond_wait(&pc->cond, &pc->lock);
     }
     if (r < 0 && w->waiting)
         pol_write_cancel(pc->pol, w, &out);
@@ -620,7 +484,7 @@ static void service_update(struct policing *pc)
 {
     const struct policing_service_ops *ops = pc->p.service_ops;
     bool quorate = policing_quorate(pc);
-    if (!quorate || pc->self_evicted) {
+    if (!quorate) {
         if (ops)
             ops->hold(pc->p.service_ctx, NULL, 0);
         return;
@@ -786,11 +650,6 @@ static void send_hello_and_offer(struct policing *pc)
     o.table_version = pc->p.table->version(pc->p.table_ctx);
     o.prev_members = pc->prev_members;
     o.synced = pc->synced;
-    o.nevicted = (uint32_t)pc->nevicted;
-    for (size_t i = 0; i < pc->nevicted; i++) {
-        o.evicted[i].node = pc->evicted[i].nodeid;
-        o.evicted[i].pid = pc->evicted[i].pid;
-    }
     if (send_msg(pc, &h, sizeof h) == 0)
         send_msg(pc, &o, sizeof o);
 }
@@ -850,7 +709,9 @@ static int build_state(struct policing *pc, void **out, size_t *len)
 
 /* The winner: applies what it held and multicasts its state. Its round
  * ends when that STATE comes back, as everyone else's does: a change
- * delivered before it then reopens the round on every member alike. */
+ * delivered before it then reopens the round on every member alike (had
+ * the winner closed its round at once, the others would wait for a STATE
+ * it never sends again). */
 static void win_round(struct policing *pc)
 {
     replay_held(pc, 0, true);
@@ -865,11 +726,8 @@ static void win_round(struct policing *pc)
     }
 }
 
-static void learn_evictions(struct policing *pc, uint32_t from, const struct pmsg_offer *m);
-
 static void on_offer(struct policing *pc, uint32_t nodeid, const struct pmsg_offer *m)
 {
-    learn_evictions(pc, nodeid, m);
     if (!pc->round_open || pc->winner)
         return;
     for (size_t i = 0; i < pc->noffers; i++)
@@ -958,14 +816,6 @@ static void load_state(struct policing *pc, const struct pmsg_state *s, size_t l
                strerror(-pr));
 }
 
-static void set_round_open(struct policing *pc, bool open)
-{
-    pc->round_open = open;
-    pthread_mutex_lock(&pc->lock);
-    pc->in_round = open;
-    pthread_mutex_unlock(&pc->lock);
-}
-
 static void on_state(struct policing *pc, uint32_t nodeid, const struct pmsg_state *s, size_t len)
 {
     if (!pc->round_open || nodeid != pc->winner)
@@ -973,7 +823,7 @@ static void on_state(struct policing *pc, uint32_t nodeid, const struct pmsg_sta
     if (nodeid != pc->self)
         load_state(pc, s, len);
     replay_held(pc, s->applied, true);
-    set_round_open(pc, false);
+    pc->round_open = false;
     pc->synced = true;
     qb_log(LOG_INFO, "policing: in sync with node %u%s, table version %llu", nodeid,
            nodeid == pc->self ? " (this one)" : "", (unsigned long long)s->table_version);
@@ -1009,16 +859,6 @@ static void on_hello(struct policing *pc, uint32_t nodeid, const struct pmsg_hel
 
 /* ---- transport callbacks ------------------------------------------------ */
 
-static void on_evict(struct policing *pc, uint32_t from, const struct pmsg_evict *m);
-
-static bool listed_member(const struct cluster_member *v, size_t n, uint32_t nodeid, uint32_t pid)
-{
-    for (size_t i = 0; i < n; i++)
-        if (v[i].nodeid == nodeid && v[i].pid == pid)
-            return true;
-    return false;
-}
-
 static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg, size_t len)
 {
     struct policing *pc = ctx;
@@ -1031,16 +871,9 @@ static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg
         qb_log(LOG_WARNING, "policing: node %u pid %u: dropped a message: %s", nodeid, pid, why);
         return;
     }
-    /* What an evicted process still sends was sent before it knew: it is
-     * no member any more. */
-    if (pc->self_evicted || listed_member(pc->evicted, pc->nevicted, nodeid, pid))
-        return;
     if (pc->round_open)
         pc->since_change++;
     switch (type) {
-    case PMSG_EVICT:
-        on_evict(pc, nodeid, msg);
-        return;
     case PMSG_HELLO:
         on_hello(pc, nodeid, msg);
         return;
@@ -1066,9 +899,9 @@ static void update_members(struct policing *pc, const struct cluster_member *m, 
     struct policing_member next[CLUSTER_NODES_MAX];
     size_t k = 0;
     for (size_t i = 0; i < n && k < CLUSTER_NODES_MAX; i++) {
-        next[k] = (struct policing_member){.nodeid = m[i].nodeid, .pid = m[i].pid};
+        next[k] = (struct policing_member){.nodeid = m[i].nodeid};
         for (size_t j = 0; j < pc->nmembers; j++)
-            if (pc->members[j].nodeid == m[i].nodeid && pc->members[j].pid == m[i].pid)
+            if (pc->members[j].nodeid == m[i].nodeid)
                 next[k] = pc->members[j];
         k++;
     }
@@ -1146,15 +979,11 @@ static bool is_majority(struct policing *pc, size_t n)
     return nconf < 3 || 2 * n > (size_t)nconf;
 }
 
-static void arm_round_timer(struct policing *pc);
-
-/* The group changed (corosync said so, or, with evicted, the processes in
- * left were evicted): members are the processes in it now, evicted ones
- * left out. */
-static void change_members(struct policing *pc, const struct cluster_member *members, size_t n,
-                           const struct cluster_member *left, size_t nleft,
-                           const struct cluster_member *joined, size_t njoined, bool evicted)
+static void on_confchg(void *ctx, const struct cluster_member *members, size_t n,
+                       const struct cluster_member *left, size_t nleft,
+                       const struct cluster_member *joined, size_t njoined)
 {
+    struct policing *pc = ctx;
     bool was_open = pc->round_open;
     /* What was held belongs before this change: apply it on this node's
      * table (a round follows whenever the tables may differ). */
@@ -1165,8 +994,7 @@ static void change_members(struct policing *pc, const struct cluster_member *mem
     for (size_t i = 0; i < nleft; i++) {
         qb_log(LOG_INFO, "policing: node %u (pid %u) left the group (%s)", left[i].nodeid,
                left[i].pid,
-               evicted                              ? "evicted"
-               : left[i].reason == CLUSTER_PROCDOWN ? "process died"
+               left[i].reason == CLUSTER_PROCDOWN   ? "process died"
                : left[i].reason == CLUSTER_NODEDOWN ? "node down"
                                                     : "left");
         on_leave(pc, left[i].nodeid);
@@ -1183,245 +1011,12 @@ static void change_members(struct policing *pc, const struct cluster_member *mem
         service_update(pc);
         return;
     }
-    set_round_open(pc, true);
+    pc->round_open = true;
     pc->winner = 0;
     pc->noffers = 0;
     pc->since_change = 0;
-    clock_gettime(CLOCK_MONOTONIC, &pc->round_since);
-    arm_round_timer(pc);
     send_hello_and_offer(pc);
     service_update(pc);
-}
-
-/* The members corosync lists, evicted processes left out. */
-static size_t live_members(const struct policing *pc, struct cluster_member *out)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < pc->nview; i++)
-        if (!listed_member(pc->evicted, pc->nevicted, pc->view[i].nodeid, pc->view[i].pid))
-            out[n++] = pc->view[i];
-    return n;
-}
-
-/* Drops who from the evicted list if it is there. */
-static void forget_evicted(struct policing *pc, const struct cluster_member *who)
-{
-    for (size_t i = 0; i < pc->nevicted; i++) {
-        if (pc->evicted[i].nodeid == who->nodeid && pc->evicted[i].pid == who->pid) {
-            pc->evicted[i] = pc->evicted[--pc->nevicted];
-            return;
-        }
-    }
-}
-
-static void on_confchg(void *ctx, const struct cluster_member *members, size_t n,
-                       const struct cluster_member *left, size_t nleft,
-                       const struct cluster_member *joined, size_t njoined)
-{
-    struct policing *pc = ctx;
-    if (pc->self_evicted)
-        return;
-    pc->nview = n < CLUSTER_NODES_MAX ? n : CLUSTER_NODES_MAX;
-    memcpy(pc->view, members, pc->nview * sizeof *members);
-    /* An evicted process that leaves has left already. If its node left
-     * the ring (a cut, a stall), the same process may be listed again when
-     * the ring forms anew: it stays evicted, and that is no join. A new
-     * process of its node replaces it. */
-    struct cluster_member gone[CLUSTER_NODES_MAX], came[CLUSTER_NODES_MAX], live[CLUSTER_NODES_MAX];
-    size_t ngone = 0, ncame = 0;
-    for (size_t i = 0; i < nleft && ngone < CLUSTER_NODES_MAX; i++) {
-        if (!listed_member(pc->evicted, pc->nevicted, left[i].nodeid, left[i].pid))
-            gone[ngone++] = left[i];
-        else if (left[i].reason != CLUSTER_NODEDOWN)
-            forget_evicted(pc, &left[i]);
-    }
-    for (size_t i = 0; i < njoined && ncame < CLUSTER_NODES_MAX; i++) {
-        if (listed_member(pc->evicted, pc->nevicted, joined[i].nodeid, joined[i].pid))
-            continue;
-        for (size_t j = 0; j < pc->nevicted;) {
-            if (pc->evicted[j].nodeid == joined[i].nodeid)
-                pc->evicted[j] = pc->evicted[--pc->nevicted];
-            else
-                j++;
-        }
-        came[ncame++] = joined[i];
-    }
-    change_members(pc, live, live_members(pc, live), gone, ngone, came, ncame, false);
-}
-
-/* ---- evictions (see "evicting a member that does not answer") ------------ */
-
-/* why says what node from saw of this process. */
-static void evicted_self(struct policing *pc, uint32_t from, const char *why)
-{
-    qb_log(LOG_ERR,
-           "policing: node %u evicted this vsand (pid %u) from the group: %s; stopping, to come "
-           "back as a new process that resyncs",
-           from, pc->pid, why);
-    pc->self_evicted = true;
-    policing_close_writes(pc);
-    service_update(pc); /* the others take its addresses over */
-    if (pc->p.evicted)
-        pc->p.evicted(pc->p.evicted_ctx);
-}
-
-/* Whether the reason an EVICT gives still holds where it is delivered. It
- * is judged on agreed state only (the round, its offers, the region
- * table, the membership), so every member decides alike; a sender whose
- * view was stale (it was paused itself, say) evicts nobody. */
-static bool evict_still_due(struct policing *pc, const struct pmsg_evict *m)
-{
-    if (m->why == PMSG_EVICT_ROUND) {
-        if (!pc->round_open)
-            return false;
-        if (pc->winner)
-            return m->node == pc->winner; /* its STATE is what the round waits for */
-        for (size_t i = 0; i < pc->noffers; i++)
-            if (pc->offers[i].nodeid == m->node)
-                return false;
-        return true;
-    }
-    if (m->why != PMSG_EVICT_REGION || pc->round_open)
-        return false; /* during a round, owners' RELEASEs are held back */
-    pthread_mutex_lock(&pc->lock);
-    bool owns = pol_owner(pc->pol, (struct pol_key){m->volume, m->region}) == m->node;
-    pthread_mutex_unlock(&pc->lock);
-    return owns;
-}
-
-static void on_evict(struct policing *pc, uint32_t from, const struct pmsg_evict *m)
-{
-    struct cluster_member who = {.nodeid = m->node, .pid = m->pid};
-    if (!listed_member(pc->view, pc->nview, who.nodeid, who.pid) ||
-        listed_member(pc->evicted, pc->nevicted, who.nodeid, who.pid))
-        return; /* gone already, or a second EVICT for it */
-    if (!evict_still_due(pc, m)) {
-        qb_log(LOG_INFO, "policing: node %u's eviction of node %u (pid %u) not applied: %s", from,
-               who.nodeid, who.pid, "what it waited for came meanwhile");
-        return;
-    }
-    if (!pc->majority || pc->nevicted == CLUSTER_NODES_MAX) {
-        qb_log(LOG_WARNING, "policing: node %u's eviction of node %u (pid %u) not applied: %s",
-               from, who.nodeid, who.pid, pc->majority ? "too many evicted" : "no majority");
-        return;
-    }
-    if (m->node == pc->self && m->pid == pc->pid) {
-        char why[96];
-        snprintf(why, sizeof why, "%s for %u ms",
-                 m->why == PMSG_EVICT_ROUND ? "it sent nothing in a sync round"
-                                            : "it kept a region another node waited for",
-                 m->waited_ms);
-        evicted_self(pc, from, why);
-        return;
-    }
-    if (m->why == PMSG_EVICT_ROUND)
-        qb_log(LOG_WARNING,
-               "policing: node %u (pid %u) evicted by node %u: it sent nothing in a sync round "
-               "for %u ms",
-               who.nodeid, who.pid, from, m->waited_ms);
-    else
-        qb_log(LOG_WARNING,
-               "policing: node %u (pid %u) evicted by node %u: it kept volume %08x region %llu "
-               "for %u ms while node %u waited",
-               who.nodeid, who.pid, from, m->volume, (unsigned long long)m->region, m->waited_ms,
-               from);
-    pc->evicted[pc->nevicted++] = who;
-    struct cluster_member live[CLUSTER_NODES_MAX];
-    change_members(pc, live, live_members(pc, live), &who, 1, NULL, 0, true);
-}
-
-/* Forgets node's OFFER in the open round, if it sent one. */
-static void drop_offer(struct policing *pc, uint32_t node)
-{
-    for (size_t j = 0; j < pc->noffers; j++) {
-        if (pc->offers[j].nodeid == node) {
-            pc->offers[j] = pc->offers[--pc->noffers];
-            return;
-        }
-    }
-}
-
-/* The processes node from has evicted, as its OFFER lists them: one this
- * node does not know of yet (it joined after the EVICT, or its partition
- * did not see it) is put out here, at the same point of the stream for
- * everyone, without restarting the round that OFFER belongs to. */
-static void learn_evictions(struct policing *pc, uint32_t from, const struct pmsg_offer *m)
-{
-    if (m->nevicted > PMSG_EVICTED_MAX) {
-        qb_log(LOG_WARNING, "policing: node %u's OFFER lists %u evicted processes: ignored", from,
-               m->nevicted);
-        return;
-    }
-    bool changed = false;
-    for (uint32_t i = 0; i < m->nevicted && pc->nevicted < CLUSTER_NODES_MAX; i++) {
-        struct cluster_member who = {.nodeid = m->evicted[i].node, .pid = m->evicted[i].pid};
-        if (!listed_member(pc->view, pc->nview, who.nodeid, who.pid) ||
-            listed_member(pc->evicted, pc->nevicted, who.nodeid, who.pid))
-            continue;
-        if (who.nodeid == pc->self && who.pid == pc->pid) {
-            evicted_self(pc, from, "its OFFER lists this process as evicted");
-            return;
-        }
-        qb_log(LOG_WARNING, "policing: node %u (pid %u) was evicted, says node %u's OFFER",
-               who.nodeid, who.pid, from);
-        pc->evicted[pc->nevicted++] = who;
-        drop_offer(pc, who.nodeid);
-        if (pc->synced)
-            on_leave(pc, who.nodeid);
-        changed = true;
-    }
-    if (!changed)
-        return;
-    struct cluster_member live[CLUSTER_NODES_MAX];
-    size_t n = live_members(pc, live);
-    update_members(pc, live, n);
-    pc->majority = is_majority(pc, n);
-    quorum_update(pc);
-    pc->p.table->changed(pc->p.table_ctx);
-}
-
-/* A sync round still open evict_after_ms after it began: whoever it waits
- * for is evicted, the members without an OFFER or the winner without its
- * STATE. */
-static void on_round_timer(void *data)
-{
-    struct policing *pc = data;
-    pc->round_timer = 0;
-    if (!pc->round_open || pc->self_evicted)
-        return;
-    arm_round_timer(pc); /* again, should the EVICT be lost or quorum be back later */
-    if (!policing_quorate(pc))
-        return;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    unsigned waited = ms_between(&pc->round_since, &now);
-    struct pol_key none = {0, 0};
-    for (size_t i = 0; i < pc->nmembers; i++) {
-        struct cluster_member who = {.nodeid = pc->members[i].nodeid, .pid = pc->members[i].pid};
-        bool offered = false;
-        for (size_t j = 0; j < pc->noffers; j++)
-            offered |= pc->offers[j].nodeid == who.nodeid;
-        bool waited_for = pc->winner ? who.nodeid == pc->winner : !offered;
-        if (who.nodeid == pc->self || !waited_for)
-            continue;
-        qb_log(LOG_WARNING,
-               "policing: the sync round has waited %u ms for node %u (pid %u): evicting it",
-               waited, who.nodeid, who.pid);
-        send_evict(pc, who, PMSG_EVICT_ROUND, waited, none);
-    }
-}
-
-static void arm_round_timer(struct policing *pc)
-{
-    if (pc->p.evict_after_ms == 0 || !pc->p.loop)
-        return;
-    if (pc->round_timer)
-        qb_loop_timer_del(pc->p.loop, pc->round_timer);
-    pc->round_timer = 0;
-    if (qb_loop_timer_add(pc->p.loop, QB_LOOP_MED, (uint64_t)pc->p.evict_after_ms * 1000000ull, pc,
-                          on_round_timer, &pc->round_timer) < 0)
-        qb_log(LOG_ERR, "policing: cannot time the sync round: a member that does not answer "
-                        "would hold it open");
 }
 
 static void on_quorum(void *ctx, bool quorate)
@@ -1626,8 +1221,6 @@ void policing_stop(struct policing *pc)
     if (!pc)
         return;
     policing_close_writes(pc);
-    if (pc->round_timer)
-        qb_loop_timer_del(pc->p.loop, pc->round_timer);
     pc->p.driver->fini(pc->cl);
     replay_held(pc, UINT64_MAX, true);
     free(pc->held);

@@ -17,15 +17,6 @@
  * that state and replay what they held from that point. A returning node
  * so receives the current table and makes its local replicas match it.
  *
- * Eviction: a vsand that stops answering (frozen, or stuck on a hung disk)
- * while corosync still lists it would keep its regions, and hold every
- * sync round open, for good. A member that waits evict_after_ms for a
- * region the same other member keeps, or for an OFFER in a sync round,
- * multicasts EVICT; every member applies it, at the same point of the
- * agreed stream, as that process's leave and ignores its messages from
- * then on. The process itself stops when it reads its own EVICT; its node
- * comes back as a new process, like after a crash.
- *
  * Threads: the transport's callbacks and the table changes run on the
  * main loop. The write path (policing_write_begin/end) runs on the NBD
  * threads; `lock` guards the region state machine, the quorum flag and the
@@ -109,14 +100,6 @@ struct policing_params {
     void *table_ctx;
     const struct policing_service_ops *service_ops; /* NULL: hold nothing */
     void *service_ctx;
-    /* A member that keeps a region another write waits for, or sends no
-     * OFFER in a sync round, this long is evicted (0: never); see
-     * protocol.c, "evicting a member that does not answer". */
-    unsigned evict_after_ms;
-    /* Called on the main loop once this process has been evicted: writes
-     * already fail, and it must stop (vsand exits, to be restarted). */
-    void (*evicted)(void *ctx);
-    void *evicted_ctx;
 };
 
 struct policing;
@@ -179,7 +162,6 @@ int policing_service_giveback(struct policing *pc, uint32_t owner);
 
 struct policing_member {
     uint32_t nodeid;
-    uint32_t pid;
     char name[PMSG_NAME_MAX + 1];
     char nbd[PMSG_ADDR_MAX];
     char mirror[PMSG_ADDR_MAX];

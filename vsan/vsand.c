@@ -62,7 +62,6 @@ struct node {
     struct service *service;
     struct admin_node admin_node;
     struct admin *admin;
-    int exit_status; /* of main, once the loop has stopped */
 };
 
 static const char usage_line[] = "usage: vsand [-f] [-c FILE] [-d] [-h] [-V]\n";
@@ -417,15 +416,6 @@ static int start_nbd(struct node *n)
     return 0;
 }
 
-/* The others put this process out of the group for not answering: it
- * stops, failed, so that systemd starts it again and it resyncs. */
-static void on_evicted(void *ctx)
-{
-    struct node *n = ctx;
-    n->exit_status = 1;
-    qb_loop_stop(n->loop);
-}
-
 /* The cluster, or a group of one in standalone mode: either way volume
  * table changes and writes go through the same protocol. */
 static int start_policing(struct node *n)
@@ -447,9 +437,6 @@ static int start_policing(struct node *n)
         .table_ctx = &n->table,
         .service_ops = &service_ops,
         .service_ctx = n->service,
-        .evict_after_ms = 2 * c->mirror_timeout_ms,
-        .evicted = on_evicted,
-        .evicted_ctx = n,
     };
     int r = policing_start(&p, &n->pc);
     if (r < 0) {
@@ -635,8 +622,7 @@ int main(int argc, char **argv)
         report_ready(status_fd);
     qb_loop_run(n.loop);
     stop_node(&n);
-    qb_log(n.exit_status ? LOG_ERR : LOG_INFO, "vsand stopped%s",
-           n.exit_status ? ": evicted from the group" : "");
+    qb_log(LOG_INFO, "vsand stopped");
     log_close();
-    return n.exit_status;
+    return 0;
 }

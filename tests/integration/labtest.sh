@@ -79,14 +79,6 @@ all_current() {
     done
 }
 
-# The three nodes' copies of the volume are byte-identical.
-copies_identical() {
-    local uuid
-    uuid=$(vs 1 'd["uuid"]')
-    set -- "$VSAN_LAB_DIR"/n{1,2,3}/data/volumes/"$uuid".data
-    cmp -s "$1" "$2" && cmp -s "$1" "$3"
-}
-
 # The node ids node I sees in its group, e.g. "1 2 3".
 members() {
     st "$1" '" ".join(str(m["nodeid"]) for m in c["members"])'

@@ -18,7 +18,7 @@ static const struct {
     {PMSG_RELEASE, sizeof(struct pmsg_region)},    {PMSG_VOL_CREATE, sizeof(struct pmsg_volume)},
     {PMSG_VOL_RESIZE, sizeof(struct pmsg_volume)}, {PMSG_VOL_DELETE, sizeof(struct pmsg_volume)},
     {PMSG_OFFER, sizeof(struct pmsg_offer)},       {PMSG_REPLICA, sizeof(struct pmsg_replica)},
-    {PMSG_SERVICE, sizeof(struct pmsg_service)},   {PMSG_EVICT, sizeof(struct pmsg_evict)},
+    {PMSG_SERVICE, sizeof(struct pmsg_service)},
 };
 
 static unsigned char buf[4096];
@@ -53,20 +53,20 @@ Test(messages, every_type_at_another_length)
     }
 }
 
-Test(messages, evict_fields_survive_the_trip)
+Test(messages, replica_layout_is_packed)
 {
-    struct pmsg_evict m;
-    pmsg_init(&m.h, PMSG_EVICT, sizeof m);
-    m.node = 3;
-    m.pid = 4242;
-    m.waited_ms = 8000;
-    m.why = PMSG_EVICT_REGION;
+    struct pmsg_replica m;
+    pmsg_init(&m.h, PMSG_REPLICA, sizeof m);
+    m.tag = 9;
     m.volume = 0x12b15f85;
-    m.region = 7;
+    m.node = 3;
+    m.state = 1;
+    m.first = 7;
+    m.last = 8;
     const char *why;
-    cr_assert(eq(int, pmsg_check(&m, sizeof m, &why), PMSG_EVICT));
-    /* Packed: the wire layout does not depend on the compiler's padding. */
-    cr_expect(eq(sz, sizeof m, sizeof(struct pmsg_header) + 4 + 4 + 4 + 1 + 4 + 8));
+    cr_assert(eq(int, pmsg_check(&m, sizeof m, &why), PMSG_REPLICA));
+    /* The wire layout does not depend on the compiler's padding. */
+    cr_expect(eq(sz, sizeof m, sizeof(struct pmsg_header) + 8 + 4 + 4 + 1 + 8 + 8));
 }
 
 static void expect_dropped(size_t len, const char *reason)
@@ -78,23 +78,23 @@ static void expect_dropped(size_t len, const char *reason)
 
 Test(messages, foreign_or_malformed_headers)
 {
-    check(PMSG_EVICT, sizeof(struct pmsg_evict), NULL);
+    check(PMSG_REPLICA, sizeof(struct pmsg_replica), NULL);
     struct pmsg_header *h = (struct pmsg_header *)buf;
     h->magic ^= 1;
-    expect_dropped(sizeof(struct pmsg_evict), "not a policing message");
+    expect_dropped(sizeof(struct pmsg_replica), "not a policing message");
     expect_dropped(sizeof *h - 1, "not a policing message");
 
-    check(PMSG_EVICT, sizeof(struct pmsg_evict), NULL);
+    check(PMSG_REPLICA, sizeof(struct pmsg_replica), NULL);
     h->version = PMSG_VERSION - 1;
-    expect_dropped(sizeof(struct pmsg_evict), "unknown protocol version");
+    expect_dropped(sizeof(struct pmsg_replica), "unknown protocol version");
 
-    check(PMSG_EVICT, sizeof(struct pmsg_evict), NULL);
+    check(PMSG_REPLICA, sizeof(struct pmsg_replica), NULL);
     h->length++;
-    expect_dropped(sizeof(struct pmsg_evict), "length field disagrees with the message");
+    expect_dropped(sizeof(struct pmsg_replica), "length field disagrees with the message");
 
-    check(PMSG_EVICT, sizeof(struct pmsg_evict), NULL);
-    h->type = PMSG_EVICT + 1;
-    expect_dropped(sizeof(struct pmsg_evict), "unknown message type");
+    check(PMSG_REPLICA, sizeof(struct pmsg_replica), NULL);
+    h->type = PMSG_SERVICE + 1;
+    expect_dropped(sizeof(struct pmsg_replica), "unknown message type");
 }
 
 Test(messages, state_counts_must_fit)
