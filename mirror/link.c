@@ -162,32 +162,7 @@ static void refuse(struct mlink_conn *c, uint64_t id, int err, const char *why)
     qb_log(LOG_WARNING, "mirror: refused a connection: %s", why);
 }
 
-static struct peer *find_peer(struct mlink *l, uint32_t node);
-
-/* Whether node is a peer this node wants (a member of the group). With c,
- * also makes node c's peer under the same lock, so that mlink_set_peers
- * drops c if node stops being a member at any later time. */
-static bool admit(struct mlink *l, uint32_t node, struct mlink_conn *c)
-{
-    pthread_mutex_lock(&l->mu);
-    struct peer *p = find_peer(l, node);
-    bool member = false;
-    if (p) {
-        pthread_mutex_lock(&p->mu);
-        member = p->wanted;
-        pthread_mutex_unlock(&p->mu);
-    }
-    if (member && c)
-        c->peer = node;
-    pthread_mutex_unlock(&l->mu);
-    return member;
-}
-
-/* The server's half of the handshake; sets c->peer. A node that is no
- * member (one joining, whose HELLO the group has not applied yet, or one
- * whose leave was applied, cut off and back before it rejoined) is turned
- * away until it is: writes from a node the group has counted out, whose
- * regions went to others, must never land. */
+/* The server's half of the handshake; sets c->peer. */
 static int serve_handshake(struct mlink_conn *c)
 {
     struct mlink *l = c->l;
@@ -209,14 +184,6 @@ static int serve_handshake(struct mlink_conn *c)
     struct mw_challenge ch;
     struct mw_hello hello;
     memcpy(&hello, payload, sizeof hello);
-    if (!admit(l, hello.nodeid, NULL)) {
-        struct mwire_header req;
-        mwire_init(&req, MW_HELLO, h.id);
-        reply(c, &req, -ESRCH, NULL, 0);
-        qb_log(LOG_INFO, "mirror: node %u is not a member of the group: connection turned away",
-               hello.nodeid);
-        return -ESRCH;
-    }
     r = mauth_server_challenge(&a, &l->secret, l->cluster, l->p.self, &hello, &ch, err, sizeof err);
     if (r < 0) {
         refuse(c, h.id, r, err);
@@ -249,11 +216,8 @@ static int serve_handshake(struct mlink_conn *c)
         refuse(c, h.id, -EACCES, err);
         return r;
     }
-    if (!admit(l, hello.nodeid, c)) {
-        qb_log(LOG_INFO, "mirror: node %u left the group during its handshake", hello.nodeid);
-        return -ESRCH;
-    }
     mwire_init(&out, MW_WELCOME, h.id);
+    c->peer = hello.nodeid;
     return mstream_send(c->fd, &out, NULL);
 }
 
@@ -548,10 +512,6 @@ static int client_handshake(struct peer *p, struct mstream *in, char *err, size_
     const char *why = "";
     if (r == 0)
         r = mstream_recv(in, &h, &payload, &why, NULL, NULL);
-    if (r == 0 && h.type == MW_REPLY && h.arg == ESRCH) {
-        snprintf(err, errlen, "it does not count this node as a member of the group (yet)");
-        return -ESRCH;
-    }
     if (r == 0 && h.type == MW_REPLY) {
         snprintf(err, errlen, "it refused us: %s", strerror((int)h.arg));
         return -EACCES;
@@ -621,8 +581,7 @@ static int peer_session(struct peer *p, const char *addr)
         r = client_handshake(p, &in, err, sizeof err);
     if (r < 0) {
         if (!p->refused_logged)
-            qb_log(r == -ESRCH ? LOG_INFO : LOG_WARNING, "mirror: node %u at %s: %s", p->node, addr,
-                   err);
+            qb_log(LOG_WARNING, "mirror: node %u at %s: %s", p->node, addr, err);
         p->refused_logged = true;
         mstream_free(&in);
         close(fd);

@@ -605,17 +605,13 @@ static int hold(struct policing *pc, uint32_t nodeid, uint32_t pid, const void *
 }
 
 /* Applies the held messages delivered after the first `from` since the
- * change (positions count from 1), and forgets all. Without regions, the
- * REQUESTs and RELEASEs are left out: on a region table never loaded they
- * would grant what the group's table gives to another node (the STATE that
- * follows has them). */
-static void replay_held(struct policing *pc, uint64_t from, bool regions)
+ * change (positions count from 1), and forgets all. */
+static void replay_held(struct policing *pc, uint64_t from)
 {
     for (size_t i = 0; i < pc->nheld; i++) {
         struct held *h = pc->held[i];
         int type = ((struct pmsg_header *)h->data)->type;
-        bool region = type == PMSG_REQUEST || type == PMSG_RELEASE;
-        if (h->index > from && (regions || !region))
+        if (h->index > from)
             apply(pc, h->nodeid, h->pid, type, h->data);
         else if (type == PMSG_REPLICA)
             replica_done(pc, h->nodeid, h->pid, (const void *)h->data);
@@ -707,14 +703,12 @@ static int build_state(struct policing *pc, void **out, size_t *len)
     return s ? 0 : -ENOMEM;
 }
 
-/* The winner: applies what it held and multicasts its state. Its round
- * ends when that STATE comes back, as everyone else's does: a change
- * delivered before it then reopens the round on every member alike (had
- * the winner closed its round at once, the others would wait for a STATE
- * it never sends again). */
+/* The winner: applies what it held, multicasts its state, goes on. */
 static void win_round(struct policing *pc)
 {
-    replay_held(pc, 0, true);
+    replay_held(pc, 0);
+    pc->round_open = false;
+    pc->synced = true;
     void *state;
     size_t len;
     int r = build_state(pc, &state, &len);
@@ -724,6 +718,10 @@ static void win_round(struct policing *pc)
     } else {
         qb_log(LOG_ERR, "policing: building the state for joining members: %s", strerror(-r));
     }
+    qb_log(LOG_INFO, "policing: in sync, table version %llu, sent to the group",
+           (unsigned long long)pc->p.table->version(pc->p.table_ctx));
+    pc->p.table->changed(pc->p.table_ctx);
+    service_update(pc);
 }
 
 static void on_offer(struct policing *pc, uint32_t nodeid, const struct pmsg_offer *m)
@@ -819,14 +817,13 @@ static void load_state(struct policing *pc, const struct pmsg_state *s, size_t l
 static void on_state(struct policing *pc, uint32_t nodeid, const struct pmsg_state *s, size_t len)
 {
     if (!pc->round_open || nodeid != pc->winner)
-        return; /* a stale one */
-    if (nodeid != pc->self)
-        load_state(pc, s, len);
-    replay_held(pc, s->applied, true);
+        return; /* the winner's own STATE, or a stale one */
+    load_state(pc, s, len);
+    replay_held(pc, s->applied);
     pc->round_open = false;
     pc->synced = true;
-    qb_log(LOG_INFO, "policing: in sync with node %u%s, table version %llu", nodeid,
-           nodeid == pc->self ? " (this one)" : "", (unsigned long long)s->table_version);
+    qb_log(LOG_INFO, "policing: in sync with node %u, table version %llu", nodeid,
+           (unsigned long long)s->table_version);
     pc->p.table->changed(pc->p.table_ctx);
     service_update(pc);
 }
@@ -987,7 +984,7 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
     bool was_open = pc->round_open;
     /* What was held belongs before this change: apply it on this node's
      * table (a round follows whenever the tables may differ). */
-    replay_held(pc, 0, pc->synced);
+    replay_held(pc, 0);
     update_members(pc, members, n);
     pc->majority = is_majority(pc, n);
     quorum_update(pc);
@@ -1222,7 +1219,7 @@ void policing_stop(struct policing *pc)
         return;
     policing_close_writes(pc);
     pc->p.driver->fini(pc->cl);
-    replay_held(pc, UINT64_MAX, true);
+    replay_held(pc, UINT64_MAX);
     free(pc->held);
     while (pc->pending) {
         struct pending *x = pc->pending;
