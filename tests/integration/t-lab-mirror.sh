@@ -18,6 +18,10 @@
 #  5. Node 3 restarted with a wrong secret is refused by its peers (they
 #     count and log it) and stays outdated; with the right one it comes
 #     back current.
+#  6. Node 3's vsand frozen (`lab freeze`, SIGSTOP: a hung process whose
+#     corosync runs on): `lab status` says so; a write through node 1 to a
+#     region node 1 has just taken succeeds once node 3 is outdated (the mirror
+#     timeout, 4 s); thawed, node 3 resyncs and the copies are identical.
 # timeout: 300
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -175,4 +179,28 @@ lab kill 3
 lab start 3
 wait_until 60 all_current || lab_fail "n3 did not come back with the right secret"
 identical "5"
+
+log "6. n3's vsand frozen: n1 writes on once n3 is outdated; thawed, n3 resyncs"
+# write_n1 SEED: 4 KiB of pattern SEED at offset 0 through n1.
+write_n1() {
+    nbdpy "$("$LAB" addr 1)/m" "$1" <<'EOF'
+import sys
+from nbdtest import *
+h = connect_nbd(sys.argv[1])
+h.pwrite(pattern(int(sys.argv[2]), 4096), 0)
+h.flush()
+EOF
+}
+# n1 takes region 0 first: a write to a region the frozen n3 owned would
+# wait until n3 answers (README, "Known limits").
+write_n1 97 || lab_fail "a write through n1 failed"
+lab freeze 3
+"$LAB" status | grep -q "^n3 .* frozen" || lab_fail "lab status does not show n3 frozen"
+T0_MS=$(now_ms)
+write_n1 98 || lab_fail "a write through n1 failed while n3 was frozen"
+log "6. the write through n1 took $(($(now_ms) - T0_MS)) ms"
+[ "$(states 1)" = "current current outdated" ] || lab_fail "n1 sees $(states 1) with n3 frozen"
+lab thaw 3
+wait_until 60 all_current || lab_fail "the thawed n3 did not come back current: $(states 1)"
+identical "6"
 log "ok"
