@@ -6,6 +6,7 @@
 #   make run        build, start a standalone node with a demo volume
 #   make check      unit, fuzz (short) and integration tests
 #   make check SANITIZE=1   the same, built with ASan + UBSan
+#   make check-long the tests too long for check (4,000 volumes, power cuts)
 #   make fuzz       a longer libFuzzer run of the NBD parser
 #   make bench      fio against vsand and nbdkit side by side
 #   make bench-cluster  what the policing protocol costs, on a 3-node lab
@@ -29,7 +30,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 # The NBD protocol, independent of what it serves (see nbd-server/export.h).
-NBD_SRCS := nbd-server/handshake.c nbd-server/transmission.c nbd-server/server.c vsan/netaddr.c \
+NBD_SRCS := nbd-server/handshake.c nbd-server/transmission.c nbd-server/server.c common/netaddr.c \
             nbd-server/conn_io.c
 # Membership, quorum and per-region write priority (policing/).
 POLICING_SRCS := policing/messages.c policing/protocol.c policing/priority.c policing/services.c \
@@ -37,14 +38,14 @@ POLICING_SRCS := policing/messages.c policing/protocol.c policing/priority.c pol
 # The mirror link's wire format and handshake: pure, no I/O (mirror/).
 MIRROR_PURE_SRCS := mirror/wire.c mirror/auth.c mirror/stream.c
 # The node: store, volume layer, config, admin server.
-CORE_SRCS := $(POLICING_SRCS) $(MIRROR_PURE_SRCS) vsan/voltable.c vsan/config.c vsan/log.c vsan/size.c vsan/store.c vsan/volume.c \
+CORE_SRCS := $(POLICING_SRCS) $(MIRROR_PURE_SRCS) volume/voltable.c vsan/config.c common/log.c common/size.c store/store.c volume/volume.c \
              vsan/admin.c vsan/admin_cmds.c vsan/netif.c vsan/service.c
-CORE_SRCS += mirror/bitmap.c mirror/replicas.c mirror/link.c mirror/engine.c
+CORE_SRCS += store/bitmap.c mirror/replicas.c mirror/link.c mirror/engine.c
 VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) vsan/vsand.c
-CLI_SRCS   := vsan/cli.c vsan/size.c vsan/cli_format.c
+CLI_SRCS   := cli/cli.c common/size.c cli/cli_format.c
 # vsan-fuse, the failover client: libfuse3 + libnbd, nothing of the node.
 FUSE_PURE_SRCS := fuse/replicas.c
-FUSE_SRCS  := $(FUSE_PURE_SRCS) fuse/conn.c fuse/client.c fuse/fs.c fuse/main.c vsan/log.c
+FUSE_SRCS  := $(FUSE_PURE_SRCS) fuse/conn.c fuse/client.c fuse/fs.c fuse/main.c common/log.c
 FUSE_PKGS  := fuse3 libnbd libqb
 
 obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
@@ -118,7 +119,7 @@ $(CLUSTER_PROBE): tests/tools/cluster_probe.c \
 # The lost-write checker (tests/checker/): writers with failover over NBD,
 # and the verification of the replicas against their journal.
 CHECKER_SRCS := tests/checker/block.c tests/checker/journal.c tests/checker/writer.c \
-                tests/checker/verify.c tests/checker/checker.c vsan/log.c vsan/size.c
+                tests/checker/verify.c tests/checker/checker.c common/log.c common/size.c
 CHECKER := $(B)/checker
 $(CHECKER): $(call obj,$(CHECKER_SRCS))
 	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libnbd libqb libisal) -pthread
@@ -135,6 +136,10 @@ integration: all $(CLUSTER_PROBE) $(CHECKER)
 check: deps
 	@$(MAKE) --no-print-directory all unit fuzz-short integration
 	@echo "make check: all test suites passed"
+
+check-long: deps
+	@$(MAKE) --no-print-directory all $(CLUSTER_PROBE) $(CHECKER)
+	@VT_LONG=1 tests/integration/run-all.sh $(B)
 
 SOAK_SECONDS ?= 600
 soak: all $(CHECKER)
@@ -169,7 +174,7 @@ install: all
 clean:
 	rm -rf build
 
-.PHONY: all unit fuzz fuzz-short integration check soak bench bench-cluster bench-failover deps run install \
+.PHONY: all unit fuzz fuzz-short integration check check-long soak bench bench-cluster bench-failover deps run install \
         clean
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

@@ -10,11 +10,11 @@
  * Everything a user can get wrong (a bad --nodes entry, no node answering,
  * no such volume) is found before mounting, and reported on stderr with
  * what it concerns; once mounted, the process daemonizes (unless -f) and
- * logs through libqb (vsan/log.c) to syslog, or stderr with -f.
+ * logs through libqb (common/log.c) to syslog, or stderr with -f.
  */
 #include "fuse/conn.h"
 #include "fuse/fs.h"
-#include "vsan/log.h"
+#include "common/log.h"
 
 #include <fuse_lowlevel.h>
 

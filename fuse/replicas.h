@@ -5,7 +5,7 @@
  * vsand describes each export as
  *   vsan volume NAME (UUID) replicas=1@198.51.100.11:10809,3@[2001:db8::3]:10809
  * listing the volume's current replicas by node id with their first NBD
- * listen address (vsan/volume.c, describe()). Any of them serves the volume
+ * listen address (volume/volume.c, describe()). Any of them serves the volume
  * with the same data, so the client uses one and moves to the next when it
  * fails. The local node comes first: its reads cost no network hop.
  *

@@ -6,13 +6,13 @@
  */
 #include "mirror/engine.h"
 
-#include "mirror/bitmap.h"
+#include "store/bitmap.h"
 #include "mirror/link.h"
 #include "mirror/replicas.h"
 #include "nbd-server/export.h"
 #include "policing/protocol.h"
-#include "vsan/store.h"
-#include "vsan/volume_int.h"
+#include "store/store.h"
+#include "volume/volume_int.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -3,7 +3,7 @@
  * this node's copy is not current, dirty bitmaps for outdated replicas, and
  * their resync.
  *
- * The volume layer (vsan/volume.c) calls it on its I/O path once region
+ * The volume layer (volume/volume.c) calls it on its I/O path once region
  * write priority is held (policing/protocol.h): a write goes to this node's
  * store and, at the same time, over the mirror link (link.h) to every peer
  * whose replica is current or syncing; it is acknowledged only once each has

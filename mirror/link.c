@@ -2,7 +2,7 @@
 #include "mirror/link.h"
 
 #include "mirror/stream.h"
-#include "vsan/netaddr.h"
+#include "common/netaddr.h"
 
 #include <errno.h>
 #include <netdb.h>

@@ -19,12 +19,12 @@
  * stale message (a CURRENT sent before the sender was outdated again) can
  * do no harm.
  *
- * Pure functions over the store's record (vsan/store.h); no locking.
+ * Pure functions over the store's record (store/store.h); no locking.
  */
 #ifndef VSAN_MIRROR_REPLICAS_H
 #define VSAN_MIRROR_REPLICAS_H
 
-#include "vsan/store.h"
+#include "store/store.h"
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,7 +1,7 @@
 /* stream.c - buffered message streams of the mirror link (see stream.h). */
 #include "mirror/stream.h"
 
-#include "vsan/iov.h"
+#include "common/iov.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -9,7 +9,7 @@
  * read/write rather than recv/send, so the fuzzer can feed a plain file.
  */
 #include "nbd-server/conn.h"
-#include "vsan/iov.h"
+#include "common/iov.h"
 
 #include <errno.h>
 #include <string.h>

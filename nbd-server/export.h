@@ -3,7 +3,7 @@
  * The protocol code (handshake.c, transmission.c, server.c) knows nothing
  * of volumes, files or mirrors. It finds exports through a catalog and does
  * I/O through the ops of an opened export. vsand's volume layer
- * (vsan/volume.c) implements both over the store; mem_export.c implements
+ * (volume/volume.c) implements both over the store; mem_export.c implements
  * them in memory for the unit tests and the fuzzer.
  *
  * Contract common to every function here:

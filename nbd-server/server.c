@@ -12,7 +12,7 @@
  * the rest are disconnected.
  */
 #include "nbd-server/conn.h"
-#include "vsan/netaddr.h"
+#include "common/netaddr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -9,7 +9,7 @@
  */
 #include "vsan/admin.h"
 
-#include "vsan/admin_proto.h"
+#include "common/admin_proto.h"
 #include "vsan/config.h"
 
 #include <errno.h>

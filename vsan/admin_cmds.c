@@ -15,12 +15,12 @@
 #include "mirror/replicas.h"
 #include "nbd-server/server.h"
 #include "policing/protocol.h"
-#include "vsan/admin_proto.h"
-#include "vsan/json_add.h"
+#include "common/admin_proto.h"
+#include "common/json_add.h"
 #include "vsan/config.h"
-#include "vsan/size.h"
-#include "vsan/store.h"
-#include "vsan/volume.h"
+#include "common/size.h"
+#include "store/store.h"
+#include "volume/volume.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -16,7 +16,7 @@
  */
 #include "vsan/config.h"
 
-#include "vsan/size.h"
+#include "common/size.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

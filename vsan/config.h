@@ -12,7 +12,7 @@
 
 #include "nbd-server/server.h"
 #include "policing/services.h"
-#include "vsan/admin_proto.h"
+#include "common/admin_proto.h"
 
 #include <limits.h>
 #include <net/if.h>

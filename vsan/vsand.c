@@ -19,12 +19,12 @@
 #include "policing/protocol.h"
 #include "vsan/admin.h"
 #include "vsan/config.h"
-#include "vsan/log.h"
+#include "common/log.h"
 #include "vsan/service.h"
-#include "vsan/store.h"
-#include "vsan/volume.h"
+#include "store/store.h"
+#include "volume/volume.h"
 #include "mirror/engine.h"
-#include "vsan/voltable.h"
+#include "volume/voltable.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -15,8 +15,8 @@
 #include "tests/checker/journal.h"
 #include "tests/checker/verify.h"
 #include "tests/checker/writer.h"
-#include "vsan/log.h"
-#include "vsan/size.h"
+#include "common/log.h"
+#include "common/size.h"
 
 #include <errno.h>
 #include <getopt.h>

@@ -4,7 +4,9 @@
 # calls it with the build dir (build, or build/sanitize for SANITIZE=1).
 #
 # A test may set its timeout with a line "# timeout: SECONDS" near its top
-# (default 120). Each test's output goes to $LOGDIR/NAME.log (default
+# (default 120). A test with a line "# long: yes" (4,000 volumes, power
+# cuts) runs only under `make check-long` (VT_LONG=1), which runs only those;
+# named on the command line, a test runs whatever its kind. Each test's output goes to $LOGDIR/NAME.log (default
 # BUILD_DIR/integration-logs); the end of a failed one's is shown here.
 #
 # Usage: tests/integration/run-all.sh BUILD_DIR [TEST_NAME...]
@@ -27,7 +29,16 @@ if [ $# -gt 0 ]; then
         tests+=("$here/${name%.sh}.sh")
     done
 else
-    tests=("$here"/t-*.sh)
+    tests=()
+    for t in "$here"/t-*.sh; do
+        long=no
+        grep -q '^# long: *yes' "$t" && long=yes
+        if [ "${VT_LONG:-0}" = 1 ]; then
+            [ "$long" = yes ] && tests+=("$t")
+        else
+            [ "$long" = no ] && tests+=("$t")
+        fi
+    done
 fi
 
 passed=0

@@ -7,11 +7,11 @@
 #include "nbd-server/server.h"
 #include "policing/protocol.h"
 #include "vsan/admin.h"
-#include "vsan/admin_proto.h"
+#include "common/admin_proto.h"
 #include "vsan/config.h"
-#include "vsan/store.h"
-#include "vsan/volume.h"
-#include "vsan/voltable.h"
+#include "store/store.h"
+#include "volume/volume.h"
+#include "volume/voltable.h"
 
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>

@@ -1,10 +1,10 @@
-/* test_bitmap.c - dirty bitmaps (mirror/bitmap.c): the bit operations, the
+/* test_bitmap.c - dirty bitmaps (store/bitmap.c): the bit operations, the
  * on-disk format byte by byte, durability through close and reopen,
  * resizing, corrupt files rejected without being touched, export and
  * merge between nodes, removal, a leftover .tmp from a crash, and 8
  * threads setting and syncing at once, each checking its bits reached the
  * file when its sync returned. */
-#include "mirror/bitmap.h"
+#include "store/bitmap.h"
 
 #include <criterion/criterion.h>
 

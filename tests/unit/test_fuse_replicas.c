@@ -1,6 +1,6 @@
 /* test_fuse_replicas.c - vsan-fuse's endpoint logic (fuse/replicas.c): the
  * --nodes parser with its error position, the description token vsand
- * writes (vsan/volume.c) and malformed ones, and the local-first order. */
+ * writes (volume/volume.c) and malformed ones, and the local-first order. */
 #include "fuse/replicas.h"
 
 #include <criterion/criterion.h>

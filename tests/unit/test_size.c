@@ -1,6 +1,6 @@
 /* test_size.c - size_parse() and size_format(): every spelling the config
  * and CLI accept, everything they must refuse, and the human output. */
-#include "vsan/size.h"
+#include "common/size.h"
 
 #include <criterion/criterion.h>
 

@@ -3,7 +3,7 @@
  * crash can leave. Crash states are built by hand (the files a change
  * writes, as it would have left them), then the pool is reopened. Each test
  * works in its own temporary directory, removed by the fixture. */
-#include "vsan/store.h"
+#include "store/store.h"
 
 #include <criterion/criterion.h>
 #include <qb/qblog.h>

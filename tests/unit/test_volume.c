@@ -3,8 +3,8 @@
  * checked against the data file it writes. Each test has its own pool in a
  * temporary directory on /tmp; the test of file systems without
  * FALLOC_FL_ZERO_RANGE uses /dev/shm (tmpfs). */
-#include "vsan/store.h"
-#include "vsan/volume.h"
+#include "store/store.h"
+#include "volume/volume.h"
 
 #include <criterion/criterion.h>
 #include <dirent.h>

@@ -3,7 +3,7 @@
  * The parser is strict on purpose: a config line such as "size = 10.5G" or
  * "size = 10GG" is an error the admin sees, not a volume of some other size.
  */
-#include "vsan/size.h"
+#include "common/size.h"
 
 #include <ctype.h>
 #include <errno.h>

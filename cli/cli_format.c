@@ -5,9 +5,9 @@
  * A field missing from a reply (an older or newer vsand) shows as "?"
  * rather than failing: the command itself has succeeded.
  */
-#include "vsan/cli_format.h"
+#include "cli/cli_format.h"
 
-#include "vsan/size.h"
+#include "common/size.h"
 
 #include <inttypes.h>
 #include <stdbool.h>

@@ -4,7 +4,7 @@
  * It owns the registry (name -> open volume), counts the NBD connections of
  * each volume (so a volume in use can't be deleted or shrunk), and
  * implements the NBD export interface (nbd-server/export.h) over the store
- * (vsan/store.h). The mirror engine will hook into the I/O path here.
+ * (store/store.h). The mirror engine will hook into the I/O path here.
  *
  * Locking: the registry has one rwlock: lookups (open, list, info) share
  * it, create/delete/resize hold it exclusively. The I/O path takes no
@@ -14,7 +14,7 @@
 #define VSAN_VOLUME_H
 
 #include "nbd-server/export.h"
-#include "vsan/store.h"
+#include "store/store.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 /* netaddr.c - HOST:PORT addresses to sockets (see netaddr.h). */
-#include "vsan/netaddr.h"
+#include "common/netaddr.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -16,7 +16,7 @@
  * their meta's size (truncated to it). What it can't explain (a corrupt
  * meta, a meta without data) is an error, never a silently dropped volume.
  *
- * The store knows nothing of NBD or connections; vsan/volume.c sits on top.
+ * The store knows nothing of NBD or connections; volume/volume.c sits on top.
  * It has no lock: the volume layer serialises every call that changes the
  * pool. Every error is returned as -errno and logged with the path it
  * concerns.

@@ -19,7 +19,7 @@
  * Creation and resizing write a whole new file as path.tmp and rename it
  * over path, so the name only ever holds a complete, valid file.
  */
-#include "mirror/bitmap.h"
+#include "store/bitmap.h"
 
 #include <qb/qblog.h>
 

@@ -4,7 +4,7 @@
  * messages (IPC, loop) follow the same level as ours. The priority is part
  * of each line so that an error stands out in a terminal or a journal.
  */
-#include "vsan/log.h"
+#include "common/log.h"
 
 #include <qb/qbdefs.h>
 #include <qb/qblog.h>

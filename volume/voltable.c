@@ -9,12 +9,12 @@
  * requesting node's admin command refuses that for its own clients before
  * it asks (admin_cmds.c).
  */
-#include "vsan/voltable.h"
+#include "volume/voltable.h"
 
 #include "mirror/engine.h"
 #include "mirror/replicas.h"
-#include "vsan/store.h"
-#include "vsan/volume.h"
+#include "store/store.h"
+#include "volume/volume.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -11,8 +11,8 @@
  * them, so the pool can't change under us if data_dir is renamed. Paths in
  * messages are rebuilt from the names the admin gave.
  */
-#include "vsan/store.h"
-#include "vsan/size.h"
+#include "store/store.h"
+#include "common/size.h"
 
 #include <ini.h>
 #include <qb/qblog.h>

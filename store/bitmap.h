@@ -26,8 +26,8 @@
  * the mutex (it is rare). bitmap_close() and bitmap_remove() must not
  * overlap any other call on the same bitmap.
  */
-#ifndef VSAN_MIRROR_BITMAP_H
-#define VSAN_MIRROR_BITMAP_H
+#ifndef VSAN_STORE_BITMAP_H
+#define VSAN_STORE_BITMAP_H
 
 #include <stdbool.h>
 #include <stddef.h>

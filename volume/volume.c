@@ -12,14 +12,14 @@
  * the NBD server has shut down. So an opened export's handle stays valid
  * until its close() without reference counting on the I/O path.
  */
-#include "vsan/volume.h"
+#include "volume/volume.h"
 #include "mirror/engine.h"
 #include "mirror/replicas.h"
 #include "nbd-server/protocol.h"
 #include "policing/protocol.h"
-#include "vsan/iov.h"
-#include "vsan/store.h"
-#include "vsan/volume_int.h"
+#include "common/iov.h"
+#include "store/store.h"
+#include "volume/volume_int.h"
 
 #include <qb/qblog.h>
 

@@ -5,8 +5,8 @@
 #ifndef VSAN_VOLUME_INT_H
 #define VSAN_VOLUME_INT_H
 
-#include "vsan/store.h"
-#include "vsan/volume.h"
+#include "store/store.h"
+#include "volume/volume.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

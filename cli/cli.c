@@ -7,10 +7,10 @@
  * checked here as far as the CLI can (count, size syntax); the rules of
  * names and sizes are the daemon's, which answers with a precise error.
  */
-#include "vsan/admin_proto.h"
-#include "vsan/json_add.h"
-#include "vsan/cli_format.h"
-#include "vsan/size.h"
+#include "common/admin_proto.h"
+#include "common/json_add.h"
+#include "cli/cli_format.h"
+#include "common/size.h"
 
 #include <errno.h>
 #include <getopt.h>
