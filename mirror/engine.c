@@ -9,10 +9,9 @@
 #include "store/bitmap.h"
 #include "mirror/link.h"
 #include "mirror/replicas.h"
-#include "nbd-server/export.h"
 #include "policing/protocol.h"
 #include "store/store.h"
-#include "volume/volume_int.h"
+#include "store/svol.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -27,6 +26,27 @@
 #define COPY_CHUNK (1u << 20)
 #define VERIFY_LIST_MAX 64
 
+/* Worker threads, a fixed number whatever the number of volumes: resyncs
+ * and background reconciles queue for them (a node rejoining a cluster of
+ * 4,000 volumes must not start 4,000 threads). */
+#define WORKERS 4
+/* Verifies run on threads of their own (an admin waits for each), at most
+ * this many at once. */
+#define VERIFIES_MAX 2
+
+/* A resync or reconcile waiting for a worker; holds a reference to v. */
+struct job {
+    void (*fn)(struct mvol *v);
+    struct mvol *v;
+    struct job *next;
+};
+
+struct rwrite;
+
+/* Locking: reg guards the registry (vols, nvols, cap): lookups by the
+ * link's serving threads share it, attach and detach take it exclusively.
+ * qmu guards both queues (jobs, settles) and is what workers and the
+ * settler wait on (qcv). */
 struct mirror {
     struct mirror_params p;
     struct mauth_secret secret;
@@ -37,6 +57,16 @@ struct mirror {
     unsigned rs_shift;
     atomic_bool stopping;
     atomic_uint verifies; /* verify threads running (they hold m) */
+    pthread_rwlock_t reg;
+    struct mvol **vols; /* attached volumes, sorted by vid */
+    size_t nvols, cap;
+    pthread_mutex_t qmu;
+    pthread_cond_t qcv;
+    struct job *jobs, **jobs_tail;
+    struct rwrite *settles; /* failed asynchronous writes, for the settler */
+    pthread_t workers[WORKERS], settler;
+    size_t nworkers;
+    bool settler_started;
 };
 
 /* A write in flight from this node, in its volume's list. */
@@ -45,13 +75,31 @@ struct inflight {
     struct inflight *next;
 };
 
-/* Locking: mu guards v->rec's replica set and local state, the bitmaps and
- * the resync fields that are not atomic; it is held across a bitmap's
- * sync, so a bitmap is never closed under a writer. rmu guards the list of
- * writes in flight; rcv is broadcast when one ends. */
+/* One volume's replication state.
+ *
+ * Locking: mu guards rec (the engine's view of the replica set and local
+ * state, committed to the store's record through svol_set_state under
+ * mu, so commits are in order), the bitmaps, lost and the resync fields
+ * that are not atomic; it is held across a bitmap's sync, so a bitmap is
+ * never closed under a writer. rmu guards the list of writes in flight;
+ * rcv is broadcast when one ends. size is rec.size for lock-free reads;
+ * it changes only in mirror_volume_resize, under mu.
+ *
+ * Life: the volume layer holds one reference, the registry another, every
+ * queued or running job and every peer request being served one more. The
+ * last one closes the bitmaps and lets go of the svol; nothing ever joins
+ * a thread to free a volume. */
 struct mvol {
     struct mirror *m;
+    struct svol *sv;
+    struct policing *pc;
+    uint32_t vid;
+    const char *name; /* svol_name(sv), immutable */
+    atomic_uint refs;
+    atomic_bool gone; /* detached: deleted, or the node stops */
+    _Atomic uint64_t size;
     pthread_mutex_t mu;
+    struct store_volume rec;
     struct bitmap *dirty[STORE_REPLICAS_MAX];
     uint32_t dirty_node[STORE_REPLICAS_MAX];
     size_t ndirty;
@@ -59,28 +107,61 @@ struct mvol {
     pthread_mutex_t rmu;
     pthread_cond_t rcv;
     struct inflight *inflight;
-    bool resyncing;
-    pthread_t resync_thread;
+    bool resyncing;          /* queued or running */
+    unsigned resync_backoff; /* ms before the next attempt after a failed one */
     atomic_uint_fast64_t resync_done, resync_total;
     struct timespec resync_started;
     /* Regions a departed writer may have left unequal (see reconcile
-     * below): a bit each, guarded by mu; nlost counts them, so the write
-     * path looks no further while it is 0. */
+     * below): a bit each for nregions(size), guarded by mu; nlost counts
+     * them, so the write path looks no further while it is 0. */
     uint64_t *lost;
     atomic_uint_fast64_t nlost;
-    bool reconciling;
-    pthread_t reconcile_thread;
+    bool reconciling; /* queued or running */
 };
 
 /* Regions a departed writer may have left unequal (defined further on). */
-static uint64_t lost_first(struct volume *v, uint64_t first, uint64_t last);
-static void lost_set(struct volume *v, uint64_t r, bool on);
+static uint64_t lost_first(struct mvol *v, uint64_t first, uint64_t last);
+static void lost_set(struct mvol *v, uint64_t r, bool on);
 static bool lost_test(const struct mvol *mv, uint64_t r);
-static int reconcile_lost(struct volume *v, uint64_t first, uint64_t last);
-static int reconcile_region(struct volume *v, uint64_t r);
-static void consider_reconcile(struct volume *v);
+static int reconcile_lost(struct mvol *v, uint64_t first, uint64_t last);
+static int reconcile_region(struct mvol *v, uint64_t r);
+static void consider_reconcile(struct mvol *v);
+/* Worker jobs and the registry (defined with the life cycle). */
+static int queue_job(struct mvol *v, void (*fn)(struct mvol *v));
+static void each_volume(struct mirror *m, void (*fn)(struct mvol *v));
+static struct mvol *reg_get(struct mirror *m, uint32_t vid);
 
 /* ---- small helpers ------------------------------------------------------ */
+
+static uint64_t vsize(const struct mvol *v)
+{
+    return atomic_load_explicit(&v->size, memory_order_acquire);
+}
+
+/* With mu held: commits rec's replica set and local state to the store. */
+static int commit(struct mvol *v)
+{
+    return svol_set_state(v->sv, v->rec.replicas, v->rec.nreplicas, v->rec.local);
+}
+
+static void mvol_ref(struct mvol *v)
+{
+    atomic_fetch_add(&v->refs, 1);
+}
+
+static void mvol_unref(struct mvol *v)
+{
+    if (atomic_fetch_sub(&v->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < v->ndirty; i++)
+        bitmap_close(v->dirty[i]);
+    free(v->lost);
+    pthread_cond_destroy(&v->rcv);
+    pthread_mutex_destroy(&v->rmu);
+    pthread_mutex_destroy(&v->mu);
+    svol_unref(v->sv);
+    free(v);
+}
 
 static uint64_t nregions(struct mirror *m, uint64_t size)
 {
@@ -100,28 +181,27 @@ static const char *local_name(uint8_t local)
 }
 
 /* With mv->mu held: whether this node's copy may serve reads. */
-static void update_serve_local(struct volume *v)
+static void update_serve_local(struct mvol *v)
 {
-    bool ok =
-        replica_get(&v->rec, v->mirror->self) == REPLICA_CURRENT && v->rec.local == STORE_LOCAL_OK;
-    atomic_store(&v->mv->serve_local, ok);
+    bool ok = replica_get(&v->rec, v->m->self) == REPLICA_CURRENT && v->rec.local == STORE_LOCAL_OK;
+    atomic_store(&v->serve_local, ok);
 }
 
 /* ---- dirty bitmaps ---------------------------------------------------- */
 
 /* With mv->mu held: node's bitmap, opened (or created) on first use. */
-static struct bitmap *dirty_for(struct volume *v, uint32_t node)
+static struct bitmap *dirty_for(struct mvol *v, uint32_t node)
 {
-    struct mvol *mv = v->mv;
+    struct mvol *mv = v;
     for (size_t i = 0; i < mv->ndirty; i++)
         if (mv->dirty_node[i] == node)
             return mv->dirty[i];
-    if (mv->ndirty == STORE_REPLICAS_MAX)
-        return NULL;
+    if (mv->ndirty == STORE_REPLICAS_MAX || atomic_load(&v->gone))
+        return NULL; /* a deleted volume's bitmaps are not created again */
     char path[PATH_MAX];
-    store_bitmap_path(v->mirror->p.store, v->rec.uuid, node, path, sizeof path);
+    store_bitmap_path(v->m->p.store, svol_uuid(v->sv), node, path, sizeof path);
     struct bitmap *b;
-    if (bitmap_open(path, nregions(v->mirror, v->rec.size), v->mirror->rs_shift, &b) < 0)
+    if (bitmap_open(path, nregions(v->m, vsize(v)), v->m->rs_shift, &b) < 0)
         return NULL;
     mv->dirty[mv->ndirty] = b;
     mv->dirty_node[mv->ndirty++] = node;
@@ -129,15 +209,15 @@ static struct bitmap *dirty_for(struct volume *v, uint32_t node)
 }
 
 /* With mv->mu held: node is current again, its bitmap goes. */
-static void dirty_drop(struct volume *v, uint32_t node)
+static void dirty_drop(struct mvol *v, uint32_t node)
 {
-    struct mvol *mv = v->mv;
+    struct mvol *mv = v;
     for (size_t i = 0; i < mv->ndirty; i++) {
         if (mv->dirty_node[i] != node)
             continue;
         if (bitmap_remove(mv->dirty[i]) < 0)
             qb_log(LOG_WARNING, "volume \"%s\": node %u: its dirty bitmap could not be removed",
-                   v->rec.name, node);
+                   v->name, node);
         mv->ndirty--;
         mv->dirty[i] = mv->dirty[mv->ndirty];
         mv->dirty_node[i] = mv->dirty_node[mv->ndirty];
@@ -146,11 +226,11 @@ static void dirty_drop(struct volume *v, uint32_t node)
 }
 
 /* With mv->mu held: records regions first..last dirty for node, durably. */
-static int mark_dirty(struct volume *v, uint32_t node, uint64_t first, uint64_t last)
+static int mark_dirty(struct mvol *v, uint32_t node, uint64_t first, uint64_t last)
 {
     struct bitmap *b = dirty_for(v, node);
     if (!b) {
-        qb_log(LOG_ERR, "volume \"%s\": node %u: no dirty bitmap: refusing the write", v->rec.name,
+        qb_log(LOG_ERR, "volume \"%s\": node %u: no dirty bitmap: refusing the write", v->name,
                node);
         return -EIO;
     }
@@ -161,18 +241,18 @@ static int mark_dirty(struct volume *v, uint32_t node, uint64_t first, uint64_t 
     if (r > 0)
         r = bitmap_sync(b);
     if (r < 0)
-        qb_log(LOG_ERR, "volume \"%s\": node %u: recording dirty regions: %s", v->rec.name, node,
+        qb_log(LOG_ERR, "volume \"%s\": node %u: recording dirty regions: %s", v->name, node,
                strerror(-r));
     return r < 0 ? r : 0;
 }
 
 /* With mv->mu held: a write to first..last is applied here; every outdated
  * replica must get it later. Only a copy that holds the data records it. */
-static int mark_outdated_peers(struct volume *v, uint64_t first, uint64_t last)
+static int mark_outdated_peers(struct mvol *v, uint64_t first, uint64_t last)
 {
     for (uint32_t i = 0; i < v->rec.nreplicas; i++) {
         const struct store_replica *r = &v->rec.replicas[i];
-        if (r->state != REPLICA_OUTDATED || r->node == v->mirror->self)
+        if (r->state != REPLICA_OUTDATED || r->node == v->m->self)
             continue;
         int e = mark_dirty(v, r->node, first, last);
         if (e < 0)
@@ -230,12 +310,12 @@ struct plan {
     struct mlink_op ops[STORE_REPLICAS_MAX];
 };
 
-static int plan_write(struct volume *v, uint64_t first, uint64_t last, struct plan *pl)
+static int plan_write(struct mvol *v, uint64_t first, uint64_t last, struct plan *pl)
 {
-    struct mirror *m = v->mirror;
+    struct mirror *m = v->m;
     pl->local = false;
     pl->n = 0;
-    pthread_mutex_lock(&v->mv->mu);
+    pthread_mutex_lock(&v->mu);
     for (uint32_t i = 0; i < v->rec.nreplicas; i++) {
         const struct store_replica *r = &v->rec.replicas[i];
         bool gets = r->state == REPLICA_CURRENT || r->state == REPLICA_SYNCING;
@@ -245,39 +325,42 @@ static int plan_write(struct volume *v, uint64_t first, uint64_t last, struct pl
             pl->ops[pl->n++] = (struct mlink_op){.peer = r->node};
     }
     int e = pl->local && first <= last ? mark_outdated_peers(v, first, last) : 0;
-    pthread_mutex_unlock(&v->mv->mu);
+    pthread_mutex_unlock(&v->mu);
     return e;
 }
 
 /* Records this node's copy as failed (it serves nothing until replaced);
  * a record that can't be persisted is logged. */
-static void set_local_failed(struct volume *v)
+static void set_local_failed(struct mvol *v)
 {
-    pthread_mutex_lock(&v->mv->mu);
+    pthread_mutex_lock(&v->mu);
     v->rec.local = STORE_LOCAL_FAILED;
     update_serve_local(v);
-    int r = volume_update_record(v);
-    pthread_mutex_unlock(&v->mv->mu);
+    int r = commit(v);
+    pthread_mutex_unlock(&v->mu);
     if (r < 0)
-        qb_log(LOG_ERR, "volume \"%s\": recording its failed local copy: %s", v->rec.name,
+        qb_log(LOG_ERR, "volume \"%s\": recording its failed local copy: %s", v->name,
                strerror(-r));
 }
 
 /* This node's copy failed an I/O: it is failed until replaced. */
-static void local_failed(struct volume *v, int err, uint64_t first, uint64_t last)
+static void local_failed(struct mvol *v, int err, uint64_t first, uint64_t last)
 {
     qb_log(LOG_ERR, "volume \"%s\": local replica failed (%s): outdated, I/O goes on at peers",
-           v->rec.name, strerror(-err));
+           v->name, strerror(-err));
     set_local_failed(v);
-    policing_replica_change(v->pc, v->vid, v->mirror->self, REPLICA_OUTDATED, first, last, true);
+    int r = policing_replica_change(v->pc, v->vid, v->m->self, REPLICA_OUTDATED, first, last, true);
+    if (r < 0)
+        qb_log(LOG_ERR, "volume \"%s\": its failed local copy is not known as outdated yet: %s",
+               v->name, strerror(-r));
 }
 
 /* Whether node's replica of v no longer takes writes (outdated or gone). */
-static bool outdated(struct volume *v, uint32_t node)
+static bool outdated(struct mvol *v, uint32_t node)
 {
-    pthread_mutex_lock(&v->mv->mu);
+    pthread_mutex_lock(&v->mu);
     enum replica_state s = replica_get(&v->rec, node);
-    pthread_mutex_unlock(&v->mv->mu);
+    pthread_mutex_unlock(&v->mu);
     return s != REPLICA_CURRENT && s != REPLICA_SYNCING;
 }
 
@@ -285,7 +368,7 @@ static bool outdated(struct volume *v, uint32_t node)
  * missed, by an agreed message applied here before the write is
  * acknowledged; a peer the cluster refused to outdate fails the write.
  * Returns how many applied it. */
-static int settle(struct volume *v, struct plan *pl, uint64_t first, uint64_t last, int *err)
+static int settle(struct mvol *v, struct plan *pl, uint64_t first, uint64_t last, int *err)
 {
     int ok = 0;
     for (size_t i = 0; i < pl->n; i++) {
@@ -294,8 +377,8 @@ static int settle(struct volume *v, struct plan *pl, uint64_t first, uint64_t la
             ok++;
             continue;
         }
-        qb_log(LOG_WARNING, "volume \"%s\": region %llu: node %u: %s: marking it outdated",
-               v->rec.name, (unsigned long long)first, op->peer, strerror(-op->result));
+        qb_log(LOG_WARNING, "volume \"%s\": region %llu: node %u: %s: marking it outdated", v->name,
+               (unsigned long long)first, op->peer, strerror(-op->result));
         int r =
             policing_replica_change(v->pc, v->vid, op->peer, REPLICA_OUTDATED, first, last, true);
         if (r == 0 && !outdated(v, op->peer))
@@ -308,35 +391,36 @@ static int settle(struct volume *v, struct plan *pl, uint64_t first, uint64_t la
     return ok;
 }
 
-typedef int (*local_fn)(struct volume *v, const void *buf, uint32_t count, uint64_t offset,
+typedef int (*local_fn)(struct mvol *v, const void *buf, uint32_t count, uint64_t offset,
                         unsigned flags);
 
-static int local_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset,
+static int local_write(struct mvol *v, const void *buf, uint32_t count, uint64_t offset,
                        unsigned flags)
 {
-    return volume_local_write(v, buf, count, offset, flags & NBD_IO_FUA);
+    return svol_write(v->sv, buf, count, offset, flags & SVOL_FUA);
 }
 
-static int local_zero(struct volume *v, const void *buf, uint32_t count, uint64_t offset,
+static int local_zero(struct mvol *v, const void *buf, uint32_t count, uint64_t offset,
                       unsigned flags)
 {
     (void)buf;
-    return volume_local_zero(v, count, offset, flags);
+    return svol_zero(v->sv, count, offset, flags & ~SVOL_NOWAIT);
 }
 
 /* One replicated write, from its range lock to its result. The peers'
  * copies and the local one go out together; finish_write settles. */
 struct rwrite {
-    struct volume *v;
+    struct mvol *v;
     struct inflight x;
     uint64_t first, last;
     uint32_t wire_flags; /* added to every copy's */
     struct plan pl;
     struct mlink_wait w;
-    int err;             /* from planning: nothing was sent */
-    int applied;         /* copies that took it, this node's included */
-    bool local_done;     /* this node's copy took it */
-    struct nbd_async *a; /* asynchronous: told the result */
+    int err;                /* from planning: nothing was sent */
+    int applied;            /* copies that took it, this node's included */
+    bool local_done;        /* this node's copy took it */
+    struct mirror_async *a; /* asynchronous: told the result */
+    struct rwrite *next;    /* in the settler's queue */
 };
 
 /* Plans w (range lock held) and sends it to the peers and the local copy;
@@ -345,11 +429,11 @@ static void start_write(struct rwrite *w, enum mwire_type type, const void *buf,
                         uint64_t offset, unsigned flags, local_fn local,
                         void (*done)(struct mlink_wait *))
 {
-    struct volume *v = w->v;
+    struct mvol *v = w->v;
     w->err = plan_write(v, w->first, w->last, &w->pl);
     w->applied = 0;
-    uint32_t wflags = w->wire_flags | (flags & NBD_IO_FUA ? MW_F_FUA : 0) |
-                      (flags & NBD_IO_MAY_TRIM ? MW_F_MAY_TRIM : 0);
+    uint32_t wflags = w->wire_flags | (flags & SVOL_FUA ? MW_F_FUA : 0) |
+                      (flags & SVOL_MAY_TRIM ? MW_F_MAY_TRIM : 0);
     for (size_t i = 0; i < w->pl.n; i++) {
         struct mwire_header *h = &w->pl.ops[i].req;
         mwire_init(h, type, 0);
@@ -362,9 +446,9 @@ static void start_write(struct rwrite *w, enum mwire_type type, const void *buf,
     if (w->err < 0)
         w->pl.n = 0;
     if (done)
-        mlink_send_async(v->mirror->link, w->pl.ops, w->pl.n, &w->w, done);
+        mlink_send_async(v->m->link, w->pl.ops, w->pl.n, &w->w, done);
     else
-        mlink_send(v->mirror->link, w->pl.ops, w->pl.n, &w->w);
+        mlink_send(v->m->link, w->pl.ops, w->pl.n, &w->w);
     w->local_done = false;
     if (w->err == 0 && w->pl.local) {
         int r = local(v, buf, count, offset, flags);
@@ -379,12 +463,12 @@ static void start_write(struct rwrite *w, enum mwire_type type, const void *buf,
 /* Once every copy answered: settles failed peers. */
 static int settle_write(struct rwrite *w)
 {
-    struct volume *v = w->v;
+    struct mvol *v = w->v;
     int err = w->err;
     if (err == 0)
         w->applied += settle(v, &w->pl, w->first, w->last, &err);
     if (err == 0 && w->applied == 0) {
-        qb_log(LOG_ERR, "volume \"%s\": region %llu: no replica could take the write", v->rec.name,
+        qb_log(LOG_ERR, "volume \"%s\": region %llu: no replica could take the write", v->name,
                (unsigned long long)w->first);
         err = -EIO;
     }
@@ -392,9 +476,11 @@ static int settle_write(struct rwrite *w)
         /* This copy took a write the client is told failed, and that the
          * others may lack (a minority cut off): its own bitmap says so, and
          * when it resyncs, these regions come back from the current ones. */
-        pthread_mutex_lock(&v->mv->mu);
-        mark_dirty(v, v->mirror->self, w->first, w->last);
-        pthread_mutex_unlock(&v->mv->mu);
+        pthread_mutex_lock(&v->mu);
+        int r = mark_dirty(v, v->m->self, w->first, w->last);
+        pthread_mutex_unlock(&v->mu);
+        if (r < 0) /* it can't be told apart from the current copies any more */
+            local_failed(v, r, w->first, w->last);
     }
     return err;
 }
@@ -403,20 +489,20 @@ static int settle_write(struct rwrite *w)
 static int finish_write(struct rwrite *w)
 {
     int err = settle_write(w);
-    range_unlock(w->v->mv, &w->x);
+    range_unlock(w->v, &w->x);
     return err;
 }
 
-static void rwrite_init(struct rwrite *w, struct volume *v, uint32_t count, uint64_t offset)
+static void rwrite_init(struct rwrite *w, struct mvol *v, uint32_t count, uint64_t offset)
 {
-    unsigned shift = v->mirror->rs_shift;
+    unsigned shift = v->m->rs_shift;
     w->v = v;
     w->wire_flags = 0;
     w->first = offset >> shift;
     w->last = (offset + (count ? count - 1 : 0)) >> shift;
 }
 
-static int replicate(struct volume *v, enum mwire_type type, const void *buf, uint32_t count,
+static int replicate(struct mvol *v, enum mwire_type type, const void *buf, uint32_t count,
                      uint64_t offset, unsigned flags, local_fn local)
 {
     struct rwrite w;
@@ -424,7 +510,7 @@ static int replicate(struct volume *v, enum mwire_type type, const void *buf, ui
     int e = reconcile_lost(v, w.first, w.last);
     if (e < 0)
         return e;
-    range_lock(v->mv, &w.x, offset, count, true);
+    range_lock(v, &w.x, offset, count, true);
     start_write(&w, type, buf, count, offset, flags, local, NULL);
     mlink_wait(&w.w);
     return finish_write(&w);
@@ -438,40 +524,34 @@ static bool all_ok(const struct rwrite *w)
     return true;
 }
 
-static void *settle_main(void *arg)
+/* Settles w, on the settler or the link thread, and tells its caller. */
+static void settle_async(struct rwrite *w)
 {
-    struct rwrite *w = arg;
-    struct nbd_async *a = w->a;
+    struct mirror_async *a = w->a;
     int err = finish_write(w);
     free(w);
     a->done(a, err);
-    return NULL;
 }
+
+static void queue_settle(struct rwrite *w);
 
 /* Every copy of an asynchronous write answered, on the thread of the last
  * one. Settling a failed peer waits for the cluster: not on a link thread,
- * which must go on completing other writes. */
+ * which must go on completing other writes, but on the settler. */
 static void async_done(struct mlink_wait *mw)
 {
     struct rwrite *w = (struct rwrite *)((char *)mw - offsetof(struct rwrite, w));
-    if (!all_ok(w)) {
-        pthread_t t;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        int e = pthread_create(&t, &attr, settle_main, w);
-        pthread_attr_destroy(&attr);
-        if (e == 0)
-            return;
-    }
-    settle_main(w);
+    if (all_ok(w))
+        settle_async(w);
+    else
+        queue_settle(w);
 }
 
-/* The asynchronous write path (NBD_IO_NOWAIT with an nbd_async): -EAGAIN
+/* The asynchronous write path (SVOL_NOWAIT with a mirror_async): -EAGAIN
  * when an overlapping write of this node is in flight (nothing done), else
  * -EINPROGRESS and a->done gets the result. */
-static int replicate_async(struct volume *v, enum mwire_type type, const void *buf, uint32_t count,
-                           uint64_t offset, unsigned flags, local_fn local, struct nbd_async *a)
+static int replicate_async(struct mvol *v, enum mwire_type type, const void *buf, uint32_t count,
+                           uint64_t offset, unsigned flags, local_fn local, struct mirror_async *a)
 {
     struct rwrite *w = malloc(sizeof *w);
     if (!w)
@@ -479,34 +559,51 @@ static int replicate_async(struct volume *v, enum mwire_type type, const void *b
     rwrite_init(w, v, count, offset);
     w->a = a;
     if (lost_first(v, w->first, w->last) != UINT64_MAX ||
-        !range_lock(v->mv, &w->x, offset, count, false)) {
+        !range_lock(v, &w->x, offset, count, false)) {
         free(w);
         return -EAGAIN;
     }
-    start_write(w, type, buf, count, offset, flags & ~NBD_IO_NOWAIT, local, async_done);
+    start_write(w, type, buf, count, offset, flags & ~SVOL_NOWAIT, local, async_done);
     mlink_release(&w->w);
     return -EINPROGRESS;
 }
 
-int mirror_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset, unsigned flags,
-                 struct nbd_async *a)
+/* A write larger than the wire carries goes as several, one after the
+ * other (max_payload may be above MWIRE_IO_MAX). */
+static int replicate_split(struct mvol *v, const char *buf, uint32_t count, uint64_t offset,
+                           unsigned flags)
 {
+    for (uint32_t done = 0; done < count;) {
+        uint32_t n = count - done < MWIRE_IO_MAX ? count - done : MWIRE_IO_MAX;
+        int r = replicate(v, MW_WRITE, buf + done, n, offset + done, flags, local_write);
+        if (r < 0)
+            return r;
+        done += n;
+    }
+    return 0;
+}
+
+int mirror_write(struct mvol *v, const void *buf, uint32_t count, uint64_t offset, unsigned flags,
+                 struct mirror_async *a)
+{
+    if (count > MWIRE_IO_MAX)
+        return a ? -EAGAIN : replicate_split(v, buf, count, offset, flags);
     if (a)
         return replicate_async(v, MW_WRITE, buf, count, offset, flags, local_write, a);
     return replicate(v, MW_WRITE, buf, count, offset, flags, local_write);
 }
 
-int mirror_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned flags,
-                struct nbd_async *a)
+int mirror_zero(struct mvol *v, uint32_t count, uint64_t offset, unsigned flags,
+                struct mirror_async *a)
 {
     if (a)
         return replicate_async(v, MW_ZERO, NULL, count, offset, flags, local_zero, a);
     return replicate(v, MW_ZERO, NULL, count, offset, flags, local_zero);
 }
 
-int mirror_flush(struct volume *v)
+int mirror_flush(struct mvol *v)
 {
-    struct mirror *m = v->mirror;
+    struct mirror *m = v->m;
     struct plan pl;
     plan_write(v, 1, 0, &pl);
     for (size_t i = 0; i < pl.n; i++) {
@@ -517,16 +614,16 @@ int mirror_flush(struct volume *v)
     mlink_send(m->link, pl.ops, pl.n, &w);
     int applied = 0, err = 0;
     if (pl.local) {
-        int r = volume_local_sync(v);
+        int r = svol_sync(v->sv);
         if (r == 0)
             applied++;
         else
-            local_failed(v, r, 0, nregions(m, v->rec.size) - 1);
+            local_failed(v, r, 0, nregions(m, vsize(v)) - 1);
     }
     mlink_wait(&w);
     /* A peer that failed a flush may have lost any write since the last
      * one: all of it is dirty for it. */
-    applied += settle(v, &pl, 0, nregions(m, v->rec.size) - 1, &err);
+    applied += settle(v, &pl, 0, nregions(m, vsize(v)) - 1, &err);
     return err < 0 ? err : applied > 0 ? 0 : -EIO;
 }
 
@@ -542,28 +639,27 @@ void mirror_gather_end(void)
 
 /* ---- reads ---------------------------------------------------------------- */
 
-bool mirror_local_current(struct volume *v)
+bool mirror_local_current(struct mvol *v)
 {
-    return atomic_load(&v->mv->serve_local);
+    return atomic_load(&v->serve_local);
 }
 
 /* The peers whose copy of v is current, into peers; how many. */
-static size_t current_peers(struct volume *v, uint32_t peers[STORE_REPLICAS_MAX])
+static size_t current_peers(struct mvol *v, uint32_t peers[STORE_REPLICAS_MAX])
 {
     size_t n = 0;
-    pthread_mutex_lock(&v->mv->mu);
+    pthread_mutex_lock(&v->mu);
     for (uint32_t i = 0; i < v->rec.nreplicas; i++)
-        if (v->rec.replicas[i].state == REPLICA_CURRENT &&
-            v->rec.replicas[i].node != v->mirror->self)
+        if (v->rec.replicas[i].state == REPLICA_CURRENT && v->rec.replicas[i].node != v->m->self)
             peers[n++] = v->rec.replicas[i].node;
-    pthread_mutex_unlock(&v->mv->mu);
+    pthread_mutex_unlock(&v->mu);
     return n;
 }
 
 /* Reads from the first current peer that answers. */
-static int read_peer(struct volume *v, void *buf, uint32_t count, uint64_t offset)
+static int read_peer(struct mvol *v, void *buf, uint32_t count, uint64_t offset)
 {
-    struct mirror *m = v->mirror;
+    struct mirror *m = v->m;
     uint32_t peers[STORE_REPLICAS_MAX];
     size_t n = current_peers(v, peers);
     int r = -EIO;
@@ -579,11 +675,11 @@ static int read_peer(struct volume *v, void *buf, uint32_t count, uint64_t offse
         r = op.result < 0 ? op.result : -EIO;
     }
     if (n == 0)
-        qb_log(LOG_WARNING, "volume \"%s\": no current replica to read from", v->rec.name);
+        qb_log(LOG_WARNING, "volume \"%s\": no current replica to read from", v->name);
     return r;
 }
 
-int mirror_read(struct volume *v, void *buf, uint32_t count, uint64_t offset)
+int mirror_read(struct mvol *v, void *buf, uint32_t count, uint64_t offset)
 {
     char *p = buf;
     while (count > 0) {
@@ -601,78 +697,78 @@ int mirror_read(struct volume *v, void *buf, uint32_t count, uint64_t offset)
 /* ---- serving peers ---------------------------------------------------------- */
 
 /* Whether this copy takes writes from peers (current or syncing, whole). */
-static int accepts_writes(struct volume *v)
+static int accepts_writes(struct mvol *v)
 {
-    enum replica_state s = replica_get(&v->rec, v->mirror->self);
+    enum replica_state s = replica_get(&v->rec, v->m->self);
     if (v->rec.local == STORE_LOCAL_FAILED)
         return -EIO;
     return s == REPLICA_CURRENT || s == REPLICA_SYNCING ? 0 : -ESTALE;
 }
 
-static bool in_bounds(struct volume *v, const struct mwire_header *h)
+static bool in_bounds(struct mvol *v, const struct mwire_header *h)
 {
-    return h->offset <= v->rec.size && h->length <= v->rec.size - h->offset;
+    return h->offset <= vsize(v) && h->length <= vsize(v) - h->offset;
 }
 
-static int apply_write(struct volume *v, struct mlink_call *c, uint64_t first, uint64_t last);
+static int apply_write(struct mvol *v, struct mlink_call *c, uint64_t first, uint64_t last);
 
-static int serve_write(struct volume *v, struct mlink_call *c)
+static int serve_write(struct mvol *v, struct mlink_call *c)
 {
     const struct mwire_header *h = c->req;
     if (!in_bounds(v, h))
         return -ENOSPC;
-    struct mirror *m = v->mirror;
+    struct mirror *m = v->m;
     uint64_t first = h->offset >> m->rs_shift,
              last = (h->offset + (h->length ? h->length - 1 : 0)) >> m->rs_shift;
-    pthread_mutex_lock(&v->mv->mu);
+    pthread_mutex_lock(&v->mu);
     int r = accepts_writes(v);
     if (r == 0)
         r = mark_outdated_peers(v, first, last);
-    pthread_mutex_unlock(&v->mv->mu);
+    pthread_mutex_unlock(&v->mu);
     if (r < 0)
         return r;
     return apply_write(v, c, first, last);
 }
 
 /* Applies a peer's write here. */
-static int apply_write(struct volume *v, struct mlink_call *c, uint64_t first, uint64_t last)
+static int apply_write(struct mvol *v, struct mlink_call *c, uint64_t first, uint64_t last)
 {
     const struct mwire_header *h = c->req;
-    if (v->mirror->p.sync_received && mlink_reply(c, 0, NULL, 0) < 0)
+    if (v->m->p.sync_received && mlink_reply(c, 0, NULL, 0) < 0)
         return 0;
     unsigned flags =
-        (h->flags & MW_F_FUA ? NBD_IO_FUA : 0) | (h->flags & MW_F_MAY_TRIM ? NBD_IO_MAY_TRIM : 0);
+        (h->flags & MW_F_FUA ? SVOL_FUA : 0) | (h->flags & MW_F_MAY_TRIM ? SVOL_MAY_TRIM : 0);
     int r = h->type == MW_WRITE
-                ? volume_local_write(v, c->payload, h->length, h->offset, flags & NBD_IO_FUA)
-                : volume_local_zero(v, h->length, h->offset, flags);
+                ? svol_write(v->sv, c->payload, h->length, h->offset, flags & SVOL_FUA)
+                : svol_zero(v->sv, h->length, h->offset, flags);
     if (r == 0 && (h->flags & MW_F_RECONCILE)) {
-        pthread_mutex_lock(&v->mv->mu);
+        pthread_mutex_lock(&v->mu);
         for (uint64_t i = first; i <= last; i++)
             lost_set(v, i, false);
-        pthread_mutex_unlock(&v->mv->mu);
+        pthread_mutex_unlock(&v->mu);
     }
     if (r < 0) {
-        qb_log(LOG_ERR, "volume \"%s\": applying node %u's write: %s", v->rec.name, c->peer,
+        qb_log(LOG_ERR, "volume \"%s\": applying node %u's write: %s", v->name, c->peer,
                strerror(-r));
         set_local_failed(v);
     }
     return r;
 }
 
-static int serve_read(struct volume *v, struct mlink_call *c)
+static int serve_read(struct mvol *v, struct mlink_call *c)
 {
     const struct mwire_header *h = c->req;
     void *buf = malloc(h->length ? h->length : 1);
     if (!buf)
         return -ENOMEM;
-    int r = volume_local_read(v, buf, h->length, h->offset);
+    int r = svol_read(v->sv, buf, h->length, h->offset, 0);
     if (r == 0)
         r = mlink_reply(c, 0, buf, h->length);
     free(buf);
     return r;
 }
 
-static int serve_csum(struct volume *v, struct mlink_call *c)
+static int serve_csum(struct mvol *v, struct mlink_call *c)
 {
     const struct mwire_header *h = c->req;
     uint32_t size = mwire_csum_reply_size(h->length);
@@ -683,7 +779,7 @@ static int serve_csum(struct volume *v, struct mlink_call *c)
         uint64_t off = (uint64_t)i * MWIRE_CSUM_CHUNK;
         uint32_t n =
             h->length - off < MWIRE_CSUM_CHUNK ? (uint32_t)(h->length - off) : MWIRE_CSUM_CHUNK;
-        r = volume_local_read(v, buf, n, h->offset + off);
+        r = svol_read(v->sv, buf, n, h->offset + off, 0);
         if (r == 0)
             sums[i] = mwire_csum64(buf, n);
     }
@@ -696,9 +792,9 @@ static int serve_csum(struct volume *v, struct mlink_call *c)
 
 /* A peer's read or checksum: only a current, whole copy answers, or a peer
  * would take stale data for the volume's. */
-static int serve_from_copy(struct volume *v, struct mlink_call *c)
+static int serve_from_copy(struct mvol *v, struct mlink_call *c)
 {
-    if (!atomic_load(&v->mv->serve_local))
+    if (!atomic_load(&v->serve_local))
         return -ESTALE;
     if (!in_bounds(v, c->req))
         return -EINVAL;
@@ -707,12 +803,12 @@ static int serve_from_copy(struct volume *v, struct mlink_call *c)
 
 /* A syncing peer asks what it missed: once this node has seen it syncing,
  * every write that left it out is in the bitmap. */
-static int serve_dirty(struct volume *v, struct mlink_call *c)
+static int serve_dirty(struct mvol *v, struct mlink_call *c)
 {
     uint32_t node = c->req->arg;
-    pthread_mutex_lock(&v->mv->mu);
+    pthread_mutex_lock(&v->mu);
     int r = replica_get(&v->rec, node) == REPLICA_SYNCING ? 0 : -EAGAIN;
-    if (r == 0 && replica_get(&v->rec, v->mirror->self) != REPLICA_CURRENT)
+    if (r == 0 && replica_get(&v->rec, v->m->self) != REPLICA_CURRENT)
         r = -ESTALE;
     void *buf = NULL;
     size_t len = 0;
@@ -720,7 +816,7 @@ static int serve_dirty(struct volume *v, struct mlink_call *c)
         struct bitmap *b = dirty_for(v, node);
         r = b ? bitmap_export(b, &buf, &len) : -EIO;
     }
-    pthread_mutex_unlock(&v->mv->mu);
+    pthread_mutex_unlock(&v->mu);
     if (r == 0 && len > MWIRE_IO_MAX)
         r = -EFBIG;
     if (r == 0)
@@ -729,17 +825,14 @@ static int serve_dirty(struct volume *v, struct mlink_call *c)
     return r;
 }
 
-static int serve_volume(struct volume *v, void *arg)
+static int serve_volume(struct mvol *v, struct mlink_call *c)
 {
-    struct mlink_call *c = arg;
-    if (!v->mv)
-        return -ESTALE;
     switch (c->req->type) {
     case MW_WRITE:
     case MW_ZERO:
         return serve_write(v, c);
     case MW_FLUSH:
-        return volume_local_sync(v);
+        return svol_sync(v->sv);
     case MW_READ:
     case MW_CSUM:
         return serve_from_copy(v, c);
@@ -752,34 +845,37 @@ static int serve_volume(struct volume *v, void *arg)
 
 static int serve(void *ctx, struct mlink_call *c)
 {
-    struct mirror *m = ctx;
-    int r = volumes_with(m->p.vols, c->req->volume, serve_volume, c);
-    return r == -ENOENT ? -ESTALE : r;
+    struct mvol *v = reg_get(ctx, c->req->volume);
+    if (!v)
+        return -ESTALE;
+    int r = serve_volume(v, c);
+    mvol_unref(v);
+    return r;
 }
 
 /* ---- the agreed table ------------------------------------------------------ */
 
-int mirror_replica_request(struct volume *v, uint32_t from, uint32_t node, uint8_t state,
+int mirror_replica_request(struct mvol *v, uint32_t from, uint32_t node, uint8_t state,
                            uint64_t first, uint64_t last)
 {
-    pthread_mutex_lock(&v->mv->mu);
+    pthread_mutex_lock(&v->mu);
     bool refused =
         state == REPLICA_OUTDATED && from != node && replica_get(&v->rec, from) != REPLICA_CURRENT;
-    pthread_mutex_unlock(&v->mv->mu);
+    pthread_mutex_unlock(&v->mu);
     if (refused) {
         qb_log(LOG_WARNING,
-               "volume \"%s\": node %u may not outdate node %u: its copy is not current",
-               v->rec.name, from, node);
+               "volume \"%s\": node %u may not outdate node %u: its copy is not current", v->name,
+               from, node);
         return 0;
     }
     return mirror_replica_apply(v, node, state, first, last);
 }
 
-int mirror_replica_apply(struct volume *v, uint32_t node, uint8_t state, uint64_t first,
+int mirror_replica_apply(struct mvol *v, uint32_t node, uint8_t state, uint64_t first,
                          uint64_t last)
 {
-    struct mirror *m = v->mirror;
-    pthread_mutex_lock(&v->mv->mu);
+    struct mirror *m = v->m;
+    pthread_mutex_lock(&v->mu);
     bool changed = replica_apply(&v->rec, node, state);
     enum replica_state self = replica_get(&v->rec, m->self);
     int r = 0;
@@ -789,27 +885,27 @@ int mirror_replica_apply(struct volume *v, uint32_t node, uint8_t state, uint64_
         dirty_drop(v, node);
     if (changed) {
         update_serve_local(v);
-        if (volume_update_record(v) < 0)
+        if (commit(v) < 0)
             r = -EIO;
-        qb_log(LOG_INFO, "volume \"%s\": replica on node %u is %s", v->rec.name, node,
+        qb_log(LOG_INFO, "volume \"%s\": replica on node %u is %s", v->name, node,
                replica_state_name(state));
     }
-    pthread_mutex_unlock(&v->mv->mu);
+    pthread_mutex_unlock(&v->mu);
     return r < 0 ? r : changed;
 }
 
-void mirror_replicas_copy(struct volume *v, struct store_replica *out, uint32_t *n)
+void mirror_replicas_copy(struct mvol *v, struct store_replica *out, uint32_t *n)
 {
-    pthread_mutex_lock(&v->mv->mu);
+    pthread_mutex_lock(&v->mu);
     *n = v->rec.nreplicas;
     memcpy(out, v->rec.replicas, sizeof v->rec.replicas);
-    pthread_mutex_unlock(&v->mv->mu);
+    pthread_mutex_unlock(&v->mu);
 }
 
-int mirror_replicas_load(struct volume *v, const struct store_replica *r, uint32_t n)
+int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t n)
 {
-    struct mirror *m = v->mirror;
-    pthread_mutex_lock(&v->mv->mu);
+    struct mirror *m = v->m;
+    pthread_mutex_lock(&v->mu);
     bool same = n == v->rec.nreplicas && memcmp(r, v->rec.replicas, n * sizeof *r) == 0;
     int e = 0;
     if (!same) {
@@ -819,58 +915,63 @@ int mirror_replicas_load(struct volume *v, const struct store_replica *r, uint32
             uint32_t node = v->rec.replicas[i].node;
             if (node == m->self)
                 continue;
-            if (v->rec.replicas[i].state == REPLICA_OUTDATED)
-                dirty_for(v, node);
+            if (v->rec.replicas[i].state == REPLICA_OUTDATED && !dirty_for(v, node))
+                e = -EIO; /* writes refuse to go on without it (mark_dirty) */
             else if (v->rec.replicas[i].state == REPLICA_CURRENT)
                 dirty_drop(v, node);
         }
         update_serve_local(v);
-        e = volume_update_record(v);
+        int c = commit(v);
+        e = e < 0 ? e : c;
     }
-    pthread_mutex_unlock(&v->mv->mu);
+    pthread_mutex_unlock(&v->mu);
     return e;
 }
 
-int mirror_node_left(struct volume *v, uint32_t node, const struct pol_key *lost, size_t nlost)
+int mirror_node_left(struct mvol *v, uint32_t node, const struct pol_key *lost, size_t nlost)
 {
-    mlink_drop(v->mirror->link, node);
+    mlink_drop(v->m->link, node);
     int changed = mirror_replica_apply(v, node, REPLICA_OUTDATED, 1, 0);
-    pthread_mutex_lock(&v->mv->mu);
-    enum replica_state self = replica_get(&v->rec, v->mirror->self);
+    pthread_mutex_lock(&v->mu);
+    enum replica_state self = replica_get(&v->rec, v->m->self);
     bool holds = self == REPLICA_CURRENT || self == REPLICA_SYNCING;
     for (size_t i = 0; holds && i < nlost; i++) {
         if (lost[i].volume != v->vid)
             continue;
         lost_set(v, lost[i].region, true);
-        if (replica_get(&v->rec, node) == REPLICA_OUTDATED)
-            mark_dirty(v, node, lost[i].region, lost[i].region);
+        if (replica_get(&v->rec, node) == REPLICA_OUTDATED &&
+            mark_dirty(v, node, lost[i].region, lost[i].region) < 0)
+            qb_log(LOG_ERR,
+                   "volume \"%s\": region %llu: node %u: its departure's region is not "
+                   "recorded dirty: verify the volume once it is back",
+                   v->name, (unsigned long long)lost[i].region, node);
     }
     consider_reconcile(v);
-    pthread_mutex_unlock(&v->mv->mu);
+    pthread_mutex_unlock(&v->mu);
     return changed;
 }
 
 /* ---- resync ------------------------------------------------------------------ */
 
-static bool still_syncing(struct volume *v)
+static bool still_syncing(struct mvol *v)
 {
-    pthread_mutex_lock(&v->mv->mu);
-    bool ok = replica_get(&v->rec, v->mirror->self) == REPLICA_SYNCING &&
+    pthread_mutex_lock(&v->mu);
+    bool ok = replica_get(&v->rec, v->m->self) == REPLICA_SYNCING &&
               v->rec.local != STORE_LOCAL_FAILED && !atomic_load(&v->gone);
-    pthread_mutex_unlock(&v->mv->mu);
-    return ok && !atomic_load(&v->mirror->stopping);
+    pthread_mutex_unlock(&v->mu);
+    return ok && !atomic_load(&v->m->stopping);
 }
 
 /* The union of the current peers' bitmaps for this node, into set. */
 /* Adds the regions this node wrote while its peers may have missed them
  * (settle_write) to set. */
-static int own_dirty(struct volume *v, uint64_t *set, size_t words)
+static int own_dirty(struct mvol *v, uint64_t *set, size_t words)
 {
-    struct mvol *mv = v->mv;
+    struct mvol *mv = v;
     int r = 0;
     pthread_mutex_lock(&mv->mu);
     for (size_t i = 0; i < mv->ndirty; i++) {
-        if (mv->dirty_node[i] != v->mirror->self)
+        if (mv->dirty_node[i] != v->m->self)
             continue;
         void *buf;
         size_t len;
@@ -884,9 +985,9 @@ static int own_dirty(struct volume *v, uint64_t *set, size_t words)
     return r;
 }
 
-static int fetch_dirty(struct volume *v, uint64_t *set, size_t words)
+static int fetch_dirty(struct mvol *v, uint64_t *set, size_t words)
 {
-    struct mirror *m = v->mirror;
+    struct mirror *m = v->m;
     uint32_t peers[STORE_REPLICAS_MAX];
     size_t n = current_peers(v, peers);
     if (n == 0)
@@ -914,45 +1015,45 @@ static int fetch_dirty(struct volume *v, uint64_t *set, size_t words)
     return r < 0 ? r : own_dirty(v, set, words);
 }
 
-static void throttle(struct volume *v)
+static void throttle(struct mvol *v)
 {
-    uint64_t rate = v->mirror->p.resync_rate;
+    uint64_t rate = v->m->p.resync_rate;
     if (rate == 0)
         return;
-    double ahead = (double)atomic_load(&v->mv->resync_done) / (double)rate -
-                   seconds_since(&v->mv->resync_started);
+    double ahead =
+        (double)atomic_load(&v->resync_done) / (double)rate - seconds_since(&v->resync_started);
     if (ahead > 0.001)
         poll(NULL, 0, (int)(ahead * 1000));
 }
 
 /* Copies region r from a current peer, holding its write priority and
  * keeping this node's own writes to it out meanwhile. */
-static int copy_region(struct volume *v, uint64_t r, void *buf)
+static int copy_region(struct mvol *v, uint64_t r, void *buf)
 {
-    struct mirror *m = v->mirror;
+    struct mirror *m = v->m;
     uint64_t off = r << m->rs_shift;
-    uint64_t len = v->rec.size - off < m->rs ? v->rec.size - off : m->rs;
+    uint64_t len = vsize(v) - off < m->rs ? vsize(v) - off : m->rs;
     struct pol_write w;
     int e = policing_write_begin(v->pc, v->vid, off, len, false, &w);
     if (e < 0)
         return e;
     struct inflight x;
-    range_lock(v->mv, &x, off, len, true);
-    pthread_mutex_lock(&v->mv->mu);
-    bool lost = lost_test(v->mv, r);
-    pthread_mutex_unlock(&v->mv->mu);
+    range_lock(v, &x, off, len, true);
+    pthread_mutex_lock(&v->mu);
+    bool lost = lost_test(v, r);
+    pthread_mutex_unlock(&v->mu);
     if (lost)
         e = reconcile_region(v, r); /* the current copies first agree */
     for (uint64_t done = 0; e == 0 && done < len;) {
         uint32_t n = len - done < COPY_CHUNK ? (uint32_t)(len - done) : COPY_CHUNK;
         e = read_peer(v, buf, n, off + done);
         if (e == 0)
-            e = volume_local_write(v, buf, n, off + done, false);
+            e = svol_write(v->sv, buf, n, off + done, 0);
         done += n;
         if (e == 0)
-            atomic_fetch_add(&v->mv->resync_done, n);
+            atomic_fetch_add(&v->resync_done, n);
     }
-    range_unlock(v->mv, &x);
+    range_unlock(v, &x);
     policing_write_end(v->pc, &w);
     return e;
 }
@@ -967,9 +1068,9 @@ static uint64_t popcount_words(const uint64_t *set, size_t words)
 
 /* Whether every current peer is linked: a syncing replica must get every
  * write, so it asks to be one only when they can all reach it. */
-static bool linked_to_current(struct volume *v)
+static bool linked_to_current(struct mvol *v)
 {
-    struct mirror *m = v->mirror;
+    struct mirror *m = v->m;
     uint32_t peers[STORE_REPLICAS_MAX];
     size_t n = current_peers(v, peers);
     for (size_t i = 0; i < n; i++)
@@ -979,14 +1080,14 @@ static bool linked_to_current(struct volume *v)
 }
 
 /* One attempt: syncing, the dirty set, the copy, current. */
-static int resync_once(struct volume *v)
+static int resync_once(struct mvol *v)
 {
-    struct mirror *m = v->mirror;
-    pthread_mutex_lock(&v->mv->mu);
+    struct mirror *m = v->m;
+    pthread_mutex_lock(&v->mu);
     enum replica_state s = replica_get(&v->rec, m->self);
     bool full = s == REPLICA_NONE || v->rec.local == STORE_LOCAL_REBUILD;
-    uint64_t size = v->rec.size;
-    pthread_mutex_unlock(&v->mv->mu);
+    uint64_t size = vsize(v);
+    pthread_mutex_unlock(&v->mu);
     if (s != REPLICA_SYNCING && !linked_to_current(v))
         return -ENOTCONN;
     int r = 0;
@@ -1007,11 +1108,11 @@ static int resync_once(struct volume *v)
     if (r == 0 && nr % 64)
         set[words - 1] &= (UINT64_C(1) << (nr % 64)) - 1;
     uint64_t count = r == 0 ? popcount_words(set, words) : 0;
-    atomic_store(&v->mv->resync_total, count << m->rs_shift);
-    atomic_store(&v->mv->resync_done, 0);
-    clock_gettime(CLOCK_MONOTONIC, &v->mv->resync_started);
+    atomic_store(&v->resync_total, count << m->rs_shift);
+    atomic_store(&v->resync_done, 0);
+    clock_gettime(CLOCK_MONOTONIC, &v->resync_started);
     if (r == 0)
-        qb_log(LOG_INFO, "volume \"%s\": resync: %llu of %llu regions to copy%s", v->rec.name,
+        qb_log(LOG_INFO, "volume \"%s\": resync: %llu of %llu regions to copy%s", v->name,
                (unsigned long long)count, (unsigned long long)nr, full ? " (full rebuild)" : "");
     for (uint64_t i = 0; r == 0 && i < nr; i++) {
         if (!(set[i / 64] & (UINT64_C(1) << (i % 64))))
@@ -1025,74 +1126,72 @@ static int resync_once(struct volume *v)
     free(set);
     free(buf);
     if (r == 0)
-        r = volume_local_sync(v);
+        r = svol_sync(v->sv);
     if (r == 0 && full) {
-        pthread_mutex_lock(&v->mv->mu);
+        pthread_mutex_lock(&v->mu);
         v->rec.local = STORE_LOCAL_OK;
-        r = volume_update_record(v);
-        pthread_mutex_unlock(&v->mv->mu);
+        r = commit(v);
+        pthread_mutex_unlock(&v->mu);
     }
     if (r == 0)
         r = policing_replica_change(v->pc, v->vid, m->self, REPLICA_CURRENT, 1, 0, true);
     if (r == 0)
-        qb_log(LOG_INFO, "volume \"%s\": resync done: %llu bytes copied in %.1f s", v->rec.name,
-               (unsigned long long)atomic_load(&v->mv->resync_done),
-               seconds_since(&v->mv->resync_started));
+        qb_log(LOG_INFO, "volume \"%s\": resync done: %llu bytes copied in %.1f s", v->name,
+               (unsigned long long)atomic_load(&v->resync_done), seconds_since(&v->resync_started));
     return r;
 }
 
 /* Whether this node's copy needs a resync it can do now. */
-static bool wants_resync(struct volume *v)
+static bool wants_resync(struct mvol *v)
 {
-    enum replica_state s = replica_get(&v->rec, v->mirror->self);
+    enum replica_state s = replica_get(&v->rec, v->m->self);
     return v->rec.local != STORE_LOCAL_FAILED && s != REPLICA_CURRENT && !atomic_load(&v->gone);
 }
 
-static void *resync_main(void *arg)
+/* One attempt, on a worker; a failed one goes back to the end of the
+ * queue after a pause, so a peer that cannot be reached holds no worker
+ * for good while other volumes wait. */
+static void resync_job(struct mvol *v)
 {
-    struct volume *v = arg;
-    for (unsigned backoff = 100; !atomic_load(&v->mirror->stopping);) {
-        pthread_mutex_lock(&v->mv->mu);
-        bool want = wants_resync(v);
-        pthread_mutex_unlock(&v->mv->mu);
-        if (!want || !policing_quorate(v->pc))
-            break;
-        int r = resync_once(v);
-        if (r == 0)
-            continue;
-        qb_log(LOG_WARNING, "volume \"%s\": resync stopped (%s): trying again", v->rec.name,
+    pthread_mutex_lock(&v->mu);
+    bool want = wants_resync(v) && !atomic_load(&v->m->stopping);
+    pthread_mutex_unlock(&v->mu);
+    int r = want && policing_quorate(v->pc) ? resync_once(v) : 0;
+    if (r < 0 && !atomic_load(&v->m->stopping) && !atomic_load(&v->gone)) {
+        qb_log(LOG_WARNING, "volume \"%s\": resync stopped (%s): trying again", v->name,
                strerror(-r));
-        poll(NULL, 0, (int)backoff);
-        backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+        unsigned pause = v->resync_backoff;
+        v->resync_backoff = pause * 2 > 2000 ? 2000 : pause * 2;
+        poll(NULL, 0, (int)pause);
+        if (queue_job(v, resync_job) == 0)
+            return;
     }
-    pthread_mutex_lock(&v->mv->mu);
-    v->mv->resyncing = false;
-    pthread_mutex_unlock(&v->mv->mu);
-    return NULL;
+    if (r == 0 && want) {
+        v->resync_backoff = 100;
+        if (queue_job(v, resync_job) == 0) /* current now, or more to do */
+            return;
+    }
+    pthread_mutex_lock(&v->mu);
+    v->resyncing = false;
+    pthread_mutex_unlock(&v->mu);
 }
 
-static void consider_resync(struct volume *v, void *arg)
+/* With mu held: queues v's resync unless one is queued or running. */
+static void consider_resync_locked(struct mvol *v)
 {
-    (void)arg;
-    struct mvol *mv = v->mv;
-    if (!mv)
-        return;
-    pthread_mutex_lock(&mv->mu);
     consider_reconcile(v);
-    if (!mv->resyncing && wants_resync(v)) {
-        if (mv->resync_thread) {
-            pthread_mutex_unlock(&mv->mu);
-            pthread_join(mv->resync_thread, NULL);
-            pthread_mutex_lock(&mv->mu);
-            mv->resync_thread = 0;
-        }
-        mv->resyncing = pthread_create(&mv->resync_thread, NULL, resync_main, v) == 0;
-        if (!mv->resyncing) {
-            mv->resync_thread = 0;
-            qb_log(LOG_ERR, "volume \"%s\": can't start its resync thread", v->rec.name);
-        }
-    }
-    pthread_mutex_unlock(&mv->mu);
+    if (v->resyncing || !wants_resync(v))
+        return;
+    v->resyncing = queue_job(v, resync_job) == 0;
+    if (!v->resyncing)
+        qb_log(LOG_ERR, "volume \"%s\": out of memory to queue its resync", v->name);
+}
+
+static void consider_resync(struct mvol *v)
+{
+    pthread_mutex_lock(&v->mu);
+    consider_resync_locked(v);
+    pthread_mutex_unlock(&v->mu);
 }
 
 static void refresh_peers(struct mirror *m)
@@ -1114,7 +1213,7 @@ static void refresh_peers(struct mirror *m)
     free(st);
     mlink_set_peers(m->link, peers, n);
     if (ready)
-        volumes_each(m->p.vols, consider_resync, NULL);
+        each_volume(m, consider_resync);
 }
 
 void mirror_changed(struct mirror *m)
@@ -1125,42 +1224,42 @@ void mirror_changed(struct mirror *m)
 
 /* ---- admin --------------------------------------------------------------------- */
 
-int mirror_replica_fail(struct volume *v)
+int mirror_replica_fail(struct mvol *v)
 {
-    pthread_mutex_lock(&v->mv->mu);
+    pthread_mutex_lock(&v->mu);
     v->rec.local = STORE_LOCAL_FAILED;
     update_serve_local(v);
-    int r = volume_update_record(v);
-    bool outdate = replica_get(&v->rec, v->mirror->self) != REPLICA_OUTDATED;
-    pthread_mutex_unlock(&v->mv->mu);
-    qb_log(LOG_WARNING, "volume \"%s\": local replica marked failed by the admin", v->rec.name);
+    int r = commit(v);
+    bool outdate = replica_get(&v->rec, v->m->self) != REPLICA_OUTDATED;
+    pthread_mutex_unlock(&v->mu);
+    qb_log(LOG_WARNING, "volume \"%s\": local replica marked failed by the admin", v->name);
     if (r == 0 && outdate)
-        r = policing_replica_change(v->pc, v->vid, v->mirror->self, REPLICA_OUTDATED, 1, 0, false);
+        r = policing_replica_change(v->pc, v->vid, v->m->self, REPLICA_OUTDATED, 1, 0, false);
     return r;
 }
 
-int mirror_replica_replace(struct volume *v)
+int mirror_replica_replace(struct mvol *v)
 {
-    pthread_mutex_lock(&v->mv->mu);
+    pthread_mutex_lock(&v->mu);
     v->rec.local = STORE_LOCAL_REBUILD;
     update_serve_local(v);
-    int r = volume_update_record(v);
-    enum replica_state s = replica_get(&v->rec, v->mirror->self);
-    pthread_mutex_unlock(&v->mv->mu);
+    int r = commit(v);
+    enum replica_state s = replica_get(&v->rec, v->m->self);
+    pthread_mutex_unlock(&v->mu);
     if (r == 0)
-        r = volume_local_wipe(v);
+        r = svol_wipe(v->sv);
     qb_log(LOG_WARNING, "volume \"%s\": local replica replaced: rebuilding it from the peers",
-           v->rec.name);
+           v->name);
     if (r == 0 && s == REPLICA_CURRENT)
-        r = policing_replica_change(v->pc, v->vid, v->mirror->self, REPLICA_OUTDATED, 1, 0, false);
+        r = policing_replica_change(v->pc, v->vid, v->m->self, REPLICA_OUTDATED, 1, 0, false);
     else if (r == 0)
-        consider_resync(v, NULL);
+        consider_resync(v);
     return r;
 }
 
-void mirror_volume_status(struct volume *v, struct mirror_volume_status *st)
+void mirror_volume_status(struct mvol *v, struct mirror_volume_status *st)
 {
-    struct mvol *mv = v->mv;
+    struct mvol *mv = v;
     *st = (struct mirror_volume_status){0};
     pthread_mutex_lock(&mv->mu);
     st->nreplicas = v->rec.nreplicas;
@@ -1169,7 +1268,7 @@ void mirror_volume_status(struct volume *v, struct mirror_volume_status *st)
         st->replicas[i].state = v->rec.replicas[i].state;
         for (size_t j = 0; j < mv->ndirty; j++)
             if (mv->dirty_node[j] == v->rec.replicas[i].node)
-                st->replicas[i].dirty_bytes = bitmap_count(mv->dirty[j]) << v->mirror->rs_shift;
+                st->replicas[i].dirty_bytes = bitmap_count(mv->dirty[j]) << v->m->rs_shift;
     }
     st->local = local_name(v->rec.local);
     st->resyncing = mv->resyncing;
@@ -1183,7 +1282,7 @@ void mirror_volume_status(struct volume *v, struct mirror_volume_status *st)
 /* ---- verify ------------------------------------------------------------------- */
 
 struct verify {
-    struct volume *v;
+    struct mvol *v;
     mirror_verify_fn done;
     void *arg;
 };
@@ -1191,11 +1290,11 @@ struct verify {
 /* Compares region r's checksums on this node and every current peer. */
 /* Whether the current peers' CRC-64s of region r differ from this node's;
  * the caller holds the region's priority and range. */
-static int region_differs(struct volume *v, uint64_t r, uint32_t *peers, size_t n, bool *differs)
+static int region_differs(struct mvol *v, uint64_t r, uint32_t *peers, size_t n, bool *differs)
 {
-    struct mirror *m = v->mirror;
+    struct mirror *m = v->m;
     uint64_t off = r << m->rs_shift;
-    uint32_t len = (uint32_t)(v->rec.size - off < m->rs ? v->rec.size - off : m->rs);
+    uint32_t len = (uint32_t)(vsize(v) - off < m->rs ? vsize(v) - off : m->rs);
     uint32_t size = mwire_csum_reply_size(len);
     struct mlink_op ops[STORE_REPLICAS_MAX];
     uint64_t *sums = calloc(n + 1, size);
@@ -1214,7 +1313,7 @@ static int region_differs(struct volume *v, uint64_t r, uint32_t *peers, size_t 
     for (uint32_t c = 0; e == 0 && buf && c < size / 8; c++) {
         uint32_t k = len - c * MWIRE_CSUM_CHUNK < MWIRE_CSUM_CHUNK ? len - c * MWIRE_CSUM_CHUNK
                                                                    : MWIRE_CSUM_CHUNK;
-        e = volume_local_read(v, buf, k, off + (uint64_t)c * MWIRE_CSUM_CHUNK);
+        e = svol_read(v->sv, buf, k, off + (uint64_t)c * MWIRE_CSUM_CHUNK, 0);
         if (e == 0)
             sums[c] = mwire_csum64(buf, k);
     }
@@ -1229,19 +1328,19 @@ static int region_differs(struct volume *v, uint64_t r, uint32_t *peers, size_t 
     return e;
 }
 
-static int verify_region(struct volume *v, uint64_t r, uint32_t *peers, size_t n, bool *differs)
+static int verify_region(struct mvol *v, uint64_t r, uint32_t *peers, size_t n, bool *differs)
 {
-    struct mirror *m = v->mirror;
+    struct mirror *m = v->m;
     uint64_t off = r << m->rs_shift;
-    uint32_t len = (uint32_t)(v->rec.size - off < m->rs ? v->rec.size - off : m->rs);
+    uint32_t len = (uint32_t)(vsize(v) - off < m->rs ? vsize(v) - off : m->rs);
     struct pol_write w;
     int e = policing_write_begin(v->pc, v->vid, off, len, false, &w);
     if (e < 0)
         return e;
     struct inflight x;
-    range_lock(v->mv, &x, off, len, true);
+    range_lock(v, &x, off, len, true);
     e = region_differs(v, r, peers, n, differs);
-    range_unlock(v->mv, &x);
+    range_unlock(v, &x);
     policing_write_end(v->pc, &w);
     return e;
 }
@@ -1249,12 +1348,12 @@ static int verify_region(struct volume *v, uint64_t r, uint32_t *peers, size_t n
 static void *verify_main(void *arg)
 {
     struct verify *vf = arg;
-    struct volume *v = vf->v;
-    struct mirror *m = v->mirror;
+    struct mvol *v = vf->v;
+    struct mirror *m = v->m;
     uint32_t peers[STORE_REPLICAS_MAX];
     size_t n = current_peers(v, peers);
-    bool local = atomic_load(&v->mv->serve_local);
-    uint64_t nr = nregions(m, v->rec.size), ndiff = 0;
+    bool local = atomic_load(&v->serve_local);
+    uint64_t nr = nregions(m, vsize(v)), ndiff = 0;
     uint64_t list[VERIFY_LIST_MAX];
     int e = local ? 0 : -ESTALE;
     for (uint64_t r = 0; e == 0 && r < nr; r++) {
@@ -1265,20 +1364,25 @@ static void *verify_main(void *arg)
         ndiff += differs;
     }
     vf->done(vf->arg, e, list, ndiff < VERIFY_LIST_MAX ? ndiff : VERIFY_LIST_MAX, ndiff, nr);
-    volume_unref(v);
+    mvol_unref(v);
     free(vf);
     atomic_fetch_sub(&m->verifies, 1);
     return NULL;
 }
 
-int mirror_verify(struct volume *v, mirror_verify_fn done, void *arg)
+int mirror_verify(struct mvol *v, mirror_verify_fn done, void *arg)
 {
+    if (atomic_fetch_add(&v->m->verifies, 1) >= VERIFIES_MAX) {
+        atomic_fetch_sub(&v->m->verifies, 1);
+        return -EBUSY;
+    }
     struct verify *vf = malloc(sizeof *vf);
-    if (!vf)
+    if (!vf) {
+        atomic_fetch_sub(&v->m->verifies, 1);
         return -ENOMEM;
+    }
     *vf = (struct verify){v, done, arg};
-    volume_ref(v);
-    atomic_fetch_add(&v->mirror->verifies, 1);
+    mvol_ref(v);
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -1286,8 +1390,8 @@ int mirror_verify(struct volume *v, mirror_verify_fn done, void *arg)
     int r = -pthread_create(&t, &attr, verify_main, vf);
     pthread_attr_destroy(&attr);
     if (r < 0) {
-        atomic_fetch_sub(&v->mirror->verifies, 1);
-        volume_unref(v);
+        atomic_fetch_sub(&v->m->verifies, 1);
+        mvol_unref(v);
         free(vf);
     }
     return r;
@@ -1321,14 +1425,14 @@ static bool lost_test(const struct mvol *mv, uint64_t r)
 }
 
 /* With mu held: marks or clears region r. */
-static void lost_set(struct volume *v, uint64_t r, bool on)
+static void lost_set(struct mvol *v, uint64_t r, bool on)
 {
-    struct mvol *mv = v->mv;
-    uint64_t n = nregions(v->mirror, v->rec.size);
+    struct mvol *mv = v;
+    uint64_t n = nregions(v->m, vsize(v));
     if (r >= n || lost_test(mv, r) == on)
         return;
     if (!mv->lost && !(mv->lost = calloc((n + 63) / 64, sizeof *mv->lost))) {
-        qb_log(LOG_ERR, "volume \"%s\": region %llu: no memory to mark it lost", v->rec.name,
+        qb_log(LOG_ERR, "volume \"%s\": region %llu: no memory to mark it lost", v->name,
                (unsigned long long)r);
         return;
     }
@@ -1340,28 +1444,28 @@ static void lost_set(struct volume *v, uint64_t r, bool on)
 }
 
 /* The first lost region among first..last, or UINT64_MAX. */
-static uint64_t lost_first(struct volume *v, uint64_t first, uint64_t last)
+static uint64_t lost_first(struct mvol *v, uint64_t first, uint64_t last)
 {
-    if (atomic_load(&v->mv->nlost) == 0)
+    if (atomic_load(&v->nlost) == 0)
         return UINT64_MAX;
     uint64_t found = UINT64_MAX;
-    pthread_mutex_lock(&v->mv->mu);
+    pthread_mutex_lock(&v->mu);
     for (uint64_t r = first; r <= last && found == UINT64_MAX; r++)
-        if (lost_test(v->mv, r))
+        if (lost_test(v, r))
             found = r;
-    pthread_mutex_unlock(&v->mv->mu);
+    pthread_mutex_unlock(&v->mu);
     return found;
 }
 
 /* Writes len bytes at off, read from this copy or else a current peer, to
  * every copy with MW_F_RECONCILE. */
-static int reconcile_copy(struct volume *v, uint64_t off, uint64_t len, void *buf)
+static int reconcile_copy(struct mvol *v, uint64_t off, uint64_t len, void *buf)
 {
     int e = 0;
     for (uint64_t done = 0; e == 0 && done < len;) {
         uint32_t n = len - done < COPY_CHUNK ? (uint32_t)(len - done) : COPY_CHUNK;
-        e = atomic_load(&v->mv->serve_local) ? volume_local_read(v, buf, n, off + done)
-                                             : read_peer(v, buf, n, off + done);
+        e = atomic_load(&v->serve_local) ? svol_read(v->sv, buf, n, off + done, 0)
+                                         : read_peer(v, buf, n, off + done);
         if (e == 0) {
             struct rwrite w;
             rwrite_init(&w, v, n, off + done);
@@ -1377,14 +1481,14 @@ static int reconcile_copy(struct volume *v, uint64_t off, uint64_t len, void *bu
 
 /* Makes region r equal on every copy; the caller holds its priority and
  * its whole range. */
-static int reconcile_region(struct volume *v, uint64_t r)
+static int reconcile_region(struct mvol *v, uint64_t r)
 {
-    struct mirror *m = v->mirror;
+    struct mirror *m = v->m;
     uint64_t off = r << m->rs_shift;
-    uint64_t len = v->rec.size - off < m->rs ? v->rec.size - off : m->rs;
+    uint64_t len = vsize(v) - off < m->rs ? vsize(v) - off : m->rs;
     uint32_t peers[STORE_REPLICAS_MAX];
     size_t n = current_peers(v, peers);
-    bool differs = !atomic_load(&v->mv->serve_local);
+    bool differs = !atomic_load(&v->serve_local);
     int e = differs || n == 0 ? 0 : region_differs(v, r, peers, n, &differs);
     void *buf = e == 0 ? malloc(COPY_CHUNK) : NULL;
     if (e == 0 && !buf)
@@ -1394,46 +1498,45 @@ static int reconcile_region(struct volume *v, uint64_t r)
     free(buf);
     if (e < 0) {
         qb_log(LOG_WARNING, "volume \"%s\": region %llu: reconciling after its writer left: %s",
-               v->rec.name, (unsigned long long)r, strerror(-e));
+               v->name, (unsigned long long)r, strerror(-e));
         return e;
     }
-    pthread_mutex_lock(&v->mv->mu);
+    pthread_mutex_lock(&v->mu);
     lost_set(v, r, false);
-    pthread_mutex_unlock(&v->mv->mu);
-    qb_log(LOG_INFO, "volume \"%s\": region %llu: reconciled after its writer left (%s)",
-           v->rec.name, (unsigned long long)r, differs ? "copies differed" : "copies were equal");
+    pthread_mutex_unlock(&v->mu);
+    qb_log(LOG_INFO, "volume \"%s\": region %llu: reconciled after its writer left (%s)", v->name,
+           (unsigned long long)r, differs ? "copies differed" : "copies were equal");
     return 0;
 }
 
 /* Reconciles the lost regions among first..last, each under its whole
  * range; the caller holds their priority and no range of them. */
-static int reconcile_lost(struct volume *v, uint64_t first, uint64_t last)
+static int reconcile_lost(struct mvol *v, uint64_t first, uint64_t last)
 {
-    struct mirror *m = v->mirror;
+    struct mirror *m = v->m;
     for (uint64_t r; (r = lost_first(v, first, last)) != UINT64_MAX; first = r + 1) {
         struct inflight x;
         uint64_t off = r << m->rs_shift;
-        range_lock(v->mv, &x, off, v->rec.size - off < m->rs ? v->rec.size - off : m->rs, true);
-        pthread_mutex_lock(&v->mv->mu);
-        bool still = lost_test(v->mv, r);
-        pthread_mutex_unlock(&v->mv->mu);
+        range_lock(v, &x, off, vsize(v) - off < m->rs ? vsize(v) - off : m->rs, true);
+        pthread_mutex_lock(&v->mu);
+        bool still = lost_test(v, r);
+        pthread_mutex_unlock(&v->mu);
         int e = still ? reconcile_region(v, r) : 0;
-        range_unlock(v->mv, &x);
+        range_unlock(v, &x);
         if (e < 0)
             return e;
     }
     return 0;
 }
 
-/* The background pass of the chosen survivor: every lost region, each
- * under its priority. */
-static void *reconcile_main(void *arg)
+/* The background pass of the chosen survivor, on a worker: every lost
+ * region, each under its priority. */
+static void reconcile_job(struct mvol *v)
 {
-    struct volume *v = arg;
-    struct mirror *m = v->mirror;
+    struct mirror *m = v->m;
     uint64_t r, next = 0;
-    while (!atomic_load(&m->stopping) &&
-           (r = lost_first(v, next, nregions(m, v->rec.size) - 1)) != UINT64_MAX) {
+    while (!atomic_load(&m->stopping) && !atomic_load(&v->gone) &&
+           (r = lost_first(v, next, nregions(m, vsize(v)) - 1)) != UINT64_MAX) {
         uint64_t off = r << m->rs_shift;
         struct pol_write w;
         int e = policing_write_begin(v->pc, v->vid, off, 1, false, &w);
@@ -1445,96 +1548,329 @@ static void *reconcile_main(void *arg)
             break; /* the writers reconcile what is left, or the next survivor */
         next = r + 1;
     }
-    pthread_mutex_lock(&v->mv->mu);
-    v->mv->reconciling = false;
-    pthread_mutex_unlock(&v->mv->mu);
-    return NULL;
+    pthread_mutex_lock(&v->mu);
+    v->reconciling = false;
+    pthread_mutex_unlock(&v->mu);
 }
 
-/* With mu held: starts the background pass here if this node is the
+/* With mu held: queues the background pass here if this node is the
  * current replica with the lowest id. */
-static void consider_reconcile(struct volume *v)
+static void consider_reconcile(struct mvol *v)
 {
-    struct mvol *mv = v->mv;
     uint32_t lowest = UINT32_MAX;
     for (uint32_t i = 0; i < v->rec.nreplicas; i++)
         if (v->rec.replicas[i].state == REPLICA_CURRENT && v->rec.replicas[i].node < lowest)
             lowest = v->rec.replicas[i].node;
-    if (lowest != v->mirror->self || mv->reconciling || atomic_load(&mv->nlost) == 0 ||
-        atomic_load(&v->mirror->stopping))
+    if (lowest != v->m->self || v->reconciling || atomic_load(&v->nlost) == 0 ||
+        atomic_load(&v->m->stopping))
         return;
-    if (mv->reconcile_thread)
-        pthread_join(mv->reconcile_thread, NULL);
-    mv->reconcile_thread = 0;
-    mv->reconciling = pthread_create(&mv->reconcile_thread, NULL, reconcile_main, v) == 0;
-    if (!mv->reconciling) {
-        mv->reconcile_thread = 0;
-        qb_log(LOG_ERR, "volume \"%s\": can't start its reconcile thread", v->rec.name);
+    v->reconciling = queue_job(v, reconcile_job) == 0;
+    if (!v->reconciling)
+        qb_log(LOG_ERR, "volume \"%s\": out of memory to queue its reconcile", v->name);
+}
+
+/* ---- workers ------------------------------------------------------------------ */
+
+/* Queues fn(v) for a worker, holding a reference to v until it has run. */
+static int queue_job(struct mvol *v, void (*fn)(struct mvol *v))
+{
+    struct mirror *m = v->m;
+    struct job *j = malloc(sizeof *j);
+    if (!j)
+        return -ENOMEM;
+    *j = (struct job){.fn = fn, .v = v};
+    mvol_ref(v);
+    pthread_mutex_lock(&m->qmu);
+    *m->jobs_tail = j;
+    m->jobs_tail = &j->next;
+    pthread_cond_signal(&m->qcv);
+    pthread_mutex_unlock(&m->qmu);
+    return 0;
+}
+
+/* A job, or NULL once stopping (jobs still queued are dropped). */
+static struct job *next_job(struct mirror *m)
+{
+    pthread_mutex_lock(&m->qmu);
+    while (!m->jobs && !atomic_load(&m->stopping))
+        pthread_cond_wait(&m->qcv, &m->qmu);
+    struct job *j = atomic_load(&m->stopping) ? NULL : m->jobs;
+    if (j) {
+        m->jobs = j->next;
+        if (!m->jobs)
+            m->jobs_tail = &m->jobs;
     }
+    pthread_mutex_unlock(&m->qmu);
+    return j;
+}
+
+static void *worker_main(void *arg)
+{
+    struct mirror *m = arg;
+    for (struct job *j; (j = next_job(m));) {
+        j->fn(j->v);
+        mvol_unref(j->v);
+        free(j);
+    }
+    return NULL;
+}
+
+/* The failed asynchronous writes, settled one after the other: settling
+ * waits for an agreed message, which a link thread must not, and a thread
+ * per failed write would let a dead peer cost one per write in flight. */
+static void *settler_main(void *arg)
+{
+    struct mirror *m = arg;
+    pthread_mutex_lock(&m->qmu);
+    for (;;) {
+        while (!m->settles && !atomic_load(&m->stopping))
+            pthread_cond_wait(&m->qcv, &m->qmu);
+        struct rwrite *w = m->settles;
+        if (!w)
+            break;
+        m->settles = w->next;
+        pthread_mutex_unlock(&m->qmu);
+        settle_async(w);
+        pthread_mutex_lock(&m->qmu);
+    }
+    pthread_mutex_unlock(&m->qmu);
+    return NULL;
+}
+
+static void queue_settle(struct rwrite *w)
+{
+    struct mirror *m = w->v->m;
+    pthread_mutex_lock(&m->qmu);
+    w->next = m->settles;
+    m->settles = w;
+    pthread_cond_broadcast(&m->qcv);
+    pthread_mutex_unlock(&m->qmu);
+}
+
+static int start_threads(struct mirror *m)
+{
+    for (; m->nworkers < WORKERS; m->nworkers++) {
+        int e = pthread_create(&m->workers[m->nworkers], NULL, worker_main, m);
+        if (e != 0)
+            return -e;
+    }
+    int e = pthread_create(&m->settler, NULL, settler_main, m);
+    m->settler_started = e == 0;
+    return -e;
+}
+
+/* At shutdown, after the NBD server and the main loop have stopped. */
+static void stop_threads(struct mirror *m)
+{
+    pthread_mutex_lock(&m->qmu);
+    atomic_store(&m->stopping, true);
+    pthread_cond_broadcast(&m->qcv);
+    pthread_mutex_unlock(&m->qmu);
+    for (size_t i = 0; i < m->nworkers; i++)
+        pthread_join(m->workers[i], NULL);
+    if (m->settler_started)
+        pthread_join(m->settler, NULL);
+    for (struct job *j = m->jobs, *next; j; j = next) {
+        next = j->next;
+        mvol_unref(j->v);
+        free(j);
+    }
+}
+
+/* ---- the registry: volumes by id, for peers' requests --------------------------- */
+
+/* With reg held: v's index, or where it would go. */
+static bool reg_find(struct mirror *m, uint32_t vid, size_t *idx)
+{
+    size_t lo = 0, hi = m->nvols;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (m->vols[mid]->vid == vid) {
+            *idx = mid;
+            return true;
+        }
+        if (m->vols[mid]->vid < vid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *idx = lo;
+    return false;
+}
+
+static int reg_add(struct mirror *m, struct mvol *v)
+{
+    pthread_rwlock_wrlock(&m->reg);
+    size_t idx;
+    int r = reg_find(m, v->vid, &idx) ? -EEXIST : 0;
+    if (r == 0 && m->nvols == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 64;
+        struct mvol **n = realloc(m->vols, cap * sizeof *n);
+        r = n ? 0 : -ENOMEM;
+        if (n) {
+            m->vols = n;
+            m->cap = cap;
+        }
+    }
+    if (r == 0) {
+        memmove(&m->vols[idx + 1], &m->vols[idx], (m->nvols - idx) * sizeof *m->vols);
+        m->vols[idx] = v;
+        m->nvols++;
+    }
+    pthread_rwlock_unlock(&m->reg);
+    return r;
+}
+
+/* Whether v was registered (and is no longer). */
+static bool reg_remove(struct mirror *m, struct mvol *v)
+{
+    pthread_rwlock_wrlock(&m->reg);
+    size_t idx;
+    bool found = reg_find(m, v->vid, &idx) && m->vols[idx] == v;
+    if (found) {
+        m->nvols--;
+        memmove(&m->vols[idx], &m->vols[idx + 1], (m->nvols - idx) * sizeof *m->vols);
+    }
+    pthread_rwlock_unlock(&m->reg);
+    return found;
+}
+
+/* The volume with id vid, with a reference the caller drops; NULL if none. */
+static struct mvol *reg_get(struct mirror *m, uint32_t vid)
+{
+    pthread_rwlock_rdlock(&m->reg);
+    size_t idx;
+    struct mvol *v = reg_find(m, vid, &idx) ? m->vols[idx] : NULL;
+    if (v)
+        mvol_ref(v);
+    pthread_rwlock_unlock(&m->reg);
+    return v;
+}
+
+/* Runs fn on every attached volume, each with a reference, outside reg. */
+static void each_volume(struct mirror *m, void (*fn)(struct mvol *v))
+{
+    pthread_rwlock_rdlock(&m->reg);
+    size_t n = m->nvols;
+    struct mvol **copy = malloc((n ? n : 1) * sizeof *copy);
+    for (size_t i = 0; copy && i < n; i++) {
+        copy[i] = m->vols[i];
+        mvol_ref(copy[i]);
+    }
+    pthread_rwlock_unlock(&m->reg);
+    if (!copy) {
+        qb_log(LOG_ERR, "mirror: out of memory to go through %zu volumes", n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        fn(copy[i]);
+        mvol_unref(copy[i]);
+    }
+    free(copy);
 }
 
 /* ---- life cycle ---------------------------------------------------------------- */
 
-int mirror_volume_attach(struct mirror *m, struct volume *v)
+/* With mu held: opens the bitmaps of outdated peers, so that their dirty
+ * regions are known before the first write. */
+static int open_bitmaps(struct mvol *v)
 {
-    struct mvol *mv = calloc(1, sizeof *mv);
-    if (!mv)
-        return -ENOMEM;
-    mv->m = m;
-    pthread_mutex_init(&mv->mu, NULL);
-    pthread_mutex_init(&mv->rmu, NULL);
-    pthread_cond_init(&mv->rcv, NULL);
-    v->mirror = m;
-    v->mv = mv;
-    pthread_mutex_lock(&mv->mu);
-    if (v->rec.nreplicas == 0) {
-        replica_init(&v->rec, &m->self, 1);
-        volume_update_record(v);
+    for (uint32_t i = 0; i < v->rec.nreplicas; i++) {
+        uint32_t node = v->rec.replicas[i].node;
+        if (v->rec.replicas[i].state == REPLICA_OUTDATED && node != v->m->self &&
+            !dirty_for(v, node))
+            return -EIO;
     }
-    for (uint32_t i = 0; i < v->rec.nreplicas; i++)
-        if (v->rec.replicas[i].state == REPLICA_OUTDATED && v->rec.replicas[i].node != m->self)
-            dirty_for(v, v->rec.replicas[i].node);
-    update_serve_local(v);
-    pthread_mutex_unlock(&mv->mu);
     return 0;
 }
 
-/* Joins v's resync and reconcile threads (they end once stopping is set). */
-static void join_workers(struct volume *v, void *arg)
+int mirror_volume_attach(struct mirror *m, struct svol *sv, uint32_t vid, struct policing *pc,
+                         struct mvol **out)
 {
-    (void)arg;
-    struct mvol *mv = v->mv;
-    if (!mv)
-        return;
-    pthread_mutex_lock(&mv->mu);
-    pthread_t t[2] = {mv->resync_thread, mv->reconcile_thread};
-    mv->resync_thread = mv->reconcile_thread = 0;
-    pthread_mutex_unlock(&mv->mu);
-    for (int i = 0; i < 2; i++)
-        if (t[i])
-            pthread_join(t[i], NULL);
+    struct mvol *v = calloc(1, sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    *v = (struct mvol){.m = m, .sv = sv, .pc = pc, .vid = vid, .name = svol_name(sv)};
+    svol_record(sv, &v->rec);
+    atomic_init(&v->refs, 2); /* the caller's and the registry's */
+    atomic_init(&v->size, v->rec.size);
+    v->resync_backoff = 100;
+    pthread_mutex_init(&v->mu, NULL);
+    pthread_mutex_init(&v->rmu, NULL);
+    pthread_cond_init(&v->rcv, NULL);
+    svol_ref(sv);
+    pthread_mutex_lock(&v->mu);
+    int r = 0;
+    if (v->rec.nreplicas == 0) {
+        replica_init(&v->rec, &m->self, 1);
+        r = commit(v);
+    }
+    if (r == 0)
+        r = open_bitmaps(v);
+    update_serve_local(v);
+    pthread_mutex_unlock(&v->mu);
+    if (r == 0)
+        r = reg_add(m, v);
+    if (r == -EEXIST)
+        qb_log(LOG_ERR, "volume \"%s\": its id %08x is another volume's", v->name, vid);
+    if (r < 0) {
+        atomic_store(&v->refs, 1);
+        mvol_unref(v);
+        return r;
+    }
+    *out = v;
+    return 0;
 }
 
-void mirror_volume_detach(struct volume *v)
+void mirror_volume_detach(struct mvol *v)
 {
-    struct mvol *mv = v->mv;
-    if (!mv)
-        return;
-    join_workers(v, NULL);
-    for (size_t i = 0; i < mv->ndirty; i++)
-        bitmap_close(mv->dirty[i]);
-    free(mv->lost);
-    pthread_cond_destroy(&mv->rcv);
-    pthread_mutex_destroy(&mv->rmu);
-    pthread_mutex_destroy(&mv->mu);
-    free(mv);
-    v->mv = NULL;
+    atomic_store(&v->gone, true);
+    if (reg_remove(v->m, v))
+        mvol_unref(v);
 }
 
-static void attach_one(struct volume *v, void *arg)
+void mirror_volume_put(struct mvol *v)
 {
-    if (!v->mv && mirror_volume_attach(arg, v) < 0)
-        qb_log(LOG_ERR, "volume \"%s\": out of memory for its replication state", v->rec.name);
+    mvol_unref(v);
+}
+
+/* With mu held: the lost-region bits for nr regions. */
+static int lost_resize(struct mvol *v, uint64_t nr)
+{
+    if (!v->lost)
+        return 0; /* allocated at the first loss, at the size of then */
+    size_t words = (size_t)((nr + 63) / 64), old = (size_t)((nregions(v->m, vsize(v)) + 63) / 64);
+    uint64_t *n = realloc(v->lost, (words ? words : 1) * sizeof *n);
+    if (!n)
+        return -ENOMEM;
+    if (words > old)
+        memset(n + old, 0, (words - old) * sizeof *n);
+    if (nr % 64 && words > 0)
+        n[words - 1] &= (UINT64_C(1) << (nr % 64)) - 1;
+    v->lost = n;
+    uint64_t count = 0;
+    for (size_t i = 0; i < words; i++)
+        count += (uint64_t)__builtin_popcountll(n[i]);
+    atomic_store(&v->nlost, count);
+    return 0;
+}
+
+int mirror_volume_resize(struct mvol *v, uint64_t size)
+{
+    uint64_t nr = nregions(v->m, size);
+    pthread_mutex_lock(&v->mu);
+    int r = lost_resize(v, nr);
+    for (size_t i = 0; r == 0 && i < v->ndirty; i++)
+        r = bitmap_resize(v->dirty[i], nr);
+    if (r == 0) {
+        v->rec.size = size;
+        atomic_store_explicit(&v->size, size, memory_order_release);
+    }
+    pthread_mutex_unlock(&v->mu);
+    if (r < 0)
+        qb_log(LOG_ERR, "volume \"%s\": resizing its replication state to %llu regions: %s",
+               v->name, (unsigned long long)nr, strerror(-r));
+    return r;
 }
 
 int mirror_start(const struct mirror_params *p, struct mirror **out)
@@ -1552,6 +1888,10 @@ int mirror_start(const struct mirror_params *p, struct mirror **out)
     m->rs_shift = (unsigned)__builtin_ctzll(m->rs);
     atomic_init(&m->stopping, false);
     atomic_init(&m->verifies, 0);
+    pthread_rwlock_init(&m->reg, NULL);
+    pthread_mutex_init(&m->qmu, NULL);
+    pthread_cond_init(&m->qcv, NULL);
+    m->jobs_tail = &m->jobs;
     struct mlink_params lp = {
         .listen = p->listen,
         .cluster = m->cluster,
@@ -1560,30 +1900,42 @@ int mirror_start(const struct mirror_params *p, struct mirror **out)
         .timeout_ms = p->timeout_ms,
         .serve = serve,
         .ctx = m,
-        .batch_begin = nbd_replies_hold,
-        .batch_end = nbd_replies_flush,
+        .batch_begin = p->batch_begin,
+        .batch_end = p->batch_end,
     };
-    int r = mlink_start(&lp, &m->link);
+    int r = start_threads(m);
+    if (r == 0)
+        r = mlink_start(&lp, &m->link);
     if (r < 0) {
+        qb_log(LOG_ERR, "mirror: can't start: %s", strerror(-r));
+        stop_threads(m);
         free(m);
         return r;
     }
-    volumes_each(p->vols, attach_one, m);
     *out = m;
     return 0;
 }
 
-/* Resyncs and verifies end at their next step once stopping is set, or
+static void detach_one(struct mvol *v)
+{
+    mirror_volume_detach(v);
+}
+
+/* Resyncs and reconciles end at their next step once stopping is set, or
  * when their request to a peer fails or times out; the link goes last. */
 void mirror_stop(struct mirror *m)
 {
     if (!m)
         return;
-    atomic_store(&m->stopping, true);
-    volumes_each(m->p.vols, join_workers, NULL);
+    stop_threads(m);
     while (atomic_load(&m->verifies) > 0)
         poll(NULL, 0, 10);
+    each_volume(m, detach_one);
     mlink_stop(m->link);
+    free(m->vols);
+    pthread_rwlock_destroy(&m->reg);
+    pthread_cond_destroy(&m->qcv);
+    pthread_mutex_destroy(&m->qmu);
     free(m);
 }
 

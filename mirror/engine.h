@@ -21,9 +21,18 @@
  * copied under region priority, so the copy is ordered against client
  * writes like any other writer.
  *
- * Threads: the I/O functions run on NBD threads; the *_apply, changed and
- * admin functions on the main loop; peers' requests on the link's threads;
- * each resync and verify on its own thread.
+ * Layering: the engine knows the store below it (svol.h, bitmap.h) and
+ * policing beside it, and nothing above: the volume layer attaches each
+ * volume's svol and tells the engine of resizes and deletes by explicit
+ * calls; completions go back through struct mirror_async.
+ *
+ * Threads (a fixed number, whatever the number of volumes): the I/O
+ * functions run on the callers' (NBD) threads; the *_apply, changed and
+ * admin functions on the main loop; peers' requests on the link's threads
+ * (link.h); resyncs and background reconciles queue for 4 workers; failed
+ * asynchronous writes are settled, one after the other, by one settler;
+ * each verify has a thread of its own, at most 2 at once. No thread is ever
+ * joined but at mirror_stop.
  */
 #ifndef VSAN_MIRROR_ENGINE_H
 #define VSAN_MIRROR_ENGINE_H
@@ -36,77 +45,98 @@
 #include <stdint.h>
 
 struct mirror;
-struct nbd_async;
+struct mvol;
 struct policing;
 struct store_replica;
 struct store;
-struct volume;
-struct volumes;
+struct svol;
+
+/* An asynchronous write's completion: done runs exactly once, on any
+ * thread, with 0 or -errno. */
+struct mirror_async {
+    void (*done)(struct mirror_async *a, int err);
+};
 
 struct mirror_params {
     struct policing *pc;
     struct store *store;
-    struct volumes *vols;
     const char *listen;
     const char *cluster;
     const struct mauth_secret *secret;
     unsigned timeout_ms;
     bool sync_received;   /* peers answer once they hold the write */
     uint64_t resync_rate; /* bytes/s, 0 = unlimited */
+    /* Around the completions a link thread runs for one batch of its
+     * peer's answers (the volume layer's callers may hold their replies
+     * and send them together); optional. */
+    void (*batch_begin)(void);
+    void (*batch_end)(void);
 };
 
-/* Listens on the mirror address and attaches every volume. */
+/* Listens on the mirror address; volumes are attached one by one. */
 int mirror_start(const struct mirror_params *p, struct mirror **out);
 /* Stops resyncs and the link; after the NBD server has stopped. */
 void mirror_stop(struct mirror *m);
 
 /* ---- the volume layer's hooks ------------------------------------------ */
 
-/* Gives v its replication state (bitmaps of outdated peers reopened). */
-int mirror_volume_attach(struct mirror *m, struct volume *v);
-/* When v is freed; waits for its resync to stop. */
-void mirror_volume_detach(struct volume *v);
+/* Gives the volume whose copy is sv (and whose id in the region table is
+ * vid) its replication state: the bitmaps of outdated peers reopened, and
+ * a place in the registry peers' requests are served from. *out holds
+ * the caller's reference (mirror_volume_put). -EEXIST if another volume
+ * has the id vid, -EIO if a bitmap can't be opened, -ENOMEM. */
+int mirror_volume_attach(struct mirror *m, struct svol *sv, uint32_t vid, struct policing *pc,
+                         struct mvol **out);
+/* The volume is deleted (or the node stops): peers' requests for it are
+ * refused from now on, and its resync and reconcile end at their next
+ * step. Never waits for them (the main loop may call it while a resync
+ * waits for a grant the main loop delivers). */
+void mirror_volume_detach(struct mvol *v);
+/* Drops the caller's reference; the last one frees the state. */
+void mirror_volume_put(struct mvol *v);
+/* The volume's size changed (grow: after the store's; shrink: before):
+ * bitmaps and lost-region marks follow. -errno, logged. */
+int mirror_volume_resize(struct mvol *v, uint64_t size);
 
-/* The I/O path, with region priority held for writes. flags: NBD_IO_*.
- * -EIO when no replica could do it. With a (see nbd_async in
- * nbd-server/export.h) a write does not wait for the peers: it returns
- * -EINPROGRESS and a->done gets the result, on a link thread; or -EAGAIN,
- * having done nothing, when an overlapping write of this node is in
- * flight. */
-int mirror_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset, unsigned flags,
-                 struct nbd_async *a);
-int mirror_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned flags,
-                struct nbd_async *a);
-int mirror_flush(struct volume *v);
-/* On one NBD thread, around writes run one after the other: their copies
+/* The I/O path, with region priority held for writes. flags: SVOL_*.
+ * -EIO when no replica could do it. With a, a write does not wait for the
+ * peers: it returns -EINPROGRESS and a->done gets the result, on a link
+ * thread or the settler; or -EAGAIN, having done nothing, when an
+ * overlapping write of this node is in flight. Writes larger than the
+ * wire's MWIRE_IO_MAX go as several, one after the other, never with a. */
+int mirror_write(struct mvol *v, const void *buf, uint32_t count, uint64_t offset, unsigned flags,
+                 struct mirror_async *a);
+int mirror_zero(struct mvol *v, uint32_t count, uint64_t offset, unsigned flags,
+                struct mirror_async *a);
+int mirror_flush(struct mvol *v);
+/* On one thread, around writes run one after the other: their copies
  * go to each peer in one write at mirror_gather_end, which must come
  * before the thread waits for anything (see mlink_gather_begin). */
 void mirror_gather_begin(void);
 void mirror_gather_end(void);
 /* Whether this node's copy is current (reads may be served from it). */
-bool mirror_local_current(struct volume *v);
+bool mirror_local_current(struct mvol *v);
 /* A read from a current peer. */
-int mirror_read(struct volume *v, void *buf, uint32_t count, uint64_t offset);
+int mirror_read(struct mvol *v, void *buf, uint32_t count, uint64_t offset);
 
 /* ---- the agreed table (main loop) --------------------------------------- */
 
-/* A PMSG_REPLICA for v: 1 if its set changed. */
 /* A PMSG_REPLICA that node from sent. Marking another node outdated is
  * refused (0) unless from's own copy is current: a node that does not hold
  * the data cannot vouch for a write the other missed, and must not leave
  * the volume without a current copy (from the majority's point of view,
  * it is from that is behind). */
-int mirror_replica_request(struct volume *v, uint32_t from, uint32_t node, uint8_t state,
+int mirror_replica_request(struct mvol *v, uint32_t from, uint32_t node, uint8_t state,
                            uint64_t first, uint64_t last);
-int mirror_replica_apply(struct volume *v, uint32_t node, uint8_t state, uint64_t first,
+int mirror_replica_apply(struct mvol *v, uint32_t node, uint8_t state, uint64_t first,
                          uint64_t last);
 /* A consistent copy of v's replica set. */
-void mirror_replicas_copy(struct volume *v, struct store_replica *out, uint32_t *n);
+void mirror_replicas_copy(struct mvol *v, struct store_replica *out, uint32_t *n);
 /* The group's whole set for v (a sync round). */
-int mirror_replicas_load(struct volume *v, const struct store_replica *r, uint32_t n);
+int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t n);
 /* node left the group: v's replica there is outdated; lost regions of v
  * are dirty for it. 1 if the set changed. */
-int mirror_node_left(struct volume *v, uint32_t node, const struct pol_key *lost, size_t nlost);
+int mirror_node_left(struct mvol *v, uint32_t node, const struct pol_key *lost, size_t nlost);
 /* The group or the table changed: reconnects peers, starts resyncs. */
 void mirror_changed(struct mirror *m);
 
@@ -114,10 +144,10 @@ void mirror_changed(struct mirror *m);
 
 /* `vsan replica fail`: this node's copy is failed (a drill, or a disk
  * gone): it serves nothing and is outdated. */
-int mirror_replica_fail(struct volume *v);
+int mirror_replica_fail(struct mvol *v);
 /* `vsan replica replace`: this node's copy is on a new, empty disk:
  * every region is copied to it. */
-int mirror_replica_replace(struct volume *v);
+int mirror_replica_replace(struct mvol *v);
 
 struct mirror_volume_status {
     uint32_t nreplicas;
@@ -131,14 +161,15 @@ struct mirror_volume_status {
     uint64_t resync_done, resync_total; /* bytes */
     double resync_rate;                 /* bytes/s so far */
 };
-void mirror_volume_status(struct volume *v, struct mirror_volume_status *st);
+void mirror_volume_status(struct mvol *v, struct mirror_volume_status *st);
 
 /* `vsan volume verify`: compares every region's checksums on every current
  * replica, under region priority. done() runs on another thread with the
- * regions that differ (at most max listed, *ndiff counts all), or -errno. */
+ * regions that differ (at most max listed, *ndiff counts all), or -errno;
+ * -EBUSY at once while 2 verifies run (each holds a thread). */
 typedef void (*mirror_verify_fn)(void *arg, int result, const uint64_t *regions, size_t nlisted,
                                  uint64_t ndiff, uint64_t nregions);
-int mirror_verify(struct volume *v, mirror_verify_fn done, void *arg);
+int mirror_verify(struct mvol *v, mirror_verify_fn done, void *arg);
 
 struct mirror_stats {
     uint64_t requests_sent, requests_served, refused;

@@ -1076,6 +1076,12 @@ int policing_volume_delete(struct policing *pc, const char *name, policing_done_
     return request_change(pc, PMSG_VOL_DELETE, NULL, name, 0, false, done, arg);
 }
 
+/* How long a replica change may wait for its own delivery: far above a
+ * ring re-formation here (corosync was seen to hold deliveries for 8 s),
+ * and a bound on how long a write waits on a group that no longer
+ * delivers (its contract promises -ENOTCONN). */
+#define REPLICA_WAIT_MS 30000u
+
 int policing_replica_change(struct policing *pc, uint32_t volume, uint32_t node, uint8_t state,
                             uint64_t first, uint64_t last, bool wait)
 {
@@ -1094,11 +1100,19 @@ int policing_replica_change(struct policing *pc, uint32_t volume, uint32_t node,
     pthread_mutex_lock(&pc->lock);
     if (pc->stopping)
         r = -ESHUTDOWN;
-    while (r == 0 && wait && pc->replica_applied < m.tag && !pc->stopping)
-        pthread_cond_wait(&pc->cond, &pc->lock);
+    struct timespec deadline;
+    deadline_after(&deadline, REPLICA_WAIT_MS);
+    bool late = false;
+    while (r == 0 && wait && pc->replica_applied < m.tag && !pc->stopping && !late)
+        late = pthread_cond_timedwait(&pc->cond, &pc->lock, &deadline) == ETIMEDOUT;
     if (r == 0 && wait && pc->replica_applied < m.tag)
-        r = -ESHUTDOWN;
+        r = pc->stopping ? -ESHUTDOWN : -ENOTCONN;
     pthread_mutex_unlock(&pc->lock);
+    if (r == -ENOTCONN)
+        qb_log(LOG_ERR,
+               "policing: volume %08x: node %u: replica state %u not applied after %u ms: the "
+               "group does not deliver",
+               volume, node, state, REPLICA_WAIT_MS);
     return r;
 }
 

@@ -17,9 +17,8 @@
 #include "mirror/replicas.h"
 #include "nbd-server/protocol.h"
 #include "policing/protocol.h"
-#include "common/iov.h"
 #include "store/store.h"
-#include "volume/volume_int.h"
+#include "store/svol.h"
 
 #include <qb/qblog.h>
 
@@ -37,6 +36,44 @@
 #include <unistd.h>
 
 _Static_assert(VOLUME_NAME_MAX == STORE_NAME_MAX, "the store persists volume names");
+
+#define DESCRIPTION_MAX (sizeof("vsan volume  ()") + STORE_NAME_MAX + STORE_UUID_LEN)
+
+/* Locking: the size changes only under the registry's exclusive lock and
+ * is atomic, for the I/O path's lock-free bounds checks. Everything else
+ * the I/O path touches is immutable while a connection holds the volume
+ * (sv, mv, description, name) or atomic: connections is incremented under
+ * the shared lock (so an exclusive holder sees a stable zero) and
+ * decremented without it. The record (size, replica set) is the store's
+ * (svol.h), under its own lock. */
+struct volume {
+    struct svol *sv;
+    const char *name; /* svol_name(sv) */
+    char description[DESCRIPTION_MAX];
+    _Atomic uint64_t size;
+    atomic_uint connections;
+    /* The registry holds one reference, each connection another: a volume
+     * deleted by the cluster while connected here lives on, gone, until its
+     * last connection closes. */
+    atomic_uint refs;
+    atomic_bool gone;
+    struct policing *pc; /* region write priority, or NULL (set before serving) */
+    uint32_t vid;        /* its id in the region table */
+    struct mvol *mv;     /* its replication state, or NULL when standalone */
+};
+
+/* Locking: lock guards the array (v, n, cap); see volume.h for who takes
+ * it how. It prefers writers so that a stream of NBD connections opening
+ * volumes can't starve an admin command. */
+struct volumes {
+    struct store *store;
+    struct policing *pc;   /* given to every volume; NULL in unit tests */
+    struct mirror *mirror; /* likewise; NULL when standalone */
+    pthread_rwlock_t lock;
+    struct volume **v; /* sorted by name */
+    size_t n;
+    size_t cap;
+};
 _Static_assert(sizeof(((struct volume_info *)0)->uuid) == STORE_UUID_LEN + 1, "uuid length");
 
 /* Lock calls fail only on misuse (deadlock, too many readers): a bug, so
@@ -66,22 +103,18 @@ static void unlock(struct volumes *vols)
 
 /* ---- the I/O path ---------------------------------------------------- */
 
-/* The protocol checked against the size it announced; a forced shrink
- * since (impossible while connected today, but cheap to guard) must not
- * let a request reach past the new end and extend the file. */
+/* The NBD flags are the store's, bit for bit, so the path passes them on. */
+_Static_assert(NBD_IO_FUA == SVOL_FUA && NBD_IO_NOWAIT == SVOL_NOWAIT &&
+                   NBD_IO_MAY_TRIM == SVOL_MAY_TRIM && NBD_IO_FAST == SVOL_FAST,
+               "NBD I/O flags are the store's");
+
+/* The protocol checked against the size it announced; a shrink since
+ * (forced by the cluster while connected) must not let a request reach
+ * past the new end and extend the file. */
 static bool in_range(struct volume *v, uint32_t count, uint64_t offset)
 {
     uint64_t size = atomic_load_explicit(&v->size, memory_order_acquire);
     return offset <= size && count <= size - offset;
-}
-
-/* Remembers that the file system refused a mode, saying so once. */
-static void learn_unsupported(struct volume *v, atomic_bool *flag, const char *what,
-                              const char *instead)
-{
-    if (!atomic_exchange_explicit(flag, true, memory_order_relaxed))
-        qb_log(LOG_INFO, "volume \"%s\": %s unsupported by the file system, %s instead",
-               v->rec.name, what, instead);
 }
 
 static uint64_t vol_size(void *h)
@@ -90,96 +123,14 @@ static uint64_t vol_size(void *h)
     return atomic_load_explicit(&v->size, memory_order_acquire);
 }
 
-/* A read that must not wait for the disk: all of it from the page cache,
- * or -EAGAIN. A short read means part is not cached: also -EAGAIN, the
- * caller reads again the slow way (a read has no side effect to undo). */
-static int pread_nowait(struct volume *v, void *buf, uint32_t count, uint64_t offset)
-{
-    if (atomic_load_explicit(&v->no_nowait, memory_order_relaxed))
-        return -EAGAIN;
-    struct iovec iov = {.iov_base = buf, .iov_len = count};
-    ssize_t n;
-    do {
-        n = preadv2(v->fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
-    } while (n < 0 && errno == EINTR);
-    if (n == (ssize_t)count)
-        return 0;
-    if (n < 0 && (errno == EOPNOTSUPP || errno == ENOSYS))
-        learn_unsupported(v, &v->no_nowait, "preadv2(RWF_NOWAIT)", "a thread per read");
-    return n < 0 && errno != EAGAIN && errno != EOPNOTSUPP && errno != ENOSYS ? -errno : -EAGAIN;
-}
-
 static int vol_pread(void *h, void *buf, uint32_t count, uint64_t offset, unsigned flags)
 {
     struct volume *v = h;
     if (!in_range(v, count, offset))
         return -EINVAL;
-    if (v->mirror && !mirror_local_current(v))
-        return flags & NBD_IO_NOWAIT ? -EAGAIN : mirror_read(v, buf, count, offset);
-    if ((flags & NBD_IO_NOWAIT) && !v->in_memory)
-        return pread_nowait(v, buf, count, offset);
-    return volume_local_read(v, buf, count, offset);
-}
-
-int volume_local_read(struct volume *v, void *buf, uint32_t count, uint64_t offset)
-{
-    char *p = buf;
-    while (count > 0) {
-        ssize_t n = pread(v->fd, p, count, (off_t)offset);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0)
-            return -EIO; /* the data file is shorter than its meta says */
-        p += n;
-        count -= (uint32_t)n;
-        offset += (uint64_t)n;
-    }
-    return 0;
-}
-
-static int sync_data(struct volume *v)
-{
-    return fdatasync(v->fd) < 0 ? -errno : 0;
-}
-
-int volume_local_sync(struct volume *v)
-{
-    return sync_data(v);
-}
-
-/* One pwritev, durable if *dsync; clears *dsync if the kernel can't. */
-static ssize_t pwritev_once(struct volume *v, const struct iovec *iov, int cnt, uint64_t offset,
-                            bool *dsync)
-{
-    if (*dsync) {
-        ssize_t n = pwritev2(v->fd, iov, cnt, (off_t)offset, RWF_DSYNC);
-        if (n >= 0 || (errno != EOPNOTSUPP && errno != ENOSYS))
-            return n;
-        learn_unsupported(v, &v->no_dsync, "pwritev2(RWF_DSYNC)", "pwrite + fdatasync");
-        *dsync = false;
-    }
-    return pwritev(v->fd, iov, cnt, (off_t)offset);
-}
-
-/* Writes every byte of iov (which it consumes), resuming after short
- * writes and signals; with fua, durably. */
-static int write_iov(struct volume *v, struct iovec *iov, int cnt, uint64_t offset, bool fua)
-{
-    bool dsync = fua && !atomic_load_explicit(&v->no_dsync, memory_order_relaxed);
-    while (cnt > 0) {
-        ssize_t n = pwritev_once(v, iov, cnt, offset, &dsync);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0)
-            return -EIO;
-        offset += (uint64_t)n;
-        iov_advance(&iov, &cnt, (size_t)n);
-    }
-    return fua && !dsync ? sync_data(v) : 0;
+    if (v->mv && !mirror_local_current(v->mv))
+        return flags & NBD_IO_NOWAIT ? -EAGAIN : mirror_read(v->mv, buf, count, offset);
+    return svol_read(v->sv, buf, count, offset, flags);
 }
 
 /* Takes write priority on the regions a write touches (cluster mode). */
@@ -208,19 +159,19 @@ static bool must_wait(const struct volume *v, unsigned flags, const struct nbd_a
 {
     if (!(flags & NBD_IO_NOWAIT))
         return false;
-    return (v->mirror && !a) || ((flags & NBD_IO_FUA) && !v->in_memory);
+    return (v->mv && !a) || ((flags & NBD_IO_FUA) && !svol_in_memory(v->sv));
 }
 
 /* A mirrored write finishing asynchronously: it holds its write priority
  * until the engine reports it done. */
 struct vol_async {
-    struct nbd_async a; /* the engine's */
+    struct mirror_async a; /* the engine's */
     struct nbd_async *outer;
     struct volume *v;
     struct pol_write w;
 };
 
-static void vol_async_done(struct nbd_async *a, int err)
+static void vol_async_done(struct mirror_async *a, int err)
 {
     struct vol_async *va = (struct vol_async *)a;
     struct nbd_async *outer = va->outer;
@@ -229,14 +180,14 @@ static void vol_async_done(struct nbd_async *a, int err)
     outer->done(outer, err);
 }
 
-typedef int (*mirror_fn)(struct volume *v, const void *buf, uint32_t count, uint64_t offset,
-                         unsigned flags, struct nbd_async *a);
+typedef int (*mirror_fn)(struct mvol *mv, const void *buf, uint32_t count, uint64_t offset,
+                         unsigned flags, struct mirror_async *a);
 
-static int mirror_zero_fn(struct volume *v, const void *buf, uint32_t count, uint64_t offset,
-                          unsigned flags, struct nbd_async *a)
+static int mirror_zero_fn(struct mvol *mv, const void *buf, uint32_t count, uint64_t offset,
+                          unsigned flags, struct mirror_async *a)
 {
     (void)buf;
-    return mirror_zero(v, count, offset, flags, a);
+    return mirror_zero(mv, count, offset, flags, a);
 }
 
 /* A write through the mirror engine under write priority; with a, it may
@@ -247,7 +198,7 @@ static int mirrored(struct volume *v, mirror_fn fn, const void *buf, uint32_t co
     struct pol_write w;
     if (!a) {
         int r = guard_begin(v, offset, count, flags, &w);
-        return r < 0 ? r : guard_end(v, &w, fn(v, buf, count, offset, flags, NULL));
+        return r < 0 ? r : guard_end(v, &w, fn(v->mv, buf, count, offset, flags, NULL));
     }
     struct vol_async *va = malloc(sizeof *va);
     if (!va)
@@ -260,7 +211,7 @@ static int mirrored(struct volume *v, mirror_fn fn, const void *buf, uint32_t co
     va->a.done = vol_async_done;
     va->outer = a;
     va->v = v;
-    r = fn(v, buf, count, offset, flags, &va->a);
+    r = fn(v->mv, buf, count, offset, flags, &va->a);
     if (r == -EINPROGRESS)
         return r;
     guard_end(v, &va->w, 0);
@@ -276,19 +227,13 @@ static int vol_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset,
         return -ENOSPC;
     if (must_wait(v, flags, a))
         return -EAGAIN;
-    if (v->mirror)
+    if (v->mv)
         return mirrored(v, mirror_write, buf, count, offset, flags, a);
     struct pol_write w;
     int r = guard_begin(v, offset, count, flags, &w);
     if (r < 0)
         return r;
-    return guard_end(v, &w, volume_local_write(v, buf, count, offset, flags & NBD_IO_FUA));
-}
-
-int volume_local_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset, bool fua)
-{
-    struct iovec iov = {.iov_base = (void *)buf, .iov_len = count};
-    return write_iov(v, &iov, 1, offset, fua);
+    return guard_end(v, &w, svol_write(v->sv, buf, count, offset, flags & NBD_IO_FUA));
 }
 
 static int vol_flush(void *h, unsigned flags)
@@ -296,67 +241,7 @@ static int vol_flush(void *h, unsigned flags)
     struct volume *v = h;
     if (must_wait(v, flags | NBD_IO_FUA, NULL))
         return -EAGAIN;
-    return v->mirror ? mirror_flush(v) : sync_data(v);
-}
-
-/* fallocate with mode, or -ENOTSUP (remembered in *flag) if the file
- * system has no such mode. */
-static int try_fallocate(struct volume *v, int mode, atomic_bool *flag, const char *what,
-                         uint32_t count, uint64_t offset)
-{
-    if (atomic_load_explicit(flag, memory_order_relaxed))
-        return -ENOTSUP;
-    int r;
-    do {
-        r = fallocate(v->fd, mode, (off_t)offset, (off_t)count);
-    } while (r < 0 && errno == EINTR);
-    if (r == 0)
-        return 0;
-    if (errno == EOPNOTSUPP) {
-        learn_unsupported(v, flag, what, "the next way down");
-        return -ENOTSUP;
-    }
-    return -errno;
-}
-
-static int write_zeroes(struct volume *v, uint32_t count, uint64_t offset)
-{
-    static const char zeroes[64 * 1024];
-    struct iovec iov[16];
-    while (count > 0) {
-        int cnt = 0;
-        uint32_t batch = 0;
-        for (; cnt < 16 && batch < count; cnt++) {
-            uint32_t len = count - batch < sizeof(zeroes) ? count - batch : sizeof(zeroes);
-            iov[cnt] = (struct iovec){.iov_base = (void *)zeroes, .iov_len = len};
-            batch += len;
-        }
-        int r = write_iov(v, iov, cnt, offset, false);
-        if (r < 0)
-            return r;
-        count -= batch;
-        offset += batch;
-    }
-    return 0;
-}
-
-/* The cheapest way the file system offers to make a range read zeroes:
- * a hole if allowed, else zeroed extents, else (unless fast) zero data. */
-static int make_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned flags)
-{
-    bool may_trim = flags & NBD_IO_MAY_TRIM, fast = flags & NBD_IO_FAST;
-    int r = -ENOTSUP;
-    if (may_trim)
-        r = try_fallocate(v, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, &v->no_punch,
-                          "fallocate(PUNCH_HOLE)", count, offset);
-    if (r == -ENOTSUP)
-        r = try_fallocate(v, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, &v->no_zero_range,
-                          "fallocate(ZERO_RANGE)", count, offset);
-    if (r == -ENOTSUP && !fast && (flags & NBD_IO_NOWAIT) && count > NOWAIT_ZERO_MAX)
-        return -EAGAIN;
-    if (r == -ENOTSUP && !fast)
-        r = write_zeroes(v, count, offset);
-    return r;
+    return v->mv ? mirror_flush(v->mv) : svol_sync(v->sv);
 }
 
 /* Zeroes a range under write priority; a range past the end answers
@@ -368,28 +253,13 @@ static int zero_guarded(struct volume *v, uint32_t count, uint64_t offset, unsig
         return range_err;
     if (must_wait(v, flags, a))
         return -EAGAIN;
-    if (v->mirror)
+    if (v->mv)
         return mirrored(v, mirror_zero_fn, NULL, count, offset, flags, a);
     struct pol_write w;
     int r = guard_begin(v, offset, count, flags, &w);
     if (r < 0)
         return r;
-    r = make_zero(v, count, offset, flags);
-    return guard_end(v, &w, r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r);
-}
-
-int volume_local_wipe(struct volume *v)
-{
-    uint64_t size = atomic_load(&v->size);
-    if (ftruncate(v->fd, 0) < 0 || ftruncate(v->fd, (off_t)size) < 0)
-        return -errno;
-    return sync_data(v);
-}
-
-int volume_local_zero(struct volume *v, uint32_t count, uint64_t offset, unsigned flags)
-{
-    int r = make_zero(v, count, offset, flags & ~NBD_IO_NOWAIT);
-    return r == 0 && (flags & NBD_IO_FUA) ? sync_data(v) : r;
+    return guard_end(v, &w, svol_zero(v->sv, count, offset, flags));
 }
 
 static int vol_zero(void *h, uint32_t count, uint64_t offset, unsigned flags, struct nbd_async *a)
@@ -411,29 +281,7 @@ static int vol_cache(void *h, uint32_t count, uint64_t offset, unsigned flags)
     (void)flags;
     if (!in_range(v, count, offset))
         return -EINVAL;
-    return -posix_fadvise(v->fd, (off_t)offset, (off_t)count, POSIX_FADV_WILLNEED);
-}
-
-/* The extent that starts at pos, cut at end. */
-static int extent_at(struct volume *v, uint64_t pos, uint64_t end, struct nbd_extent *e)
-{
-    off_t data = lseek(v->fd, (off_t)pos, SEEK_DATA);
-    if (data < 0 && errno != ENXIO)
-        return -errno;
-    /* ENXIO: no data from pos to the end of the file. */
-    if (data < 0 || (uint64_t)data > pos) {
-        uint64_t stop = data < 0 || (uint64_t)data > end ? end : (uint64_t)data;
-        *e = (struct nbd_extent){.length = stop - pos, .flags = NBD_EXTENT_HOLE | NBD_EXTENT_ZERO};
-        return 0;
-    }
-    off_t hole = lseek(v->fd, (off_t)pos, SEEK_HOLE);
-    if (hole < 0)
-        return -errno;
-    /* A hole at pos means a trim raced us; "data" claims nothing, so it is
-     * always a safe answer. */
-    uint64_t stop = (uint64_t)hole <= pos || (uint64_t)hole > end ? end : (uint64_t)hole;
-    *e = (struct nbd_extent){.length = stop - pos, .flags = 0};
-    return 0;
+    return svol_cache(v->sv, count, offset);
 }
 
 static int vol_extents(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext,
@@ -442,32 +290,24 @@ static int vol_extents(void *h, uint32_t count, uint64_t offset, struct nbd_exte
     struct volume *v = h;
     if (count == 0 || max == 0 || !in_range(v, count, offset))
         return -EINVAL;
-    uint64_t end = offset + count;
-    unsigned n = 0;
-    while (offset < end && n < max) {
-        struct nbd_extent e;
-        int r = extent_at(v, offset, end, &e);
-        if (r < 0)
-            return n > 0 ? (int)n : r;
-        if (n > 0 && ext[n - 1].flags == e.flags)
-            ext[n - 1].length += e.length;
-        else
-            ext[n++] = e;
-        offset += e.length;
-    }
-    return (int)n;
+    struct svol_extent se[64];
+    int n = svol_extents(v->sv, count, offset, se, max < 64 ? max : 64);
+    for (int i = 0; i < n; i++)
+        ext[i] = (struct nbd_extent){.length = se[i].length,
+                                     .flags = se[i].hole ? NBD_EXTENT_HOLE | NBD_EXTENT_ZERO : 0};
+    return n;
 }
 
 /* A mirrored volume sends the copies of the writes run inline together. */
 static void vol_batch_begin(void *h)
 {
-    if (((struct volume *)h)->mirror)
+    if (((struct volume *)h)->mv)
         mirror_gather_begin();
 }
 
 static void vol_batch_end(void *h)
 {
-    if (((struct volume *)h)->mirror)
+    if (((struct volume *)h)->mv)
         mirror_gather_end();
 }
 
@@ -492,7 +332,7 @@ static bool find(struct volumes *vols, const char *name, size_t *idx)
     size_t lo = 0, hi = vols->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(vols->v[mid]->rec.name, name);
+        int c = strcmp(vols->v[mid]->name, name);
         if (c == 0) {
             *idx = mid;
             return true;
@@ -540,67 +380,55 @@ static int volume_new(struct store *store, const struct store_volume *rec, struc
         qb_log(LOG_ERR, "volume \"%s\": out of memory", rec->name);
         return -ENOMEM;
     }
-    v->rec = *rec;
-    v->store = store;
-    int r = store_open_data(store, rec, &v->fd);
+    int r = svol_open(store, rec, &v->sv);
     if (r < 0) {
         free(v);
         return r;
     }
+    v->name = svol_name(v->sv);
     snprintf(v->description, sizeof(v->description), "vsan volume %s (%s)", rec->name, rec->uuid);
     atomic_init(&v->size, rec->size);
     atomic_init(&v->connections, 0);
-    atomic_init(&v->no_dsync, false);
-    atomic_init(&v->no_punch, false);
-    atomic_init(&v->no_zero_range, false);
-    atomic_init(&v->no_nowait, false);
     atomic_init(&v->refs, 1);
     atomic_init(&v->gone, false);
     v->vid = policing_volume_id(rec->uuid);
-    struct statfs fs;
-    v->in_memory =
-        fstatfs(v->fd, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
     *out = v;
     return 0;
 }
 
-void volume_ref(struct volume *v)
+static void volume_ref(struct volume *v)
 {
     atomic_fetch_add(&v->refs, 1);
 }
 
-void volume_unref(struct volume *v)
+static void volume_unref(struct volume *v)
 {
     if (atomic_fetch_sub(&v->refs, 1) != 1)
         return;
-    mirror_volume_detach(v);
-    if (close(v->fd) < 0)
-        qb_log(LOG_WARNING, "volume \"%s\": close its data file: %s", v->rec.name, strerror(errno));
+    if (v->mv) {
+        mirror_volume_detach(v->mv);
+        mirror_volume_put(v->mv);
+    }
+    svol_unref(v->sv);
     free(v);
 }
 
 static int fill_info(struct volume *v, struct volume_info *out)
 {
-    struct stat sb;
-    if (fstat(v->fd, &sb) < 0) {
-        int err = errno;
-        qb_log(LOG_ERR, "volume \"%s\": fstat its data file: %s", v->rec.name, strerror(err));
-        return -err;
-    }
+    struct store_volume rec;
+    svol_record(v->sv, &rec);
     *out = (struct volume_info){
-        .size = v->rec.size,
-        .allocated = (uint64_t)sb.st_blocks * 512,
-        .generation = v->rec.generation,
+        .size = rec.size,
+        .generation = rec.generation,
         .connections = atomic_load(&v->connections),
+        .nreplicas = rec.nreplicas,
     };
-    memcpy(out->name, v->rec.name, sizeof(out->name));
-    memcpy(out->uuid, v->rec.uuid, sizeof(out->uuid));
-    if (v->mv)
-        mirror_replicas_copy(v, out->replicas, &out->nreplicas);
-    else
-        out->nreplicas = v->rec.nreplicas;
-    if (!v->mv)
-        memcpy(out->replicas, v->rec.replicas, sizeof(out->replicas));
+    int r = svol_allocated(v->sv, &out->allocated);
+    if (r < 0)
+        return r;
+    memcpy(out->name, rec.name, sizeof(out->name));
+    memcpy(out->uuid, rec.uuid, sizeof(out->uuid));
+    memcpy(out->replicas, rec.replicas, sizeof(out->replicas));
     return 0;
 }
 
@@ -729,16 +557,55 @@ int volumes_create(struct volumes *vols, const char *name, uint64_t size, const 
     return volumes_create_replicated(vols, name, size, uuid, NULL, 0, out);
 }
 
-/* Sets the first replica set (every node current) before anyone sees it. */
+/* Sets the first replica set (every node current) before anyone sees it,
+ * and gives the volume to the mirror engine. */
 static int init_replicas(struct volumes *vols, struct volume *v, const uint32_t *nodes, size_t n)
 {
     if (n > 0) {
-        replica_init(&v->rec, nodes, n);
-        int r = store_update(vols->store, &v->rec);
+        struct store_volume rec;
+        svol_record(v->sv, &rec);
+        replica_init(&rec, nodes, n);
+        int r = svol_set_state(v->sv, rec.replicas, rec.nreplicas, rec.local);
         if (r < 0)
             return r;
     }
-    return vols->mirror ? mirror_volume_attach(vols->mirror, v) : 0;
+    return vols->mirror ? mirror_volume_attach(vols->mirror, v->sv, v->vid, v->pc, &v->mv) : 0;
+}
+
+/* With the lock held: the volume whose region-table id is vid, or NULL. */
+static struct volume *find_vid(struct volumes *vols, uint32_t vid)
+{
+    for (size_t i = 0; i < vols->n; i++)
+        if (vols->v[i]->vid == vid)
+            return vols->v[i];
+    return NULL;
+}
+
+/* With the lock held: whether uuid may name a new volume here. Its id in
+ * the region table is the uuid's first 32 bits, so two volumes whose
+ * uuids share them would share regions and peers' requests: refused. The
+ * table is the same on every node, so every node decides alike. */
+static int check_uuid(struct volumes *vols, const char *name, const char *uuid)
+{
+    struct volume *other = find_vid(vols, policing_volume_id(uuid));
+    if (!other)
+        return 0;
+    qb_log(LOG_WARNING, "volume \"%s\": create: its uuid %s has the id of volume \"%s\"", name,
+           uuid, other->name);
+    return -EEXIST;
+}
+
+int volumes_new_uuid(struct volumes *vols, char out[STORE_UUID_LEN + 1])
+{
+    lock_shared(vols);
+    int r = -EEXIST;
+    for (int tries = 0; tries < 16 && r == -EEXIST; tries++) {
+        r = store_uuid_generate(out);
+        if (r == 0 && find_vid(vols, policing_volume_id(out)))
+            r = -EEXIST;
+    }
+    unlock(vols);
+    return r;
 }
 
 int volumes_create_replicated(struct volumes *vols, const char *name, uint64_t size,
@@ -747,6 +614,13 @@ int volumes_create_replicated(struct volumes *vols, const char *name, uint64_t s
 {
     if (!check_name(name) || !check_size(name, size))
         return -EINVAL;
+    char fresh[STORE_UUID_LEN + 1];
+    if (!uuid) {
+        int r = volumes_new_uuid(vols, fresh);
+        if (r < 0)
+            return r;
+        uuid = fresh;
+    }
     lock_excl(vols);
     size_t idx;
     int r = 0;
@@ -757,6 +631,8 @@ int volumes_create_replicated(struct volumes *vols, const char *name, uint64_t s
         qb_log(LOG_ERR, "volume \"%s\": create: out of memory", name);
         r = -ENOMEM;
     }
+    if (r == 0)
+        r = check_uuid(vols, name, uuid);
     struct store_volume rec;
     struct volume *v = NULL;
     if (r == 0)
@@ -782,11 +658,11 @@ int volumes_delete(struct volumes *vols, const char *name, bool even_if_busy)
     if (!find(vols, name, &idx)) {
         r = -ENOENT;
     } else if (!even_if_busy && atomic_load(&vols->v[idx]->connections) > 0) {
-        qb_log(LOG_WARNING, "volume \"%s\": delete refused: %u NBD connection(s) open", name,
+        qb_log(LOG_WARNING, "volume \"%s\": delete refused: %u NBD connection(s) open here", name,
                atomic_load(&vols->v[idx]->connections));
         r = -EBUSY;
     } else {
-        r = store_delete(vols->store, &vols->v[idx]->rec);
+        r = svol_delete(vols->v[idx]->sv);
         if (r == 0) {
             v = vols->v[idx];
             atomic_store(&v->gone, true);
@@ -794,36 +670,53 @@ int volumes_delete(struct volumes *vols, const char *name, bool even_if_busy)
         }
     }
     unlock(vols);
+    if (v != NULL && v->mv)
+        mirror_volume_detach(v->mv); /* its resync ends by itself; nothing waits for it */
     if (v != NULL)
         volume_unref(v);
     return r;
 }
 
-/* Under the exclusive lock. */
-static int resize_locked(struct volumes *vols, struct volume *v, uint64_t size, bool force,
-                         bool even_if_busy)
+/* Under the exclusive lock: the store, then the engine's bitmaps and
+ * lost-region marks (a grow), or the other way round (a shrink), so that
+ * the engine never tracks regions the data file lacks. The size the I/O
+ * path checks changes last. */
+static int resize_both(struct volume *v, uint64_t old, uint64_t size)
 {
-    if (size < v->rec.size) {
+    bool grow = size > old;
+    int r = grow ? svol_resize(v->sv, size) : v->mv ? mirror_volume_resize(v->mv, size) : 0;
+    if (r < 0)
+        return r;
+    r = grow ? v->mv ? mirror_volume_resize(v->mv, size) : 0 : svol_resize(v->sv, size);
+    if (r < 0 && !grow && v->mv && mirror_volume_resize(v->mv, old) < 0)
+        qb_log(LOG_ERR, "volume \"%s\": its replication state stays at the smaller size", v->name);
+    return r;
+}
+
+static int resize_locked(struct volume *v, uint64_t size, bool force, bool even_if_busy)
+{
+    uint64_t old = svol_size(v->sv);
+    if (size < old) {
         if (!force) {
             qb_log(LOG_WARNING,
                    "volume \"%s\": shrinking destroys data past the new end; "
                    "refused without force",
-                   v->rec.name);
+                   v->name);
             return -ERANGE;
         }
         unsigned conns = atomic_load(&v->connections);
         if (conns > 0 && !even_if_busy) {
-            qb_log(LOG_WARNING, "volume \"%s\": shrink refused: %u NBD connection(s) open",
-                   v->rec.name, conns);
+            qb_log(LOG_WARNING, "volume \"%s\": shrink refused: %u NBD connection(s) open here",
+                   v->name, conns);
             return -EBUSY;
         }
     }
-    int r = store_resize(vols->store, &v->rec, size);
-    if (r < 0)
-        return r;
-    /* Released after the data file has its new length. */
-    atomic_store_explicit(&v->size, v->rec.size, memory_order_release);
-    return 0;
+    if (size == old)
+        return 0;
+    int r = resize_both(v, old, size);
+    if (r == 0)
+        atomic_store_explicit(&v->size, size, memory_order_release);
+    return r;
 }
 
 int volumes_resize(struct volumes *vols, const char *name, uint64_t size, bool force,
@@ -833,8 +726,8 @@ int volumes_resize(struct volumes *vols, const char *name, uint64_t size, bool f
         return -EINVAL;
     lock_excl(vols);
     size_t idx;
-    int r = find(vols, name, &idx) ? resize_locked(vols, vols->v[idx], size, force, even_if_busy)
-                                   : -ENOENT;
+    int r =
+        find(vols, name, &idx) ? resize_locked(vols->v[idx], size, force, even_if_busy) : -ENOENT;
     if (r == 0 && out != NULL)
         r = fill_info(vols->v[idx], out);
     unlock(vols);
@@ -912,7 +805,7 @@ static const char *describe(struct volume *v)
     if (v->mv) {
         struct store_replica reps[STORE_REPLICAS_MAX];
         uint32_t n;
-        mirror_replicas_copy(v, reps, &n);
+        mirror_replicas_copy(v->mv, reps, &n);
         for (uint32_t i = 0; i < n; i++)
             if (reps[i].state == REPLICA_CURRENT)
                 describe_replica(v, reps[i].node, d, &len, len == base ? '=' : ',');
@@ -963,15 +856,25 @@ static void cat_close(void *ctx, struct nbd_export *exp)
     volume_unref(v);
 }
 
-void volumes_set_mirror(struct volumes *vols, struct mirror *m)
+int volumes_set_mirror(struct volumes *vols, struct mirror *m)
 {
     lock_excl(vols);
     vols->mirror = m;
+    int r = 0;
+    for (size_t i = 0; r == 0 && i < vols->n; i++) {
+        struct volume *v = vols->v[i];
+        r = mirror_volume_attach(m, v->sv, v->vid, v->pc, &v->mv);
+        if (r < 0)
+            qb_log(LOG_ERR, "volume \"%s\": can't be replicated: %s", v->name, strerror(-r));
+    }
     unlock(vols);
+    return r;
 }
 
-int volumes_with(struct volumes *vols, uint32_t vid, int (*fn)(struct volume *v, void *arg),
-                 void *arg)
+/* Runs fn on the volume with id vid, holding a reference; -ENOENT if
+ * none. */
+static int volumes_with(struct volumes *vols, uint32_t vid, int (*fn)(struct volume *v, void *arg),
+                        void *arg)
 {
     lock_shared(vols);
     struct volume *v = NULL;
@@ -988,17 +891,13 @@ int volumes_with(struct volumes *vols, uint32_t vid, int (*fn)(struct volume *v,
     return r;
 }
 
-void volumes_each(struct volumes *vols, void (*fn)(struct volume *v, void *arg), void *arg)
+/* Runs fn on every volume, under the shared lock. */
+static void volumes_each(struct volumes *vols, void (*fn)(struct volume *v, void *arg), void *arg)
 {
     lock_shared(vols);
     for (size_t i = 0; i < vols->n; i++)
         fn(vols->v[i], arg);
     unlock(vols);
-}
-
-int volume_update_record(struct volume *v)
-{
-    return store_update(v->store, &v->rec);
 }
 
 struct replica_msg {
@@ -1010,7 +909,7 @@ struct replica_msg {
 static int apply_replica(struct volume *v, void *arg)
 {
     struct replica_msg *m = arg;
-    return v->mv ? mirror_replica_request(v, m->from, m->node, m->state, m->first, m->last) : 0;
+    return v->mv ? mirror_replica_request(v->mv, m->from, m->node, m->state, m->first, m->last) : 0;
 }
 
 int volumes_replica(struct volumes *vols, uint32_t from, uint32_t vid, uint32_t node, uint8_t state,
@@ -1031,7 +930,7 @@ struct left_msg {
 static void apply_left(struct volume *v, void *arg)
 {
     struct left_msg *m = arg;
-    if (v->mv && mirror_node_left(v, m->node, m->lost, m->nlost) > 0)
+    if (v->mv && mirror_node_left(v->mv, m->node, m->lost, m->nlost) > 0)
         m->changed = 1;
 }
 
@@ -1054,13 +953,13 @@ static struct volume *get_by_name(struct volumes *vols, const char *name)
     return v;
 }
 
-int volumes_mirrored(struct volumes *vols, const char *name, int (*fn)(struct volume *v, void *arg),
+int volumes_mirrored(struct volumes *vols, const char *name, int (*fn)(struct mvol *mv, void *arg),
                      void *arg)
 {
     struct volume *v = get_by_name(vols, name);
     if (!v)
         return -ENOENT;
-    int r = v->mv ? fn(v, arg) : -ENODEV;
+    int r = v->mv ? fn(v->mv, arg) : -ENODEV;
     volume_unref(v);
     return r;
 }
@@ -1071,7 +970,7 @@ int volumes_set_replicas(struct volumes *vols, const char *name, const struct st
     struct volume *v = get_by_name(vols, name);
     if (!v)
         return -ENOENT;
-    int e = v->mv ? mirror_replicas_load(v, r, n) : 0;
+    int e = v->mv ? mirror_replicas_load(v->mv, r, n) : 0;
     volume_unref(v);
     return e;
 }
@@ -1108,7 +1007,7 @@ static int cat_list(void *ctx, int (*fn)(void *arg, const char *name, const char
     for (size_t i = 0; i < n; i++) {
         if (r == 0) {
             const char *d = describe(copy[i]);
-            r = fn(arg, copy[i]->rec.name, d);
+            r = fn(arg, copy[i]->name, d);
             describe_free(copy[i], d);
         }
         volume_unref(copy[i]);

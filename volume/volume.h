@@ -68,20 +68,24 @@ int volumes_create_replicated(struct volumes *vols, const char *name, uint64_t s
                               struct volume_info *out);
 
 struct mirror;
+struct mvol;
 struct pol_key;
 /* Replicates every volume's I/O through the mirror engine (set once, when
- * it starts; NULL: standalone). */
-void volumes_set_mirror(struct volumes *vols, struct mirror *m);
+ * it starts; never: standalone): each volume is attached to it. -errno if
+ * one can't be (a bitmap unreadable, an id taken), logged. */
+int volumes_set_mirror(struct volumes *vols, struct mirror *m);
+/* A fresh uuid whose id in the region table no volume here has. */
+int volumes_new_uuid(struct volumes *vols, char out[STORE_UUID_LEN + 1]);
 /* The agreed table's replica changes, asked for by node from (main loop;
  * see mirror/engine.h): 1 if a set changed, 0 if not, -errno. */
 int volumes_replica(struct volumes *vols, uint32_t from, uint32_t vid, uint32_t node, uint8_t state,
                     uint64_t first, uint64_t last);
 int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key *lost,
                       size_t nlost);
-struct volume;
-/* Runs fn (a mirror_* admin call, mirror/engine.h) on the named volume
- * while holding it: -ENOENT, or -ENODEV when the node is standalone. */
-int volumes_mirrored(struct volumes *vols, const char *name, int (*fn)(struct volume *v, void *arg),
+/* Runs fn (a mirror_* admin call, mirror/engine.h) on the named volume's
+ * replication state while holding it: -ENOENT, or -ENODEV when the node
+ * is standalone. */
+int volumes_mirrored(struct volumes *vols, const char *name, int (*fn)(struct mvol *mv, void *arg),
                      void *arg);
 /* Replaces a volume's replica set with the group's (a sync round). */
 int volumes_set_replicas(struct volumes *vols, const char *name, const struct store_replica *r,

@@ -455,7 +455,7 @@ static struct json_object *cmd_volume_list(const struct context *ctx, struct jso
     return reply_ok(o);
 }
 
-static int get_mirror_status(struct volume *v, void *arg)
+static int get_mirror_status(struct mvol *v, void *arg)
 {
     mirror_volume_status(v, arg);
     return 0;
@@ -584,7 +584,7 @@ static struct json_object *cmd_volume_create(const struct context *ctx, struct j
     if (strlen(name) > VOLUME_NAME_MAX)
         return volume_failure(name, "create", -EINVAL);
     char uuid[STORE_UUID_LEN + 1];
-    int r = store_uuid_generate(uuid);
+    int r = volumes_new_uuid(ctx->node->vols, uuid);
     if (r < 0)
         return volume_failure(name, "create", r);
     struct change *ch = change_new(ctx, "create", name, false);
@@ -666,20 +666,20 @@ static struct json_object *cmd_volume_delete(const struct context *ctx, struct j
     return submitted(ctx, ch, policing_volume_delete(ctx->node->pc, name, change_done, ch));
 }
 
-static int do_fail(struct volume *v, void *arg)
+static int do_fail(struct mvol *v, void *arg)
 {
     (void)arg;
     return mirror_replica_fail(v);
 }
 
-static int do_replace(struct volume *v, void *arg)
+static int do_replace(struct mvol *v, void *arg)
 {
     (void)arg;
     return mirror_replica_replace(v);
 }
 
 static struct json_object *replica_cmd(const struct context *ctx, struct json_object *req,
-                                       const char *op, int (*fn)(struct volume *, void *))
+                                       const char *op, int (*fn)(struct mvol *, void *))
 {
     struct json_object *err = NULL;
     const char *name;
@@ -758,7 +758,7 @@ static int32_t verify_answer(int32_t fd, int32_t revents, void *data)
     return 0;
 }
 
-static int start_verify(struct volume *v, void *arg)
+static int start_verify(struct mvol *v, void *arg)
 {
     return mirror_verify(v, verify_done, arg);
 }

@@ -15,6 +15,7 @@
  * Threads: main() and the qb_loop run on the main thread, which owns
  * everything here; the NBD server runs its own threads (server.h).
  */
+#include "nbd-server/export.h"
 #include "nbd-server/server.h"
 #include "policing/protocol.h"
 #include "vsan/admin.h"
@@ -465,19 +466,22 @@ static int start_mirror(struct node *n)
     struct mirror_params p = {
         .pc = n->pc,
         .store = n->store,
-        .vols = n->vols,
         .listen = c->mirror_listen,
         .cluster = c->cluster_name,
         .secret = &secret,
         .timeout_ms = c->mirror_timeout_ms,
         .sync_received = c->mirror_sync_received,
         .resync_rate = c->mirror_resync_rate,
+        /* NBD replies completed by a link thread go out together. */
+        .batch_begin = nbd_replies_hold,
+        .batch_end = nbd_replies_flush,
     };
     r = mirror_start(&p, &n->mirror);
     mauth_secret_clear(&secret);
+    if (r == 0)
+        r = volumes_set_mirror(n->vols, n->mirror);
     if (r < 0)
         return r;
-    volumes_set_mirror(n->vols, n->mirror);
     n->table.mirror = n->mirror;
     return 0;
 }

@@ -1,0 +1,96 @@
+/* svol.h - one volume's copy on this node: its record and its data file,
+ * the I/O driver every layer above uses for local I/O.
+ *
+ * The volume layer (volume/volume.c) opens one svol per volume and hands
+ * it to the mirror engine (mirror/engine.h), which writes the local copy
+ * through it, never through the volume layer. Both hold a reference; the
+ * svol is closed when the last goes, so a resync thread still copying a
+ * deleted volume never sees a closed fd.
+ *
+ * Ownership and locking: the svol owns the volume's committed record
+ * (store.h's struct store_volume). Its mutex guards the in-memory record
+ * and every commit of it, so two changes (a resize from the admin path, a
+ * replica state from the engine) never overwrite each other or race on the
+ * meta's tmp file. Name and uuid never change and are read without it; the
+ * size is also kept in an atomic for the I/O paths' bounds checks. The I/O
+ * calls take no lock: positioned syscalls on one fd.
+ *
+ * Errors are -errno. The I/O calls log nothing (the caller knows which
+ * request and peer failed and says so); record commits log like store.c.
+ */
+#ifndef VSAN_STORE_SVOL_H
+#define VSAN_STORE_SVOL_H
+
+#include "store/store.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct svol;
+
+/* Flags of the I/O calls; the volume layer maps the NBD ones onto them. */
+#define SVOL_FUA (1u << 0)      /* durable before returning */
+#define SVOL_NOWAIT (1u << 1)   /* -EAGAIN, having done nothing, rather than wait for the device */
+#define SVOL_MAY_TRIM (1u << 2) /* zero: the range may become a hole */
+#define SVOL_FAST (1u << 3)     /* zero: -ENOTSUP unless cheaper than writing zeroes */
+
+/* With SVOL_NOWAIT, zeroing by writing zero data is done only up to this
+ * size; more is worth another thread. */
+#define SVOL_NOWAIT_ZERO_MAX (256 * 1024)
+
+/* Opens rec's data file; one reference, the caller's. */
+int svol_open(struct store *st, const struct store_volume *rec, struct svol **out);
+void svol_ref(struct svol *sv);
+/* The last reference closes the data file. */
+void svol_unref(struct svol *sv);
+
+/* Immutable for the svol's life. */
+const char *svol_name(const struct svol *sv);
+const char *svol_uuid(const struct svol *sv);
+/* Whether the data file lives in memory (tmpfs): nothing waits for a device. */
+bool svol_in_memory(const struct svol *sv);
+/* The committed size, lock-free. */
+uint64_t svol_size(const struct svol *sv);
+
+/* ---- the record --------------------------------------------------------- */
+
+/* A consistent copy of the committed record. */
+void svol_record(struct svol *sv, struct store_volume *out);
+/* Commits the replica set and local state (the rest is unchanged). */
+int svol_set_state(struct svol *sv, const struct store_replica *replicas, uint32_t n,
+                   uint8_t local);
+/* Sets the size (see store_resize for the crash order); -ERANGE... as
+ * store_resize. */
+int svol_resize(struct svol *sv, uint64_t size);
+/* Removes meta, data and bitmaps; the fd stays valid until the last
+ * reference goes. */
+int svol_delete(struct svol *sv);
+/* Bytes the data file occupies. */
+int svol_allocated(struct svol *sv, uint64_t *bytes);
+
+/* ---- I/O ---------------------------------------------------------------- */
+
+/* Exactly count bytes. SVOL_NOWAIT: all from the page cache, or -EAGAIN. */
+int svol_read(struct svol *sv, void *buf, uint32_t count, uint64_t offset, unsigned flags);
+/* SVOL_FUA. */
+int svol_write(struct svol *sv, const void *buf, uint32_t count, uint64_t offset, unsigned flags);
+/* The cheapest way the file system offers to make a range read zeroes.
+ * SVOL_FUA, SVOL_MAY_TRIM, SVOL_FAST, SVOL_NOWAIT. */
+int svol_zero(struct svol *sv, uint32_t count, uint64_t offset, unsigned flags);
+int svol_sync(struct svol *sv);
+/* Empties the copy (a replaced disk starts all zeroes), durably. */
+int svol_wipe(struct svol *sv);
+/* Readahead. */
+int svol_cache(struct svol *sv, uint32_t count, uint64_t offset);
+
+/* One allocation extent: data, or a hole that reads zeroes. */
+struct svol_extent {
+    uint64_t length;
+    bool hole;
+};
+/* Describes [offset, offset+count) in at most max extents, in order from
+ * offset, adjacent ones of a kind merged; returns how many (>= 1). */
+int svol_extents(struct svol *sv, uint32_t count, uint64_t offset, struct svol_extent *ext,
+                 unsigned max);
+
+#endif
