@@ -8,6 +8,7 @@
 
 #include <criterion/criterion.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -295,6 +296,46 @@ Test(bitmap, reopen_keeps_synced_bits)
     cr_assert_eq(bitmap_next(b, 4101), 99999);
     cr_assert_eq(bitmap_set(b, 4050, 4050), 0, "loaded bits are durable");
     bitmap_close(b);
+}
+
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    int n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* 2,000 bitmaps open, set, synced and resized hold no descriptor at rest
+ * (a node with thousands of volumes would pass RLIMIT_NOFILE), and keep
+ * working. */
+Test(bitmap, no_descriptor_at_rest)
+{
+    enum { N = 2000 };
+    static struct bitmap *bs[N];
+    int before = open_fds();
+    for (int i = 0; i < N; i++) {
+        char p[sizeof(dir) + 32];
+        snprintf(p, sizeof p, "%s/v%d", dir, i);
+        bs[i] = open_ok(p, 64);
+        cr_assert_eq(bitmap_set(bs[i], (uint64_t)i % 64, (uint64_t)i % 64), 1);
+        cr_assert_eq(bitmap_sync(bs[i]), 0);
+        cr_assert_eq(bitmap_resize(bs[i], 128), 0);
+    }
+    cr_assert_eq(open_fds(), before, "descriptors held: %d", open_fds() - before);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(bitmap_set(bs[i], 100, 100), 1);
+        cr_assert_eq(bitmap_sync(bs[i]), 0);
+        bitmap_close(bs[i]);
+        char p[sizeof(dir) + 32];
+        snprintf(p, sizeof p, "%s/v%d", dir, i);
+        struct bitmap *b = open_ok(p, 128);
+        cr_assert_eq(bitmap_count(b), 2);
+        bitmap_close(b);
+    }
 }
 
 /* More pages than one write stages, so syncs write several runs. */
