@@ -1,16 +1,18 @@
-/* volume.c - the registry of volumes and the local I/O path of each one.
+/* volume.c - the volume layer: the registry of volumes and the NBD export
+ * of each one (nbd-server/export.h).
  *
- * The registry maps names to open volumes (one data fd each) and is what
- * the daemon's admin calls change; the NBD server reaches it through
- * volumes_catalog. Once a connection has opened a volume, its requests go
- * straight to the data file with positioned syscalls: no registry lock, no
- * allocation, nothing shared but atomics, so many connections and threads
- * run in parallel and the path does no more than nbdkit's file plugin.
+ * The registry maps names to open volumes and is what the daemon's admin
+ * calls and the agreed volume table (voltable.c) change; the NBD server
+ * reaches it through volumes_catalog. A request takes region write
+ * priority (policing) and then goes, in cluster mode, through the mirror
+ * engine (mirror/engine.h), which writes this node's copy and the peers';
+ * standalone, straight to the copy (store/svol.h). The I/O path takes no
+ * registry lock and allocates nothing but an asynchronous write's state.
  *
- * Lifetime: a volume is freed only by volumes_delete(), which refuses while
- * connections are open, or by volumes_close(), which the daemon calls once
- * the NBD server has shut down. So an opened export's handle stays valid
- * until its close() without reference counting on the I/O path.
+ * Lifetime: the registry holds a reference to each volume, each NBD
+ * connection another. A deleted volume leaves the registry at once (its
+ * files go, the engine detaches it, its connections get ESHUTDOWN) and is
+ * freed with its last connection.
  */
 #include "volume/volume.h"
 #include "mirror/engine.h"
