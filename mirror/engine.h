@@ -9,7 +9,7 @@
  * whose replica is current or syncing; it is acknowledged only once each has
  * applied it (or received it, with sync = received), and a peer that fails
  * is first marked outdated by an agreed message that also records the
- * regions it missed (DESIGN.md invariant 1). Writes that overlap are never
+ * regions it missed (docs/ARCHITECTURE.md, invariant 1). Writes that overlap are never
  * in flight together from one node, and two nodes never write one region at
  * once, so every replica applies overlapping writes in the same order
  * (invariant 4).

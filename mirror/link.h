@@ -10,7 +10,7 @@
  *
  * Both ends prove they hold the cluster's secret (auth.h) before anything
  * else is said; a peer that fails is refused and logged. A malformed message
- * ends its connection (DESIGN.md invariant 6); a peer that does not answer
+ * ends its connection (docs/ARCHITECTURE.md, invariant 6); a peer that does not answer
  * within the timeout has its connection cut, which fails everything in
  * flight to it: the caller (the engine) then marks that replica outdated.
  *

@@ -4,7 +4,7 @@
  * current is part of the replicated volume table: it changes only by agreed
  * messages (policing/protocol.h) and membership changes, applied in the same
  * order everywhere, so every node has the same view and the same rules here
- * decide the same outcome on each (DESIGN.md invariants 1 and 5):
+ * decide the same outcome on each (docs/ARCHITECTURE.md, invariants 1 and 5):
  *
  *   CURRENT   has every acknowledged write; serves reads; gets every write.
  *   OUTDATED  missed writes; serves nothing, gets nothing. Every current

@@ -13,7 +13,7 @@
  * connection code (elsewhere in mirror/) reads a header, checks it with
  * mwire_check_header() before trusting any field, reads the payload, and
  * checks that with mwire_check_payload(). A message that fails either check
- * ends the connection (DESIGN.md invariant 6); the static reason names the
+ * ends the connection (docs/ARCHITECTURE.md, invariant 6); the static reason names the
  * problem for the log.
  */
 #ifndef VSAN_MIRROR_WIRE_H
