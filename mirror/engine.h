@@ -92,7 +92,8 @@ int mirror_volume_attach(struct mirror *m, struct svol *sv, uint32_t vid, struct
  * step. Never waits for them (the main loop may call it while a resync
  * waits for a grant the main loop delivers). */
 void mirror_volume_detach(struct mvol *v);
-/* Drops the caller's reference; the last one frees the state. */
+/* Drops the caller's reference; the last one frees the state. May come
+ * after mirror_stop (which detaches every volume still attached). */
 void mirror_volume_put(struct mvol *v);
 /* The volume's size changed (grow: after the store's; shrink: before):
  * bitmaps and lost-region marks follow. -errno, logged. */

@@ -407,10 +407,8 @@ static void volume_unref(struct volume *v)
 {
     if (atomic_fetch_sub(&v->refs, 1) != 1)
         return;
-    if (v->mv) {
-        mirror_volume_detach(v->mv);
+    if (v->mv) /* detached at its delete, or by mirror_stop */
         mirror_volume_put(v->mv);
-    }
     svol_unref(v->sv);
     free(v);
 }
