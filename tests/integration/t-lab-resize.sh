@@ -108,6 +108,7 @@ grep -q '^resync_rate = 1M' "$VSAN_LAB_DIR/n3/vsan.conf" ||
     sed -i 's/^\[mirror\]$/[mirror]\nresync_rate = 1M/' "$VSAN_LAB_DIR/n3/vsan.conf"
 lab start 3
 wait_until 30 logged 3 'resync: [0-9]* of [0-9]* regions to copy' || lab_fail "n3 did not start a resync"
+[ "$(states 1)" = "current current syncing" ] || lab_fail "n3 is not syncing: $(states 1)"
 lab vsan 1 volume delete r
 gone_on() {
     ! "$LAB" vsan "$1" volume list 2>/dev/null | grep -qw r && "$LAB" vsan "$1" status >/dev/null
