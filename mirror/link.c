@@ -68,7 +68,8 @@ struct mlink_conn {
     struct mlink_conn *next;
 };
 
-/* Locking: mu guards peers/npeers, conns and stopping; conns_cv is signalled
+/* Locking: mu guards peers/npeers, conns, the handshake slots and
+ * stopping; conns_cv is signalled
  * when a serving thread ends. */
 struct mlink {
     struct mlink_params p;
@@ -81,6 +82,9 @@ struct mlink {
     struct peer *peers[PEERS_MAX];
     size_t npeers;
     struct mlink_conn *conns;
+    unsigned handshaking; /* connections in the handshake */
+    uint64_t full_closed; /* closed for want of a handshake slot, since: */
+    time_t last_full_log;
     bool stopping;
     atomic_uint_fast64_t sent, served, refused;
     _Atomic time_t last_broken_log;
@@ -162,19 +166,45 @@ static void refuse(struct mlink_conn *c, uint64_t id, int err, const char *why)
     qb_log(LOG_WARNING, "mirror: refused a connection: %s", why);
 }
 
+/* When a handshake that starts now must be over: one deadline for all of
+ * it, so a peer trickling bytes holds its slot no longer than that. */
+static struct timespec handshake_deadline(const struct mlink *l)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += l->p.timeout_ms / 1000;
+    t.tv_nsec += (long)(l->p.timeout_ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+/* Reads the handshake message of type want, whose payload is exactly size
+ * bytes, into payload; anything else is refused on its header alone, so a
+ * peer not yet authenticated costs no buffer (docs/ARCHITECTURE.md, invariant 9). */
+static int recv_step(int fd, const struct timespec *deadline, enum mwire_type want,
+                     struct mwire_header *h, void *payload, size_t size, const char **why)
+{
+    int r = mstream_recv_small(fd, deadline, h, payload, size, why);
+    if (r == 0 && (h->type != want || h->payload != size)) {
+        *why = want == MW_HELLO ? "the first message is not a HELLO" : "protocol error";
+        r = -EPROTO;
+    }
+    return r;
+}
+
 /* The server's half of the handshake; sets c->peer. */
 static int serve_handshake(struct mlink_conn *c)
 {
     struct mlink *l = c->l;
+    struct timespec deadline = handshake_deadline(l);
     struct mwire_header h;
-    const void *payload;
     const char *why;
     char err[256];
-    int r = mstream_recv(&c->in, &h, &payload, &why, NULL, NULL);
-    if (r == 0 && (h.type != MW_HELLO || h.payload != sizeof(struct mw_hello))) {
-        why = "the first message is not a HELLO";
-        r = -EPROTO;
-    }
+    struct mw_hello hello;
+    int r = recv_step(c->fd, &deadline, MW_HELLO, &h, &hello, sizeof hello, &why);
     if (r < 0) {
         atomic_fetch_add(&l->refused, 1);
         qb_log(LOG_WARNING, "mirror: refused a connection: %s", why);
@@ -182,8 +212,6 @@ static int serve_handshake(struct mlink_conn *c)
     }
     struct mauth a;
     struct mw_challenge ch;
-    struct mw_hello hello;
-    memcpy(&hello, payload, sizeof hello);
     r = mauth_server_challenge(&a, &l->secret, l->cluster, l->p.self, &hello, &ch, err, sizeof err);
     if (r < 0) {
         refuse(c, h.id, r, err);
@@ -192,11 +220,10 @@ static int serve_handshake(struct mlink_conn *c)
     struct mwire_header out;
     mwire_init(&out, MW_CHALLENGE, h.id);
     out.payload = sizeof ch;
+    struct mw_auth auth;
     r = mstream_send(c->fd, &out, &ch);
     if (r == 0)
-        r = mstream_recv(&c->in, &h, &payload, &why, NULL, NULL);
-    if (r == 0 && (h.type != MW_AUTH || h.payload != sizeof(struct mw_auth)))
-        r = -EPROTO;
+        r = recv_step(c->fd, &deadline, MW_AUTH, &h, &auth, sizeof auth, &why);
     if (r < 0) {
         /* A peer that doubts our proof hangs up here, and retries every
          * second: say so once a minute, not every time. */
@@ -209,8 +236,6 @@ static int serve_handshake(struct mlink_conn *c)
                    hello.nodeid);
         return r;
     }
-    struct mw_auth auth;
-    memcpy(&auth, payload, sizeof auth);
     r = mauth_server_verify(&a, &auth, err, sizeof err);
     if (r < 0) {
         refuse(c, h.id, -EACCES, err);
@@ -254,16 +279,25 @@ static void serve_requests(struct mlink_conn *c)
     flush_held(c);
 }
 
+/* The handshake of c is over, passed or not: its slot is free. */
+static void handshake_over(struct mlink *l)
+{
+    pthread_mutex_lock(&l->mu);
+    l->handshaking--;
+    pthread_mutex_unlock(&l->mu);
+}
+
 static void *conn_main(void *arg)
 {
     struct mlink_conn *c = arg;
     struct mlink *l = c->l;
     tune_socket(c->fd);
-    set_timeout(c->fd, l->p.timeout_ms);
-    if (mstream_init(&c->in, c->fd, STREAM_BUF) < 0)
-        qb_log(LOG_ERR, "mirror: no memory for an incoming connection");
-    else if (serve_handshake(c) == 0) {
-        set_timeout(c->fd, 0);
+    int r = serve_handshake(c);
+    handshake_over(l);
+    /* Only now, the peer authenticated, is its stream buffered. */
+    if (r == 0 && mstream_init(&c->in, c->fd, STREAM_BUF) < 0)
+        qb_log(LOG_ERR, "mirror: node %u: no memory for its connection", c->peer);
+    else if (r == 0) {
         qb_log(LOG_INFO, "mirror: node %u connected", c->peer);
         serve_requests(c);
     }
@@ -284,6 +318,29 @@ static void *conn_main(void *arg)
     return NULL;
 }
 
+/* With l->mu held: whether a new connection may start its handshake. Those
+ * over MLINK_HANDSHAKES_MAX are closed at once, and said so at most once a
+ * minute, with how many were. */
+static bool handshake_slot(struct mlink *l)
+{
+    if (l->handshaking < MLINK_HANDSHAKES_MAX) {
+        l->handshaking++;
+        return true;
+    }
+    atomic_fetch_add(&l->refused, 1);
+    l->full_closed++;
+    time_t now = time(NULL);
+    if (now - l->last_full_log >= 60) {
+        qb_log(LOG_WARNING,
+               "mirror: %d connections in the handshake already: closed %llu new ones since "
+               "the last such message",
+               MLINK_HANDSHAKES_MAX, (unsigned long long)l->full_closed);
+        l->last_full_log = now;
+        l->full_closed = 0;
+    }
+    return false;
+}
+
 static void start_conn(struct mlink *l, int fd)
 {
     struct mlink_conn *c = calloc(1, sizeof *c);
@@ -291,16 +348,24 @@ static void start_conn(struct mlink *l, int fd)
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    bool full = false;
     if (c) {
         *c = (struct mlink_conn){.l = l, .fd = fd};
         pthread_mutex_init(&c->send_mu, NULL);
         pthread_mutex_init(&c->serve_mu, NULL);
         pthread_mutex_lock(&l->mu);
-        c->next = l->conns;
-        l->conns = c;
-        int e = l->stopping ? ECANCELED : pthread_create(&t, &attr, conn_main, c);
+        full = !l->stopping && !handshake_slot(l);
+        int e = full ? EAGAIN : l->stopping ? ECANCELED : 0;
+        if (e == 0) {
+            c->next = l->conns;
+            l->conns = c;
+            e = pthread_create(&t, &attr, conn_main, c);
+            if (e != 0) {
+                l->conns = c->next;
+                l->handshaking--;
+            }
+        }
         if (e != 0) {
-            l->conns = c->next;
             pthread_mutex_destroy(&c->serve_mu);
             pthread_mutex_destroy(&c->send_mu);
             free(c);
@@ -309,10 +374,10 @@ static void start_conn(struct mlink *l, int fd)
         pthread_mutex_unlock(&l->mu);
     }
     pthread_attr_destroy(&attr);
-    if (!c) {
+    if (!c && !full)
         qb_log(LOG_ERR, "mirror: no memory or thread for an incoming connection");
+    if (!c)
         close(fd);
-    }
 }
 
 /* With l->mu held: serves nothing more from c (see mlink_drop). */
@@ -496,10 +561,12 @@ static void read_replies(struct peer *p, struct mstream *in)
     }
 }
 
-/* The client's half of the handshake. */
-static int client_handshake(struct peer *p, struct mstream *in, char *err, size_t errlen)
+/* The client's half of the handshake, with the same single deadline as
+ * the server's, so a peer that stalls it costs no more than that either. */
+static int client_handshake(struct peer *p, int fd, char *err, size_t errlen)
 {
     struct mlink *l = p->l;
+    struct timespec deadline = handshake_deadline(l);
     struct mauth a;
     struct mw_hello hello;
     int r = mauth_client_hello(&a, &l->secret, l->cluster, l->p.self, &hello);
@@ -507,16 +574,16 @@ static int client_handshake(struct peer *p, struct mstream *in, char *err, size_
     mwire_init(&h, MW_HELLO, 0);
     h.payload = sizeof hello;
     if (r == 0)
-        r = mstream_send(in->fd, &h, &hello);
-    const void *payload = NULL;
+        r = mstream_send(fd, &h, &hello);
+    struct mw_challenge ch;
     const char *why = "";
     if (r == 0)
-        r = mstream_recv(in, &h, &payload, &why, NULL, NULL);
+        r = mstream_recv_small(fd, &deadline, &h, &ch, sizeof ch, &why);
     if (r == 0 && h.type == MW_REPLY) {
         snprintf(err, errlen, "it refused us: %s", strerror((int)h.arg));
         return -EACCES;
     }
-    if (r == 0 && (h.type != MW_CHALLENGE || h.payload != sizeof(struct mw_challenge))) {
+    if (r == 0 && (h.type != MW_CHALLENGE || h.payload != sizeof ch)) {
         snprintf(err, errlen, "protocol error in the handshake");
         return -EPROTO;
     }
@@ -524,23 +591,21 @@ static int client_handshake(struct peer *p, struct mstream *in, char *err, size_
         snprintf(err, errlen, "handshake: %s", why[0] ? why : strerror(-r));
         return r;
     }
-    struct mw_challenge ch;
-    memcpy(&ch, payload, sizeof ch);
     struct mw_auth auth;
     r = mauth_client_auth(&a, &ch, p->node, &auth, err, errlen);
     if (r < 0)
         return r;
     mwire_init(&h, MW_AUTH, 0);
     h.payload = sizeof auth;
-    r = mstream_send(in->fd, &h, &auth);
+    r = mstream_send(fd, &h, &auth);
     if (r == 0)
-        r = mstream_recv(in, &h, &payload, &why, NULL, NULL);
+        r = mstream_recv_small(fd, &deadline, &h, NULL, 0, &why);
     if (r == 0 && h.type != MW_WELCOME) {
         snprintf(err, errlen, "it refused our authentication: wrong secret?");
         return -EACCES;
     }
     if (r < 0)
-        snprintf(err, errlen, "handshake: %s", strerror(-r));
+        snprintf(err, errlen, "handshake: %s", why[0] ? why : strerror(-r));
     return r;
 }
 
@@ -571,14 +636,11 @@ static int peer_session(struct peer *p, const char *addr)
     if (fd < 0)
         return fd;
     tune_socket(fd);
-    set_timeout(fd, l->p.timeout_ms);
-    struct mstream in;
+    struct mstream in = {.fd = fd};
     char err[256] = "";
-    int r = mstream_init(&in, fd, STREAM_BUF);
-    if (r < 0)
+    int r = client_handshake(p, fd, err, sizeof err);
+    if (r == 0 && (r = mstream_init(&in, fd, STREAM_BUF)) < 0)
         snprintf(err, sizeof err, "no memory for its link");
-    else
-        r = client_handshake(p, &in, err, sizeof err);
     if (r < 0) {
         if (!p->refused_logged)
             qb_log(LOG_WARNING, "mirror: node %u at %s: %s", p->node, addr, err);

@@ -9,10 +9,21 @@
  * direction, and neither side ever waits on the other's requests.
  *
  * Both ends prove they hold the cluster's secret (auth.h) before anything
- * else is said; a peer that fails is refused and logged. A malformed message
- * ends its connection (docs/ARCHITECTURE.md, invariant 6); a peer that does not answer
- * within the timeout has its connection cut, which fails everything in
- * flight to it: the caller (the engine) then marks that replica outdated.
+ * else is said; a peer that fails is refused and logged. What anyone who
+ * can reach the mirror port may cost is bounded (docs/ARCHITECTURE.md,
+ * invariants 9 and 10): until it has authenticated, a connection is read
+ * one fixed-size handshake message at a time, with no buffer of its own (a
+ * header that announces anything larger ends it), and the whole handshake
+ * must be over within one deadline, the timeout below, however slowly its
+ * bytes come; at most MLINK_HANDSHAKES_MAX connections are in the
+ * handshake at once, and any beyond are closed as soon as they are
+ * accepted (counted as refused, logged at most once a minute). Only an
+ * authenticated peer's stream is buffered (256 KiB) and may carry payloads
+ * up to the wire's 32 MiB, one message at a time per connection. A
+ * malformed message ends its connection (docs/ARCHITECTURE.md, invariant
+ * 6); a peer that does not answer within the timeout has its connection
+ * cut, which fails everything in flight to it: the caller (the engine) then
+ * marks that replica outdated.
  *
  * Threads: one accepts, one per incoming connection serves its requests in
  * order (so a peer's writes apply in the order it sent them), one per peer
@@ -43,6 +54,10 @@
 
 struct mlink;
 
+/* Incoming connections in the handshake at once; a cluster has at most 32
+ * nodes, so every peer can reconnect at the same time. */
+#define MLINK_HANDSHAKES_MAX 32
+
 /* One request being served: valid during the serve callback only. */
 struct mlink_call {
     uint32_t peer;
@@ -57,7 +72,8 @@ struct mlink_params {
     const char *cluster;
     uint32_t self;
     const struct mauth_secret *secret;
-    unsigned timeout_ms; /* a request unanswered this long cuts its connection */
+    unsigned timeout_ms; /* a request unanswered this long cuts its connection,
+                          * and a handshake not over this long after it began */
     /* Serves one request of an authenticated peer, on its connection's
      * thread. Returns 0 or -errno; unless it already answered with
      * mlink_reply(), the link answers with that result and no payload. */

@@ -4,6 +4,8 @@
 #include "common/iov.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -130,6 +132,71 @@ int mstream_recv(struct mstream *s, struct mwire_header *h, const void **payload
     if (r < 0)
         *payload = NULL;
     return r;
+}
+
+/* Milliseconds left until deadline, rounded up; 0 once it has passed. */
+static int ms_left(const struct timespec *deadline)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long ns = (long long)(deadline->tv_sec - now.tv_sec) * 1000000000LL +
+                   (deadline->tv_nsec - now.tv_nsec);
+    if (ns <= 0)
+        return 0;
+    long long ms = (ns + 999999) / 1000000;
+    return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+/* Reads exactly len bytes, nothing more, before deadline. */
+static int read_exact(int fd, const struct timespec *deadline, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len > 0) {
+        int left = ms_left(deadline);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int n = left > 0 ? poll(&pfd, 1, left) : 0;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -ETIMEDOUT;
+        ssize_t got = recv(fd, p, len, MSG_DONTWAIT);
+        if (got == 0)
+            return -ECONNRESET;
+        if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+            continue;
+        if (got < 0)
+            return -errno;
+        p += got;
+        len -= (size_t)got;
+    }
+    return 0;
+}
+
+int mstream_recv_small(int fd, const struct timespec *deadline, struct mwire_header *h, void *buf,
+                       size_t max, const char **why)
+{
+    static __thread char why_buf[80];
+    int r = read_exact(fd, deadline, h, sizeof *h);
+    if (r == 0)
+        r = mwire_check_header(h, why);
+    else
+        *why = r == -ETIMEDOUT ? "the handshake took too long" : strerror(-r);
+    if (r < 0)
+        return r;
+    if (h->payload > max) {
+        snprintf(why_buf, sizeof why_buf, "a %s of %u bytes in the handshake",
+                 mwire_type_name(h->type), h->payload);
+        *why = why_buf;
+        return -EPROTO;
+    }
+    r = read_exact(fd, deadline, buf, h->payload);
+    if (r < 0) {
+        *why = r == -ETIMEDOUT ? "the handshake took too long" : strerror(-r);
+        return r;
+    }
+    return mwire_check_payload(h, buf, why);
 }
 
 int mstream_writev(int fd, struct iovec *iov, int cnt)

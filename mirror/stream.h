@@ -9,6 +9,10 @@
  *
  * A stream belongs to one reading thread; nothing here locks. Senders that
  * share a socket serialise themselves (link.c).
+ *
+ * The handshake is read without a stream (mstream_recv_small): a peer that
+ * has not authenticated yet gets no buffer, and nothing of it is read
+ * beyond the small fixed-size message due, against one deadline.
  */
 #ifndef VSAN_MIRROR_STREAM_H
 #define VSAN_MIRROR_STREAM_H
@@ -18,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/uio.h>
+#include <time.h>
 
 struct mstream {
     int fd;
@@ -40,6 +45,13 @@ bool mstream_has_header(const struct mstream *s);
  * runs out asks still_ok(arg) whether to go on (else -ETIMEDOUT). */
 int mstream_recv(struct mstream *s, struct mwire_header *h, const void **payload, const char **why,
                  bool (*still_ok)(void *), void *arg);
+
+/* Reads exactly one message from fd, whose payload must be at most max
+ * bytes, into h and buf: a longer one is refused (-EPROTO) on its header
+ * alone, before any of it is read. Waits until deadline (CLOCK_MONOTONIC)
+ * at most, over all its reads: -ETIMEDOUT then. Errors as mstream_recv. */
+int mstream_recv_small(int fd, const struct timespec *deadline, struct mwire_header *h, void *buf,
+                       size_t max, const char **why);
 
 /* Writes all of iov (cnt entries, modified). 0 or -errno. */
 int mstream_writev(int fd, struct iovec *iov, int cnt);

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #define CONN_INBUF_SIZE (64 * 1024)
 #define NBD_EXPORT_NAME_BUF (NBD_MAX_STRING + 1)
@@ -43,6 +44,12 @@ struct nbd_conn {
     bool meta_allocation; /* base:allocation selected for export_name */
     char meta_export[NBD_EXPORT_NAME_BUF];
     bool no_zeroes;
+
+    /* Set while the handshake runs: every read and write of it waits
+     * until this moment at most (CLOCK_MONOTONIC), so the handshake as a
+     * whole has one deadline. Only the handshake's thread exists then. */
+    bool handshaking;
+    struct timespec deadline;
 
     /* Guarded by rlock: the input buffer and end-of-input state. */
     pthread_mutex_t rlock;

@@ -19,7 +19,10 @@
 
 #include <qb/qblog.h>
 
-#define OPTION_MAX_LEN (64 * 1024)       /* larger: ERR_TOO_BIG */
+/* The longest option a client needs: GO with a name of NBD_MAX_STRING and
+ * a few info requests, or SET_META_CONTEXT with a name and a few queries
+ * of that length. Kept small: it is buffered before any export is chosen. */
+#define OPTION_MAX_LEN (16 * 1024)       /* larger: ERR_TOO_BIG */
 #define OPTION_DISCARD_MAX (1024 * 1024) /* larger still: disconnect */
 #define OPTIONS_MAX 1024                 /* per connection */
 

@@ -1,10 +1,11 @@
 /* server.c - listeners, the connection list and graceful shutdown.
  *
  * Each listener has an accept thread. An accepted socket becomes a
- * connection registered in the server's list (so shutdown can find it and
- * max_connections is enforced before any thread is spent on it), then a
- * thread runs its handshake and, once in transmission, starts the other
- * serving threads. The last thread of a connection to leave closes it.
+ * connection registered in the server's list (so shutdown can find it, and
+ * max_connections and NBD_HANDSHAKES_MAX are enforced before any thread is
+ * spent on it), then a thread runs its handshake, against one deadline,
+ * and, once in transmission, starts the other serving threads. The last
+ * thread of a connection to leave closes it.
  *
  * Shutdown follows the protocol: stop accepting; requests already read run
  * to completion; requests read afterwards get ESHUTDOWN (transmission.c);
@@ -56,6 +57,10 @@ struct nbd_server {
     pthread_cond_t gone;
     struct nbd_conn *conns;
     unsigned nconns;
+    unsigned handshaking; /* of nconns, those still in the handshake */
+    /* Connections refused since the last message that said so. */
+    unsigned long refused;
+    time_t refused_logged;
 };
 
 void nbd_server_config_defaults(struct nbd_server_config *cfg)
@@ -110,13 +115,6 @@ unsigned nbd_server_connections(struct nbd_server *srv)
 
 /* ---- connections -------------------------------------------------------- */
 
-static void set_recv_timeout(int fd, unsigned ms)
-{
-    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-    /* Fails on a non-socket (the fuzzer's file): nothing to bound there. */
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-}
-
 /* The host part of a socket address, "" for anything but IPv4 and IPv6. */
 static void host_of(const struct sockaddr_storage *ss, char *out, size_t len)
 {
@@ -158,8 +156,24 @@ static void describe_peer(int fd, char *out, size_t len)
     }
 }
 
-/* Registers a new connection, or returns NULL when the server is full or
- * shutting down (the caller closes the fds). */
+/* With srv->lock held: logs a refused connection, at most once a minute
+ * (with how many were refused since), as a flood of them would otherwise
+ * flood the log too. */
+static void refused(struct nbd_server *srv, const char *peer, const char *why)
+{
+    srv->refused++;
+    time_t now = time(NULL);
+    if (now - srv->refused_logged < 60)
+        return;
+    qb_log(LOG_WARNING, "nbd %s: refused: %s (%lu refused since the last such message)", peer, why,
+           srv->refused);
+    srv->refused = 0;
+    srv->refused_logged = now;
+}
+
+/* Registers a new connection, or returns NULL when the server is full, has
+ * NBD_HANDSHAKES_MAX connections in the handshake, or is shutting down (the
+ * caller closes the fds). */
 static struct nbd_conn *conn_new(struct nbd_server *srv, int in_fd, int out_fd)
 {
     struct nbd_conn *c = calloc(1, sizeof *c);
@@ -185,16 +199,23 @@ static struct nbd_conn *conn_new(struct nbd_server *srv, int in_fd, int out_fd)
     pthread_mutex_init(&c->wlock, &ma);
     pthread_mutexattr_destroy(&ma);
     pthread_mutex_lock(&srv->lock);
-    bool full = srv->nconns >= srv->cfg.max_connections || nbd_server_shutting_down(srv);
-    if (!full) {
+    char why[64] = "";
+    if (nbd_server_shutting_down(srv))
+        snprintf(why, sizeof why, "shutting down");
+    else if (srv->nconns >= srv->cfg.max_connections)
+        snprintf(why, sizeof why, "%u connections open", srv->cfg.max_connections);
+    else if (srv->handshaking >= NBD_HANDSHAKES_MAX)
+        snprintf(why, sizeof why, "%d connections in the handshake", NBD_HANDSHAKES_MAX);
+    if (!why[0]) {
         c->next = srv->conns;
         srv->conns = c;
         srv->nconns++;
+        srv->handshaking++;
+    } else {
+        refused(srv, c->peer, why);
     }
     pthread_mutex_unlock(&srv->lock);
-    if (full) {
-        qb_log(LOG_WARNING, "nbd %s: refused: %u connections open or shutting down", c->peer,
-               srv->cfg.max_connections);
+    if (why[0]) {
         free(c->in);
         free(c);
         return NULL;
@@ -281,14 +302,37 @@ static void start_followers(struct nbd_conn *c)
     pthread_attr_destroy(&attr);
 }
 
+static void handshake_slot_free(struct nbd_server *srv)
+{
+    pthread_mutex_lock(&srv->lock);
+    srv->handshaking--;
+    pthread_mutex_unlock(&srv->lock);
+}
+
+/* Runs the handshake against its one deadline, then gives its slot back. */
+static int handshake(struct nbd_conn *c)
+{
+    unsigned ms = c->cfg->handshake_timeout_ms;
+    clock_gettime(CLOCK_MONOTONIC, &c->deadline);
+    c->deadline.tv_sec += ms / 1000;
+    c->deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (c->deadline.tv_nsec >= 1000000000L) {
+        c->deadline.tv_sec++;
+        c->deadline.tv_nsec -= 1000000000L;
+    }
+    c->handshaking = true;
+    int r = nbd_handshake(c);
+    c->handshaking = false;
+    handshake_slot_free(c->srv);
+    return r;
+}
+
 static void serve_conn(struct nbd_conn *c)
 {
-    set_recv_timeout(c->in_fd, c->cfg->handshake_timeout_ms);
-    if (nbd_handshake(c) < 0) {
+    if (handshake(c) < 0) {
         conn_leave(c);
         return;
     }
-    set_recv_timeout(c->in_fd, 0);
     qb_log(LOG_DEBUG, "nbd %s: export \"%s\": transmission, %s replies", c->peer, c->export_name,
            c->structured ? "structured" : "simple");
     start_followers(c);
@@ -336,6 +380,7 @@ static void accepted(struct nbd_server *srv, struct listener *l, int fd)
     pthread_attr_destroy(&attr);
     if (e != 0) {
         qb_log(LOG_ERR, "nbd %s: connection thread: %s", l->addr, strerror(e));
+        handshake_slot_free(srv);
         conn_leave(c);
     }
 }

@@ -6,6 +6,16 @@
  * turns reading requests (leader/followers), execute them and send their
  * replies, so replies go out of order and a slow request does not hold the
  * others. All functions here are called from the daemon's main thread.
+ *
+ * What a client costs before it has chosen an export is bounded: the
+ * whole handshake, from the greeting through option haggling to
+ * transmission, must be over within handshake_timeout_ms of the accept
+ * (one deadline, however slowly the bytes come; not one per read); at most
+ * NBD_HANDSHAKES_MAX connections are in the handshake at once, and those
+ * beyond it (or beyond max_connections) are closed at once, logged at most
+ * once a minute; each buffers at most its 64 KiB input buffer and one
+ * option of up to 16 KiB (longer ones are skipped unread into memory and
+ * answered ERR_TOO_BIG, past 1 MiB the connection is closed).
  */
 #ifndef VSAN_NBD_SERVER_H
 #define VSAN_NBD_SERVER_H
@@ -14,14 +24,17 @@
 
 #include <stdint.h>
 
+/* Connections in the handshake at once; more are closed at once. */
+#define NBD_HANDSHAKES_MAX 32
+
 struct nbd_server_config {
-    uint32_t min_block;       /* advertised minimum block size, power of 2, 1..65536 */
-    uint32_t pref_block;      /* preferred block size, power of 2, >= max(min, 512) */
-    uint32_t max_payload;     /* largest READ/WRITE payload accepted */
-    unsigned threads;         /* worker threads per connection, >= 1 */
-    unsigned max_connections; /* further connections are closed at once */
-    unsigned handshake_timeout_ms;
-    unsigned shutdown_grace_ms; /* how long shutdown waits for clients to leave */
+    uint32_t min_block;            /* advertised minimum block size, power of 2, 1..65536 */
+    uint32_t pref_block;           /* preferred block size, power of 2, >= max(min, 512) */
+    uint32_t max_payload;          /* largest READ/WRITE payload accepted */
+    unsigned threads;              /* worker threads per connection, >= 1 */
+    unsigned max_connections;      /* further connections are closed at once */
+    unsigned handshake_timeout_ms; /* for the whole handshake, from the accept */
+    unsigned shutdown_grace_ms;    /* how long shutdown waits for clients to leave */
 };
 
 /* Fills the defaults documented in deploy/vsan.conf.sample. */
