@@ -83,8 +83,8 @@ struct mlink {
     size_t npeers;
     struct mlink_conn *conns;
     unsigned handshaking; /* connections in the handshake */
-    uint64_t full_closed; /* closed for want of a handshake slot, since: */
-    time_t last_full_log;
+    uint64_t unlogged;    /* refused connections not logged yet, since: */
+    time_t last_refused_log;
     bool stopping;
     atomic_uint_fast64_t sent, served, refused;
     _Atomic time_t last_broken_log;
@@ -157,13 +157,32 @@ int mlink_reply(struct mlink_call *call, int err, const void *data, size_t len)
     return reply(call->conn, call->req, err, data, len);
 }
 
+/* Counts a refused connection and logs why, at most once a minute (saying
+ * how many went unlogged since): anyone who reaches the mirror port can
+ * open connections, and a flood of them must not flood the log too. */
+static void refused(struct mlink *l, const char *why)
+{
+    atomic_fetch_add(&l->refused, 1);
+    pthread_mutex_lock(&l->mu);
+    time_t now = time(NULL);
+    bool say = now - l->last_refused_log >= 60;
+    unsigned long long more = l->unlogged;
+    l->unlogged = say ? 0 : l->unlogged + 1;
+    if (say)
+        l->last_refused_log = now;
+    pthread_mutex_unlock(&l->mu);
+    if (say)
+        qb_log(LOG_WARNING,
+               "mirror: refused a connection: %s (%llu more since the last such message)", why,
+               more);
+}
+
 static void refuse(struct mlink_conn *c, uint64_t id, int err, const char *why)
 {
     struct mwire_header req;
     mwire_init(&req, MW_HELLO, id);
     reply(c, &req, err, NULL, 0);
-    atomic_fetch_add(&c->l->refused, 1);
-    qb_log(LOG_WARNING, "mirror: refused a connection: %s", why);
+    refused(c->l, why);
 }
 
 /* When a handshake that starts now must be over: one deadline for all of
@@ -206,8 +225,7 @@ static int serve_handshake(struct mlink_conn *c)
     struct mw_hello hello;
     int r = recv_step(c->fd, &deadline, MW_HELLO, &h, &hello, sizeof hello, &why);
     if (r < 0) {
-        atomic_fetch_add(&l->refused, 1);
-        qb_log(LOG_WARNING, "mirror: refused a connection: %s", why);
+        refused(l, why);
         return r;
     }
     struct mauth a;
@@ -318,27 +336,14 @@ static void *conn_main(void *arg)
     return NULL;
 }
 
-/* With l->mu held: whether a new connection may start its handshake. Those
- * over MLINK_HANDSHAKES_MAX are closed at once, and said so at most once a
- * minute, with how many were. */
+/* With l->mu held: whether a new connection may start its handshake; those
+ * over MLINK_HANDSHAKES_MAX are closed at once. */
 static bool handshake_slot(struct mlink *l)
 {
-    if (l->handshaking < MLINK_HANDSHAKES_MAX) {
-        l->handshaking++;
-        return true;
-    }
-    atomic_fetch_add(&l->refused, 1);
-    l->full_closed++;
-    time_t now = time(NULL);
-    if (now - l->last_full_log >= 60) {
-        qb_log(LOG_WARNING,
-               "mirror: %d connections in the handshake already: closed %llu new ones since "
-               "the last such message",
-               MLINK_HANDSHAKES_MAX, (unsigned long long)l->full_closed);
-        l->last_full_log = now;
-        l->full_closed = 0;
-    }
-    return false;
+    if (l->handshaking == MLINK_HANDSHAKES_MAX)
+        return false;
+    l->handshaking++;
+    return true;
 }
 
 static void start_conn(struct mlink *l, int fd)
@@ -374,7 +379,9 @@ static void start_conn(struct mlink *l, int fd)
         pthread_mutex_unlock(&l->mu);
     }
     pthread_attr_destroy(&attr);
-    if (!c && !full)
+    if (full)
+        refused(l, "too many connections in the handshake: closed at once");
+    else if (!c)
         qb_log(LOG_ERR, "mirror: no memory or thread for an incoming connection");
     if (!c)
         close(fd);
