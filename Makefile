@@ -90,12 +90,14 @@ $(FUZZ_BIN): tests/fuzz/fuzz_nbd.c nbd-server/mem_export.c $(NBD_SRCS) $(wildcar
 	clang $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_nbd.c nbd-server/mem_export.c $(NBD_SRCS) \
 	  $(shell pkg-config --libs libqb)
 
-# The mirror link's header, payload and server-side handshake checks.
+# The mirror link's header, payload and handshake checks, and its server
+# side (handshake, then requests) over loopback TCP with a fake backend.
+FUZZ_MIRROR_SRCS := $(MIRROR_PURE_SRCS) mirror/link.c common/netaddr.c
 FUZZ_MIRROR_BIN := build/fuzz/fuzz_mirror
-$(FUZZ_MIRROR_BIN): tests/fuzz/fuzz_mirror.c $(MIRROR_PURE_SRCS) $(wildcard mirror/*.h)
+$(FUZZ_MIRROR_BIN): tests/fuzz/fuzz_mirror.c $(FUZZ_MIRROR_SRCS) $(wildcard mirror/*.h common/*.h)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_mirror.c $(MIRROR_PURE_SRCS) \
-	  $(shell pkg-config --libs libisal gnutls)
+	clang $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_mirror.c $(FUZZ_MIRROR_SRCS) \
+	  $(shell pkg-config --libs libisal gnutls libqb)
 
 # FUZZ_SECONDS is the NBD run's; the mirror target is smaller and gets half.
 FUZZ_SECONDS ?= 20

@@ -1,28 +1,48 @@
-/* fuzz_mirror.c - libFuzzer target for the mirror link's message checks and
- * the handshake steps that take a peer's bytes.
+/* fuzz_mirror.c - libFuzzer target for the mirror link's message checks, the
+ * handshake steps that take a peer's bytes, and the link's server side.
  *
  * An input is one control byte and then a stream of messages as a peer
- * would send them: a 56-byte header and its payload, repeated. Each header
- * goes through mwire_check_header() and, if it passes, its payload (copied
- * to a buffer of exactly that size, so ASan sees any overread) through
+ * would send them: a 56-byte header and its payload, repeated.
+ *
+ * Bit 1 of the control byte clear: each header goes through
+ * mwire_check_header() and, if it passes, its payload (copied to a buffer
+ * of exactly that size, so ASan sees any overread) through
  * mwire_check_payload(). Accepted messages drive one server side (HELLO,
  * AUTH) and one client side (CHALLENGE) of a handshake, and each REPLY is
  * matched against the message before it. Any refusal ends the stream, as it
  * ends a connection.
  *
+ * Bit 1 set: the stream goes over TCP to a real mirror link (link.c) that
+ * listens on loopback and serves requests with a fake backend: its
+ * handshake reads the stream, unauthenticated; or, with bit 2 set too, the
+ * fuzzer first authenticates as node 1 of the cluster (as a peer would) and
+ * the stream is served as requests. The fuzzer then hangs up its sending
+ * side and reads until the link closes the connection.
+ *
  * Random bytes rarely get two CRCs right, so bit 0 of the control byte has
  * each header sealed (its crcs recomputed, its payload clamped to what the
  * input holds) before the check: the mutator then explores the per-type
  * rules instead of the CRCs. The seeds (tests/fuzz/mirror-seeds/) are such
- * streams: a handshake, and each request with its reply, sealed and raw.
+ * streams: a handshake, and each request with its reply, sealed and raw;
+ * and the same over the link, unauthenticated and authenticated.
  */
+#include "common/netaddr.h"
 #include "mirror/auth.h"
+#include "mirror/link.h"
+#include "mirror/stream.h"
 #include "mirror/wire.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #define SELF 2
 #define PEER 1
@@ -94,11 +114,135 @@ static bool message(struct link *l, struct mwire_header *h, const uint8_t *data,
     return ret == 0;
 }
 
+/* ---- the link's server side ------------------------------------------- */
+
+static char zeroes[64 * 1024];
+
+/* The fake backend: answers what carries a payload with zeroes of the size
+ * due (small ones only), everything else with success. */
+static int serve(void *ctx, struct mlink_call *call)
+{
+    (void)ctx;
+    const struct mwire_header *h = call->req;
+    size_t len = h->type == MW_READ    ? h->length
+                 : h->type == MW_CSUM  ? mwire_csum_reply_size(h->length)
+                 : h->type == MW_DIRTY ? 8
+                                       : 0;
+    if (len == 0)
+        return 0;
+    if (len > sizeof zeroes)
+        return -EINVAL;
+    return mlink_reply(call, 0, zeroes, len);
+}
+
+/* The link, started once on a free loopback port; "" if it could not be. */
+static const char *link_addr(void)
+{
+    static char addr[64];
+    static struct mlink *l;
+    if (l)
+        return addr;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0)
+        abort();
+    close(fd);
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", ntohs(sa.sin_port));
+    struct mlink_params p = {
+        .listen = addr,
+        .cluster = CLUSTER,
+        .self = SELF,
+        .secret = secret(),
+        .timeout_ms = 2000,
+        .serve = serve,
+    };
+    if (mlink_start(&p, &l) < 0)
+        abort();
+    return addr;
+}
+
+/* The client's half of the handshake, as a peer does it. */
+static bool authenticate(int fd)
+{
+    struct mauth a;
+    memset(&a, 0, sizeof a);
+    struct mw_hello hello;
+    struct mw_challenge ch;
+    struct mw_auth auth;
+    struct mwire_header h;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += 5;
+    const char *why;
+    char err[256];
+    if (mauth_client_hello(&a, secret(), CLUSTER, PEER, &hello) < 0)
+        abort();
+    mwire_init(&h, MW_HELLO, 0);
+    h.payload = sizeof hello;
+    if (mstream_send(fd, &h, &hello) < 0 ||
+        mstream_recv_small(fd, &deadline, &h, &ch, sizeof ch, &why) < 0 || h.type != MW_CHALLENGE ||
+        mauth_client_auth(&a, &ch, SELF, &auth, err, sizeof err) < 0)
+        return false;
+    mwire_init(&h, MW_AUTH, 0);
+    h.payload = sizeof auth;
+    return mstream_send(fd, &h, &auth) == 0 &&
+           mstream_recv_small(fd, &deadline, &h, NULL, 0, &why) == 0 && h.type == MW_WELCOME;
+}
+
+/* Seals every whole header of the stream in place, as message() does. */
+static void seal_stream(uint8_t *data, size_t size)
+{
+    while (size >= sizeof(struct mwire_header)) {
+        struct mwire_header h;
+        memcpy(&h, data, sizeof h);
+        size_t avail = size - sizeof h;
+        if (h.payload > avail)
+            h.payload = (uint32_t)avail;
+        mwire_seal(&h, data + sizeof h);
+        memcpy(data, &h, sizeof h);
+        data += sizeof h + h.payload;
+        size -= sizeof h + h.payload;
+    }
+}
+
+static void over_the_link(const uint8_t *data, size_t size, bool seal, bool auth)
+{
+    uint8_t *copy = malloc(size ? size : 1);
+    if (!copy)
+        abort();
+    memcpy(copy, data, size);
+    if (seal)
+        seal_stream(copy, size);
+    int fd = netaddr_connect(link_addr(), 5000, "fuzz");
+    if (fd < 0)
+        abort();
+    if (!auth || authenticate(fd)) {
+        for (size_t off = 0; off < size;) {
+            ssize_t n = send(fd, copy + off, size - off, MSG_NOSIGNAL);
+            if (n <= 0)
+                break;
+            off += (size_t)n;
+        }
+        shutdown(fd, SHUT_WR);
+    }
+    char buf[64 * 1024];
+    while (read(fd, buf, sizeof buf) > 0)
+        ;
+    close(fd);
+    free(copy);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
     bool seal = data[0] & 1;
+    if (data[0] & 2) {
+        over_the_link(data + 1, size - 1, seal, data[0] & 4);
+        return 0;
+    }
     data++;
     size--;
     struct link l;
