@@ -26,7 +26,6 @@
  * streams: a handshake, and each request with its reply, sealed and raw;
  * and the same over the link, unauthenticated and authenticated.
  */
-#include "common/netaddr.h"
 #include "mirror/auth.h"
 #include "mirror/link.h"
 #include "mirror/stream.h"
@@ -135,13 +134,13 @@ static int serve(void *ctx, struct mlink_call *call)
     return mlink_reply(call, 0, zeroes, len);
 }
 
-/* The link, started once on a free loopback port; "" if it could not be. */
-static const char *link_addr(void)
+/* The link, started once on a free loopback port: that port. */
+static uint16_t link_port(void)
 {
-    static char addr[64];
+    static uint16_t port;
     static struct mlink *l;
     if (l)
-        return addr;
+        return port;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t sl = sizeof sa;
@@ -149,7 +148,9 @@ static const char *link_addr(void)
         getsockname(fd, (struct sockaddr *)&sa, &sl) < 0)
         abort();
     close(fd);
-    snprintf(addr, sizeof addr, "127.0.0.1:%u", ntohs(sa.sin_port));
+    port = ntohs(sa.sin_port);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", port);
     struct mlink_params p = {
         .listen = addr,
         .cluster = CLUSTER,
@@ -160,7 +161,27 @@ static const char *link_addr(void)
     };
     if (mlink_start(&p, &l) < 0)
         abort();
-    return addr;
+    return port;
+}
+
+/* A connection to the link. The link closes first, so each connection
+ * leaves a TIME_WAIT behind for a minute: at hundreds of inputs a second
+ * one source address would run out of ports, so they rotate over 127/8. */
+static int connect_link(void)
+{
+    static uint32_t n;
+    struct sockaddr_in src = {.sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(0x7f000002u + n++ % 0xfffff0u)};
+    struct sockaddr_in dst = {.sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                              .sin_port = htons(link_port())};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&src, sizeof src) < 0 ||
+        connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0) {
+        perror("fuzz_mirror: connecting to the link");
+        abort();
+    }
+    return fd;
 }
 
 /* The client's half of the handshake, as a peer does it. */
@@ -215,9 +236,7 @@ static void over_the_link(const uint8_t *data, size_t size, bool seal, bool auth
     memcpy(copy, data, size);
     if (seal)
         seal_stream(copy, size);
-    int fd = netaddr_connect(link_addr(), 5000, "fuzz");
-    if (fd < 0)
-        abort();
+    int fd = connect_link();
     if (!auth || authenticate(fd)) {
         for (size_t off = 0; off < size;) {
             ssize_t n = send(fd, copy + off, size - off, MSG_NOSIGNAL);
