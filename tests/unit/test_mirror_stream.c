@@ -1,17 +1,22 @@
 /* test_mirror_stream.c - the mirror link's buffered message streams
  * (mirror/stream.c) over real sockets: messages split at every byte
  * boundary, payloads handed out in place or allocated when larger than the
- * buffer, batches read in one go, and every way a stream ends or breaks. */
+ * buffer, batches read in one go, and every way a stream ends or breaks;
+ * and the handshake's unbuffered reads: nothing read past the message, a
+ * message longer than allowed refused on its header, one deadline for all
+ * the reads of a message that trickles in. */
 #include "mirror/stream.h"
 
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 static int sv[2];
@@ -220,4 +225,82 @@ Test(stream, send_seals_what_recv_accepts, .init = pair, .fini = unpair)
     cr_assert_eq(got.id, 77);
     cr_assert_eq(memcmp(p, payload, sizeof payload), 0);
     mstream_free(&s);
+}
+
+/* A deadline ms from now. */
+static struct timespec in_ms(long ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += ms % 1000 * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+Test(stream, a_handshake_message_larger_than_allowed_is_refused_unread, .init = pair,
+     .fini = unpair)
+{
+    static char bytes[sizeof(struct mwire_header) + 1000];
+    size_t len = message(bytes, 3, 1000, 3);
+    cr_assert_eq(write(sv[1], bytes, len), (ssize_t)len);
+    struct timespec deadline = in_ms(1000);
+    struct mwire_header h;
+    char small[128];
+    const char *why = "";
+    cr_assert_eq(mstream_recv_small(sv[0], &deadline, &h, small, sizeof small, &why), -EPROTO);
+    cr_assert_not_null(strstr(why, "WRITE of 1000 bytes"), "why: %s", why);
+    char rest[2000];
+    cr_assert_eq(recv(sv[0], rest, sizeof rest, MSG_DONTWAIT), 1000,
+                 "the payload is left unread, not buffered");
+}
+
+Test(stream, a_small_message_is_read_exactly, .init = pair, .fini = unpair)
+{
+    char bytes[2 * (sizeof(struct mwire_header) + 100)];
+    size_t len = message(bytes, 1, 100, 1);
+    len += message(bytes + len, 2, 100, 2);
+    cr_assert_eq(write(sv[1], bytes, len), (ssize_t)len);
+    struct timespec deadline = in_ms(1000);
+    struct mwire_header h;
+    char small[100];
+    const char *why = "";
+    cr_assert_eq(mstream_recv_small(sv[0], &deadline, &h, small, sizeof small, &why), 0, "%s", why);
+    cr_assert_eq(h.id, 1);
+    cr_assert_eq(memcmp(small, bytes + sizeof h, 100), 0);
+    cr_assert_eq(mstream_recv_small(sv[0], &deadline, &h, small, sizeof small, &why), 0, "%s", why);
+    cr_assert_eq(h.id, 2, "nothing of the next message was read ahead");
+}
+
+/* Writes one byte every 50 ms until the other end is closed. */
+static void *drip_main(void *arg)
+{
+    const char *bytes = arg;
+    for (size_t i = 0; i < sizeof(struct mwire_header); i++) {
+        if (send(sv[1], bytes + i, 1, MSG_NOSIGNAL) != 1)
+            break;
+        poll(NULL, 0, 50);
+    }
+    return NULL;
+}
+
+Test(stream, one_deadline_covers_every_read, .init = pair, .fini = unpair)
+{
+    static char bytes[sizeof(struct mwire_header)];
+    message(bytes, 1, 0, 1);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, drip_main, bytes), 0);
+    struct timespec start = in_ms(0), deadline = in_ms(300);
+    struct mwire_header h;
+    const char *why = "";
+    cr_assert_eq(mstream_recv_small(sv[0], &deadline, &h, NULL, 0, &why), -ETIMEDOUT,
+                 "a byte every 50 ms, 56 bytes, within 300 ms: %s", why);
+    struct timespec end = in_ms(0);
+    long ms = (end.tv_sec - start.tv_sec) * 1000 + (end.tv_nsec - start.tv_nsec) / 1000000;
+    cr_assert(ms >= 290 && ms < 1000, "gave up after %ld ms", ms);
+    shutdown(sv[0], SHUT_RDWR);
+    pthread_join(th, NULL);
 }
