@@ -3,9 +3,10 @@
 #
 #  1. A first lost region (n2 killed while it owns region 0) sizes the
 #     survivors' lost-region marks for a 16 MiB volume.
-#  2. Grow with a peer away: n3 killed, the volume grown to 1 GiB through
-#     n1, a write straddling the old end and one far past it succeed (the
-#     dirty bitmap for n3 grew with the volume); n3 comes back and resyncs
+#  2. Grow with a peer away: n3 killed, a write (n1 opens its dirty bitmap
+#     for n3, at 16 MiB), the volume grown to 1 GiB through n1, a write
+#     straddling the old end and one far past it succeed (the bitmap grew
+#     with the volume); n3 comes back and resyncs
 #     the new regions too: the three copies are identical.
 #  3. A lost region past the old end: n2 writes region 200 and is killed;
 #     the survivors mark it lost and n1 reconciles it (the marks grew with
@@ -69,6 +70,7 @@ wait_until 60 all_current || lab_fail "n2 never came back current: $(states 1)"
 log "2. grow to 1 GiB with n3 away, writes across and past the old end"
 lab kill 3
 wait_until 10 states_are 1 "current current outdated" || lab_fail "n3 not outdated: $(states 1)"
+write 1 0 $MiB 21 # n1 opens its bitmap for n3 at the old size
 lab vsan 1 volume resize r 1G
 write 1 $((12 * MiB)) $((8 * MiB)) 2
 write 1 $((512 * MiB)) $((4 * MiB)) 3
