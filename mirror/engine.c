@@ -38,6 +38,7 @@
 struct job {
     void (*fn)(struct mvol *v);
     struct mvol *v;
+    struct timespec due; /* not run before (a retry's pause holds no worker) */
     struct job *next;
 };
 
@@ -45,8 +46,9 @@ struct rwrite;
 
 /* Locking: reg guards the registry (vols, nvols, cap): lookups by the
  * link's serving threads share it, attach and detach take it exclusively.
- * qmu guards both queues (jobs, settles) and is what workers and the
- * settler wait on (qcv). */
+ * qmu guards both queues: the workers wait on jcv for jobs, the settler
+ * on scv for failed writes (one condition each, so a wake-up meant for one
+ * never goes to the other). */
 struct mirror {
     struct mirror_params p;
     struct mauth_secret secret;
@@ -61,9 +63,9 @@ struct mirror {
     struct mvol **vols; /* attached volumes, sorted by vid */
     size_t nvols, cap;
     pthread_mutex_t qmu;
-    pthread_cond_t qcv;
+    pthread_cond_t jcv, scv;
     struct job *jobs, **jobs_tail;
-    struct rwrite *settles; /* failed asynchronous writes, for the settler */
+    struct rwrite *settles, **settles_tail; /* failed asynchronous writes, oldest first */
     pthread_t workers[WORKERS], settler;
     size_t nworkers;
     bool settler_started;
@@ -115,6 +117,7 @@ struct mvol {
      * below): a bit each for nregions(size), guarded by mu; nlost counts
      * them, so the write path looks no further while it is 0. */
     uint64_t *lost;
+    uint64_t lost_nbits; /* regions lost covers (0 until the first loss) */
     atomic_uint_fast64_t nlost;
     bool reconciling; /* queued or running */
 };
@@ -127,7 +130,7 @@ static int reconcile_lost(struct mvol *v, uint64_t first, uint64_t last);
 static int reconcile_region(struct mvol *v, uint64_t r);
 static void consider_reconcile(struct mvol *v);
 /* Worker jobs and the registry (defined with the life cycle). */
-static int queue_job(struct mvol *v, void (*fn)(struct mvol *v));
+static int queue_job(struct mvol *v, void (*fn)(struct mvol *v), unsigned after_ms);
 static void each_volume(struct mirror *m, void (*fn)(struct mvol *v));
 static struct mvol *reg_get(struct mirror *m, uint32_t vid);
 
@@ -136,6 +139,14 @@ static struct mvol *reg_get(struct mirror *m, uint32_t vid);
 static uint64_t vsize(const struct mvol *v)
 {
     return atomic_load_explicit(&v->size, memory_order_acquire);
+}
+
+/* The bytes of region r within the volume now; 0 past its end (a shrink
+ * since the caller chose r). */
+static uint64_t region_len(const struct mvol *v, uint64_t r)
+{
+    uint64_t off = r << v->m->rs_shift, size = vsize(v);
+    return off >= size ? 0 : size - off < v->m->rs ? size - off : v->m->rs;
 }
 
 /* With mu held: commits rec's replica set and local state to the store. */
@@ -368,27 +379,55 @@ static bool outdated(struct mvol *v, uint32_t node)
  * missed, by an agreed message applied here before the write is
  * acknowledged; a peer the cluster refused to outdate fails the write.
  * Returns how many applied it. */
-static int settle(struct mvol *v, struct plan *pl, uint64_t first, uint64_t last, int *err)
+static void outdate_failed(struct mvol *v, const struct plan *pl, uint64_t first, uint64_t last,
+                           int *err)
 {
-    int ok = 0;
     for (size_t i = 0; i < pl->n; i++) {
-        struct mlink_op *op = &pl->ops[i];
-        if (op->result == 0) {
-            ok++;
+        const struct mlink_op *op = &pl->ops[i];
+        if (op->result == 0)
             continue;
-        }
         qb_log(LOG_WARNING, "volume \"%s\": region %llu: node %u: %s: marking it outdated", v->name,
                (unsigned long long)first, op->peer, strerror(-op->result));
         int r =
-            policing_replica_change(v->pc, v->vid, op->peer, REPLICA_OUTDATED, first, last, true);
-        if (r == 0 && !outdated(v, op->peer))
-            r = -EIO; /* refused: the peer keeps its copy, the write fails */
+            policing_replica_change(v->pc, v->vid, op->peer, REPLICA_OUTDATED, first, last, false);
         if (r < 0)
             *err = r;
+    }
+}
+
+/* Once the changes outdate_failed sent are applied here: a peer the
+ * cluster refused to outdate fails the write. How many peers applied it. */
+static int check_failed(struct mvol *v, const struct plan *pl, int *err)
+{
+    int ok = 0;
+    for (size_t i = 0; i < pl->n; i++) {
+        if (pl->ops[i].result == 0)
+            ok++;
+        else if (!outdated(v, pl->ops[i].peer))
+            *err = -EIO; /* refused: the peer keeps its copy, the write fails */
     }
     if (!policing_quorate(v->pc))
         *err = -EIO; /* the majority may not know who is outdated */
     return ok;
+}
+
+static bool any_failed(const struct plan *pl)
+{
+    for (size_t i = 0; i < pl->n; i++)
+        if (pl->ops[i].result < 0)
+            return true;
+    return false;
+}
+
+static int settle(struct mvol *v, struct plan *pl, uint64_t first, uint64_t last, int *err)
+{
+    if (any_failed(pl)) {
+        outdate_failed(v, pl, first, last, err);
+        int r = policing_replica_sync(v->pc);
+        if (r < 0)
+            *err = r;
+    }
+    return check_failed(v, pl, err);
 }
 
 typedef int (*local_fn)(struct mvol *v, const void *buf, uint32_t count, uint64_t offset,
@@ -421,6 +460,7 @@ struct rwrite {
     bool local_done;        /* this node's copy took it */
     struct mirror_async *a; /* asynchronous: told the result */
     struct rwrite *next;    /* in the settler's queue */
+    bool sent;              /* the settler sent its outdates */
 };
 
 /* Plans w (range lock held) and sends it to the peers and the local copy;
@@ -465,7 +505,9 @@ static int settle_write(struct rwrite *w)
 {
     struct mvol *v = w->v;
     int err = w->err;
-    if (err == 0)
+    if (err == 0 && w->sent) /* the settler sent the outdates and waited */
+        w->applied += check_failed(v, &w->pl, &err);
+    else if (err == 0)
         w->applied += settle(v, &w->pl, w->first, w->last, &err);
     if (err == 0 && w->applied == 0) {
         qb_log(LOG_ERR, "volume \"%s\": region %llu: no replica could take the write", v->name,
@@ -498,6 +540,7 @@ static void rwrite_init(struct rwrite *w, struct mvol *v, uint32_t count, uint64
     unsigned shift = v->m->rs_shift;
     w->v = v;
     w->wire_flags = 0;
+    w->sent = false;
     w->first = offset >> shift;
     w->last = (offset + (count ? count - 1 : 0)) >> shift;
 }
@@ -605,7 +648,9 @@ int mirror_flush(struct mvol *v)
 {
     struct mirror *m = v->m;
     struct plan pl;
-    plan_write(v, 1, 0, &pl);
+    int e = plan_write(v, 1, 0, &pl); /* an empty range: no bitmap is touched */
+    if (e < 0)
+        return e;
     for (size_t i = 0; i < pl.n; i++) {
         mwire_init(&pl.ops[i].req, MW_FLUSH, 0);
         pl.ops[i].req.volume = v->vid;
@@ -962,7 +1007,6 @@ static bool still_syncing(struct mvol *v)
     return ok && !atomic_load(&v->m->stopping);
 }
 
-/* The union of the current peers' bitmaps for this node, into set. */
 /* Adds the regions this node wrote while its peers may have missed them
  * (settle_write) to set. */
 static int own_dirty(struct mvol *v, uint64_t *set, size_t words)
@@ -985,6 +1029,8 @@ static int own_dirty(struct mvol *v, uint64_t *set, size_t words)
     return r;
 }
 
+/* The union of the current peers' bitmaps for this node, and of its own
+ * (own_dirty), into set. */
 static int fetch_dirty(struct mvol *v, uint64_t *set, size_t words)
 {
     struct mirror *m = v->m;
@@ -1032,7 +1078,9 @@ static int copy_region(struct mvol *v, uint64_t r, void *buf)
 {
     struct mirror *m = v->m;
     uint64_t off = r << m->rs_shift;
-    uint64_t len = vsize(v) - off < m->rs ? vsize(v) - off : m->rs;
+    uint64_t len = region_len(v, r);
+    if (len == 0)
+        return 0;
     struct pol_write w;
     int e = policing_write_begin(v->pc, v->vid, off, len, false, &w);
     if (e < 0)
@@ -1148,31 +1196,40 @@ static bool wants_resync(struct mvol *v)
     return v->rec.local != STORE_LOCAL_FAILED && s != REPLICA_CURRENT && !atomic_load(&v->gone);
 }
 
-/* One attempt, on a worker; a failed one goes back to the end of the
- * queue after a pause, so a peer that cannot be reached holds no worker
- * for good while other volumes wait. */
+static void resync_job(struct mvol *v);
+
+/* With mu held, at the end of an attempt: queues the next one (after
+ * pause ms) if the copy still wants a resync and the cluster can give it
+ * one now, else the volume has none queued. Decided in one section under
+ * mu, so an OUTDATED applied meanwhile is never missed. */
+static void resync_next(struct mvol *v, unsigned pause)
+{
+    bool again = wants_resync(v) && !atomic_load(&v->m->stopping) && policing_quorate(v->pc);
+    v->resyncing = again && queue_job(v, resync_job, pause) == 0;
+}
+
+/* One attempt, on a worker; a failed one is queued again after a pause
+ * that holds no worker, so a peer that cannot be reached keeps no worker
+ * from other volumes. Without quorum nothing is queued: refresh_peers
+ * queues it when the cluster is ready again. */
 static void resync_job(struct mvol *v)
 {
     pthread_mutex_lock(&v->mu);
-    bool want = wants_resync(v) && !atomic_load(&v->m->stopping);
+    bool go = wants_resync(v) && !atomic_load(&v->m->stopping);
     pthread_mutex_unlock(&v->mu);
-    int r = want && policing_quorate(v->pc) ? resync_once(v) : 0;
+    go = go && policing_quorate(v->pc);
+    int r = go ? resync_once(v) : 0;
+    unsigned pause = 0;
     if (r < 0 && !atomic_load(&v->m->stopping) && !atomic_load(&v->gone)) {
         qb_log(LOG_WARNING, "volume \"%s\": resync stopped (%s): trying again", v->name,
                strerror(-r));
-        unsigned pause = v->resync_backoff;
+        pause = v->resync_backoff;
         v->resync_backoff = pause * 2 > 2000 ? 2000 : pause * 2;
-        poll(NULL, 0, (int)pause);
-        if (queue_job(v, resync_job) == 0)
-            return;
-    }
-    if (r == 0 && want) {
+    } else if (r == 0) {
         v->resync_backoff = 100;
-        if (queue_job(v, resync_job) == 0) /* current now, or more to do */
-            return;
     }
     pthread_mutex_lock(&v->mu);
-    v->resyncing = false;
+    resync_next(v, pause);
     pthread_mutex_unlock(&v->mu);
 }
 
@@ -1182,7 +1239,7 @@ static void consider_resync_locked(struct mvol *v)
     consider_reconcile(v);
     if (v->resyncing || !wants_resync(v))
         return;
-    v->resyncing = queue_job(v, resync_job) == 0;
+    v->resyncing = queue_job(v, resync_job, 0) == 0;
     if (!v->resyncing)
         qb_log(LOG_ERR, "volume \"%s\": out of memory to queue its resync", v->name);
 }
@@ -1287,14 +1344,13 @@ struct verify {
     void *arg;
 };
 
-/* Compares region r's checksums on this node and every current peer. */
 /* Whether the current peers' CRC-64s of region r differ from this node's;
  * the caller holds the region's priority and range. */
 static int region_differs(struct mvol *v, uint64_t r, uint32_t *peers, size_t n, bool *differs)
 {
     struct mirror *m = v->m;
     uint64_t off = r << m->rs_shift;
-    uint32_t len = (uint32_t)(vsize(v) - off < m->rs ? vsize(v) - off : m->rs);
+    uint32_t len = (uint32_t)region_len(v, r);
     uint32_t size = mwire_csum_reply_size(len);
     struct mlink_op ops[STORE_REPLICAS_MAX];
     uint64_t *sums = calloc(n + 1, size);
@@ -1332,7 +1388,9 @@ static int verify_region(struct mvol *v, uint64_t r, uint32_t *peers, size_t n, 
 {
     struct mirror *m = v->m;
     uint64_t off = r << m->rs_shift;
-    uint32_t len = (uint32_t)(vsize(v) - off < m->rs ? vsize(v) - off : m->rs);
+    uint32_t len = (uint32_t)region_len(v, r);
+    if (len == 0)
+        return 0;
     struct pol_write w;
     int e = policing_write_begin(v->pc, v->vid, off, len, false, &w);
     if (e < 0)
@@ -1421,7 +1479,7 @@ int mirror_verify(struct mvol *v, mirror_verify_fn done, void *arg)
 
 static bool lost_test(const struct mvol *mv, uint64_t r)
 {
-    return mv->lost && (mv->lost[r / 64] >> (r % 64)) & 1;
+    return r < mv->lost_nbits && (mv->lost[r / 64] >> (r % 64)) & 1;
 }
 
 /* With mu held: marks or clears region r. */
@@ -1436,6 +1494,8 @@ static void lost_set(struct mvol *v, uint64_t r, bool on)
                (unsigned long long)r);
         return;
     }
+    if (mv->lost_nbits == 0)
+        mv->lost_nbits = n;
     mv->lost[r / 64] ^= UINT64_C(1) << (r % 64);
     if (on)
         atomic_fetch_add(&mv->nlost, 1);
@@ -1485,7 +1545,7 @@ static int reconcile_region(struct mvol *v, uint64_t r)
 {
     struct mirror *m = v->m;
     uint64_t off = r << m->rs_shift;
-    uint64_t len = vsize(v) - off < m->rs ? vsize(v) - off : m->rs;
+    uint64_t len = region_len(v, r);
     uint32_t peers[STORE_REPLICAS_MAX];
     size_t n = current_peers(v, peers);
     bool differs = !atomic_load(&v->serve_local);
@@ -1517,7 +1577,10 @@ static int reconcile_lost(struct mvol *v, uint64_t first, uint64_t last)
     for (uint64_t r; (r = lost_first(v, first, last)) != UINT64_MAX; first = r + 1) {
         struct inflight x;
         uint64_t off = r << m->rs_shift;
-        range_lock(v, &x, off, vsize(v) - off < m->rs ? vsize(v) - off : m->rs, true);
+        uint64_t len = region_len(v, r);
+        if (len == 0)
+            break; /* past the end now: lost_first finds no more */
+        range_lock(v, &x, off, len, true);
         pthread_mutex_lock(&v->mu);
         bool still = lost_test(v, r);
         pthread_mutex_unlock(&v->mu);
@@ -1534,7 +1597,7 @@ static int reconcile_lost(struct mvol *v, uint64_t first, uint64_t last)
 static void reconcile_job(struct mvol *v)
 {
     struct mirror *m = v->m;
-    uint64_t r, next = 0;
+    uint64_t r = 0, next = 0;
     while (!atomic_load(&m->stopping) && !atomic_load(&v->gone) &&
            (r = lost_first(v, next, nregions(m, vsize(v)) - 1)) != UINT64_MAX) {
         uint64_t off = r << m->rs_shift;
@@ -1548,8 +1611,11 @@ static void reconcile_job(struct mvol *v)
             break; /* the writers reconcile what is left, or the next survivor */
         next = r + 1;
     }
+    /* A region lost meanwhile (another writer left) gets a new pass. */
     pthread_mutex_lock(&v->mu);
     v->reconciling = false;
+    if (r == UINT64_MAX)
+        consider_reconcile(v);
     pthread_mutex_unlock(&v->mu);
 }
 
@@ -1564,41 +1630,83 @@ static void consider_reconcile(struct mvol *v)
     if (lowest != v->m->self || v->reconciling || atomic_load(&v->nlost) == 0 ||
         atomic_load(&v->m->stopping))
         return;
-    v->reconciling = queue_job(v, reconcile_job) == 0;
+    v->reconciling = queue_job(v, reconcile_job, 0) == 0;
     if (!v->reconciling)
         qb_log(LOG_ERR, "volume \"%s\": out of memory to queue its reconcile", v->name);
 }
 
 /* ---- workers ------------------------------------------------------------------ */
 
-/* Queues fn(v) for a worker, holding a reference to v until it has run. */
-static int queue_job(struct mvol *v, void (*fn)(struct mvol *v))
+static struct timespec now_plus(unsigned ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+static bool before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* Queues fn(v) for a worker, not before after_ms, holding a reference to
+ * v until it has run. */
+static int queue_job(struct mvol *v, void (*fn)(struct mvol *v), unsigned after_ms)
 {
     struct mirror *m = v->m;
     struct job *j = malloc(sizeof *j);
     if (!j)
         return -ENOMEM;
-    *j = (struct job){.fn = fn, .v = v};
+    *j = (struct job){.fn = fn, .v = v, .due = now_plus(after_ms)};
     mvol_ref(v);
     pthread_mutex_lock(&m->qmu);
     *m->jobs_tail = j;
     m->jobs_tail = &j->next;
-    pthread_cond_signal(&m->qcv);
+    pthread_cond_signal(&m->jcv);
     pthread_mutex_unlock(&m->qmu);
     return 0;
 }
 
-/* A job, or NULL once stopping (jobs still queued are dropped). */
+/* With qmu held: takes the first job that is due, else NULL and the time
+ * the earliest one is (in *next). */
+static struct job *take_due(struct mirror *m, struct timespec *next)
+{
+    struct timespec now = now_plus(0);
+    bool any = false;
+    for (struct job **p = &m->jobs; *p; p = &(*p)->next) {
+        struct job *j = *p;
+        if (!before(&now, &j->due)) {
+            *p = j->next;
+            if (m->jobs_tail == &j->next)
+                m->jobs_tail = p;
+            return j;
+        }
+        if (!any || before(&j->due, next))
+            *next = j->due;
+        any = true;
+    }
+    if (!any)
+        *next = now_plus(60000);
+    return NULL;
+}
+
+/* A job that is due, or NULL once stopping (jobs still queued are
+ * dropped). */
 static struct job *next_job(struct mirror *m)
 {
     pthread_mutex_lock(&m->qmu);
-    while (!m->jobs && !atomic_load(&m->stopping))
-        pthread_cond_wait(&m->qcv, &m->qmu);
-    struct job *j = atomic_load(&m->stopping) ? NULL : m->jobs;
-    if (j) {
-        m->jobs = j->next;
-        if (!m->jobs)
-            m->jobs_tail = &m->jobs;
+    struct job *j = NULL;
+    while (!atomic_load(&m->stopping)) {
+        struct timespec next;
+        if ((j = take_due(m, &next)))
+            break;
+        pthread_cond_timedwait(&m->jcv, &m->qmu, &next);
     }
     pthread_mutex_unlock(&m->qmu);
     return j;
@@ -1615,35 +1723,53 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* The failed asynchronous writes, settled one after the other: settling
- * waits for an agreed message, which a link thread must not, and a thread
- * per failed write would let a dead peer cost one per write in flight. */
+/* Takes every failed write queued, oldest first; NULL once stopping and
+ * none is left. */
+static struct rwrite *take_settles(struct mirror *m)
+{
+    pthread_mutex_lock(&m->qmu);
+    while (!m->settles && !atomic_load(&m->stopping))
+        pthread_cond_wait(&m->scv, &m->qmu);
+    struct rwrite *batch = m->settles;
+    m->settles = NULL;
+    m->settles_tail = &m->settles;
+    pthread_mutex_unlock(&m->qmu);
+    return batch;
+}
+
+/* The failed asynchronous writes, settled in batches: settling waits for
+ * agreed messages, which a link thread must not, and a thread per failed
+ * write would let a dead peer cost one per write in flight. The outdates
+ * of a whole batch go out first and are waited for once, so a group that
+ * stops delivering costs one 30 s wait per batch, not per write. */
 static void *settler_main(void *arg)
 {
     struct mirror *m = arg;
-    pthread_mutex_lock(&m->qmu);
-    for (;;) {
-        while (!m->settles && !atomic_load(&m->stopping))
-            pthread_cond_wait(&m->qcv, &m->qmu);
-        struct rwrite *w = m->settles;
-        if (!w)
-            break;
-        m->settles = w->next;
-        pthread_mutex_unlock(&m->qmu);
-        settle_async(w);
-        pthread_mutex_lock(&m->qmu);
+    for (struct rwrite *batch; (batch = take_settles(m));) {
+        struct policing *pc = batch->v->pc;
+        for (struct rwrite *w = batch; w; w = w->next)
+            if (w->err == 0)
+                outdate_failed(w->v, &w->pl, w->first, w->last, &w->err);
+        int r = policing_replica_sync(pc);
+        for (struct rwrite *w = batch, *next; w; w = next) {
+            next = w->next;
+            if (r < 0 && w->err == 0)
+                w->err = r;
+            w->sent = true;
+            settle_async(w);
+        }
     }
-    pthread_mutex_unlock(&m->qmu);
     return NULL;
 }
 
 static void queue_settle(struct rwrite *w)
 {
     struct mirror *m = w->v->m;
+    w->next = NULL;
     pthread_mutex_lock(&m->qmu);
-    w->next = m->settles;
-    m->settles = w;
-    pthread_cond_broadcast(&m->qcv);
+    *m->settles_tail = w;
+    m->settles_tail = &w->next;
+    pthread_cond_signal(&m->scv);
     pthread_mutex_unlock(&m->qmu);
 }
 
@@ -1664,7 +1790,8 @@ static void stop_threads(struct mirror *m)
 {
     pthread_mutex_lock(&m->qmu);
     atomic_store(&m->stopping, true);
-    pthread_cond_broadcast(&m->qcv);
+    pthread_cond_broadcast(&m->jcv);
+    pthread_cond_broadcast(&m->scv);
     pthread_mutex_unlock(&m->qmu);
     for (size_t i = 0; i < m->nworkers; i++)
         pthread_join(m->workers[i], NULL);
@@ -1835,41 +1962,78 @@ void mirror_volume_put(struct mvol *v)
 }
 
 /* With mu held: the lost-region bits for nr regions. */
-static int lost_resize(struct mvol *v, uint64_t nr)
+/* With mu held: the lost marks for nr regions, in a new array (none
+ * while none is kept). */
+static int lost_sized(const struct mvol *v, uint64_t nr, uint64_t **out, uint64_t *count)
 {
+    *out = NULL;
+    *count = 0;
     if (!v->lost)
-        return 0; /* allocated at the first loss, at the size of then */
-    size_t words = (size_t)((nr + 63) / 64), old = (size_t)((nregions(v->m, vsize(v)) + 63) / 64);
-    uint64_t *n = realloc(v->lost, (words ? words : 1) * sizeof *n);
+        return 0; /* allocated at the first loss */
+    size_t words = (size_t)((nr + 63) / 64), old = (size_t)((v->lost_nbits + 63) / 64);
+    uint64_t *n = calloc(words ? words : 1, sizeof *n);
     if (!n)
         return -ENOMEM;
-    if (words > old)
-        memset(n + old, 0, (words - old) * sizeof *n);
-    if (nr % 64 && words > 0)
+    memcpy(n, v->lost, (words < old ? words : old) * sizeof *n);
+    if (nr % 64)
         n[words - 1] &= (UINT64_C(1) << (nr % 64)) - 1;
-    v->lost = n;
-    uint64_t count = 0;
     for (size_t i = 0; i < words; i++)
-        count += (uint64_t)__builtin_popcountll(n[i]);
-    atomic_store(&v->nlost, count);
+        *count += (uint64_t)__builtin_popcountll(n[i]);
+    *out = n;
     return 0;
+}
+
+/* With mu held: the lost marks now cover nr regions. */
+static void lost_swap(struct mvol *v, uint64_t *marks, uint64_t count, uint64_t nr)
+{
+    if (!marks)
+        return;
+    free(v->lost);
+    v->lost = marks;
+    v->lost_nbits = nr;
+    atomic_store(&v->nlost, count);
+}
+
+/* With mu held. A grow changes nothing until everything that can fail
+ * has succeeded (a bitmap grown in vain only holds more clear bits); a
+ * shrink sets the bound first, then cuts the marks and bitmaps, which can
+ * only fail harmlessly (bits past the end are never looked at). */
+static int resize_locked(struct mvol *v, uint64_t size)
+{
+    uint64_t nr = nregions(v->m, size);
+    bool grow = size > vsize(v);
+    if (!grow) {
+        v->rec.size = size;
+        atomic_store_explicit(&v->size, size, memory_order_release);
+    }
+    int r = 0;
+    for (size_t i = 0; i < v->ndirty && (r == 0 || !grow); i++) {
+        int e = bitmap_resize(v->dirty[i], nr);
+        r = r < 0 ? r : e;
+    }
+    uint64_t *marks = NULL, count = 0;
+    if (r == 0 || !grow) {
+        int e = lost_sized(v, nr, &marks, &count);
+        r = r < 0 ? r : e;
+    }
+    if (r == 0 || !grow)
+        lost_swap(v, marks, count, nr);
+    if (r == 0 && grow) {
+        v->rec.size = size;
+        atomic_store_explicit(&v->size, size, memory_order_release);
+    }
+    return grow ? r : 0;
 }
 
 int mirror_volume_resize(struct mvol *v, uint64_t size)
 {
-    uint64_t nr = nregions(v->m, size);
     pthread_mutex_lock(&v->mu);
-    int r = lost_resize(v, nr);
-    for (size_t i = 0; r == 0 && i < v->ndirty; i++)
-        r = bitmap_resize(v->dirty[i], nr);
-    if (r == 0) {
-        v->rec.size = size;
-        atomic_store_explicit(&v->size, size, memory_order_release);
-    }
+    uint64_t old = vsize(v);
+    int r = resize_locked(v, size);
     pthread_mutex_unlock(&v->mu);
     if (r < 0)
-        qb_log(LOG_ERR, "volume \"%s\": resizing its replication state to %llu regions: %s",
-               v->name, (unsigned long long)nr, strerror(-r));
+        qb_log(LOG_ERR, "volume \"%s\": growing its replication state from %llu to %llu bytes: %s",
+               v->name, (unsigned long long)old, (unsigned long long)size, strerror(-r));
     return r;
 }
 
@@ -1890,8 +2054,14 @@ int mirror_start(const struct mirror_params *p, struct mirror **out)
     atomic_init(&m->verifies, 0);
     pthread_rwlock_init(&m->reg, NULL);
     pthread_mutex_init(&m->qmu, NULL);
-    pthread_cond_init(&m->qcv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the jobs' due times */
+    pthread_cond_init(&m->jcv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&m->scv, NULL);
     m->jobs_tail = &m->jobs;
+    m->settles_tail = &m->settles;
     struct mlink_params lp = {
         .listen = p->listen,
         .cluster = m->cluster,
@@ -1934,7 +2104,8 @@ void mirror_stop(struct mirror *m)
     mlink_stop(m->link);
     free(m->vols);
     pthread_rwlock_destroy(&m->reg);
-    pthread_cond_destroy(&m->qcv);
+    pthread_cond_destroy(&m->jcv);
+    pthread_cond_destroy(&m->scv);
     pthread_mutex_destroy(&m->qmu);
     free(m);
 }

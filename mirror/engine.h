@@ -102,7 +102,8 @@ int mirror_volume_resize(struct mvol *v, uint64_t size);
 /* The I/O path, with region priority held for writes. flags: SVOL_*.
  * -EIO when no replica could do it. With a, a write does not wait for the
  * peers: it returns -EINPROGRESS and a->done gets the result, on a link
- * thread or the settler; or -EAGAIN, having done nothing, when an
+ * thread, the settler, or the caller's own thread before the return (no
+ * peer to wait for); or -EAGAIN, having done nothing, when an
  * overlapping write of this node is in flight. Writes larger than the
  * wire's MWIRE_IO_MAX go as several, one after the other, never with a. */
 int mirror_write(struct mvol *v, const void *buf, uint32_t count, uint64_t offset, unsigned flags,

@@ -1082,6 +1082,26 @@ int policing_volume_delete(struct policing *pc, const char *name, policing_done_
  * delivers (its contract promises -ENOTCONN). */
 #define REPLICA_WAIT_MS 30000u
 
+/* With the lock held: waits until every change up to tag is applied here,
+ * at most REPLICA_WAIT_MS. */
+static int wait_replica_applied(struct policing *pc, uint64_t tag)
+{
+    struct timespec deadline;
+    deadline_after(&deadline, REPLICA_WAIT_MS);
+    bool late = false;
+    while (pc->replica_applied < tag && !pc->stopping && !late)
+        late = pthread_cond_timedwait(&pc->cond, &pc->lock, &deadline) == ETIMEDOUT;
+    if (pc->replica_applied >= tag)
+        return 0;
+    if (pc->stopping)
+        return -ESHUTDOWN;
+    qb_log(LOG_ERR,
+           "policing: replica change %llu not applied after %u ms: the group does not "
+           "deliver",
+           (unsigned long long)tag, REPLICA_WAIT_MS);
+    return -ENOTCONN;
+}
+
 int policing_replica_change(struct policing *pc, uint32_t volume, uint32_t node, uint8_t state,
                             uint64_t first, uint64_t last, bool wait)
 {
@@ -1100,19 +1120,20 @@ int policing_replica_change(struct policing *pc, uint32_t volume, uint32_t node,
     pthread_mutex_lock(&pc->lock);
     if (pc->stopping)
         r = -ESHUTDOWN;
-    struct timespec deadline;
-    deadline_after(&deadline, REPLICA_WAIT_MS);
-    bool late = false;
-    while (r == 0 && wait && pc->replica_applied < m.tag && !pc->stopping && !late)
-        late = pthread_cond_timedwait(&pc->cond, &pc->lock, &deadline) == ETIMEDOUT;
-    if (r == 0 && wait && pc->replica_applied < m.tag)
-        r = pc->stopping ? -ESHUTDOWN : -ENOTCONN;
+    if (r == 0 && wait)
+        r = wait_replica_applied(pc, m.tag);
     pthread_mutex_unlock(&pc->lock);
-    if (r == -ENOTCONN)
-        qb_log(LOG_ERR,
-               "policing: volume %08x: node %u: replica state %u not applied after %u ms: the "
-               "group does not deliver",
-               volume, node, state, REPLICA_WAIT_MS);
+    return r;
+}
+
+int policing_replica_sync(struct policing *pc)
+{
+    pthread_mutex_lock(&pc->replica_mu);
+    uint64_t tag = pc->next_replica_tag;
+    pthread_mutex_unlock(&pc->replica_mu);
+    pthread_mutex_lock(&pc->lock);
+    int r = wait_replica_applied(pc, tag);
+    pthread_mutex_unlock(&pc->lock);
     return r;
 }
 

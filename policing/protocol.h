@@ -122,9 +122,14 @@ void policing_write_end(struct policing *pc, struct pol_write *w);
 
 /* Multicasts a replica's new state (and the regions it missed, if
  * first <= last); with wait, returns once this node has applied it. 0,
- * -ENOTCONN (the group is lost), -ESHUTDOWN (stopping). Any thread. */
+ * -ENOTCONN (not applied within 30 s: the group does not deliver),
+ * -ESHUTDOWN (stopping). Any thread. */
 int policing_replica_change(struct policing *pc, uint32_t volume, uint32_t node, uint8_t state,
                             uint64_t first, uint64_t last, bool wait);
+/* Waits until every replica change this node has sent is applied here
+ * (several sent without wait, then one wait): 0, -ENOTCONN after 30 s,
+ * -ESHUTDOWN. Any thread. */
+int policing_replica_sync(struct policing *pc);
 /* Whether this partition has quorum now. */
 bool policing_quorate(struct policing *pc);
 uint32_t policing_self(struct policing *pc);

@@ -436,7 +436,8 @@ static int write_tmp(const struct bitmap *b, const char *tmp, const struct bits 
 
 /* Replaces path with a file holding s, via path.tmp, and returns its fd.
  * The caller fsyncs the directory; until then the rename may not survive
- * a crash, but path already holds s, so the caller adopts the fd. */
+ * a crash, but path already holds s, so the caller may use the fd (or
+ * close it: the file is open only while it is used, see drop_fd). */
 static int replace_file(const struct bitmap *b, const struct bits *s)
 {
     char *tmp = tmp_path(b->path);

@@ -35,6 +35,8 @@ struct svol {
     atomic_bool no_nowait;     /* preadv2(RWF_NOWAIT) */
     pthread_mutex_t mu;        /* guards rec and its commits */
     struct store_volume rec;
+    char name[STORE_NAME_MAX + 1]; /* rec's, copied: read without mu */
+    char uuid[STORE_UUID_LEN + 1];
 };
 
 int svol_open(struct store *st, const struct store_volume *rec, struct svol **out)
@@ -51,6 +53,8 @@ int svol_open(struct store *st, const struct store_volume *rec, struct svol **ou
     }
     sv->st = st;
     sv->rec = *rec;
+    memcpy(sv->name, rec->name, sizeof sv->name);
+    memcpy(sv->uuid, rec->uuid, sizeof sv->uuid);
     atomic_init(&sv->refs, 1);
     atomic_init(&sv->size, rec->size);
     pthread_mutex_init(&sv->mu, NULL);
@@ -71,20 +75,19 @@ void svol_unref(struct svol *sv)
     if (atomic_fetch_sub(&sv->refs, 1) != 1)
         return;
     if (close(sv->fd) < 0)
-        qb_log(LOG_WARNING, "volume \"%s\": close its data file: %s", sv->rec.name,
-               strerror(errno));
+        qb_log(LOG_WARNING, "volume \"%s\": close its data file: %s", sv->name, strerror(errno));
     pthread_mutex_destroy(&sv->mu);
     free(sv);
 }
 
 const char *svol_name(const struct svol *sv)
 {
-    return sv->rec.name;
+    return sv->name;
 }
 
 const char *svol_uuid(const struct svol *sv)
 {
-    return sv->rec.uuid;
+    return sv->uuid;
 }
 
 bool svol_in_memory(const struct svol *sv)
@@ -144,7 +147,7 @@ int svol_allocated(struct svol *sv, uint64_t *bytes)
     struct stat sb;
     if (fstat(sv->fd, &sb) < 0) {
         int err = errno;
-        qb_log(LOG_ERR, "volume \"%s\": fstat its data file: %s", sv->rec.name, strerror(err));
+        qb_log(LOG_ERR, "volume \"%s\": fstat its data file: %s", sv->name, strerror(err));
         return -err;
     }
     *bytes = (uint64_t)sb.st_blocks * 512;
@@ -158,8 +161,8 @@ static void learn_unsupported(struct svol *sv, atomic_bool *flag, const char *wh
                               const char *instead)
 {
     if (!atomic_exchange_explicit(flag, true, memory_order_relaxed))
-        qb_log(LOG_INFO, "volume \"%s\": %s unsupported by the file system, %s instead",
-               sv->rec.name, what, instead);
+        qb_log(LOG_INFO, "volume \"%s\": %s unsupported by the file system, %s instead", sv->name,
+               what, instead);
 }
 
 /* A read that must not wait for the disk: all of it from the page cache,

@@ -4,8 +4,8 @@
  * The volume layer (volume/volume.c) opens one svol per volume and hands
  * it to the mirror engine (mirror/engine.h), which writes the local copy
  * through it, never through the volume layer. Both hold a reference; the
- * svol is closed when the last goes, so a resync thread still copying a
- * deleted volume never sees a closed fd.
+ * svol is closed when the last goes, so a resync still copying a deleted
+ * volume never sees a closed fd.
  *
  * Ownership and locking: the svol owns the volume's committed record
  * (store.h's struct store_volume). Its mutex guards the in-memory record
@@ -15,8 +15,9 @@
  * size is also kept in an atomic for the I/O paths' bounds checks. The I/O
  * calls take no lock: positioned syscalls on one fd.
  *
- * Errors are -errno. The I/O calls log nothing (the caller knows which
- * request and peer failed and says so); record commits log like store.c.
+ * Errors are -errno. The I/O calls log no error (the caller knows which
+ * request and peer failed and says so), only, once, a mode the file
+ * system refuses; record commits log like store.c.
  */
 #ifndef VSAN_STORE_SVOL_H
 #define VSAN_STORE_SVOL_H

@@ -59,6 +59,7 @@ struct volume {
      * last connection closes. */
     atomic_uint refs;
     atomic_bool gone;
+    atomic_bool broken;  /* replicated, but its replication state is lost: I/O fails */
     struct policing *pc; /* region write priority, or NULL (set before serving) */
     uint32_t vid;        /* its id in the region table */
     struct mvol *mv;     /* its replication state, or NULL when standalone */
@@ -130,6 +131,8 @@ static int vol_pread(void *h, void *buf, uint32_t count, uint64_t offset, unsign
     struct volume *v = h;
     if (!in_range(v, count, offset))
         return -EINVAL;
+    if (atomic_load_explicit(&v->broken, memory_order_relaxed))
+        return -EIO;
     if (v->mv && !mirror_local_current(v->mv))
         return flags & NBD_IO_NOWAIT ? -EAGAIN : mirror_read(v->mv, buf, count, offset);
     return svol_read(v->sv, buf, count, offset, flags);
@@ -141,6 +144,8 @@ static int guard_begin(struct volume *v, uint64_t offset, uint32_t count, unsign
 {
     if (atomic_load_explicit(&v->gone, memory_order_relaxed))
         return -ESHUTDOWN;
+    if (atomic_load_explicit(&v->broken, memory_order_relaxed))
+        return -EIO;
     if (!v->pc)
         return 0;
     return policing_write_begin(v->pc, v->vid, offset, count, flags & NBD_IO_NOWAIT, w);
@@ -393,6 +398,7 @@ static int volume_new(struct store *store, const struct store_volume *rec, struc
     atomic_init(&v->connections, 0);
     atomic_init(&v->refs, 1);
     atomic_init(&v->gone, false);
+    atomic_init(&v->broken, false);
     v->vid = policing_volume_id(rec->uuid);
     *out = v;
     return 0;
@@ -535,6 +541,8 @@ void volumes_close(struct volumes *vols)
 
 /* Registers a volume the store has just created; undoes the creation if
  * its data file can't be opened, so what is on disk is what is served. */
+static int delete_files(struct volumes *vols, struct volume *v);
+
 static int add_created(struct volumes *vols, size_t idx, const struct store_volume *rec,
                        struct volume **out)
 {
@@ -549,6 +557,18 @@ static int add_created(struct volumes *vols, size_t idx, const struct store_volu
     }
     insert_at(vols, idx, *out);
     return 0;
+}
+
+/* Under the exclusive lock: takes back a volume created at idx. */
+static void undo_create(struct volumes *vols, size_t idx, struct volume *v)
+{
+    remove_at(vols, idx);
+    if (delete_files(vols, v) < 0)
+        qb_log(LOG_ERR,
+               "volume \"%s\": created on disk, can't be set up or removed; it "
+               "reappears at the next start",
+               v->name);
+    volume_unref(v);
 }
 
 int volumes_create(struct volumes *vols, const char *name, uint64_t size, const char *uuid,
@@ -641,11 +661,34 @@ int volumes_create_replicated(struct volumes *vols, const char *name, uint64_t s
         r = add_created(vols, idx, &rec, &v);
     if (r == 0)
         v->pc = vols->pc;
-    if (r == 0)
-        r = init_replicas(vols, v, nodes, n);
-    if (r == 0 && out != NULL)
+    if (r == 0 && (r = init_replicas(vols, v, nodes, n)) < 0)
+        undo_create(vols, idx, v); /* never served without its replication */
+    else if (r == 0 && out != NULL)
         r = fill_info(v, out);
     unlock(vols);
+    return r;
+}
+
+/* Under the exclusive lock: the engine lets go of the volume first (no
+ * peer's write recreates a bitmap after its files are gone; its resync
+ * ends by itself, nothing waits for it), then the files go. If they can't,
+ * the volume is attached again. */
+static int delete_files(struct volumes *vols, struct volume *v)
+{
+    if (v->mv)
+        mirror_volume_detach(v->mv);
+    int r = svol_delete(v->sv);
+    if (r < 0 && v->mv) {
+        mirror_volume_put(v->mv);
+        v->mv = NULL;
+        if (mirror_volume_attach(vols->mirror, v->sv, v->vid, v->pc, &v->mv) < 0) {
+            qb_log(LOG_ERR,
+                   "volume \"%s\": not deleted, and can't be replicated any more: it "
+                   "serves nothing until vsand restarts",
+                   v->name);
+            atomic_store(&v->broken, true);
+        }
+    }
     return r;
 }
 
@@ -662,7 +705,7 @@ int volumes_delete(struct volumes *vols, const char *name, bool even_if_busy)
                atomic_load(&vols->v[idx]->connections));
         r = -EBUSY;
     } else {
-        r = svol_delete(vols->v[idx]->sv);
+        r = delete_files(vols, vols->v[idx]);
         if (r == 0) {
             v = vols->v[idx];
             atomic_store(&v->gone, true);
@@ -670,32 +713,21 @@ int volumes_delete(struct volumes *vols, const char *name, bool even_if_busy)
         }
     }
     unlock(vols);
-    if (v != NULL && v->mv)
-        mirror_volume_detach(v->mv); /* its resync ends by itself; nothing waits for it */
     if (v != NULL)
         volume_unref(v);
     return r;
 }
 
-/* Under the exclusive lock: the store, then the engine's bitmaps and
- * lost-region marks (a grow), or the other way round (a shrink), so that
- * the engine never tracks regions the data file lacks. The size the I/O
- * path checks changes last. */
-static int resize_both(struct volume *v, uint64_t old, uint64_t size)
-{
-    bool grow = size > old;
-    int r = grow ? svol_resize(v->sv, size) : v->mv ? mirror_volume_resize(v->mv, size) : 0;
-    if (r < 0)
-        return r;
-    r = grow ? v->mv ? mirror_volume_resize(v->mv, size) : 0 : svol_resize(v->sv, size);
-    if (r < 0 && !grow && v->mv && mirror_volume_resize(v->mv, old) < 0)
-        qb_log(LOG_ERR, "volume \"%s\": its replication state stays at the smaller size", v->name);
-    return r;
-}
-
+/* Under the exclusive lock. A shrink first lowers the bound the I/O path
+ * checks (so no client writes into the range being cut), then cuts the
+ * store (its meta commits first), then the engine's marks and bitmaps:
+ * if the store fails, nothing else changed but the bound, which is put
+ * back. A grow resizes the store, then the engine (all or nothing), and
+ * only then raises the bound; a grow that failed in the engine is
+ * completed by trying again (the store is already grown). */
 static int resize_locked(struct volume *v, uint64_t size, bool force, bool even_if_busy)
 {
-    uint64_t old = svol_size(v->sv);
+    uint64_t old = atomic_load(&v->size);
     if (size < old) {
         if (!force) {
             qb_log(LOG_WARNING,
@@ -713,7 +745,18 @@ static int resize_locked(struct volume *v, uint64_t size, bool force, bool even_
     }
     if (size == old)
         return 0;
-    int r = resize_both(v, old, size);
+    if (size < old) {
+        atomic_store_explicit(&v->size, size, memory_order_release);
+        int r = svol_resize(v->sv, size);
+        if (r < 0) {
+            atomic_store_explicit(&v->size, old, memory_order_release);
+            return r;
+        }
+        return v->mv ? mirror_volume_resize(v->mv, size) : 0;
+    }
+    int r = svol_resize(v->sv, size);
+    if (r == 0 && v->mv)
+        r = mirror_volume_resize(v->mv, size);
     if (r == 0)
         atomic_store_explicit(&v->size, size, memory_order_release);
     return r;

@@ -1,10 +1,13 @@
 /* volume.h - the volume layer: the node's table of volumes and the local I/O
  * path of each one.
  *
- * It owns the registry (name -> open volume), counts the NBD connections of
- * each volume (so a volume in use can't be deleted or shrunk), and
- * implements the NBD export interface (nbd-server/export.h) over the store
- * (store/store.h). The mirror engine will hook into the I/O path here.
+ * It owns the registry (name -> open volume) and struct volume, counts the
+ * NBD connections of each volume (so a volume in use here can't be deleted
+ * or shrunk from here), and implements the NBD export interface
+ * (nbd-server/export.h) over the layers below: each volume's copy is a
+ * store/svol.h; in cluster mode its I/O goes through the mirror engine
+ * (mirror/engine.h), which writes that copy itself. Nothing below calls
+ * up to this layer.
  *
  * Locking: the registry has one rwlock: lookups (open, list, info) share
  * it, create/delete/resize hold it exclusively. The I/O path takes no
