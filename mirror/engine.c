@@ -117,6 +117,12 @@ struct mvol {
     uint64_t *lost;
     atomic_uint_fast64_t nlost;
     bool reconciling; /* queued or running */
+    /* How many outdates of each node this node applied (guarded by mu):
+     * a write settling a failed peer asks whether its own was applied,
+     * which the peer's state no longer says once it syncs again. */
+    uint32_t outdate_node[STORE_REPLICAS_MAX];
+    uint64_t outdates[STORE_REPLICAS_MAX];
+    size_t noutdate;
 };
 
 /* Regions a departed writer may have left unequal (defined further on). */
@@ -355,6 +361,30 @@ static void local_failed(struct mvol *v, int err, uint64_t first, uint64_t last)
                v->name, strerror(-r));
 }
 
+/* With mu held: the count of node's outdates applied here; NULL once
+ * more nodes than a set holds were outdated. */
+static uint64_t *outdates_of(struct mvol *v, uint32_t node)
+{
+    for (size_t i = 0; i < v->noutdate; i++)
+        if (v->outdate_node[i] == node)
+            return &v->outdates[i];
+    if (v->noutdate == STORE_REPLICAS_MAX)
+        return NULL;
+    v->outdate_node[v->noutdate] = node;
+    v->outdates[v->noutdate] = 0;
+    return &v->outdates[v->noutdate++];
+}
+
+/* How many outdates of node were applied here (UINT64_MAX: not counted). */
+static uint64_t outdates(struct mvol *v, uint32_t node)
+{
+    pthread_mutex_lock(&v->mu);
+    uint64_t *n = outdates_of(v, node);
+    uint64_t count = n ? *n : UINT64_MAX;
+    pthread_mutex_unlock(&v->mu);
+    return count;
+}
+
 /* Whether node's replica of v no longer takes writes (outdated or gone). */
 static bool outdated(struct mvol *v, uint32_t node)
 {
@@ -379,9 +409,13 @@ static int settle(struct mvol *v, struct plan *pl, uint64_t first, uint64_t last
         }
         qb_log(LOG_WARNING, "volume \"%s\": region %llu: node %u: %s: marking it outdated", v->name,
                (unsigned long long)first, op->peer, strerror(-op->result));
+        uint64_t before = outdates(v, op->peer);
         int r =
             policing_replica_change(v->pc, v->vid, op->peer, REPLICA_OUTDATED, first, last, true);
-        if (r == 0 && !outdated(v, op->peer))
+        /* Applied, the peer may already be syncing again (with these
+         * regions dirty): that is no refusal. */
+        bool applied = before != UINT64_MAX && outdates(v, op->peer) != before;
+        if (r == 0 && !applied && !outdated(v, op->peer))
             r = -EIO; /* refused: the peer keeps its copy, the write fails */
         if (r < 0)
             *err = r;
@@ -878,6 +912,9 @@ int mirror_replica_apply(struct mvol *v, uint32_t node, uint8_t state, uint64_t 
     pthread_mutex_lock(&v->mu);
     bool changed = replica_apply(&v->rec, node, state);
     enum replica_state self = replica_get(&v->rec, m->self);
+    uint64_t *n = state == REPLICA_OUTDATED ? outdates_of(v, node) : NULL;
+    if (n)
+        (*n)++;
     int r = 0;
     if (first <= last && node != m->self && (self == REPLICA_CURRENT || self == REPLICA_SYNCING))
         r = mark_dirty(v, node, first, last);
@@ -1086,7 +1123,6 @@ static int resync_once(struct mvol *v)
     pthread_mutex_lock(&v->mu);
     enum replica_state s = replica_get(&v->rec, m->self);
     bool full = s == REPLICA_NONE || v->rec.local == STORE_LOCAL_REBUILD;
-    uint64_t size = vsize(v);
     pthread_mutex_unlock(&v->mu);
     if (s != REPLICA_SYNCING && !linked_to_current(v))
         return -ENOTCONN;
@@ -1095,7 +1131,10 @@ static int resync_once(struct mvol *v)
         r = policing_replica_change(v->pc, v->vid, m->self, REPLICA_SYNCING, 1, 0, true);
     if (r == 0 && !still_syncing(v))
         r = -EAGAIN;
-    uint64_t nr = nregions(m, size);
+    /* The size once syncing, not before the wait for the links: a resize
+     * agreed meanwhile is applied here by now, and the regions past the
+     * old end that peers recorded dirty are copied too. */
+    uint64_t nr = nregions(m, vsize(v));
     size_t words = (size_t)((nr + 63) / 64);
     uint64_t *set = calloc(words ? words : 1, 8);
     void *buf = malloc(COPY_CHUNK);
@@ -1583,7 +1622,9 @@ static int queue_job(struct mvol *v, void (*fn)(struct mvol *v))
     pthread_mutex_lock(&m->qmu);
     *m->jobs_tail = j;
     m->jobs_tail = &j->next;
-    pthread_cond_signal(&m->qcv);
+    /* All: the settler waits on qcv too, and a signal that woke only it
+     * left the job queued with every worker asleep. */
+    pthread_cond_broadcast(&m->qcv);
     pthread_mutex_unlock(&m->qmu);
     return 0;
 }
