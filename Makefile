@@ -128,6 +128,10 @@ $(CHECKER): $(call obj,$(CHECKER_SRCS))
 
 $(B)/obj/tests/checker/%.o: CFLAGS += $(shell pkg-config --cflags libnbd)
 
+# The engine's test runs whole nodes in one process: a cluster of several
+# members and a proxy for their mirror links (tests/unit/).
+$(B)/tests/test_engine: $(call obj,tests/unit/fake_cluster.c tests/unit/mirror_proxy.c)
+
 # The checker's unit tests link the checker's pure parts.
 $(B)/tests/test_checker_block: $(call obj,tests/checker/block.c)
 $(B)/tests/test_checker_journal: $(call obj,tests/checker/journal.c)

@@ -120,6 +120,12 @@ struct mvol {
     uint64_t lost_nbits; /* regions lost covers (0 until the first loss) */
     atomic_uint_fast64_t nlost;
     bool reconciling; /* queued or running */
+    /* How many outdates of each node this node applied (guarded by mu):
+     * a write settling a failed peer asks whether its own was applied,
+     * which the peer's state no longer says once it syncs again. */
+    uint32_t outdate_node[STORE_REPLICAS_MAX];
+    uint64_t outdates[STORE_REPLICAS_MAX];
+    size_t noutdate;
 };
 
 /* Regions a departed writer may have left unequal (defined further on). */
@@ -319,6 +325,9 @@ struct plan {
     bool local;
     size_t n;
     struct mlink_op ops[STORE_REPLICAS_MAX];
+    /* For a peer that failed: its outdates applied here before ours was
+     * sent (outdate_failed), so check_failed sees whether ours was. */
+    uint64_t outdates_before[STORE_REPLICAS_MAX];
 };
 
 static int plan_write(struct mvol *v, uint64_t first, uint64_t last, struct plan *pl)
@@ -366,6 +375,30 @@ static void local_failed(struct mvol *v, int err, uint64_t first, uint64_t last)
                v->name, strerror(-r));
 }
 
+/* With mu held: the count of node's outdates applied here; NULL once
+ * more nodes than a set holds were outdated. */
+static uint64_t *outdates_of(struct mvol *v, uint32_t node)
+{
+    for (size_t i = 0; i < v->noutdate; i++)
+        if (v->outdate_node[i] == node)
+            return &v->outdates[i];
+    if (v->noutdate == STORE_REPLICAS_MAX)
+        return NULL;
+    v->outdate_node[v->noutdate] = node;
+    v->outdates[v->noutdate] = 0;
+    return &v->outdates[v->noutdate++];
+}
+
+/* How many outdates of node were applied here (UINT64_MAX: not counted). */
+static uint64_t outdates(struct mvol *v, uint32_t node)
+{
+    pthread_mutex_lock(&v->mu);
+    uint64_t *n = outdates_of(v, node);
+    uint64_t count = n ? *n : UINT64_MAX;
+    pthread_mutex_unlock(&v->mu);
+    return count;
+}
+
 /* Whether node's replica of v no longer takes writes (outdated or gone). */
 static bool outdated(struct mvol *v, uint32_t node)
 {
@@ -379,8 +412,7 @@ static bool outdated(struct mvol *v, uint32_t node)
  * missed, by an agreed message applied here before the write is
  * acknowledged; a peer the cluster refused to outdate fails the write.
  * Returns how many applied it. */
-static void outdate_failed(struct mvol *v, const struct plan *pl, uint64_t first, uint64_t last,
-                           int *err)
+static void outdate_failed(struct mvol *v, struct plan *pl, uint64_t first, uint64_t last, int *err)
 {
     for (size_t i = 0; i < pl->n; i++) {
         const struct mlink_op *op = &pl->ops[i];
@@ -388,6 +420,7 @@ static void outdate_failed(struct mvol *v, const struct plan *pl, uint64_t first
             continue;
         qb_log(LOG_WARNING, "volume \"%s\": region %llu: node %u: %s: marking it outdated", v->name,
                (unsigned long long)first, op->peer, strerror(-op->result));
+        pl->outdates_before[i] = outdates(v, op->peer);
         int r =
             policing_replica_change(v->pc, v->vid, op->peer, REPLICA_OUTDATED, first, last, false);
         if (r < 0)
@@ -401,9 +434,16 @@ static int check_failed(struct mvol *v, const struct plan *pl, int *err)
 {
     int ok = 0;
     for (size_t i = 0; i < pl->n; i++) {
-        if (pl->ops[i].result == 0)
+        uint32_t peer = pl->ops[i].peer;
+        uint64_t before = pl->outdates_before[i];
+        if (pl->ops[i].result == 0) {
             ok++;
-        else if (!outdated(v, pl->ops[i].peer))
+            continue;
+        }
+        /* Applied, the peer may already be syncing again (with these
+         * regions dirty): that is no refusal. */
+        bool applied = before != UINT64_MAX && outdates(v, peer) != before;
+        if (!applied && !outdated(v, peer))
             *err = -EIO; /* refused: the peer keeps its copy, the write fails */
     }
     if (!policing_quorate(v->pc))
@@ -923,6 +963,9 @@ int mirror_replica_apply(struct mvol *v, uint32_t node, uint8_t state, uint64_t 
     pthread_mutex_lock(&v->mu);
     bool changed = replica_apply(&v->rec, node, state);
     enum replica_state self = replica_get(&v->rec, m->self);
+    uint64_t *n = state == REPLICA_OUTDATED ? outdates_of(v, node) : NULL;
+    if (n)
+        (*n)++;
     int r = 0;
     if (first <= last && node != m->self && (self == REPLICA_CURRENT || self == REPLICA_SYNCING))
         r = mark_dirty(v, node, first, last);
@@ -1134,7 +1177,6 @@ static int resync_once(struct mvol *v)
     pthread_mutex_lock(&v->mu);
     enum replica_state s = replica_get(&v->rec, m->self);
     bool full = s == REPLICA_NONE || v->rec.local == STORE_LOCAL_REBUILD;
-    uint64_t size = vsize(v);
     pthread_mutex_unlock(&v->mu);
     if (s != REPLICA_SYNCING && !linked_to_current(v))
         return -ENOTCONN;
@@ -1143,7 +1185,10 @@ static int resync_once(struct mvol *v)
         r = policing_replica_change(v->pc, v->vid, m->self, REPLICA_SYNCING, 1, 0, true);
     if (r == 0 && !still_syncing(v))
         r = -EAGAIN;
-    uint64_t nr = nregions(m, size);
+    /* The size once syncing, not before the wait for the links: a resize
+     * agreed meanwhile is applied here by now, and the regions past the
+     * old end that peers recorded dirty are copied too. */
+    uint64_t nr = nregions(m, vsize(v));
     size_t words = (size_t)((nr + 63) / 64);
     uint64_t *set = calloc(words ? words : 1, 8);
     void *buf = malloc(COPY_CHUNK);
@@ -1668,7 +1713,7 @@ static int queue_job(struct mvol *v, void (*fn)(struct mvol *v), unsigned after_
     pthread_mutex_lock(&m->qmu);
     *m->jobs_tail = j;
     m->jobs_tail = &j->next;
-    pthread_cond_signal(&m->jcv);
+    pthread_cond_signal(&m->jcv); /* only workers wait on jcv */
     pthread_mutex_unlock(&m->qmu);
     return 0;
 }

@@ -1116,6 +1116,8 @@ int policing_replica_change(struct policing *pc, uint32_t volume, uint32_t node,
     pthread_mutex_lock(&pc->replica_mu);
     m.tag = ++pc->next_replica_tag;
     int r = send_msg(pc, &m, sizeof m);
+    if (r < 0) /* never delivered: the next change reuses the tag */
+        pc->next_replica_tag--;
     pthread_mutex_unlock(&pc->replica_mu);
     pthread_mutex_lock(&pc->lock);
     if (pc->stopping)

@@ -1,0 +1,816 @@
+/* test_engine.c - the mirror engine between real nodes in one process: each
+ * node has its own pool (a temporary data dir), volume layer, policing
+ * instance and engine, joined by an in-process cluster (fake_cluster.h) and
+ * by real mirror links over 127.0.0.1 with a shared secret, each link
+ * through a proxy (mirror_proxy.h) the test uses to refuse or hold one
+ * node's traffic to another. Every test checks the bytes in the nodes' data
+ * files and the replica states in their records: fan-out before the ack,
+ * outdating by an agreed message and the resync of only the dirty regions,
+ * the reconcile of a region a departed writer left unequal, resize with an
+ * outdated peer, and a delete while a resync runs. */
+#include "tests/unit/fake_cluster.h"
+#include "tests/unit/mirror_proxy.h"
+
+#include "mirror/engine.h"
+#include "mirror/replicas.h"
+#include "policing/protocol.h"
+#include "store/store.h"
+#include "store/svol.h"
+#include "volume/volume.h"
+#include "volume/voltable.h"
+
+#include <criterion/criterion.h>
+#include <qb/qblog.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
+
+#define KiB (UINT64_C(1) << 10)
+#define MiB (UINT64_C(1) << 20)
+#define RS (64 * KiB) /* region size */
+#define VOL "vol"
+#define NODES_MAX 3
+#define WAIT_MS 10000
+
+/* ---- log capture ----------------------------------------------------------- */
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char logbuf[1 << 20];
+static size_t logused;
+
+static void capture(int32_t t, struct qb_log_callsite *cs, struct timespec *ts, const char *msg)
+{
+    (void)t;
+    (void)cs;
+    (void)ts;
+    pthread_mutex_lock(&log_mu);
+    int n = snprintf(logbuf + logused, sizeof logbuf - logused, "%s\n", msg);
+    if (n > 0 && (size_t)n < sizeof logbuf - logused)
+        logused += (size_t)n;
+    pthread_mutex_unlock(&log_mu);
+}
+
+static bool log_has(const char *what)
+{
+    pthread_mutex_lock(&log_mu);
+    bool has = strstr(logbuf, what) != NULL;
+    pthread_mutex_unlock(&log_mu);
+    return has;
+}
+
+/* ---- waiting with a deadline ------------------------------------------------- */
+
+static struct timespec deadline_in(unsigned ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+static bool past(const struct timespec *d)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > d->tv_sec || (now.tv_sec == d->tv_sec && now.tv_nsec >= d->tv_nsec);
+}
+
+static double ms_since(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t->tv_sec) * 1e3 + (double)(now.tv_nsec - t->tv_nsec) / 1e6;
+}
+
+/* Polls cond every 10 ms until it holds; fails the test at the deadline. */
+#define WAIT_FOR(cond, ...)                                                                        \
+    do {                                                                                           \
+        struct timespec wait_deadline_ = deadline_in(WAIT_MS);                                     \
+        while (!(cond)) {                                                                          \
+            if (past(&wait_deadline_))                                                             \
+                cr_assert_fail(__VA_ARGS__);                                                       \
+            poll(NULL, 0, 10);                                                                     \
+        }                                                                                          \
+    } while (0)
+
+/* ---- nodes -------------------------------------------------------------------- */
+
+struct node {
+    uint32_t id;
+    bool up;
+    bool member; /* in the group */
+    char dir[64];
+    struct store *store;
+    struct volumes *vols;
+    struct voltable table;
+    struct policing *pc;
+    struct mirror *m;
+    struct mproxy *proxy;
+    char listen[64], announce[64];
+};
+
+static struct node nodes[NODES_MAX + 1]; /* by node id */
+static char vol_uuid[STORE_UUID_LEN + 1];
+static uint32_t vid;
+
+static const struct mauth_secret secret = {.key = "engine-test-secret-of-32-bytes!!", .len = 32};
+
+static void free_port(char *addr, size_t len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sl), 0, "bind: %s", strerror(errno));
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    snprintf(addr, len, "127.0.0.1:%u", ntohs(sa.sin_port));
+    close(fd);
+}
+
+/* Starts node id, as vsand does: pool, volumes, policing, engine; it
+ * delivers once all is wired (vsand's loop runs last). */
+static void node_start(uint32_t id, uint64_t resync_rate)
+{
+    struct node *n = &nodes[id];
+    *n = (struct node){.id = id};
+    snprintf(n->dir, sizeof n->dir, "/tmp/vsan-test-engine.XXXXXX");
+    cr_assert_not_null(mkdtemp(n->dir), "mkdtemp: %s", strerror(errno));
+    int r = store_open(n->dir, &n->store);
+    cr_assert_eq(r, 0, "node %u: store_open: %s", id, strerror(-r));
+    r = volumes_open(n->store, &n->vols);
+    cr_assert_eq(r, 0, "node %u: volumes_open: %s", id, strerror(-r));
+    free_port(n->listen, sizeof n->listen);
+    r = mproxy_start(n->listen, n->announce, sizeof n->announce, &n->proxy);
+    cr_assert_eq(r, 0, "node %u: proxy: %s", id, strerror(-r));
+    n->table = (struct voltable){.store = n->store, .vols = n->vols};
+    char name[16];
+    snprintf(name, sizeof name, "node%u", id);
+    struct policing_params pp = {
+        .driver = &fake_cluster,
+        .group = "engine-test",
+        .region_size = RS,
+        .name = name,
+        .nbd = "127.0.0.1:1",
+        .mirror = n->announce,
+        .service = "",
+        .table = &voltable_ops,
+        .table_ctx = &n->table,
+    };
+    fcl_expect(id);
+    r = policing_start(&pp, &n->pc);
+    cr_assert_eq(r, 0, "node %u: policing_start: %s", id, strerror(-r));
+    volumes_set_policing(n->vols, n->pc);
+    struct mirror_params mp = {
+        .pc = n->pc,
+        .store = n->store,
+        .listen = n->listen,
+        .cluster = "engine-test",
+        .secret = &secret,
+        .timeout_ms = 3000,
+        .resync_rate = resync_rate,
+    };
+    r = mirror_start(&mp, &n->m);
+    cr_assert_eq(r, 0, "node %u: mirror_start: %s", id, strerror(-r));
+    r = volumes_set_mirror(n->vols, n->m);
+    cr_assert_eq(r, 0, "node %u: volumes_set_mirror: %s", id, strerror(-r));
+    n->table.mirror = n->m;
+    n->up = n->member = true;
+    fcl_resume(id);
+}
+
+static void nothing(void *arg)
+{
+    (void)arg;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+    (void)sb;
+    (void)ftw;
+    return type == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+/* Stops node id as vsand does, once it is out of the group (so no agreed
+ * change reaches its engine while it stops). */
+static void node_stop(uint32_t id)
+{
+    struct node *n = &nodes[id];
+    if (!n->up)
+        return;
+    n->up = n->member = false;
+    fcl_leave(id, CLUSTER_LEFT);
+    fcl_call(id, nothing, NULL); /* what it was delivering is done */
+    policing_close_writes(n->pc);
+    mirror_stop(n->m);
+    n->table.mirror = NULL;
+    policing_stop(n->pc);
+    volumes_close(n->vols);
+    store_close(n->store);
+    mproxy_stop(n->proxy);
+    nftw(n->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- fixture ------------------------------------------------------------------ */
+
+static void setup(void)
+{
+    logused = 0;
+    logbuf[0] = '\0';
+    qb_log_init("test_engine", LOG_USER, LOG_DEBUG);
+    qb_log_ctl(QB_LOG_SYSLOG, QB_LOG_CONF_ENABLED, QB_FALSE);
+    int32_t t = qb_log_custom_open(capture, NULL, NULL, NULL);
+    cr_assert_geq(t, 0);
+    cr_assert_eq(qb_log_filter_ctl(t, QB_LOG_FILTER_ADD, QB_LOG_FILTER_FILE, "*", LOG_INFO), 0);
+    cr_assert_eq(qb_log_ctl(t, QB_LOG_CONF_ENABLED, QB_TRUE), 0);
+    if (getenv("ENGINE_TEST_LOG")) {
+        qb_log_filter_ctl(QB_LOG_STDERR, QB_LOG_FILTER_ADD, QB_LOG_FILTER_FILE, "*", LOG_INFO);
+        qb_log_ctl(QB_LOG_STDERR, QB_LOG_CONF_ENABLED, QB_TRUE);
+    }
+}
+
+static void stop_all(void)
+{
+    for (uint32_t id = NODES_MAX; id >= 1; id--)
+        node_stop(id);
+}
+
+static void teardown(void)
+{
+    stop_all();
+    qb_log_fini();
+}
+
+/* Ends a test: stops every node, and under ASan checks for leaks now,
+ * since Criterion ignores LeakSanitizer's exit status of a passed test. */
+static void finish(void)
+{
+    stop_all();
+#ifdef __SANITIZE_ADDRESS__
+    cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "memory leaked: see the report above");
+#endif
+}
+
+TestSuite(engine, .init = setup, .fini = teardown, .timeout = 30);
+
+/* ---- the volume table ----------------------------------------------------------- */
+
+struct change {
+    uint32_t node;
+    int kind; /* 0 create, 1 resize, 2 delete */
+    uint64_t size;
+    atomic_bool done;
+    atomic_int result;
+};
+
+static void change_done(void *arg, int result)
+{
+    struct change *c = arg;
+    atomic_store(&c->result, result);
+    atomic_store(&c->done, true);
+}
+
+/* On the node's main thread, as the admin commands are. */
+static void change_send(void *arg)
+{
+    struct change *c = arg;
+    struct policing *pc = nodes[c->node].pc;
+    int r = c->kind == 0   ? policing_volume_create(pc, vol_uuid, VOL, c->size, change_done, c)
+            : c->kind == 1 ? policing_volume_resize(pc, VOL, c->size, true, change_done, c)
+                           : policing_volume_delete(pc, VOL, change_done, c);
+    if (r < 0)
+        change_done(c, r);
+}
+
+/* Asks node for a table change and waits until it is applied there. */
+static void change(uint32_t node, int kind, uint64_t size)
+{
+    struct change c = {.node = node, .kind = kind, .size = size};
+    fcl_call(node, change_send, &c);
+    WAIT_FOR(atomic_load(&c.done), "node %u: table change %d not applied", node, kind);
+    cr_assert_eq(atomic_load(&c.result), 0, "node %u: table change %d: %s", node, kind,
+                 strerror(-atomic_load(&c.result)));
+}
+
+static bool has_volume(uint32_t node, uint64_t size)
+{
+    struct volume_info info;
+    return volumes_info(nodes[node].vols, VOL, &info) == 0 && info.size == size;
+}
+
+static uint8_t state_on(uint32_t at, uint32_t node)
+{
+    struct volume_info info;
+    if (volumes_info(nodes[at].vols, VOL, &info) < 0)
+        return REPLICA_NONE;
+    for (uint32_t i = 0; i < info.nreplicas; i++)
+        if (info.replicas[i].node == node)
+            return info.replicas[i].state;
+    return REPLICA_NONE;
+}
+
+/* The state every member records for node's replica. */
+static bool agreed(uint32_t node, uint8_t state)
+{
+    for (uint32_t at = 1; at <= NODES_MAX; at++)
+        if (nodes[at].member && state_on(at, node) != state)
+            return false;
+    return true;
+}
+
+static void wait_agreed(uint32_t node, uint8_t state)
+{
+    WAIT_FOR(agreed(node, state), "node %u's replica is not %s everywhere", node,
+             replica_state_name(state));
+}
+
+/* A group of n nodes (of n configured) with the volume on all of them,
+ * every replica current, every link up. */
+static void cluster_up(uint32_t n, uint64_t size, uint64_t slow_resync_on)
+{
+    fcl_setup(n);
+    for (uint32_t id = 1; id <= n; id++)
+        node_start(id, id == slow_resync_on ? 256 * KiB : 0);
+    int r = store_uuid_generate(vol_uuid);
+    cr_assert_eq(r, 0);
+    vid = policing_volume_id(vol_uuid);
+    WAIT_FOR(policing_quorate(nodes[1].pc), "node 1 has no quorum");
+    change(1, 0, size);
+    for (uint32_t id = 1; id <= n; id++) {
+        WAIT_FOR(has_volume(id, size), "node %u lacks the volume", id);
+        wait_agreed(id, REPLICA_CURRENT);
+    }
+    for (uint32_t a = 1; a <= n; a++)
+        for (uint32_t b = 1; b <= n; b++)
+            if (a != b)
+                WAIT_FOR(mproxy_linked(nodes[b].proxy, a), "node %u is not linked to node %u", a,
+                         b);
+}
+
+/* Node from's requests to node to: passed, refused or held. */
+static void traffic(uint32_t from, uint32_t to, enum mproxy_mode mode)
+{
+    mproxy_set(nodes[to].proxy, from, mode);
+}
+
+/* ---- I/O through the engine, under region priority ------------------------------ */
+
+enum io_type { IO_WRITE, IO_ZERO, IO_FLUSH, IO_READ };
+
+struct io {
+    uint32_t node;
+    enum io_type type;
+    void *buf;
+    uint32_t count;
+    uint64_t off;
+};
+
+static int io_fn(struct mvol *mv, void *arg)
+{
+    struct io *io = arg;
+    struct policing *pc = nodes[io->node].pc;
+    bool write = io->type == IO_WRITE || io->type == IO_ZERO;
+    struct pol_write w;
+    if (write) {
+        int r = policing_write_begin(pc, vid, io->off, io->count, false, &w);
+        if (r < 0)
+            return r;
+    }
+    int r = io->type == IO_WRITE  ? mirror_write(mv, io->buf, io->count, io->off, 0, NULL)
+            : io->type == IO_ZERO ? mirror_zero(mv, io->count, io->off, 0, NULL)
+            : io->type == IO_READ ? mirror_read(mv, io->buf, io->count, io->off)
+                                  : mirror_flush(mv);
+    if (write)
+        policing_write_end(pc, &w);
+    return r;
+}
+
+static int io(uint32_t node, enum io_type type, void *buf, uint32_t count, uint64_t off)
+{
+    struct io x = {node, type, buf, count, off};
+    return volumes_mirrored(nodes[node].vols, VOL, io_fn, &x);
+}
+
+/* The bytes a test writes: a function of the seed and the offset. */
+static void fill(uint8_t *buf, size_t len, unsigned seed, uint64_t base)
+{
+    for (size_t i = 0; i < len; i++) {
+        uint64_t at = base + i;
+        buf[i] = (uint8_t)(seed * 31 + at * 7 + (at >> 9));
+    }
+}
+
+static void write_ok(uint32_t node, uint64_t off, uint32_t len, unsigned seed)
+{
+    uint8_t *buf = malloc(len);
+    fill(buf, len, seed, off);
+    int r = io(node, IO_WRITE, buf, len, off);
+    free(buf);
+    cr_assert_eq(r, 0, "node %u: write %u at %llu: %s", node, len, (unsigned long long)off,
+                 strerror(-r));
+}
+
+/* ---- what the data files hold ---------------------------------------------------- */
+
+static void data_path(uint32_t node, char *path, size_t len)
+{
+    snprintf(path, len, "%s/" STORE_VOLUMES_DIR "/%s.data", nodes[node].dir, vol_uuid);
+}
+
+static void read_copy(uint32_t node, void *buf, size_t len, uint64_t off)
+{
+    char path[PATH_MAX];
+    data_path(node, path, sizeof path);
+    int fd = open(path, O_RDONLY);
+    cr_assert_geq(fd, 0, "open %s: %s", path, strerror(errno));
+    ssize_t n = pread(fd, buf, len, (off_t)off);
+    close(fd);
+    cr_assert_eq(n, (ssize_t)len, "node %u: read %zu at %llu of its copy: %zd", node, len,
+                 (unsigned long long)off, n);
+}
+
+static bool copy_holds(uint32_t node, uint64_t off, uint32_t len, unsigned seed)
+{
+    uint8_t *want = malloc(len), *got = malloc(len);
+    fill(want, len, seed, off);
+    read_copy(node, got, len, off);
+    bool same = memcmp(want, got, len) == 0;
+    free(want);
+    free(got);
+    return same;
+}
+
+static bool copies_equal(uint32_t a, uint32_t b, uint64_t off, uint64_t len)
+{
+    uint8_t *x = malloc(len), *y = malloc(len);
+    read_copy(a, x, len, off);
+    read_copy(b, y, len, off);
+    bool same = memcmp(x, y, len) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+static uint64_t data_size(uint32_t node)
+{
+    char path[PATH_MAX];
+    data_path(node, path, sizeof path);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "stat %s: %s", path, strerror(errno));
+    return (uint64_t)st.st_size;
+}
+
+/* ---- the engine's own view --------------------------------------------------------- */
+
+static int status_fn(struct mvol *mv, void *arg)
+{
+    mirror_volume_status(mv, arg);
+    return 0;
+}
+
+static struct mirror_volume_status status(uint32_t node)
+{
+    struct mirror_volume_status st;
+    int r = volumes_mirrored(nodes[node].vols, VOL, status_fn, &st);
+    cr_assert_eq(r, 0, "node %u: status: %s", node, strerror(-r));
+    return st;
+}
+
+/* The bytes at records dirty for node. */
+static uint64_t dirty_at(uint32_t at, uint32_t node)
+{
+    struct mirror_volume_status st = status(at);
+    for (uint32_t i = 0; i < st.nreplicas; i++)
+        if (st.replicas[i].node == node)
+            return st.replicas[i].dirty_bytes;
+    return 0;
+}
+
+static uint64_t served(uint32_t node)
+{
+    struct mirror_stats st;
+    mirror_stats(nodes[node].m, &st);
+    return st.requests_served;
+}
+
+/* ---- fan-out ------------------------------------------------------------------------- */
+
+struct async_check {
+    struct mirror_async a;
+    atomic_bool done;
+    atomic_int err;
+    atomic_bool peer_had_it; /* node 2's copy held the data when done ran */
+    uint64_t off;
+    uint32_t len;
+    unsigned seed;
+    uint8_t *buf; /* the caller's until done */
+};
+
+static void async_done(struct mirror_async *a, int err)
+{
+    struct async_check *c = (struct async_check *)a;
+    atomic_store(&c->peer_had_it, copy_holds(2, c->off, c->len, c->seed));
+    atomic_store(&c->err, err);
+    atomic_store(&c->done, true);
+}
+
+static int async_fn(struct mvol *mv, void *arg)
+{
+    struct async_check *c = arg;
+    return mirror_write(mv, c->buf, c->len, c->off, 0, &c->a);
+}
+
+Test(engine, fanout)
+{
+    cluster_up(2, 1 * MiB, 0);
+
+    /* A synchronous write is on node 2's disk when it returns. */
+    write_ok(1, 2 * RS, RS, 1);
+    cr_assert(copy_holds(2, 2 * RS, RS, 1), "node 2 lacks an acknowledged write");
+    cr_assert(copy_holds(1, 2 * RS, RS, 1));
+    /* Across a region boundary, and from node 2 to node 1. */
+    write_ok(2, 5 * RS - 4096, 8192, 2);
+    cr_assert(copy_holds(1, 5 * RS - 4096, 8192, 2), "node 1 lacks node 2's write");
+
+    /* An asynchronous write: node 2 has it when its completion runs. */
+    uint8_t buf[4096];
+    struct async_check c = {
+        .a.done = async_done, .off = 7 * RS, .len = sizeof buf, .seed = 3, .buf = buf};
+    fill(buf, sizeof buf, c.seed, c.off);
+    struct pol_write w;
+    int r = policing_write_begin(nodes[1].pc, vid, c.off, c.len, false, &w);
+    cr_assert_eq(r, 0);
+    r = volumes_mirrored(nodes[1].vols, VOL, async_fn, &c);
+    cr_assert_eq(r, -EINPROGRESS, "async write: %s", strerror(-r));
+    WAIT_FOR(atomic_load(&c.done), "the async write never completed");
+    policing_write_end(nodes[1].pc, &w);
+    cr_assert_eq(atomic_load(&c.err), 0, "async write: %s", strerror(-atomic_load(&c.err)));
+    cr_assert(atomic_load(&c.peer_had_it), "completed before node 2 had the data");
+
+    /* Zeroes too. */
+    r = io(1, IO_ZERO, NULL, 4096, 2 * RS);
+    cr_assert_eq(r, 0, "zero: %s", strerror(-r));
+    uint8_t got[4096], zero[4096] = {0};
+    read_copy(2, got, sizeof got, 2 * RS);
+    cr_assert_arr_eq(got, zero, sizeof got, "node 2 did not zero");
+
+    /* A flush is a request node 2 serves before it returns. */
+    uint64_t before = served(2);
+    r = io(1, IO_FLUSH, NULL, 0, 0);
+    cr_assert_eq(r, 0, "flush: %s", strerror(-r));
+    cr_assert_eq(served(2), before + 1, "node 2 served %llu requests for one flush",
+                 (unsigned long long)(served(2) - before));
+
+    cr_assert(agreed(1, REPLICA_CURRENT) && agreed(2, REPLICA_CURRENT));
+    cr_assert(copies_equal(1, 2, 0, 1 * MiB));
+    finish();
+}
+
+/* ---- outdate and resync ------------------------------------------------------------------ */
+
+Test(engine, outdate_then_resync_dirty_only)
+{
+    cluster_up(2, 1 * MiB, 0);
+    write_ok(1, 0, RS, 9); /* both have it */
+
+    /* Node 2 refuses node 1's requests (and can't reach node 1 to resync). */
+    traffic(1, 2, MPROXY_REFUSE);
+    traffic(2, 1, MPROXY_REFUSE);
+    write_ok(1, 3 * RS, 4096, 1);
+    /* Acknowledged only once node 2 was outdated here, with the region. */
+    cr_assert_eq(state_on(1, 2), REPLICA_OUTDATED, "acknowledged with node 2 %s",
+                 replica_state_name(state_on(1, 2)));
+    cr_assert_eq(dirty_at(1, 2), RS, "dirty for node 2: %llu bytes",
+                 (unsigned long long)dirty_at(1, 2));
+    wait_agreed(2, REPLICA_OUTDATED); /* an agreed message: node 2 knows it too */
+    cr_assert(!copy_holds(2, 3 * RS, 4096, 1));
+
+    /* Later writes only set its bitmap; the region written twice counts once. */
+    write_ok(1, 5 * RS, 2 * RS, 2);
+    write_ok(1, 3 * RS + 8192, 4096, 3);
+    cr_assert_eq(dirty_at(1, 2), 3 * RS, "dirty for node 2: %llu bytes",
+                 (unsigned long long)dirty_at(1, 2));
+    cr_assert_eq(state_on(1, 2), REPLICA_OUTDATED);
+
+    /* Back: it copies exactly the three dirty regions. */
+    traffic(1, 2, MPROXY_PASS);
+    traffic(2, 1, MPROXY_PASS);
+    wait_agreed(2, REPLICA_CURRENT);
+    struct mirror_volume_status st = status(2);
+    cr_assert_eq(st.resync_total, 3 * RS, "resynced %llu bytes, not the 3 dirty regions",
+                 (unsigned long long)st.resync_total);
+    cr_assert_eq(st.resync_done, 3 * RS);
+    cr_assert(log_has("volume \"vol\": resync: 3 of 16 regions to copy"));
+    cr_assert_eq(dirty_at(1, 2), 0, "node 2's bitmap outlived its resync");
+    cr_assert(copies_equal(1, 2, 0, 1 * MiB), "node 2's copy differs after its resync");
+
+    /* And it takes writes again. */
+    write_ok(1, 9 * RS, 4096, 4);
+    cr_assert(copy_holds(2, 9 * RS, 4096, 4));
+    cr_assert(agreed(2, REPLICA_CURRENT));
+    finish();
+}
+
+/* ---- a writer leaves mid-write ------------------------------------------------------------ */
+
+struct bg_write {
+    pthread_t thread;
+    uint32_t node;
+    uint64_t off;
+    uint32_t len;
+    unsigned seed;
+    atomic_bool done;
+    atomic_int result;
+};
+
+static void *bg_write_main(void *arg)
+{
+    struct bg_write *b = arg;
+    uint8_t *buf = malloc(b->len);
+    fill(buf, b->len, b->seed, b->off);
+    atomic_store(&b->result, io(b->node, IO_WRITE, buf, b->len, b->off));
+    free(buf);
+    atomic_store(&b->done, true);
+    return NULL;
+}
+
+Test(engine, lost_region_reconciled)
+{
+    cluster_up(3, 1 * MiB, 0);
+    uint64_t off = 4 * RS + 4096;
+    uint32_t len = 8192;
+
+    /* Node 3 writes region 4; node 1 gets it, node 2 never does: node 3's
+     * requests to node 2 vanish (a link stalled at that moment). */
+    traffic(3, 2, MPROXY_HOLD);
+    struct bg_write b = {.node = 3, .off = off, .len = len, .seed = 5};
+    cr_assert_eq(pthread_create(&b.thread, NULL, bg_write_main, &b), 0);
+    WAIT_FOR(copy_holds(1, off, len, 5), "node 1 never got node 3's write");
+    cr_assert(!atomic_load(&b.done), "the write was acknowledged without node 2");
+    cr_assert(!copy_holds(2, off, len, 5));
+
+    /* Node 3 dies holding region 4: the survivors find it lost, and the
+     * lowest current one makes the copies equal. */
+    nodes[3].member = false;
+    fcl_leave(3, CLUSTER_PROCDOWN);
+    wait_agreed(3, REPLICA_OUTDATED);
+    WAIT_FOR(log_has("volume \"vol\": region 4: reconciled after its writer left (copies "
+                     "differed)"),
+             "region 4 was not reconciled");
+    cr_assert(copies_equal(1, 2, 0, 1 * MiB), "nodes 1 and 2 differ after the reconcile");
+    cr_assert(copy_holds(2, off, len, 5), "the reconcile did not keep node 1's version");
+    cr_assert(agreed(1, REPLICA_CURRENT) && agreed(2, REPLICA_CURRENT));
+
+    /* The dead node's write ends (its link to node 2 was dropped), failed. */
+    WAIT_FOR(atomic_load(&b.done), "node 3's write never ended");
+    pthread_join(b.thread, NULL);
+    cr_assert_lt(atomic_load(&b.result), 0, "node 3's write succeeded without the group");
+
+    /* The region takes writes from the survivors again. */
+    write_ok(2, 4 * RS, RS, 6);
+    cr_assert(copy_holds(1, 4 * RS, RS, 6));
+    finish();
+}
+
+/* ---- resize with an outdated peer ------------------------------------------------------------ */
+
+Test(engine, resize_with_outdated_peer)
+{
+    cluster_up(2, 1 * MiB, 0); /* 16 regions */
+    traffic(1, 2, MPROXY_REFUSE);
+    traffic(2, 1, MPROXY_REFUSE);
+    write_ok(1, 2 * RS, 4096, 1);
+    wait_agreed(2, REPLICA_OUTDATED);
+    cr_assert_eq(dirty_at(1, 2), RS);
+
+    /* Grow to 32 regions, then write two past the old end: both are dirty
+     * for node 2 (its bitmap grew with the volume). */
+    change(1, 1, 2 * MiB);
+    WAIT_FOR(has_volume(2, 2 * MiB), "node 2 did not grow");
+    write_ok(1, 20 * RS, 4096, 2);
+    write_ok(1, 31 * RS + RS - 4096, 4096, 3);
+    cr_assert_eq(dirty_at(1, 2), 3 * RS, "dirty for node 2 after the grow: %llu bytes",
+                 (unsigned long long)dirty_at(1, 2));
+
+    traffic(1, 2, MPROXY_PASS);
+    traffic(2, 1, MPROXY_PASS);
+    wait_agreed(2, REPLICA_CURRENT);
+    cr_assert_eq(status(2).resync_total, 3 * RS);
+    cr_assert(copies_equal(1, 2, 0, 2 * MiB), "node 2 differs after the resync");
+
+    /* Outdated again with a region past the size to come; shrink back to
+     * 16 regions: that one is no longer dirty, the rest resyncs. */
+    WAIT_FOR(mproxy_linked(nodes[2].proxy, 1), "node 1 is not linked to node 2 again");
+    traffic(1, 2, MPROXY_REFUSE);
+    traffic(2, 1, MPROXY_REFUSE);
+    write_ok(1, 25 * RS, 4096, 4);
+    wait_agreed(2, REPLICA_OUTDATED);
+    write_ok(1, 1 * RS, 4096, 5);
+    cr_assert_eq(dirty_at(1, 2), 2 * RS);
+    change(1, 1, 1 * MiB);
+    WAIT_FOR(has_volume(2, 1 * MiB), "node 2 did not shrink");
+    cr_assert_eq(data_size(1), 1 * MiB);
+    cr_assert_eq(data_size(2), 1 * MiB);
+    cr_assert_eq(dirty_at(1, 2), RS, "dirty for node 2 after the shrink: %llu bytes",
+                 (unsigned long long)dirty_at(1, 2));
+
+    traffic(1, 2, MPROXY_PASS);
+    traffic(2, 1, MPROXY_PASS);
+    wait_agreed(2, REPLICA_CURRENT);
+    cr_assert_eq(status(2).resync_total, RS);
+    cr_assert(copies_equal(1, 2, 0, 1 * MiB), "node 2 differs after the shrink and resync");
+    finish();
+}
+
+/* ---- delete during a resync ----------------------------------------------------------------- */
+
+/* Whether this process still has node's data file open. */
+static bool data_open(uint32_t node)
+{
+    char path[PATH_MAX], fdpath[300], target[PATH_MAX];
+    data_path(node, path, sizeof path);
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert_not_null(d);
+    bool found = false;
+    for (struct dirent *e; !found && (e = readdir(d));) {
+        snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(fdpath, target, sizeof target - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        found = strncmp(target, path, strlen(path)) == 0;
+    }
+    closedir(d);
+    return found;
+}
+
+Test(engine, delete_during_resync)
+{
+    cluster_up(2, 4 * MiB, 2); /* node 2 resyncs at 256 KiB/s */
+    traffic(1, 2, MPROXY_REFUSE);
+    traffic(2, 1, MPROXY_REFUSE);
+    write_ok(1, 0, 32 * RS, 1); /* 2 MiB: 8 s of resync */
+    wait_agreed(2, REPLICA_OUTDATED);
+    traffic(1, 2, MPROXY_PASS);
+    traffic(2, 1, MPROXY_PASS);
+    WAIT_FOR(status(2).resync_done > 0 && status(2).resync_done < status(2).resync_total,
+             "node 2's resync did not start");
+
+    /* The delete is applied everywhere at once: node 2's does not wait for
+     * its resync, which ends at its next step and lets the copy go. */
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    change(1, 2, 0);
+    WAIT_FOR(!has_volume(2, 4 * MiB), "node 2 kept the volume");
+    double took = ms_since(&t0);
+    cr_assert_lt(took, 2000, "the delete took %.0f ms while node 2 resynced", took);
+    cr_assert(!has_volume(1, 4 * MiB));
+    char path[PATH_MAX];
+    data_path(2, path, sizeof path);
+    cr_assert_neq(access(path, F_OK), 0, "node 2's data file is still there");
+    WAIT_FOR(!data_open(2), "node 2's deleted copy is still open: its resync holds it");
+    WAIT_FOR(!data_open(1), "node 1's deleted copy is still open");
+    finish();
+}
+
+/* ---- a peer outdated that resyncs at once ------------------------------------------------ */
+
+Test(engine, outdated_peer_resyncing_at_once)
+{
+    cluster_up(2, 1 * MiB, 0);
+    /* Only node 1's requests to node 2 fail: node 2 can still reach node 1,
+     * so it asks to resync as soon as it learns it is outdated. */
+    for (unsigned i = 0; i < 5; i++) {
+        WAIT_FOR(mproxy_linked(nodes[2].proxy, 1) && agreed(2, REPLICA_CURRENT),
+                 "round %u: node 2 is not back", i);
+        traffic(1, 2, MPROXY_REFUSE);
+        write_ok(1, (uint64_t)i * RS, 4096, 10 + i);
+        traffic(1, 2, MPROXY_PASS);
+    }
+    wait_agreed(2, REPLICA_CURRENT);
+    cr_assert(copies_equal(1, 2, 0, 1 * MiB));
+    finish();
+}
