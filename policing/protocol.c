@@ -670,8 +670,9 @@ static void send_hello_and_offer(struct policing *pc)
     if (r == 0)
         r = send_for_round(pc, &o, sizeof o);
     if (r < 0)
-        qb_log(LOG_ERR, "policing: sync round: this node's offer not sent: %s; the round waits "
-                        "for the next membership change",
+        qb_log(LOG_ERR,
+               "policing: sync round: this node's offer not sent: %s; the round waits "
+               "for the next membership change",
                strerror(-r));
 }
 

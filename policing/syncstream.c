@@ -149,8 +149,9 @@ static int add_service(struct sync_state *s, const void *body, size_t len)
     memcpy(&rs, body, sizeof rs);
     if (!pmsg_string_ok(rs.addr, sizeof rs.addr) || svc_addr_parse(rs.addr, NULL, NULL) < 0 ||
         rs.owner == 0 || rs.holder == 0 || rs.manual > 1 || s->services.n == CLUSTER_NODES_MAX) {
-        qb_log(LOG_ERR, "policing: the group's state has a malformed service address entry "
-                        "(owner %u): ignored",
+        qb_log(LOG_ERR,
+               "policing: the group's state has a malformed service address entry "
+               "(owner %u): ignored",
                rs.owner);
         return 0;
     }

@@ -111,11 +111,11 @@ size_t sync_piece(const void *buf, size_t len, uint64_t stream, uint32_t crc, ui
 /* A stream being assembled from the winner's pieces. Zero-initialised is
  * empty. */
 struct sync_assembly {
-    bool active;          /* a stream is being assembled */
-    bool failed;          /* stream `stream` failed: its later pieces are ignored */
+    bool active; /* a stream is being assembled */
+    bool failed; /* stream `stream` failed: its later pieces are ignored */
     uint64_t stream;
-    uint32_t next;        /* the sequence number expected */
-    uint32_t total, crc;  /* as the first piece said */
+    uint32_t next;       /* the sequence number expected */
+    uint32_t total, crc; /* as the first piece said */
     unsigned char *buf;
     size_t len, cap;
 };
