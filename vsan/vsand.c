@@ -599,9 +599,10 @@ static int load_config(const struct options *o, struct vsan_config *cfg)
     return 0;
 }
 
-/* Every volume keeps its data file and a bitmap per peer open, so 4,000
- * volumes pass the usual soft limit of 1,024 descriptors: take the whole
- * hard limit. A failure is not fatal; the limit in force is logged. */
+/* Every volume keeps its data file open (and a bitmap's file while it
+ * syncs), so 4,000 volumes pass the usual soft limit of 1,024
+ * descriptors: take the whole hard limit. A failure is not fatal; the
+ * limit in force is logged. */
 static void raise_nofile(void)
 {
     struct rlimit rl;
