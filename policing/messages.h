@@ -116,9 +116,9 @@ struct pmsg_offer {
  * them (every piece but the last carries exactly PMSG_PART_MAX). */
 #define PMSG_PART_MAX (256 * 1024)
 /* The longest stream a node sends or assembles: 100,000 volumes at the
- * largest records (32 replicas: 315 bytes) take 31.5 MiB, and a million
- * regions held at once, each with 3 writers waiting, take 32 MiB; twice
- * their sum leaves room for record types to come. So a receiver holds at
+ * largest records (32 replicas: 331 bytes) take 31.6 MiB, and a million
+ * regions held at once, each with 3 writers waiting (32 bytes), take 30.5
+ * MiB; twice their sum leaves room for record types to come. So a receiver holds at
  * most this much, whatever the pieces claim. */
 #define PMSG_STREAM_MAX (128u * 1024 * 1024)
 
