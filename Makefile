@@ -33,7 +33,7 @@ endif
 NBD_SRCS := nbd-server/handshake.c nbd-server/transmission.c nbd-server/server.c common/netaddr.c \
             nbd-server/conn_io.c
 # Membership, quorum and per-region write priority (policing/).
-POLICING_SRCS := policing/messages.c policing/protocol.c policing/priority.c policing/services.c \
+POLICING_SRCS := policing/messages.c policing/syncstream.c policing/protocol.c policing/priority.c policing/services.c \
                  policing/cluster_local.c policing/cluster_corosync.c
 # The mirror link's wire format and handshake: pure, no I/O (mirror/).
 MIRROR_PURE_SRCS := mirror/wire.c mirror/auth.c mirror/stream.c

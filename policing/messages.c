@@ -35,12 +35,16 @@ static size_t fixed_length(int type)
     }
 }
 
-static bool state_ok(const struct pmsg_state *s, size_t len)
+static bool part_ok(const struct pmsg_state_part *p, size_t len)
 {
-    if (len < sizeof *s || s->nvolumes > (len - sizeof *s) / sizeof(struct pmsg_state_volume))
+    size_t data = len - sizeof *p;
+    if (len <= sizeof *p || data > PMSG_PART_MAX || p->last > 1 || p->total > PMSG_STREAM_MAX)
         return false;
-    size_t rest = len - sizeof *s - (size_t)s->nvolumes * sizeof(struct pmsg_state_volume);
-    return s->nservices <= rest / sizeof(struct pmsg_state_service);
+    /* Where this piece ends in the stream: every piece before it is full. */
+    uint64_t end = (uint64_t)p->seq * PMSG_PART_MAX + data;
+    if (p->last)
+        return end == p->total;
+    return data == PMSG_PART_MAX && end < p->total;
 }
 
 int pmsg_check(const void *msg, size_t len, const char **why)
@@ -58,9 +62,9 @@ int pmsg_check(const void *msg, size_t len, const char **why)
         *why = "length field disagrees with the message";
         return -1;
     }
-    if (h->type == PMSG_STATE) {
-        if (!state_ok(msg, len)) {
-            *why = "malformed STATE";
+    if (h->type == PMSG_STATE_PART) {
+        if (!part_ok(msg, len)) {
+            *why = "malformed STATE_PART";
             return -1;
         }
         return h->type;

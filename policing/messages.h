@@ -20,7 +20,11 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                "policing messages are sent as little-endian structs");
 
 #define PMSG_MAGIC 0x4c505356u /* "VSPL" */
-#define PMSG_VERSION 3
+/* 4: the sync round's state goes out as a stream of STATE_PART pieces
+ * (syncstream.h) instead of one STATE message. A node drops every
+ * message of another version, so nodes of versions 3 and 4 never complete
+ * a sync round together: a cluster is upgraded all at once. */
+#define PMSG_VERSION 4
 
 enum pmsg_type {
     PMSG_HELLO = 1,      /* a member's endpoints */
@@ -29,10 +33,11 @@ enum pmsg_type {
     PMSG_VOL_CREATE = 4, /* volume table changes */
     PMSG_VOL_RESIZE = 5,
     PMSG_VOL_DELETE = 6,
-    PMSG_OFFER = 7,    /* sync round: my table's version */
-    PMSG_STATE = 8,    /* sync round: the winner's state */
-    PMSG_REPLICA = 9,  /* a replica changes state (mirror/replicas.h) */
-    PMSG_SERVICE = 10, /* a service address moves (services.h) */
+    PMSG_OFFER = 7, /* sync round: my table's version */
+    /* 8 was version 3's STATE, the winner's state in one message. */
+    PMSG_REPLICA = 9,     /* a replica changes state (mirror/replicas.h) */
+    PMSG_SERVICE = 10,    /* a service address moves (services.h) */
+    PMSG_STATE_PART = 11, /* sync round: a piece of the winner's state */
 };
 
 #define PMSG_NAME_MAX 64
@@ -104,34 +109,26 @@ struct pmsg_offer {
     uint8_t synced;        /* the sender had a current table before this round */
 } __attribute__((packed));
 
-/* STATE: this header, then nvolumes pmsg_state_volume, then nservices
- * pmsg_state_service, then the region table (pol_snapshot bytes) up to
- * length. */
-struct pmsg_state {
+/* A piece of the winner's state stream (syncstream.h): every piece of
+ * one stream names it (the winner's count of streams sent), its place in
+ * it (seq from 0), the stream's whole length and CRC32C; `last` marks the
+ * final piece. The piece's bytes follow the header, 1 to PMSG_PART_MAX of
+ * them (every piece but the last carries exactly PMSG_PART_MAX). */
+#define PMSG_PART_MAX (256 * 1024)
+/* The longest stream a node sends or assembles: 100,000 volumes at the
+ * largest records (32 replicas: 331 bytes) take 31.6 MiB, and a million
+ * regions held at once, each with 3 writers waiting (32 bytes), take 30.5
+ * MiB; twice their sum leaves room for record types to come. So a receiver holds at
+ * most this much, whatever the pieces claim. */
+#define PMSG_STREAM_MAX (128u * 1024 * 1024)
+
+struct pmsg_state_part {
     struct pmsg_header h;
-    uint64_t applied; /* messages the winner had applied since the confchg */
-    uint64_t table_version;
-    uint32_t nvolumes;
-    uint32_t nservices;
-} __attribute__((packed));
-
-struct pmsg_state_service {
-    uint32_t owner;
-    uint32_t holder;
-    uint8_t manual;
-    char addr[PMSG_SERVICE_ADDR_MAX];
-} __attribute__((packed));
-
-struct pmsg_state_volume {
-    char uuid[PMSG_UUID_LEN + 1];
-    char name[PMSG_NAME_MAX + 1];
-    uint64_t size;
-    uint64_t generation;
-    uint32_t nreplicas;
-    struct {
-        uint32_t node;
-        uint8_t state;
-    } __attribute__((packed)) replicas[PMSG_REPLICAS_MAX];
+    uint64_t stream;
+    uint32_t seq;
+    uint8_t last;
+    uint32_t total; /* bytes in the whole stream */
+    uint32_t crc;   /* CRC32C of the whole stream */
 } __attribute__((packed));
 
 void pmsg_init(struct pmsg_header *h, enum pmsg_type type, size_t length);

@@ -1,6 +1,7 @@
 /* protocol.c - the policing protocol of one node (see protocol.h for the
  * design: agreed stream, sync rounds, the write path). */
 #include "policing/protocol.h"
+#include "policing/syncstream.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -59,6 +60,8 @@ struct policing {
     uint32_t prev_members; /* members before the last change */
     struct held **held;
     size_t nheld, capheld;
+    struct sync_assembly sync; /* the winner's state, as its pieces come */
+    uint64_t streams_sent;     /* names this node's state streams */
     struct pending *pending;
     uint64_t next_tag;
     struct svc_table svc; /* who holds which service address (agreed) */
@@ -109,6 +112,23 @@ static int send_msg(struct policing *pc, const void *msg, size_t len)
     int r = pc->p.driver->send(pc->cl, msg, len);
     if (r < 0)
         qb_log(LOG_ERR, "policing: multicast of a %zu-byte message: %s", len, strerror(-r));
+    return r;
+}
+
+/* A send the round cannot do without (an OFFER, a piece of the state):
+ * corosync's send already waits out flow control for 30 s, so a
+ * transient failure is tried again a few times; then the error is for
+ * the caller to log. */
+#define ROUND_SEND_TRIES 3
+
+static int send_for_round(struct policing *pc, const void *msg, size_t len)
+{
+    int r = -EAGAIN;
+    for (int i = 0; i < ROUND_SEND_TRIES; i++) {
+        r = send_msg(pc, msg, len);
+        if (r != -ETIMEDOUT && r != -EAGAIN && r != -ENOBUFS && r != -ENOMEM)
+            break;
+    }
     return r;
 }
 
@@ -646,61 +666,58 @@ static void send_hello_and_offer(struct policing *pc)
     o.table_version = pc->p.table->version(pc->p.table_ctx);
     o.prev_members = pc->prev_members;
     o.synced = pc->synced;
-    if (send_msg(pc, &h, sizeof h) == 0)
-        send_msg(pc, &o, sizeof o);
+    int r = send_for_round(pc, &h, sizeof h);
+    if (r == 0)
+        r = send_for_round(pc, &o, sizeof o);
+    if (r < 0)
+        qb_log(LOG_ERR,
+               "policing: sync round: this node's offer not sent: %s; the round waits "
+               "for the next membership change",
+               strerror(-r));
 }
 
+/* The state this node hands the group: its volume table, service table
+ * and region table, as of `applied` messages since the change. */
 static int build_state(struct policing *pc, void **out, size_t *len)
 {
-    struct policing_volume *vols;
-    size_t n;
+    struct sync_state st = {.applied = pc->since_change};
     void *snap;
-    size_t snaplen;
-    int r = pc->p.table->list(pc->p.table_ctx, &vols, &n);
+    int r = pc->p.table->list(pc->p.table_ctx, &st.vols, &st.nvols);
     if (r < 0)
         return r;
     pthread_mutex_lock(&pc->lock);
-    r = pol_snapshot(pc->pol, &snap, &snaplen);
+    r = pol_snapshot(pc->pol, &snap, &st.regions_len);
     pthread_mutex_unlock(&pc->lock);
-    if (r < 0) {
-        free(vols);
-        return r;
+    if (r == 0) {
+        st.regions = snap;
+        st.table_version = pc->p.table->version(pc->p.table_ctx);
+        st.services = pc->svc;
+        r = sync_encode(&st, out, len);
+        free(snap);
     }
-    size_t nsvc = pc->svc.n;
-    *len = sizeof(struct pmsg_state) + n * sizeof(struct pmsg_state_volume) +
-           nsvc * sizeof(struct pmsg_state_service) + snaplen;
-    struct pmsg_state *s = malloc(*len);
-    if (s) {
-        pmsg_init(&s->h, PMSG_STATE, *len);
-        s->applied = pc->since_change;
-        s->table_version = pc->p.table->version(pc->p.table_ctx);
-        s->nvolumes = (uint32_t)n;
-        s->nservices = (uint32_t)nsvc;
-        struct pmsg_state_volume *sv = (void *)(s + 1);
-        for (size_t i = 0; i < n; i++) {
-            memset(&sv[i], 0, sizeof sv[i]);
-            memcpy(sv[i].uuid, vols[i].uuid, sizeof sv[i].uuid);
-            memcpy(sv[i].name, vols[i].name, sizeof sv[i].name);
-            sv[i].size = vols[i].size;
-            sv[i].generation = vols[i].generation;
-            sv[i].nreplicas = vols[i].nreplicas;
-            for (uint32_t j = 0; j < vols[i].nreplicas && j < PMSG_REPLICAS_MAX; j++) {
-                sv[i].replicas[j].node = vols[i].replicas[j].node;
-                sv[i].replicas[j].state = vols[i].replicas[j].state;
-            }
-        }
-        struct pmsg_state_service *ss = (void *)(sv + n);
-        for (size_t i = 0; i < nsvc; i++) {
-            const struct svc_entry *e = &pc->svc.v[i];
-            ss[i] = (struct pmsg_state_service){e->owner, e->holder, e->manual, {0}};
-            memcpy(ss[i].addr, e->addr, sizeof ss[i].addr);
-        }
-        memcpy(ss + nsvc, snap, snaplen);
+    free(st.vols);
+    return r;
+}
+
+/* Multicasts the stream in pieces; the first failed piece ends it. */
+static int send_stream(struct policing *pc, const void *buf, size_t len)
+{
+    struct pmsg_state_part *msg = malloc(sizeof *msg + PMSG_PART_MAX);
+    if (!msg)
+        return -ENOMEM;
+    uint64_t id = ++pc->streams_sent;
+    uint32_t crc = sync_crc(buf, len), n = sync_pieces(len);
+    int r = 0;
+    for (uint32_t seq = 0; seq < n && r == 0; seq++) {
+        r = send_for_round(pc, msg, sync_piece(buf, len, id, crc, seq, msg));
+        if (r < 0)
+            qb_log(LOG_ERR, "policing: sync round: piece %u of %u of the state: %s", seq + 1, n,
+                   strerror(-r));
     }
-    free(vols);
-    free(snap);
-    *out = s;
-    return s ? 0 : -ENOMEM;
+    free(msg);
+    if (r == 0)
+        qb_log(LOG_INFO, "policing: sync round: state of %zu bytes sent in %u piece(s)", len, n);
+    return r;
 }
 
 /* The winner: applies what it held, multicasts its state, goes on. */
@@ -713,13 +730,17 @@ static void win_round(struct policing *pc)
     size_t len;
     int r = build_state(pc, &state, &len);
     if (r == 0) {
-        send_msg(pc, state, len);
+        r = send_stream(pc, state, len);
         free(state);
-    } else {
-        qb_log(LOG_ERR, "policing: building the state for joining members: %s", strerror(-r));
     }
-    qb_log(LOG_INFO, "policing: in sync, table version %llu, sent to the group",
-           (unsigned long long)pc->p.table->version(pc->p.table_ctx));
+    if (r < 0)
+        qb_log(LOG_ERR,
+               "policing: sync round aborted: the state for joining members not sent: %s; they "
+               "stay unsynced until the next membership change",
+               strerror(-r));
+    qb_log(LOG_INFO, "policing: in sync, table version %llu%s",
+           (unsigned long long)pc->p.table->version(pc->p.table_ctx),
+           r == 0 ? ", sent to the group" : "");
     pc->p.table->changed(pc->p.table_ctx);
     service_update(pc);
 }
@@ -748,84 +769,79 @@ static void on_offer(struct policing *pc, uint32_t nodeid, const struct pmsg_off
         win_round(pc);
 }
 
-/* The group's service table replaces ours; an entry that is not well
- * formed is dropped, never half-used. */
-static void load_services(struct policing *pc, const struct pmsg_state_service *ss, uint32_t n)
+/* Makes the group's state ours: 0, or -errno with the reason logged. */
+static int load_state(struct policing *pc, uint32_t from, const struct sync_state *st)
 {
-    struct svc_table t = {0};
-    for (uint32_t i = 0; i < n && t.n < CLUSTER_NODES_MAX; i++) {
-        if (!pmsg_string_ok(ss[i].addr, sizeof ss[i].addr) ||
-            svc_addr_parse(ss[i].addr, NULL, NULL) < 0 || ss[i].owner == 0 || ss[i].holder == 0 ||
-            ss[i].manual > 1) {
-            qb_log(LOG_ERR, "policing: the group's state has a malformed service address "
-                            "entry: ignored");
-            continue;
-        }
-        struct svc_entry *e = &t.v[t.n++];
-        *e = (struct svc_entry){
-            .owner = ss[i].owner, .holder = ss[i].holder, .manual = ss[i].manual};
-        memcpy(e->addr, ss[i].addr, sizeof e->addr);
-    }
-    pc->svc = t;
-}
-
-static void load_state(struct policing *pc, const struct pmsg_state *s, size_t len)
-{
-    const struct pmsg_state_volume *sv = (const void *)(s + 1);
-    size_t n = s->nvolumes;
-    struct policing_volume *vols = calloc(n ? n : 1, sizeof *vols);
-    if (!vols) {
-        qb_log(LOG_ERR, "policing: loading the group's state: out of memory");
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!pmsg_string_ok(sv[i].uuid, sizeof sv[i].uuid) ||
-            !pmsg_string_ok(sv[i].name, sizeof sv[i].name)) {
-            qb_log(LOG_ERR, "policing: the group's state names a malformed volume: ignored");
-            free(vols);
-            return;
-        }
-        memcpy(vols[i].uuid, sv[i].uuid, sizeof vols[i].uuid);
-        memcpy(vols[i].name, sv[i].name, sizeof vols[i].name);
-        vols[i].size = sv[i].size;
-        vols[i].generation = sv[i].generation;
-        vols[i].nreplicas =
-            sv[i].nreplicas < PMSG_REPLICAS_MAX ? sv[i].nreplicas : PMSG_REPLICAS_MAX;
-        for (uint32_t j = 0; j < vols[i].nreplicas; j++)
-            vols[i].replicas[j] =
-                (struct policing_replica){sv[i].replicas[j].node, sv[i].replicas[j].state};
-    }
-    int r = pc->p.table->load(pc->p.table_ctx, vols, n);
-    free(vols);
+    int r = pc->p.table->load(pc->p.table_ctx, st->vols, st->nvols);
     if (r == 0)
-        r = pc->p.table->set_version(pc->p.table_ctx, s->table_version);
-    const struct pmsg_state_service *ss = (const void *)(sv + n);
-    load_services(pc, ss, s->nservices);
-    const char *snap = (const char *)(ss + s->nservices);
+        r = pc->p.table->set_version(pc->p.table_ctx, st->table_version);
+    pc->svc = st->services;
     struct pol_actions out = {0};
     pthread_mutex_lock(&pc->lock);
-    int pr = pol_restore(pc->pol, snap, len - (size_t)(snap - (const char *)s), &out);
+    int pr = pol_restore(pc->pol, st->regions, st->regions_len, &out);
     carry_out(pc, &out);
     pthread_cond_broadcast(&pc->cond);
     pthread_mutex_unlock(&pc->lock);
     pol_actions_free(&out);
     if (r < 0 || pr < 0)
-        qb_log(LOG_ERR, "policing: loading the group's state: table %s, regions %s", strerror(-r),
-               strerror(-pr));
+        qb_log(LOG_ERR, "policing: loading node %u's state: table %s, regions %s", from,
+               strerror(-r), strerror(-pr));
+    return r < 0 ? r : pr;
 }
 
-static void on_state(struct policing *pc, uint32_t nodeid, const struct pmsg_state *s, size_t len)
+/* The whole stream is in: load it, replay what came after it. */
+static void on_stream(struct policing *pc, uint32_t nodeid, const void *buf, size_t len)
 {
-    if (!pc->round_open || nodeid != pc->winner)
-        return; /* the winner's own STATE, or a stale one */
-    load_state(pc, s, len);
-    replay_held(pc, s->applied);
+    struct sync_state st;
+    int r = sync_decode(buf, len, &st);
+    if (r < 0) {
+        qb_log(LOG_ERR,
+               "policing: sync round: node %u's state of %zu bytes is malformed: %s; not loaded, "
+               "unsynced until the next membership change",
+               nodeid, len, strerror(-r));
+        return;
+    }
+    if (st.skipped > 0)
+        qb_log(LOG_INFO,
+               "policing: sync round: skipped %zu record(s) of types this vsan does not know",
+               st.skipped);
+    load_state(pc, nodeid, &st);
+    replay_held(pc, st.applied);
     pc->round_open = false;
     pc->synced = true;
-    qb_log(LOG_INFO, "policing: in sync with node %u, table version %llu", nodeid,
-           (unsigned long long)s->table_version);
+    qb_log(LOG_INFO, "policing: in sync with node %u, table version %llu (%zu volumes, %zu bytes)",
+           nodeid, (unsigned long long)st.table_version, st.nvols, len);
+    sync_state_free(&st);
     pc->p.table->changed(pc->p.table_ctx);
     service_update(pc);
+}
+
+static void on_state_part(struct policing *pc, uint32_t nodeid, const struct pmsg_state_part *p,
+                          size_t len)
+{
+    if (!pc->round_open || !pc->winner)
+        return; /* the winner's own pieces, or a stale stream */
+    if (nodeid != pc->winner) {
+        qb_log(LOG_WARNING,
+               "policing: sync round: a piece of state from node %u, not the winner (node %u): "
+               "ignored",
+               nodeid, pc->winner);
+        return;
+    }
+    int r = sync_assembly_add(&pc->sync, p, len);
+    if (r < 0)
+        qb_log(LOG_ERR,
+               "policing: sync round: node %u's state, stream %llu, piece %u: %s; not loaded, "
+               "unsynced until the next membership change",
+               nodeid, (unsigned long long)p->stream, p->seq + 1,
+               r == -EPROTO    ? "out of sequence"
+               : r == -EBADMSG ? "CRC mismatch"
+               : r == -EFBIG   ? "over the size limit"
+                               : strerror(-r));
+    if (r != 1)
+        return;
+    on_stream(pc, nodeid, pc->sync.buf, pc->sync.len);
+    sync_assembly_reset(&pc->sync);
 }
 
 static void on_hello(struct policing *pc, uint32_t nodeid, const struct pmsg_hello *m)
@@ -877,8 +893,8 @@ static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg
     case PMSG_OFFER:
         on_offer(pc, nodeid, msg);
         return;
-    case PMSG_STATE:
-        on_state(pc, nodeid, msg, len);
+    case PMSG_STATE_PART:
+        on_state_part(pc, nodeid, msg, len);
         return;
     default:
         break;
@@ -1012,6 +1028,7 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
     pc->winner = 0;
     pc->noffers = 0;
     pc->since_change = 0;
+    sync_assembly_reset(&pc->sync); /* a stream cut by the change is void */
     send_hello_and_offer(pc);
     service_update(pc);
 }
@@ -1258,6 +1275,7 @@ void policing_stop(struct policing *pc)
     pc->p.driver->fini(pc->cl);
     replay_held(pc, UINT64_MAX);
     free(pc->held);
+    sync_assembly_reset(&pc->sync);
     while (pc->pending) {
         struct pending *x = pc->pending;
         pc->pending = x->next;

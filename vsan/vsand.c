@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -598,6 +599,28 @@ static int load_config(const struct options *o, struct vsan_config *cfg)
     return 0;
 }
 
+/* Every volume keeps its data file open (and a bitmap's file while it
+ * syncs), so 4,000 volumes pass the usual soft limit of 1,024
+ * descriptors: take the whole hard limit. A failure is not fatal; the
+ * limit in force is logged. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        qb_log(LOG_WARNING, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        return;
+    }
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (was != rl.rlim_max && setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        qb_log(LOG_WARNING, "open file limit: raising %llu to the hard limit %llu: %s",
+               (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
+        return;
+    }
+    qb_log(LOG_INFO, "open file limit: %llu (was %llu)", (unsigned long long)rl.rlim_cur,
+           (unsigned long long)was);
+}
+
 int main(int argc, char **argv)
 {
     struct node n = {.pid_fd = -1};
@@ -615,6 +638,7 @@ int main(int argc, char **argv)
         qb_log(LOG_WARNING, "cannot ignore SIGPIPE: %s", strerror(errno));
     qb_log(LOG_INFO, "vsand %s starting: config %s, node %s, log level %s", VSAN_VERSION, o.config,
            n.cfg.name, config_log_level_name(n.cfg.log_level));
+    raise_nofile();
     if (start_node(&n) < 0) {
         qb_log(LOG_ERR, "vsand did not start");
         stop_node(&n);

@@ -1,8 +1,9 @@
 /* test_messages.c - the framing checks of the policing messages
  * (policing/messages.c): every type is accepted at its own length and
  * dropped at any other, with the reason; a foreign magic, another
- * protocol version, an unknown type, a length field that disagrees and a
- * STATE whose counts overrun it are dropped too. */
+ * protocol version, an unknown type and a length field that disagrees
+ * are dropped too; a STATE_PART is accepted only where its bytes fit the
+ * piece and stream limits and its place in the stream. */
 #include "policing/messages.h"
 
 #include <criterion/criterion.h>
@@ -93,25 +94,46 @@ Test(messages, foreign_or_malformed_headers)
     expect_dropped(sizeof(struct pmsg_replica), "length field disagrees with the message");
 
     check(PMSG_REPLICA, sizeof(struct pmsg_replica), NULL);
-    h->type = PMSG_SERVICE + 1;
+    h->type = PMSG_STATE_PART + 1;
     expect_dropped(sizeof(struct pmsg_replica), "unknown message type");
 }
 
-Test(messages, state_counts_must_fit)
+/* A STATE_PART of data bytes at sequence seq of a total-byte stream. */
+static int part(uint32_t seq, size_t data, uint32_t total, uint8_t last, const char **why)
 {
-    size_t len = sizeof(struct pmsg_state) + 2 * sizeof(struct pmsg_state_volume) +
-                 sizeof(struct pmsg_state_service);
+    static unsigned char big[sizeof(struct pmsg_state_part) + PMSG_PART_MAX + 1];
+    struct pmsg_state_part *p = (struct pmsg_state_part *)big;
+    pmsg_init(&p->h, PMSG_STATE_PART, sizeof *p + data);
+    p->seq = seq;
+    p->total = total;
+    p->last = last;
+    return pmsg_check(big, sizeof *p + data, why);
+}
+
+Test(messages, state_part_framing)
+{
     const char *why = NULL;
-    check(PMSG_STATE, len, NULL);
-    struct pmsg_state *s = (struct pmsg_state *)buf;
-    s->nvolumes = 2;
-    s->nservices = 1;
-    cr_expect(eq(int, pmsg_check(buf, len, &why), PMSG_STATE), "%s", why ? why : "");
-    s->nservices = 2;
-    expect_dropped(len, "malformed STATE");
-    s->nservices = 0;
-    s->nvolumes = 3;
-    expect_dropped(len, "malformed STATE");
-    s->nvolumes = UINT32_MAX;
-    expect_dropped(len, "malformed STATE");
+    const size_t max = PMSG_PART_MAX;
+    cr_expect(eq(int, part(0, 1, 1, 1, &why), PMSG_STATE_PART), "%s", why);
+    cr_expect(eq(int, part(0, max, 3 * max - 5, 0, &why), PMSG_STATE_PART), "%s", why);
+    cr_expect(eq(int, part(2, max - 5, 3 * max - 5, 1, &why), PMSG_STATE_PART), "%s", why);
+    cr_expect(eq(int, part(0, max, PMSG_STREAM_MAX, 0, &why), PMSG_STATE_PART), "%s", why);
+
+    cr_expect(eq(int, part(0, 0, 0, 1, &why), -1), "no bytes");
+    cr_expect(eq(str, (char *)why, "malformed STATE_PART"));
+    cr_expect(eq(int, part(0, max + 1, max + 1, 1, &why), -1), "over the piece size");
+    cr_expect(eq(int, part(0, max - 1, 2 * max, 0, &why), -1), "a short piece before the last");
+    cr_expect(eq(int, part(1, 10, 3 * max, 1, &why), -1), "last, ending before the total");
+    cr_expect(eq(int, part(2, max, 2 * max, 0, &why), -1), "not last, reaching the total");
+    cr_expect(eq(int, part(0, 10, 10, 2, &why), -1), "a last flag that is not 0 or 1");
+    cr_expect(eq(int, part(0, max, PMSG_STREAM_MAX + 1, 0, &why), -1), "over the stream limit");
+    cr_expect(eq(str, (char *)why, "malformed STATE_PART"));
+}
+
+Test(messages, the_old_state_message_is_gone)
+{
+    /* Version 3's STATE (type 8) names nothing in version 4. */
+    memset(buf, 0, sizeof buf);
+    pmsg_init((struct pmsg_header *)buf, 8, 64);
+    expect_dropped(64, "unknown message type");
 }

@@ -1,0 +1,414 @@
+/* test_sync_round.c - a sync round between two policing nodes
+ * (policing/protocol.c) in one process, without corosync: a joining node
+ * receives a volume table larger than one cluster message may be, and
+ * loads all of it; a piece whose send times out is sent again; a piece
+ * that cannot be sent at all leaves the joiner unsynced, never with half
+ * a table.
+ *
+ * The transport is a bus written here: every node of the process is a
+ * member, every message and membership change goes to one queue and is
+ * delivered from the loop to every member in that one order (CPG's
+ * agreed order), and a message over CLUSTER_MSG_MAX is refused with
+ * -EMSGSIZE, as cluster_corosync refuses it; it can fail the next
+ * STATE_PART sends with -ETIMEDOUT. The volume table is an array
+ * in memory.
+ */
+#include "policing/protocol.h"
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NODES 2
+#define BIG_TABLE 8000 /* volumes: about 1.5 MiB of records */
+
+/* ---- the bus ---------------------------------------------------------------- */
+
+struct cluster {
+    uint32_t nodeid;
+    const struct cluster_events *ev;
+    void *ctx;
+};
+
+/* A message (len > 0) or a membership change (len 0: the members are
+ * bus.members at that point, joined is `joined`). */
+struct event {
+    struct event *next;
+    uint32_t from, joined;
+    size_t nmembers;
+    struct cluster_member members[NODES];
+    size_t len;
+    unsigned char data[];
+};
+
+static struct {
+    qb_loop_t *loop;
+    struct cluster *nodes[NODES];
+    size_t n;
+    struct event *head, **tail;
+    bool scheduled;
+    size_t oversize;     /* sends refused for their size */
+    unsigned fail_parts; /* STATE_PART sends to fail with -ETIMEDOUT */
+    bool closing;        /* the test is over: drop what is queued */
+} bus;
+
+static void deliver_all(void *data)
+{
+    (void)data;
+    bus.scheduled = false;
+    while (bus.head) {
+        struct event *e = bus.head;
+        bus.head = e->next;
+        if (!bus.head)
+            bus.tail = &bus.head;
+        for (size_t i = 0; i < e->nmembers && !bus.closing; i++) {
+            struct cluster *c = bus.nodes[e->members[i].nodeid - 1];
+            if (e->len > 0) {
+                c->ev->deliver(c->ctx, e->from, 100, e->data, e->len);
+                continue;
+            }
+            struct cluster_member j = {.nodeid = e->joined, .pid = 100};
+            c->ev->confchg(c->ctx, e->members, e->nmembers, NULL, 0, &j, 1);
+            if (c->nodeid == e->joined)
+                c->ev->quorum(c->ctx, true);
+        }
+        free(e);
+    }
+}
+
+static int enqueue(uint32_t from, uint32_t joined, const void *msg, size_t len)
+{
+    struct event *e = calloc(1, sizeof *e + len);
+    if (!e)
+        return -ENOMEM;
+    e->from = from;
+    e->joined = joined;
+    e->nmembers = bus.n;
+    for (size_t i = 0; i < bus.n; i++)
+        e->members[i] = (struct cluster_member){.nodeid = bus.nodes[i]->nodeid, .pid = 100};
+    e->len = len;
+    if (len > 0)
+        memcpy(e->data, msg, len);
+    *bus.tail = e;
+    bus.tail = &e->next;
+    if (!bus.scheduled)
+        bus.scheduled = qb_loop_job_add(bus.loop, QB_LOOP_MED, NULL, deliver_all) == 0;
+    return bus.scheduled ? 0 : -EIO;
+}
+
+static int bus_init(struct cluster **out, const char *group, qb_loop_t *loop,
+                    const struct cluster_events *ev, void *ctx)
+{
+    (void)group, (void)loop;
+    struct cluster *c = calloc(1, sizeof *c);
+    cr_assert(c != NULL && bus.n < NODES);
+    *c = (struct cluster){.nodeid = (uint32_t)bus.n + 1, .ev = ev, .ctx = ctx};
+    bus.nodes[bus.n++] = c;
+    *out = c;
+    return enqueue(0, c->nodeid, NULL, 0);
+}
+
+static uint32_t bus_nodeid(struct cluster *c)
+{
+    return c->nodeid;
+}
+
+static int bus_send(struct cluster *c, const void *msg, size_t len)
+{
+    if (len > CLUSTER_MSG_MAX) {
+        bus.oversize++;
+        return -EMSGSIZE;
+    }
+    if (bus.fail_parts > 0 && ((const struct pmsg_header *)msg)->type == PMSG_STATE_PART) {
+        bus.fail_parts--;
+        return -ETIMEDOUT; /* corosync's flow control did not clear */
+    }
+    return enqueue(c->nodeid, 0, msg, len);
+}
+
+static int bus_nodelist(struct cluster *c, struct cluster_node *out, size_t max)
+{
+    (void)c;
+    size_t n = 0;
+    for (; n < NODES && n < max; n++)
+        out[n] = (struct cluster_node){.nodeid = (uint32_t)n + 1};
+    return (int)n;
+}
+
+static void bus_fini(struct cluster *c)
+{
+    free(c);
+}
+
+static const struct cluster_driver bus_driver = {
+    .name = "bus",
+    .init = bus_init,
+    .local_nodeid = bus_nodeid,
+    .send = bus_send,
+    .nodelist = bus_nodelist,
+    .fini = bus_fini,
+};
+
+/* ---- a volume table in memory -------------------------------------------- */
+
+struct table {
+    struct policing_volume *v;
+    size_t n;
+    uint64_t version;
+};
+
+static int t_create(void *ctx, const char *uuid, const char *name, uint64_t size,
+                    const uint32_t *members, size_t nmembers)
+{
+    (void)ctx, (void)uuid, (void)name, (void)size, (void)members, (void)nmembers;
+    return -ENOTSUP;
+}
+
+static int t_resize(void *ctx, const char *name, uint64_t size, bool force)
+{
+    (void)ctx, (void)name, (void)size, (void)force;
+    return -ENOTSUP;
+}
+
+static int t_remove(void *ctx, const char *name)
+{
+    (void)ctx, (void)name;
+    return -ENOTSUP;
+}
+
+static int copy_volumes(const struct policing_volume *v, size_t n, struct policing_volume **out)
+{
+    *out = malloc((n ? n : 1) * sizeof **out);
+    if (!*out)
+        return -ENOMEM;
+    memcpy(*out, v, n * sizeof *v);
+    return 0;
+}
+
+static int t_list(void *ctx, struct policing_volume **out, size_t *n)
+{
+    struct table *t = ctx;
+    *n = t->n;
+    return copy_volumes(t->v, t->n, out);
+}
+
+static int t_load(void *ctx, const struct policing_volume *v, size_t n)
+{
+    struct table *t = ctx;
+    free(t->v);
+    t->n = n;
+    return copy_volumes(v, n, &t->v);
+}
+
+static int t_replica(void *ctx, uint32_t from, uint32_t volume, uint32_t node, uint8_t state,
+                     uint64_t first, uint64_t last)
+{
+    (void)ctx, (void)from, (void)volume, (void)node, (void)state, (void)first, (void)last;
+    return 0;
+}
+
+static int t_node_left(void *ctx, uint32_t node, const struct pol_key *lost, size_t nlost)
+{
+    (void)ctx, (void)node, (void)lost, (void)nlost;
+    return 0;
+}
+
+static void t_changed(void *ctx)
+{
+    (void)ctx;
+}
+
+static uint64_t t_version(void *ctx)
+{
+    return ((struct table *)ctx)->version;
+}
+
+static int t_set_version(void *ctx, uint64_t version)
+{
+    ((struct table *)ctx)->version = version;
+    return 0;
+}
+
+static const struct policing_table_ops table_ops = {
+    .create = t_create,
+    .resize = t_resize,
+    .remove = t_remove,
+    .list = t_list,
+    .load = t_load,
+    .replica = t_replica,
+    .node_left = t_node_left,
+    .changed = t_changed,
+    .version = t_version,
+    .set_version = t_set_version,
+};
+
+/* ---- the test --------------------------------------------------------------- */
+
+static struct table tables[NODES];
+static struct policing *pcs[NODES];
+static bool timed_out;
+
+static void fill(struct table *t, size_t n)
+{
+    t->v = calloc(n, sizeof *t->v);
+    cr_assert(t->v != NULL);
+    t->n = n;
+    t->version = n;
+    for (size_t i = 0; i < n; i++) {
+        struct policing_volume *v = &t->v[i];
+        snprintf(v->uuid, sizeof v->uuid, "%08zx-0000-4000-8000-%012zu", i + 1, i);
+        snprintf(v->name, sizeof v->name, "volume-with-a-longish-name-%zu", i);
+        v->size = (i + 1) << 20;
+        v->generation = i % 7;
+        v->nreplicas = 3;
+        for (uint32_t j = 0; j < 3; j++)
+            v->replicas[j] = (struct policing_replica){j + 1, (uint8_t)((i + j) % 4)};
+    }
+}
+
+static bool synced(size_t i)
+{
+    struct policing_status st;
+    policing_status(pcs[i], &st);
+    return st.synced && st.nmembers == NODES;
+}
+
+static bool both_synced(void)
+{
+    return synced(0) && synced(1);
+}
+
+/* Node 1 has sent what it had to, and the bus has delivered it all. */
+static bool settled(void)
+{
+    return synced(0) && bus.head == NULL;
+}
+
+static bool (*done)(void);
+
+static void check_done(void *data)
+{
+    (void)data;
+    if (done())
+        qb_loop_stop(bus.loop);
+    else
+        qb_loop_timer_add(bus.loop, QB_LOOP_HIGH, 10000000, NULL, check_done, NULL);
+}
+
+static void on_timeout(void *data)
+{
+    (void)data;
+    timed_out = true;
+    qb_loop_stop(bus.loop);
+}
+
+static void start(size_t i, const char *service)
+{
+    struct policing_params p = {.driver = &bus_driver,
+                                .group = "test",
+                                .loop = bus.loop,
+                                .region_size = 4 << 20,
+                                .name = i == 0 ? "n1" : "n2",
+                                .nbd = "127.0.0.1:10809",
+                                .mirror = "",
+                                .service = service,
+                                .table = &table_ops,
+                                .table_ctx = &tables[i]};
+    cr_assert(eq(int, policing_start(&p, &pcs[i]), 0));
+}
+
+/* Runs the loop until until() holds, 20 s at most (then timed_out). */
+static void run(bool (*until)(void))
+{
+    qb_loop_timer_handle timer;
+    done = until;
+    timed_out = false;
+    cr_assert(eq(int,
+                 qb_loop_timer_add(bus.loop, QB_LOOP_LOW, 20000000000ULL, NULL, on_timeout, &timer),
+                 0));
+    qb_loop_timer_add(bus.loop, QB_LOOP_HIGH, 10000000, NULL, check_done, NULL);
+    qb_loop_run(bus.loop);
+    qb_loop_timer_del(bus.loop, timer);
+}
+
+/* Node 1 holds a table of n volumes, node 2 none; both start. */
+static void start_both(size_t n)
+{
+    bus = (typeof(bus)){.loop = qb_loop_create(), .tail = &bus.head};
+    cr_assert(bus.loop != NULL);
+    fill(&tables[0], n);
+    tables[1] = (struct table){0};
+    start(0, "10.9.0.1/24");
+    start(1, "");
+}
+
+static bool idle(void)
+{
+    return !bus.scheduled;
+}
+
+static void stop_both(void)
+{
+    /* The job that delivers is let run (libqb frees a job only once it
+     * has run): what it delivers now is dropped. */
+    bus.closing = true;
+    run(idle);
+    for (size_t i = 0; i < NODES; i++) {
+        policing_stop(pcs[i]);
+        free(tables[i].v);
+    }
+    qb_loop_destroy(bus.loop);
+}
+
+static void expect_same_tables(void)
+{
+    cr_assert(eq(sz, tables[1].n, tables[0].n));
+    cr_expect(eq(u64, tables[1].version, tables[0].version));
+    size_t differ = 0;
+    for (size_t i = 0; i < tables[0].n; i++)
+        differ += memcmp(&tables[0].v[i], &tables[1].v[i], sizeof tables[0].v[i]) != 0;
+    cr_expect(eq(sz, differ, 0), "%zu volumes differ", differ);
+}
+
+Test(sync_round, a_table_over_one_message_reaches_a_joining_node)
+{
+    cr_assert(gt(sz, BIG_TABLE * 180, (size_t)CLUSTER_MSG_MAX), "the table must pass the limit");
+    start_both(BIG_TABLE);
+    run(both_synced);
+    cr_expect(not(timed_out), "node 1 synced %d, node 2 synced %d", synced(0), synced(1));
+    cr_expect(eq(sz, bus.oversize, 0), "%zu sends refused for their size", bus.oversize);
+    expect_same_tables();
+    struct policing_status st;
+    policing_status(pcs[1], &st);
+    cr_expect(eq(sz, st.services.n, 1));
+    cr_expect(eq(str, st.services.v[0].addr, "10.9.0.1/24"));
+    stop_both();
+}
+
+Test(sync_round, a_piece_whose_send_times_out_is_sent_again)
+{
+    start_both(BIG_TABLE);
+    bus.fail_parts = 2;
+    run(both_synced);
+    cr_expect(not(timed_out), "node 2 synced %d", synced(1));
+    cr_expect(eq(u32, bus.fail_parts, 0));
+    expect_same_tables();
+    stop_both();
+}
+
+Test(sync_round, a_piece_that_cannot_be_sent_aborts_the_round)
+{
+    start_both(BIG_TABLE);
+    bus.fail_parts = 3; /* every try of the first piece */
+    run(settled);
+    cr_assert(not(timed_out));
+    /* The winner goes on; the joiner waits, unsynced, for the next change
+     * rather than loading a partial table. */
+    cr_expect(not(synced(1)));
+    cr_expect(eq(sz, tables[1].n, 0));
+    stop_both();
+}

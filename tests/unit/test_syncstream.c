@@ -1,0 +1,297 @@
+/* test_syncstream.c - the sync round's state stream (policing/syncstream.c):
+ * a state comes back equal through encode, pieces, assembly and decode;
+ * a missing, repeated or foreign piece, a corrupted byte and a stream
+ * over the limit are refused, and the rest of a refused stream ignored;
+ * a record of an unknown type is skipped by its length; malformed
+ * streams are refused. */
+#include "policing/syncstream.h"
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char regions[] = "region table bytes, opaque here";
+
+/* A state of n volumes, 2 services, and the region bytes above. */
+static struct sync_state make_state(size_t n)
+{
+    struct sync_state s = {.applied = 17, .table_version = 4242, .nvols = n};
+    s.vols = calloc(n ? n : 1, sizeof *s.vols);
+    cr_assert(s.vols != NULL);
+    for (size_t i = 0; i < n; i++) {
+        struct policing_volume *v = &s.vols[i];
+        snprintf(v->uuid, sizeof v->uuid, "%08zx-1111-4000-8000-%012zu", i + 1, i);
+        snprintf(v->name, sizeof v->name, "vol%zu", i);
+        v->size = (uint64_t)(i + 1) << 30;
+        v->generation = i;
+        v->nreplicas = (uint32_t)(i % (PMSG_REPLICAS_MAX + 1));
+        for (uint32_t j = 0; j < v->nreplicas; j++)
+            v->replicas[j] = (struct policing_replica){j + 1, (uint8_t)(j % 4)};
+    }
+    s.services.n = 2;
+    s.services.v[0] = (struct svc_entry){.owner = 1, .holder = 2, .manual = true};
+    strcpy(s.services.v[0].addr, "10.0.0.1/24");
+    s.services.v[1] = (struct svc_entry){.owner = 2, .holder = 2};
+    strcpy(s.services.v[1].addr, "10.0.0.2/24");
+    s.regions = regions;
+    s.regions_len = sizeof regions;
+    return s;
+}
+
+static void expect_equal(const struct sync_state *a, const struct sync_state *b)
+{
+    cr_expect(eq(u64, a->applied, b->applied));
+    cr_expect(eq(u64, a->table_version, b->table_version));
+    cr_assert(eq(sz, a->nvols, b->nvols));
+    for (size_t i = 0; i < a->nvols; i++)
+        cr_assert(eq(int, memcmp(&a->vols[i], &b->vols[i], sizeof a->vols[i]), 0), "volume %zu", i);
+    cr_expect(eq(sz, a->services.n, b->services.n));
+    cr_expect(
+        eq(int, memcmp(a->services.v, b->services.v, a->services.n * sizeof a->services.v[0]), 0));
+    cr_assert(eq(sz, a->regions_len, b->regions_len));
+    cr_expect(eq(int, memcmp(a->regions, b->regions, a->regions_len), 0));
+}
+
+/* Every piece of a stream, as pmsg_check accepts them. */
+struct pieces {
+    struct pmsg_state_part *msg[64];
+    size_t len[64];
+    uint32_t n;
+};
+
+static void cut(const void *buf, size_t len, uint64_t stream, struct pieces *p)
+{
+    p->n = sync_pieces(len);
+    cr_assert(le(u32, p->n, 64));
+    uint32_t crc = sync_crc(buf, len);
+    for (uint32_t i = 0; i < p->n; i++) {
+        p->msg[i] = malloc(sizeof *p->msg[i] + PMSG_PART_MAX);
+        cr_assert(p->msg[i] != NULL);
+        p->len[i] = sync_piece(buf, len, stream, crc, i, p->msg[i]);
+        const char *why = "";
+        cr_assert(eq(int, pmsg_check(p->msg[i], p->len[i], &why), PMSG_STATE_PART), "piece %u: %s",
+                  i, why);
+    }
+}
+
+static void free_pieces(struct pieces *p)
+{
+    for (uint32_t i = 0; i < p->n; i++)
+        free(p->msg[i]);
+}
+
+static void *encode(const struct sync_state *s, size_t *len)
+{
+    void *buf;
+    cr_assert(eq(int, sync_encode(s, &buf, len), 0));
+    return buf;
+}
+
+Test(syncstream, a_state_over_several_pieces_comes_back_equal)
+{
+    struct sync_state s = make_state(20000); /* about 5 MiB */
+    size_t len;
+    void *buf = encode(&s, &len);
+    struct pieces p;
+    cut(buf, len, 7, &p);
+    cr_assert(gt(u32, p.n, 4), "%u pieces", p.n);
+    for (uint32_t i = 0; i < p.n; i++)
+        cr_assert(le(sz, p.len[i], (size_t)CLUSTER_MSG_MAX / 4 + sizeof(struct pmsg_state_part)));
+
+    struct sync_assembly a = {0};
+    for (uint32_t i = 0; i + 1 < p.n; i++)
+        cr_assert(eq(int, sync_assembly_add(&a, p.msg[i], p.len[i]), 0), "piece %u", i);
+    cr_assert(eq(int, sync_assembly_add(&a, p.msg[p.n - 1], p.len[p.n - 1]), 1));
+    cr_assert(eq(sz, a.len, len));
+    struct sync_state got;
+    cr_assert(eq(int, sync_decode(a.buf, a.len, &got), 0));
+    expect_equal(&s, &got);
+    cr_expect(eq(sz, got.skipped, 0));
+    sync_state_free(&got);
+    sync_assembly_reset(&a);
+    free_pieces(&p);
+    free(buf);
+    free(s.vols);
+}
+
+Test(syncstream, an_empty_table_is_one_piece)
+{
+    struct sync_state s = make_state(0), got;
+    size_t len;
+    void *buf = encode(&s, &len);
+    struct pieces p;
+    cut(buf, len, 1, &p);
+    cr_assert(eq(u32, p.n, 1));
+    cr_expect(eq(int, p.msg[0]->last, 1));
+    struct sync_assembly a = {0};
+    cr_assert(eq(int, sync_assembly_add(&a, p.msg[0], p.len[0]), 1));
+    cr_assert(eq(int, sync_decode(a.buf, a.len, &got), 0));
+    expect_equal(&s, &got);
+    sync_state_free(&got);
+    sync_assembly_reset(&a);
+    free_pieces(&p);
+    free(buf);
+    free(s.vols);
+}
+
+/* Feeds pieces in the order given; returns the first nonzero result. */
+static int feed(struct sync_assembly *a, struct pieces *p, const uint32_t *order, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int r = sync_assembly_add(a, p->msg[order[i]], p->len[order[i]]);
+        if (r != 0)
+            return r;
+    }
+    return 0;
+}
+
+Test(syncstream, sequence_errors_are_refused)
+{
+    struct sync_state s = make_state(5000);
+    size_t len;
+    void *buf = encode(&s, &len);
+    struct pieces p, other;
+    cut(buf, len, 3, &p);
+    cut(buf, len, 4, &other);
+    cr_assert(ge(u32, p.n, 3));
+    struct sync_assembly a = {0};
+
+    cr_expect(eq(int, feed(&a, &p, (uint32_t[]){0, 2}, 2), -EPROTO), "a piece missing");
+    /* The rest of the refused stream is ignored, not refused again. */
+    cr_expect(eq(int, sync_assembly_add(&a, p.msg[1], p.len[1]), 0));
+    cr_expect(eq(int, sync_assembly_add(&a, p.msg[p.n - 1], p.len[p.n - 1]), 0));
+
+    sync_assembly_reset(&a);
+    cr_expect(eq(int, feed(&a, &p, (uint32_t[]){0, 1, 1}, 3), -EPROTO), "a piece repeated");
+    sync_assembly_reset(&a);
+    cr_expect(eq(int, feed(&a, &p, (uint32_t[]){1}, 1), -EPROTO), "no first piece");
+    sync_assembly_reset(&a);
+    cr_expect(eq(int, sync_assembly_add(&a, p.msg[0], p.len[0]), 0));
+    cr_expect(eq(int, sync_assembly_add(&a, other.msg[1], other.len[1]), -EPROTO),
+              "another stream's piece");
+
+    /* A new stream starts over, and completes. */
+    sync_assembly_reset(&a);
+    cr_expect(eq(int, sync_assembly_add(&a, p.msg[0], p.len[0]), 0));
+    int r = 0;
+    for (uint32_t i = 0; i < other.n && r == 0; i++)
+        r = sync_assembly_add(&a, other.msg[i], other.len[i]);
+    cr_expect(eq(int, r, 1));
+    sync_assembly_reset(&a);
+    free_pieces(&p);
+    free_pieces(&other);
+    free(buf);
+    free(s.vols);
+}
+
+Test(syncstream, a_corrupted_byte_fails_the_crc)
+{
+    struct sync_state s = make_state(3000);
+    size_t len;
+    void *buf = encode(&s, &len);
+    struct pieces p;
+    cut(buf, len, 9, &p);
+    ((unsigned char *)(p.msg[1] + 1))[1000] ^= 0x40;
+    struct sync_assembly a = {0};
+    int r = 0;
+    for (uint32_t i = 0; i < p.n && r == 0; i++)
+        r = sync_assembly_add(&a, p.msg[i], p.len[i]);
+    cr_expect(eq(int, r, -EBADMSG));
+    cr_expect(eq(ptr, a.buf, NULL), "a refused stream's memory is freed");
+    free_pieces(&p);
+    free(buf);
+    free(s.vols);
+}
+
+Test(syncstream, oversize_streams_are_refused)
+{
+    /* pmsg_check drops a piece claiming more than PMSG_STREAM_MAX... */
+    struct pmsg_state_part *m = calloc(1, sizeof *m + PMSG_PART_MAX);
+    cr_assert(m != NULL);
+    pmsg_init(&m->h, PMSG_STATE_PART, sizeof *m + PMSG_PART_MAX);
+    m->total = PMSG_STREAM_MAX + 1;
+    const char *why = "";
+    cr_expect(eq(int, pmsg_check(m, sizeof *m + PMSG_PART_MAX, &why), -1));
+    /* ...and the assembly holds no more than it either way. */
+    struct sync_assembly a = {0};
+    cr_expect(eq(int, sync_assembly_add(&a, m, sizeof *m + PMSG_PART_MAX), -EFBIG));
+    cr_expect(eq(ptr, a.buf, NULL));
+    free(m);
+}
+
+/* Appends a record to a stream in buf (room enough); returns the end. */
+static size_t append_record(unsigned char *buf, size_t at, uint16_t type, const void *body,
+                            uint32_t len)
+{
+    struct sync_record r = {type, len};
+    memcpy(buf + at, &r, sizeof r);
+    memcpy(buf + at + sizeof r, body, len);
+    return at + sizeof r + len;
+}
+
+Test(syncstream, an_unknown_record_type_is_skipped)
+{
+    struct sync_state s = make_state(3), got;
+    size_t len;
+    unsigned char *buf = encode(&s, &len);
+    unsigned char *more = malloc(len + 200);
+    cr_assert(more != NULL);
+    /* A newer vsan's records, before and after the region table. */
+    size_t hdr = sizeof(struct sync_header);
+    memcpy(more, buf, hdr);
+    size_t at = append_record(more, hdr, 99, "snapshot of vol0, say", 21);
+    memcpy(more + at, buf + hdr, len - hdr);
+    at += len - hdr;
+    at = append_record(more, at, 0xffff, "", 0);
+    cr_assert(eq(int, sync_decode(more, at, &got), 0));
+    expect_equal(&s, &got);
+    cr_expect(eq(sz, got.skipped, 2));
+    sync_state_free(&got);
+    free(more);
+    free(buf);
+    free(s.vols);
+}
+
+Test(syncstream, malformed_streams_are_refused)
+{
+    struct sync_state s = make_state(2), got;
+    size_t len;
+    unsigned char *buf = encode(&s, &len);
+    size_t hdr = sizeof(struct sync_header);
+
+    cr_expect(eq(int, sync_decode(buf, len - 1, &got), -EINVAL), "a record cut short");
+    struct sync_header h;
+    memcpy(&h, buf, sizeof h);
+    h.format = SYNC_FORMAT + 1;
+    memcpy(buf, &h, sizeof h);
+    cr_expect(eq(int, sync_decode(buf, len, &got), -EINVAL), "another format");
+    h.format = SYNC_FORMAT;
+    memcpy(buf, &h, sizeof h);
+
+    /* A replica set first, with no volume before it. */
+    unsigned char *bad = malloc(len + 100);
+    cr_assert(bad != NULL);
+    memcpy(bad, buf, hdr);
+    struct sync_rec_replicas rs = {.count = 0};
+    size_t at = append_record(bad, hdr, SYNC_REC_REPLICAS, &rs, sizeof rs);
+    memcpy(bad + at, buf + hdr, len - hdr);
+    cr_expect(eq(int, sync_decode(bad, at + len - hdr, &got), -EINVAL), "replicas out of place");
+
+    /* No region table. */
+    struct sync_rec_volume rv = {.uuid = "u", .name = "n"};
+    at = append_record(bad, hdr, SYNC_REC_VOLUME, &rv, sizeof rv);
+    cr_expect(eq(int, sync_decode(bad, at, &got), -EINVAL), "no region table");
+
+    /* A volume name without its NUL. */
+    memset(rv.name, 'x', sizeof rv.name);
+    at = append_record(bad, hdr, SYNC_REC_VOLUME, &rv, sizeof rv);
+    at = append_record(bad, at, SYNC_REC_REGIONS, "", 0);
+    cr_expect(eq(int, sync_decode(bad, at, &got), -EINVAL), "an unterminated name");
+    free(bad);
+    free(buf);
+    free(s.vols);
+}
