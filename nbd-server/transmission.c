@@ -12,8 +12,9 @@
  * handed between threads: measured here, the hand-off per request cost
  * more CPU than the 4 KiB write itself. A write that waits on a mirror
  * peer goes a third way: the backend starts it and returns -EINPROGRESS,
- * and whichever thread sees the peer's answer sends the reply (struct
- * async_request holds the connection open until then). One thread can so
+ * and whichever thread sees the peer's answer sends the reply, without
+ * ever blocking on this client (conn_send_other, conn.h); struct
+ * async_request holds the connection open until then. One thread can so
  * keep a whole queue of replicated writes in flight.
  *
  * Validation follows the protocol's advice to the letter: unknown command or
