@@ -688,9 +688,66 @@ Test(stalled, completing_thread_never_blocks_on_a_client, .init = setup, .fini =
         raw_send(a, NBD_CMD_WRITE_ZEROES, (uint64_t)i * 4096, 4096);
     struct nbd_handle *b = connect_to("async");
     cr_assert(writes_complete(b, 64), "B's writes wait behind A's replies");
-    close(a); /* A goes away with its replies queued: it closes cleanly */
+
+    /* A reads at last: the READ's reply whole, then its 16 write replies,
+     * queued meanwhile, none lost or cut. */
+    static char data[4u << 20];
+    struct nbd_simple_reply rep;
+    raw_read(a, &rep, sizeof rep);
+    raw_read(a, data, sizeof data);
+    for (int i = 0; i < 17; i++) {
+        cr_assert_eq(be32toh(rep.magic), NBD_SIMPLE_REPLY_MAGIC, "reply %d", i);
+        cr_assert_eq(rep.error, 0, "reply %d", i);
+        if (i < 16)
+            raw_read(a, &rep, sizeof rep);
+    }
+    close(a);
     wait_connections(1);
     assert_serves(b);
+    nbd_close(b);
+    wait_connections(0);
+    cr_assert_eq(mem_catalog_open_count(cat), 0);
+}
+
+/* Many write replies to a client that reads none for a while: the
+ * completer fills the socket itself (nobody else is sending), so the rest
+ * waits in the queue for the connection's reader, woken to send it. When
+ * the client reads, every reply is there, whole. */
+Test(stalled, replies_queued_for_the_reader_arrive_whole, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    enum { N = 4096 };
+    int a = raw_transmission_to("async");
+    static struct nbd_request req[N];
+    for (int i = 0; i < N; i++)
+        req[i] = (struct nbd_request){htobe32(NBD_REQUEST_MAGIC),           0,
+                                      htobe16(NBD_CMD_WRITE_ZEROES),        (uint64_t)i,
+                                      htobe64((uint64_t)(i % 4096) * 4096), htobe32(4096)};
+    cr_assert_eq(send(a, req, sizeof req, MSG_NOSIGNAL), (ssize_t)sizeof req);
+    static bool seen[N];
+    for (int i = 0; i < N; i++) {
+        struct nbd_simple_reply rep;
+        raw_read(a, &rep, sizeof rep);
+        cr_assert_eq(be32toh(rep.magic), NBD_SIMPLE_REPLY_MAGIC, "reply %d", i);
+        cr_assert_eq(rep.error, 0, "reply %d", i);
+        cr_assert_lt(rep.handle, (uint64_t)N);
+        cr_assert(!seen[rep.handle], "handle %llu twice", (unsigned long long)rep.handle);
+        seen[rep.handle] = true;
+    }
+    close(a);
+    wait_connections(0);
+}
+
+/* The same client closing with its replies still queued closes cleanly. */
+Test(stalled, client_gone_with_replies_queued, .init = setup, .fini = teardown, .timeout = 60)
+{
+    int a = stalled_reader();
+    for (int i = 0; i < 16; i++)
+        raw_send(a, NBD_CMD_WRITE_ZEROES, (uint64_t)i * 4096, 4096);
+    struct nbd_handle *b = connect_to("async");
+    cr_assert(writes_complete(b, 4), "B's writes wait behind A's replies");
+    close(a);
+    wait_connections(1);
     nbd_close(b);
     wait_connections(0);
     cr_assert_eq(mem_catalog_open_count(cat), 0);
