@@ -98,6 +98,16 @@ static void set_timeout(int fd, unsigned ms)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 }
 
+/* A peer that takes none of our bytes for ms: a send fails (EAGAIN) and the
+ * connection is cut, as for one that does not answer. No thread, and no
+ * lock a thread holds while it sends, waits longer on one peer. */
+static void set_send_timeout(int fd, unsigned ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0)
+        qb_log(LOG_WARNING, "mirror: a send timeout: %s", strerror(errno));
+}
+
 static void tune_socket(int fd)
 {
     int one = 1;
@@ -122,6 +132,8 @@ static int reply(struct mlink_conn *c, const struct mwire_header *req, int err, 
     reply_header(&h, req, err, len);
     pthread_mutex_lock(&c->send_mu);
     int r = mstream_send(c->fd, &h, err < 0 ? NULL : data);
+    if (r < 0) /* a reply cut short: nothing may follow it */
+        shutdown(c->fd, SHUT_RDWR);
     pthread_mutex_unlock(&c->send_mu);
     return r;
 }
@@ -134,6 +146,8 @@ static int flush_held(struct mlink_conn *c)
         iov[i] = (struct iovec){&c->held[i], sizeof c->held[i]};
     pthread_mutex_lock(&c->send_mu);
     int r = c->nheld ? mstream_writev(c->fd, iov, c->nheld) : 0;
+    if (r < 0)
+        shutdown(c->fd, SHUT_RDWR);
     pthread_mutex_unlock(&c->send_mu);
     c->nheld = 0;
     return r;
@@ -310,6 +324,7 @@ static void *conn_main(void *arg)
     struct mlink_conn *c = arg;
     struct mlink *l = c->l;
     tune_socket(c->fd);
+    set_send_timeout(c->fd, l->p.timeout_ms);
     int r = serve_handshake(c);
     handshake_over(l);
     /* Only now, the peer authenticated, is its stream buffered. */
@@ -387,13 +402,15 @@ static void start_conn(struct mlink *l, int fd)
         close(fd);
 }
 
-/* With l->mu held: serves nothing more from c (see mlink_drop). */
+/* With l->mu held: serves nothing more from c (see mlink_drop). The
+ * shutdown comes first: it wakes a serving thread blocked sending a reply
+ * to a peer that reads nothing, which holds serve_mu. */
 static void drop_conn(struct mlink_conn *c)
 {
+    shutdown(c->fd, SHUT_RDWR);
     pthread_mutex_lock(&c->serve_mu);
     c->dropped = true;
     pthread_mutex_unlock(&c->serve_mu);
-    shutdown(c->fd, SHUT_RDWR);
 }
 
 void mlink_drop(struct mlink *l, uint32_t node)
@@ -481,7 +498,10 @@ static void peer_down(struct peer *p, int err)
         x = next;
     }
     /* Under send_mu: a sender that read fd before it was cleared finishes
-     * first, so it never writes to a number reused by another file. */
+     * first, so it never writes to a number reused by another file; the
+     * shutdown wakes one blocked on a peer that reads nothing. */
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
     pthread_mutex_lock(&p->send_mu);
     if (fd >= 0)
         close(fd);
@@ -658,6 +678,7 @@ static int peer_session(struct peer *p, const char *addr)
     }
     p->refused_logged = false;
     set_timeout(fd, l->p.timeout_ms < 400 ? l->p.timeout_ms / 2 : 200);
+    set_send_timeout(fd, l->p.timeout_ms);
     pthread_mutex_lock(&p->mu);
     p->fd = fd;
     p->session++;

@@ -21,15 +21,22 @@
  * authenticated peer's stream is buffered (256 KiB) and may carry payloads
  * up to the wire's 32 MiB, one message at a time per connection. A
  * malformed message ends its connection (docs/ARCHITECTURE.md, invariant
- * 6); a peer that does not answer within the timeout has its connection
- * cut, which fails everything in flight to it: the caller (the engine) then
- * marks that replica outdated.
+ * 6); a peer that does not answer within the timeout, or takes none of
+ * our bytes for that long (a send timeout on both directions), has its
+ * connection cut, which fails everything in flight to it: the caller (the
+ * engine) then marks that replica outdated. So no thread blocks on one
+ * peer longer than that, and mlink_drop cuts the connection before it
+ * waits for its serving thread.
  *
  * Threads: one accepts, one per incoming connection serves its requests in
  * order (so a peer's writes apply in the order it sent them), one per peer
  * connects, reads replies and completes requests; it is the only thread
  * that completes them, so a reply's buffer is never written after its
- * caller has returned.
+ * caller has returned. What a completion does on that thread must never
+ * block on anything but this link: the NBD replies it sends go out without
+ * waiting (conn_send_other in nbd-server/conn.h), since one client that
+ * reads nothing would otherwise stall every write to that peer and the
+ * peer's timeout, which this thread checks.
  *
  * Batching, so a queue of small writes costs few system calls: messages
  * are read through a buffer (stream.h), many per read(); a serving thread

@@ -7,6 +7,17 @@
  * another thread becomes the reader. Replies are written under wlock, each
  * as one writev, so they never interleave. The handshake runs before the
  * other threads exist and takes no locks.
+ *
+ * The rule for replies: only the connection's own threads may block on its
+ * socket. A reply finished by any other thread (a mirror link's reader
+ * completing a write, through nbd_async) goes out with conn_send_other,
+ * which never waits: if wlock is busy or the socket full, what is left of
+ * the reply joins the output queue, and an own thread sends it (the one
+ * holding wlock before it lets go, or the reader, woken by wake_fd). A
+ * queue past CONN_OUTQ_MAX means a client that reads no replies: the
+ * connection is ended rather than grown or waited for. Whole replies leave
+ * in queue order, and a reply cut short is finished before any other, so
+ * the chunks of one structured reply never interleave with another's.
  */
 #ifndef VSAN_NBD_CONN_H
 #define VSAN_NBD_CONN_H
@@ -24,6 +35,9 @@
 #include <time.h>
 
 #define CONN_INBUF_SIZE (64 * 1024)
+/* Reply bytes waiting for an own thread (65536 simple replies): more than
+ * any client keeps in flight, so one that reaches it reads no replies. */
+#define CONN_OUTQ_MAX (1024 * 1024)
 #define NBD_EXPORT_NAME_BUF (NBD_MAX_STRING + 1)
 
 struct nbd_conn {
@@ -60,6 +74,17 @@ struct nbd_conn {
     /* Guarded by wlock: the output side of the socket. */
     pthread_mutex_t wlock;
 
+    /* Guarded by qlock (taken after wlock, or with wlock only tried): the
+     * output queue (see the rule above). owners_gone: no own thread is
+     * left to send it, so a reply that can't go at once ends the
+     * connection. wake_fd (an eventfd, -1 before transmission) tells the
+     * reader that queued bytes wait for an own thread. */
+    pthread_mutex_t qlock;
+    char *outq;
+    size_t outq_len, outq_cap;
+    bool owners_gone;
+    int wake_fd;
+
     /* One reference for the serving threads together, one per write the
      * backend finishes asynchronously; the last one frees the connection. */
     atomic_uint refs;
@@ -78,9 +103,23 @@ int conn_read(struct nbd_conn *c, void *buf, size_t len);
 bool conn_buffered(const struct nbd_conn *c, size_t len);
 /* Reads and drops len bytes without allocating them. */
 int conn_discard(struct nbd_conn *c, uint64_t len);
-/* Writes all of iov. 0 or -1; on error the connection is marked dead. */
+/* Writes all of iov. 0 or -1; on error the connection is marked dead.
+ * Callers serialise (the handshake, or under wlock). */
 int conn_writev(struct nbd_conn *c, struct iovec *iov, int iovcnt);
 int conn_write(struct nbd_conn *c, const void *buf, size_t len);
+
+/* Starts the output queue's wake-up, as transmission begins. 0 or -1. */
+int conn_outq_start(struct nbd_conn *c);
+/* Sends a reply from one of c's own threads: under wlock, after what is
+ * queued, blocking as long as the client makes it. 0 or -1. */
+int conn_send_own(struct nbd_conn *c, struct iovec *iov, int iovcnt);
+/* Sends a reply from any other thread without ever blocking on c: sent,
+ * queued for c's own threads, or (queue full, or no own thread left and
+ * the socket full) the connection is ended. */
+void conn_send_other(struct nbd_conn *c, struct iovec *iov, int iovcnt);
+/* The last own thread, leaving: sends what is queued, blocking, and hands
+ * the output over to conn_send_other alone. */
+void conn_outq_last_owner(struct nbd_conn *c);
 
 /* Drops a reference; the last one closes and frees c. */
 void conn_unref(struct nbd_conn *c);

@@ -6,6 +6,10 @@
  * 1 MiB write is copied once, from the socket into its own buffer. Writes
  * are whole writev(2) calls retried on short writes; callers serialise them.
  *
+ * The output queue (the rule in conn.h) is here too: replies other threads
+ * could not send at once, and the wake-up that makes the reading thread, one
+ * of the connection's own, send them when nobody else will.
+ *
  * read/write rather than recv/send, so the fuzzer can feed a plain file.
  *
  * During the handshake each read and write first waits with poll() for
@@ -17,7 +21,9 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -52,6 +58,53 @@ static int ready(struct nbd_conn *c, int fd, short events)
     return 0;
 }
 
+static void drain_locked(struct nbd_conn *c);
+
+/* Waits until there is input, and sends the queued replies whenever
+ * wake_fd says they wait for an own thread: the reader is one, and may
+ * block on its own client. 0, or -1 if it can't wait. */
+static int wait_input(struct nbd_conn *c)
+{
+    for (;;) {
+        struct pollfd p[2] = {{.fd = c->in_fd, .events = POLLIN},
+                              {.fd = c->wake_fd, .events = POLLIN}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            qb_log(LOG_WARNING, "nbd %s: poll: %s", c->peer, strerror(errno));
+            return -1;
+        }
+        if (p[1].revents & POLLIN) {
+            uint64_t n;
+            /* Non-blocking: EAGAIN only if another reader took it first. */
+            if (read(c->wake_fd, &n, sizeof n) < 0 && errno != EAGAIN)
+                qb_log(LOG_WARNING, "nbd %s: wake-up: %s", c->peer, strerror(errno));
+            pthread_mutex_lock(&c->wlock);
+            drain_locked(c);
+            pthread_mutex_unlock(&c->wlock);
+            pthread_mutex_unlock(&c->qlock);
+        }
+        if (p[0].revents)
+            return 0;
+    }
+}
+
+/* One read(2) of input. In transmission on a socket, it first tries
+ * without blocking (the common case under load: one system call), and
+ * waits in wait_input only when there is nothing yet. */
+static ssize_t read_in(struct nbd_conn *c, void *buf, size_t len)
+{
+    if (c->wake_fd < 0 || !c->out_is_socket || c->in_fd != c->out_fd)
+        return read(c->in_fd, buf, len);
+    for (;;) {
+        ssize_t n = recv(c->in_fd, buf, len, MSG_DONTWAIT);
+        if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+            return n;
+        if (wait_input(c) < 0)
+            return -1;
+    }
+}
+
 static int fill(struct nbd_conn *c)
 {
     if (c->in_start == c->in_end)
@@ -59,7 +112,7 @@ static int fill(struct nbd_conn *c)
     for (;;) {
         if (ready(c, c->in_fd, POLLIN) < 0)
             return -1;
-        ssize_t n = read(c->in_fd, c->in + c->in_end, CONN_INBUF_SIZE - c->in_end);
+        ssize_t n = read_in(c, c->in + c->in_end, CONN_INBUF_SIZE - c->in_end);
         if (n > 0) {
             c->in_end += (size_t)n;
             return 0;
@@ -93,7 +146,7 @@ static int read_direct(struct nbd_conn *c, char *buf, size_t len)
     while (len > 0) {
         if (ready(c, c->in_fd, POLLIN) < 0)
             return -1;
-        ssize_t n = read(c->in_fd, buf, len);
+        ssize_t n = read_in(c, buf, len);
         if (n > 0) {
             buf += n;
             len -= (size_t)n;
@@ -140,13 +193,13 @@ int conn_discard(struct nbd_conn *c, uint64_t len)
 
 /* sendmsg on sockets so a client that went away costs an EPIPE, not a
  * SIGPIPE: the daemon's disposition of signals is not ours to rely on. */
-static ssize_t out_vec(struct nbd_conn *c, struct iovec *iov, int iovcnt)
+static ssize_t out_vec(struct nbd_conn *c, struct iovec *iov, int iovcnt, int flags)
 {
     if (!c->out_is_socket)
         return writev(c->out_fd, iov, iovcnt);
     struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
     /* In the handshake, never block past what poll() allowed. */
-    return sendmsg(c->out_fd, &m, MSG_NOSIGNAL | (c->handshaking ? MSG_DONTWAIT : 0));
+    return sendmsg(c->out_fd, &m, MSG_NOSIGNAL | flags | (c->handshaking ? MSG_DONTWAIT : 0));
 }
 
 int conn_writev(struct nbd_conn *c, struct iovec *iov, int iovcnt)
@@ -156,7 +209,7 @@ int conn_writev(struct nbd_conn *c, struct iovec *iov, int iovcnt)
             atomic_store(&c->dead, true);
             return -1;
         }
-        ssize_t n = out_vec(c, iov, iovcnt);
+        ssize_t n = out_vec(c, iov, iovcnt, 0);
         if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
             continue;
         if (n < 0) {
@@ -173,4 +226,144 @@ int conn_write(struct nbd_conn *c, const void *buf, size_t len)
 {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     return conn_writev(c, &iov, 1);
+}
+
+/* ---- the output queue --------------------------------------------------- */
+
+int conn_outq_start(struct nbd_conn *c)
+{
+    c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (c->wake_fd >= 0)
+        return 0;
+    qb_log(LOG_WARNING, "nbd %s: export \"%s\": eventfd: %s; closing", c->peer, c->export_name,
+           strerror(errno));
+    return -1;
+}
+
+/* Ends c for good: its threads stop, one blocked on its socket wakes. */
+static void conn_end(struct nbd_conn *c, const char *why)
+{
+    if (!atomic_exchange(&c->dead, true))
+        qb_log(LOG_WARNING, "nbd %s: export \"%s\": %s: disconnecting", c->peer, c->export_name,
+               why);
+    shutdown(c->in_fd, SHUT_RDWR);
+    if (c->out_fd != c->in_fd)
+        shutdown(c->out_fd, SHUT_RDWR);
+}
+
+/* With wlock held: sends the queue until it is empty, blocking, and
+ * returns with qlock held, so that the caller lets go of wlock before
+ * anything more can be queued behind it. A dead connection's queue is
+ * dropped. */
+static void drain_locked(struct nbd_conn *c)
+{
+    pthread_mutex_lock(&c->qlock);
+    while (c->outq_len > 0) {
+        char *q = c->outq;
+        size_t len = c->outq_len;
+        c->outq = NULL;
+        c->outq_len = c->outq_cap = 0;
+        pthread_mutex_unlock(&c->qlock);
+        /* A failure marks c dead (conn_writev): the rest is dropped. */
+        if (!atomic_load(&c->dead) && conn_write(c, q, len) < 0)
+            qb_log(LOG_DEBUG, "nbd %s: %zu queued reply bytes not sent", c->peer, len);
+        free(q);
+        pthread_mutex_lock(&c->qlock);
+    }
+}
+
+int conn_send_own(struct nbd_conn *c, struct iovec *iov, int iovcnt)
+{
+    pthread_mutex_lock(&c->wlock);
+    drain_locked(c);
+    pthread_mutex_unlock(&c->qlock);
+    int r = conn_writev(c, iov, iovcnt);
+    drain_locked(c);
+    pthread_mutex_unlock(&c->wlock);
+    pthread_mutex_unlock(&c->qlock);
+    return r;
+}
+
+/* With wlock held: sends what the socket takes now. 0 (all sent, or the
+ * socket is full: iov says what is left), or -1 (c is dead). */
+static int send_nowait(struct nbd_conn *c, struct iovec **iov, int *iovcnt)
+{
+    while (*iovcnt > 0) {
+        ssize_t n = out_vec(c, *iov, *iovcnt, MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        if (n < 0) {
+            qb_log(LOG_DEBUG, "nbd %s: write: %s", c->peer, strerror(errno));
+            atomic_store(&c->dead, true);
+            return -1;
+        }
+        iov_advance(iov, iovcnt, (size_t)n);
+    }
+    return 0;
+}
+
+/* With qlock held: appends iov to the queue, within CONN_OUTQ_MAX. */
+static int outq_append(struct nbd_conn *c, const struct iovec *iov, int iovcnt)
+{
+    size_t len = 0;
+    for (int i = 0; i < iovcnt; i++)
+        len += iov[i].iov_len;
+    if (len > CONN_OUTQ_MAX - c->outq_len)
+        return -1;
+    if (c->outq_len + len > c->outq_cap) {
+        size_t cap = c->outq_cap ? c->outq_cap : 1024;
+        while (cap < c->outq_len + len)
+            cap *= 2;
+        char *q = realloc(c->outq, cap);
+        if (!q)
+            return -1;
+        c->outq = q;
+        c->outq_cap = cap;
+    }
+    for (int i = 0; i < iovcnt; i++) {
+        memcpy(c->outq + c->outq_len, iov[i].iov_base, iov[i].iov_len);
+        c->outq_len += iov[i].iov_len;
+    }
+    return 0;
+}
+
+void conn_send_other(struct nbd_conn *c, struct iovec *iov, int iovcnt)
+{
+    pthread_mutex_lock(&c->qlock);
+    bool woken = false; /* no own thread holds wlock: the reader must send the rest */
+    if (atomic_load(&c->dead))
+        goto out;
+    /* Under qlock, wlock is held only by an own thread, which looks at the
+     * queue before it lets go: so a busy wlock means "queue it". */
+    if (c->outq_len == 0 && pthread_mutex_trylock(&c->wlock) == 0) {
+        int r = send_nowait(c, &iov, &iovcnt);
+        pthread_mutex_unlock(&c->wlock);
+        if (r < 0 || iovcnt == 0)
+            goto out;
+        woken = true;
+    }
+    if (c->owners_gone) {
+        conn_end(c, "its socket is full and it has stopped sending requests");
+        goto out;
+    }
+    if (outq_append(c, iov, iovcnt) < 0) {
+        conn_end(c, "the client reads none of its replies");
+        goto out;
+    }
+    uint64_t one = 1;
+    if (woken && write(c->wake_fd, &one, sizeof one) < 0)
+        conn_end(c, "its replies can't be handed to its threads");
+out:
+    pthread_mutex_unlock(&c->qlock);
+}
+
+void conn_outq_last_owner(struct nbd_conn *c)
+{
+    pthread_mutex_lock(&c->wlock);
+    drain_locked(c);
+    c->owners_gone = true;
+    pthread_mutex_unlock(&c->wlock);
+    pthread_mutex_unlock(&c->qlock);
 }

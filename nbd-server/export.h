@@ -50,7 +50,10 @@ struct nbd_extent {
  * with NBD_IO_NOWAIT (else NULL). An op may then start the work, return
  * -EINPROGRESS, and finish it later by calling a->done exactly once, from
  * any thread; the reading thread reads on at once and no thread waits.
- * buf need only stay valid until the op returns. */
+ * buf need only stay valid until the op returns. a->done never blocks on
+ * the client: the reply goes out without waiting, or is queued for the
+ * connection's own threads (conn.h), so a thread that completes writes
+ * for many clients is never held by one that reads nothing. */
 struct nbd_async {
     void (*done)(struct nbd_async *a, int err); /* err: 0 or -errno */
 };
@@ -58,7 +61,8 @@ struct nbd_async {
 /* A thread that calls a->done for many requests in a row (a mirror link
  * reading a batch of its peer's answers) may hold the replies back and
  * send them with nbd_replies_flush(): one write per connection, not one
- * per reply. It must flush before it waits for anything. */
+ * per reply, none of which blocks (as a->done). It must flush before it
+ * waits for anything. */
 void nbd_replies_hold(void);
 void nbd_replies_flush(void);
 

@@ -186,6 +186,7 @@ static struct nbd_conn *conn_new(struct nbd_server *srv, int in_fd, int out_fd)
     c->in_fd = in_fd;
     c->out_fd = out_fd;
     c->threads = 1;
+    c->wake_fd = -1;
     atomic_init(&c->refs, 1);
     int type;
     socklen_t tl = sizeof type;
@@ -197,6 +198,7 @@ static struct nbd_conn *conn_new(struct nbd_server *srv, int in_fd, int out_fd)
     pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
     pthread_mutex_init(&c->rlock, &ma);
     pthread_mutex_init(&c->wlock, &ma);
+    pthread_mutex_init(&c->qlock, &ma);
     pthread_mutexattr_destroy(&ma);
     pthread_mutex_lock(&srv->lock);
     char why[64] = "";
@@ -232,8 +234,12 @@ static void conn_free(struct nbd_conn *c)
     close(c->in_fd);
     if (c->out_fd != c->in_fd)
         close(c->out_fd);
+    if (c->wake_fd >= 0)
+        close(c->wake_fd);
     pthread_mutex_destroy(&c->rlock);
     pthread_mutex_destroy(&c->wlock);
+    pthread_mutex_destroy(&c->qlock);
+    free(c->outq);
     free(c->in);
     free(c);
 }
@@ -250,8 +256,10 @@ static void conn_leave(struct nbd_conn *c)
     pthread_mutex_lock(&srv->lock);
     bool last = --c->threads == 0;
     pthread_mutex_unlock(&srv->lock);
-    if (last)
-        conn_unref(c);
+    if (!last)
+        return;
+    conn_outq_last_owner(c);
+    conn_unref(c);
 }
 
 void conn_unref(struct nbd_conn *c)
@@ -329,7 +337,7 @@ static int handshake(struct nbd_conn *c)
 
 static void serve_conn(struct nbd_conn *c)
 {
-    if (handshake(c) < 0) {
+    if (handshake(c) < 0 || conn_outq_start(c) < 0) {
         conn_leave(c);
         return;
     }

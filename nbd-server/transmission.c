@@ -12,8 +12,9 @@
  * handed between threads: measured here, the hand-off per request cost
  * more CPU than the 4 KiB write itself. A write that waits on a mirror
  * peer goes a third way: the backend starts it and returns -EINPROGRESS,
- * and whichever thread sees the peer's answer sends the reply (struct
- * async_request holds the connection open until then). One thread can so
+ * and whichever thread sees the peer's answer sends the reply, without
+ * ever blocking on this client (conn_send_other, conn.h); struct
+ * async_request holds the connection open until then. One thread can so
  * keep a whole queue of replicated writes in flight.
  *
  * Validation follows the protocol's advice to the letter: unknown command or
@@ -158,14 +159,6 @@ static int validate(const struct nbd_conn *c, const struct request *r)
 
 /* ---- replies ------------------------------------------------------------ */
 
-static int send_locked(struct nbd_conn *c, struct iovec *iov, int n)
-{
-    pthread_mutex_lock(&c->wlock);
-    int r = conn_writev(c, iov, n);
-    pthread_mutex_unlock(&c->wlock);
-    return r;
-}
-
 static void simple_header(struct nbd_simple_reply *h, const struct request *r, uint32_t error)
 {
     h->magic = htobe32(NBD_SIMPLE_REPLY_MAGIC);
@@ -188,7 +181,7 @@ static int send_simple(struct nbd_conn *c, const struct request *r, uint32_t err
     struct nbd_simple_reply h;
     simple_header(&h, r, error);
     struct iovec iov = {&h, sizeof h};
-    return send_locked(c, &iov, 1);
+    return conn_send_own(c, &iov, 1);
 }
 
 /* An error to a READ or BLOCK_STATUS with structured replies must be a
@@ -204,7 +197,7 @@ static int send_error(struct nbd_conn *c, const struct request *r, uint32_t erro
     } __attribute__((packed)) e = {htobe32(error), 0};
     chunk_header(&h, r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, sizeof e);
     struct iovec iov[2] = {{&h, sizeof h}, {&e, sizeof e}};
-    return send_locked(c, iov, 2);
+    return conn_send_own(c, iov, 2);
 }
 
 /* ---- commands ----------------------------------------------------------- */
@@ -286,7 +279,7 @@ static int send_read_structured(struct nbd_conn *c, const struct request *r, cha
         iov[k++] = (struct iovec){&off[i], 8};
         iov[k++] = (struct iovec){buf + (pc[i].offset - r->offset), pc[i].length};
     }
-    return send_locked(c, iov, k);
+    return conn_send_own(c, iov, k);
 }
 
 static int send_none(struct nbd_conn *c, const struct request *r)
@@ -294,7 +287,7 @@ static int send_none(struct nbd_conn *c, const struct request *r)
     struct nbd_structured_reply h;
     chunk_header(&h, r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, 0);
     struct iovec iov = {&h, sizeof h};
-    return send_locked(c, &iov, 1);
+    return conn_send_own(c, &iov, 1);
 }
 
 static int do_read(struct nbd_conn *c, const struct request *r, struct buffer *b, unsigned flags)
@@ -315,7 +308,7 @@ static int do_read(struct nbd_conn *c, const struct request *r, struct buffer *b
     struct nbd_simple_reply h;
     simple_header(&h, r, 0);
     struct iovec iov[2] = {{&h, sizeof h}, {b->p, r->length}};
-    return send_locked(c, iov, 2);
+    return conn_send_own(c, iov, 2);
 }
 
 static int do_block_status(struct nbd_conn *c, const struct request *r)
@@ -337,7 +330,7 @@ static int do_block_status(struct nbd_conn *c, const struct request *r)
     chunk_header(&h, r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
                  (uint32_t)(4 + n * sizeof desc[0]));
     struct iovec iov[3] = {{&h, sizeof h}, {&id, 4}, {desc, n * sizeof desc[0]}};
-    return send_locked(c, iov, 3);
+    return conn_send_own(c, iov, 3);
 }
 
 static unsigned zero_flags(const struct request *r)
@@ -390,7 +383,9 @@ static int execute(struct nbd_conn *c, const struct request *r, struct buffer *b
 }
 
 /* A write the backend finishes later: its reply goes out from the thread
- * that finishes it, and it holds the connection until then. */
+ * that finishes it, and it holds the connection until then. That thread
+ * serves others too (a mirror link's reader): it sends with
+ * conn_send_other, which never blocks on this client (conn.h). */
 struct async_request {
     struct nbd_async a;
     struct nbd_conn *c;
@@ -429,7 +424,7 @@ static void flush_one_conn(void)
     }
     held.n = keep;
     struct iovec iov = {mine, (size_t)n * sizeof mine[0]};
-    send_locked(c, &iov, 1);
+    conn_send_other(c, &iov, 1);
     for (int i = 0; i < n; i++)
         conn_unref(c);
 }
@@ -452,7 +447,10 @@ static void async_done(struct nbd_async *a, int err)
         free(ar);
         return;
     }
-    send_simple(c, &ar->r, nbd_errno(err));
+    struct nbd_simple_reply h;
+    simple_header(&h, &ar->r, nbd_errno(err));
+    struct iovec iov = {&h, sizeof h};
+    conn_send_other(c, &iov, 1);
     free(ar);
     conn_unref(c);
 }

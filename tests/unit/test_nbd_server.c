@@ -7,6 +7,7 @@
  * reads with holes, block status, every error the issue lists, and that a
  * bad request or a broken connection harms no other client.
  */
+#include "nbd-server/conn.h"
 #include "nbd-server/mem_export.h"
 #include "nbd-server/protocol.h"
 #include "nbd-server/server.h"
@@ -22,8 +23,10 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DISK_SIZE (16u << 20)
@@ -101,6 +104,13 @@ static void assert_serves(struct nbd_handle *h)
 {
     char buf[512];
     cr_assert_eq(nbd_pread(h, buf, sizeof buf, 0, 0), 0, "still serving: %s", nbd_get_error());
+}
+
+static void wait_connections(unsigned n)
+{
+    for (int i = 0; i < 500 && nbd_server_connections(srv) != n; i++)
+        usleep(10000);
+    cr_assert_eq(nbd_server_connections(srv), n);
 }
 
 static void fill(char *buf, size_t len, unsigned seed)
@@ -515,20 +525,28 @@ static void raw_read(int fd, void *buf, size_t len)
     }
 }
 
-/* Negotiates with EXPORT_NAME and returns the socket in transmission. */
-static int raw_transmission(void)
+/* Negotiates export with EXPORT_NAME (simple replies) and returns the
+ * socket in transmission. */
+static int raw_transmission_to(const char *export)
 {
     int fd = raw_connect();
     char hello[18];
     raw_read(fd, hello, sizeof hello);
     uint32_t cflags = htobe32(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
-    struct nbd_option_header o = {htobe64(NBD_IHAVEOPT), htobe32(NBD_OPT_EXPORT_NAME), htobe32(4)};
+    uint32_t len = (uint32_t)strlen(export);
+    struct nbd_option_header o = {htobe64(NBD_IHAVEOPT), htobe32(NBD_OPT_EXPORT_NAME),
+                                  htobe32(len)};
     cr_assert_eq(write(fd, &cflags, 4), 4);
     cr_assert_eq(write(fd, &o, sizeof o), (ssize_t)sizeof o);
-    cr_assert_eq(write(fd, "disk", 4), 4);
+    cr_assert_eq(write(fd, export, len), (ssize_t)len);
     char info[10];
     raw_read(fd, info, sizeof info);
     return fd;
+}
+
+static int raw_transmission(void)
+{
+    return raw_transmission_to("disk");
 }
 
 static uint32_t raw_request(int fd, uint16_t type, uint16_t flags, uint64_t off, uint32_t len)
@@ -614,6 +632,145 @@ Test(raw, unknown_option_then_go, .init = setup, .fini = teardown)
     close(fd);
 }
 
+/* ---- a client that reads no replies ------------------------------------- */
+
+static void raw_send(int fd, uint16_t type, uint64_t off, uint32_t len)
+{
+    struct nbd_request r = {
+        htobe32(NBD_REQUEST_MAGIC), 0, htobe16(type), 5, htobe64(off), htobe32(len)};
+    cr_assert_eq(send(fd, &r, sizeof r, MSG_NOSIGNAL), (ssize_t)sizeof r, "%s", strerror(errno));
+}
+
+/* A raw connection to "async" that asked for a 4 MiB READ and reads
+ * nothing: once bytes pile up unread, a serving thread is blocked sending
+ * that reply, holding the connection's write lock. */
+static int stalled_reader(void)
+{
+    int fd = raw_transmission_to("async");
+    raw_send(fd, NBD_CMD_READ, 0, 4u << 20);
+    int queued = 0;
+    for (int i = 0; i < 1000 && queued < 64 * 1024; i++) {
+        poll(NULL, 0, 5);
+        cr_assert_eq(ioctl(fd, FIONREAD, &queued), 0);
+    }
+    cr_assert_geq(queued, 64 * 1024, "the READ reply fills the socket");
+    return fd;
+}
+
+/* Writes n times through h, each waited for at most 5 s in all. */
+static bool writes_complete(struct nbd_handle *h, int n)
+{
+    static char buf[4096];
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < n; i++) {
+        int64_t ck = nbd_aio_pwrite(h, buf, sizeof buf, (uint64_t)i * 4096, NBD_NULL_COMPLETION, 0);
+        cr_assert_geq(ck, 1, "%s", nbd_get_error());
+        while (nbd_aio_command_completed(h, ck) == 0) {
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (now.tv_sec - t0.tv_sec > 5)
+                return false;
+            cr_assert_geq(nbd_poll(h, 100), 0, "%s", nbd_get_error());
+        }
+    }
+    return true;
+}
+
+/* The completer thread of the async export answers every connection's
+ * writes, as a mirror link's reader does. Client A's write completions
+ * find A's write lock held by a thread blocked on A's full socket: the
+ * completer must queue them and go on, so B's writes are answered. */
+Test(stalled, completing_thread_never_blocks_on_a_client, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    int a = stalled_reader();
+    for (int i = 0; i < 16; i++)
+        raw_send(a, NBD_CMD_WRITE_ZEROES, (uint64_t)i * 4096, 4096);
+    struct nbd_handle *b = connect_to("async");
+    cr_assert(writes_complete(b, 64), "B's writes wait behind A's replies");
+
+    /* A reads at last: the READ's reply whole, then its 16 write replies,
+     * queued meanwhile, none lost or cut. */
+    static char data[4u << 20];
+    struct nbd_simple_reply rep;
+    raw_read(a, &rep, sizeof rep);
+    raw_read(a, data, sizeof data);
+    for (int i = 0; i < 17; i++) {
+        cr_assert_eq(be32toh(rep.magic), NBD_SIMPLE_REPLY_MAGIC, "reply %d", i);
+        cr_assert_eq(rep.error, 0, "reply %d", i);
+        if (i < 16)
+            raw_read(a, &rep, sizeof rep);
+    }
+    close(a);
+    wait_connections(1);
+    assert_serves(b);
+    nbd_close(b);
+    wait_connections(0);
+    cr_assert_eq(mem_catalog_open_count(cat), 0);
+}
+
+/* Many write replies to a client that reads none for a while: the
+ * completer fills the socket itself (nobody else is sending), so the rest
+ * waits in the queue for the connection's reader, woken to send it. When
+ * the client reads, every reply is there, whole. */
+Test(stalled, replies_queued_for_the_reader_arrive_whole, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+    enum { N = 4096 };
+    int a = raw_transmission_to("async");
+    static struct nbd_request req[N];
+    for (int i = 0; i < N; i++)
+        req[i] = (struct nbd_request){htobe32(NBD_REQUEST_MAGIC),           0,
+                                      htobe16(NBD_CMD_WRITE_ZEROES),        (uint64_t)i,
+                                      htobe64((uint64_t)(i % 4096) * 4096), htobe32(4096)};
+    cr_assert_eq(send(a, req, sizeof req, MSG_NOSIGNAL), (ssize_t)sizeof req);
+    static bool seen[N];
+    for (int i = 0; i < N; i++) {
+        struct nbd_simple_reply rep;
+        raw_read(a, &rep, sizeof rep);
+        cr_assert_eq(be32toh(rep.magic), NBD_SIMPLE_REPLY_MAGIC, "reply %d", i);
+        cr_assert_eq(rep.error, 0, "reply %d", i);
+        cr_assert_lt(rep.handle, (uint64_t)N);
+        cr_assert(!seen[rep.handle], "handle %llu twice", (unsigned long long)rep.handle);
+        seen[rep.handle] = true;
+    }
+    close(a);
+    wait_connections(0);
+}
+
+/* The same client closing with its replies still queued closes cleanly. */
+Test(stalled, client_gone_with_replies_queued, .init = setup, .fini = teardown, .timeout = 60)
+{
+    int a = stalled_reader();
+    for (int i = 0; i < 16; i++)
+        raw_send(a, NBD_CMD_WRITE_ZEROES, (uint64_t)i * 4096, 4096);
+    struct nbd_handle *b = connect_to("async");
+    cr_assert(writes_complete(b, 4), "B's writes wait behind A's replies");
+    close(a);
+    wait_connections(1);
+    nbd_close(b);
+    wait_connections(0);
+    cr_assert_eq(mem_catalog_open_count(cat), 0);
+}
+
+/* A client whose unsent replies pass the queue's bound is ended, not
+ * waited for and not given more memory. */
+Test(stalled, full_reply_queue_ends_the_connection, .init = setup, .fini = teardown, .timeout = 60)
+{
+    int a = stalled_reader();
+    unsigned n = CONN_OUTQ_MAX / sizeof(struct nbd_simple_reply) + 1000;
+    for (unsigned i = 0; i < n; i++) {
+        struct nbd_request r = {htobe32(NBD_REQUEST_MAGIC),           0,
+                                htobe16(NBD_CMD_WRITE_ZEROES),        5,
+                                htobe64((uint64_t)(i % 4096) * 4096), htobe32(4096)};
+        if (send(a, &r, sizeof r, MSG_NOSIGNAL) != (ssize_t)sizeof r)
+            break; /* ended already */
+    }
+    wait_connections(0);
+    cr_assert_eq(mem_catalog_open_count(cat), 0);
+    close(a);
+}
+
 /* ---- shutdown ----------------------------------------------------------- */
 
 static void *shutdown_thread(void *arg)
@@ -662,13 +819,6 @@ static struct nbd_handle *connect_tcp(const char *port)
     cr_assert_eq(nbd_set_export_name(h, "disk"), 0);
     cr_assert_eq(nbd_connect_tcp(h, "127.0.0.1", port), 0, "connect: %s", nbd_get_error());
     return h;
-}
-
-static void wait_connections(unsigned n)
-{
-    for (int i = 0; i < 500 && nbd_server_connections(srv) != n; i++)
-        usleep(10000);
-    cr_assert_eq(nbd_server_connections(srv), n);
 }
 
 Test(listeners, ended_connections_get_eshutdown_others_go_on, .init = setup, .fini = teardown)
