@@ -35,6 +35,10 @@
 #include <time.h>
 
 #define CONN_INBUF_SIZE (64 * 1024)
+/* Writes a connection may have completing asynchronously at once, and
+ * their bytes (transmission.c, async_room). */
+#define NBD_ASYNC_MAX 128
+#define NBD_ASYNC_BYTES_MAX (8u << 20)
 /* Reply bytes waiting for an own thread (65536 simple replies): more than
  * any client keeps in flight, so one that reaches it reads no replies. */
 #define CONN_OUTQ_MAX (1024 * 1024)
@@ -88,8 +92,9 @@ struct nbd_conn {
     /* One reference for the serving threads together, one per write the
      * backend finishes asynchronously; the last one frees the connection. */
     atomic_uint refs;
-    atomic_bool dead;   /* an I/O error on the socket: every thread stops */
-    atomic_bool ending; /* the next request gets ESHUTDOWN, then input ends */
+    atomic_uint_fast64_t async_bytes; /* payload of the writes completing asynchronously */
+    atomic_bool dead;                 /* an I/O error on the socket: every thread stops */
+    atomic_bool ending;               /* the next request gets ESHUTDOWN, then input ends */
 
     /* Guarded by the server's lock. */
     unsigned threads;      /* threads still serving this connection */

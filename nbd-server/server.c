@@ -188,6 +188,7 @@ static struct nbd_conn *conn_new(struct nbd_server *srv, int in_fd, int out_fd)
     c->threads = 1;
     c->wake_fd = -1;
     atomic_init(&c->refs, 1);
+    atomic_init(&c->async_bytes, 0);
     int type;
     socklen_t tl = sizeof type;
     c->out_is_socket = getsockopt(out_fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0;

@@ -439,6 +439,7 @@ static void async_done(struct nbd_async *a, int err)
 {
     struct async_request *ar = (struct async_request *)a;
     struct nbd_conn *c = ar->c;
+    atomic_fetch_sub(&c->async_bytes, ar->r.length);
     if (held.on && held.n == HELD_MAX)
         nbd_replies_flush();
     if (held.on) {
@@ -455,14 +456,26 @@ static void async_done(struct nbd_async *a, int err)
     conn_unref(c);
 }
 
+/* Whether r may complete asynchronously: a client that queues writes
+ * faster than the peers answer would otherwise make this connection hold
+ * any number of them (and the backend their copies). Past the bound a
+ * write runs the slow way, on one of the connection's threads, which
+ * bounds it by `threads`. */
+static bool async_room(struct nbd_conn *c, const struct request *r)
+{
+    return atomic_load(&c->refs) <= NBD_ASYNC_MAX &&
+           atomic_load(&c->async_bytes) + r->length <= NBD_ASYNC_BYTES_MAX;
+}
+
 /* Runs a request inline, letting a write complete asynchronously. Returns
  * like execute, or 1 when the reply will be sent by async_done. */
 static int execute_nowait(struct nbd_conn *c, const struct request *r, struct buffer *b)
 {
     struct async_request *ar = NULL;
-    if (!r->error && is_write(r->type) && (ar = malloc(sizeof *ar)) != NULL) {
+    if (!r->error && is_write(r->type) && async_room(c, r) && (ar = malloc(sizeof *ar)) != NULL) {
         *ar = (struct async_request){{async_done}, c, *r};
         atomic_fetch_add(&c->refs, 1);
+        atomic_fetch_add(&c->async_bytes, r->length);
     }
     if (!ar)
         return execute(c, r, b, NBD_IO_NOWAIT);
@@ -470,6 +483,7 @@ static int execute_nowait(struct nbd_conn *c, const struct request *r, struct bu
     if (e == -EINPROGRESS)
         return 1;
     atomic_fetch_sub(&c->refs, 1); /* the thread's own reference remains */
+    atomic_fetch_sub(&c->async_bytes, r->length);
     free(ar);
     return e == -EAGAIN ? e : send_simple(c, r, nbd_errno(e));
 }
