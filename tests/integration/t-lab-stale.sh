@@ -56,6 +56,35 @@ map_of() {
     nbdinfo --map "$("$LAB" addr "$1")/st"
 }
 
+# Requests small enough to be tried on the reading thread (NBD_IO_NOWAIT),
+# which must not wait there for a peer's extents: structured READs of 64
+# and 128 KiB (they look for holes) and BLOCK_STATUS over data and hole
+# edges through n2 agree with the expected image and with n1.
+small_requests_agree() {
+    nbdpy "$("$LAB" addr 1)/st" "$("$LAB" addr 2)/st" "$T/expected.img" <<'EOF'
+import sys
+from nbdtest import *
+n1, n2 = connect_nbd(sys.argv[1]), connect_nbd(sys.argv[2])
+expected = open(sys.argv[3], "rb")
+MiB = 1 << 20
+
+def status(h, length, off):
+    got = []
+    def cb(meta, offset, entries, err):
+        got.extend(entries)
+        return 0
+    h.block_status(length, off, cb)
+    return got
+
+for edge in (4 * MiB, 5 * MiB + 12 * 1024, 21 * MiB + 12 * 1024 + 576 * 1024, 120 * MiB):
+    for length in (64 * 1024, 128 * 1024):
+        off = edge - length // 2
+        expected.seek(off)
+        check(n2.pread(length, off) == expected.read(length), "READ %d at %d" % (length, off))
+        check(status(n2, length, off) == status(n1, length, off), "BLOCK_STATUS at %d" % off)
+EOF
+}
+
 # check_through_n2 WHAT: reads, map and copies through node 2 are the
 # volume's (what node 1, a current copy, says).
 check_through_n2() {
@@ -74,6 +103,7 @@ check_through_n2() {
 $(diff <(echo "$map1") <(echo "$map2") | head -n 20 || true)"
     grep -q hole <<<"$map2" && grep -q data <<<"$map2" ||
         lab_fail "$what: the map should show both data and holes: $map2"
+    small_requests_agree || lab_fail "$what: small READs or BLOCK_STATUS through n2 are wrong"
     qemu-img convert -f raw -O raw "$("$LAB" addr 2)/st" "$T/qemu.img" ||
         lab_fail "$what: qemu-img convert through n2 failed"
     cmp "$T/expected.img" "$T/qemu.img" ||
