@@ -910,6 +910,78 @@ static int serve_dirty(struct mvol *v, struct mlink_call *c)
     return r;
 }
 
+/* ---- extents ---------------------------------------------------------------- */
+
+/* One peer's extents of the range, checked, into ext; how many, or -errno. */
+static int extents_peer(struct mvol *v, uint32_t peer, uint32_t count, uint64_t offset,
+                        struct mw_extent *rec, struct svol_extent *ext, unsigned max)
+{
+    struct mlink_op op = {.peer = peer, .reply_buf = rec, .reply_max = max * sizeof *rec};
+    mwire_init(&op.req, MW_EXTENTS, 0);
+    op.req.volume = v->vid;
+    op.req.offset = offset;
+    op.req.length = count;
+    op.req.arg = max;
+    mlink_call(v->m->link, &op, 1);
+    if (op.result < 0)
+        return op.result;
+    size_t n = op.reply_len / sizeof *rec;
+    const char *why;
+    if (mwire_check_extents(&op.req, rec, n, &why) < 0) {
+        qb_log(LOG_ERR, "volume \"%s\": node %u: EXTENTS reply refused: %s", v->name, peer, why);
+        return -EIO;
+    }
+    for (size_t i = 0; i < n; i++)
+        ext[i] = (struct svol_extent){.length = rec[i].length,
+                                      .hole = (rec[i].flags & MW_EXTENT_ZERO) != 0};
+    return (int)n;
+}
+
+int mirror_extents(struct mvol *v, uint32_t count, uint64_t offset, struct svol_extent *ext,
+                   unsigned max)
+{
+    max = max < MWIRE_EXTENTS_MAX ? max : MWIRE_EXTENTS_MAX;
+    uint32_t peers[STORE_REPLICAS_MAX];
+    size_t n = current_peers(v, peers);
+    struct mw_extent *rec = malloc(max * sizeof *rec);
+    int r = rec ? -EIO : -ENOMEM;
+    for (size_t i = 0; rec && i < n; i++) {
+        r = extents_peer(v, peers[i], count, offset, rec, ext, max);
+        if (r > 0)
+            break;
+    }
+    free(rec);
+    if (r > 0)
+        return r;
+    qb_log(LOG_WARNING, "volume \"%s\": extents at %llu: %s", v->name, (unsigned long long)offset,
+           n == 0 ? "no current replica to ask" : strerror(r < 0 ? -r : EIO));
+    return -EIO;
+}
+
+/* A peer's question about allocation: only a current, whole copy answers
+ * (as for a read), so the asker never takes stale holes for the volume's. */
+static int serve_extents(struct mvol *v, struct mlink_call *c)
+{
+    const struct mwire_header *h = c->req;
+    if (!atomic_load(&v->serve_local))
+        return -ESTALE;
+    if (!in_bounds(v, h))
+        return -EINVAL;
+    struct svol_extent *ext = malloc(h->arg * sizeof *ext);
+    struct mw_extent *rec = malloc(h->arg * sizeof *rec);
+    int r = ext && rec ? svol_extents(v->sv, h->length, h->offset, ext, h->arg) : -ENOMEM;
+    for (int i = 0; i < r; i++)
+        rec[i] = (struct mw_extent){.length = (uint32_t)ext[i].length,
+                                    .flags = ext[i].hole ? MW_EXTENT_HOLE | MW_EXTENT_ZERO : 0};
+    if (r > 0)
+        r = mlink_reply(c, 0, rec, (size_t)r * sizeof *rec);
+    free(rec);
+    free(ext);
+    return r;
+}
+
+/* ---- a peer's request, to its handler -------------------------------------- */
+
 static int serve_volume(struct mvol *v, struct mlink_call *c)
 {
     switch (c->req->type) {
@@ -923,6 +995,8 @@ static int serve_volume(struct mvol *v, struct mlink_call *c)
         return serve_from_copy(v, c);
     case MW_DIRTY:
         return serve_dirty(v, c);
+    case MW_EXTENTS:
+        return serve_extents(v, c);
     default:
         return -EOPNOTSUPP;
     }

@@ -1,7 +1,7 @@
 /* engine.h - the mirror engine: synchronous replication of every volume's
- * writes to the current replicas on the other nodes, reads from a peer when
- * this node's copy is not current, dirty bitmaps for outdated replicas, and
- * their resync.
+ * writes to the current replicas on the other nodes, reads and extents
+ * from a peer when this node's copy is not current, dirty bitmaps for
+ * outdated replicas, and their resync.
  *
  * The volume layer (volume/volume.c) calls it on its I/O path once region
  * write priority is held (policing/protocol.h): a write goes to this node's
@@ -50,6 +50,7 @@ struct policing;
 struct store_replica;
 struct store;
 struct svol;
+struct svol_extent;
 
 /* An asynchronous write's completion: done runs exactly once, on any
  * thread, with 0 or -errno. */
@@ -120,6 +121,12 @@ void mirror_gather_end(void);
 bool mirror_local_current(struct mvol *v);
 /* A read from a current peer. */
 int mirror_read(struct mvol *v, void *buf, uint32_t count, uint64_t offset);
+/* The allocation of [offset, offset+count) as a current peer describes it,
+ * for a node whose own copy is not current (its holes may be where the
+ * volume has data): as svol_extents, in at most max (and at most
+ * MWIRE_EXTENTS_MAX) extents. -EIO when no current peer answers. */
+int mirror_extents(struct mvol *v, uint32_t count, uint64_t offset, struct svol_extent *ext,
+                   unsigned max);
 
 /* ---- the agreed table (main loop) --------------------------------------- */
 

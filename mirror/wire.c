@@ -82,6 +82,8 @@ const char *mwire_type_name(int type)
         return "CSUM";
     case MW_DIRTY:
         return "DIRTY";
+    case MW_EXTENTS:
+        return "EXTENTS";
     case MW_REPLY:
         return "REPLY";
     default:
@@ -176,6 +178,19 @@ static int check_io(const struct mwire_header *h, const char **why)
     return 0;
 }
 
+/* A range to describe, and how many records the asker takes. */
+static int check_extents_request(const struct mwire_header *h, const char **why)
+{
+    if (h->length == 0)
+        return fail(-EBADMSG, why, "EXTENTS of length 0");
+    if (h->payload != 0)
+        return fail(-EBADMSG, why, "EXTENTS carries a payload");
+    if (h->arg == 0 || h->arg > MWIRE_EXTENTS_MAX)
+        return failf(-EBADMSG, why, "EXTENTS asks for %u records, not 1 to %u", h->arg,
+                     MWIRE_EXTENTS_MAX);
+    return 0;
+}
+
 static int check_reply(const struct mwire_header *h, const char **why)
 {
     if (h->arg > MWIRE_ERRNO_MAX)
@@ -206,6 +221,8 @@ static int check_type(const struct mwire_header *h, const char **why)
         if (h->payload != 0)
             return fail(-EBADMSG, why, "DIRTY carries a payload");
         return 0;
+    case MW_EXTENTS:
+        return check_extents_request(h, why);
     case MW_REPLY:
         return check_reply(h, why);
     default:
@@ -270,6 +287,17 @@ static int64_t reply_payload(const struct mwire_header *req)
     }
 }
 
+/* 1 to req->arg whole records. */
+static int check_extents_reply_size(const struct mwire_header *req, const struct mwire_header *rep,
+                                    const char **why)
+{
+    size_t rec = sizeof(struct mw_extent);
+    if (rep->payload % rec != 0 || rep->payload == 0 || rep->payload / rec > req->arg)
+        return failf(-EBADMSG, why, "REPLY to EXTENTS carries %u bytes, not 1 to %u records",
+                     rep->payload, req->arg);
+    return 0;
+}
+
 int mwire_check_reply(const struct mwire_header *req, const struct mwire_header *rep,
                       const char **why)
 {
@@ -286,9 +314,27 @@ int mwire_check_reply(const struct mwire_header *req, const struct mwire_header 
      * only ever refuses. */
     if (is_handshake(req->type))
         return failf(-EBADMSG, why, "REPLY to %s without an error", mwire_type_name(req->type));
+    if (req->type == MW_EXTENTS)
+        return check_extents_reply_size(req, rep, why);
     int64_t want = reply_payload(req);
     if (want >= 0 && rep->payload != want)
         return failf(-EBADMSG, why, "REPLY to %s carries %u bytes, not %lld",
                      mwire_type_name(req->type), rep->payload, (long long)want);
+    return 0;
+}
+
+int mwire_check_extents(const struct mwire_header *req, const struct mw_extent *e, size_t n,
+                        const char **why)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (e[i].length == 0)
+            return failf(-EBADMSG, why, "EXTENTS record %zu is empty", i);
+        if (e[i].flags & ~(MW_EXTENT_HOLE | MW_EXTENT_ZERO))
+            return failf(-EBADMSG, why, "EXTENTS record %zu has flags 0x%x", i, e[i].flags);
+        sum += e[i].length;
+        if (sum > req->length)
+            return failf(-EBADMSG, why, "EXTENTS records pass the %u bytes asked", req->length);
+    }
     return 0;
 }

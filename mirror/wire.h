@@ -8,13 +8,14 @@
  * payload, so a flipped bit in replicated data never reaches a peer's disk.
  *
  * A connection starts with the handshake (HELLO, CHALLENGE, AUTH, WELCOME;
- * see auth.h), then carries requests (WRITE, ZERO, FLUSH, READ, CSUM, DIRTY)
- * each answered by one REPLY echoing its id. Everything here is pure: the
- * connection code (elsewhere in mirror/) reads a header, checks it with
- * mwire_check_header() before trusting any field, reads the payload, and
- * checks that with mwire_check_payload(). A message that fails either check
- * ends the connection (docs/ARCHITECTURE.md, invariant 6); the static reason names the
- * problem for the log.
+ * see auth.h), then carries requests (WRITE, ZERO, FLUSH, READ, CSUM, DIRTY,
+ * EXTENTS) each answered by one REPLY echoing its id. Everything here is
+ * pure: the connection code (elsewhere in mirror/) reads a header, checks
+ * it with mwire_check_header() before trusting any field, reads the
+ * payload, and checks that with mwire_check_payload(). A message that
+ * fails either check ends the connection (docs/ARCHITECTURE.md, invariant
+ * 6); the static reason names the problem for the log. An EXTENTS reply's
+ * records are checked by the asker with mwire_check_extents().
  */
 #ifndef VSAN_MIRROR_WIRE_H
 #define VSAN_MIRROR_WIRE_H
@@ -30,24 +31,27 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 #define MWIRE_IO_MAX (32u << 20)    /* WRITE/READ length and any payload */
 #define MWIRE_CSUM_CHUNK (1u << 20) /* a CSUM reply has one uint64 per chunk */
 #define MWIRE_ERRNO_MAX 4095        /* a REPLY's arg is a positive errno */
+#define MWIRE_EXTENTS_MAX 1024      /* records in an EXTENTS reply (8 KiB) */
 
 enum mwire_type {
     MW_HELLO = 1, /* handshake, auth.h */
     MW_CHALLENGE = 2,
     MW_AUTH = 3,
     MW_WELCOME = 4,
-    MW_WRITE = 16, /* payload = data, payload == length */
-    MW_ZERO = 17,  /* WRITE_ZEROES/TRIM as a command: no payload */
-    MW_FLUSH = 18, /* no payload, offset = length = 0 */
-    MW_READ = 19,  /* no payload; the reply carries `length` bytes */
-    MW_CSUM = 20,  /* no payload; the reply carries one uint64 per MWIRE_CSUM_CHUNK */
-    MW_DIRTY = 21, /* no payload; the reply carries a dirty bitmap's bytes */
-    MW_REPLY = 32, /* payload depends on the request; arg = errno */
+    MW_WRITE = 16,   /* payload = data, payload == length */
+    MW_ZERO = 17,    /* WRITE_ZEROES/TRIM as a command: no payload */
+    MW_FLUSH = 18,   /* no payload, offset = length = 0 */
+    MW_READ = 19,    /* no payload; the reply carries `length` bytes */
+    MW_CSUM = 20,    /* no payload; the reply carries one uint64 per MWIRE_CSUM_CHUNK */
+    MW_DIRTY = 21,   /* no payload; the reply carries a dirty bitmap's bytes */
+    MW_EXTENTS = 22, /* no payload, arg = most records wanted; the reply
+                      * carries 1 to arg struct mw_extent */
+    MW_REPLY = 32,   /* payload depends on the request; arg = errno */
 };
 
 enum mwire_flags {
-    MW_F_FUA = 1,      /* WRITE, ZERO: durable before the reply */
-    MW_F_MAY_TRIM = 2, /* ZERO: a hole is fine */
+    MW_F_FUA = 1,       /* WRITE, ZERO: durable before the reply */
+    MW_F_MAY_TRIM = 2,  /* ZERO: a hole is fine */
     MW_F_RECONCILE = 4, /* WRITE: makes a lost region equal everywhere (engine.c) */
 };
 
@@ -60,7 +64,8 @@ struct mwire_header {
     uint32_t flags;       /* enum mwire_flags */
     uint64_t offset;      /* byte offset of the range */
     uint32_t length;      /* byte length of the range */
-    uint32_t arg;         /* DIRTY: the node whose bitmap; REPLY: positive errno, 0 = ok */
+    uint32_t arg;         /* DIRTY: the node whose bitmap; EXTENTS: most records
+                           * wanted; REPLY: positive errno, 0 = ok */
     uint32_t payload;     /* bytes that follow the header */
     uint32_t payload_crc; /* CRC32C of the payload (0 if none) */
     uint32_t header_crc;  /* CRC32C of the header with this field set to 0 */
@@ -91,6 +96,19 @@ struct mw_auth {
     uint8_t mac[MW_MAC_LEN];
 } __attribute__((packed));
 
+/* One record of an EXTENTS reply: the allocation of the next `length`
+ * bytes of the range asked, with the flags of NBD's base:allocation (a
+ * hole that reads zeroes is HOLE | ZERO, data 0). The records follow each
+ * other from the request's offset; together they cover a prefix of its
+ * range. */
+#define MW_EXTENT_HOLE 1u
+#define MW_EXTENT_ZERO 2u
+
+struct mw_extent {
+    uint32_t length; /* > 0 */
+    uint32_t flags;  /* MW_EXTENT_* */
+} __attribute__((packed));
+
 /* Zeroes h and sets magic, version, type and id. */
 void mwire_init(struct mwire_header *h, enum mwire_type type, uint64_t id);
 
@@ -113,6 +131,12 @@ int mwire_check_payload(const struct mwire_header *h, const void *payload, const
  * -EBADMSG with *why set. */
 int mwire_check_reply(const struct mwire_header *req, const struct mwire_header *rep,
                       const char **why);
+
+/* The records of a successful EXTENTS reply to req (through
+ * mwire_check_reply, so n is 1 to req->arg): each non-empty, with known
+ * flags, and no more than req's range in all. 0 or -EBADMSG with *why. */
+int mwire_check_extents(const struct mwire_header *req, const struct mw_extent *e, size_t n,
+                        const char **why);
 
 /* The payload of a successful CSUM reply covering length bytes. */
 uint32_t mwire_csum_reply_size(uint32_t length);

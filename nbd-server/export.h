@@ -86,8 +86,11 @@ struct nbd_export_ops {
     int (*cache)(void *h, uint32_t count, uint64_t offset, unsigned flags);
     /* Describes the allocation of [offset, offset+count) in at most max
      * extents, in order, starting at offset. The lengths sum to at least 1
-     * and at most count. Returns the number of extents written (>= 1). */
-    int (*extents)(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext, unsigned max);
+     * and at most count. Returns the number of extents written (>= 1).
+     * Flags: NOWAIT (a backend that must ask elsewhere, as a mirror whose
+     * own copy is not current asks a peer, says -EAGAIN). */
+    int (*extents)(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext, unsigned max,
+                   unsigned flags);
     /* Optional. The reading thread calls batch_begin before it runs
      * requests inline, and batch_end before it waits for more input or
      * runs one the slow way: a backend may gather the work of the requests

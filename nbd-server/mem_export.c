@@ -237,8 +237,9 @@ static int mem_cache(void *h, uint32_t count, uint64_t offset, unsigned flags)
 }
 
 static int mem_extents(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext,
-                       unsigned max)
+                       unsigned max, unsigned flags)
 {
+    (void)flags;
     struct mem_export *e = h;
     uint64_t end = offset + count;
     unsigned n = 0;

@@ -210,14 +210,19 @@ struct piece {
     bool hole;
 };
 
-/* Splits a READ into data and hole pieces; falls back to one data piece. */
-static unsigned plan_read(struct nbd_conn *c, const struct request *r, struct piece *pc)
+/* Splits a READ into data and hole pieces, into pc; how many. Falls back
+ * to one data piece when the backend cannot say, except that -EAGAIN (it
+ * would have to wait, and flags say NOWAIT) is returned. */
+static int plan_read(struct nbd_conn *c, const struct request *r, struct piece *pc, unsigned flags)
 {
     struct nbd_extent ext[READ_EXTENTS_MAX];
     unsigned n = 0;
     uint64_t off = r->offset, end = r->offset + r->length;
     if (c->structured && !(r->flags & NBD_CMD_FLAG_DF) && r->length >= SPARSE_READ_MIN) {
-        int ne = c->exp.ops->extents(c->exp.handle, r->length, r->offset, ext, READ_EXTENTS_MAX);
+        int ne =
+            c->exp.ops->extents(c->exp.handle, r->length, r->offset, ext, READ_EXTENTS_MAX, flags);
+        if (ne == -EAGAIN && (flags & NBD_IO_NOWAIT))
+            return ne;
         for (int i = 0; i < ne && off < end; i++) {
             uint64_t len = ext[i].length < end - off ? ext[i].length : end - off;
             bool hole = ext[i].flags & NBD_EXTENT_ZERO;
@@ -235,7 +240,7 @@ static unsigned plan_read(struct nbd_conn *c, const struct request *r, struct pi
         else
             pc[n++] = (struct piece){off, (uint32_t)(end - off), false};
     }
-    return n;
+    return (int)n;
 }
 
 static int read_pieces(struct nbd_conn *c, const struct request *r, char *buf,
@@ -297,25 +302,28 @@ static int do_read(struct nbd_conn *c, const struct request *r, struct buffer *b
     if (buffer_reserve(b, r->length) < 0)
         return send_error(c, r, NBD_ENOMEM);
     struct piece pc[READ_EXTENTS_MAX + 1];
-    unsigned n = plan_read(c, r, pc);
-    int e = read_pieces(c, r, b->p, pc, n, flags);
+    int n = plan_read(c, r, pc, flags);
+    int e = n < 0 ? n : read_pieces(c, r, b->p, pc, (unsigned)n, flags);
     if (e == -EAGAIN)
         return e;
     if (e < 0)
         return send_error(c, r, nbd_errno(e));
     if (c->structured)
-        return send_read_structured(c, r, b->p, pc, n);
+        return send_read_structured(c, r, b->p, pc, (unsigned)n);
     struct nbd_simple_reply h;
     simple_header(&h, r, 0);
     struct iovec iov[2] = {{&h, sizeof h}, {b->p, r->length}};
     return conn_send_own(c, iov, 2);
 }
 
-static int do_block_status(struct nbd_conn *c, const struct request *r)
+/* With NBD_IO_NOWAIT in flags, -EAGAIN when the backend would wait. */
+static int do_block_status(struct nbd_conn *c, const struct request *r, unsigned flags)
 {
     struct nbd_extent ext[STATUS_EXTENTS_MAX];
     unsigned max = r->flags & NBD_CMD_FLAG_REQ_ONE ? 1 : STATUS_EXTENTS_MAX;
-    int n = c->exp.ops->extents(c->exp.handle, r->length, r->offset, ext, max);
+    int n = c->exp.ops->extents(c->exp.handle, r->length, r->offset, ext, max, flags);
+    if (n == -EAGAIN && (flags & NBD_IO_NOWAIT))
+        return n;
     if (n < 0)
         return send_error(c, r, nbd_errno(n));
     struct {
@@ -375,7 +383,7 @@ static int execute(struct nbd_conn *c, const struct request *r, struct buffer *b
     if (r->type == NBD_CMD_READ)
         return do_read(c, r, b, flags);
     if (r->type == NBD_CMD_BLOCK_STATUS)
-        return do_block_status(c, r);
+        return do_block_status(c, r, flags);
     int e = run_simple_command(c, r, b->p, flags, NULL);
     if (e == -EAGAIN && (flags & NBD_IO_NOWAIT))
         return e;

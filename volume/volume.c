@@ -281,24 +281,35 @@ static int vol_trim(void *h, uint32_t count, uint64_t offset, unsigned flags, st
     return zero_guarded(h, count, offset, (flags & ~NBD_IO_FAST) | NBD_IO_MAY_TRIM, -EINVAL, a);
 }
 
-/* Readahead is asynchronous: fast whatever the flags. */
+/* Readahead is asynchronous: fast whatever the flags. A copy that is not
+ * current serves no reads (they go to a peer), so warming its stale data
+ * would only cost: the hint is then a no-op, which CACHE allows. */
 static int vol_cache(void *h, uint32_t count, uint64_t offset, unsigned flags)
 {
     struct volume *v = h;
     (void)flags;
     if (!in_range(v, count, offset))
         return -EINVAL;
+    if (v->mv && !mirror_local_current(v->mv))
+        return 0;
     return svol_cache(v->sv, count, offset);
 }
 
+/* A copy that is not current may have holes where the volume has data, so
+ * its allocation is asked of a current peer (a round trip: never inline). */
 static int vol_extents(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext,
-                       unsigned max)
+                       unsigned max, unsigned flags)
 {
     struct volume *v = h;
     if (count == 0 || max == 0 || !in_range(v, count, offset))
         return -EINVAL;
     struct svol_extent se[64];
-    int n = svol_extents(v->sv, count, offset, se, max < 64 ? max : 64);
+    max = max < 64 ? max : 64;
+    int n;
+    if (v->mv && !mirror_local_current(v->mv))
+        n = flags & NBD_IO_NOWAIT ? -EAGAIN : mirror_extents(v->mv, count, offset, se, max);
+    else
+        n = svol_extents(v->sv, count, offset, se, max);
     for (int i = 0; i < n; i++)
         ext[i] = (struct nbd_extent){.length = se[i].length,
                                      .flags = se[i].hole ? NBD_EXTENT_HOLE | NBD_EXTENT_ZERO : 0};

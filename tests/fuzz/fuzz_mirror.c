@@ -9,8 +9,8 @@
  * of exactly that size, so ASan sees any overread) through
  * mwire_check_payload(). Accepted messages drive one server side (HELLO,
  * AUTH) and one client side (CHALLENGE) of a handshake, and each REPLY is
- * matched against the message before it. Any refusal ends the stream, as it
- * ends a connection.
+ * matched against the message before it (an EXTENTS answer's records
+ * too). Any refusal ends the stream, as it ends a connection.
  *
  * Bit 1 set: the stream goes over TCP to a real mirror link (link.c) that
  * listens on loopback and serves requests with a fake backend: its
@@ -87,6 +87,24 @@ static int handshake(struct link *l, const struct mwire_header *h, const uint8_t
     }
 }
 
+/* A REPLY against the message before it, and an EXTENTS answer's records
+ * (copied, as the asker receives them into its own buffer). */
+static int check_reply(struct link *l, const struct mwire_header *h, const uint8_t *payload,
+                       const char **why)
+{
+    int ret = mwire_check_reply(&l->last, h, why);
+    if (ret < 0 || l->last.type != MW_EXTENTS || h->arg != 0)
+        return ret;
+    size_t n = h->payload / sizeof(struct mw_extent);
+    struct mw_extent *rec = malloc(n * sizeof *rec);
+    if (!rec)
+        abort();
+    memcpy(rec, payload, n * sizeof *rec);
+    ret = mwire_check_extents(&l->last, rec, n, why);
+    free(rec);
+    return ret;
+}
+
 /* Checks one message and acts on it; false ends the stream. */
 static bool message(struct link *l, struct mwire_header *h, const uint8_t *data, size_t avail,
                     bool seal)
@@ -105,7 +123,7 @@ static bool message(struct link *l, struct mwire_header *h, const uint8_t *data,
     memcpy(payload, data, h->payload);
     int ret = mwire_check_payload(h, payload, &why);
     if (ret == 0 && h->type == MW_REPLY)
-        ret = mwire_check_reply(&l->last, h, &why);
+        ret = check_reply(l, h, payload, &why);
     else if (ret == 0)
         ret = handshake(l, h, payload);
     l->last = *h;

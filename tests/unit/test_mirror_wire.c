@@ -50,6 +50,7 @@ Test(wire, type_names)
     cr_assert_str_eq(mwire_type_name(MW_WRITE), "WRITE");
     cr_assert_str_eq(mwire_type_name(MW_REPLY), "REPLY");
     cr_assert_str_eq(mwire_type_name(MW_HELLO), "HELLO");
+    cr_assert_str_eq(mwire_type_name(MW_EXTENTS), "EXTENTS");
     cr_assert_str_eq(mwire_type_name(99), "?");
     cr_assert_str_eq(mwire_type_name(0), "?");
 }
@@ -128,6 +129,9 @@ Test(wire, round_trip_every_type)
     expect_accept(make(MW_CSUM, 0, UINT32_MAX, 0), NULL);
     h = make(MW_DIRTY, 0, 0, 0);
     h.arg = 3;
+    expect_accept(h, NULL);
+    h = make(MW_EXTENTS, 0, UINT32_MAX, 0);
+    h.arg = MWIRE_EXTENTS_MAX;
     expect_accept(h, NULL);
     expect_accept(make(MW_REPLY, 0, 0, 100), data);
     h = make(MW_REPLY, 0, 0, 0);
@@ -362,6 +366,72 @@ Test(wire, reply_must_be_a_reply_with_the_same_id)
     mwire_init(&rep, MW_WRITE, req.id);
     cr_assert_eq(mwire_check_reply(&req, &rep, &why), -EBADMSG);
     cr_assert_str_eq(why, "expected a REPLY to FLUSH, got WRITE");
+}
+
+/* ---- EXTENTS: a bounded question, a strictly checked answer ---- */
+
+static struct mwire_header extents_req(uint64_t offset, uint32_t length, uint32_t max)
+{
+    struct mwire_header h = make(MW_EXTENTS, offset, length, 0);
+    h.arg = max;
+    return h;
+}
+
+Test(wire, extents_request_is_bounded)
+{
+    uint8_t data[8] = {0};
+    expect_accept(extents_req(1 << 20, 64 * 1024, 1), NULL);
+    expect_reject(extents_req(0, 0, 16), NULL, -EBADMSG, "EXTENTS of length 0");
+    expect_reject(extents_req(0, 4096, 0), NULL, -EBADMSG,
+                  "EXTENTS asks for 0 records, not 1 to 1024");
+    expect_reject(extents_req(0, 4096, MWIRE_EXTENTS_MAX + 1), NULL, -EBADMSG,
+                  "EXTENTS asks for 1025 records, not 1 to 1024");
+    struct mwire_header h = extents_req(0, 4096, 16);
+    h.payload = sizeof data;
+    expect_reject(h, data, -EBADMSG, "EXTENTS carries a payload");
+    h = extents_req(0, 4096, 16);
+    h.flags = MW_F_FUA;
+    expect_reject(h, NULL, -EBADMSG, "flags 0x1 not valid for EXTENTS");
+    expect_reject(extents_req(INT64_MAX - 100, 4096, 16), NULL, -EBADMSG, "range overflows");
+}
+
+Test(wire, extents_reply_carries_one_to_arg_records)
+{
+    const char *why;
+    struct mwire_header req = extents_req(0, MIB, 4);
+    size_t rec = sizeof(struct mw_extent);
+    cr_assert_eq(rec, 8);
+    cr_assert_eq(reply_check(req, rec, 0, &why), 0);
+    cr_assert_eq(reply_check(req, 4 * rec, 0, &why), 0);
+    cr_assert_eq(reply_check(req, 0, ESTALE, &why), 0, "a stale copy refuses");
+    cr_assert_eq(reply_check(req, 0, 0, &why), -EBADMSG);
+    cr_assert_str_eq(why, "REPLY to EXTENTS carries 0 bytes, not 1 to 4 records");
+    cr_assert_eq(reply_check(req, 5 * rec, 0, &why), -EBADMSG);
+    cr_assert_str_eq(why, "REPLY to EXTENTS carries 40 bytes, not 1 to 4 records");
+    cr_assert_eq(reply_check(req, 12, 0, &why), -EBADMSG);
+    cr_assert_str_eq(why, "REPLY to EXTENTS carries 12 bytes, not 1 to 4 records");
+}
+
+Test(wire, extents_records_are_checked)
+{
+    const char *why = NULL;
+    struct mwire_header req = extents_req(4096, 3 * 4096, 8);
+    struct mw_extent ok[] = {{4096, 0}, {4096, MW_EXTENT_HOLE | MW_EXTENT_ZERO}, {4096, 0}};
+    cr_assert_eq(mwire_check_extents(&req, ok, 3, &why), 0, "%s", why);
+    cr_assert_eq(mwire_check_extents(&req, ok, 1, &why), 0, "a prefix of the range will do");
+    struct mw_extent empty[] = {{4096, 0}, {0, 0}};
+    cr_assert_eq(mwire_check_extents(&req, empty, 2, &why), -EBADMSG);
+    cr_assert_str_eq(why, "EXTENTS record 1 is empty");
+    struct mw_extent flags[] = {{4096, 4}};
+    cr_assert_eq(mwire_check_extents(&req, flags, 1, &why), -EBADMSG);
+    cr_assert_str_eq(why, "EXTENTS record 0 has flags 0x4");
+    struct mw_extent past[] = {{2 * 4096, 0}, {4096 + 1, 0}};
+    cr_assert_eq(mwire_check_extents(&req, past, 2, &why), -EBADMSG);
+    cr_assert_str_eq(why, "EXTENTS records pass the 12288 bytes asked");
+    /* lengths that would wrap a 32-bit sum are still caught */
+    struct mwire_header big = extents_req(0, UINT32_MAX, 8);
+    struct mw_extent wrap[] = {{UINT32_MAX, 0}, {2, 0}};
+    cr_assert_eq(mwire_check_extents(&big, wrap, 2, &why), -EBADMSG);
 }
 
 /* ---- the handshake ---- */

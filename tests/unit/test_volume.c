@@ -186,7 +186,7 @@ static void expect_zero(struct nbd_export *exp, uint64_t off, uint32_t len)
 static int extents(struct nbd_export *exp, uint64_t off, uint32_t len, struct nbd_extent *ext,
                    unsigned max)
 {
-    int n = exp->ops->extents(exp->handle, len, off, ext, max);
+    int n = exp->ops->extents(exp->handle, len, off, ext, max, 0);
     cr_assert_geq(n, 1, "extents: %s", strerror(-n));
     uint64_t sum = 0;
     for (int i = 0; i < n; i++)
@@ -513,7 +513,7 @@ Test(volume_io, out_of_range_refused)
     cr_assert_eq(exp.ops->zero(h, 4096, MiB, NBD_IO_MAY_TRIM, NULL), -ENOSPC);
     cr_assert_eq(exp.ops->trim(h, 4096, MiB, 0, NULL), -EINVAL);
     cr_assert_eq(exp.ops->cache(h, 4096, MiB, 0), -EINVAL);
-    cr_assert_eq(exp.ops->extents(h, 4096, MiB, ext, 4), -EINVAL);
+    cr_assert_eq(exp.ops->extents(h, 4096, MiB, ext, 4, 0), -EINVAL);
     struct stat sb;
     struct volume_info a = info_of("a");
     cr_assert_eq(stat(data_path(&a), &sb), 0);
