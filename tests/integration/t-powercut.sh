@@ -18,6 +18,13 @@
 #  3. The other faults: with "eio" a FUA write fails with EIO; with "hang"
 #     one waits (while vsand answers other clients) until "ok".
 # timeout: 180
+
+# In a mount namespace of its own: a namespace made meanwhile (the lab's
+# `ip netns exec`) would copy the fault layer's mount and keep it alive
+# after the unmount here, and the mounts go with the test however it ends.
+if [ -z "${VT_OWN_MOUNTS:-}" ]; then
+    VT_OWN_MOUNTS=1 exec unshare --mount --propagation private bash "$0" "$@"
+fi
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 vt_init
