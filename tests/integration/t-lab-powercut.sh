@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # t-lab-powercut: a whole-cluster power cut (servers on one circuit) on a
 # 3-node lab, each node's data dir on its own faultfs (tests/tools/faultfs.c,
-# mounted over the dir itself). Writes through all three nodes: FLUSHed
-# ones through n1, FUA ones through n2, plain ones through n3; a second
-# volume created and resized. Then every fault layer crashes at once
+# mounted over the dir itself). Writes through all three nodes: FUA ones
+# through n2, then FLUSHed ones through n1, then plain ones through n3; a
+# second volume created and resized. Then every fault layer crashes at once
 # (dropping all that was not fsynced, and directory changes not made
 # durable) and every node stops (corosync and vsand SIGKILLed, `lab stop`).
 # Read straight from the three disks, before any vsand runs again: every
@@ -88,7 +88,16 @@ UUID=$(vs 1 'd["uuid"]')
 KEEP_UUID=$(LAB_VOL=keep vs 1 'd["uuid"]')
 table 1 >"$T/table" || lab_fail "volume list on n1 failed"
 
-log "FLUSHed writes through n1, FUA through n2, plain through n3"
+# FUA first: FUSE's FSYNC has no range, so a FUA write makes every earlier
+# write to the file durable (see faultfs.c), FLUSHed ones included.
+log "FUA writes through n2, then FLUSHed ones through n1, plain ones through n3"
+lab_nbdpy 2 "$("$LAB" addr 2)/m" <<'PY' || lab_fail "the FUA writes failed"
+import sys
+from nbdtest import *
+h = connect_nbd(sys.argv[1])
+h.pwrite(pattern(3, 1 << 20), 20 << 20, nbd.CMD_FLAG_FUA)
+h.pwrite(pattern(4, 4096), (63 << 20) + 4096, nbd.CMD_FLAG_FUA)
+PY
 lab_nbdpy 1 "$("$LAB" addr 1)/m" <<'PY' || lab_fail "the FLUSHed writes failed"
 import sys
 from nbdtest import *
@@ -96,13 +105,6 @@ h = connect_nbd(sys.argv[1])
 h.pwrite(pattern(1, 1 << 20), 0)
 h.pwrite(pattern(2, 3 << 20), (9 << 20) + 512)
 h.flush()
-PY
-lab_nbdpy 2 "$("$LAB" addr 2)/m" <<'PY' || lab_fail "the FUA writes failed"
-import sys
-from nbdtest import *
-h = connect_nbd(sys.argv[1])
-h.pwrite(pattern(3, 1 << 20), 20 << 20, nbd.CMD_FLAG_FUA)
-h.pwrite(pattern(4, 4096), (63 << 20) + 4096, nbd.CMD_FLAG_FUA)
 PY
 lab_nbdpy 3 "$("$LAB" addr 3)/m" <<'PY' || lab_fail "the plain writes failed"
 import sys
