@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # t-lab-powercut: a whole-cluster power cut (servers on one circuit) on a
 # 3-node lab, each node's data dir on its own faultfs (tests/tools/faultfs.c,
-# mounted over the dir itself). Writes through all three nodes: FUA ones
-# through n2, then FLUSHed ones through n1, then plain ones through n3; a
-# second volume created and resized. Then every fault layer crashes at once
+# mounted over the dir itself). A volume keep created and resized, FUA
+# writes to it through n2; FLUSHed writes to a volume m through n1, then
+# plain ones through n3. Then every fault layer crashes at once
 # (dropping all that was not fsynced, and directory changes not made
 # durable) and every node stops (corosync and vsand SIGKILLed, `lab stop`).
 # Read straight from the three disks, before any vsand runs again: every
@@ -88,15 +88,16 @@ UUID=$(vs 1 'd["uuid"]')
 KEEP_UUID=$(LAB_VOL=keep vs 1 'd["uuid"]')
 table 1 >"$T/table" || lab_fail "volume list on n1 failed"
 
-# FUA first: FUSE's FSYNC has no range, so a FUA write makes every earlier
-# write to the file durable (see faultfs.c), FLUSHed ones included.
-log "FUA writes through n2, then FLUSHed ones through n1, plain ones through n3"
-lab_nbdpy 2 "$("$LAB" addr 2)/m" <<'PY' || lab_fail "the FUA writes failed"
+# FUA and FLUSH go to different volumes: FUSE's FSYNC has no range, so a
+# FUA write makes every earlier write to its file durable (see faultfs.c),
+# and a FLUSH every FUA write before it.
+log "FUA writes to keep through n2, FLUSHed ones to m through n1, then plain ones to m through n3"
+lab_nbdpy 2 "$("$LAB" addr 2)/keep" <<'PY' || lab_fail "the FUA writes failed"
 import sys
 from nbdtest import *
 h = connect_nbd(sys.argv[1])
-h.pwrite(pattern(3, 1 << 20), 20 << 20, nbd.CMD_FLAG_FUA)
-h.pwrite(pattern(4, 4096), (63 << 20) + 4096, nbd.CMD_FLAG_FUA)
+h.pwrite(pattern(3, 1 << 20), 0, nbd.CMD_FLAG_FUA)
+h.pwrite(pattern(4, 4096), (20 << 20) + 4096, nbd.CMD_FLAG_FUA)
 PY
 lab_nbdpy 1 "$("$LAB" addr 1)/m" <<'PY' || lab_fail "the FLUSHed writes failed"
 import sys
@@ -147,8 +148,16 @@ with open(sys.argv[1], "rb") as f:
         return f.read(n)
     check(at(0, 1 << 20) == pattern(1, 1 << 20), "the FLUSHed MiB at 0 is not on this disk")
     check(at((9 << 20) + 512, 3 << 20) == pattern(2, 3 << 20), "the FLUSHed 3 MiB are not on this disk")
-    check(at(20 << 20, 1 << 20) == pattern(3, 1 << 20), "the FUA MiB is not on this disk")
-    check(at((63 << 20) + 4096, 4096) == pattern(4, 4096), "the FUA block is not on this disk")
+PY
+    PYTHONPATH="$VT_DIR" "$PY" - "$dir/volumes/$KEEP_UUID.data" <<'PY' || lab_fail "n$1: data lost in the cut"
+import sys
+from nbdtest import *
+with open(sys.argv[1], "rb") as f:
+    def at(off, n):
+        f.seek(off)
+        return f.read(n)
+    check(at(0, 1 << 20) == pattern(3, 1 << 20), "the FUA MiB is not on this disk")
+    check(at((20 << 20) + 4096, 4096) == pattern(4, 4096), "the FUA block past keep's first end is not on this disk")
 PY
 }
 for i in $NODES; do
@@ -168,15 +177,17 @@ for i in $NODES; do
     diff "$T/table" "$T/table.n$i" >&2 || lab_fail "n$i's volume table changed across the cut"
 done
 wait_until 120 every_node_current m || lab_fail "m not current on every node after the cut: $(states 1)"
+wait_until 120 every_node_current keep || lab_fail "keep not current on every node after the cut"
 for i in $NODES; do
-    lab_nbdpy "$i" "$("$LAB" addr "$i")/m" <<'PY' || lab_fail "n$i: reads after the cut differ"
+    lab_nbdpy "$i" "$("$LAB" addr "$i")" <<'PY' || lab_fail "n$i: reads after the cut differ"
 import sys
 from nbdtest import *
-h = connect_nbd(sys.argv[1])
-check(h.pread(1 << 20, 0) == pattern(1, 1 << 20), "the FLUSHed MiB at 0")
-check(h.pread(3 << 20, (9 << 20) + 512) == pattern(2, 3 << 20), "the FLUSHed 3 MiB")
-check(h.pread(1 << 20, 20 << 20) == pattern(3, 1 << 20), "the FUA MiB")
-check(h.pread(4096, (63 << 20) + 4096) == pattern(4, 4096), "the FUA block")
+m = connect_nbd(sys.argv[1] + "/m")
+check(m.pread(1 << 20, 0) == pattern(1, 1 << 20), "the FLUSHed MiB at 0")
+check(m.pread(3 << 20, (9 << 20) + 512) == pattern(2, 3 << 20), "the FLUSHed 3 MiB")
+k = connect_nbd(sys.argv[1] + "/keep")
+check(k.pread(1 << 20, 0) == pattern(3, 1 << 20), "the FUA MiB")
+check(k.pread(4096, (20 << 20) + 4096) == pattern(4, 4096), "the FUA block")
 PY
 done
 log "ok"
