@@ -50,6 +50,7 @@ faultfs_mount() {
 faultfs_unmount() {
     wait_until 10 fuse_unmount "$(data_dir "$1")" || die "n$1: fusermount3 -u failed"
     wait_until 10 proc_gone "${FAULTFS_PID[$1]}" || die "n$1: faultfs did not exit after unmount"
+    wait "${FAULTFS_PID[$1]}" || die "n$1: faultfs exited with status $?"
 }
 
 # "NAME SIZE UUID" per volume of node I, sorted.

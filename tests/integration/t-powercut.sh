@@ -51,6 +51,7 @@ power_cut() {
     log "$(tail -n 2 "$T/faultfs$MOUNTS.out" | head -n 1)"
     wait_until 10 fuse_unmount "$DATA" || die "fusermount3 -u $DATA failed"
     wait_until 10 proc_gone "$FAULTFS_PID" || die "faultfs did not exit after unmount"
+    wait "$FAULTFS_PID" || die "faultfs exited with status $?: $(cat "$T/faultfs$MOUNTS.out")"
     faultfs_mount
 }
 
