@@ -118,6 +118,14 @@ $(CLUSTER_PROBE): tests/tools/cluster_probe.c \
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The FUSE fault layer for power cuts and failing disks (t-powercut.sh).
+FAULTFS := $(B)/tests/faultfs
+$(FAULTFS): $(call obj,tests/tools/faultfs.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs fuse3) -pthread
+
+$(B)/obj/tests/tools/faultfs.o: CFLAGS += $(shell pkg-config --cflags fuse3)
+
 # The lost-write checker (tests/checker/): writers with failover over NBD,
 # and the verification of the replicas against their journal.
 CHECKER_SRCS := tests/checker/block.c tests/checker/journal.c tests/checker/writer.c \
@@ -136,7 +144,7 @@ $(B)/tests/test_engine: $(call obj,tests/unit/fake_cluster.c tests/unit/mirror_p
 $(B)/tests/test_checker_block: $(call obj,tests/checker/block.c)
 $(B)/tests/test_checker_journal: $(call obj,tests/checker/journal.c)
 
-integration: all $(CLUSTER_PROBE) $(CHECKER)
+integration: all $(CLUSTER_PROBE) $(CHECKER) $(FAULTFS)
 	@tests/integration/run-all.sh $(B)
 
 check: deps
@@ -144,7 +152,7 @@ check: deps
 	@echo "make check: all test suites passed"
 
 check-long: deps
-	@$(MAKE) --no-print-directory all $(CLUSTER_PROBE) $(CHECKER)
+	@$(MAKE) --no-print-directory all $(CLUSTER_PROBE) $(CHECKER) $(FAULTFS)
 	@VT_LONG=1 tests/integration/run-all.sh $(B)
 
 SOAK_SECONDS ?= 600
