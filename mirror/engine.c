@@ -5,6 +5,7 @@
  * ones go one after the other), and the state of this replica's resync.
  */
 #include "mirror/engine.h"
+#include "common/clock.h"
 
 #include "store/bitmap.h"
 #include "mirror/link.h"
@@ -1756,24 +1757,6 @@ static void consider_reconcile(struct mvol *v)
 
 /* ---- workers ------------------------------------------------------------------ */
 
-static struct timespec now_plus(unsigned ms)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += ms / 1000;
-    t.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (t.tv_nsec >= 1000000000L) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000L;
-    }
-    return t;
-}
-
-static bool before(const struct timespec *a, const struct timespec *b)
-{
-    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
-}
-
 /* Queues fn(v) for a worker, not before after_ms, holding a reference to
  * v until it has run. */
 static int queue_job(struct mvol *v, void (*fn)(struct mvol *v), unsigned after_ms)
@@ -1782,7 +1765,7 @@ static int queue_job(struct mvol *v, void (*fn)(struct mvol *v), unsigned after_
     struct job *j = malloc(sizeof *j);
     if (!j)
         return -ENOMEM;
-    *j = (struct job){.fn = fn, .v = v, .due = now_plus(after_ms)};
+    *j = (struct job){.fn = fn, .v = v, .due = clock_after_ms(after_ms)};
     mvol_ref(v);
     pthread_mutex_lock(&m->qmu);
     *m->jobs_tail = j;
@@ -1796,22 +1779,22 @@ static int queue_job(struct mvol *v, void (*fn)(struct mvol *v), unsigned after_
  * the earliest one is (in *next). */
 static struct job *take_due(struct mirror *m, struct timespec *next)
 {
-    struct timespec now = now_plus(0);
+    struct timespec now = clock_after_ms(0);
     bool any = false;
     for (struct job **p = &m->jobs; *p; p = &(*p)->next) {
         struct job *j = *p;
-        if (!before(&now, &j->due)) {
+        if (!clock_before(&now, &j->due)) {
             *p = j->next;
             if (m->jobs_tail == &j->next)
                 m->jobs_tail = p;
             return j;
         }
-        if (!any || before(&j->due, next))
+        if (!any || clock_before(&j->due, next))
             *next = j->due;
         any = true;
     }
     if (!any)
-        *next = now_plus(60000);
+        *next = clock_after_ms(60000);
     return NULL;
 }
 

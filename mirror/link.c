@@ -1,5 +1,6 @@
 /* link.c - the mirror link's connections (see link.h for the design). */
 #include "mirror/link.h"
+#include "common/clock.h"
 
 #include "mirror/stream.h"
 #include "common/netaddr.h"
@@ -203,15 +204,7 @@ static void refuse(struct mlink_conn *c, uint64_t id, int err, const char *why)
  * it, so a peer trickling bytes holds its slot no longer than that. */
 static struct timespec handshake_deadline(const struct mlink *l)
 {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += l->p.timeout_ms / 1000;
-    t.tv_nsec += (long)(l->p.timeout_ms % 1000) * 1000000L;
-    if (t.tv_nsec >= 1000000000L) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000L;
-    }
-    return t;
+    return clock_after_ms(l->p.timeout_ms);
 }
 
 /* Reads the handshake message of type want, whose payload is exactly size
@@ -639,14 +632,7 @@ static int client_handshake(struct peer *p, int fd, char *err, size_t errlen)
 /* Waits ms, or until the peer's wanted state changes or the link stops. */
 static void peer_pause(struct peer *p, unsigned ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = clock_after_ms(ms);
     pthread_mutex_lock(&p->mu);
     bool wanted = p->wanted;
     while (!p->l->stopping && p->wanted == wanted &&

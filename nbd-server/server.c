@@ -13,6 +13,7 @@
  * the rest are disconnected.
  */
 #include "nbd-server/conn.h"
+#include "common/clock.h"
 #include "common/netaddr.h"
 
 #include <arpa/inet.h>
@@ -322,13 +323,7 @@ static void handshake_slot_free(struct nbd_server *srv)
 static int handshake(struct nbd_conn *c)
 {
     unsigned ms = c->cfg->handshake_timeout_ms;
-    clock_gettime(CLOCK_MONOTONIC, &c->deadline);
-    c->deadline.tv_sec += ms / 1000;
-    c->deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (c->deadline.tv_nsec >= 1000000000L) {
-        c->deadline.tv_sec++;
-        c->deadline.tv_nsec -= 1000000000L;
-    }
+    c->deadline = clock_after_ms(ms);
     c->handshaking = true;
     int r = nbd_handshake(c);
     c->handshaking = false;
@@ -564,14 +559,7 @@ void nbd_server_shutdown(struct nbd_server *srv)
 {
     atomic_store(&srv->shutting_down, true);
     stop_listeners(srv);
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += srv->cfg.shutdown_grace_ms / 1000;
-    deadline.tv_nsec += (long)(srv->cfg.shutdown_grace_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = clock_after_ms(srv->cfg.shutdown_grace_ms);
     wait_connections(srv, &deadline);
     pthread_mutex_lock(&srv->lock);
     if (srv->nconns > 0)

@@ -1,6 +1,7 @@
 /* protocol.c - the policing protocol of one node (see protocol.h for the
  * design: agreed stream, sync rounds, the write path). */
 #include "policing/protocol.h"
+#include "common/clock.h"
 #include "policing/syncstream.h"
 
 #include <errno.h>
@@ -212,17 +213,6 @@ static void carry_out(struct policing *pc, struct pol_actions *a)
 
 /* ---- the write path ----------------------------------------------------- */
 
-static void deadline_after(struct timespec *ts, unsigned ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 /* With the lock held: 0 once quorate, else -EIO (or -EAGAIN for nowait
  * callers in suspend mode, who will come back and wait). */
 static int wait_quorum(struct policing *pc, bool nowait)
@@ -233,8 +223,7 @@ static int wait_quorum(struct policing *pc, bool nowait)
         return -EIO;
     if (nowait)
         return -EAGAIN;
-    struct timespec deadline;
-    deadline_after(&deadline, pc->p.suspend_timeout_ms);
+    struct timespec deadline = clock_after_ms(pc->p.suspend_timeout_ms);
     while (!pc->quorate && !pc->stopping)
         if (pthread_cond_timedwait(&pc->cond, &pc->lock, &deadline) == ETIMEDOUT)
             break;
@@ -1103,8 +1092,7 @@ int policing_volume_delete(struct policing *pc, const char *name, policing_done_
  * at most REPLICA_WAIT_MS. */
 static int wait_replica_applied(struct policing *pc, uint64_t tag)
 {
-    struct timespec deadline;
-    deadline_after(&deadline, REPLICA_WAIT_MS);
+    struct timespec deadline = clock_after_ms(REPLICA_WAIT_MS);
     bool late = false;
     while (pc->replica_applied < tag && !pc->stopping && !late)
         late = pthread_cond_timedwait(&pc->cond, &pc->lock, &deadline) == ETIMEDOUT;
