@@ -107,3 +107,14 @@ now_ms() {
 lab_nbdpy() {
     "$LAB" exec "$1" env PYTHONPATH="$VT_DIR" timeout 30 "$PY" - "${@:2}"
 }
+
+# identical LABEL: the md5 of every node's copy of $LAB_VOL (default m) on
+# a 3-node lab must be the same; fails the test naming LABEL if not.
+identical() {
+    local uuid sums
+    uuid=$(vs 1 'd["uuid"]')
+    sums=$(md5sum "$VSAN_LAB_DIR"/n[123]/data/volumes/"$uuid".data | awk '{print $1}' | sort -u)
+    [ "$(echo "$sums" | wc -l)" -eq 1 ] ||
+        lab_fail "$1: replicas differ: $(md5sum "$VSAN_LAB_DIR"/n[123]/data/volumes/"$uuid".data)"
+    log "$1: the three replicas are byte-identical"
+}

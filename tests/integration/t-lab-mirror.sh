@@ -40,16 +40,6 @@ all_current() {
     done
 }
 
-# The md5 of every node's copy of m must be the same.
-identical() {
-    local uuid sums
-    uuid=$(vs 1 'd["uuid"]')
-    sums=$(md5sum "$VSAN_LAB_DIR"/n[123]/data/volumes/"$uuid".data | awk '{print $1}' | sort -u)
-    [ "$(echo "$sums" | wc -l)" -eq 1 ] ||
-        lab_fail "$1: replicas differ: $(md5sum "$VSAN_LAB_DIR"/n[123]/data/volumes/"$uuid".data)"
-    log "$1: the three replicas are byte-identical"
-}
-
 # Bytes node 3's last resync copied (its log says so when it is done).
 copied() {
     grep -o 'resync done: [0-9]* bytes' "$VSAN_LAB_DIR/n$1/vsand.log" | tail -n 1 | awk '{print $3}'

@@ -28,15 +28,6 @@ vt_init
 MiB=$((1024 * 1024))
 LAB_VOL=r
 
-identical() {
-    local uuid sums
-    uuid=$(vs 1 'd["uuid"]')
-    sums=$(md5sum "$VSAN_LAB_DIR"/n[123]/data/volumes/"$uuid".data | awk '{print $1}' | sort -u)
-    [ "$(echo "$sums" | wc -l)" -eq 1 ] ||
-        lab_fail "$1: replicas differ: $(md5sum "$VSAN_LAB_DIR"/n[123]/data/volumes/"$uuid".data)"
-    log "$1: the three replicas are byte-identical"
-}
-
 # write I OFFSET LENGTH SEED: a pattern written and flushed through node I.
 write() {
     lab_nbdpy "$1" "$("$LAB" addr "$1")/r" "$2" "$3" "$4" <<'EOF' || lab_fail "write through n$1 at $2 failed"
