@@ -5,16 +5,15 @@
  * drive both).
  *
  *   checker --targets URI[,URI...] --volume-size N --writers W --seconds S --log FILE
- *           [--readers R] [--op-timeout-ms MS] [--resend-ms MS] [--rotate-ms MS]
- *           [--seed N] [-v]
+ *           [--readers R] [--read-pause-ms MS] [--op-timeout-ms MS] [--resend-ms MS]
+ *           [--rotate-ms MS] [--seed N] [-v]
  *   checker --verify --log FILE --files F1[,F2...] [--region-size N] [--cycles N]
  *
- * R is one reader per target by default. A run prints "checker: run: ..."
- * with its totals and exits 1 if any write went unacknowledged for the
- * whole resend budget or any read broke the readers' rule. A verification
- * prints one line, "checker: cycles=C acknowledged=A lost=L divergent=D
- * reads=R stale=S" (S: the run's reads that broke the rule), and exits 1
- * if L, D or S is not 0. Usage errors exit 2. Details go to stderr.
+ * R is one reader per target by default, each pausing MS (5) after a read. A run prints "checker:
+ * run: ..." with its totals and exits 1 if any write went unacknowledged for the whole resend
+ * budget or any read broke the readers' rule. A verification prints one line, "checker: cycles=C
+ * acknowledged=A lost=L divergent=D reads=R stale=S" (S: the run's reads that broke the rule), and
+ * exits 1 if L, D or S is not 0. Usage errors exit 2. Details go to stderr.
  */
 #include "tests/checker/journal.h"
 #include "tests/checker/verify.h"
@@ -46,6 +45,7 @@ struct options {
     uint64_t region_size;
     uint64_t writers;
     uint64_t readers;
+    uint64_t read_pause_ms;
     uint64_t seconds;
     uint64_t cycles;
     uint64_t op_timeout_ms;
@@ -60,13 +60,14 @@ static struct chk_run *running; /* for the signal handler */
 
 static void usage(FILE *f)
 {
-    fputs("usage: checker --targets URI[,URI...] --volume-size N --writers W --seconds S "
-          "--log FILE\n"
-          "               [--readers R] [--op-timeout-ms MS] [--resend-ms MS] [--rotate-ms MS]\n"
-          "               [--seed N] [-v]\n"
-          "       checker --verify --log FILE --files F1[,F2...] [--region-size N] "
-          "[--cycles N]\n",
-          f);
+    fputs(
+        "usage: checker --targets URI[,URI...] --volume-size N --writers W --seconds S "
+        "--log FILE\n"
+        "               [--readers R] [--read-pause-ms MS] [--op-timeout-ms MS] [--resend-ms MS]\n"
+        "               [--rotate-ms MS] [--seed N] [-v]\n"
+        "       checker --verify --log FILE --files F1[,F2...] [--region-size N] "
+        "[--cycles N]\n",
+        f);
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -101,6 +102,7 @@ enum {
     OPT_REGION_SIZE,
     OPT_WRITERS,
     OPT_READERS,
+    OPT_READ_PAUSE,
     OPT_SECONDS,
     OPT_CYCLES,
     OPT_OP_TIMEOUT,
@@ -118,6 +120,7 @@ static const struct option longopts[] = {
     {"region-size", required_argument, NULL, OPT_REGION_SIZE},
     {"writers", required_argument, NULL, OPT_WRITERS},
     {"readers", required_argument, NULL, OPT_READERS},
+    {"read-pause-ms", required_argument, NULL, OPT_READ_PAUSE},
     {"seconds", required_argument, NULL, OPT_SECONDS},
     {"cycles", required_argument, NULL, OPT_CYCLES},
     {"op-timeout-ms", required_argument, NULL, OPT_OP_TIMEOUT},
@@ -146,6 +149,8 @@ static int parse_one(struct options *o, int c, char *arg)
         return parse_size("--writers", arg, &o->writers);
     case OPT_READERS:
         return parse_size("--readers", arg, &o->readers);
+    case OPT_READ_PAUSE:
+        return parse_size("--read-pause-ms", arg, &o->read_pause_ms);
     case OPT_SECONDS:
         return parse_size("--seconds", arg, &o->seconds);
     case OPT_CYCLES:
@@ -189,7 +194,7 @@ static int check_options(const struct options *o)
         return usage_error("%s",
                            "--volume-size: a multiple of 4096, one block per writer at least");
     if (o->seconds > UINT32_MAX || o->op_timeout_ms == 0 || o->op_timeout_ms > INT32_MAX ||
-        o->resend_ms > UINT32_MAX || o->rotate_ms > UINT32_MAX)
+        o->resend_ms > UINT32_MAX || o->rotate_ms > UINT32_MAX || o->read_pause_ms > 60000)
         return usage_error("%s", "a time out of range");
     return 0;
 }
@@ -199,6 +204,7 @@ static int parse_options(struct options *o, int argc, char **argv)
     int c;
 
     *o = (struct options){.readers = UINT64_MAX, /* one per target unless given */
+                          .read_pause_ms = 5,
                           .region_size = 4u << 20,
                           .op_timeout_ms = 5000,
                           .resend_ms = 60000,
@@ -248,7 +254,8 @@ static int do_run(const struct options *o)
                           .seed = o->seed,
                           .journal = &j,
                           .log_path = o->log,
-                          .readers = (unsigned)o->readers};
+                          .readers = (unsigned)o->readers,
+                          .read_pause_ms = (unsigned)o->read_pause_ms};
     int r = chk_journal_init(&j, o->volume_size, (uint32_t)o->writers);
 
     if (r < 0) {

@@ -99,7 +99,10 @@ static void reader_step(struct reader *rd)
 {
     struct chk_journal *j = rd->run->journal;
     unsigned max = j->nblocks < MAX_READ_BLOCKS ? (unsigned)j->nblocks : MAX_READ_BLOCKS;
-    unsigned n = 1 + (unsigned)(xorshift(&rd->rng) % max);
+    /* 1, 2, 4 ... 64 blocks, each as often: mostly small reads, some
+     * large enough to be answered in structured chunks. */
+    unsigned n = 1u << (xorshift(&rd->rng) % 7);
+    n = n > max ? max : n;
     uint64_t first = xorshift(&rd->rng) % (j->nblocks - n + 1);
     unsigned timeout = rd->run->op_timeout_ms;
     int r = chk_conn_open_p(&rd->conn) ? 0 : chk_conn_open(&rd->conn, timeout);
@@ -127,8 +130,10 @@ static void *reader_main(void *arg)
 {
     struct reader *rd = arg;
 
-    while (!__atomic_load_n(&rd->run->stop, __ATOMIC_RELAXED))
+    while (!__atomic_load_n(&rd->run->stop, __ATOMIC_RELAXED)) {
         reader_step(rd);
+        chk_sleep_ms(rd->run->read_pause_ms);
+    }
     chk_conn_close(&rd->conn);
     return NULL;
 }

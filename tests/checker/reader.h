@@ -8,7 +8,9 @@
  * every way in is read all along, through a node that is away, rejoining
  * or resyncing too; after an error it reconnects to the same target. A
  * read covers 1 to 64 blocks at a random place: large reads are answered
- * in structured chunks (data and holes), small ones in one piece. The
+ * in structured chunks (data and holes), small ones in one piece. A
+ * reader pauses read_pause_ms after each read, so that the readers do not
+ * starve the writers (and the nodes' resyncs) of the machine. The
  * totals go to the journal (reads, stale); the first violations are
  * logged in detail.
  */

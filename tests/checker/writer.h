@@ -32,6 +32,7 @@ struct chk_run {
     bool stop;                   /* set (atomically) to end the run early */
     uint64_t failovers;          /* target changes after an error */
     unsigned readers;            /* reader threads (reader.h), one per target in turn */
+    unsigned read_pause_ms;      /* each reader's pause after a read */
     uint64_t read_failures;      /* reads that got an error or no answer */
 };
 
