@@ -127,8 +127,10 @@ $(FAULTFS): $(call obj,tests/tools/faultfs.c)
 $(B)/obj/tests/tools/faultfs.o: CFLAGS += $(shell pkg-config --cflags fuse3)
 
 # The lost-write checker (tests/checker/): writers with failover over NBD,
-# and the verification of the replicas against their journal.
-CHECKER_SRCS := tests/checker/block.c tests/checker/journal.c tests/checker/writer.c \
+# readers judging what they read meanwhile, and the verification of the
+# replicas against their journal.
+CHECKER_SRCS := tests/checker/block.c tests/checker/journal.c tests/checker/conn.c \
+                tests/checker/writer.c tests/checker/judge.c tests/checker/reader.c \
                 tests/checker/verify.c tests/checker/checker.c common/log.c common/size.c
 CHECKER := $(B)/checker
 $(CHECKER): $(call obj,$(CHECKER_SRCS))
@@ -143,6 +145,7 @@ $(B)/tests/test_engine: $(call obj,tests/unit/fake_cluster.c tests/unit/mirror_p
 # The checker's unit tests link the checker's pure parts.
 $(B)/tests/test_checker_block: $(call obj,tests/checker/block.c)
 $(B)/tests/test_checker_journal: $(call obj,tests/checker/journal.c)
+$(B)/tests/test_checker_judge: $(call obj,tests/checker/judge.c tests/checker/block.c)
 
 integration: all $(CLUSTER_PROBE) $(CHECKER) $(FAULTFS)
 	@tests/integration/run-all.sh $(B)

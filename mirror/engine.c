@@ -730,6 +730,17 @@ bool mirror_local_current(struct mvol *v)
     return atomic_load(&v->serve_local);
 }
 
+/* A node cut off from the majority cannot know whether it has been
+ * outdated meanwhile, and its copy misses every write the majority has
+ * acknowledged since; a node that has just started or rejoined holds its
+ * own old table until the sync round ends, which may call its copy current
+ * when the group has outdated it. Either answers no reads (t-lab-checker's
+ * readers caught both serving their own copy). */
+bool mirror_may_read(struct mvol *v)
+{
+    return policing_readable(v->pc);
+}
+
 /* The peers whose copy of v is current, into peers; how many. */
 static size_t current_peers(struct mvol *v, uint32_t peers[STORE_REPLICAS_MAX])
 {

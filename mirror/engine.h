@@ -119,6 +119,8 @@ void mirror_gather_begin(void);
 void mirror_gather_end(void);
 /* Whether this node's copy is current (reads may be served from it). */
 bool mirror_local_current(struct mvol *v);
+/* Whether this node may answer reads at all (policing_readable). */
+bool mirror_may_read(struct mvol *v);
 /* A read from a current peer. */
 int mirror_read(struct mvol *v, void *buf, uint32_t count, uint64_t offset);
 /* The allocation of [offset, offset+count) as a current peer describes it,

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,8 +53,12 @@ struct policing {
      * lock and reads them without it. */
     struct policing_member members[CLUSTER_NODES_MAX];
     size_t nmembers;
-    bool synced;           /* this node's tables are current */
-    bool round_open;       /* holding table and region messages */
+    bool synced;     /* this node's tables are current */
+    bool round_open; /* holding table and region messages */
+    /* Quorate ever since a sync round ended: the table this node holds is
+     * the group's, so its copies' states can be trusted for reads. Read
+     * by the NBD threads (policing_readable). */
+    atomic_bool readable;
     uint32_t winner;       /* of the open round, once all offers are in */
     uint64_t since_change; /* messages delivered since the membership change */
     struct offer offers[CLUSTER_NODES_MAX];
@@ -709,12 +714,20 @@ static int send_stream(struct policing *pc, const void *buf, size_t len)
     return r;
 }
 
+/* At the end of a sync round: what this node holds now is the group's
+ * table, if it has quorum. */
+static void round_ended(struct policing *pc)
+{
+    pc->round_open = false;
+    pc->synced = true;
+    atomic_store(&pc->readable, pc->quorate);
+}
+
 /* The winner: applies what it held, multicasts its state, goes on. */
 static void win_round(struct policing *pc)
 {
     replay_held(pc, 0);
-    pc->round_open = false;
-    pc->synced = true;
+    round_ended(pc);
     void *state;
     size_t len;
     int r = build_state(pc, &state, &len);
@@ -796,8 +809,7 @@ static void on_stream(struct policing *pc, uint32_t nodeid, const void *buf, siz
                st.skipped);
     load_state(pc, nodeid, &st);
     replay_held(pc, st.applied);
-    pc->round_open = false;
-    pc->synced = true;
+    round_ended(pc);
     qb_log(LOG_INFO, "policing: in sync with node %u, table version %llu (%zu volumes, %zu bytes)",
            nodeid, (unsigned long long)st.table_version, st.nvols, len);
     sync_state_free(&st);
@@ -959,6 +971,10 @@ static void quorum_update(struct policing *pc)
     pc->quorate = quorate;
     pthread_cond_broadcast(&pc->cond);
     pthread_mutex_unlock(&pc->lock);
+    /* Quorum lost: the majority may outdate this node's copies at once.
+     * Gained: the table is the group's only once a round has ended since
+     * (the round may have ended before this news came). */
+    atomic_store(&pc->readable, quorate && pc->synced && !pc->round_open);
     if (!changed)
         return;
     qb_log(quorate ? LOG_INFO : LOG_WARNING, "policing: quorum %s%s", quorate ? "gained" : "lost",
@@ -1150,6 +1166,11 @@ bool policing_quorate(struct policing *pc)
     bool q = pc->quorate;
     pthread_mutex_unlock(&pc->lock);
     return q;
+}
+
+bool policing_readable(struct policing *pc)
+{
+    return atomic_load(&pc->readable);
 }
 
 uint32_t policing_self(struct policing *pc)

@@ -132,6 +132,10 @@ int policing_replica_change(struct policing *pc, uint32_t volume, uint32_t node,
 int policing_replica_sync(struct policing *pc);
 /* Whether this partition has quorum now. */
 bool policing_quorate(struct policing *pc);
+/* Whether this node may answer reads: quorate ever since the end of the
+ * last sync round, so that its table, and with it which copies are
+ * current, is the group's. */
+bool policing_readable(struct policing *pc);
 uint32_t policing_self(struct policing *pc);
 uint64_t policing_region_size(struct policing *pc);
 

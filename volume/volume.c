@@ -133,6 +133,8 @@ static int vol_pread(void *h, void *buf, uint32_t count, uint64_t offset, unsign
         return -EINVAL;
     if (atomic_load_explicit(&v->broken, memory_order_relaxed))
         return -EIO;
+    if (v->mv && !mirror_may_read(v->mv))
+        return -EIO;
     if (v->mv && !mirror_local_current(v->mv))
         return flags & NBD_IO_NOWAIT ? -EAGAIN : mirror_read(v->mv, buf, count, offset);
     return svol_read(v->sv, buf, count, offset, flags);
@@ -303,6 +305,8 @@ static int vol_extents(void *h, uint32_t count, uint64_t offset, struct nbd_exte
     struct volume *v = h;
     if (count == 0 || max == 0 || !in_range(v, count, offset))
         return -EINVAL;
+    if (v->mv && !mirror_may_read(v->mv))
+        return -EIO;
     struct svol_extent se[64];
     max = max < 64 ? max : 64;
     int n;

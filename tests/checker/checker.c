@@ -1,16 +1,19 @@
 /* checker.c - the lost-write checker's command line: a write run through
- * NBD targets with failover, or the verification of the replicas after
- * one (see writer.h and verify.h; the lab test t-lab-checker.sh and the
- * nemesis drive both).
+ * NBD targets with failover, with readers judging what they read as it
+ * goes, or the verification of the replicas after one (see writer.h,
+ * reader.h and verify.h; the lab test t-lab-checker.sh and the nemesis
+ * drive both).
  *
  *   checker --targets URI[,URI...] --volume-size N --writers W --seconds S --log FILE
- *           [--op-timeout-ms MS] [--resend-ms MS] [--rotate-ms MS] [--seed N] [-v]
+ *           [--readers R] [--read-pause-ms MS] [--op-timeout-ms MS] [--resend-ms MS]
+ *           [--rotate-ms MS] [--seed N] [-v]
  *   checker --verify --log FILE --files F1[,F2...] [--region-size N] [--cycles N]
  *
- * A run prints "checker: run: ..." with its totals and exits 1 if any write
- * went unacknowledged for the whole resend budget. A verification prints
- * one line, "checker: cycles=C acknowledged=A lost=L divergent=D", and exits
- * 1 if L or D is not 0. Usage errors exit 2. Details go to stderr.
+ * R is one reader per target by default, each pausing MS (5) after a read. A run prints "checker:
+ * run: ..." with its totals and exits 1 if any write went unacknowledged for the whole resend
+ * budget or any read broke the readers' rule. A verification prints one line, "checker: cycles=C
+ * acknowledged=A lost=L divergent=D reads=R stale=S" (S: the run's reads that broke the rule), and
+ * exits 1 if L, D or S is not 0. Usage errors exit 2. Details go to stderr.
  */
 #include "tests/checker/journal.h"
 #include "tests/checker/verify.h"
@@ -41,6 +44,8 @@ struct options {
     uint64_t volume_size;
     uint64_t region_size;
     uint64_t writers;
+    uint64_t readers;
+    uint64_t read_pause_ms;
     uint64_t seconds;
     uint64_t cycles;
     uint64_t op_timeout_ms;
@@ -55,13 +60,14 @@ static struct chk_run *running; /* for the signal handler */
 
 static void usage(FILE *f)
 {
-    fputs("usage: checker --targets URI[,URI...] --volume-size N --writers W --seconds S "
-          "--log FILE\n"
-          "               [--op-timeout-ms MS] [--resend-ms MS] [--rotate-ms MS] [--seed N] "
-          "[-v]\n"
-          "       checker --verify --log FILE --files F1[,F2...] [--region-size N] "
-          "[--cycles N]\n",
-          f);
+    fputs(
+        "usage: checker --targets URI[,URI...] --volume-size N --writers W --seconds S "
+        "--log FILE\n"
+        "               [--readers R] [--read-pause-ms MS] [--op-timeout-ms MS] [--resend-ms MS]\n"
+        "               [--rotate-ms MS] [--seed N] [-v]\n"
+        "       checker --verify --log FILE --files F1[,F2...] [--region-size N] "
+        "[--cycles N]\n",
+        f);
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -95,6 +101,8 @@ enum {
     OPT_VOLUME_SIZE,
     OPT_REGION_SIZE,
     OPT_WRITERS,
+    OPT_READERS,
+    OPT_READ_PAUSE,
     OPT_SECONDS,
     OPT_CYCLES,
     OPT_OP_TIMEOUT,
@@ -111,6 +119,8 @@ static const struct option longopts[] = {
     {"volume-size", required_argument, NULL, OPT_VOLUME_SIZE},
     {"region-size", required_argument, NULL, OPT_REGION_SIZE},
     {"writers", required_argument, NULL, OPT_WRITERS},
+    {"readers", required_argument, NULL, OPT_READERS},
+    {"read-pause-ms", required_argument, NULL, OPT_READ_PAUSE},
     {"seconds", required_argument, NULL, OPT_SECONDS},
     {"cycles", required_argument, NULL, OPT_CYCLES},
     {"op-timeout-ms", required_argument, NULL, OPT_OP_TIMEOUT},
@@ -137,6 +147,10 @@ static int parse_one(struct options *o, int c, char *arg)
         return parse_size("--region-size", arg, &o->region_size);
     case OPT_WRITERS:
         return parse_size("--writers", arg, &o->writers);
+    case OPT_READERS:
+        return parse_size("--readers", arg, &o->readers);
+    case OPT_READ_PAUSE:
+        return parse_size("--read-pause-ms", arg, &o->read_pause_ms);
     case OPT_SECONDS:
         return parse_size("--seconds", arg, &o->seconds);
     case OPT_CYCLES:
@@ -174,11 +188,13 @@ static int check_options(const struct options *o)
         return usage_error("%s", "--targets is required");
     if (o->writers == 0 || o->writers > UINT32_MAX)
         return usage_error("%s", "--writers: give 1 or more");
+    if (o->readers > 1024)
+        return usage_error("%s", "--readers: at most 1024");
     if (o->volume_size == 0 || o->volume_size % 4096 || o->volume_size / 4096 < o->writers)
         return usage_error("%s",
                            "--volume-size: a multiple of 4096, one block per writer at least");
     if (o->seconds > UINT32_MAX || o->op_timeout_ms == 0 || o->op_timeout_ms > INT32_MAX ||
-        o->resend_ms > UINT32_MAX || o->rotate_ms > UINT32_MAX)
+        o->resend_ms > UINT32_MAX || o->rotate_ms > UINT32_MAX || o->read_pause_ms > 60000)
         return usage_error("%s", "a time out of range");
     return 0;
 }
@@ -187,7 +203,9 @@ static int parse_options(struct options *o, int argc, char **argv)
 {
     int c;
 
-    *o = (struct options){.region_size = 4u << 20,
+    *o = (struct options){.readers = UINT64_MAX, /* one per target unless given */
+                          .read_pause_ms = 5,
+                          .region_size = 4u << 20,
                           .op_timeout_ms = 5000,
                           .resend_ms = 60000,
                           .rotate_ms = 2000,
@@ -203,6 +221,8 @@ static int parse_options(struct options *o, int argc, char **argv)
     }
     if (optind < argc)
         return usage_error("unexpected argument \"%s\"", argv[optind]);
+    if (o->readers == UINT64_MAX)
+        o->readers = o->ntargets;
     return check_options(o);
 }
 
@@ -233,7 +253,9 @@ static int do_run(const struct options *o)
                           .rotate_ms = (unsigned)o->rotate_ms,
                           .seed = o->seed,
                           .journal = &j,
-                          .log_path = o->log};
+                          .log_path = o->log,
+                          .readers = (unsigned)o->readers,
+                          .read_pause_ms = (unsigned)o->read_pause_ms};
     int r = chk_journal_init(&j, o->volume_size, (uint32_t)o->writers);
 
     if (r < 0) {
@@ -243,17 +265,19 @@ static int do_run(const struct options *o)
     running = &run;
     r = setup_signals();
     if (r == 0)
-        r = chk_run_writers(&run, (unsigned)o->seconds);
+        r = chk_run_for(&run, (unsigned)o->seconds);
     running = NULL;
     printf("checker: run: seconds=%" PRIu64 " writers=%" PRIu64 " targets=%zu acknowledged=%" PRIu64
-           " failed=%" PRIu64 " failovers=%" PRIu64 " seed=%" PRIu64 "\n",
-           o->seconds, o->writers, o->ntargets, j.acknowledged, j.failed, run.failovers, o->seed);
+           " failed=%" PRIu64 " failovers=%" PRIu64 " readers=%" PRIu64 " reads=%" PRIu64
+           " stale=%" PRIu64 " read_failures=%" PRIu64 " seed=%" PRIu64 "\n",
+           o->seconds, o->writers, o->ntargets, j.acknowledged, j.failed, run.failovers, o->readers,
+           j.reads, j.stale, run.read_failures, o->seed);
     chk_journal_free(&j);
     if (r < 0) {
         qb_log(LOG_ERR, "checker: run failed: %s", strerror(-r));
         return EXIT_USAGE;
     }
-    return j.failed ? 1 : 0;
+    return j.failed || j.stale ? 1 : 0;
 }
 
 static int do_verify(const struct options *o)
@@ -273,10 +297,10 @@ static int do_verify(const struct options *o)
         return EXIT_USAGE;
     }
     printf("checker: cycles=%" PRIu64 " acknowledged=%" PRIu64 " lost=%" PRIu64
-           " divergent=%" PRIu64 "\n",
-           o->cycles, j.acknowledged, v.lost, v.divergent);
+           " divergent=%" PRIu64 " reads=%" PRIu64 " stale=%" PRIu64 "\n",
+           o->cycles, j.acknowledged, v.lost, v.divergent, j.reads, j.stale);
     chk_journal_free(&j);
-    return v.lost || v.divergent ? 1 : 0;
+    return v.lost || v.divergent || j.stale ? 1 : 0;
 }
 
 int main(int argc, char **argv)

@@ -2,7 +2,7 @@
  * journal.h).
  *
  * File: a 64-byte header (magic "VSANCLOG", version, writers, volume
- * size, block count, totals), then one (acked, sent) pair per block, all
+ * size, block count, the writers' and readers' totals), then one (acked, sent) pair per block, all
  * little-endian. Entries are read with relaxed atomic loads: each is
  * written by one writer thread only, and a snapshot needs no more than
  * every entry's own consistency, because sent is raised before a write
@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #define JOURNAL_MAGIC "VSANCLOG"
-#define JOURNAL_VERSION 1u
+#define JOURNAL_VERSION 2u /* 2: the readers' totals */
 #define HEADER_SIZE 64
 #define CHUNK_ENTRIES 4096 /* entries converted and written per write(2) */
 
@@ -32,7 +32,8 @@ struct disk_header {
     uint64_t nblocks;
     uint64_t acknowledged;
     uint64_t failed;
-    unsigned char pad[HEADER_SIZE - 48];
+    uint64_t reads;
+    uint64_t stale;
 };
 
 _Static_assert(sizeof(struct disk_header) == HEADER_SIZE, "journal header is 64 bytes");
@@ -118,7 +119,9 @@ static int write_file(int fd, const struct chk_journal *j)
                             .nblocks = htole64(j->nblocks),
                             .acknowledged =
                                 htole64(__atomic_load_n(&j->acknowledged, __ATOMIC_RELAXED)),
-                            .failed = htole64(__atomic_load_n(&j->failed, __ATOMIC_RELAXED))};
+                            .failed = htole64(__atomic_load_n(&j->failed, __ATOMIC_RELAXED)),
+                            .reads = htole64(__atomic_load_n(&j->reads, __ATOMIC_RELAXED)),
+                            .stale = htole64(__atomic_load_n(&j->stale, __ATOMIC_RELAXED))};
     int r;
 
     memcpy(h.magic, JOURNAL_MAGIC, sizeof(h.magic));
@@ -166,6 +169,8 @@ static int load_header(int fd, struct chk_journal *j)
     }
     j->acknowledged = le64toh(h.acknowledged);
     j->failed = le64toh(h.failed);
+    j->reads = le64toh(h.reads);
+    j->stale = le64toh(h.stale);
     return 0;
 }
 

@@ -1,6 +1,6 @@
 /* journal.h - the checker's record of its writes: for every block, the
  * last sequence a target acknowledged and the highest one ever sent, plus
- * the run's parameters and totals. The verifier judges every replica
+ * the run's parameters and totals, the readers' too. The verifier judges every replica
  * against it: a block may hold any sequence from the last acknowledged to
  * the highest sent (a write never acknowledged may or may not be there).
  *
@@ -26,6 +26,8 @@ struct chk_journal {
     uint64_t nblocks;
     uint64_t acknowledged; /* writes acknowledged over the run */
     uint64_t failed;       /* writes given up after the resend budget */
+    uint64_t reads;        /* blocks read and judged by the readers (judge.h) */
+    uint64_t stale;        /* of those, reads that broke the rule */
     struct chk_entry *blocks;
 };
 

@@ -8,7 +8,8 @@
  * without quorum, no reply within op_timeout_ms) until one acknowledges
  * it or resend_ms has passed; then it is counted as failed and the writer
  * goes on. Every acknowledgement and every sequence sent is recorded in
- * the journal, which the verifier later holds every replica against.
+ * the journal, which the readers hold their reads against while the run
+ * goes on, and the verifier every replica after it.
  */
 #ifndef VSAN_CHECKER_WRITER_H
 #define VSAN_CHECKER_WRITER_H
@@ -30,11 +31,15 @@ struct chk_run {
     const char *log_path;        /* where the journal is saved, every second and at the end */
     bool stop;                   /* set (atomically) to end the run early */
     uint64_t failovers;          /* target changes after an error */
+    unsigned readers;            /* reader threads (reader.h), one per target in turn */
+    unsigned read_pause_ms;      /* each reader's pause after a read */
+    uint64_t read_failures;      /* reads that got an error or no answer */
 };
 
-/* Runs the writers for seconds (or until run->stop), then waits for each
- * to finish its write in progress and saves the journal. 0, or -errno if a
- * thread could not start or the journal could not be saved. */
-int chk_run_writers(struct chk_run *run, unsigned seconds);
+/* Runs the writers and readers for seconds (or until run->stop), then
+ * waits for each to finish its request in progress and saves the
+ * journal. 0, or -errno if a thread could not start or the journal could
+ * not be saved. */
+int chk_run_for(struct chk_run *run, unsigned seconds);
 
 #endif

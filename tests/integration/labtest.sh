@@ -97,6 +97,35 @@ full_view() {
     quorate "$1" && [ "$(members "$1")" = "$2" ]
 }
 
+# log_mark I: how far node I's vsand log goes now; the lines a test looks
+# for after an action are those past the mark taken before it (the log of
+# a restarted node is appended to).
+log_mark() {
+    stat -c %s "$VSAN_LAB_DIR/n$1/vsand.log"
+}
+
+# since I MARK: node I's vsand log past MARK. Read through a process
+# substitution, not a pipe: a reader that stops early (grep -q) would get
+# the pipe's writer killed and, under pipefail, the pipe failed.
+since() {
+    tail -c +$(($2 + 1)) "$VSAN_LAB_DIR/n$1/vsand.log"
+}
+
+# logged I MARK TEXT: node I's vsand log has a line with TEXT past MARK.
+logged() {
+    grep -qF -- "$3" < <(since "$1" "$2")
+}
+
+# logged_in_order I MARK FIRST THEN: past MARK, node I's vsand log has a
+# line with THEN, and a line with FIRST before it. The log is written as
+# things happen, one line at a time, so this is the order they happened in.
+logged_in_order() {
+    awk -v first="$3" -v then="$4" '
+        index($0, then) { found = 1; exit }
+        index($0, first) { seen = 1 }
+        END { exit !(found && seen) }' < <(since "$1" "$2")
+}
+
 now_ms() {
     echo $(($(date +%s%N) / 1000000))
 }

@@ -6,8 +6,10 @@ and goes on, as qemu with reconnect-delay or nbd-client -persist do. It
 stops once the file STOP exists. EVENTS gets one line per change of state,
 "MS EVENT WRITES [DETAIL]" with MS the wall clock in ms:
 
-  ok N      the first write that succeeded on a new connection
-  error N   the first failure after a success, with libnbd's message
+  ok N        the first write that succeeded on a new connection
+  error N     the first failure after a success, with libnbd's message
+  progress N  every PROGRESS-th write that succeeded, so that a test can
+              wait for writes to go on rather than sleep and hope
 
 Each block holds the count of writes before it; the last block written is
 read back before it stops ("verified" or "mismatch"). Run with
@@ -23,6 +25,7 @@ import nbd
 
 BLOCK = 4096
 BLOCKS = 1024
+PROGRESS = 100
 
 
 def now_ms():
@@ -56,6 +59,8 @@ def main():
                 event("ok", writes)
                 fresh = False
                 failing = False
+            elif writes % PROGRESS == 0:
+                event("progress", writes)
         except nbd.Error as e:
             if not failing:
                 event("error", writes, str(e).replace("\n", " "))

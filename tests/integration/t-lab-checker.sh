@@ -8,11 +8,15 @@
 #     while node 1 is away) and the volume's file in a vsan-fuse mount
 #     (which fails over by itself), while tests/checker/nemesis.sh kills, powers off and
 #     cuts nodes and brings them back, one at a time, for CHECKER_SECONDS
-#     (45 here; `make soak` sets SOAK_SECONDS). Then, with every replica
+#     (45 here; `make soak` sets SOAK_SECONDS). Meanwhile five readers, one
+#     per way in, read 4 KiB to 256 KiB at random places: every block read
+#     must hold a write from the last one acknowledged before the read was
+#     sent to the last one sent before it returned (never zeroes once one
+#     was acknowledged; tests/checker/judge.h). Then, with every replica
 #     current and the writers stopped, every block of the three data files
 #     must hold a write at least as new as the last one acknowledged, and
 #     the files must be byte-identical region by region:
-#     "checker: cycles=C acknowledged=A lost=0 divergent=0".
+#     "checker: cycles=C acknowledged=A lost=0 divergent=0 reads=R stale=0".
 #  2. Ten times, one node (each in turn) is cut off: a write through it,
 #     from inside its namespace, must fail within WRITE_BOUND seconds and
 #     never be acknowledged, while a write through the majority succeeds;
@@ -80,7 +84,7 @@ bg_start vsan-fuse "$BUILD/vsan-fuse" "$T/fuse" -f --nodes "$nodes" --volume c
 on_exit "fusermount3 -u -z '$T/fuse'"
 wait_until 20 test -f "$T/fuse/c" || lab_fail "vsan-fuse did not mount: $(cat "$T/vsan-fuse.out")"
 
-log "1. checker for $CHECKER_SECONDS s through n1, n2, n3, n1's service address and vsan-fuse, under the nemesis (seed $SEED)"
+log "1. checker (writers and readers) for $CHECKER_SECONDS s through n1, n2, n3, n1's service address and vsan-fuse, under the nemesis (seed $SEED)"
 targets="$("$LAB" addr 1)/c,$("$LAB" addr 2)/c,$("$LAB" addr 3)/c,$("$LAB" addr 1 --service)/c,$T/fuse/c"
 bg_start checker "$CHECKER" --targets "$targets" --volume-size 64M --writers 6 \
     --seconds $((CHECKER_SECONDS + 2)) --log "$T/journal" --seed "$SEED" -v
@@ -106,7 +110,7 @@ cat "$T/verify.out"
 if [ "$VERDICT" -ne 0 ] || [ "$RUN_STATUS" -ne 0 ]; then
     cat "$T/nemesis.out" >&2
     grep -v ': info: ' "$T/checker.out" >&2 || true
-    [ "$VERDICT" -eq 0 ] || lab_fail "the checker found lost or divergent data (above)"
+    [ "$VERDICT" -eq 0 ] || lab_fail "the checker found lost or divergent data or stale reads (above)"
     lab_fail "some writes were never acknowledged by any node (above)"
 fi
 

@@ -80,7 +80,8 @@ for i in $(seq 0 299); do
 done'
 bg_start dd bash -c "$DD" dd "$T/mnt/dd.dat"
 DDP=$BG_PID
-sleep 1
+# The kill lands under writes: the dd loop has had one through already.
+wait_until 20 test -s "$T/dd.out" || lab_fail "the dd loop never wrote: $(cat "$T/dd.out")"
 node=${first%% *}
 t0=$(now_ms)
 lab kill "$node"

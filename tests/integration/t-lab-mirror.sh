@@ -61,11 +61,16 @@ log "1. fio with verify through n1; n3 killed and restarted meanwhile"
 bg_start fio fio --name=m --ioengine=nbd --uri="$("$LAB" addr 1)/m" --rw=randwrite --bs=4k \
     --iodepth=8 --size=32M --loops=6 --verify=crc32c --verify_fatal=1 --do_verify=1 --verify_state_save=0
 FIO=$BG_PID
-sleep 1
+# sent_past N: n1 has sent more than N mirror requests (fio's writes, copied).
+sent_past() { [ "$(st 1 'd["mirror"]["requests_sent"]')" -gt "$1" ]; }
+sent0=$(st 1 'd["mirror"]["requests_sent"]')
+wait_until 20 sent_past $((sent0 + 1000)) || lab_fail "fio's writes never reached the peers"
 lab kill 3
 wait_until 10 states_are 1 "current current outdated" ||
     lab_fail "n1 did not mark n3 outdated: $(states 1)"
-sleep 1
+# n3 misses writes while it is away, so that it has something to resync.
+sent0=$(st 1 'd["mirror"]["requests_sent"]')
+wait_until 20 sent_past $((sent0 + 1000)) || lab_fail "fio stopped writing while n3 was away"
 lab start 3
 wait_until 120 proc_gone "$FIO" || lab_fail "fio is stuck"
 wait "$FIO" || lab_fail "fio failed: $(tail -n 20 "$T/fio.out")"
@@ -160,7 +165,13 @@ h = connect_nbd(sys.argv[1])
 h.pwrite(pattern(99, 4096), 0)
 h.flush()
 EOF
-sleep 2
+# Each refusal is n3 trying again with the wrong secret, a chance to
+# resync that must fail: three more after the write (n3 retries at least
+# every second), and n3 is still outdated. Had one got through, n1's
+# refusals would stop and this wait fail, or n3 be syncing or current.
+refused0=$(st 1 'd["mirror"]["refused"]')
+refused_again() { [ "$(st 1 'd["mirror"]["refused"]')" -ge $((refused0 + 3)) ]; }
+wait_until 20 refused_again || lab_fail "n3 stopped trying to reconnect: $(st 1 'd["mirror"]')"
 [ "$(states 1)" = "current current outdated" ] ||
     lab_fail "n3 with a wrong secret should stay outdated, n1 sees: $(states 1)"
 log "5. refused and outdated; with the shared secret again:"

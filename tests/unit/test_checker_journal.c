@@ -37,12 +37,16 @@ Test(checker_journal, round_trip)
     j.blocks[255] = (struct chk_entry){.acked = 9, .sent = 9};
     j.acknowledged = 13;
     j.failed = 1;
+    j.reads = 70;
+    j.stale = 2;
     cr_assert_eq(chk_journal_save(&j, path), 0);
     cr_assert_eq(chk_journal_load(&k, path), 0);
     cr_assert_eq(k.volume_size, 1 << 20);
     cr_assert_eq(k.writers, 3);
     cr_assert_eq(k.acknowledged, 13);
     cr_assert_eq(k.failed, 1);
+    cr_assert_eq(k.reads, 70);
+    cr_assert_eq(k.stale, 2);
     cr_assert_eq(k.blocks[0].acked, 4);
     cr_assert_eq(k.blocks[0].sent, 5);
     cr_assert_eq(k.blocks[255].sent, 9);
