@@ -9,6 +9,7 @@
  * the reconcile of a region a departed writer left unequal, resize with an
  * outdated peer, and a delete while a resync runs. */
 #include "tests/unit/fake_cluster.h"
+#include "common/clock.h"
 #include "tests/unit/mirror_proxy.h"
 
 #include "mirror/engine.h"
@@ -81,15 +82,7 @@ static bool log_has(const char *what)
 
 static struct timespec deadline_in(unsigned ms)
 {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += ms / 1000;
-    t.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (t.tv_nsec >= 1000000000L) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000L;
-    }
-    return t;
+    return clock_after_ms(ms);
 }
 
 static bool past(const struct timespec *d)
