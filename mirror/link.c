@@ -169,6 +169,12 @@ static int reply_later(struct mlink_conn *c, const struct mwire_header *req, int
 int mlink_reply(struct mlink_call *call, int err, const void *data, size_t len)
 {
     call->replied = true;
+    /* Replies held back go first: a stream of requests answered here (a
+     * node reading through a peer) would otherwise keep them back for
+     * good, and their callers wait without a timeout (the peer sees
+     * replies arriving). */
+    if (call->conn->nheld > 0 && flush_held(call->conn) < 0)
+        return -1;
     return reply(call->conn, call->req, err, data, len);
 }
 
@@ -557,6 +563,8 @@ static void batch(void (*fn)(void))
 static void read_replies(struct peer *p, struct mstream *in)
 {
     batch(p->l->p.batch_begin);
+    struct timespec checked;
+    clock_gettime(CLOCK_MONOTONIC, &checked);
     for (;;) {
         struct mwire_header h;
         const void *payload;
@@ -570,6 +578,14 @@ static void read_replies(struct peer *p, struct mstream *in)
         }
         if (r == 0 && !complete(p, &h, payload))
             r = -EPROTO;
+        /* The stream checks the oldest request only after a silence; while
+         * other replies keep coming, a request whose reply was lost is
+         * found here. */
+        if (r == 0 && ms_since(&checked) >= 200) {
+            clock_gettime(CLOCK_MONOTONIC, &checked);
+            if (!peer_still_ok(p))
+                r = -ETIMEDOUT;
+        }
         if (r < 0) {
             if (r != -ECONNRESET || p->wanted)
                 qb_log(LOG_WARNING, "mirror: node %u: %s: link down", p->node,
