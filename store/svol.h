@@ -60,8 +60,8 @@ void svol_record(struct svol *sv, struct store_volume *out);
 /* Commits the replica set and local state (the rest is unchanged). */
 int svol_set_state(struct svol *sv, const struct store_replica *replicas, uint32_t n,
                    uint8_t local);
-/* Sets the size (see store_resize for the crash order); -ERANGE... as
- * store_resize. */
+/* Sets the size (see store_resize for the crash order); -EINVAL for a
+ * size out of range, other -errno as store_resize. */
 int svol_resize(struct svol *sv, uint64_t size);
 /* Removes meta, data and bitmaps; the fd stays valid until the last
  * reference goes. */

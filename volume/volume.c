@@ -299,6 +299,29 @@ static int vol_cache(void *h, uint32_t count, uint64_t offset, unsigned flags)
 
 /* A copy that is not current may have holes where the volume has data, so
  * its allocation is asked of a current peer (a round trip: never inline). */
+/* Appends extents to ext (n of them, at most max), merging one of the
+ * kind of the last; returns the bytes they cover. */
+static uint64_t add_extents(struct nbd_extent *ext, unsigned *n, unsigned max,
+                            const struct svol_extent *se, int k)
+{
+    uint64_t bytes = 0;
+    for (int i = 0; i < k; i++) {
+        uint32_t f = se[i].hole ? NBD_EXTENT_HOLE | NBD_EXTENT_ZERO : 0;
+        if (*n > 0 && ext[*n - 1].flags == f)
+            ext[*n - 1].length += se[i].length;
+        else if (*n < max)
+            ext[(*n)++] = (struct nbd_extent){.length = se[i].length, .flags = f};
+        else
+            break;
+        bytes += se[i].length;
+    }
+    return bytes;
+}
+
+/* Up to max extents (BLOCK_STATUS asks for up to 1,024), read from the
+ * copy a stack array at a time; from a current peer when this copy is
+ * not current (one request, at most SE_MAX). */
+#define SE_MAX 64
 static int vol_extents(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext,
                        unsigned max, unsigned flags)
 {
@@ -307,17 +330,25 @@ static int vol_extents(void *h, uint32_t count, uint64_t offset, struct nbd_exte
         return -EINVAL;
     if (v->mv && !mirror_may_read(v->mv))
         return -EIO;
-    struct svol_extent se[64];
-    max = max < 64 ? max : 64;
-    int n;
-    if (v->mv && !mirror_local_current(v->mv))
-        n = flags & NBD_IO_NOWAIT ? -EAGAIN : mirror_extents(v->mv, count, offset, se, max);
-    else
-        n = svol_extents(v->sv, count, offset, se, max);
-    for (int i = 0; i < n; i++)
-        ext[i] = (struct nbd_extent){.length = se[i].length,
-                                     .flags = se[i].hole ? NBD_EXTENT_HOLE | NBD_EXTENT_ZERO : 0};
-    return n;
+    struct svol_extent se[SE_MAX];
+    unsigned n = 0;
+    if (v->mv && !mirror_local_current(v->mv)) {
+        if (flags & NBD_IO_NOWAIT)
+            return -EAGAIN;
+        int k = mirror_extents(v->mv, count, offset, se, max < SE_MAX ? max : SE_MAX);
+        if (k < 0)
+            return k;
+        add_extents(ext, &n, max, se, k);
+        return (int)n;
+    }
+    for (uint64_t pos = offset, end = offset + count; pos < end && n < max;) {
+        int k = svol_extents(v->sv, (uint32_t)(end - pos), pos, se,
+                             max - n < SE_MAX ? max - n : SE_MAX);
+        if (k < 0)
+            return n > 0 ? (int)n : k;
+        pos += add_extents(ext, &n, max, se, k);
+    }
+    return (int)n;
 }
 
 /* A mirrored volume sends the copies of the writes run inline together. */
