@@ -761,3 +761,18 @@ Test(volume, io_and_admin_concurrently)
     cr_assert_eq(info_of("shared").connections, 0);
     cr_assert_eq(info_of("shared").size, size);
 }
+
+/* A volume's id in the region table is its uuid's first 32 bits: a uuid
+ * sharing them with another volume's is refused, never two volumes on one
+ * set of regions. */
+Test(volume, uuid_with_a_taken_id_is_refused)
+{
+    cr_assert_eq(volumes_create(vols, "a", MiB, "0123abcd-0000-4000-8000-000000000001", NULL), 0);
+    cr_assert_eq(volumes_create(vols, "b", MiB, "0123abcd-ffff-4fff-bfff-ffffffffffff", NULL),
+                 -EEXIST);
+    cr_assert_eq(volumes_count(vols), 1);
+    cr_assert_eq(volumes_create(vols, "b", MiB, "0123abce-0000-4000-8000-000000000001", NULL), 0);
+    char uuid[STORE_UUID_LEN + 1];
+    cr_assert_eq(volumes_new_uuid(vols, uuid), 0);
+    cr_assert_neq(strncmp(uuid, "0123abcd", 8), 0);
+}
