@@ -7,8 +7,9 @@
 #include "mirror/engine.h"
 #include "common/clock.h"
 
-#include "store/bitmap.h"
 #include "mirror/link.h"
+#include "store/actlog.h"
+#include "store/bitmap.h"
 #include "mirror/replicas.h"
 #include "policing/protocol.h"
 #include "store/store.h"
@@ -26,6 +27,8 @@
 
 #define COPY_CHUNK (1u << 20)
 #define VERIFY_LIST_MAX 64
+/* Regions one activity log call covers (a zero over more is split). */
+#define LOG_SPAN 64
 
 /* Worker threads, a fixed number whatever the number of volumes: resyncs
  * and background reconciles queue for them (a node rejoining a cluster of
@@ -70,6 +73,8 @@ struct mirror {
     pthread_t workers[WORKERS], settler;
     size_t nworkers;
     bool settler_started;
+    struct actlog *al;       /* NULL: no activity log */
+    pthread_mutex_t ckpt_mu; /* one checkpoint at a time */
 };
 
 /* A write in flight from this node, in its volume's list. */
@@ -136,6 +141,10 @@ static bool lost_test(const struct mvol *mv, uint64_t r);
 static int reconcile_lost(struct mvol *v, uint64_t first, uint64_t last);
 static int reconcile_region(struct mvol *v, uint64_t r);
 static void consider_reconcile(struct mvol *v);
+/* The activity log (defined with the lost regions). */
+static int logged_range_lock(struct mvol *v, struct inflight *x, uint64_t offset, uint64_t len,
+                             uint64_t first, uint64_t last);
+static bool logged(struct mvol *v, uint64_t first, uint64_t last);
 /* Worker jobs and the registry (defined with the life cycle). */
 static int queue_job(struct mvol *v, void (*fn)(struct mvol *v), unsigned after_ms);
 static void each_volume(struct mirror *m, void (*fn)(struct mvol *v));
@@ -592,9 +601,10 @@ static int replicate(struct mvol *v, enum mwire_type type, const void *buf, uint
     struct rwrite w;
     rwrite_init(&w, v, count, offset);
     int e = reconcile_lost(v, w.first, w.last);
+    if (e == 0)
+        e = logged_range_lock(v, &w.x, offset, count, w.first, w.last);
     if (e < 0)
         return e;
-    range_lock(v, &w.x, offset, count, true);
     start_write(&w, type, buf, count, offset, flags, local, NULL);
     mlink_wait(&w.w);
     return finish_write(&w);
@@ -647,6 +657,11 @@ static int replicate_async(struct mvol *v, enum mwire_type type, const void *buf
         free(w);
         return -EAGAIN;
     }
+    if (!logged(v, w->first, w->last)) { /* the slow path logs them */
+        range_unlock(v, &w->x);
+        free(w);
+        return -EAGAIN;
+    }
     start_write(w, type, buf, count, offset, flags & ~SVOL_NOWAIT, local, async_done);
     mlink_release(&w->w);
     return -EINPROGRESS;
@@ -677,9 +692,28 @@ int mirror_write(struct mvol *v, const void *buf, uint32_t count, uint64_t offse
     return replicate(v, MW_WRITE, buf, count, offset, flags, local_write);
 }
 
+/* A zero over more regions than one log step covers goes as several
+ * (with a log: its regions must fit in it at once). */
+static int zero_split(struct mvol *v, uint32_t count, uint64_t offset, unsigned flags)
+{
+    uint64_t span = (uint64_t)LOG_SPAN << v->m->rs_shift;
+    for (uint64_t done = 0; done < count;) {
+        uint64_t to_edge = span - (offset + done) % span;
+        uint32_t n = (uint32_t)(to_edge < count - done ? to_edge : count - done);
+        int r = replicate(v, MW_ZERO, NULL, n, offset + done, flags, local_zero);
+        if (r < 0)
+            return r;
+        done += n;
+    }
+    return 0;
+}
+
 int mirror_zero(struct mvol *v, uint32_t count, uint64_t offset, unsigned flags,
                 struct mirror_async *a)
 {
+    uint64_t span = (uint64_t)LOG_SPAN << v->m->rs_shift;
+    if (v->m->al && count > 0 && offset / span != (offset + count - 1) / span)
+        return a ? -EAGAIN : zero_split(v, count, offset, flags);
     if (a)
         return replicate_async(v, MW_ZERO, NULL, count, offset, flags, local_zero, a);
     return replicate(v, MW_ZERO, NULL, count, offset, flags, local_zero);
@@ -1603,9 +1637,9 @@ int mirror_verify(struct mvol *v, mirror_verify_fn done, void *arg)
  * writes still queued on a link lands after the compare. If the reconciling node dies too, it held
  * the priority, so the region is lost again and the next holder starts
  * over. One survivor (the current replica with the lowest id) also works
- * through the marks in the background. The marks are kept in memory only: a
- * whole cluster restarted before they are cleared forgets them, and `vsan
- * volume verify` then shows what differs.
+ * through the marks in the background. The marks are kept in memory; what
+ * a power cut of the whole cluster would make them forget, the activity
+ * logs keep (below).
  */
 
 static bool lost_test(const struct mvol *mv, uint64_t r)
@@ -1711,11 +1745,13 @@ static int reconcile_lost(struct mvol *v, uint64_t first, uint64_t last)
         uint64_t len = region_len(v, r);
         if (len == 0)
             break; /* past the end now: lost_first finds no more */
-        range_lock(v, &x, off, len, true);
+        int e = logged_range_lock(v, &x, off, len, r, r);
+        if (e < 0)
+            return e;
         pthread_mutex_lock(&v->mu);
         bool still = lost_test(v, r);
         pthread_mutex_unlock(&v->mu);
-        int e = still ? reconcile_region(v, r) : 0;
+        e = still ? reconcile_region(v, r) : 0;
         range_unlock(v, &x);
         if (e < 0)
             return e;
@@ -1764,6 +1800,198 @@ static void consider_reconcile(struct mvol *v)
     v->reconciling = queue_job(v, reconcile_job, 0) == 0;
     if (!v->reconciling)
         qb_log(LOG_ERR, "volume \"%s\": out of memory to queue its reconcile", v->name);
+}
+
+/* ---- the activity log ---------------------------------------------------------
+ *
+ * Before this node's first write to a region, the region goes into its
+ * activity log (store/actlog.h), durably; writers logging at once share one
+ * fdatasync. The check is made under the write's range lock, so a
+ * checkpoint, which takes each region's range once after the regions stop
+ * counting as logged, waits for every write that passed it. Asynchronous
+ * writes never wait on the log: a region not logged yet sends them the slow
+ * way (-EAGAIN). A region leaves the log at a checkpoint (the log is full):
+ * of the least recently used half, those not lost here any more, once no
+ * write of this node is in flight to them and every volume concerned was
+ * flushed on every current replica (mirror_flush), so what this node wrote
+ * there is durable everywhere it went. Cost: a first write to a region pays
+ * one fdatasync of the log; every ACTLOG_MAX_DEFAULT / 2 new regions, one
+ * writer pays a flush of each volume concerned and a rewrite of the log
+ * (17 KiB at most).
+ *
+ * At start, the engine marks the regions its log holds lost (this node's
+ * writes reconcile them first), and the daemon announces them to the group
+ * (policing_announce_lost), whose agreed message marks them lost on every
+ * node (mirror_regions_lost). They stay in the log until a checkpoint finds
+ * them reconciled, so a second power cut before that forgets nothing.
+ */
+
+static size_t log_keys(struct mvol *v, uint64_t first, uint64_t last, struct actlog_key *k)
+{
+    size_t n = 0;
+    for (uint64_t r = first; r <= last && n < LOG_SPAN; r++)
+        k[n++] = (struct actlog_key){v->vid, r};
+    return n;
+}
+
+/* Whether every region of first..last is logged (always, without a log). */
+static bool logged(struct mvol *v, uint64_t first, uint64_t last)
+{
+    struct actlog_key k[LOG_SPAN];
+    for (uint64_t r = first; v->m->al && r <= last; r += LOG_SPAN)
+        if (!actlog_logged(v->m->al, k, log_keys(v, r, last, k)))
+            return false;
+    return true;
+}
+
+static int checkpoint(struct mirror *m);
+
+/* Logs regions first..last durably, making room when the log is full. */
+static int log_regions(struct mvol *v, uint64_t first, uint64_t last)
+{
+    struct actlog_key k[LOG_SPAN];
+    for (uint64_t r = first; v->m->al && r <= last; r += LOG_SPAN) {
+        size_t n = log_keys(v, r, last, k);
+        int e;
+        while ((e = actlog_add(v->m->al, k, n)) == -ENOSPC)
+            if ((e = checkpoint(v->m)) < 0)
+                break;
+        if (e < 0) {
+            qb_log(LOG_ERR, "volume \"%s\": region %llu: not in the activity log \"%s\": %s",
+                   v->name, (unsigned long long)r, actlog_path(v->m->al), strerror(-e));
+            return e;
+        }
+    }
+    return 0;
+}
+
+/* Takes x's range once regions first..last are logged; a checkpoint may
+ * take them out between the add and the lock, then they are added again. */
+static int logged_range_lock(struct mvol *v, struct inflight *x, uint64_t offset, uint64_t len,
+                             uint64_t first, uint64_t last)
+{
+    for (;;) {
+        int e = log_regions(v, first, last);
+        if (e < 0)
+            return e;
+        range_lock(v, x, offset, len, true);
+        if (logged(v, first, last))
+            return 0;
+        range_unlock(v, x);
+    }
+}
+
+static int by_volume(const void *a, const void *b)
+{
+    const struct actlog_key *x = a, *y = b;
+    return x->volume < y->volume ? -1 : x->volume > y->volume;
+}
+
+/* Drops from k (sorted by volume) the regions still lost here. */
+static size_t keep_reconciled(struct mirror *m, struct actlog_key *k, size_t n)
+{
+    size_t kept = 0;
+    struct mvol *v = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!v || v->vid != k[i].volume) {
+            if (v)
+                mvol_unref(v);
+            v = reg_get(m, k[i].volume);
+        }
+        bool lost = false;
+        if (v) {
+            pthread_mutex_lock(&v->mu);
+            lost = lost_test(v, k[i].region);
+            pthread_mutex_unlock(&v->mu);
+        }
+        if (!lost)
+            k[kept++] = k[i];
+    }
+    if (v)
+        mvol_unref(v);
+    return kept;
+}
+
+/* Waits for this node's writes in flight to k's regions of v, then
+ * flushes v on every current replica. */
+static int settle_regions(struct mvol *v, const struct actlog_key *k, size_t n)
+{
+    struct mirror *m = v->m;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t off = k[i].region << m->rs_shift;
+        if (off >= vsize(v))
+            continue;
+        struct inflight x;
+        range_lock(v, &x, off, vsize(v) - off < m->rs ? vsize(v) - off : m->rs, true);
+        range_unlock(v, &x);
+    }
+    int e = atomic_load(&v->gone) ? 0 : mirror_flush(v);
+    if (e < 0)
+        qb_log(LOG_ERR,
+               "volume \"%s\": flushing it to take %zu regions out of the activity log: %s",
+               v->name, n, strerror(-e));
+    return e;
+}
+
+/* Makes room in the log (see above); -ENOSPC if every region in it is
+ * still lost. */
+static int checkpoint(struct mirror *m)
+{
+    pthread_mutex_lock(&m->ckpt_mu);
+    size_t want = ACTLOG_MAX_DEFAULT / 2;
+    struct actlog_key *k = malloc(want * sizeof *k);
+    size_t n = k ? actlog_oldest(m->al, k, want) : 0;
+    if (n > 0)
+        qsort(k, n, sizeof *k, by_volume);
+    n = keep_reconciled(m, k, n);
+    int e = !k ? -ENOMEM : n == 0 ? -ENOSPC : 0;
+    actlog_evict_begin(m->al, k, n);
+    for (size_t i = 0, j; e == 0 && i < n; i = j) {
+        for (j = i; j < n && k[j].volume == k[i].volume;)
+            j++;
+        struct mvol *v = reg_get(m, k[i].volume);
+        if (v) { /* else deleted: nothing of it needs the log */
+            e = settle_regions(v, k + i, j - i);
+            mvol_unref(v);
+        }
+    }
+    int r = actlog_evict_end(m->al, k, n, e == 0);
+    free(k);
+    pthread_mutex_unlock(&m->ckpt_mu);
+    return e < 0 ? e : r;
+}
+
+void mirror_regions_lost(struct mirror *m, uint32_t from, const struct pol_key *keys, size_t n)
+{
+    for (size_t i = 0, j; i < n; i = j) {
+        for (j = i; j < n && keys[j].volume == keys[i].volume;)
+            j++;
+        struct mvol *v = reg_get(m, keys[i].volume);
+        if (!v)
+            continue; /* deleted meanwhile */
+        pthread_mutex_lock(&v->mu);
+        for (size_t x = i; x < j; x++)
+            lost_set(v, keys[x].region, true);
+        consider_reconcile(v);
+        pthread_mutex_unlock(&v->mu);
+        qb_log(LOG_INFO,
+               "volume \"%s\": %zu regions node %u may have written before a cold start are "
+               "lost until reconciled",
+               v->name, j - i, from);
+        mvol_unref(v);
+    }
+}
+
+/* With mu held: the regions of v this node's log holds are lost. */
+static void lost_from_log(struct mvol *v)
+{
+    size_t cap = v->m->al ? actlog_count(v->m->al) : 0;
+    struct actlog_key *k = cap ? malloc(cap * sizeof *k) : NULL;
+    size_t n = k ? actlog_list(v->m->al, k, cap) : 0;
+    for (size_t i = 0; i < n; i++)
+        if (k[i].volume == v->vid)
+            lost_set(v, k[i].region, true);
+    free(k);
 }
 
 /* ---- workers ------------------------------------------------------------------ */
@@ -2047,6 +2275,7 @@ int mirror_volume_attach(struct mirror *m, struct svol *sv, uint32_t vid, struct
     }
     if (r == 0)
         r = open_bitmaps(v);
+    lost_from_log(v);
     update_serve_local(v);
     pthread_mutex_unlock(&v->mu);
     if (r == 0)
@@ -2175,6 +2404,8 @@ int mirror_start(const struct mirror_params *p, struct mirror **out)
     pthread_cond_init(&m->scv, NULL);
     m->jobs_tail = &m->jobs;
     m->settles_tail = &m->settles;
+    m->al = p->actlog;
+    pthread_mutex_init(&m->ckpt_mu, NULL);
     struct mlink_params lp = {
         .listen = p->listen,
         .cluster = m->cluster,
@@ -2220,6 +2451,7 @@ void mirror_stop(struct mirror *m)
     pthread_cond_destroy(&m->jcv);
     pthread_cond_destroy(&m->scv);
     pthread_mutex_destroy(&m->qmu);
+    pthread_mutex_destroy(&m->ckpt_mu);
     free(m);
 }
 

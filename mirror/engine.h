@@ -67,6 +67,10 @@ struct mirror_params {
     unsigned timeout_ms;
     bool sync_received;   /* peers answer once they hold the write */
     uint64_t resync_rate; /* bytes/s, 0 = unlimited */
+    /* This node's activity log (store/actlog.h), the caller's: every region
+     * is in it before this node's first write to it, and the regions it
+     * held at start are lost until reconciled. NULL: none (unit tests). */
+    struct actlog *actlog;
     /* Around the completions a link thread runs for one batch of its
      * peer's answers (the volume layer's callers may hold their replies
      * and send them together); optional. */
@@ -148,6 +152,10 @@ int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t
 /* node left the group: v's replica there is outdated; lost regions of v
  * are dirty for it. 1 if the set changed. */
 int mirror_node_left(struct mvol *v, uint32_t node, const struct pol_key *lost, size_t nlost);
+/* Node from's activity log held these regions when it started (a cold
+ * start may have left them unequal): each is reconciled before its next
+ * write, and in the background by the lowest current replica. Main loop. */
+void mirror_regions_lost(struct mirror *m, uint32_t from, const struct pol_key *keys, size_t n);
 /* The group or the table changed: reconnects peers, starts resyncs. */
 void mirror_changed(struct mirror *m);
 

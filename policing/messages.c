@@ -47,6 +47,12 @@ static bool part_ok(const struct pmsg_state_part *p, size_t len)
     return data == PMSG_PART_MAX && end < p->total;
 }
 
+static bool lost_ok(const struct pmsg_lost *m, size_t len)
+{
+    return len >= sizeof *m && m->n <= PMSG_LOST_MAX &&
+           len == sizeof *m + (size_t)m->n * sizeof(struct pmsg_lost_key);
+}
+
 int pmsg_check(const void *msg, size_t len, const char **why)
 {
     const struct pmsg_header *h = msg;
@@ -65,6 +71,13 @@ int pmsg_check(const void *msg, size_t len, const char **why)
     if (h->type == PMSG_STATE_PART) {
         if (!part_ok(msg, len)) {
             *why = "malformed STATE_PART";
+            return -1;
+        }
+        return h->type;
+    }
+    if (h->type == PMSG_LOST) {
+        if (!lost_ok(msg, len)) {
+            *why = "malformed LOST";
             return -1;
         }
         return h->type;

@@ -38,6 +38,7 @@ enum pmsg_type {
     PMSG_REPLICA = 9,     /* a replica changes state (mirror/replicas.h) */
     PMSG_SERVICE = 10,    /* a service address moves (services.h) */
     PMSG_STATE_PART = 11, /* sync round: a piece of the winner's state */
+    PMSG_LOST = 12,       /* regions a node's activity log names after a cold start */
 };
 
 #define PMSG_NAME_MAX 64
@@ -100,6 +101,21 @@ struct pmsg_service {
     uint32_t owner;
     uint32_t holder;
     uint8_t manual;
+} __attribute__((packed));
+
+/* LOST: regions the sender's activity log (store/actlog.h) named when it
+ * started: it may have written them on some replicas and not others before
+ * a power cut, so every node marks them lost (reconciled before their next
+ * write). This header, then n pmsg_lost_key, n <= PMSG_LOST_MAX. */
+#define PMSG_LOST_MAX 1024
+struct pmsg_lost {
+    struct pmsg_header h;
+    uint32_t n;
+} __attribute__((packed));
+
+struct pmsg_lost_key {
+    uint32_t volume;
+    uint64_t region;
 } __attribute__((packed));
 
 struct pmsg_offer {

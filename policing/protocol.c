@@ -101,6 +101,9 @@ struct policing {
      * messages return in the order it sent them). */
     pthread_mutex_t replica_mu; /* orders sends of next_replica_tag */
     uint64_t next_replica_tag, replica_applied;
+    /* Regions of this node's activity log still to announce (main loop). */
+    struct pol_key *announce;
+    size_t nannounce;
 };
 
 uint32_t policing_volume_id(const char *uuid)
@@ -586,6 +589,75 @@ int policing_service_giveback(struct policing *pc, uint32_t owner)
     return service_move(pc, owner, owner, false);
 }
 
+/* ---- regions an activity log named at start ---------------------------- */
+
+static void apply_lost(struct policing *pc, uint32_t nodeid, const struct pmsg_lost *m)
+{
+    const struct pmsg_lost_key *k = (const void *)(m + 1);
+    struct pol_key *keys = malloc((m->n ? m->n : 1) * sizeof *keys);
+    if (!keys) {
+        qb_log(LOG_CRIT, "policing: out of memory applying node %u's %u lost regions", nodeid,
+               m->n);
+        abort(); /* every node must apply them, or the tables differ */
+    }
+    for (uint32_t i = 0; i < m->n; i++)
+        keys[i] = (struct pol_key){k[i].volume, k[i].region};
+    qb_log(LOG_INFO,
+           "policing: node %u's activity log names %u regions from before it started: they are "
+           "reconciled before their next write",
+           nodeid, m->n);
+    if (pc->p.table->regions_lost)
+        pc->p.table->regions_lost(pc->p.table_ctx, nodeid, keys, m->n);
+    free(keys);
+}
+
+/* Sends what policing_announce_lost left, once this node is in sync and
+ * quorate (so the majority applies it); a failed send is tried again at
+ * the next chance. */
+static void announce_lost(struct policing *pc)
+{
+    if (!pc->nannounce || !pc->synced || pc->round_open || !policing_quorate(pc))
+        return;
+    size_t cap = PMSG_LOST_MAX;
+    size_t len = sizeof(struct pmsg_lost) + cap * sizeof(struct pmsg_lost_key);
+    struct pmsg_lost *m = malloc(len);
+    size_t done = 0;
+    while (m && done < pc->nannounce) {
+        size_t n = pc->nannounce - done < cap ? pc->nannounce - done : cap;
+        size_t mlen = sizeof *m + n * sizeof(struct pmsg_lost_key);
+        pmsg_init(&m->h, PMSG_LOST, mlen);
+        m->n = (uint32_t)n;
+        struct pmsg_lost_key *k = (void *)(m + 1);
+        for (size_t i = 0; i < n; i++)
+            k[i] = (struct pmsg_lost_key){pc->announce[done + i].volume,
+                                          pc->announce[done + i].region};
+        if (send_msg(pc, m, mlen) < 0)
+            break;
+        done += n;
+    }
+    free(m);
+    if (done < pc->nannounce) {
+        qb_log(LOG_ERR, "policing: %zu regions of the activity log not announced yet",
+               pc->nannounce - done);
+        memmove(pc->announce, pc->announce + done, (pc->nannounce - done) * sizeof *pc->announce);
+    }
+    pc->nannounce -= done;
+}
+
+int policing_announce_lost(struct policing *pc, const struct pol_key *keys, size_t n)
+{
+    if (n == 0)
+        return 0;
+    struct pol_key *v = realloc(pc->announce, (pc->nannounce + n) * sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    memcpy(v + pc->nannounce, keys, n * sizeof *v);
+    pc->announce = v;
+    pc->nannounce += n;
+    announce_lost(pc);
+    return 0;
+}
+
 /* A table or region message, applied now. */
 static void apply(struct policing *pc, uint32_t nodeid, uint32_t pid, int type, const void *msg)
 {
@@ -595,6 +667,8 @@ static void apply(struct policing *pc, uint32_t nodeid, uint32_t pid, int type, 
         apply_replica(pc, nodeid, pid, msg);
     else if (type == PMSG_SERVICE)
         apply_service(pc, nodeid, msg);
+    else if (type == PMSG_LOST)
+        apply_lost(pc, nodeid, msg);
     else
         apply_volume(pc, nodeid, pid, type, msg);
 }
@@ -745,6 +819,7 @@ static void win_round(struct policing *pc)
            r == 0 ? ", sent to the group" : "");
     pc->p.table->changed(pc->p.table_ctx);
     service_update(pc);
+    announce_lost(pc);
 }
 
 static void on_offer(struct policing *pc, uint32_t nodeid, const struct pmsg_offer *m)
@@ -815,6 +890,7 @@ static void on_stream(struct policing *pc, uint32_t nodeid, const void *buf, siz
     sync_state_free(&st);
     pc->p.table->changed(pc->p.table_ctx);
     service_update(pc);
+    announce_lost(pc);
 }
 
 static void on_state_part(struct policing *pc, uint32_t nodeid, const struct pmsg_state_part *p,
@@ -984,8 +1060,10 @@ static void quorum_update(struct policing *pc)
     service_update(pc);
     /* What waits for quorum (a resync, reconciling lost regions) looks
      * again: the sync round may have ended before this news came. */
-    if (quorate && pc->synced)
+    if (quorate && pc->synced) {
         pc->p.table->changed(pc->p.table_ctx);
+        announce_lost(pc);
+    }
 }
 
 /* Whether n members are a majority of the configured nodes (two or fewer:
@@ -1285,6 +1363,7 @@ void policing_stop(struct policing *pc)
     replay_held(pc, UINT64_MAX);
     free(pc->held);
     sync_assembly_reset(&pc->sync);
+    free(pc->announce);
     while (pc->pending) {
         struct pending *x = pc->pending;
         pc->pending = x->next;

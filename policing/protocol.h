@@ -72,6 +72,10 @@ struct policing_table_ops {
      * held (lost, from the region table) are dirty for it. 1 if the table
      * changed. */
     int (*node_left)(void *ctx, uint32_t node, const struct pol_key *lost, size_t nlost);
+    /* Node `from` names regions its activity log held when it started
+     * (PMSG_LOST): they may differ between replicas, so they are lost
+     * (reconciled before their next write). */
+    void (*regions_lost)(void *ctx, uint32_t from, const struct pol_key *keys, size_t n);
     /* This node's table is current again (after a sync round, or a change
      * to it): a chance to start resyncs. */
     void (*changed)(void *ctx);
@@ -130,6 +134,11 @@ int policing_replica_change(struct policing *pc, uint32_t volume, uint32_t node,
  * (several sent without wait, then one wait): 0, -ENOTCONN after 30 s,
  * -ESHUTDOWN. Any thread. */
 int policing_replica_sync(struct policing *pc);
+/* The regions this node's activity log held at start (a copy is kept):
+ * multicast (PMSG_LOST, in pieces of PMSG_LOST_MAX) once, at the end of
+ * the first sync round in which this node is quorate, so every member then
+ * applies them in agreed order (table op regions_lost). Main loop. */
+int policing_announce_lost(struct policing *pc, const struct pol_key *keys, size_t n);
 /* Whether this partition has quorum now. */
 bool policing_quorate(struct policing *pc);
 /* Whether this node may answer reads: quorate ever since the end of the

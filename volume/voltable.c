@@ -166,6 +166,13 @@ static int vt_node_left(void *ctx, uint32_t node, const struct pol_key *lost, si
     return volumes_node_left(t->vols, node, lost, nlost);
 }
 
+static void vt_regions_lost(void *ctx, uint32_t from, const struct pol_key *keys, size_t n)
+{
+    struct voltable *t = ctx;
+    if (t->mirror)
+        mirror_regions_lost(t->mirror, from, keys, n);
+}
+
 static void vt_changed(void *ctx)
 {
     struct voltable *t = ctx;
@@ -175,6 +182,7 @@ static void vt_changed(void *ctx)
 const struct policing_table_ops voltable_ops = {
     .replica = vt_replica,
     .node_left = vt_node_left,
+    .regions_lost = vt_regions_lost,
     .changed = vt_changed,
     .create = vt_create,
     .resize = vt_resize,

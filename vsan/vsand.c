@@ -22,6 +22,7 @@
 #include "vsan/config.h"
 #include "common/log.h"
 #include "vsan/service.h"
+#include "store/actlog.h"
 #include "store/store.h"
 #include "volume/volume.h"
 #include "mirror/engine.h"
@@ -31,6 +32,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
+#include <limits.h>
 #include <qb/qblog.h>
 #include <qb/qbloop.h>
 #include <signal.h>
@@ -60,6 +62,7 @@ struct node {
     struct voltable table;
     struct policing *pc;
     struct mirror *mirror; /* NULL when standalone */
+    struct actlog *actlog; /* with the mirror */
     struct nbd_server *nbd;
     struct service *service;
     struct admin_node admin_node;
@@ -450,6 +453,37 @@ static int start_policing(struct node *n)
     return 0;
 }
 
+/* Opens the activity log and has the regions it holds announced to the
+ * group: they may differ between replicas after a power cut. A log that
+ * can't be read stops the start (actlog_open names the file). */
+static int open_actlog(struct node *n)
+{
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/activity.log", n->cfg.data_dir) >= (int)sizeof path) {
+        qb_log(LOG_ERR, "activity log in \"%s\": the path is too long", n->cfg.data_dir);
+        return -ENAMETOOLONG;
+    }
+    int r = actlog_open(path, ACTLOG_MAX_DEFAULT, &n->actlog);
+    size_t count = r == 0 ? actlog_count(n->actlog) : 0;
+    struct actlog_key *k = count ? malloc(count * sizeof *k) : NULL;
+    struct pol_key *p = count ? malloc(count * sizeof *p) : NULL;
+    if (count && (!k || !p))
+        r = -ENOMEM;
+    size_t got = r == 0 && count ? actlog_list(n->actlog, k, count) : 0;
+    for (size_t i = 0; i < got; i++)
+        p[i] = (struct pol_key){k[i].volume, k[i].region};
+    if (r == 0 && got > 0) {
+        qb_log(LOG_WARNING,
+               "activity log \"%s\": %zu regions this node may have been writing when it "
+               "stopped: they are reconciled before their next write",
+               path, got);
+        r = policing_announce_lost(n->pc, p, got);
+    }
+    free(k);
+    free(p);
+    return r;
+}
+
 /* In a cluster: the mirror link and engine, so every write reaches every
  * current replica. Standalone nodes have no peers and skip it. */
 static int start_mirror(struct node *n)
@@ -457,9 +491,12 @@ static int start_mirror(struct node *n)
     const struct vsan_config *c = &n->cfg;
     if (c->cluster_mode != CONFIG_COROSYNC)
         return 0;
+    int r = open_actlog(n);
+    if (r < 0)
+        return r;
     struct mauth_secret secret;
     char err[512];
-    int r = mauth_load_secret(c->mirror_secret_file, &secret, err, sizeof err);
+    r = mauth_load_secret(c->mirror_secret_file, &secret, err, sizeof err);
     if (r < 0) {
         qb_log(LOG_ERR, "[mirror] secret_file: %s", err);
         return r;
@@ -473,6 +510,7 @@ static int start_mirror(struct node *n)
         .timeout_ms = c->mirror_timeout_ms,
         .sync_received = c->mirror_sync_received,
         .resync_rate = c->mirror_resync_rate,
+        .actlog = n->actlog,
         /* NBD replies completed by a link thread go out together. */
         .batch_begin = nbd_replies_hold,
         .batch_end = nbd_replies_flush,
@@ -532,6 +570,7 @@ static void stop_node(struct node *n)
     service_close(n->service); /* the others take the addresses over once we leave */
     nbd_server_free(n->nbd);
     mirror_stop(n->mirror);
+    actlog_close(n->actlog);
     if (n->pc)
         policing_stop(n->pc);
     service_free(n->service);

@@ -2,8 +2,9 @@
  * (policing/messages.c): every type is accepted at its own length and
  * dropped at any other, with the reason; a foreign magic, another
  * protocol version, an unknown type and a length field that disagrees
- * are dropped too; a STATE_PART is accepted only where its bytes fit the
- * piece and stream limits and its place in the stream. */
+ * are dropped too, and a LOST whose count overruns it; a STATE_PART is
+ * accepted only where its bytes fit the piece and stream limits and its
+ * place in the stream. */
 #include "policing/messages.h"
 
 #include <criterion/criterion.h>
@@ -94,7 +95,7 @@ Test(messages, foreign_or_malformed_headers)
     expect_dropped(sizeof(struct pmsg_replica), "length field disagrees with the message");
 
     check(PMSG_REPLICA, sizeof(struct pmsg_replica), NULL);
-    h->type = PMSG_STATE_PART + 1;
+    h->type = PMSG_LOST + 1;
     expect_dropped(sizeof(struct pmsg_replica), "unknown message type");
 }
 
@@ -136,4 +137,22 @@ Test(messages, the_old_state_message_is_gone)
     memset(buf, 0, sizeof buf);
     pmsg_init((struct pmsg_header *)buf, 8, 64);
     expect_dropped(64, "unknown message type");
+}
+
+Test(messages, lost_count_must_match_its_length)
+{
+    size_t len = sizeof(struct pmsg_lost) + 3 * sizeof(struct pmsg_lost_key);
+    const char *why = NULL;
+    check(PMSG_LOST, len, NULL);
+    struct pmsg_lost *m = (struct pmsg_lost *)buf;
+    m->n = 3;
+    cr_expect(eq(int, pmsg_check(buf, len, &why), PMSG_LOST), "%s", why ? why : "");
+    m->n = 2;
+    expect_dropped(len, "malformed LOST");
+    m->n = 4;
+    expect_dropped(len, "malformed LOST");
+    m->n = UINT32_MAX;
+    expect_dropped(len, "malformed LOST");
+    check(PMSG_LOST, sizeof(struct pmsg_lost) - 1, NULL);
+    expect_dropped(sizeof(struct pmsg_lost) - 1, "malformed LOST");
 }
