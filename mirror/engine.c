@@ -1715,6 +1715,12 @@ static int reconcile_region(struct mvol *v, uint64_t r)
     size_t n = current_peers(v, peers);
     bool differs = !atomic_load(&v->serve_local);
     int e = differs || n == 0 ? 0 : region_differs(v, r, peers, n, &differs);
+    if (e < 0) { /* a peer that can't compare gets the whole region, or is outdated */
+        qb_log(LOG_INFO, "volume \"%s\": region %llu: comparing its copies: %s: copying it whole",
+               v->name, (unsigned long long)r, strerror(-e));
+        differs = true;
+        e = 0;
+    }
     void *buf = e == 0 ? malloc(COPY_CHUNK) : NULL;
     if (e == 0 && !buf)
         e = -ENOMEM;
@@ -1778,7 +1784,16 @@ static void reconcile_job(struct mvol *v)
             break; /* the writers reconcile what is left, or the next survivor */
         next = r + 1;
     }
-    /* A region lost meanwhile (another writer left) gets a new pass. */
+    /* A failed pass (a peer not linked yet, right after a cold start) is
+     * tried again in 1 s, without holding a worker meanwhile; without
+     * quorum the next quorum gain queues it. A region lost meanwhile
+     * (another writer left) gets a new pass. */
+    if (r != UINT64_MAX && policing_quorate(v->pc) && !atomic_load(&m->stopping) &&
+        !atomic_load(&v->gone)) {
+        qb_log(LOG_WARNING, "volume \"%s\": lost regions left: reconciling again in 1 s", v->name);
+        if (queue_job(v, reconcile_job, 1000) == 0)
+            return;
+    }
     pthread_mutex_lock(&v->mu);
     v->reconciling = false;
     if (r == UINT64_MAX)
