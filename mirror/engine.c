@@ -1902,7 +1902,17 @@ static int by_volume(const void *a, const void *b)
     return x->volume < y->volume ? -1 : x->volume > y->volume;
 }
 
-/* Drops from k (sorted by volume) the regions still lost here. */
+/* With mu held: whether this node's copy of v takes writes, so that the
+ * lost marks here are cleared by the reconcile that makes it equal. */
+static bool holds_copy(struct mvol *v)
+{
+    enum replica_state self = replica_get(&v->rec, v->m->self);
+    return self == REPLICA_CURRENT || self == REPLICA_SYNCING;
+}
+
+/* Drops from k (sorted by volume) the regions still lost here: those of
+ * a copy that takes writes (an outdated one is not reconciled but
+ * resynced, and its marks stay). */
 static size_t keep_reconciled(struct mirror *m, struct actlog_key *k, size_t n)
 {
     size_t kept = 0;
@@ -1916,7 +1926,7 @@ static size_t keep_reconciled(struct mirror *m, struct actlog_key *k, size_t n)
         bool lost = false;
         if (v) {
             pthread_mutex_lock(&v->mu);
-            lost = lost_test(v, k[i].region);
+            lost = holds_copy(v) && lost_test(v, k[i].region);
             pthread_mutex_unlock(&v->mu);
         }
         if (!lost)
@@ -1985,7 +1995,7 @@ void mirror_regions_lost(struct mirror *m, uint32_t from, const struct pol_key *
         if (!v)
             continue; /* deleted meanwhile */
         pthread_mutex_lock(&v->mu);
-        for (size_t x = i; x < j; x++)
+        for (size_t x = i; holds_copy(v) && x < j; x++)
             lost_set(v, keys[x].region, true);
         consider_reconcile(v);
         pthread_mutex_unlock(&v->mu);
@@ -1997,10 +2007,12 @@ void mirror_regions_lost(struct mirror *m, uint32_t from, const struct pol_key *
     }
 }
 
-/* With mu held: the regions of v this node's log holds are lost. */
+/* With mu held: the regions of v this node's log holds are lost, if its
+ * copy takes writes (as for a departure's regions, mirror_node_left: the
+ * current copies reconcile; an outdated one is resynced from them). */
 static void lost_from_log(struct mvol *v)
 {
-    size_t cap = v->m->al ? actlog_count(v->m->al) : 0;
+    size_t cap = v->m->al && holds_copy(v) ? actlog_count(v->m->al) : 0;
     struct actlog_key *k = cap ? malloc(cap * sizeof *k) : NULL;
     size_t n = k ? actlog_list(v->m->al, k, cap) : 0;
     for (size_t i = 0; i < n; i++)
