@@ -29,6 +29,9 @@
 #define VERIFY_LIST_MAX 64
 /* Regions one activity log call covers (a zero over more is split). */
 #define LOG_SPAN 64
+/* A write finding the log full of regions not reconciled yet waits for
+ * them this many times 100 ms, then fails. */
+#define LOG_WAIT_STEPS 600
 
 /* Worker threads, a fixed number whatever the number of volumes: resyncs
  * and background reconciles queue for them (a node rejoining a cluster of
@@ -1868,9 +1871,17 @@ static int log_regions(struct mvol *v, uint64_t first, uint64_t last)
     for (uint64_t r = first; v->m->al && r <= last; r += LOG_SPAN) {
         size_t n = log_keys(v, r, last, k);
         int e;
-        while ((e = actlog_add(v->m->al, k, n)) == -ENOSPC)
-            if ((e = checkpoint(v->m)) < 0)
+        for (unsigned waited = 0; (e = actlog_add(v->m->al, k, n)) == -ENOSPC;) {
+            e = checkpoint(v->m);
+            if (e == -ENOSPC && waited++ < LOG_WAIT_STEPS) {
+                /* Every region in the log is still lost (a cold start with a
+                 * full log): the background reconcile clears them. */
+                poll(NULL, 0, 100);
+                continue;
+            }
+            if (e < 0)
                 break;
+        }
         if (e < 0) {
             qb_log(LOG_ERR, "volume \"%s\": region %llu: not in the activity log \"%s\": %s",
                    v->name, (unsigned long long)r, actlog_path(v->m->al), strerror(-e));
