@@ -17,7 +17,9 @@
 #    verify` finds 0 differing regions.
 # Without the activity log, node 1 keeps the write and nodes 2 and 3 not,
 # for good (the lost marks of a departed writer live in memory only).
-# Last, a node whose activity log is corrupt refuses to start, naming it.
+# Then node 1 writes 1,100 regions of another volume: its log (1,024
+# entries) makes room by checkpoints and stays bounded. Last, a node whose
+# activity log is corrupt refuses to start, naming it.
 # timeout: 300
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -141,6 +143,24 @@ grep -q "region 2: reconciled after its writer left (copies differed)" \
 [ "$(verify_differing 1)" = "0 " ] || lab_fail "verify found differences: $(verify_differing 1)"
 log "reconciled: $(grep -o 'region 2: reconciled.*' "$VSAN_LAB_DIR/n1/vsand.log" | head -n 1)"
 log "vsan volume verify: 0 regions differ"
+
+log "n1 writes 1,100 regions: its log of 1,024 makes room (checkpoints) and stays bounded"
+lab vsan 1 volume create big 5G
+wait_until 20 eval 'LAB_VOL=big all_current' || lab_fail "big never became current"
+nbdpy "$("$LAB" addr 1)/big" "$RS" <<'EOF' || lab_fail "writes to 1,100 regions through n1 failed"
+import sys
+from nbdtest import *
+h = connect_nbd(sys.argv[1])
+rs = int(sys.argv[2])
+for r in range(1100):
+    h.pwrite(pattern(r, 4096), r * rs)
+h.flush()
+for r in range(0, 1100, 97):
+    check(h.pread(4096, r * rs) == pattern(r, 4096), "region %d reads back" % r)
+EOF
+size=$(stat -c %s "$VSAN_LAB_DIR/n1/data/activity.log")
+[ "$size" -le $((32 + 1024 * 16)) ] || lab_fail "n1's activity log grew to $size bytes"
+log "n1's activity log: $(((size - 32) / 16)) entries after 1,100 regions written"
 
 log "a node whose activity log is corrupt refuses to start"
 lab stop 3
