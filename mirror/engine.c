@@ -27,11 +27,16 @@
 
 #define COPY_CHUNK (1u << 20)
 #define VERIFY_LIST_MAX 64
-/* Regions one activity log call covers (a zero over more is split). */
-#define LOG_SPAN 64
+/* Regions an activity log call covers with keys on the stack (a write of
+ * 32 MiB in 4 MiB regions touches 9; at most MWIRE_IO_MAX / region size
+ * + 1, 513 with 64 KiB regions): more go in a buffer of their own. */
+#define LOG_STACK 16
 /* A write finding the log full of regions not reconciled yet waits for
  * them this many times 100 ms, then fails. */
 #define LOG_WAIT_STEPS 600
+/* The background reconcile on a current copy that is not the lowest id
+ * starts this much after the lowest's. */
+#define RECONCILE_LATER_MS 10000
 
 /* Worker threads, a fixed number whatever the number of volumes: resyncs
  * and background reconciles queue for them (a node rejoining a cluster of
@@ -77,7 +82,9 @@ struct mirror {
     size_t nworkers;
     bool settler_started;
     struct actlog *al;       /* NULL: no activity log */
+    size_t al_max;           /* its room at start: the entries it holds */
     pthread_mutex_t ckpt_mu; /* one checkpoint at a time */
+    atomic_bool ckpt_queued; /* a background checkpoint is queued */
 };
 
 /* A write in flight from this node, in its volume's list. */
@@ -141,12 +148,12 @@ struct mvol {
 static uint64_t lost_first(struct mvol *v, uint64_t first, uint64_t last);
 static void lost_set(struct mvol *v, uint64_t r, bool on);
 static bool lost_test(const struct mvol *mv, uint64_t r);
-static int reconcile_lost(struct mvol *v, uint64_t first, uint64_t last);
+static int reconcile_lost(struct mvol *v, uint64_t first, uint64_t last, bool wait);
 static int reconcile_region(struct mvol *v, uint64_t r);
 static void consider_reconcile(struct mvol *v);
 /* The activity log (defined with the lost regions). */
 static int logged_range_lock(struct mvol *v, struct inflight *x, uint64_t offset, uint64_t len,
-                             uint64_t first, uint64_t last);
+                             uint64_t first, uint64_t last, bool wait);
 static bool logged(struct mvol *v, uint64_t first, uint64_t last);
 /* Worker jobs and the registry (defined with the life cycle). */
 static int queue_job(struct mvol *v, void (*fn)(struct mvol *v), unsigned after_ms);
@@ -603,9 +610,9 @@ static int replicate(struct mvol *v, enum mwire_type type, const void *buf, uint
 {
     struct rwrite w;
     rwrite_init(&w, v, count, offset);
-    int e = reconcile_lost(v, w.first, w.last);
+    int e = reconcile_lost(v, w.first, w.last, true);
     if (e == 0)
-        e = logged_range_lock(v, &w.x, offset, count, w.first, w.last);
+        e = logged_range_lock(v, &w.x, offset, count, w.first, w.last, true);
     if (e < 0)
         return e;
     start_write(&w, type, buf, count, offset, flags, local, NULL);
@@ -695,11 +702,17 @@ int mirror_write(struct mvol *v, const void *buf, uint32_t count, uint64_t offse
     return replicate(v, MW_WRITE, buf, count, offset, flags, local_write);
 }
 
-/* A zero over more regions than one log step covers goes as several
- * (with a log: its regions must fit in it at once). */
+/* The most a zero covers in one go with an activity log: as many regions
+ * as a write at most touches, so that they fit in the log at once. */
+static uint64_t zero_span(const struct mirror *m)
+{
+    return m->rs > MWIRE_IO_MAX ? m->rs : MWIRE_IO_MAX;
+}
+
+/* A zero over more than zero_span goes as several. */
 static int zero_split(struct mvol *v, uint32_t count, uint64_t offset, unsigned flags)
 {
-    uint64_t span = (uint64_t)LOG_SPAN << v->m->rs_shift;
+    uint64_t span = zero_span(v->m);
     for (uint64_t done = 0; done < count;) {
         uint64_t to_edge = span - (offset + done) % span;
         uint32_t n = (uint32_t)(to_edge < count - done ? to_edge : count - done);
@@ -714,7 +727,7 @@ static int zero_split(struct mvol *v, uint32_t count, uint64_t offset, unsigned 
 int mirror_zero(struct mvol *v, uint32_t count, uint64_t offset, unsigned flags,
                 struct mirror_async *a)
 {
-    uint64_t span = (uint64_t)LOG_SPAN << v->m->rs_shift;
+    uint64_t span = zero_span(v->m);
     if (v->m->al && count > 0 && offset / span != (offset + count - 1) / span)
         return a ? -EAGAIN : zero_split(v, count, offset, flags);
     if (a)
@@ -1251,13 +1264,31 @@ static int copy_region(struct mvol *v, uint64_t r, void *buf)
     int e = policing_write_begin(v->pc, v->vid, off, len, false, &w);
     if (e < 0)
         return e;
+    /* A lost region is reconciled first (the current copies agree), which
+     * writes to them: logged, as every write of this node is. */
     struct inflight x;
-    range_lock(v, &x, off, len, true);
-    pthread_mutex_lock(&v->mu);
-    bool lost = lost_test(v, r);
-    pthread_mutex_unlock(&v->mu);
+    bool lost = false, log = false;
+    for (;;) {
+        if (log)
+            e = logged_range_lock(v, &x, off, len, r, r, true);
+        else
+            range_lock(v, &x, off, len, true);
+        if (e < 0)
+            break;
+        pthread_mutex_lock(&v->mu);
+        lost = lost_test(v, r);
+        pthread_mutex_unlock(&v->mu);
+        if (!lost || log || !m->al)
+            break;
+        range_unlock(v, &x);
+        log = true;
+    }
+    if (e < 0) {
+        policing_write_end(v->pc, &w);
+        return e;
+    }
     if (lost)
-        e = reconcile_region(v, r); /* the current copies first agree */
+        e = reconcile_region(v, r);
     for (uint64_t done = 0; e == 0 && done < len;) {
         uint32_t n = len - done < COPY_CHUNK ? (uint32_t)(len - done) : COPY_CHUNK;
         e = read_peer(v, buf, n, off + done);
@@ -1745,7 +1776,7 @@ static int reconcile_region(struct mvol *v, uint64_t r)
 
 /* Reconciles the lost regions among first..last, each under its whole
  * range; the caller holds their priority and no range of them. */
-static int reconcile_lost(struct mvol *v, uint64_t first, uint64_t last)
+static int reconcile_lost(struct mvol *v, uint64_t first, uint64_t last, bool wait)
 {
     struct mirror *m = v->m;
     for (uint64_t r; (r = lost_first(v, first, last)) != UINT64_MAX; first = r + 1) {
@@ -1754,7 +1785,7 @@ static int reconcile_lost(struct mvol *v, uint64_t first, uint64_t last)
         uint64_t len = region_len(v, r);
         if (len == 0)
             break; /* past the end now: lost_first finds no more */
-        int e = logged_range_lock(v, &x, off, len, r, r);
+        int e = logged_range_lock(v, &x, off, len, r, r, wait);
         if (e < 0)
             return e;
         pthread_mutex_lock(&v->mu);
@@ -1768,22 +1799,26 @@ static int reconcile_lost(struct mvol *v, uint64_t first, uint64_t last)
     return 0;
 }
 
-/* The background pass of the chosen survivor, on a worker: every lost
- * region, each under its priority. */
+/* The background pass, on a worker: every lost region, each under its
+ * priority. A region the activity log has no room for yet (full of
+ * regions still lost, which this pass clears) is skipped, never waited
+ * for while holding a priority. */
 static void reconcile_job(struct mvol *v)
 {
     struct mirror *m = v->m;
     uint64_t r = 0, next = 0;
+    bool skipped = false;
     while (!atomic_load(&m->stopping) && !atomic_load(&v->gone) &&
            (r = lost_first(v, next, nregions(m, vsize(v)) - 1)) != UINT64_MAX) {
         uint64_t off = r << m->rs_shift;
         struct pol_write w;
         int e = policing_write_begin(v->pc, v->vid, off, 1, false, &w);
         if (e == 0) {
-            e = reconcile_lost(v, r, r);
+            e = reconcile_lost(v, r, r, false);
             policing_write_end(v->pc, &w);
         }
-        if (e < 0)
+        skipped |= e == -ENOSPC;
+        if (e < 0 && e != -ENOSPC)
             break; /* the writers reconcile what is left, or the next survivor */
         next = r + 1;
     }
@@ -1791,7 +1826,7 @@ static void reconcile_job(struct mvol *v)
      * tried again in 1 s, without holding a worker meanwhile; without
      * quorum the next quorum gain queues it. A region lost meanwhile
      * (another writer left) gets a new pass. */
-    if (r != UINT64_MAX && policing_quorate(v->pc) && !atomic_load(&m->stopping) &&
+    if ((skipped || r != UINT64_MAX) && policing_quorate(v->pc) && !atomic_load(&m->stopping) &&
         !atomic_load(&v->gone)) {
         qb_log(LOG_WARNING, "volume \"%s\": lost regions left: reconciling again in 1 s", v->name);
         if (queue_job(v, reconcile_job, 1000) == 0)
@@ -1799,23 +1834,27 @@ static void reconcile_job(struct mvol *v)
     }
     pthread_mutex_lock(&v->mu);
     v->reconciling = false;
-    if (r == UINT64_MAX)
+    if (r == UINT64_MAX && !skipped)
         consider_reconcile(v);
     pthread_mutex_unlock(&v->mu);
 }
 
-/* With mu held: queues the background pass here if this node is the
- * current replica with the lowest id. */
+/* With mu held: queues the background pass if this node's copy is
+ * current and it has lost regions: at once on the current replica with
+ * the lowest id, RECONCILE_LATER_MS later on the others (the lowest may
+ * have joined after the marks were set, so it lacks them; when the others
+ * come to a region, its reconcile has cleared it on every copy). */
 static void consider_reconcile(struct mvol *v)
 {
     uint32_t lowest = UINT32_MAX;
     for (uint32_t i = 0; i < v->rec.nreplicas; i++)
         if (v->rec.replicas[i].state == REPLICA_CURRENT && v->rec.replicas[i].node < lowest)
             lowest = v->rec.replicas[i].node;
-    if (lowest != v->m->self || v->reconciling || atomic_load(&v->nlost) == 0 ||
-        atomic_load(&v->m->stopping))
+    if (replica_get(&v->rec, v->m->self) != REPLICA_CURRENT || v->reconciling ||
+        atomic_load(&v->nlost) == 0 || atomic_load(&v->m->stopping))
         return;
-    v->reconciling = queue_job(v, reconcile_job, 0) == 0;
+    v->reconciling =
+        queue_job(v, reconcile_job, lowest == v->m->self ? 0 : RECONCILE_LATER_MS) == 0;
     if (!v->reconciling)
         qb_log(LOG_ERR, "volume \"%s\": out of memory to queue its reconcile", v->name);
 }
@@ -1824,87 +1863,121 @@ static void consider_reconcile(struct mvol *v)
  *
  * Before this node's first write to a region, the region goes into its
  * activity log (store/actlog.h), durably; writers logging at once share one
- * fdatasync. The check is made under the write's range lock, so a
- * checkpoint, which takes each region's range once after the regions stop
- * counting as logged, waits for every write that passed it. Asynchronous
- * writes never wait on the log: a region not logged yet sends them the slow
- * way (-EAGAIN). A region leaves the log at a checkpoint (the log is full):
- * of the least recently used half, those not lost here any more, once no
- * write of this node is in flight to them and every volume concerned was
- * flushed on every current replica (mirror_flush), so what this node wrote
- * there is durable everywhere it went. Cost: a first write to a region pays
- * one fdatasync of the log; every ACTLOG_MAX_DEFAULT / 2 new regions, one
- * writer pays a flush of each volume concerned and a rewrite of the log
- * (17 KiB at most).
+ * fdatasync. A write logs all its regions at once, pinned until it holds
+ * its range, so a checkpoint, which takes each region's range once the
+ * regions stop counting as logged, waits for every write that logged
+ * them, and a write's own regions are never evicted to make room for its
+ * others. Asynchronous writes never wait on the log: a region not logged
+ * yet sends them the slow way (-EAGAIN). A region leaves the log at a
+ * checkpoint: of the least recently used half, those not lost here any
+ * more, once no write of this node is in flight to them and every volume
+ * concerned was flushed on every current replica (mirror_flush), so what
+ * this node wrote there is durable everywhere it went. A checkpoint runs
+ * on a worker once three quarters of the log are used, and in a writer
+ * only when it is full. Cost: a first write to a region pays one
+ * fdatasync of the log; every al_max / 2 new regions, a worker pays a
+ * flush of each volume concerned and a rewrite of the log (16 bytes an
+ * entry).
  *
- * At start, the engine marks the regions its log holds lost (this node's
- * writes reconcile them first), and the daemon announces them to the group
- * (policing_announce_lost), whose agreed message marks them lost on every
- * node (mirror_regions_lost). They stay in the log until a checkpoint finds
- * them reconciled, so a second power cut before that forgets nothing.
+ * At start, the engine marks the regions its log carried lost (this
+ * node's writes reconcile them first), and the daemon announces them to
+ * the group (policing_announce_lost), whose agreed message marks them lost
+ * on every node (mirror_regions_lost). They stay in the log until a
+ * checkpoint finds them reconciled, so a second power cut before that
+ * forgets nothing, and they count beyond the log's size, so a cold start
+ * after a full log leaves it room for new writes and reconciles.
  */
 
-static size_t log_keys(struct mvol *v, uint64_t first, uint64_t last, struct actlog_key *k)
+static void checkpoint_job(struct mvol *v);
+
+/* Keys of v's regions first..last: stack if they fit, else a buffer the
+ * caller frees (NULL: no memory). */
+static struct actlog_key *log_keys(struct mvol *v, uint64_t first, uint64_t last,
+                                   struct actlog_key *stack, size_t *n)
 {
-    size_t n = 0;
-    for (uint64_t r = first; r <= last && n < LOG_SPAN; r++)
-        k[n++] = (struct actlog_key){v->vid, r};
-    return n;
+    size_t count = (size_t)(last - first + 1);
+    struct actlog_key *k = count <= LOG_STACK ? stack : malloc(count * sizeof *k);
+    if (!k)
+        return NULL;
+    for (size_t i = 0; i < count; i++)
+        k[i] = (struct actlog_key){v->vid, first + i};
+    *n = count;
+    return k;
 }
 
 /* Whether every region of first..last is logged (always, without a log). */
 static bool logged(struct mvol *v, uint64_t first, uint64_t last)
 {
-    struct actlog_key k[LOG_SPAN];
-    for (uint64_t r = first; v->m->al && r <= last; r += LOG_SPAN)
-        if (!actlog_logged(v->m->al, k, log_keys(v, r, last, k)))
-            return false;
-    return true;
+    if (!v->m->al)
+        return true;
+    struct actlog_key stack[LOG_STACK] = {{0}};
+    size_t n;
+    struct actlog_key *k = log_keys(v, first, last, stack, &n);
+    bool ok = k && actlog_logged(v->m->al, k, n);
+    if (k != stack)
+        free(k);
+    return ok;
 }
 
 static int checkpoint(struct mirror *m);
 
-/* Logs regions first..last durably, making room when the log is full. */
-static int log_regions(struct mvol *v, uint64_t first, uint64_t last)
+/* Queues a background checkpoint once three quarters of the log are
+ * used, one at a time. */
+static void consider_checkpoint(struct mvol *v)
 {
-    struct actlog_key k[LOG_SPAN];
-    for (uint64_t r = first; v->m->al && r <= last; r += LOG_SPAN) {
-        size_t n = log_keys(v, r, last, k);
-        int e;
-        for (unsigned waited = 0; (e = actlog_add(v->m->al, k, n)) == -ENOSPC;) {
-            e = checkpoint(v->m);
-            if (e == -ENOSPC && waited++ < LOG_WAIT_STEPS) {
-                /* Every region in the log is still lost (a cold start with a
-                 * full log): the background reconcile clears them. */
-                poll(NULL, 0, 100);
-                continue;
-            }
-            if (e < 0)
-                break;
-        }
-        if (e < 0) {
-            qb_log(LOG_ERR, "volume \"%s\": region %llu: not in the activity log \"%s\": %s",
-                   v->name, (unsigned long long)r, actlog_path(v->m->al), strerror(-e));
-            return e;
-        }
-    }
-    return 0;
+    struct mirror *m = v->m;
+    if (actlog_room(m->al) > m->al_max / 4 || atomic_exchange(&m->ckpt_queued, true))
+        return;
+    if (queue_job(v, checkpoint_job, 0) < 0)
+        atomic_store(&m->ckpt_queued, false); /* the next write tries again */
 }
 
-/* Takes x's range once regions first..last are logged; a checkpoint may
- * take them out between the add and the lock, then they are added again. */
-static int logged_range_lock(struct mvol *v, struct inflight *x, uint64_t offset, uint64_t len,
-                             uint64_t first, uint64_t last)
+/* Logs and pins k, making room when the log is full. Every region in it
+ * still lost (not reconciled yet): with wait, tries again for at most
+ * LOG_WAIT_STEPS * 100 ms; without, -ENOSPC at once. */
+static int log_add(struct mvol *v, const struct actlog_key *k, size_t n, bool wait)
 {
-    for (;;) {
-        int e = log_regions(v, first, last);
-        if (e < 0)
+    struct mirror *m = v->m;
+    int e;
+    for (unsigned waited = 0; (e = actlog_add(m->al, k, n)) == -ENOSPC;) {
+        e = checkpoint(m);
+        if (e == -ENOSPC && !wait)
             return e;
-        range_lock(v, x, offset, len, true);
-        if (logged(v, first, last))
-            return 0;
-        range_unlock(v, x);
+        if (e == -ENOSPC && waited++ < LOG_WAIT_STEPS) {
+            poll(NULL, 0, 100);
+            continue;
+        }
+        if (e < 0)
+            break;
     }
+    if (e < 0)
+        qb_log(LOG_ERR, "volume \"%s\": regions %llu..%llu: not in the activity log \"%s\": %s",
+               v->name, (unsigned long long)k[0].region, (unsigned long long)k[n - 1].region,
+               actlog_path(m->al), strerror(-e));
+    else
+        consider_checkpoint(v);
+    return e;
+}
+
+/* Takes x's range once regions first..last are logged. */
+static int logged_range_lock(struct mvol *v, struct inflight *x, uint64_t offset, uint64_t len,
+                             uint64_t first, uint64_t last, bool wait)
+{
+    if (!v->m->al) {
+        range_lock(v, x, offset, len, true);
+        return 0;
+    }
+    struct actlog_key stack[LOG_STACK] = {{0}};
+    size_t n;
+    struct actlog_key *k = log_keys(v, first, last, stack, &n);
+    int e = k ? log_add(v, k, n, wait) : -ENOMEM;
+    if (e == 0) {
+        range_lock(v, x, offset, len, true);
+        actlog_unpin(v->m->al, k, n);
+    }
+    if (k != stack)
+        free(k);
+    return e;
 }
 
 static int by_volume(const void *a, const void *b)
@@ -1969,12 +2042,12 @@ static int settle_regions(struct mvol *v, const struct actlog_key *k, size_t n)
     return e;
 }
 
-/* Makes room in the log (see above); -ENOSPC if every region in it is
- * still lost. */
+/* Makes room in the log (see above); -ENOSPC if every region it could
+ * take out is still lost. */
 static int checkpoint(struct mirror *m)
 {
     pthread_mutex_lock(&m->ckpt_mu);
-    size_t want = ACTLOG_MAX_DEFAULT / 2;
+    size_t want = m->al_max / 2 ? m->al_max / 2 : 1;
     struct actlog_key *k = malloc(want * sizeof *k);
     size_t n = k ? actlog_oldest(m->al, k, want) : 0;
     if (n > 0)
@@ -1995,6 +2068,22 @@ static int checkpoint(struct mirror *m)
     free(k);
     pthread_mutex_unlock(&m->ckpt_mu);
     return e < 0 ? e : r;
+}
+
+/* The background checkpoint, on a worker (v only carried it). */
+static void checkpoint_job(struct mvol *v)
+{
+    int e = checkpoint(v->m);
+    if (e < 0 && e != -ENOSPC)
+        qb_log(LOG_WARNING, "activity log \"%s\": background checkpoint: %s", actlog_path(v->m->al),
+               strerror(-e));
+    atomic_store(&v->m->ckpt_queued, false);
+}
+
+size_t mirror_actlog_size(uint32_t region_size)
+{
+    size_t write = MWIRE_IO_MAX / region_size + 1;
+    return 4 * write > ACTLOG_MAX_DEFAULT ? 4 * write : ACTLOG_MAX_DEFAULT;
 }
 
 void mirror_regions_lost(struct mirror *m, uint32_t from, const struct pol_key *keys, size_t n)
@@ -2018,15 +2107,16 @@ void mirror_regions_lost(struct mirror *m, uint32_t from, const struct pol_key *
     }
 }
 
-/* With mu held: the regions of v this node's log holds are lost, if its
- * copy takes writes (as for a departure's regions, mirror_node_left: the
- * current copies reconcile; an outdated one is resynced from them). */
+/* With mu held: the regions of v this node's log carried from before its
+ * start are lost, if its copy takes writes (as for a departure's regions,
+ * mirror_node_left: the current copies reconcile; an outdated one is
+ * resynced from them). */
 static void lost_from_log(struct mvol *v)
 {
-    size_t cap = v->m->al && holds_copy(v) ? actlog_count(v->m->al) : 0;
+    size_t cap = v->m->al && holds_copy(v) ? actlog_carried(v->m->al, NULL, 0) : 0;
     struct actlog_key *k = cap ? malloc(cap * sizeof *k) : NULL;
-    size_t n = k ? actlog_list(v->m->al, k, cap) : 0;
-    for (size_t i = 0; i < n; i++)
+    size_t n = k ? actlog_carried(v->m->al, k, cap) : 0;
+    for (size_t i = 0; i < n && i < cap; i++)
         if (k[i].volume == v->vid)
             lost_set(v, k[i].region, true);
     free(k);
@@ -2443,6 +2533,7 @@ int mirror_start(const struct mirror_params *p, struct mirror **out)
     m->jobs_tail = &m->jobs;
     m->settles_tail = &m->settles;
     m->al = p->actlog;
+    m->al_max = m->al ? actlog_room(m->al) : 0;
     pthread_mutex_init(&m->ckpt_mu, NULL);
     struct mlink_params lp = {
         .listen = p->listen,

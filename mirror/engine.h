@@ -152,6 +152,10 @@ int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t
 /* node left the group: v's replica there is outdated; lost regions of v
  * are dirty for it. 1 if the set changed. */
 int mirror_node_left(struct mvol *v, uint32_t node, const struct pol_key *lost, size_t nlost);
+/* The entries this node's activity log holds with regions of region_size
+ * bytes: ACTLOG_MAX_DEFAULT, or room for 4 writes of the largest size the
+ * wire takes if that is more (a write logs all its regions at once). */
+size_t mirror_actlog_size(uint32_t region_size);
 /* Node from's activity log held these regions when it started (a cold
  * start may have left them unequal): each is reconciled before its next
  * write, and in the background by the lowest current replica. Main loop. */

@@ -7,6 +7,9 @@
  * one pwrite, fdatasyncs, and marks them DURABLE, while writers who came
  * meanwhile wait for the next round. A rewrite (to remove entries) takes
  * the file the same way, so it never races an append to the old inode.
+ * A failed append drops its entries and bumps fail_gen: a writer whose key
+ * is gone fails if an append failed since it queued it, and otherwise (a
+ * checkpoint evicted it meanwhile) queues it again.
  */
 #include "store/actlog.h"
 
@@ -35,6 +38,8 @@ enum ent_state {
 struct ent {
     struct actlog_key key;
     enum ent_state state;
+    bool carried;  /* in the file at open (counts beyond max) */
+    uint32_t pins; /* writers between actlog_add and actlog_unpin */
     uint64_t used; /* al->clock when last added or asked for */
     int32_t next;  /* in its hash chain, or -1 */
 };
@@ -42,15 +47,18 @@ struct ent {
 struct actlog {
     char *path;
     int fd;
-    size_t max, n;
-    struct ent *e;   /* max entries */
-    int32_t *bucket; /* nbuckets chain heads, -1 if empty */
-    size_t nbuckets; /* a power of two, >= 2 * max */
-    uint64_t end;    /* file offset of the next append */
-    uint64_t clock;  /* LRU stamps */
-    bool busy;       /* a thread writes the file */
-    size_t reserved; /* slots of entries a rewrite is removing */
-    int failed;      /* -errno of the last failed append, for its waiters */
+    size_t max, n, cap;
+    size_t fresh;      /* entries not carried: at most max */
+    struct ent *e;     /* cap = max + the entries carried at open */
+    int32_t *bucket;   /* nbuckets chain heads, -1 if empty */
+    size_t nbuckets;   /* a power of two, >= 2 * cap */
+    uint64_t end;      /* file offset of the next append */
+    uint64_t clock;    /* LRU stamps */
+    bool busy;         /* a thread writes the file */
+    bool dir_dirty;    /* a rename whose directory fsync failed */
+    size_t reserved;   /* fresh slots of entries a rewrite is removing */
+    int failed;        /* -errno of the last failed append, for its waiters */
+    uint64_t fail_gen; /* failed appends so far */
     pthread_mutex_t mu;
     pthread_cond_t cv; /* an append or rewrite finished, or an eviction ended */
 };
@@ -82,20 +90,24 @@ static struct ent *find(struct actlog *al, const struct actlog_key *k)
     return NULL;
 }
 
-static void insert(struct actlog *al, const struct actlog_key *k, enum ent_state s)
+static void insert(struct actlog *al, const struct actlog_key *k, enum ent_state s, bool carried)
 {
     size_t h = hash(al, k);
-    al->e[al->n] = (struct ent){*k, s, al->clock++, al->bucket[h]};
+    al->e[al->n] = (struct ent){*k, s, carried, 0, al->clock++, al->bucket[h]};
     al->bucket[h] = (int32_t)al->n++;
+    al->fresh += !carried;
 }
 
 /* Keeps the entries keep() says yes to, in their order, and re-indexes. */
 static void retain(struct actlog *al, bool (*keep)(struct ent *x, void *arg), void *arg)
 {
     size_t k = 0;
+    al->fresh = 0;
     for (size_t i = 0; i < al->n; i++)
-        if (keep(&al->e[i], arg))
+        if (keep(&al->e[i], arg)) {
+            al->fresh += !al->e[i].carried;
             al->e[k++] = al->e[i];
+        }
     al->n = k;
     for (size_t i = 0; i < al->nbuckets; i++)
         al->bucket[i] = -1;
@@ -149,14 +161,34 @@ static bool durable_or_evicting(struct ent *x, void *arg)
     return x->state == DURABLE || x->state == EVICTING;
 }
 
+/* fsyncs the directory holding the log, so a rename into it lasts. */
+static int sync_dir(const char *path)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int r = dfd < 0 || fsync(dfd) < 0 ? -errno : 0;
+    if (dfd >= 0)
+        close(dfd);
+    return r;
+}
+
 /* With the file taken (busy) and mu held: writes path.tmp with the entries
  * on disk (DURABLE, EVICTING), renames it over path, and appends go to it
- * from then on. mu is released during the I/O; the table may gain PENDING
- * entries meanwhile, which the next append writes. */
-static int rewrite(struct actlog *al)
+ * from then on (*renamed). If the directory's fsync fails the rename may
+ * not last: dir_dirty makes the next appends sync it before they count.
+ * mu is released during the I/O; the table may gain PENDING entries
+ * meanwhile, which the next append writes. */
+static int rewrite(struct actlog *al, bool *renamed)
 {
     size_t len = ACTLOG_HEADER_SIZE + al->n * ACTLOG_RECORD_SIZE, k = 0;
     unsigned char *buf = malloc(len);
+    *renamed = false;
     if (!buf)
         return -ENOMEM;
     put_header(buf);
@@ -166,14 +198,8 @@ static int rewrite(struct actlog *al)
     len = ACTLOG_HEADER_SIZE + k * ACTLOG_RECORD_SIZE;
     pthread_mutex_unlock(&al->mu);
 
-    char tmp[PATH_MAX], dir[PATH_MAX];
+    char tmp[PATH_MAX];
     snprintf(tmp, sizeof tmp, "%s.tmp", al->path);
-    snprintf(dir, sizeof dir, "%s", al->path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *(slash == dir ? slash + 1 : slash) = '\0';
-    else
-        snprintf(dir, sizeof dir, ".");
     const char *what = "create";
     int r = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -183,33 +209,50 @@ static int rewrite(struct actlog *al)
         r = -errno;
     if (r == 0 && (what = "rename", rename(tmp, al->path) < 0))
         r = -errno;
-    bool renamed = r == 0;
-    int dfd = r == 0 ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-    if (r == 0 && (what = "fsync the directory of", dfd < 0 || fsync(dfd) < 0))
-        r = -errno;
-    if (dfd >= 0)
-        close(dfd);
+    bool moved = r == 0;
+    if (moved) { /* a failure is logged below; dir_dirty holds the appends back */
+        what = "fsync the directory of";
+        r = sync_dir(al->path);
+    }
     free(buf);
     if (r < 0)
         qb_log(LOG_ERR, "activity log \"%s\": %s \"%s\": %s", al->path, what, tmp, strerror(-r));
-    if (!renamed) {
+    if (!moved) {
         if (fd >= 0)
             close(fd);
         unlink(tmp);
     }
     pthread_mutex_lock(&al->mu);
-    if (renamed) { /* appends go to the file in place, whatever follows */
+    if (moved) { /* appends go to the file in place, whatever follows */
         if (al->fd >= 0)
             close(al->fd);
         al->fd = fd;
         al->end = len;
+        al->dir_dirty = r < 0;
     }
+    *renamed = moved;
     return r;
 }
 
-/* Checks the header and loads the records of buf (the whole file).
- * Returns -EBADMSG (logged) for anything not well formed; *torn: an
- * all-zero record or a partial one was skipped. */
+/* Sizes the table for the entries added from now on (max) and those the
+ * file holds (carried). */
+static int alloc_table(struct actlog *al, size_t carried)
+{
+    al->cap = al->max + carried;
+    for (al->nbuckets = 1; al->nbuckets < 2 * al->cap;)
+        al->nbuckets *= 2;
+    al->e = calloc(al->cap, sizeof *al->e);
+    al->bucket = malloc(al->nbuckets * sizeof *al->bucket);
+    if (!al->e || !al->bucket)
+        return -ENOMEM;
+    for (size_t i = 0; i < al->nbuckets; i++)
+        al->bucket[i] = -1;
+    return 0;
+}
+
+/* Checks the header and loads the records of buf (the whole file) as
+ * carried entries. Returns -EBADMSG (logged) for anything not well formed;
+ * *torn: an all-zero record or a partial one was skipped. */
 static int parse(struct actlog *al, const unsigned char *buf, size_t len, bool *torn)
 {
     unsigned char want[ACTLOG_HEADER_SIZE];
@@ -225,17 +268,18 @@ static int parse(struct actlog *al, const unsigned char *buf, size_t len, bool *
     static const unsigned char zero[ACTLOG_RECORD_SIZE];
     size_t nrec = (len - ACTLOG_HEADER_SIZE) / ACTLOG_RECORD_SIZE;
     *torn = (len - ACTLOG_HEADER_SIZE) % ACTLOG_RECORD_SIZE != 0;
-    for (size_t i = 0; i < nrec; i++) {
-        const unsigned char *r = buf + ACTLOG_HEADER_SIZE + i * ACTLOG_RECORD_SIZE;
-        if (memcmp(r, zero, sizeof zero) == 0) {
+    int r = alloc_table(al, nrec);
+    for (size_t i = 0; r == 0 && i < nrec; i++) {
+        const unsigned char *rec = buf + ACTLOG_HEADER_SIZE + i * ACTLOG_RECORD_SIZE;
+        if (memcmp(rec, zero, sizeof zero) == 0) {
             *torn = true;
             continue;
         }
         struct actlog_key k;
         uint32_t crc;
-        memcpy(&k.volume, r, 4);
-        memcpy(&crc, r + 4, 4);
-        memcpy(&k.region, r + 8, 8);
+        memcpy(&k.volume, rec, 4);
+        memcpy(&crc, rec + 4, 4);
+        memcpy(&k.region, rec + 8, 8);
         if (crc != key_crc(&k)) {
             qb_log(LOG_ERR,
                    "activity log \"%s\": record %zu is corrupt: refusing to start without it (it "
@@ -244,16 +288,10 @@ static int parse(struct actlog *al, const unsigned char *buf, size_t len, bool *
                    al->path, i);
             return -EBADMSG;
         }
-        if (find(al, &k))
-            continue;
-        if (al->n == al->max) {
-            qb_log(LOG_ERR, "activity log \"%s\": more than %zu entries: refusing it", al->path,
-                   al->max);
-            return -EBADMSG;
-        }
-        insert(al, &k, DURABLE);
+        if (!find(al, &k))
+            insert(al, &k, DURABLE, true);
     }
-    return 0;
+    return r;
 }
 
 /* Reads the existing file into al; -ENOENT if there is none. */
@@ -263,10 +301,13 @@ static int load(struct actlog *al, bool *torn)
     if (fd < 0)
         return -errno;
     struct stat st;
-    size_t cap = ACTLOG_HEADER_SIZE + (size_t)ACTLOG_MAX_LIMIT * ACTLOG_RECORD_SIZE;
+    size_t limit = ACTLOG_HEADER_SIZE + (size_t)ACTLOG_MAX_LIMIT * ACTLOG_RECORD_SIZE;
     int r = fstat(fd, &st) < 0 ? -errno : 0;
-    if (r == 0 && (size_t)st.st_size > cap)
-        r = -EFBIG;
+    if (r == 0 && (size_t)st.st_size > limit) {
+        qb_log(LOG_ERR, "activity log \"%s\": more than %u entries: refusing it", al->path,
+               ACTLOG_MAX_LIMIT);
+        r = -EBADMSG;
+    }
     unsigned char *buf = r == 0 ? malloc(st.st_size ? (size_t)st.st_size : 1) : NULL;
     if (r == 0 && !buf)
         r = -ENOMEM;
@@ -280,9 +321,9 @@ static int load(struct actlog *al, bool *torn)
         else
             got += (size_t)n;
     }
-    if (r < 0)
+    if (r < 0 && r != -EBADMSG)
         qb_log(LOG_ERR, "activity log \"%s\": reading it: %s", al->path, strerror(-r));
-    else
+    else if (r == 0)
         r = parse(al, buf, got, torn);
     free(buf);
     if (r < 0) {
@@ -303,33 +344,30 @@ int actlog_open(const char *path, size_t max, struct actlog **out)
         return -ENOMEM;
     al->max = max;
     al->fd = -1;
-    for (al->nbuckets = 1; al->nbuckets < 2 * max;)
-        al->nbuckets *= 2;
     al->path = strdup(path);
-    al->e = calloc(max, sizeof *al->e);
-    al->bucket = malloc(al->nbuckets * sizeof *al->bucket);
-    if (!al->path || !al->e || !al->bucket) {
-        actlog_close(al);
+    if (!al->path) {
+        free(al);
         return -ENOMEM;
     }
-    for (size_t i = 0; i < al->nbuckets; i++)
-        al->bucket[i] = -1;
     pthread_mutex_init(&al->mu, NULL);
     pthread_cond_init(&al->cv, NULL);
     bool torn = false;
     int r = load(al, &torn);
-    if (r == -ENOENT || (r == 0 && torn)) {
-        if (torn)
-            qb_log(LOG_WARNING,
-                   "activity log \"%s\": an append a power cut cut short (never synced): "
-                   "rewriting it without it",
-                   path);
+    if (r == -ENOENT)
+        r = alloc_table(al, 0);
+    else if (r == 0 && torn)
+        qb_log(LOG_WARNING,
+               "activity log \"%s\": an append a power cut cut short (never synced): "
+               "rewriting it without it",
+               path);
+    if (r == 0 && (torn || al->fd < 0)) {
+        bool renamed;
         pthread_mutex_lock(&al->mu);
-        r = rewrite(al);
+        r = rewrite(al, &renamed);
         pthread_mutex_unlock(&al->mu);
-    } else if (r < 0 && r != -EBADMSG) {
-        qb_log(LOG_ERR, "activity log \"%s\": %s", path, strerror(-r));
     }
+    if (r < 0 && r != -EBADMSG)
+        qb_log(LOG_ERR, "activity log \"%s\": %s", path, strerror(-r));
     if (r < 0) {
         actlog_close(al);
         return r;
@@ -344,10 +382,8 @@ void actlog_close(struct actlog *al)
         return;
     if (al->fd >= 0)
         close(al->fd);
-    if (al->bucket) {
-        pthread_cond_destroy(&al->cv);
-        pthread_mutex_destroy(&al->mu);
-    }
+    pthread_cond_destroy(&al->cv);
+    pthread_mutex_destroy(&al->mu);
     free(al->bucket);
     free(al->e);
     free(al->path);
@@ -359,22 +395,23 @@ const char *actlog_path(const struct actlog *al)
     return al->path;
 }
 
-size_t actlog_count(struct actlog *al)
+size_t actlog_room(struct actlog *al)
 {
     pthread_mutex_lock(&al->mu);
-    size_t n = al->n;
+    size_t n = al->max - al->fresh - al->reserved;
     pthread_mutex_unlock(&al->mu);
     return n;
 }
 
-size_t actlog_list(struct actlog *al, struct actlog_key *out, size_t max)
+size_t actlog_carried(struct actlog *al, struct actlog_key *out, size_t max)
 {
+    size_t k = 0;
     pthread_mutex_lock(&al->mu);
-    size_t n = al->n < max ? al->n : max;
-    for (size_t i = 0; i < n; i++)
-        out[i] = al->e[i].key;
+    for (size_t i = 0; i < al->n; i++)
+        if (al->e[i].carried && k++ < max && out)
+            out[k - 1] = al->e[i].key;
     pthread_mutex_unlock(&al->mu);
-    return n;
+    return k;
 }
 
 bool actlog_logged(struct actlog *al, const struct actlog_key *keys, size_t n)
@@ -405,22 +442,30 @@ static bool not_written(struct ent *x, void *arg)
     return x->state != WRITING;
 }
 
-/* With mu held and the file taken: appends every PENDING entry. On
- * failure the entries written are dropped (their writers fail). */
+/* With mu held and the file taken: appends every PENDING entry (and
+ * first syncs the directory if a rename into it is not durable yet). On
+ * failure the entries are dropped and fail_gen bumped (their writers
+ * fail). */
 static void append_round(struct actlog *al)
 {
     size_t k = 0;
     unsigned char *buf = malloc(al->n * ACTLOG_RECORD_SIZE + 1);
-    for (size_t i = 0; buf && i < al->n; i++) {
+    for (size_t i = 0; i < al->n; i++) {
         if (!pending(&al->e[i], NULL))
             continue;
-        put_record(buf + ACTLOG_RECORD_SIZE * k++, &al->e[i].key);
+        if (buf)
+            put_record(buf + ACTLOG_RECORD_SIZE * k++, &al->e[i].key);
         al->e[i].state = WRITING;
     }
     uint64_t off = al->end;
     int fd = al->fd;
+    bool dir = al->dir_dirty;
     pthread_mutex_unlock(&al->mu);
-    int r = buf ? write_all(fd, buf, k * ACTLOG_RECORD_SIZE, (off_t)off) : -ENOMEM;
+    int r = buf ? 0 : -ENOMEM;
+    if (r == 0 && dir)
+        r = sync_dir(al->path);
+    if (r == 0)
+        r = write_all(fd, buf, k * ACTLOG_RECORD_SIZE, (off_t)off);
     if (r == 0 && fdatasync(fd) < 0)
         r = -errno;
     free(buf);
@@ -429,24 +474,28 @@ static void append_round(struct actlog *al)
         qb_log(LOG_ERR, "activity log \"%s\": appending %zu entries: %s", al->path, k,
                strerror(-r));
         al->failed = r;
+        al->fail_gen++;
         retain(al, not_written, NULL);
         return;
     }
+    if (dir && al->fd == fd)
+        al->dir_dirty = false;
     al->end = off + k * ACTLOG_RECORD_SIZE;
     for (size_t i = 0; i < al->n; i++)
         if (al->e[i].state == WRITING)
             al->e[i].state = DURABLE;
 }
 
-/* With mu held: whether some key is still to be written (PENDING or
- * WRITING); -errno if one is gone (its append failed). */
+/* With mu held: 1 if some key is still to be written (PENDING or
+ * WRITING), 0 if all are durable, -ENOENT if one is gone (evicted, or its
+ * append failed). */
 static int unwritten(struct actlog *al, const struct actlog_key *keys, size_t n)
 {
     int more = 0;
     for (size_t i = 0; i < n; i++) {
         struct ent *x = find(al, &keys[i]);
-        if (!x)
-            return al->failed < 0 ? al->failed : -EIO;
+        if (!x || x->state == EVICTING)
+            return -ENOENT;
         more |= x->state == PENDING || x->state == WRITING;
     }
     return more;
@@ -465,7 +514,7 @@ static int queue_keys(struct actlog *al, const struct actlog_key *keys, size_t n
             fresh += !x;
         }
         if (!evicting) {
-            if (fresh > al->max - al->n - al->reserved)
+            if (fresh > al->max - al->fresh - al->reserved)
                 return -ENOSPC;
             break;
         }
@@ -474,18 +523,34 @@ static int queue_keys(struct actlog *al, const struct actlog_key *keys, size_t n
     for (size_t i = 0; i < n; i++) {
         struct ent *x = find(al, &keys[i]);
         if (!x)
-            insert(al, &keys[i], PENDING);
+            insert(al, &keys[i], PENDING, false);
         else
             x->used = al->clock++;
     }
     return 0;
 }
 
+static void pin(struct actlog *al, const struct actlog_key *keys, size_t n, int by)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct ent *x = find(al, &keys[i]);
+        if (x)
+            x->pins += by;
+    }
+}
+
 int actlog_add(struct actlog *al, const struct actlog_key *keys, size_t n)
 {
+    if (n > al->max)
+        return -EINVAL;
     pthread_mutex_lock(&al->mu);
+    uint64_t gen = al->fail_gen;
     int r = queue_keys(al, keys, n);
-    while (r == 0 && (r = unwritten(al, keys, n)) == 1) {
+    while (r == 0 && (r = unwritten(al, keys, n)) != 0) {
+        if (r == -ENOENT) { /* evicted meanwhile: again; a failed append fails us */
+            r = al->fail_gen != gen ? al->failed : queue_keys(al, keys, n);
+            continue;
+        }
         r = 0;
         if (al->busy) {
             pthread_cond_wait(&al->cv, &al->mu);
@@ -496,8 +561,17 @@ int actlog_add(struct actlog *al, const struct actlog_key *keys, size_t n)
         al->busy = false;
         pthread_cond_broadcast(&al->cv);
     }
+    if (r == 0)
+        pin(al, keys, n, 1);
     pthread_mutex_unlock(&al->mu);
     return r;
+}
+
+void actlog_unpin(struct actlog *al, const struct actlog_key *keys, size_t n)
+{
+    pthread_mutex_lock(&al->mu);
+    pin(al, keys, n, -1);
+    pthread_mutex_unlock(&al->mu);
 }
 
 /* ---- checkpoints --------------------------------------------------------- */
@@ -514,7 +588,7 @@ size_t actlog_oldest(struct actlog *al, struct actlog_key *out, size_t max)
     struct ent *copy = malloc((al->n ? al->n : 1) * sizeof *copy);
     size_t k = 0;
     for (size_t i = 0; copy && i < al->n; i++)
-        if (al->e[i].state == DURABLE)
+        if (al->e[i].state == DURABLE && al->e[i].pins == 0)
             copy[k++] = al->e[i];
     pthread_mutex_unlock(&al->mu);
     if (!copy)
@@ -527,20 +601,14 @@ size_t actlog_oldest(struct actlog *al, struct actlog_key *out, size_t max)
     return n;
 }
 
-static void set_state(struct actlog *al, const struct actlog_key *keys, size_t n,
-                      enum ent_state from, enum ent_state to)
-{
-    for (size_t i = 0; i < n; i++) {
-        struct ent *x = find(al, &keys[i]);
-        if (x && x->state == from)
-            x->state = to;
-    }
-}
-
 void actlog_evict_begin(struct actlog *al, const struct actlog_key *keys, size_t n)
 {
     pthread_mutex_lock(&al->mu);
-    set_state(al, keys, n, DURABLE, EVICTING);
+    for (size_t i = 0; i < n; i++) {
+        struct ent *x = find(al, &keys[i]);
+        if (x && x->state == DURABLE && x->pins == 0)
+            x->state = EVICTING;
+    }
     pthread_mutex_unlock(&al->mu);
 }
 
@@ -551,27 +619,28 @@ static bool not_evicting(struct ent *x, void *arg)
 }
 
 /* With mu held and the file taken: rewrites the file without the EVICTING
- * entries. Their slots stay reserved meanwhile; if the rewrite fails they
- * are appended again (to whichever file is in place), so none is lost. */
+ * entries. Their fresh slots stay reserved meanwhile; if the old file is
+ * still in place they are put back, durable there. (After a rename they
+ * are gone for good: the caller settled their writes.) */
 static int remove_evicting(struct actlog *al)
 {
-    struct actlog_key *gone = malloc((al->n ? al->n : 1) * sizeof *gone);
+    struct ent *gone = malloc((al->n ? al->n : 1) * sizeof *gone);
     if (!gone)
         return -ENOMEM;
-    size_t k = 0;
+    size_t k = 0, fresh = 0;
     for (size_t i = 0; i < al->n; i++)
-        if (al->e[i].state == EVICTING)
-            gone[k++] = al->e[i].key;
+        if (al->e[i].state == EVICTING) {
+            fresh += !al->e[i].carried;
+            gone[k++] = al->e[i];
+        }
     retain(al, not_evicting, NULL);
-    al->reserved = k;
-    int r = rewrite(al);
+    al->reserved = fresh;
+    bool renamed;
+    int r = rewrite(al, &renamed);
     al->reserved = 0;
-    if (r < 0) {
-        for (size_t i = 0; i < k; i++)
-            if (!find(al, &gone[i]))
-                insert(al, &gone[i], PENDING);
-        append_round(al);
-    }
+    for (size_t i = 0; !renamed && i < k; i++)
+        if (!find(al, &gone[i].key))
+            insert(al, &gone[i].key, DURABLE, gone[i].carried);
     free(gone);
     return r;
 }
@@ -587,7 +656,11 @@ int actlog_evict_end(struct actlog *al, const struct actlog_key *keys, size_t n,
         r = remove_evicting(al);
         al->busy = false;
     }
-    set_state(al, keys, n, EVICTING, DURABLE);
+    for (size_t i = 0; i < n; i++) {
+        struct ent *x = find(al, &keys[i]);
+        if (x && x->state == EVICTING)
+            x->state = DURABLE;
+    }
     pthread_cond_broadcast(&al->cv);
     pthread_mutex_unlock(&al->mu);
     return r;

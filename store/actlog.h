@@ -17,8 +17,9 @@
  * then records of 16 bytes: u32 volume id, u32 CRC32C of (volume, region),
  * u64 region. Records are appended (pwrite, fdatasync) and the file is
  * rewritten whole to remove some (path.tmp, fsync, rename, fsync of the
- * directory). An all-zero record is an append a power cut cut short (no
- * write relied on it: it was not synced); it is skipped and the file
+ * directory; if that fsync fails, no append counts as durable until one
+ * succeeds, as the old file could come back after a power cut). An all-zero record is an append a
+ * power cut cut short (no write relied on it: it was not synced); it is skipped and the file
  * rewritten. Anything else that is not well formed makes actlog_open fail,
  * naming the file: forgetting a region could leave replicas unequal.
  *
@@ -47,32 +48,42 @@ struct actlog_key {
 
 struct actlog;
 
-/* Opens path, creating it empty if it does not exist; max: entries at most
- * (1..ACTLOG_MAX_LIMIT; a file holding more is refused). Errors are logged
- * naming the file: -EBADMSG for a file that is not a well-formed log. */
+/* Opens path, creating it empty if it does not exist. max: the entries
+ * added from now on that it holds at once (1..ACTLOG_MAX_LIMIT). The
+ * entries the file holds already ("carried": regions this node may have
+ * been writing when it stopped) are kept on top of max until a checkpoint
+ * takes them out, so a cold start with a full log still has max free
+ * slots for new writes; a file of more than ACTLOG_MAX_LIMIT entries is
+ * refused. Errors are logged naming the file: -EBADMSG for a file that is
+ * not a well-formed log. */
 int actlog_open(const char *path, size_t max, struct actlog **out);
 void actlog_close(struct actlog *al);
 
 const char *actlog_path(const struct actlog *al);
-size_t actlog_count(struct actlog *al);
-/* Up to max entries into out (all of them, whatever their state); how
- * many were copied. */
-size_t actlog_list(struct actlog *al, struct actlog_key *out, size_t max);
+/* Slots free for new entries (max minus the entries added since open). */
+size_t actlog_room(struct actlog *al);
+/* The carried entries still in the log: up to max into out; how many
+ * there are (out may be NULL to count them). */
+size_t actlog_carried(struct actlog *al, struct actlog_key *out, size_t max);
 
 /* Whether every key is in the log, durable and not being evicted; never
  * blocks on I/O (the asynchronous write path asks). */
 bool actlog_logged(struct actlog *al, const struct actlog_key *keys, size_t n);
-/* Makes every key durable in the log: 0 once they are; -ENOSPC if the new
- * ones do not fit (nothing added: checkpoint, then call again); -errno of
- * the write or fdatasync (logged). Waits for a key being evicted to be
- * gone, then adds it again. */
+/* Makes every key durable in the log and pins them (a checkpoint does not
+ * evict a pinned key; actlog_unpin each once its writer holds what keeps a
+ * checkpoint waiting for its write). All or nothing: 0 once they all are;
+ * -ENOSPC if the new ones do not fit (nothing added: checkpoint, then call
+ * again); -errno of the write or fdatasync (logged; none pinned). Waits
+ * for a key being evicted to be gone, then adds it again. n <= max. */
 int actlog_add(struct actlog *al, const struct actlog_key *keys, size_t n);
+void actlog_unpin(struct actlog *al, const struct actlog_key *keys, size_t n);
 
-/* The checkpoint. oldest: up to max durable entries not being evicted,
- * least recently added or asked for first. evict_begin: keys stop counting
- * as logged (writers then wait in actlog_add). evict_end: with remove, the
- * file is rewritten without them (0, or -errno and they stay); without,
- * they count as logged again. Either way the waiting writers go on. */
+/* The checkpoint. oldest: up to max durable entries neither pinned nor
+ * being evicted, least recently added or asked for first. evict_begin:
+ * those of keys still unpinned stop counting as logged (writers then wait
+ * in actlog_add). evict_end: with remove, the file is rewritten without
+ * them (0, or -errno and they stay); without, they count as logged again.
+ * Either way the waiting writers go on. */
 size_t actlog_oldest(struct actlog *al, struct actlog_key *out, size_t max);
 void actlog_evict_begin(struct actlog *al, const struct actlog_key *keys, size_t n);
 int actlog_evict_end(struct actlog *al, const struct actlog_key *keys, size_t n, bool remove);

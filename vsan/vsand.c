@@ -463,14 +463,14 @@ static int open_actlog(struct node *n)
         qb_log(LOG_ERR, "activity log in \"%s\": the path is too long", n->cfg.data_dir);
         return -ENAMETOOLONG;
     }
-    int r = actlog_open(path, ACTLOG_MAX_DEFAULT, &n->actlog);
-    size_t count = r == 0 ? actlog_count(n->actlog) : 0;
+    int r = actlog_open(path, mirror_actlog_size(n->cfg.region_size), &n->actlog);
+    size_t count = r == 0 ? actlog_carried(n->actlog, NULL, 0) : 0;
     struct actlog_key *k = count ? malloc(count * sizeof *k) : NULL;
     struct pol_key *p = count ? malloc(count * sizeof *p) : NULL;
     if (count && (!k || !p))
         r = -ENOMEM;
-    size_t got = r == 0 && count ? actlog_list(n->actlog, k, count) : 0;
-    for (size_t i = 0; i < got; i++)
+    size_t got = r == 0 && count ? actlog_carried(n->actlog, k, count) : 0;
+    for (size_t i = 0; i < got && i < count; i++)
         p[i] = (struct pol_key){k[i].volume, k[i].region};
     if (r == 0 && got > 0) {
         qb_log(LOG_WARNING,
