@@ -147,3 +147,70 @@ identical() {
         lab_fail "$1: replicas differ: $(md5sum "$VSAN_LAB_DIR"/n[123]/data/volumes/"$uuid".data)"
     log "$1: the three replicas are byte-identical"
 }
+
+# host_of I: node I's address, without scheme or port.
+host_of() {
+    local a
+    a=$("$LAB" addr "$1")
+    a=${a#nbd://}
+    echo "${a%:*}"
+}
+
+# mirror_block I: node I's mirror packets to every other node are dropped
+# (an nft table in I's namespace) until mirror_unblock I; the test's exit
+# unblocks too.
+mirror_block() {
+    local dir peers=()
+    for dir in "$VSAN_LAB_DIR"/n*; do
+        [ "${dir##*/n}" = "$1" ] || peers+=("$(host_of "${dir##*/n}")")
+    done
+    "$LAB" exec "$1" nft -f - <<NFT || lab_fail "cannot add the nft rule in n$1"
+table inet vsan_t_mirror_block {
+    chain out {
+        type filter hook output priority 0;
+        ip daddr { $(IFS=,; echo "${peers[*]}") } tcp dport 10810 drop
+    }
+}
+NFT
+    on_exit "mirror_unblock $1"
+}
+
+mirror_unblock() {
+    "$LAB" exec "$1" nft delete table inet vsan_t_mirror_block 2>/dev/null || true
+}
+
+# region_sums UUID R: the md5 of region R of volume UUID in each node's
+# data file (read from the disk, as it is), one line per node; RS is the
+# region size.
+region_sums() {
+    local dir
+    for dir in "$VSAN_LAB_DIR"/n*; do
+        dd if="$dir/data/volumes/$1.data" bs="$RS" skip="$2" count=1 status=none |
+            md5sum | awk '{print $1}'
+    done
+}
+
+# region_equal UUID R: region R of volume UUID is the same on every node.
+region_equal() {
+    [ "$(region_sums "$1" "$2" | sort -u | wc -l)" -eq 1 ]
+}
+
+# disk_holds FILE OFF SEED [SECONDS]: FILE has pattern(SEED, 4096) at OFF,
+# or gets it within SECONDS (polled every 5 ms: a mirror timeout may be
+# near).
+disk_holds() {
+    PYTHONPATH="$VT_DIR" "$PY" - "$@" <<'PY'
+import sys, time
+from nbdtest import pattern
+path, off, want = sys.argv[1], int(sys.argv[2]), pattern(int(sys.argv[3]), 4096)
+deadline = time.monotonic() + float(sys.argv[4] if len(sys.argv) > 4 else 0)
+while True:
+    with open(path, "rb") as f:
+        f.seek(off)
+        if f.read(4096) == want:
+            sys.exit(0)
+    if time.monotonic() >= deadline:
+        sys.exit(1)
+    time.sleep(0.005)
+PY
+}

@@ -27,48 +27,14 @@ vt_init
 # shellcheck source=tests/integration/labtest.sh
 . "$VT_DIR/labtest.sh"
 
-NFT_TABLE=vsan_t_actlog
-
-host_of() {
-    local a
-    a=$("$LAB" addr "$1")
-    a=${a#nbd://}
-    echo "${a%:*}"
-}
-
 data() {
     echo "$VSAN_LAB_DIR/n$1/data/volumes/$UUID.data"
 }
 
-# region_sums R: the md5 of region R in each node's copy, one line each.
-region_sums() {
-    local i
-    for i in 1 2 3; do
-        dd if="$(data "$i")" bs="$RS" skip="$1" count=1 status=none | md5sum | awk '{print $1}'
-    done
-}
-
-region_equal() {
-    [ "$(region_sums "$1" | sort -u | wc -l)" -eq 1 ]
-}
-
-# holds I OFF SEED [SECONDS]: node I's copy has pattern(SEED, 4096) at OFF,
-# or gets it within SECONDS (polled every 5 ms: the mirror timeout is near).
+# holds I OFF SEED [SECONDS]: node I's copy of m has pattern(SEED, 4096)
+# at OFF, or gets it within SECONDS.
 holds() {
-    PYTHONPATH="$VT_DIR" "$PY" - "$(data "$1")" "$2" "$3" "${4:-0}" <<'EOF'
-import sys, time
-from nbdtest import pattern
-path, off, want = sys.argv[1], int(sys.argv[2]), pattern(int(sys.argv[3]), 4096)
-deadline = time.monotonic() + float(sys.argv[4])
-while True:
-    with open(path, "rb") as f:
-        f.seek(off)
-        if f.read(4096) == want:
-            sys.exit(0)
-    if time.monotonic() >= deadline:
-        sys.exit(1)
-    time.sleep(0.005)
-EOF
+    disk_holds "$(data "$1")" "$2" "$3" "${4:-0}"
 }
 
 verify_differing() {
@@ -77,11 +43,6 @@ import json, sys
 d = json.load(sys.stdin)
 print(d["differing"], " ".join(str(r) for r in d["differing_regions"]))'
 }
-
-unblock() {
-    "$LAB" exec 1 nft delete table inet "$NFT_TABLE" 2>/dev/null || true
-}
-on_exit unblock
 
 lab_up 3
 lab vsan 1 volume create m 64M
@@ -103,14 +64,7 @@ for i in 1 2 3; do
 done
 
 log "n1's mirror packets dropped; a write through n1 lands in n1's copy only"
-"$LAB" exec 1 nft -f - <<EOF || lab_fail "cannot add the nft rule in n1"
-table inet $NFT_TABLE {
-    chain out {
-        type filter hook output priority 0;
-        ip daddr { $(host_of 2), $(host_of 3) } tcp dport 10810 drop
-    }
-}
-EOF
+mirror_block 1
 bg_start writer env PYTHONPATH="$VT_DIR" "$PY" -c '
 import sys
 from nbdtest import *
@@ -126,17 +80,17 @@ for i in 1 2 3; do
 done
 wait_until 10 proc_gone "$WRITER" || kill "$WRITER" 2>/dev/null
 grep -q acknowledged "$T/writer.out" && lab_fail "the write was acknowledged without n2 and n3"
-unblock
-holds 2 "$OFF" 1 && holds 3 "$OFF" 1 || lab_fail "n2 or n3 got the write in flight"
-region_equal 2 && lab_fail "the copies of region 2 are equal before the restart: nothing to test"
+mirror_unblock 1
+{ holds 2 "$OFF" 1 && holds 3 "$OFF" 1; } || lab_fail "n2 or n3 got the write in flight"
+region_equal "$UUID" 2 && lab_fail "the copies of region 2 are equal before the restart: nothing to test"
 
 log "cold start of every node; nothing writes region 2"
 for i in 1 2 3; do
     lab start "$i"
 done
 wait_until 60 all_current || lab_fail "the replicas did not come back current: $(states 1)"
-wait_until 30 region_equal 2 ||
-    lab_fail "the copies of region 2 stay unequal after the cold start: $(region_sums 2 | tr '\n' ' ')"
+wait_until 30 region_equal "$UUID" 2 ||
+    lab_fail "the copies of region 2 stay unequal after the cold start: $(region_sums "$UUID" 2 | tr '\n' ' ')"
 grep -q "region 2: reconciled after its writer left (copies differed)" \
     "$VSAN_LAB_DIR/n1/vsand.log" ||
     lab_fail "n1 did not say it reconciled region 2: $(grep -i reconcil "$VSAN_LAB_DIR"/n*/vsand.log)"

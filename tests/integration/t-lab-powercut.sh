@@ -3,14 +3,19 @@
 # 3-node lab, each node's data dir on its own faultfs (tests/tools/faultfs.c,
 # mounted over the dir itself). A volume keep created and resized, FUA
 # writes to it through n2; FLUSHed writes to a volume m through n1, then
-# plain ones through n3. Then every fault layer crashes at once
-# (dropping all that was not fsynced, and directory changes not made
-# durable) and every node stops (corosync and vsand SIGKILLed, `lab stop`).
+# plain ones through n3. Last, with n1's mirror packets dropped, a FUA
+# write through n1 to region 5 of m, which reaches n1's disk only and is
+# never acknowledged. Then every fault layer crashes at once (dropping all
+# that was not fsynced, and directory changes not made durable) and every
+# node stops (corosync and vsand SIGKILLed, `lab stop`), before n1's
+# mirror timeout would outdate the others.
 # Read straight from the three disks, before any vsand runs again: every
 # FLUSHed and every FUA write is on every replica, and both volumes'
 # records are there. Then the disks come back, the cluster starts: every
 # node lists both volumes at their sizes, the replicas become current, and
-# the FLUSHed and FUA data reads back through every node.
+# the FLUSHed and FUA data reads back through every node. Region 5, unequal
+# on the disks, is reconciled after the cold start with nothing writing it
+# (n1's activity log named it), and reads the same through every node.
 # long: yes
 # timeout: 180
 
@@ -115,6 +120,19 @@ h = connect_nbd(sys.argv[1])
 h.pwrite(pattern(5, 2 << 20), 40 << 20)
 PY
 
+log "n1's mirror packets dropped; a FUA write through n1 to region 5 of m reaches n1's disk only"
+RS=$(st 1 'c["region_size"]')
+OFF=$((5 * RS + 8192))
+mirror_block 1
+bg_start inflight env PYTHONPATH="$VT_DIR" "$PY" -c '
+import sys
+from nbdtest import *
+h = connect_nbd(sys.argv[1])
+h.pwrite(pattern(6, 4096), int(sys.argv[2]), nbd.CMD_FLAG_FUA)
+print("acknowledged")' "$("$LAB" addr 1)/m" "$OFF"
+INFLIGHT=$BG_PID
+disk_holds "$(data_dir 1)/volumes/$UUID.data" "$OFF" 6 1.5 || lab_fail "n1 never wrote the write in flight"
+
 log "the power cut: every disk at once, then every node"
 crashes=()
 for i in $NODES; do
@@ -131,6 +149,11 @@ for i in $NODES; do
     faultfs_unmount "$i"
     log "n$i: $(grep 'crash: .* rolled back' "$T/faultfs$((MOUNTS - 3 + i))-n$i.out")"
 done
+wait_until 10 proc_gone "$INFLIGHT" || kill "$INFLIGHT" 2>/dev/null
+grep -q acknowledged "$T/inflight.out" && lab_fail "the write in flight was acknowledged without n2 and n3"
+mirror_unblock 1
+disk_holds "$(data_dir 1)/volumes/$UUID.data" "$OFF" 6 || lab_fail "n1's FUA write did not survive the cut"
+region_equal "$UUID" 5 && lab_fail "region 5 is equal on the disks after the cut: nothing to test"
 
 # check_disk I: node I's data dir, read as the disk holds it after the cut.
 check_disk() {
@@ -179,6 +202,11 @@ for i in $NODES; do
 done
 wait_until 120 every_node_current m || lab_fail "m not current on every node after the cut: $(states 1)"
 wait_until 120 every_node_current keep || lab_fail "keep not current on every node after the cut"
+wait_until 60 region_equal "$UUID" 5 ||
+    lab_fail "region 5 stays unequal after the cold start: $(region_sums "$UUID" 5 | tr '\n' ' ')"
+grep -q "region 5: reconciled after its writer left (copies differed)" "$VSAN_LAB_DIR"/n*/vsand.log ||
+    lab_fail "no node says it reconciled region 5: $(grep -i reconcil "$VSAN_LAB_DIR"/n*/vsand.log)"
+log "region 5 reconciled: $(grep -ho 'region 5: reconciled.*' "$VSAN_LAB_DIR"/n*/vsand.log | head -n 1)"
 for i in $NODES; do
     lab_nbdpy "$i" "$("$LAB" addr "$i")" <<'PY' || lab_fail "n$i: reads after the cut differ"
 import sys
@@ -190,5 +218,11 @@ k = connect_nbd(sys.argv[1] + "/keep")
 check(k.pread(1 << 20, 0) == pattern(3, 1 << 20), "the FUA MiB")
 check(k.pread(4096, (20 << 20) + 4096) == pattern(4, 4096), "the FUA block")
 PY
+    lab_nbdpy "$i" "$("$LAB" addr "$i")/m" "$OFF" >"$T/region5.n$i" <<'PY' || lab_fail "n$i: reading region 5 failed"
+import sys, hashlib
+from nbdtest import *
+print(hashlib.md5(connect_nbd(sys.argv[1]).pread(4096, int(sys.argv[2]))).hexdigest())
+PY
+    cmp -s "$T/region5.n1" "$T/region5.n$i" || lab_fail "region 5 reads differently through n1 and n$i"
 done
 log "ok"
