@@ -15,7 +15,8 @@
 # node lists both volumes at their sizes, the replicas become current, and
 # the FLUSHed and FUA data reads back through every node. Region 5, unequal
 # on the disks, is reconciled after the cold start with nothing writing it
-# (n1's activity log named it), and reads the same through every node.
+# (n1's activity log named it), and reads the same through every node;
+# so is region 10, which n3's unflushed plain writes left unequal.
 # long: yes
 # timeout: 180
 
@@ -207,6 +208,11 @@ wait_until 60 region_equal "$UUID" 5 ||
 grep -q "region 5: reconciled after its writer left (copies differed)" "$VSAN_LAB_DIR"/n*/vsand.log ||
     lab_fail "no node says it reconciled region 5: $(grep -i reconcil "$VSAN_LAB_DIR"/n*/vsand.log)"
 log "region 5 reconciled: $(grep -ho 'region 5: reconciled.*' "$VSAN_LAB_DIR"/n*/vsand.log | head -n 1)"
+# n3's plain writes to region 10, acknowledged but never flushed, were
+# rolled back on n2 and n3 but made durable on n1 by its FUA write (a
+# FUSE fsync covers the whole file): n3's log named the region too.
+wait_until 60 region_equal "$UUID" 10 ||
+    lab_fail "region 10 stays unequal after the cold start: $(region_sums "$UUID" 10 | tr '\n' ' ')"
 for i in $NODES; do
     lab_nbdpy "$i" "$("$LAB" addr "$i")" <<'PY' || lab_fail "n$i: reads after the cut differ"
 import sys
