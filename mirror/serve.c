@@ -1,0 +1,201 @@
+/* serve.c - the peers' requests to this node, on the link's threads
+ * (link.h): their writes and zeroes applied to this copy (recording the
+ * regions for outdated peers, clearing the lost marks of a reconcile),
+ * reads, checksums and extents from a current whole copy, and a syncing
+ * peer's dirty bitmap. serve_request finds the volume (registry.c) and
+ * hands the request to its handler.
+ */
+#include "mirror/engine_int.h"
+
+#include "mirror/replicas.h"
+#include "store/bitmap.h"
+#include "store/svol.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <qb/qblog.h>
+
+/* Whether this copy takes writes from peers (current or syncing, whole). */
+static int accepts_writes(struct mvol *v)
+{
+    enum replica_state s = replica_get(&v->rec, v->m->self);
+    if (v->rec.local == STORE_LOCAL_FAILED)
+        return -EIO;
+    return s == REPLICA_CURRENT || s == REPLICA_SYNCING ? 0 : -ESTALE;
+}
+
+static bool in_bounds(struct mvol *v, const struct mwire_header *h)
+{
+    return h->offset <= vsize(v) && h->length <= vsize(v) - h->offset;
+}
+
+static int apply_write(struct mvol *v, struct mlink_call *c, uint64_t first, uint64_t last);
+
+static int serve_write(struct mvol *v, struct mlink_call *c)
+{
+    const struct mwire_header *h = c->req;
+    if (!in_bounds(v, h))
+        return -ENOSPC;
+    struct mirror *m = v->m;
+    uint64_t first = h->offset >> m->rs_shift,
+             last = (h->offset + (h->length ? h->length - 1 : 0)) >> m->rs_shift;
+    pthread_mutex_lock(&v->mu);
+    int r = accepts_writes(v);
+    if (r == 0)
+        r = mark_outdated_peers(v, first, last);
+    pthread_mutex_unlock(&v->mu);
+    if (r < 0)
+        return r;
+    return apply_write(v, c, first, last);
+}
+
+/* Applies a peer's write here. */
+static int apply_write(struct mvol *v, struct mlink_call *c, uint64_t first, uint64_t last)
+{
+    const struct mwire_header *h = c->req;
+    if (v->m->p.sync_received && mlink_reply(c, 0, NULL, 0) < 0)
+        return 0;
+    unsigned flags =
+        (h->flags & MW_F_FUA ? SVOL_FUA : 0) | (h->flags & MW_F_MAY_TRIM ? SVOL_MAY_TRIM : 0);
+    int r = h->type == MW_WRITE
+                ? svol_write(v->sv, c->payload, h->length, h->offset, flags & SVOL_FUA)
+                : svol_zero(v->sv, h->length, h->offset, flags);
+    if (r == 0 && (h->flags & MW_F_RECONCILE)) {
+        pthread_mutex_lock(&v->mu);
+        for (uint64_t i = first; i <= last; i++)
+            lost_set(v, i, false);
+        pthread_mutex_unlock(&v->mu);
+    }
+    if (r < 0) {
+        qb_log(LOG_ERR, "volume \"%s\": applying node %u's write: %s", v->name, c->peer,
+               strerror(-r));
+        set_local_failed(v);
+    }
+    return r;
+}
+
+static int serve_read(struct mvol *v, struct mlink_call *c)
+{
+    const struct mwire_header *h = c->req;
+    void *buf = malloc(h->length ? h->length : 1);
+    if (!buf)
+        return -ENOMEM;
+    int r = svol_read(v->sv, buf, h->length, h->offset, 0);
+    if (r == 0)
+        r = mlink_reply(c, 0, buf, h->length);
+    free(buf);
+    return r;
+}
+
+static int serve_csum(struct mvol *v, struct mlink_call *c)
+{
+    const struct mwire_header *h = c->req;
+    uint32_t size = mwire_csum_reply_size(h->length);
+    uint64_t *sums = malloc(size ? size : 1);
+    void *buf = malloc(MWIRE_CSUM_CHUNK);
+    int r = sums && buf ? 0 : -ENOMEM;
+    for (uint32_t i = 0; r == 0 && i < size / 8; i++) {
+        uint64_t off = (uint64_t)i * MWIRE_CSUM_CHUNK;
+        uint32_t n =
+            h->length - off < MWIRE_CSUM_CHUNK ? (uint32_t)(h->length - off) : MWIRE_CSUM_CHUNK;
+        r = svol_read(v->sv, buf, n, h->offset + off, 0);
+        if (r == 0)
+            sums[i] = mwire_csum64(buf, n);
+    }
+    if (r == 0)
+        r = mlink_reply(c, 0, sums, size);
+    free(buf);
+    free(sums);
+    return r;
+}
+
+/* A peer's read or checksum: only a current, whole copy answers, or a peer
+ * would take stale data for the volume's. */
+static int serve_from_copy(struct mvol *v, struct mlink_call *c)
+{
+    if (!atomic_load(&v->serve_local))
+        return -ESTALE;
+    if (!in_bounds(v, c->req))
+        return -EINVAL;
+    return c->req->type == MW_READ ? serve_read(v, c) : serve_csum(v, c);
+}
+
+/* A syncing peer asks what it missed: once this node has seen it syncing,
+ * every write that left it out is in the bitmap. */
+static int serve_dirty(struct mvol *v, struct mlink_call *c)
+{
+    uint32_t node = c->req->arg;
+    pthread_mutex_lock(&v->mu);
+    int r = replica_get(&v->rec, node) == REPLICA_SYNCING ? 0 : -EAGAIN;
+    if (r == 0 && replica_get(&v->rec, v->m->self) != REPLICA_CURRENT)
+        r = -ESTALE;
+    void *buf = NULL;
+    size_t len = 0;
+    if (r == 0) {
+        struct bitmap *b = dirty_for(v, node);
+        r = b ? bitmap_export(b, &buf, &len) : -EIO;
+    }
+    pthread_mutex_unlock(&v->mu);
+    if (r == 0 && len > MWIRE_IO_MAX)
+        r = -EFBIG;
+    if (r == 0)
+        r = mlink_reply(c, 0, buf, len);
+    free(buf);
+    return r;
+}
+
+/* A peer's question about allocation: only a current, whole copy answers
+ * (as for a read), so the asker never takes stale holes for the volume's. */
+static int serve_extents(struct mvol *v, struct mlink_call *c)
+{
+    const struct mwire_header *h = c->req;
+    if (!atomic_load(&v->serve_local))
+        return -ESTALE;
+    if (!in_bounds(v, h))
+        return -EINVAL;
+    struct svol_extent *ext = malloc(h->arg * sizeof *ext);
+    struct mw_extent *rec = malloc(h->arg * sizeof *rec);
+    int r = ext && rec ? svol_extents(v->sv, h->length, h->offset, ext, h->arg) : -ENOMEM;
+    for (int i = 0; i < r; i++)
+        rec[i] = (struct mw_extent){.length = (uint32_t)ext[i].length,
+                                    .flags = ext[i].hole ? MW_EXTENT_HOLE | MW_EXTENT_ZERO : 0};
+    if (r > 0)
+        r = mlink_reply(c, 0, rec, (size_t)r * sizeof *rec);
+    free(rec);
+    free(ext);
+    return r;
+}
+
+/* ---- a peer's request, to its handler -------------------------------------- */
+
+static int serve_volume(struct mvol *v, struct mlink_call *c)
+{
+    switch (c->req->type) {
+    case MW_WRITE:
+    case MW_ZERO:
+        return serve_write(v, c);
+    case MW_FLUSH:
+        return svol_sync(v->sv);
+    case MW_READ:
+    case MW_CSUM:
+        return serve_from_copy(v, c);
+    case MW_DIRTY:
+        return serve_dirty(v, c);
+    case MW_EXTENTS:
+        return serve_extents(v, c);
+    default:
+        return -EOPNOTSUPP;
+    }
+}
+
+int serve_request(void *ctx, struct mlink_call *c)
+{
+    struct mvol *v = reg_get(ctx, c->req->volume);
+    if (!v)
+        return -ESTALE;
+    int r = serve_volume(v, c);
+    mvol_unref(v);
+    return r;
+}
