@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define VERIFY_LIST_MAX 64
 /* Verifies run on threads of their own (an admin waits for each), at most

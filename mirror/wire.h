@@ -52,7 +52,7 @@ enum mwire_type {
 enum mwire_flags {
     MW_F_FUA = 1,       /* WRITE, ZERO: durable before the reply */
     MW_F_MAY_TRIM = 2,  /* ZERO: a hole is fine */
-    MW_F_RECONCILE = 4, /* WRITE: makes a lost region equal everywhere (engine.c) */
+    MW_F_RECONCILE = 4, /* WRITE: makes a lost region equal everywhere (reconcile.c) */
 };
 
 struct mwire_header {

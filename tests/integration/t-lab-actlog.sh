@@ -2,7 +2,7 @@
 # t-lab-actlog: a power cut of the whole cluster while a write is in
 # flight leaves its region unequal; after the cold start the region is
 # reconciled before anything writes it, because the writer's activity log
-# kept it (store/actlog.h; mirror/engine.c, "the activity log").
+# kept it (store/actlog.h; mirror/activity.c).
 #
 # Node 1's mirror packets to nodes 2 and 3 are dropped, so a write through
 # node 1 lands in node 1's copy only; then every node is stopped at once

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # t-lab-inflight: a write in flight when its writer dies, copied to one
 # survivor and not the other, is reconciled among the survivors before the
-# region is written again (mirror/engine.c, "regions a departed writer may
-# have left unequal").
+# region is written again (mirror/reconcile.c).
 #
 # Node 1's mirror packets to node 3 are dropped, so a write through node 1
 # reaches node 2 only; node 1 is killed before its mirror timeout would mark
