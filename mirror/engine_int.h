@@ -73,12 +73,14 @@ struct mirror {
     pthread_mutex_t qmu;
     pthread_cond_t jcv, scv;
     struct job *jobs, **jobs_tail; /* workers.c, under qmu */
-    struct rwrite *settles,
-        **settles_tail; /* write.c, under qmu: failed asynchronous writes, oldest first */
+    /* write.c (the settler), under qmu: failed asynchronous writes,
+     * oldest first */
+    struct rwrite *settles, **settles_tail;
     pthread_t workers[WORKERS], settler; /* engine.c (start_threads, stop_threads) */
     size_t nworkers;
     bool settler_started;
-    struct actlog *al;       /* activity.c (set at start): NULL: no activity log */
+    /* activity.c's (set by mirror_start, engine.c) */
+    struct actlog *al;       /* NULL: no activity log */
     size_t al_max;           /* its room at start: the entries it holds */
     pthread_mutex_t ckpt_mu; /* one checkpoint at a time */
     atomic_bool ckpt_queued; /* a background checkpoint is queued */
@@ -126,8 +128,9 @@ struct mvol {
     pthread_cond_t rcv;
     struct inflight *inflight;
     bool resyncing; /* resync.c, under mu: queued or running */
-    unsigned
-        resync_backoff; /* resync.c (its one job): ms before the next attempt after a failed one */
+    /* resync.c, by its one job at a time: ms before the next attempt
+     * after a failed one */
+    unsigned resync_backoff;
     atomic_uint_fast64_t resync_done, resync_total; /* resync.c */
     struct timespec resync_started;                 /* resync.c */
     /* Regions a departed writer may have left unequal (lost.c,
