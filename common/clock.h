@@ -6,6 +6,7 @@
 #define VSAN_CLOCK_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <time.h>
 
 /* The monotonic time ms milliseconds from now. */
@@ -20,6 +21,14 @@ static inline struct timespec clock_after_ms(unsigned ms)
         t.tv_nsec -= 1000000000L;
     }
     return t;
+}
+
+/* Milliseconds on the monotonic clock. */
+static inline uint64_t clock_now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
 }
 
 static inline bool clock_before(const struct timespec *a, const struct timespec *b)

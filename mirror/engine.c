@@ -44,7 +44,10 @@ int mirror_replica_apply(struct mvol *v, uint32_t node, uint8_t state, uint64_t 
 {
     struct mirror *m = v->m;
     pthread_mutex_lock(&v->mu);
+    bool was_current = replica_get(&v->rec, node) == REPLICA_CURRENT;
     bool changed = replica_apply(&v->rec, node, state);
+    if (was_current && state != REPLICA_CURRENT && node != m->self)
+        lease_started(v, node);
     enum replica_state self = replica_get(&v->rec, m->self);
     uint64_t *n = state == REPLICA_OUTDATED ? outdates_of(v, node) : NULL;
     if (n)

@@ -147,6 +147,14 @@ struct mvol {
     uint32_t outdate_node[STORE_REPLICAS_MAX];
     uint64_t outdates[STORE_REPLICAS_MAX];
     size_t noutdate;
+    /* When each peer's read lease is surely over, for the peers whose copy
+     * stopped being current here (engine.c's agreed table sets it through
+     * lease_started, replicate.c reads it; under mu): a write that leaves
+     * such a peer out is not acknowledged before (policing/protocol.h,
+     * read leases). Monotonic ms; 0 for a peer never seen current. */
+    uint32_t lease_node[STORE_REPLICAS_MAX];
+    uint64_t lease_end[STORE_REPLICAS_MAX];
+    size_t nlease;
 };
 
 /* Where a write goes: this node's copy (local) and the peers in ops. */
@@ -157,6 +165,9 @@ struct plan {
     /* For a peer that failed: its outdates applied here before ours was
      * sent (outdate_failed), so check_failed sees whether ours was. */
     uint64_t outdates_before[STORE_REPLICAS_MAX];
+    /* The latest read lease of the copies the write leaves out (0: none
+     * left): it is acknowledged no sooner. */
+    uint64_t lease_end;
 };
 
 /* One replicated write (replicate.c), from its range lock to its result.
@@ -259,6 +270,9 @@ int read_peer(struct mvol *v, void *buf, uint32_t count, uint64_t offset);
 void set_local_failed(struct mvol *v);
 /* With mu held: the count of node's outdates applied here (NULL: too many nodes). */
 uint64_t *outdates_of(struct mvol *v, uint32_t node);
+/* With mu held: node's copy stopped being current here now; its read
+ * lease may run POLICING_LEASE_MS more. */
+void lease_started(struct mvol *v, uint32_t node);
 /* Sends the agreed outdates of the peers that failed pl; errors into *err. */
 void outdate_failed(struct mvol *v, struct plan *pl, uint64_t first, uint64_t last, int *err);
 int local_write(struct mvol *v, const void *buf, uint32_t count, uint64_t offset, unsigned flags);

@@ -25,10 +25,21 @@ bool mirror_local_current(struct mvol *v)
  * acknowledged since; a node that has just started or rejoined holds its
  * own old table until the sync round ends, which may call its copy current
  * when the group has outdated it. Either answers no reads (t-lab-checker's
- * readers caught both serving their own copy). */
-bool mirror_may_read(struct mvol *v)
+ * readers caught both serving their own copy). Nor does a node whose read
+ * lease ran out (policing/protocol.h): the others may have outdated it
+ * before it heard (a node cut off before its corosync noticed: the readers
+ * caught that too). A lease that lapsed while the node is readable (its
+ * heartbeat late) is waited for, up to the mirror timeout. */
+int mirror_read_ok(struct mvol *v, bool wait)
 {
-    return policing_readable(v->pc);
+    if (policing_lease_valid(v->pc))
+        return 0;
+    if (!policing_readable(v->pc))
+        return -EIO;
+    if (!wait)
+        return -EAGAIN;
+    int r = policing_lease_wait(v->pc, v->m->p.timeout_ms);
+    return r == 0 ? 0 : -EIO;
 }
 
 /* The peers whose copy of v is current, into peers; how many. */

@@ -9,27 +9,56 @@
  */
 #include "mirror/engine_int.h"
 
+#include "common/clock.h"
 #include "mirror/replicas.h"
 #include "policing/protocol.h"
 #include "store/svol.h"
 
+#include <poll.h>
 #include <string.h>
 
 #include <qb/qblog.h>
+
+/* With mu held: when node's read lease is surely over (0: long ago). */
+static uint64_t lease_end_of(struct mvol *v, uint32_t node)
+{
+    for (size_t i = 0; i < v->nlease; i++)
+        if (v->lease_node[i] == node)
+            return v->lease_end[i];
+    return 0;
+}
+
+void lease_started(struct mvol *v, uint32_t node)
+{
+    uint64_t end = clock_now_ms() + POLICING_LEASE_MS;
+    for (size_t i = 0; i < v->nlease; i++)
+        if (v->lease_node[i] == node) {
+            v->lease_end[i] = end;
+            return;
+        }
+    if (v->nlease < STORE_REPLICAS_MAX) {
+        v->lease_node[v->nlease] = node;
+        v->lease_end[v->nlease++] = end;
+    }
+}
 
 static int plan_write(struct mvol *v, uint64_t first, uint64_t last, struct plan *pl)
 {
     struct mirror *m = v->m;
     pl->local = false;
     pl->n = 0;
+    pl->lease_end = 0;
     pthread_mutex_lock(&v->mu);
     for (uint32_t i = 0; i < v->rec.nreplicas; i++) {
         const struct store_replica *r = &v->rec.replicas[i];
         bool gets = r->state == REPLICA_CURRENT || r->state == REPLICA_SYNCING;
+        uint64_t lease = gets || r->node == m->self ? 0 : lease_end_of(v, r->node);
         if (r->node == m->self)
             pl->local = gets && v->rec.local != STORE_LOCAL_FAILED;
         else if (gets)
             pl->ops[pl->n++] = (struct mlink_op){.peer = r->node};
+        if (lease > pl->lease_end)
+            pl->lease_end = lease;
     }
     int e = pl->local && first <= last ? mark_outdated_peers(v, first, last) : 0;
     pthread_mutex_unlock(&v->mu);
@@ -204,6 +233,20 @@ void start_write(struct rwrite *w, enum mwire_type type, const void *buf, uint32
     }
 }
 
+/* A write that leaves copies out waits out their read leases (the peers
+ * that failed it had theirs started when their outdate was applied). */
+static void wait_leases(struct mvol *v, const struct plan *pl)
+{
+    uint64_t end = pl->lease_end;
+    pthread_mutex_lock(&v->mu);
+    for (size_t i = 0; i < pl->n; i++)
+        if (pl->ops[i].result < 0 && lease_end_of(v, pl->ops[i].peer) > end)
+            end = lease_end_of(v, pl->ops[i].peer);
+    pthread_mutex_unlock(&v->mu);
+    for (uint64_t now; (now = clock_now_ms()) < end;)
+        poll(NULL, 0, (int)(end - now));
+}
+
 /* Once every copy answered: settles failed peers. */
 int settle_write(struct rwrite *w)
 {
@@ -213,6 +256,8 @@ int settle_write(struct rwrite *w)
         w->applied += check_failed(v, &w->pl, &err);
     else if (err == 0)
         w->applied += settle(v, &w->pl, w->first, w->last, &err);
+    if (err == 0)
+        wait_leases(v, &w->pl);
     if (err == 0 && w->applied == 0) {
         qb_log(LOG_ERR, "volume \"%s\": region %llu: no replica could take the write", v->name,
                (unsigned long long)w->first);

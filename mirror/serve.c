@@ -8,6 +8,7 @@
 #include "mirror/engine_int.h"
 
 #include "mirror/replicas.h"
+#include "policing/protocol.h"
 #include "store/bitmap.h"
 #include "store/svol.h"
 
@@ -115,7 +116,7 @@ static int serve_csum(struct mvol *v, struct mlink_call *c)
  * would take stale data for the volume's. */
 static int serve_from_copy(struct mvol *v, struct mlink_call *c)
 {
-    if (!atomic_load(&v->serve_local))
+    if (!atomic_load(&v->serve_local) || !policing_lease_valid(v->pc))
         return -ESTALE;
     if (!in_bounds(v, c->req))
         return -EINVAL;
@@ -151,7 +152,7 @@ static int serve_dirty(struct mvol *v, struct mlink_call *c)
 static int serve_extents(struct mvol *v, struct mlink_call *c)
 {
     const struct mwire_header *h = c->req;
-    if (!atomic_load(&v->serve_local))
+    if (!atomic_load(&v->serve_local) || !policing_lease_valid(v->pc))
         return -ESTALE;
     if (!in_bounds(v, h))
         return -EINVAL;

@@ -6,6 +6,7 @@
  */
 #include "mirror/engine_int.h"
 
+#include "common/clock.h"
 #include "policing/protocol.h"
 #include "store/svol.h"
 
@@ -52,9 +53,9 @@ static void queue_settle(struct rwrite *w);
 static void async_done(struct mlink_wait *mw)
 {
     struct rwrite *w = (struct rwrite *)((char *)mw - offsetof(struct rwrite, w));
-    if (all_ok(w))
+    if (all_ok(w) && clock_now_ms() >= w->pl.lease_end)
         settle_async(w);
-    else
+    else /* a failed peer, or one left out whose read lease may run on */
         queue_settle(w);
 }
 

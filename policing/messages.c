@@ -30,6 +30,8 @@ static size_t fixed_length(int type)
         return sizeof(struct pmsg_replica);
     case PMSG_SERVICE:
         return sizeof(struct pmsg_service);
+    case PMSG_HEARTBEAT:
+        return sizeof(struct pmsg_heartbeat);
     default:
         return 0;
     }

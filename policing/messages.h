@@ -24,7 +24,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
  * (syncstream.h) instead of one STATE message. A node drops every
  * message of another version, so nodes of versions 3 and 4 never complete
  * a sync round together: a cluster is upgraded all at once. */
-#define PMSG_VERSION 4
+#define PMSG_VERSION 5
 
 enum pmsg_type {
     PMSG_HELLO = 1,      /* a member's endpoints */
@@ -39,6 +39,7 @@ enum pmsg_type {
     PMSG_SERVICE = 10,    /* a service address moves (services.h) */
     PMSG_STATE_PART = 11, /* sync round: a piece of the winner's state */
     PMSG_LOST = 12,       /* regions a node's activity log names after a cold start */
+    PMSG_HEARTBEAT = 13,  /* renews the sender's read lease (protocol.h) */
 };
 
 #define PMSG_NAME_MAX 64
@@ -101,6 +102,15 @@ struct pmsg_service {
     uint32_t owner;
     uint32_t holder;
     uint8_t manual;
+} __attribute__((packed));
+
+/* HEARTBEAT: sent every POLICING_LEASE_BEAT_MS; when it comes back to its
+ * sender in a view where the sender may read, the sender's read lease runs
+ * to sent_ms + POLICING_LEASE_MS. sent_ms is the sender's monotonic clock
+ * (only the sender reads it). */
+struct pmsg_heartbeat {
+    struct pmsg_header h;
+    uint64_t sent_ms;
 } __attribute__((packed));
 
 /* LOST: regions the sender's activity log (store/actlog.h) named when it

@@ -104,6 +104,13 @@ struct policing {
     /* Regions of this node's activity log still to announce (main loop). */
     struct pol_key *announce;
     size_t nannounce;
+    /* The read lease (protocol.h): lease_until, monotonic ms, is moved
+     * forward by the main loop when this node's heartbeat comes back and
+     * read by any thread; its waiters wait on cond. The beat thread sends
+     * the heartbeats until stopping. */
+    _Atomic uint64_t lease_until;
+    pthread_t beat;
+    bool beat_started;
 };
 
 uint32_t policing_volume_id(const char *uuid)
@@ -947,6 +954,76 @@ static void on_hello(struct policing *pc, uint32_t nodeid, const struct pmsg_hel
     service_update(pc);
 }
 
+/* ---- read leases ---------------------------------------------------------
+ *
+ * See protocol.h. A heartbeat goes out every POLICING_LEASE_BEAT_MS from a
+ * thread of its own (a multicast may wait out corosync's flow control,
+ * which the main loop must not), and renews the lease when it comes back
+ * in agreed order: everything ordered before it, an outdate of this
+ * node's copies included, has then been applied here. The lease counts
+ * from the heartbeat's send, not its return, so it never outlasts what a
+ * node that outdated us waits for.
+ */
+
+static void *beat_main(void *arg)
+{
+    struct policing *pc = arg;
+    pthread_mutex_lock(&pc->lock);
+    while (!pc->stopping) {
+        pthread_mutex_unlock(&pc->lock);
+        struct pmsg_heartbeat m;
+        pmsg_init(&m.h, PMSG_HEARTBEAT, sizeof m);
+        m.sent_ms = clock_now_ms();
+        int r = pc->p.driver->send(pc->cl, &m, sizeof m);
+        if (r < 0 && r != -ENOTCONN)
+            qb_log(LOG_DEBUG, "policing: heartbeat: %s", strerror(-r));
+        struct timespec deadline = clock_after_ms(POLICING_LEASE_BEAT_MS);
+        pthread_mutex_lock(&pc->lock);
+        while (!pc->stopping && pthread_cond_timedwait(&pc->cond, &pc->lock, &deadline) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&pc->lock);
+    return NULL;
+}
+
+/* This node's own heartbeat came back: the lease runs on, if this node
+ * may read. */
+static void on_heartbeat(struct policing *pc, uint32_t nodeid, uint32_t pid,
+                         const struct pmsg_heartbeat *m)
+{
+    if (nodeid != pc->self || pid != pc->pid || !atomic_load(&pc->readable))
+        return;
+    uint64_t until = m->sent_ms + POLICING_LEASE_MS;
+    if (until <= atomic_load(&pc->lease_until))
+        return;
+    pthread_mutex_lock(&pc->lock);
+    atomic_store(&pc->lease_until, until);
+    pthread_cond_broadcast(&pc->cond);
+    pthread_mutex_unlock(&pc->lock);
+}
+
+bool policing_lease_valid(struct policing *pc)
+{
+    return atomic_load(&pc->readable) && clock_now_ms() < atomic_load(&pc->lease_until);
+}
+
+int policing_lease_wait(struct policing *pc, unsigned timeout_ms)
+{
+    struct timespec deadline = clock_after_ms(timeout_ms);
+    int r = 0;
+    pthread_mutex_lock(&pc->lock);
+    while (r == 0 && !policing_lease_valid(pc)) {
+        if (pc->stopping)
+            r = -ESHUTDOWN;
+        else if (!atomic_load(&pc->readable))
+            r = -EIO;
+        else if (pthread_cond_timedwait(&pc->cond, &pc->lock, &deadline) == ETIMEDOUT)
+            r = policing_lease_valid(pc) ? 0 : -ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&pc->lock);
+    return r;
+}
+
 /* ---- transport callbacks ------------------------------------------------ */
 
 static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg, size_t len)
@@ -972,6 +1049,9 @@ static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg
         return;
     case PMSG_STATE_PART:
         on_state_part(pc, nodeid, msg, len);
+        return;
+    case PMSG_HEARTBEAT:
+        on_heartbeat(pc, nodeid, pid, msg);
         return;
     default:
         break;
@@ -1342,6 +1422,13 @@ int policing_start(const struct policing_params *p, struct policing **out)
     }
     qb_log(LOG_INFO, "policing: node %u joined group \"%s\" (%s), regions of %llu bytes", pc->self,
            pc->group, p->driver->name, (unsigned long long)p->region_size);
+    r = -pthread_create(&pc->beat, NULL, beat_main, pc);
+    if (r < 0) {
+        qb_log(LOG_ERR, "policing: starting the heartbeat thread: %s", strerror(-r));
+        policing_stop(pc);
+        return r;
+    }
+    pc->beat_started = true;
     *out = pc;
     return 0;
 }
@@ -1359,6 +1446,8 @@ void policing_stop(struct policing *pc)
     if (!pc)
         return;
     policing_close_writes(pc);
+    if (pc->beat_started)
+        pthread_join(pc->beat, NULL); /* out within a beat: stopping is set */
     pc->p.driver->fini(pc->cl);
     replay_held(pc, UINT64_MAX);
     free(pc->held);

@@ -145,6 +145,26 @@ bool policing_quorate(struct policing *pc);
  * last sync round, so that its table, and with it which copies are
  * current, is the group's. */
 bool policing_readable(struct policing *pc);
+
+/* Read leases. A node may outdate another's copy while that node has not
+ * applied it yet (it is cut off, or only slow): the other would go on
+ * answering reads from a copy that misses what is acknowledged since. So
+ * a node answers reads from its own copy only while it holds a lease,
+ * renewed each time one of its heartbeats (every POLICING_LEASE_BEAT_MS)
+ * comes back to it in agreed order while it is readable, and lasting
+ * POLICING_LEASE_MS from the heartbeat's send. Any heartbeat it sent
+ * before a node applied its copy's outdate was sent before that moment, so
+ * its lease is over POLICING_LEASE_MS after it; a write that leaves that
+ * copy out is not acknowledged sooner (mirror/replicate.c). */
+#define POLICING_LEASE_MS 1000
+#define POLICING_LEASE_BEAT_MS 250
+/* Whether this node is readable and holds its read lease now. Any
+ * thread; never blocks. */
+bool policing_lease_valid(struct policing *pc);
+/* Waits until policing_lease_valid, at most timeout_ms: 0, -ETIMEDOUT,
+ * -EIO if this node is not readable, -ESHUTDOWN. Any thread but the main
+ * loop (which renews the lease). */
+int policing_lease_wait(struct policing *pc, unsigned timeout_ms);
 uint32_t policing_self(struct policing *pc);
 uint64_t policing_region_size(struct policing *pc);
 

@@ -133,8 +133,9 @@ static int vol_pread(void *h, void *buf, uint32_t count, uint64_t offset, unsign
         return -EINVAL;
     if (atomic_load_explicit(&v->broken, memory_order_relaxed))
         return -EIO;
-    if (v->mv && !mirror_may_read(v->mv))
-        return -EIO;
+    int r = v->mv ? mirror_read_ok(v->mv, !(flags & NBD_IO_NOWAIT)) : 0;
+    if (r < 0)
+        return r;
     if (v->mv && !mirror_local_current(v->mv))
         return flags & NBD_IO_NOWAIT ? -EAGAIN : mirror_read(v->mv, buf, count, offset);
     return svol_read(v->sv, buf, count, offset, flags);
@@ -328,8 +329,9 @@ static int vol_extents(void *h, uint32_t count, uint64_t offset, struct nbd_exte
     struct volume *v = h;
     if (count == 0 || max == 0 || !in_range(v, count, offset))
         return -EINVAL;
-    if (v->mv && !mirror_may_read(v->mv))
-        return -EIO;
+    int r = v->mv ? mirror_read_ok(v->mv, !(flags & NBD_IO_NOWAIT)) : 0;
+    if (r < 0)
+        return r;
     struct svol_extent se[SE_MAX];
     unsigned n = 0;
     if (v->mv && !mirror_local_current(v->mv)) {

@@ -156,15 +156,21 @@ host_of() {
     echo "${a%:*}"
 }
 
-# mirror_block I: node I's mirror packets to every other node are dropped
-# (an nft table in I's namespace) until mirror_unblock I; the test's exit
-# unblocks too.
+# mirror_block I [PEER...]: node I's mirror packets to the PEERs (every
+# other node if none) are dropped (an nft table in I's namespace) until
+# mirror_unblock I; the test's exit unblocks too.
 mirror_block() {
-    local dir peers=()
-    for dir in "$VSAN_LAB_DIR"/n*; do
-        [ "${dir##*/n}" = "$1" ] || peers+=("$(host_of "${dir##*/n}")")
+    local dir node=$1 peers=()
+    shift
+    if [ $# -eq 0 ]; then
+        for dir in "$VSAN_LAB_DIR"/n*; do
+            [ "${dir##*/n}" = "$node" ] || set -- "$@" "${dir##*/n}"
+        done
+    fi
+    for dir in "$@"; do
+        peers+=("$(host_of "$dir")")
     done
-    "$LAB" exec "$1" nft -f - <<NFT || lab_fail "cannot add the nft rule in n$1"
+    "$LAB" exec "$node" nft -f - <<NFT || lab_fail "cannot add the nft rule in n$node"
 table inet vsan_t_mirror_block {
     chain out {
         type filter hook output priority 0;
@@ -172,7 +178,7 @@ table inet vsan_t_mirror_block {
     }
 }
 NFT
-    on_exit "mirror_unblock $1"
+    on_exit "mirror_unblock $node"
 }
 
 mirror_unblock() {
@@ -213,4 +219,13 @@ while True:
         sys.exit(1)
     time.sleep(0.005)
 PY
+}
+
+# verify_differing I: `vsan volume verify m` through node I, as "N R1 R2 ..."
+# (the number of regions that differ, then which).
+verify_differing() {
+    "$LAB" vsan "$1" --json volume verify m | "$PY" -c '
+import json, sys
+d = json.load(sys.stdin)
+print(d["differing"], " ".join(str(r) for r in d["differing_regions"]))'
 }

@@ -37,13 +37,6 @@ holds() {
     disk_holds "$(data "$1")" "$2" "$3" "${4:-0}"
 }
 
-verify_differing() {
-    "$LAB" vsan "$1" --json volume verify m | "$PY" -c '
-import json, sys
-d = json.load(sys.stdin)
-print(d["differing"], " ".join(str(r) for r in d["differing_regions"]))'
-}
-
 lab_up 3
 lab vsan 1 volume create m 64M
 wait_until 20 all_current || lab_fail "m never became current on all nodes: $(states 1)"

@@ -18,15 +18,6 @@ vt_init
 # shellcheck source=tests/integration/labtest.sh
 . "$VT_DIR/labtest.sh"
 
-NFT_TABLE=vsan_t_inflight
-
-host_of() {
-    local a
-    a=$("$LAB" addr "$1")
-    a=${a#nbd://}
-    echo "${a%:*}"
-}
-
 # data I: node I's copy of m.
 data() {
     echo "$VSAN_LAB_DIR/n$1/data/volumes/$UUID.data"
@@ -38,29 +29,11 @@ same_range() {
         <(dd if="$(data "$2")" bs=4096 skip=$(($3 / 4096)) count=$(($4 / 4096)) status=none)
 }
 
-# holds I OFF SEED [SECONDS]: node I's copy has pattern(SEED, 4096) at OFF,
-# or gets it within SECONDS (polled every 5 ms: a mirror timeout is near).
+# holds I OFF SEED [SECONDS]: node I's copy of m has pattern(SEED, 4096)
+# at OFF, or gets it within SECONDS.
 holds() {
-    PYTHONPATH="$VT_DIR" "$PY" - "$(data "$1")" "$2" "$3" "${4:-0}" <<'EOF'
-import sys, time
-from nbdtest import pattern
-path, off, want = sys.argv[1], int(sys.argv[2]), pattern(int(sys.argv[3]), 4096)
-deadline = time.monotonic() + float(sys.argv[4])
-while True:
-    with open(path, "rb") as f:
-        f.seek(off)
-        if f.read(4096) == want:
-            sys.exit(0)
-    if time.monotonic() >= deadline:
-        sys.exit(1)
-    time.sleep(0.005)
-EOF
+    disk_holds "$(data "$1")" "$2" "$3" "${4:-0}"
 }
-
-unblock() {
-    "$LAB" exec 1 nft delete table inet "$NFT_TABLE" 2>/dev/null || true
-}
-on_exit unblock
 
 lab_up 3
 lab vsan 1 volume create m 64M
@@ -82,14 +55,7 @@ for i in 1 2 3; do
 done
 
 log "n1's mirror packets to n3 dropped; a write through n1 reaches n2 only"
-"$LAB" exec 1 nft -f - <<EOF || lab_fail "cannot add the nft rule in n1"
-table inet $NFT_TABLE {
-    chain out {
-        type filter hook output priority 0;
-        ip daddr $(host_of 3) tcp dport 10810 drop
-    }
-}
-EOF
+mirror_block 1 3
 bg_start writer env PYTHONPATH="$VT_DIR" "$PY" -c '
 import sys
 from nbdtest import *
@@ -102,7 +68,7 @@ holds 3 "$OFF" 1 || lab_fail "n3 got the write although its packets were dropped
 lab kill 1
 wait_until 10 proc_gone "$WRITER" || kill "$WRITER" 2>/dev/null
 grep -q acknowledged "$T/writer.out" && lab_fail "the write was acknowledged without n3"
-unblock
+mirror_unblock 1
 
 log "n2 and n3 reconcile the region"
 wait_until 20 grep -q "region 2: reconciled after its writer left (copies differed)" \

@@ -45,13 +45,6 @@ copied() {
     grep -o 'resync done: [0-9]* bytes' "$VSAN_LAB_DIR/n$1/vsand.log" | tail -n 1 | awk '{print $3}'
 }
 
-verify_differing() {
-    "$LAB" vsan "$1" --json volume verify m | "$PY" -c '
-import json, sys
-d = json.load(sys.stdin)
-print(d["differing"], " ".join(str(r) for r in d["differing_regions"]))'
-}
-
 lab_up 3
 lab vsan 1 volume create m 256M
 wait_until 20 all_current || lab_fail "the volume never became current on all nodes: $(states 1)"

@@ -71,6 +71,18 @@ Test(messages, replica_layout_is_packed)
     cr_expect(eq(sz, sizeof m, sizeof(struct pmsg_header) + 8 + 4 + 4 + 1 + 8 + 8));
 }
 
+Test(messages, heartbeat_is_fixed_length)
+{
+    struct pmsg_heartbeat m;
+    pmsg_init(&m.h, PMSG_HEARTBEAT, sizeof m);
+    m.sent_ms = 12345;
+    const char *why;
+    cr_assert(eq(int, pmsg_check(&m, sizeof m, &why), PMSG_HEARTBEAT));
+    cr_expect(eq(sz, sizeof m, sizeof(struct pmsg_header) + 8));
+    pmsg_init(&m.h, PMSG_HEARTBEAT, sizeof m - 1);
+    cr_expect(eq(int, pmsg_check(&m, sizeof m - 1, &why), -1), "a short heartbeat");
+}
+
 static void expect_dropped(size_t len, const char *reason)
 {
     const char *why = NULL;
@@ -95,7 +107,7 @@ Test(messages, foreign_or_malformed_headers)
     expect_dropped(sizeof(struct pmsg_replica), "length field disagrees with the message");
 
     check(PMSG_REPLICA, sizeof(struct pmsg_replica), NULL);
-    h->type = PMSG_LOST + 1;
+    h->type = PMSG_HEARTBEAT + 1;
     expect_dropped(sizeof(struct pmsg_replica), "unknown message type");
 }
 
