@@ -1031,6 +1031,10 @@ static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg
     struct policing *pc = ctx;
     const char *why;
     int type = pmsg_check(msg, len, &why);
+    if (type == PMSG_HEARTBEAT) { /* not counted: `delivered` shows the policing traffic */
+        on_heartbeat(pc, nodeid, pid, msg);
+        return;
+    }
     pthread_mutex_lock(&pc->lock);
     pc->delivered++;
     pthread_mutex_unlock(&pc->lock);
@@ -1049,9 +1053,6 @@ static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg
         return;
     case PMSG_STATE_PART:
         on_state_part(pc, nodeid, msg, len);
-        return;
-    case PMSG_HEARTBEAT:
-        on_heartbeat(pc, nodeid, pid, msg);
         return;
     default:
         break;
