@@ -102,14 +102,11 @@ int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t
     return e;
 }
 
-int mirror_node_left(struct mvol *v, uint32_t node, bool died, const struct pol_key *lost,
-                     size_t nlost)
+int mirror_node_left(struct mvol *v, uint32_t node, const struct pol_key *lost, size_t nlost)
 {
     mlink_drop(v->m->link, node);
     int changed = mirror_replica_apply(v, node, REPLICA_OUTDATED, 1, 0);
     pthread_mutex_lock(&v->mu);
-    if (died)
-        lease_ended(v, node);
     enum replica_state self = replica_get(&v->rec, v->m->self);
     bool holds = self == REPLICA_CURRENT || self == REPLICA_SYNCING;
     for (size_t i = 0; holds && i < nlost; i++) {

@@ -154,10 +154,8 @@ void mirror_replicas_copy(struct mvol *v, struct store_replica *out, uint32_t *n
 /* The group's whole set for v (a sync round). */
 int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t n);
 /* node left the group: v's replica there is outdated; lost regions of v
- * are dirty for it. died: its process is gone, so writes without it need
- * not wait out its read lease. 1 if the set changed. */
-int mirror_node_left(struct mvol *v, uint32_t node, bool died, const struct pol_key *lost,
-                     size_t nlost);
+ * are dirty for it. 1 if the set changed. */
+int mirror_node_left(struct mvol *v, uint32_t node, const struct pol_key *lost, size_t nlost);
 /* The entries this node's activity log holds with regions of region_size
  * bytes: ACTLOG_MAX_DEFAULT, or room for 4 writes of the largest size the
  * wire takes if that is more (a write logs all its regions at once). */

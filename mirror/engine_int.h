@@ -273,8 +273,6 @@ uint64_t *outdates_of(struct mvol *v, uint32_t node);
 /* With mu held: node's copy stopped being current here now; its read
  * lease may run POLICING_LEASE_MS more. */
 void lease_started(struct mvol *v, uint32_t node);
-/* With mu held: node's process is gone, and its read lease with it. */
-void lease_ended(struct mvol *v, uint32_t node);
 /* Sends the agreed outdates of the peers that failed pl; errors into *err. */
 void outdate_failed(struct mvol *v, struct plan *pl, uint64_t first, uint64_t last, int *err);
 int local_write(struct mvol *v, const void *buf, uint32_t count, uint64_t offset, unsigned flags);

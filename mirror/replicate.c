@@ -28,9 +28,9 @@ static uint64_t lease_end_of(struct mvol *v, uint32_t node)
     return 0;
 }
 
-/* With mu held: node's read lease is surely over at end. */
-static void lease_set(struct mvol *v, uint32_t node, uint64_t end)
+void lease_started(struct mvol *v, uint32_t node)
 {
+    uint64_t end = clock_now_ms() + POLICING_LEASE_MS;
     for (size_t i = 0; i < v->nlease; i++)
         if (v->lease_node[i] == node) {
             v->lease_end[i] = end;
@@ -40,16 +40,6 @@ static void lease_set(struct mvol *v, uint32_t node, uint64_t end)
         v->lease_node[v->nlease] = node;
         v->lease_end[v->nlease++] = end;
     }
-}
-
-void lease_started(struct mvol *v, uint32_t node)
-{
-    lease_set(v, node, clock_now_ms() + POLICING_LEASE_MS);
-}
-
-void lease_ended(struct mvol *v, uint32_t node)
-{
-    lease_set(v, node, 0);
 }
 
 static int plan_write(struct mvol *v, uint64_t first, uint64_t last, struct plan *pl)

@@ -1097,7 +1097,7 @@ static struct pol_key *lost_keys(const struct pol_actions *a, size_t *n)
 /* A member left: its regions go to their waiters (the state machine), its
  * replicas become outdated with the regions it held marked dirty for it:
  * it may have written them here and there before it went. */
-static void on_leave(struct policing *pc, uint32_t node, bool died)
+static void on_leave(struct policing *pc, uint32_t node)
 {
     struct pol_actions out = {0};
     pthread_mutex_lock(&pc->lock);
@@ -1112,7 +1112,7 @@ static void on_leave(struct policing *pc, uint32_t node, bool died)
     /* Without quorum the departure may be ours, not theirs: the majority
      * decides what is outdated (see apply_replica). */
     if (node != pc->self && pc->quorate &&
-        pc->p.table->node_left(pc->p.table_ctx, node, died, lost, nlost) > 0) {
+        pc->p.table->node_left(pc->p.table_ctx, node, lost, nlost) > 0) {
         bump_version(pc);
         pc->p.table->changed(pc->p.table_ctx);
     }
@@ -1174,7 +1174,7 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
                left[i].reason == CLUSTER_PROCDOWN   ? "process died"
                : left[i].reason == CLUSTER_NODEDOWN ? "node down"
                                                     : "left");
-        on_leave(pc, left[i].nodeid, left[i].reason == CLUSTER_PROCDOWN);
+        on_leave(pc, left[i].nodeid);
     }
     /* The mirror drops its links to who left even where the table does
      * not change (a minority): their buffered writes must not land late. */

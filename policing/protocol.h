@@ -69,11 +69,9 @@ struct policing_table_ops {
     int (*replica)(void *ctx, uint32_t from, uint32_t volume, uint32_t node, uint8_t state,
                    uint64_t first, uint64_t last);
     /* node left the group: its replicas are outdated, and the regions it
-     * held (lost, from the region table) are dirty for it; died: its
-     * process is gone (corosync saw it exit), so it answers no reads and
-     * has no read lease to wait out. 1 if the table changed. */
-    int (*node_left)(void *ctx, uint32_t node, bool died, const struct pol_key *lost,
-                     size_t nlost);
+     * held (lost, from the region table) are dirty for it. 1 if the table
+     * changed. */
+    int (*node_left)(void *ctx, uint32_t node, const struct pol_key *lost, size_t nlost);
     /* Node `from` names regions its activity log held when it started
      * (PMSG_LOST): they may differ between replicas, so they are lost
      * (reconciled before their next write). */

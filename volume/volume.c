@@ -1013,7 +1013,6 @@ int volumes_replica(struct volumes *vols, uint32_t from, uint32_t vid, uint32_t 
 
 struct left_msg {
     uint32_t node;
-    bool died;
     const struct pol_key *lost;
     size_t nlost;
     int changed;
@@ -1022,14 +1021,13 @@ struct left_msg {
 static void apply_left(struct volume *v, void *arg)
 {
     struct left_msg *m = arg;
-    if (v->mv && mirror_node_left(v->mv, m->node, m->died, m->lost, m->nlost) > 0)
+    if (v->mv && mirror_node_left(v->mv, m->node, m->lost, m->nlost) > 0)
         m->changed = 1;
 }
 
-int volumes_node_left(struct volumes *vols, uint32_t node, bool died, const struct pol_key *lost,
-                      size_t nlost)
+int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key *lost, size_t nlost)
 {
-    struct left_msg m = {node, died, lost, nlost, 0};
+    struct left_msg m = {node, lost, nlost, 0};
     volumes_each(vols, apply_left, &m);
     return m.changed;
 }
