@@ -23,11 +23,13 @@ static inline struct timespec clock_after_ms(unsigned ms)
     return t;
 }
 
-/* Milliseconds on the monotonic clock. */
+/* Milliseconds since boot, counting time suspended (a resumed node must
+ * not think its read lease still runs): for leases, not for condition
+ * variable deadlines. */
 static inline uint64_t clock_now_ms(void)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(CLOCK_BOOTTIME, &t);
     return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
 }
 

@@ -46,7 +46,7 @@ int mirror_replica_apply(struct mvol *v, uint32_t node, uint8_t state, uint64_t 
     pthread_mutex_lock(&v->mu);
     bool was_current = replica_get(&v->rec, node) == REPLICA_CURRENT;
     bool changed = replica_apply(&v->rec, node, state);
-    if (was_current && state != REPLICA_CURRENT && node != m->self)
+    if (changed && was_current && state != REPLICA_CURRENT && node != m->self)
         lease_started(v, node);
     enum replica_state self = replica_get(&v->rec, m->self);
     uint64_t *n = state == REPLICA_OUTDATED ? outdates_of(v, node) : NULL;
@@ -83,12 +83,17 @@ int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t
     bool same = n == v->rec.nreplicas && memcmp(r, v->rec.replicas, n * sizeof *r) == 0;
     int e = 0;
     if (!same) {
+        struct store_volume before = v->rec;
         v->rec.nreplicas = n < STORE_REPLICAS_MAX ? n : STORE_REPLICAS_MAX;
         memcpy(v->rec.replicas, r, v->rec.nreplicas * sizeof *r);
         for (uint32_t i = 0; i < v->rec.nreplicas; i++) {
             uint32_t node = v->rec.replicas[i].node;
             if (node == m->self)
                 continue;
+            /* Outdated by the group meanwhile: its read lease may run on. */
+            if (replica_get(&before, node) == REPLICA_CURRENT &&
+                v->rec.replicas[i].state != REPLICA_CURRENT)
+                lease_started(v, node);
             if (v->rec.replicas[i].state == REPLICA_OUTDATED && !dirty_for(v, node))
                 e = -EIO; /* writes refuse to go on without it (mark_dirty) */
             else if (v->rec.replicas[i].state == REPLICA_CURRENT)

@@ -5,6 +5,7 @@
  */
 #include "mirror/engine_int.h"
 
+#include "common/clock.h"
 #include "mirror/replicas.h"
 #include "policing/protocol.h"
 #include "store/svol.h"
@@ -12,6 +13,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <qb/qblog.h>
 
@@ -32,10 +34,10 @@ bool mirror_local_current(struct mvol *v)
  * heartbeat late) is waited for, up to the mirror timeout. */
 int mirror_read_ok(struct mvol *v, bool wait)
 {
-    if (policing_lease_valid(v->pc))
-        return 0;
     if (!policing_readable(v->pc))
         return -EIO;
+    if (!atomic_load(&v->serve_local) || policing_lease_valid(v->pc))
+        return 0; /* a read that goes to a peer needs the peer's lease */
     if (!wait)
         return -EAGAIN;
     int r = policing_lease_wait(v->pc, v->m->p.timeout_ms);
@@ -55,7 +57,7 @@ size_t current_peers(struct mvol *v, uint32_t peers[STORE_REPLICAS_MAX])
 }
 
 /* Reads from the first current peer that answers. */
-int read_peer(struct mvol *v, void *buf, uint32_t count, uint64_t offset)
+static int read_peer_once(struct mvol *v, void *buf, uint32_t count, uint64_t offset)
 {
     struct mirror *m = v->m;
     uint32_t peers[STORE_REPLICAS_MAX];
@@ -74,6 +76,21 @@ int read_peer(struct mvol *v, void *buf, uint32_t count, uint64_t offset)
     }
     if (n == 0)
         qb_log(LOG_WARNING, "volume \"%s\": no current replica to read from", v->name);
+    return r;
+}
+
+/* A peer whose read lease lapsed for a moment (-EAGAIN: its heartbeat is
+ * late, as around a membership change) is asked again, every 50 ms, up to
+ * the mirror timeout. */
+int read_peer(struct mvol *v, void *buf, uint32_t count, uint64_t offset)
+{
+    uint64_t deadline = clock_now_ms() + v->m->p.timeout_ms;
+    int r;
+    while ((r = read_peer_once(v, buf, count, offset)) == -EAGAIN && clock_now_ms() < deadline &&
+           !atomic_load(&v->m->stopping) && !atomic_load(&v->gone)) {
+        struct timespec d = {0, 50 * 1000000L};
+        nanosleep(&d, NULL);
+    }
     return r;
 }
 

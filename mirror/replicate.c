@@ -14,8 +14,8 @@
 #include "policing/protocol.h"
 #include "store/svol.h"
 
-#include <poll.h>
 #include <string.h>
+#include <time.h>
 
 #include <qb/qblog.h>
 
@@ -30,7 +30,7 @@ static uint64_t lease_end_of(struct mvol *v, uint32_t node)
 
 void lease_started(struct mvol *v, uint32_t node)
 {
-    uint64_t end = clock_now_ms() + POLICING_LEASE_MS;
+    uint64_t end = clock_now_ms() + POLICING_LEASE_MS + POLICING_LEASE_MARGIN_MS;
     for (size_t i = 0; i < v->nlease; i++)
         if (v->lease_node[i] == node) {
             v->lease_end[i] = end;
@@ -234,8 +234,9 @@ void start_write(struct rwrite *w, enum mwire_type type, const void *buf, uint32
 }
 
 /* A write that leaves copies out waits out their read leases (the peers
- * that failed it had theirs started when their outdate was applied). */
-static void wait_leases(struct mvol *v, const struct plan *pl)
+ * that failed it had theirs started when their outdate was applied).
+ * Whether it waited. */
+static bool wait_leases(struct mvol *v, const struct plan *pl)
 {
     uint64_t end = pl->lease_end;
     pthread_mutex_lock(&v->mu);
@@ -243,8 +244,12 @@ static void wait_leases(struct mvol *v, const struct plan *pl)
         if (pl->ops[i].result < 0 && lease_end_of(v, pl->ops[i].peer) > end)
             end = lease_end_of(v, pl->ops[i].peer);
     pthread_mutex_unlock(&v->mu);
-    for (uint64_t now; (now = clock_now_ms()) < end;)
-        poll(NULL, 0, (int)(end - now));
+    bool waited = false;
+    for (uint64_t now; (now = clock_now_ms()) < end; waited = true) {
+        struct timespec d = {(time_t)((end - now) / 1000), (long)((end - now) % 1000) * 1000000L};
+        nanosleep(&d, NULL);
+    }
+    return waited;
 }
 
 /* Once every copy answered: settles failed peers. */
@@ -256,8 +261,8 @@ int settle_write(struct rwrite *w)
         w->applied += check_failed(v, &w->pl, &err);
     else if (err == 0)
         w->applied += settle(v, &w->pl, w->first, w->last, &err);
-    if (err == 0)
-        wait_leases(v, &w->pl);
+    if (err == 0 && wait_leases(v, &w->pl) && !policing_quorate(v->pc))
+        err = -EIO; /* cut off meanwhile: the majority may not know who is outdated */
     if (err == 0 && w->applied == 0) {
         qb_log(LOG_ERR, "volume \"%s\": region %llu: no replica could take the write", v->name,
                (unsigned long long)w->first);

@@ -116,8 +116,10 @@ static int serve_csum(struct mvol *v, struct mlink_call *c)
  * would take stale data for the volume's. */
 static int serve_from_copy(struct mvol *v, struct mlink_call *c)
 {
-    if (!atomic_load(&v->serve_local) || !policing_lease_valid(v->pc))
+    if (!atomic_load(&v->serve_local))
         return -ESTALE;
+    if (!policing_lease_valid(v->pc))
+        return -EAGAIN; /* for now: the asker tries again (read_peer) */
     if (!in_bounds(v, c->req))
         return -EINVAL;
     return c->req->type == MW_READ ? serve_read(v, c) : serve_csum(v, c);

@@ -179,10 +179,13 @@ void *settler_main(void *arg)
     struct mirror *m = arg;
     for (struct rwrite *batch; (batch = take_settles(m));) {
         struct policing *pc = batch->v->pc;
+        bool outdates = false; /* writes that only wait out a lease send none */
         for (struct rwrite *w = batch; w; w = w->next)
-            if (w->err == 0)
+            if (w->err == 0 && !all_ok(w)) {
                 outdate_failed(w->v, &w->pl, w->first, w->last, &w->err);
-        int r = policing_replica_sync(pc);
+                outdates = true;
+            }
+        int r = outdates ? policing_replica_sync(pc) : 0;
         for (struct rwrite *w = batch, *next; w; w = next) {
             next = w->next;
             if (r < 0 && w->err == 0)

@@ -24,7 +24,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
  * (syncstream.h) instead of one STATE message. A node drops every
  * message of another version, so nodes of versions 3 and 4 never complete
  * a sync round together: a cluster is upgraded all at once. */
-#define PMSG_VERSION 5
+#define PMSG_VERSION 6
 
 enum pmsg_type {
     PMSG_HELLO = 1,      /* a member's endpoints */

@@ -403,6 +403,10 @@ static void apply_replica(struct policing *pc, uint32_t nodeid, uint32_t pid,
         qb_log(LOG_WARNING,
                "policing: volume %08x: node %u's replica change not applied: no quorum", m->volume,
                m->node);
+        /* The majority may have applied it: this table is not the group's
+         * until the next sync round, and answers no reads meanwhile. */
+        pc->synced = false;
+        atomic_store(&pc->readable, false);
         replica_done(pc, nodeid, pid, m);
         return;
     }
@@ -991,7 +995,9 @@ static void *beat_main(void *arg)
 static void on_heartbeat(struct policing *pc, uint32_t nodeid, uint32_t pid,
                          const struct pmsg_heartbeat *m)
 {
-    if (nodeid != pc->self || pid != pc->pid || !atomic_load(&pc->readable))
+    /* In a sync round the messages before it may still be held, not
+     * applied (an outdate of this node's copy among them). */
+    if (nodeid != pc->self || pid != pc->pid || !atomic_load(&pc->readable) || pc->round_open)
         return;
     uint64_t until = m->sent_ms + POLICING_LEASE_MS;
     if (until <= atomic_load(&pc->lease_until))
@@ -1128,9 +1134,14 @@ static void quorum_update(struct policing *pc)
     pc->quorate = quorate;
     pthread_cond_broadcast(&pc->cond);
     pthread_mutex_unlock(&pc->lock);
-    /* Quorum lost: the majority may outdate this node's copies at once.
+    /* Quorum lost: the majority may outdate this node's copies at once,
+     * and this table is no longer the group's: only a sync round makes it
+     * so again (a heal may bring quorum back before the round opens, and
+     * the checker's readers caught reads from the old table then).
      * Gained: the table is the group's only once a round has ended since
      * (the round may have ended before this news came). */
+    if (changed && !quorate)
+        pc->synced = false;
     atomic_store(&pc->readable, quorate && pc->synced && !pc->round_open);
     if (!changed)
         return;
@@ -1448,7 +1459,7 @@ void policing_stop(struct policing *pc)
         return;
     policing_close_writes(pc);
     if (pc->beat_started)
-        pthread_join(pc->beat, NULL); /* out within a beat: stopping is set */
+        pthread_join(pc->beat, NULL); /* at its next beat, or once corosync takes its send */
     pc->p.driver->fini(pc->cl);
     replay_held(pc, UINT64_MAX);
     free(pc->held);

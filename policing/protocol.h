@@ -158,6 +158,9 @@ bool policing_readable(struct policing *pc);
  * copy out is not acknowledged sooner (mirror/replicate.c). */
 #define POLICING_LEASE_MS 1000
 #define POLICING_LEASE_BEAT_MS 250
+/* What a writer waits on top of POLICING_LEASE_MS: the two nodes' clocks
+ * may run at slightly different rates. */
+#define POLICING_LEASE_MARGIN_MS 100
 /* Whether this node is readable and holds its read lease now. Any
  * thread; never blocks. */
 bool policing_lease_valid(struct policing *pc);
