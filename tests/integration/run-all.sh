@@ -9,6 +9,12 @@
 # named on the command line, a test runs whatever its kind. Each test's output goes to $LOGDIR/NAME.log (default
 # BUILD_DIR/integration-logs); the end of a failed one's is shown here.
 #
+# In a sanitizer build (SANITIZE=1), what ASan, LeakSanitizer or UBSan
+# report in any process a test starts goes to $LOGDIR/sanitizer/NAME.PID,
+# and any such report fails the test: a lab's vsands write their stderr to
+# logs that go with the lab, and most of them are stopped by the test's
+# teardown, so their reports (a leak shows only at exit) would go unseen.
+#
 # Usage: tests/integration/run-all.sh BUILD_DIR [TEST_NAME...]
 set -uo pipefail
 
@@ -21,7 +27,8 @@ case $build in
 *) build="$repo/$build" ;;
 esac
 logdir=${LOGDIR:-$build/integration-logs}
-mkdir -p "$logdir" || exit 1
+sandir=$logdir/sanitizer
+mkdir -p "$logdir" "$sandir" || exit 1
 
 if [ $# -gt 0 ]; then
     tests=()
@@ -50,17 +57,30 @@ for t in "${tests[@]}"; do
     limit=$(sed -n 's/^# timeout: *\([0-9][0-9]*\).*/\1/p' "$t" | head -n 1)
     limit=${limit:-120}
     start=$(date +%s.%N)
-    timeout --kill-after=10 "$limit" bash "$t" "$build" >"$logdir/$name.log" 2>&1
+    rm -f "$sandir/$name".*
+    # log_path last, so that it wins over one in the caller's options.
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}log_path=$sandir/$name" \
+        UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}print_stacktrace=1:log_path=$sandir/$name" \
+        timeout --kill-after=10 "$limit" bash "$t" "$build" >"$logdir/$name.log" 2>&1
     status=$?
+    reports=("$sandir/$name".*)
+    if [ -e "${reports[0]}" ]; then
+        {
+            echo "--- sanitizer reports (${#reports[@]}): ${reports[*]}"
+            head -n 40 "${reports[@]}"
+        } >>"$logdir/$name.log"
+        [ "$status" -ne 0 ] || status=sanitizer
+    fi
     elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
-    if [ "$status" -eq 0 ]; then
+    if [ "$status" = 0 ]; then
         passed=$((passed + 1))
         printf 'PASS %-16s %6ss\n' "$name" "$elapsed"
     else
         failed=$((failed + 1))
         failed_names+=("$name")
         why="exit $status"
-        [ "$status" -eq 124 ] && why="timed out after ${limit}s"
+        [ "$status" = 124 ] && why="timed out after ${limit}s"
+        [ "$status" = sanitizer ] && why="sanitizer reports"
         printf 'FAIL %-16s %6ss (%s)\n' "$name" "$elapsed" "$why"
         tail -n 80 "$logdir/$name.log" | sed 's/^/    | /'
         echo "    (full output: $logdir/$name.log)"
