@@ -846,6 +846,36 @@ static __thread struct {
     size_t used;
 } gathered;
 
+/* Each thread's buffer is freed as the thread ends, through this key: NBD
+ * threads come and go with their clients, and each kept its 256 KiB. */
+static pthread_key_t gather_key;
+static pthread_once_t gather_once = PTHREAD_ONCE_INIT;
+static int gather_key_err;
+
+static void gather_key_create(void)
+{
+    gather_key_err = pthread_key_create(&gather_key, free);
+    if (gather_key_err != 0)
+        qb_log(LOG_WARNING, "mirror: no thread key for gathering: %s; requests go one by one",
+               strerror(gather_key_err));
+}
+
+/* This thread's buffer; NULL if it can't have one (then nothing is
+ * gathered). */
+static char *gather_buf(void)
+{
+    if (gathered.buf)
+        return gathered.buf;
+    if (pthread_once(&gather_once, gather_key_create) != 0 || gather_key_err != 0)
+        return NULL;
+    char *buf = malloc(GATHER_BUF);
+    if (buf && pthread_setspecific(gather_key, buf) != 0) {
+        free(buf);
+        buf = NULL;
+    }
+    return gathered.buf = buf;
+}
+
 /* Sends the gathered requests of the first one's peer in one write; those
  * of a connection that broke meanwhile have already failed. */
 static void flush_one_peer(void)
@@ -897,7 +927,7 @@ static bool gather(const struct pending *x)
         flush_gathered(); /* in order, and a synchronous send never waits on itself */
         return false;
     }
-    if (!gathered.buf && !(gathered.buf = malloc(GATHER_BUF)))
+    if (!gather_buf())
         return false;
     if (gathered.n == GATHER_MAX || GATHER_BUF - gathered.used < len)
         flush_gathered();
