@@ -6,7 +6,7 @@
  * them in t-lab-mirror's and t-lab-stall's vsands. Threads here gather
  * writes to a peer that is down and end; then no allocation may be left
  * that nothing points to. The check needs LeakSanitizer (make check
- * SANITIZE=1); without it the test is skipped.
+ * SANITIZE=1); without it the threads only run.
  */
 #include "mirror/auth.h"
 #include "mirror/link.h"
@@ -80,9 +80,6 @@ static void *gathering_thread(void *arg)
 
 Test(gather, buffer_ends_with_its_thread, .timeout = 30)
 {
-#ifndef __SANITIZE_ADDRESS__
-    cr_skip_test("needs LeakSanitizer: make check SANITIZE=1");
-#else
     char addr[32], down[32];
     snprintf(addr, sizeof addr, "127.0.0.1:%u", free_port());
     snprintf(down, sizeof down, "127.0.0.1:%u", free_port()); /* nothing listens */
@@ -104,6 +101,7 @@ Test(gather, buffer_ends_with_its_thread, .timeout = 30)
     }
     cr_assert_eq(atomic_load(&failed), 0, "a write to a peer that is down did not fail ENOTCONN");
     mlink_stop(l);
+#ifdef __SANITIZE_ADDRESS__
     cr_assert_eq(__lsan_do_recoverable_leak_check(), 0,
                  "threads that gathered left their buffers behind (see the leak report)");
 #endif
