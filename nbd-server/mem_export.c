@@ -76,20 +76,58 @@ static void *completer_main(void *arg)
     return NULL;
 }
 
-/* Queues a's completion; -ENOMEM if it can't (the write then completes
- * synchronously). */
+/* The completions of the writes a thread made inside a batch
+ * (batch_begin in export.h), held until it ends, as a mirror holds the
+ * copies it gathers: none is reported done before. */
+static __thread struct {
+    bool on;
+    struct mem_catalog *cat;
+    struct completion *head, **tail;
+} batch;
+
+static void queue_completions(struct mem_catalog *cat, struct completion *head,
+                              struct completion **tail)
+{
+    pthread_mutex_lock(&cat->lock);
+    *cat->tail = head;
+    cat->tail = tail;
+    pthread_cond_signal(&cat->done_cv);
+    pthread_mutex_unlock(&cat->lock);
+}
+
+/* Queues a's completion (held while a batch is open); -ENOMEM if it
+ * can't (the write then completes synchronously). */
 static int complete_later(struct mem_catalog *cat, struct nbd_async *a)
 {
     struct completion *x = malloc(sizeof *x);
     if (!x)
         return -ENOMEM;
     *x = (struct completion){a, NULL};
-    pthread_mutex_lock(&cat->lock);
-    *cat->tail = x;
-    cat->tail = &x->next;
-    pthread_cond_signal(&cat->done_cv);
-    pthread_mutex_unlock(&cat->lock);
+    if (!batch.on) {
+        queue_completions(cat, x, &x->next);
+        return 0;
+    }
+    if (!batch.head)
+        batch.tail = &batch.head;
+    batch.cat = cat;
+    *batch.tail = x;
+    batch.tail = &x->next;
     return 0;
+}
+
+static void mem_batch_begin(void *h)
+{
+    (void)h;
+    batch.on = true;
+}
+
+static void mem_batch_end(void *h)
+{
+    (void)h;
+    batch.on = false;
+    if (batch.head)
+        queue_completions(batch.cat, batch.head, batch.tail);
+    batch.head = NULL;
 }
 
 int mem_catalog_add_async(struct mem_catalog *cat, const char *name, uint64_t size)
@@ -267,6 +305,8 @@ static const struct nbd_export_ops mem_ops = {
     .zero = mem_zero,
     .cache = mem_cache,
     .extents = mem_extents,
+    .batch_begin = mem_batch_begin,
+    .batch_end = mem_batch_end,
 };
 
 static int mem_open(void *ctx, const char *name, struct nbd_export *exp)

@@ -4,7 +4,9 @@
  * allocation is tracked per 4 KiB page, so trim, zero and block status
  * behave like a sparse file's. One mutex per export: speed is not the point.
  * An async export applies each write at once but reports it done from
- * another thread (nbd_async in export.h), as a mirrored volume does.
+ * another thread (nbd_async in export.h), as a mirrored volume does; like
+ * one, it reports none of the writes made inside a batch (batch_begin in
+ * export.h) done before the batch ends.
  */
 #ifndef VSAN_NBD_MEM_EXPORT_H
 #define VSAN_NBD_MEM_EXPORT_H

@@ -498,9 +498,20 @@ static int execute_nowait(struct nbd_conn *c, const struct request *r, struct bu
 
 /* ---- the loop ----------------------------------------------------------- */
 
-/* Reads the next request and its payload; called with rlock held.
- * Returns 0 with *r filled, or -1 when this thread should stop. */
-static int read_request(struct nbd_conn *c, struct request *r, struct buffer *b)
+/* Brackets the requests run inline (see batch_begin in export.h). */
+static void batch(struct nbd_conn *c, bool *on, bool begin)
+{
+    void (*fn)(void *) = begin ? c->exp.ops->batch_begin : c->exp.ops->batch_end;
+    if (*on == begin || !fn)
+        return;
+    fn(c->exp.handle);
+    *on = begin;
+}
+
+/* Reads the next request and its payload; called with rlock held. Ends
+ * the batch (*batching) before it waits for input. Returns 0 with *r
+ * filled, or -1 when this thread should stop. */
+static int read_request(struct nbd_conn *c, struct request *r, struct buffer *b, bool *batching)
 {
     struct nbd_request w;
     if (c->eof || atomic_load(&c->dead) || conn_read(c, &w, sizeof w) < 0)
@@ -524,6 +535,11 @@ static int read_request(struct nbd_conn *c, struct request *r, struct buffer *b)
     }
     if (r->type != NBD_CMD_WRITE)
         return 0;
+    /* A payload not all in yet: the client may send the rest only once the
+     * writes before it are answered (libnbd polling one connection at a
+     * time), so what the batch gathered goes out first. */
+    if (!conn_buffered(c, r->length))
+        batch(c, batching, false);
     if (r->error)
         return conn_discard(c, r->length);
     if (buffer_reserve(b, r->length) < 0) {
@@ -543,16 +559,6 @@ static int execute_slow(struct nbd_conn *c, const struct request *r, struct buff
     return sent;
 }
 
-/* Brackets the requests run inline (see batch_begin in export.h). */
-static void batch(struct nbd_conn *c, bool *on, bool begin)
-{
-    void (*fn)(void *) = begin ? c->exp.ops->batch_begin : c->exp.ops->batch_end;
-    if (*on == begin || !fn)
-        return;
-    fn(c->exp.handle);
-    *on = begin;
-}
-
 void nbd_transmission(struct nbd_conn *c)
 {
     struct buffer b = {0};
@@ -562,7 +568,7 @@ void nbd_transmission(struct nbd_conn *c)
         struct request r;
         if (!conn_buffered(c, sizeof(struct nbd_request)))
             batch(c, &batching, false);
-        if (read_request(c, &r, &b) < 0) {
+        if (read_request(c, &r, &b, &batching) < 0) {
             c->eof = true; /* every thread of this connection stops reading */
             break;
         }

@@ -791,6 +791,41 @@ Test(stalled, writer_that_reads_nothing_is_bounded, .init = setup, .fini = teard
     cr_assert_eq(mem_catalog_open_count(cat), 0);
 }
 
+/* A write whose payload is not all in yet: the reading thread waits for
+ * the client, which may send the rest only once an earlier write is
+ * answered (a libnbd client polling one of its connections at a time
+ * does), so the writes gathered before it must go first. Gathered, they
+ * were never sent, and t-lab-mirror's overlapping writers stopped for good
+ * (their mirror copies, never sent, also timed the peers' links out). */
+Test(batch, write_awaiting_its_payload_ends_the_batch, .init = setup, .fini = teardown,
+     .timeout = 30)
+{
+    int fd = raw_transmission_to("async");
+    static char msg[2 * sizeof(struct nbd_request) + 4096 + 100];
+    struct nbd_request r[2] = {
+        {htobe32(NBD_REQUEST_MAGIC), 0, htobe16(NBD_CMD_WRITE), 1, 0, htobe32(4096)},
+        {htobe32(NBD_REQUEST_MAGIC), 0, htobe16(NBD_CMD_WRITE), 2, htobe64(4096), htobe32(4096)}};
+    memcpy(msg, &r[0], sizeof r[0]);
+    memcpy(msg + sizeof r[0] + 4096, &r[1], sizeof r[1]);
+    cr_assert_eq(send(fd, msg, sizeof msg, MSG_NOSIGNAL), (ssize_t)sizeof msg);
+
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    cr_assert_eq(poll(&pfd, 1, 5000), 1,
+                 "the first write is not answered before the second's payload");
+    struct nbd_simple_reply rep;
+    raw_read(fd, &rep, sizeof rep);
+    cr_assert_eq(rep.handle, 1);
+    cr_assert_eq(rep.error, 0);
+
+    static char rest[4096 - 100];
+    cr_assert_eq(send(fd, rest, sizeof rest, MSG_NOSIGNAL), (ssize_t)sizeof rest);
+    raw_read(fd, &rep, sizeof rep);
+    cr_assert_eq(rep.handle, 2);
+    cr_assert_eq(rep.error, 0);
+    close(fd);
+    wait_connections(0);
+}
+
 /* ---- shutdown ----------------------------------------------------------- */
 
 static void *shutdown_thread(void *arg)
