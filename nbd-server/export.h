@@ -92,11 +92,12 @@ struct nbd_export_ops {
     int (*extents)(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext, unsigned max,
                    unsigned flags);
     /* Optional. The reading thread calls batch_begin before it runs
-     * requests inline, and batch_end before it waits for more input or
-     * runs one the slow way: a backend may gather the work of the requests
-     * in between (a mirror sends their copies in one write per peer). A
-     * request alone (no batch open, no other one read in) runs outside a
-     * batch, so that nothing holds it back. */
+     * requests inline, and batch_end before it waits for more input (a
+     * write's payload not all read in yet too) or runs one the slow way:
+     * a backend may gather the work of the requests in between (a mirror
+     * sends their copies in one write per peer). A request alone (no
+     * batch open, no other one read in) runs outside a batch, so that
+     * nothing holds it back. */
     void (*batch_begin)(void *h);
     void (*batch_end)(void *h);
 };
