@@ -229,3 +229,38 @@ import json, sys
 d = json.load(sys.stdin)
 print(d["differing"], " ".join(str(r) for r in d["differing_regions"]))'
 }
+
+# data I: node I's copy of volume m ($UUID).
+data() {
+    echo "$VSAN_LAB_DIR/n$1/data/volumes/$UUID.data"
+}
+
+# holds I OFF SEED [SECONDS]: node I's copy of m has pattern(SEED, 4096)
+# at OFF, or gets it within SECONDS.
+holds() {
+    disk_holds "$(data "$1")" "$2" "$3" "${4:-0}"
+}
+
+# region_written_everywhere: a 3-node lab with volume m (64M) current on
+# every node; RS its region size, UUID its uuid, OFF a block in region 2,
+# where pattern(1) is written through n1, flushed, and on every copy.
+region_written_everywhere() {
+    lab_up 3
+    lab vsan 1 volume create m 64M
+    wait_until 20 all_current || lab_fail "m never became current on all nodes: $(states 1)"
+    RS=$(st 1 'c["region_size"]')
+    UUID=$(vs 1 'd["uuid"]')
+    OFF=$((2 * RS + 8192))
+    log "the region holds the same old data everywhere"
+    nbdpy "$("$LAB" addr 1)/m" "$OFF" <<'PY' || lab_fail "the first write through n1 failed"
+import sys
+from nbdtest import *
+h = connect_nbd(sys.argv[1])
+h.pwrite(pattern(1, 4096), int(sys.argv[2]))
+h.flush()
+PY
+    local i
+    for i in 1 2 3; do
+        holds "$i" "$OFF" 1 || lab_fail "n$i lacks the first write"
+    done
+}

@@ -18,41 +18,13 @@ vt_init
 # shellcheck source=tests/integration/labtest.sh
 . "$VT_DIR/labtest.sh"
 
-# data I: node I's copy of m.
-data() {
-    echo "$VSAN_LAB_DIR/n$1/data/volumes/$UUID.data"
-}
-
 # same_range I J OFF LEN: nodes I and J hold the same bytes there.
 same_range() {
     cmp -s <(dd if="$(data "$1")" bs=4096 skip=$(($3 / 4096)) count=$(($4 / 4096)) status=none) \
         <(dd if="$(data "$2")" bs=4096 skip=$(($3 / 4096)) count=$(($4 / 4096)) status=none)
 }
 
-# holds I OFF SEED [SECONDS]: node I's copy of m has pattern(SEED, 4096)
-# at OFF, or gets it within SECONDS.
-holds() {
-    disk_holds "$(data "$1")" "$2" "$3" "${4:-0}"
-}
-
-lab_up 3
-lab vsan 1 volume create m 64M
-wait_until 20 all_current || lab_fail "m never became current on all nodes: $(states 1)"
-RS=$(st 1 'c["region_size"]')
-UUID=$(vs 1 'd["uuid"]')
-OFF=$((2 * RS + 8192))
-
-log "the region holds the same old data everywhere"
-nbdpy "$("$LAB" addr 1)/m" "$OFF" <<'EOF' || lab_fail "the first write through n1 failed"
-import sys
-from nbdtest import *
-h = connect_nbd(sys.argv[1])
-h.pwrite(pattern(1, 4096), int(sys.argv[2]))
-h.flush()
-EOF
-for i in 1 2 3; do
-    holds "$i" "$OFF" 1 || lab_fail "n$i lacks the first write"
-done
+region_written_everywhere
 
 log "n1's mirror packets to n3 dropped; a write through n1 reaches n2 only"
 mirror_block 1 3
