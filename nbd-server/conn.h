@@ -18,6 +18,13 @@
  * connection is ended rather than grown or waited for. Whole replies leave
  * in queue order, and a reply cut short is finished before any other, so
  * the chunks of one structured reply never interleave with another's.
+ *
+ * An own thread may block on its client, but never with a batch open
+ * (batch_begin in export.h): the writes gathered in it would wait on a
+ * client that may never read, and with them the mirror peers. So while a
+ * batch is open a reply is first tried without blocking, and only when
+ * wlock is busy or the socket full does the batch end, before the thread
+ * blocks (conn_before_blocking).
  */
 #ifndef VSAN_NBD_CONN_H
 #define VSAN_NBD_CONN_H
@@ -116,8 +123,15 @@ int conn_write(struct nbd_conn *c, const void *buf, size_t len);
 /* Starts the output queue's wake-up, as transmission begins. 0 or -1. */
 int conn_outq_start(struct nbd_conn *c);
 /* Sends a reply from one of c's own threads: under wlock, after what is
- * queued, blocking as long as the client makes it. 0 or -1. */
+ * queued, blocking as long as the client makes it (calling the thread's
+ * conn_before_blocking hook first). 0 or -1. */
 int conn_send_own(struct nbd_conn *c, struct iovec *iov, int iovcnt);
+/* Sets what the calling thread runs, once, before its next send would
+ * block (waiting for wlock, or for room in the socket): fn(arg), after
+ * which the hook is unset. fn NULL unsets it. Until it runs, each send of
+ * this thread is tried without blocking first. fn runs with wlock possibly
+ * held: it may send only with conn_send_other. */
+void conn_before_blocking(void (*fn)(void *arg), void *arg);
 /* Sends a reply from any other thread without ever blocking on c: sent,
  * queued for c's own threads, or (queue full, or no own thread left and
  * the socket full) the connection is ended. */

@@ -8,7 +8,8 @@
  *
  * The output queue (the rule in conn.h) is here too: replies other threads
  * could not send at once, and the wake-up that makes the reading thread, one
- * of the connection's own, send them when nobody else will.
+ * of the connection's own, send them when nobody else will; and the hook
+ * that ends a thread's batch before it blocks on its client.
  *
  * read/write rather than recv/send, so the fuzzer can feed a plain file.
  *
@@ -202,6 +203,32 @@ static ssize_t out_vec(struct nbd_conn *c, struct iovec *iov, int iovcnt, int fl
     return sendmsg(c->out_fd, &m, MSG_NOSIGNAL | flags | (c->handshaking ? MSG_DONTWAIT : 0));
 }
 
+/* What the calling thread must do before it blocks on its client (the
+ * end of its batch, conn_before_blocking), or nothing. */
+static __thread struct {
+    void (*fn)(void *arg);
+    void *arg;
+} before_blocking;
+
+void conn_before_blocking(void (*fn)(void *arg), void *arg)
+{
+    before_blocking.fn = fn;
+    before_blocking.arg = arg;
+}
+
+/* The thread is about to block: runs what it must do first, once. */
+static void about_to_block(void)
+{
+    void (*fn)(void *) = before_blocking.fn;
+    before_blocking.fn = NULL;
+    if (fn)
+        fn(before_blocking.arg);
+}
+
+/* While a hook is set, each send is first tried without blocking (the
+ * socket usually has room: one system call, as without); only when it
+ * would block does the hook run, and the send then blocks. (Outputs other
+ * than sockets, the fuzzer's /dev/null, have no client to wait for.) */
 int conn_writev(struct nbd_conn *c, struct iovec *iov, int iovcnt)
 {
     while (iovcnt > 0) {
@@ -209,8 +236,12 @@ int conn_writev(struct nbd_conn *c, struct iovec *iov, int iovcnt)
             atomic_store(&c->dead, true);
             return -1;
         }
-        ssize_t n = out_vec(c, iov, iovcnt, 0);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+        ssize_t n = out_vec(c, iov, iovcnt, before_blocking.fn ? MSG_DONTWAIT : 0);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            about_to_block();
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
             qb_log(LOG_DEBUG, "nbd %s: write: %s", c->peer, strerror(errno));
@@ -274,7 +305,11 @@ static void drain_locked(struct nbd_conn *c)
 
 int conn_send_own(struct nbd_conn *c, struct iovec *iov, int iovcnt)
 {
-    pthread_mutex_lock(&c->wlock);
+    /* wlock's holder may be blocked on the client: so may we, then. */
+    if (pthread_mutex_trylock(&c->wlock) != 0) {
+        about_to_block();
+        pthread_mutex_lock(&c->wlock);
+    }
     drain_locked(c);
     pthread_mutex_unlock(&c->qlock);
     int r = conn_writev(c, iov, iovcnt);

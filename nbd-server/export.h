@@ -92,12 +92,15 @@ struct nbd_export_ops {
     int (*extents)(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext, unsigned max,
                    unsigned flags);
     /* Optional. The reading thread calls batch_begin before it runs
-     * requests inline, and batch_end before it waits for more input (a
-     * write's payload not all read in yet too) or runs one the slow way:
-     * a backend may gather the work of the requests in between (a mirror
-     * sends their copies in one write per peer). A request alone (no
-     * batch open, no other one read in) runs outside a batch, so that
-     * nothing holds it back. */
+     * requests inline, and batch_end before it waits for anything: more
+     * input (a write's payload not all read in yet too), a reply that
+     * can't go out at once (the client not reading, or another thread
+     * sending), or a request run the slow way. A backend may gather the
+     * work of the requests in between (a mirror sends their copies in one
+     * write per peer). A request alone (no batch open, no other one read
+     * in) runs outside a batch, so that nothing holds it back. batch_end
+     * may run while the thread is in the middle of sending a reply: a->done
+     * called from it queues its reply behind that one (it never blocks). */
     void (*batch_begin)(void *h);
     void (*batch_end)(void *h);
 };

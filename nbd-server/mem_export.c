@@ -39,6 +39,7 @@ struct mem_catalog {
     bool completer_running, stopping;
     pthread_t completer;
     struct completion *head, **tail;
+    unsigned long writes_done; /* reported done by the completer */
 };
 
 struct mem_catalog *mem_catalog_new(void)
@@ -71,6 +72,7 @@ static void *completer_main(void *arg)
         x->a->done(x->a, 0);
         free(x);
         pthread_mutex_lock(&cat->lock);
+        cat->writes_done++;
     }
     pthread_mutex_unlock(&cat->lock);
     return NULL;
@@ -169,6 +171,14 @@ unsigned mem_catalog_open_count(struct mem_catalog *cat)
 {
     pthread_mutex_lock(&cat->lock);
     unsigned n = cat->opens;
+    pthread_mutex_unlock(&cat->lock);
+    return n;
+}
+
+unsigned long mem_catalog_writes_done(struct mem_catalog *cat)
+{
+    pthread_mutex_lock(&cat->lock);
+    unsigned long n = cat->writes_done;
     pthread_mutex_unlock(&cat->lock);
     return n;
 }

@@ -26,6 +26,8 @@ int mem_catalog_add(struct mem_catalog *cat, const char *name, uint64_t size, bo
 int mem_catalog_add_async(struct mem_catalog *cat, const char *name, uint64_t size);
 /* Number of connections holding any export open. */
 unsigned mem_catalog_open_count(struct mem_catalog *cat);
+/* Number of async writes reported done so far, on every connection. */
+unsigned long mem_catalog_writes_done(struct mem_catalog *cat);
 void mem_catalog_free(struct mem_catalog *cat);
 
 #endif

@@ -498,20 +498,38 @@ static int execute_nowait(struct nbd_conn *c, const struct request *r, struct bu
 
 /* ---- the loop ----------------------------------------------------------- */
 
-/* Brackets the requests run inline (see batch_begin in export.h). */
-static void batch(struct nbd_conn *c, bool *on, bool begin)
+/* A serving thread's batch of requests run inline. */
+struct batch {
+    struct nbd_conn *c;
+    bool on;
+};
+
+static void batch(struct batch *s, bool begin);
+
+static void batch_end_hook(void *s)
 {
-    void (*fn)(void *) = begin ? c->exp.ops->batch_begin : c->exp.ops->batch_end;
-    if (*on == begin || !fn)
+    batch(s, false);
+}
+
+/* Brackets the requests run inline (see batch_begin in export.h). While
+ * the batch is open, a reply that would block on the client ends it
+ * first (conn_before_blocking). */
+static void batch(struct batch *s, bool begin)
+{
+    const struct nbd_export_ops *ops = s->c->exp.ops;
+    void (*fn)(void *) = begin ? ops->batch_begin : ops->batch_end;
+    if (s->on == begin || !fn)
         return;
-    fn(c->exp.handle);
-    *on = begin;
+    fn(s->c->exp.handle);
+    s->on = begin;
+    conn_before_blocking(begin ? batch_end_hook : NULL, s);
 }
 
 /* Reads the next request and its payload; called with rlock held. Ends
- * the batch (*batching) before it waits for input. Returns 0 with *r
- * filled, or -1 when this thread should stop. */
-static int read_request(struct nbd_conn *c, struct request *r, struct buffer *b, bool *batching)
+ * the batch before it waits for input. Returns 0 with *r filled, or -1
+ * when this thread should stop. */
+static int read_request(struct nbd_conn *c, struct request *r, struct buffer *b,
+                        struct batch *batching)
 {
     struct nbd_request w;
     if (c->eof || atomic_load(&c->dead) || conn_read(c, &w, sizeof w) < 0)
@@ -539,7 +557,7 @@ static int read_request(struct nbd_conn *c, struct request *r, struct buffer *b,
      * writes before it are answered (libnbd polling one connection at a
      * time), so what the batch gathered goes out first. */
     if (!conn_buffered(c, r->length))
-        batch(c, batching, false);
+        batch(batching, false);
     if (r->error)
         return conn_discard(c, r->length);
     if (buffer_reserve(b, r->length) < 0) {
@@ -562,12 +580,12 @@ static int execute_slow(struct nbd_conn *c, const struct request *r, struct buff
 void nbd_transmission(struct nbd_conn *c)
 {
     struct buffer b = {0};
-    bool batching = false;
+    struct batch batching = {c, false};
     pthread_mutex_lock(&c->rlock);
     for (;;) {
         struct request r;
         if (!conn_buffered(c, sizeof(struct nbd_request)))
-            batch(c, &batching, false);
+            batch(&batching, false);
         if (read_request(c, &r, &b, &batching) < 0) {
             c->eof = true; /* every thread of this connection stops reading */
             break;
@@ -577,18 +595,18 @@ void nbd_transmission(struct nbd_conn *c)
             /* A request alone (nothing gathered, nothing more read in)
              * runs outside a batch: a mirror then sends its copy before
              * its own write, not after. */
-            batch(c, &batching, batching || conn_buffered(c, sizeof(struct nbd_request)));
+            batch(&batching, batching.on || conn_buffered(c, sizeof(struct nbd_request)));
             sent = execute_nowait(c, &r, &b);
         }
         if (sent == -EAGAIN) {
-            batch(c, &batching, false);
+            batch(&batching, false);
             sent = execute_slow(c, &r, &b);
         }
         buffer_trim(&b);
         if (sent < 0)
             break;
     }
-    batch(c, &batching, false);
+    batch(&batching, false);
     pthread_mutex_unlock(&c->rlock);
     free(b.p);
 }

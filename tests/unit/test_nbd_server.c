@@ -826,6 +826,113 @@ Test(batch, write_awaiting_its_payload_ends_the_batch, .init = setup, .fini = te
     wait_connections(0);
 }
 
+#define WRITE_HANDLE 1000u
+
+/* Sends to fd, in one send, a 4 KiB WRITE at 0 of fill(7) (handle
+ * WRITE_HANDLE) then n READs of len bytes at 0 (handles first..first+n-1),
+ * so the server reads them all in at once and runs them in one batch. */
+static void write_then_reads(int fd, int n, uint64_t first, uint32_t len)
+{
+    static char msg[sizeof(struct nbd_request) * 65 + 4096];
+    cr_assert_leq(n, 64);
+    struct nbd_request w = {
+        htobe32(NBD_REQUEST_MAGIC), 0, htobe16(NBD_CMD_WRITE), WRITE_HANDLE, 0, htobe32(4096)};
+    memcpy(msg, &w, sizeof w);
+    fill(msg + sizeof w, 4096, 7);
+    size_t at = sizeof w + 4096;
+    for (int i = 0; i < n; i++, at += sizeof w) {
+        struct nbd_request r = {htobe32(NBD_REQUEST_MAGIC), 0, htobe16(NBD_CMD_READ),
+                                first + (uint64_t)i,        0, htobe32(len)};
+        memcpy(msg + at, &r, sizeof r);
+    }
+    cr_assert_eq(send(fd, msg, at, MSG_NOSIGNAL), (ssize_t)at, "%s", strerror(errno));
+}
+
+/* Whether the async export has reported n writes done, waiting 5 s at most. */
+static bool writes_done_within_5s(unsigned long n)
+{
+    for (int i = 0; i < 500 && mem_catalog_writes_done(cat) < n; i++)
+        poll(NULL, 0, 10);
+    return mem_catalog_writes_done(cat) >= n;
+}
+
+/* Reads one simple reply, success expected, and the payload of a READ
+ * (any handle but WRITE_HANDLE) into data[0..len). Returns its handle. */
+static uint64_t read_reply(int fd, char *data, uint32_t len)
+{
+    struct nbd_simple_reply rep;
+    raw_read(fd, &rep, sizeof rep);
+    cr_assert_eq(be32toh(rep.magic), NBD_SIMPLE_REPLY_MAGIC);
+    cr_assert_eq(rep.error, 0);
+    if (rep.handle != WRITE_HANDLE)
+        raw_read(fd, data, len);
+    return rep.handle;
+}
+
+/* An inline READ's reply the client does not read: the reading thread
+ * would block sending it with the write before it gathered in the batch,
+ * never sent to the peers (with a mirror, its links time out and the
+ * peers are outdated). The batch ends before the send blocks: the write
+ * completes while the client still reads nothing. Then every reply
+ * arrives whole, the READs' in order. */
+Test(batch, inline_reply_that_would_block_ends_the_batch, .init = setup, .fini = teardown,
+     .timeout = 30)
+{
+    enum { N = 16, LEN = 256 * 1024 }; /* 4 MiB: more than any socket buffer */
+    int fd = raw_transmission_to("async");
+    write_then_reads(fd, N, 0, LEN);
+    cr_assert(writes_done_within_5s(1), "the write waits for the client to read a reply");
+
+    static char data[LEN], want[4096];
+    fill(want, sizeof want, 7);
+    bool write_answered = false;
+    for (uint64_t next = 0; next < N || !write_answered;) {
+        uint64_t h = read_reply(fd, data, LEN);
+        if (h == WRITE_HANDLE) {
+            cr_assert(!write_answered, "the write answered twice");
+            write_answered = true;
+            continue;
+        }
+        cr_assert_eq(h, next, "READ replies in order");
+        cr_assert_eq(memcmp(data, want, sizeof want), 0, "READ %llu sees the write",
+                     (unsigned long long)h);
+        next++;
+    }
+    close(fd);
+    wait_connections(0);
+}
+
+/* An inline reply behind another thread's, blocked on the same client
+ * (a 4 MiB READ, run the slow way, that the client does not read): the
+ * reading thread would wait for the write lock with the write before it
+ * gathered. The batch ends before it waits. */
+Test(batch, inline_reply_behind_a_blocked_sender_ends_the_batch, .init = setup, .fini = teardown,
+     .timeout = 30)
+{
+    int fd = stalled_reader();
+    write_then_reads(fd, 1, 6, 4096);
+    cr_assert(writes_done_within_5s(1), "the write waits for the client to read a reply");
+
+    static char data[4u << 20], want[4096];
+    fill(want, sizeof want, 7);
+    cr_assert_eq(read_reply(fd, data, sizeof data), 5, "the 4 MiB READ's reply first, whole");
+    bool write_answered = false, read_answered = false;
+    while (!write_answered || !read_answered) {
+        uint64_t h = read_reply(fd, data, 4096);
+        if (h == WRITE_HANDLE) {
+            cr_assert(!write_answered, "the write answered twice");
+            write_answered = true;
+            continue;
+        }
+        cr_assert_eq(h, 6);
+        cr_assert(!read_answered, "the READ answered twice");
+        cr_assert_eq(memcmp(data, want, sizeof want), 0, "the READ sees the write");
+        read_answered = true;
+    }
+    close(fd);
+    wait_connections(0);
+}
+
 /* ---- shutdown ----------------------------------------------------------- */
 
 static void *shutdown_thread(void *arg)
