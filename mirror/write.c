@@ -53,7 +53,7 @@ static void queue_settle(struct rwrite *w);
 static void async_done(struct mlink_wait *mw)
 {
     struct rwrite *w = (struct rwrite *)((char *)mw - offsetof(struct rwrite, w));
-    if (all_ok(w) && clock_now_ms() >= w->pl.lease_end)
+    if (all_ok(w) && (!w->pl.lease_end || clock_now_ms() >= w->pl.lease_end))
         settle_async(w);
     else /* a failed peer, or one left out whose read lease may run on */
         queue_settle(w);
