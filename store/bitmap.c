@@ -6,13 +6,12 @@
  * set by someone else whose sync has not finished. Writes go out in 4 KiB
  * pages of words, the unit a device writes anyway.
  *
- * Group commit: there are two pending sets. Changes go to the current one;
- * a sync flips them under the mutex, writes the pages of the other set (a
- * snapshot taken under the mutex, written without it), fdatasyncs, and
- * then everything changed before the flip is durable. gen counts changes
- * and synced is the gen the last successful sync started at, so a caller
- * whose change is older than a running sync's start waits for it, and the
- * callers that arrive during a sync share the next one. A failed sync puts
+ * Group commit (store/gsync.h): there are two pending sets. Changes go to
+ * the current one; a sync flips them under the mutex, writes the pages of
+ * the other set (a snapshot taken under the mutex, written without it),
+ * fdatasyncs, and then everything changed before the flip is durable. A
+ * caller whose change is older than a running sync's start waits for it,
+ * and the callers that arrive during a sync share the next one. A failed sync puts
  * its pages back into the current set: the next sync writes them again
  * rather than trusting what a failed fdatasync left in the page cache.
  *
@@ -20,6 +19,8 @@
  * over path, so the name only ever holds a complete, valid file.
  */
 #include "store/bitmap.h"
+#include "store/fileio.h"
+#include "store/gsync.h"
 
 #include <qb/qblog.h>
 
@@ -64,16 +65,13 @@ struct bits {
 
 struct bitmap {
     pthread_mutex_t lock;
-    pthread_cond_t sync_done;
-    char *path; /* NULL: memory only */
+    struct gsync sync; /* under lock */
+    char *path;        /* NULL: memory only */
     int fd;
     unsigned region_shift;
     struct bits bits;
     uint64_t count;
     unsigned cur;     /* pend[cur] collects changes; pend[!cur] is the running sync's */
-    uint64_t gen;     /* changes made so far */
-    uint64_t synced;  /* every change up to this gen is durable */
-    bool syncing;     /* a thread is writing pend[!cur] */
     bool dir_pending; /* a rename is not known durable: the next sync fsyncs the directory */
     uint64_t *stage;  /* little-endian copy of the words being written */
 };
@@ -208,41 +206,6 @@ static int bits_alloc(struct bits *s, uint64_t nbits)
 
 /* ---- file I/O -------------------------------------------------------- */
 
-static int pwrite_all(int fd, const void *buf, size_t len, off_t off)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = pwrite(fd, p, len, off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        p += n;
-        off += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* -EIO if the file ends first (its length was checked, so it shrank). */
-static int pread_all(int fd, void *buf, size_t len, off_t off)
-{
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = pread(fd, p, len, off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0)
-            return -EIO;
-        p += n;
-        off += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static off_t word_offset(uint64_t word)
 {
     return (off_t)(BITMAP_HEADER_SIZE + word * WORD_BYTES);
@@ -357,7 +320,7 @@ static int header_check(const struct bitmap *b, const unsigned char in[BITMAP_HE
 
 static int read_words(const struct bitmap *b, struct bits *s)
 {
-    int r = pread_all(b->fd, s->words, s->nwords * WORD_BYTES, word_offset(0));
+    int r = fileio_pread(b->fd, s->words, s->nwords * WORD_BYTES, word_offset(0));
     if (r < 0)
         return sys_fail(b, -r, "read");
     for (uint64_t i = 0; i < s->nwords; i++)
@@ -377,7 +340,7 @@ static int load(struct bitmap *b)
     if (st.st_size < BITMAP_HEADER_SIZE)
         return fail(b, EINVAL, "truncated: %lld bytes, shorter than the header",
                     (long long)st.st_size);
-    int r = pread_all(b->fd, raw, sizeof(raw), 0);
+    int r = fileio_pread(b->fd, raw, sizeof(raw), 0);
     if (r < 0)
         return sys_fail(b, -r, "read the header");
     struct header h = {0};
@@ -405,7 +368,7 @@ static int write_words(const struct bitmap *b, int fd, const struct bits *s)
         uint64_t n = s->nwords - first < STAGE_WORDS ? s->nwords - first : STAGE_WORDS;
         for (uint64_t i = 0; i < n; i++)
             b->stage[i] = htole64(s->words[first + i]);
-        int r = pwrite_all(fd, b->stage, n * WORD_BYTES, word_offset(first));
+        int r = fileio_pwrite(fd, b->stage, n * WORD_BYTES, word_offset(first));
         if (r < 0)
             return r;
     }
@@ -420,7 +383,7 @@ static int write_tmp(const struct bitmap *b, const char *tmp, const struct bits 
         return sys_fail(b, errno, "create \"%s\"", tmp);
     unsigned char raw[BITMAP_HEADER_SIZE];
     header_encode(raw, b->region_shift, s->nbits);
-    int r = pwrite_all(fd, raw, sizeof(raw), 0);
+    int r = fileio_pwrite(fd, raw, sizeof(raw), 0);
     if (r == 0)
         r = write_words(b, fd, s);
     if (r < 0)
@@ -542,7 +505,7 @@ static struct bitmap *bitmap_new(const char *path, unsigned region_shift)
         bitmap_free(b);
         return NULL;
     }
-    if (pthread_cond_init(&b->sync_done, NULL) != 0) {
+    if (gsync_init(&b->sync, &b->lock) != 0) {
         pthread_mutex_destroy(&b->lock);
         bitmap_free(b);
         return NULL;
@@ -579,7 +542,7 @@ void bitmap_close(struct bitmap *b)
 {
     if (!b)
         return;
-    pthread_cond_destroy(&b->sync_done);
+    gsync_destroy(&b->sync);
     pthread_mutex_destroy(&b->lock);
     bitmap_free(b);
 }
@@ -635,7 +598,8 @@ int bitmap_set(struct bitmap *b, uint64_t first, uint64_t last)
         for (uint64_t w = first / WORD_BITS; w <= last / WORD_BITS; w++)
             owed |= or_word(b, w, range_mask(w, first, last));
     }
-    b->gen += b->count != before;
+    if (b->count != before)
+        gsync_change(&b->sync);
     pthread_mutex_unlock(&b->lock);
     return owed;
 }
@@ -657,7 +621,7 @@ static int write_pending(struct bitmap *b)
                 b->stage[n++] = htole64(b->bits.words[w]);
         }
         pthread_mutex_unlock(&b->lock);
-        int r = pwrite_all(b->fd, b->stage, n * WORD_BYTES, word_offset(first));
+        int r = fileio_pwrite(b->fd, b->stage, n * WORD_BYTES, word_offset(first));
         pthread_mutex_lock(&b->lock);
         if (r < 0)
             return sys_fail(b, -r, "write words %" PRIu64 "..%" PRIu64, first, first + n - 1);
@@ -692,13 +656,13 @@ static int sync_file(struct bitmap *b)
     return 0;
 }
 
-/* Called locked with no sync running; returns locked. */
-static int lead_sync(struct bitmap *b)
+/* The group commit's leader (gsync.h): called locked with no sync
+ * running; returns locked. */
+static int lead_sync(void *arg)
 {
-    uint64_t start = b->gen;
+    struct bitmap *b = arg;
     bool dir = b->dir_pending;
     b->cur = !b->cur;
-    b->syncing = true;
     int r = reopen_fd(b);
     if (r == 0)
         r = write_pending(b);
@@ -711,12 +675,8 @@ static int lead_sync(struct bitmap *b)
     }
     retire_pending(b, r < 0);
     drop_fd(b);
-    if (r == 0) {
-        b->synced = start;
+    if (r == 0)
         b->dir_pending = false;
-    }
-    b->syncing = false;
-    pthread_cond_broadcast(&b->sync_done);
     return r;
 }
 
@@ -725,14 +685,7 @@ int bitmap_sync(struct bitmap *b)
     if (!b->path)
         return 0;
     pthread_mutex_lock(&b->lock);
-    uint64_t target = b->gen;
-    int r = 0;
-    while (r == 0 && b->synced < target) {
-        if (b->syncing)
-            pthread_cond_wait(&b->sync_done, &b->lock);
-        else
-            r = lead_sync(b);
-    }
+    int r = gsync_wait(&b->sync, b->sync.gen, lead_sync, b);
     pthread_mutex_unlock(&b->lock);
     return r;
 }
@@ -818,7 +771,8 @@ static int merge_locked(struct bitmap *b, const unsigned char *in, size_t len)
         if (v)
             or_word(b, w, v);
     }
-    b->gen += b->count != before;
+    if (b->count != before)
+        gsync_change(&b->sync);
     return 0;
 }
 
@@ -857,7 +811,7 @@ static int resize_locked(struct bitmap *b, uint64_t nbits)
     bits_free(&b->bits);
     b->bits = s;
     b->count = popcount_all(s.words, s.nwords);
-    b->synced = b->gen;
+    gsync_all_durable(&b->sync);
     return r;
 }
 
@@ -867,8 +821,7 @@ int bitmap_resize(struct bitmap *b, uint64_t nbits)
         return fail(b, EINVAL, "resize to %" PRIu64 " bits, more than the maximum %" PRIu64, nbits,
                     BITMAP_MAX_NBITS);
     pthread_mutex_lock(&b->lock);
-    while (b->syncing)
-        pthread_cond_wait(&b->sync_done, &b->lock);
+    gsync_idle(&b->sync);
     int r = nbits == b->bits.nbits ? 0 : resize_locked(b, nbits);
     pthread_mutex_unlock(&b->lock);
     return r;

@@ -40,10 +40,12 @@
 #define BITMAPS_DIR "bitmaps"
 
 struct store {
-    char *path;     /* data_dir as configured, for messages */
-    char *vol_path; /* data_dir/volumes, for messages */
+    char *path;      /* data_dir as configured, for messages */
+    char *vol_path;  /* data_dir/volumes, for messages */
+    char *snap_path; /* data_dir/snapshots, for messages */
     int dir_fd;
     int vol_fd;
+    int snap_fd;
     char pool_uuid[STORE_UUID_LEN + 1];
 };
 
@@ -178,12 +180,12 @@ static int fsync_dir(int dir_fd, const char *dir_path)
     return 0;
 }
 
-static int write_tmp(int dir_fd, const char *dir_path, const char *tmp, const char *text)
+static int write_tmp(int dir_fd, const char *dir_path, const char *tmp, const void *buf, size_t len)
 {
     int fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return sys_fail(errno, "create \"%s/%s\"", dir_path, tmp);
-    int r = write_all(fd, text, strlen(text));
+    int r = write_all(fd, buf, len);
     if (r < 0) {
         close(fd);
         return sys_fail(-r, "write \"%s/%s\"", dir_path, tmp);
@@ -198,13 +200,16 @@ static int write_tmp(int dir_fd, const char *dir_path, const char *tmp, const ch
     return 0;
 }
 
-/* Replaces dir/name with text so that after a crash it holds either the
- * old or the new text, and once this returns 0 the new text is durable. */
-static int write_atomic(int dir_fd, const char *dir_path, const char *name, const char *text)
+/* Replaces dir/name with len bytes so that after a crash it holds either
+ * the old or the new bytes, and once this returns 0 the new ones are
+ * durable. */
+static int replace_atomic(int dir_fd, const char *dir_path, const char *name, const void *buf,
+                          size_t len)
 {
-    char tmp[FILE_NAME_MAX];
-    snprintf(tmp, sizeof(tmp), "%s%s", name, TMP_SUFFIX);
-    int r = write_tmp(dir_fd, dir_path, tmp, text);
+    char tmp[NAME_MAX + 1];
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s%s", name, TMP_SUFFIX) >= sizeof(tmp))
+        return fail(ENAMETOOLONG, "\"%s/%s\": name too long", dir_path, name);
+    int r = write_tmp(dir_fd, dir_path, tmp, buf, len);
     if (r == 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
         r = sys_fail(errno, "rename \"%s/%s\" to \"%s\"", dir_path, tmp, name);
     if (r < 0) {
@@ -214,6 +219,11 @@ static int write_atomic(int dir_fd, const char *dir_path, const char *name, cons
         return r;
     }
     return fsync_dir(dir_fd, dir_path);
+}
+
+static int write_atomic(int dir_fd, const char *dir_path, const char *name, const char *text)
+{
+    return replace_atomic(dir_fd, dir_path, name, text, strlen(text));
 }
 
 /* The entries of a directory other than "." and "..". */
@@ -803,6 +813,12 @@ static int pool_open(struct store *st)
         return r;
     if (mkdirat(st->dir_fd, BITMAPS_DIR, 0700) < 0 && errno != EEXIST)
         return sys_fail(errno, "data_dir \"%s\": create %s/", st->path, BITMAPS_DIR);
+    if (mkdirat(st->dir_fd, STORE_SNAPSHOTS_DIR, 0700) < 0 && errno != EEXIST)
+        return sys_fail(errno, "data_dir \"%s\": create %s/", st->path, STORE_SNAPSHOTS_DIR);
+    r = open_dir(st->dir_fd, STORE_SNAPSHOTS_DIR, "snapshots directory", st->snap_path,
+                 &st->snap_fd);
+    if (r < 0)
+        return r;
     return recover(st);
 }
 
@@ -813,9 +829,14 @@ int store_open(const char *data_dir, struct store **out)
         return fail(ENOMEM, "data_dir \"%s\": out of memory", data_dir);
     st->dir_fd = -1;
     st->vol_fd = -1;
+    st->snap_fd = -1;
     st->path = strdup(data_dir);
-    if (st->path == NULL || asprintf(&st->vol_path, "%s/%s", data_dir, STORE_VOLUMES_DIR) < 0) {
+    /* asprintf leaves its pointer undefined on failure. */
+    if (st->path == NULL || asprintf(&st->vol_path, "%s/%s", data_dir, STORE_VOLUMES_DIR) < 0)
         st->vol_path = NULL;
+    if (st->path == NULL || asprintf(&st->snap_path, "%s/%s", data_dir, STORE_SNAPSHOTS_DIR) < 0)
+        st->snap_path = NULL;
+    if (st->vol_path == NULL || st->snap_path == NULL) {
         store_close(st);
         return fail(ENOMEM, "data_dir \"%s\": out of memory", data_dir);
     }
@@ -838,6 +859,9 @@ void store_close(struct store *st)
         close(st->vol_fd);
     if (st->dir_fd >= 0)
         close(st->dir_fd);
+    if (st->snap_fd >= 0)
+        close(st->snap_fd);
+    free(st->snap_path);
     free(st->vol_path);
     free(st->path);
     free(st);
@@ -851,6 +875,21 @@ const char *store_path(const struct store *st)
 const char *store_pool_uuid(const struct store *st)
 {
     return st->pool_uuid;
+}
+
+int store_snap_dir_fd(const struct store *st)
+{
+    return st->snap_fd;
+}
+
+const char *store_snap_dir_path(const struct store *st)
+{
+    return st->snap_path;
+}
+
+int store_snap_replace(struct store *st, const char *name, const void *buf, size_t len)
+{
+    return replace_atomic(st->snap_fd, st->snap_path, name, buf, len);
 }
 
 /* ---- volumes --------------------------------------------------------- */

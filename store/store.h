@@ -7,6 +7,8 @@
  *   DATA_DIR/volumes/UUID.meta   one volume's record (INI): name, uuid,
  *                                size, generation
  *   DATA_DIR/volumes/UUID.data   its bytes: a sparse file of exactly size
+ *   DATA_DIR/bitmaps/UUID.NODE   dirty bitmaps (bitmap.h)
+ *   DATA_DIR/snapshots/UUID.*    snapshots: index, side files (snap.h)
  *
  * The meta file is the commit point of every change: a volume exists iff
  * its meta does, and its size is the one the meta says. Each change is
@@ -33,6 +35,7 @@
 #define STORE_UUID_LEN 36 /* 8-4-4-4-12 lowercase hex */
 #define STORE_MARKER "vsan-pool"
 #define STORE_VOLUMES_DIR "volumes"
+#define STORE_SNAPSHOTS_DIR "snapshots"
 
 struct store;
 
@@ -82,8 +85,8 @@ bool store_name_valid(const char *name);
  * the caller frees; *n entries, in no particular order. */
 int store_list(struct store *st, struct store_volume **out, size_t *n);
 
-/* Creates a volume with the given uuid (NULL: a fresh random one) and an all-zero (sparse) data file.
- * The caller checks that the name is unique. Fills *out. */
+/* Creates a volume with the given uuid (NULL: a fresh random one) and an all-zero (sparse) data
+ * file. The caller checks that the name is unique. Fills *out. */
 int store_create(struct store *st, const char *name, uint64_t size, const char *uuid,
                  struct store_volume *out);
 
@@ -103,7 +106,18 @@ int store_update(struct store *st, const struct store_volume *vol);
 void store_bitmap_path(const struct store *st, const char *uuid, uint32_t node, char *out,
                        size_t len);
 
-/* Deletes vol's meta, data and dirty bitmaps. */
+/* The snapshots directory, DATA_DIR/snapshots (it exists once the store
+ * is open; snap.c owns what is in it): its fd, for the *at() calls, and its
+ * path, for messages. */
+int store_snap_dir_fd(const struct store *st);
+const char *store_snap_dir_path(const struct store *st);
+/* Replaces name in the snapshots directory with len bytes the way every
+ * record of the pool is replaced (name.tmp, fsync, rename, fsync of the
+ * directory): after a crash it holds the old or the new bytes, and on 0
+ * the new ones are durable. */
+int store_snap_replace(struct store *st, const char *name, const void *buf, size_t len);
+
+/* Deletes vol's meta, data and dirty bitmaps (not its snapshots: snap.h). */
 int store_delete(struct store *st, const struct store_volume *vol);
 
 /* The cluster's volume table version (0 until set), persisted atomically. */

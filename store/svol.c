@@ -7,6 +7,7 @@
  * remembered in an atomic flag so it is not asked again.
  */
 #include "store/svol.h"
+#include "store/fileio.h"
 #include "common/iov.h"
 
 #include <qb/qblog.h>
@@ -189,20 +190,8 @@ int svol_read(struct svol *sv, void *buf, uint32_t count, uint64_t offset, unsig
 {
     if ((flags & SVOL_NOWAIT) && !sv->in_memory)
         return read_nowait(sv, buf, count, offset);
-    char *p = buf;
-    while (count > 0) {
-        ssize_t n = pread(sv->fd, p, count, (off_t)offset);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0)
-            return -EIO; /* the data file is shorter than its meta says */
-        p += n;
-        count -= (uint32_t)n;
-        offset += (uint64_t)n;
-    }
-    return 0;
+    /* -EIO if the data file is shorter than its meta says. */
+    return fileio_pread(sv->fd, buf, count, offset);
 }
 
 int svol_sync(struct svol *sv)
@@ -327,28 +316,6 @@ int svol_cache(struct svol *sv, uint32_t count, uint64_t offset)
     return -posix_fadvise(sv->fd, (off_t)offset, (off_t)count, POSIX_FADV_WILLNEED);
 }
 
-/* The extent that starts at pos, cut at end. */
-static int extent_at(struct svol *sv, uint64_t pos, uint64_t end, struct svol_extent *e)
-{
-    off_t data = lseek(sv->fd, (off_t)pos, SEEK_DATA);
-    if (data < 0 && errno != ENXIO)
-        return -errno;
-    /* ENXIO: no data from pos to the end of the file. */
-    if (data < 0 || (uint64_t)data > pos) {
-        uint64_t stop = data < 0 || (uint64_t)data > end ? end : (uint64_t)data;
-        *e = (struct svol_extent){.length = stop - pos, .hole = true};
-        return 0;
-    }
-    off_t hole = lseek(sv->fd, (off_t)pos, SEEK_HOLE);
-    if (hole < 0)
-        return -errno;
-    /* A hole at pos means a trim raced us; "data" claims nothing, so it is
-     * always a safe answer. */
-    uint64_t stop = (uint64_t)hole <= pos || (uint64_t)hole > end ? end : (uint64_t)hole;
-    *e = (struct svol_extent){.length = stop - pos, .hole = false};
-    return 0;
-}
-
 int svol_extents(struct svol *sv, uint32_t count, uint64_t offset, struct svol_extent *ext,
                  unsigned max)
 {
@@ -356,7 +323,7 @@ int svol_extents(struct svol *sv, uint32_t count, uint64_t offset, struct svol_e
     unsigned n = 0;
     while (offset < end && n < max) {
         struct svol_extent e;
-        int r = extent_at(sv, offset, end, &e);
+        int r = fileio_extent(sv->fd, offset, end, &e.length, &e.hole);
         if (r < 0)
             return n > 0 ? (int)n : r;
         if (n > 0 && ext[n - 1].hole == e.hole)
