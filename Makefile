@@ -40,7 +40,7 @@ MIRROR_PURE_SRCS := mirror/wire.c mirror/auth.c mirror/stream.c
 # The node: store, volume layer, config, admin server.
 CORE_SRCS := $(POLICING_SRCS) $(MIRROR_PURE_SRCS) volume/voltable.c vsan/config.c common/log.c common/size.c store/store.c store/svol.c volume/volume.c \
              vsan/admin.c vsan/admin_cmds.c vsan/netif.c vsan/service.c
-CORE_SRCS += store/actlog.c store/fileio.c store/gsync.c store/bitmap.c mirror/replicas.c mirror/link.c
+CORE_SRCS += store/actlog.c store/fileio.c store/gsync.c store/snap.c store/bitmap.c mirror/replicas.c mirror/link.c
 # The mirror engine, bottom layer first (mirror/engine_int.h).
 MIRROR_ENGINE_SRCS := mirror/mvol.c mirror/dirty.c mirror/lost.c mirror/registry.c mirror/workers.c \
                       mirror/reads.c mirror/replicate.c mirror/activity.c mirror/verify.c \

@@ -8,6 +8,7 @@
  */
 #include "store/svol.h"
 #include "store/fileio.h"
+#include "store/snap.h"
 #include "common/iov.h"
 
 #include <qb/qblog.h>
@@ -34,6 +35,7 @@ struct svol {
     atomic_bool no_punch;      /* FALLOC_FL_PUNCH_HOLE */
     atomic_bool no_zero_range; /* FALLOC_FL_ZERO_RANGE */
     atomic_bool no_nowait;     /* preadv2(RWF_NOWAIT) */
+    struct snapset *snaps;     /* copy-on-write before every write and zero */
     pthread_mutex_t mu;        /* guards rec and its commits */
     struct store_volume rec;
     char name[STORE_NAME_MAX + 1]; /* rec's, copied: read without mu */
@@ -49,6 +51,12 @@ int svol_open(struct store *st, const struct store_volume *rec, struct svol **ou
     }
     int r = store_open_data(st, rec, &sv->fd);
     if (r < 0) {
+        free(sv);
+        return r;
+    }
+    r = snap_open(st, rec->uuid, rec->name, sv->fd, &sv->snaps);
+    if (r < 0) {
+        close(sv->fd);
         free(sv);
         return r;
     }
@@ -75,6 +83,7 @@ void svol_unref(struct svol *sv)
 {
     if (atomic_fetch_sub(&sv->refs, 1) != 1)
         return;
+    snap_close(sv->snaps);
     if (close(sv->fd) < 0)
         qb_log(LOG_WARNING, "volume \"%s\": close its data file: %s", sv->name, strerror(errno));
     pthread_mutex_destroy(&sv->mu);
@@ -128,7 +137,16 @@ int svol_set_state(struct svol *sv, const struct store_replica *replicas, uint32
 int svol_resize(struct svol *sv, uint64_t size)
 {
     pthread_mutex_lock(&sv->mu);
-    int r = store_resize(sv->st, &sv->rec, size);
+    int r = 0;
+    /* A snapshot keeps its size; chunks past the live end could not be
+     * copied on write. */
+    if (size < sv->rec.size && snap_count(sv->snaps) > 0) {
+        qb_log(LOG_ERR, "volume \"%s\": can't shrink a volume that has %u snapshots", sv->name,
+               snap_count(sv->snaps));
+        r = -EBUSY;
+    }
+    if (r == 0)
+        r = store_resize(sv->st, &sv->rec, size);
     if (r == 0)
         atomic_store_explicit(&sv->size, sv->rec.size, memory_order_release);
     pthread_mutex_unlock(&sv->mu);
@@ -139,6 +157,23 @@ int svol_delete(struct svol *sv)
 {
     pthread_mutex_lock(&sv->mu);
     int r = store_delete(sv->st, &sv->rec);
+    /* The volume is gone with its meta: snapshot files a failure leaves
+     * are a leak (uuids are never reused), not a volume. */
+    if (r == 0 && snap_remove_all(sv->snaps) < 0)
+        qb_log(LOG_WARNING, "volume \"%s\": deleted; some of its snapshot files stay", sv->name);
+    pthread_mutex_unlock(&sv->mu);
+    return r;
+}
+
+struct snapset *svol_snapshots(struct svol *sv)
+{
+    return sv->snaps;
+}
+
+int svol_snapshot_create(struct svol *sv, const char *name, struct snap_info *out)
+{
+    pthread_mutex_lock(&sv->mu);
+    int r = snap_create(sv->snaps, name, sv->rec.size, out);
     pthread_mutex_unlock(&sv->mu);
     return r;
 }
@@ -234,6 +269,9 @@ static int write_iov(struct svol *sv, struct iovec *iov, int cnt, uint64_t offse
 
 int svol_write(struct svol *sv, const void *buf, uint32_t count, uint64_t offset, unsigned flags)
 {
+    int r = snap_cow(sv->snaps, offset, count, false);
+    if (r < 0)
+        return r;
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = count};
     return write_iov(sv, &iov, 1, offset, flags & SVOL_FUA);
 }
@@ -299,7 +337,9 @@ static int make_zero(struct svol *sv, uint32_t count, uint64_t offset, unsigned 
 
 int svol_zero(struct svol *sv, uint32_t count, uint64_t offset, unsigned flags)
 {
-    int r = make_zero(sv, count, offset, flags);
+    int r = snap_cow(sv->snaps, offset, count, flags & SVOL_NOWAIT);
+    if (r == 0)
+        r = make_zero(sv, count, offset, flags);
     return r == 0 && (flags & SVOL_FUA) ? svol_sync(sv) : r;
 }
 

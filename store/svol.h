@@ -15,6 +15,9 @@
  * size is also kept in an atomic for the I/O paths' bounds checks. The I/O
  * calls take no lock: positioned syscalls on one fd.
  *
+ * Snapshots (snap.h): every write and zero first copies what the newest
+ * snapshot needs (snap_cow); a shrink is refused while snapshots exist.
+ *
  * Errors are -errno. The I/O calls log no error (the caller knows which
  * request and peer failed and says so), only, once, a mode the file
  * system refuses; record commits log like store.c.
@@ -22,6 +25,7 @@
 #ifndef VSAN_STORE_SVOL_H
 #define VSAN_STORE_SVOL_H
 
+#include "store/snap.h"
 #include "store/store.h"
 
 #include <stdbool.h>
@@ -61,11 +65,17 @@ void svol_record(struct svol *sv, struct store_volume *out);
 int svol_set_state(struct svol *sv, const struct store_replica *replicas, uint32_t n,
                    uint8_t local);
 /* Sets the size (see store_resize for the crash order); -EINVAL for a
- * size out of range, other -errno as store_resize. */
+ * size out of range, -EBUSY for a shrink while the volume has snapshots,
+ * other -errno as store_resize. */
 int svol_resize(struct svol *sv, uint64_t size);
-/* Removes meta, data and bitmaps; the fd stays valid until the last
- * reference goes. */
+/* Removes meta, data, bitmaps and snapshots; the fd stays valid until the
+ * last reference goes. */
 int svol_delete(struct svol *sv);
+/* The volume's snapshots: the calls of snap.h (create through
+ * svol_snapshot_create, which takes the committed size). */
+struct snapset *svol_snapshots(struct svol *sv);
+/* snap_create at the committed size, ordered against resizes. */
+int svol_snapshot_create(struct svol *sv, const char *name, struct snap_info *out);
 /* Bytes the data file occupies. */
 int svol_allocated(struct svol *sv, uint64_t *bytes);
 
@@ -73,10 +83,11 @@ int svol_allocated(struct svol *sv, uint64_t *bytes);
 
 /* Exactly count bytes. SVOL_NOWAIT: all from the page cache, or -EAGAIN. */
 int svol_read(struct svol *sv, void *buf, uint32_t count, uint64_t offset, unsigned flags);
-/* SVOL_FUA. */
+/* SVOL_FUA. Copy-on-write first (snap_cow), which may fail the write. */
 int svol_write(struct svol *sv, const void *buf, uint32_t count, uint64_t offset, unsigned flags);
 /* The cheapest way the file system offers to make a range read zeroes.
- * SVOL_FUA, SVOL_MAY_TRIM, SVOL_FAST, SVOL_NOWAIT. */
+ * SVOL_FUA, SVOL_MAY_TRIM, SVOL_FAST, SVOL_NOWAIT (-EAGAIN also if a
+ * snapshot's copy-on-write is needed). Copy-on-write first. */
 int svol_zero(struct svol *sv, uint32_t count, uint64_t offset, unsigned flags);
 int svol_sync(struct svol *sv);
 /* Empties the copy (a replaced disk starts all zeroes), durably. */
