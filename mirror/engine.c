@@ -353,7 +353,10 @@ int mirror_start(const struct mirror_params *p, struct mirror **out)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the jobs' due times */
     pthread_cond_init(&m->jcv, &ca);
+    pthread_cond_init(&m->cut_cv, &ca); /* cut.c's deadline */
     pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&m->cut_mu, NULL);
+    atomic_init(&m->cut_version, 0);
     pthread_cond_init(&m->scv, NULL);
     m->jobs_tail = &m->jobs;
     m->settles_tail = &m->settles;
@@ -405,6 +408,8 @@ void mirror_stop(struct mirror *m)
     pthread_cond_destroy(&m->jcv);
     pthread_cond_destroy(&m->scv);
     pthread_mutex_destroy(&m->qmu);
+    pthread_cond_destroy(&m->cut_cv);
+    pthread_mutex_destroy(&m->cut_mu);
     pthread_mutex_destroy(&m->ckpt_mu);
     free(m);
 }

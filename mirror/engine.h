@@ -138,6 +138,18 @@ int mirror_read(struct mvol *v, void *buf, uint32_t count, uint64_t offset);
 int mirror_extents(struct mvol *v, uint32_t count, uint64_t offset, struct svol_extent *ext,
                    unsigned max);
 
+/* ---- cuts (policing/cut.h; mirror/cut.c) -------------------------------- */
+
+/* A cut holds v: resync copies wait until mirror_cut_release. */
+void mirror_cut_hold(struct mvol *v);
+/* Whether v has drained here: no write, copy or reconcile of this node in
+ * flight, no lost region. Never blocks. */
+bool mirror_cut_idle(struct mvol *v);
+void mirror_cut_release(struct mvol *v);
+/* This node committed the cut with this id (or loaded the group's last
+ * one): peers' writes stamped with it are applied from now on. */
+void mirror_cut_applied(struct mirror *m, uint64_t version);
+
 /* ---- the agreed table (main loop) --------------------------------------- */
 
 /* A PMSG_REPLICA that node from sent. Marking another node outdated is

@@ -84,6 +84,12 @@ struct mirror {
     size_t al_max;           /* its room at start: the entries it holds */
     pthread_mutex_t ckpt_mu; /* one checkpoint at a time */
     atomic_bool ckpt_queued; /* a background checkpoint is queued */
+    /* cut.c: the last cut this node committed (or the group's, loaded);
+     * written under cut_mu, which cut_cv's waiters (peers' writes from
+     * after a cut) wait with. */
+    _Atomic uint64_t cut_version;
+    pthread_mutex_t cut_mu;
+    pthread_cond_t cut_cv;
 };
 
 /* A write in flight from this node, in its volume's list (mvol.c). */
@@ -128,6 +134,10 @@ struct mvol {
     pthread_cond_t rcv;
     struct inflight *inflight;
     bool resyncing; /* resync.c, under mu: queued or running */
+    /* cut.c, under rmu: a cut holds new resync copies; copying counts
+     * those past that gate. */
+    bool cut_held;
+    unsigned copying;
     /* resync.c, by its one job at a time: ms before the next attempt
      * after a failed one */
     unsigned resync_backoff;
@@ -256,6 +266,19 @@ void each_volume(struct mirror *m, void (*fn)(struct mvol *v));
 int queue_job(struct mvol *v, void (*fn)(struct mvol *v), unsigned after_ms);
 /* A worker thread's body (arg: the mirror). */
 void *worker_main(void *arg);
+
+/* ---- cut.c: a cut's drain and the peers' writes around it ------------------- */
+
+/* Before a resync copy: waits while a cut holds v (see cut.c), then
+ * counts it in; -ESHUTDOWN once v is gone or the engine stops (call
+ * copy_leave either way). */
+int copy_enter(struct mvol *v);
+void copy_leave(struct mvol *v);
+/* What this node's WRITEs and ZEROs carry: its cut version's low bits. */
+uint32_t cut_stamp(struct mirror *m);
+/* Before applying peer's write stamped stamp: waits until this node has
+ * committed that cut too; -ETIMEDOUT after the mirror timeout. */
+int cut_wait(struct mirror *m, uint32_t stamp, uint32_t peer);
 
 /* ---- reads.c: from a current peer ------------------------------------------- */
 

@@ -211,6 +211,7 @@ void start_write(struct rwrite *w, enum mwire_type type, const void *buf, uint32
         struct mwire_header *h = &w->pl.ops[i].req;
         mwire_init(h, type, 0);
         h->volume = v->vid;
+        h->cut = cut_stamp(v->m);
         h->flags = wflags;
         h->offset = offset;
         h->length = count;

@@ -98,7 +98,7 @@ static void throttle(struct mvol *v)
 
 /* Copies region r from a current peer, holding its write priority and
  * keeping this node's own writes to it out meanwhile. */
-static int copy_region(struct mvol *v, uint64_t r, void *buf)
+static int copy_region_held(struct mvol *v, uint64_t r, void *buf)
 {
     struct mirror *m = v->m;
     uint64_t off = r << m->rs_shift;
@@ -145,6 +145,18 @@ static int copy_region(struct mvol *v, uint64_t r, void *buf)
     }
     range_unlock(v, &x);
     policing_write_end(v->pc, &w);
+    return e;
+}
+
+/* A copy never straddles a cut (mirror/cut.c): a copy of the live data
+ * whose snapshot chunks were taken before the cut would leave the new
+ * snapshot's chunks of the region as this stale copy had them. */
+static int copy_region(struct mvol *v, uint64_t r, void *buf)
+{
+    int e = copy_enter(v);
+    if (e == 0)
+        e = copy_region_held(v, r, buf);
+    copy_leave(v);
     return e;
 }
 

@@ -42,8 +42,11 @@ static int serve_write(struct mvol *v, struct mlink_call *c)
     struct mirror *m = v->m;
     uint64_t first = h->offset >> m->rs_shift,
              last = (h->offset + (h->length ? h->length - 1 : 0)) >> m->rs_shift;
+    int r = cut_wait(m, h->cut, c->peer);
+    if (r < 0)
+        return r;
     pthread_mutex_lock(&v->mu);
-    int r = accepts_writes(v);
+    r = accepts_writes(v);
     if (r == 0)
         r = mark_outdated_peers(v, first, last);
     pthread_mutex_unlock(&v->mu);

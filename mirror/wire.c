@@ -247,8 +247,8 @@ int mwire_check_header(const struct mwire_header *h, const char **why)
         return failf(-EPROTO, why, "unknown version %u", h->version);
     if (h->header_crc != header_crc(h))
         return fail(-EBADMSG, why, "header crc mismatch");
-    if (h->reserved != 0)
-        return fail(-EBADMSG, why, "reserved field is not zero");
+    if (h->cut != 0 && h->type != MW_WRITE && h->type != MW_ZERO)
+        return fail(-EBADMSG, why, "cut field set on a message that carries none");
     if (mwire_type_name(h->type)[0] == '?')
         return failf(-EBADMSG, why, "unknown type %u", h->type);
     if (h->payload > MWIRE_IO_MAX)

@@ -69,7 +69,8 @@ struct mwire_header {
     uint32_t payload;     /* bytes that follow the header */
     uint32_t payload_crc; /* CRC32C of the payload (0 if none) */
     uint32_t header_crc;  /* CRC32C of the header with this field set to 0 */
-    uint32_t reserved;    /* 0 */
+    uint32_t cut;         /* WRITE, ZERO: the low 32 bits of the sender's cut
+                           * version (mirror/cut.c); 0 on the others */
 } __attribute__((packed));
 
 _Static_assert(sizeof(struct mwire_header) == 56, "the mirror header is 56 bytes on the wire");

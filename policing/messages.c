@@ -32,6 +32,13 @@ static size_t fixed_length(int type)
         return sizeof(struct pmsg_service);
     case PMSG_HEARTBEAT:
         return sizeof(struct pmsg_heartbeat);
+    case PMSG_CUT_BEGIN:
+        return sizeof(struct pmsg_cut_begin);
+    case PMSG_CUT_DRAINED:
+    case PMSG_CUT_ABORT:
+        return sizeof(struct pmsg_cut);
+    case PMSG_SNAP_DELETE:
+        return sizeof(struct pmsg_snap_delete);
     default:
         return 0;
     }

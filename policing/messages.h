@@ -21,10 +21,11 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 
 #define PMSG_MAGIC 0x4c505356u /* "VSPL" */
 /* 4: the sync round's state goes out as a stream of STATE_PART pieces
- * (syncstream.h) instead of one STATE message. A node drops every
- * message of another version, so nodes of versions 3 and 4 never complete
- * a sync round together: a cluster is upgraded all at once. */
-#define PMSG_VERSION 6
+ * (syncstream.h) instead of one STATE message; 6: heartbeats; 7: the cut
+ * (snapshots). A node drops every message of another version, so nodes
+ * of different versions never complete a sync round together: a cluster
+ * is upgraded all at once. */
+#define PMSG_VERSION 7
 
 enum pmsg_type {
     PMSG_HELLO = 1,      /* a member's endpoints */
@@ -40,6 +41,10 @@ enum pmsg_type {
     PMSG_STATE_PART = 11, /* sync round: a piece of the winner's state */
     PMSG_LOST = 12,       /* regions a node's activity log names after a cold start */
     PMSG_HEARTBEAT = 13,  /* renews the sender's read lease (protocol.h) */
+    PMSG_CUT_BEGIN = 14,  /* a barrier on some volumes: hold, drain (cut.h) */
+    PMSG_CUT_DRAINED = 15, /* the sender has drained the barrier's volumes */
+    PMSG_CUT_ABORT = 16,   /* the sender's timer for the barrier expired */
+    PMSG_SNAP_DELETE = 17, /* a snapshot goes */
 };
 
 #define PMSG_NAME_MAX 64
@@ -126,6 +131,36 @@ struct pmsg_lost {
 struct pmsg_lost_key {
     uint32_t volume;
     uint64_t region;
+} __attribute__((packed));
+
+/* CUT_BEGIN: a barrier (policing/cut.h) on n volumes, named, to cut the
+ * snapshot `snapshot` of each; id is unique (the sender's node id in the
+ * high 32 bits), time the sender's wall clock (the snapshots' time, the
+ * same everywhere). tag lets the sender match the outcome to its waiting
+ * admin command. */
+#define PMSG_CUT_VOLUMES 16
+struct pmsg_cut_begin {
+    struct pmsg_header h;
+    uint64_t tag;
+    uint64_t id;
+    int64_t time;
+    char snapshot[PMSG_NAME_MAX + 1];
+    uint32_t n;
+    char volumes[PMSG_CUT_VOLUMES][PMSG_NAME_MAX + 1];
+} __attribute__((packed));
+
+/* CUT_DRAINED, CUT_ABORT. */
+struct pmsg_cut {
+    struct pmsg_header h;
+    uint64_t id;
+} __attribute__((packed));
+
+/* SNAP_DELETE: volume's snapshot `snapshot` goes. */
+struct pmsg_snap_delete {
+    struct pmsg_header h;
+    uint64_t tag;
+    char volume[PMSG_NAME_MAX + 1];
+    char snapshot[PMSG_NAME_MAX + 1];
 } __attribute__((packed));
 
 struct pmsg_offer {

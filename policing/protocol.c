@@ -2,6 +2,7 @@
  * design: agreed stream, sync rounds, the write path). */
 #include "policing/protocol.h"
 #include "common/clock.h"
+#include "policing/cut.h"
 #include "policing/syncstream.h"
 
 #include <errno.h>
@@ -75,6 +76,13 @@ struct policing {
      * back, so that it does not send them again meanwhile. */
     struct svc_move moves_sent[CLUSTER_NODES_MAX];
     size_t nmoves_sent;
+    /* The open cuts (cut.h); the timer polls their drains and deadlines
+     * while any is open. */
+    struct cut_set cuts;
+    uint64_t cut_seq;  /* names this node's cuts */
+    uint64_t last_cut; /* the id of the last cut committed (or loaded) */
+    qb_loop_timer_handle cut_timer;
+    bool cut_timer_on;
 
     /* lock guards everything below, shared with the NBD threads. cond is
      * broadcast on every grant, quorum change and stop. */
@@ -602,8 +610,13 @@ int policing_service_giveback(struct policing *pc, uint32_t owner)
 
 /* ---- regions an activity log named at start ---------------------------- */
 
+static void cut_abort_all(struct policing *pc, int why);
+
 static void apply_lost(struct policing *pc, uint32_t nodeid, const struct pmsg_lost *m)
 {
+    /* A cut must not take regions whose copies may differ: the copies'
+     * snapshots would differ for good. */
+    cut_abort_all(pc, -EAGAIN);
     const struct pmsg_lost_key *k = (const void *)(m + 1);
     struct pol_key *keys = malloc((m->n ? m->n : 1) * sizeof *keys);
     if (!keys) {
@@ -669,6 +682,218 @@ int policing_announce_lost(struct policing *pc, const struct pol_key *keys, size
     return 0;
 }
 
+/* ---- cuts (cut.h) --------------------------------------------------------- */
+
+/* The admin command waiting for tag, if this node sent it. */
+static void finish_pending(struct policing *pc, uint32_t nodeid, uint32_t pid, uint64_t tag,
+                           int result)
+{
+    if (nodeid != pc->self || pid != pc->pid)
+        return;
+    struct pending *x = take_pending(pc, tag);
+    if (x) {
+        x->done(x->arg, result);
+        free(x);
+    }
+}
+
+static void cut_tick(void *data);
+
+static void cut_timer_start(struct policing *pc)
+{
+    if (pc->cut_timer_on || pc->cuts.n == 0)
+        return;
+    /* 200 µs: a drain is polled, not signalled (it ends on NBD, link and
+     * worker threads of the layers above), and a cut holds client writes
+     * until it is seen. */
+    int r = qb_loop_timer_add(pc->p.loop, QB_LOOP_HIGH, 200000, pc, cut_tick, &pc->cut_timer);
+    if (r < 0)
+        qb_log(LOG_ERR, "policing: cut: timer not started: %s; the cut aborts", strerror(-r));
+    pc->cut_timer_on = r == 0;
+}
+
+static void send_cut(struct policing *pc, enum pmsg_type type, struct cut *c)
+{
+    struct pmsg_cut m;
+    pmsg_init(&m.h, type, sizeof m);
+    m.id = c->id;
+    if (send_msg(pc, &m, sizeof m) < 0)
+        qb_log(LOG_ERR, "policing: cut %llx: %s not sent", (unsigned long long)c->id,
+               type == PMSG_CUT_DRAINED ? "DRAINED" : "ABORT");
+}
+
+/* Each open cut: DRAINED once this node has drained it, ABORT once its
+ * deadline passed (each once; an unsent one is not tried again: the
+ * deadline of another node aborts the cut, or the membership changes). */
+static void cut_tick(void *data)
+{
+    struct policing *pc = data;
+    pc->cut_timer_on = false;
+    uint64_t now = clock_now_ms();
+    for (size_t i = 0; i < pc->cuts.n; i++) {
+        struct cut *c = &pc->cuts.open[i];
+        if (!c->sent_drained && pc->p.table->cut_drained(pc->p.table_ctx, c->vids, c->nvols)) {
+            c->sent_drained = true;
+            send_cut(pc, PMSG_CUT_DRAINED, c);
+        } else if (!c->sent_drained && !c->sent_abort && now >= c->deadline_ms) {
+            c->sent_abort = true;
+            qb_log(LOG_WARNING, "policing: cut %llx (snapshot \"%s\"): not drained here in %u ms: "
+                   "asking to abort it", (unsigned long long)c->id, c->snapshot, CUT_TIMEOUT_MS);
+            send_cut(pc, PMSG_CUT_ABORT, c);
+        }
+    }
+    cut_timer_start(pc);
+}
+
+static void cut_end(struct policing *pc, struct cut *c, int result)
+{
+    uint64_t tag = c->tag;
+    uint32_t from = c->from;
+    if (result != 0)
+        pc->p.table->cut_release(pc->p.table_ctx, c->vids, c->nvols);
+    cut_close(&pc->cuts, c);
+    if (from == pc->self)
+        finish_pending(pc, pc->self, pc->pid, tag, result);
+}
+
+/* Every open cut aborts (a membership change, or regions turned lost:
+ * each node applies either at the same point of the agreed stream). */
+static void cut_abort_all(struct policing *pc, int why)
+{
+    while (pc->cuts.n > 0) {
+        struct cut *c = &pc->cuts.open[0];
+        qb_log(LOG_WARNING, "policing: cut %llx (snapshot \"%s\") aborted: %s",
+               (unsigned long long)c->id, c->snapshot, strerror(-why));
+        cut_end(pc, c, why);
+    }
+}
+
+static int cut_from_begin(struct policing *pc, uint32_t nodeid, const struct pmsg_cut_begin *m,
+                          struct cut *c)
+{
+    if (!pmsg_string_ok(m->snapshot, sizeof m->snapshot) || m->n == 0 ||
+        m->n > PMSG_CUT_VOLUMES)
+        return -EINVAL;
+    for (uint32_t i = 0; i < m->n; i++)
+        if (!pmsg_string_ok(m->volumes[i], sizeof m->volumes[i]))
+            return -EINVAL;
+    *c = (struct cut){.id = m->id, .tag = m->tag, .from = nodeid, .time = m->time,
+                      .nvols = m->n, .deadline_ms = clock_now_ms() + CUT_TIMEOUT_MS};
+    memcpy(c->snapshot, m->snapshot, sizeof c->snapshot);
+    for (size_t i = 0; i < pc->nmembers; i++)
+        c->members[i] = pc->members[i].nodeid;
+    c->nmembers = pc->nmembers;
+    return pc->p.table->cut_check(pc->p.table_ctx, c->snapshot, m->volumes, m->n, c->vids);
+}
+
+/* A partition without quorum opens no cut: its view of the table may be
+ * behind, and its DRAINED would not reach the majority. */
+static void apply_cut_begin(struct policing *pc, uint32_t nodeid, uint32_t pid,
+                            const struct pmsg_cut_begin *m)
+{
+    struct cut c;
+    int r = pc->quorate ? cut_from_begin(pc, nodeid, m, &c) : -ENOLINK;
+    if (r == 0)
+        r = cut_open(&pc->cuts, &c);
+    if (r < 0) {
+        finish_pending(pc, nodeid, pid, m->tag, r);
+        return;
+    }
+    pc->p.table->cut_hold(pc->p.table_ctx, c.vids, c.nvols);
+    cut_timer_start(pc);
+}
+
+static void apply_cut_drained(struct policing *pc, uint32_t nodeid, const struct pmsg_cut *m)
+{
+    struct cut *c = cut_find(&pc->cuts, m->id);
+    if (!c || !cut_node_drained(c, nodeid))
+        return;
+    bump_version(pc);
+    uint64_t id = pc->p.table->version(pc->p.table_ctx);
+    pc->last_cut = id;
+    int r = pc->p.table->cut_commit(pc->p.table_ctx, c->vids, c->nvols, c->snapshot, id, c->time);
+    qb_log(LOG_INFO, "policing: cut %llx committed: snapshot \"%s\" (id %llu) of %zu volume(s)%s",
+           (unsigned long long)c->id, c->snapshot, (unsigned long long)id, c->nvols,
+           r < 0 ? ", not all cut here" : "");
+    cut_end(pc, c, r);
+}
+
+static void apply_cut_abort(struct policing *pc, const struct pmsg_cut *m)
+{
+    struct cut *c = cut_find(&pc->cuts, m->id);
+    if (c) {
+        qb_log(LOG_WARNING, "policing: cut %llx (snapshot \"%s\") aborted: a node did not drain "
+               "in time", (unsigned long long)c->id, c->snapshot);
+        cut_end(pc, c, -ETIMEDOUT);
+    }
+}
+
+static void apply_snap_delete(struct policing *pc, uint32_t nodeid, uint32_t pid,
+                              const struct pmsg_snap_delete *m)
+{
+    int r = -EINVAL;
+    if (pmsg_string_ok(m->volume, sizeof m->volume) &&
+        pmsg_string_ok(m->snapshot, sizeof m->snapshot))
+        r = pc->p.table->snap_delete(pc->p.table_ctx, m->volume, m->snapshot);
+    if (r == 0)
+        bump_version(pc);
+    finish_pending(pc, nodeid, pid, m->tag, r);
+}
+
+static int add_pending(struct policing *pc, uint64_t tag, policing_done_fn done, void *arg)
+{
+    struct pending *x = malloc(sizeof *x);
+    if (!x)
+        return -ENOMEM;
+    *x = (struct pending){tag, done, arg, pc->pending};
+    pc->pending = x;
+    return 0;
+}
+
+static int send_pending(struct policing *pc, uint64_t tag, const void *m, size_t len,
+                        policing_done_fn done, void *arg)
+{
+    int r = add_pending(pc, tag, done, arg);
+    if (r == 0 && (r = send_msg(pc, m, len)) < 0)
+        free(take_pending(pc, tag));
+    return r;
+}
+
+int policing_snapshot_create(struct policing *pc, const char *const *volumes, size_t n,
+                             const char *snapshot, policing_done_fn done, void *arg)
+{
+    if (!policing_quorate(pc))
+        return -ENOLINK;
+    if (n == 0 || n > PMSG_CUT_VOLUMES)
+        return -EINVAL;
+    struct pmsg_cut_begin m;
+    pmsg_init(&m.h, PMSG_CUT_BEGIN, sizeof m);
+    if (!pmsg_set_string(m.snapshot, sizeof m.snapshot, snapshot))
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!pmsg_set_string(m.volumes[i], sizeof m.volumes[i], volumes[i]))
+            return -EINVAL;
+    m.n = (uint32_t)n;
+    m.tag = ++pc->next_tag;
+    m.id = (uint64_t)pc->self << 32 | (uint32_t)++pc->cut_seq;
+    m.time = (int64_t)time(NULL);
+    return send_pending(pc, m.tag, &m, sizeof m, done, arg);
+}
+
+int policing_snapshot_delete(struct policing *pc, const char *volume, const char *snapshot,
+                             policing_done_fn done, void *arg)
+{
+    if (!policing_quorate(pc))
+        return -ENOLINK;
+    struct pmsg_snap_delete m;
+    pmsg_init(&m.h, PMSG_SNAP_DELETE, sizeof m);
+    if (!pmsg_set_string(m.volume, sizeof m.volume, volume) ||
+        !pmsg_set_string(m.snapshot, sizeof m.snapshot, snapshot))
+        return -EINVAL;
+    m.tag = ++pc->next_tag;
+    return send_pending(pc, m.tag, &m, sizeof m, done, arg);
+}
+
 /* A table or region message, applied now. */
 static void apply(struct policing *pc, uint32_t nodeid, uint32_t pid, int type, const void *msg)
 {
@@ -680,6 +905,14 @@ static void apply(struct policing *pc, uint32_t nodeid, uint32_t pid, int type, 
         apply_service(pc, nodeid, msg);
     else if (type == PMSG_LOST)
         apply_lost(pc, nodeid, msg);
+    else if (type == PMSG_CUT_BEGIN)
+        apply_cut_begin(pc, nodeid, pid, msg);
+    else if (type == PMSG_CUT_DRAINED)
+        apply_cut_drained(pc, nodeid, msg);
+    else if (type == PMSG_CUT_ABORT)
+        apply_cut_abort(pc, msg);
+    else if (type == PMSG_SNAP_DELETE)
+        apply_snap_delete(pc, nodeid, pid, msg);
     else
         apply_volume(pc, nodeid, pid, type, msg);
 }
@@ -764,6 +997,11 @@ static int build_state(struct policing *pc, void **out, size_t *len)
     int r = pc->p.table->list(pc->p.table_ctx, &st.vols, &st.nvols);
     if (r < 0)
         return r;
+    r = pc->p.table->snap_list(pc->p.table_ctx, &st.snaps, &st.nsnaps);
+    if (r < 0) {
+        free(st.vols);
+        return r;
+    }
     pthread_mutex_lock(&pc->lock);
     r = pol_snapshot(pc->pol, &snap, &st.regions_len);
     pthread_mutex_unlock(&pc->lock);
@@ -771,10 +1009,11 @@ static int build_state(struct policing *pc, void **out, size_t *len)
         st.regions = snap;
         st.table_version = pc->p.table->version(pc->p.table_ctx);
         st.services = pc->svc;
+        st.last_cut = pc->last_cut;
         r = sync_encode(&st, out, len);
         free(snap);
     }
-    free(st.vols);
+    sync_state_free(&st);
     return r;
 }
 
@@ -861,6 +1100,9 @@ static void on_offer(struct policing *pc, uint32_t nodeid, const struct pmsg_off
 static int load_state(struct policing *pc, uint32_t from, const struct sync_state *st)
 {
     int r = pc->p.table->load(pc->p.table_ctx, st->vols, st->nvols);
+    if (r == 0)
+        r = pc->p.table->snap_load(pc->p.table_ctx, st->snaps, st->nsnaps, st->last_cut);
+    pc->last_cut = st->last_cut;
     if (r == 0)
         r = pc->p.table->set_version(pc->p.table_ctx, st->table_version);
     pc->svc = st->services;
@@ -1176,6 +1418,7 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
     /* What was held belongs before this change: apply it on this node's
      * table (a round follows whenever the tables may differ). */
     replay_held(pc, 0);
+    cut_abort_all(pc, -ECONNRESET);
     update_members(pc, members, n);
     pc->majority = is_majority(pc, n);
     quorum_update(pc);
@@ -1240,15 +1483,7 @@ static int request_change(struct policing *pc, enum pmsg_type type, const char *
     m.size = size;
     m.force = force;
     m.tag = ++pc->next_tag;
-    struct pending *x = malloc(sizeof *x);
-    if (!x)
-        return -ENOMEM;
-    *x = (struct pending){m.tag, done, arg, pc->pending};
-    pc->pending = x;
-    int r = send_msg(pc, &m, sizeof m);
-    if (r < 0)
-        free(take_pending(pc, m.tag));
-    return r;
+    return send_pending(pc, m.tag, &m, sizeof m, done, arg);
 }
 
 int policing_volume_create(struct policing *pc, const char *uuid, const char *name, uint64_t size,
@@ -1451,6 +1686,11 @@ void policing_close_writes(struct policing *pc)
     pc->stopping = true;
     pthread_cond_broadcast(&pc->cond);
     pthread_mutex_unlock(&pc->lock);
+    /* Writes held by a cut must not wait for a loop that no longer runs. */
+    if (pc->cut_timer_on)
+        qb_loop_timer_del(pc->p.loop, pc->cut_timer);
+    pc->cut_timer_on = false;
+    cut_abort_all(pc, -ESHUTDOWN);
 }
 
 void policing_stop(struct policing *pc)

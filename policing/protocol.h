@@ -50,6 +50,17 @@ struct policing_volume {
     struct policing_replica replicas[PMSG_REPLICAS_MAX];
 };
 
+/* A snapshot as the agreed table knows it (a cut, policing/cut.h). Its id
+ * is the table version the cut's commit made, so ids rise with time and
+ * are the same on every node. */
+struct policing_snap {
+    char uuid[PMSG_UUID_LEN + 1]; /* the volume's */
+    char name[PMSG_NAME_MAX + 1];
+    uint64_t id;
+    int64_t time;  /* of the cut, seconds since the epoch */
+    uint64_t size; /* the volume's size at the cut */
+};
+
 /* The local side of the volume table, called on the main loop in agreed
  * order. Results must depend only on the table (never on local
  * connections), so every node reaches the same one. */
@@ -79,6 +90,32 @@ struct policing_table_ops {
     /* This node's table is current again (after a sync round, or a change
      * to it): a chance to start resyncs. */
     void (*changed)(void *ctx);
+    /* Cuts (policing/cut.h), in agreed order. cut_check: whether a
+     * snapshot called snapshot can be cut of the n named volumes, filling
+     * vids: 0, -ENOENT (a volume), -EEXIST (the name is taken on one),
+     * -EINVAL (a bad name). From the table alone. */
+    int (*cut_check)(void *ctx, const char *snapshot, const char (*names)[PMSG_NAME_MAX + 1],
+                     size_t n, uint32_t *vids);
+    /* Holds new writes and copies to the volumes; never blocks. */
+    void (*cut_hold)(void *ctx, const uint32_t *vids, size_t n);
+    /* Whether this node has drained them (polled; never blocks). */
+    bool (*cut_drained)(void *ctx, const uint32_t *vids, size_t n);
+    /* The cut commits: snapshot `snapshot` of each volume, with id and
+     * time, on this node's copy whatever its state; then the hold ends.
+     * 0 or the first -errno (logged). */
+    int (*cut_commit)(void *ctx, const uint32_t *vids, size_t n, const char *snapshot, uint64_t id,
+                      int64_t time);
+    /* The cut aborted: the hold ends. */
+    void (*cut_release)(void *ctx, const uint32_t *vids, size_t n);
+    /* A SNAP_DELETE: 0, -ENOENT (the volume or the snapshot). */
+    int (*snap_delete)(void *ctx, const char *volume, const char *snapshot);
+    /* Every volume's snapshots, malloc'd; the caller frees them. */
+    int (*snap_list)(void *ctx, struct policing_snap **out, size_t *n);
+    /* After load: makes this node's snapshots the group's (cutting the
+     * missing ones of its copy as it is, which its resync then repairs;
+     * deleting those the group deleted); last_cut: the id of the group's
+     * last committed cut. */
+    int (*snap_load)(void *ctx, const struct policing_snap *s, size_t n, uint64_t last_cut);
     /* How many changes the table has seen (persisted). */
     uint64_t (*version)(void *ctx);
     int (*set_version)(void *ctx, uint64_t version);
@@ -110,7 +147,9 @@ struct policing;
 
 int policing_start(const struct policing_params *p, struct policing **out);
 /* Fails every write waiting for a region or quorum, and all later ones,
- * with -ESHUTDOWN: the first step of stopping, before the NBD server. */
+ * with -ESHUTDOWN, and aborts the open cuts (their held writes go on):
+ * the first step of stopping, before the NBD server, once the main loop
+ * has stopped. */
 void policing_close_writes(struct policing *pc);
 void policing_stop(struct policing *pc);
 
@@ -186,6 +225,17 @@ int policing_volume_create(struct policing *pc, const char *uuid, const char *na
 int policing_volume_resize(struct policing *pc, const char *name, uint64_t size, bool force,
                            policing_done_fn done, void *arg);
 int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done, void *arg);
+
+/* `vsan snapshot create`: a cut (cut.h) of the n named volumes (at most
+ * PMSG_CUT_VOLUMES) into snapshots called snapshot. done gets 0 once the
+ * cut committed here, -EBUSY (a volume is in another cut), -ETIMEDOUT
+ * (aborted: a node did not drain in time), -ECONNRESET (aborted: the
+ * membership changed), or the table's -ENOENT, -EEXIST, -EINVAL. Returns
+ * -ENOLINK without quorum, -EINVAL for a bad count or name. */
+int policing_snapshot_create(struct policing *pc, const char *const *volumes, size_t n,
+                             const char *snapshot, policing_done_fn done, void *arg);
+int policing_snapshot_delete(struct policing *pc, const char *volume, const char *snapshot,
+                             policing_done_fn done, void *arg);
 
 /* ---- service addresses (main loop) ----------------------------------- */
 

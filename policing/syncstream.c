@@ -24,6 +24,7 @@ static size_t encoded_len(const struct sync_state *s)
     size_t len = sizeof(struct sync_header) + rec + s->regions_len;
     for (size_t i = 0; i < s->nvols; i++)
         len += 2 * rec + sizeof(struct sync_rec_volume) + replicas_len(&s->vols[i]);
+    len += s->nsnaps * (rec + sizeof(struct sync_rec_snapshot)) + rec + sizeof(uint64_t);
     return len + s->services.n * (rec + sizeof(struct sync_rec_service));
 }
 
@@ -57,6 +58,16 @@ static unsigned char *put_volume(unsigned char *at, const struct policing_volume
     return at;
 }
 
+static unsigned char *put_snapshot(unsigned char *at, const struct policing_snap *p)
+{
+    struct sync_rec_snapshot rs = {.id = p->id, .time = p->time, .size = p->size};
+    memcpy(rs.uuid, p->uuid, sizeof rs.uuid);
+    memcpy(rs.name, p->name, sizeof rs.name);
+    at = put_record(at, SYNC_REC_SNAPSHOT, sizeof rs);
+    memcpy(at, &rs, sizeof rs);
+    return at + sizeof rs;
+}
+
 static unsigned char *put_service(unsigned char *at, const struct svc_entry *e)
 {
     struct sync_rec_service rs = {.owner = e->owner, .holder = e->holder, .manual = e->manual};
@@ -82,6 +93,11 @@ int sync_encode(const struct sync_state *s, void **out, size_t *len)
     unsigned char *at = buf + sizeof h;
     for (size_t i = 0; i < s->nvols; i++)
         at = put_volume(at, &s->vols[i]);
+    for (size_t i = 0; i < s->nsnaps; i++)
+        at = put_snapshot(at, &s->snaps[i]);
+    at = put_record(at, SYNC_REC_CUT, sizeof s->last_cut);
+    memcpy(at, &s->last_cut, sizeof s->last_cut);
+    at += sizeof s->last_cut;
     for (size_t i = 0; i < s->services.n; i++)
         at = put_service(at, &s->services.v[i]);
     at = put_record(at, SYNC_REC_REGIONS, s->regions_len);
@@ -161,9 +177,32 @@ static int add_service(struct sync_state *s, const void *body, size_t len)
     return 0;
 }
 
+static int add_snapshot(struct sync_state *s, size_t *cap, const void *body, size_t len)
+{
+    struct sync_rec_snapshot rs;
+    if (len < sizeof rs)
+        return -EINVAL;
+    memcpy(&rs, body, sizeof rs);
+    if (!pmsg_string_ok(rs.uuid, sizeof rs.uuid) || !pmsg_string_ok(rs.name, sizeof rs.name))
+        return -EINVAL;
+    if (s->nsnaps == *cap) {
+        size_t c = *cap ? 2 * *cap : 64;
+        struct policing_snap *v = realloc(s->snaps, c * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        s->snaps = v;
+        *cap = c;
+    }
+    struct policing_snap *p = &s->snaps[s->nsnaps++];
+    *p = (struct policing_snap){.id = rs.id, .time = rs.time, .size = rs.size};
+    memcpy(p->uuid, rs.uuid, sizeof p->uuid);
+    memcpy(p->name, rs.name, sizeof p->name);
+    return 0;
+}
+
 static int decode_records(const unsigned char *at, const unsigned char *end, struct sync_state *s)
 {
-    size_t cap = 0;
+    size_t cap = 0, snapcap = 0;
     bool after_volume = false, regions = false;
     while (at < end) {
         struct sync_record r;
@@ -183,6 +222,14 @@ static int decode_records(const unsigned char *at, const unsigned char *end, str
             break;
         case SYNC_REC_SERVICE:
             e = add_service(s, at, r.length);
+            break;
+        case SYNC_REC_SNAPSHOT:
+            e = add_snapshot(s, &snapcap, at, r.length);
+            break;
+        case SYNC_REC_CUT:
+            if (r.length < sizeof s->last_cut)
+                return -EINVAL;
+            memcpy(&s->last_cut, at, sizeof s->last_cut);
             break;
         case SYNC_REC_REGIONS:
             if (regions)
@@ -226,6 +273,9 @@ void sync_state_free(struct sync_state *s)
     free(s->vols);
     s->vols = NULL;
     s->nvols = 0;
+    free(s->snaps);
+    s->snaps = NULL;
+    s->nsnaps = 0;
 }
 
 /* ---- pieces --------------------------------------------------------------- */

@@ -36,6 +36,8 @@ enum sync_record_type {
     SYNC_REC_REPLICAS = 2, /* the replica set of the volume just before */
     SYNC_REC_SERVICE = 3,  /* one entry of the service address table */
     SYNC_REC_REGIONS = 4,  /* the region table: pol_snapshot's bytes */
+    SYNC_REC_SNAPSHOT = 5, /* struct sync_rec_snapshot: one snapshot of a volume */
+    SYNC_REC_CUT = 6,      /* u64: the id of the group's last committed cut */
 };
 
 struct sync_header {
@@ -76,12 +78,23 @@ struct sync_rec_service {
     char addr[PMSG_SERVICE_ADDR_MAX];
 } __attribute__((packed));
 
+struct sync_rec_snapshot {
+    char uuid[PMSG_UUID_LEN + 1]; /* the volume's */
+    char name[PMSG_NAME_MAX + 1];
+    uint64_t id;
+    int64_t time;
+    uint64_t size;
+} __attribute__((packed));
+
 /* What a stream carries. From sync_decode, vols is malloc'd (free it with
  * sync_state_free) and regions points into the stream decoded. */
 struct sync_state {
     uint64_t applied, table_version;
     struct policing_volume *vols;
     size_t nvols;
+    struct policing_snap *snaps; /* malloc'd by sync_decode too */
+    size_t nsnaps;
+    uint64_t last_cut; /* 0 if the stream has none */
     struct svc_table services;
     const void *regions; /* pol_snapshot bytes */
     size_t regions_len;

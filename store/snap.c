@@ -912,15 +912,21 @@ static int check_new(struct snapset *ss, const char *name, uint64_t size)
 }
 
 /* Called with admin: the new snapshot's files, then the index naming it. */
-static int create_locked(struct snapset *ss, const char *name, uint64_t size, struct snap_info *out)
+static int create_locked(struct snapset *ss, uint64_t id, const char *name, uint64_t size,
+                         int64_t time, struct snap_info *out)
 {
     int r = check_new(ss, name, size);
     if (r < 0)
         return r;
+    if (id < ss->next_id)
+        return fail(ss, EINVAL, "snapshot \"%s\": id %" PRIu64 " is not above every id so far",
+                    name, id);
+    uint64_t old_next = ss->next_id;
+    ss->next_id = id;
     struct snap *s = calloc(1, sizeof(*s));
     if (!s)
         return fail(ss, ENOMEM, "snapshot \"%s\": out of memory", name);
-    *s = (struct snap){.id = ss->next_id, .time = time(NULL), .size = size};
+    *s = (struct snap){.id = id, .time = time, .size = size};
     snprintf(s->name, sizeof(s->name), "%s", name);
     /* Left by a create a crash cut short: next_id was never committed. */
     r = remove_files(ss, s->id);
@@ -943,16 +949,18 @@ static int create_locked(struct snapset *ss, const char *name, uint64_t size, st
     if (r < 0) {
         snap_free(s);
         remove_files(ss, ss->next_id);
+        ss->next_id = old_next;
         return r;
     }
     info_of(s, out);
     return 0;
 }
 
-int snap_create(struct snapset *ss, const char *name, uint64_t size, struct snap_info *out)
+int snap_create(struct snapset *ss, uint64_t id, const char *name, uint64_t size, int64_t time,
+                struct snap_info *out)
 {
     pthread_mutex_lock(&ss->admin);
-    int r = create_locked(ss, name, size, out);
+    int r = create_locked(ss, id, name, size, time, out);
     pthread_mutex_unlock(&ss->admin);
     return r;
 }

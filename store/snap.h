@@ -104,11 +104,14 @@ int snap_list(struct snapset *ss, struct snap_info *out, unsigned max);
 int snap_find(struct snapset *ss, const char *name, struct snap_info *out);
 
 /* Cuts a snapshot of the data file as it is now, of size bytes (the
- * volume's committed size). Errors: -EINVAL for a bad name or a size of 0,
+ * volume's committed size), with the cluster's id (above every id the
+ * volume had) and time. Errors: -EINVAL for a bad name, a size of 0 or an
+ * id not above every earlier one,
  * -EFBIG above SNAP_SIZE_MAX, -EEXIST for a name in use, -ENOSPC with
  * SNAP_MAX snapshots, other -errno of the file system (nothing is left
  * behind). Must not overlap writes (above). */
-int snap_create(struct snapset *ss, const char *name, uint64_t size, struct snap_info *out);
+int snap_create(struct snapset *ss, uint64_t id, const char *name, uint64_t size, int64_t time,
+                struct snap_info *out);
 /* Deletes snapshot id: durable (and gone for users) on 0, even if a step
  * after the commit failed (logged; the next snap_open finishes it).
  * Errors: -ENOENT, or -errno of the merge (the snapshot is then gone for

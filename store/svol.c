@@ -170,10 +170,11 @@ struct snapset *svol_snapshots(struct svol *sv)
     return sv->snaps;
 }
 
-int svol_snapshot_create(struct svol *sv, const char *name, struct snap_info *out)
+int svol_snapshot_create(struct svol *sv, uint64_t id, const char *name, int64_t time,
+                         struct snap_info *out)
 {
     pthread_mutex_lock(&sv->mu);
-    int r = snap_create(sv->snaps, name, sv->rec.size, out);
+    int r = snap_create(sv->snaps, id, name, sv->rec.size, time, out);
     pthread_mutex_unlock(&sv->mu);
     return r;
 }

@@ -75,7 +75,8 @@ int svol_delete(struct svol *sv);
  * svol_snapshot_create, which takes the committed size). */
 struct snapset *svol_snapshots(struct svol *sv);
 /* snap_create at the committed size, ordered against resizes. */
-int svol_snapshot_create(struct svol *sv, const char *name, struct snap_info *out);
+int svol_snapshot_create(struct svol *sv, uint64_t id, const char *name, int64_t time,
+                         struct snap_info *out);
 /* Bytes the data file occupies. */
 int svol_allocated(struct svol *sv, uint64_t *bytes);
 

@@ -179,7 +179,65 @@ static void vt_changed(void *ctx)
     mirror_changed(t->mirror);
 }
 
+static int vt_cut_check(void *ctx, const char *snapshot, const char (*names)[PMSG_NAME_MAX + 1],
+                        size_t n, uint32_t *vids)
+{
+    struct voltable *t = ctx;
+    return volumes_cut_check(t->vols, snapshot, names, n, vids);
+}
+
+static void vt_cut_hold(void *ctx, const uint32_t *vids, size_t n)
+{
+    struct voltable *t = ctx;
+    volumes_cut_hold(t->vols, vids, n);
+}
+
+static bool vt_cut_drained(void *ctx, const uint32_t *vids, size_t n)
+{
+    struct voltable *t = ctx;
+    return volumes_cut_drained(t->vols, vids, n);
+}
+
+static int vt_cut_commit(void *ctx, const uint32_t *vids, size_t n, const char *snapshot,
+                         uint64_t id, int64_t time)
+{
+    struct voltable *t = ctx;
+    return volumes_cut_commit(t->vols, vids, n, snapshot, id, time);
+}
+
+static void vt_cut_release(void *ctx, const uint32_t *vids, size_t n)
+{
+    struct voltable *t = ctx;
+    volumes_cut_release(t->vols, vids, n);
+}
+
+static int vt_snap_delete(void *ctx, const char *volume, const char *snapshot)
+{
+    struct voltable *t = ctx;
+    return volumes_snapshot_delete(t->vols, volume, snapshot);
+}
+
+static int vt_snap_list(void *ctx, struct policing_snap **out, size_t *n)
+{
+    struct voltable *t = ctx;
+    return volumes_snapshot_list_all(t->vols, out, n);
+}
+
+static int vt_snap_load(void *ctx, const struct policing_snap *s, size_t n, uint64_t last_cut)
+{
+    struct voltable *t = ctx;
+    return volumes_snapshot_load(t->vols, s, n, last_cut);
+}
+
 const struct policing_table_ops voltable_ops = {
+    .cut_check = vt_cut_check,
+    .cut_hold = vt_cut_hold,
+    .cut_drained = vt_cut_drained,
+    .cut_commit = vt_cut_commit,
+    .cut_release = vt_cut_release,
+    .snap_delete = vt_snap_delete,
+    .snap_list = vt_snap_list,
+    .snap_load = vt_snap_load,
     .replica = vt_replica,
     .node_left = vt_node_left,
     .regions_lost = vt_regions_lost,

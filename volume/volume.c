@@ -15,6 +15,7 @@
  * freed with its last connection.
  */
 #include "volume/volume.h"
+#include "volume/volume_int.h"
 #include "mirror/engine.h"
 #include "mirror/replicas.h"
 #include "nbd-server/protocol.h"
@@ -39,44 +40,7 @@
 
 _Static_assert(VOLUME_NAME_MAX == STORE_NAME_MAX, "the store persists volume names");
 
-#define DESCRIPTION_MAX (sizeof("vsan volume  ()") + STORE_NAME_MAX + STORE_UUID_LEN)
 
-/* Locking: the size changes only under the registry's exclusive lock and
- * is atomic, for the I/O path's lock-free bounds checks. Everything else
- * the I/O path touches is immutable while a connection holds the volume
- * (sv, mv, description, name) or atomic: connections is incremented under
- * the shared lock (so an exclusive holder sees a stable zero) and
- * decremented without it. The record (size, replica set) is the store's
- * (svol.h), under its own lock. */
-struct volume {
-    struct svol *sv;
-    const char *name; /* svol_name(sv) */
-    char description[DESCRIPTION_MAX];
-    _Atomic uint64_t size;
-    atomic_uint connections;
-    /* The registry holds one reference, each connection another: a volume
-     * deleted by the cluster while connected here lives on, gone, until its
-     * last connection closes. */
-    atomic_uint refs;
-    atomic_bool gone;
-    atomic_bool broken;  /* replicated, but its replication state is lost: I/O fails */
-    struct policing *pc; /* region write priority, or NULL (set before serving) */
-    uint32_t vid;        /* its id in the region table */
-    struct mvol *mv;     /* its replication state, or NULL when standalone */
-};
-
-/* Locking: lock guards the array (v, n, cap); see volume.h for who takes
- * it how. It prefers writers so that a stream of NBD connections opening
- * volumes can't starve an admin command. */
-struct volumes {
-    struct store *store;
-    struct policing *pc;   /* given to every volume; NULL in unit tests */
-    struct mirror *mirror; /* likewise; NULL when standalone */
-    pthread_rwlock_t lock;
-    struct volume **v; /* sorted by name */
-    size_t n;
-    size_t cap;
-};
 _Static_assert(sizeof(((struct volume_info *)0)->uuid) == STORE_UUID_LEN + 1, "uuid length");
 
 /* Lock calls fail only on misuse (deadlock, too many readers): a bug, so
@@ -89,17 +53,17 @@ static void lock_check(int err, const char *what)
     }
 }
 
-static void lock_shared(struct volumes *vols)
+void volumes_lock_shared(struct volumes *vols)
 {
     lock_check(pthread_rwlock_rdlock(&vols->lock), "rdlock");
 }
 
-static void lock_excl(struct volumes *vols)
+void volumes_lock_excl(struct volumes *vols)
 {
     lock_check(pthread_rwlock_wrlock(&vols->lock), "wrlock");
 }
 
-static void unlock(struct volumes *vols)
+void volumes_unlock(struct volumes *vols)
 {
     lock_check(pthread_rwlock_unlock(&vols->lock), "unlock");
 }
@@ -141,7 +105,8 @@ static int vol_pread(void *h, void *buf, uint32_t count, uint64_t offset, unsign
     return svol_read(v->sv, buf, count, offset, flags);
 }
 
-/* Takes write priority on the regions a write touches (cluster mode). */
+/* Passes the cut gate (snapshots.c), then takes write priority on the
+ * regions a write touches (cluster mode). */
 static int guard_begin(struct volume *v, uint64_t offset, uint32_t count, unsigned flags,
                        struct pol_write *w)
 {
@@ -149,15 +114,20 @@ static int guard_begin(struct volume *v, uint64_t offset, uint32_t count, unsign
         return -ESHUTDOWN;
     if (atomic_load_explicit(&v->broken, memory_order_relaxed))
         return -EIO;
-    if (!v->pc)
-        return 0;
-    return policing_write_begin(v->pc, v->vid, offset, count, flags & NBD_IO_NOWAIT, w);
+    int r = cut_gate_enter(v, flags & NBD_IO_NOWAIT);
+    if (r < 0 || !v->pc)
+        return r;
+    r = policing_write_begin(v->pc, v->vid, offset, count, flags & NBD_IO_NOWAIT, w);
+    if (r < 0)
+        cut_gate_leave(v);
+    return r;
 }
 
 static int guard_end(struct volume *v, struct pol_write *w, int result)
 {
     if (v->pc)
         policing_write_end(v->pc, w);
+    cut_gate_leave(v);
     return result;
 }
 
@@ -382,6 +352,14 @@ static const struct nbd_export_ops volume_export_ops = {
 /* ---- the registry ---------------------------------------------------- */
 
 /* Index of name in the sorted array, or where it would go. */
+static bool find(struct volumes *vols, const char *name, size_t *idx);
+
+struct volume *volumes_find_name(struct volumes *vols, const char *name)
+{
+    size_t idx;
+    return find(vols, name, &idx) ? vols->v[idx] : NULL;
+}
+
 static bool find(struct volumes *vols, const char *name, size_t *idx)
 {
     size_t lo = 0, hi = vols->n;
@@ -447,23 +425,29 @@ static int volume_new(struct store *store, const struct store_volume *rec, struc
     atomic_init(&v->refs, 1);
     atomic_init(&v->gone, false);
     atomic_init(&v->broken, false);
+    atomic_init(&v->cut_writers, 0);
+    atomic_init(&v->cut_held, false);
+    pthread_mutex_init(&v->gate_mu, NULL);
+    pthread_cond_init(&v->gate_cv, NULL);
     v->vid = policing_volume_id(rec->uuid);
     *out = v;
     return 0;
 }
 
-static void volume_ref(struct volume *v)
+void volume_ref(struct volume *v)
 {
     atomic_fetch_add(&v->refs, 1);
 }
 
-static void volume_unref(struct volume *v)
+void volume_unref(struct volume *v)
 {
     if (atomic_fetch_sub(&v->refs, 1) != 1)
         return;
     if (v->mv) /* detached at its delete, or by mirror_stop */
         mirror_volume_put(v->mv);
     svol_unref(v->sv);
+    pthread_cond_destroy(&v->gate_cv);
+    pthread_mutex_destroy(&v->gate_mu);
     free(v);
 }
 
@@ -640,8 +624,7 @@ static int init_replicas(struct volumes *vols, struct volume *v, const uint32_t 
     return vols->mirror ? mirror_volume_attach(vols->mirror, v->sv, v->vid, v->pc, &v->mv) : 0;
 }
 
-/* With the lock held: the volume whose region-table id is vid, or NULL. */
-static struct volume *find_vid(struct volumes *vols, uint32_t vid)
+struct volume *volumes_find_vid(struct volumes *vols, uint32_t vid)
 {
     for (size_t i = 0; i < vols->n; i++)
         if (vols->v[i]->vid == vid)
@@ -655,7 +638,7 @@ static struct volume *find_vid(struct volumes *vols, uint32_t vid)
  * table is the same on every node, so every node decides alike. */
 static int check_uuid(struct volumes *vols, const char *name, const char *uuid)
 {
-    struct volume *other = find_vid(vols, policing_volume_id(uuid));
+    struct volume *other = volumes_find_vid(vols, policing_volume_id(uuid));
     if (!other)
         return 0;
     qb_log(LOG_WARNING, "volume \"%s\": create: its uuid %s has the id of volume \"%s\"", name,
@@ -665,14 +648,14 @@ static int check_uuid(struct volumes *vols, const char *name, const char *uuid)
 
 int volumes_new_uuid(struct volumes *vols, char out[STORE_UUID_LEN + 1])
 {
-    lock_shared(vols);
+    volumes_lock_shared(vols);
     int r = -EEXIST;
     for (int tries = 0; tries < 16 && r == -EEXIST; tries++) {
         r = store_uuid_generate(out);
-        if (r == 0 && find_vid(vols, policing_volume_id(out)))
+        if (r == 0 && volumes_find_vid(vols, policing_volume_id(out)))
             r = -EEXIST;
     }
-    unlock(vols);
+    volumes_unlock(vols);
     return r;
 }
 
@@ -689,7 +672,7 @@ int volumes_create_replicated(struct volumes *vols, const char *name, uint64_t s
             return r;
         uuid = fresh;
     }
-    lock_excl(vols);
+    volumes_lock_excl(vols);
     size_t idx;
     int r = 0;
     if (find(vols, name, &idx)) {
@@ -713,7 +696,7 @@ int volumes_create_replicated(struct volumes *vols, const char *name, uint64_t s
         undo_create(vols, idx, v); /* never served without its replication */
     else if (r == 0 && out != NULL)
         r = fill_info(v, out);
-    unlock(vols);
+    volumes_unlock(vols);
     return r;
 }
 
@@ -742,7 +725,7 @@ static int delete_files(struct volumes *vols, struct volume *v)
 
 int volumes_delete(struct volumes *vols, const char *name, bool even_if_busy)
 {
-    lock_excl(vols);
+    volumes_lock_excl(vols);
     size_t idx;
     struct volume *v = NULL;
     int r = 0;
@@ -760,7 +743,7 @@ int volumes_delete(struct volumes *vols, const char *name, bool even_if_busy)
             remove_at(vols, idx);
         }
     }
-    unlock(vols);
+    volumes_unlock(vols);
     if (v != NULL)
         volume_unref(v);
     return r;
@@ -815,36 +798,36 @@ int volumes_resize(struct volumes *vols, const char *name, uint64_t size, bool f
 {
     if (!check_size(name, size))
         return -EINVAL;
-    lock_excl(vols);
+    volumes_lock_excl(vols);
     size_t idx;
     int r =
         find(vols, name, &idx) ? resize_locked(vols->v[idx], size, force, even_if_busy) : -ENOENT;
     if (r == 0 && out != NULL)
         r = fill_info(vols->v[idx], out);
-    unlock(vols);
+    volumes_unlock(vols);
     return r;
 }
 
 int volumes_info(struct volumes *vols, const char *name, struct volume_info *out)
 {
-    lock_shared(vols);
+    volumes_lock_shared(vols);
     size_t idx;
     int r = find(vols, name, &idx) ? fill_info(vols->v[idx], out) : -ENOENT;
-    unlock(vols);
+    volumes_unlock(vols);
     return r;
 }
 
 size_t volumes_count(struct volumes *vols)
 {
-    lock_shared(vols);
+    volumes_lock_shared(vols);
     size_t n = vols->n;
-    unlock(vols);
+    volumes_unlock(vols);
     return n;
 }
 
 int volumes_list(struct volumes *vols, struct volume_info **out, size_t *n)
 {
-    lock_shared(vols);
+    volumes_lock_shared(vols);
     struct volume_info *infos = calloc(vols->n ? vols->n : 1, sizeof(*infos));
     int r = infos == NULL ? -ENOMEM : 0;
     if (r < 0)
@@ -852,7 +835,7 @@ int volumes_list(struct volumes *vols, struct volume_info **out, size_t *n)
     for (size_t i = 0; r == 0 && i < vols->n; i++)
         r = fill_info(vols->v[i], &infos[i]);
     size_t count = vols->n;
-    unlock(vols);
+    volumes_unlock(vols);
     if (r < 0) {
         free(infos);
         return r;
@@ -919,14 +902,14 @@ static void describe_free(struct volume *v, const char *d)
 static int cat_open(void *ctx, const char *name, struct nbd_export *exp)
 {
     struct volumes *vols = ctx;
-    lock_shared(vols);
+    volumes_lock_shared(vols);
     size_t idx;
     struct volume *v = find(vols, name, &idx) ? vols->v[idx] : NULL;
     if (v != NULL) {
         atomic_fetch_add(&v->refs, 1);
         atomic_fetch_add(&v->connections, 1);
     }
-    unlock(vols);
+    volumes_unlock(vols);
     if (v == NULL)
         return -ENOENT;
     *exp = (struct nbd_export){
@@ -949,7 +932,7 @@ static void cat_close(void *ctx, struct nbd_export *exp)
 
 int volumes_set_mirror(struct volumes *vols, struct mirror *m)
 {
-    lock_excl(vols);
+    volumes_lock_excl(vols);
     vols->mirror = m;
     int r = 0;
     for (size_t i = 0; r == 0 && i < vols->n; i++) {
@@ -958,7 +941,7 @@ int volumes_set_mirror(struct volumes *vols, struct mirror *m)
         if (r < 0)
             qb_log(LOG_ERR, "volume \"%s\": can't be replicated: %s", v->name, strerror(-r));
     }
-    unlock(vols);
+    volumes_unlock(vols);
     return r;
 }
 
@@ -967,14 +950,14 @@ int volumes_set_mirror(struct volumes *vols, struct mirror *m)
 static int volumes_with(struct volumes *vols, uint32_t vid, int (*fn)(struct volume *v, void *arg),
                         void *arg)
 {
-    lock_shared(vols);
+    volumes_lock_shared(vols);
     struct volume *v = NULL;
     for (size_t i = 0; i < vols->n && !v; i++)
         if (vols->v[i]->vid == vid)
             v = vols->v[i];
     if (v)
         volume_ref(v);
-    unlock(vols);
+    volumes_unlock(vols);
     if (!v)
         return -ENOENT;
     int r = fn(v, arg);
@@ -985,10 +968,10 @@ static int volumes_with(struct volumes *vols, uint32_t vid, int (*fn)(struct vol
 /* Runs fn on every volume, under the shared lock. */
 static void volumes_each(struct volumes *vols, void (*fn)(struct volume *v, void *arg), void *arg)
 {
-    lock_shared(vols);
+    volumes_lock_shared(vols);
     for (size_t i = 0; i < vols->n; i++)
         fn(vols->v[i], arg);
-    unlock(vols);
+    volumes_unlock(vols);
 }
 
 struct replica_msg {
@@ -1033,21 +1016,21 @@ int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key 
 }
 
 /* The volume called name, with a reference the caller drops; NULL if none. */
-static struct volume *get_by_name(struct volumes *vols, const char *name)
+struct volume *volumes_get(struct volumes *vols, const char *name)
 {
-    lock_shared(vols);
+    volumes_lock_shared(vols);
     size_t idx;
     struct volume *v = find(vols, name, &idx) ? vols->v[idx] : NULL;
     if (v)
         volume_ref(v);
-    unlock(vols);
+    volumes_unlock(vols);
     return v;
 }
 
 int volumes_mirrored(struct volumes *vols, const char *name, int (*fn)(struct mvol *mv, void *arg),
                      void *arg)
 {
-    struct volume *v = get_by_name(vols, name);
+    struct volume *v = volumes_get(vols, name);
     if (!v)
         return -ENOENT;
     int r = v->mv ? fn(v->mv, arg) : -ENODEV;
@@ -1058,7 +1041,7 @@ int volumes_mirrored(struct volumes *vols, const char *name, int (*fn)(struct mv
 int volumes_set_replicas(struct volumes *vols, const char *name, const struct store_replica *r,
                          uint32_t n)
 {
-    struct volume *v = get_by_name(vols, name);
+    struct volume *v = volumes_get(vols, name);
     if (!v)
         return -ENOENT;
     int e = v->mv ? mirror_replicas_load(v->mv, r, n) : 0;
@@ -1068,11 +1051,11 @@ int volumes_set_replicas(struct volumes *vols, const char *name, const struct st
 
 void volumes_set_policing(struct volumes *vols, struct policing *pc)
 {
-    lock_excl(vols);
+    volumes_lock_excl(vols);
     vols->pc = pc;
     for (size_t i = 0; i < vols->n; i++)
         vols->v[i]->pc = pc;
-    unlock(vols);
+    volumes_unlock(vols);
 }
 
 /* fn may be slow (it writes to a client), and describing a volume takes
@@ -1082,14 +1065,14 @@ static int cat_list(void *ctx, int (*fn)(void *arg, const char *name, const char
                     void *arg)
 {
     struct volumes *vols = ctx;
-    lock_shared(vols);
+    volumes_lock_shared(vols);
     size_t n = vols->n;
     struct volume **copy = calloc(n ? n : 1, sizeof(*copy));
     for (size_t i = 0; copy != NULL && i < n; i++) {
         copy[i] = vols->v[i];
         volume_ref(copy[i]);
     }
-    unlock(vols);
+    volumes_unlock(vols);
     if (copy == NULL) {
         qb_log(LOG_ERR, "volumes: list exports: out of memory");
         return -ENOMEM;

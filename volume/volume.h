@@ -17,6 +17,7 @@
 #define VSAN_VOLUME_H
 
 #include "nbd-server/export.h"
+#include "policing/messages.h"
 #include "store/store.h"
 
 #include <stdbool.h>
@@ -98,6 +99,30 @@ struct policing;
 /* Puts every write of every volume under region write priority. Called
  * before the NBD server starts. */
 void volumes_set_policing(struct volumes *vols, struct policing *pc);
+
+/* ---- cuts and snapshots (snapshots.c) ------------------------------------ */
+
+struct policing_snap;
+struct snap_info;
+/* The agreed table's cut ops (policing/protocol.h, policing/cut.h), on
+ * the main loop. */
+int volumes_cut_check(struct volumes *vols, const char *snapshot,
+                      const char (*names)[PMSG_NAME_MAX + 1], size_t n, uint32_t *vids);
+void volumes_cut_hold(struct volumes *vols, const uint32_t *vids, size_t n);
+bool volumes_cut_drained(struct volumes *vols, const uint32_t *vids, size_t n);
+int volumes_cut_commit(struct volumes *vols, const uint32_t *vids, size_t n, const char *snapshot,
+                       uint64_t id, int64_t time);
+void volumes_cut_release(struct volumes *vols, const uint32_t *vids, size_t n);
+/* -ENOENT (volume or snapshot), or the store's -errno. */
+int volumes_snapshot_delete(struct volumes *vols, const char *volume, const char *snapshot);
+/* A volume's snapshots, oldest first, malloc'd: -ENOENT, -ENOMEM. */
+int volumes_snapshots(struct volumes *vols, const char *name, struct snap_info **out, size_t *n);
+/* Every volume's snapshots (a sync round's state), malloc'd. */
+int volumes_snapshot_list_all(struct volumes *vols, struct policing_snap **out, size_t *n);
+/* Makes this node's snapshots the group's; last_cut: the group's cut
+ * version (mirror_cut_applied). */
+int volumes_snapshot_load(struct volumes *vols, const struct policing_snap *s, size_t n,
+                          uint64_t last_cut);
 
 #define VOLUME_SIZE_MAX (UINT64_C(1) << 50) /* 1 PiB: keeps offsets far from overflow */
 

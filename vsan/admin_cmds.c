@@ -10,6 +10,7 @@
  * level, since a client can send any number of them.
  */
 #include "vsan/admin.h"
+#include "vsan/admin_int.h"
 
 #include "mirror/engine.h"
 #include "mirror/replicas.h"
@@ -35,22 +36,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* A command returns its reply, or NULL with *later set when it will
- * answer through admin_call_reply(call, ...). */
-struct context {
-    const struct admin_node *node;
-    struct admin_call *call;
-    bool *later;
-};
-
-typedef struct json_object *(*command_fn)(const struct context *ctx, struct json_object *req);
-
-struct command {
-    const char *name;
-    const char *const *fields; /* accepted besides "cmd", NULL-terminated */
-    command_fn run;
-};
-
 struct json_object *admin_reply_error(const char *code, const char *fmt, ...)
 {
     char msg[512];
@@ -73,7 +58,7 @@ struct json_object *admin_reply_error(const char *code, const char *fmt, ...)
 }
 
 /* Marks r, which the caller built, as a success reply. */
-static struct json_object *reply_ok(struct json_object *r)
+struct json_object *admin_reply_ok(struct json_object *r)
 {
     if (r && json_add(r, "ok", json_object_new_boolean(1)) < 0) {
         json_object_put(r);
@@ -82,7 +67,7 @@ static struct json_object *reply_ok(struct json_object *r)
     return r;
 }
 
-static int add_u64(struct json_object *obj, const char *key, uint64_t v)
+int admin_add_u64(struct json_object *obj, const char *key, uint64_t v)
 {
     return json_add(obj, key, json_object_new_int64((int64_t)v));
 }
@@ -92,7 +77,7 @@ static struct json_object *replicas_array(const struct volume_info *v)
     struct json_object *a = json_object_new_array();
     for (uint32_t i = 0; a && i < v->nreplicas; i++) {
         struct json_object *r = json_object_new_object();
-        if (!r || add_u64(r, "node", v->replicas[i].node) < 0 ||
+        if (!r || admin_add_u64(r, "node", v->replicas[i].node) < 0 ||
             json_add(r, "state", json_object_new_string(replica_state_name(v->replicas[i].state))) <
                 0 ||
             json_object_array_add(a, r) < 0) {
@@ -112,9 +97,9 @@ static struct json_object *volume_object(const struct volume_info *v)
         return NULL;
     if (json_add(o, "name", json_object_new_string(v->name)) < 0 ||
         json_add(o, "uuid", json_object_new_string(v->uuid)) < 0 ||
-        add_u64(o, "size", v->size) < 0 || add_u64(o, "allocated", v->allocated) < 0 ||
-        add_u64(o, "generation", v->generation) < 0 ||
-        add_u64(o, "connections", v->connections) < 0 ||
+        admin_add_u64(o, "size", v->size) < 0 || admin_add_u64(o, "allocated", v->allocated) < 0 ||
+        admin_add_u64(o, "generation", v->generation) < 0 ||
+        admin_add_u64(o, "connections", v->connections) < 0 ||
         json_add(o, "replicas", replicas_array(v)) < 0) {
         json_object_put(o);
         return NULL;
@@ -123,7 +108,7 @@ static struct json_object *volume_object(const struct volume_info *v)
 }
 
 /* The reply to a failed volume call r on volume name during op. */
-static struct json_object *volume_failure(const char *name, const char *op, int r)
+struct json_object *admin_volume_failure(const char *name, const char *op, int r)
 {
     switch (r) {
     case -ENOENT:
@@ -173,7 +158,7 @@ static struct json_object *check_size(const char *name, uint64_t size)
     return NULL;
 }
 
-static struct json_object *field(struct json_object *req, const char *key, json_type type,
+struct json_object *admin_field(struct json_object *req, const char *key, json_type type,
                                  const char *what, struct json_object **err)
 {
     struct json_object *v;
@@ -189,9 +174,9 @@ static struct json_object *field(struct json_object *req, const char *key, json_
     return v;
 }
 
-static int get_name(struct json_object *req, const char **name, struct json_object **err)
+int admin_get_name(struct json_object *req, const char **name, struct json_object **err)
 {
-    struct json_object *v = field(req, "name", json_type_string, "a string", err);
+    struct json_object *v = admin_field(req, "name", json_type_string, "a string", err);
 
     if (!v)
         return -1;
@@ -206,7 +191,7 @@ static int get_name(struct json_object *req, const char **name, struct json_obje
 
 static int get_size(struct json_object *req, uint64_t *size, struct json_object **err)
 {
-    struct json_object *v = field(req, "size", json_type_int, "an integer (bytes)", err);
+    struct json_object *v = admin_field(req, "size", json_type_int, "an integer (bytes)", err);
 
     if (!v)
         return -1;
@@ -226,7 +211,7 @@ static int get_force(struct json_object *req, bool *force, struct json_object **
     *force = false;
     if (!json_object_object_get_ex(req, "force", NULL))
         return 0;
-    struct json_object *v = field(req, "force", json_type_boolean, "true or false", err);
+    struct json_object *v = admin_field(req, "force", json_type_boolean, "true or false", err);
     if (!v)
         return -1;
     *force = json_object_get_boolean(v);
@@ -260,7 +245,7 @@ static struct json_object *listen_array(const struct vsan_config *cfg)
 static struct json_object *member_object(const struct policing_member *m)
 {
     struct json_object *o = json_object_new_object();
-    if (o && (add_u64(o, "nodeid", m->nodeid) < 0 ||
+    if (o && (admin_add_u64(o, "nodeid", m->nodeid) < 0 ||
               json_add(o, "name", json_object_new_string(m->name)) < 0 ||
               json_add(o, "nbd", json_object_new_string(m->nbd)) < 0 ||
               json_add(o, "mirror", json_object_new_string(m->mirror)) < 0 ||
@@ -290,7 +275,7 @@ static struct json_object *nodes_array(const struct policing_status *st)
     struct json_object *a = json_object_new_array();
     for (size_t i = 0; a && i < st->nnodes; i++) {
         struct json_object *o = json_object_new_object();
-        if (!o || add_u64(o, "nodeid", st->nodes[i].nodeid) < 0 ||
+        if (!o || admin_add_u64(o, "nodeid", st->nodes[i].nodeid) < 0 ||
             json_add(o, "name", json_object_new_string(st->nodes[i].name)) < 0 ||
             json_add(o, "addr", json_object_new_string(st->nodes[i].addr)) < 0 ||
             json_object_array_add(a, o) < 0) {
@@ -308,9 +293,9 @@ static struct json_object *services_array(const struct svc_table *t)
     for (size_t i = 0; a && i < t->n; i++) {
         const struct svc_entry *e = &t->v[i];
         struct json_object *o = json_object_new_object();
-        if (!o || add_u64(o, "owner", e->owner) < 0 ||
+        if (!o || admin_add_u64(o, "owner", e->owner) < 0 ||
             json_add(o, "address", json_object_new_string(e->addr)) < 0 ||
-            add_u64(o, "holder", e->holder) < 0 ||
+            admin_add_u64(o, "holder", e->holder) < 0 ||
             json_add(o, "manual", json_object_new_boolean(e->manual)) < 0 ||
             json_object_array_add(a, o) < 0) {
             json_object_put(o);
@@ -324,10 +309,10 @@ static struct json_object *services_array(const struct svc_table *t)
 static struct json_object *policing_object(const struct policing_status *st)
 {
     struct json_object *o = json_object_new_object();
-    if (o && (add_u64(o, "requests_sent", st->requests_sent) < 0 ||
-              add_u64(o, "releases_sent", st->releases_sent) < 0 ||
-              add_u64(o, "messages_delivered", st->messages_delivered) < 0 ||
-              add_u64(o, "regions", st->regions) < 0)) {
+    if (o && (admin_add_u64(o, "requests_sent", st->requests_sent) < 0 ||
+              admin_add_u64(o, "releases_sent", st->releases_sent) < 0 ||
+              admin_add_u64(o, "messages_delivered", st->messages_delivered) < 0 ||
+              admin_add_u64(o, "regions", st->regions) < 0)) {
         json_object_put(o);
         return NULL;
     }
@@ -342,13 +327,13 @@ static struct json_object *cluster_object(const struct admin_node *node)
     struct json_object *o = json_object_new_object();
     if (o &&
         (json_add(o, "name", json_object_new_string(cfg->cluster_name)) < 0 ||
-         add_u64(o, "nodeid", st.nodeid) < 0 ||
+         admin_add_u64(o, "nodeid", st.nodeid) < 0 ||
          json_add(o, "quorate", json_object_new_boolean(st.quorate)) < 0 ||
          json_add(o, "synced", json_object_new_boolean(st.synced)) < 0 ||
          json_add(o, "on_no_quorum",
                   json_object_new_string(cfg->suspend_on_no_quorum ? "suspend" : "error")) < 0 ||
-         add_u64(o, "region_size", st.region_size) < 0 ||
-         add_u64(o, "table_version", st.table_version) < 0 ||
+         admin_add_u64(o, "region_size", st.region_size) < 0 ||
+         admin_add_u64(o, "table_version", st.table_version) < 0 ||
          json_add(o, "members", members_array(&st)) < 0 ||
          json_add(o, "nodes", nodes_array(&st)) < 0 ||
          json_add(o, "services", services_array(&st.services)) < 0 ||
@@ -382,9 +367,9 @@ static struct json_object *mirror_status(const struct admin_node *node)
         json_object_put(m);
     }
     free(list);
-    if (bad || add_u64(o, "requests_sent", ms.requests_sent) < 0 ||
-        add_u64(o, "requests_served", ms.requests_served) < 0 ||
-        add_u64(o, "refused", ms.refused) < 0 || json_add(o, "resyncs", rs) < 0) {
+    if (bad || admin_add_u64(o, "requests_sent", ms.requests_sent) < 0 ||
+        admin_add_u64(o, "requests_served", ms.requests_served) < 0 ||
+        admin_add_u64(o, "refused", ms.refused) < 0 || json_add(o, "resyncs", rs) < 0) {
         json_object_put(o);
         return NULL;
     }
@@ -410,15 +395,15 @@ static struct json_object *cmd_status(const struct context *ctx, struct json_obj
         json_add(o, "data_dir", json_object_new_string(node->cfg->data_dir)) < 0 ||
         json_add(o, "nbd_listen", listen_array(node->cfg)) < 0 ||
         json_add(o, "admin_socket", json_object_new_string(node->cfg->admin_socket)) < 0 ||
-        add_u64(o, "volumes", n) < 0 ||
-        add_u64(o, "connections", nbd_server_connections(node->nbd)) < 0 ||
-        add_u64(o, "uptime", now > node->started ? now - node->started : 0) < 0 ||
+        admin_add_u64(o, "volumes", n) < 0 ||
+        admin_add_u64(o, "connections", nbd_server_connections(node->nbd)) < 0 ||
+        admin_add_u64(o, "uptime", now > node->started ? now - node->started : 0) < 0 ||
         json_add(o, "cluster", cluster_object(node)) < 0 ||
         (node->mirror && json_add(o, "mirror", mirror_status(node)) < 0)) {
         json_object_put(o);
         return NULL;
     }
-    return reply_ok(o);
+    return admin_reply_ok(o);
 }
 
 static struct json_object *volume_array(const struct volume_info *list, size_t n)
@@ -452,7 +437,7 @@ static struct json_object *cmd_volume_list(const struct context *ctx, struct jso
         o = NULL;
     }
     free(list);
-    return reply_ok(o);
+    return admin_reply_ok(o);
 }
 
 static int get_mirror_status(struct mvol *v, void *arg)
@@ -475,13 +460,13 @@ static struct json_object *mirror_object(struct volumes *vols, const char *name)
     for (uint32_t i = 0; !bad && i < st.nreplicas; i++) {
         char key[16];
         snprintf(key, sizeof key, "%u", st.replicas[i].node);
-        bad = st.replicas[i].dirty_bytes && add_u64(dirty, key, st.replicas[i].dirty_bytes) < 0;
+        bad = st.replicas[i].dirty_bytes && admin_add_u64(dirty, key, st.replicas[i].dirty_bytes) < 0;
     }
     bad =
         bad || json_add(rs, "active", json_object_new_boolean(st.resyncing)) < 0 ||
-        add_u64(rs, "done", st.resync_done) < 0 || add_u64(rs, "total", st.resync_total) < 0 ||
-        add_u64(rs, "rate", (uint64_t)st.resync_rate) < 0 ||
-        add_u64(rs, "eta", st.resync_rate > 0 ? (uint64_t)((double)left / st.resync_rate) : 0) < 0;
+        admin_add_u64(rs, "done", st.resync_done) < 0 || admin_add_u64(rs, "total", st.resync_total) < 0 ||
+        admin_add_u64(rs, "rate", (uint64_t)st.resync_rate) < 0 ||
+        admin_add_u64(rs, "eta", st.resync_rate > 0 ? (uint64_t)((double)left / st.resync_rate) : 0) < 0;
     if (bad || json_add(o, "local", json_object_new_string(st.local)) < 0 ||
         json_add(o, "dirty", dirty) < 0 || json_add(o, "resync", rs) < 0) {
         json_object_put(o);
@@ -497,18 +482,18 @@ static struct json_object *cmd_volume_show(const struct context *ctx, struct jso
     struct volume_info info;
     const char *name;
 
-    if (get_name(req, &name, &err) < 0)
+    if (admin_get_name(req, &name, &err) < 0)
         return err;
     int r = volumes_info(node->vols, name, &info);
     if (r < 0)
-        return volume_failure(name, "show", r);
+        return admin_volume_failure(name, "show", r);
     struct json_object *o = volume_object(&info);
     struct json_object *m = mirror_object(node->vols, name);
     if (o && m && json_add(o, "mirror", m) < 0) {
         json_object_put(o);
         return NULL;
     }
-    return reply_ok(o);
+    return admin_reply_ok(o);
 }
 
 /* A volume table change on its way through the cluster. */
@@ -533,15 +518,15 @@ static void change_done(void *arg, int r)
             json_object_put(o);
             o = NULL;
         }
-        reply = reply_ok(o);
+        reply = admin_reply_ok(o);
     } else if (r == 0 && (r = volumes_info(ch->node->vols, ch->name, &info)) == 0) {
         char human[SIZE_FORMAT_MAX];
         size_format(info.size, human, sizeof human);
         qb_log(LOG_INFO, "volume \"%s\" %sd: %s (%" PRIu64 " bytes), uuid %s%s", info.name, ch->op,
                human, info.size, info.uuid, ch->force ? ", forced" : "");
-        reply = reply_ok(volume_object(&info));
+        reply = admin_reply_ok(volume_object(&info));
     } else {
-        reply = volume_failure(ch->name, ch->op, r);
+        reply = admin_volume_failure(ch->name, ch->op, r);
     }
     admin_call_reply(ch->call, reply);
     free(ch);
@@ -562,7 +547,7 @@ static struct change *change_new(const struct context *ctx, const char *op, cons
 static struct json_object *submitted(const struct context *ctx, struct change *ch, int r)
 {
     if (r < 0) {
-        struct json_object *err = volume_failure(ch->name, ch->op, r);
+        struct json_object *err = admin_volume_failure(ch->name, ch->op, r);
         free(ch);
         return err;
     }
@@ -576,17 +561,17 @@ static struct json_object *cmd_volume_create(const struct context *ctx, struct j
     const char *name;
     uint64_t size;
 
-    if (get_name(req, &name, &err) < 0 || get_size(req, &size, &err) < 0)
+    if (admin_get_name(req, &name, &err) < 0 || get_size(req, &size, &err) < 0)
         return err;
     err = check_size(name, size);
     if (err)
         return err;
     if (strlen(name) > VOLUME_NAME_MAX)
-        return volume_failure(name, "create", -EINVAL);
+        return admin_volume_failure(name, "create", -EINVAL);
     char uuid[STORE_UUID_LEN + 1];
     int r = volumes_new_uuid(ctx->node->vols, uuid);
     if (r < 0)
-        return volume_failure(name, "create", r);
+        return admin_volume_failure(name, "create", r);
     struct change *ch = change_new(ctx, "create", name, false);
     if (!ch)
         return NULL;
@@ -617,11 +602,11 @@ static struct json_object *check_resize(const struct admin_node *node, const cha
     struct volume_info info;
     int r = volumes_info(node->vols, name, &info);
     if (r < 0)
-        return volume_failure(name, "resize", r);
+        return admin_volume_failure(name, "resize", r);
     if (size < info.size && !force)
         return refuse_shrink(node, name, size);
     if (size < info.size && info.connections > 0)
-        return volume_failure(name, "shrink", -EBUSY);
+        return admin_volume_failure(name, "shrink", -EBUSY);
     return NULL;
 }
 
@@ -633,7 +618,7 @@ static struct json_object *cmd_volume_resize(const struct context *ctx, struct j
     uint64_t size;
     bool force;
 
-    if (get_name(req, &name, &err) < 0 || get_size(req, &size, &err) < 0 ||
+    if (admin_get_name(req, &name, &err) < 0 || get_size(req, &size, &err) < 0 ||
         get_force(req, &force, &err) < 0)
         return err;
     err = check_size(name, size);
@@ -653,13 +638,13 @@ static struct json_object *cmd_volume_delete(const struct context *ctx, struct j
     struct volume_info info;
     const char *name;
 
-    if (get_name(req, &name, &err) < 0)
+    if (admin_get_name(req, &name, &err) < 0)
         return err;
     int r = volumes_info(ctx->node->vols, name, &info);
     if (r == 0 && info.connections > 0)
         r = -EBUSY;
     if (r < 0)
-        return volume_failure(name, "delete", r);
+        return admin_volume_failure(name, "delete", r);
     struct change *ch = change_new(ctx, "delete", name, false);
     if (!ch)
         return NULL;
@@ -683,7 +668,7 @@ static struct json_object *replica_cmd(const struct context *ctx, struct json_ob
 {
     struct json_object *err = NULL;
     const char *name;
-    if (get_name(req, &name, &err) < 0)
+    if (admin_get_name(req, &name, &err) < 0)
         return err;
     int r = volumes_mirrored(ctx->node->vols, name, fn, NULL);
     if (r == -ENODEV)
@@ -691,13 +676,13 @@ static struct json_object *replica_cmd(const struct context *ctx, struct json_ob
                                  "volume \"%s\": %s: a standalone node has no other replica", name,
                                  op);
     if (r < 0)
-        return volume_failure(name, op, r);
+        return admin_volume_failure(name, op, r);
     struct json_object *o = json_object_new_object();
     if (o && json_add(o, "name", json_object_new_string(name)) < 0) {
         json_object_put(o);
         o = NULL;
     }
-    return reply_ok(o);
+    return admin_reply_ok(o);
 }
 
 static struct json_object *cmd_replica_fail(const struct context *ctx, struct json_object *req)
@@ -734,12 +719,12 @@ static void verify_done(void *arg, int result, const uint64_t *regions, size_t n
         for (size_t i = 0; a && i < nlisted; i++)
             json_object_array_add(a, json_object_new_int64((int64_t)regions[i]));
         if (!o || json_add(o, "name", json_object_new_string(vc->name)) < 0 ||
-            add_u64(o, "regions", nregions) < 0 || add_u64(o, "differing", ndiff) < 0 ||
+            admin_add_u64(o, "regions", nregions) < 0 || admin_add_u64(o, "differing", ndiff) < 0 ||
             json_add(o, "differing_regions", a) < 0) {
             json_object_put(o);
             o = NULL;
         }
-        vc->reply = reply_ok(o);
+        vc->reply = admin_reply_ok(o);
     }
     uint64_t one = 1;
     if (write(vc->efd, &one, sizeof one) != sizeof one)
@@ -767,7 +752,7 @@ static struct json_object *cmd_volume_verify(const struct context *ctx, struct j
 {
     struct json_object *err = NULL;
     const char *name;
-    if (get_name(req, &name, &err) < 0)
+    if (admin_get_name(req, &name, &err) < 0)
         return err;
     struct verify_call *vc = calloc(1, sizeof *vc);
     if (!vc)
@@ -793,14 +778,14 @@ static struct json_object *cmd_volume_verify(const struct context *ctx, struct j
         return admin_reply_error(ADMIN_E_BAD_REQUEST,
                                  "volume \"%s\": verify: a standalone node has one replica only",
                                  name);
-    return volume_failure(name, "verify", r);
+    return admin_volume_failure(name, "verify", r);
 }
 
 /* ---- service addresses ------------------------------------------------- */
 
 static int get_node(struct json_object *req, uint32_t *node, struct json_object **err)
 {
-    struct json_object *v = field(req, "node", json_type_int, "a node id", err);
+    struct json_object *v = admin_field(req, "node", json_type_int, "a node id", err);
     if (!v)
         return -1;
     int64_t id = json_object_get_int64(v);
@@ -841,12 +826,12 @@ static struct json_object *service_moved(uint32_t owner, uint32_t holder, bool m
     qb_log(LOG_INFO, "admin: service address of node %u: moving it to node %u%s", owner, holder,
            manual ? " (manual failover)" : " (giveback)");
     struct json_object *o = json_object_new_object();
-    if (o && (add_u64(o, "owner", owner) < 0 || add_u64(o, "holder", holder) < 0 ||
+    if (o && (admin_add_u64(o, "owner", owner) < 0 || admin_add_u64(o, "holder", holder) < 0 ||
               json_add(o, "manual", json_object_new_boolean(manual)) < 0)) {
         json_object_put(o);
         o = NULL;
     }
-    return reply_ok(o);
+    return admin_reply_ok(o);
 }
 
 static struct json_object *cmd_service_failover(const struct context *ctx, struct json_object *req)
@@ -874,6 +859,8 @@ static const char *const node_fields[] = {"node", NULL};
 static const char *const name_fields[] = {"name", NULL};
 static const char *const create_fields[] = {"name", "size", NULL};
 static const char *const resize_fields[] = {"name", "size", "force", NULL};
+static const char *const snapshot_create_fields[] = {"volumes", "snapshot", NULL};
+static const char *const snapshot_fields[] = {"name", "snapshot", NULL};
 
 static const struct command commands[] = {
     {"status", no_fields, cmd_status},
@@ -887,6 +874,9 @@ static const struct command commands[] = {
     {"volume.delete", name_fields, cmd_volume_delete},
     {"service.failover", node_fields, cmd_service_failover},
     {"service.giveback", node_fields, cmd_service_giveback},
+    {"snapshot.create", snapshot_create_fields, admin_snapshot_create},
+    {"snapshot.list", name_fields, admin_snapshot_list},
+    {"snapshot.delete", snapshot_fields, admin_snapshot_delete},
 };
 
 static const struct command *find_command(const char *name)
@@ -963,7 +953,7 @@ static struct json_object *run_request(const struct context *ctx, struct json_ob
 {
     struct json_object *cmd, *err = NULL;
 
-    cmd = field(req, "cmd", json_type_string, "a string", &err);
+    cmd = admin_field(req, "cmd", json_type_string, "a string", &err);
     if (!cmd)
         return err;
     const struct command *c = find_command(json_object_get_string(cmd));

@@ -111,10 +111,13 @@ static void write_pattern(uint64_t off, uint64_t len, unsigned seed)
     free(buf);
 }
 
+/* The cluster's ids rise; the tests take the next one up. */
+static uint64_t next_snap_id = 1;
+
 static uint64_t snap_new(const char *name)
 {
     struct snap_info si;
-    int r = svol_snapshot_create(sv, name, &si);
+    int r = svol_snapshot_create(sv, next_snap_id++, name, 1700000000, &si);
     cr_assert_eq(r, 0, "snapshot %s: %s\n%s", name, strerror(-r), logbuf);
     return si.id;
 }
@@ -176,8 +179,8 @@ Test(snap, partial_writes_and_zeroes_leave_the_snapshot_as_it_was)
     cr_assert_eq(snap_find(svol_snapshots(sv), "s1", &si), 0);
     cr_assert_eq(si.id, id);
     cr_assert_eq(si.size, size);
-    cr_assert_eq(svol_snapshot_create(sv, "s1", &si), -EEXIST);
-    cr_assert_eq(svol_snapshot_create(sv, "-bad", &si), -EINVAL);
+    cr_assert_eq(svol_snapshot_create(sv, next_snap_id++, "s1", 0, &si), -EEXIST);
+    cr_assert_eq(svol_snapshot_create(sv, next_snap_id++, "-bad", 0, &si), -EINVAL);
     free(old);
     free(live);
     free(part);

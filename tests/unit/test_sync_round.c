@@ -158,6 +158,8 @@ static const struct cluster_driver bus_driver = {
 struct table {
     struct policing_volume *v;
     size_t n;
+    struct policing_snap *snaps;
+    size_t nsnaps;
     uint64_t version;
 };
 
@@ -204,6 +206,31 @@ static int t_load(void *ctx, const struct policing_volume *v, size_t n)
     return copy_volumes(v, n, &t->v);
 }
 
+static int copy_snaps(const struct policing_snap *s, size_t n, struct policing_snap **out)
+{
+    *out = malloc((n ? n : 1) * sizeof **out);
+    if (!*out)
+        return -ENOMEM;
+    memcpy(*out, s, n * sizeof *s);
+    return 0;
+}
+
+static int t_snap_list(void *ctx, struct policing_snap **out, size_t *n)
+{
+    struct table *t = ctx;
+    *n = t->nsnaps;
+    return copy_snaps(t->snaps, t->nsnaps, out);
+}
+
+static int t_snap_load(void *ctx, const struct policing_snap *s, size_t n, uint64_t last_cut)
+{
+    struct table *t = ctx;
+    (void)last_cut;
+    free(t->snaps);
+    t->nsnaps = n;
+    return copy_snaps(s, n, &t->snaps);
+}
+
 static int t_replica(void *ctx, uint32_t from, uint32_t volume, uint32_t node, uint8_t state,
                      uint64_t first, uint64_t last)
 {
@@ -239,6 +266,8 @@ static const struct policing_table_ops table_ops = {
     .remove = t_remove,
     .list = t_list,
     .load = t_load,
+    .snap_list = t_snap_list,
+    .snap_load = t_snap_load,
     .replica = t_replica,
     .node_left = t_node_left,
     .changed = t_changed,
@@ -267,6 +296,17 @@ static void fill(struct table *t, size_t n)
         v->nreplicas = 3;
         for (uint32_t j = 0; j < 3; j++)
             v->replicas[j] = (struct policing_replica){j + 1, (uint8_t)((i + j) % 4)};
+    }
+    /* A snapshot of every third volume: they ride the stream too. */
+    t->snaps = calloc(n / 3 + 1, sizeof *t->snaps);
+    cr_assert(t->snaps != NULL);
+    for (size_t i = 0; i < n; i += 3) {
+        struct policing_snap *p = &t->snaps[t->nsnaps++];
+        memcpy(p->uuid, t->v[i].uuid, sizeof p->uuid);
+        snprintf(p->name, sizeof p->name, "snap-%zu", i);
+        p->id = i + 1;
+        p->time = 1700000000 + (int64_t)i;
+        p->size = t->v[i].size;
     }
 }
 
@@ -360,6 +400,7 @@ static void stop_both(void)
     for (size_t i = 0; i < NODES; i++) {
         policing_stop(pcs[i]);
         free(tables[i].v);
+        free(tables[i].snaps);
     }
     qb_loop_destroy(bus.loop);
 }
@@ -372,6 +413,11 @@ static void expect_same_tables(void)
     for (size_t i = 0; i < tables[0].n; i++)
         differ += memcmp(&tables[0].v[i], &tables[1].v[i], sizeof tables[0].v[i]) != 0;
     cr_expect(eq(sz, differ, 0), "%zu volumes differ", differ);
+    cr_assert(eq(sz, tables[1].nsnaps, tables[0].nsnaps));
+    cr_expect(eq(int, memcmp(tables[1].snaps, tables[0].snaps,
+                             tables[0].nsnaps * sizeof *tables[0].snaps),
+                 0),
+              "the snapshots differ");
 }
 
 Test(sync_round, a_table_over_one_message_reaches_a_joining_node)

@@ -1,0 +1,370 @@
+/* snapshots.c - the volume layer's part in cuts (policing/cut.h) and its
+ * snapshots: the cut gate that holds client writes, the drain check, the
+ * commit that cuts every volume's copy here, and the snapshot records the
+ * agreed table reads and loads.
+ *
+ * The gate: every client write passes cut_gate_enter before it asks for
+ * region priority and leaves at its completion (guard_begin/guard_end in
+ * volume.c, the asynchronous ones when the engine reports them done), so
+ * cut_writers counts the writes this node has started and not finished.
+ * A cut sets cut_held, then polls cut_writers down to 0: a writer
+ * increments before it looks at cut_held and the cut sets cut_held before
+ * it looks at cut_writers (sequentially consistent atomics), so no writer
+ * slips past a cut that sees no writers. Inline writes that meet the gate
+ * say -EAGAIN and go the slow way, which waits on gate_cv.
+ *
+ * The commit cuts this node's copy whatever its state: a copy outdated
+ * at the cut is repaired, snapshots included, by its resync before it
+ * serves anything (mirror/resync.c), so every copy keeps the same
+ * snapshots with the same ids, which peers' reads name.
+ */
+#include "volume/volume_int.h"
+
+#include "mirror/engine.h"
+#include "policing/cut.h"
+#include "policing/protocol.h"
+#include "store/snap.h"
+#include "store/svol.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <qb/qblog.h>
+
+/* A write waits at the gate at most this long: every cut ends (commits,
+ * aborts at its deadline, or with the membership) well before, so only a
+ * node whose main loop no longer runs gets here; its client sees EIO
+ * rather than a write held for good. */
+#define GATE_WAIT_MAX_MS (4 * CUT_TIMEOUT_MS)
+
+void cut_gate_leave(struct volume *v)
+{
+    atomic_fetch_sub(&v->cut_writers, 1);
+}
+
+static void deadline_in(struct timespec *t, unsigned ms)
+{
+    clock_gettime(CLOCK_REALTIME, t);
+    t->tv_sec += ms / 1000;
+    t->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t->tv_nsec >= 1000000000L) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000L;
+    }
+}
+
+static int gate_wait(struct volume *v)
+{
+    struct timespec until;
+    deadline_in(&until, GATE_WAIT_MAX_MS);
+    int e = 0;
+    pthread_mutex_lock(&v->gate_mu);
+    while (e == 0 && atomic_load(&v->cut_held) && !atomic_load(&v->gone))
+        e = pthread_cond_timedwait(&v->gate_cv, &v->gate_mu, &until);
+    pthread_mutex_unlock(&v->gate_mu);
+    if (atomic_load(&v->gone))
+        return -ESHUTDOWN;
+    if (e == ETIMEDOUT) {
+        qb_log(LOG_ERR, "volume \"%s\": a write held by a cut for %u ms: failed", v->name,
+               GATE_WAIT_MAX_MS);
+        return -EIO;
+    }
+    return 0;
+}
+
+int cut_gate_enter(struct volume *v, bool nowait)
+{
+    for (;;) {
+        atomic_fetch_add(&v->cut_writers, 1);
+        if (!atomic_load(&v->cut_held))
+            return 0;
+        cut_gate_leave(v);
+        if (nowait)
+            return -EAGAIN;
+        int r = gate_wait(v);
+        if (r < 0)
+            return r;
+    }
+}
+
+static void gate_open(struct volume *v)
+{
+    pthread_mutex_lock(&v->gate_mu);
+    atomic_store(&v->cut_held, false);
+    pthread_cond_broadcast(&v->gate_cv);
+    pthread_mutex_unlock(&v->gate_mu);
+    if (v->mv)
+        mirror_cut_release(v->mv);
+}
+
+/* ---- the cut's ops (main loop, agreed order) ----------------------------- */
+
+static bool name_twice(const char (*names)[PMSG_NAME_MAX + 1], size_t i)
+{
+    for (size_t j = 0; j < i; j++)
+        if (strcmp(names[j], names[i]) == 0)
+            return true;
+    return false;
+}
+
+int volumes_cut_check(struct volumes *vols, const char *snapshot,
+                      const char (*names)[PMSG_NAME_MAX + 1], size_t n, uint32_t *vids)
+{
+    if (!store_name_valid(snapshot))
+        return -EINVAL;
+    int r = 0;
+    volumes_lock_shared(vols);
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        struct volume *v = volumes_find_name(vols, names[i]);
+        struct snap_info si;
+        if (!v)
+            r = -ENOENT;
+        else if (name_twice(names, i))
+            r = -EINVAL;
+        else if (snap_find(svol_snapshots(v->sv), snapshot, &si) == 0)
+            r = -EEXIST;
+        else if (snap_count(svol_snapshots(v->sv)) >= SNAP_MAX)
+            r = -ENOSPC;
+        else
+            vids[i] = v->vid;
+    }
+    volumes_unlock(vols);
+    return r;
+}
+
+void volumes_cut_hold(struct volumes *vols, const uint32_t *vids, size_t n)
+{
+    volumes_lock_shared(vols);
+    for (size_t i = 0; i < n; i++) {
+        struct volume *v = volumes_find_vid(vols, vids[i]);
+        if (!v)
+            continue;
+        atomic_store(&v->cut_held, true);
+        if (v->mv)
+            mirror_cut_hold(v->mv);
+    }
+    volumes_unlock(vols);
+}
+
+bool volumes_cut_drained(struct volumes *vols, const uint32_t *vids, size_t n)
+{
+    bool drained = true;
+    volumes_lock_shared(vols);
+    for (size_t i = 0; drained && i < n; i++) {
+        struct volume *v = volumes_find_vid(vols, vids[i]);
+        drained = !v || (atomic_load(&v->cut_writers) == 0 && (!v->mv || mirror_cut_idle(v->mv)));
+    }
+    volumes_unlock(vols);
+    return drained;
+}
+
+static int cut_volume(struct volume *v, const char *snapshot, uint64_t id, int64_t time)
+{
+    struct snap_info si;
+    int r = svol_snapshot_create(v->sv, id, snapshot, time, &si);
+    if (r < 0)
+        qb_log(LOG_ERR, "volume \"%s\": snapshot \"%s\" (id %" PRIu64 ") not cut here: %s", v->name,
+               snapshot, id, strerror(-r));
+    return r;
+}
+
+int volumes_cut_commit(struct volumes *vols, const uint32_t *vids, size_t n, const char *snapshot,
+                       uint64_t id, int64_t time)
+{
+    int first = 0;
+    volumes_lock_shared(vols);
+    for (size_t i = 0; i < n; i++) {
+        struct volume *v = volumes_find_vid(vols, vids[i]);
+        int r = v ? cut_volume(v, snapshot, id, time) : -ENOENT;
+        if (first == 0)
+            first = r;
+    }
+    /* Before any write goes: peers' writes stamped with this cut wait
+     * for it here (mirror/cut.c). */
+    if (vols->mirror)
+        mirror_cut_applied(vols->mirror, id);
+    for (size_t i = 0; i < n; i++) {
+        struct volume *v = volumes_find_vid(vols, vids[i]);
+        if (v)
+            gate_open(v);
+    }
+    volumes_unlock(vols);
+    return first;
+}
+
+void volumes_cut_release(struct volumes *vols, const uint32_t *vids, size_t n)
+{
+    volumes_lock_shared(vols);
+    for (size_t i = 0; i < n; i++) {
+        struct volume *v = volumes_find_vid(vols, vids[i]);
+        if (v)
+            gate_open(v);
+    }
+    volumes_unlock(vols);
+}
+
+/* ---- snapshot records ------------------------------------------------------ */
+
+int volumes_snapshot_delete(struct volumes *vols, const char *volume, const char *snapshot)
+{
+    struct volume *v = volumes_get(vols, volume);
+    if (!v)
+        return -ENOENT;
+    struct snap_info si;
+    int r = snap_find(svol_snapshots(v->sv), snapshot, &si);
+    if (r == 0)
+        r = snap_delete(svol_snapshots(v->sv), si.id);
+    if (r < 0 && r != -ENOENT)
+        qb_log(LOG_ERR, "volume \"%s\": snapshot \"%s\": delete: %s", v->name, snapshot,
+               strerror(-r));
+    volume_unref(v);
+    return r;
+}
+
+/* v's snapshots, oldest first, malloc'd. */
+static int snaps_of(struct volume *v, struct snap_info **out, size_t *n)
+{
+    struct snapset *ss = svol_snapshots(v->sv);
+    for (;;) {
+        unsigned cap = snap_count(ss) + 1;
+        *out = malloc(cap * sizeof **out);
+        if (!*out)
+            return -ENOMEM;
+        int k = snap_list(ss, *out, cap);
+        if (k >= 0 && (unsigned)k <= cap) {
+            *n = (size_t)k;
+            return 0;
+        }
+        free(*out); /* cut meanwhile: again */
+    }
+}
+
+int volumes_snapshots(struct volumes *vols, const char *name, struct snap_info **out, size_t *n)
+{
+    struct volume *v = volumes_get(vols, name);
+    if (!v)
+        return -ENOENT;
+    int r = snaps_of(v, out, n);
+    volume_unref(v);
+    return r;
+}
+
+static int append_snaps(struct volume *v, struct policing_snap **out, size_t *n, size_t *cap)
+{
+    struct snap_info *si;
+    size_t k;
+    int r = snaps_of(v, &si, &k);
+    if (r < 0)
+        return r;
+    if (*n + k > *cap) {
+        size_t c = (*n + k) * 2;
+        struct policing_snap *p = realloc(*out, c * sizeof *p);
+        if (!p) {
+            free(si);
+            return -ENOMEM;
+        }
+        *out = p;
+        *cap = c;
+    }
+    for (size_t i = 0; i < k; i++) {
+        struct policing_snap *p = &(*out)[(*n)++];
+        *p = (struct policing_snap){.id = si[i].id, .time = si[i].time, .size = si[i].size};
+        snprintf(p->uuid, sizeof p->uuid, "%s", svol_uuid(v->sv));
+        snprintf(p->name, sizeof p->name, "%s", si[i].name);
+    }
+    free(si);
+    return 0;
+}
+
+int volumes_snapshot_list_all(struct volumes *vols, struct policing_snap **out, size_t *n)
+{
+    size_t cap = 0;
+    int r = 0;
+    *out = NULL;
+    *n = 0;
+    volumes_lock_shared(vols);
+    for (size_t i = 0; r == 0 && i < vols->n; i++)
+        r = append_snaps(vols->v[i], out, n, &cap);
+    volumes_unlock(vols);
+    if (r < 0) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return r;
+}
+
+static bool wanted(const struct policing_snap *s, size_t n, const char *uuid, uint64_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i].id == id && strcmp(s[i].uuid, uuid) == 0)
+            return true;
+    return false;
+}
+
+static bool held(const struct snap_info *si, size_t k, uint64_t id)
+{
+    for (size_t i = 0; i < k; i++)
+        if (si[i].id == id)
+            return true;
+    return false;
+}
+
+static int by_id(const void *a, const void *b)
+{
+    const struct policing_snap *x = a, *y = b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Makes v's snapshots the group's: deletes those the group has not (it
+ * deleted them while this node was away), then cuts those it lacks, oldest
+ * first, of its copy as it is: it is outdated if it missed them, and its
+ * resync brings their chunks. */
+static int load_volume(struct volume *v, const struct policing_snap *s, size_t n)
+{
+    struct snap_info *si;
+    size_t k;
+    int r = snaps_of(v, &si, &k);
+    if (r < 0)
+        return r;
+    const char *uuid = svol_uuid(v->sv);
+    for (size_t i = 0; r == 0 && i < k; i++)
+        if (!wanted(s, n, uuid, si[i].id)) {
+            qb_log(LOG_INFO, "volume \"%s\": snapshot \"%s\" was deleted by the group", v->name,
+                   si[i].name);
+            r = snap_delete(svol_snapshots(v->sv), si[i].id);
+        }
+    for (size_t i = 0; r == 0 && i < n; i++)
+        if (strcmp(s[i].uuid, uuid) == 0 && !held(si, k, s[i].id)) {
+            qb_log(LOG_INFO, "volume \"%s\": snapshot \"%s\" was cut by the group meanwhile",
+                   v->name, s[i].name);
+            r = cut_volume(v, s[i].name, s[i].id, s[i].time);
+        }
+    free(si);
+    return r;
+}
+
+int volumes_snapshot_load(struct volumes *vols, const struct policing_snap *s, size_t n,
+                          uint64_t last_cut)
+{
+    struct policing_snap *sorted = malloc((n ? n : 1) * sizeof *sorted);
+    if (!sorted)
+        return -ENOMEM;
+    memcpy(sorted, s, n * sizeof *s);
+    qsort(sorted, n, sizeof *sorted, by_id);
+    int r = 0;
+    volumes_lock_shared(vols);
+    for (size_t i = 0; i < vols->n; i++) {
+        int e = load_volume(vols->v[i], sorted, n);
+        if (e < 0 && r == 0)
+            r = e;
+    }
+    if (vols->mirror)
+        mirror_cut_applied(vols->mirror, last_cut);
+    volumes_unlock(vols);
+    free(sorted);
+    return r;
+}

@@ -1,0 +1,81 @@
+/* volume_int.h - what the volume layer's files share (volume.c: the
+ * registry and the live export; snapshots.c: cuts and snapshots;
+ * snapexport.c: the snapshot exports). Not for other layers. */
+#ifndef VSAN_VOLUME_INT_H
+#define VSAN_VOLUME_INT_H
+
+#include "volume/volume.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define DESCRIPTION_MAX (sizeof("vsan volume  ()") + STORE_NAME_MAX + STORE_UUID_LEN)
+
+struct policing;
+struct svol;
+
+/* Locking: the size changes only under the registry's exclusive lock and
+ * is atomic, for the I/O path's lock-free bounds checks. Everything else
+ * the I/O path touches is immutable while a connection holds the volume
+ * (sv, mv, description, name) or atomic: connections is incremented under
+ * the shared lock (so an exclusive holder sees a stable zero) and
+ * decremented without it. The record (size, replica set) is the store's
+ * (svol.h), under its own lock. */
+struct volume {
+    struct svol *sv;
+    const char *name; /* svol_name(sv) */
+    char description[DESCRIPTION_MAX];
+    _Atomic uint64_t size;
+    atomic_uint connections;
+    /* The registry holds one reference, each connection another: a volume
+     * deleted by the cluster while connected here lives on, gone, until its
+     * last connection closes. */
+    atomic_uint refs;
+    atomic_bool gone;
+    atomic_bool broken;  /* replicated, but its replication state is lost: I/O fails */
+    struct policing *pc; /* region write priority, or NULL (set before serving) */
+    uint32_t vid;        /* its id in the region table */
+    struct mvol *mv;     /* its replication state, or NULL when standalone */
+    /* The cut gate (snapshots.c): cut_writers counts the writes between
+     * guard_begin and guard_end; while cut_held, new ones wait on gate_cv
+     * (under gate_mu) or, inline, say -EAGAIN. */
+    atomic_uint cut_writers;
+    atomic_bool cut_held;
+    pthread_mutex_t gate_mu;
+    pthread_cond_t gate_cv;
+};
+
+/* Locking: lock guards the array (v, n, cap); see volume.h for who takes
+ * it how. It prefers writers so that a stream of NBD connections opening
+ * volumes can't starve an admin command. */
+struct volumes {
+    struct store *store;
+    struct policing *pc;   /* given to every volume; NULL in unit tests */
+    struct mirror *mirror; /* likewise; NULL when standalone */
+    pthread_rwlock_t lock;
+    struct volume **v; /* sorted by name */
+    size_t n;
+    size_t cap;
+};
+
+/* The registry's lock (see struct volumes). */
+void volumes_lock_shared(struct volumes *vols);
+void volumes_lock_excl(struct volumes *vols);
+void volumes_unlock(struct volumes *vols);
+void volume_ref(struct volume *v);
+void volume_unref(struct volume *v);
+/* With the lock held: the volume whose region-table id is vid, or NULL. */
+struct volume *volumes_find_vid(struct volumes *vols, uint32_t vid);
+/* With the lock held: the named volume, or NULL. */
+struct volume *volumes_find_name(struct volumes *vols, const char *name);
+/* The named volume with a reference the caller drops, or NULL. */
+struct volume *volumes_get(struct volumes *vols, const char *name);
+
+/* The cut gate around every write (snapshots.c): 0, -EAGAIN (nowait and
+ * held), -EIO (held far longer than any cut lasts). */
+int cut_gate_enter(struct volume *v, bool nowait);
+void cut_gate_leave(struct volume *v);
+
+#endif

@@ -1,0 +1,45 @@
+/* admin_int.h - what the admin command files share (admin_cmds.c: the
+ * request checks and the volume commands; admin_snap.c: snapshots). */
+#ifndef VSAN_ADMIN_INT_H
+#define VSAN_ADMIN_INT_H
+
+#include "vsan/admin.h"
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* A command returns its reply, or NULL with *later set when it will
+ * answer through admin_call_reply(call, ...). */
+struct context {
+    const struct admin_node *node;
+    struct admin_call *call;
+    bool *later;
+};
+
+typedef struct json_object *(*command_fn)(const struct context *ctx, struct json_object *req);
+
+struct command {
+    const char *name;
+    const char *const *fields; /* accepted besides "cmd", NULL-terminated */
+    command_fn run;
+};
+
+/* Marks r, which the caller built, as a success reply. */
+struct json_object *admin_reply_ok(struct json_object *r);
+int admin_add_u64(struct json_object *obj, const char *key, uint64_t v);
+/* The reply to a failed volume call r on volume name during op. */
+struct json_object *admin_volume_failure(const char *name, const char *op, int r);
+/* req's field key of type (what: its description for the error), or
+ * NULL with *err set. */
+struct json_object *admin_field(struct json_object *req, const char *key, json_type type,
+                                const char *what, struct json_object **err);
+/* req's "name": 0, or -1 with *err set. */
+int admin_get_name(struct json_object *req, const char **name, struct json_object **err);
+
+/* admin_snap.c */
+struct json_object *admin_snapshot_create(const struct context *ctx, struct json_object *req);
+struct json_object *admin_snapshot_list(const struct context *ctx, struct json_object *req);
+struct json_object *admin_snapshot_delete(const struct context *ctx, struct json_object *req);
+
+#endif
