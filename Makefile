@@ -47,7 +47,7 @@ MIRROR_ENGINE_SRCS := mirror/mvol.c mirror/dirty.c mirror/lost.c mirror/registry
                       mirror/reconcile.c mirror/write.c mirror/resync.c mirror/serve.c mirror/engine.c
 CORE_SRCS += $(MIRROR_ENGINE_SRCS)
 VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) vsan/vsand.c
-CLI_SRCS   := cli/cli.c common/size.c cli/cli_format.c
+CLI_SRCS   := cli/cli.c common/size.c cli/cli_format.c cli/rbddiff.c
 # vsan-fuse, the failover client: libfuse3 + libnbd, nothing of the node.
 FUSE_PURE_SRCS := fuse/replicas.c
 FUSE_SRCS  := $(FUSE_PURE_SRCS) fuse/conn.c fuse/client.c fuse/fs.c fuse/main.c common/log.c
@@ -156,6 +156,9 @@ $(B)/obj/tests/checker/%.o: CFLAGS += $(shell pkg-config --cflags libnbd)
 # The engine's test runs whole nodes in one process: a cluster of several
 # members and a proxy for their mirror links (tests/unit/).
 $(B)/tests/test_engine: $(call obj,tests/unit/fake_cluster.c tests/unit/mirror_proxy.c)
+
+# The CLI's pure module: the rbd diff v2 stream.
+$(B)/tests/test_rbddiff: $(call obj,cli/rbddiff.c)
 
 # The checker's unit tests link the checker's pure parts.
 $(B)/tests/test_checker_block: $(call obj,tests/checker/block.c)
