@@ -44,6 +44,11 @@
 #define ADMIN_E_VOLUME_IN_USE "volume_in_use"
 #define ADMIN_E_NO_QUORUM "no_quorum"     /* the cluster can't change now */
 #define ADMIN_E_SYSTEM "system_error" /* the store failed: I/O, space ... */
+#define ADMIN_E_SNAPSHOT_EXISTS "snapshot_exists"
+#define ADMIN_E_NO_SUCH_SNAPSHOT "no_such_snapshot"
+#define ADMIN_E_SNAPSHOT_BUSY "snapshot_busy" /* being read: a delete waits */
+#define ADMIN_E_BUSY "busy"                   /* a barrier is already open */
+#define ADMIN_E_ABORTED "aborted"             /* the cut aborted: timeout, a node left */
 
 /* libqb puts the service name into file names under /dev/shm and into
  * abstract socket names of at most 107 bytes, with about 50 bytes of its
