@@ -87,8 +87,8 @@ static const char help_text[] =
     "\n"
     "backup, restore and clone show progress on stderr when it is a terminal\n"
     "(--progress: always); with --json they print a summary when done.\n"
-    "backup and restore take --nbd HOST:PORT|SOCKET: the NBD server to use\n"
-    "instead of this node's (from `vsan status`).\n";
+    "backup takes --nbd HOST:PORT|SOCKET: the NBD server to read from instead\n"
+    "of this node's (from `vsan status`).\n";
 
 enum arg_kind {
     ARG_NAME,         /* NAME [SIZE]: "name", "size" */

@@ -311,7 +311,8 @@ Test(rbddiff, order_and_tags)
     refused(&b, "after the 't' record");
     free(b.p);
     b = RAW(SIZE_1M, Z(4), Z(4), 'e');
-    refused(&b, "byte 54: record 3 ('z', zeroes): range 4+2 starts before the previous record's end 6");
+    refused(&b,
+            "byte 54: record 3 ('z', zeroes): range 4+2 starts before the previous record's end 6");
     free(b.p);
     b = RAW(SIZE_1M, Z(8), Z(4), 'e');
     refused(&b, "range 4+2 starts before");
