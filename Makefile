@@ -47,7 +47,9 @@ MIRROR_ENGINE_SRCS := mirror/mvol.c mirror/dirty.c mirror/lost.c mirror/registry
                       mirror/reconcile.c mirror/write.c mirror/resync.c mirror/serve.c mirror/engine.c
 CORE_SRCS += $(MIRROR_ENGINE_SRCS)
 VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) vsan/vsand.c
-CLI_SRCS   := cli/cli.c common/size.c cli/cli_format.c
+# The CLI: admin requests, and backup, restore and clone over NBD (libnbd).
+CLI_SRCS   := cli/cli.c cli/admin_call.c cli/cli_format.c cli/rbddiff.c cli/backup.c \
+              cli/nbd_client.c common/size.c
 # vsan-fuse, the failover client: libfuse3 + libnbd, nothing of the node.
 FUSE_PURE_SRCS := fuse/replicas.c
 FUSE_SRCS  := $(FUSE_PURE_SRCS) fuse/conn.c fuse/client.c fuse/fs.c fuse/main.c common/log.c
@@ -61,7 +63,9 @@ $(B)/vsand: $(call obj,$(VSAND_SRCS))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(B)/vsan: $(call obj,$(CLI_SRCS))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs libnbd)
+
+$(B)/obj/cli/%.o: CFLAGS += $(shell pkg-config --cflags libnbd)
 
 $(B)/vsan-fuse: $(call obj,$(FUSE_SRCS))
 	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs $(FUSE_PKGS)) -pthread
@@ -156,6 +160,9 @@ $(B)/obj/tests/checker/%.o: CFLAGS += $(shell pkg-config --cflags libnbd)
 # The engine's test runs whole nodes in one process: a cluster of several
 # members and a proxy for their mirror links (tests/unit/).
 $(B)/tests/test_engine: $(call obj,tests/unit/fake_cluster.c tests/unit/mirror_proxy.c)
+
+# The CLI's pure module: the rbd diff v2 stream.
+$(B)/tests/test_rbddiff: $(call obj,cli/rbddiff.c)
 
 # The checker's unit tests link the checker's pure parts.
 $(B)/tests/test_checker_block: $(call obj,tests/checker/block.c)

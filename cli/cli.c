@@ -9,34 +9,20 @@
  */
 #include "common/admin_proto.h"
 #include "common/json_add.h"
+#include "cli/admin_call.h"
+#include "cli/backup.h"
 #include "cli/cli_format.h"
 #include "common/size.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <json-c/json.h>
-#include <qb/qbipcc.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
-
-enum exit_code {
-    EXIT_OK = 0,
-    EXIT_ERROR = 1,
-    EXIT_USAGE = 2,
-    EXIT_NO_DAEMON = 3,
-    EXIT_NO_VOLUME = 4,
-    EXIT_EXISTS = 5,
-    EXIT_IN_USE = 6,
-    EXIT_BAD_SIZE = 7,
-};
-
-/* How long a command may take in the daemon (a create syncs to disk). */
-#define REPLY_TIMEOUT_MS 60000
 
 static const char help_text[] =
     "usage: vsan [-s SOCKET] [--json] COMMAND [ARGS]\n"
@@ -50,6 +36,16 @@ static const char help_text[] =
     "                                      grow it; shrinking destroys data: --force\n"
     "  vsan volume delete NAME             delete it and its data\n"
     "  vsan volume verify NAME             compare its replicas, region by region\n"
+    "  vsan volume clone VOL@SNAP NEW      a new volume with a snapshot's data\n"
+    "  vsan snapshot create VOL[,VOL...] SNAP\n"
+    "                                      one point in time of one or more volumes\n"
+    "  vsan snapshot list VOL              its snapshots: time, size, exclusive size\n"
+    "  vsan snapshot delete VOL SNAP       delete one\n"
+    "  vsan backup VOL@SNAP [--since PREV] -o FILE|-\n"
+    "                                      write the snapshot (since PREV: what changed\n"
+    "                                      after PREV) as an rbd diff v2 stream\n"
+    "  vsan restore FILE|- VOL             apply a stream to VOL (created if missing);\n"
+    "                                      VOL then has the stream's snapshot\n"
     "  vsan replica fail NAME              this node's copy failed (drills): it is\n"
     "                                      outdated, I/O goes on at the others\n"
     "  vsan replica replace NAME           this node's copy is on a new, empty disk:\n"
@@ -80,30 +76,56 @@ static const char help_text[] =
     "  5  volume already exists\n"
     "  6  volume in use (NBD clients connected)\n"
     "  7  bad size: unparsable, zero, not a multiple of 512, too big, or a\n"
-    "     shrink without --force\n";
+    "     shrink without --force\n"
+    "  8  no such snapshot\n"
+    "  9  snapshot already exists\n"
+    "  10 busy, try again: another snapshot is being cut, the cut aborted (a\n"
+    "     node left, a timeout), or a backup is reading the snapshot\n"
+    "  11 bad stream: not rbd diff v2, malformed or truncated\n"
+    "  12 wrong base: VOL lacks the stream's from-snapshot, or was written\n"
+    "     since it\n"
+    "\n"
+    "backup, restore and clone show progress on stderr when it is a terminal\n"
+    "(--progress: always); with --json they print a summary when done.\n"
+    "backup takes --nbd HOST:PORT|SOCKET: the NBD server to read from instead\n"
+    "of this node's (from `vsan status`).\n";
+
+enum arg_kind {
+    ARG_NAME,         /* NAME [SIZE]: "name", "size" */
+    ARG_NODE,         /* NODE: "node" */
+    ARG_NAME_SNAP,    /* NAME SNAP: "name", "snapshot" */
+    ARG_VOLUMES_SNAP, /* VOL[,VOL...] SNAP: "volumes", "snapshot" */
+};
 
 struct command {
     const char *group, *verb; /* "volume", "create"; verb NULL for "status" */
     const char *args;         /* what follows, for messages */
     unsigned nargs;           /* NAME, then SIZE */
     bool takes_force;
-    bool node_arg;       /* the argument is a node id ("node"), not a NAME */
+    enum arg_kind kind;  /* what the arguments become in the request */
     const char *request; /* the admin command */
     void (*print)(struct json_object *reply);
 };
 
 static const struct command commands[] = {
-    {"status", NULL, "", 0, false, false, "status", cli_print_status},
-    {"volume", "list", "", 0, false, false, "volume.list", cli_print_volume_list},
-    {"volume", "show", "NAME", 1, false, false, "volume.show", cli_print_volume},
-    {"volume", "create", "NAME SIZE", 2, false, false, "volume.create", cli_print_created},
-    {"volume", "resize", "NAME SIZE [--force]", 2, true, false, "volume.resize", cli_print_resized},
-    {"volume", "delete", "NAME", 1, false, false, "volume.delete", cli_print_deleted},
-    {"volume", "verify", "NAME", 1, false, false, "volume.verify", cli_print_verified},
-    {"replica", "fail", "NAME", 1, false, false, "replica.fail", cli_print_replica_failed},
-    {"replica", "replace", "NAME", 1, false, false, "replica.replace", cli_print_replica_replaced},
-    {"failover", NULL, "NODE", 1, false, true, "service.failover", cli_print_service_moved},
-    {"giveback", NULL, "NODE", 1, false, true, "service.giveback", cli_print_service_moved},
+    {"status", NULL, "", 0, false, ARG_NAME, "status", cli_print_status},
+    {"volume", "list", "", 0, false, ARG_NAME, "volume.list", cli_print_volume_list},
+    {"volume", "show", "NAME", 1, false, ARG_NAME, "volume.show", cli_print_volume},
+    {"volume", "create", "NAME SIZE", 2, false, ARG_NAME, "volume.create", cli_print_created},
+    {"volume", "resize", "NAME SIZE [--force]", 2, true, ARG_NAME, "volume.resize",
+     cli_print_resized},
+    {"volume", "delete", "NAME", 1, false, ARG_NAME, "volume.delete", cli_print_deleted},
+    {"volume", "verify", "NAME", 1, false, ARG_NAME, "volume.verify", cli_print_verified},
+    {"replica", "fail", "NAME", 1, false, ARG_NAME, "replica.fail", cli_print_replica_failed},
+    {"replica", "replace", "NAME", 1, false, ARG_NAME, "replica.replace",
+     cli_print_replica_replaced},
+    {"failover", NULL, "NODE", 1, false, ARG_NODE, "service.failover", cli_print_service_moved},
+    {"giveback", NULL, "NODE", 1, false, ARG_NODE, "service.giveback", cli_print_service_moved},
+    {"snapshot", "create", "VOL[,VOL...] SNAP", 2, false, ARG_VOLUMES_SNAP, "snapshot.create",
+     cli_print_snapshots_created},
+    {"snapshot", "list", "VOL", 1, false, ARG_NAME, "snapshot.list", cli_print_snapshot_list},
+    {"snapshot", "delete", "VOL SNAP", 2, false, ARG_NAME_SNAP, "snapshot.delete",
+     cli_print_snapshot_deleted},
 };
 
 struct invocation {
@@ -114,20 +136,6 @@ struct invocation {
     const char *args[2];
     unsigned nargs;
 };
-
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-
-    fputs("vsan: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("\n(see vsan help)\n", stderr);
-    return EXIT_USAGE;
-}
 
 static int help(void)
 {
@@ -161,11 +169,11 @@ static int parse_global_options(int argc, char **argv, struct invocation *inv)
             printf("vsan %s\n", VSAN_VERSION);
             return EXIT_OK;
         case ':':
-            return usage_error("option %s needs an argument", argv[optind - 1]);
+            return cli_usage_error("option %s needs an argument", argv[optind - 1]);
         default: /* optopt is 0 for an unknown long option */
             if (optopt)
-                return usage_error("unknown option -%c", optopt);
-            return usage_error("unknown option %s", argv[optind - 1]);
+                return cli_usage_error("unknown option -%c", optopt);
+            return cli_usage_error("unknown option %s", argv[optind - 1]);
         }
     }
     return -1;
@@ -200,40 +208,50 @@ static int parse_command_args(char **words, int n, struct invocation *inv)
             inv->json = true;
         } else if (strcmp(words[i], "--force") == 0) {
             if (!inv->cmd->takes_force)
-                return usage_error("%s: --force is only for volume resize", name);
+                return cli_usage_error("%s: --force is only for volume resize", name);
             inv->force = true;
         } else if (strcmp(words[i], "-h") == 0 || strcmp(words[i], "--help") == 0) {
             return help();
         } else if (strncmp(words[i], "--", 2) == 0) {
-            return usage_error("%s: unknown option %s", name, words[i]);
+            return cli_usage_error("%s: unknown option %s", name, words[i]);
         } else if (inv->nargs == inv->cmd->nargs) {
-            return usage_error("%s: unexpected argument \"%s\" (usage: vsan %s %s)", name, words[i],
-                               name, inv->cmd->args);
+            return cli_usage_error("%s: unexpected argument \"%s\" (usage: vsan %s %s)", name,
+                                   words[i], name, inv->cmd->args);
         } else {
             inv->args[inv->nargs++] = words[i];
         }
     }
     if (inv->nargs < inv->cmd->nargs)
-        return usage_error("%s: missing arguments (usage: vsan %s %s)", name, name, inv->cmd->args);
+        return cli_usage_error("%s: missing arguments (usage: vsan %s %s)", name, name,
+                               inv->cmd->args);
     return -1;
 }
 
 static int parse_command(char **words, int n, struct invocation *inv)
 {
     if (n == 0)
-        return usage_error("no command given");
+        return cli_usage_error("no command given");
     if (strcmp(words[0], "help") == 0)
         return help();
-    bool has_verb = strcmp(words[0], "volume") == 0 || strcmp(words[0], "replica") == 0;
+    if (strcmp(words[0], "backup") == 0)
+        return cli_backup(inv->socket, inv->json, words + 1, n - 1);
+    if (strcmp(words[0], "restore") == 0)
+        return cli_restore(inv->socket, inv->json, words + 1, n - 1);
+    if (n >= 2 && strcmp(words[0], "volume") == 0 && strcmp(words[1], "clone") == 0)
+        return cli_clone(inv->socket, inv->json, words + 2, n - 2);
+    bool has_verb = strcmp(words[0], "volume") == 0 || strcmp(words[0], "replica") == 0 ||
+                    strcmp(words[0], "snapshot") == 0;
     if (has_verb && n < 2)
-        return usage_error(strcmp(words[0], "volume") == 0
-                               ? "volume: which one? list, show, create, resize, delete or verify"
-                               : "replica: which one? fail or replace");
+        return cli_usage_error("%s: which one? %s", words[0],
+                               strcmp(words[0], "volume") == 0
+                                   ? "list, show, create, resize, delete, verify or clone"
+                               : strcmp(words[0], "snapshot") == 0 ? "create, list or delete"
+                                                                   : "fail or replace");
     inv->cmd = find_command(words[0], has_verb ? words[1] : NULL);
     if (!inv->cmd && has_verb)
-        return usage_error("unknown command \"%s %s\"", words[0], words[1]);
+        return cli_usage_error("unknown command \"%s %s\"", words[0], words[1]);
     if (!inv->cmd)
-        return usage_error("unknown command \"%s\"", words[0]);
+        return cli_usage_error("unknown command \"%s\"", words[0]);
     int skip = has_verb ? 2 : 1;
     return parse_command_args(words + skip, n - skip, inv);
 }
@@ -261,10 +279,45 @@ static int build_node_request(const struct invocation *inv, struct json_object *
     errno = 0;
     unsigned long long id = strtoull(arg, &end, 10);
     if (arg[0] < '0' || arg[0] > '9' || *end != '\0' || errno || id == 0 || id > UINT32_MAX)
-        return usage_error("node \"%s\": not a node id (a number such as 3)", arg);
+        return cli_usage_error("node \"%s\": not a node id (a number such as 3)", arg);
     struct json_object *req = json_object_new_object();
     if (!req || json_add(req, "cmd", json_object_new_string(inv->cmd->request)) < 0 ||
         json_add(req, "node", json_object_new_int64((int64_t)id)) < 0) {
+        json_object_put(req);
+        fprintf(stderr, "vsan: out of memory\n");
+        return EXIT_ERROR;
+    }
+    *out = req;
+    return -1;
+}
+
+/* "a,b" -> ["a", "b"]; NULL if out of memory. Names are the daemon's to
+ * check: an empty one ("a,,b") is sent and refused there as a bad name. */
+static struct json_object *volume_list(const char *arg)
+{
+    struct json_object *a = json_object_new_array();
+    for (const char *p = arg; a; p++) {
+        size_t n = strcspn(p, ",");
+        if (json_object_array_add(a, json_object_new_string_len(p, (int)n)) < 0) {
+            json_object_put(a);
+            return NULL;
+        }
+        p += n;
+        if (*p == '\0')
+            break;
+    }
+    return a;
+}
+
+/* {"cmd": ..., "name" or "volumes": ..., "snapshot": SNAP} */
+static int build_snapshot_request(const struct invocation *inv, struct json_object **out)
+{
+    struct json_object *req = json_object_new_object();
+    bool many = inv->cmd->kind == ARG_VOLUMES_SNAP;
+    if (!req || json_add(req, "cmd", json_object_new_string(inv->cmd->request)) < 0 ||
+        json_add(req, many ? "volumes" : "name",
+                 many ? volume_list(inv->args[0]) : json_object_new_string(inv->args[0])) < 0 ||
+        json_add(req, "snapshot", json_object_new_string(inv->args[1])) < 0) {
         json_object_put(req);
         fprintf(stderr, "vsan: out of memory\n");
         return EXIT_ERROR;
@@ -280,10 +333,12 @@ static int build_request(const struct invocation *inv, struct json_object **out)
     uint64_t size = 0;
     int r;
 
+    if (inv->cmd->kind == ARG_NODE)
+        return build_node_request(inv, out);
+    if (inv->cmd->kind != ARG_NAME)
+        return build_snapshot_request(inv, out);
     if (inv->cmd->nargs == 2 && (r = parse_size_arg(inv->args[1], &size)) >= 0)
         return r;
-    if (inv->cmd->node_arg)
-        return build_node_request(inv, out);
     req = json_object_new_object();
     if (!req || json_add(req, "cmd", json_object_new_string(inv->cmd->request)) < 0 ||
         (inv->nargs >= 1 && json_add(req, "name", json_object_new_string(inv->args[0])) < 0) ||
@@ -297,127 +352,11 @@ static int build_request(const struct invocation *inv, struct json_object **out)
     return -1;
 }
 
-static int connect_daemon(const char *socket, qb_ipcc_connection_t **out)
-{
-    char name[ADMIN_NAME_MAX + 1];
-    int r = admin_service_name(socket, name, sizeof name);
-
-    if (r < 0)
-        return usage_error("bad admin socket \"%s\": %s", socket,
-                           r == -EINVAL ? "use A-Z a-z 0-9 . _ / -" : "name too long");
-    *out = qb_ipcc_connect(name, ADMIN_MSG_MAX);
-    if (!*out) {
-        int e = errno;
-        fprintf(stderr, "vsan: cannot connect to vsand at \"%s\": %s%s\n", socket, strerror(e),
-                e == ECONNREFUSED || e == ENOENT ? " (is vsand running?)" : "");
-        return EXIT_NO_DAEMON;
-    }
-    return -1;
-}
-
-/* Sends req and fills buf with the reply's JSON text (NUL-terminated). */
-static int exchange(qb_ipcc_connection_t *c, const char *socket, struct json_object *req, char *buf,
-                    size_t len)
-{
-    size_t json_len;
-    const char *json = json_object_to_json_string_length(req, JSON_C_TO_STRING_PLAIN, &json_len);
-    struct qb_ipc_request_header hdr = {.id = ADMIN_MSG_JSON,
-                                        .size = (int32_t)(sizeof hdr + json_len)};
-    struct iovec iov[2] = {{&hdr, sizeof hdr}, {(void *)json, json_len}};
-    const size_t rh = sizeof(struct qb_ipc_response_header);
-
-    ssize_t n = qb_ipcc_sendv_recv(c, iov, 2, buf, len - 1, REPLY_TIMEOUT_MS);
-    if (n == -ETIMEDOUT) {
-        fprintf(stderr, "vsan: vsand at \"%s\" did not answer within %d s\n", socket,
-                REPLY_TIMEOUT_MS / 1000);
-        return EXIT_ERROR;
-    }
-    if (n < 0) {
-        fprintf(stderr, "vsan: talking to vsand at \"%s\": %s\n", socket, strerror((int)-n));
-        return EXIT_NO_DAEMON;
-    }
-    if ((size_t)n < rh) {
-        fprintf(stderr, "vsan: vsand at \"%s\" sent a truncated reply\n", socket);
-        return EXIT_ERROR;
-    }
-    memmove(buf, buf + rh, n - rh);
-    buf[n - rh] = '\0';
-    return -1;
-}
-
-static int parse_reply(const char *text, struct json_object **out)
-{
-    struct json_object *ok, *reply = json_tokener_parse(text);
-
-    if (!reply || !json_object_is_type(reply, json_type_object) ||
-        !json_object_object_get_ex(reply, "ok", &ok) ||
-        !json_object_is_type(ok, json_type_boolean)) {
-        fprintf(stderr, "vsan: vsand sent a reply that is not ours\n");
-        json_object_put(reply);
-        return EXIT_ERROR;
-    }
-    *out = reply;
-    return -1;
-}
-
-/* Whether reply, checked by parse_reply(), reports success. */
-static bool reply_ok(struct json_object *reply)
-{
-    return json_object_get_boolean(json_object_object_get(reply, "ok"));
-}
-
-/* Runs req against the daemon; -1 with *reply set, or an exit code. */
-static int call_daemon(const char *socket, struct json_object *req, struct json_object **reply)
-{
-    qb_ipcc_connection_t *c = NULL;
-    char *buf = malloc(ADMIN_MSG_MAX + 1);
-    int r;
-
-    if (!buf) {
-        fprintf(stderr, "vsan: out of memory\n");
-        return EXIT_ERROR;
-    }
-    r = connect_daemon(socket, &c);
-    if (r < 0) {
-        r = exchange(c, socket, req, buf, ADMIN_MSG_MAX + 1);
-        qb_ipcc_disconnect(c);
-    }
-    if (r < 0)
-        r = parse_reply(buf, reply);
-    free(buf);
-    return r;
-}
-
-static int error_exit_code(const char *code)
-{
-    static const struct {
-        const char *code;
-        int exit;
-    } map[] = {{ADMIN_E_NO_SUCH_VOLUME, EXIT_NO_VOLUME}, {ADMIN_E_VOLUME_EXISTS, EXIT_EXISTS},
-               {ADMIN_E_VOLUME_IN_USE, EXIT_IN_USE},     {ADMIN_E_BAD_SIZE, EXIT_BAD_SIZE},
-               {ADMIN_E_BAD_NAME, EXIT_USAGE},           {ADMIN_E_UNKNOWN_COMMAND, EXIT_USAGE}};
-
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
-        if (strcmp(map[i].code, code) == 0)
-            return map[i].exit;
-    }
-    return EXIT_ERROR;
-}
-
-static const char *reply_string(struct json_object *reply, const char *key)
-{
-    struct json_object *v;
-
-    if (!json_object_object_get_ex(reply, key, &v) || !json_object_is_type(v, json_type_string))
-        return "?";
-    return json_object_get_string(v);
-}
-
 static int show_reply(const struct invocation *inv, struct json_object *reply)
 {
-    if (!reply_ok(reply)) {
-        fprintf(stderr, "vsan: %s\n", reply_string(reply, "message"));
-        return error_exit_code(reply_string(reply, "error"));
+    if (!cli_reply_ok(reply)) {
+        fprintf(stderr, "vsan: %s\n", cli_reply_string(reply, "message"));
+        return cli_error_exit_code(cli_reply_string(reply, "error"));
     }
     if (!inv->json) {
         inv->cmd->print(reply);
@@ -436,7 +375,7 @@ static int run(const struct invocation *inv)
 
     if (r >= 0)
         return r;
-    r = call_daemon(inv->socket, req, &reply);
+    r = cli_call(inv->socket, req, &reply);
     json_object_put(req);
     if (r >= 0)
         return r;

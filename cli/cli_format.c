@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #define COLUMNS 5
 
@@ -341,4 +342,89 @@ void cli_print_replica_replaced(struct json_object *reply)
 {
     printf("volume \"%s\": this node's replica is being rebuilt; see `vsan volume show %s`\n",
            str_of(reply, "name"), str_of(reply, "name"));
+}
+
+void cli_print_snapshots_created(struct json_object *reply)
+{
+    struct json_object *a;
+    char size[64];
+    if (!json_object_object_get_ex(reply, "snapshots", &a) ||
+        !json_object_is_type(a, json_type_array))
+        return;
+    for (size_t i = 0; i < json_object_array_length(a); i++) {
+        struct json_object *s = json_object_array_get_idx(a, i);
+        human_exact(u64_of(s, "size"), size, sizeof size);
+        printf("snapshot \"%s@%s\" created: %s, id %" PRIu64 "\n", str_of(s, "volume"),
+               str_of(s, "name"), size, u64_of(s, "id"));
+    }
+}
+
+#define SNAP_COLUMNS 5
+
+struct snap_row {
+    char cell[SNAP_COLUMNS][80];
+};
+
+/* "2024-05-01 12:00:00" in local time */
+static void format_time(uint64_t t, char *buf, size_t len)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (!localtime_r(&tt, &tm) || strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm) == 0)
+        snprintf(buf, len, "%" PRIu64, t);
+}
+
+static void fill_snap_row(struct snap_row *r, struct json_object *s)
+{
+    struct json_object *a;
+    size_t used = 0;
+    snprintf(r->cell[0], sizeof r->cell[0], "%s", str_of(s, "name"));
+    format_time(u64_of(s, "time"), r->cell[1], sizeof r->cell[1]);
+    size_format(u64_of(s, "size"), r->cell[2], sizeof r->cell[2]);
+    size_format(u64_of(s, "exclusive"), r->cell[3], sizeof r->cell[3]);
+    snprintf(r->cell[4], sizeof r->cell[4], "?");
+    if (!json_object_object_get_ex(s, "replicas", &a) || !json_object_is_type(a, json_type_array))
+        return;
+    r->cell[4][0] = '\0';
+    for (size_t i = 0; i < json_object_array_length(a) && used < sizeof r->cell[4]; i++)
+        used +=
+            (size_t)snprintf(r->cell[4] + used, sizeof r->cell[4] - used, "%s%" PRId64,
+                             i ? "," : "", json_object_get_int64(json_object_array_get_idx(a, i)));
+}
+
+static void print_snap_row(const struct snap_row *r, const int *w)
+{
+    printf("%-*s  %-*s  %*s  %*s  %s\n", w[0], r->cell[0], w[1], r->cell[1], w[2], r->cell[2], w[3],
+           r->cell[3], r->cell[4]);
+}
+
+void cli_print_snapshot_list(struct json_object *reply)
+{
+    static const struct snap_row header = {{"NAME", "TIME", "SIZE", "EXCLUSIVE", "REPLICAS"}};
+    struct json_object *a;
+    int w[SNAP_COLUMNS] = {0};
+    struct snap_row r;
+    if (!json_object_object_get_ex(reply, "snapshots", &a) ||
+        !json_object_is_type(a, json_type_array))
+        return;
+    size_t n = json_object_array_length(a);
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n)
+            r = header;
+        else
+            fill_snap_row(&r, json_object_array_get_idx(a, i));
+        for (int c = 0; c < SNAP_COLUMNS; c++)
+            w[c] = (int)strlen(r.cell[c]) > w[c] ? (int)strlen(r.cell[c]) : w[c];
+    }
+    print_snap_row(&header, w);
+    for (size_t i = 0; i < n; i++) {
+        fill_snap_row(&r, json_object_array_get_idx(a, i));
+        print_snap_row(&r, w);
+    }
+}
+
+void cli_print_snapshot_deleted(struct json_object *reply)
+{
+    (void)reply;
+    printf("snapshot deleted\n");
 }

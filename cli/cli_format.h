@@ -19,5 +19,8 @@ void cli_print_verified(struct json_object *reply);
 void cli_print_replica_failed(struct json_object *reply);
 void cli_print_replica_replaced(struct json_object *reply);
 void cli_print_service_moved(struct json_object *reply);
+void cli_print_snapshots_created(struct json_object *reply);
+void cli_print_snapshot_list(struct json_object *reply);
+void cli_print_snapshot_deleted(struct json_object *reply);
 
 #endif

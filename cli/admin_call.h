@@ -1,0 +1,45 @@
+/* admin_call.h - the `vsan` CLI's side of the admin protocol: one request
+ * to the local vsand, its reply, and the exit codes both the table-driven
+ * commands (cli.c) and backup, restore and clone (backup.c) return. */
+#ifndef VSAN_CLI_ADMIN_CALL_H
+#define VSAN_CLI_ADMIN_CALL_H
+
+#include <json-c/json.h>
+#include <stdbool.h>
+
+/* The exit codes; cli.c's help text documents them. */
+enum exit_code {
+    EXIT_OK = 0,
+    EXIT_ERROR = 1,
+    EXIT_USAGE = 2,
+    EXIT_NO_DAEMON = 3,
+    EXIT_NO_VOLUME = 4,
+    EXIT_EXISTS = 5,
+    EXIT_IN_USE = 6,
+    EXIT_BAD_SIZE = 7,
+    EXIT_NO_SNAPSHOT = 8,
+    EXIT_SNAPSHOT_EXISTS = 9,
+    EXIT_BUSY = 10,
+    EXIT_BAD_STREAM = 11,
+    EXIT_WRONG_BASE = 12,
+};
+
+/* "vsan: MESSAGE\n(see vsan help)" on stderr; returns EXIT_USAGE. */
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Runs req against the daemon at socket: -1 with *reply set (ok or not),
+ * or an exit code, the reason on stderr. */
+int cli_call(const char *socket, struct json_object *req, struct json_object **reply);
+
+/* cli_call, and a failed reply is an error too: its message goes to
+ * stderr after "vsan: " and what, and its code maps to the exit code. */
+int cli_call_ok(const char *socket, const char *what, struct json_object *req,
+                struct json_object **reply);
+
+bool cli_reply_ok(struct json_object *reply);
+/* reply[key] if a string, else "?". */
+const char *cli_reply_string(struct json_object *reply, const char *key);
+/* The exit code of a failed reply's "error". */
+int cli_error_exit_code(const char *code);
+
+#endif
