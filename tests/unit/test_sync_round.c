@@ -1,9 +1,11 @@
-/* test_sync_round.c - a sync round between two policing nodes
+/* test_sync_round.c - sync rounds and cuts between two policing nodes
  * (policing/protocol.c) in one process, without corosync: a joining node
  * receives a volume table larger than one cluster message may be, and
- * loads all of it; a piece whose send times out is sent again; a piece
- * that cannot be sent at all leaves the joiner unsynced, never with half
- * a table.
+ * loads all of it, snapshots included; a piece whose send times out is
+ * sent again; a piece that cannot be sent at all leaves the joiner
+ * unsynced, never with half a table. A cut (policing/cut.h) commits on
+ * both nodes with one id once both drained, aborts on both when one does
+ * not drain in time, and a second cut of a volume in one is refused.
  *
  * The transport is a bus written here: every node of the process is a
  * member, every message and membership change goes to one queue and is
@@ -22,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define NODES 2
 #define BIG_TABLE 8000 /* volumes: about 1.5 MiB of records */
@@ -68,7 +71,7 @@ static void deliver_all(void *data)
         for (size_t i = 0; i < e->nmembers && !bus.closing; i++) {
             struct cluster *c = bus.nodes[e->members[i].nodeid - 1];
             if (e->len > 0) {
-                c->ev->deliver(c->ctx, e->from, 100, e->data, e->len);
+                c->ev->deliver(c->ctx, e->from, (uint32_t)getpid(), e->data, e->len);
                 continue;
             }
             struct cluster_member j = {.nodeid = e->joined, .pid = 100};
@@ -161,6 +164,10 @@ struct table {
     struct policing_snap *snaps;
     size_t nsnaps;
     uint64_t version;
+    /* cuts: whether this node reports drained, and what it was told */
+    bool drains;
+    unsigned held, commits, releases;
+    uint64_t cut_id;
 };
 
 static int t_create(void *ctx, const char *uuid, const char *name, uint64_t size,
@@ -260,7 +267,49 @@ static int t_set_version(void *ctx, uint64_t version)
     return 0;
 }
 
+static int t_cut_check(void *ctx, const char *snapshot, const char (*names)[PMSG_NAME_MAX + 1],
+                       size_t n, uint32_t *vids)
+{
+    (void)ctx, (void)snapshot;
+    for (size_t i = 0; i < n; i++)
+        vids[i] = (uint32_t)strtoul(names[i] + 1, NULL, 10); /* "v7": volume 7 */
+    return 0;
+}
+
+static void t_cut_hold(void *ctx, const uint32_t *vids, size_t n)
+{
+    (void)vids, (void)n;
+    ((struct table *)ctx)->held++;
+}
+
+static bool t_cut_drained(void *ctx, const uint32_t *vids, size_t n)
+{
+    (void)vids, (void)n;
+    return ((struct table *)ctx)->drains;
+}
+
+static int t_cut_commit(void *ctx, const uint32_t *vids, size_t n, const char *snapshot,
+                        uint64_t id, int64_t time)
+{
+    (void)vids, (void)n, (void)snapshot, (void)time;
+    struct table *t = ctx;
+    t->commits++;
+    t->cut_id = id;
+    return 0;
+}
+
+static void t_cut_release(void *ctx, const uint32_t *vids, size_t n)
+{
+    (void)vids, (void)n;
+    ((struct table *)ctx)->releases++;
+}
+
 static const struct policing_table_ops table_ops = {
+    .cut_check = t_cut_check,
+    .cut_hold = t_cut_hold,
+    .cut_drained = t_cut_drained,
+    .cut_commit = t_cut_commit,
+    .cut_release = t_cut_release,
     .create = t_create,
     .resize = t_resize,
     .remove = t_remove,
@@ -414,10 +463,10 @@ static void expect_same_tables(void)
         differ += memcmp(&tables[0].v[i], &tables[1].v[i], sizeof tables[0].v[i]) != 0;
     cr_expect(eq(sz, differ, 0), "%zu volumes differ", differ);
     cr_assert(eq(sz, tables[1].nsnaps, tables[0].nsnaps));
-    cr_expect(eq(int, memcmp(tables[1].snaps, tables[0].snaps,
-                             tables[0].nsnaps * sizeof *tables[0].snaps),
-                 0),
-              "the snapshots differ");
+    cr_expect(
+        eq(int,
+           memcmp(tables[1].snaps, tables[0].snaps, tables[0].nsnaps * sizeof *tables[0].snaps), 0),
+        "the snapshots differ");
 }
 
 Test(sync_round, a_table_over_one_message_reaches_a_joining_node)
@@ -456,5 +505,88 @@ Test(sync_round, a_piece_that_cannot_be_sent_aborts_the_round)
      * rather than loading a partial table. */
     cr_expect(not(synced(1)));
     cr_expect(eq(sz, tables[1].n, 0));
+    stop_both();
+}
+
+/* ---- cuts ------------------------------------------------------------------- */
+
+static int cut_result;
+static bool cut_answered;
+
+static void cut_done(void *arg, int result)
+{
+    (void)arg;
+    cut_result = result;
+    cut_answered = true;
+}
+
+static bool answered(void)
+{
+    return cut_answered;
+}
+
+static void cut(size_t node, const char *volume)
+{
+    cut_answered = false;
+    const char *names[] = {volume};
+    cr_assert(eq(int, policing_snapshot_create(pcs[node], names, 1, "s", cut_done, NULL), 0));
+}
+
+static void start_synced(void)
+{
+    start_both(3);
+    run(both_synced);
+    cr_assert(not(timed_out));
+}
+
+Test(sync_round, a_cut_commits_on_both_nodes_with_one_id_once_both_drained)
+{
+    start_synced();
+    tables[0].drains = tables[1].drains = true;
+    cut(1, "v1");
+    run(answered);
+    cr_assert(not(timed_out));
+    cr_expect(eq(int, cut_result, 0));
+    for (size_t i = 0; i < NODES; i++) {
+        cr_expect(eq(u32, tables[i].held, 1), "node %zu held", i + 1);
+        cr_expect(eq(u32, tables[i].commits, 1), "node %zu committed", i + 1);
+        cr_expect(eq(u32, tables[i].releases, 0));
+    }
+    cr_expect(eq(u64, tables[0].cut_id, tables[1].cut_id));
+    cr_expect(eq(u64, tables[0].cut_id, tables[0].version), "the id is the table version");
+    stop_both();
+}
+
+Test(sync_round, a_cut_that_a_node_does_not_drain_aborts_on_both)
+{
+    start_synced();
+    tables[0].drains = true; /* node 2 never drains: its deadline aborts */
+    cut(0, "v1");
+    run(answered);
+    cr_assert(not(timed_out));
+    cr_expect(eq(int, cut_result, -ETIMEDOUT));
+    for (size_t i = 0; i < NODES; i++) {
+        cr_expect(eq(u32, tables[i].commits, 0), "node %zu committed", i + 1);
+        cr_expect(eq(u32, tables[i].releases, 1), "node %zu released", i + 1);
+    }
+    stop_both();
+}
+
+Test(sync_round, a_volume_in_a_cut_is_refused_a_second_one)
+{
+    start_synced();
+    cut(0, "v1"); /* nobody drains: it stays open until its deadline */
+    int first_result = 0;
+    bool first_answered = false;
+    const char *names[] = {"v1"};
+    cr_assert(eq(int, policing_snapshot_create(pcs[1], names, 1, "t", cut_done, NULL), 0));
+    run(answered); /* the second one's answer comes first: refused at once */
+    first_result = cut_result;
+    first_answered = cut_answered;
+    cr_expect(first_answered);
+    cr_expect(eq(int, first_result, -EBUSY));
+    cut_answered = false;
+    run(answered); /* the first one aborts at its deadline */
+    cr_expect(eq(int, cut_result, -ETIMEDOUT));
     stop_both();
 }
