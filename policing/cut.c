@@ -34,12 +34,14 @@ struct cut *cut_find(struct cut_set *s, uint64_t id)
     return NULL;
 }
 
-bool cut_node_drained(struct cut *c, uint32_t node)
+bool cut_node_drained(struct cut *c, uint32_t node, bool busy)
 {
     bool all = true;
     for (size_t i = 0; i < c->nmembers; i++) {
-        if (c->members[i] == node)
+        if (c->members[i] == node && !c->drained[i]) {
             c->drained[i] = true;
+            c->busy = c->busy || busy;
+        }
         all = all && c->drained[i];
     }
     return all;

@@ -43,6 +43,8 @@
 
 struct cut {
     uint64_t id, tag;
+    uint8_t kind; /* enum pmsg_cut_kind */
+    bool busy;    /* a member drained busy: the cut ends with -EBUSY */
     uint32_t from; /* the node that asked */
     int64_t time;  /* the snapshots' time, from the BEGIN */
     char snapshot[PMSG_NAME_MAX + 1];
@@ -67,10 +69,11 @@ struct cut_set {
 int cut_open(struct cut_set *s, const struct cut *c);
 /* The open cut with this id, or NULL (committed, aborted, or never). */
 struct cut *cut_find(struct cut_set *s, uint64_t id);
-/* Records node's DRAINED for c: true once every member at BEGIN has
- * drained (the cut commits here). A node that was not a member at BEGIN
- * does not count. */
-bool cut_node_drained(struct cut *c, uint32_t node);
+/* Records node's DRAINED (busy: its clients use what the cut changes)
+ * for c: true once every member at BEGIN has drained (the cut ends here:
+ * commits, or ends with -EBUSY if any was busy). A node that was not a
+ * member at BEGIN does not count. */
+bool cut_node_drained(struct cut *c, uint32_t node, bool busy);
 /* Closes c (committed or aborted); pointers into the set are invalid
  * after. */
 void cut_close(struct cut_set *s, struct cut *c);

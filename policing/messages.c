@@ -37,8 +37,7 @@ static size_t fixed_length(int type)
     case PMSG_CUT_DRAINED:
     case PMSG_CUT_ABORT:
         return sizeof(struct pmsg_cut);
-    case PMSG_SNAP_DELETE:
-        return sizeof(struct pmsg_snap_delete);
+
     default:
         return 0;
     }

@@ -44,7 +44,6 @@ enum pmsg_type {
     PMSG_CUT_BEGIN = 14,  /* a barrier on some volumes: hold, drain (cut.h) */
     PMSG_CUT_DRAINED = 15, /* the sender has drained the barrier's volumes */
     PMSG_CUT_ABORT = 16,   /* the sender's timer for the barrier expired */
-    PMSG_SNAP_DELETE = 17, /* a snapshot goes */
 };
 
 #define PMSG_NAME_MAX 64
@@ -133,34 +132,36 @@ struct pmsg_lost_key {
     uint64_t region;
 } __attribute__((packed));
 
-/* CUT_BEGIN: a barrier (policing/cut.h) on n volumes, named, to cut the
- * snapshot `snapshot` of each; id is unique (the sender's node id in the
- * high 32 bits), time the sender's wall clock (the snapshots' time, the
- * same everywhere). tag lets the sender match the outcome to its waiting
- * admin command. */
+/* What a cut does once every member has drained (policing/cut.h). */
+enum pmsg_cut_kind {
+    PMSG_CUT_SNAPSHOT = 1, /* cut snapshot `snapshot` of each volume */
+    PMSG_CUT_DELETE = 2,   /* delete it (no writes held), unless a node reads it */
+};
+
+/* CUT_BEGIN: a barrier (policing/cut.h) of kind on n volumes, named, for
+ * the snapshot `snapshot` of each; id is unique (the sender's node id in
+ * the high 32 bits), time the sender's wall clock (the snapshots' time,
+ * the same everywhere). tag lets the sender match the outcome to its
+ * waiting admin command. */
 #define PMSG_CUT_VOLUMES 16
 struct pmsg_cut_begin {
     struct pmsg_header h;
     uint64_t tag;
     uint64_t id;
     int64_t time;
+    uint8_t kind;
     char snapshot[PMSG_NAME_MAX + 1];
     uint32_t n;
     char volumes[PMSG_CUT_VOLUMES][PMSG_NAME_MAX + 1];
 } __attribute__((packed));
 
-/* CUT_DRAINED, CUT_ABORT. */
+/* CUT_DRAINED, CUT_ABORT. busy (DRAINED): the sender's clients use what
+ * the cut would change (a snapshot being read, for a delete): the cut
+ * then ends with -EBUSY everywhere. */
 struct pmsg_cut {
     struct pmsg_header h;
     uint64_t id;
-} __attribute__((packed));
-
-/* SNAP_DELETE: volume's snapshot `snapshot` goes. */
-struct pmsg_snap_delete {
-    struct pmsg_header h;
-    uint64_t tag;
-    char volume[PMSG_NAME_MAX + 1];
-    char snapshot[PMSG_NAME_MAX + 1];
+    uint8_t busy;
 } __attribute__((packed));
 
 struct pmsg_offer {

@@ -712,11 +712,12 @@ static void cut_timer_start(struct policing *pc)
     pc->cut_timer_on = r == 0;
 }
 
-static void send_cut(struct policing *pc, enum pmsg_type type, struct cut *c)
+static void send_cut(struct policing *pc, enum pmsg_type type, struct cut *c, bool busy)
 {
     struct pmsg_cut m;
     pmsg_init(&m.h, type, sizeof m);
     m.id = c->id;
+    m.busy = busy;
     if (send_msg(pc, &m, sizeof m) < 0)
         qb_log(LOG_ERR, "policing: cut %llx: %s not sent", (unsigned long long)c->id,
                type == PMSG_CUT_DRAINED ? "DRAINED" : "ABORT");
@@ -732,14 +733,15 @@ static void cut_tick(void *data)
     uint64_t now = clock_now_ms();
     for (size_t i = 0; i < pc->cuts.n; i++) {
         struct cut *c = &pc->cuts.open[i];
-        if (!c->sent_drained && pc->p.table->cut_drained(pc->p.table_ctx, c->vids, c->nvols)) {
+        int d = c->sent_drained ? -EAGAIN : pc->p.table->cut_drained(pc->p.table_ctx, c);
+        if (d != -EAGAIN) {
             c->sent_drained = true;
-            send_cut(pc, PMSG_CUT_DRAINED, c);
+            send_cut(pc, PMSG_CUT_DRAINED, c, d == -EBUSY);
         } else if (!c->sent_drained && !c->sent_abort && now >= c->deadline_ms) {
             c->sent_abort = true;
             qb_log(LOG_WARNING, "policing: cut %llx (snapshot \"%s\"): not drained here in %u ms: "
                    "asking to abort it", (unsigned long long)c->id, c->snapshot, CUT_TIMEOUT_MS);
-            send_cut(pc, PMSG_CUT_ABORT, c);
+            send_cut(pc, PMSG_CUT_ABORT, c, false);
         }
     }
     cut_timer_start(pc);
@@ -750,7 +752,7 @@ static void cut_end(struct policing *pc, struct cut *c, int result)
     uint64_t tag = c->tag;
     uint32_t from = c->from;
     if (result != 0)
-        pc->p.table->cut_release(pc->p.table_ctx, c->vids, c->nvols);
+        pc->p.table->cut_release(pc->p.table_ctx, c);
     cut_close(&pc->cuts, c);
     if (from == pc->self)
         finish_pending(pc, pc->self, pc->pid, tag, result);
@@ -777,13 +779,16 @@ static int cut_from_begin(struct policing *pc, uint32_t nodeid, const struct pms
     for (uint32_t i = 0; i < m->n; i++)
         if (!pmsg_string_ok(m->volumes[i], sizeof m->volumes[i]))
             return -EINVAL;
-    *c = (struct cut){.id = m->id, .tag = m->tag, .from = nodeid, .time = m->time,
-                      .nvols = m->n, .deadline_ms = clock_now_ms() + CUT_TIMEOUT_MS};
+    *c = (struct cut){.id = m->id, .tag = m->tag, .kind = m->kind, .from = nodeid,
+                      .time = m->time, .nvols = m->n,
+                      .deadline_ms = clock_now_ms() + CUT_TIMEOUT_MS};
     memcpy(c->snapshot, m->snapshot, sizeof c->snapshot);
     for (size_t i = 0; i < pc->nmembers; i++)
         c->members[i] = pc->members[i].nodeid;
     c->nmembers = pc->nmembers;
-    return pc->p.table->cut_check(pc->p.table_ctx, c->snapshot, m->volumes, m->n, c->vids);
+    if (m->kind != PMSG_CUT_SNAPSHOT && m->kind != PMSG_CUT_DELETE)
+        return -EINVAL;
+    return pc->p.table->cut_check(pc->p.table_ctx, c, m->volumes);
 }
 
 /* A partition without quorum opens no cut: its view of the table may be
@@ -799,23 +804,36 @@ static void apply_cut_begin(struct policing *pc, uint32_t nodeid, uint32_t pid,
         finish_pending(pc, nodeid, pid, m->tag, r);
         return;
     }
-    pc->p.table->cut_hold(pc->p.table_ctx, c.vids, c.nvols);
+    pc->p.table->cut_hold(pc->p.table_ctx, &c);
     cut_timer_start(pc);
 }
 
 static void apply_cut_drained(struct policing *pc, uint32_t nodeid, const struct pmsg_cut *m)
 {
     struct cut *c = cut_find(&pc->cuts, m->id);
-    if (!c || !cut_node_drained(c, nodeid))
+    if (!c || !cut_node_drained(c, nodeid, m->busy))
         return;
+    if (c->busy) {
+        qb_log(LOG_INFO, "policing: cut %llx (snapshot \"%s\"): a node's clients use it: nothing "
+               "done", (unsigned long long)c->id, c->snapshot);
+        cut_end(pc, c, -EBUSY);
+        return;
+    }
     bump_version(pc);
     uint64_t id = pc->p.table->version(pc->p.table_ctx);
-    pc->last_cut = id;
-    int r = pc->p.table->cut_commit(pc->p.table_ctx, c->vids, c->nvols, c->snapshot, id, c->time);
-    qb_log(LOG_INFO, "policing: cut %llx committed: snapshot \"%s\" (id %llu) of %zu volume(s)%s",
-           (unsigned long long)c->id, c->snapshot, (unsigned long long)id, c->nvols,
-           r < 0 ? ", not all cut here" : "");
-    cut_end(pc, c, r);
+    if (c->kind == PMSG_CUT_SNAPSHOT)
+        pc->last_cut = id;
+    int r = pc->p.table->cut_commit(pc->p.table_ctx, c, id);
+    qb_log(LOG_INFO, "policing: cut %llx committed: snapshot \"%s\" %s (table version %llu) of "
+           "%zu volume(s)%s", (unsigned long long)c->id, c->snapshot,
+           c->kind == PMSG_CUT_SNAPSHOT ? "cut" : "deleted", (unsigned long long)id, c->nvols,
+           r < 0 ? "; not all here" : "");
+    /* The hold ends in cut_commit, whatever its result. */
+    uint64_t tag = c->tag;
+    uint32_t from = c->from;
+    cut_close(&pc->cuts, c);
+    if (from == pc->self)
+        finish_pending(pc, pc->self, pc->pid, tag, r);
 }
 
 static void apply_cut_abort(struct policing *pc, const struct pmsg_cut *m)
@@ -826,18 +844,6 @@ static void apply_cut_abort(struct policing *pc, const struct pmsg_cut *m)
                "in time", (unsigned long long)c->id, c->snapshot);
         cut_end(pc, c, -ETIMEDOUT);
     }
-}
-
-static void apply_snap_delete(struct policing *pc, uint32_t nodeid, uint32_t pid,
-                              const struct pmsg_snap_delete *m)
-{
-    int r = -EINVAL;
-    if (pmsg_string_ok(m->volume, sizeof m->volume) &&
-        pmsg_string_ok(m->snapshot, sizeof m->snapshot))
-        r = pc->p.table->snap_delete(pc->p.table_ctx, m->volume, m->snapshot);
-    if (r == 0)
-        bump_version(pc);
-    finish_pending(pc, nodeid, pid, m->tag, r);
 }
 
 static int add_pending(struct policing *pc, uint64_t tag, policing_done_fn done, void *arg)
@@ -859,8 +865,8 @@ static int send_pending(struct policing *pc, uint64_t tag, const void *m, size_t
     return r;
 }
 
-int policing_snapshot_create(struct policing *pc, const char *const *volumes, size_t n,
-                             const char *snapshot, policing_done_fn done, void *arg)
+static int send_cut_begin(struct policing *pc, uint8_t kind, const char *const *volumes,
+                          size_t n, const char *snapshot, policing_done_fn done, void *arg)
 {
     if (!policing_quorate(pc))
         return -ENOLINK;
@@ -873,6 +879,7 @@ int policing_snapshot_create(struct policing *pc, const char *const *volumes, si
     for (size_t i = 0; i < n; i++)
         if (!pmsg_set_string(m.volumes[i], sizeof m.volumes[i], volumes[i]))
             return -EINVAL;
+    m.kind = kind;
     m.n = (uint32_t)n;
     m.tag = ++pc->next_tag;
     m.id = (uint64_t)pc->self << 32 | (uint32_t)++pc->cut_seq;
@@ -880,18 +887,16 @@ int policing_snapshot_create(struct policing *pc, const char *const *volumes, si
     return send_pending(pc, m.tag, &m, sizeof m, done, arg);
 }
 
+int policing_snapshot_create(struct policing *pc, const char *const *volumes, size_t n,
+                             const char *snapshot, policing_done_fn done, void *arg)
+{
+    return send_cut_begin(pc, PMSG_CUT_SNAPSHOT, volumes, n, snapshot, done, arg);
+}
+
 int policing_snapshot_delete(struct policing *pc, const char *volume, const char *snapshot,
                              policing_done_fn done, void *arg)
 {
-    if (!policing_quorate(pc))
-        return -ENOLINK;
-    struct pmsg_snap_delete m;
-    pmsg_init(&m.h, PMSG_SNAP_DELETE, sizeof m);
-    if (!pmsg_set_string(m.volume, sizeof m.volume, volume) ||
-        !pmsg_set_string(m.snapshot, sizeof m.snapshot, snapshot))
-        return -EINVAL;
-    m.tag = ++pc->next_tag;
-    return send_pending(pc, m.tag, &m, sizeof m, done, arg);
+    return send_cut_begin(pc, PMSG_CUT_DELETE, &volume, 1, snapshot, done, arg);
 }
 
 /* A table or region message, applied now. */
@@ -911,8 +916,6 @@ static void apply(struct policing *pc, uint32_t nodeid, uint32_t pid, int type, 
         apply_cut_drained(pc, nodeid, msg);
     else if (type == PMSG_CUT_ABORT)
         apply_cut_abort(pc, msg);
-    else if (type == PMSG_SNAP_DELETE)
-        apply_snap_delete(pc, nodeid, pid, msg);
     else
         apply_volume(pc, nodeid, pid, type, msg);
 }

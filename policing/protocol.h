@@ -26,6 +26,7 @@
 #define VSAN_POLICING_PROTOCOL_H
 
 #include "policing/cluster.h"
+#include "policing/cut.h"
 #include "policing/messages.h"
 #include "policing/priority.h"
 #include "policing/services.h"
@@ -90,25 +91,26 @@ struct policing_table_ops {
     /* This node's table is current again (after a sync round, or a change
      * to it): a chance to start resyncs. */
     void (*changed)(void *ctx);
-    /* Cuts (policing/cut.h), in agreed order. cut_check: whether a
-     * snapshot called snapshot can be cut of the n named volumes, filling
-     * vids: 0, -ENOENT (a volume), -EEXIST (the name is taken on one),
-     * -EINVAL (a bad name). From the table alone. */
-    int (*cut_check)(void *ctx, const char *snapshot, const char (*names)[PMSG_NAME_MAX + 1],
-                     size_t n, uint32_t *vids);
-    /* Holds new writes and copies to the volumes; never blocks. */
-    void (*cut_hold)(void *ctx, const uint32_t *vids, size_t n);
-    /* Whether this node has drained them (polled; never blocks). */
-    bool (*cut_drained)(void *ctx, const uint32_t *vids, size_t n);
-    /* The cut commits: snapshot `snapshot` of each volume, with id and
-     * time, on this node's copy whatever its state; then the hold ends.
-     * 0 or the first -errno (logged). */
-    int (*cut_commit)(void *ctx, const uint32_t *vids, size_t n, const char *snapshot, uint64_t id,
-                      int64_t time);
-    /* The cut aborted: the hold ends. */
-    void (*cut_release)(void *ctx, const uint32_t *vids, size_t n);
-    /* A SNAP_DELETE: 0, -ENOENT (the volume or the snapshot). */
-    int (*snap_delete)(void *ctx, const char *volume, const char *snapshot);
+    /* Cuts (policing/cut.h), in agreed order; c->kind says what for
+     * (enum pmsg_cut_kind). cut_check: whether the cut may begin, filling
+     * c->vids from the n names: 0, -ENOENT (a volume), -EEXIST (a
+     * snapshot to cut exists), -ENOMSG (a snapshot to delete does not),
+     * -EINVAL (a bad name), -ENOSPC (too many snapshots). From the table
+     * alone. */
+    int (*cut_check)(void *ctx, struct cut *c, const char (*names)[PMSG_NAME_MAX + 1]);
+    /* Holds new writes and copies to the volumes (if the kind needs it);
+     * never blocks. */
+    void (*cut_hold)(void *ctx, const struct cut *c);
+    /* Polled, never blocks: -EAGAIN (not drained yet), 0 (drained), or
+     * -EBUSY (drained, but this node's clients use what it changes). */
+    int (*cut_drained)(void *ctx, const struct cut *c);
+    /* Every member drained, none busy: the cut takes effect here (a
+     * snapshot cut with id and c->time on this node's copy whatever its
+     * state, or deleted), then the hold ends. 0 or the first -errno
+     * (logged). */
+    int (*cut_commit)(void *ctx, const struct cut *c, uint64_t id);
+    /* The cut ended without effect: the hold ends. */
+    void (*cut_release)(void *ctx, const struct cut *c);
     /* Every volume's snapshots, malloc'd; the caller frees them. */
     int (*snap_list)(void *ctx, struct policing_snap **out, size_t *n);
     /* After load: makes this node's snapshots the group's (cutting the
@@ -234,6 +236,9 @@ int policing_volume_delete(struct policing *pc, const char *name, policing_done_
  * -ENOLINK without quorum, -EINVAL for a bad count or name. */
 int policing_snapshot_create(struct policing *pc, const char *const *volumes, size_t n,
                              const char *snapshot, policing_done_fn done, void *arg);
+/* `vsan snapshot delete`: a cut that deletes volume's snapshot on every
+ * node, without holding writes; done gets -EBUSY if a node's clients
+ * read the snapshot (nothing deleted), -ENOMSG if there is none. */
 int policing_snapshot_delete(struct policing *pc, const char *volume, const char *snapshot,
                              policing_done_fn done, void *arg);
 

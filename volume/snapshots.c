@@ -110,36 +110,50 @@ static bool name_twice(const char (*names)[PMSG_NAME_MAX + 1], size_t i)
     return false;
 }
 
-int volumes_cut_check(struct volumes *vols, const char *snapshot,
-                      const char (*names)[PMSG_NAME_MAX + 1], size_t n, uint32_t *vids)
+/* With the registry lock held: whether the cut c may take volume v. */
+static int check_volume(const struct cut *c, struct volume *v)
 {
-    if (!store_name_valid(snapshot))
+    struct snap_info si;
+    bool exists = snap_find(svol_snapshots(v->sv), c->snapshot, &si) == 0;
+    if (c->kind == PMSG_CUT_DELETE)
+        return exists ? 0 : -ENOMSG;
+    if (exists)
+        return -EEXIST;
+    return snap_count(svol_snapshots(v->sv)) >= SNAP_MAX ? -ENOSPC : 0;
+}
+
+int volumes_cut_check(struct volumes *vols, struct cut *c, const char (*names)[PMSG_NAME_MAX + 1])
+{
+    if (!store_name_valid(c->snapshot))
         return -EINVAL;
     int r = 0;
     volumes_lock_shared(vols);
-    for (size_t i = 0; r == 0 && i < n; i++) {
+    for (size_t i = 0; r == 0 && i < c->nvols; i++) {
         struct volume *v = volumes_find_name(vols, names[i]);
-        struct snap_info si;
         if (!v)
             r = -ENOENT;
         else if (name_twice(names, i))
             r = -EINVAL;
-        else if (snap_find(svol_snapshots(v->sv), snapshot, &si) == 0)
-            r = -EEXIST;
-        else if (snap_count(svol_snapshots(v->sv)) >= SNAP_MAX)
-            r = -ENOSPC;
-        else
-            vids[i] = v->vid;
+        else if ((r = check_volume(c, v)) == 0)
+            c->vids[i] = v->vid;
     }
     volumes_unlock(vols);
     return r;
 }
 
-void volumes_cut_hold(struct volumes *vols, const uint32_t *vids, size_t n)
+/* A delete changes no data: it holds nothing. */
+static bool holds(const struct cut *c)
 {
+    return c->kind == PMSG_CUT_SNAPSHOT;
+}
+
+void volumes_cut_hold(struct volumes *vols, const struct cut *c)
+{
+    if (!holds(c))
+        return;
     volumes_lock_shared(vols);
-    for (size_t i = 0; i < n; i++) {
-        struct volume *v = volumes_find_vid(vols, vids[i]);
+    for (size_t i = 0; i < c->nvols; i++) {
+        struct volume *v = volumes_find_vid(vols, c->vids[i]);
         if (!v)
             continue;
         atomic_store(&v->cut_held, true);
@@ -149,16 +163,31 @@ void volumes_cut_hold(struct volumes *vols, const uint32_t *vids, size_t n)
     volumes_unlock(vols);
 }
 
-bool volumes_cut_drained(struct volumes *vols, const uint32_t *vids, size_t n)
+/* With the lock held: -EAGAIN, 0, or -EBUSY (see the op). */
+static int volume_drained(const struct cut *c, struct volume *v)
 {
-    bool drained = true;
+    if (c->kind == PMSG_CUT_DELETE) {
+        struct snap_info si;
+        bool read = snap_find(svol_snapshots(v->sv), c->snapshot, &si) == 0 &&
+                    snapx_readers(v, si.id) > 0;
+        return read ? -EBUSY : 0;
+    }
+    bool idle = atomic_load(&v->cut_writers) == 0 && (!v->mv || mirror_cut_idle(v->mv));
+    return idle ? 0 : -EAGAIN;
+}
+
+int volumes_cut_drained(struct volumes *vols, const struct cut *c)
+{
+    int r = 0;
     volumes_lock_shared(vols);
-    for (size_t i = 0; drained && i < n; i++) {
-        struct volume *v = volumes_find_vid(vols, vids[i]);
-        drained = !v || (atomic_load(&v->cut_writers) == 0 && (!v->mv || mirror_cut_idle(v->mv)));
+    for (size_t i = 0; i < c->nvols && r != -EAGAIN; i++) {
+        struct volume *v = volumes_find_vid(vols, c->vids[i]);
+        int e = v ? volume_drained(c, v) : 0;
+        if (e < 0)
+            r = e;
     }
     volumes_unlock(vols);
-    return drained;
+    return r;
 }
 
 static int cut_volume(struct volume *v, const char *snapshot, uint64_t id, int64_t time)
@@ -166,63 +195,61 @@ static int cut_volume(struct volume *v, const char *snapshot, uint64_t id, int64
     struct snap_info si;
     int r = svol_snapshot_create(v->sv, id, snapshot, time, &si);
     if (r < 0)
-        qb_log(LOG_ERR, "volume \"%s\": snapshot \"%s\" (id %" PRIu64 ") not cut here: %s", v->name,
-               snapshot, id, strerror(-r));
+        qb_log(LOG_ERR, "volume \"%s\": snapshot \"%s\" (id %" PRIu64 ") not cut here: %s",
+               v->name, snapshot, id, strerror(-r));
     return r;
 }
 
-int volumes_cut_commit(struct volumes *vols, const uint32_t *vids, size_t n, const char *snapshot,
-                       uint64_t id, int64_t time)
+static int delete_snapshot(struct volume *v, const char *snapshot)
+{
+    struct snap_info si;
+    int r = snap_find(svol_snapshots(v->sv), snapshot, &si);
+    if (r == 0)
+        r = snap_delete(svol_snapshots(v->sv), si.id);
+    if (r < 0)
+        qb_log(LOG_ERR, "volume \"%s\": snapshot \"%s\": delete: %s", v->name, snapshot,
+               strerror(-r));
+    return r;
+}
+
+static void release_locked(struct volumes *vols, const struct cut *c)
+{
+    for (size_t i = 0; holds(c) && i < c->nvols; i++) {
+        struct volume *v = volumes_find_vid(vols, c->vids[i]);
+        if (v)
+            gate_open(v);
+    }
+}
+
+int volumes_cut_commit(struct volumes *vols, const struct cut *c, uint64_t id)
 {
     int first = 0;
     volumes_lock_shared(vols);
-    for (size_t i = 0; i < n; i++) {
-        struct volume *v = volumes_find_vid(vols, vids[i]);
-        int r = v ? cut_volume(v, snapshot, id, time) : -ENOENT;
+    for (size_t i = 0; i < c->nvols; i++) {
+        struct volume *v = volumes_find_vid(vols, c->vids[i]);
+        int r = !v                             ? -ENOENT
+                : c->kind == PMSG_CUT_SNAPSHOT ? cut_volume(v, c->snapshot, id, c->time)
+                                               : delete_snapshot(v, c->snapshot);
         if (first == 0)
             first = r;
     }
     /* Before any write goes: peers' writes stamped with this cut wait
      * for it here (mirror/cut.c). */
-    if (vols->mirror)
+    if (vols->mirror && c->kind == PMSG_CUT_SNAPSHOT)
         mirror_cut_applied(vols->mirror, id);
-    for (size_t i = 0; i < n; i++) {
-        struct volume *v = volumes_find_vid(vols, vids[i]);
-        if (v)
-            gate_open(v);
-    }
+    release_locked(vols, c);
     volumes_unlock(vols);
     return first;
 }
 
-void volumes_cut_release(struct volumes *vols, const uint32_t *vids, size_t n)
+void volumes_cut_release(struct volumes *vols, const struct cut *c)
 {
     volumes_lock_shared(vols);
-    for (size_t i = 0; i < n; i++) {
-        struct volume *v = volumes_find_vid(vols, vids[i]);
-        if (v)
-            gate_open(v);
-    }
+    release_locked(vols, c);
     volumes_unlock(vols);
 }
 
 /* ---- snapshot records ------------------------------------------------------ */
-
-int volumes_snapshot_delete(struct volumes *vols, const char *volume, const char *snapshot)
-{
-    struct volume *v = volumes_get(vols, volume);
-    if (!v)
-        return -ENOENT;
-    struct snap_info si;
-    int r = snap_find(svol_snapshots(v->sv), snapshot, &si);
-    if (r == 0)
-        r = snap_delete(svol_snapshots(v->sv), si.id);
-    if (r < 0 && r != -ENOENT)
-        qb_log(LOG_ERR, "volume \"%s\": snapshot \"%s\": delete: %s", v->name, snapshot,
-               strerror(-r));
-    volume_unref(v);
-    return r;
-}
 
 /* v's snapshots, oldest first, malloc'd. */
 static int snaps_of(struct volume *v, struct snap_info **out, size_t *n)

@@ -179,42 +179,34 @@ static void vt_changed(void *ctx)
     mirror_changed(t->mirror);
 }
 
-static int vt_cut_check(void *ctx, const char *snapshot, const char (*names)[PMSG_NAME_MAX + 1],
-                        size_t n, uint32_t *vids)
+static int vt_cut_check(void *ctx, struct cut *c, const char (*names)[PMSG_NAME_MAX + 1])
 {
     struct voltable *t = ctx;
-    return volumes_cut_check(t->vols, snapshot, names, n, vids);
+    return volumes_cut_check(t->vols, c, names);
 }
 
-static void vt_cut_hold(void *ctx, const uint32_t *vids, size_t n)
+static void vt_cut_hold(void *ctx, const struct cut *c)
 {
     struct voltable *t = ctx;
-    volumes_cut_hold(t->vols, vids, n);
+    volumes_cut_hold(t->vols, c);
 }
 
-static bool vt_cut_drained(void *ctx, const uint32_t *vids, size_t n)
+static int vt_cut_drained(void *ctx, const struct cut *c)
 {
     struct voltable *t = ctx;
-    return volumes_cut_drained(t->vols, vids, n);
+    return volumes_cut_drained(t->vols, c);
 }
 
-static int vt_cut_commit(void *ctx, const uint32_t *vids, size_t n, const char *snapshot,
-                         uint64_t id, int64_t time)
+static int vt_cut_commit(void *ctx, const struct cut *c, uint64_t id)
 {
     struct voltable *t = ctx;
-    return volumes_cut_commit(t->vols, vids, n, snapshot, id, time);
+    return volumes_cut_commit(t->vols, c, id);
 }
 
-static void vt_cut_release(void *ctx, const uint32_t *vids, size_t n)
+static void vt_cut_release(void *ctx, const struct cut *c)
 {
     struct voltable *t = ctx;
-    volumes_cut_release(t->vols, vids, n);
-}
-
-static int vt_snap_delete(void *ctx, const char *volume, const char *snapshot)
-{
-    struct voltable *t = ctx;
-    return volumes_snapshot_delete(t->vols, volume, snapshot);
+    volumes_cut_release(t->vols, c);
 }
 
 static int vt_snap_list(void *ctx, struct policing_snap **out, size_t *n)
@@ -235,7 +227,6 @@ const struct policing_table_ops voltable_ops = {
     .cut_drained = vt_cut_drained,
     .cut_commit = vt_cut_commit,
     .cut_release = vt_cut_release,
-    .snap_delete = vt_snap_delete,
     .snap_list = vt_snap_list,
     .snap_load = vt_snap_load,
     .replica = vt_replica,

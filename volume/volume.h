@@ -106,15 +106,12 @@ struct policing_snap;
 struct snap_info;
 /* The agreed table's cut ops (policing/protocol.h, policing/cut.h), on
  * the main loop. */
-int volumes_cut_check(struct volumes *vols, const char *snapshot,
-                      const char (*names)[PMSG_NAME_MAX + 1], size_t n, uint32_t *vids);
-void volumes_cut_hold(struct volumes *vols, const uint32_t *vids, size_t n);
-bool volumes_cut_drained(struct volumes *vols, const uint32_t *vids, size_t n);
-int volumes_cut_commit(struct volumes *vols, const uint32_t *vids, size_t n, const char *snapshot,
-                       uint64_t id, int64_t time);
-void volumes_cut_release(struct volumes *vols, const uint32_t *vids, size_t n);
-/* -ENOENT (volume or snapshot), or the store's -errno. */
-int volumes_snapshot_delete(struct volumes *vols, const char *volume, const char *snapshot);
+struct cut;
+int volumes_cut_check(struct volumes *vols, struct cut *c, const char (*names)[PMSG_NAME_MAX + 1]);
+void volumes_cut_hold(struct volumes *vols, const struct cut *c);
+int volumes_cut_drained(struct volumes *vols, const struct cut *c);
+int volumes_cut_commit(struct volumes *vols, const struct cut *c, uint64_t id);
+void volumes_cut_release(struct volumes *vols, const struct cut *c);
 /* A volume's snapshots, oldest first, malloc'd: -ENOENT, -ENOMEM. */
 int volumes_snapshots(struct volumes *vols, const char *name, struct snap_info **out, size_t *n);
 /* Every volume's snapshots (a sync round's state), malloc'd. */

@@ -107,7 +107,7 @@ Test(messages, foreign_or_malformed_headers)
     expect_dropped(sizeof(struct pmsg_replica), "length field disagrees with the message");
 
     check(PMSG_REPLICA, sizeof(struct pmsg_replica), NULL);
-    h->type = PMSG_SNAP_DELETE + 1;
+    h->type = PMSG_CUT_ABORT + 1;
     expect_dropped(sizeof(struct pmsg_replica), "unknown message type");
 }
 
