@@ -391,7 +391,7 @@ static bool selects_bitmap(const struct queries *qs, const struct nbd_export *e,
            selected(qs, NBD_CONTEXT_DIRTY_BITMAP, e->bitmaps[i], bitmap_wildcards);
 }
 
-/* NBD_OPT_LIST_META_CONTEXT, once the request is parsed. */
+/* The replies of NBD_OPT_LIST_META_CONTEXT but its ACK. */
 static int list_contexts(struct nbd_conn *c, const struct nbd_export *e, const struct queries *qs)
 {
     uint32_t opt = NBD_OPT_LIST_META_CONTEXT;
@@ -401,7 +401,7 @@ static int list_contexts(struct nbd_conn *c, const struct nbd_export *e, const s
         if (selects_bitmap(qs, e, i) &&
             send_context(c, opt, 0, NBD_CONTEXT_DIRTY_BITMAP, e->bitmaps[i]) < 0)
             return -1;
-    return reply(c, opt, NBD_REP_ACK, NULL, 0);
+    return 0;
 }
 
 /* NBD_OPT_SET_META_CONTEXT, once the request is parsed: selects the
@@ -466,8 +466,8 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const char *data, 
     }
     if (list) {
         r = list_contexts(c, &e, &qs);
-        cat->close(ctx, &e);
-        return r;
+        cat->close(ctx, &e); /* before the ACK: the client may count on it */
+        return r < 0 ? r : reply(c, opt, NBD_REP_ACK, NULL, 0);
     }
     c->meta_exp = e;
     c->have_meta_exp = true;

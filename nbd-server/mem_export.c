@@ -182,10 +182,13 @@ int mem_catalog_add_bitmap(struct mem_catalog *cat, const char *export, const ch
         bool *dirty = calloc(e->size / PAGE + 1, sizeof *dirty);
         if (!dirty)
             return -ENOMEM;
-        unsigned b = e->nbitmaps++;
+        pthread_mutex_lock(&e->lock);
+        unsigned b = e->nbitmaps;
         e->dirty[b] = dirty;
         snprintf(e->bitmap_name[b], sizeof e->bitmap_name[b], "%s", name);
         e->bitmaps[b] = e->bitmap_name[b];
+        e->nbitmaps++;
+        pthread_mutex_unlock(&e->lock);
         return 0;
     }
     return -ENOENT;

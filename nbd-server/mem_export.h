@@ -28,9 +28,10 @@ struct mem_catalog *mem_catalog_new(void);
 int mem_catalog_add(struct mem_catalog *cat, const char *name, uint64_t size, bool read_only);
 /* The same, writable, with writes completed asynchronously. */
 int mem_catalog_add_async(struct mem_catalog *cat, const char *name, uint64_t size);
-/* Adds a dirty bitmap called name (< 64 bytes), all clean, to export.
- * 0, -ENOENT (no such export), -EINVAL (too many, name too long) or
- * -ENOMEM. */
+/* Adds a dirty bitmap called name (< 64 bytes), all clean, to export,
+ * while no connection holds it open (export.h: a connection's bitmaps
+ * don't change until close). 0, -ENOENT (no such export), -EINVAL (too
+ * many, name too long) or -ENOMEM. */
 int mem_catalog_add_bitmap(struct mem_catalog *cat, const char *export, const char *name);
 /* Number of connections holding any export open. */
 unsigned mem_catalog_open_count(struct mem_catalog *cat);
