@@ -592,34 +592,52 @@ Test(meta, block_status_one_chunk_per_selected_context, .init = setup, .fini = t
     close_all(h);
 }
 
-/* A bitmap alone, and the changed ranges of the older one, read by the
- * real client nbdinfo. */
-Test(meta, nbdinfo_maps_a_dirty_bitmap, .init = setup, .fini = teardown)
+/* Reads what cmd prints (its stdout) into out; asserts it succeeded. */
+static void run(const char *cmd, char *out, size_t size)
+{
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    size_t n = fread(out, 1, size - 1, f);
+    out[n] = '\0';
+    cr_assert_eq(pclose(f), 0, "%s failed: %s", cmd, out);
+}
+
+/* A dirty bitmap read by real clients: nbdinfo --map, and qemu-img map
+ * with x-dirty-bitmap (which reports dirty ranges as "data": false). */
+Test(meta, real_clients_map_a_dirty_bitmap, .init = setup, .fini = teardown)
 {
     write_at("disk", 65536, 65536);
     write_at("disk", 1 << 20, 4096);
-    char cmd[512], line[256];
+    char cmd[512], out[4096];
     snprintf(cmd, sizeof cmd, "nbdinfo --map=qemu:dirty-bitmap:b1 'nbd+unix:///disk?socket=%s'",
              sock);
-    FILE *f = popen(cmd, "r");
-    cr_assert_not_null(f);
+    run(cmd, out, sizeof out);
     uint64_t want[][3] = {{0, 65536, 0},
                           {65536, 65536, 1},
                           {131072, (1 << 20) - 131072, 0},
                           {1 << 20, 4096, 1},
                           {(1 << 20) + 4096, DISK_SIZE - (1 << 20) - 4096, 0}};
     size_t n = 0;
-    while (fgets(line, sizeof line, f)) {
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), n++) {
         unsigned long long off, len;
         unsigned type;
         cr_assert_eq(sscanf(line, "%llu %llu %u", &off, &len, &type), 3, "line: %s", line);
         cr_assert_lt(n, 5, "extra line: %s", line);
         cr_assert(off == want[n][0] && len == want[n][1] && type == want[n][2], "line %zu: %s", n,
                   line);
-        n++;
     }
-    cr_assert_eq(pclose(f), 0, "nbdinfo failed");
     cr_assert_eq(n, 5);
+
+    snprintf(cmd, sizeof cmd,
+             "qemu-img map --output=json --image-opts driver=nbd,export=disk,server.type=unix,"
+             "server.path=%s,x-dirty-bitmap=qemu:dirty-bitmap:b1",
+             sock);
+    run(cmd, out, sizeof out);
+    cr_assert_not_null(strstr(out, "{ \"start\": 0, \"length\": 65536, "), "%s", out);
+    const char *dirty = strstr(out, "{ \"start\": 65536, \"length\": 65536, ");
+    cr_assert_not_null(dirty, "%s", out);
+    cr_assert_not_null(memmem(dirty, strcspn(dirty, "\n"), "\"data\": false", 13), "%s", out);
+    cr_assert_not_null(strstr(out, "{ \"start\": 1048576, \"length\": 4096, "), "%s", out);
 }
 
 /* ---- bad requests ------------------------------------------------------- */
