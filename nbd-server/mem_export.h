@@ -17,7 +17,9 @@
 #include "nbd-server/export.h"
 
 #define MEM_EXPORTS_MAX 8
-#define MEM_BITMAPS_MAX 4 /* per export */
+/* Per export: more than a connection may select (NBD_META_BITMAPS_MAX),
+ * so that the tests reach that bound. */
+#define MEM_BITMAPS_MAX 72
 
 struct mem_catalog;
 

@@ -867,13 +867,14 @@ static uint32_t raw_option_reply(int fd, uint32_t opt, char *data, size_t size)
 /* Sends a LIST or SET_META_CONTEXT for export with the queries. */
 static void raw_meta(int fd, uint32_t opt, const char *export, const char *const *queries)
 {
-    char buf[1024];
+    char buf[4096];
     size_t at = 0;
     uint32_t be = htobe32((uint32_t)strlen(export)), n = 0;
     memcpy(buf, &be, 4);
     memcpy(buf + 4, export, strlen(export));
     at = 4 + strlen(export) + 4;
     for (const char *const *q = queries; *q; q++, n++) {
+        cr_assert_lt(at + 4 + strlen(*q), sizeof buf);
         be = htobe32((uint32_t)strlen(*q));
         memcpy(buf + at, &be, 4);
         memcpy(buf + at + 4, *q, strlen(*q));
@@ -1012,6 +1013,57 @@ Test(meta, set_selecting_nothing_or_a_client_leaving_holds_nothing, .init = setu
     close(fd);
     wait_connections(0);
     cr_assert_eq(mem_catalog_open_count(cat), 0, "the held export closed with the handshake");
+}
+
+/* Adds bitmaps s0 ... s<n-1> to ro; their queries, NULL-terminated, in q. */
+static void many_bitmaps(unsigned n, char names[][32], const char **q)
+{
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(names[i], 32, "qemu:dirty-bitmap:s%u", i);
+        cr_assert_eq(mem_catalog_add_bitmap(cat, "ro", names[i] + 18), 0);
+        q[i] = names[i];
+    }
+    q[n] = NULL;
+}
+
+/* NBD_META_BITMAPS_MAX bitmaps selected at once answer one chunk each, in
+ * one reply; one more is refused as too big and selects nothing. */
+Test(meta, at_most_64_bitmaps_selected, .init = setup, .fini = teardown)
+{
+    enum { N = NBD_META_BITMAPS_MAX };
+    static char names[N + 1][32];
+    const char *q[N + 2];
+    many_bitmaps(N + 1, names, q);
+    int fd = raw_structured();
+    raw_meta(fd, NBD_OPT_SET_META_CONTEXT, "ro", q);
+    char data[256];
+    cr_assert_eq(raw_option_reply(fd, NBD_OPT_SET_META_CONTEXT, data, sizeof data),
+                 NBD_REP_ERR_TOO_BIG, "%s", data);
+    cr_assert_eq(mem_catalog_open_count(cat), 0);
+    q[N] = NULL;
+    raw_meta(fd, NBD_OPT_SET_META_CONTEXT, "ro", q);
+    for (uint32_t i = 0; i < N; i++)
+        expect_context(fd, NBD_OPT_SET_META_CONTEXT, NBD_CONTEXT_ID_BITMAP(i), names[i]);
+    expect_ack(fd, NBD_OPT_SET_META_CONTEXT);
+    raw_go(fd, "ro");
+    struct nbd_request r = {htobe32(NBD_REQUEST_MAGIC), 0, htobe16(NBD_CMD_BLOCK_STATUS), 9, 0,
+                            htobe32(1u << 20)};
+    cr_assert_eq(write(fd, &r, sizeof r), (ssize_t)sizeof r);
+    for (uint32_t i = 0; i < N; i++) {
+        struct nbd_structured_reply h;
+        struct {
+            uint32_t id, length, flags;
+        } chunk;
+        raw_read(fd, &h, sizeof h);
+        cr_assert_eq(be16toh(h.type), NBD_REPLY_TYPE_BLOCK_STATUS);
+        cr_assert_eq(be16toh(h.flags), i + 1 == N ? NBD_REPLY_FLAG_DONE : 0);
+        cr_assert_eq(be32toh(h.length), sizeof chunk);
+        raw_read(fd, &chunk, sizeof chunk);
+        cr_assert_eq(be32toh(chunk.id), NBD_CONTEXT_ID_BITMAP(i));
+        cr_assert_eq(be32toh(chunk.length), 1u << 20, "all clean: one extent");
+        cr_assert_eq(chunk.flags, 0);
+    }
+    close(fd);
 }
 
 /* ---- a client that reads no replies ------------------------------------- */
