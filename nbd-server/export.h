@@ -95,8 +95,10 @@ struct nbd_export_ops {
     int (*extents)(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext, unsigned max,
                    unsigned flags);
     /* As extents, for dirty bitmap number bitmap (< nbitmaps of struct
-     * nbd_export): each extent's flags are NBD_STATE_DIRTY or 0. Required
-     * when the export offers bitmaps, else unused. Flags: NOWAIT. */
+     * nbd_export): extents in order from offset, lengths summing to 1 ..
+     * count, each's flags NBD_STATE_DIRTY (changed) or 0. Returns how many
+     * (>= 1) or -errno. Flags: NOWAIT (-EAGAIN, having done nothing,
+     * rather than wait). Required when the export offers bitmaps. */
     int (*bitmap_extents)(void *h, unsigned bitmap, uint32_t count, uint64_t offset,
                           struct nbd_extent *ext, unsigned max, unsigned flags);
     /* Optional. The reading thread calls batch_begin before it runs
