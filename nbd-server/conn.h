@@ -50,6 +50,9 @@
  * any client keeps in flight, so one that reaches it reads no replies. */
 #define CONN_OUTQ_MAX (1024 * 1024)
 #define NBD_EXPORT_NAME_BUF (NBD_MAX_STRING + 1)
+/* Dirty bitmaps one connection may select at once (more: ERR_TOO_BIG);
+ * each costs a reply chunk of up to 8 KiB per BLOCK_STATUS. */
+#define NBD_META_BITMAPS_MAX 64
 
 struct nbd_conn {
     struct nbd_server *srv;
@@ -65,10 +68,18 @@ struct nbd_conn {
     char export_name[NBD_EXPORT_NAME_BUF];
     uint64_t size;
     uint16_t tflags;
-    bool structured;      /* structured replies negotiated */
-    bool meta_allocation; /* base:allocation selected for export_name */
-    char meta_export[NBD_EXPORT_NAME_BUF];
+    bool structured; /* structured replies negotiated */
     bool no_zeroes;
+    /* The meta contexts SET_META_CONTEXT selected for meta_export. The
+     * handshake holds that export open (meta_exp) until GO or EXPORT_NAME
+     * of the same name takes it over as exp, so that the bitmap numbers
+     * chosen stay valid; GO of another name drops the selection. */
+    struct nbd_export meta_exp;
+    bool have_meta_exp;
+    char meta_export[NBD_EXPORT_NAME_BUF];
+    bool meta_allocation;                       /* base:allocation */
+    unsigned meta_nbitmaps;                     /* qemu:dirty-bitmap:NAME ... */
+    unsigned meta_bitmap[NBD_META_BITMAPS_MAX]; /* ... their numbers in exp */
 
     /* Set while the handshake runs: every read and write of it waits
      * until this moment at most (CLOCK_MONOTONIC), so the handshake as a

@@ -26,9 +26,12 @@
 #define NBD_EXTENT_HOLE 1u
 #define NBD_EXTENT_ZERO 2u
 
+/* qemu:dirty-bitmap:NAME status bit, as on the wire. */
+#define NBD_STATE_DIRTY 1u
+
 struct nbd_extent {
     uint64_t length;
-    uint32_t flags; /* NBD_EXTENT_HOLE | NBD_EXTENT_ZERO */
+    uint32_t flags; /* NBD_EXTENT_HOLE | NBD_EXTENT_ZERO, or NBD_STATE_DIRTY */
 };
 
 /* Flags of the I/O ops. */
@@ -91,6 +94,13 @@ struct nbd_export_ops {
      * own copy is not current asks a peer, says -EAGAIN). */
     int (*extents)(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext, unsigned max,
                    unsigned flags);
+    /* As extents, for dirty bitmap number bitmap (< nbitmaps of struct
+     * nbd_export): extents in order from offset, lengths summing to 1 ..
+     * count, each's flags NBD_STATE_DIRTY (changed) or 0. Returns how many
+     * (>= 1) or -errno. Flags: NOWAIT (-EAGAIN, having done nothing,
+     * rather than wait). Required when the export offers bitmaps. */
+    int (*bitmap_extents)(void *h, unsigned bitmap, uint32_t count, uint64_t offset,
+                          struct nbd_extent *ext, unsigned max, unsigned flags);
     /* Optional. The reading thread calls batch_begin before it runs
      * requests inline, and batch_end before it waits for anything: more
      * input (a write's payload not all read in yet too), a reply that
@@ -105,13 +115,24 @@ struct nbd_export_ops {
     void (*batch_end)(void *h);
 };
 
-/* One opened export, held by one connection from negotiation to close. */
+/* One opened export, held by one connection from negotiation to close.
+ * It offers the meta context base:allocation, and qemu:dirty-bitmap:NAME
+ * for each of its bitmaps (bitmap_extents), a client may select. */
 struct nbd_export {
     const struct nbd_export_ops *ops;
     void *handle;
     const char *description; /* owned by the backend, valid until close */
     bool read_only;
+    /* Names without the "qemu:dirty-bitmap:" prefix, each at most
+     * NBD_BITMAP_NAME_MAX bytes (longer ones are not offered); owned by the
+     * backend, valid and unchanged until close. */
+    const char *const *bitmaps;
+    unsigned nbitmaps;
 };
+
+/* Longest bitmap name: with its prefix, a context name fits the
+ * protocol's 4096-byte strings. */
+#define NBD_BITMAP_NAME_MAX (4096 - 18)
 
 struct nbd_catalog_ops {
     /* Opens the export called name. Returns 0 and fills *exp, -ENOENT if

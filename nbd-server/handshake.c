@@ -7,8 +7,15 @@
  * stream, absurd length) ends the connection, and only this one.
  *
  * Served: EXPORT_NAME, ABORT, LIST, INFO, GO, STRUCTURED_REPLY,
- * LIST_META_CONTEXT and SET_META_CONTEXT with the single context
- * base:allocation. No TLS: STARTTLS is unsupported.
+ * LIST_META_CONTEXT and SET_META_CONTEXT. No TLS: STARTTLS is unsupported.
+ *
+ * Meta contexts: base:allocation, and qemu:dirty-bitmap:NAME for each
+ * bitmap the named export offers (export.h). Queries are answered as
+ * qemu-nbd answers them: LIST with no query lists every context; "base:"
+ * lists base:allocation, "qemu:" and "qemu:dirty-bitmap:" every bitmap;
+ * an exact name selects that context; anything else selects nothing, and
+ * SET ignores the wildcards (proto.md). Context ids are 0 for
+ * base:allocation and 1 + i for bitmap i; LIST answers with id 0.
  */
 #include "nbd-server/conn.h"
 
@@ -69,8 +76,7 @@ static int get_string(struct cursor *cur, char *out, size_t outsz)
     return 0;
 }
 
-static int reply(struct nbd_conn *c, uint32_t option, uint32_t type, const void *data,
-                 uint32_t len)
+static int reply(struct nbd_conn *c, uint32_t option, uint32_t type, const void *data, uint32_t len)
 {
     struct nbd_option_reply r = {
         .magic = htobe64(NBD_REP_MAGIC),
@@ -89,9 +95,9 @@ static int reply_error(struct nbd_conn *c, uint32_t option, uint32_t type, const
 
 static uint16_t transmission_flags(const struct nbd_conn *c)
 {
-    uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
-                 NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN |
-                 NBD_FLAG_SEND_CACHE | NBD_FLAG_SEND_FAST_ZERO;
+    uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |
+                 NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE |
+                 NBD_FLAG_SEND_FAST_ZERO;
     if (c->structured)
         f |= NBD_FLAG_SEND_DF;
     if (c->exp.read_only)
@@ -99,13 +105,36 @@ static uint16_t transmission_flags(const struct nbd_conn *c)
     return f;
 }
 
-static int open_export(struct nbd_conn *c, const char *name)
+/* Forgets the meta contexts selected, closing the export held for them. */
+static void drop_meta(struct nbd_conn *c)
 {
     void *ctx;
     const struct nbd_catalog_ops *cat = nbd_server_catalog(c->srv, &ctx);
-    int r = cat->open(ctx, name, &c->exp);
-    if (r < 0)
-        return r;
+    if (c->have_meta_exp)
+        cat->close(ctx, &c->meta_exp);
+    c->have_meta_exp = false;
+    c->meta_export[0] = '\0';
+    c->meta_allocation = false;
+    c->meta_nbitmaps = 0;
+}
+
+/* Opens name as c->exp. For GO and EXPORT_NAME (transmission follows)
+ * the export held for the meta contexts is taken over if it is the one,
+ * and the selection is dropped if it is not. */
+static int open_export(struct nbd_conn *c, const char *name, bool go)
+{
+    void *ctx;
+    const struct nbd_catalog_ops *cat = nbd_server_catalog(c->srv, &ctx);
+    if (go && c->have_meta_exp && strcmp(c->meta_export, name) == 0) {
+        c->exp = c->meta_exp;
+        c->have_meta_exp = false;
+    } else {
+        int r = cat->open(ctx, name, &c->exp);
+        if (r < 0)
+            return r;
+        if (go)
+            drop_meta(c);
+    }
     c->have_export = true;
     snprintf(c->export_name, sizeof c->export_name, "%s", name);
     c->size = c->exp.ops->size(c->exp.handle);
@@ -130,13 +159,11 @@ static int opt_export_name(struct nbd_conn *c, const char *data, uint32_t len)
         return -1;
     memcpy(name, data, len);
     name[len] = '\0';
-    int r = open_export(c, name);
+    int r = open_export(c, name, true);
     if (r < 0) {
         qb_log(LOG_INFO, "nbd %s: export \"%s\": %s", c->peer, name, strerror(-r));
         return -1;
     }
-    if (strcmp(c->meta_export, name) != 0)
-        c->meta_allocation = false;
     struct {
         uint64_t size;
         uint16_t flags;
@@ -243,7 +270,7 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const char *data, uint3
     if (get_string(&cur, name, sizeof name) < 0 || get_u16(&cur, &n) < 0 ||
         cur.left != (uint32_t)n * 2)
         return reply_error(c, opt, NBD_REP_ERR_INVALID, "malformed INFO/GO request");
-    int r = open_export(c, name);
+    int r = open_export(c, name, opt == NBD_OPT_GO);
     if (r < 0) {
         char msg[NBD_MAX_STRING + 64];
         snprintf(msg, sizeof msg, "export \"%s\": %s", name, strerror(-r));
@@ -259,8 +286,6 @@ static int opt_info_go(struct nbd_conn *c, uint32_t opt, const char *data, uint3
         close_export(c);
         return 0;
     }
-    if (strcmp(c->meta_export, name) != 0)
-        c->meta_allocation = false;
     return 1;
 }
 
@@ -273,64 +298,180 @@ static int opt_structured_reply(struct nbd_conn *c, uint32_t len)
     return reply(c, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0);
 }
 
-static int send_context(struct nbd_conn *c, uint32_t opt)
+/* NBD_REP_META_CONTEXT for the context named prefix + leaf (LIST: id 0). */
+static int send_context(struct nbd_conn *c, uint32_t opt, uint32_t id, const char *prefix,
+                        const char *leaf)
 {
-    char buf[4 + sizeof NBD_CONTEXT_BASE_ALLOCATION];
-    uint32_t id = htobe32(NBD_CONTEXT_ID_ALLOCATION);
-    memcpy(buf, &id, 4);
-    memcpy(buf + 4, NBD_CONTEXT_BASE_ALLOCATION, strlen(NBD_CONTEXT_BASE_ALLOCATION));
-    return reply(c, opt, NBD_REP_META_CONTEXT, buf,
-                 (uint32_t)(4 + strlen(NBD_CONTEXT_BASE_ALLOCATION)));
+    char buf[4 + NBD_MAX_STRING];
+    size_t pl = strlen(prefix), ll = strlen(leaf);
+    if (pl + ll > NBD_MAX_STRING)
+        return 0; /* not offered (NBD_BITMAP_NAME_MAX) */
+    uint32_t be = htobe32(id);
+    memcpy(buf, &be, 4);
+    memcpy(buf + 4, prefix, pl);
+    memcpy(buf + 4 + pl, leaf, ll);
+    return reply(c, opt, NBD_REP_META_CONTEXT, buf, (uint32_t)(4 + pl + ll));
 }
 
-/* Does this query select base:allocation? LIST also takes namespace-wide
- * queries ("base:"); SET takes only exact names. */
-static bool query_matches(const char *q, bool list)
+/* The queries of a meta context option, checked whole by read_queries and
+ * then walked again for each context the export offers: nothing is copied
+ * or allocated, and the option's length bounds the work. */
+struct queries {
+    struct cursor cur;
+    uint32_t n;
+    bool list; /* LIST: wildcards match, and no query at all matches all */
+};
+
+/* Reads one query, in place: 0, or -1 if malformed. */
+static int next_query(struct cursor *cur, const char **q, uint32_t *len)
 {
-    if (strcmp(q, NBD_CONTEXT_BASE_ALLOCATION) == 0)
+    if (get_u32(cur, len) < 0 || *len > cur->left || *len > NBD_MAX_STRING ||
+        memchr(cur->p, '\0', *len))
+        return -1;
+    *q = cur->p;
+    cur->p += *len;
+    cur->left -= *len;
+    return 0;
+}
+
+static int read_queries(struct cursor *cur, struct queries *qs, bool list)
+{
+    if (get_u32(cur, &qs->n) < 0)
+        return -1;
+    qs->cur = *cur;
+    qs->list = list;
+    for (uint32_t i = 0; i < qs->n; i++) {
+        const char *q;
+        uint32_t len;
+        if (next_query(cur, &q, &len) < 0)
+            return -1;
+    }
+    return cur->left == 0 ? 0 : -1;
+}
+
+static bool query_is(const char *q, uint32_t len, const char *s)
+{
+    return len == strlen(s) && memcmp(q, s, len) == 0;
+}
+
+/* Whether one of the queries selects the context prefix + leaf; wildcards
+ * is the NULL-terminated list of the queries that match it in a LIST. */
+static bool selected(const struct queries *qs, const char *prefix, const char *leaf,
+                     const char *const *wildcards)
+{
+    if (qs->list && qs->n == 0)
         return true;
-    return list && strcmp(q, "base:") == 0;
+    struct cursor cur = qs->cur;
+    size_t pl = strlen(prefix), ll = strlen(leaf);
+    for (uint32_t i = 0; i < qs->n; i++) {
+        const char *q;
+        uint32_t len;
+        if (next_query(&cur, &q, &len) < 0)
+            return false; /* not reached: read_queries checked them */
+        if (len == pl + ll && memcmp(q, prefix, pl) == 0 && memcmp(q + pl, leaf, ll) == 0)
+            return true;
+        for (const char *const *w = wildcards; qs->list && *w; w++)
+            if (query_is(q, len, *w))
+                return true;
+    }
+    return false;
 }
 
-static bool export_exists(struct nbd_conn *c, const char *name)
+static const char *const base_wildcards[] = {"base:", NULL};
+static const char *const bitmap_wildcards[] = {"qemu:", NBD_CONTEXT_DIRTY_BITMAP, NULL};
+
+static bool selects_allocation(const struct queries *qs)
 {
-    void *ctx;
-    const struct nbd_catalog_ops *cat = nbd_server_catalog(c->srv, &ctx);
-    struct nbd_export e;
-    if (cat->open(ctx, name, &e) < 0)
-        return false;
-    cat->close(ctx, &e);
-    return true;
+    return selected(qs, NBD_CONTEXT_BASE_ALLOCATION, "", base_wildcards);
 }
 
-/* NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT. */
+static bool selects_bitmap(const struct queries *qs, const struct nbd_export *e, unsigned i)
+{
+    return strlen(e->bitmaps[i]) <= NBD_BITMAP_NAME_MAX &&
+           selected(qs, NBD_CONTEXT_DIRTY_BITMAP, e->bitmaps[i], bitmap_wildcards);
+}
+
+/* The replies of NBD_OPT_LIST_META_CONTEXT but its ACK. */
+static int list_contexts(struct nbd_conn *c, const struct nbd_export *e, const struct queries *qs)
+{
+    uint32_t opt = NBD_OPT_LIST_META_CONTEXT;
+    if (selects_allocation(qs) && send_context(c, opt, 0, NBD_CONTEXT_BASE_ALLOCATION, "") < 0)
+        return -1;
+    for (unsigned i = 0; i < e->nbitmaps; i++)
+        if (selects_bitmap(qs, e, i) &&
+            send_context(c, opt, 0, NBD_CONTEXT_DIRTY_BITMAP, e->bitmaps[i]) < 0)
+            return -1;
+    return 0;
+}
+
+/* NBD_OPT_SET_META_CONTEXT, once the request is parsed: selects the
+ * contexts for name, whose export c->meta_exp is, and keeps it open if any
+ * is selected. The selection was dropped before. */
+static int set_contexts(struct nbd_conn *c, const char *name, const struct queries *qs)
+{
+    uint32_t opt = NBD_OPT_SET_META_CONTEXT;
+    const struct nbd_export *e = &c->meta_exp;
+    bool allocation = selects_allocation(qs);
+    unsigned n = 0;
+    for (unsigned i = 0; i < e->nbitmaps; i++) {
+        if (!selects_bitmap(qs, e, i))
+            continue;
+        if (n == NBD_META_BITMAPS_MAX) {
+            drop_meta(c);
+            return reply_error(c, opt, NBD_REP_ERR_TOO_BIG, "too many dirty bitmaps selected");
+        }
+        c->meta_bitmap[n++] = i;
+    }
+    if (!allocation && n == 0) {
+        drop_meta(c);
+        return reply(c, opt, NBD_REP_ACK, NULL, 0);
+    }
+    c->meta_allocation = allocation;
+    c->meta_nbitmaps = n;
+    snprintf(c->meta_export, sizeof c->meta_export, "%s", name);
+    if (allocation &&
+        send_context(c, opt, NBD_CONTEXT_ID_ALLOCATION, NBD_CONTEXT_BASE_ALLOCATION, "") < 0)
+        return -1;
+    for (unsigned k = 0; k < n; k++) {
+        unsigned i = c->meta_bitmap[k];
+        if (send_context(c, opt, NBD_CONTEXT_ID_BITMAP(i), NBD_CONTEXT_DIRTY_BITMAP,
+                         e->bitmaps[i]) < 0)
+            return -1;
+    }
+    return reply(c, opt, NBD_REP_ACK, NULL, 0);
+}
+
+/* NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT. SET replaces
+ * the selection even when it fails (proto.md). */
 static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const char *data, uint32_t len)
 {
     bool list = opt == NBD_OPT_LIST_META_CONTEXT;
     struct cursor cur = {data, len};
-    char name[NBD_EXPORT_NAME_BUF], q[NBD_MAX_STRING + 1];
-    uint32_t nq;
+    char name[NBD_EXPORT_NAME_BUF];
+    struct queries qs;
+    if (!list)
+        drop_meta(c);
     if (!list && !c->structured)
         return reply_error(c, opt, NBD_REP_ERR_INVALID, "structured replies not negotiated");
-    if (get_string(&cur, name, sizeof name) < 0 || get_u32(&cur, &nq) < 0)
+    if (get_string(&cur, name, sizeof name) < 0 || read_queries(&cur, &qs, list) < 0)
         return reply_error(c, opt, NBD_REP_ERR_INVALID, "malformed meta context request");
-    bool selected = list && nq == 0;
-    for (uint32_t i = 0; i < nq; i++) {
-        if (get_string(&cur, q, sizeof q) < 0)
-            return reply_error(c, opt, NBD_REP_ERR_INVALID, "malformed meta context query");
-        selected |= query_matches(q, list);
+    void *ctx;
+    const struct nbd_catalog_ops *cat = nbd_server_catalog(c->srv, &ctx);
+    struct nbd_export e;
+    int r = cat->open(ctx, name, &e);
+    if (r < 0) {
+        char msg[NBD_MAX_STRING + 64];
+        snprintf(msg, sizeof msg, "export \"%s\": %s", name, strerror(-r));
+        return reply_error(c, opt, open_error(r), msg);
     }
-    if (cur.left != 0)
-        return reply_error(c, opt, NBD_REP_ERR_INVALID, "trailing data in meta context request");
-    if (!export_exists(c, name))
-        return reply_error(c, opt, NBD_REP_ERR_UNKNOWN, "no such export");
-    if (!list) {
-        c->meta_allocation = selected;
-        snprintf(c->meta_export, sizeof c->meta_export, "%s", name);
+    if (list) {
+        r = list_contexts(c, &e, &qs);
+        cat->close(ctx, &e); /* before the ACK: the client may count on it */
+        return r < 0 ? r : reply(c, opt, NBD_REP_ACK, NULL, 0);
     }
-    if (selected && send_context(c, opt) < 0)
-        return -1;
-    return reply(c, opt, NBD_REP_ACK, NULL, 0);
+    c->meta_exp = e;
+    c->have_meta_exp = true;
+    return set_contexts(c, name, &qs);
 }
 
 /* Answers one option. 1: transmission begins; 0: next option; -1: close. */
@@ -409,7 +550,7 @@ static int greet(struct nbd_conn *c)
     return 0;
 }
 
-int nbd_handshake(struct nbd_conn *c)
+static int negotiate(struct nbd_conn *c)
 {
     if (greet(c) < 0)
         return -1;
@@ -423,13 +564,19 @@ int nbd_handshake(struct nbd_conn *c)
             continue;
         r = handle_option(c, opt, data, len);
         free(data);
-        if (r < 0) {
-            close_export(c);
-            return -1;
-        }
-        if (r == 1)
-            return 0;
+        if (r != 0)
+            return r == 1 ? 0 : -1;
     }
     qb_log(LOG_INFO, "nbd %s: more than %d options, closing", c->peer, OPTIONS_MAX);
     return -1;
+}
+
+int nbd_handshake(struct nbd_conn *c)
+{
+    int r = negotiate(c);
+    if (r < 0) {
+        close_export(c);
+        drop_meta(c);
+    }
+    return r;
 }

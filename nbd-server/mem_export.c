@@ -16,10 +16,14 @@ struct mem_export {
     uint64_t size;
     bool read_only;
     bool async; /* writes complete on the catalog's completer thread */
-    /* lock guards data and allocated. */
+    /* lock guards data, allocated and dirty. */
     pthread_mutex_t lock;
     char *data;
     bool *allocated; /* per page */
+    unsigned nbitmaps;
+    char bitmap_name[MEM_BITMAPS_MAX][64];
+    const char *bitmaps[MEM_BITMAPS_MAX]; /* bitmap_name, as export.h wants it */
+    bool *dirty[MEM_BITMAPS_MAX];         /* per page */
 };
 
 /* A write applied, waiting for the completer to report it done. */
@@ -167,6 +171,29 @@ int mem_catalog_add(struct mem_catalog *cat, const char *name, uint64_t size, bo
     return 0;
 }
 
+int mem_catalog_add_bitmap(struct mem_catalog *cat, const char *export, const char *name)
+{
+    for (unsigned i = 0; i < cat->n; i++) {
+        struct mem_export *e = &cat->exports[i];
+        if (strcmp(e->name, export) != 0)
+            continue;
+        if (e->nbitmaps == MEM_BITMAPS_MAX || strlen(name) >= sizeof e->bitmap_name[0])
+            return -EINVAL;
+        bool *dirty = calloc(e->size / PAGE + 1, sizeof *dirty);
+        if (!dirty)
+            return -ENOMEM;
+        pthread_mutex_lock(&e->lock);
+        unsigned b = e->nbitmaps;
+        e->dirty[b] = dirty;
+        snprintf(e->bitmap_name[b], sizeof e->bitmap_name[b], "%s", name);
+        e->bitmaps[b] = e->bitmap_name[b];
+        e->nbitmaps++;
+        pthread_mutex_unlock(&e->lock);
+        return 0;
+    }
+    return -ENOENT;
+}
+
 unsigned mem_catalog_open_count(struct mem_catalog *cat)
 {
     pthread_mutex_lock(&cat->lock);
@@ -197,6 +224,8 @@ void mem_catalog_free(struct mem_catalog *cat)
     for (unsigned i = 0; i < cat->n; i++) {
         free(cat->exports[i].data);
         free(cat->exports[i].allocated);
+        for (unsigned b = 0; b < cat->exports[i].nbitmaps; b++)
+            free(cat->exports[i].dirty[b]);
         pthread_mutex_destroy(&cat->exports[i].lock);
     }
     pthread_cond_destroy(&cat->done_cv);
@@ -219,10 +248,19 @@ static int mem_pread(void *h, void *buf, uint32_t count, uint64_t offset, unsign
     return 0;
 }
 
+/* Marks every page the range touches dirty in every bitmap. */
+static void dirty(struct mem_export *e, uint64_t offset, uint32_t count)
+{
+    for (unsigned b = 0; b < e->nbitmaps; b++)
+        for (uint64_t p = offset / PAGE; p * PAGE < offset + count; p++)
+            e->dirty[b][p] = true;
+}
+
 static void mark(struct mem_export *e, uint64_t offset, uint32_t count, bool allocated)
 {
     for (uint64_t p = offset / PAGE; p * PAGE < offset + count; p++)
         e->allocated[p] = allocated;
+    dirty(e, offset, count);
 }
 
 /* The result of a write already applied: 0, or -EINPROGRESS when an
@@ -259,6 +297,7 @@ static void zero_range(struct mem_export *e, uint32_t count, uint64_t offset, bo
     uint64_t first = (offset + PAGE - 1) / PAGE, end = (offset + count) / PAGE;
     for (uint64_t p = first; p < end; p++)
         e->allocated[p] = !may_trim;
+    dirty(e, offset, count);
     pthread_mutex_unlock(&e->lock);
 }
 
@@ -284,26 +323,50 @@ static int mem_cache(void *h, uint32_t count, uint64_t offset, unsigned flags)
     return 0;
 }
 
+/* Extents of runs of equal pages[] in [offset, offset+count): flags set
+ * where pages[] is true, clear where false. Called with e->lock held. */
+static int page_runs(const bool *pages, uint32_t count, uint64_t offset, struct nbd_extent *ext,
+                     unsigned max, uint32_t set, uint32_t clear)
+{
+    uint64_t end = offset + count;
+    unsigned n = 0;
+    for (uint64_t off = offset; off < end && n < max;) {
+        bool v = pages[off / PAGE];
+        uint64_t next = (off / PAGE + 1) * PAGE;
+        while (next < end && pages[next / PAGE] == v)
+            next += PAGE;
+        if (next > end)
+            next = end;
+        ext[n++] = (struct nbd_extent){next - off, v ? set : clear};
+        off = next;
+    }
+    return (int)n;
+}
+
 static int mem_extents(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext,
                        unsigned max, unsigned flags)
 {
     (void)flags;
     struct mem_export *e = h;
-    uint64_t end = offset + count;
-    unsigned n = 0;
     pthread_mutex_lock(&e->lock);
-    for (uint64_t off = offset; off < end && n < max;) {
-        bool alloc = e->allocated[off / PAGE];
-        uint64_t next = (off / PAGE + 1) * PAGE;
-        while (next < end && e->allocated[next / PAGE] == alloc)
-            next += PAGE;
-        if (next > end)
-            next = end;
-        ext[n++] = (struct nbd_extent){next - off, alloc ? 0 : NBD_EXTENT_HOLE | NBD_EXTENT_ZERO};
-        off = next;
-    }
+    int n = page_runs(e->allocated, count, offset, ext, max, 0, NBD_EXTENT_HOLE | NBD_EXTENT_ZERO);
     pthread_mutex_unlock(&e->lock);
-    return (int)n;
+    return n;
+}
+
+/* Says -EAGAIN to NBD_IO_NOWAIT, as a backend that asks a peer would, so
+ * that the tests see a block status run the slow way after its
+ * base:allocation chunk was ready inline. */
+static int mem_bitmap_extents(void *h, unsigned bitmap, uint32_t count, uint64_t offset,
+                              struct nbd_extent *ext, unsigned max, unsigned flags)
+{
+    struct mem_export *e = h;
+    if (flags & NBD_IO_NOWAIT)
+        return -EAGAIN;
+    pthread_mutex_lock(&e->lock);
+    int n = page_runs(e->dirty[bitmap], count, offset, ext, max, NBD_STATE_DIRTY, 0);
+    pthread_mutex_unlock(&e->lock);
+    return n;
 }
 
 static const struct nbd_export_ops mem_ops = {
@@ -315,6 +378,7 @@ static const struct nbd_export_ops mem_ops = {
     .zero = mem_zero,
     .cache = mem_cache,
     .extents = mem_extents,
+    .bitmap_extents = mem_bitmap_extents,
     .batch_begin = mem_batch_begin,
     .batch_end = mem_batch_end,
 };
@@ -326,7 +390,8 @@ static int mem_open(void *ctx, const char *name, struct nbd_export *exp)
         struct mem_export *e = &cat->exports[i];
         if (strcmp(e->name, name) != 0)
             continue;
-        *exp = (struct nbd_export){&mem_ops, e, e->description, e->read_only};
+        *exp =
+            (struct nbd_export){&mem_ops, e, e->description, e->read_only, e->bitmaps, e->nbitmaps};
         pthread_mutex_lock(&cat->lock);
         cat->opens++;
         pthread_mutex_unlock(&cat->lock);

@@ -8,9 +8,9 @@
 
 #include <stdint.h>
 
-#define NBD_MAGIC UINT64_C(0x4e42444d41474943)      /* "NBDMAGIC" */
-#define NBD_IHAVEOPT UINT64_C(0x49484156454F5054)   /* "IHAVEOPT" */
-#define NBD_REP_MAGIC UINT64_C(0x0003e889045565a9)  /* option replies */
+#define NBD_MAGIC UINT64_C(0x4e42444d41474943)     /* "NBDMAGIC" */
+#define NBD_IHAVEOPT UINT64_C(0x49484156454F5054)  /* "IHAVEOPT" */
+#define NBD_REP_MAGIC UINT64_C(0x0003e889045565a9) /* option replies */
 #define NBD_REQUEST_MAGIC UINT32_C(0x25609513)
 #define NBD_SIMPLE_REPLY_MAGIC UINT32_C(0x67446698)
 #define NBD_STRUCTURED_REPLY_MAGIC UINT32_C(0x668e33ef)
@@ -100,10 +100,13 @@
 #define NBD_ENOTSUP 95
 #define NBD_ESHUTDOWN 108
 
-/* Limits the protocol sets on strings and the one context we serve. */
+/* Limits the protocol sets on strings, and the meta contexts we serve
+ * (names and the ids SET_META_CONTEXT gives them). */
 #define NBD_MAX_STRING 4096
 #define NBD_CONTEXT_BASE_ALLOCATION "base:allocation"
-#define NBD_CONTEXT_ID_ALLOCATION 1
+#define NBD_CONTEXT_DIRTY_BITMAP "qemu:dirty-bitmap:"
+#define NBD_CONTEXT_ID_ALLOCATION 0
+#define NBD_CONTEXT_ID_BITMAP(i) (1 + (uint32_t)(i))
 
 struct nbd_option_header {
     uint64_t magic;

@@ -140,7 +140,8 @@ static int validate(const struct nbd_conn *c, const struct request *r)
         return NBD_EINVAL;
     if (r->flags & ~allowed_flags(c, r->type))
         return NBD_EINVAL;
-    if (r->type == NBD_CMD_BLOCK_STATUS && (!c->meta_allocation || r->length == 0))
+    if (r->type == NBD_CMD_BLOCK_STATUS &&
+        ((!c->meta_allocation && c->meta_nbitmaps == 0) || r->length == 0))
         return NBD_EINVAL;
     if (!has_range(r->type))
         return 0;
@@ -316,29 +317,64 @@ static int do_read(struct nbd_conn *c, const struct request *r, struct buffer *b
     return conn_send_own(c, iov, 2);
 }
 
-/* With NBD_IO_NOWAIT in flags, -EAGAIN when the backend would wait. */
-static int do_block_status(struct nbd_conn *c, const struct request *r, unsigned flags)
+/* The extents of the k-th selected meta context (base:allocation first,
+ * then the bitmaps), and its id. */
+static int context_extents(struct nbd_conn *c, unsigned k, const struct request *r,
+                           struct nbd_extent *ext, unsigned max, unsigned flags, uint32_t *id)
+{
+    const struct nbd_export *e = &c->exp;
+    if (c->meta_allocation && k == 0) {
+        *id = NBD_CONTEXT_ID_ALLOCATION;
+        return e->ops->extents(e->handle, r->length, r->offset, ext, max, flags);
+    }
+    unsigned i = c->meta_bitmap[k - c->meta_allocation];
+    *id = NBD_CONTEXT_ID_BITMAP(i);
+    return e->ops->bitmap_extents(e->handle, i, r->length, r->offset, ext, max, flags);
+}
+
+/* Appends to p the BLOCK_STATUS chunk of context id; returns its end. */
+static char *put_status_chunk(char *p, const struct request *r, bool last, uint32_t id,
+                              const struct nbd_extent *ext, unsigned n)
+{
+    struct nbd_structured_reply h;
+    chunk_header(&h, r, last ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_BLOCK_STATUS, 4 + 8 * n);
+    memcpy(p, &h, sizeof h);
+    p += sizeof h;
+    uint32_t be[2] = {htobe32(id)};
+    memcpy(p, be, 4);
+    p += 4;
+    for (unsigned i = 0; i < n; i++) {
+        be[0] = htobe32((uint32_t)ext[i].length);
+        be[1] = htobe32(ext[i].flags);
+        memcpy(p, be, 8);
+        p += 8;
+    }
+    return p;
+}
+
+/* One chunk per selected context, gathered in the thread's buffer and
+ * sent in one write, so that -EAGAIN (with NBD_IO_NOWAIT in flags, when
+ * the backend would wait for any context) leaves nothing sent. */
+static int do_block_status(struct nbd_conn *c, const struct request *r, struct buffer *b,
+                           unsigned flags)
 {
     struct nbd_extent ext[STATUS_EXTENTS_MAX];
     unsigned max = r->flags & NBD_CMD_FLAG_REQ_ONE ? 1 : STATUS_EXTENTS_MAX;
-    int n = c->exp.ops->extents(c->exp.handle, r->length, r->offset, ext, max, flags);
-    if (n == -EAGAIN && (flags & NBD_IO_NOWAIT))
-        return n;
-    if (n < 0)
-        return send_error(c, r, nbd_errno(n));
-    struct {
-        uint32_t length, flags;
-    } desc[STATUS_EXTENTS_MAX];
-    for (int i = 0; i < n; i++) {
-        desc[i].length = htobe32((uint32_t)ext[i].length);
-        desc[i].flags = htobe32(ext[i].flags);
+    unsigned nctx = c->meta_allocation + c->meta_nbitmaps;
+    if (buffer_reserve(b, nctx * (sizeof(struct nbd_structured_reply) + 4 + 8 * max)) < 0)
+        return send_error(c, r, NBD_ENOMEM);
+    char *p = b->p;
+    for (unsigned k = 0; k < nctx; k++) {
+        uint32_t id;
+        int n = context_extents(c, k, r, ext, max, flags, &id);
+        if (n == -EAGAIN && (flags & NBD_IO_NOWAIT))
+            return n;
+        if (n < 0)
+            return send_error(c, r, nbd_errno(n));
+        p = put_status_chunk(p, r, k + 1 == nctx, id, ext, (unsigned)n);
     }
-    uint32_t id = htobe32(NBD_CONTEXT_ID_ALLOCATION);
-    struct nbd_structured_reply h;
-    chunk_header(&h, r, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS,
-                 (uint32_t)(4 + n * sizeof desc[0]));
-    struct iovec iov[3] = {{&h, sizeof h}, {&id, 4}, {desc, n * sizeof desc[0]}};
-    return conn_send_own(c, iov, 3);
+    struct iovec iov = {b->p, (size_t)(p - b->p)};
+    return conn_send_own(c, &iov, 1);
 }
 
 static unsigned zero_flags(const struct request *r)
@@ -383,7 +419,7 @@ static int execute(struct nbd_conn *c, const struct request *r, struct buffer *b
     if (r->type == NBD_CMD_READ)
         return do_read(c, r, b, flags);
     if (r->type == NBD_CMD_BLOCK_STATUS)
-        return do_block_status(c, r, flags);
+        return do_block_status(c, r, b, flags);
     int e = run_simple_command(c, r, b->p, flags, NULL);
     if (e == -EAGAIN && (flags & NBD_IO_NOWAIT))
         return e;

@@ -2,7 +2,8 @@
  *
  * Each input is a whole client byte stream: it is put in a memfd and served
  * by the real protocol code (one serving thread, so the run is
- * deterministic) against in-memory exports, with replies going to
+ * deterministic) against in-memory exports with dirty bitmaps (meta
+ * contexts qemu:dirty-bitmap:s1 ...), with replies going to
  * /dev/null. A crash, sanitizer report, leak or hang is a bug; a rejected
  * input is not.
  */
@@ -22,7 +23,9 @@ static struct nbd_server *server(void)
         return srv;
     struct mem_catalog *cat = mem_catalog_new();
     if (!cat || mem_catalog_add(cat, "a", 1 << 20, false) < 0 ||
-        mem_catalog_add(cat, "ro", 64 << 10, true) < 0)
+        mem_catalog_add(cat, "ro", 64 << 10, true) < 0 ||
+        mem_catalog_add_bitmap(cat, "a", "s1") < 0 || mem_catalog_add_bitmap(cat, "a", "s2") < 0 ||
+        mem_catalog_add_bitmap(cat, "ro", "s0") < 0)
         abort();
     struct nbd_server_config cfg;
     nbd_server_config_defaults(&cfg);

@@ -44,6 +44,11 @@ def main(outdir):
         "export-name": hello + opt(1, b"a") + req(0, 512, 512) + req(1, 1 << 20, 512, payload=b"\0" * 512) +
         req(9, 0, 0) + req(0, 3, 5) + req(2),
         "readonly": hello + go("ro") + req(1, 0, 512, payload=b"z" * 512) + req(4, 0, 512) + req(2),
+        "bitmaps": hello + opt(8) + meta(9, "a", []) + meta(9, "a", ["qemu:", "qemu:dirty-bitmap:", "base:"]) +
+        meta(9, "ro", ["qemu:dirty-bitmap:s0", "qemu:dirty-bitmap:s1", "x-y:z"]) +
+        meta(10, "a", ["base:allocation", "qemu:dirty-bitmap:s2", "qemu:dirty-bitmap:s1", "qemu:"]) + go("a") +
+        req(1, 4096, 512, payload=b"\xcd" * 512) + req(6, 65536, 4096) + req(7, 0, 131072) +
+        req(7, 4096, 65536, 8) + req(2),
         "bad": hello + opt(7, b"\xff\xff\xff\xff") + go("nope") + opt(10, b"") + opt(1, b"nope"),
     }
     for k, v in seeds.items():

@@ -46,6 +46,8 @@ static void start_server(uint32_t min_block, uint32_t max_payload)
     cr_assert_eq(mem_catalog_add(cat, "disk", DISK_SIZE, false), 0);
     cr_assert_eq(mem_catalog_add(cat, "ro", 1u << 20, true), 0);
     cr_assert_eq(mem_catalog_add_async(cat, "async", DISK_SIZE), 0);
+    cr_assert_eq(mem_catalog_add_bitmap(cat, "disk", "b1"), 0);
+    cr_assert_eq(mem_catalog_add_bitmap(cat, "async", "other"), 0);
     struct nbd_server_config cfg;
     nbd_server_config_defaults(&cfg);
     cfg.threads = 4;
@@ -224,6 +226,10 @@ Test(options, read_only_export_refuses_writes, .init = setup, .fini = teardown)
     cr_assert_eq(nbd_get_errno(), EPERM);
     cr_assert_eq(nbd_trim(h, 512, 0, 0), -1);
     cr_assert_eq(nbd_get_errno(), EPERM);
+    cr_assert_eq(nbd_zero(h, 512, 0, 0), -1);
+    cr_assert_eq(nbd_get_errno(), EPERM);
+    cr_assert_eq(nbd_flush(h, 0), 0, "%s", nbd_get_error());
+    cr_assert_eq(nbd_cache(h, 4096, 0, 0), 0, "%s", nbd_get_error());
     assert_serves(h);
     nbd_close(h);
 }
@@ -431,6 +437,209 @@ Test(io, async_writes_outlive_their_client, .init = setup, .fini = teardown)
     cr_assert_eq(nbd_server_connections(srv), 0);
 }
 
+/* ---- meta contexts: qemu:dirty-bitmap:NAME ------------------------------ */
+
+static int names_cb(void *user, const char *name)
+{
+    char *out = user;
+    size_t n = strlen(out);
+    snprintf(out + n, 512 - n, "%s%s", n ? "," : "", name);
+    return 0;
+}
+
+/* The contexts LIST_META_CONTEXT names for export given the queries
+ * (NULL-terminated), joined with commas in the server's order. */
+static const char *list_contexts(const char *export, const char *const *queries)
+{
+    static char out[512];
+    out[0] = '\0';
+    struct nbd_handle *h = nbd_create();
+    cr_assert_eq(nbd_set_opt_mode(h, true), 0);
+    cr_assert_eq(nbd_set_export_name(h, export), 0);
+    cr_assert_eq(nbd_connect_unix(h, sock), 0, "%s", nbd_get_error());
+    for (const char *const *q = queries; *q; q++)
+        cr_assert_eq(nbd_add_meta_context(h, *q), 0);
+    int n = nbd_opt_list_meta_context(
+        h, (nbd_context_callback){.callback = names_cb, .user_data = out});
+    cr_assert_geq(n, 0, "%s", nbd_get_error());
+    nbd_opt_abort(h);
+    nbd_close(h);
+    return out;
+}
+
+#define LIST(export, ...) list_contexts(export, (const char *const[]){__VA_ARGS__, NULL})
+
+/* Closes h and waits until no connection holds an export open. */
+static void close_all(struct nbd_handle *h)
+{
+    nbd_close(h);
+    for (int i = 0; i < 500 && mem_catalog_open_count(cat) > 0; i++)
+        poll(NULL, 0, 10);
+    cr_assert_eq(mem_catalog_open_count(cat), 0);
+}
+
+Test(meta, list_answers_queries_as_qemu_nbd, .init = setup, .fini = teardown)
+{
+    cr_assert_eq(mem_catalog_add_bitmap(cat, "disk", "b2"), 0);
+    const char *all = "base:allocation,qemu:dirty-bitmap:b1,qemu:dirty-bitmap:b2";
+    cr_assert_str_eq(list_contexts("disk", (const char *const[]){NULL}), all, "no query: all");
+    cr_assert_str_eq(LIST("disk", "qemu:"), "qemu:dirty-bitmap:b1,qemu:dirty-bitmap:b2");
+    cr_assert_str_eq(LIST("disk", "qemu:dirty-bitmap:"),
+                     "qemu:dirty-bitmap:b1,qemu:dirty-bitmap:b2");
+    cr_assert_str_eq(LIST("disk", "base:"), "base:allocation");
+    cr_assert_str_eq(LIST("disk", "qemu:dirty-bitmap:b2"), "qemu:dirty-bitmap:b2");
+    cr_assert_str_eq(LIST("disk", "qemu:dirty-bitmap:b2", "base:allocation", "qemu:"), all,
+                     "each context once, whatever matches it");
+    cr_assert_str_eq(LIST("disk", "qemu:dirty-bitmap:nope", "qemu:allocation-depth", "x-foo:bar",
+                          "qemu:dirty-bitmap:b", "base:allocationx"),
+                     "", "unknown contexts and namespaces are ignored");
+    cr_assert_str_eq(LIST("async", "qemu:dirty-bitmap:"), "qemu:dirty-bitmap:other");
+    cr_assert_str_eq(LIST("disk", "qemu:dirty-bitmap:other"), "",
+                     "another export's bitmap is not offered");
+    cr_assert_str_eq(LIST("ro", "qemu:"), "", "no bitmaps, no qemu: contexts");
+    cr_assert_eq(mem_catalog_open_count(cat), 0, "LIST closes what it opened");
+}
+
+/* Per context: chunks received and their extents. */
+struct ctx_extents {
+    const char *ctx;
+    int chunks, n;
+    uint32_t len[8], flags[8];
+};
+
+static int ctx_extent_cb(void *user, const char *ctx, uint64_t offset, uint32_t *entries, size_t nr,
+                         int *error)
+{
+    (void)offset;
+    (void)error;
+    for (struct ctx_extents *e = user; e->ctx; e++) {
+        if (strcmp(ctx, e->ctx) != 0)
+            continue;
+        e->chunks++;
+        for (size_t i = 0; i + 1 < nr && e->n < 8; i += 2) {
+            e->len[e->n] = entries[i];
+            e->flags[e->n++] = entries[i + 1];
+        }
+    }
+    return 0;
+}
+
+static void assert_extents(const struct ctx_extents *e, int n, const uint32_t *len,
+                           const uint32_t *flags)
+{
+    cr_assert_eq(e->chunks, 1, "%s: %d chunks", e->ctx, e->chunks);
+    cr_assert_eq(e->n, n, "%s: %d extents, wanted %d", e->ctx, e->n, n);
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(e->len[i], len[i], "%s: extent %d length %u", e->ctx, i, e->len[i]);
+        cr_assert_eq(e->flags[i], flags[i], "%s: extent %d flags %u", e->ctx, i, e->flags[i]);
+    }
+}
+
+/* Writes len bytes at off through a connection of its own. */
+static void write_at(const char *export, uint64_t off, uint32_t len)
+{
+    static char buf[65536];
+    fill(buf, len, 5);
+    struct nbd_handle *h = connect_to(export);
+    cr_assert_eq(nbd_pwrite(h, buf, len, off, 0), 0, "%s", nbd_get_error());
+    close_all(h);
+}
+
+/* Two bitmaps as two snapshots' would be: b1 older (both writes), b2 added
+ * between them (the second only). With base:allocation and b2 selected,
+ * BLOCK_STATUS answers one chunk for each, b1 none; the bitmap's chunk
+ * is computed the slow way (mem_export says -EAGAIN inline), after the
+ * base:allocation one was ready: still one chunk each. */
+Test(meta, block_status_one_chunk_per_selected_context, .init = setup, .fini = teardown)
+{
+    write_at("disk", 8192, 4096);
+    cr_assert_eq(mem_catalog_add_bitmap(cat, "disk", "b2"), 0);
+    write_at("disk", 20480, 8192);
+
+    struct nbd_handle *h = nbd_create();
+    cr_assert_eq(nbd_set_export_name(h, "disk"), 0);
+    cr_assert_eq(nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION), 0);
+    cr_assert_eq(nbd_add_meta_context(h, "qemu:dirty-bitmap:b2"), 0);
+    cr_assert_eq(nbd_add_meta_context(h, "qemu:dirty-bitmap:"), 0); /* SET: selects nothing */
+    cr_assert_eq(nbd_connect_unix(h, sock), 0, "%s", nbd_get_error());
+    cr_assert_eq(nbd_can_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION), 1);
+    cr_assert_eq(nbd_can_meta_context(h, "qemu:dirty-bitmap:b2"), 1);
+    cr_assert_eq(nbd_can_meta_context(h, "qemu:dirty-bitmap:b1"), 0);
+
+    struct ctx_extents e[] = {{.ctx = LIBNBD_CONTEXT_BASE_ALLOCATION},
+                              {.ctx = "qemu:dirty-bitmap:b2"},
+                              {.ctx = "qemu:dirty-bitmap:b1"},
+                              {.ctx = NULL}};
+    cr_assert_eq(nbd_block_status(h, 65536, 0,
+                                  (nbd_extent_callback){.callback = ctx_extent_cb, .user_data = e},
+                                  0),
+                 0, "%s", nbd_get_error());
+    const uint32_t hz = LIBNBD_STATE_HOLE | LIBNBD_STATE_ZERO, d = 1;
+    assert_extents(&e[0], 5, (uint32_t[]){8192, 4096, 8192, 8192, 36864},
+                   (uint32_t[]){hz, 0, hz, 0, hz});
+    assert_extents(&e[1], 3, (uint32_t[]){20480, 8192, 36864}, (uint32_t[]){0, d, 0});
+    cr_assert_eq(e[2].chunks, 0, "b1 was not selected");
+
+    struct ctx_extents one[] = {
+        {.ctx = LIBNBD_CONTEXT_BASE_ALLOCATION}, {.ctx = "qemu:dirty-bitmap:b2"}, {.ctx = NULL}};
+    cr_assert_eq(
+        nbd_block_status(h, 16384, 16384,
+                         (nbd_extent_callback){.callback = ctx_extent_cb, .user_data = one},
+                         LIBNBD_CMD_FLAG_REQ_ONE),
+        0, "%s", nbd_get_error());
+    assert_extents(&one[0], 1, (uint32_t[]){4096}, (uint32_t[]){hz});
+    assert_extents(&one[1], 1, (uint32_t[]){4096}, (uint32_t[]){0});
+    close_all(h);
+}
+
+/* Reads what cmd prints (its stdout) into out; asserts it succeeded. */
+static void run(const char *cmd, char *out, size_t size)
+{
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    size_t n = fread(out, 1, size - 1, f);
+    out[n] = '\0';
+    cr_assert_eq(pclose(f), 0, "%s failed: %s", cmd, out);
+}
+
+/* A dirty bitmap read by real clients: nbdinfo --map, and qemu-img map
+ * with x-dirty-bitmap (which reports dirty ranges as "data": false). */
+Test(meta, real_clients_map_a_dirty_bitmap, .init = setup, .fini = teardown)
+{
+    write_at("disk", 65536, 65536);
+    write_at("disk", 1 << 20, 4096);
+    char cmd[512], out[4096];
+    snprintf(cmd, sizeof cmd, "nbdinfo --map=qemu:dirty-bitmap:b1 'nbd+unix:///disk?socket=%s'",
+             sock);
+    run(cmd, out, sizeof out);
+    uint64_t want[][3] = {{0, 65536, 0},
+                          {65536, 65536, 1},
+                          {131072, (1 << 20) - 131072, 0},
+                          {1 << 20, 4096, 1},
+                          {(1 << 20) + 4096, DISK_SIZE - (1 << 20) - 4096, 0}};
+    size_t n = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), n++) {
+        unsigned long long off, len;
+        unsigned type;
+        cr_assert_eq(sscanf(line, "%llu %llu %u", &off, &len, &type), 3, "line: %s", line);
+        cr_assert_lt(n, 5, "extra line: %s", line);
+        cr_assert(off == want[n][0] && len == want[n][1] && type == want[n][2], "line %zu: %s", n,
+                  line);
+    }
+    cr_assert_eq(n, 5);
+
+    snprintf(cmd, sizeof cmd,
+             "qemu-img map --output=json --image-opts driver=nbd,export=disk,server.type=unix,"
+             "server.path=%s,x-dirty-bitmap=qemu:dirty-bitmap:b1",
+             sock);
+    run(cmd, out, sizeof out);
+    cr_assert_not_null(strstr(out, "{ \"start\": 0, \"length\": 65536, "), "%s", out);
+    const char *dirty = strstr(out, "{ \"start\": 65536, \"length\": 65536, ");
+    cr_assert_not_null(dirty, "%s", out);
+    cr_assert_not_null(memmem(dirty, strcspn(dirty, "\n"), "\"data\": false", 13), "%s", out);
+    cr_assert_not_null(strstr(out, "{ \"start\": 1048576, \"length\": 4096, "), "%s", out);
+}
+
 /* ---- bad requests ------------------------------------------------------- */
 
 #define EXPECT_ERRNO(call, err)                                                                    \
@@ -629,6 +838,231 @@ Test(raw, unknown_option_then_go, .init = setup, .fini = teardown)
     cr_assert_eq(write(fd, &o, sizeof o), (ssize_t)sizeof o);
     raw_read(fd, &rep, sizeof rep);
     cr_assert_eq(be32toh(rep.type), NBD_REP_SERVER, "the next option still works");
+    close(fd);
+}
+
+/* ---- meta contexts on the wire: ids, and the export SET holds ----------- */
+
+static void raw_option(int fd, uint32_t opt, const void *data, uint32_t len)
+{
+    struct nbd_option_header o = {htobe64(NBD_IHAVEOPT), htobe32(opt), htobe32(len)};
+    cr_assert_eq(write(fd, &o, sizeof o), (ssize_t)sizeof o);
+    cr_assert_eq(write(fd, data, len), (ssize_t)len);
+}
+
+/* Reads one option reply into data (NUL-terminated); returns its type. */
+static uint32_t raw_option_reply(int fd, uint32_t opt, char *data, size_t size)
+{
+    struct nbd_option_reply rep;
+    raw_read(fd, &rep, sizeof rep);
+    cr_assert_eq(be64toh(rep.magic), NBD_REP_MAGIC);
+    cr_assert_eq(be32toh(rep.option), opt);
+    uint32_t len = be32toh(rep.length);
+    cr_assert_lt(len, size);
+    raw_read(fd, data, len);
+    data[len] = '\0';
+    return be32toh(rep.type);
+}
+
+/* Sends a LIST or SET_META_CONTEXT for export with the queries. */
+static void raw_meta(int fd, uint32_t opt, const char *export, const char *const *queries)
+{
+    char buf[4096];
+    size_t at = 0;
+    uint32_t be = htobe32((uint32_t)strlen(export)), n = 0;
+    memcpy(buf, &be, 4);
+    memcpy(buf + 4, export, strlen(export));
+    at = 4 + strlen(export) + 4;
+    for (const char *const *q = queries; *q; q++, n++) {
+        cr_assert_lt(at + 4 + strlen(*q), sizeof buf);
+        be = htobe32((uint32_t)strlen(*q));
+        memcpy(buf + at, &be, 4);
+        memcpy(buf + at + 4, *q, strlen(*q));
+        at += 4 + strlen(*q);
+    }
+    be = htobe32(n);
+    memcpy(buf + 4 + strlen(export), &be, 4);
+    raw_option(fd, opt, buf, (uint32_t)at);
+}
+
+/* Expects a META_CONTEXT reply with id and name. */
+static void expect_context(int fd, uint32_t opt, uint32_t id, const char *name)
+{
+    char data[256];
+    cr_assert_eq(raw_option_reply(fd, opt, data, sizeof data), NBD_REP_META_CONTEXT);
+    uint32_t got;
+    memcpy(&got, data, 4);
+    cr_assert_eq(be32toh(got), id, "%s: id %u, wanted %u", data + 4, be32toh(got), id);
+    cr_assert_str_eq(data + 4, name);
+}
+
+static void expect_ack(int fd, uint32_t opt)
+{
+    char data[256];
+    cr_assert_eq(raw_option_reply(fd, opt, data, sizeof data), NBD_REP_ACK, "%s", data);
+}
+
+/* A raw connection past STRUCTURED_REPLY. */
+static int raw_structured(void)
+{
+    int fd = raw_connect();
+    char hello[18];
+    raw_read(fd, hello, sizeof hello);
+    uint32_t cflags = htobe32(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
+    cr_assert_eq(write(fd, &cflags, 4), 4);
+    raw_option(fd, NBD_OPT_STRUCTURED_REPLY, NULL, 0);
+    expect_ack(fd, NBD_OPT_STRUCTURED_REPLY);
+    return fd;
+}
+
+/* GO export, no info requested; reads the replies up to the ACK. */
+static void raw_go(int fd, const char *export)
+{
+    char buf[256], data[256];
+    uint32_t be = htobe32((uint32_t)strlen(export));
+    memcpy(buf, &be, 4);
+    memcpy(buf + 4, export, strlen(export));
+    memset(buf + 4 + strlen(export), 0, 2);
+    raw_option(fd, NBD_OPT_GO, buf, (uint32_t)(4 + strlen(export) + 2));
+    uint32_t type;
+    while ((type = raw_option_reply(fd, NBD_OPT_GO, data, sizeof data)) == NBD_REP_INFO)
+        ;
+    cr_assert_eq(type, NBD_REP_ACK, "GO %s: %s", export, data);
+}
+
+/* Sends BLOCK_STATUS of [0, 4096) and reads the first reply chunk: its
+ * flags and type, and the context id if a status chunk, or the error. */
+static void raw_status(int fd, uint16_t *flags, uint16_t *type, uint32_t *id_or_error)
+{
+    struct nbd_request r = {
+        htobe32(NBD_REQUEST_MAGIC), 0, htobe16(NBD_CMD_BLOCK_STATUS), 9, 0, htobe32(4096)};
+    cr_assert_eq(write(fd, &r, sizeof r), (ssize_t)sizeof r);
+    struct nbd_structured_reply h;
+    raw_read(fd, &h, sizeof h);
+    cr_assert_eq(be32toh(h.magic), NBD_STRUCTURED_REPLY_MAGIC);
+    char payload[256];
+    cr_assert_lt(be32toh(h.length), sizeof payload);
+    raw_read(fd, payload, be32toh(h.length));
+    memcpy(id_or_error, payload, 4);
+    *id_or_error = be32toh(*id_or_error);
+    *flags = be16toh(h.flags);
+    *type = be16toh(h.type);
+}
+
+Test(meta, set_ids_and_the_held_export_taken_over_by_go, .init = setup, .fini = teardown)
+{
+    int fd = raw_structured();
+    raw_meta(fd, NBD_OPT_LIST_META_CONTEXT, "disk", (const char *const[]){NULL});
+    expect_context(fd, NBD_OPT_LIST_META_CONTEXT, 0, "base:allocation");
+    expect_context(fd, NBD_OPT_LIST_META_CONTEXT, 0, "qemu:dirty-bitmap:b1");
+    expect_ack(fd, NBD_OPT_LIST_META_CONTEXT);
+    raw_meta(fd, NBD_OPT_SET_META_CONTEXT, "disk",
+             (const char *const[]){"qemu:dirty-bitmap:b1",
+                                   "qemu:", "base:", "qemu:dirty-bitmap:other", NULL});
+    expect_context(fd, NBD_OPT_SET_META_CONTEXT, 1, "qemu:dirty-bitmap:b1");
+    expect_ack(fd, NBD_OPT_SET_META_CONTEXT);
+    cr_assert_eq(mem_catalog_open_count(cat), 1, "SET holds its export");
+    raw_go(fd, "disk");
+    cr_assert_eq(mem_catalog_open_count(cat), 1, "GO took it over");
+    uint16_t flags, type;
+    uint32_t id;
+    raw_status(fd, &flags, &type, &id);
+    cr_assert_eq(type, NBD_REPLY_TYPE_BLOCK_STATUS);
+    cr_assert_eq(id, 1);
+    cr_assert_eq(flags, NBD_REPLY_FLAG_DONE, "the only chunk");
+    close(fd);
+    wait_connections(0);
+    cr_assert_eq(mem_catalog_open_count(cat), 0);
+}
+
+Test(meta, go_to_another_export_drops_the_selection, .init = setup, .fini = teardown)
+{
+    int fd = raw_structured();
+    raw_meta(fd, NBD_OPT_SET_META_CONTEXT, "disk",
+             (const char *const[]){"base:allocation", "qemu:dirty-bitmap:b1", NULL});
+    expect_context(fd, NBD_OPT_SET_META_CONTEXT, 0, "base:allocation");
+    expect_context(fd, NBD_OPT_SET_META_CONTEXT, 1, "qemu:dirty-bitmap:b1");
+    expect_ack(fd, NBD_OPT_SET_META_CONTEXT);
+    raw_go(fd, "async");
+    cr_assert_eq(mem_catalog_open_count(cat), 1, "the export SET held is closed");
+    uint16_t flags, type;
+    uint32_t err;
+    raw_status(fd, &flags, &type, &err);
+    cr_assert_eq(type, NBD_REPLY_TYPE_ERROR);
+    cr_assert_eq(err, NBD_EINVAL, "no context selected for async");
+    close(fd);
+    wait_connections(0);
+}
+
+Test(meta, set_selecting_nothing_or_a_client_leaving_holds_nothing, .init = setup, .fini = teardown)
+{
+    int fd = raw_structured();
+    raw_meta(fd, NBD_OPT_SET_META_CONTEXT, "disk",
+             (const char *const[]){"qemu:", "qemu:dirty-bitmap:", "base:", NULL});
+    expect_ack(fd, NBD_OPT_SET_META_CONTEXT);
+    cr_assert_eq(mem_catalog_open_count(cat), 0, "wildcards select nothing in SET");
+    raw_meta(fd, NBD_OPT_SET_META_CONTEXT, "nope", (const char *const[]){"base:", NULL});
+    char data[256];
+    cr_assert_eq(raw_option_reply(fd, NBD_OPT_SET_META_CONTEXT, data, sizeof data),
+                 NBD_REP_ERR_UNKNOWN);
+    raw_meta(fd, NBD_OPT_SET_META_CONTEXT, "disk",
+             (const char *const[]){"qemu:dirty-bitmap:b1", NULL});
+    expect_context(fd, NBD_OPT_SET_META_CONTEXT, 1, "qemu:dirty-bitmap:b1");
+    expect_ack(fd, NBD_OPT_SET_META_CONTEXT);
+    cr_assert_eq(mem_catalog_open_count(cat), 1);
+    close(fd);
+    wait_connections(0);
+    cr_assert_eq(mem_catalog_open_count(cat), 0, "the held export closed with the handshake");
+}
+
+/* Adds bitmaps s0 ... s<n-1> to ro; their queries, NULL-terminated, in q. */
+static void many_bitmaps(unsigned n, char names[][32], const char **q)
+{
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(names[i], 32, "qemu:dirty-bitmap:s%u", i);
+        cr_assert_eq(mem_catalog_add_bitmap(cat, "ro", names[i] + 18), 0);
+        q[i] = names[i];
+    }
+    q[n] = NULL;
+}
+
+/* NBD_META_BITMAPS_MAX bitmaps selected at once answer one chunk each, in
+ * one reply; one more is refused as too big and selects nothing. */
+Test(meta, at_most_64_bitmaps_selected, .init = setup, .fini = teardown)
+{
+    enum { N = NBD_META_BITMAPS_MAX };
+    static char names[N + 1][32];
+    const char *q[N + 2];
+    many_bitmaps(N + 1, names, q);
+    int fd = raw_structured();
+    raw_meta(fd, NBD_OPT_SET_META_CONTEXT, "ro", q);
+    char data[256];
+    cr_assert_eq(raw_option_reply(fd, NBD_OPT_SET_META_CONTEXT, data, sizeof data),
+                 NBD_REP_ERR_TOO_BIG, "%s", data);
+    cr_assert_eq(mem_catalog_open_count(cat), 0);
+    q[N] = NULL;
+    raw_meta(fd, NBD_OPT_SET_META_CONTEXT, "ro", q);
+    for (uint32_t i = 0; i < N; i++)
+        expect_context(fd, NBD_OPT_SET_META_CONTEXT, NBD_CONTEXT_ID_BITMAP(i), names[i]);
+    expect_ack(fd, NBD_OPT_SET_META_CONTEXT);
+    raw_go(fd, "ro");
+    struct nbd_request r = {htobe32(NBD_REQUEST_MAGIC), 0, htobe16(NBD_CMD_BLOCK_STATUS), 9, 0,
+                            htobe32(1u << 20)};
+    cr_assert_eq(write(fd, &r, sizeof r), (ssize_t)sizeof r);
+    for (uint32_t i = 0; i < N; i++) {
+        struct nbd_structured_reply h;
+        struct {
+            uint32_t id, length, flags;
+        } chunk;
+        raw_read(fd, &h, sizeof h);
+        cr_assert_eq(be16toh(h.type), NBD_REPLY_TYPE_BLOCK_STATUS);
+        cr_assert_eq(be16toh(h.flags), i + 1 == N ? NBD_REPLY_FLAG_DONE : 0);
+        cr_assert_eq(be32toh(h.length), sizeof chunk);
+        raw_read(fd, &chunk, sizeof chunk);
+        cr_assert_eq(be32toh(chunk.id), NBD_CONTEXT_ID_BITMAP(i));
+        cr_assert_eq(be32toh(chunk.length), 1u << 20, "all clean: one extent");
+        cr_assert_eq(chunk.flags, 0);
+    }
     close(fd);
 }
 
