@@ -95,12 +95,14 @@ struct nbd_export_ops {
     int (*extents)(void *h, uint32_t count, uint64_t offset, struct nbd_extent *ext, unsigned max,
                    unsigned flags);
     /* As extents, for dirty bitmap number bitmap (< nbitmaps of struct
-     * nbd_export): extents in order from offset, lengths summing to 1 ..
-     * count, each's flags NBD_STATE_DIRTY (changed) or 0. Returns how many
-     * (>= 1) or -errno. Flags: NOWAIT (-EAGAIN, having done nothing,
-     * rather than wait). Required when the export offers bitmaps. */
-    int (*bitmap_extents)(void *h, unsigned bitmap, uint32_t count, uint64_t offset,
-                          struct nbd_extent *ext, unsigned max, unsigned flags);
+     * nbd_export), called name (its bitmaps[bitmap]: a backend whose
+     * handle all connections share finds it by name): extents in order
+     * from offset, lengths summing to 1 .. count, each's flags
+     * NBD_STATE_DIRTY (changed) or 0. Returns how many (>= 1) or -errno.
+     * Flags: NOWAIT (-EAGAIN, having done nothing, rather than wait).
+     * Required when the export offers bitmaps. */
+    int (*bitmap_extents)(void *h, unsigned bitmap, const char *name, uint32_t count,
+                          uint64_t offset, struct nbd_extent *ext, unsigned max, unsigned flags);
     /* Optional. The reading thread calls batch_begin before it runs
      * requests inline, and batch_end before it waits for anything: more
      * input (a write's payload not all read in yet too), a reply that

@@ -357,10 +357,12 @@ static int mem_extents(void *h, uint32_t count, uint64_t offset, struct nbd_exte
 /* Says -EAGAIN to NBD_IO_NOWAIT, as a backend that asks a peer would, so
  * that the tests see a block status run the slow way after its
  * base:allocation chunk was ready inline. */
-static int mem_bitmap_extents(void *h, unsigned bitmap, uint32_t count, uint64_t offset,
-                              struct nbd_extent *ext, unsigned max, unsigned flags)
+static int mem_bitmap_extents(void *h, unsigned bitmap, const char *name, uint32_t count,
+                              uint64_t offset, struct nbd_extent *ext, unsigned max,
+                              unsigned flags)
 {
     struct mem_export *e = h;
+    (void)name;
     if (flags & NBD_IO_NOWAIT)
         return -EAGAIN;
     pthread_mutex_lock(&e->lock);

@@ -329,7 +329,8 @@ static int context_extents(struct nbd_conn *c, unsigned k, const struct request 
     }
     unsigned i = c->meta_bitmap[k - c->meta_allocation];
     *id = NBD_CONTEXT_ID_BITMAP(i);
-    return e->ops->bitmap_extents(e->handle, i, r->length, r->offset, ext, max, flags);
+    return e->ops->bitmap_extents(e->handle, i, e->bitmaps[i], r->length, r->offset, ext, max,
+                                  flags);
 }
 
 /* Appends to p the BLOCK_STATUS chunk of context id; returns its end. */

@@ -21,6 +21,7 @@
 
 #include "mirror/engine.h"
 #include "nbd-server/protocol.h"
+#include "store/bitmap.h"
 #include "store/snap.h"
 #include "store/svol.h"
 
@@ -36,7 +37,8 @@
 struct snapx {
     struct volume *v; /* a reference */
     uint64_t id, size;
-    struct snapx *next; /* v's readers, under v->snapx_mu */
+    struct snapx *next;   /* v's readers, under v->snapx_mu */
+    const char **bitmaps; /* the export's, freed at close */
     char description[DESCRIPTION_MAX + SNAP_NAME_MAX + 16];
 };
 
@@ -126,13 +128,39 @@ static int sx_extents(void *h, uint32_t count, uint64_t offset, struct nbd_exten
     if (k < 0)
         return k;
     unsigned n = 0;
-    volume_add_extents(ext, &n, max, se, (unsigned)k);
+    volume_add_extents(ext, &n, max, se, k);
     return (int)n;
 }
 
 /* ---- dirty bitmaps -------------------------------------------------------- */
 
 #define RUNS_MAX 64
+
+/* A standalone node's changed runs, from its store's maps. */
+static int store_changed(struct volume *v, uint64_t since, uint64_t upto, uint64_t offset,
+                         uint32_t count, struct mirror_changed_run *runs, unsigned max)
+{
+    uint64_t first = offset & ~(SNAP_CHUNK - 1), end = offset + count;
+    uint64_t span = (end - first + SNAP_CHUNK - 1) & ~(SNAP_CHUNK - 1);
+    struct bitmap *bm;
+    int r = snap_changed(svol_snapshots(v->sv), since, upto, svol_size(v->sv), first,
+                         span, &bm);
+    if (r < 0)
+        return r;
+    unsigned n = 0;
+    for (uint64_t pos = offset; pos < end && n < max;) {
+        uint64_t chunk_end = ((pos / SNAP_CHUNK) + 1) * SNAP_CHUNK;
+        uint64_t len = (chunk_end < end ? chunk_end : end) - pos;
+        bool changed = bitmap_test(bm, (pos - first) >> SNAP_CHUNK_SHIFT);
+        if (n > 0 && runs[n - 1].changed == changed)
+            runs[n - 1].length += len;
+        else
+            runs[n++] = (struct mirror_changed_run){len, changed};
+        pos += len;
+    }
+    bitmap_close(bm);
+    return (int)n;
+}
 
 /* The chunks written between since's cut and upto's (0: now) as NBD
  * extents of the dirty bitmap context. */
@@ -142,8 +170,7 @@ static int changed_extents(struct volume *v, uint64_t since, uint64_t upto, uint
     struct mirror_changed_run runs[RUNS_MAX];
     unsigned m = max < RUNS_MAX ? max : RUNS_MAX;
     int k = v->mv ? mirror_snap_changed(v->mv, since, upto, offset, count, runs, m)
-                  : snap_changed_runs(svol_snapshots(v->sv), since, upto, svol_size(v->sv),
-                                      offset, count, (struct snap_run *)runs, m);
+                  : store_changed(v, since, upto, offset, count, runs, m);
     for (int i = 0; i < k; i++)
         ext[i] = (struct nbd_extent){.length = runs[i].length,
                                      .flags = runs[i].changed ? NBD_STATE_DIRTY : 0};
@@ -158,10 +185,11 @@ static uint64_t snapshot_id(struct volume *v, const char *name)
     return snap_find(svol_snapshots(v->sv), name, &si) == 0 ? si.id : 0;
 }
 
-static int sx_bitmap_extents(void *h, const char *bitmap, uint32_t count, uint64_t offset,
-                             struct nbd_extent *ext, unsigned max, unsigned flags)
+static int sx_bitmap_extents(void *h, unsigned i, const char *bitmap, uint32_t count,
+                             uint64_t offset, struct nbd_extent *ext, unsigned max, unsigned flags)
 {
     struct snapx *x = h;
+    (void)i;
     if (count == 0 || max == 0 || !sx_in_range(x, count, offset))
         return -EINVAL;
     if (flags & NBD_IO_NOWAIT)
@@ -172,9 +200,13 @@ static int sx_bitmap_extents(void *h, const char *bitmap, uint32_t count, uint64
     return changed_extents(x->v, since, x->id, count, offset, ext, max);
 }
 
-int volume_bitmap_extents(struct volume *v, const char *bitmap, uint32_t count, uint64_t offset,
-                          struct nbd_extent *ext, unsigned max, unsigned flags)
+int volume_bitmap_extents(void *h, unsigned i, const char *bitmap, uint32_t count,
+                          uint64_t offset, struct nbd_extent *ext, unsigned max, unsigned flags)
 {
+    struct volume *v = h;
+    (void)i;
+    if (count == 0 || max == 0 || offset > svol_size(v->sv) || count > svol_size(v->sv) - offset)
+        return -EINVAL;
     if (flags & NBD_IO_NOWAIT)
         return -EAGAIN;
     uint64_t since = snapshot_id(v, bitmap);
@@ -241,6 +273,7 @@ int snapx_open(struct volume *v, const char *snap, struct nbd_export *exp)
     pthread_mutex_unlock(&v->snapx_mu);
     unsigned nb;
     const char **names = volume_bitmap_names(v, si.id, &nb);
+    x->bitmaps = names;
     *exp = (struct nbd_export){.ops = &snapx_ops,
                                .handle = x,
                                .description = x->description,
@@ -261,11 +294,16 @@ void snapx_close(struct nbd_export *exp)
             break;
         }
     pthread_mutex_unlock(&v->snapx_mu);
-    free((void *)exp->bitmaps);
+    free(x->bitmaps);
     free(x);
 }
 
 bool snapx_is(const struct nbd_export *exp)
 {
     return exp->ops == &snapx_ops;
+}
+
+struct volume *snapx_volume(const struct nbd_export *exp)
+{
+    return ((struct snapx *)exp->handle)->v;
 }

@@ -252,7 +252,7 @@ void volumes_cut_release(struct volumes *vols, const struct cut *c)
 /* ---- snapshot records ------------------------------------------------------ */
 
 /* v's snapshots, oldest first, malloc'd. */
-static int snaps_of(struct volume *v, struct snap_info **out, size_t *n)
+int volume_snapshots(struct volume *v, struct snap_info **out, size_t *n)
 {
     struct snapset *ss = svol_snapshots(v->sv);
     for (;;) {
@@ -274,7 +274,7 @@ int volumes_snapshots(struct volumes *vols, const char *name, struct snap_info *
     struct volume *v = volumes_get(vols, name);
     if (!v)
         return -ENOENT;
-    int r = snaps_of(v, out, n);
+    int r = volume_snapshots(v, out, n);
     volume_unref(v);
     return r;
 }
@@ -283,7 +283,7 @@ static int append_snaps(struct volume *v, struct policing_snap **out, size_t *n,
 {
     struct snap_info *si;
     size_t k;
-    int r = snaps_of(v, &si, &k);
+    int r = volume_snapshots(v, &si, &k);
     if (r < 0)
         return r;
     if (*n + k > *cap) {
@@ -354,7 +354,7 @@ static int load_volume(struct volume *v, const struct policing_snap *s, size_t n
 {
     struct snap_info *si;
     size_t k;
-    int r = snaps_of(v, &si, &k);
+    int r = volume_snapshots(v, &si, &k);
     if (r < 0)
         return r;
     const char *uuid = svol_uuid(v->sv);

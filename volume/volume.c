@@ -272,7 +272,7 @@ static int vol_cache(void *h, uint32_t count, uint64_t offset, unsigned flags)
  * its allocation is asked of a current peer (a round trip: never inline). */
 /* Appends extents to ext (n of them, at most max), merging one of the
  * kind of the last; returns the bytes they cover. */
-static uint64_t add_extents(struct nbd_extent *ext, unsigned *n, unsigned max,
+uint64_t volume_add_extents(struct nbd_extent *ext, unsigned *n, unsigned max,
                             const struct svol_extent *se, int k)
 {
     uint64_t bytes = 0;
@@ -310,7 +310,7 @@ static int vol_extents(void *h, uint32_t count, uint64_t offset, struct nbd_exte
         int k = mirror_extents(v->mv, count, offset, se, max < SE_MAX ? max : SE_MAX);
         if (k < 0)
             return k;
-        add_extents(ext, &n, max, se, k);
+        volume_add_extents(ext, &n, max, se, k);
         return (int)n;
     }
     for (uint64_t pos = offset, end = offset + count; pos < end && n < max;) {
@@ -318,7 +318,7 @@ static int vol_extents(void *h, uint32_t count, uint64_t offset, struct nbd_exte
                              max - n < SE_MAX ? max - n : SE_MAX);
         if (k < 0)
             return n > 0 ? (int)n : k;
-        pos += add_extents(ext, &n, max, se, k);
+        pos += volume_add_extents(ext, &n, max, se, k);
     }
     return (int)n;
 }
@@ -345,6 +345,7 @@ static const struct nbd_export_ops volume_export_ops = {
     .zero = vol_zero,
     .cache = vol_cache,
     .extents = vol_extents,
+    .bitmap_extents = volume_bitmap_extents,
     .batch_begin = vol_batch_begin,
     .batch_end = vol_batch_end,
 };
@@ -429,6 +430,7 @@ static int volume_new(struct store *store, const struct store_volume *rec, struc
     atomic_init(&v->cut_held, false);
     pthread_mutex_init(&v->gate_mu, NULL);
     pthread_cond_init(&v->gate_cv, NULL);
+    pthread_mutex_init(&v->snapx_mu, NULL);
     v->vid = policing_volume_id(rec->uuid);
     *out = v;
     return 0;
@@ -448,6 +450,7 @@ void volume_unref(struct volume *v)
     svol_unref(v->sv);
     pthread_cond_destroy(&v->gate_cv);
     pthread_mutex_destroy(&v->gate_mu);
+    pthread_mutex_destroy(&v->snapx_mu);
     free(v);
 }
 
@@ -899,12 +902,18 @@ static void describe_free(struct volume *v, const char *d)
         free((char *)d);
 }
 
+/* name is VOL, or VOL@SNAP: a snapshot of VOL (snapexport.c), which
+ * counts as a connection to VOL too (VOL is not deleted under it). */
 static int cat_open(void *ctx, const char *name, struct nbd_export *exp)
 {
     struct volumes *vols = ctx;
+    char vname[VOLUME_NAME_MAX + 1];
+    const char *at = strchr(name, '@');
+    if (at && (size_t)(at - name) > VOLUME_NAME_MAX)
+        return -ENOENT;
+    snprintf(vname, sizeof vname, "%.*s", at ? (int)(at - name) : VOLUME_NAME_MAX, name);
     volumes_lock_shared(vols);
-    size_t idx;
-    struct volume *v = find(vols, name, &idx) ? vols->v[idx] : NULL;
+    struct volume *v = volumes_find_name(vols, vname);
     if (v != NULL) {
         atomic_fetch_add(&v->refs, 1);
         atomic_fetch_add(&v->connections, 1);
@@ -912,20 +921,40 @@ static int cat_open(void *ctx, const char *name, struct nbd_export *exp)
     volumes_unlock(vols);
     if (v == NULL)
         return -ENOENT;
-    *exp = (struct nbd_export){
-        .ops = &volume_export_ops,
-        .handle = v,
-        .description = describe(v),
-        .read_only = false,
-    };
-    return 0;
+    int r = 0;
+    if (at) {
+        r = snapx_open(v, at + 1, exp);
+    } else {
+        unsigned nb;
+        const char **names = volume_bitmap_names(v, 0, &nb);
+        *exp = (struct nbd_export){
+            .ops = &volume_export_ops,
+            .handle = v,
+            .description = describe(v),
+            .read_only = false,
+            .bitmaps = names,
+            .nbitmaps = nb,
+        };
+    }
+    if (r < 0) {
+        atomic_fetch_sub(&v->connections, 1);
+        volume_unref(v);
+    }
+    return r;
 }
 
 static void cat_close(void *ctx, struct nbd_export *exp)
 {
     (void)ctx;
-    struct volume *v = exp->handle;
-    describe_free(v, exp->description);
+    struct volume *v;
+    if (snapx_is(exp)) {
+        v = snapx_volume(exp);
+        snapx_close(exp);
+    } else {
+        v = exp->handle;
+        describe_free(v, exp->description);
+        free((void *)exp->bitmaps);
+    }
     atomic_fetch_sub(&v->connections, 1);
     volume_unref(v);
 }

@@ -45,6 +45,9 @@ struct volume {
     atomic_bool cut_held;
     pthread_mutex_t gate_mu;
     pthread_cond_t gate_cv;
+    /* The open VOL@SNAP exports (snapexport.c), under snapx_mu. */
+    pthread_mutex_t snapx_mu;
+    struct snapx *readers;
 };
 
 /* Locking: lock guards the array (v, n, cap); see volume.h for who takes
@@ -72,6 +75,36 @@ struct volume *volumes_find_vid(struct volumes *vols, uint32_t vid);
 struct volume *volumes_find_name(struct volumes *vols, const char *name);
 /* The named volume with a reference the caller drops, or NULL. */
 struct volume *volumes_get(struct volumes *vols, const char *name);
+
+struct nbd_export;
+struct nbd_extent;
+struct snap_info;
+struct svol_extent;
+
+/* Appends the extents se[0..k) to ext (at most max, *n so far), merging
+ * alike neighbours; returns the bytes taken (volume.c). */
+uint64_t volume_add_extents(struct nbd_extent *ext, unsigned *n, unsigned max,
+                            const struct svol_extent *se, int k);
+
+/* v's snapshots, oldest first, malloc'd (snapshots.c). */
+int volume_snapshots(struct volume *v, struct snap_info **out, size_t *n);
+
+/* snapexport.c. The names of v's snapshots older than upto (0: all),
+ * for an export's bitmaps, in one malloc'd block (NULL, *n 0: none). */
+const char **volume_bitmap_names(struct volume *v, uint64_t upto, unsigned *n);
+/* The live export's bitmap_extents op (export.h): written since the cut
+ * of the snapshot called bitmap. */
+int volume_bitmap_extents(void *h, unsigned i, const char *bitmap, uint32_t count,
+                          uint64_t offset, struct nbd_extent *ext, unsigned max, unsigned flags);
+/* VOL@SNAP for v (the export holds the caller's reference on v until
+ * snapx_close): -ENOENT if v has no snapshot snap, -ENOMEM. */
+int snapx_open(struct volume *v, const char *snap, struct nbd_export *exp);
+void snapx_close(struct nbd_export *exp);
+/* Whether exp is a VOL@SNAP; its volume. */
+bool snapx_is(const struct nbd_export *exp);
+struct volume *snapx_volume(const struct nbd_export *exp);
+/* How many VOL@SNAP of v's snapshot id are open here. */
+unsigned snapx_readers(struct volume *v, uint64_t id);
 
 /* The cut gate around every write (snapshots.c): 0, -EAGAIN (nowait and
  * held), -EIO (held far longer than any cut lasts). */
