@@ -43,7 +43,7 @@ CORE_SRCS := $(POLICING_SRCS) $(MIRROR_PURE_SRCS) volume/voltable.c vsan/config.
 CORE_SRCS += store/actlog.c store/fileio.c store/gsync.c store/snap.c store/bitmap.c mirror/replicas.c mirror/link.c
 # The mirror engine, bottom layer first (mirror/engine_int.h).
 MIRROR_ENGINE_SRCS := mirror/mvol.c mirror/dirty.c mirror/lost.c mirror/registry.c mirror/workers.c mirror/cut.c \
-                      mirror/reads.c mirror/replicate.c mirror/activity.c mirror/verify.c \
+                      mirror/reads.c mirror/snapio.c mirror/replicate.c mirror/activity.c mirror/verify.c \
                       mirror/reconcile.c mirror/write.c mirror/resync.c mirror/serve.c mirror/engine.c
 CORE_SRCS += $(MIRROR_ENGINE_SRCS)
 VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) vsan/vsand.c

@@ -150,6 +150,40 @@ void mirror_cut_release(struct mvol *v);
  * one): peers' writes stamped with it are applied from now on. */
 void mirror_cut_applied(struct mirror *m, uint64_t version);
 
+/* ---- snapshots (store/snap.h): their data from a current copy ------------
+ *
+ * Snapshot ids are the cluster's (the same on every node). Each call is
+ * answered from this node's copy while it is current and its read lease
+ * holds (as the volume's reads, mirror_read_ok: waits for a lapsed lease
+ * up to the mirror timeout), else by a current peer (each asked again
+ * every 50 ms while its lease has lapsed, up to the mirror timeout). A
+ * copy that is syncing serves its snapshots only once it is current: its
+ * resync copies every dirty region's chunks of every snapshot too.
+ * Errors: -ENOENT no such snapshot, -EINVAL a range past its size, -EIO
+ * no current copy answered (logged). Reader threads; they block. */
+
+/* count bytes at offset of snapshot snap. */
+int mirror_snap_read(struct mvol *v, uint64_t snap, void *buf, uint32_t count, uint64_t offset);
+/* The allocation of [offset, offset+count) of snapshot snap, as
+ * mirror_extents: at most max (and, from a peer, MWIRE_EXTENTS_MAX). */
+int mirror_snap_extents(struct mvol *v, uint64_t snap, uint32_t count, uint64_t offset,
+                        struct svol_extent *ext, unsigned max);
+
+/* A run of bytes that changed, or did not, between two cuts. */
+struct mirror_changed_run {
+    uint64_t length;
+    bool changed;
+};
+/* Which bytes of [offset, offset+length) were written between the cut of
+ * snapshot since and that of upto (a newer snapshot, or 0: now), at 64 KiB
+ * granularity (a chunk written at all counts whole; so does one past
+ * since's size): at most max (>= 1) runs, in order from offset, adjacent
+ * ones of a kind merged, covering a prefix of the range (at most 1 GiB
+ * from offset's chunk); returns how many. The range must lie inside the
+ * newer end (-EINVAL). For NBD's qemu:dirty-bitmap contexts. */
+int mirror_snap_changed(struct mvol *v, uint64_t since, uint64_t upto, uint64_t offset,
+                        uint64_t length, struct mirror_changed_run *runs, unsigned max);
+
 /* ---- the agreed table (main loop) --------------------------------------- */
 
 /* A PMSG_REPLICA that node from sent. Marking another node outdated is

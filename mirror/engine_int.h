@@ -11,6 +11,7 @@
  *   verify.c     comparing copies
  *   activity.c   the activity log and its checkpoints
  *   replicate.c  one write to every copy, settled
+ *   snapio.c     a snapshot's data, here or from a current peer
  *   reads.c      reads and extents from a current peer
  *   workers.c    the workers' queue
  *   registry.c   volumes by id
@@ -286,6 +287,24 @@ int cut_wait(struct mirror *m, uint32_t stamp, uint32_t peer);
 size_t current_peers(struct mvol *v, uint32_t peers[STORE_REPLICAS_MAX]);
 /* Reads from the first current peer that answers. */
 int read_peer(struct mvol *v, void *buf, uint32_t count, uint64_t offset);
+/* The records of op's successful (SNAP_)EXTENTS reply (rec, its reply_buf)
+ * checked and into ext; how many, or -EIO (logged). */
+int extents_reply(struct mvol *v, const struct mlink_op *op, const struct mw_extent *rec,
+                  struct svol_extent *ext);
+
+/* ---- snapio.c: a snapshot's data, from this copy or a current peer ---------- */
+
+/* count bytes (at most MWIRE_IO_MAX) at offset of snapshot snap, from the
+ * first current peer that answers (each asked again while its read lease
+ * lapsed, up to the mirror timeout). -ENOENT if the peers that answered
+ * lack the snapshot, -EINVAL past its size, -EIO if none answered. */
+int snap_read_peer(struct mvol *v, uint64_t snap, void *buf, uint32_t count, uint64_t offset);
+/* This copy's chunks of [offset, offset+length) (a SNAP_CHANGED range)
+ * written between the cuts of since and upto (0: now), as the bits of a
+ * SNAP_CHANGED reply into bits (mwire_changed_reply_size(length) bytes,
+ * zeroed by the caller). Errors as snap_changed. */
+int changed_local(struct mvol *v, uint64_t since, uint64_t upto, uint64_t offset, uint32_t length,
+                  uint8_t *bits);
 
 /* ---- replicate.c: one write to every copy ----------------------------------- */
 

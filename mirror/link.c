@@ -922,7 +922,7 @@ static void flush_gathered(void)
  * what is left of the buffer (flushed first if need be). */
 static bool gather(const struct pending *x)
 {
-    uint32_t len = x->op->req.type == MW_WRITE ? x->op->req.length : 0;
+    uint32_t len = mwire_request_payload(&x->op->req);
     if (!gathered.on || !x->wait->done || len > GATHER_BUF) {
         flush_gathered(); /* in order, and a synchronous send never waits on itself */
         return false;
@@ -968,7 +968,7 @@ static void submit(struct peer *p, struct pending *x)
     p->tail = x;
     int fd = p->fd;
     op->req.id = x->id;
-    op->req.payload = op->req.type == MW_WRITE ? op->req.length : 0;
+    op->req.payload = mwire_request_payload(&op->req);
     if (gathering) {
         char *copy = gathered.buf + gathered.used;
         gathered.q[gathered.n++] = (typeof(gathered.q[0])){p, x, p->session, copy};

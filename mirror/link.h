@@ -125,8 +125,8 @@ bool mlink_wait_connected(struct mlink *l, uint32_t node, unsigned ms);
 
 /* One request to one peer. The caller fills peer, req (type, volume,
  * flags, offset, length, arg: mlink fills id, payload size and crcs),
- * payload for a WRITE, and reply_buf/reply_max for requests whose answer
- * carries bytes. */
+ * payload for a WRITE or SNAP_* (mwire_request_payload), and reply_buf/reply_max for requests whose
+ * answer carries bytes. */
 struct mlink_op {
     uint32_t peer;
     struct mwire_header req;

@@ -1,7 +1,7 @@
 /* reads.c - reads and extents from a current peer, for a volume whose copy
  * on this node is not current, and the choice of the peers to ask; the
  * resync (resync.c) and the reconcile (reconcile.c) read through read_peer
- * too.
+ * too, and a snapshot's extents (snapio.c) are checked as the volume's.
  */
 #include "mirror/engine_int.h"
 
@@ -111,6 +111,22 @@ int mirror_read(struct mvol *v, void *buf, uint32_t count, uint64_t offset)
 
 /* ---- extents ---------------------------------------------------------------- */
 
+int extents_reply(struct mvol *v, const struct mlink_op *op, const struct mw_extent *rec,
+                  struct svol_extent *ext)
+{
+    size_t n = op->reply_len / sizeof *rec;
+    const char *why;
+    if (mwire_check_extents(&op->req, rec, n, &why) < 0) {
+        qb_log(LOG_ERR, "volume \"%s\": node %u: %s reply refused: %s", v->name, op->peer,
+               mwire_type_name(op->req.type), why);
+        return -EIO;
+    }
+    for (size_t i = 0; i < n; i++)
+        ext[i] = (struct svol_extent){.length = rec[i].length,
+                                      .hole = (rec[i].flags & MW_EXTENT_ZERO) != 0};
+    return (int)n;
+}
+
 /* One peer's extents of the range, checked, into ext; how many, or -errno. */
 static int extents_peer(struct mvol *v, uint32_t peer, uint32_t count, uint64_t offset,
                         struct mw_extent *rec, struct svol_extent *ext, unsigned max)
@@ -122,18 +138,7 @@ static int extents_peer(struct mvol *v, uint32_t peer, uint32_t count, uint64_t 
     op.req.length = count;
     op.req.arg = max;
     mlink_call(v->m->link, &op, 1);
-    if (op.result < 0)
-        return op.result;
-    size_t n = op.reply_len / sizeof *rec;
-    const char *why;
-    if (mwire_check_extents(&op.req, rec, n, &why) < 0) {
-        qb_log(LOG_ERR, "volume \"%s\": node %u: EXTENTS reply refused: %s", v->name, peer, why);
-        return -EIO;
-    }
-    for (size_t i = 0; i < n; i++)
-        ext[i] = (struct svol_extent){.length = rec[i].length,
-                                      .hole = (rec[i].flags & MW_EXTENT_ZERO) != 0};
-    return (int)n;
+    return op.result < 0 ? op.result : extents_reply(v, &op, rec, ext);
 }
 
 int mirror_extents(struct mvol *v, uint32_t count, uint64_t offset, struct svol_extent *ext,

@@ -11,6 +11,7 @@
 #include "mirror/replicas.h"
 #include "policing/protocol.h"
 #include "store/bitmap.h"
+#include "store/snap.h"
 #include "store/svol.h"
 
 #include <errno.h>
@@ -96,8 +97,66 @@ static void throttle(struct mvol *v)
         poll(NULL, 0, (int)(ahead * 1000));
 }
 
+/* Copies [off, off+n) of snapshot s (clipped to its size) from a current
+ * peer into this node's s. A peer lacking s fails the step: s was cut on
+ * every copy of the volume, so a current one without it means the
+ * snapshot was deleted meanwhile (the next attempt lists them again). */
+static int copy_snapshot(struct mvol *v, uint64_t r, const struct snap_info *s, uint64_t off,
+                         uint32_t n, void *buf)
+{
+    if (off >= s->size)
+        return 0;
+    uint32_t len = s->size - off < n ? (uint32_t)(s->size - off) : n;
+    int e = snap_read_peer(v, s->id, buf, len, off);
+    if (e == -ENOENT) {
+        qb_log(LOG_WARNING,
+               "volume \"%s\": resync: region %llu: snapshot %llu (\"%s\"): no current peer has "
+               "it",
+               v->name, (unsigned long long)r, (unsigned long long)s->id, s->name);
+        return e;
+    }
+    if (e == 0)
+        e = snap_put(svol_snapshots(v->sv), s->id, buf, len, off);
+    /* Deleted here meanwhile: its delete merged what an older one needs,
+     * and that one is copied on its own. */
+    if (e == -ENOENT)
+        return 0;
+    if (e < 0)
+        qb_log(LOG_WARNING, "volume \"%s\": resync: region %llu: snapshot %llu: at %llu: %s",
+               v->name, (unsigned long long)r, (unsigned long long)s->id, (unsigned long long)off,
+               strerror(-e));
+    return e;
+}
+
+/* Copies [off, off+n) of region r's chunks in every snapshot this node
+ * has, oldest first, from a current peer. Before the live data: the live
+ * write's copy-on-write then finds the newest snapshot holding those
+ * chunks and copies nothing (after it, it would copy this copy's stale
+ * chunk into the newest snapshot, only for the put to overwrite it). Each
+ * snapshot gets its own copy of every chunk put, so none depends on what
+ * the chain here held: k snapshots, up to k + 1 copies of a dirty region.
+ * A crash in between is harmless: the region stays dirty until the whole
+ * resync ends, and this copy serves nothing meanwhile. */
+static int copy_snapshots(struct mvol *v, uint64_t r, uint64_t off, uint32_t n, void *buf)
+{
+    struct snapset *ss = svol_snapshots(v->sv);
+    unsigned count = snap_count(ss);
+    if (count == 0)
+        return 0;
+    struct snap_info *si = malloc(count * sizeof *si);
+    if (!si)
+        return -ENOMEM;
+    int k = snap_list(ss, si, count);
+    int e = 0;
+    for (int i = 0; e == 0 && i < k && i < (int)count; i++)
+        e = copy_snapshot(v, r, &si[i], off, n, buf);
+    free(si);
+    return e;
+}
+
 /* Copies region r from a current peer, holding its write priority and
- * keeping this node's own writes to it out meanwhile. */
+ * keeping this node's own writes to it out meanwhile: its snapshots'
+ * chunks (copy_snapshots), then its live data. */
 static int copy_region_held(struct mvol *v, uint64_t r, void *buf)
 {
     struct mirror *m = v->m;
@@ -136,7 +195,9 @@ static int copy_region_held(struct mvol *v, uint64_t r, void *buf)
         e = reconcile_region(v, r);
     for (uint64_t done = 0; e == 0 && done < len;) {
         uint32_t n = len - done < COPY_CHUNK ? (uint32_t)(len - done) : COPY_CHUNK;
-        e = read_peer(v, buf, n, off + done);
+        e = copy_snapshots(v, r, off + done, n, buf);
+        if (e == 0)
+            e = read_peer(v, buf, n, off + done);
         if (e == 0)
             e = svol_write(v->sv, buf, n, off + done, 0);
         done += n;

@@ -1,9 +1,9 @@
 /* serve.c - the peers' requests to this node, on the link's threads
  * (link.h): their writes and zeroes applied to this copy (recording the
  * regions for outdated peers, clearing the lost marks of a reconcile),
- * reads, checksums and extents from a current whole copy, and a syncing
- * peer's dirty bitmap. serve_request finds the volume (registry.c) and
- * hands the request to its handler.
+ * reads, checksums and extents from a current whole copy (of the volume
+ * and of its snapshots), and a syncing peer's dirty bitmap. serve_request finds the volume
+ * (registry.c) and hands the request to its handler.
  */
 #include "mirror/engine_int.h"
 
@@ -174,6 +174,80 @@ static int serve_extents(struct mvol *v, struct mlink_call *c)
     return r;
 }
 
+/* ---- a snapshot's data --------------------------------------------------------- */
+
+static uint64_t snap_id(const struct mlink_call *c)
+{
+    struct mw_snap id;
+    memcpy(&id, c->payload, sizeof id); /* its size checked (wire.c) */
+    return id.id;
+}
+
+static int serve_snap_read(struct mvol *v, struct mlink_call *c)
+{
+    const struct mwire_header *h = c->req;
+    void *buf = malloc(h->length);
+    if (!buf)
+        return -ENOMEM;
+    int r = snap_read(svol_snapshots(v->sv), snap_id(c), buf, h->length, h->offset);
+    if (r == 0)
+        r = mlink_reply(c, 0, buf, h->length);
+    free(buf);
+    return r;
+}
+
+static int serve_snap_extents(struct mvol *v, struct mlink_call *c)
+{
+    const struct mwire_header *h = c->req;
+    struct snap_extent *ext = malloc(h->arg * sizeof *ext);
+    struct mw_extent *rec = malloc(h->arg * sizeof *rec);
+    int r = ext && rec
+                ? snap_extents(svol_snapshots(v->sv), snap_id(c), h->length, h->offset, ext, h->arg)
+                : -ENOMEM;
+    for (int i = 0; i < r; i++)
+        rec[i] = (struct mw_extent){.length = (uint32_t)ext[i].length,
+                                    .flags = ext[i].hole ? MW_EXTENT_HOLE | MW_EXTENT_ZERO : 0};
+    if (r > 0)
+        r = mlink_reply(c, 0, rec, (size_t)r * sizeof *rec);
+    free(rec);
+    free(ext);
+    return r;
+}
+
+static int serve_snap_changed(struct mvol *v, struct mlink_call *c)
+{
+    const struct mwire_header *h = c->req;
+    struct mw_snap_changed ids;
+    memcpy(&ids, c->payload, sizeof ids);
+    uint32_t size = mwire_changed_reply_size(h->length);
+    uint8_t *bits = calloc(1, size);
+    int r = bits ? changed_local(v, ids.since, ids.upto, h->offset, h->length, bits) : -ENOMEM;
+    if (r == 0)
+        r = mlink_reply(c, 0, bits, size);
+    free(bits);
+    return r;
+}
+
+/* A peer's request for a snapshot's data: as for a read, only a current,
+ * whole copy with its read lease answers (a copy syncing may still lack
+ * the snapshots' chunks of its dirty regions); -ENOENT for a snapshot it
+ * does not have. */
+static int serve_snapshot(struct mvol *v, struct mlink_call *c)
+{
+    if (!atomic_load(&v->serve_local))
+        return -ESTALE;
+    if (!policing_lease_valid(v->pc))
+        return -EAGAIN; /* for now: the asker tries again (snapio.c) */
+    switch (c->req->type) {
+    case MW_SNAP_READ:
+        return serve_snap_read(v, c);
+    case MW_SNAP_EXTENTS:
+        return serve_snap_extents(v, c);
+    default:
+        return serve_snap_changed(v, c);
+    }
+}
+
 /* ---- a peer's request, to its handler -------------------------------------- */
 
 static int serve_volume(struct mvol *v, struct mlink_call *c)
@@ -191,6 +265,10 @@ static int serve_volume(struct mvol *v, struct mlink_call *c)
         return serve_dirty(v, c);
     case MW_EXTENTS:
         return serve_extents(v, c);
+    case MW_SNAP_READ:
+    case MW_SNAP_EXTENTS:
+    case MW_SNAP_CHANGED:
+        return serve_snapshot(v, c);
     default:
         return -EOPNOTSUPP;
     }

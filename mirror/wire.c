@@ -84,6 +84,12 @@ const char *mwire_type_name(int type)
         return "DIRTY";
     case MW_EXTENTS:
         return "EXTENTS";
+    case MW_SNAP_READ:
+        return "SNAP_READ";
+    case MW_SNAP_EXTENTS:
+        return "SNAP_EXTENTS";
+    case MW_SNAP_CHANGED:
+        return "SNAP_CHANGED";
     case MW_REPLY:
         return "REPLY";
     default:
@@ -117,6 +123,27 @@ uint32_t mwire_csum_reply_size(uint32_t length)
 {
     uint32_t chunks = length / MWIRE_CSUM_CHUNK + (length % MWIRE_CSUM_CHUNK != 0);
     return chunks * (uint32_t)sizeof(uint64_t);
+}
+
+uint32_t mwire_changed_reply_size(uint32_t length)
+{
+    uint32_t chunks = length / MWIRE_SNAP_CHUNK + (length % MWIRE_SNAP_CHUNK != 0);
+    return chunks / 8 + (chunks % 8 != 0);
+}
+
+uint32_t mwire_request_payload(const struct mwire_header *h)
+{
+    switch (h->type) {
+    case MW_WRITE:
+        return h->length;
+    case MW_SNAP_READ:
+    case MW_SNAP_EXTENTS:
+        return sizeof(struct mw_snap);
+    case MW_SNAP_CHANGED:
+        return sizeof(struct mw_snap_changed);
+    default:
+        return 0;
+    }
 }
 
 /* The handshake payload a type must carry; 0 for the other types. */
@@ -178,16 +205,50 @@ static int check_io(const struct mwire_header *h, const char **why)
     return 0;
 }
 
-/* A range to describe, and how many records the asker takes. */
+/* A range to describe, and how many records the asker takes; SNAP_EXTENTS
+ * says of which snapshot. */
 static int check_extents_request(const struct mwire_header *h, const char **why)
 {
+    const char *name = mwire_type_name(h->type);
     if (h->length == 0)
-        return fail(-EBADMSG, why, "EXTENTS of length 0");
-    if (h->payload != 0)
+        return failf(-EBADMSG, why, "%s of length 0", name);
+    if (h->type == MW_EXTENTS && h->payload != 0)
         return fail(-EBADMSG, why, "EXTENTS carries a payload");
+    if (h->type == MW_SNAP_EXTENTS && h->payload != sizeof(struct mw_snap))
+        return failf(-EBADMSG, why, "SNAP_EXTENTS payload is %u bytes, not %zu", h->payload,
+                     sizeof(struct mw_snap));
     if (h->arg == 0 || h->arg > MWIRE_EXTENTS_MAX)
-        return failf(-EBADMSG, why, "EXTENTS asks for %u records, not 1 to %u", h->arg,
+        return failf(-EBADMSG, why, "%s asks for %u records, not 1 to %u", name, h->arg,
                      MWIRE_EXTENTS_MAX);
+    return 0;
+}
+
+/* A range of a snapshot to read: as READ, with the snapshot's id. */
+static int check_snap_read(const struct mwire_header *h, const char **why)
+{
+    if (h->length == 0)
+        return fail(-EBADMSG, why, "SNAP_READ of length 0");
+    if (h->length > MWIRE_IO_MAX)
+        return failf(-EBADMSG, why, "SNAP_READ length %u over the %u MiB limit", h->length,
+                     MWIRE_IO_MAX / MIB);
+    if (h->payload != sizeof(struct mw_snap))
+        return failf(-EBADMSG, why, "SNAP_READ payload is %u bytes, not %zu", h->payload,
+                     sizeof(struct mw_snap));
+    return 0;
+}
+
+/* A chunk-aligned range, bounded so the reply's bits stay small. */
+static int check_snap_changed(const struct mwire_header *h, const char **why)
+{
+    if (h->offset % MWIRE_SNAP_CHUNK != 0)
+        return failf(-EBADMSG, why, "SNAP_CHANGED offset %llu is not a multiple of %u",
+                     (unsigned long long)h->offset, MWIRE_SNAP_CHUNK);
+    if (h->length == 0 || h->length > MWIRE_CHANGED_MAX)
+        return failf(-EBADMSG, why, "SNAP_CHANGED length %u, not 1 to %u", h->length,
+                     MWIRE_CHANGED_MAX);
+    if (h->payload != sizeof(struct mw_snap_changed))
+        return failf(-EBADMSG, why, "SNAP_CHANGED payload is %u bytes, not %zu", h->payload,
+                     sizeof(struct mw_snap_changed));
     return 0;
 }
 
@@ -222,7 +283,12 @@ static int check_type(const struct mwire_header *h, const char **why)
             return fail(-EBADMSG, why, "DIRTY carries a payload");
         return 0;
     case MW_EXTENTS:
+    case MW_SNAP_EXTENTS:
         return check_extents_request(h, why);
+    case MW_SNAP_READ:
+        return check_snap_read(h, why);
+    case MW_SNAP_CHANGED:
+        return check_snap_changed(h, why);
     case MW_REPLY:
         return check_reply(h, why);
     default:
@@ -264,11 +330,32 @@ int mwire_check_header(const struct mwire_header *h, const char **why)
     return check_type(h, why);
 }
 
+/* The ids of a snapshot request (its payload's size already checked). */
+static int check_snap_ids(const struct mwire_header *h, const void *payload, const char **why)
+{
+    const char *name = mwire_type_name(h->type);
+    if (h->type == MW_SNAP_READ || h->type == MW_SNAP_EXTENTS) {
+        struct mw_snap s;
+        memcpy(&s, payload, sizeof s);
+        return s.id == 0 ? failf(-EBADMSG, why, "%s of snapshot 0", name) : 0;
+    }
+    struct mw_snap_changed c;
+    memcpy(&c, payload, sizeof c);
+    if (c.since == 0)
+        return fail(-EBADMSG, why, "SNAP_CHANGED since snapshot 0");
+    if (c.upto != 0 && c.upto <= c.since)
+        return failf(-EBADMSG, why, "SNAP_CHANGED up to snapshot %llu, not after %llu",
+                     (unsigned long long)c.upto, (unsigned long long)c.since);
+    return 0;
+}
+
 int mwire_check_payload(const struct mwire_header *h, const void *payload, const char **why)
 {
     uint32_t crc = h->payload > 0 ? mwire_crc32c(0, payload, h->payload) : 0;
     if (crc != h->payload_crc)
         return fail(-EBADMSG, why, "payload crc mismatch");
+    if (h->type == MW_SNAP_READ || h->type == MW_SNAP_EXTENTS || h->type == MW_SNAP_CHANGED)
+        return check_snap_ids(h, payload, why);
     return 0;
 }
 
@@ -277,9 +364,12 @@ static int64_t reply_payload(const struct mwire_header *req)
 {
     switch (req->type) {
     case MW_READ:
+    case MW_SNAP_READ:
         return req->length;
     case MW_CSUM:
         return mwire_csum_reply_size(req->length);
+    case MW_SNAP_CHANGED:
+        return mwire_changed_reply_size(req->length);
     case MW_DIRTY:
         return -1;
     default:
@@ -293,8 +383,8 @@ static int check_extents_reply_size(const struct mwire_header *req, const struct
 {
     size_t rec = sizeof(struct mw_extent);
     if (rep->payload % rec != 0 || rep->payload == 0 || rep->payload / rec > req->arg)
-        return failf(-EBADMSG, why, "REPLY to EXTENTS carries %u bytes, not 1 to %u records",
-                     rep->payload, req->arg);
+        return failf(-EBADMSG, why, "REPLY to %s carries %u bytes, not 1 to %u records",
+                     mwire_type_name(req->type), rep->payload, req->arg);
     return 0;
 }
 
@@ -314,7 +404,7 @@ int mwire_check_reply(const struct mwire_header *req, const struct mwire_header 
      * only ever refuses. */
     if (is_handshake(req->type))
         return failf(-EBADMSG, why, "REPLY to %s without an error", mwire_type_name(req->type));
-    if (req->type == MW_EXTENTS)
+    if (req->type == MW_EXTENTS || req->type == MW_SNAP_EXTENTS)
         return check_extents_reply_size(req, rep, why);
     int64_t want = reply_payload(req);
     if (want >= 0 && rep->payload != want)

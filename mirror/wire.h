@@ -9,13 +9,15 @@
  *
  * A connection starts with the handshake (HELLO, CHALLENGE, AUTH, WELCOME;
  * see auth.h), then carries requests (WRITE, ZERO, FLUSH, READ, CSUM, DIRTY,
- * EXTENTS) each answered by one REPLY echoing its id. Everything here is
+ * EXTENTS, SNAP_READ, SNAP_EXTENTS, SNAP_CHANGED) each answered by one REPLY
+ * echoing its id. Everything here is
  * pure: the connection code (elsewhere in mirror/) reads a header, checks
  * it with mwire_check_header() before trusting any field, reads the
  * payload, and checks that with mwire_check_payload(). A message that
  * fails either check ends the connection (docs/ARCHITECTURE.md, invariant
- * 6); the static reason names the problem for the log. An EXTENTS reply's
- * records are checked by the asker with mwire_check_extents().
+ * 6); the static reason names the problem for the log. An EXTENTS (or
+ * SNAP_EXTENTS) reply's records are checked by the asker with
+ * mwire_check_extents().
  */
 #ifndef VSAN_MIRROR_WIRE_H
 #define VSAN_MIRROR_WIRE_H
@@ -32,6 +34,10 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 #define MWIRE_CSUM_CHUNK (1u << 20) /* a CSUM reply has one uint64 per chunk */
 #define MWIRE_ERRNO_MAX 4095        /* a REPLY's arg is a positive errno */
 #define MWIRE_EXTENTS_MAX 1024      /* records in an EXTENTS reply (8 KiB) */
+/* SNAP_CHANGED: one bit per chunk of this size (store/snap.h's), over at
+ * most MWIRE_CHANGED_MAX bytes of the volume (a 2 KiB reply). */
+#define MWIRE_SNAP_CHUNK (64u << 10)
+#define MWIRE_CHANGED_MAX (1u << 30)
 
 enum mwire_type {
     MW_HELLO = 1, /* handshake, auth.h */
@@ -46,7 +52,13 @@ enum mwire_type {
     MW_DIRTY = 21,   /* no payload; the reply carries a dirty bitmap's bytes */
     MW_EXTENTS = 22, /* no payload, arg = most records wanted; the reply
                       * carries 1 to arg struct mw_extent */
-    MW_REPLY = 32,   /* payload depends on the request; arg = errno */
+    /* A snapshot's data (store/snap.h), from a current copy. */
+    MW_SNAP_READ = 23,    /* payload = struct mw_snap; the reply carries `length` bytes */
+    MW_SNAP_EXTENTS = 24, /* payload = struct mw_snap, arg as EXTENTS; the reply as EXTENTS */
+    MW_SNAP_CHANGED = 25, /* payload = struct mw_snap_changed; offset a multiple of
+                           * MWIRE_SNAP_CHUNK, length 1 to MWIRE_CHANGED_MAX; the
+                           * reply carries mwire_changed_reply_size(length) bytes */
+    MW_REPLY = 32,        /* payload depends on the request; arg = errno */
 };
 
 enum mwire_flags {
@@ -110,6 +122,20 @@ struct mw_extent {
     uint32_t flags;  /* MW_EXTENT_* */
 } __attribute__((packed));
 
+/* SNAP_READ and SNAP_EXTENTS: which snapshot (its cluster-wide id, >= 1). */
+struct mw_snap {
+    uint64_t id;
+} __attribute__((packed));
+
+/* SNAP_CHANGED: the chunks written between the cut of since (>= 1) and
+ * that of upto (newer than since, or 0: the live volume). The reply's
+ * bit i (byte i / 8, bit i % 8) is the chunk at offset + i x
+ * MWIRE_SNAP_CHUNK; bits past the range are 0. */
+struct mw_snap_changed {
+    uint64_t since;
+    uint64_t upto;
+} __attribute__((packed));
+
 /* Zeroes h and sets magic, version, type and id. */
 void mwire_init(struct mwire_header *h, enum mwire_type type, uint64_t id);
 
@@ -123,7 +149,8 @@ void mwire_seal(struct mwire_header *h, const void *payload);
  * static or thread-local string valid until this thread's next call. */
 int mwire_check_header(const struct mwire_header *h, const char **why);
 
-/* The payload against the header's payload_crc: 0 or -EBADMSG. Only after
+/* The payload against the header's payload_crc, and a snapshot request's
+ * ids (mw_snap, mw_snap_changed): 0 or -EBADMSG. Only after
  * mwire_check_header() passed, with h->payload bytes at payload. */
 int mwire_check_payload(const struct mwire_header *h, const void *payload, const char **why);
 
@@ -133,14 +160,20 @@ int mwire_check_payload(const struct mwire_header *h, const void *payload, const
 int mwire_check_reply(const struct mwire_header *req, const struct mwire_header *rep,
                       const char **why);
 
-/* The records of a successful EXTENTS reply to req (through
- * mwire_check_reply, so n is 1 to req->arg): each non-empty, with known
- * flags, and no more than req's range in all. 0 or -EBADMSG with *why. */
+/* The records of a successful EXTENTS or SNAP_EXTENTS reply to req
+ * (through mwire_check_reply, so n is 1 to req->arg): each non-empty, with
+ * known flags, and no more than req's range in all. 0 or -EBADMSG with
+ * *why. */
 int mwire_check_extents(const struct mwire_header *req, const struct mw_extent *e, size_t n,
                         const char **why);
 
 /* The payload of a successful CSUM reply covering length bytes. */
 uint32_t mwire_csum_reply_size(uint32_t length);
+/* The payload of a successful SNAP_CHANGED reply covering length bytes. */
+uint32_t mwire_changed_reply_size(uint32_t length);
+/* The payload a request carries: WRITE its data, the SNAP_* requests
+ * their struct; 0 for the others. The link sets h->payload from it. */
+uint32_t mwire_request_payload(const struct mwire_header *h);
 
 /* Standard CRC32C (iSCSI, Castagnoli): pass 0 to start, or a previous
  * result to continue over more bytes. */

@@ -35,7 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <time.h>
 #include <unistd.h>
 
 #define INDEX_FORMAT 1
@@ -368,6 +367,16 @@ static bool all_zero(const unsigned char *p, size_t len)
     return len == 0 || (p[0] == 0 && memcmp(p, p + 1, len - 1) == 0);
 }
 
+/* Writes len bytes of buf at off of fd: a hole for zeroes (a side file
+ * stays as sparse as the data it copies). */
+static int write_chunk(int fd, const unsigned char *buf, uint64_t len, uint64_t off)
+{
+    if (all_zero(buf, len) &&
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+        return 0;
+    return fileio_pwrite(fd, buf, len, off);
+}
+
 /* Copies [off, off+len) from src to the same offset of dst: shared blocks
  * where the file system can (FICLONERANGE), else read and write, a hole
  * for zeroes. buf holds SNAP_CHUNK bytes. */
@@ -389,12 +398,7 @@ static int copy_range(struct snapset *ss, int src, int dst, uint64_t off, uint64
         /* EINVAL: this range is not aligned to the file system's blocks. */
     }
     int r = fileio_pread(src, buf, len, off);
-    if (r < 0)
-        return r;
-    if (all_zero(buf, len) &&
-        fallocate(dst, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
-        return 0;
-    return fileio_pwrite(dst, buf, len, off);
+    return r < 0 ? r : write_chunk(dst, buf, len, off);
 }
 
 /* ---- claims and the group commit ---------------------------------------- */
@@ -712,6 +716,94 @@ int snap_read(struct snapset *ss, uint64_t id, void *buf, uint32_t count, uint64
     return r;
 }
 
+/* ---- putting a snapshot's chunks (a resync) ------------------------------ */
+
+/* Called with mu: once none of first..last is claimed, claims them all
+ * for owner, so readers and copy-on-write of those chunks wait for it. */
+static int claim_all(struct snapset *ss, struct snap *s, uint64_t first, uint64_t last,
+                     const void *owner)
+{
+    while (any_claimed(ss, first, last))
+        pthread_cond_wait(&ss->claim_done, &ss->mu);
+    for (uint64_t c = first; c <= last; c++) {
+        int r = claim_add(ss, s, c, owner);
+        if (r < 0) {
+            claims_drop(ss, owner, 0);
+            return r;
+        }
+    }
+    return 0;
+}
+
+/* Writes count bytes of buf at offset of s's side file, and syncs it. */
+static int put_data(struct snapset *ss, struct snap *s, const unsigned char *buf, uint64_t count,
+                    uint64_t offset)
+{
+    int fd, slot;
+    int r = side_get(ss, s, &fd, &slot);
+    if (r < 0)
+        return r;
+    for (uint64_t done = 0; r == 0 && done < count; done += SNAP_CHUNK) {
+        uint64_t len = count - done < SNAP_CHUNK ? count - done : SNAP_CHUNK;
+        r = write_chunk(fd, buf + done, len, offset + done);
+        if (r < 0)
+            r = sys_fail(ss, -r, "snapshot %" PRIu64 ": write its side file at %" PRIu64, s->id,
+                         offset + done);
+    }
+    if (r == 0 && fdatasync(fd) < 0)
+        r = sys_fail(ss, errno, "snapshot %" PRIu64 ": fdatasync its side file", s->id);
+    side_put(fd, slot);
+    return r;
+}
+
+/* Called with list shared: the data, durable, then the bits, durable,
+ * with the chunks claimed throughout. */
+static int put_locked(struct snapset *ss, struct snap *s, const void *buf, uint64_t count,
+                      uint64_t offset)
+{
+    uint64_t first = offset >> SNAP_CHUNK_SHIFT, last = (offset + count - 1) >> SNAP_CHUNK_SHIFT;
+    const char owner = 0; /* this call's claims */
+    pthread_mutex_lock(&ss->mu);
+    int r = s->err;
+    if (r == 0)
+        r = claim_all(ss, s, first, last, &owner);
+    pthread_mutex_unlock(&ss->mu);
+    if (r < 0)
+        return r;
+    r = put_data(ss, s, buf, count, offset);
+    bool bits = r == 0;
+    if (bits)
+        r = bitmap_set(s->held, first, last) < 0 ? -EINVAL : bitmap_sync(s->held);
+    if (bits && r < 0)
+        sys_fail(ss, -r, "snapshot %" PRIu64 ": sync its map", s->id);
+    pthread_mutex_lock(&ss->mu);
+    if (bits && r < 0)
+        s->err = -EIO; /* its map in memory may be ahead of its file */
+    claims_drop(ss, &owner, 0);
+    pthread_mutex_unlock(&ss->mu);
+    return r;
+}
+
+int snap_put(struct snapset *ss, uint64_t id, const void *buf, uint32_t count, uint64_t offset)
+{
+    pthread_rwlock_rdlock(&ss->list);
+    unsigned at;
+    int r = check_range(ss, id, count, offset, &at);
+    struct snap *s = r == 0 ? ss->snaps[at] : NULL;
+    if (r == 0 && (count == 0 || offset % SNAP_CHUNK != 0 ||
+                   (count % SNAP_CHUNK != 0 && offset + count != s->size)))
+        r = -EINVAL;
+    if (r == -EINVAL)
+        fail(ss, EINVAL,
+             "snapshot %" PRIu64 ": put %" PRIu32 " bytes at %" PRIu64 ": not whole "
+             "chunks inside it",
+             id, count, offset);
+    if (r == 0)
+        r = put_locked(ss, s, buf, count, offset);
+    pthread_rwlock_unlock(&ss->list);
+    return r;
+}
+
 /* Called with list shared: the extent of snaps[at] at pos, cut at the end
  * of its chunk and at end. */
 static int extent_at(struct snapset *ss, unsigned at, uint64_t pos, uint64_t end,
@@ -759,8 +851,17 @@ int snap_extents(struct snapset *ss, uint64_t id, uint32_t count, uint64_t offse
     return (int)n;
 }
 
+/* Called with list shared: ORs into out (bit i: chunk first + i) the
+ * chunks held among first..first+n-1. */
+static void held_into(struct bitmap *held, uint64_t first, uint64_t n, struct bitmap *out)
+{
+    uint64_t end = first + n < bitmap_nbits(held) ? first + n : bitmap_nbits(held);
+    for (uint64_t c = bitmap_next(held, first); c < end; c = bitmap_next(held, c + 1))
+        bitmap_set(out, c - first, c - first);
+}
+
 int snap_changed(struct snapset *ss, uint64_t since, uint64_t upto, uint64_t live_size,
-                 struct bitmap **out)
+                 uint64_t offset, uint64_t length, struct bitmap **out)
 {
     *out = NULL;
     pthread_rwlock_rdlock(&ss->list);
@@ -771,28 +872,42 @@ int snap_changed(struct snapset *ss, uint64_t since, uint64_t upto, uint64_t liv
         r = -ENOENT;
     else if (u && u->id <= s->id)
         r = -EINVAL;
-    uint64_t nbits = chunks_of(u ? u->size : live_size);
+    uint64_t newer = u ? u->size : live_size;
+    if (r == 0 &&
+        (offset % SNAP_CHUNK != 0 || length == 0 || offset > newer || length > newer - offset))
+        r = -EINVAL;
+    uint64_t first = offset >> SNAP_CHUNK_SHIFT, n = chunks_of(length);
     if (r == 0)
-        r = bitmap_open(NULL, nbits, SNAP_CHUNK_SHIFT, out);
+        r = bitmap_open(NULL, n, SNAP_CHUNK_SHIFT, out);
     /* A chunk written while snapshot i was the newest was copied into it
      * (or, if i was deleted, into the older one that needed it). */
-    for (unsigned i = from; r == 0 && i < to; i++) {
-        struct bitmap *held = ss->snaps[i]->held;
-        for (uint64_t c = bitmap_next(held, 0); c < nbits && c < bitmap_nbits(held);
-             c = bitmap_next(held, c + 1))
-            bitmap_set(*out, c, c);
-    }
-    if (r == 0 && chunks_of(s->size) < nbits)
-        bitmap_set(*out, chunks_of(s->size), nbits - 1);
+    for (unsigned i = from; r == 0 && i < to; i++)
+        held_into(ss->snaps[i]->held, first, n, *out);
+    uint64_t past = chunks_of(r == 0 ? s->size : 0);
+    if (r == 0 && past < first + n)
+        bitmap_set(*out, past > first ? past - first : 0, n - 1);
     pthread_rwlock_unlock(&ss->list);
     return r;
 }
 
 /* ---- the list ------------------------------------------------------------ */
 
+/* The bytes s's side file holds: its chunks, the last one clipped. */
+static uint64_t exclusive_of(const struct snap *s)
+{
+    if (!s->held)
+        return 0;
+    uint64_t bytes = bitmap_count(s->held) << SNAP_CHUNK_SHIFT;
+    uint64_t last = chunks_of(s->size) - 1;
+    if (s->size % SNAP_CHUNK != 0 && bitmap_test(s->held, last))
+        bytes -= SNAP_CHUNK - s->size % SNAP_CHUNK;
+    return bytes;
+}
+
 static void info_of(const struct snap *s, struct snap_info *out)
 {
-    *out = (struct snap_info){.id = s->id, .time = s->time, .size = s->size};
+    *out = (struct snap_info){
+        .id = s->id, .time = s->time, .size = s->size, .exclusive = exclusive_of(s)};
     memcpy(out->name, s->name, sizeof(out->name));
 }
 
@@ -894,8 +1009,13 @@ static bool files_exist(struct snapset *ss, uint64_t id)
 
 /* ---- create ---------------------------------------------------------------- */
 
-static int check_new(struct snapset *ss, const char *name, uint64_t size)
+static int check_new(struct snapset *ss, uint64_t id, const char *name, uint64_t size)
 {
+    if (id < ss->next_id)
+        return fail(ss, EINVAL,
+                    "snapshot \"%s\": id %" PRIu64 " is not above every id the volume had (%" PRIu64
+                    " and below are taken)",
+                    name, id, ss->next_id - 1);
     if (!store_name_valid(name))
         return fail(ss, EINVAL, "invalid snapshot name \"%s\"", name);
     if (size == 0)
@@ -911,36 +1031,49 @@ static int check_new(struct snapset *ss, const char *name, uint64_t size)
     return 0;
 }
 
+/* Called with admin: makes id the next id in the index, durably, unless
+ * it is already: a create a crash cuts short leaves the files of the next
+ * id only, which the open removes. One more index write when the cluster's
+ * ids skip some (they are its table versions). */
+static int reserve_id(struct snapset *ss, uint64_t id)
+{
+    if (id == ss->next_id)
+        return 0;
+    uint64_t old = ss->next_id;
+    ss->next_id = id;
+    int r = index_write(ss);
+    if (r < 0)
+        ss->next_id = old;
+    return r;
+}
+
 /* Called with admin: the new snapshot's files, then the index naming it. */
 static int create_locked(struct snapset *ss, uint64_t id, const char *name, uint64_t size,
                          int64_t time, struct snap_info *out)
 {
-    int r = check_new(ss, name, size);
+    int r = check_new(ss, id, name, size);
     if (r < 0)
         return r;
-    if (id < ss->next_id)
-        return fail(ss, EINVAL, "snapshot \"%s\": id %" PRIu64 " is not above every id so far",
-                    name, id);
-    uint64_t old_next = ss->next_id;
-    ss->next_id = id;
     struct snap *s = calloc(1, sizeof(*s));
     if (!s)
         return fail(ss, ENOMEM, "snapshot \"%s\": out of memory", name);
     *s = (struct snap){.id = id, .time = time, .size = size};
     snprintf(s->name, sizeof(s->name), "%s", name);
-    /* Left by a create a crash cut short: next_id was never committed. */
-    r = remove_files(ss, s->id);
+    r = reserve_id(ss, id);
+    /* Left by a create of this id a crash cut short (reserved, not named). */
+    if (r == 0)
+        r = remove_files(ss, s->id);
     if (r == 0)
         r = create_files(ss, s);
     pthread_rwlock_wrlock(&ss->list);
     if (r == 0)
         r = add_snap(ss, s) < 0 ? fail(ss, ENOMEM, "snapshot \"%s\": out of memory", name) : 0;
     if (r == 0) {
-        ss->next_id++;
+        ss->next_id = id + 1;
         r = index_write(ss);
         if (r < 0) {
             ss->n--;
-            ss->next_id--;
+            ss->next_id = id;
         }
     }
     if (r == 0)
@@ -948,8 +1081,7 @@ static int create_locked(struct snapset *ss, uint64_t id, const char *name, uint
     pthread_rwlock_unlock(&ss->list);
     if (r < 0) {
         snap_free(s);
-        remove_files(ss, ss->next_id);
-        ss->next_id = old_next;
+        remove_files(ss, id);
         return r;
     }
     info_of(s, out);

@@ -8,7 +8,8 @@
  * oldest snapshot T >= S that holds c, else from the live data file: the
  * chain. A chunk at or past a snapshot's size at its cut is never copied
  * into it: sizes never shrink while snapshots exist (svol_resize refuses),
- * so no older snapshot needs it either.
+ * so no older snapshot needs it either. A resync (snap_put) may also make a
+ * snapshot hold a chunk: the bytes a current copy's snapshot has there.
  *
  * Files, in DATA_DIR/snapshots (store.h):
  *   UUID.index      the list: format, next id, one line per snapshot
@@ -45,8 +46,9 @@
  * Memory: each snapshot's map is in memory: 2 MiB per TiB of its size.
  *
  * Locking. Any call may come from any thread. Creates and deletes of one
- * volume's snapshots are serialised inside; I/O (snap_cow, snap_read,
- * snap_extents, snap_changed) runs concurrently with them and with itself.
+ * volume's snapshots are serialised inside; I/O (snap_cow, snap_put,
+ * snap_read, snap_extents, snap_changed) runs concurrently with them and
+ * with itself.
  * snap_create must not overlap writes to the data file (the cluster's cut
  * drains them): a write whose copy-on-write ran before the cut but whose
  * data lands after it would show in the new snapshot.
@@ -80,6 +82,9 @@ struct snap_info {
     char name[SNAP_NAME_MAX + 1];
     int64_t time;  /* of the cut, seconds since the epoch */
     uint64_t size; /* the volume's size at the cut, bytes */
+    /* What its side file holds: its held chunks x 64 KiB, the last one
+     * clipped to size (what deleting it alone could free, at most). */
+    uint64_t exclusive;
 };
 
 /* Opens the snapshots of the volume uuid (named volume, for messages) whose
@@ -103,13 +108,17 @@ int snap_list(struct snapset *ss, struct snap_info *out, unsigned max);
 /* -ENOENT if no snapshot has that name. */
 int snap_find(struct snapset *ss, const char *name, struct snap_info *out);
 
-/* Cuts a snapshot of the data file as it is now, of size bytes (the
- * volume's committed size), with the cluster's id (above every id the
- * volume had) and time. Errors: -EINVAL for a bad name, a size of 0 or an
- * id not above every earlier one,
- * -EFBIG above SNAP_SIZE_MAX, -EEXIST for a name in use, -ENOSPC with
- * SNAP_MAX snapshots, other -errno of the file system (nothing is left
- * behind). Must not overlap writes (above). */
+/* Cuts snapshot id of the data file as it is now, of size bytes (the
+ * volume's committed size), cut at time (seconds since the epoch): the id
+ * and time are the cluster's, the same on every node. id must be above
+ * every id this volume ever had (so ids grow with time, and a deleted
+ * snapshot's id never comes back). Errors: -EINVAL for an id not above
+ * them, a bad name or a size of 0, -EFBIG above SNAP_SIZE_MAX, -EEXIST for
+ * a name in use, -ENOSPC with SNAP_MAX snapshots, other -errno of the file
+ * system (nothing is left behind). Must not overlap writes (above).
+ * Crash order: the index first records id as used, then the files are
+ * made, then the index names the snapshot; the open after a crash in
+ * between removes the files of that id. */
 int snap_create(struct snapset *ss, uint64_t id, const char *name, uint64_t size, int64_t time,
                 struct snap_info *out);
 /* Deletes snapshot id: durable (and gone for users) on 0, even if a step
@@ -133,6 +142,17 @@ int snap_cow(struct snapset *ss, uint64_t offset, uint64_t count, bool nowait);
  * past its size, -errno of the reads. */
 int snap_read(struct snapset *ss, uint64_t id, void *buf, uint32_t count, uint64_t offset);
 
+/* Makes [offset, offset+count) of snapshot id read buf (a resync copying
+ * a current copy's snapshot): written into id's own side file and its
+ * chunks marked held, durably (data synced before the bits, as a
+ * copy-on-write), so the chain no longer decides what those chunks read.
+ * offset is a multiple of SNAP_CHUNK; count is too, or ends the snapshot.
+ * A writer or reader of those chunks waits for it. Errors: -ENOENT, -EINVAL
+ * for a range not so or past the snapshot's size, -errno of the writes or
+ * syncs (after a failed sync, as for snap_cow: -EIO until the volume
+ * reopens). */
+int snap_put(struct snapset *ss, uint64_t id, const void *buf, uint32_t count, uint64_t offset);
+
 /* One allocation extent of a snapshot: data, or a hole that reads zeroes. */
 struct snap_extent {
     uint64_t length;
@@ -144,13 +164,15 @@ struct snap_extent {
 int snap_extents(struct snapset *ss, uint64_t id, uint32_t count, uint64_t offset,
                  struct snap_extent *ext, unsigned max);
 
-/* The chunks written between the cut of since and that of upto (an id
- * newer than since, or SNAP_LIVE: until now, the live volume being
- * live_size bytes): a memory-only bitmap (bitmap.h, 64 KiB regions, one
- * bit per chunk of the newer end's size) the caller closes. Chunks past
- * since's size count as written. Errors: -ENOENT, -EINVAL if upto is not
- * newer than since, -ENOMEM. */
+/* The chunks of [offset, offset+length) written between the cut of since
+ * and that of upto (an id newer than since, or SNAP_LIVE: until now, the
+ * live volume being live_size bytes): a memory-only bitmap (bitmap.h,
+ * 64 KiB regions) the caller closes, bit i for the chunk at offset + i x
+ * 64 KiB. Chunks past since's size count as written. offset is a multiple
+ * of SNAP_CHUNK, the range inside the newer end's size. Errors: -ENOENT,
+ * -EINVAL if upto is not newer than since or the range is not so,
+ * -ENOMEM. */
 int snap_changed(struct snapset *ss, uint64_t since, uint64_t upto, uint64_t live_size,
-                 struct bitmap **out);
+                 uint64_t offset, uint64_t length, struct bitmap **out);
 
 #endif

@@ -74,7 +74,8 @@ int svol_delete(struct svol *sv);
 /* The volume's snapshots: the calls of snap.h (create through
  * svol_snapshot_create, which takes the committed size). */
 struct snapset *svol_snapshots(struct svol *sv);
-/* snap_create at the committed size, ordered against resizes. */
+/* snap_create (the cluster's id and cut time) at the committed size,
+ * ordered against resizes. */
 int svol_snapshot_create(struct svol *sv, uint64_t id, const char *name, int64_t time,
                          struct snap_info *out);
 /* Bytes the data file occupies. */

@@ -9,8 +9,8 @@
  * of exactly that size, so ASan sees any overread) through
  * mwire_check_payload(). Accepted messages drive one server side (HELLO,
  * AUTH) and one client side (CHALLENGE) of a handshake, and each REPLY is
- * matched against the message before it (an EXTENTS answer's records
- * too). Any refusal ends the stream, as it ends a connection.
+ * matched against the message before it (an EXTENTS or SNAP_EXTENTS
+ * answer's records too). Any refusal ends the stream, as it ends a connection.
  *
  * Bit 1 set: the stream goes over TCP to a real mirror link (link.c) that
  * listens on loopback and serves requests with a fake backend: its
@@ -87,13 +87,15 @@ static int handshake(struct link *l, const struct mwire_header *h, const uint8_t
     }
 }
 
-/* A REPLY against the message before it, and an EXTENTS answer's records
+/* A REPLY against the message before it, and an EXTENTS (or SNAP_EXTENTS)
+ * answer's records
  * (copied, as the asker receives them into its own buffer). */
 static int check_reply(struct link *l, const struct mwire_header *h, const uint8_t *payload,
                        const char **why)
 {
     int ret = mwire_check_reply(&l->last, h, why);
-    if (ret < 0 || l->last.type != MW_EXTENTS || h->arg != 0)
+    bool extents = l->last.type == MW_EXTENTS || l->last.type == MW_SNAP_EXTENTS;
+    if (ret < 0 || !extents || h->arg != 0)
         return ret;
     size_t n = h->payload / sizeof(struct mw_extent);
     struct mw_extent *rec = malloc(n * sizeof *rec);
@@ -141,10 +143,11 @@ static int serve(void *ctx, struct mlink_call *call)
 {
     (void)ctx;
     const struct mwire_header *h = call->req;
-    size_t len = h->type == MW_READ    ? h->length
-                 : h->type == MW_CSUM  ? mwire_csum_reply_size(h->length)
-                 : h->type == MW_DIRTY ? 8
-                                       : 0;
+    size_t len = h->type == MW_READ || h->type == MW_SNAP_READ ? h->length
+                 : h->type == MW_CSUM                          ? mwire_csum_reply_size(h->length)
+                 : h->type == MW_SNAP_CHANGED                  ? mwire_changed_reply_size(h->length)
+                 : h->type == MW_DIRTY                         ? 8
+                                                               : 0;
     if (len == 0)
         return 0;
     if (len > sizeof zeroes)

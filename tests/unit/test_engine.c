@@ -13,6 +13,9 @@
 #include "tests/unit/mirror_proxy.h"
 
 #include "mirror/engine.h"
+/* The snapshot tests reach a node's svol through its mvol, to cut
+ * snapshots as the cluster's cut will, and read them here. */
+#include "mirror/engine_int.h"
 #include "mirror/replicas.h"
 #include "policing/protocol.h"
 #include "store/store.h"
@@ -805,5 +808,230 @@ Test(engine, outdated_peer_resyncing_at_once)
     }
     wait_agreed(2, REPLICA_CURRENT);
     cr_assert(copies_equal(1, 2, 0, 1 * MiB));
+    finish();
+}
+
+/* ---- snapshots ---------------------------------------------------------------------------- */
+
+struct snap_op {
+    int kind; /* 0 cut, 1 read here, 2 mirror_snap_read, 3 put here */
+    uint64_t id;
+    const char *name;
+    void *buf;
+    uint32_t count;
+    uint64_t off;
+};
+
+static int snap_fn(struct mvol *mv, void *arg)
+{
+    struct snap_op *o = arg;
+    struct snap_info si;
+    switch (o->kind) {
+    case 0:
+        return svol_snapshot_create(mv->sv, o->id, o->name, 1700000000, &si);
+    case 1:
+        return snap_read(svol_snapshots(mv->sv), o->id, o->buf, o->count, o->off);
+    case 2:
+        return mirror_snap_read(mv, o->id, o->buf, o->count, o->off);
+    default:
+        return snap_put(svol_snapshots(mv->sv), o->id, o->buf, o->count, o->off);
+    }
+}
+
+static int snap_op(uint32_t node, int kind, uint64_t id, void *buf, uint32_t count, uint64_t off)
+{
+    struct snap_op o = {.kind = kind, .id = id, .name = "", .buf = buf, .count = count, .off = off};
+    return volumes_mirrored(nodes[node].vols, VOL, snap_fn, &o);
+}
+
+/* The cluster's cut, by hand: the same id on every node, no write in
+ * flight. */
+static void cut(uint32_t n, uint64_t id, const char *name)
+{
+    for (uint32_t node = 1; node <= n; node++) {
+        struct snap_op o = {.kind = 0, .id = id, .name = name};
+        int r = volumes_mirrored(nodes[node].vols, VOL, snap_fn, &o);
+        cr_assert_eq(r, 0, "node %u: snapshot %llu: %s", node, (unsigned long long)id,
+                     strerror(-r));
+    }
+}
+
+/* Snapshot id as node's own store has it equals node 1's. */
+static bool snap_copies_equal(uint32_t node, uint64_t id, uint64_t size)
+{
+    uint8_t *a = malloc(size), *b = malloc(size);
+    int r1 = snap_op(1, 1, id, a, (uint32_t)size, 0),
+        r2 = snap_op(node, 1, id, b, (uint32_t)size, 0);
+    cr_assert_eq(r1, 0, "node 1: snapshot %llu: %s", (unsigned long long)id, strerror(-r1));
+    cr_assert_eq(r2, 0, "node %u: snapshot %llu: %s", node, (unsigned long long)id, strerror(-r2));
+    bool same = memcmp(a, b, size) == 0;
+    free(a);
+    free(b);
+    return same;
+}
+
+/* Whether node's snapshot id holds seed's bytes at [off, off+len). */
+static bool snap_holds(uint32_t node, uint64_t id, uint64_t off, uint32_t len, unsigned seed)
+{
+    uint8_t *want = malloc(len), *got = malloc(len);
+    fill(want, len, seed, off);
+    int r = snap_op(node, 1, id, got, len, off);
+    cr_assert_eq(r, 0, "node %u: snapshot %llu: %s", node, (unsigned long long)id, strerror(-r));
+    bool same = memcmp(want, got, len) == 0;
+    free(want);
+    free(got);
+    return same;
+}
+
+Test(engine, resync_copies_the_snapshots_of_a_copy_outdated_at_the_cut)
+{
+    cluster_up(2, 1 * MiB, 0);
+    write_ok(1, 0, 1 * MiB, 1);
+    traffic(1, 2, MPROXY_REFUSE);
+    traffic(2, 1, MPROXY_REFUSE);
+    write_ok(1, 2 * RS, RS, 2); /* node 2 misses it */
+    wait_agreed(2, REPLICA_OUTDATED);
+
+    /* The cut, on every copy: node 2's snapshot 7 is cut from its stale
+     * region 2. Then writes it misses too. */
+    cut(2, 7, "s7");
+    cr_assert(!snap_holds(2, 7, 2 * RS, RS, 2), "node 2 was meant to be stale at the cut");
+    write_ok(1, 2 * RS, RS, 3);
+    write_ok(1, 5 * RS, 4096, 4);
+
+    traffic(1, 2, MPROXY_PASS);
+    traffic(2, 1, MPROXY_PASS);
+    wait_agreed(2, REPLICA_CURRENT);
+    cr_assert(copies_equal(1, 2, 0, 1 * MiB), "node 2's live copy differs after its resync");
+    cr_assert(snap_holds(1, 7, 2 * RS, RS, 2));
+    cr_assert(snap_holds(2, 7, 2 * RS, RS, 2),
+              "node 2's snapshot 7 lacks region 2 as it was at the cut: its resync did not "
+              "copy the snapshot's chunks");
+    cr_assert(snap_copies_equal(2, 7, 1 * MiB), "node 2's snapshot 7 differs from node 1's");
+
+    /* Current again: it answers from its own copy, and the changed chunks
+     * agree with node 1's. */
+    uint8_t *buf = malloc(RS);
+    uint64_t before = served(1);
+    int r = snap_op(2, 2, 7, buf, RS, 2 * RS);
+    cr_assert_eq(r, 0, "mirror_snap_read: %s", strerror(-r));
+    cr_assert_eq(served(1), before, "a current copy asked a peer");
+    free(buf);
+    finish();
+}
+
+struct changed_op {
+    uint64_t since, upto, off, len;
+    struct mirror_changed_run runs[8];
+    struct svol_extent ext[8];
+    int n;
+};
+
+static int changed_fn(struct mvol *mv, void *arg)
+{
+    struct changed_op *o = arg;
+    return o->n = mirror_snap_changed(mv, o->since, o->upto, o->off, o->len, o->runs, 8);
+}
+
+static int extents_fn(struct mvol *mv, void *arg)
+{
+    struct changed_op *o = arg;
+    return o->n = mirror_snap_extents(mv, o->since, (uint32_t)o->len, o->off, o->ext, 8);
+}
+
+static void expect_runs(const struct changed_op *o, const uint64_t *len, const bool *changed, int n)
+{
+    cr_assert_eq(o->n, n, "%d runs, want %d", o->n, n);
+    for (int i = 0; i < n; i++)
+        cr_assert(o->runs[i].length == len[i] && o->runs[i].changed == changed[i],
+                  "run %d: %llu %s, want %llu %s", i, (unsigned long long)o->runs[i].length,
+                  o->runs[i].changed ? "changed" : "same", (unsigned long long)len[i],
+                  changed[i] ? "changed" : "same");
+}
+
+/* An admin call on a node's main thread, as the admin socket makes it. */
+struct admin_call {
+    uint32_t node;
+    int (*fn)(struct mvol *mv, void *arg);
+    int result;
+};
+
+static void admin_run(void *arg)
+{
+    struct admin_call *a = arg;
+    a->result = volumes_mirrored(nodes[a->node].vols, VOL, a->fn, NULL);
+}
+
+static void admin(uint32_t node, int (*fn)(struct mvol *mv, void *arg))
+{
+    struct admin_call a = {.node = node, .fn = fn};
+    fcl_call(node, admin_run, &a);
+    cr_assert_eq(a.result, 0, "node %u: admin call: %s", node, strerror(-a.result));
+}
+
+static int replica_fail_fn(struct mvol *mv, void *arg)
+{
+    (void)arg;
+    return mirror_replica_fail(mv);
+}
+
+static int replica_replace_fn(struct mvol *mv, void *arg)
+{
+    (void)arg;
+    return mirror_replica_replace(mv);
+}
+
+Test(engine, snapshots_read_from_a_current_peer_and_rebuilt_by_replace)
+{
+    cluster_up(2, 1 * MiB, 0);
+    write_ok(1, 0, 8 * RS, 1); /* the rest are holes */
+    cut(2, 7, "s7");
+    write_ok(1, 3 * RS, 4096, 2);
+    cut(2, 9, "s9");
+    write_ok(1, 4 * RS + 100, 100, 3);
+
+    /* Node 2's copy fails: it serves nothing, and asks node 1. */
+    admin(2, replica_fail_fn);
+    wait_agreed(2, REPLICA_OUTDATED);
+    uint8_t *a = malloc(1 * MiB), *b = malloc(1 * MiB);
+    uint64_t before = served(1);
+    int r = snap_op(2, 2, 7, b, 1 * MiB, 0);
+    cr_assert_eq(r, 0, "node 2: mirror_snap_read: %s", strerror(-r));
+    cr_assert_gt(served(1), before, "node 2 read its own failed copy");
+    cr_assert_eq(snap_op(1, 1, 7, a, 1 * MiB, 0), 0);
+    cr_assert(memcmp(a, b, 1 * MiB) == 0, "snapshot 7 through node 2 differs from node 1's");
+    cr_assert_eq(snap_op(2, 2, 99, b, 4096, 0), -ENOENT, "no snapshot 99");
+    cr_assert_eq(snap_op(2, 2, 7, b, 4096, 1 * MiB), -EINVAL, "past its end");
+
+    /* Allocation: data up to 8 regions, holes after. */
+    struct changed_op o = {.since = 7, .off = 0, .len = 1 * MiB};
+    r = volumes_mirrored(nodes[2].vols, VOL, extents_fn, &o);
+    cr_assert_eq(r, 2, "extents: %d (%s)", r, r < 0 ? strerror(-r) : "");
+    cr_assert(!o.ext[0].hole && o.ext[0].length == 8 * RS && o.ext[1].hole);
+
+    /* Changed since 7: regions 3 and 4; between 7 and 9: region 3; from an
+     * offset inside a chunk. */
+    o = (struct changed_op){.since = 7, .upto = 0, .off = 0, .len = 1 * MiB};
+    r = volumes_mirrored(nodes[2].vols, VOL, changed_fn, &o);
+    cr_assert_geq(r, 0, "changed: %s", strerror(-r));
+    expect_runs(&o, (uint64_t[]){3 * RS, 2 * RS, 11 * RS}, (bool[]){false, true, false}, 3);
+    o = (struct changed_op){.since = 7, .upto = 9, .off = 3 * RS + 100, .len = 2 * RS};
+    r = volumes_mirrored(nodes[2].vols, VOL, changed_fn, &o);
+    cr_assert_geq(r, 0, "changed: %s", strerror(-r));
+    expect_runs(&o, (uint64_t[]){RS - 100, RS + 100}, (bool[]){true, false}, 2);
+    o = (struct changed_op){.since = 9, .upto = 7, .off = 0, .len = RS};
+    cr_assert_eq(volumes_mirrored(nodes[2].vols, VOL, changed_fn, &o), -EINVAL);
+
+    /* Replace: its disk lost a chunk of snapshot 7 (as a new disk would);
+     * the rebuild copies every region of every snapshot. */
+    memset(b, 0xee, RS);
+    cr_assert_eq(snap_op(2, 3, 7, b, RS, 6 * RS), 0);
+    admin(2, replica_replace_fn);
+    wait_agreed(2, REPLICA_CURRENT);
+    cr_assert(copies_equal(1, 2, 0, 1 * MiB));
+    cr_assert(snap_copies_equal(2, 7, 1 * MiB), "node 2's snapshot 7 was not rebuilt");
+    cr_assert(snap_copies_equal(2, 9, 1 * MiB), "node 2's snapshot 9 was not rebuilt");
+    free(a);
+    free(b);
     finish();
 }

@@ -434,6 +434,137 @@ Test(wire, extents_records_are_checked)
     cr_assert_eq(mwire_check_extents(&big, wrap, 2, &why), -EBADMSG);
 }
 
+/* ---- a snapshot's data: SNAP_READ, SNAP_EXTENTS, SNAP_CHANGED ---- */
+
+static struct mwire_header snap_req(enum mwire_type type, uint64_t offset, uint32_t length)
+{
+    uint32_t payload =
+        type == MW_SNAP_CHANGED ? sizeof(struct mw_snap_changed) : sizeof(struct mw_snap);
+    struct mwire_header h = make(type, offset, length, payload);
+    if (type == MW_SNAP_EXTENTS)
+        h.arg = 16;
+    return h;
+}
+
+/* The header, then the payload's ids; the verdict of the first to refuse. */
+static int snap_check(struct mwire_header h, const void *payload, const char **why)
+{
+    int ret = sealed_check(&h, payload, why);
+    return ret < 0 ? ret : mwire_check_payload(&h, payload, why);
+}
+
+Test(wire, snapshot_requests_carry_their_ids)
+{
+    struct mw_snap id = {.id = 12};
+    struct mw_snap_changed ch = {.since = 12, .upto = 0};
+    expect_accept(snap_req(MW_SNAP_READ, 4096, MWIRE_IO_MAX), &id);
+    expect_accept(snap_req(MW_SNAP_EXTENTS, 0, UINT32_MAX), &id);
+    expect_accept(snap_req(MW_SNAP_CHANGED, 3 * MWIRE_SNAP_CHUNK, MWIRE_CHANGED_MAX), &ch);
+    ch.upto = 13;
+    expect_accept(snap_req(MW_SNAP_CHANGED, 0, 1), &ch);
+    cr_assert_str_eq(mwire_type_name(MW_SNAP_READ), "SNAP_READ");
+    cr_assert_str_eq(mwire_type_name(MW_SNAP_EXTENTS), "SNAP_EXTENTS");
+    cr_assert_str_eq(mwire_type_name(MW_SNAP_CHANGED), "SNAP_CHANGED");
+
+    struct mwire_header h = snap_req(MW_SNAP_READ, 0, 4096);
+    cr_assert_eq(mwire_request_payload(&h), 8);
+    h = snap_req(MW_SNAP_CHANGED, 0, 4096);
+    cr_assert_eq(mwire_request_payload(&h), 16);
+    h = make(MW_WRITE, 0, 777, 777);
+    cr_assert_eq(mwire_request_payload(&h), 777);
+    h = make(MW_READ, 0, 777, 0);
+    cr_assert_eq(mwire_request_payload(&h), 0);
+}
+
+Test(wire, snapshot_requests_are_bounded)
+{
+    uint8_t data[32] = {1};
+    struct mw_snap id = {.id = 12};
+    struct mw_snap_changed ch = {.since = 12, .upto = 0};
+    expect_reject(snap_req(MW_SNAP_READ, 0, 0), &id, -EBADMSG, "SNAP_READ of length 0");
+    expect_reject(snap_req(MW_SNAP_READ, 0, MWIRE_IO_MAX + 1), &id, -EBADMSG,
+                  "SNAP_READ length 33554433 over the 32 MiB limit");
+    struct mwire_header h = snap_req(MW_SNAP_READ, 0, 4096);
+    h.payload = 16;
+    expect_reject(h, data, -EBADMSG, "SNAP_READ payload is 16 bytes, not 8");
+    h.payload = 0;
+    expect_reject(h, NULL, -EBADMSG, "SNAP_READ payload is 0 bytes, not 8");
+    h = snap_req(MW_SNAP_READ, 0, 4096);
+    h.flags = MW_F_FUA;
+    expect_reject(h, &id, -EBADMSG, "flags 0x1 not valid for SNAP_READ");
+    expect_reject(snap_req(MW_SNAP_READ, INT64_MAX - 100, 4096), &id, -EBADMSG, "range overflows");
+
+    expect_reject(snap_req(MW_SNAP_EXTENTS, 0, 0), &id, -EBADMSG, "SNAP_EXTENTS of length 0");
+    h = snap_req(MW_SNAP_EXTENTS, 0, 4096);
+    h.arg = MWIRE_EXTENTS_MAX + 1;
+    expect_reject(h, &id, -EBADMSG, "SNAP_EXTENTS asks for 1025 records, not 1 to 1024");
+    h.arg = 1;
+    h.payload = 0;
+    expect_reject(h, NULL, -EBADMSG, "SNAP_EXTENTS payload is 0 bytes, not 8");
+
+    expect_reject(snap_req(MW_SNAP_CHANGED, 4096, 4096), &ch, -EBADMSG,
+                  "SNAP_CHANGED offset 4096 is not a multiple of 65536");
+    expect_reject(snap_req(MW_SNAP_CHANGED, 0, 0), &ch, -EBADMSG,
+                  "SNAP_CHANGED length 0, not 1 to 1073741824");
+    expect_reject(snap_req(MW_SNAP_CHANGED, 0, MWIRE_CHANGED_MAX + 1), &ch, -EBADMSG,
+                  "SNAP_CHANGED length 1073741825, not 1 to 1073741824");
+    h = snap_req(MW_SNAP_CHANGED, 0, 4096);
+    h.payload = 8;
+    expect_reject(h, data, -EBADMSG, "SNAP_CHANGED payload is 8 bytes, not 16");
+}
+
+Test(wire, snapshot_ids_are_checked_in_the_payload)
+{
+    const char *why = NULL;
+    struct mw_snap zero = {.id = 0};
+    cr_assert_eq(snap_check(snap_req(MW_SNAP_READ, 0, 4096), &zero, &why), -EBADMSG);
+    cr_assert_str_eq(why, "SNAP_READ of snapshot 0");
+    cr_assert_eq(snap_check(snap_req(MW_SNAP_EXTENTS, 0, 4096), &zero, &why), -EBADMSG);
+    cr_assert_str_eq(why, "SNAP_EXTENTS of snapshot 0");
+    struct mw_snap_changed ch = {.since = 0, .upto = 5};
+    cr_assert_eq(snap_check(snap_req(MW_SNAP_CHANGED, 0, 4096), &ch, &why), -EBADMSG);
+    cr_assert_str_eq(why, "SNAP_CHANGED since snapshot 0");
+    ch = (struct mw_snap_changed){.since = 7, .upto = 7};
+    cr_assert_eq(snap_check(snap_req(MW_SNAP_CHANGED, 0, 4096), &ch, &why), -EBADMSG);
+    cr_assert_str_eq(why, "SNAP_CHANGED up to snapshot 7, not after 7");
+    ch.upto = 3;
+    cr_assert_eq(snap_check(snap_req(MW_SNAP_CHANGED, 0, 4096), &ch, &why), -EBADMSG);
+    /* A flipped id is a payload crc mismatch first. */
+    struct mw_snap id = {.id = 9};
+    struct mwire_header h = snap_req(MW_SNAP_READ, 0, 4096);
+    mwire_seal(&h, &id);
+    id.id ^= 1;
+    cr_assert_eq(mwire_check_payload(&h, &id, &why), -EBADMSG);
+    cr_assert_str_eq(why, "payload crc mismatch");
+}
+
+Test(wire, snapshot_replies_match_their_requests)
+{
+    const char *why;
+    cr_assert_eq(mwire_changed_reply_size(1), 1);
+    cr_assert_eq(mwire_changed_reply_size(8 * MWIRE_SNAP_CHUNK), 1);
+    cr_assert_eq(mwire_changed_reply_size(8 * MWIRE_SNAP_CHUNK + 1), 2);
+    cr_assert_eq(mwire_changed_reply_size(MWIRE_CHANGED_MAX), 2048);
+
+    struct mwire_header req = snap_req(MW_SNAP_READ, 0, 4096);
+    cr_assert_eq(reply_check(req, 4096, 0, &why), 0);
+    cr_assert_eq(reply_check(req, 0, ENOENT, &why), 0, "no such snapshot");
+    cr_assert_eq(reply_check(req, 4095, 0, &why), -EBADMSG);
+    cr_assert_str_eq(why, "REPLY to SNAP_READ carries 4095 bytes, not 4096");
+    req = snap_req(MW_SNAP_CHANGED, 0, 17 * MWIRE_SNAP_CHUNK);
+    cr_assert_eq(reply_check(req, 3, 0, &why), 0);
+    cr_assert_eq(reply_check(req, 2, 0, &why), -EBADMSG);
+    cr_assert_str_eq(why, "REPLY to SNAP_CHANGED carries 2 bytes, not 3");
+    req = snap_req(MW_SNAP_EXTENTS, 0, 4096);
+    req.arg = 2;
+    cr_assert_eq(reply_check(req, 16, 0, &why), 0);
+    cr_assert_eq(reply_check(req, 24, 0, &why), -EBADMSG);
+    cr_assert_str_eq(why, "REPLY to SNAP_EXTENTS carries 24 bytes, not 1 to 2 records");
+    struct mw_extent past[] = {{4096, 0}, {1, 0}};
+    cr_assert_eq(mwire_check_extents(&req, past, 2, &why), -EBADMSG);
+    cr_assert_str_eq(why, "EXTENTS records pass the 4096 bytes asked");
+}
+
 /* ---- the handshake ---- */
 
 #define CLIENT 1

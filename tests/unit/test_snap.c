@@ -6,7 +6,12 @@
  * orders (a copy durable but the data not written, a copy written but not
  * in the map, a delete cut short) reopen to exact snapshots; a corrupt
  * index is refused naming its file; a shrink is refused while snapshots
- * exist; 8 threads writing at once after a cut leave it exact. */
+ * exist; 8 threads writing at once after a cut leave it exact; ids and
+ * times are the caller's (the cluster's), only grow, and a create cut
+ * short after reserving its id leaves nothing; the exclusive size counts
+ * the chunks a side file holds; snap_put, oldest first and then the live
+ * write, makes every snapshot read the bytes put (a resync), in whole
+ * chunks inside the snapshot only. */
 #include "store/snap.h"
 #include "store/store.h"
 #include "store/svol.h"
@@ -34,6 +39,9 @@ static char logbuf[65536];
 static struct store *st;
 static struct store_volume rec;
 static struct svol *sv;
+/* The next snapshot's id: the cluster's ids are its table versions,
+ * which skip. */
+static uint64_t next_cut = 1;
 
 static void capture(int32_t t, struct qb_log_callsite *cs, struct timespec *ts, const char *msg)
 {
@@ -53,6 +61,7 @@ static void setup(void)
     cr_assert_eq(qb_log_filter_ctl(t, QB_LOG_FILTER_ADD, QB_LOG_FILTER_FILE, "*", LOG_DEBUG), 0);
     cr_assert_eq(qb_log_ctl(t, QB_LOG_CONF_ENABLED, QB_TRUE), 0);
     logbuf[0] = '\0';
+    next_cut = 1;
     snprintf(dir, sizeof(dir), "/tmp/vsan-test-snap.XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
     cr_assert_eq(store_open(dir, &st), 0);
@@ -111,14 +120,15 @@ static void write_pattern(uint64_t off, uint64_t len, unsigned seed)
     free(buf);
 }
 
-/* The cluster's ids rise; the tests take the next one up. */
-static uint64_t next_snap_id = 1;
-
 static uint64_t snap_new(const char *name)
 {
     struct snap_info si;
-    int r = svol_snapshot_create(sv, next_snap_id++, name, 1700000000, &si);
+    uint64_t id = next_cut;
+    next_cut += 1 + id % 3;
+    int r = svol_snapshot_create(sv, id, name, 1700000000 + (int64_t)id, &si);
     cr_assert_eq(r, 0, "snapshot %s: %s\n%s", name, strerror(-r), logbuf);
+    cr_assert_eq(si.id, id);
+    cr_assert_eq(si.time, 1700000000 + (int64_t)id);
     return si.id;
 }
 
@@ -179,8 +189,8 @@ Test(snap, partial_writes_and_zeroes_leave_the_snapshot_as_it_was)
     cr_assert_eq(snap_find(svol_snapshots(sv), "s1", &si), 0);
     cr_assert_eq(si.id, id);
     cr_assert_eq(si.size, size);
-    cr_assert_eq(svol_snapshot_create(sv, next_snap_id++, "s1", 0, &si), -EEXIST);
-    cr_assert_eq(svol_snapshot_create(sv, next_snap_id++, "-bad", 0, &si), -EINVAL);
+    cr_assert_eq(svol_snapshot_create(sv, next_cut, "s1", 0, &si), -EEXIST);
+    cr_assert_eq(svol_snapshot_create(sv, next_cut, "-bad", 0, &si), -EINVAL);
     free(old);
     free(live);
     free(part);
@@ -279,24 +289,35 @@ static uint64_t chunks(uint64_t size)
     return (size + CH - 1) / CH;
 }
 
-/* The changed-chunk list of (since, upto) (upto == nms: live). */
-static void check_changed(unsigned since, unsigned upto)
+/* The changed-chunk list of (since, upto) (upto == nms: live) over
+ * [first, first+n) chunks. */
+static void check_changed_range(unsigned since, unsigned upto, uint64_t first, uint64_t n)
 {
     uint64_t newer_size = upto == nms ? live_size : ms[upto].size;
+    uint64_t len = (first + n) * CH > newer_size ? newer_size - first * CH : n * CH;
     struct bitmap *b;
     int r = snap_changed(svol_snapshots(sv), ms[since].id, upto == nms ? SNAP_LIVE : ms[upto].id,
-                         live_size, &b);
+                         live_size, first * CH, len, &b);
     cr_assert_eq(r, 0, "changed: %s", strerror(-r));
-    cr_assert_eq(bitmap_nbits(b), chunks(newer_size));
-    for (uint64_t c = 0; c < chunks(newer_size); c++) {
+    cr_assert_eq(bitmap_nbits(b), n);
+    for (uint64_t c = first; c < first + n; c++) {
         bool want = c >= chunks(ms[since].size);
         for (unsigned j = since; j < upto && !want; j++)
             want = c < chunks(ms[j].size) && ms[j].written[c];
-        cr_assert_eq(bitmap_test(b, c), want,
+        cr_assert_eq(bitmap_test(b, c - first), want,
                      "changed %" PRIu64 "..%s: chunk %" PRIu64 " is %d, want %d", ms[since].id,
-                     upto == nms ? "live" : "snap", c, bitmap_test(b, c), want);
+                     upto == nms ? "live" : "snap", c, bitmap_test(b, c - first), want);
     }
     bitmap_close(b);
+}
+
+/* The whole list, and a random part of it. */
+static void check_changed(unsigned since, unsigned upto)
+{
+    uint64_t all = chunks(upto == nms ? live_size : ms[upto].size);
+    check_changed_range(since, upto, 0, all);
+    uint64_t first = rnd(all);
+    check_changed_range(since, upto, first, 1 + rnd(all - first));
 }
 
 static void check_all(void)
@@ -613,4 +634,240 @@ Test(snap, concurrent_first_writes_keep_the_snapshot_exact)
     reopen();
     assert_snap(id, old, size);
     free(old);
+}
+
+/* ---- the cluster's ids and times ------------------------------------------ */
+
+/* Rewrites the index's "next" line to next, with a valid CRC: what a crash
+ * right after a create reserved that id leaves. */
+static void set_next(uint64_t next)
+{
+    char path[256];
+    snap_dir_file(path, sizeof(path), ".index");
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    char text[8192] = "", line[256];
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "crc ", 4) == 0)
+            continue;
+        if (strncmp(line, "next ", 5) == 0)
+            snprintf(line, sizeof(line), "next %" PRIu64 "\n", next);
+        strcat(text, line);
+    }
+    fclose(f);
+    size_t len = strlen(text);
+    snprintf(text + len, sizeof(text) - len, "crc %08x\n",
+             crc32_gzip_refl(0, (unsigned char *)text, len));
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(fputs(text, f) >= 0, true);
+    cr_assert_eq(fclose(f), 0);
+}
+
+static void touch_snap_file(const char *suffix)
+{
+    char path[256];
+    snap_dir_file(path, sizeof(path), suffix);
+    int fd = open(path, O_WRONLY | O_CREAT, 0600);
+    cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+    cr_assert_eq(write(fd, "junk", 4), 4);
+    close(fd);
+}
+
+static bool snap_file_exists(const char *suffix)
+{
+    char path[256];
+    snap_dir_file(path, sizeof(path), suffix);
+    return access(path, F_OK) == 0;
+}
+
+Test(snap, ids_and_times_are_the_callers_and_only_grow)
+{
+    make_volume(4 * CH);
+    struct snap_info si;
+    cr_assert_eq(svol_snapshot_create(sv, 0, "zero", 5, &si), -EINVAL, "id 0");
+    cr_assert_eq(svol_snapshot_create(sv, 12, "a", 1234567, &si), 0, "%s", logbuf);
+    cr_assert_eq(si.id, 12);
+    cr_assert_eq(si.time, 1234567);
+    cr_assert_eq(svol_snapshot_create(sv, 12, "b", 1, &si), -EINVAL, "an id used");
+    cr_assert_eq(svol_snapshot_create(sv, 7, "b", 1, &si), -EINVAL, "an id below");
+    cr_assert(strstr(logbuf, "id 7 is not above every id the volume had (12 and below") != NULL,
+              "%s", logbuf);
+    cr_assert_eq(svol_snapshot_create(sv, 13, "b", 1234999, &si), 0, "the next one");
+    cr_assert_eq(snap_delete(svol_snapshots(sv), 13), 0);
+    cr_assert_eq(svol_snapshot_create(sv, 13, "c", 1, &si), -EINVAL, "a deleted id stays used");
+    reopen();
+    cr_assert_eq(svol_snapshot_create(sv, 13, "c", 1, &si), -EINVAL, "across a reopen too");
+    cr_assert_eq(snap_find(svol_snapshots(sv), "a", &si), 0);
+    cr_assert_eq(si.id, 12);
+    cr_assert_eq(si.time, 1234567, "the time survives a reopen");
+
+    /* A create of id 40 cut short after it reserved the id and made its
+     * files: the open removes them, and 40 is taken. */
+    svol_unref(sv);
+    sv = NULL;
+    set_next(40);
+    touch_snap_file(".40.data");
+    touch_snap_file(".40.map");
+    int r = svol_open(st, &rec, &sv);
+    cr_assert_eq(r, 0, "%s\n%s", strerror(-r), logbuf);
+    cr_assert(!snap_file_exists(".40.data") && !snap_file_exists(".40.map"),
+              "a create's leftovers outlived the open");
+    cr_assert_eq(svol_snapshot_create(sv, 39, "c", 1, &si), -EINVAL);
+    cr_assert_eq(svol_snapshot_create(sv, 40, "c", 1, &si), 0, "%s", logbuf);
+    cr_assert_eq(snap_count(svol_snapshots(sv)), 2);
+}
+
+Test(snap, a_create_that_skips_ids_leaves_nothing_after_a_crash_before_its_files)
+{
+    make_volume(4 * CH);
+    struct snap_info si;
+    cr_assert_eq(svol_snapshot_create(sv, 100, "a", 1, &si), 0, "%s", logbuf);
+    /* The index of the reservation alone (the crash came before the
+     * files): the id is taken, nothing else changed. */
+    svol_unref(sv);
+    sv = NULL;
+    set_next(205);
+    int r = svol_open(st, &rec, &sv);
+    cr_assert_eq(r, 0, "%s\n%s", strerror(-r), logbuf);
+    cr_assert_eq(snap_count(svol_snapshots(sv)), 1);
+    cr_assert_eq(svol_snapshot_create(sv, 204, "b", 1, &si), -EINVAL);
+    cr_assert_eq(svol_snapshot_create(sv, 205, "b", 1, &si), 0, "%s", logbuf);
+}
+
+/* ---- exclusive size ---------------------------------------------------------- */
+
+static uint64_t exclusive_of(const char *name)
+{
+    struct snap_info si;
+    cr_assert_eq(snap_find(svol_snapshots(sv), name, &si), 0);
+    struct snap_info all[4];
+    int n = snap_list(svol_snapshots(sv), all, 4);
+    for (int i = 0; i < n; i++)
+        if (all[i].id == si.id)
+            cr_assert_eq(all[i].exclusive, si.exclusive, "snap_list and snap_find agree");
+    return si.exclusive;
+}
+
+Test(snap, exclusive_size_is_the_chunks_its_side_file_holds)
+{
+    const uint64_t size = 4 * CH + 5000;
+    make_volume(size);
+    write_pattern(0, size, 1);
+    snap_new("s1");
+    cr_assert_eq(exclusive_of("s1"), 0);
+    write_pattern(10, 100, 2);        /* chunk 0 */
+    write_pattern(CH + 5, 2 * CH, 3); /* chunks 1, 2, 3 */
+    write_pattern(CH + 9, 10, 4);     /* chunk 1 again: nothing new */
+    cr_assert_eq(exclusive_of("s1"), 4 * CH);
+    write_pattern(size - 10, 10, 5); /* the last, partial chunk */
+    cr_assert_eq(exclusive_of("s1"), 4 * CH + 5000);
+    snap_new("s2");
+    cr_assert_eq(exclusive_of("s2"), 0);
+    write_pattern(0, 10, 6);
+    cr_assert_eq(exclusive_of("s2"), CH);
+    cr_assert_eq(exclusive_of("s1"), 4 * CH + 5000, "an older one is unchanged");
+    reopen();
+    cr_assert_eq(exclusive_of("s2"), CH);
+}
+
+/* ---- put: a resync makes a snapshot read a current copy's bytes ------------- */
+
+static unsigned char *pattern(uint64_t len, unsigned seed)
+{
+    unsigned char *p = malloc(len);
+    fill(p, len, seed);
+    return p;
+}
+
+Test(snap, put_in_every_snapshot_oldest_first_then_live_reads_the_source)
+{
+    /* This copy was outdated at both cuts: its chunks 2..4 are stale. The
+     * source's s1, s2 and live bytes there are A, B, C (chunk 3 of A all
+     * zeroes). */
+    const uint64_t size = 8 * CH;
+    make_volume(size);
+    write_pattern(0, size, 1);
+    uint64_t s1 = snap_new("s1");
+    write_pattern(3 * CH, CH, 2); /* s1 holds a stale chunk 3 */
+    uint64_t s2 = snap_new("s2");
+    write_pattern(4 * CH, CH, 3); /* s2 holds a stale chunk 4 */
+    unsigned char *old1 = malloc(size), *old2 = malloc(size);
+    cr_assert_eq(snap_read(svol_snapshots(sv), s1, old1, (uint32_t)size, 0), 0);
+    cr_assert_eq(snap_read(svol_snapshots(sv), s2, old2, (uint32_t)size, 0), 0);
+
+    unsigned char *a = pattern(3 * CH, 10), *b = pattern(3 * CH, 11), *c = pattern(3 * CH, 12);
+    memset(a + CH, 0, CH);
+    cr_assert_eq(snap_put(svol_snapshots(sv), s1, a, (uint32_t)(3 * CH), 2 * CH), 0, "%s", logbuf);
+    cr_assert_eq(snap_put(svol_snapshots(sv), s2, b, (uint32_t)(3 * CH), 2 * CH), 0, "%s", logbuf);
+    uint64_t ex2 = exclusive_of("s2");
+    cr_assert_eq(svol_write(sv, c, (uint32_t)(3 * CH), 2 * CH, 0), 0);
+    cr_assert_eq(exclusive_of("s2"), ex2, "the live write copied nothing: s2 holds the range");
+
+    memcpy(old1 + 2 * CH, a, 3 * CH);
+    memcpy(old2 + 2 * CH, b, 3 * CH);
+    assert_snap(s1, old1, size);
+    assert_snap(s2, old2, size);
+    unsigned char *live = malloc(size);
+    read_live(live, size);
+    cr_assert_eq(memcmp(live + 2 * CH, c, 3 * CH), 0);
+    reopen();
+    assert_snap(s1, old1, size);
+    assert_snap(s2, old2, size);
+    free(a);
+    free(b);
+    free(c);
+    free(old1);
+    free(old2);
+    free(live);
+}
+
+Test(snap, put_into_an_older_snapshot_leaves_the_newer_ones)
+{
+    const uint64_t size = 4 * CH;
+    make_volume(size);
+    write_pattern(0, size, 1);
+    unsigned char *orig = malloc(size);
+    read_live(orig, size);
+    uint64_t s1 = snap_new("s1");
+    uint64_t s2 = snap_new("s2");
+    /* s1 held nothing: chunk 1 read through s2 to live. Now it holds its
+     * own, and s2 and live still read the old bytes. */
+    unsigned char *a = pattern(CH, 20);
+    cr_assert_eq(snap_put(svol_snapshots(sv), s1, a, (uint32_t)CH, CH), 0, "%s", logbuf);
+    unsigned char *want = malloc(size);
+    memcpy(want, orig, size);
+    memcpy(want + CH, a, CH);
+    assert_snap(s1, want, size);
+    assert_snap(s2, orig, size);
+    unsigned char *live = malloc(size);
+    read_live(live, size);
+    cr_assert_eq(memcmp(live, orig, size), 0);
+    free(a);
+    free(want);
+    free(orig);
+    free(live);
+}
+
+Test(snap, put_takes_whole_chunks_inside_the_snapshot)
+{
+    const uint64_t size = 3 * CH + 5000;
+    make_volume(size);
+    uint64_t id = snap_new("s");
+    struct snapset *ss = svol_snapshots(sv);
+    unsigned char *buf = pattern(2 * CH, 30);
+    cr_assert_eq(snap_put(ss, id + 1, buf, (uint32_t)CH, 0), -ENOENT);
+    cr_assert_eq(snap_put(ss, id, buf, (uint32_t)CH, 4096), -EINVAL, "unaligned offset");
+    cr_assert_eq(snap_put(ss, id, buf, 4096, 0), -EINVAL, "a part of a chunk");
+    cr_assert_eq(snap_put(ss, id, buf, 0, 0), -EINVAL, "nothing");
+    cr_assert_eq(snap_put(ss, id, buf, (uint32_t)(2 * CH), 2 * CH), -EINVAL, "past its end");
+    cr_assert(strstr(logbuf, "not whole chunks inside it") != NULL, "%s", logbuf);
+    /* The last, partial chunk: exactly up to the end. */
+    cr_assert_eq(snap_put(ss, id, buf, (uint32_t)(CH + 5000), 2 * CH), 0, "%s", logbuf);
+    unsigned char *got = malloc(CH + 5000);
+    cr_assert_eq(snap_read(ss, id, got, (uint32_t)(CH + 5000), 2 * CH), 0);
+    cr_assert_eq(memcmp(got, buf, CH + 5000), 0);
+    cr_assert_eq(exclusive_of("s"), CH + 5000);
+    free(buf);
+    free(got);
 }
