@@ -93,15 +93,19 @@ static int reply_error(struct nbd_conn *c, uint32_t option, uint32_t type, const
     return reply(c, option, type, msg, (uint32_t)strlen(msg));
 }
 
+/* A read-only export offers no command that writes (a client would only
+ * get EPERM), and FLUSH stays harmless. */
 static uint16_t transmission_flags(const struct nbd_conn *c)
 {
-    uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM |
-                 NBD_FLAG_SEND_WRITE_ZEROES | NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE |
-                 NBD_FLAG_SEND_FAST_ZERO;
+    uint16_t f =
+        NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_CAN_MULTI_CONN | NBD_FLAG_SEND_CACHE;
     if (c->structured)
         f |= NBD_FLAG_SEND_DF;
     if (c->exp.read_only)
         f |= NBD_FLAG_READ_ONLY;
+    else
+        f |= NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES |
+             NBD_FLAG_SEND_FAST_ZERO;
     return f;
 }
 

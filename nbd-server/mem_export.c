@@ -358,8 +358,7 @@ static int mem_extents(void *h, uint32_t count, uint64_t offset, struct nbd_exte
  * that the tests see a block status run the slow way after its
  * base:allocation chunk was ready inline. */
 static int mem_bitmap_extents(void *h, unsigned bitmap, const char *name, uint32_t count,
-                              uint64_t offset, struct nbd_extent *ext, unsigned max,
-                              unsigned flags)
+                              uint64_t offset, struct nbd_extent *ext, unsigned max, unsigned flags)
 {
     struct mem_export *e = h;
     (void)name;

@@ -43,8 +43,8 @@
 
 struct cut {
     uint64_t id, tag;
-    uint8_t kind; /* enum pmsg_cut_kind */
-    bool busy;    /* a member drained busy: the cut ends with -EBUSY */
+    uint8_t kind;  /* enum pmsg_cut_kind */
+    bool busy;     /* a member drained busy: the cut ends with -EBUSY */
     uint32_t from; /* the node that asked */
     int64_t time;  /* the snapshots' time, from the BEGIN */
     char snapshot[PMSG_NAME_MAX + 1];

@@ -36,12 +36,12 @@ enum pmsg_type {
     PMSG_VOL_DELETE = 6,
     PMSG_OFFER = 7, /* sync round: my table's version */
     /* 8 was version 3's STATE, the winner's state in one message. */
-    PMSG_REPLICA = 9,     /* a replica changes state (mirror/replicas.h) */
-    PMSG_SERVICE = 10,    /* a service address moves (services.h) */
-    PMSG_STATE_PART = 11, /* sync round: a piece of the winner's state */
-    PMSG_LOST = 12,       /* regions a node's activity log names after a cold start */
-    PMSG_HEARTBEAT = 13,  /* renews the sender's read lease (protocol.h) */
-    PMSG_CUT_BEGIN = 14,  /* a barrier on some volumes: hold, drain (cut.h) */
+    PMSG_REPLICA = 9,      /* a replica changes state (mirror/replicas.h) */
+    PMSG_SERVICE = 10,     /* a service address moves (services.h) */
+    PMSG_STATE_PART = 11,  /* sync round: a piece of the winner's state */
+    PMSG_LOST = 12,        /* regions a node's activity log names after a cold start */
+    PMSG_HEARTBEAT = 13,   /* renews the sender's read lease (protocol.h) */
+    PMSG_CUT_BEGIN = 14,   /* a barrier on some volumes: hold, drain (cut.h) */
     PMSG_CUT_DRAINED = 15, /* the sender has drained the barrier's volumes */
     PMSG_CUT_ABORT = 16,   /* the sender's timer for the barrier expired */
 };

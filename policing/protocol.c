@@ -739,8 +739,10 @@ static void cut_tick(void *data)
             send_cut(pc, PMSG_CUT_DRAINED, c, d == -EBUSY);
         } else if (!c->sent_drained && !c->sent_abort && now >= c->deadline_ms) {
             c->sent_abort = true;
-            qb_log(LOG_WARNING, "policing: cut %llx (snapshot \"%s\"): not drained here in %u ms: "
-                   "asking to abort it", (unsigned long long)c->id, c->snapshot, CUT_TIMEOUT_MS);
+            qb_log(LOG_WARNING,
+                   "policing: cut %llx (snapshot \"%s\"): not drained here in %u ms: "
+                   "asking to abort it",
+                   (unsigned long long)c->id, c->snapshot, CUT_TIMEOUT_MS);
             send_cut(pc, PMSG_CUT_ABORT, c, false);
         }
     }
@@ -773,14 +775,17 @@ static void cut_abort_all(struct policing *pc, int why)
 static int cut_from_begin(struct policing *pc, uint32_t nodeid, const struct pmsg_cut_begin *m,
                           struct cut *c)
 {
-    if (!pmsg_string_ok(m->snapshot, sizeof m->snapshot) || m->n == 0 ||
-        m->n > PMSG_CUT_VOLUMES)
+    if (!pmsg_string_ok(m->snapshot, sizeof m->snapshot) || m->n == 0 || m->n > PMSG_CUT_VOLUMES)
         return -EINVAL;
     for (uint32_t i = 0; i < m->n; i++)
         if (!pmsg_string_ok(m->volumes[i], sizeof m->volumes[i]))
             return -EINVAL;
-    *c = (struct cut){.id = m->id, .tag = m->tag, .kind = m->kind, .from = nodeid,
-                      .time = m->time, .nvols = m->n,
+    *c = (struct cut){.id = m->id,
+                      .tag = m->tag,
+                      .kind = m->kind,
+                      .from = nodeid,
+                      .time = m->time,
+                      .nvols = m->n,
                       .deadline_ms = clock_now_ms() + CUT_TIMEOUT_MS};
     memcpy(c->snapshot, m->snapshot, sizeof c->snapshot);
     for (size_t i = 0; i < pc->nmembers; i++)
@@ -814,8 +819,10 @@ static void apply_cut_drained(struct policing *pc, uint32_t nodeid, const struct
     if (!c || !cut_node_drained(c, nodeid, m->busy))
         return;
     if (c->busy) {
-        qb_log(LOG_INFO, "policing: cut %llx (snapshot \"%s\"): a node's clients use it: nothing "
-               "done", (unsigned long long)c->id, c->snapshot);
+        qb_log(LOG_INFO,
+               "policing: cut %llx (snapshot \"%s\"): a node's clients use it: nothing "
+               "done",
+               (unsigned long long)c->id, c->snapshot);
         cut_end(pc, c, -EBUSY);
         return;
     }
@@ -824,10 +831,11 @@ static void apply_cut_drained(struct policing *pc, uint32_t nodeid, const struct
     if (c->kind == PMSG_CUT_SNAPSHOT)
         pc->last_cut = id;
     int r = pc->p.table->cut_commit(pc->p.table_ctx, c, id);
-    qb_log(LOG_INFO, "policing: cut %llx committed: snapshot \"%s\" %s (table version %llu) of "
-           "%zu volume(s)%s", (unsigned long long)c->id, c->snapshot,
-           c->kind == PMSG_CUT_SNAPSHOT ? "cut" : "deleted", (unsigned long long)id, c->nvols,
-           r < 0 ? "; not all here" : "");
+    qb_log(LOG_INFO,
+           "policing: cut %llx committed: snapshot \"%s\" %s (table version %llu) of "
+           "%zu volume(s)%s",
+           (unsigned long long)c->id, c->snapshot, c->kind == PMSG_CUT_SNAPSHOT ? "cut" : "deleted",
+           (unsigned long long)id, c->nvols, r < 0 ? "; not all here" : "");
     /* The hold ends in cut_commit, whatever its result. */
     uint64_t tag = c->tag;
     uint32_t from = c->from;
@@ -840,8 +848,10 @@ static void apply_cut_abort(struct policing *pc, const struct pmsg_cut *m)
 {
     struct cut *c = cut_find(&pc->cuts, m->id);
     if (c) {
-        qb_log(LOG_WARNING, "policing: cut %llx (snapshot \"%s\") aborted: a node did not drain "
-               "in time", (unsigned long long)c->id, c->snapshot);
+        qb_log(LOG_WARNING,
+               "policing: cut %llx (snapshot \"%s\") aborted: a node did not drain "
+               "in time",
+               (unsigned long long)c->id, c->snapshot);
         cut_end(pc, c, -ETIMEDOUT);
     }
 }
@@ -865,8 +875,8 @@ static int send_pending(struct policing *pc, uint64_t tag, const void *m, size_t
     return r;
 }
 
-static int send_cut_begin(struct policing *pc, uint8_t kind, const char *const *volumes,
-                          size_t n, const char *snapshot, policing_done_fn done, void *arg)
+static int send_cut_begin(struct policing *pc, uint8_t kind, const char *const *volumes, size_t n,
+                          const char *snapshot, policing_done_fn done, void *arg)
 {
     if (!policing_quorate(pc))
         return -ENOLINK;

@@ -143,8 +143,7 @@ static int store_changed(struct volume *v, uint64_t since, uint64_t upto, uint64
     uint64_t first = offset & ~(SNAP_CHUNK - 1), end = offset + count;
     uint64_t span = (end - first + SNAP_CHUNK - 1) & ~(SNAP_CHUNK - 1);
     struct bitmap *bm;
-    int r = snap_changed(svol_snapshots(v->sv), since, upto, svol_size(v->sv), first,
-                         span, &bm);
+    int r = snap_changed(svol_snapshots(v->sv), since, upto, svol_size(v->sv), first, span, &bm);
     if (r < 0)
         return r;
     unsigned n = 0;
@@ -200,8 +199,8 @@ static int sx_bitmap_extents(void *h, unsigned i, const char *bitmap, uint32_t c
     return changed_extents(x->v, since, x->id, count, offset, ext, max);
 }
 
-int volume_bitmap_extents(void *h, unsigned i, const char *bitmap, uint32_t count,
-                          uint64_t offset, struct nbd_extent *ext, unsigned max, unsigned flags)
+int volume_bitmap_extents(void *h, unsigned i, const char *bitmap, uint32_t count, uint64_t offset,
+                          struct nbd_extent *ext, unsigned max, unsigned flags)
 {
     struct volume *v = h;
     (void)i;

@@ -168,8 +168,8 @@ static int volume_drained(const struct cut *c, struct volume *v)
 {
     if (c->kind == PMSG_CUT_DELETE) {
         struct snap_info si;
-        bool read = snap_find(svol_snapshots(v->sv), c->snapshot, &si) == 0 &&
-                    snapx_readers(v, si.id) > 0;
+        bool read =
+            snap_find(svol_snapshots(v->sv), c->snapshot, &si) == 0 && snapx_readers(v, si.id) > 0;
         return read ? -EBUSY : 0;
     }
     bool idle = atomic_load(&v->cut_writers) == 0 && (!v->mv || mirror_cut_idle(v->mv));
@@ -195,8 +195,8 @@ static int cut_volume(struct volume *v, const char *snapshot, uint64_t id, int64
     struct snap_info si;
     int r = svol_snapshot_create(v->sv, id, snapshot, time, &si);
     if (r < 0)
-        qb_log(LOG_ERR, "volume \"%s\": snapshot \"%s\" (id %" PRIu64 ") not cut here: %s",
-               v->name, snapshot, id, strerror(-r));
+        qb_log(LOG_ERR, "volume \"%s\": snapshot \"%s\" (id %" PRIu64 ") not cut here: %s", v->name,
+               snapshot, id, strerror(-r));
     return r;
 }
 

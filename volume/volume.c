@@ -40,7 +40,6 @@
 
 _Static_assert(VOLUME_NAME_MAX == STORE_NAME_MAX, "the store persists volume names");
 
-
 _Static_assert(sizeof(((struct volume_info *)0)->uuid) == STORE_UUID_LEN + 1, "uuid length");
 
 /* Lock calls fail only on misuse (deadlock, too many readers): a bug, so

@@ -94,8 +94,8 @@ int volume_snapshots(struct volume *v, struct snap_info **out, size_t *n);
 const char **volume_bitmap_names(struct volume *v, uint64_t upto, unsigned *n);
 /* The live export's bitmap_extents op (export.h): written since the cut
  * of the snapshot called bitmap. */
-int volume_bitmap_extents(void *h, unsigned i, const char *bitmap, uint32_t count,
-                          uint64_t offset, struct nbd_extent *ext, unsigned max, unsigned flags);
+int volume_bitmap_extents(void *h, unsigned i, const char *bitmap, uint32_t count, uint64_t offset,
+                          struct nbd_extent *ext, unsigned max, unsigned flags);
 /* VOL@SNAP for v (the export holds the caller's reference on v until
  * snapx_close): -ENOENT if v has no snapshot snap, -ENOMEM. */
 int snapx_open(struct volume *v, const char *snap, struct nbd_export *exp);

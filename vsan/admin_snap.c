@@ -77,7 +77,8 @@ static struct json_object *snap_object(const char *volume, const struct snap_inf
               json_add(o, "name", json_object_new_string(si->name)) < 0 ||
               admin_add_u64(o, "id", si->id) < 0 ||
               json_add(o, "time", json_object_new_int64(si->time)) < 0 ||
-              admin_add_u64(o, "size", si->size) < 0)) {
+              admin_add_u64(o, "size", si->size) < 0 ||
+              admin_add_u64(o, "exclusive", si->exclusive) < 0)) {
         json_object_put(o);
         return NULL;
     }
