@@ -724,8 +724,9 @@ static void send_cut(struct policing *pc, enum pmsg_type type, struct cut *c, bo
 }
 
 /* Each open cut: DRAINED once this node has drained it, ABORT once its
- * deadline passed (each once; an unsent one is not tried again: the
- * deadline of another node aborts the cut, or the membership changes). */
+ * deadline passed before it ended (whoever did not drain), each once; an
+ * unsent one is not tried again: another node's deadline aborts the cut,
+ * or the membership changes. */
 static void cut_tick(void *data)
 {
     struct policing *pc = data;
@@ -737,11 +738,11 @@ static void cut_tick(void *data)
         if (d != -EAGAIN) {
             c->sent_drained = true;
             send_cut(pc, PMSG_CUT_DRAINED, c, d == -EBUSY);
-        } else if (!c->sent_drained && !c->sent_abort && now >= c->deadline_ms) {
+        }
+        if (!c->sent_abort && now >= c->deadline_ms) {
             c->sent_abort = true;
             qb_log(LOG_WARNING,
-                   "policing: cut %llx (snapshot \"%s\"): not drained here in %u ms: "
-                   "asking to abort it",
+                   "policing: cut %llx (snapshot \"%s\"): not ended in %u ms: asking to abort it",
                    (unsigned long long)c->id, c->snapshot, CUT_TIMEOUT_MS);
             send_cut(pc, PMSG_CUT_ABORT, c, false);
         }

@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# t-lab-snap: snapshots across a 3-node lab are points in time, served by
+# every node, and part of every replica (docs/ARCHITECTURE.md, invariant 8).
+#
+#  1. The causal rule under writers on three nodes: one client writes
+#     block k of volume a through n1, once acknowledged block k of a
+#     through n3, then block k of volume b through n2, for k = 0, 1, ...;
+#     meanwhile snapshots of a, and of a and b together, are cut through
+#     n2 every few hundred ms. In every snapshot, n3's block k implies
+#     n1's block k (and in a pair, b's block k implies n3's), n1's blocks
+#     are a prefix, and the snapshot reads the same through all 3 nodes.
+#  2. The dirty bitmap of a snapshot against an older one lists exactly
+#     the 64 KiB chunks written between their cuts (nbdinfo --map, and
+#     qemu-img map with x-dirty-bitmap, which says "data": false for
+#     dirty).
+#  3. A cut that a node cannot drain (its vsand frozen) aborts everywhere
+#     after its deadline (exit 10) and writes go on; a node killed during
+#     a cut aborts it at once.
+#  4. A snapshot cut while n3 is down (and writes before and after) is cut
+#     on n3 when it returns; its resync, with writes going on, brings the
+#     snapshot's chunks too: the snapshot reads the same through n3 (from
+#     its own copy, now current) as through n1; the same after `replica
+#     replace` on n3.
+# timeout: 360
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+vt_init
+# shellcheck source=tests/integration/labtest.sh
+. "$VT_DIR/labtest.sh"
+
+LAB_VOL=a
+BLOCKS=1000
+
+addr() {
+    "$LAB" addr "$1"
+}
+
+snap() { # snap I VOLS NAME: exit code of `vsan snapshot create` through node I
+    "$LAB" vsan "$1" snapshot create "$2" "$3" >>"$T/snap.out" 2>&1
+}
+
+# snap_md5 I EXPORT: the md5 of EXPORT (a@NAME) read through node I.
+snap_md5() {
+    nbdpy "$(addr "$1")/$2" <<'PY' || echo "node $1: read failed"
+import hashlib, sys
+from nbdtest import *
+h = connect_nbd(sys.argv[1])
+size, m = h.get_size(), hashlib.md5()
+for off in range(0, size, 4 << 20):
+    m.update(h.pread(min(4 << 20, size - off), off))
+print(m.hexdigest())
+PY
+}
+
+# snap_same EXPORT [NODES]: EXPORT reads the same through NODES ("1 2 3").
+snap_same() {
+    local i
+    [ "$( (for i in ${2:-1 2 3}; do snap_md5 "$i" "$1"; done) | sort -u | wc -l)" -eq 1 ]
+}
+
+lab_up 3
+lab vsan 1 volume create a 64M
+lab vsan 1 volume create b 16M
+wait_until 20 all_current || lab_fail "a never became current everywhere: $(states 1)"
+
+log "1. the causal rule: writers through n1, n3, n2; snapshots through n2"
+nbdpy "$(addr 1)/a" "$(addr 3)/a" "$(addr 2)/b" "$BLOCKS" >"$T/writer.out" 2>&1 <<'PY' &
+import struct, sys
+from nbdtest import *
+h1, h3, h2 = (connect_nbd(u) for u in sys.argv[1:4])
+for k in range(int(sys.argv[4])):
+    rec = struct.pack("<Q", k + 1) * 512
+    h1.pwrite(rec, k * 4096)              # a, first 4 MiB
+    h3.pwrite(rec, (8 << 20) + k * 4096)  # a, from 8 MiB: after n1's k was acknowledged
+    h2.pwrite(rec, k * 4096)              # b: after n3's k was acknowledged
+print("done")
+PY
+writer=$!
+n=0
+while proc_alive "$writer"; do
+    n=$((n + 1))
+    if [ $((n % 2)) -eq 0 ]; then vols=a,b; else vols=a; fi
+    snap 2 "$vols" "c$n" || lab_fail "snapshot c$n of $vols failed: $(tail -n 3 "$T/snap.out")"
+done
+wait "$writer" || lab_fail "the writer failed: $(cat "$T/writer.out")"
+log "$n snapshots cut while the writers ran"
+[ "$n" -ge 4 ] || lab_fail "only $n snapshots during the writes: the test saw too little"
+nbdpy "$(addr 1)" "$(addr 2)" "$(addr 3)" "$n" "$BLOCKS" <<'PY' || lab_fail "a snapshot breaks the causal rule"
+import struct, sys
+from nbdtest import *
+nodes, n, blocks = sys.argv[1:4], int(sys.argv[4]), int(sys.argv[5])
+
+def marks(uri, base):
+    h = connect_nbd(uri)
+    data = h.pread(blocks * 4096, base)
+    return [struct.unpack_from("<Q", data, k * 4096)[0] == k + 1 for k in range(blocks)]
+
+seen = 0
+for i in range(1, n + 1):
+    node = nodes[i % 3]
+    a1, a3 = marks(f"{node}/a@c{i}", 0), marks(f"{node}/a@c{i}", 8 << 20)
+    k1 = a1.index(False) if False in a1 else blocks
+    check(all(not x for x in a1[k1:]), f"c{i}: n1's blocks are not a prefix")
+    check(all(a1[k] for k in range(blocks) if a3[k]), f"c{i}: holds n3's block without n1's")
+    if i % 2 == 0:
+        b2 = marks(f"{node}/b@c{i}", 0)
+        check(all(a3[k] for k in range(blocks) if b2[k]), f"c{i}: b's block without a's")
+    seen += 0 < k1 < blocks
+print(f"{seen} snapshots cut mid-stream")
+check(seen >= 2, "fewer than 2 snapshots cut in the middle of the writes")
+PY
+for i in 1 2 3 4; do
+    snap_same "a@c$i" || lab_fail "a@c$i reads differently through the nodes"
+done
+
+log "2. the dirty bitmap between two snapshots: exactly the chunks written"
+snap 1 a u1 || lab_fail "snapshot u1 failed"
+nbdpy "$(addr 1)/a" <<'PY' || lab_fail "writes between u1 and u2 failed"
+import sys
+from nbdtest import *
+h = connect_nbd(sys.argv[1])
+for off in (0, 5 << 16, (32 << 20) + 100, (63 << 20) + 65000):  # chunks 0, 5, 512, 1023
+    h.pwrite(b"x" * 4096 if off % 4096 == 0 else b"y" * 200, off)
+PY
+snap 1 a u2 || lab_fail "snapshot u2 failed"
+for i in 1 3; do
+    got=$(nbdinfo --map=qemu:dirty-bitmap:u1 "$(addr "$i")/a@u2" | awk '$3 == 1 {print $1 "+" $2}' | tr '\n' ' ')
+    want="0+65536 327680+65536 33554432+65536 66060288+65536 "
+    [ "$got" = "$want" ] || lab_fail "n$i: dirty since u1 in a@u2: '$got', want '$want'"
+done
+port=$(addr 2)
+port=${port##*:}
+qemu-img map --output=json --image-opts \
+    "driver=nbd,server.type=inet,server.host=$(host_of 2),server.port=$port,export=a@u2,x-dirty-bitmap=qemu:dirty-bitmap:u1" \
+    >"$T/qmap.json" 2>&1 || lab_fail "qemu-img map: $(cat "$T/qmap.json")"
+"$PY" - "$T/qmap.json" <<'PY' || lab_fail "qemu-img map of the dirty bitmap: $(cat "$T/qmap.json")"
+import json, sys
+dirty = [(e["start"], e["length"]) for e in json.load(open(sys.argv[1])) if not e["data"]]
+assert dirty == [(0, 65536), (327680, 65536), (33554432, 65536), (66060288, 65536)], dirty
+PY
+
+log "3. a cut a frozen node cannot drain aborts; a node killed during one aborts it"
+lab freeze 3
+start=$(now_ms)
+code=0
+snap 1 a f1 || code=$?
+[ "$code" -eq 10 ] || lab_fail "a cut n3 could not drain exited $code, not 10: $(tail -n 2 "$T/snap.out")"
+log "aborted after $(($(now_ms) - start)) ms"
+lab thaw 3
+nbdpy "$(addr 1)/a" <<'PY' || lab_fail "a write after the aborted cut failed"
+import sys
+from nbdtest import *
+connect_nbd(sys.argv[1]).pwrite(b"z" * 4096, 40 << 20)
+PY
+lab vsan 1 snapshot list a >"$T/list.out"
+! grep -q '^f1 ' "$T/list.out" || lab_fail "the aborted cut left snapshot f1 on n1"
+wait_until 60 all_current || lab_fail "n3 not current again after its thaw: $(states 1)"
+lab freeze 3
+{ snap 1 a f2 || exit $?; } &
+cutter=$!
+sleep 0.3 # the cut is open (held on n3's drain) when n3 dies
+lab kill 3
+code=0
+wait "$cutter" || code=$?
+[ "$code" -eq 10 ] || lab_fail "a cut whose node died exited $code, not 10: $(tail -n 2 "$T/snap.out")"
+lab start 3
+wait_until 60 all_current || lab_fail "n3 not current after its restart: $(states 1)"
+
+log "4. a snapshot cut while n3 is down reaches n3 with its resync, and its replace"
+lab kill 3
+wait_until 10 states_are 1 "current current outdated" || lab_fail "n3 not outdated: $(states 1)"
+nbdpy "$(addr 1)/a" <<'PY' || lab_fail "writes before p1 failed"
+import sys
+from nbdtest import *
+h = connect_nbd(sys.argv[1])
+for k in range(64):
+    h.pwrite(pattern(k, 65536), k * (1 << 20))
+PY
+snap 1 a p1 || lab_fail "snapshot p1 with n3 down failed"
+snap_same a@p1 "1 2" || lab_fail "a@p1 differs through n1 and n2"
+want=$(snap_md5 1 a@p1)
+nbdpy "$(addr 2)/a" <<'PY' || lab_fail "writes after p1 failed"
+import sys
+from nbdtest import *
+h = connect_nbd(sys.argv[1])
+for k in range(64):
+    h.pwrite(pattern(1000 + k, 65536), k * (1 << 20) + 32768)
+PY
+lab start 3
+nbdpy "$(addr 1)/a" <<'PY' &
+import sys
+from nbdtest import *
+h = connect_nbd(sys.argv[1])
+for k in range(256):
+    h.pwrite(pattern(2000 + k, 4096), (48 << 20) + k * 4096)
+PY
+bg=$!
+wait_until 120 all_current || lab_fail "n3 never resynced: $(states 1) / $(states 3)"
+wait "$bg" || lab_fail "writes during n3's resync failed"
+[ "$(snap_md5 3 a@p1)" = "$want" ] || lab_fail "a@p1 reads differently through n3 after its resync"
+identical "4, after the resync"
+lab vsan 3 replica replace a
+wait_until 120 all_current || lab_fail "n3 never came back after replace: $(states 1)"
+[ "$(snap_md5 3 a@p1)" = "$want" ] || lab_fail "a@p1 reads differently through n3 after its replace"
+for i in 1 2 3 4; do
+    snap_same "a@c$i" || lab_fail "a@c$i differs through the nodes after the replace"
+done
+log "ok"
