@@ -11,6 +11,7 @@
 #include "common/json_add.h"
 #include "cli/admin_call.h"
 #include "cli/backup.h"
+#include "cli/rollback.h"
 #include "cli/cli_format.h"
 #include "common/size.h"
 
@@ -40,7 +41,9 @@ static const char help_text[] =
     "  vsan snapshot create VOL[,VOL...] SNAP\n"
     "                                      one point in time of one or more volumes\n"
     "  vsan snapshot list VOL              its snapshots: time, size, exclusive size\n"
-    "  vsan snapshot delete VOL SNAP       delete one\n"
+    "  vsan snapshot delete VOL SNAP       delete one (refused while a node reads it)\n"
+    "  vsan snapshot rollback VOL SNAP     make VOL the snapshot (refused while a client\n"
+    "                                      has VOL open on any node; newer snapshots stay)\n"
     "  vsan backup VOL@SNAP [--since PREV] -o FILE|-\n"
     "                                      write the snapshot (since PREV: what changed\n"
     "                                      after PREV) as an rbd diff v2 stream\n"
@@ -239,13 +242,15 @@ static int parse_command(char **words, int n, struct invocation *inv)
         return cli_restore(inv->socket, inv->json, words + 1, n - 1);
     if (n >= 2 && strcmp(words[0], "volume") == 0 && strcmp(words[1], "clone") == 0)
         return cli_clone(inv->socket, inv->json, words + 2, n - 2);
+    if (n >= 2 && strcmp(words[0], "snapshot") == 0 && strcmp(words[1], "rollback") == 0)
+        return cli_rollback(inv->socket, inv->json, words + 2, n - 2);
     bool has_verb = strcmp(words[0], "volume") == 0 || strcmp(words[0], "replica") == 0 ||
                     strcmp(words[0], "snapshot") == 0;
     if (has_verb && n < 2)
         return cli_usage_error("%s: which one? %s", words[0],
                                strcmp(words[0], "volume") == 0
                                    ? "list, show, create, resize, delete, verify or clone"
-                               : strcmp(words[0], "snapshot") == 0 ? "create, list or delete"
+                               : strcmp(words[0], "snapshot") == 0 ? "create, list, delete or rollback"
                                                                    : "fail or replace");
     inv->cmd = find_command(words[0], has_verb ? words[1] : NULL);
     if (!inv->cmd && has_verb)

@@ -136,6 +136,9 @@ struct pmsg_lost_key {
 enum pmsg_cut_kind {
     PMSG_CUT_SNAPSHOT = 1, /* cut snapshot `snapshot` of each volume */
     PMSG_CUT_DELETE = 2,   /* delete it (no writes held), unless a node reads it */
+    PMSG_CUT_ROLLBACK = 3, /* fence the volume for a rollback to the snapshot by the
+                            * sender, unless a node has clients on it */
+    PMSG_CUT_UNFENCE = 4,  /* the sender's rollback ended: clients may open it again */
 };
 
 /* CUT_BEGIN: a barrier (policing/cut.h) of kind on n volumes, named, for

@@ -792,7 +792,7 @@ static int cut_from_begin(struct policing *pc, uint32_t nodeid, const struct pms
     for (size_t i = 0; i < pc->nmembers; i++)
         c->members[i] = pc->members[i].nodeid;
     c->nmembers = pc->nmembers;
-    if (m->kind != PMSG_CUT_SNAPSHOT && m->kind != PMSG_CUT_DELETE)
+    if (m->kind < PMSG_CUT_SNAPSHOT || m->kind > PMSG_CUT_UNFENCE)
         return -EINVAL;
     return pc->p.table->cut_check(pc->p.table_ctx, c, m->volumes);
 }
@@ -813,6 +813,10 @@ static void apply_cut_begin(struct policing *pc, uint32_t nodeid, uint32_t pid,
     pc->p.table->cut_hold(pc->p.table_ctx, &c);
     cut_timer_start(pc);
 }
+
+/* What a committed cut of each kind (enum pmsg_cut_kind) did, for the log. */
+static const char *const cut_what[] = {"?", "cut", "deleted", "fenced for a rollback",
+                                       "rollback ended"};
 
 static void apply_cut_drained(struct policing *pc, uint32_t nodeid, const struct pmsg_cut *m)
 {
@@ -835,8 +839,8 @@ static void apply_cut_drained(struct policing *pc, uint32_t nodeid, const struct
     qb_log(LOG_INFO,
            "policing: cut %llx committed: snapshot \"%s\" %s (table version %llu) of "
            "%zu volume(s)%s",
-           (unsigned long long)c->id, c->snapshot, c->kind == PMSG_CUT_SNAPSHOT ? "cut" : "deleted",
-           (unsigned long long)id, c->nvols, r < 0 ? "; not all here" : "");
+           (unsigned long long)c->id, c->snapshot, cut_what[c->kind], (unsigned long long)id,
+           c->nvols, r < 0 ? "; not all here" : "");
     /* The hold ends in cut_commit, whatever its result. */
     uint64_t tag = c->tag;
     uint32_t from = c->from;
@@ -908,6 +912,13 @@ int policing_snapshot_delete(struct policing *pc, const char *volume, const char
                              policing_done_fn done, void *arg)
 {
     return send_cut_begin(pc, PMSG_CUT_DELETE, &volume, 1, snapshot, done, arg);
+}
+
+int policing_rollback_fence(struct policing *pc, const char *volume, const char *snapshot,
+                            bool fence, policing_done_fn done, void *arg)
+{
+    return send_cut_begin(pc, fence ? PMSG_CUT_ROLLBACK : PMSG_CUT_UNFENCE, &volume, 1, snapshot,
+                          done, arg);
 }
 
 /* A table or region message, applied now. */

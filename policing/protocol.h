@@ -242,6 +242,13 @@ int policing_snapshot_create(struct policing *pc, const char *const *volumes, si
 int policing_snapshot_delete(struct policing *pc, const char *volume, const char *snapshot,
                              policing_done_fn done, void *arg);
 
+/* `vsan snapshot rollback`: with fence, a cut that fences volume on every
+ * node for this node's rollback to snapshot (no client may open it until
+ * the unfence; done gets -EBUSY, nothing fenced, if a node has clients on
+ * it); without, the unfence. A fence whose node leaves the group ends. */
+int policing_rollback_fence(struct policing *pc, const char *volume, const char *snapshot,
+                            bool fence, policing_done_fn done, void *arg);
+
 /* ---- service addresses (main loop) ----------------------------------- */
 
 /* `vsan failover`: moves owner's address to the member after it (*holder),

@@ -42,6 +42,17 @@ struct snapx {
     char description[DESCRIPTION_MAX + SNAP_NAME_MAX + 16];
 };
 
+unsigned volume_live_connections(struct volume *v)
+{
+    unsigned readers = 0;
+    pthread_mutex_lock(&v->snapx_mu);
+    for (struct snapx *x = v->readers; x; x = x->next)
+        readers++;
+    unsigned n = atomic_load(&v->connections) - readers;
+    pthread_mutex_unlock(&v->snapx_mu);
+    return n;
+}
+
 unsigned snapx_readers(struct volume *v, uint64_t id)
 {
     unsigned n = 0;
@@ -64,6 +75,13 @@ static bool sx_in_range(struct snapx *x, uint32_t count, uint64_t offset)
     return offset <= x->size && count <= x->size - offset;
 }
 
+int volume_snap_read(struct volume *v, uint64_t id, void *buf, uint32_t count, uint64_t offset)
+{
+    if (v->mv)
+        return mirror_snap_read(v->mv, id, buf, count, offset);
+    return snap_read(svol_snapshots(v->sv), id, buf, count, offset);
+}
+
 static int sx_pread(void *h, void *buf, uint32_t count, uint64_t offset, unsigned flags)
 {
     struct snapx *x = h;
@@ -71,9 +89,7 @@ static int sx_pread(void *h, void *buf, uint32_t count, uint64_t offset, unsigne
         return -EINVAL;
     if (flags & NBD_IO_NOWAIT)
         return -EAGAIN; /* it may go to a peer or to the side files */
-    if (x->v->mv)
-        return mirror_snap_read(x->v->mv, x->id, buf, count, offset);
-    return snap_read(svol_snapshots(x->v->sv), x->id, buf, count, offset);
+    return volume_snap_read(x->v, x->id, buf, count, offset);
 }
 
 static int sx_refuse_write(void *h, const void *buf, uint32_t count, uint64_t offset,
@@ -161,6 +177,13 @@ static int store_changed(struct volume *v, uint64_t since, uint64_t upto, uint64
     return (int)n;
 }
 
+int volume_changed_runs(struct volume *v, uint64_t since, uint64_t upto, uint64_t offset,
+                        uint32_t count, struct mirror_changed_run *runs, unsigned max)
+{
+    return v->mv ? mirror_snap_changed(v->mv, since, upto, offset, count, runs, max)
+                 : store_changed(v, since, upto, offset, count, runs, max);
+}
+
 /* The chunks written between since's cut and upto's (0: now) as NBD
  * extents of the dirty bitmap context. */
 static int changed_extents(struct volume *v, uint64_t since, uint64_t upto, uint32_t count,
@@ -168,8 +191,7 @@ static int changed_extents(struct volume *v, uint64_t since, uint64_t upto, uint
 {
     struct mirror_changed_run runs[RUNS_MAX];
     unsigned m = max < RUNS_MAX ? max : RUNS_MAX;
-    int k = v->mv ? mirror_snap_changed(v->mv, since, upto, offset, count, runs, m)
-                  : store_changed(v, since, upto, offset, count, runs, m);
+    int k = volume_changed_runs(v, since, upto, offset, count, runs, m);
     for (int i = 0; i < k; i++)
         ext[i] = (struct nbd_extent){.length = runs[i].length,
                                      .flags = runs[i].changed ? NBD_STATE_DIRTY : 0};

@@ -115,7 +115,9 @@ static int check_volume(const struct cut *c, struct volume *v)
 {
     struct snap_info si;
     bool exists = snap_find(svol_snapshots(v->sv), c->snapshot, &si) == 0;
-    if (c->kind == PMSG_CUT_DELETE)
+    if (c->kind == PMSG_CUT_UNFENCE)
+        return 0;
+    if (c->kind == PMSG_CUT_DELETE || c->kind == PMSG_CUT_ROLLBACK)
         return exists ? 0 : -ENOMSG;
     if (exists)
         return -EEXIST;
@@ -141,10 +143,11 @@ int volumes_cut_check(struct volumes *vols, struct cut *c, const char (*names)[P
     return r;
 }
 
-/* A delete changes no data: it holds nothing. */
+/* A cut or a rollback's fence holds the writes; a delete and an unfence
+ * change no data. */
 static bool holds(const struct cut *c)
 {
-    return c->kind == PMSG_CUT_SNAPSHOT;
+    return c->kind == PMSG_CUT_SNAPSHOT || c->kind == PMSG_CUT_ROLLBACK;
 }
 
 void volumes_cut_hold(struct volumes *vols, const struct cut *c)
@@ -172,8 +175,12 @@ static int volume_drained(const struct cut *c, struct volume *v)
             snap_find(svol_snapshots(v->sv), c->snapshot, &si) == 0 && snapx_readers(v, si.id) > 0;
         return read ? -EBUSY : 0;
     }
+    if (c->kind == PMSG_CUT_UNFENCE)
+        return 0;
     bool idle = atomic_load(&v->cut_writers) == 0 && (!v->mv || mirror_cut_idle(v->mv));
-    return idle ? 0 : -EAGAIN;
+    if (!idle)
+        return -EAGAIN;
+    return c->kind == PMSG_CUT_ROLLBACK && volume_live_connections(v) > 0 ? -EBUSY : 0;
 }
 
 int volumes_cut_drained(struct volumes *vols, const struct cut *c)
@@ -212,6 +219,24 @@ static int delete_snapshot(struct volume *v, const char *snapshot)
     return r;
 }
 
+/* A rollback's fence: no client opens v until the unfence, or until the
+ * node rolling it back leaves (volumes_node_left). */
+static int commit_volume(struct volume *v, const struct cut *c, uint64_t id)
+{
+    switch (c->kind) {
+    case PMSG_CUT_SNAPSHOT:
+        return cut_volume(v, c->snapshot, id, c->time);
+    case PMSG_CUT_DELETE:
+        return delete_snapshot(v, c->snapshot);
+    case PMSG_CUT_ROLLBACK:
+        atomic_store(&v->fenced_by, c->from);
+        return 0;
+    default:
+        atomic_compare_exchange_strong(&v->fenced_by, &(unsigned){c->from}, 0);
+        return 0;
+    }
+}
+
 static void release_locked(struct volumes *vols, const struct cut *c)
 {
     for (size_t i = 0; holds(c) && i < c->nvols; i++) {
@@ -227,9 +252,7 @@ int volumes_cut_commit(struct volumes *vols, const struct cut *c, uint64_t id)
     volumes_lock_shared(vols);
     for (size_t i = 0; i < c->nvols; i++) {
         struct volume *v = volumes_find_vid(vols, c->vids[i]);
-        int r = !v                             ? -ENOENT
-                : c->kind == PMSG_CUT_SNAPSHOT ? cut_volume(v, c->snapshot, id, c->time)
-                                               : delete_snapshot(v, c->snapshot);
+        int r = v ? commit_volume(v, c, id) : -ENOENT;
         if (first == 0)
             first = r;
     }

@@ -253,6 +253,16 @@ static int vol_trim(void *h, uint32_t count, uint64_t offset, unsigned flags, st
     return zero_guarded(h, count, offset, (flags & ~NBD_IO_FAST) | NBD_IO_MAY_TRIM, -EINVAL, a);
 }
 
+int volume_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset)
+{
+    return vol_pwrite(v, buf, count, offset, 0, NULL);
+}
+
+int volume_zero(struct volume *v, uint32_t count, uint64_t offset)
+{
+    return zero_guarded(v, count, offset, NBD_IO_MAY_TRIM, -ENOSPC, NULL);
+}
+
 /* Readahead is asynchronous: fast whatever the flags. A copy that is not
  * current serves no reads (they go to a peer), so warming its stale data
  * would only cost: the hint is then a no-op, which CACHE allows. */
@@ -427,6 +437,7 @@ static int volume_new(struct store *store, const struct store_volume *rec, struc
     atomic_init(&v->broken, false);
     atomic_init(&v->cut_writers, 0);
     atomic_init(&v->cut_held, false);
+    atomic_init(&v->fenced_by, 0);
     pthread_mutex_init(&v->gate_mu, NULL);
     pthread_cond_init(&v->gate_cv, NULL);
     pthread_mutex_init(&v->snapx_mu, NULL);
@@ -923,6 +934,8 @@ static int cat_open(void *ctx, const char *name, struct nbd_export *exp)
     int r = 0;
     if (at) {
         r = snapx_open(v, at + 1, exp);
+    } else if (atomic_load(&v->fenced_by)) {
+        r = -EBUSY; /* being rolled back to a snapshot */
     } else {
         unsigned nb;
         const char **names = volume_bitmap_names(v, 0, &nb);
@@ -1034,6 +1047,12 @@ static void apply_left(struct volume *v, void *arg)
     struct left_msg *m = arg;
     if (v->mv && mirror_node_left(v->mv, m->node, m->lost, m->nlost) > 0)
         m->changed = 1;
+    /* Its rollback ends with it (half done: see rollback.c). */
+    if (atomic_compare_exchange_strong(&v->fenced_by, &(unsigned){m->node}, 0))
+        qb_log(LOG_WARNING,
+               "volume \"%s\": node %u left during its rollback: clients may open "
+               "it again; roll it back again for the snapshot's data",
+               v->name, m->node);
 }
 
 int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key *lost, size_t nlost)

@@ -121,6 +121,26 @@ int volumes_snapshot_list_all(struct volumes *vols, struct policing_snap **out, 
 int volumes_snapshot_load(struct volumes *vols, const struct policing_snap *s, size_t n,
                           uint64_t last_cut);
 
+/* ---- rollback (rollback.c; main loop) ----------------------------------- */
+
+/* Starts copying the named volume back to its snapshot (the caller has
+ * fenced it); efd (an eventfd) is written once it ends. -EBUSY while
+ * another rollback runs here, -ENOENT, -ENOMSG (no such snapshot). */
+int volumes_rollback_start(struct volumes *vols, const char *name, const char *snapshot, int efd);
+struct rollback_status {
+    bool running;
+    int result; /* once not running: 0 or -errno */
+    uint64_t done, total;
+    double seconds;
+    char snapshot[STORE_NAME_MAX + 1];
+};
+/* The last rollback of the named volume started here: -ENOENT if none. */
+int volumes_rollback_status(struct volumes *vols, const char *name, struct rollback_status *st);
+/* Whether a rollback fences the named volume (no client may open it). */
+bool volumes_fenced(struct volumes *vols, const char *name);
+/* At shutdown, before the mirror stops: stops and joins it. */
+void volumes_rollback_stop(struct volumes *vols);
+
 #define VOLUME_SIZE_MAX (UINT64_C(1) << 50) /* 1 PiB: keeps offsets far from overflow */
 
 #endif

@@ -45,6 +45,9 @@ struct volume {
     atomic_bool cut_held;
     pthread_mutex_t gate_mu;
     pthread_cond_t gate_cv;
+    /* The node rolling v back to a snapshot (rollback.c), 0 if none:
+     * clients may not open v meanwhile. */
+    atomic_uint fenced_by;
     /* The open VOL@SNAP exports (snapexport.c), under snapx_mu. */
     pthread_mutex_t snapx_mu;
     struct snapx *readers;
@@ -58,7 +61,8 @@ struct volumes {
     struct policing *pc;   /* given to every volume; NULL in unit tests */
     struct mirror *mirror; /* likewise; NULL when standalone */
     pthread_rwlock_t lock;
-    struct volume **v; /* sorted by name */
+    struct volume **v;         /* sorted by name */
+    struct rollback *rollback; /* rollback.c: the last one started here; main loop */
     size_t n;
     size_t cap;
 };
@@ -105,6 +109,19 @@ bool snapx_is(const struct nbd_export *exp);
 struct volume *snapx_volume(const struct nbd_export *exp);
 /* How many VOL@SNAP of v's snapshot id are open here. */
 unsigned snapx_readers(struct volume *v, uint64_t id);
+/* How many clients have v itself (not a snapshot) open here. */
+unsigned volume_live_connections(struct volume *v);
+/* The 64 KiB chunks of [offset, offset+count) written between the cuts
+ * of snapshots since and upto (0: now), from a current copy, as runs. */
+struct mirror_changed_run;
+int volume_changed_runs(struct volume *v, uint64_t since, uint64_t upto, uint64_t offset,
+                        uint32_t count, struct mirror_changed_run *runs, unsigned max);
+/* count bytes of v's snapshot id, from a current copy. */
+int volume_snap_read(struct volume *v, uint64_t id, void *buf, uint32_t count, uint64_t offset);
+/* A write or zero through v's ordinary path (cut gate, region priority,
+ * mirror), as a client's (volume.c). */
+int volume_write(struct volume *v, const void *buf, uint32_t count, uint64_t offset);
+int volume_zero(struct volume *v, uint32_t count, uint64_t offset);
 
 /* The cut gate around every write (snapshots.c): 0, -EAGAIN (nowait and
  * held), -EIO (held far longer than any cut lasts). */

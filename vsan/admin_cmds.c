@@ -877,6 +877,8 @@ static const struct command commands[] = {
     {"snapshot.create", snapshot_create_fields, admin_snapshot_create},
     {"snapshot.list", name_fields, admin_snapshot_list},
     {"snapshot.delete", snapshot_fields, admin_snapshot_delete},
+    {"snapshot.rollback", snapshot_fields, admin_snapshot_rollback},
+    {"snapshot.rollback_status", name_fields, admin_snapshot_rollback_status},
 };
 
 static const struct command *find_command(const char *name)

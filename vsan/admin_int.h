@@ -41,5 +41,8 @@ int admin_get_name(struct json_object *req, const char **name, struct json_objec
 struct json_object *admin_snapshot_create(const struct context *ctx, struct json_object *req);
 struct json_object *admin_snapshot_list(const struct context *ctx, struct json_object *req);
 struct json_object *admin_snapshot_delete(const struct context *ctx, struct json_object *req);
+struct json_object *admin_snapshot_rollback(const struct context *ctx, struct json_object *req);
+struct json_object *admin_snapshot_rollback_status(const struct context *ctx,
+                                                   struct json_object *req);
 
 #endif

@@ -14,6 +14,9 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <qb/qblog.h>
 
@@ -304,4 +307,150 @@ struct json_object *admin_snapshot_delete(const struct context *ctx, struct json
     }
     *ctx->later = true;
     return NULL;
+}
+
+/* ---- rollback ------------------------------------------------------------ */
+
+/* A rollback this node runs: fenced, copied, unfenced (rollback.c). */
+struct rollback_call {
+    const struct admin_node *node;
+    struct admin_call *call; /* answered once the copy has started */
+    char volume[VOLUME_NAME_MAX + 1];
+    char snapshot[SNAP_NAME_MAX + 1];
+    int efd;
+};
+
+static void rollback_call_free(struct rollback_call *rc)
+{
+    if (rc->efd >= 0) {
+        qb_loop_poll_del(rc->node->loop, rc->efd);
+        close(rc->efd);
+    }
+    free(rc);
+}
+
+static void unfence_done(void *arg, int r)
+{
+    struct rollback_call *rc = arg;
+    if (r < 0)
+        qb_log(LOG_ERR,
+               "volume \"%s\": rollback to \"%s\": the fence not lifted: %s; it ends when this "
+               "node leaves the group",
+               rc->volume, rc->snapshot, strerror(-r));
+    rollback_call_free(rc);
+}
+
+/* The copy ended (rollback.c wrote the eventfd): lift the fence. */
+static int32_t rollback_ended(int32_t fd, int32_t revents, void *data)
+{
+    struct rollback_call *rc = data;
+    uint64_t n;
+    (void)revents;
+    if (read(fd, &n, sizeof n) < 0 && errno != EAGAIN)
+        qb_log(LOG_ERR, "admin: rollback: eventfd: %s", strerror(errno));
+    qb_loop_poll_del(rc->node->loop, fd);
+    int r =
+        policing_rollback_fence(rc->node->pc, rc->volume, rc->snapshot, false, unfence_done, rc);
+    if (r < 0)
+        unfence_done(rc, r);
+    return 0;
+}
+
+static struct json_object *rollback_failure(const char *volume, const char *snapshot, int r)
+{
+    if (r == -EBUSY)
+        return admin_reply_error(ADMIN_E_VOLUME_IN_USE,
+                                 "volume \"%s\": cannot roll back: clients have it open on a node",
+                                 volume);
+    return snap_failure(volume, snapshot, "roll back", r);
+}
+
+static void fence_done(void *arg, int r)
+{
+    struct rollback_call *rc = arg;
+    if (r == 0) {
+        rc->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        r = rc->efd < 0 ? -errno : 0;
+        if (r == 0)
+            r = qb_loop_poll_add(rc->node->loop, QB_LOOP_MED, rc->efd, POLLIN, rc, rollback_ended);
+        if (r == 0)
+            r = volumes_rollback_start(rc->node->vols, rc->volume, rc->snapshot, rc->efd);
+        if (r < 0) {
+            admin_call_reply(rc->call, rollback_failure(rc->volume, rc->snapshot, r));
+            rc->call = NULL;
+            rollback_ended(rc->efd, 0, rc); /* lifts the fence */
+            return;
+        }
+        qb_log(LOG_INFO, "volume \"%s\": rolling back to snapshot \"%s\"", rc->volume,
+               rc->snapshot);
+        admin_call_reply(rc->call, admin_reply_ok(json_object_new_object()));
+        return;
+    }
+    admin_call_reply(rc->call, rollback_failure(rc->volume, rc->snapshot, r));
+    rollback_call_free(rc);
+}
+
+struct json_object *admin_snapshot_rollback(const struct context *ctx, struct json_object *req)
+{
+    struct json_object *err = NULL;
+    const char *name;
+    struct rollback_call *rc = calloc(1, sizeof *rc);
+    if (!rc)
+        return NULL;
+    *rc = (struct rollback_call){.node = ctx->node, .call = ctx->call, .efd = -1};
+    if (admin_get_name(req, &name, &err) == 0)
+        err = get_snapshot(req, rc->snapshot);
+    struct snap_info si;
+    struct volume_info info;
+    int r = err ? 0 : find_snapshot(ctx->node->vols, name, rc->snapshot, &si);
+    if (!err && r == 0 && (r = volumes_info(ctx->node->vols, name, &info)) == 0 &&
+        info.connections > 0)
+        r = -EBUSY;
+    struct rollback_status st;
+    if (!err && r == 0 && volumes_rollback_status(ctx->node->vols, name, &st) == 0 && st.running)
+        err = admin_reply_error(ADMIN_E_BUSY, "volume \"%s\": a rollback runs already", name);
+    if (!err && r < 0)
+        err = rollback_failure(name, rc->snapshot, r);
+    if (!err) {
+        snprintf(rc->volume, sizeof rc->volume, "%s", name);
+        r = policing_rollback_fence(ctx->node->pc, name, rc->snapshot, true, fence_done, rc);
+        if (r < 0)
+            err = rollback_failure(name, rc->snapshot, r);
+    }
+    if (err) {
+        free(rc);
+        return err;
+    }
+    *ctx->later = true;
+    return NULL;
+}
+
+struct json_object *admin_snapshot_rollback_status(const struct context *ctx,
+                                                   struct json_object *req)
+{
+    struct json_object *err = NULL;
+    const char *name;
+    if (admin_get_name(req, &name, &err) < 0)
+        return err;
+    struct rollback_status st;
+    struct volume_info info;
+    int r = volumes_info(ctx->node->vols, name, &info);
+    if (r < 0)
+        return admin_volume_failure(name, "rollback status", r);
+    if (volumes_rollback_status(ctx->node->vols, name, &st) < 0)
+        return admin_reply_error(ADMIN_E_NO_SUCH_SNAPSHOT,
+                                 "volume \"%s\": no rollback was started on this node", name);
+    struct json_object *o = json_object_new_object();
+    if (o && (json_add(o, "snapshot", json_object_new_string(st.snapshot)) < 0 ||
+              json_add(o, "running", json_object_new_boolean(st.running)) < 0 ||
+              json_add(o, "fenced",
+                       json_object_new_boolean(volumes_fenced(ctx->node->vols, name))) < 0 ||
+              admin_add_u64(o, "done", st.done) < 0 || admin_add_u64(o, "total", st.total) < 0 ||
+              json_add(o, "seconds", json_object_new_double(st.seconds)) < 0 ||
+              (st.result < 0 &&
+               json_add(o, "error", json_object_new_string(strerror(-st.result))) < 0))) {
+        json_object_put(o);
+        o = NULL;
+    }
+    return admin_reply_ok(o);
 }

@@ -567,6 +567,8 @@ static void stop_node(struct node *n)
         policing_close_writes(n->pc); /* no grant can come once the loop stopped */
     if (n->nbd)
         nbd_server_shutdown(n->nbd);
+    if (n->vols)
+        volumes_rollback_stop(n->vols); /* its writes fail from now on */
     service_close(n->service); /* the others take the addresses over once we leave */
     nbd_server_free(n->nbd);
     mirror_stop(n->mirror);

@@ -21,6 +21,10 @@
 #     snapshot's chunks too: the snapshot reads the same through n3 (from
 #     its own copy, now current) as through n1; the same after `replica
 #     replace` on n3.
+#  5. Clone and rollback across nodes: a@p1 cloned through n2 reads as
+#     a@p1; a rollback through n1 is refused (exit 6) while a client has a
+#     open on n3, and once it closes, a reads as a@p1 through every node
+#     while the newer snapshots keep their data.
 # timeout: 360
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -205,4 +209,27 @@ wait_until 120 all_current || lab_fail "n3 never came back after replace: $(stat
 for i in 1 2 3 4; do
     snap_same "a@c$i" || lab_fail "a@c$i differs through the nodes after the replace"
 done
+log "5. clone and rollback across nodes"
+lab vsan 2 volume clone a@p1 cl
+[ "$(snap_md5 3 cl)" = "$want" ] || lab_fail "the clone of a@p1 reads differently through n3"
+u2=$(snap_md5 2 a@u2)
+nbdpy "$(addr 3)/a" >"$T/holder.out" 2>&1 <<'PY' &
+import sys, time
+from nbdtest import *
+h = connect_nbd(sys.argv[1])
+print("open", flush=True)
+time.sleep(3)
+PY
+holder=$!
+wait_until 10 grep -q open "$T/holder.out" || lab_fail "the client on n3 never opened a"
+code=0
+"$LAB" vsan 1 snapshot rollback a p1 >"$T/rb.out" 2>&1 || code=$?
+[ "$code" -eq 6 ] || lab_fail "a rollback while n3 has a client exited $code, not 6: $(cat "$T/rb.out")"
+wait "$holder" || true
+lab vsan 1 snapshot rollback a p1
+for i in 1 2 3; do
+    [ "$(snap_md5 "$i" a)" = "$want" ] || lab_fail "after the rollback, a differs from a@p1 through n$i"
+done
+[ "$(snap_md5 1 a@u2)" = "$u2" ] || lab_fail "the rollback changed the newer snapshot u2"
+identical "5, after the rollback"
 log "ok"
