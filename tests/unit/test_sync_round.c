@@ -165,7 +165,7 @@ struct table {
     size_t nsnaps;
     uint64_t version;
     /* cuts: whether this node reports drained, and what it was told */
-    bool drains;
+    bool drains, busy;
     unsigned held, commits, releases;
     uint64_t cut_id;
 };
@@ -267,40 +267,39 @@ static int t_set_version(void *ctx, uint64_t version)
     return 0;
 }
 
-static int t_cut_check(void *ctx, const char *snapshot, const char (*names)[PMSG_NAME_MAX + 1],
-                       size_t n, uint32_t *vids)
+static int t_cut_check(void *ctx, struct cut *c, const char (*names)[PMSG_NAME_MAX + 1])
 {
-    (void)ctx, (void)snapshot;
-    for (size_t i = 0; i < n; i++)
-        vids[i] = (uint32_t)strtoul(names[i] + 1, NULL, 10); /* "v7": volume 7 */
+    (void)ctx;
+    for (size_t i = 0; i < c->nvols; i++)
+        c->vids[i] = (uint32_t)strtoul(names[i] + 1, NULL, 10); /* "v7": volume 7 */
     return 0;
 }
 
-static void t_cut_hold(void *ctx, const uint32_t *vids, size_t n)
+static void t_cut_hold(void *ctx, const struct cut *c)
 {
-    (void)vids, (void)n;
+    (void)c;
     ((struct table *)ctx)->held++;
 }
 
-static bool t_cut_drained(void *ctx, const uint32_t *vids, size_t n)
+static int t_cut_drained(void *ctx, const struct cut *c)
 {
-    (void)vids, (void)n;
-    return ((struct table *)ctx)->drains;
+    (void)c;
+    struct table *t = ctx;
+    return !t->drains ? -EAGAIN : t->busy ? -EBUSY : 0;
 }
 
-static int t_cut_commit(void *ctx, const uint32_t *vids, size_t n, const char *snapshot,
-                        uint64_t id, int64_t time)
+static int t_cut_commit(void *ctx, const struct cut *c, uint64_t id)
 {
-    (void)vids, (void)n, (void)snapshot, (void)time;
+    (void)c;
     struct table *t = ctx;
     t->commits++;
     t->cut_id = id;
     return 0;
 }
 
-static void t_cut_release(void *ctx, const uint32_t *vids, size_t n)
+static void t_cut_release(void *ctx, const struct cut *c)
 {
-    (void)vids, (void)n;
+    (void)c;
     ((struct table *)ctx)->releases++;
 }
 
@@ -567,6 +566,23 @@ Test(sync_round, a_cut_that_a_node_does_not_drain_aborts_on_both)
     cr_expect(eq(int, cut_result, -ETIMEDOUT));
     for (size_t i = 0; i < NODES; i++) {
         cr_expect(eq(u32, tables[i].commits, 0), "node %zu committed", i + 1);
+        cr_expect(eq(u32, tables[i].releases, 1), "node %zu released", i + 1);
+    }
+    stop_both();
+}
+
+Test(sync_round, a_delete_that_a_node_reads_ends_busy_on_both)
+{
+    start_synced();
+    tables[0].drains = tables[1].drains = true;
+    tables[1].busy = true; /* node 2 has the snapshot's export open */
+    cut_answered = false;
+    cr_assert(eq(int, policing_snapshot_delete(pcs[0], "v1", "s", cut_done, NULL), 0));
+    run(answered);
+    cr_assert(not(timed_out));
+    cr_expect(eq(int, cut_result, -EBUSY));
+    for (size_t i = 0; i < NODES; i++) {
+        cr_expect(eq(u32, tables[i].commits, 0), "node %zu deleted", i + 1);
         cr_expect(eq(u32, tables[i].releases, 1), "node %zu released", i + 1);
     }
     stop_both();
