@@ -115,14 +115,22 @@ static int serve_csum(struct mvol *v, struct mlink_call *c)
     return r;
 }
 
-/* A peer's read or checksum: only a current, whole copy answers, or a peer
- * would take stale data for the volume's. */
-static int serve_from_copy(struct mvol *v, struct mlink_call *c)
+/* Whether this copy may answer a peer about data: only a current, whole
+ * copy holding its read lease, or a peer would take stale data for the
+ * volume's. -EAGAIN: for now (the asker tries again). */
+static int copy_answers(struct mvol *v)
 {
     if (!atomic_load(&v->serve_local))
         return -ESTALE;
-    if (!policing_lease_valid(v->pc))
-        return -EAGAIN; /* for now: the asker tries again (read_peer) */
+    return policing_lease_valid(v->pc) ? 0 : -EAGAIN;
+}
+
+/* A peer's read or checksum. */
+static int serve_from_copy(struct mvol *v, struct mlink_call *c)
+{
+    int r = copy_answers(v);
+    if (r < 0)
+        return r;
     if (!in_bounds(v, c->req))
         return -EINVAL;
     return c->req->type == MW_READ ? serve_read(v, c) : serve_csum(v, c);
@@ -234,10 +242,9 @@ static int serve_snap_changed(struct mvol *v, struct mlink_call *c)
  * does not have. */
 static int serve_snapshot(struct mvol *v, struct mlink_call *c)
 {
-    if (!atomic_load(&v->serve_local))
-        return -ESTALE;
-    if (!policing_lease_valid(v->pc))
-        return -EAGAIN; /* for now: the asker tries again (snapio.c) */
+    int r = copy_answers(v);
+    if (r < 0)
+        return r;
     switch (c->req->type) {
     case MW_SNAP_READ:
         return serve_snap_read(v, c);
