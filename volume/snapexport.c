@@ -258,8 +258,12 @@ const char **volume_bitmap_names(struct volume *v, uint64_t upto, unsigned *n)
     *n = 0;
     struct snap_info *si;
     size_t k;
-    if (volume_snapshots(v, &si, &k) < 0 || k == 0)
+    if (volume_snapshots(v, &si, &k) < 0)
         return NULL;
+    if (k == 0) {
+        free(si);
+        return NULL;
+    }
     size_t m = 0;
     while (m < k && (upto == 0 || si[m].id < upto))
         m++;

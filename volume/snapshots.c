@@ -403,7 +403,8 @@ int volumes_snapshot_load(struct volumes *vols, const struct policing_snap *s, s
     struct policing_snap *sorted = malloc((n ? n : 1) * sizeof *sorted);
     if (!sorted)
         return -ENOMEM;
-    memcpy(sorted, s, n * sizeof *s);
+    if (n > 0)
+        memcpy(sorted, s, n * sizeof *s);
     qsort(sorted, n, sizeof *sorted, by_id);
     int r = 0;
     volumes_lock_shared(vols);

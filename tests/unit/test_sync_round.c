@@ -218,7 +218,8 @@ static int copy_snaps(const struct policing_snap *s, size_t n, struct policing_s
     *out = malloc((n ? n : 1) * sizeof **out);
     if (!*out)
         return -ENOMEM;
-    memcpy(*out, s, n * sizeof *s);
+    if (n > 0)
+        memcpy(*out, s, n * sizeof *s);
     return 0;
 }
 
