@@ -17,7 +17,7 @@
 #     after its deadline (exit 10) and writes go on; a node killed during
 #     a cut aborts it at once.
 #  4. A snapshot cut while n3 is down (and writes before and after) is cut
-#     on n3 when it returns; its resync, with writes going on, brings the
+#     on n3 when it returns, and one deleted meanwhile is deleted there; its resync, with writes going on, brings the
 #     snapshot's chunks too: the snapshot reads the same through n3 (from
 #     its own copy, now current) as through n1; the same after `replica
 #     replace` on n3.
@@ -181,6 +181,7 @@ for k in range(64):
     h.pwrite(pattern(k, 65536), k * (1 << 20))
 PY
 snap 1 a p1 || lab_fail "snapshot p1 with n3 down failed"
+lab vsan 2 snapshot delete a u1
 snap_same a@p1 "1 2" || lab_fail "a@p1 differs through n1 and n2"
 want=$(snap_md5 1 a@p1)
 nbdpy "$(addr 2)/a" <<'PY' || lab_fail "writes after p1 failed"
@@ -202,6 +203,9 @@ bg=$!
 wait_until 120 all_current || lab_fail "n3 never resynced: $(states 1) / $(states 3)"
 wait "$bg" || lab_fail "writes during n3's resync failed"
 [ "$(snap_md5 3 a@p1)" = "$want" ] || lab_fail "a@p1 reads differently through n3 after its resync"
+"$LAB" vsan 3 snapshot list a >"$T/list3.out" 2>&1
+grep -q '^p1 ' "$T/list3.out" || lab_fail "n3 lacks p1 after its return: $(cat "$T/list3.out")"
+! grep -q '^u1 ' "$T/list3.out" || lab_fail "n3 kept u1, deleted while it was down"
 identical "4, after the resync"
 lab vsan 3 replica replace a
 wait_until 120 all_current || lab_fail "n3 never came back after replace: $(states 1)"

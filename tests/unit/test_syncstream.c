@@ -39,6 +39,18 @@ static struct sync_state make_state(size_t n)
     strcpy(s.services.v[1].addr, "10.0.0.2/24");
     s.regions = regions;
     s.regions_len = sizeof regions;
+    /* A snapshot of every other volume, and the group's last cut. */
+    s.snaps = calloc(n / 2 + 1, sizeof *s.snaps);
+    cr_assert(s.snaps != NULL);
+    for (size_t i = 0; i < n; i += 2) {
+        struct policing_snap *p = &s.snaps[s.nsnaps++];
+        memcpy(p->uuid, s.vols[i].uuid, sizeof p->uuid);
+        snprintf(p->name, sizeof p->name, "nightly-%zu", i);
+        p->id = 100 + i;
+        p->time = 1796600000 + (int64_t)i;
+        p->size = s.vols[i].size;
+    }
+    s.last_cut = 100 + n;
     return s;
 }
 
@@ -54,6 +66,11 @@ static void expect_equal(const struct sync_state *a, const struct sync_state *b)
         eq(int, memcmp(a->services.v, b->services.v, a->services.n * sizeof a->services.v[0]), 0));
     cr_assert(eq(sz, a->regions_len, b->regions_len));
     cr_expect(eq(int, memcmp(a->regions, b->regions, a->regions_len), 0));
+    cr_assert(eq(sz, a->nsnaps, b->nsnaps));
+    for (size_t i = 0; i < a->nsnaps; i++)
+        cr_assert(eq(int, memcmp(&a->snaps[i], &b->snaps[i], sizeof a->snaps[i]), 0),
+                  "snapshot %zu", i);
+    cr_expect(eq(u64, a->last_cut, b->last_cut));
 }
 
 /* Every piece of a stream, as pmsg_check accepts them. */
@@ -116,6 +133,7 @@ Test(syncstream, a_state_over_several_pieces_comes_back_equal)
     free_pieces(&p);
     free(buf);
     free(s.vols);
+    free(s.snaps);
 }
 
 Test(syncstream, an_empty_table_is_one_piece)
@@ -136,6 +154,7 @@ Test(syncstream, an_empty_table_is_one_piece)
     free_pieces(&p);
     free(buf);
     free(s.vols);
+    free(s.snaps);
 }
 
 /* Feeds pieces in the order given; returns the first nonzero result. */
@@ -186,6 +205,7 @@ Test(syncstream, sequence_errors_are_refused)
     free_pieces(&other);
     free(buf);
     free(s.vols);
+    free(s.snaps);
 }
 
 Test(syncstream, a_corrupted_byte_fails_the_crc)
@@ -205,6 +225,7 @@ Test(syncstream, a_corrupted_byte_fails_the_crc)
     free_pieces(&p);
     free(buf);
     free(s.vols);
+    free(s.snaps);
 }
 
 Test(syncstream, oversize_streams_are_refused)
@@ -254,6 +275,7 @@ Test(syncstream, an_unknown_record_type_is_skipped)
     free(more);
     free(buf);
     free(s.vols);
+    free(s.snaps);
 }
 
 Test(syncstream, malformed_streams_are_refused)
@@ -294,4 +316,5 @@ Test(syncstream, malformed_streams_are_refused)
     free(bad);
     free(buf);
     free(s.vols);
+    free(s.snaps);
 }
