@@ -146,11 +146,13 @@ $(FAULTFS): $(call obj,tests/tools/faultfs.c)
 $(B)/obj/tests/tools/faultfs.o: CFLAGS += $(shell pkg-config --cflags fuse3)
 
 # The lost-write checker (tests/checker/): writers with failover over NBD,
-# readers judging what they read meanwhile, and the verification of the
-# replicas against their journal.
+# readers judging what they read meanwhile, a snapshotter judging the
+# snapshots it cuts, and the verification of the replicas against their
+# journal.
 CHECKER_SRCS := tests/checker/block.c tests/checker/journal.c tests/checker/conn.c \
                 tests/checker/writer.c tests/checker/judge.c tests/checker/reader.c \
-                tests/checker/verify.c tests/checker/checker.c common/log.c common/size.c
+                tests/checker/verify.c tests/checker/cutlog.c tests/checker/snapshotter.c \
+                tests/checker/checker.c common/log.c common/size.c
 CHECKER := $(B)/checker
 $(CHECKER): $(call obj,$(CHECKER_SRCS))
 	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libnbd libqb libisal) -pthread

@@ -6,14 +6,18 @@
  *
  *   checker --targets URI[,URI...] --volume-size N --writers W --seconds S --log FILE
  *           [--readers R] [--read-pause-ms MS] [--op-timeout-ms MS] [--resend-ms MS]
- *           [--rotate-ms MS] [--seed N] [-v]
+ *           [--rotate-ms MS] [--seed N] [--snapshot-cmd PROG [--snapshot-every-ms MS]
+ *           [--snapshot-keep K]] [-v]
  *   checker --verify --log FILE --files F1[,F2...] [--region-size N] [--cycles N]
  *
- * R is one reader per target by default, each pausing MS (5) after a read. A run prints "checker:
- * run: ..." with its totals and exits 1 if any write went unacknowledged for the whole resend
- * budget or any read broke the readers' rule. A verification prints one line, "checker: cycles=C
- * acknowledged=A lost=L divergent=D reads=R stale=S" (S: the run's reads that broke the rule), and
- * exits 1 if L, D or S is not 0. Usage errors exit 2. Details go to stderr.
+ * R is one reader per target by default, each pausing MS (5) after a read. With --snapshot-cmd, a
+ * snapshot is cut every MS (3000) through PROG and judged (snapshotter.h), K (10) kept. A run
+ * prints "checker: run: ..." with its totals and exits 1 if any write went unacknowledged for the
+ * whole resend budget, any read broke the readers' rule or any snapshot the snapshots'. A
+ * verification prints one line, "checker: cycles=C acknowledged=A lost=L divergent=D reads=R
+ * stale=S snapshots=N snap_checked=K snap_bad=B" (S: the run's reads that broke the rule; N: its
+ * snapshots, K of them read and judged, B violations in them), and exits 1 if L, D, S or B is not 0
+ * or K is not N. Usage errors exit 2. Details go to stderr.
  */
 #include "tests/checker/journal.h"
 #include "tests/checker/verify.h"
@@ -52,6 +56,9 @@ struct options {
     uint64_t resend_ms;
     uint64_t rotate_ms;
     uint64_t seed;
+    const char *snap_cmd;
+    uint64_t snap_every_ms;
+    uint64_t snap_keep;
     const char *log;
     bool verbose;
 };
@@ -64,7 +71,8 @@ static void usage(FILE *f)
         "usage: checker --targets URI[,URI...] --volume-size N --writers W --seconds S "
         "--log FILE\n"
         "               [--readers R] [--read-pause-ms MS] [--op-timeout-ms MS] [--resend-ms MS]\n"
-        "               [--rotate-ms MS] [--seed N] [-v]\n"
+        "               [--rotate-ms MS] [--seed N] [--snapshot-cmd PROG [--snapshot-every-ms MS]\n"
+        "               [--snapshot-keep K]] [-v]\n"
         "       checker --verify --log FILE --files F1[,F2...] [--region-size N] "
         "[--cycles N]\n",
         f);
@@ -109,6 +117,9 @@ enum {
     OPT_RESEND,
     OPT_ROTATE,
     OPT_SEED,
+    OPT_SNAP_CMD,
+    OPT_SNAP_EVERY,
+    OPT_SNAP_KEEP,
     OPT_LOG,
     OPT_VERIFY,
 };
@@ -127,6 +138,9 @@ static const struct option longopts[] = {
     {"resend-ms", required_argument, NULL, OPT_RESEND},
     {"rotate-ms", required_argument, NULL, OPT_ROTATE},
     {"seed", required_argument, NULL, OPT_SEED},
+    {"snapshot-cmd", required_argument, NULL, OPT_SNAP_CMD},
+    {"snapshot-every-ms", required_argument, NULL, OPT_SNAP_EVERY},
+    {"snapshot-keep", required_argument, NULL, OPT_SNAP_KEEP},
     {"log", required_argument, NULL, OPT_LOG},
     {"verify", no_argument, NULL, OPT_VERIFY},
     {"verbose", no_argument, NULL, 'v'},
@@ -163,6 +177,13 @@ static int parse_one(struct options *o, int c, char *arg)
         return parse_size("--rotate-ms", arg, &o->rotate_ms);
     case OPT_SEED:
         return parse_size("--seed", arg, &o->seed);
+    case OPT_SNAP_CMD:
+        o->snap_cmd = arg;
+        return 0;
+    case OPT_SNAP_EVERY:
+        return parse_size("--snapshot-every-ms", arg, &o->snap_every_ms);
+    case OPT_SNAP_KEEP:
+        return parse_size("--snapshot-keep", arg, &o->snap_keep);
     case OPT_LOG:
         o->log = arg;
         return 0;
@@ -194,8 +215,11 @@ static int check_options(const struct options *o)
         return usage_error("%s",
                            "--volume-size: a multiple of 4096, one block per writer at least");
     if (o->seconds > UINT32_MAX || o->op_timeout_ms == 0 || o->op_timeout_ms > INT32_MAX ||
-        o->resend_ms > UINT32_MAX || o->rotate_ms > UINT32_MAX || o->read_pause_ms > 60000)
+        o->resend_ms > UINT32_MAX || o->rotate_ms > UINT32_MAX || o->read_pause_ms > 60000 ||
+        o->snap_every_ms > UINT32_MAX)
         return usage_error("%s", "a time out of range");
+    if (o->snap_keep > 32)
+        return usage_error("%s", "--snapshot-keep: at most 32");
     return 0;
 }
 
@@ -209,6 +233,8 @@ static int parse_options(struct options *o, int argc, char **argv)
                           .op_timeout_ms = 5000,
                           .resend_ms = 60000,
                           .rotate_ms = 2000,
+                          .snap_every_ms = 3000,
+                          .snap_keep = 10,
                           .seed = (uint64_t)time(NULL)};
     while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
         if (c == 'h') {
@@ -255,7 +281,10 @@ static int do_run(const struct options *o)
                           .journal = &j,
                           .log_path = o->log,
                           .readers = (unsigned)o->readers,
-                          .read_pause_ms = (unsigned)o->read_pause_ms};
+                          .read_pause_ms = (unsigned)o->read_pause_ms,
+                          .snap_cmd = o->snap_cmd,
+                          .snap_every_ms = (unsigned)o->snap_every_ms,
+                          .snap_keep = (unsigned)o->snap_keep};
     int r = chk_journal_init(&j, o->volume_size, (uint32_t)o->writers);
 
     if (r < 0) {
@@ -269,15 +298,18 @@ static int do_run(const struct options *o)
     running = NULL;
     printf("checker: run: seconds=%" PRIu64 " writers=%" PRIu64 " targets=%zu acknowledged=%" PRIu64
            " failed=%" PRIu64 " failovers=%" PRIu64 " readers=%" PRIu64 " reads=%" PRIu64
-           " stale=%" PRIu64 " read_failures=%" PRIu64 " seed=%" PRIu64 "\n",
+           " stale=%" PRIu64 " read_failures=%" PRIu64 " snapshots=%" PRIu64
+           " snap_aborted=%" PRIu64 " snap_failed=%" PRIu64 " snap_checked=%" PRIu64
+           " snap_bad=%" PRIu64 " seed=%" PRIu64 "\n",
            o->seconds, o->writers, o->ntargets, j.acknowledged, j.failed, run.failovers, o->readers,
-           j.reads, j.stale, run.read_failures, o->seed);
+           j.reads, j.stale, run.read_failures, j.snapshots, run.snap_aborted, run.snap_failed,
+           j.snap_checked, j.snap_bad, o->seed);
     chk_journal_free(&j);
     if (r < 0) {
         qb_log(LOG_ERR, "checker: run failed: %s", strerror(-r));
         return EXIT_USAGE;
     }
-    return j.failed || j.stale ? 1 : 0;
+    return j.failed || j.stale || j.snap_bad || j.snap_checked < j.snapshots ? 1 : 0;
 }
 
 static int do_verify(const struct options *o)
@@ -297,10 +329,12 @@ static int do_verify(const struct options *o)
         return EXIT_USAGE;
     }
     printf("checker: cycles=%" PRIu64 " acknowledged=%" PRIu64 " lost=%" PRIu64
-           " divergent=%" PRIu64 " reads=%" PRIu64 " stale=%" PRIu64 "\n",
-           o->cycles, j.acknowledged, v.lost, v.divergent, j.reads, j.stale);
+           " divergent=%" PRIu64 " reads=%" PRIu64 " stale=%" PRIu64 " snapshots=%" PRIu64
+           " snap_checked=%" PRIu64 " snap_bad=%" PRIu64 "\n",
+           o->cycles, j.acknowledged, v.lost, v.divergent, j.reads, j.stale, j.snapshots,
+           j.snap_checked, j.snap_bad);
     chk_journal_free(&j);
-    return v.lost || v.divergent || j.stale ? 1 : 0;
+    return v.lost || v.divergent || j.stale || j.snap_bad || j.snap_checked < j.snapshots ? 1 : 0;
 }
 
 int main(int argc, char **argv)

@@ -1,12 +1,11 @@
 /* journal.c - saves and loads the checker's record of writes (see
  * journal.h).
  *
- * File: a 64-byte header (magic "VSANCLOG", version, writers, volume
- * size, block count, the writers' and readers' totals), then one (acked, sent) pair per block, all
- * little-endian. Entries are read with relaxed atomic loads: each is
- * written by one writer thread only, and a snapshot needs no more than
- * every entry's own consistency, because sent is raised before a write
- * goes out and acked only after its reply.
+ * File: a 96-byte header (magic "VSANCLOG", version, writers, volume
+ * size, block count, the writers', readers' and snapshotter's totals),
+ * then one (acked, sent) pair per block, all little-endian. Entries are read with relaxed atomic
+ * loads: each is written by one writer thread only, and a snapshot needs no more than every entry's
+ * own consistency, because sent is raised before a write goes out and acked only after its reply.
  */
 #include "tests/checker/journal.h"
 #include "tests/checker/block.h"
@@ -20,8 +19,8 @@
 #include <unistd.h>
 
 #define JOURNAL_MAGIC "VSANCLOG"
-#define JOURNAL_VERSION 2u /* 2: the readers' totals */
-#define HEADER_SIZE 64
+#define JOURNAL_VERSION 3u /* 2: the readers' totals; 3: the snapshotter's */
+#define HEADER_SIZE 96
 #define CHUNK_ENTRIES 4096 /* entries converted and written per write(2) */
 
 struct disk_header {
@@ -34,9 +33,13 @@ struct disk_header {
     uint64_t failed;
     uint64_t reads;
     uint64_t stale;
+    uint64_t snapshots;
+    uint64_t snap_checked;
+    uint64_t snap_bad;
+    uint64_t reserved;
 };
 
-_Static_assert(sizeof(struct disk_header) == HEADER_SIZE, "journal header is 64 bytes");
+_Static_assert(sizeof(struct disk_header) == HEADER_SIZE, "journal header is 96 bytes");
 
 int chk_journal_init(struct chk_journal *j, uint64_t volume_size, uint32_t writers)
 {
@@ -113,15 +116,18 @@ static int write_entries(int fd, const struct chk_journal *j)
 
 static int write_file(int fd, const struct chk_journal *j)
 {
-    struct disk_header h = {.version = htole32(JOURNAL_VERSION),
-                            .writers = htole32(j->writers),
-                            .volume_size = htole64(j->volume_size),
-                            .nblocks = htole64(j->nblocks),
-                            .acknowledged =
-                                htole64(__atomic_load_n(&j->acknowledged, __ATOMIC_RELAXED)),
-                            .failed = htole64(__atomic_load_n(&j->failed, __ATOMIC_RELAXED)),
-                            .reads = htole64(__atomic_load_n(&j->reads, __ATOMIC_RELAXED)),
-                            .stale = htole64(__atomic_load_n(&j->stale, __ATOMIC_RELAXED))};
+    struct disk_header h = {
+        .version = htole32(JOURNAL_VERSION),
+        .writers = htole32(j->writers),
+        .volume_size = htole64(j->volume_size),
+        .nblocks = htole64(j->nblocks),
+        .acknowledged = htole64(__atomic_load_n(&j->acknowledged, __ATOMIC_RELAXED)),
+        .failed = htole64(__atomic_load_n(&j->failed, __ATOMIC_RELAXED)),
+        .reads = htole64(__atomic_load_n(&j->reads, __ATOMIC_RELAXED)),
+        .stale = htole64(__atomic_load_n(&j->stale, __ATOMIC_RELAXED)),
+        .snapshots = htole64(__atomic_load_n(&j->snapshots, __ATOMIC_RELAXED)),
+        .snap_checked = htole64(__atomic_load_n(&j->snap_checked, __ATOMIC_RELAXED)),
+        .snap_bad = htole64(__atomic_load_n(&j->snap_bad, __ATOMIC_RELAXED))};
     int r;
 
     memcpy(h.magic, JOURNAL_MAGIC, sizeof(h.magic));
@@ -171,6 +177,9 @@ static int load_header(int fd, struct chk_journal *j)
     j->failed = le64toh(h.failed);
     j->reads = le64toh(h.reads);
     j->stale = le64toh(h.stale);
+    j->snapshots = le64toh(h.snapshots);
+    j->snap_checked = le64toh(h.snap_checked);
+    j->snap_bad = le64toh(h.snap_bad);
     return 0;
 }
 

@@ -28,6 +28,9 @@ struct chk_journal {
     uint64_t failed;       /* writes given up after the resend budget */
     uint64_t reads;        /* blocks read and judged by the readers (judge.h) */
     uint64_t stale;        /* of those, reads that broke the rule */
+    uint64_t snapshots;    /* snapshots cut during the run (snapshotter.h) */
+    uint64_t snap_checked; /* of those, read whole and judged (judge.h) */
+    uint64_t snap_bad;     /* blocks or writes in them that broke the rule */
     struct chk_entry *blocks;
 };
 

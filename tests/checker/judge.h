@@ -14,12 +14,26 @@
  * nodes may differ meanwhile); and an acknowledged one is caught by the
  * lower bound already. A torn block (a bad checksum) is allowed only if a
  * write of that block was unacknowledged during the read: NBD does not
- * make a read atomic against a write of the same bytes. Pure: unit-tested
- * in tests/unit/test_checker_judge.c.
+ * make a read atomic against a write of the same bytes.
+ *
+ * A snapshot is judged as a read whose window is the cut's: every block
+ * holds a sequence from the last acknowledged before `snapshot create`
+ * was sent to the highest sent before it returned, and is never torn (a
+ * cut drains the writes, so none is half applied in it). And it is one
+ * point in time (docs/ARCHITECTURE.md, invariant 8): if it holds a write
+ * W2, it holds every write acknowledged before W2 was sent. The writers
+ * stamp sends and acknowledgements from one counter while a cut is open;
+ * with T the latest send stamp among the writes the snapshot holds,
+ * every write acknowledged before T must be there (or a newer one of its
+ * block). Writes sent or acknowledged before the cut opened need no
+ * stamp: one held was sent before anything acknowledged after the cut
+ * opened, and one acknowledged before is the window's lower bound
+ * already. Pure: unit-tested in tests/unit/test_checker_judge.c.
  */
 #ifndef VSAN_CHECKER_JUDGE_H
 #define VSAN_CHECKER_JUDGE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct chk_window {
@@ -46,5 +60,41 @@ int chk_read_violation(enum chk_read_verdict v);
 
 /* A few words for a verdict, for the reports. */
 const char *chk_read_verdict_str(enum chk_read_verdict v);
+
+/* A write stamped from the writers' counter: when it was first sent,
+ * or when its acknowledgement was recorded. */
+struct chk_stamped {
+    uint64_t block;
+    uint64_t seq;
+    uint64_t stamp;
+};
+
+/* What the journal says about one cut (indexed by block). */
+struct chk_cut {
+    const uint64_t *acked_before;    /* last acknowledged before the command was sent */
+    const uint64_t *sent_after;      /* highest sent when it had returned */
+    const struct chk_stamped *sends; /* writes sent while the cut was open */
+    size_t nsends;
+    const struct chk_stamped *acks; /* writes acknowledged while it was open */
+    size_t nacks;
+};
+
+/* Judges buf, block number block of the snapshot cut c; *seq as above.
+ * Never CHK_READ_TORN_IN_FLIGHT: a torn block is CHK_READ_TORN. */
+enum chk_read_verdict chk_snap_judge_block(const void *buf, uint64_t block, uint32_t writers,
+                                           const struct chk_cut *c, uint64_t *seq);
+
+/* A write acknowledged before the snapshot's latest write was sent, and
+ * not in it. */
+struct chk_causal_miss {
+    uint64_t block, seq;     /* the acknowledged write */
+    uint64_t held;           /* what the snapshot holds of its block */
+    uint64_t t_block, t_seq; /* the latest write sent that the snapshot holds */
+};
+
+/* The causal rule for a snapshot whose block b holds sequence held[b]:
+ * the number of acknowledged writes it lacks, the first in *first. */
+uint64_t chk_snap_judge_causal(const struct chk_cut *c, const uint64_t *held,
+                               struct chk_causal_miss *first);
 
 #endif

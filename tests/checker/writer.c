@@ -1,5 +1,5 @@
-/* writer.c - the writer threads and the run that drives them and the
- * readers (see writer.h).
+/* writer.c - the writer threads and the run that drives them, the
+ * readers and the snapshotter (see writer.h).
  *
  * Every connect and write is bounded by op_timeout_ms (conn.h). A write
  * that timed out may still land on the node it went to; resending the
@@ -15,6 +15,7 @@
 #include "tests/checker/block.h"
 #include "tests/checker/conn.h"
 #include "tests/checker/reader.h"
+#include "tests/checker/snapshotter.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -103,12 +104,15 @@ static void writer_step(struct writer *w)
         writer_next_target(w);
     /* Raised before the write leaves, so neither a snapshot nor a reader
      * ever sees a block holding a sequence above what the journal says
-     * was sent. */
+     * was sent; stamped before that, so that a cut that loads it has its
+     * stamp (cutlog.h). */
+    chk_cut_log_send(&w->run->cuts, block, seq);
     __atomic_store_n(&e->sent, seq, __ATOMIC_RELEASE);
     chk_block_encode(w->buf, w->id, block, seq);
     r = writer_send(w, block, seq);
     if (r == 0) {
         __atomic_store_n(&e->acked, seq, __ATOMIC_RELEASE);
+        chk_cut_log_ack(&w->run->cuts, block, seq);
         __atomic_add_fetch(&j->acknowledged, 1, __ATOMIC_RELAXED);
         return;
     }
@@ -177,21 +181,27 @@ int chk_run_for(struct chk_run *run, unsigned seconds)
     uint32_t started;
     struct writer *ws = aligned_alloc(4096, sizeof(*ws) * run->journal->writers);
     struct chk_readers *readers = NULL;
+    struct chk_snapshotter *snapshotter = NULL;
     int r, r2;
 
     if (!ws)
         return -ENOMEM;
     memset(ws, 0, sizeof(*ws) * run->journal->writers);
+    chk_cut_log_init(&run->cuts);
     r = start_writers(run, ws, &started);
     if (r == 0)
         r = chk_readers_start(run, &readers);
     if (r == 0)
+        r = chk_snapshotter_start(run, &snapshotter);
+    if (r == 0)
         r = supervise(run, seconds);
     __atomic_store_n(&run->stop, true, __ATOMIC_RELAXED);
+    chk_snapshotter_join(snapshotter);
     chk_readers_join(readers);
     for (uint32_t i = 0; i < started; i++)
         pthread_join(ws[i].thread, NULL);
     free(ws);
+    chk_cut_log_free(&run->cuts);
     r2 = save(run);
     return r < 0 ? r : r2;
 }

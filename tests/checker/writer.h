@@ -15,6 +15,7 @@
 #define VSAN_CHECKER_WRITER_H
 
 #include "tests/checker/journal.h"
+#include "tests/checker/cutlog.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -34,6 +35,12 @@ struct chk_run {
     unsigned readers;            /* reader threads (reader.h), one per target in turn */
     unsigned read_pause_ms;      /* each reader's pause after a read */
     uint64_t read_failures;      /* reads that got an error or no answer */
+    const char *snap_cmd;        /* the snapshotter's command (snapshotter.h); NULL: none */
+    unsigned snap_every_ms;      /* a cut this often */
+    unsigned snap_keep;          /* snapshots kept; older ones are deleted */
+    uint64_t snap_aborted;       /* cuts that aborted (exit 10): a node away */
+    uint64_t snap_failed;        /* create commands that failed otherwise (no quorum...) */
+    struct chk_cut_log cuts;     /* the writers' stamps while a cut is open */
 };
 
 /* Runs the writers and readers for seconds (or until run->stop), then

@@ -12,11 +12,20 @@
 #     per way in, read 4 KiB to 256 KiB at random places: every block read
 #     must hold a write from the last one acknowledged before the read was
 #     sent to the last one sent before it returned (never zeroes once one
-#     was acknowledged; tests/checker/judge.h). Then, with every replica
-#     current and the writers stopped, every block of the three data files
-#     must hold a write at least as new as the last one acknowledged, and
-#     the files must be byte-identical region by region:
-#     "checker: cycles=C acknowledged=A lost=0 divergent=0 reads=R stale=0".
+#     was acknowledged; tests/checker/judge.h). And every SNAP_EVERY_MS a
+#     snapshot of the volume is cut through the next node (a cut that
+#     aborts, exit 10, because a node is away is fine; one refused for want
+#     of quorum is tried through another node), read whole through the
+#     nodes as c@SNAP and judged: each block holds a write from the last
+#     acknowledged before the create was sent to the last sent before it
+#     returned, and no write without every write acknowledged before it was
+#     sent (a point in time; tests/checker/snapshotter.h); ten are kept,
+#     older ones deleted. Then, with every replica current and the writers
+#     stopped, every block of the three data files must hold a write at
+#     least as new as the last one acknowledged, and the files must be
+#     byte-identical region by region: "checker: cycles=C acknowledged=A
+#     lost=0 divergent=0 reads=R stale=0 snapshots=N snap_checked=N
+#     snap_bad=0".
 #  2. Ten times, one node (each in turn) is cut off: a write through it,
 #     from inside its namespace, must fail within WRITE_BOUND seconds and
 #     never be acknowledged, while a write through the majority succeeds;
@@ -31,6 +40,7 @@ vt_init
 
 CHECKER="$BUILD/checker"
 CHECKER_SECONDS=${CHECKER_SECONDS:-45}
+SNAP_EVERY_MS=${SNAP_EVERY_MS:-3000}
 SEED=${CHECKER_SEED:-$RANDOM}
 WRITE_BOUND=15
 [ -x "$CHECKER" ] || die "no $CHECKER: make $CHECKER"
@@ -86,8 +96,16 @@ wait_until 20 test -f "$T/fuse/c" || lab_fail "vsan-fuse did not mount: $(cat "$
 
 log "1. checker (writers and readers) for $CHECKER_SECONDS s through n1, n2, n3, n1's service address and vsan-fuse, under the nemesis (seed $SEED)"
 targets="$("$LAB" addr 1)/c,$("$LAB" addr 2)/c,$("$LAB" addr 3)/c,$("$LAB" addr 1 --service)/c,$T/fuse/c"
+# The snapshotter's way to the cluster: `vsan snapshot OP c SNAP` through
+# node N % 3 + 1, N counting its commands.
+cat >"$T/snapctl" <<EOF
+#!/usr/bin/env bash
+exec "$LAB" vsan \$((\$3 % 3 + 1)) snapshot "\$1" c "\$2"
+EOF
+chmod +x "$T/snapctl"
 bg_start checker "$CHECKER" --targets "$targets" --volume-size 64M --writers 6 \
-    --seconds $((CHECKER_SECONDS + 2)) --log "$T/journal" --seed "$SEED" -v
+    --seconds $((CHECKER_SECONDS + 2)) --log "$T/journal" --seed "$SEED" \
+    --snapshot-cmd "$T/snapctl" --snapshot-every-ms "$SNAP_EVERY_MS" -v
 WRITERS=$BG_PID
 "$VT_REPO/tests/checker/nemesis.sh" "$CHECKER_SECONDS" c "$SEED" >"$T/nemesis.out" 2>&1 || {
     cat "$T/nemesis.out" >&2
@@ -110,9 +128,13 @@ cat "$T/verify.out"
 if [ "$VERDICT" -ne 0 ] || [ "$RUN_STATUS" -ne 0 ]; then
     cat "$T/nemesis.out" >&2
     grep -v ': info: ' "$T/checker.out" >&2 || true
-    [ "$VERDICT" -eq 0 ] || lab_fail "the checker found lost or divergent data or stale reads (above)"
+    cat "$T/journal.snaps" >&2 || true
+    [ "$VERDICT" -eq 0 ] ||
+        lab_fail "the checker found lost or divergent data, stale reads or bad snapshots (above)"
     lab_fail "some writes were never acknowledged by any node (above)"
 fi
+SNAPS=$(sed -n 's/.* snapshots=\([0-9]*\) .*/\1/p' "$T/verify.out")
+[ "${SNAPS:-0}" -ge 3 ] || lab_fail "only ${SNAPS:-0} snapshots cut in the run: $(cat "$T/journal.snaps")"
 
 # cut_write I OFF SEED: a write through node I, from its namespace;
 # exits 3 if refused, 0 if acknowledged, 4 if unanswered after

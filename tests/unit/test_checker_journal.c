@@ -39,6 +39,9 @@ Test(checker_journal, round_trip)
     j.failed = 1;
     j.reads = 70;
     j.stale = 2;
+    j.snapshots = 11;
+    j.snap_checked = 10;
+    j.snap_bad = 3;
     cr_assert_eq(chk_journal_save(&j, path), 0);
     cr_assert_eq(chk_journal_load(&k, path), 0);
     cr_assert_eq(k.volume_size, 1 << 20);
@@ -47,6 +50,9 @@ Test(checker_journal, round_trip)
     cr_assert_eq(k.failed, 1);
     cr_assert_eq(k.reads, 70);
     cr_assert_eq(k.stale, 2);
+    cr_assert_eq(k.snapshots, 11);
+    cr_assert_eq(k.snap_checked, 10);
+    cr_assert_eq(k.snap_bad, 3);
     cr_assert_eq(k.blocks[0].acked, 4);
     cr_assert_eq(k.blocks[0].sent, 5);
     cr_assert_eq(k.blocks[255].sent, 9);
@@ -71,12 +77,14 @@ Test(checker_journal, truncated_or_foreign_file_refused)
     cr_assert_eq(chk_journal_init(&j, 1 << 20, 2), 0);
     cr_assert_eq(chk_journal_save(&j, path), 0);
     chk_journal_free(&j);
-    cr_assert_eq(truncate(path, 64 + 100 * 16), 0);
+    cr_assert_eq(truncate(path, 96 + 100 * 16), 0);
     cr_assert_eq(chk_journal_load(&k, path), -EBADMSG, "truncated entries");
 
     FILE *f = fopen(path, "w");
     cr_assert_not_null(f);
-    fputs("not a journal at all, but long enough to hold a header of 64 bytes....", f);
+    fputs("not a journal at all, but long enough to hold a header of 96 bytes, or so one "
+          "hopes, padded.....",
+          f);
     fclose(f);
     cr_assert_eq(chk_journal_load(&k, path), -EBADMSG, "foreign file");
 }
