@@ -299,11 +299,11 @@ static int do_run(const struct options *o)
     printf("checker: run: seconds=%" PRIu64 " writers=%" PRIu64 " targets=%zu acknowledged=%" PRIu64
            " failed=%" PRIu64 " failovers=%" PRIu64 " readers=%" PRIu64 " reads=%" PRIu64
            " stale=%" PRIu64 " read_failures=%" PRIu64 " snapshots=%" PRIu64
-           " snap_aborted=%" PRIu64 " snap_failed=%" PRIu64 " snap_checked=%" PRIu64
-           " snap_bad=%" PRIu64 " seed=%" PRIu64 "\n",
+           " snap_aborted=%" PRIu64 " snap_failed=%" PRIu64 " snap_hung=%" PRIu64
+           " snap_checked=%" PRIu64 " snap_bad=%" PRIu64 " seed=%" PRIu64 "\n",
            o->seconds, o->writers, o->ntargets, j.acknowledged, j.failed, run.failovers, o->readers,
            j.reads, j.stale, run.read_failures, j.snapshots, run.snap_aborted, run.snap_failed,
-           j.snap_checked, j.snap_bad, o->seed);
+           run.snap_hung, j.snap_checked, j.snap_bad, o->seed);
     chk_journal_free(&j);
     if (r < 0) {
         qb_log(LOG_ERR, "checker: run failed: %s", strerror(-r));

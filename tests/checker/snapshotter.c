@@ -28,7 +28,9 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#define CMD_TIMEOUT_MS 30000
+/* A create ends within its cut's deadline (2 s) plus the command's own
+ * start; one still running after this is killed and counted as hung. */
+#define CMD_TIMEOUT_MS 20000
 #define CMD_POLL_MS 2
 #define CREATE_TRIES 3
 #define READ_BLOCKS 256 /* 1 MiB per read */
@@ -53,7 +55,10 @@ struct chk_snapshotter {
     uint64_t *acked_before, *sent_after, *held; /* per block */
     struct chk_stamps sends, acks;
     char **uris; /* the NBD targets, to append "@SNAP" to */
-    size_t nuris, next_uri;
+    size_t nuris;
+    char **snap_uris;              /* the same with "@SNAP" */
+    struct chk_conn *conns;        /* one per target, for the snapshot being read */
+    size_t turn;                   /* added to a piece's number to pick its target */
     char kept[MAX_KEPT][NAME_LEN]; /* oldest first */
     size_t nkept;
     unsigned char *buf;
@@ -152,16 +157,20 @@ static void keep(struct chk_snapshotter *s, const char *name)
     snprintf(s->kept[s->nkept++], NAME_LEN, "%s", name);
 }
 
-/* Reads n blocks from first of snapshot name into s->buf, through the
- * targets in turn after errors, until resend_ms have passed. */
-static int read_piece(struct chk_snapshotter *s, const char *name, uint64_t first, unsigned n,
-                      struct chk_conn *c, char *uri, size_t urilen)
+/* Reads n blocks from first into s->buf: piece number piece goes to the
+ * next target after the previous piece's, so a snapshot is read from
+ * every node's copy in turn, and copies that differ (a write applied
+ * before the cut on one node and after it on another) show as a mix
+ * that breaks the rule; after an error, to the next target again, until
+ * resend_ms have passed. */
+static int read_piece(struct chk_snapshotter *s, uint64_t piece, uint64_t first, unsigned n)
 {
     int64_t deadline = chk_now_ms() + s->run->resend_ms;
     unsigned backoff = BACKOFF_MIN_MS;
     unsigned timeout = s->run->op_timeout_ms;
 
     for (;;) {
+        struct chk_conn *c = &s->conns[(piece + s->turn) % s->nuris];
         int r = chk_conn_open_p(c) ? 0 : chk_conn_open(c, timeout);
         if (r == 0)
             r = chk_conn_pread(c, s->buf, (size_t)n * CHK_BLOCK_SIZE, first * CHK_BLOCK_SIZE,
@@ -169,15 +178,37 @@ static int read_piece(struct chk_snapshotter *s, const char *name, uint64_t firs
         if (r == 0)
             return 0;
         qb_log(LOG_INFO, "checker: snapshotter: %s: read of %u blocks at block %" PRIu64 ": %s",
-               uri, n, first, strerror(-r));
+               c->target, n, first, strerror(-r));
         chk_conn_close(c);
         if (chk_now_ms() >= deadline)
             return r;
-        s->next_uri = (s->next_uri + 1) % s->nuris;
-        snprintf(uri, urilen, "%s@%s", s->uris[s->next_uri], name);
+        s->turn++;
         chk_sleep_ms(backoff);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
+}
+
+static void close_snapshot(struct chk_snapshotter *s)
+{
+    for (size_t i = 0; i < s->nuris; i++) {
+        chk_conn_close(&s->conns[i]);
+        free(s->snap_uris[i]);
+        s->snap_uris[i] = NULL;
+    }
+}
+
+/* Names snap_uris and sets up conns for snapshot name. */
+static int open_snapshot(struct chk_snapshotter *s, const char *name)
+{
+    for (size_t i = 0; i < s->nuris; i++) {
+        if (asprintf(&s->snap_uris[i], "%s@%s", s->uris[i], name) < 0) {
+            s->snap_uris[i] = NULL;
+            close_snapshot(s);
+            return -ENOMEM;
+        }
+        chk_conn_init(&s->conns[i], s->snap_uris[i]);
+    }
+    return 0;
 }
 
 static uint64_t judge_piece(struct chk_snapshotter *s, const char *name, const struct chk_cut *c,
@@ -229,21 +260,17 @@ static int check(struct chk_snapshotter *s, const char *name, uint64_t *bad)
                         .nsends = s->sends.n,
                         .acks = s->acks.v,
                         .nacks = s->acks.n};
-    char uri[4096];
-    struct chk_conn conn;
-    int r = 0;
+    int r = open_snapshot(s, name);
 
     *bad = 0;
-    snprintf(uri, sizeof(uri), "%s@%s", s->uris[s->next_uri], name);
-    chk_conn_init(&conn, uri);
     for (uint64_t first = 0; r == 0 && first < j->nblocks; first += READ_BLOCKS) {
         unsigned n =
             j->nblocks - first < READ_BLOCKS ? (unsigned)(j->nblocks - first) : READ_BLOCKS;
-        r = read_piece(s, name, first, n, &conn, uri, sizeof(uri));
+        r = read_piece(s, first / READ_BLOCKS, first, n);
         if (r == 0)
             *bad += judge_piece(s, name, &c, first, n);
     }
-    chk_conn_close(&conn);
+    close_snapshot(s);
     if (r < 0) {
         qb_log(LOG_ERR, "checker: snapshot %s: unreadable through every target for %u ms: %s", name,
                s->run->resend_ms, strerror(-r));
@@ -300,6 +327,11 @@ static void take_one(struct chk_snapshotter *s)
             judge_cut(s, name, log_r);
             return;
         }
+        if (st == -ETIMEDOUT) {
+            qb_log(LOG_WARNING, "checker: snapshot %s: create still running after %u ms: killed",
+                   name, CMD_TIMEOUT_MS);
+            __atomic_add_fetch(&s->run->snap_hung, 1, __ATOMIC_RELAXED);
+        }
         __atomic_add_fetch(&s->run->snap_failed, 1, __ATOMIC_RELAXED);
     }
 }
@@ -347,6 +379,8 @@ static void snapshotter_free(struct chk_snapshotter *s)
     free(s->sends.v);
     free(s->acks.v);
     free(s->uris);
+    free(s->snap_uris);
+    free(s->conns);
     free(s->buf);
     free(s);
 }
@@ -362,12 +396,17 @@ static int snapshotter_alloc(struct chk_run *run, struct chk_snapshotter *s)
     s->sent_after = calloc(nblocks, sizeof(uint64_t));
     s->held = calloc(nblocks, sizeof(uint64_t));
     s->uris = calloc(run->ntargets, sizeof(char *));
+    s->snap_uris = calloc(run->ntargets, sizeof(char *));
+    s->conns = calloc(run->ntargets, sizeof(struct chk_conn));
     s->buf = aligned_alloc(4096, READ_BLOCKS * CHK_BLOCK_SIZE);
-    if (!s->acked_before || !s->sent_after || !s->held || !s->uris || !s->buf)
+    if (!s->acked_before || !s->sent_after || !s->held || !s->uris || !s->snap_uris || !s->conns ||
+        !s->buf)
         return -ENOMEM;
-    for (size_t i = 0; i < run->ntargets; i++)
+    for (size_t i = 0; i < run->ntargets; i++) {
+        chk_conn_init(&s->conns[i], NULL); /* closed: no descriptor */
         if (run->targets[i][0] != '/')
             s->uris[s->nuris++] = run->targets[i];
+    }
     if (!s->nuris) {
         qb_log(LOG_ERR, "checker: snapshotter: no NBD target to read snapshots through");
         return -EINVAL;

@@ -40,6 +40,7 @@ struct chk_run {
     unsigned snap_keep;          /* snapshots kept; older ones are deleted */
     uint64_t snap_aborted;       /* cuts that aborted (exit 10): a node away */
     uint64_t snap_failed;        /* create commands that failed otherwise (no quorum...) */
+    uint64_t snap_hung;          /* of those, commands killed after running too long */
     struct chk_cut_log cuts;     /* the writers' stamps while a cut is open */
 };
 
