@@ -170,6 +170,7 @@ $(B)/tests/test_rbddiff: $(call obj,cli/rbddiff.c)
 $(B)/tests/test_checker_block: $(call obj,tests/checker/block.c)
 $(B)/tests/test_checker_journal: $(call obj,tests/checker/journal.c)
 $(B)/tests/test_checker_judge: $(call obj,tests/checker/judge.c tests/checker/block.c)
+$(B)/tests/test_checker_cutlog: $(call obj,tests/checker/cutlog.c)
 
 integration: all $(CLUSTER_PROBE) $(CHECKER) $(FAULTFS)
 	@tests/integration/run-all.sh $(B)
