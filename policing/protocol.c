@@ -961,17 +961,37 @@ static int hold(struct policing *pc, uint32_t nodeid, uint32_t pid, const void *
     return 0;
 }
 
+/* A held message that the state loaded already accounts for (or, on the
+ * winner, refuse_cuts): its sender, if it is this node, hears of it. A
+ * table change took effect in the state, with an outcome this node cannot
+ * tell: -ECONNRESET, look again. A cut held during the round is refused
+ * everywhere: the winner does not open it (a joiner would not either, as
+ * cuts are not part of the state) and its sender hears -ECONNRESET. */
+static void held_done(struct policing *pc, const struct held *h, int type)
+{
+    if (type == PMSG_REPLICA) {
+        replica_done(pc, h->nodeid, h->pid, (const void *)h->data);
+    } else if (type == PMSG_CUT_BEGIN) {
+        const struct pmsg_cut_begin *m = (const void *)h->data;
+        finish_pending(pc, h->nodeid, h->pid, m->tag, -ECONNRESET);
+    } else if (type == PMSG_VOL_CREATE || type == PMSG_VOL_RESIZE || type == PMSG_VOL_DELETE) {
+        const struct pmsg_volume *m = (const void *)h->data;
+        finish_pending(pc, h->nodeid, h->pid, m->tag, -ECONNRESET);
+    }
+}
+
 /* Applies the held messages delivered after the first `from` since the
- * change (positions count from 1), and forgets all. */
-static void replay_held(struct policing *pc, uint64_t from)
+ * change (positions count from 1), and forgets all; refuse_cuts: the
+ * winner's replay, whose cuts would not open on the others. */
+static void replay_held(struct policing *pc, uint64_t from, bool refuse_cuts)
 {
     for (size_t i = 0; i < pc->nheld; i++) {
         struct held *h = pc->held[i];
         int type = ((struct pmsg_header *)h->data)->type;
-        if (h->index > from)
+        if (h->index > from && !(refuse_cuts && type == PMSG_CUT_BEGIN))
             apply(pc, h->nodeid, h->pid, type, h->data);
-        else if (type == PMSG_REPLICA)
-            replica_done(pc, h->nodeid, h->pid, (const void *)h->data);
+        else
+            held_done(pc, h, type);
         free(h);
     }
     pc->nheld = 0;
@@ -1075,7 +1095,7 @@ static void round_ended(struct policing *pc)
 /* The winner: applies what it held, multicasts its state, goes on. */
 static void win_round(struct policing *pc)
 {
-    replay_held(pc, 0);
+    replay_held(pc, 0, true);
     round_ended(pc);
     void *state;
     size_t len;
@@ -1161,7 +1181,7 @@ static void on_stream(struct policing *pc, uint32_t nodeid, const void *buf, siz
                "policing: sync round: skipped %zu record(s) of types this vsan does not know",
                st.skipped);
     load_state(pc, nodeid, &st);
-    replay_held(pc, st.applied);
+    replay_held(pc, st.applied, false);
     round_ended(pc);
     qb_log(LOG_INFO, "policing: in sync with node %u, table version %llu (%zu volumes, %zu bytes)",
            nodeid, (unsigned long long)st.table_version, st.nvols, len);
@@ -1442,7 +1462,7 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
     bool was_open = pc->round_open;
     /* What was held belongs before this change: apply it on this node's
      * table (a round follows whenever the tables may differ). */
-    replay_held(pc, 0);
+    replay_held(pc, 0, false);
     cut_abort_all(pc, -ECONNRESET);
     update_members(pc, members, n);
     pc->majority = is_majority(pc, n);
@@ -1726,7 +1746,7 @@ void policing_stop(struct policing *pc)
     if (pc->beat_started)
         pthread_join(pc->beat, NULL); /* at its next beat, or once corosync takes its send */
     pc->p.driver->fini(pc->cl);
-    replay_held(pc, UINT64_MAX);
+    replay_held(pc, UINT64_MAX, false);
     free(pc->held);
     sync_assembly_reset(&pc->sync);
     free(pc->announce);

@@ -123,6 +123,11 @@ struct json_object *admin_volume_failure(const char *name, const char *op, int r
                                  "volume \"%s\": cannot %s: this node has no quorum", name, op);
     case -ESHUTDOWN:
         return admin_reply_error(ADMIN_E_SYSTEM, "volume \"%s\": %s: vsand is stopping", name, op);
+    case -ECONNRESET:
+        return admin_reply_error(ADMIN_E_SYSTEM,
+                                 "volume \"%s\": %s: the cluster's membership changed while it "
+                                 "was applied; see `vsan volume show %s` for the outcome",
+                                 name, op, name);
     case -EINVAL:
         return admin_reply_error(
             ADMIN_E_BAD_NAME,
