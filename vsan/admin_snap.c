@@ -143,7 +143,7 @@ static void cut_done(void *arg, int r)
     free(sc);
 }
 
-/* "volumes": 1 to PMSG_CUT_VOLUMES names, into sc. */
+/* "volumes": 1 to PMSG_CUT_VOLUMES names, each once, into sc. */
 static struct json_object *get_volumes(struct json_object *req, struct snap_change *sc)
 {
     struct json_object *err = NULL;
@@ -163,6 +163,10 @@ static struct json_object *get_volumes(struct json_object *req, struct snap_chan
                                      "volume %zu of the snapshot: not a volume "
                                      "name",
                                      i + 1);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(sc->volumes[j], name) == 0)
+                return admin_reply_error(ADMIN_E_BAD_REQUEST,
+                                         "volume \"%s\" is named twice in the snapshot", name);
         snprintf(sc->volumes[i], sizeof sc->volumes[i], "%s", name);
     }
     sc->n = n;
