@@ -43,6 +43,12 @@ static struct json_object *snap_failure(const char *volume, const char *snapshot
         return admin_reply_error(ADMIN_E_BUSY,
                                  "snapshot \"%s\": a volume of it is in another cut now; try again",
                                  snapshot);
+    case -ETXTBSY: /* a delete: policing_snapshot_delete */
+        return admin_reply_error(ADMIN_E_SNAPSHOT_BUSY,
+                                 "volume \"%s\": snapshot \"%s\" is being read by a client "
+                                 "(VOL@SNAP open on a node, a backup?): not deleted; try again "
+                                 "once it closed",
+                                 volume, snapshot);
     case -ETIMEDOUT:
         return admin_reply_error(
             ADMIN_E_ABORTED,
@@ -362,7 +368,7 @@ static int32_t rollback_ended(int32_t fd, int32_t revents, void *data)
 
 static struct json_object *rollback_failure(const char *volume, const char *snapshot, int r)
 {
-    if (r == -EBUSY)
+    if (r == -EBUSY || r == -ETXTBSY) /* here, or on a node (the fence) */
         return admin_reply_error(ADMIN_E_VOLUME_IN_USE,
                                  "volume \"%s\": cannot roll back: clients have it open on a node",
                                  volume);
