@@ -28,7 +28,7 @@ list_is() {
                   and [s["id"] for s in d["snapshots"]] == sorted(s["id"] for s in d["snapshots"]))' \
         "$N" "$1"
     expect_exit 0 vsan snapshot list v
-    [ "$(grep -c '^s[0-9]' <<<"$OUT")" -eq "$(($N - $(tr , '\n' <<<"$1" | grep -c .)))" ] ||
+    [ "$(grep -c '^s[0-9]' <<<"$OUT")" -eq "$((N - $(tr , '\n' <<<"$1" | grep -c .)))" ] ||
         die "snapshot list shows the wrong number of rows: $OUT"
 }
 
