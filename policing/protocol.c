@@ -828,7 +828,9 @@ static void apply_cut_drained(struct policing *pc, uint32_t nodeid, const struct
                "policing: cut %llx (snapshot \"%s\"): a node's clients use it: nothing "
                "done",
                (unsigned long long)c->id, c->snapshot);
-        cut_end(pc, c, -EBUSY);
+        /* not -EBUSY, which is a volume in another cut (worth a retry at
+         * once): here a client must close first */
+        cut_end(pc, c, -ETXTBSY);
         return;
     }
     bump_version(pc);

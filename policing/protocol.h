@@ -237,15 +237,15 @@ int policing_volume_delete(struct policing *pc, const char *name, policing_done_
 int policing_snapshot_create(struct policing *pc, const char *const *volumes, size_t n,
                              const char *snapshot, policing_done_fn done, void *arg);
 /* `vsan snapshot delete`: a cut that deletes volume's snapshot on every
- * node, without holding writes; done gets -EBUSY if a node's clients
+ * node, without holding writes; done gets -ETXTBSY if a node's clients
  * read the snapshot (nothing deleted), -ENOMSG if there is none. */
 int policing_snapshot_delete(struct policing *pc, const char *volume, const char *snapshot,
                              policing_done_fn done, void *arg);
 
 /* `vsan snapshot rollback`: with fence, a cut that fences volume on every
  * node for this node's rollback to snapshot (no client may open it until
- * the unfence; done gets -EBUSY, nothing fenced, if a node has clients on
- * it); without, the unfence. A fence whose node leaves the group ends. */
+ * the unfence; done gets -ETXTBSY, nothing fenced, if a node has clients
+ * on it); without, the unfence. A fence whose node leaves the group ends. */
 int policing_rollback_fence(struct policing *pc, const char *volume, const char *snapshot,
                             bool fence, policing_done_fn done, void *arg);
 

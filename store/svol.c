@@ -143,7 +143,7 @@ int svol_resize(struct svol *sv, uint64_t size)
     if (size < sv->rec.size && snap_count(sv->snaps) > 0) {
         qb_log(LOG_ERR, "volume \"%s\": can't shrink a volume that has %u snapshots", sv->name,
                snap_count(sv->snaps));
-        r = -EBUSY;
+        r = -ENOTEMPTY;
     }
     if (r == 0)
         r = store_resize(sv->st, &sv->rec, size);

@@ -65,7 +65,7 @@ void svol_record(struct svol *sv, struct store_volume *out);
 int svol_set_state(struct svol *sv, const struct store_replica *replicas, uint32_t n,
                    uint8_t local);
 /* Sets the size (see store_resize for the crash order); -EINVAL for a
- * size out of range, -EBUSY for a shrink while the volume has snapshots,
+ * size out of range, -ENOTEMPTY for a shrink while the volume has snapshots,
  * other -errno as store_resize. */
 int svol_resize(struct svol *sv, uint64_t size);
 /* Removes meta, data, bitmaps and snapshots; the fd stays valid until the

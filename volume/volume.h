@@ -56,7 +56,8 @@ int volumes_create(struct volumes *vols, const char *name, uint64_t size, const 
  * -ESHUTDOWN from now on, as when the cluster deleted the volume). */
 int volumes_delete(struct volumes *vols, const char *name, bool even_if_busy);
 /* Grows, or shrinks when force is set. -ENOENT, -EINVAL (bad size),
- * -ERANGE (shrink without force), -EBUSY (shrink while connected). */
+ * -ERANGE (shrink without force), -EBUSY (shrink while connected),
+ * -ENOTEMPTY (shrink while the volume has snapshots). */
 int volumes_resize(struct volumes *vols, const char *name, uint64_t size, bool force,
                    bool even_if_busy, struct volume_info *out);
 /* -ENOENT. */

@@ -118,6 +118,11 @@ struct json_object *admin_volume_failure(const char *name, const char *op, int r
     case -EBUSY:
         return admin_reply_error(ADMIN_E_VOLUME_IN_USE,
                                  "volume \"%s\": cannot %s: in use by NBD connections", name, op);
+    case -ENOTEMPTY: /* svol_resize: a snapshot keeps its size */
+        return admin_reply_error(ADMIN_E_BAD_SIZE,
+                                 "volume \"%s\": cannot %s: it has snapshots, which keep their "
+                                 "size; delete them first",
+                                 name, op);
     case -ENOLINK:
         return admin_reply_error(ADMIN_E_NO_QUORUM,
                                  "volume \"%s\": cannot %s: this node has no quorum", name, op);
@@ -164,7 +169,7 @@ static struct json_object *check_size(const char *name, uint64_t size)
 }
 
 struct json_object *admin_field(struct json_object *req, const char *key, json_type type,
-                                 const char *what, struct json_object **err)
+                                const char *what, struct json_object **err)
 {
     struct json_object *v;
 
@@ -465,13 +470,15 @@ static struct json_object *mirror_object(struct volumes *vols, const char *name)
     for (uint32_t i = 0; !bad && i < st.nreplicas; i++) {
         char key[16];
         snprintf(key, sizeof key, "%u", st.replicas[i].node);
-        bad = st.replicas[i].dirty_bytes && admin_add_u64(dirty, key, st.replicas[i].dirty_bytes) < 0;
+        bad =
+            st.replicas[i].dirty_bytes && admin_add_u64(dirty, key, st.replicas[i].dirty_bytes) < 0;
     }
-    bad =
-        bad || json_add(rs, "active", json_object_new_boolean(st.resyncing)) < 0 ||
-        admin_add_u64(rs, "done", st.resync_done) < 0 || admin_add_u64(rs, "total", st.resync_total) < 0 ||
-        admin_add_u64(rs, "rate", (uint64_t)st.resync_rate) < 0 ||
-        admin_add_u64(rs, "eta", st.resync_rate > 0 ? (uint64_t)((double)left / st.resync_rate) : 0) < 0;
+    bad = bad || json_add(rs, "active", json_object_new_boolean(st.resyncing)) < 0 ||
+          admin_add_u64(rs, "done", st.resync_done) < 0 ||
+          admin_add_u64(rs, "total", st.resync_total) < 0 ||
+          admin_add_u64(rs, "rate", (uint64_t)st.resync_rate) < 0 ||
+          admin_add_u64(rs, "eta",
+                        st.resync_rate > 0 ? (uint64_t)((double)left / st.resync_rate) : 0) < 0;
     if (bad || json_add(o, "local", json_object_new_string(st.local)) < 0 ||
         json_add(o, "dirty", dirty) < 0 || json_add(o, "resync", rs) < 0) {
         json_object_put(o);
@@ -600,7 +607,9 @@ static struct json_object *refuse_shrink(const struct admin_node *node, const ch
 }
 
 /* Before asking the cluster: what this node can tell by itself (a shrink
- * without force, a shrink under this node's own clients). */
+ * of a volume with snapshots, without force, under this node's own
+ * clients). The snapshots are checked again where the shrink is applied:
+ * one may be cut meanwhile. */
 static struct json_object *check_resize(const struct admin_node *node, const char *name,
                                         uint64_t size, bool force)
 {
@@ -608,6 +617,13 @@ static struct json_object *check_resize(const struct admin_node *node, const cha
     int r = volumes_info(node->vols, name, &info);
     if (r < 0)
         return admin_volume_failure(name, "resize", r);
+    struct snap_info *si = NULL;
+    size_t nsnaps = 0;
+    if (size < info.size && (r = volumes_snapshots(node->vols, name, &si, &nsnaps)) < 0)
+        return admin_volume_failure(name, "shrink", r);
+    free(si);
+    if (nsnaps > 0)
+        return admin_volume_failure(name, "shrink", -ENOTEMPTY);
     if (size < info.size && !force)
         return refuse_shrink(node, name, size);
     if (size < info.size && info.connections > 0)

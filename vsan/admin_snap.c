@@ -43,6 +43,12 @@ static struct json_object *snap_failure(const char *volume, const char *snapshot
         return admin_reply_error(ADMIN_E_BUSY,
                                  "snapshot \"%s\": a volume of it is in another cut now; try again",
                                  snapshot);
+    case -ETXTBSY: /* a delete: policing_snapshot_delete */
+        return admin_reply_error(ADMIN_E_SNAPSHOT_BUSY,
+                                 "volume \"%s\": snapshot \"%s\" is being read by a client "
+                                 "(VOL@SNAP open on a node, a backup?): not deleted; try again "
+                                 "once it closed",
+                                 volume, snapshot);
     case -ETIMEDOUT:
         return admin_reply_error(
             ADMIN_E_ABORTED,
@@ -143,7 +149,7 @@ static void cut_done(void *arg, int r)
     free(sc);
 }
 
-/* "volumes": 1 to PMSG_CUT_VOLUMES names, into sc. */
+/* "volumes": 1 to PMSG_CUT_VOLUMES names, each once, into sc. */
 static struct json_object *get_volumes(struct json_object *req, struct snap_change *sc)
 {
     struct json_object *err = NULL;
@@ -163,6 +169,10 @@ static struct json_object *get_volumes(struct json_object *req, struct snap_chan
                                      "volume %zu of the snapshot: not a volume "
                                      "name",
                                      i + 1);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(sc->volumes[j], name) == 0)
+                return admin_reply_error(ADMIN_E_BAD_REQUEST,
+                                         "volume \"%s\" is named twice in the snapshot", name);
         snprintf(sc->volumes[i], sizeof sc->volumes[i], "%s", name);
     }
     sc->n = n;
@@ -358,7 +368,7 @@ static int32_t rollback_ended(int32_t fd, int32_t revents, void *data)
 
 static struct json_object *rollback_failure(const char *volume, const char *snapshot, int r)
 {
-    if (r == -EBUSY)
+    if (r == -EBUSY || r == -ETXTBSY) /* here, or on a node (the fence) */
         return admin_reply_error(ADMIN_E_VOLUME_IN_USE,
                                  "volume \"%s\": cannot roll back: clients have it open on a node",
                                  volume);

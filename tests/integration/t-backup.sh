@@ -4,7 +4,10 @@
 # VOL@SNAP with base:allocation and qemu:dirty-bitmap:b0), its streams
 # applied by a second reader (rbddiff_apply.py) and compared byte for byte;
 # `vsan restore`'s refusals of bad streams; and, once vsand serves
-# snapshots, backup -> restore -> clone through vsand itself.
+# snapshots, backup -> restore -> clone through vsand itself: a chain of a
+# full backup and 3 incrementals restored in order, every restored
+# snapshot equal to its original byte for byte; the streams of a 1 GiB
+# sparse volume with 1 MiB of data, and 1 MiB changed, are ~1 MiB.
 # timeout: 120
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -116,4 +119,81 @@ expect_exit 12 vsan restore "$T/v2.rbd" c1
 expect_exit 0 vsan snapshot delete copy s2
 nbdcopy -- "$T/base.raw" "$URI/copy"
 expect_exit 12 vsan restore "$T/v2.rbd" copy
+
+log "vsand: a chain of a full backup and 3 incrementals; each restored snapshot equals its original"
+expect_exit 0 vsan volume create ch 64M
+random_file "$T/r.raw" $((8 << 20))
+# step I's writes: 1 MiB of new data and a rewrite, and from step 2 on,
+# a zeroed range and a rewrite of the previous step's data.
+chain_step() {
+    nbdpy "$URI/ch" "$1" "$T/r.raw" <<'PY'
+import sys
+from nbdtest import *
+h, i, r = connect_nbd(sys.argv[1]), int(sys.argv[2]), open(sys.argv[3], "rb").read()
+h.pwrite(r[i << 20:(i + 1) << 20], (i * 7 % 60) << 20)
+h.pwrite(pattern(i, 200 * 1024), (i << 20) + 12345 * 512)
+if i > 1:
+    h.zero(3 << 16, ((i - 1) * 7 % 60) << 20)
+    h.pwrite(pattern(100 + i, 4096), (((i - 1) * 7 % 60) << 20) + (5 << 16))
+PY
+}
+chain_step 1
+expect_exit 0 vsan snapshot create ch c1
+expect_exit 0 vsan --json backup ch@c1 -o "$T/c1.rbd"
+json_assert 'd["data_bytes"] < (1 << 20) + (400 << 10)'
+for i in 2 3 4; do
+    chain_step "$i"
+    expect_exit 0 vsan snapshot create ch "c$i"
+    expect_exit 0 vsan --json backup "ch@c$i" --since "c$((i - 1))" -o "$T/c$i.rbd"
+    # what changed: 1 MiB, 200 KiB, 192 KiB zeroed, 4 KiB (in 64 KiB chunks)
+    json_assert '(1 << 20) <= d["data_bytes"] + d["zero_bytes"] <= (1 << 20) + (640 << 10)'
+    size=$(stat -c %s "$T/c$i.rbd")
+    [ "$size" -lt $((1700 << 10)) ] || die "incremental c$i: a stream of $size bytes"
+done
+for i in 1 2 3 4; do
+    expect_exit 0 vsan restore "$T/c$i.rbd" rch
+    for j in $(seq 1 "$i"); do
+        nbdcopy -- "$URI/ch@c$j" "$T/orig.raw"
+        nbdcopy -- "$URI/rch@c$j" "$T/rest.raw"
+        cmp "$T/orig.raw" "$T/rest.raw" || die "after restoring c$i: rch@c$j differs from ch@c$j"
+    done
+    nbdcopy -- "$URI/rch" "$T/rest.raw"
+    cmp "$T/orig.raw" "$T/rest.raw" || die "after restoring c$i: rch differs from ch@c$i"
+done
+expect_exit 0 vsan --json snapshot list rch
+json_assert '[s["name"] for s in d["snapshots"]] == ["c1", "c2", "c3", "c4"]'
+log "c4's incremental once more: refused, rch has c4"
+expect_exit 9 vsan restore "$T/c4.rbd" rch
+
+log "vsand: the incremental stream follows the bytes changed, not the volume size"
+expect_exit 0 vsan volume create big 1G
+scatter() { # scatter SEED: 16 x 64 KiB of new data spread over the 1 GiB
+    nbdpy "$URI/big" "$1" <<'PY'
+import random, sys
+from nbdtest import *
+h, seed = connect_nbd(sys.argv[1]), int(sys.argv[2])
+for k in random.Random(seed).sample(range(16384), 16):
+    h.pwrite(pattern(seed * 100000 + k, 65536), k << 16)
+PY
+}
+scatter 1
+expect_exit 0 vsan snapshot create big b1
+scatter 2
+expect_exit 0 vsan snapshot create big b2
+expect_exit 0 vsan --json backup big@b1 -o "$T/b1.rbd"
+json_assert 'd["data_bytes"] == 1 << 20'
+expect_exit 0 vsan --json backup big@b2 --since b1 -o "$T/b2.rbd"
+json_assert 'd["data_bytes"] == 1 << 20 and d["zero_bytes"] == 0'
+for f in b1 b2; do
+    size=$(stat -c %s "$T/$f.rbd")
+    log "$f: a stream of $size bytes for 1 MiB of data in a 1 GiB volume"
+    [ "$size" -ge $((1 << 20)) ] && [ "$size" -lt $(((1 << 20) + (16 << 10))) ] ||
+        die "$f: a stream of $size bytes for 1 MiB of data"
+done
+expect_exit 0 vsan restore "$T/b1.rbd" rbig
+expect_exit 0 vsan restore "$T/b2.rbd" rbig
+for f in b1 b2; do
+    qemu-img compare -q -f raw -F raw "$URI/big@$f" "$URI/rbig@$f" ||
+        die "rbig@$f differs from big@$f"
+done
 log "ok"

@@ -581,7 +581,7 @@ Test(sync_round, a_delete_that_a_node_reads_ends_busy_on_both)
     cr_assert(eq(int, policing_snapshot_delete(pcs[0], "v1", "s", cut_done, NULL), 0));
     run(answered);
     cr_assert(not(timed_out));
-    cr_expect(eq(int, cut_result, -EBUSY));
+    cr_expect(eq(int, cut_result, -ETXTBSY));
     for (size_t i = 0; i < NODES; i++) {
         cr_expect(eq(u32, tables[i].commits, 0), "node %zu deleted", i + 1);
         cr_expect(eq(u32, tables[i].releases, 1), "node %zu released", i + 1);
