@@ -44,7 +44,7 @@
 struct cut {
     uint64_t id, tag;
     uint8_t kind;  /* enum pmsg_cut_kind */
-    bool busy;     /* a member drained busy: the cut ends with -EBUSY */
+    bool busy;     /* a member drained busy: the cut ends with -ETXTBSY */
     uint32_t from; /* the node that asked */
     int64_t time;  /* the snapshots' time, from the BEGIN */
     char snapshot[PMSG_NAME_MAX + 1];
@@ -71,7 +71,7 @@ int cut_open(struct cut_set *s, const struct cut *c);
 struct cut *cut_find(struct cut_set *s, uint64_t id);
 /* Records node's DRAINED (busy: its clients use what the cut changes)
  * for c: true once every member at BEGIN has drained (the cut ends here:
- * commits, or ends with -EBUSY if any was busy). A node that was not a
+ * commits, or ends with -ETXTBSY if any was busy). A node that was not a
  * member at BEGIN does not count. */
 bool cut_node_drained(struct cut *c, uint32_t node, bool busy);
 /* Closes c (committed or aborted); pointers into the set are invalid
