@@ -33,12 +33,39 @@ void mirror_cut_hold(struct mvol *v)
     pthread_mutex_unlock(&v->rmu);
 }
 
+/* Lost marks count only on a copy that takes writes: an outdated copy's
+ * marks are cleared by its resync, not a reconcile, and its snapshots are
+ * repaired by that resync too. */
 bool mirror_cut_idle(struct mvol *v)
 {
     pthread_mutex_lock(&v->rmu);
     bool idle = !v->inflight && v->copying == 0;
     pthread_mutex_unlock(&v->rmu);
-    return idle && atomic_load(&v->nlost) == 0;
+    if (!idle || atomic_load(&v->nlost) == 0)
+        return idle;
+    pthread_mutex_lock(&v->mu);
+    bool lost_here = holds_copy(v);
+    pthread_mutex_unlock(&v->mu);
+    return !lost_here;
+}
+
+/* The writes a peer had acknowledged (sync = received) were all counted in
+ * `applying` before it sent its DRAINED, so before the cut's commit here;
+ * those after the commit stop at cut_wait, before they count. */
+int mirror_cut_settle(struct mvol *v)
+{
+    struct timespec pause = {0, 100 * 1000};
+    for (unsigned waited_us = 0; atomic_load(&v->applying) > 0; waited_us += 100) {
+        if (waited_us / 1000 >= v->m->p.timeout_ms) {
+            qb_log(LOG_ERR,
+                   "volume \"%s\": a peer's write still not applied after %u ms: the "
+                   "snapshot is cut without waiting longer",
+                   v->name, v->m->p.timeout_ms);
+            return -ETIMEDOUT;
+        }
+        nanosleep(&pause, NULL);
+    }
+    return 0;
 }
 
 void mirror_cut_release(struct mvol *v)

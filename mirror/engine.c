@@ -211,6 +211,9 @@ static void stop_threads(struct mirror *m)
 {
     pthread_mutex_lock(&m->qmu);
     atomic_store(&m->stopping, true);
+    pthread_mutex_lock(&m->cut_mu); /* peers' writes waiting for a cut */
+    pthread_cond_broadcast(&m->cut_cv);
+    pthread_mutex_unlock(&m->cut_mu);
     pthread_cond_broadcast(&m->jcv);
     pthread_cond_broadcast(&m->scv);
     pthread_mutex_unlock(&m->qmu);

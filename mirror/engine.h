@@ -146,6 +146,10 @@ void mirror_cut_hold(struct mvol *v);
  * flight, no lost region. Never blocks. */
 bool mirror_cut_idle(struct mvol *v);
 void mirror_cut_release(struct mvol *v);
+/* Before the cut's commit here (main loop): waits until every peer's write
+ * received before it is applied (with sync = received a peer acknowledges
+ * a write before it lands), at most the mirror timeout: 0, -ETIMEDOUT. */
+int mirror_cut_settle(struct mvol *v);
 /* This node committed the cut with this id (or loaded the group's last
  * one): peers' writes stamped with it are applied from now on. */
 void mirror_cut_applied(struct mirror *m, uint64_t version);

@@ -139,6 +139,9 @@ struct mvol {
      * those past that gate. */
     bool cut_held;
     unsigned copying;
+    /* serve.c: peers' writes past their cut stamp, not yet applied here
+     * (mirror_cut_settle waits them out) */
+    atomic_uint applying;
     /* resync.c, by its one job at a time: ms before the next attempt
      * after a failed one */
     unsigned resync_backoff;

@@ -52,7 +52,13 @@ static int serve_write(struct mvol *v, struct mlink_call *c)
     pthread_mutex_unlock(&v->mu);
     if (r < 0)
         return r;
-    return apply_write(v, c, first, last);
+    /* Counted until applied: with sync = received the sender may take it
+     * as done, drain and see a cut commit while it is still being written
+     * here (mirror_cut_settle). */
+    atomic_fetch_add(&v->applying, 1);
+    r = apply_write(v, c, first, last);
+    atomic_fetch_sub(&v->applying, 1);
+    return r;
 }
 
 /* Applies a peer's write here. */

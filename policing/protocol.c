@@ -712,21 +712,22 @@ static void cut_timer_start(struct policing *pc)
     pc->cut_timer_on = r == 0;
 }
 
-static void send_cut(struct policing *pc, enum pmsg_type type, struct cut *c, bool busy)
+/* 0 once sent; a failed send is logged and tried again at the next tick. */
+static int send_cut(struct policing *pc, enum pmsg_type type, struct cut *c, bool busy)
 {
     struct pmsg_cut m;
     pmsg_init(&m.h, type, sizeof m);
     m.id = c->id;
     m.busy = busy;
-    if (send_msg(pc, &m, sizeof m) < 0)
-        qb_log(LOG_ERR, "policing: cut %llx: %s not sent", (unsigned long long)c->id,
+    int r = send_msg(pc, &m, sizeof m);
+    if (r < 0)
+        qb_log(LOG_ERR, "policing: cut %llx: %s not sent; trying again", (unsigned long long)c->id,
                type == PMSG_CUT_DRAINED ? "DRAINED" : "ABORT");
+    return r;
 }
 
 /* Each open cut: DRAINED once this node has drained it, ABORT once its
- * deadline passed before it ended (whoever did not drain), each once; an
- * unsent one is not tried again: another node's deadline aborts the cut,
- * or the membership changes. */
+ * deadline passed before it ended (whoever did not drain), each once sent. */
 static void cut_tick(void *data)
 {
     struct policing *pc = data;
@@ -735,16 +736,13 @@ static void cut_tick(void *data)
     for (size_t i = 0; i < pc->cuts.n; i++) {
         struct cut *c = &pc->cuts.open[i];
         int d = c->sent_drained ? -EAGAIN : pc->p.table->cut_drained(pc->p.table_ctx, c);
-        if (d != -EAGAIN) {
-            c->sent_drained = true;
-            send_cut(pc, PMSG_CUT_DRAINED, c, d == -EBUSY);
-        }
+        if (d != -EAGAIN)
+            c->sent_drained = send_cut(pc, PMSG_CUT_DRAINED, c, d == -EBUSY) == 0;
         if (!c->sent_abort && now >= c->deadline_ms) {
-            c->sent_abort = true;
             qb_log(LOG_WARNING,
                    "policing: cut %llx (snapshot \"%s\"): not ended in %u ms: asking to abort it",
                    (unsigned long long)c->id, c->snapshot, CUT_TIMEOUT_MS);
-            send_cut(pc, PMSG_CUT_ABORT, c, false);
+            c->sent_abort = send_cut(pc, PMSG_CUT_ABORT, c, false) == 0;
         }
     }
     cut_timer_start(pc);

@@ -296,6 +296,11 @@ int snapx_open(struct volume *v, const char *snap, struct nbd_export *exp)
     x->next = v->readers;
     v->readers = x;
     pthread_mutex_unlock(&v->snapx_mu);
+    if (atomic_load(&v->deleting) == si.id) { /* counted in, then looked: snapshots.c */
+        struct nbd_export gone = {.handle = x};
+        snapx_close(&gone);
+        return -ENOENT;
+    }
     unsigned nb;
     const char **names = volume_bitmap_names(v, si.id, &nb);
     x->bitmaps = names;

@@ -117,6 +117,10 @@ static int check_volume(const struct cut *c, struct volume *v)
     bool exists = snap_find(svol_snapshots(v->sv), c->snapshot, &si) == 0;
     if (c->kind == PMSG_CUT_UNFENCE)
         return 0;
+    /* During a rollback (an agreed fence), its snapshot must stay and no
+     * second one may start. */
+    if (atomic_load(&v->fenced_by))
+        return c->kind == PMSG_CUT_ROLLBACK ? -EALREADY : c->kind == PMSG_CUT_DELETE ? -ETXTBSY : 0;
     if (c->kind == PMSG_CUT_DELETE || c->kind == PMSG_CUT_ROLLBACK)
         return exists ? 0 : -ENOMSG;
     if (exists)
@@ -150,14 +154,29 @@ static bool holds(const struct cut *c)
     return c->kind == PMSG_CUT_SNAPSHOT || c->kind == PMSG_CUT_ROLLBACK;
 }
 
+/* A delete or a rollback closes what it changes to new clients from its
+ * BEGIN on: a client opening it after this node said "not busy" would
+ * otherwise lose its snapshot, or share the volume with the rollback.
+ * (cat_open and snapx_open count themselves in first, then look.) */
+static void close_to_clients(struct volume *v, const struct cut *c, bool closed)
+{
+    struct snap_info si;
+    if (c->kind == PMSG_CUT_ROLLBACK)
+        atomic_store(&v->closing, closed);
+    else if (c->kind == PMSG_CUT_DELETE)
+        atomic_store(&v->deleting,
+                     closed && snap_find(svol_snapshots(v->sv), c->snapshot, &si) == 0 ? si.id : 0);
+}
+
 void volumes_cut_hold(struct volumes *vols, const struct cut *c)
 {
-    if (!holds(c))
-        return;
     volumes_lock_shared(vols);
     for (size_t i = 0; i < c->nvols; i++) {
         struct volume *v = volumes_find_vid(vols, c->vids[i]);
         if (!v)
+            continue;
+        close_to_clients(v, c, true);
+        if (!holds(c))
             continue;
         atomic_store(&v->cut_held, true);
         if (v->mv)
@@ -221,11 +240,24 @@ static int delete_snapshot(struct volume *v, const char *snapshot)
 
 /* A rollback's fence: no client opens v until the unfence, or until the
  * node rolling it back leaves (volumes_node_left). */
+/* A copy that could not cut the snapshot the others have must not serve
+ * as current: it is failed (it serves nothing, and is rebuilt). */
+static int cut_here(struct volume *v, const struct cut *c, uint64_t id)
+{
+    if (v->mv)
+        mirror_cut_settle(v->mv);
+    int r = cut_volume(v, c->snapshot, id, c->time);
+    if (r < 0 && v->mv && mirror_replica_fail(v->mv) == 0)
+        qb_log(LOG_ERR, "volume \"%s\": this node's copy is failed: it lacks snapshot \"%s\"",
+               v->name, c->snapshot);
+    return r;
+}
+
 static int commit_volume(struct volume *v, const struct cut *c, uint64_t id)
 {
     switch (c->kind) {
     case PMSG_CUT_SNAPSHOT:
-        return cut_volume(v, c->snapshot, id, c->time);
+        return cut_here(v, c, id);
     case PMSG_CUT_DELETE:
         return delete_snapshot(v, c->snapshot);
     case PMSG_CUT_ROLLBACK:
@@ -239,9 +271,12 @@ static int commit_volume(struct volume *v, const struct cut *c, uint64_t id)
 
 static void release_locked(struct volumes *vols, const struct cut *c)
 {
-    for (size_t i = 0; holds(c) && i < c->nvols; i++) {
+    for (size_t i = 0; i < c->nvols; i++) {
         struct volume *v = volumes_find_vid(vols, c->vids[i]);
-        if (v)
+        if (!v)
+            continue;
+        close_to_clients(v, c, false);
+        if (holds(c))
             gate_open(v);
     }
 }

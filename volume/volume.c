@@ -438,6 +438,8 @@ static int volume_new(struct store *store, const struct store_volume *rec, struc
     atomic_init(&v->cut_writers, 0);
     atomic_init(&v->cut_held, false);
     atomic_init(&v->fenced_by, 0);
+    atomic_init(&v->closing, false);
+    atomic_init(&v->deleting, 0);
     pthread_mutex_init(&v->gate_mu, NULL);
     pthread_cond_init(&v->gate_cv, NULL);
     pthread_mutex_init(&v->snapx_mu, NULL);
@@ -934,7 +936,7 @@ static int cat_open(void *ctx, const char *name, struct nbd_export *exp)
     int r = 0;
     if (at) {
         r = snapx_open(v, at + 1, exp);
-    } else if (atomic_load(&v->fenced_by)) {
+    } else if (atomic_load(&v->fenced_by) || atomic_load(&v->closing)) {
         r = -EBUSY; /* being rolled back to a snapshot */
     } else {
         unsigned nb;

@@ -48,6 +48,10 @@ struct volume {
     /* The node rolling v back to a snapshot (rollback.c), 0 if none:
      * clients may not open v meanwhile. */
     atomic_uint fenced_by;
+    /* snapshots.c: a rollback's fence or a delete is being decided: no
+     * client may open v (closing), or its snapshot deleting (an id). */
+    atomic_bool closing;
+    _Atomic uint64_t deleting;
     /* The open VOL@SNAP exports (snapexport.c), under snapx_mu. */
     pthread_mutex_t snapx_mu;
     struct snapx *readers;

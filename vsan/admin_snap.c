@@ -339,15 +339,43 @@ static void rollback_call_free(struct rollback_call *rc)
     free(rc);
 }
 
+static void unfence(struct rollback_call *rc);
+
+static void unfence_again(void *data)
+{
+    unfence(data);
+}
+
+/* An unfence refused (another cut of the volume open, a sync round, no
+ * quorum for a moment) is asked again each second until it is lifted: a
+ * volume fenced for good would refuse every client. */
 static void unfence_done(void *arg, int r)
 {
     struct rollback_call *rc = arg;
-    if (r < 0)
+    if (r == 0 || r == -ESHUTDOWN) {
+        rollback_call_free(rc);
+        return;
+    }
+    qb_log(LOG_WARNING,
+           "volume \"%s\": rollback to \"%s\": the fence not lifted yet (%s); again "
+           "in 1 s",
+           rc->volume, rc->snapshot, strerror(-r));
+    qb_loop_timer_handle t;
+    if (qb_loop_timer_add(rc->node->loop, QB_LOOP_MED, 1000000000ULL, rc, unfence_again, &t) < 0) {
         qb_log(LOG_ERR,
-               "volume \"%s\": rollback to \"%s\": the fence not lifted: %s; it ends when this "
-               "node leaves the group",
-               rc->volume, rc->snapshot, strerror(-r));
-    rollback_call_free(rc);
+               "volume \"%s\": the fence not lifted: no timer; it ends when this node "
+               "leaves the group",
+               rc->volume);
+        rollback_call_free(rc);
+    }
+}
+
+static void unfence(struct rollback_call *rc)
+{
+    int r =
+        policing_rollback_fence(rc->node->pc, rc->volume, rc->snapshot, false, unfence_done, rc);
+    if (r < 0)
+        unfence_done(rc, r);
 }
 
 /* The copy ended (rollback.c wrote the eventfd): lift the fence. */
@@ -359,15 +387,15 @@ static int32_t rollback_ended(int32_t fd, int32_t revents, void *data)
     if (read(fd, &n, sizeof n) < 0 && errno != EAGAIN)
         qb_log(LOG_ERR, "admin: rollback: eventfd: %s", strerror(errno));
     qb_loop_poll_del(rc->node->loop, fd);
-    int r =
-        policing_rollback_fence(rc->node->pc, rc->volume, rc->snapshot, false, unfence_done, rc);
-    if (r < 0)
-        unfence_done(rc, r);
+    unfence(rc);
     return 0;
 }
 
 static struct json_object *rollback_failure(const char *volume, const char *snapshot, int r)
 {
+    if (r == -EALREADY)
+        return admin_reply_error(ADMIN_E_BUSY, "volume \"%s\": a rollback of it runs already",
+                                 volume);
     if (r == -EBUSY || r == -ETXTBSY) /* here, or on a node (the fence) */
         return admin_reply_error(ADMIN_E_VOLUME_IN_USE,
                                  "volume \"%s\": cannot roll back: clients have it open on a node",
