@@ -18,28 +18,8 @@ fi
 . "$(dirname "$0")/lib.sh"
 vt_init
 
-FAULTFS="$BUILD/tests/faultfs"
-[ -x "$FAULTFS" ] || die "no $FAULTFS: build first (make $FAULTFS)"
-
-MOUNTS=0
-faultfs_mount() {
-    MOUNTS=$((MOUNTS + 1))
-    bg_start "faultfs$MOUNTS" "$FAULTFS" "$DISK" "$DATA" -f
-    FAULTFS_PID=$BG_PID
-    on_exit "fusermount3 -u -z '$DATA'"
-    wait_until 20 test -e "$DATA/.faultfs-ctl" ||
-        die "faultfs did not mount: $(cat "$T/faultfs$MOUNTS.out")"
-}
-
-power_cut() {
-    echo crash >"$DATA/.faultfs-ctl" || die "faultfs refused the crash command"
-    vsand_stop KILL
-    log "$(tail -n 2 "$T/faultfs$MOUNTS.out" | head -n 1)"
-    wait_until 10 fuse_unmount "$DATA" || die "fusermount3 -u $DATA failed"
-    wait_until 10 proc_gone "$FAULTFS_PID" || die "faultfs did not exit after unmount"
-    wait "$FAULTFS_PID" || die "faultfs exited with status $?: $(cat "$T/faultfs$MOUNTS.out")"
-    faultfs_mount
-}
+# shellcheck source=tests/integration/faultfs.sh
+. "$VT_DIR/faultfs.sh"
 
 vt_config
 DISK="$T/node0/disk"
