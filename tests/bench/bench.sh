@@ -18,14 +18,20 @@
 # each server's CPU time per request (from /proc/PID/stat over the run),
 # which noise from other tenants disturbs far less than IOPS.
 #
-# A second table compares replication (tests/bench/replicated.sh): vsand
+# A snapshot table (tests/bench/snapshots.sh) compares a volume with
+# snapshots to one without on the same vsand: copy-on-write on first
+# writes and in steady state, the write pause a cut causes, incremental
+# backup; on the standalone vsand and on the 3-node lab.
+#
+# A further table compares replication (tests/bench/replicated.sh): vsand
 # on 2- and 3-node deploy/labs and qemu-storage-daemon's quorum driver,
 # each against a standalone vsand reached over the same lab network.
 #
 # Usage: tests/bench/bench.sh BUILD_DIR
 # Env: BENCH_SECONDS (per run, default 10), BENCH_SIZE (default 1G),
 #      BENCH_ROUNDS (default 3), BENCH_REPLICATED (default 1; 0 skips the
-#      replicated table, which needs root for deploy/lab).
+#      replicated table, which needs root for deploy/lab),
+#      BENCH_SNAPSHOTS (default 1; 0 skips the snapshot table).
 set -Eeuo pipefail
 
 # shellcheck source=tests/bench/common.sh
@@ -34,9 +40,10 @@ seconds=${BENCH_SECONDS:-10}
 rounds=${BENCH_ROUNDS:-3}
 size=${BENCH_SIZE:-1G}
 replicated=${BENCH_REPLICATED:-1}
+snapshots=${BENCH_SNAPSHOTS:-1}
 
 dir=""
-vsand_pid=""
+vsand_pids=()
 nbdkit_pid=""
 admin="vsan-bench-$$"
 # What each server is called in the tables: its NBD URI and the pids whose
@@ -45,18 +52,21 @@ declare -A URI PIDS
 
 die() {
     echo "bench: $*" >&2
-    if [ -n "$dir" ] && [ -s "$dir/vsand.log" ]; then
-        tail -n 20 "$dir/vsand.log" >&2
+    if [ -n "$dir" ] && [ -s "$dir/data.log" ]; then
+        tail -n 20 "$dir/data.log" >&2
     fi
     exit 1
 }
 
 cleanup() {
-    local status=$?
+    local status=$? pid
     set +e
-    [ -n "$vsand_pid" ] && kill -TERM "$vsand_pid" && wait "$vsand_pid"
+    for pid in "${vsand_pids[@]}"; do
+        kill -TERM "$pid" && wait "$pid"
+    done
     [ -n "$nbdkit_pid" ] && kill -TERM "$nbdkit_pid" && wait "$nbdkit_pid"
     replicated_cleanup
+    snap_cleanup
     rm -f /dev/shm/qb-*"$admin"*
     [ -n "$dir" ] && rm -rf "$dir"
     exit "$status"
@@ -82,33 +92,37 @@ wait_nbd() {
     done
 }
 
+# start_vsand DATA ADMIN: a standalone vsand keeping its volumes in DATA
+# (its config DATA.conf, its log DATA.log), answering on admin socket
+# ADMIN, with a volume bench: VSAND_URI, its pid VSAND_PID.
 start_vsand() {
-    local port
+    local data=$1 sock=$2 port
     port=$(free_port)
-    mkdir "$dir/data"
-    cat >"$dir/vsand.conf" <<EOF
+    mkdir "$data"
+    cat >"$data.conf" <<EOF
 [node]
-data_dir = $dir/data
-pid_file = $dir/vsand.pid
+data_dir = $data
+pid_file = $data.pid
 [nbd]
 listen = 127.0.0.1:$port
 [admin]
-socket = $admin
+socket = $sock
 [log]
 level = warning
 syslog = no
 EOF
-    "$build/vsand" -f -c "$dir/vsand.conf" >"$dir/vsand.log" 2>&1 &
-    vsand_pid=$!
+    "$build/vsand" -f -c "$data.conf" >"$data.log" 2>&1 &
+    VSAND_PID=$!
+    vsand_pids+=("$VSAND_PID")
     local deadline=$((SECONDS + 30))
-    until "$build/vsan" -s "$admin" status >/dev/null 2>&1; do
-        kill -0 "$vsand_pid" 2>/dev/null || die "vsand exited during startup"
+    until "$build/vsan" -s "$sock" status >/dev/null 2>&1; do
+        kill -0 "$VSAND_PID" 2>/dev/null || die "vsand exited during startup: $(tail -n 5 "$data.log")"
         [ "$SECONDS" -lt "$deadline" ] || die "vsand not ready after 30 s"
         sleep 0.05
     done
-    "$build/vsan" -s "$admin" volume create bench "$size" >/dev/null || die "volume create failed"
+    "$build/vsan" -s "$sock" volume create bench "$size" >/dev/null || die "volume create failed"
     VSAND_URI="nbd://127.0.0.1:$port/bench"
-    wait_nbd "$VSAND_URI" "$vsand_pid"
+    wait_nbd "$VSAND_URI" "$VSAND_PID"
 }
 
 start_nbdkit() {
@@ -158,31 +172,39 @@ cpu_ticks() {
     done
 }
 
+# run_one JSON ROW DIRECTION METRIC SERVER RESULTS FIO-ARGS...: one fio run
+# against SERVER, recorded with the CPU time its processes spent.
+run_one() {
+    local json=$1 row=$2 dirn=$3 metric=$4 server=$5 results=$6 j
+    local -a t0 t1 ticks
+    shift 6
+    echo "bench: round $round: $row: $server" >&2
+    # shellcheck disable=SC2086 # PIDS holds a list of pids
+    mapfile -t t0 < <(cpu_ticks ${PIDS[$server]})
+    run_fio "${URI[$server]}" "$json" "$@"
+    # shellcheck disable=SC2086
+    mapfile -t t1 < <(cpu_ticks ${PIDS[$server]})
+    [ "${#t1[@]}" -eq "${#t0[@]}" ] || die "$server: a server process is gone"
+    ticks=()
+    for j in "${!t0[@]}"; do
+        ticks+=($((t1[j] - t0[j])))
+    done
+    record "$row" "$dirn" "$metric" "$server" "$json" "$results" "${ticks[@]}"
+}
+
 # run_workload I SPEC ROUND RESULTS SERVER...: one run of workload I per
 # server; the order rotates with I and ROUND so that no server always goes
 # first.
 run_workload() {
-    local i=$1 spec=$2 round=$3 results=$4 row dirn metric args server k j
-    local -a t0 t1 ticks
+    local i=$1 spec=$2 round=$3 results=$4 row dirn metric args server k
     shift 4
     local servers=("$@")
     IFS='|' read -r row dirn metric args <<<"$spec"
     for ((k = 0; k < $#; k++)); do
         server=${servers[(i + round + k) % $#]}
-        echo "bench: round $round: $row: $server" >&2
-        # shellcheck disable=SC2086 # PIDS holds a list of pids
-        mapfile -t t0 < <(cpu_ticks ${PIDS[$server]})
         # shellcheck disable=SC2086 # args is a list of fio options
-        run_fio "${URI[$server]}" "$dir/$i-$server.json" $args --time_based \
-            --runtime="$seconds" --ramp_time=1 --norandommap --randrepeat=0
-        # shellcheck disable=SC2086
-        mapfile -t t1 < <(cpu_ticks ${PIDS[$server]})
-        [ "${#t1[@]}" -eq "${#t0[@]}" ] || die "$server: a server process is gone"
-        ticks=()
-        for j in "${!t0[@]}"; do
-            ticks+=($((t1[j] - t0[j])))
-        done
-        record "$row" "$dirn" "$metric" "$server" "$dir/$i-$server.json" "$results" "${ticks[@]}"
+        run_one "$dir/$i-$server.json" "$row" "$dirn" "$metric" "$server" "$results" $args \
+            --time_based --runtime="$seconds" --ramp_time=1 --norandommap --randrepeat=0
     done
 }
 
@@ -211,21 +233,29 @@ print_table() {
 
 # shellcheck source=tests/bench/replicated.sh
 . "$repo/tests/bench/replicated.sh"
+# shellcheck source=tests/bench/snapshots.sh
+. "$repo/tests/bench/snapshots.sh"
 
 if [ ! -x "$build/vsand" ] || [ ! -x "$build/vsan" ]; then
     die "no $build/vsand or $build/vsan: run make"
 fi
 [ "$replicated" = 0 ] || replicated_check
 dir=$(mktemp -d /dev/shm/vsan-bench.XXXXXX)
-start_vsand
+start_vsand "$dir/data" "$admin"
 start_nbdkit
-URI[vsand]=$VSAND_URI PIDS[vsand]=$vsand_pid
+URI[vsand]=$VSAND_URI PIDS[vsand]=$VSAND_PID
 URI[nbdkit]=$NBDKIT_URI PIDS[nbdkit]=$nbdkit_pid
 echo "bench: pre-filling both ($size each)" >&2
 prefill "$VSAND_URI"
 prefill "$NBDKIT_URI"
 run_rounds "$dir/results" vsand nbdkit
+if [ "$snapshots" != 0 ]; then
+    snap_cli=("$build/vsan" -s "$admin")
+    snap_rows vsand
+    snap_disk
+fi
 [ "$replicated" = 0 ] || replicated_run
 print_machine
 print_table
 [ "$replicated" = 0 ] || replicated_table
+[ "$snapshots" = 0 ] || snapshot_table

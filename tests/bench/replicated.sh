@@ -15,7 +15,8 @@
 #    /dev/shm file: the closest thing to a synchronous mirror we can run;
 #  - standalone: a vsand without a cluster in node 1's namespace, started
 #    in each lab, so every ratio compares runs of the same lab, taken in
-#    alternation.
+#    alternation;
+#  - the snapshot rows of the 3-node lab (snapshots.sh), on node 1.
 #
 # qemu 7.2's NBD server does not set TCP_NODELAY (qemu 8.1 does), so its
 # small replies wait for delayed ACKs: A's link to B then stalls for tens
@@ -23,7 +24,8 @@
 # that bug. Every route of the lab network, the root namespace's included,
 # gets quickack for the run, which applies to all rows alike.
 #
-# bench.sh sets repo, build, dir, size and admin, and reads URI and PIDS:
+# bench.sh sets repo, build, dir, size, admin and snapshots, and reads URI
+# and PIDS:
 # shellcheck disable=SC2154,SC2034
 
 rep_results=""
@@ -215,6 +217,10 @@ replicated_run() {
         prefill "${URI[$s]}"
     done
     run_rounds "$rep_results" standalone-lab3 3-way
+    if [ "$snapshots" != 0 ]; then
+        snap_cli=("$lab" vsan 1)
+        snap_rows 3-way
+    fi
     replicated_cleanup
 }
 

@@ -20,10 +20,18 @@ reference) / (client + server CPU per request of the row): the "CPU
 ratio" column. A measured ratio above it means the reference left CPU
 idle; one below it, that the row waited on something other than CPU.
 
+The snapshot rows (tests/bench/snapshots.sh) add, for a volume with
+snapshots (server "REF+snap" beside its reference REF): the share of a
+fresh run's writes that copied a chunk (copied), the backup rows
+(backup), and snapbench.py's write pause rows; `snapshots` prints them.
+
 Usage:
   tables.py record JSON DIRECTION METRIC ROW SERVER HZ TICKS...  >> RESULTS
+  tables.py copied JSON EXCLUSIVE_BYTES ROW SERVER  >> RESULTS
+  tables.py backup SUMMARY_JSON T0 T1 WRITTEN DIRTY_CHUNKS KIND SERVER  >> RESULTS
   tables.py loopback RESULTS
   tables.py replicated RESULTS
+  tables.py snapshots RESULTS
 """
 import json
 import statistics
@@ -38,6 +46,18 @@ TARGETS = {
     "1M seq write (1 conn x 8), MiB/s": [("standalone", ">=", 0.7)],
     LATENCY_ROW: [("standalone", "<=", 1.6)],
 }
+
+CHUNK = 64 << 10
+# The issue's snapshot targets: snapshot / no snapshot for the write rows
+# (by how a row starts), the slowest write of a cut window, and the
+# incremental stream's data against the chunks its writes dirtied.
+SNAP_TARGETS = {
+    "4k randwrite QD32, every write the first": (">=", 0.5),
+    "4k randwrite QD32, first ": (">=", 0.5),
+    "4k randwrite QD32, every chunk already copied": (">=", 0.95),
+}
+PAUSE_TARGET = ("slowest write of a cut window, p99 (ms)", 50.0)
+BACKUP_TARGET = ("incremental backup: stream data / dirty chunks", 1.1)
 
 
 def record(path, dirn, metric, row, server, hz, *ticks):
@@ -63,6 +83,30 @@ def record(path, dirn, metric, row, server, hz, *ticks):
             print("cpu: %s\t%s n%d\t%.2f" % (row, server, i, int(t) * per_tick))
     client = (job["usr_cpu"] + job["sys_cpu"]) / 100 * job["job_runtime"] / 1000.0
     print("client cpu: %s\t%s\t%.2f" % (row, server, client * 1e6 / st["total_ios"]))
+
+
+def copied(path, exclusive, row, server):
+    """the share of the run's writes that copied a chunk, in percent"""
+    ios = json.load(open(path))["jobs"][0]["write"]["total_ios"]
+    print("%s: writes that copied a chunk (%%)\t%s\t%.1f" %
+          (row.replace(", IOPS", ""), server, 100.0 * int(exclusive) / CHUNK / max(ios, 1)))
+
+
+def backup(path, t0, t1, written, chunks, kind, server):
+    """one `vsan backup --json` run: sizes, the stream's rate"""
+    s = json.load(open(path))
+    mib = 1048576.0
+    rows = [("stream (MiB)", s["stream_bytes"] / mib),
+            ("rate (MiB/s of stream, wall clock)", s["stream_bytes"] / mib / (float(t1) - float(t0)))]
+    if kind == "incremental":
+        dirty = int(chunks) * CHUNK
+        rows = [("bytes written (MiB)", int(written) / mib),
+                ("dirty 64 KiB chunks (MiB)", dirty / mib),
+                ("stream data, w records (MiB)", s["data_bytes"] / mib),
+                ("stream data / dirty chunks", s["data_bytes"] / dirty),
+                ("bytes read / dirty chunks", s["bytes_read"] / dirty)] + rows
+    for row, v in rows:
+        print("%s backup: %s\t%s\t%.2f" % (kind, row, server, v))
 
 
 def load(path):
@@ -160,6 +204,85 @@ def replicated(path):
     print("daemons); client: fio's own CPU per request.")
 
 
+def snapshots(path):
+    rows, med = load(path)
+    servers = {srv for _, srv in med}
+    refs = [r for r in dict.fromkeys(srv[:-5] for _, srv in med if srv.endswith("+snap"))]
+
+    def label(ref):
+        return {"vsand": "standalone", "disk": "standalone, data on disk"}.get(ref, ref)
+
+    def target(row, r):
+        for start, (op, bound) in SNAP_TARGETS.items():
+            if row.startswith(start):
+                met = r >= bound if op == ">=" else r <= bound
+                return "%.2f (target %s %.2f: %s)" % (r, op, bound, "met" if met else "MISSED")
+        return "%.2f" % r
+
+    def cell(row, srv, fmt):
+        return fmt.format(med[row, srv]) if (row, srv) in med else "-"
+
+    def write_table(title, work):
+        lines = []
+        for row in work:
+            fmt = "{:,.1f}" if "cpu: " in row or "(%)" in row else "{:,.0f}"
+            line = [row.replace("cpu: ", "")]
+            for ref in refs:
+                line += [cell(row, ref, fmt), cell(row, ref + "+snap", fmt)]
+                if (row, ref) in med and med[row, ref]:
+                    r = med[row, ref + "+snap"] / med[row, ref]
+                    line.append(target(row, r) if "cpu: " not in row else "%.2f" % r)
+                else:
+                    line.append("-")
+            lines.append(line)
+        head = [title]
+        for ref in refs:
+            head += ["%s, no snapshot" % label(ref), "%s, snapshot" % label(ref), "ratio"]
+        print_table(head, lines)
+
+    writes = [r for r in rows if r.startswith("4k ")]
+    write_table("copy-on-write", writes)
+    print("ratio = with snapshot / without, same node, same run. Copied share: the fresh")
+    print("run's writes that found their chunk uncopied (the snapshot's exclusive size / 64 KiB).")
+    print()
+    write_table("server CPU per request (us)", [r for r in rows if r.startswith("cpu: 4k ")])
+
+    pause = [r for r in rows if not r.startswith(("4k ", "cpu: ", "client cpu: ", "incremental ", "full "))]
+    cols = [(ref, phase) for ref in refs for phase in ("no cuts", "cuts")
+            if "%s, %s" % (ref, phase) in servers]
+    lines = []
+    for row in pause:
+        fmt = "{:,.0f}" if "(us)" in row or row.startswith("cuts") else "{:,.1f}"
+        line = [row]
+        for ref, phase in cols:
+            c = cell(row, "%s, %s" % (ref, phase), fmt)
+            if row == PAUSE_TARGET[0] and phase == "cuts" and c != "-":
+                met = med[row, "%s, cuts" % ref] < PAUSE_TARGET[1]
+                c += " (target < %.0f: %s)" % (PAUSE_TARGET[1], "met" if met else "MISSED")
+            line.append(c)
+        lines.append(line)
+    print_table(["write pause"] + ["%s, %s" % (label(r), p) for r, p in cols], lines)
+    print("a cut window: the run of one `vsan snapshot create` (one a second); without cuts,")
+    print("windows of the same length at the same times. p99 of the slowest write per window")
+    print("is over every window of every round.")
+    print()
+
+    backups = [r for r in rows if r.startswith(("incremental ", "full "))]
+    if backups:
+        where = list(dict.fromkeys(srv for row in backups for r, srv in med if r == row))
+        lines = []
+        for row in backups:
+            line = [row]
+            for ref in where:
+                c = cell(row, ref, "{:,.2f}")
+                if row == BACKUP_TARGET[0] and c != "-":
+                    met = med[row, ref] <= BACKUP_TARGET[1]
+                    c += " (target <= %.1f: %s)" % (BACKUP_TARGET[1], "met" if met else "MISSED")
+                line.append(c)
+            lines.append(line)
+        print_table(["backup"] + [label(r) for r in where], lines)
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit(__doc__)
@@ -170,5 +293,11 @@ if __name__ == "__main__":
         loopback(*args)
     elif cmd == "replicated":
         replicated(*args)
+    elif cmd == "copied":
+        copied(*args)
+    elif cmd == "backup":
+        backup(*args)
+    elif cmd == "snapshots":
+        snapshots(*args)
     else:
         sys.exit("tables.py: unknown command %r\n%s" % (cmd, __doc__))
