@@ -263,8 +263,8 @@ def snapshots(path):
         lines.append(line)
     print_table(["write pause"] + ["%s, %s" % (label(r), p) for r, p in cols], lines)
     print("a cut window: the run of one `vsan snapshot create` (one a second); without cuts,")
-    print("windows of the same length at the same times. p99 of the slowest write per window")
-    print("is over every window of every round.")
+    print("windows of the same length at the same times. Each round gives each number (p99 of")
+    print("the slowest write per window: over that round's windows); the table shows medians.")
     print()
 
     backups = [r for r in rows if r.startswith(("incremental ", "full "))]
