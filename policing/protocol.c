@@ -809,6 +809,8 @@ static void apply_cut_begin(struct policing *pc, uint32_t nodeid, uint32_t pid,
         return;
     }
     pc->p.table->cut_hold(pc->p.table_ctx, &c);
+    qb_log(LOG_INFO, "policing: cut %llx (snapshot \"%s\"): begun on %zu volume(s)",
+           (unsigned long long)c.id, c.snapshot, c.nvols);
     cut_timer_start(pc);
 }
 

@@ -80,6 +80,7 @@ for k in range(int(sys.argv[4])):
 print("done")
 PY
 writer=$!
+on_exit "kill $writer 2>/dev/null"
 n=0
 while proc_alive "$writer"; do
     n=$((n + 1))
@@ -160,9 +161,12 @@ lab vsan 1 snapshot list a >"$T/list.out"
 ! grep -q '^f1 ' "$T/list.out" || lab_fail "the aborted cut left snapshot f1 on n1"
 wait_until 60 all_current || lab_fail "n3 not current again after its thaw: $(states 1)"
 lab freeze 3
+mark=$(log_mark 1)
 { snap 1 a f2 || exit $?; } &
 cutter=$!
-sleep 0.3 # the cut is open (held on n3's drain) when n3 dies
+on_exit "kill $cutter 2>/dev/null"
+# n3 dies while the cut is open (held on its drain)
+wait_until 10 logged 1 "$mark" '(snapshot "f2"): begun' || lab_fail "the cut f2 never began on n1"
 lab kill 3
 code=0
 wait "$cutter" || code=$?
@@ -200,6 +204,7 @@ for k in range(256):
     h.pwrite(pattern(2000 + k, 4096), (48 << 20) + k * 4096)
 PY
 bg=$!
+on_exit "kill $bg 2>/dev/null"
 wait_until 120 all_current || lab_fail "n3 never resynced: $(states 1) / $(states 3)"
 wait "$bg" || lab_fail "writes during n3's resync failed"
 [ "$(snap_md5 3 a@p1)" = "$want" ] || lab_fail "a@p1 reads differently through n3 after its resync"
@@ -217,18 +222,21 @@ log "5. clone and rollback across nodes"
 lab vsan 2 volume clone a@p1 cl
 [ "$(snap_md5 3 cl)" = "$want" ] || lab_fail "the clone of a@p1 reads differently through n3"
 u2=$(snap_md5 2 a@u2)
-nbdpy "$(addr 3)/a" >"$T/holder.out" 2>&1 <<'PY' &
-import sys, time
+nbdpy "$(addr 3)/a" "$T/close" >"$T/holder.out" 2>&1 <<'PY' &
+import os, sys, time
 from nbdtest import *
 h = connect_nbd(sys.argv[1])
 print("open", flush=True)
-time.sleep(3)
+while not os.path.exists(sys.argv[2]):  # open until the test is done with it
+    time.sleep(0.05)
 PY
 holder=$!
+on_exit "kill $holder 2>/dev/null"
 wait_until 10 grep -q open "$T/holder.out" || lab_fail "the client on n3 never opened a"
 code=0
 "$LAB" vsan 1 snapshot rollback a p1 >"$T/rb.out" 2>&1 || code=$?
 [ "$code" -eq 6 ] || lab_fail "a rollback while n3 has a client exited $code, not 6: $(cat "$T/rb.out")"
+touch "$T/close"
 wait "$holder" || true
 lab vsan 1 snapshot rollback a p1
 for i in 1 2 3; do
