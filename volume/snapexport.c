@@ -279,11 +279,13 @@ const char **volume_bitmap_names(struct volume *v, uint64_t upto, unsigned *n)
 }
 
 /* Opens VOL@SNAP for v (a reference the export keeps): -ENOENT if v has
- * no snapshot called snap. */
+ * no snapshot called snap, once no cut of it is still open here. */
 int snapx_open(struct volume *v, const char *snap, struct nbd_export *exp)
 {
     struct snap_info si;
     int r = snap_find(svol_snapshots(v->sv), snap, &si);
+    if (r < 0 && cut_gate_awaited(v, snap))
+        r = snap_find(svol_snapshots(v->sv), snap, &si);
     if (r < 0)
         return -ENOENT;
     struct snapx *x = calloc(1, sizeof *x);

@@ -90,9 +90,36 @@ int cut_gate_enter(struct volume *v, bool nowait)
     }
 }
 
+/* A node applies a commit a few ms after the node whose client asked for
+ * the cut: a client of this node that opens the new snapshot meanwhile
+ * (the cut is still held here, this node's DRAINED sent) waits for it
+ * rather than hear it is unknown. */
+bool cut_gate_awaited(struct volume *v, const char *name)
+{
+    struct timespec until;
+    deadline_in(&until, CUT_TIMEOUT_MS);
+    int e = 0;
+    pthread_mutex_lock(&v->gate_mu);
+    bool named = atomic_load(&v->cut_held) && strcmp(v->cut_snapshot, name) == 0;
+    while (e == 0 && named && atomic_load(&v->cut_held) && !atomic_load(&v->gone))
+        e = pthread_cond_timedwait(&v->gate_cv, &v->gate_mu, &until);
+    pthread_mutex_unlock(&v->gate_mu);
+    return named;
+}
+
+static void gate_close(struct volume *v, const struct cut *c)
+{
+    pthread_mutex_lock(&v->gate_mu);
+    snprintf(v->cut_snapshot, sizeof v->cut_snapshot, "%s",
+             c->kind == PMSG_CUT_SNAPSHOT ? c->snapshot : "");
+    atomic_store(&v->cut_held, true);
+    pthread_mutex_unlock(&v->gate_mu);
+}
+
 static void gate_open(struct volume *v)
 {
     pthread_mutex_lock(&v->gate_mu);
+    v->cut_snapshot[0] = '\0';
     atomic_store(&v->cut_held, false);
     pthread_cond_broadcast(&v->gate_cv);
     pthread_mutex_unlock(&v->gate_mu);
@@ -178,7 +205,7 @@ void volumes_cut_hold(struct volumes *vols, const struct cut *c)
         close_to_clients(v, c, true);
         if (!holds(c))
             continue;
-        atomic_store(&v->cut_held, true);
+        gate_close(v, c);
         if (v->mv)
             mirror_cut_hold(v->mv);
     }

@@ -45,6 +45,9 @@ struct volume {
     atomic_bool cut_held;
     pthread_mutex_t gate_mu;
     pthread_cond_t gate_cv;
+    /* The snapshot the cut holding the gate takes ("" for a rollback's),
+     * under gate_mu: an open of VOL@it waits for that cut to end. */
+    char cut_snapshot[STORE_NAME_MAX + 1];
     /* The node rolling v back to a snapshot (rollback.c), 0 if none:
      * clients may not open v meanwhile. */
     atomic_uint fenced_by;
@@ -131,5 +134,9 @@ int volume_zero(struct volume *v, uint32_t count, uint64_t offset);
  * held), -EIO (held far longer than any cut lasts). */
 int cut_gate_enter(struct volume *v, bool nowait);
 void cut_gate_leave(struct volume *v);
+/* Whether the cut holding v's gate takes snapshot name; if so, returns
+ * once that cut has ended here (committed or aborted), or after the cut's
+ * timeout. */
+bool cut_gate_awaited(struct volume *v, const char *name);
 
 #endif
