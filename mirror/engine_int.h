@@ -359,6 +359,10 @@ int reconcile_lost(struct mvol *v, uint64_t first, uint64_t last, bool wait);
 int reconcile_region(struct mvol *v, uint64_t r);
 /* With mu held: queues the background reconcile if v has lost regions. */
 void consider_reconcile(struct mvol *v);
+/* A reconcile's write to this node's copy (a local_fn): written only
+ * where the copy holds other bytes. */
+int reconcile_apply(struct mvol *v, const void *buf, uint32_t count, uint64_t offset,
+                    unsigned flags);
 /* With mu held: marks lost the regions of v this node's log carried. */
 void lost_from_log(struct mvol *v);
 

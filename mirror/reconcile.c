@@ -8,7 +8,9 @@
  * compares the region's CRC-64s and, if they differ (or this copy is not
  * current), copies the region from a current copy to every copy, flagged
  * MW_F_RECONCILE; a region found equal gets its first 4 KiB so flagged.
- * Whoever applies such a write clears the mark. The write in doubt was never
+ * Whoever applies such a write clears the mark, and writes only what its
+ * copy does not already hold: the data stays as it was, so the snapshots
+ * copy nothing on write and their dirty bitmaps name no change. The write in doubt was never
  * acknowledged, so either version is right; a client that resends it writes
  * over a region that is equal everywhere. The departed node's connections
  * are dropped when its leave is applied (mlink_drop), so none of its
@@ -39,6 +41,18 @@
  * starts this much after the lowest's. */
 #define RECONCILE_LATER_MS 10000
 
+int reconcile_apply(struct mvol *v, const void *buf, uint32_t count, uint64_t offset,
+                    unsigned flags)
+{
+    void *held = malloc(count);
+    if (!held)
+        return -ENOMEM;
+    int r = svol_read(v->sv, held, count, offset, 0);
+    bool same = r == 0 && memcmp(held, buf, count) == 0;
+    free(held);
+    return same ? 0 : svol_write(v->sv, buf, count, offset, flags);
+}
+
 /* Writes len bytes at off, read from this copy or else a current peer, to
  * every copy with MW_F_RECONCILE. */
 static int reconcile_copy(struct mvol *v, uint64_t off, uint64_t len, void *buf)
@@ -52,7 +66,7 @@ static int reconcile_copy(struct mvol *v, uint64_t off, uint64_t len, void *buf)
             struct rwrite w;
             rwrite_init(&w, v, n, off + done);
             w.wire_flags = MW_F_RECONCILE;
-            start_write(&w, MW_WRITE, buf, n, off + done, 0, local_write, NULL);
+            start_write(&w, MW_WRITE, buf, n, off + done, 0, reconcile_apply, NULL);
             mlink_wait(&w.w);
             e = settle_write(&w);
         }

@@ -69,9 +69,9 @@ static int apply_write(struct mvol *v, struct mlink_call *c, uint64_t first, uin
         return 0;
     unsigned flags =
         (h->flags & MW_F_FUA ? SVOL_FUA : 0) | (h->flags & MW_F_MAY_TRIM ? SVOL_MAY_TRIM : 0);
-    int r = h->type == MW_WRITE
-                ? svol_write(v->sv, c->payload, h->length, h->offset, flags & SVOL_FUA)
-                : svol_zero(v->sv, h->length, h->offset, flags);
+    local_fn write = h->flags & MW_F_RECONCILE ? reconcile_apply : local_write;
+    int r = h->type == MW_WRITE ? write(v, c->payload, h->length, h->offset, flags & SVOL_FUA)
+                                : svol_zero(v->sv, h->length, h->offset, flags);
     if (r == 0 && (h->flags & MW_F_RECONCILE)) {
         pthread_mutex_lock(&v->mu);
         for (uint64_t i = first; i <= last; i++)
