@@ -130,9 +130,11 @@ PY
 }
 
 # check I SNAP PREV [loose]: sv@SNAP through node I is what was written
-# (see the top). loose: node I reads its own copy, resynced: its dirty
-# bitmap may name more chunks (README, Known limits), so it must hold the
-# written ones, and its backup may hold more.
+# (see the top). loose: node I reads its own copy, resynced, which holds
+# whole 64 KiB chunks of the snapshot where the resync copied them (README,
+# Known limits): its map may call data what n1's calls a hole, and its
+# dirty bitmap may name more chunks; it must still call every written byte
+# data and name every written chunk dirty.
 check() {
     local i=$1 s=$2 p=$3 what="n$1: sv@$2" want got
     rm -f "$T/copy.img"
@@ -141,10 +143,10 @@ check() {
     nbdinfo --map "$(addr "$i")/sv@$s" >"$T/map$i" || lab_fail "$what: nbdinfo --map failed"
     map_written "$T/map$i" "$s" || lab_fail "$what: the map calls written data a hole: $(cat "$T/map$i")"
     grep -q hole "$T/map$i" || lab_fail "$what: the map has no hole: $(cat "$T/map$i")"
-    if [ "$i" != 1 ]; then
+    if [ "$i" != 1 ] && [ "${4:-}" != loose ]; then
         nbdinfo --map "$(addr 1)/sv@$s" >"$T/map1" || lab_fail "n1: sv@$s: nbdinfo --map failed"
         cmp -s "$T/map1" "$T/map$i" || lab_fail "$what: the map differs from n1's:
-$(diff "$T/map1" "$T/map$i" | head -n 20)"
+$(diff "$T/map1" "$T/map$i" | head -n 20 || true)"
     fi
     want=$(model dirty "$p" "$s")
     got=$(dirty_map "$i" "$s" "$p") || lab_fail "$what: nbdinfo --map=qemu:dirty-bitmap:$p failed"
