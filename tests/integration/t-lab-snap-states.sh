@@ -10,7 +10,8 @@
 # node I: nbdcopy of VOL@S equals the model byte for byte; `nbdinfo --map`
 # calls every written byte data and equals the map through node 1 (a copy
 # never resynced, so exact); `--map=qemu:dirty-bitmap:PREV` lists exactly
-# the 64 KiB chunks written between the cuts; `vsan backup VOL@S --since
+# the 64 KiB chunks written between the cuts, and the live export's
+# `qemu:dirty-bitmap:S` those written since; `vsan backup VOL@S --since
 # PREV` run on node I equals the one run on node 1.
 #
 #  0. A snapshot cut through n1 opens at once through n2 and n3 (20 times:
@@ -24,8 +25,9 @@
 #     through n3 while it resyncs, and a snapshot cut through n3 then.
 #  d. n3 cut off from its peers (clients still reach it): reads of a
 #     snapshot through it fail or are right, never other bytes; a snapshot
-#     the others cut meanwhile is unknown there; after the heal n3 reads
-#     every snapshot right.
+#     the others cut meanwhile is unknown there, and one they delete and
+#     cut again with other data never reads as n3's stale copy; after the
+#     heal n3 reads every snapshot right.
 # timeout: 300
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -76,9 +78,10 @@ elif cmd == "snap":  # snap NAME: NAME was cut after every write so far
     s["snaps"][args[0]] = len(s["writes"])
 elif cmd == "written":  # written SNAP: the ranges written before SNAP
     print(" ".join("%d:%d" % tuple(w) for w in s["writes"][:s["snaps"][args[0]]]))
-elif cmd == "dirty":  # dirty PREV SNAP: the chunks written between, as "off+len "
+elif cmd == "dirty":  # dirty PREV SNAP|-: the chunks written between (-: since), as "off+len "
     chunks = set()
-    for off, length in s["writes"][s["snaps"][args[0]]:s["snaps"][args[1]]]:
+    upto = len(s["writes"]) if args[1] == "-" else s["snaps"][args[1]]
+    for off, length in s["writes"][s["snaps"][args[0]]:upto]:
         chunks.update(range(off // CHUNK, (off + length - 1) // CHUNK + 1))
     runs = []
     for c in sorted(chunks):
@@ -103,9 +106,12 @@ snap() {
     model snap "$2"
 }
 
-# The dirty runs of sv@SNAP against PREV through node I, as "off+len ".
+# The dirty runs of sv@SNAP (sv for -) against PREV through node I, as
+# "off+len ".
 dirty_map() {
-    nbdinfo --map="qemu:dirty-bitmap:$3" "$(addr "$1")/sv@$2" | awk '$3 == 1 {printf "%s+%s ", $1, $2}'
+    local export=sv@$2
+    [ "$2" != - ] || export=sv
+    nbdinfo --map="qemu:dirty-bitmap:$3" "$(addr "$1")/$export" | awk '$3 == 1 {printf "%s+%s ", $1, $2}'
 }
 
 # map_written MAPFILE SNAP: every range written before SNAP lies in data
@@ -163,6 +169,9 @@ sys.exit(not chunks(sys.argv[1]) <= chunks(sys.argv[2]))
 PY
     else
         [ "$got" = "$want" ] || lab_fail "$what: dirty since $p: '$got', want '$want'"
+        want=$(model dirty "$s" -)
+        got=$(dirty_map "$i" - "$s") || lab_fail "n$i: sv: nbdinfo --map=qemu:dirty-bitmap:$s failed"
+        [ "$got" = "$want" ] || lab_fail "n$i: sv: dirty since $s: '$got', want '$want'"
         "$LAB" vsan "$i" backup "sv@$s" --since "$p" -o "$T/backup$i" >>"$T/backup.out" 2>&1 ||
             lab_fail "$what: vsan backup --since $p on n$i failed: $(tail -n 2 "$T/backup.out")"
         if [ "$i" != 1 ]; then
@@ -274,20 +283,44 @@ log "b. through n3, resyncing: s2, sb, and sb3 cut through it, as written"
 wait_until 120 all_current || lab_fail "n3 never finished its resync: $(states 1)"
 
 log "d. n3 cut off from its peers: its reads fail or are right"
-nbdpy "$(addr 3)/sv@s2" "$MODEL/s2.img" "$T/stop" >"$T/reader.out" 2>&1 <<'PY' &
-import os, sys
+write 1 wx $((14 * MiB)):$((MiB))
+snap 1 x
+cp "$MODEL/x.img" "$T/x-old.img"
+# Reads through n3 of s2 and of x, which the others delete and cut again
+# with other data while n3 is cut off: until $T/recut, x may read as
+# either; from then on only as the new x (n3's own x is stale).
+nbdpy "$(addr 3)/sv" "$MODEL/s2.img" "$T/x-old.img" "$T/x-new.img" "$T/recut" "$T/stop" \
+    "$T/tries" >"$T/reader.out" 2>&1 <<'PY' &
+import hashlib, os, sys, time
 from nbdtest import *
-uri, want, stop = sys.argv[1:4]
-want = open(want, "rb").read()
-ok = failed = 0
+uri, s2, x_old, x_new, recut, stop, tries = sys.argv[1:8]
+md5 = lambda path: hashlib.md5(open(path, "rb").read()).hexdigest()
+s2, x_old = md5(s2), md5(x_old)
+ok = failed = after = 0
+seen = set()
 while not os.path.exists(stop):
-    try:
-        h = connect_nbd(uri)
-        for off in range(0, len(want), 4 << 20):
-            check(h.pread(4 << 20, off) == want[off:off + (4 << 20)], "other bytes at %d" % off)
-        ok += 1
-    except nbd.Error:
-        failed += 1
+    late = os.path.exists(recut)
+    for name in ("s2", "x"):
+        try:
+            h = connect_nbd(uri + "@" + name)
+            m = hashlib.md5()
+            for off in range(0, h.get_size(), 4 << 20):
+                m.update(h.pread(4 << 20, off))
+            got = m.hexdigest()
+            ok += 1
+        except nbd.Error:
+            failed += 1
+            time.sleep(0.01)  # a pace, not a wait: n3 refuses at once
+            continue
+        if name == "s2":
+            check(got == s2, "s2 read other bytes")
+        elif late:
+            check(got == md5(x_new), "x read its old data after the others cut it again")
+        else:
+            seen.add(got)
+    after += late
+    open(tries, "w").write(str(after))
+check(seen <= {x_old, md5(x_new)}, "x read bytes that were never x")
 print("ok %d failed %d" % (ok, failed))
 PY
 reader=$!
@@ -296,14 +329,23 @@ lab cut 3 --peers
 wait_until 20 states_are 1 "current current outdated" || lab_fail "n3 not outdated: $(states 1)"
 write 1 wd $((10 * MiB)):$((MiB))
 snap 1 sd
+lab vsan 2 snapshot delete sv x
+write 2 wx2 $((14 * MiB + 65536)):$((MiB))
+snap 2 x
+cp "$MODEL/x.img" "$T/x-new.img"
+touch "$T/recut"
 nbdinfo --size "$(addr 3)/sv@sd" >/dev/null 2>&1 && lab_fail "n3, cut off, opened sv@sd, cut without it"
+tries_after() { [ "$(cat "$T/tries" 2>/dev/null || echo 0)" -ge "$1" ]; }
+wait_until 30 tries_after 5 || lab_fail "the reader through n3 made no tries after x was cut again"
 lab heal 3
 touch "$T/stop"
-wait "$reader" || lab_fail "a read of s2 through n3, cut off, returned other bytes: $(cat "$T/reader.out")"
-log "d. reads of s2 through n3 while it was cut off: $(cat "$T/reader.out")"
+wait "$reader" || lab_fail "a read through n3, cut off, returned other bytes: $(cat "$T/reader.out")"
+log "d. reads of s2 and x through n3 while it was cut off: $(cat "$T/reader.out")"
 wait_until 120 all_current || lab_fail "n3 never came back after the heal: $(states 1)"
 check 3 s2 s1 loose
 check 3 sb3 sb loose
 check 3 sd sb3 loose
-log "d. after the heal, n3 reads s2, sb3, sd as written"
+check 3 x sd loose
+check 1 x sd
+log "d. after the heal, n3 reads s2, sb3, sd and the new x as written"
 log "ok"
