@@ -18,9 +18,10 @@
 #     a node that has not applied the commit yet waits for the cut to end
 #     rather than answer "unknown export").
 #  a. n3's copy failed (`vsan replica fail`), writes and a snapshot through
-#     the others: checks through n3.
+#     the others, and one through n3: checks through n3.
 #  c. n3's copy replaced and rebuilding: writes and a snapshot meanwhile,
-#     checks through n3 while `vsan volume show` says it rebuilds.
+#     and one through n3; checks through n3 while `vsan volume show` says
+#     it rebuilds, and once rebuilt, of its own copy.
 #  b. n3 killed, writes and a snapshot while it is down, n3 started: checks
 #     through n3 while it resyncs, and a snapshot cut through n3 then.
 #  d. n3 cut off from its peers (clients still reach it): reads of a
@@ -245,21 +246,32 @@ lab vsan 3 replica fail sv
 wait_until 10 n3_is failed outdated || lab_fail "n3 not failed: $(vs 3 'd["mirror"]["local"]'), $(states 1)"
 write 2 wa $((5 * MiB)):$((MiB)) $((24 * MiB)):$((MiB))
 snap 2 sa
+write 1 wa2 $((26 * MiB)):$((64 * 1024))
+snap 3 sa3
 check 3 s2 s1
 check 3 sa s2
-log "a. through n3, failed: s1, s2, sa as written"
+check 3 sa3 sa
+check 1 sa3 sa
+log "a. through n3, failed: s1, s2, sa, and sa3 cut through it, as written"
 
 log "c. n3's copy replaced: reads through it while it rebuilds"
 lab vsan 3 replica replace sv
 wait_until 20 n3_is rebuild syncing || lab_fail "n3 is not rebuilding: $(vs 3 'd["mirror"]["local"]'), $(states 1)"
 write 1 wc $((6 * MiB)):$((MiB)) $((31 * MiB + 512)):4096
 snap 1 sc
+write 2 wc2 $((27 * MiB)):$((64 * 1024))
+snap 3 sc3
 check 3 s2 s1
 check 3 sa s2
-check 3 sc sa
+check 3 sc sa3
+check 3 sc3 sc
+check 1 sc3 sc
 n3_is rebuild syncing || lab_fail "n3 finished its rebuild during the checks: they read a current copy"
-log "c. through n3, rebuilding: s2, sa, sc as written"
+log "c. through n3, rebuilding: s2, sa, sc, and sc3 cut through it, as written"
 wait_until 120 all_current || lab_fail "n3 never finished its rebuild: $(states 1)"
+check 3 sa3 sa loose
+check 3 sc3 sc loose
+log "c. rebuilt, n3 reads sa3 and sc3 from its own copy as written"
 
 log "b. n3 killed; writes and a snapshot; reads through n3 while it resyncs"
 lab kill 3
@@ -274,7 +286,7 @@ write 2 wb2 $((9 * MiB)):$((MiB))
 lab start 3
 wait_until 30 n3_is ok syncing || lab_fail "n3 is not resyncing: $(vs 3 'd["mirror"]["local"]'), $(states 1)"
 check 3 s2 s1
-check 3 sb sc
+check 3 sb sc3
 snap 3 sb3
 check 3 sb3 sb
 check 1 sb3 sb
