@@ -9,10 +9,11 @@
  * current), copies the region from a current copy to every copy, flagged
  * MW_F_RECONCILE; a region found equal gets its first 4 KiB so flagged.
  * Whoever applies such a write clears the mark, and writes only what its
- * copy does not already hold: the data stays as it was, so the snapshots
- * copy nothing on write and their dirty bitmaps name no change. The write in doubt was never
- * acknowledged, so either version is right; a client that resends it writes
- * over a region that is equal everywhere. The departed node's connections
+ * copy does not already hold (reconcile_apply): bytes it holds stay as
+ * they are, so the snapshots copy nothing on write and their dirty bitmaps
+ * name no change. The write in doubt was never acknowledged, so either
+ * version is right; a client that resends it writes over a region that is
+ * equal everywhere. The departed node's connections
  * are dropped when its leave is applied (mlink_drop), so none of its
  * writes still queued on a link lands after the compare. If the reconciling node dies too, it held
  * the priority, so the region is lost again and the next holder starts
@@ -41,6 +42,7 @@
  * starts this much after the lowest's. */
 #define RECONCILE_LATER_MS 10000
 
+/* One read more per reconcile write, which only a writer's death causes. */
 int reconcile_apply(struct mvol *v, const void *buf, uint32_t count, uint64_t offset,
                     unsigned flags)
 {
