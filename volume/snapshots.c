@@ -17,6 +17,14 @@
  * at the cut is repaired, snapshots included, by its resync before it
  * serves anything (mirror/resync.c), so every copy keeps the same
  * snapshots with the same ids, which peers' reads name.
+ *
+ * A copy that can't cut one (its store is full or failing) is failed, and
+ * keeps the snapshot's record as "missing" (DATA_DIR/snapshots/UUID.missing,
+ * replaced atomically): the list this node hands a sync round, checks a
+ * cut against and shows is the group's, whatever its store holds, so a
+ * failed node that wins a round drops no snapshot. The snapshots cut
+ * after it join it (a store's ids only rise), until `replica replace`
+ * cuts them all, oldest first, before its rebuild copies their chunks.
  */
 #include "volume/volume_int.h"
 
@@ -27,10 +35,14 @@
 #include "store/svol.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <qb/qblog.h>
 
@@ -127,6 +139,191 @@ static void gate_open(struct volume *v)
         mirror_cut_release(v->mv);
 }
 
+/* ---- snapshots this copy lacks --------------------------------------------- */
+
+#define MISSING_HEAD "vsan-missing 1\n"
+
+static void missing_name(const struct volume *v, char *out, size_t len)
+{
+    snprintf(out, len, "%s.missing", svol_uuid(v->sv));
+}
+
+static int missing_find(const struct volume *v, const char *name)
+{
+    for (size_t i = 0; i < v->nmissing; i++)
+        if (strcmp(v->missing[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* One line: "ID SIZE TIME NAME". */
+static int missing_parse(struct volume *v, const char *line)
+{
+    struct snap_info si = {0};
+    int end = 0;
+    _Static_assert(SNAP_NAME_MAX == 64, "the %64s below");
+    if (sscanf(line, "%" SCNu64 " %" SCNu64 " %" SCNd64 " %64s%n", &si.id, &si.size, &si.time,
+               si.name, &end) != 4 ||
+        line[end] != '\n' || !store_name_valid(si.name) || si.id == 0 ||
+        (v->nmissing > 0 && si.id <= v->missing[v->nmissing - 1].id))
+        return -EINVAL;
+    struct snap_info have;
+    if (snap_find(svol_snapshots(v->sv), si.name, &have) == 0 && have.id == si.id)
+        return 0; /* cut since, and the list not saved then */
+    struct snap_info *m = realloc(v->missing, (v->nmissing + 1) * sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    v->missing = m;
+    m[v->nmissing++] = si;
+    return 0;
+}
+
+static int missing_read(struct volume *v, FILE *f)
+{
+    char *line = NULL;
+    size_t cap = 0;
+    int r = getline(&line, &cap, f) >= 0 && strcmp(line, MISSING_HEAD) == 0 ? 0 : -EINVAL;
+    while (r == 0 && getline(&line, &cap, f) >= 0)
+        r = missing_parse(v, line);
+    if (r == 0 && ferror(f))
+        r = -EIO;
+    free(line);
+    return r;
+}
+
+int volume_missing_open(struct volume *v, struct store *st)
+{
+    char name[NAME_MAX + 1];
+    missing_name(v, name, sizeof name);
+    int fd = openat(store_snap_dir_fd(st), name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+        return 0;
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "r");
+    int r = f ? missing_read(v, f) : -errno;
+    if (f)
+        fclose(f);
+    else if (fd >= 0)
+        close(fd);
+    if (r < 0) {
+        qb_log(LOG_ERR, "volume \"%s\": \"%s/%s\": %s", v->name, store_snap_dir_path(st), name,
+               r == -EINVAL ? "malformed" : strerror(-r));
+        volume_missing_free(v);
+    } else if (v->nmissing > 0) {
+        qb_log(LOG_WARNING,
+               "volume \"%s\": this node's copy lacks %zu of the group's snapshots (\"%s\" "
+               "first): a replace rebuilds them",
+               v->name, v->nmissing, v->missing[0].name);
+    }
+    return r;
+}
+
+void volume_missing_free(struct volume *v)
+{
+    free(v->missing);
+    v->missing = NULL;
+    v->nmissing = 0;
+}
+
+int volume_missing_remove(struct volume *v, struct store *st)
+{
+    char name[NAME_MAX + 1];
+    missing_name(v, name, sizeof name);
+    if (unlinkat(store_snap_dir_fd(st), name, 0) == 0 || errno == ENOENT)
+        return 0;
+    int r = -errno;
+    qb_log(LOG_ERR, "volume \"%s\": remove \"%s/%s\": %s", v->name, store_snap_dir_path(st), name,
+           strerror(-r));
+    return r;
+}
+
+/* Writes v's missing list, durably. A failure is logged: the records stay
+ * in memory (this node's rounds keep them) until vsand restarts. */
+static int missing_save(struct volume *v, struct store *st)
+{
+    size_t cap = sizeof MISSING_HEAD + v->nmissing * (3 * 21 + SNAP_NAME_MAX + 4);
+    char *buf = malloc(cap);
+    int r = buf ? 0 : -ENOMEM;
+    size_t len = 0;
+    if (buf)
+        len = (size_t)snprintf(buf, cap, "%s", MISSING_HEAD);
+    for (size_t i = 0; buf && i < v->nmissing; i++) {
+        const struct snap_info *m = &v->missing[i];
+        len += (size_t)snprintf(buf + len, cap - len, "%" PRIu64 " %" PRIu64 " %" PRId64 " %s\n",
+                                m->id, m->size, m->time, m->name);
+    }
+    if (r == 0) {
+        char name[NAME_MAX + 1];
+        missing_name(v, name, sizeof name);
+        r = store_snap_replace(st, name, buf, len);
+    }
+    free(buf);
+    if (r < 0)
+        qb_log(LOG_ERR,
+               "volume \"%s\": the list of snapshots this copy lacks not saved: %s; kept "
+               "until vsand restarts",
+               v->name, strerror(-r));
+    return r;
+}
+
+/* Records that v's copy lacks snapshot name (id, cut at time, of size
+ * bytes) and fails the copy, which can't serve as current without it. */
+static int missing_add(struct volume *v, struct store *st, const char *name, uint64_t id,
+                       int64_t time, uint64_t size)
+{
+    struct snap_info *m = realloc(v->missing, (v->nmissing + 1) * sizeof *m);
+    if (!m) {
+        qb_log(LOG_ERR, "volume \"%s\": snapshot \"%s\": out of memory for its record", v->name,
+               name);
+        return -ENOMEM;
+    }
+    v->missing = m;
+    m[v->nmissing] = (struct snap_info){.id = id, .time = time, .size = size};
+    snprintf(m[v->nmissing].name, sizeof m->name, "%s", name);
+    v->nmissing++;
+    qb_log(LOG_WARNING, "volume \"%s\": snapshot \"%s\" (id %" PRIu64 ") kept as missing here",
+           v->name, name, id);
+    missing_save(v, st);
+    /* The first one fails the copy; a later one finds it failed. */
+    if (v->nmissing == 1 && mirror_replica_fail(v->mv) == 0)
+        qb_log(LOG_ERR, "volume \"%s\": this node's copy is failed: it lacks snapshot \"%s\"",
+               v->name, name);
+    return 0;
+}
+
+static void missing_drop(struct volume *v, struct store *st, size_t i)
+{
+    qb_log(LOG_INFO, "volume \"%s\": snapshot \"%s\", missing here, deleted", v->name,
+           v->missing[i].name);
+    memmove(&v->missing[i], &v->missing[i + 1], (v->nmissing - i - 1) * sizeof *v->missing);
+    v->nmissing--;
+    missing_save(v, st);
+}
+
+int volumes_snapshot_fill(struct volumes *vols, const char *name)
+{
+    int r = 0;
+    volumes_lock_shared(vols);
+    struct volume *v = volumes_find_name(vols, name);
+    size_t done = 0;
+    while (v && r == 0 && done < v->nmissing) {
+        const struct snap_info *m = &v->missing[done];
+        struct snap_info si;
+        r = snap_create(svol_snapshots(v->sv), m->id, m->name, m->size, m->time, &si);
+        if (r < 0)
+            qb_log(LOG_ERR, "volume \"%s\": snapshot \"%s\" (id %" PRIu64 ") still not cut: %s",
+                   v->name, m->name, m->id, strerror(-r));
+        else
+            done++;
+    }
+    if (done > 0) {
+        memmove(v->missing, v->missing + done, (v->nmissing - done) * sizeof *v->missing);
+        v->nmissing -= done;
+        missing_save(v, vols->store); /* a stale line is dropped at the next open */
+    }
+    volumes_unlock(vols);
+    return v ? r : -ENOENT;
+}
+
 /* ---- the cut's ops (main loop, agreed order) ----------------------------- */
 
 static bool name_twice(const char (*names)[PMSG_NAME_MAX + 1], size_t i)
@@ -141,7 +338,8 @@ static bool name_twice(const char (*names)[PMSG_NAME_MAX + 1], size_t i)
 static int check_volume(const struct cut *c, struct volume *v)
 {
     struct snap_info si;
-    bool exists = snap_find(svol_snapshots(v->sv), c->snapshot, &si) == 0;
+    bool exists = snap_find(svol_snapshots(v->sv), c->snapshot, &si) == 0 ||
+                  missing_find(v, c->snapshot) >= 0;
     if (c->kind == PMSG_CUT_UNFENCE)
         return 0;
     /* During a rollback (an agreed fence), its snapshot must stay and no
@@ -152,7 +350,7 @@ static int check_volume(const struct cut *c, struct volume *v)
         return exists ? 0 : -ENOMSG;
     if (exists)
         return -EEXIST;
-    return snap_count(svol_snapshots(v->sv)) >= SNAP_MAX ? -ENOSPC : 0;
+    return snap_count(svol_snapshots(v->sv)) + v->nmissing >= SNAP_MAX ? -ENOSPC : 0;
 }
 
 int volumes_cut_check(struct volumes *vols, struct cut *c, const char (*names)[PMSG_NAME_MAX + 1])
@@ -253,41 +451,43 @@ static int cut_volume(struct volume *v, const char *snapshot, uint64_t id, int64
     return r;
 }
 
-static int delete_snapshot(struct volume *v, const char *snapshot)
+static int delete_snapshot(struct volume *v, struct store *st, const char *snapshot)
 {
     struct snap_info si;
-    int r = snap_find(svol_snapshots(v->sv), snapshot, &si);
+    int r = snap_find(svol_snapshots(v->sv), snapshot, &si), m = missing_find(v, snapshot);
     if (r == 0)
         r = snap_delete(svol_snapshots(v->sv), si.id);
+    else if (m >= 0)
+        missing_drop(v, st, (size_t)m), r = 0;
     if (r < 0)
         qb_log(LOG_ERR, "volume \"%s\": snapshot \"%s\": delete: %s", v->name, snapshot,
                strerror(-r));
     return r;
 }
 
-/* A rollback's fence: no client opens v until the unfence, or until the
- * node rolling it back leaves (volumes_node_left). */
-/* A copy that could not cut the snapshot the others have must not serve
- * as current: it is failed (it serves nothing, and is rebuilt). */
-static int cut_here(struct volume *v, const struct cut *c, uint64_t id)
+/* Cuts snapshot name (id, time, size) of v's copy as it is, or, if it
+ * can't (or already lacks an older one), keeps its record as missing:
+ * a replicated copy then is failed (it serves nothing, and is rebuilt),
+ * and the group keeps the snapshot. A standalone one has no other copy:
+ * the snapshot is not cut. */
+static int cut_or_miss(struct volume *v, struct store *st, const char *name, uint64_t id,
+                       int64_t time, uint64_t size)
 {
-    if (v->mv)
-        mirror_cut_settle(v->mv);
-    int r = cut_volume(v, c->snapshot, id, c->time);
-    if (r < 0 && v->mv && mirror_replica_fail(v->mv) == 0)
-        qb_log(LOG_ERR, "volume \"%s\": this node's copy is failed: it lacks snapshot \"%s\"",
-               v->name, c->snapshot);
-    return r;
+    int r = v->mv && v->nmissing > 0 ? -ENODATA : cut_volume(v, name, id, time);
+    return r < 0 && v->mv ? missing_add(v, st, name, id, time, size) : r;
 }
 
-static int commit_volume(struct volume *v, const struct cut *c, uint64_t id)
+static int commit_volume(struct volume *v, struct store *st, const struct cut *c, uint64_t id)
 {
     switch (c->kind) {
     case PMSG_CUT_SNAPSHOT:
-        return cut_here(v, c, id);
+        if (v->mv)
+            mirror_cut_settle(v->mv);
+        return cut_or_miss(v, st, c->snapshot, id, c->time, svol_size(v->sv));
     case PMSG_CUT_DELETE:
-        return delete_snapshot(v, c->snapshot);
-    case PMSG_CUT_ROLLBACK:
+        return delete_snapshot(v, st, c->snapshot);
+    case PMSG_CUT_ROLLBACK: /* no client opens v until the unfence, or until
+                             * the node rolling it back leaves (volumes_node_left) */
         atomic_store(&v->fenced_by, c->from);
         return 0;
     default:
@@ -314,7 +514,7 @@ int volumes_cut_commit(struct volumes *vols, const struct cut *c, uint64_t id)
     volumes_lock_shared(vols);
     for (size_t i = 0; i < c->nvols; i++) {
         struct volume *v = volumes_find_vid(vols, c->vids[i]);
-        int r = v ? commit_volume(v, c, id) : -ENOENT;
+        int r = v ? commit_volume(v, vols->store, c, id) : -ENOENT;
         if (first == 0)
             first = r;
     }
@@ -354,12 +554,36 @@ int volume_snapshots(struct volume *v, struct snap_info **out, size_t *n)
     }
 }
 
+static int by_info_id(const void *a, const void *b)
+{
+    const struct snap_info *x = a, *y = b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* v's snapshots and those its copy lacks, oldest first. */
+static int volume_records(struct volume *v, struct snap_info **out, size_t *n)
+{
+    int r = volume_snapshots(v, out, n);
+    if (r < 0 || v->nmissing == 0)
+        return r;
+    struct snap_info *all = realloc(*out, (*n + v->nmissing) * sizeof *all);
+    if (!all) {
+        free(*out);
+        return -ENOMEM;
+    }
+    memcpy(all + *n, v->missing, v->nmissing * sizeof *all);
+    *n += v->nmissing;
+    qsort(all, *n, sizeof *all, by_info_id);
+    *out = all;
+    return 0;
+}
+
 int volumes_snapshots(struct volumes *vols, const char *name, struct snap_info **out, size_t *n)
 {
     struct volume *v = volumes_get(vols, name);
     if (!v)
         return -ENOENT;
-    int r = volume_snapshots(v, out, n);
+    int r = volume_records(v, out, n);
     volume_unref(v);
     return r;
 }
@@ -368,7 +592,7 @@ static int append_snaps(struct volume *v, struct policing_snap **out, size_t *n,
 {
     struct snap_info *si;
     size_t k;
-    int r = volume_snapshots(v, &si, &k);
+    int r = volume_records(v, &si, &k);
     if (r < 0)
         return r;
     if (*n + k > *cap) {
@@ -434,8 +658,8 @@ static int by_id(const void *a, const void *b)
 /* Makes v's snapshots the group's: deletes those the group has not (it
  * deleted them while this node was away), then cuts those it lacks, oldest
  * first, of its copy as it is: it is outdated if it missed them, and its
- * resync brings their chunks. */
-static int load_volume(struct volume *v, const struct policing_snap *s, size_t n)
+ * resync brings their chunks (or keeps them as missing, cut_or_miss). */
+static int load_volume(struct volume *v, struct store *st, const struct policing_snap *s, size_t n)
 {
     struct snap_info *si;
     size_t k;
@@ -449,11 +673,15 @@ static int load_volume(struct volume *v, const struct policing_snap *s, size_t n
                    si[i].name);
             r = snap_delete(svol_snapshots(v->sv), si[i].id);
         }
+    for (size_t i = v->nmissing; i-- > 0;)
+        if (!wanted(s, n, uuid, v->missing[i].id))
+            missing_drop(v, st, i);
     for (size_t i = 0; r == 0 && i < n; i++)
-        if (strcmp(s[i].uuid, uuid) == 0 && !held(si, k, s[i].id)) {
+        if (strcmp(s[i].uuid, uuid) == 0 && !held(si, k, s[i].id) &&
+            !held(v->missing, v->nmissing, s[i].id)) {
             qb_log(LOG_INFO, "volume \"%s\": snapshot \"%s\" was cut by the group meanwhile",
                    v->name, s[i].name);
-            r = cut_volume(v, s[i].name, s[i].id, s[i].time);
+            r = cut_or_miss(v, st, s[i].name, s[i].id, s[i].time, s[i].size);
         }
     free(si);
     return r;
@@ -471,7 +699,7 @@ int volumes_snapshot_load(struct volumes *vols, const struct policing_snap *s, s
     int r = 0;
     volumes_lock_shared(vols);
     for (size_t i = 0; i < vols->n; i++) {
-        int e = load_volume(vols->v[i], sorted, n);
+        int e = load_volume(vols->v[i], vols->store, sorted, n);
         if (e < 0 && r == 0)
             r = e;
     }

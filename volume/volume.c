@@ -424,6 +424,8 @@ static int volume_new(struct store *store, const struct store_volume *rec, struc
         return -ENOMEM;
     }
     int r = svol_open(store, rec, &v->sv);
+    if (r == 0 && (r = volume_missing_open(v, store)) < 0)
+        svol_unref(v->sv);
     if (r < 0) {
         free(v);
         return r;
@@ -460,6 +462,7 @@ void volume_unref(struct volume *v)
     if (v->mv) /* detached at its delete, or by mirror_stop */
         mirror_volume_put(v->mv);
     svol_unref(v->sv);
+    volume_missing_free(v);
     pthread_cond_destroy(&v->gate_cv);
     pthread_mutex_destroy(&v->gate_mu);
     pthread_mutex_destroy(&v->snapx_mu);
@@ -724,6 +727,8 @@ static int delete_files(struct volumes *vols, struct volume *v)
     if (v->mv)
         mirror_volume_detach(v->mv);
     int r = svol_delete(v->sv);
+    if (r == 0)
+        volume_missing_remove(v, vols->store); /* logged; a leftover is harmless */
     if (r < 0 && v->mv) {
         mirror_volume_put(v->mv);
         v->mv = NULL;

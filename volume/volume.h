@@ -121,6 +121,11 @@ int volumes_snapshot_list_all(struct volumes *vols, struct policing_snap **out, 
  * version (mirror_cut_applied). */
 int volumes_snapshot_load(struct volumes *vols, const struct policing_snap *s, size_t n,
                           uint64_t last_cut);
+/* Before a `replica replace`: cuts the snapshots the named volume's copy
+ * lacks (a failed cut, snapshots.c), oldest first, whose rebuild then
+ * copies their chunks. 0, -ENOENT, or the first cut's -errno (logged;
+ * those not cut stay missing, and the copy must not be rebuilt yet). */
+int volumes_snapshot_fill(struct volumes *vols, const char *name);
 
 /* ---- rollback (rollback.c; main loop) ----------------------------------- */
 

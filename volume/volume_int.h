@@ -55,6 +55,10 @@ struct volume {
      * client may open v (closing), or its snapshot deleting (an id). */
     atomic_bool closing;
     _Atomic uint64_t deleting;
+    /* The group's snapshots this copy lacks (snapshots.c), oldest first;
+     * main loop. */
+    struct snap_info *missing;
+    size_t nmissing;
     /* The open VOL@SNAP exports (snapexport.c), under snapx_mu. */
     pthread_mutex_t snapx_mu;
     struct snapx *readers;
@@ -96,6 +100,14 @@ struct svol_extent;
  * alike neighbours; returns the bytes taken (volume.c). */
 uint64_t volume_add_extents(struct nbd_extent *ext, unsigned *n, unsigned max,
                             const struct svol_extent *se, int k);
+
+/* The group's snapshots v's copy lacks (snapshots.c): read at open from
+ * DATA_DIR/snapshots/UUID.missing (none if there is no such file): 0,
+ * -EINVAL for a malformed file (logged), -errno; freed with the volume;
+ * the file removed with the volume's files. */
+int volume_missing_open(struct volume *v, struct store *st);
+void volume_missing_free(struct volume *v);
+int volume_missing_remove(struct volume *v, struct store *st);
 
 /* v's snapshots, oldest first, malloc'd (snapshots.c). */
 int volume_snapshots(struct volume *v, struct snap_info **out, size_t *n);

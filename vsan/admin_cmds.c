@@ -711,8 +711,17 @@ static struct json_object *cmd_replica_fail(const struct context *ctx, struct js
     return replica_cmd(ctx, req, "fail the replica", do_fail);
 }
 
+/* The snapshots this copy lacks are cut first, so that the rebuild copies
+ * their chunks too; a copy that still can't cut them is not rebuilt. */
 static struct json_object *cmd_replica_replace(const struct context *ctx, struct json_object *req)
 {
+    struct json_object *err = NULL;
+    const char *name;
+    if (admin_get_name(req, &name, &err) < 0)
+        return err;
+    int r = volumes_snapshot_fill(ctx->node->vols, name);
+    if (r < 0)
+        return admin_volume_failure(name, "cut the snapshots its copy lacks", r);
     return replica_cmd(ctx, req, "replace the replica", do_replace);
 }
 

@@ -1035,3 +1035,109 @@ Test(engine, snapshots_read_from_a_current_peer_and_rebuilt_by_replace)
     free(b);
     finish();
 }
+
+/* ---- a snapshot a copy could not cut ------------------------------------------------------- */
+
+/* A cut's commit as the policing protocol makes it on each member, in
+ * agreed order (this fake cluster runs no timers, so no cut of its own):
+ * kind snapshot name, with id. */
+struct cut_commit {
+    uint32_t node;
+    struct cut c;
+    uint64_t id;
+    int result;
+};
+
+static void cut_commit_fn(void *arg)
+{
+    struct cut_commit *cc = arg;
+    cc->result = volumes_cut_commit(nodes[cc->node].vols, &cc->c, cc->id);
+}
+
+static void commit_everywhere(uint8_t kind, const char *name, uint64_t id)
+{
+    for (uint32_t node = 1; node <= NODES_MAX; node++) {
+        if (!nodes[node].member)
+            continue;
+        struct cut_commit cc = {.node = node, .id = id};
+        cc.c = (struct cut){.kind = kind, .from = 2, .time = 1700000000, .nvols = 1};
+        cc.c.vids[0] = vid;
+        snprintf(cc.c.snapshot, sizeof cc.c.snapshot, "%s", name);
+        fcl_call(node, cut_commit_fn, &cc);
+        cr_assert_eq(cc.result, 0, "node %u: snapshot \"%s\": %s", node, name,
+                     strerror(-cc.result));
+    }
+}
+
+/* The id of the snapshot name in node's list (what `vsan snapshot list`
+ * shows), or 0. */
+static uint64_t listed(uint32_t node, const char *name)
+{
+    struct snap_info *si;
+    size_t n;
+    if (volumes_snapshots(nodes[node].vols, VOL, &si, &n) < 0)
+        return 0;
+    uint64_t id = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(si[i].name, name) == 0)
+            id = si[i].id;
+    free(si);
+    return id;
+}
+
+/* Makes node's store fail to cut snapshot id (a directory where its side
+ * file goes), or, with undo, lets it. */
+static void block_cut(uint32_t node, uint64_t id, bool undo)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/" STORE_SNAPSHOTS_DIR "/%s.%llu.data", nodes[node].dir,
+             vol_uuid, (unsigned long long)id);
+    int r = undo ? rmdir(path) : mkdir(path, 0700);
+    cr_assert_eq(r, 0, "%s %s: %s", undo ? "rmdir" : "mkdir", path, strerror(errno));
+}
+
+/* `vsan replica replace`'s first step on node 1. */
+static void fill_fn(void *arg)
+{
+    *(int *)arg = volumes_snapshot_fill(nodes[1].vols, VOL);
+}
+
+/* Node 1 (the lowest id, so the winner of a round among nodes in sync)
+ * can't cut snapshot s: its copy is failed, but it keeps s's record. When
+ * node 3 restarts, node 1 wins the round: nodes 2 and 3 keep s (before,
+ * the round's list was node 1's store, and they deleted it). A snapshot
+ * cut while node 1 lacks s is missing there too, and its delete drops the
+ * record; a replace cuts s and rebuilds it from node 2. */
+Test(engine, a_snapshot_a_copy_could_not_cut_survives_that_node_winning_a_round)
+{
+    cluster_up(3, 1 * MiB, 0);
+    write_ok(2, 0, 4 * RS, 1);
+    block_cut(1, 20, false);
+    commit_everywhere(PMSG_CUT_SNAPSHOT, "s", 20);
+    block_cut(1, 20, true);
+    wait_agreed(1, REPLICA_OUTDATED);
+    cr_assert_eq(listed(2, "s"), 20, "node 2 has no snapshot s");
+    cr_assert_eq(listed(1, "s"), 20, "node 1 lost the record of the snapshot it could not cut");
+    write_ok(2, 0, RS, 2);
+
+    node_stop(3);
+    node_start(3, 0);
+    WAIT_FOR(has_volume(3, 1 * MiB) && listed(3, "s") == 20,
+             "node 3 did not get snapshot s in node 1's round");
+    cr_assert_eq(listed(2, "s"), 20, "node 2 dropped snapshot s in node 1's round");
+    cr_assert(snap_holds(2, 20, 0, RS, 1), "node 2's snapshot s lost its data");
+
+    commit_everywhere(PMSG_CUT_SNAPSHOT, "t", 21);
+    cr_assert_eq(listed(1, "t"), 21, "node 1 has no record of t, cut while it lacks s");
+    commit_everywhere(PMSG_CUT_DELETE, "t", 22);
+    cr_assert_eq(listed(1, "t"), 0, "node 1 kept the record of t, deleted");
+
+    int r = -1;
+    fcl_call(1, fill_fn, &r);
+    cr_assert_eq(r, 0, "node 1: cutting the snapshots it lacks: %s", strerror(-r));
+    admin(1, replica_replace_fn);
+    wait_agreed(1, REPLICA_CURRENT);
+    cr_assert(snap_holds(1, 20, 0, RS, 1), "node 1's snapshot s was not rebuilt");
+    cr_assert(snap_copies_equal(2, 20, 1 * MiB), "node 1's snapshot s differs from node 2's");
+    finish();
+}
