@@ -1035,8 +1035,9 @@ static void send_hello_and_offer(struct policing *pc)
                strerror(-r));
 }
 
-/* The state this node hands the group: its volume table, service table
- * and region table, as of `applied` messages since the change. */
+/* The state this node hands the group: its volume table (snapshots and
+ * rollback fences included), service table and region table, as of
+ * `applied` messages since the change. */
 static int build_state(struct policing *pc, void **out, size_t *len)
 {
     struct sync_state st = {.applied = pc->since_change};
@@ -1045,8 +1046,10 @@ static int build_state(struct policing *pc, void **out, size_t *len)
     if (r < 0)
         return r;
     r = pc->p.table->snap_list(pc->p.table_ctx, &st.snaps, &st.nsnaps);
+    if (r == 0)
+        r = pc->p.table->fence_list(pc->p.table_ctx, &st.fences, &st.nfences);
     if (r < 0) {
-        free(st.vols);
+        sync_state_free(&st);
         return r;
     }
     pthread_mutex_lock(&pc->lock);
@@ -1149,6 +1152,10 @@ static int load_state(struct policing *pc, uint32_t from, const struct sync_stat
     int r = pc->p.table->load(pc->p.table_ctx, st->vols, st->nvols);
     if (r == 0)
         r = pc->p.table->snap_load(pc->p.table_ctx, st->snaps, st->nsnaps, st->last_cut);
+    /* Whatever the snapshots' load did: a fence keeps clients out. */
+    int fr = pc->p.table->fence_load(pc->p.table_ctx, st->fences, st->nfences);
+    if (r == 0)
+        r = fr;
     pc->last_cut = st->last_cut;
     if (r == 0)
         r = pc->p.table->set_version(pc->p.table_ctx, st->table_version);

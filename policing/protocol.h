@@ -62,6 +62,14 @@ struct policing_snap {
     uint64_t size; /* the volume's size at the cut */
 };
 
+/* A rollback's fence as the agreed table knows it (policing/cut.h): no
+ * node lets a client open the volume until node's unfence cut, or until
+ * node leaves the group. */
+struct policing_fence {
+    char uuid[PMSG_UUID_LEN + 1]; /* the volume's */
+    uint32_t node;                /* the node rolling it back */
+};
+
 /* The local side of the volume table, called on the main loop in agreed
  * order. Results must depend only on the table (never on local
  * connections), so every node reaches the same one. */
@@ -118,6 +126,11 @@ struct policing_table_ops {
      * deleting those the group deleted); last_cut: the id of the group's
      * last committed cut. */
     int (*snap_load)(void *ctx, const struct policing_snap *s, size_t n, uint64_t last_cut);
+    /* The volumes fenced for a rollback, malloc'd; the caller frees them. */
+    int (*fence_list)(void *ctx, struct policing_fence **out, size_t *n);
+    /* After load: the group's fences replace this node's (a volume not
+     * listed is not fenced). */
+    int (*fence_load)(void *ctx, const struct policing_fence *f, size_t n);
     /* How many changes the table has seen (persisted). */
     uint64_t (*version)(void *ctx);
     int (*set_version)(void *ctx, uint64_t version);

@@ -25,6 +25,7 @@ static size_t encoded_len(const struct sync_state *s)
     for (size_t i = 0; i < s->nvols; i++)
         len += 2 * rec + sizeof(struct sync_rec_volume) + replicas_len(&s->vols[i]);
     len += s->nsnaps * (rec + sizeof(struct sync_rec_snapshot)) + rec + sizeof(uint64_t);
+    len += s->nfences * (rec + sizeof(struct sync_rec_fence));
     return len + s->services.n * (rec + sizeof(struct sync_rec_service));
 }
 
@@ -68,6 +69,15 @@ static unsigned char *put_snapshot(unsigned char *at, const struct policing_snap
     return at + sizeof rs;
 }
 
+static unsigned char *put_fence(unsigned char *at, const struct policing_fence *f)
+{
+    struct sync_rec_fence rf = {.node = f->node};
+    memcpy(rf.uuid, f->uuid, sizeof rf.uuid);
+    at = put_record(at, SYNC_REC_FENCE, sizeof rf);
+    memcpy(at, &rf, sizeof rf);
+    return at + sizeof rf;
+}
+
 static unsigned char *put_service(unsigned char *at, const struct svc_entry *e)
 {
     struct sync_rec_service rs = {.owner = e->owner, .holder = e->holder, .manual = e->manual};
@@ -98,6 +108,8 @@ int sync_encode(const struct sync_state *s, void **out, size_t *len)
     at = put_record(at, SYNC_REC_CUT, sizeof s->last_cut);
     memcpy(at, &s->last_cut, sizeof s->last_cut);
     at += sizeof s->last_cut;
+    for (size_t i = 0; i < s->nfences; i++)
+        at = put_fence(at, &s->fences[i]);
     for (size_t i = 0; i < s->services.n; i++)
         at = put_service(at, &s->services.v[i]);
     at = put_record(at, SYNC_REC_REGIONS, s->regions_len);
@@ -200,9 +212,33 @@ static int add_snapshot(struct sync_state *s, size_t *cap, const void *body, siz
     return 0;
 }
 
+static int add_fence(struct sync_state *s, size_t *cap, const void *body, size_t len)
+{
+    struct sync_rec_fence rf;
+    if (len < sizeof rf)
+        return -EINVAL;
+    memcpy(&rf, body, sizeof rf);
+    if (!pmsg_string_ok(rf.uuid, sizeof rf.uuid) || rf.node == 0) {
+        qb_log(LOG_ERR, "policing: the group's state has a malformed rollback fence: ignored");
+        return 0;
+    }
+    if (s->nfences == *cap) {
+        size_t c = *cap ? 2 * *cap : 8;
+        struct policing_fence *f = realloc(s->fences, c * sizeof *f);
+        if (!f)
+            return -ENOMEM;
+        s->fences = f;
+        *cap = c;
+    }
+    struct policing_fence *f = &s->fences[s->nfences++];
+    f->node = rf.node;
+    memcpy(f->uuid, rf.uuid, sizeof f->uuid);
+    return 0;
+}
+
 static int decode_records(const unsigned char *at, const unsigned char *end, struct sync_state *s)
 {
-    size_t cap = 0, snapcap = 0;
+    size_t cap = 0, snapcap = 0, fencecap = 0;
     bool after_volume = false, regions = false;
     while (at < end) {
         struct sync_record r;
@@ -230,6 +266,9 @@ static int decode_records(const unsigned char *at, const unsigned char *end, str
             if (r.length < sizeof s->last_cut)
                 return -EINVAL;
             memcpy(&s->last_cut, at, sizeof s->last_cut);
+            break;
+        case SYNC_REC_FENCE:
+            e = add_fence(s, &fencecap, at, r.length);
             break;
         case SYNC_REC_REGIONS:
             if (regions)
@@ -276,6 +315,9 @@ void sync_state_free(struct sync_state *s)
     free(s->snaps);
     s->snaps = NULL;
     s->nsnaps = 0;
+    free(s->fences);
+    s->fences = NULL;
+    s->nfences = 0;
 }
 
 /* ---- pieces --------------------------------------------------------------- */

@@ -709,3 +709,39 @@ int volumes_snapshot_load(struct volumes *vols, const struct policing_snap *s, s
     free(sorted);
     return r;
 }
+
+/* ---- rollback fences in the sync round --------------------------------------- */
+
+int volumes_fence_list(struct volumes *vols, struct policing_fence **out, size_t *n)
+{
+    *n = 0;
+    volumes_lock_shared(vols);
+    *out = malloc((vols->n ? vols->n : 1) * sizeof **out);
+    for (size_t i = 0; *out && i < vols->n; i++) {
+        unsigned node = atomic_load(&vols->v[i]->fenced_by);
+        if (node == 0)
+            continue;
+        struct policing_fence *f = &(*out)[(*n)++];
+        f->node = node;
+        snprintf(f->uuid, sizeof f->uuid, "%s", svol_uuid(vols->v[i]->sv));
+    }
+    volumes_unlock(vols);
+    return *out ? 0 : -ENOMEM;
+}
+
+int volumes_fence_load(struct volumes *vols, const struct policing_fence *f, size_t n)
+{
+    volumes_lock_shared(vols);
+    for (size_t i = 0; i < vols->n; i++) {
+        struct volume *v = vols->v[i];
+        unsigned node = 0;
+        for (size_t j = 0; j < n; j++)
+            if (strcmp(f[j].uuid, svol_uuid(v->sv)) == 0)
+                node = f[j].node;
+        if (atomic_exchange(&v->fenced_by, node) != node)
+            qb_log(LOG_INFO, "volume \"%s\": %s", v->name,
+                   node ? "fenced for a rollback by the group" : "its rollback's fence ended");
+    }
+    volumes_unlock(vols);
+    return 0;
+}

@@ -221,6 +221,18 @@ static int vt_snap_load(void *ctx, const struct policing_snap *s, size_t n, uint
     return volumes_snapshot_load(t->vols, s, n, last_cut);
 }
 
+static int vt_fence_list(void *ctx, struct policing_fence **out, size_t *n)
+{
+    struct voltable *t = ctx;
+    return volumes_fence_list(t->vols, out, n);
+}
+
+static int vt_fence_load(void *ctx, const struct policing_fence *f, size_t n)
+{
+    struct voltable *t = ctx;
+    return volumes_fence_load(t->vols, f, n);
+}
+
 const struct policing_table_ops voltable_ops = {
     .cut_check = vt_cut_check,
     .cut_hold = vt_cut_hold,
@@ -229,6 +241,8 @@ const struct policing_table_ops voltable_ops = {
     .cut_release = vt_cut_release,
     .snap_list = vt_snap_list,
     .snap_load = vt_snap_load,
+    .fence_list = vt_fence_list,
+    .fence_load = vt_fence_load,
     .replica = vt_replica,
     .node_left = vt_node_left,
     .regions_lost = vt_regions_lost,

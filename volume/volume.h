@@ -121,6 +121,11 @@ int volumes_snapshot_list_all(struct volumes *vols, struct policing_snap **out, 
  * version (mirror_cut_applied). */
 int volumes_snapshot_load(struct volumes *vols, const struct policing_snap *s, size_t n,
                           uint64_t last_cut);
+/* The rollback fences (a sync round's state), malloc'd; and the group's
+ * fences made this node's (any other volume unfenced). */
+struct policing_fence;
+int volumes_fence_list(struct volumes *vols, struct policing_fence **out, size_t *n);
+int volumes_fence_load(struct volumes *vols, const struct policing_fence *f, size_t n);
 /* Before a `replica replace`: cuts the snapshots the named volume's copy
  * lacks (a failed cut, snapshots.c), oldest first, whose rebuild then
  * copies their chunks. 0, -ENOENT, or the first cut's -errno (logged;

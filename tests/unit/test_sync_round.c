@@ -1,11 +1,12 @@
 /* test_sync_round.c - sync rounds and cuts between two policing nodes
  * (policing/protocol.c) in one process, without corosync: a joining node
  * receives a volume table larger than one cluster message may be, and
- * loads all of it, snapshots included; a piece whose send times out is
- * sent again; a piece that cannot be sent at all leaves the joiner
- * unsynced, never with half a table. A cut (policing/cut.h) commits on
- * both nodes with one id once both drained, aborts on both when one does
- * not drain in time, and a second cut of a volume in one is refused.
+ * loads all of it, snapshots and rollback fences included; a piece whose
+ * send times out is sent again; a piece that cannot be sent at all leaves
+ * the joiner unsynced, never with half a table. A cut (policing/cut.h)
+ * commits on both nodes with one id once both drained, aborts on both
+ * when one does not drain in time, and a second cut of a volume in one is
+ * refused.
  *
  * The transport is a bus written here: every node of the process is a
  * member, every message and membership change goes to one queue and is
@@ -163,6 +164,8 @@ struct table {
     size_t n;
     struct policing_snap *snaps;
     size_t nsnaps;
+    struct policing_fence *fences;
+    size_t nfences;
     uint64_t version;
     /* cuts: whether this node reports drained, and what it was told */
     bool drains, busy;
@@ -237,6 +240,31 @@ static int t_snap_load(void *ctx, const struct policing_snap *s, size_t n, uint6
     free(t->snaps);
     t->nsnaps = n;
     return copy_snaps(s, n, &t->snaps);
+}
+
+static int copy_fences(const struct policing_fence *f, size_t n, struct policing_fence **out)
+{
+    *out = malloc((n ? n : 1) * sizeof **out);
+    if (!*out)
+        return -ENOMEM;
+    if (n > 0)
+        memcpy(*out, f, n * sizeof *f);
+    return 0;
+}
+
+static int t_fence_list(void *ctx, struct policing_fence **out, size_t *n)
+{
+    struct table *t = ctx;
+    *n = t->nfences;
+    return copy_fences(t->fences, t->nfences, out);
+}
+
+static int t_fence_load(void *ctx, const struct policing_fence *f, size_t n)
+{
+    struct table *t = ctx;
+    free(t->fences);
+    t->nfences = n;
+    return copy_fences(f, n, &t->fences);
 }
 
 static int t_replica(void *ctx, uint32_t from, uint32_t volume, uint32_t node, uint8_t state,
@@ -317,6 +345,8 @@ static const struct policing_table_ops table_ops = {
     .load = t_load,
     .snap_list = t_snap_list,
     .snap_load = t_snap_load,
+    .fence_list = t_fence_list,
+    .fence_load = t_fence_load,
     .replica = t_replica,
     .node_left = t_node_left,
     .changed = t_changed,
@@ -450,6 +480,7 @@ static void stop_both(void)
         policing_stop(pcs[i]);
         free(tables[i].v);
         free(tables[i].snaps);
+        free(tables[i].fences);
     }
     qb_loop_destroy(bus.loop);
 }
@@ -505,6 +536,22 @@ Test(sync_round, a_piece_that_cannot_be_sent_aborts_the_round)
      * rather than loading a partial table. */
     cr_expect(not(synced(1)));
     cr_expect(eq(sz, tables[1].n, 0));
+    stop_both();
+}
+
+Test(sync_round, a_rollback_fence_reaches_a_joining_node)
+{
+    start_both(3);
+    /* Node 1 rolls volume 1 back: fenced when node 2 joins. */
+    struct policing_fence f = {.node = 1};
+    memcpy(f.uuid, tables[0].v[1].uuid, sizeof f.uuid);
+    cr_assert(eq(int, copy_fences(&f, 1, &tables[0].fences), 0));
+    tables[0].nfences = 1;
+    run(both_synced);
+    cr_assert(not(timed_out));
+    cr_assert(eq(sz, tables[1].nfences, 1), "node 2 did not learn the fence");
+    cr_expect(eq(str, tables[1].fences[0].uuid, f.uuid));
+    cr_expect(eq(u32, tables[1].fences[0].node, 1));
     stop_both();
 }
 

@@ -17,6 +17,9 @@
 static const char regions[] = "region table bytes, opaque here";
 
 /* A state of n volumes, 2 services, and the region bytes above. */
+/* Rollback fences: the state's own, not malloc'd. */
+static struct policing_fence fences[2];
+
 static struct sync_state make_state(size_t n)
 {
     struct sync_state s = {.applied = 17, .table_version = 4242, .nvols = n};
@@ -51,6 +54,13 @@ static struct sync_state make_state(size_t n)
         p->size = s.vols[i].size;
     }
     s.last_cut = 100 + n;
+    /* The first two volumes fenced for rollbacks by nodes 3 and 1. */
+    for (size_t i = 0; i < n && i < 2; i++) {
+        fences[i] = (struct policing_fence){.node = i == 0 ? 3 : 1};
+        memcpy(fences[i].uuid, s.vols[i].uuid, sizeof fences[i].uuid);
+    }
+    s.fences = fences;
+    s.nfences = n < 2 ? n : 2;
     return s;
 }
 
@@ -71,6 +81,11 @@ static void expect_equal(const struct sync_state *a, const struct sync_state *b)
         cr_assert(eq(int, memcmp(&a->snaps[i], &b->snaps[i], sizeof a->snaps[i]), 0),
                   "snapshot %zu", i);
     cr_expect(eq(u64, a->last_cut, b->last_cut));
+    cr_assert(eq(sz, a->nfences, b->nfences));
+    for (size_t i = 0; i < a->nfences; i++) {
+        cr_expect(eq(str, (char *)a->fences[i].uuid, (char *)b->fences[i].uuid), "fence %zu", i);
+        cr_expect(eq(u32, a->fences[i].node, b->fences[i].node), "fence %zu", i);
+    }
 }
 
 /* Every piece of a stream, as pmsg_check accepts them. */
@@ -314,6 +329,31 @@ Test(syncstream, malformed_streams_are_refused)
     at = append_record(bad, at, SYNC_REC_REGIONS, "", 0);
     cr_expect(eq(int, sync_decode(bad, at, &got), -EINVAL), "an unterminated name");
     free(bad);
+    free(buf);
+    free(s.vols);
+    free(s.snaps);
+}
+
+Test(syncstream, a_fence_without_a_node_is_dropped)
+{
+    struct sync_state s = make_state(0), got;
+    size_t len;
+    unsigned char *buf = encode(&s, &len);
+    unsigned char *more = malloc(len + 200);
+    cr_assert(more != NULL);
+    size_t hdr = sizeof(struct sync_header);
+    memcpy(more, buf, hdr);
+    struct sync_rec_fence bad = {.uuid = "u1", .node = 0}, good = {.uuid = "u2", .node = 2};
+    size_t at = append_record(more, hdr, SYNC_REC_FENCE, &bad, sizeof bad);
+    at = append_record(more, at, SYNC_REC_FENCE, &good, sizeof good);
+    memcpy(more + at, buf + hdr, len - hdr);
+    at += len - hdr;
+    cr_assert(eq(int, sync_decode(more, at, &got), 0));
+    cr_assert(eq(sz, got.nfences, 1));
+    cr_expect(eq(str, got.fences[0].uuid, "u2"));
+    cr_expect(eq(u32, got.fences[0].node, 2));
+    sync_state_free(&got);
+    free(more);
     free(buf);
     free(s.vols);
     free(s.snaps);
