@@ -25,7 +25,11 @@
 #     a@p1; a rollback through n1 is refused (exit 6) while a client has a
 #     open on n3, and once it closes, a reads as a@p1 through every node
 #     while the newer snapshots keep their data.
-# timeout: 360
+#  6. A node restarted during a rollback learns the volume's fence in its
+#     sync round: it refuses clients of the volume (as n1 does) until the
+#     rollback ends, then lets them in. The rollback of 768 MiB of changed
+#     chunks lasts several seconds, longer than n3's restart.
+# timeout: 420
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 vt_init
@@ -244,4 +248,29 @@ for i in 1 2 3; do
 done
 [ "$(snap_md5 1 a@u2)" = "$u2" ] || lab_fail "the rollback changed the newer snapshot u2"
 identical "5, after the rollback"
+
+log "6. n3 restarted during a rollback refuses its clients until it ends"
+opens() { # opens I VOL: a client can open VOL through node I
+    nbdinfo --size "$(addr "$1")/$2" >/dev/null 2>&1
+}
+lab vsan 1 volume create r 768M
+wait_until 60 eval 'LAB_VOL=r all_current' || lab_fail "r never became current everywhere"
+lab vsan 1 snapshot create r empty
+random_file "$T/r.raw" $((768 << 20))
+nbdcopy -- "$T/r.raw" "$(addr 2)/r"
+"$LAB" vsan 1 snapshot rollback r empty --progress >"$T/rb6.out" 2>&1 &
+rb=$!
+on_exit "kill $rb 2>/dev/null"
+start=$SECONDS
+wait_until 10 eval '! opens 1 r' || lab_fail "r never fenced for its rollback"
+lab stop 3
+lab start 3
+wait_until 30 full_view 3 "1 2 3" || lab_fail "n3 did not rejoin during the rollback"
+wait_until 10 opens 3 a || lab_fail "n3 serves no client after its restart"
+! opens 3 r || lab_fail "n3 let a client open r during its rollback (fence not learnt)"
+! opens 1 r || lab_fail "the rollback ended before n3's check: make r larger ($(tail -c 200 "$T/rb6.out"))"
+checked=$((SECONDS - start))
+wait "$rb" || lab_fail "the rollback of r failed: $(tail -c 300 "$T/rb6.out")"
+log "n3 checked $checked s into the rollback, which took $((SECONDS - start)) s"
+opens 3 r || lab_fail "n3 refuses r after its rollback ended"
 log "ok"
