@@ -133,7 +133,9 @@ int cli_error_exit_code(const char *code)
                {ADMIN_E_SNAPSHOT_EXISTS, EXIT_SNAPSHOT_EXISTS},
                {ADMIN_E_SNAPSHOT_BUSY, EXIT_BUSY},
                {ADMIN_E_BUSY, EXIT_BUSY},
-               {ADMIN_E_ABORTED, EXIT_BUSY}};
+               {ADMIN_E_ABORTED, EXIT_BUSY},
+               {ADMIN_E_TOO_MANY_VOLUMES, EXIT_TOO_MANY_VOLUMES},
+               {ADMIN_E_SNAPSHOT_LIMIT, EXIT_SNAPSHOT_LIMIT}};
 
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
         if (strcmp(map[i].code, code) == 0)

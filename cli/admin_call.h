@@ -22,6 +22,8 @@ enum exit_code {
     EXIT_BUSY = 10,
     EXIT_BAD_STREAM = 11,
     EXIT_WRONG_BASE = 12,
+    EXIT_TOO_MANY_VOLUMES = 13,
+    EXIT_SNAPSHOT_LIMIT = 14,
 };
 
 /* "vsan: MESSAGE\n(see vsan help)" on stderr; returns EXIT_USAGE. */

@@ -87,6 +87,8 @@ static const char help_text[] =
     "  11 bad stream: not rbd diff v2, malformed or truncated\n"
     "  12 wrong base: VOL lacks the stream's from-snapshot, or was written\n"
     "     since it\n"
+    "  13 too many volumes in one snapshot (at most 16)\n"
+    "  14 snapshot limit: a volume of the snapshot has 1024 already\n"
     "\n"
     "backup, restore and clone show progress on stderr when it is a terminal\n"
     "(--progress: always); with --json they print a summary when done.\n"

@@ -48,6 +48,7 @@
 #define ADMIN_E_NO_SUCH_SNAPSHOT "no_such_snapshot"
 #define ADMIN_E_SNAPSHOT_BUSY "snapshot_busy"   /* a client reads it: no delete */
 #define ADMIN_E_SNAPSHOT_LIMIT "snapshot_limit" /* SNAP_MAX on a volume already */
+#define ADMIN_E_TOO_MANY_VOLUMES "too_many_volumes" /* over PMSG_CUT_VOLUMES in a cut */
 #define ADMIN_E_BUSY "busy"       /* a volume is in another cut */
 #define ADMIN_E_ABORTED "aborted" /* the cut aborted: a node did not drain, or left */
 

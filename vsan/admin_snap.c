@@ -61,10 +61,10 @@ static struct json_object *snap_failure(const char *volume, const char *snapshot
                                  "snapshot \"%s\": aborted: the cluster changed during the cut "
                                  "(nothing was cut; try again)",
                                  snapshot);
-    case -ENOSPC:
+    case -ENOSPC: /* cut meanwhile (check_volume named it if it could) */
         return admin_reply_error(ADMIN_E_SNAPSHOT_LIMIT,
-                                 "snapshot \"%s\": a volume of it has %d snapshots, the most it "
-                                 "may have",
+                                 "snapshot \"%s\": a volume of it has %d snapshots already, the "
+                                 "most a volume may have: delete one first",
                                  snapshot, SNAP_MAX);
     case -EINVAL:
         return admin_reply_error(ADMIN_E_BAD_NAME,
@@ -157,9 +157,13 @@ static struct json_object *get_volumes(struct json_object *req, struct snap_chan
     if (!a)
         return err;
     size_t n = json_object_array_length(a);
-    if (n == 0 || n > PMSG_CUT_VOLUMES)
-        return admin_reply_error(ADMIN_E_BAD_REQUEST, "a snapshot takes 1 to %d volumes, not %zu",
-                                 PMSG_CUT_VOLUMES, n);
+    if (n == 0)
+        return admin_reply_error(ADMIN_E_BAD_REQUEST, "a snapshot takes 1 to %d volumes, not 0",
+                                 PMSG_CUT_VOLUMES);
+    if (n > PMSG_CUT_VOLUMES)
+        return admin_reply_error(ADMIN_E_TOO_MANY_VOLUMES,
+                                 "%zu volumes: one snapshot (one point in time) takes at most %d",
+                                 n, PMSG_CUT_VOLUMES);
     for (size_t i = 0; i < n; i++) {
         struct json_object *v = json_object_array_get_idx(a, i);
         const char *name = json_object_get_string(v);
@@ -192,6 +196,25 @@ static struct json_object *get_snapshot(struct json_object *req, char *out)
     return NULL;
 }
 
+/* Whether volume may take one more snapshot, as this node sees it: NULL,
+ * or the error reply (no such volume, or SNAP_MAX snapshots already; the
+ * cut checks the limit again in agreed order). */
+static struct json_object *check_volume(struct volumes *vols, const char *volume)
+{
+    struct snap_info *si;
+    size_t n;
+    int r = volumes_snapshots(vols, volume, &si, &n);
+    if (r < 0)
+        return admin_volume_failure(volume, "snapshot", r);
+    free(si);
+    if (n >= SNAP_MAX)
+        return admin_reply_error(ADMIN_E_SNAPSHOT_LIMIT,
+                                 "volume \"%s\": %zu snapshots already, the most a volume may "
+                                 "have: delete one first",
+                                 volume, n);
+    return NULL;
+}
+
 struct json_object *admin_snapshot_create(const struct context *ctx, struct json_object *req)
 {
     struct snap_change *sc = calloc(1, sizeof *sc);
@@ -201,12 +224,8 @@ struct json_object *admin_snapshot_create(const struct context *ctx, struct json
     struct json_object *err = get_volumes(req, sc);
     if (!err)
         err = get_snapshot(req, sc->snapshot);
-    for (size_t i = 0; !err && i < sc->n; i++) {
-        struct volume_info info;
-        int r = volumes_info(ctx->node->vols, sc->volumes[i], &info);
-        if (r < 0)
-            err = admin_volume_failure(sc->volumes[i], "snapshot", r);
-    }
+    for (size_t i = 0; !err && i < sc->n; i++)
+        err = check_volume(ctx->node->vols, sc->volumes[i]);
     if (err) {
         free(sc);
         return err;

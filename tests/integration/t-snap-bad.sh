@@ -7,14 +7,16 @@
 #     snapshots untouched;
 #  2. a snapshot name that exists (9; of two volumes, when one of them has
 #     it: neither gets the new one), invalid names (2), more than 16
-#     volumes in one cut;
+#     volumes in one cut (13), a volume at its 1,024 snapshots (14, the
+#     volume named; of two volumes, neither gets it; again once one is
+#     deleted);
 #  3. a shrink of a volume that has snapshots (7, with or without --force,
 #     saying why), allowed once they are deleted; a grow is fine;
 #  4. malformed snapshot.create and snapshot.delete requests over the
 #     admin socket (admin_raw.py: wrong types, 0 or 17 volumes, NUL in a
 #     name, missing fields, unknown volumes): each answered with its error,
 #     nothing cut, vsand still serving.
-# timeout: 60
+# timeout: 120
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 vt_init
@@ -101,15 +103,26 @@ expect_exit 0 vsan snapshot create v "$(printf 'a%.0s' $(seq 64))"
 expect_exit 0 vsan snapshot delete v "$(printf 'a%.0s' $(seq 64))"
 vols=w
 for i in $(seq 2 17); do vols="$vols,w$i"; done
-# (the daemon counts them: its bad_request is exit 1)
-expect_exit 1 vsan snapshot create "$vols" many
-expect_out '1 to 16 volumes, not 17'
+expect_exit 13 vsan snapshot create "$vols" many
+expect_out '17 volumes: one snapshot \(one point in time\) takes at most 16'
 expect_exit 1 vsan snapshot create v,w,v twice
 expect_out 'volume "v" is named twice'
 expect_exit 4 vsan snapshot create v,nosuch n1
 expect_exit 8 vsan snapshot delete v nosuch
 expect_exit 4 vsan snapshot delete nosuch f
 [ "$(snaps v)" = "f t" ] || die "v's snapshots changed by refused calls: $(snaps v)"
+expect_exit 0 vsan volume create full 1M
+for i in $(seq 1 1024); do
+    echo "{\"cmd\": \"snapshot.create\", \"volumes\": [\"full\"], \"snapshot\": \"s$i\"}"
+done | PYTHONPATH="$VT_DIR" "$PY" "$VT_DIR/admin_raw.py" "$ADMIN" >"$T/limit.out" ||
+    die "admin_raw.py failed: $(tail -n 3 "$T/limit.out")"
+[ "$(grep -c '^ok$' "$T/limit.out")" -eq 1024 ] || die "1,024 snapshots not cut: $(sort "$T/limit.out" | uniq -c)"
+expect_exit 14 vsan snapshot create full over
+expect_out 'volume "full": 1024 snapshots already, the most a volume may have'
+expect_exit 14 vsan snapshot create v,full over
+[ "$(snaps v)" = "f t" ] || die "v got a snapshot of a refused cut: $(snaps v)"
+expect_exit 0 vsan snapshot delete full s1
+expect_exit 0 vsan snapshot create full over
 
 log "3. a volume with snapshots does not shrink"
 expect_exit 7 vsan volume resize v 8M --force
@@ -159,7 +172,7 @@ bad_name
 bad_name
 bad_name
 bad_request
-bad_request
+too_many_volumes
 bad_request
 bad_request
 bad_name
