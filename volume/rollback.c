@@ -16,6 +16,8 @@
  * commands (atomics), its end is told to the main loop through an eventfd
  * the caller polls. A node that dies mid-way leaves the volume half rolled
  * back and unfenced (volumes_node_left): a second rollback finishes it.
+ * The snapshot is read from a current copy, so a node whose own copy
+ * lacks it (snapshots.c, "missing") rolls back too.
  */
 #include "volume/volume_int.h"
 
@@ -142,7 +144,7 @@ int volumes_rollback_start(struct volumes *vols, const char *name, const char *s
         return -ENOENT;
     struct snap_info si;
     struct rollback *rb = calloc(1, sizeof *rb);
-    int r = !rb ? -ENOMEM : snap_find(svol_snapshots(v->sv), snapshot, &si) < 0 ? -ENOMSG : 0;
+    int r = !rb ? -ENOMEM : volume_snap_find(v, snapshot, &si) < 0 ? -ENOMSG : 0;
     if (r == 0) {
         *rb = (struct rollback){.v = v, .id = si.id, .snap_size = si.size, .efd = efd};
         snprintf(rb->snapshot, sizeof rb->snapshot, "%s", snapshot);

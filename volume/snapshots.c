@@ -217,6 +217,15 @@ int volume_missing_open(struct volume *v, struct store *st)
     return r;
 }
 
+int volume_snap_find(struct volume *v, const char *name, struct snap_info *out)
+{
+    int i = missing_find(v, name);
+    if (i < 0)
+        return snap_find(svol_snapshots(v->sv), name, out);
+    *out = v->missing[i];
+    return 0;
+}
+
 void volume_missing_free(struct volume *v)
 {
     free(v->missing);

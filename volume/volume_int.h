@@ -107,6 +107,8 @@ uint64_t volume_add_extents(struct nbd_extent *ext, unsigned *n, unsigned max,
  * the file removed with the volume's files. */
 int volume_missing_open(struct volume *v, struct store *st);
 void volume_missing_free(struct volume *v);
+/* v's snapshot called name, held or missing here: 0, -ENOENT. Main loop. */
+int volume_snap_find(struct volume *v, const char *name, struct snap_info *out);
 int volume_missing_remove(struct volume *v, struct store *st);
 
 /* v's snapshots, oldest first, malloc'd (snapshots.c). */

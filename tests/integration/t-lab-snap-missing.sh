@@ -4,9 +4,10 @@
 # keeps s's record. n3 then wins a sync round: n2 and n1 stop, n3
 # restarts alone (the record survives it), n2 returns and loads n3's
 # state (it has the higher table version), then n1. Nobody drops s: a@s
-# reads its content through n1 and n2 (n3's failed copy serves nothing);
-# a `replica replace` on n3 cuts s there and rebuilds it, and a@s and a
-# read the same through every node.
+# reads its content through n1 and n2 (n3's failed copy serves nothing).
+# A rollback of a to s through n3 reads s from a current copy; a `replica
+# replace` on n3 cuts s there and rebuilds it, and a@s and a read s's
+# content through every node.
 # timeout: 240
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -71,11 +72,17 @@ for i in 1 2; do
     same "$i" a@s "$T/a.raw" || lab_fail "a@s through n$i differs from its content"
 done
 
+log "a rolled back to s through n3, which lacks it"
+lab vsan 3 snapshot rollback a s
+for i in 1 2; do
+    same "$i" a "$T/a.raw" || lab_fail "a through n$i differs from s after the rollback"
+done
+
 log "a replace on n3 cuts s there and rebuilds it"
 lab vsan 3 replica replace a
 wait_until 60 all_current || lab_fail "n3 not current after its replace: $(states 1)"
 for i in 1 2 3; do
     same "$i" a@s "$T/a.raw" || lab_fail "a@s through n$i differs after the replace"
-    same "$i" a "$T/b.raw" || lab_fail "a through n$i differs after the replace"
+    same "$i" a "$T/a.raw" || lab_fail "a through n$i differs after the replace"
 done
 log "ok"
