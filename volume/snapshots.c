@@ -463,11 +463,14 @@ static int cut_volume(struct volume *v, const char *snapshot, uint64_t id, int64
 static int delete_snapshot(struct volume *v, struct store *st, const char *snapshot)
 {
     struct snap_info si;
-    int r = snap_find(svol_snapshots(v->sv), snapshot, &si), m = missing_find(v, snapshot);
+    int m = missing_find(v, snapshot);
+    if (m >= 0) {
+        missing_drop(v, st, (size_t)m);
+        return 0;
+    }
+    int r = snap_find(svol_snapshots(v->sv), snapshot, &si);
     if (r == 0)
         r = snap_delete(svol_snapshots(v->sv), si.id);
-    else if (m >= 0)
-        missing_drop(v, st, (size_t)m), r = 0;
     if (r < 0)
         qb_log(LOG_ERR, "volume \"%s\": snapshot \"%s\": delete: %s", v->name, snapshot,
                strerror(-r));
