@@ -203,7 +203,7 @@ static int changed_extents(struct volume *v, uint64_t since, uint64_t upto, uint
 static uint64_t snapshot_id(struct volume *v, const char *name)
 {
     struct snap_info si;
-    return snap_find(svol_snapshots(v->sv), name, &si) == 0 ? si.id : 0;
+    return volume_snap_find(v, name, &si) == 0 ? si.id : 0;
 }
 
 static int sx_bitmap_extents(void *h, unsigned i, const char *bitmap, uint32_t count,
@@ -258,7 +258,7 @@ const char **volume_bitmap_names(struct volume *v, uint64_t upto, unsigned *n)
     *n = 0;
     struct snap_info *si;
     size_t k;
-    if (volume_snapshots(v, &si, &k) < 0)
+    if (volume_records(v, &si, &k) < 0)
         return NULL;
     if (k == 0) {
         free(si);
@@ -283,9 +283,9 @@ const char **volume_bitmap_names(struct volume *v, uint64_t upto, unsigned *n)
 int snapx_open(struct volume *v, const char *snap, struct nbd_export *exp)
 {
     struct snap_info si;
-    int r = snap_find(svol_snapshots(v->sv), snap, &si);
+    int r = volume_snap_find(v, snap, &si);
     if (r < 0 && cut_gate_awaited(v, snap))
-        r = snap_find(svol_snapshots(v->sv), snap, &si);
+        r = volume_snap_find(v, snap, &si);
     if (r < 0)
         return -ENOENT;
     struct snapx *x = calloc(1, sizeof *x);

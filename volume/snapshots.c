@@ -219,11 +219,12 @@ int volume_missing_open(struct volume *v, struct store *st)
 
 int volume_snap_find(struct volume *v, const char *name, struct snap_info *out)
 {
+    pthread_mutex_lock(&v->missing_mu);
     int i = missing_find(v, name);
-    if (i < 0)
-        return snap_find(svol_snapshots(v->sv), name, out);
-    *out = v->missing[i];
-    return 0;
+    if (i >= 0)
+        *out = v->missing[i];
+    pthread_mutex_unlock(&v->missing_mu);
+    return i < 0 ? snap_find(svol_snapshots(v->sv), name, out) : 0;
 }
 
 void volume_missing_free(struct volume *v)
@@ -279,16 +280,20 @@ static int missing_save(struct volume *v, struct store *st)
 static int missing_add(struct volume *v, struct store *st, const char *name, uint64_t id,
                        int64_t time, uint64_t size)
 {
+    pthread_mutex_lock(&v->missing_mu);
     struct snap_info *m = realloc(v->missing, (v->nmissing + 1) * sizeof *m);
+    if (m) {
+        v->missing = m;
+        m[v->nmissing] = (struct snap_info){.id = id, .time = time, .size = size};
+        snprintf(m[v->nmissing].name, sizeof m->name, "%s", name);
+        v->nmissing++;
+    }
+    pthread_mutex_unlock(&v->missing_mu);
     if (!m) {
         qb_log(LOG_ERR, "volume \"%s\": snapshot \"%s\": out of memory for its record", v->name,
                name);
         return -ENOMEM;
     }
-    v->missing = m;
-    m[v->nmissing] = (struct snap_info){.id = id, .time = time, .size = size};
-    snprintf(m[v->nmissing].name, sizeof m->name, "%s", name);
-    v->nmissing++;
     qb_log(LOG_WARNING, "volume \"%s\": snapshot \"%s\" (id %" PRIu64 ") kept as missing here",
            v->name, name, id);
     missing_save(v, st);
@@ -303,8 +308,10 @@ static void missing_drop(struct volume *v, struct store *st, size_t i)
 {
     qb_log(LOG_INFO, "volume \"%s\": snapshot \"%s\", missing here, deleted", v->name,
            v->missing[i].name);
+    pthread_mutex_lock(&v->missing_mu);
     memmove(&v->missing[i], &v->missing[i + 1], (v->nmissing - i - 1) * sizeof *v->missing);
     v->nmissing--;
+    pthread_mutex_unlock(&v->missing_mu);
     missing_save(v, st);
 }
 
@@ -325,8 +332,10 @@ int volumes_snapshot_fill(struct volumes *vols, const char *name)
             done++;
     }
     if (done > 0) {
+        pthread_mutex_lock(&v->missing_mu);
         memmove(v->missing, v->missing + done, (v->nmissing - done) * sizeof *v->missing);
         v->nmissing -= done;
+        pthread_mutex_unlock(&v->missing_mu);
         missing_save(v, vols->store); /* a stale line is dropped at the next open */
     }
     volumes_unlock(vols);
@@ -548,8 +557,8 @@ void volumes_cut_release(struct volumes *vols, const struct cut *c)
 
 /* ---- snapshot records ------------------------------------------------------ */
 
-/* v's snapshots, oldest first, malloc'd. */
-int volume_snapshots(struct volume *v, struct snap_info **out, size_t *n)
+/* v's snapshots its copy holds, oldest first, malloc'd. */
+static int volume_snapshots(struct volume *v, struct snap_info **out, size_t *n)
 {
     struct snapset *ss = svol_snapshots(v->sv);
     for (;;) {
@@ -572,19 +581,22 @@ static int by_info_id(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* v's snapshots and those its copy lacks, oldest first. */
-static int volume_records(struct volume *v, struct snap_info **out, size_t *n)
+int volume_records(struct volume *v, struct snap_info **out, size_t *n)
 {
     int r = volume_snapshots(v, out, n);
-    if (r < 0 || v->nmissing == 0)
+    if (r < 0)
         return r;
-    struct snap_info *all = realloc(*out, (*n + v->nmissing) * sizeof *all);
+    pthread_mutex_lock(&v->missing_mu);
+    size_t k = v->nmissing;
+    struct snap_info *all = k ? realloc(*out, (*n + k) * sizeof *all) : *out;
+    if (all && k)
+        memcpy(all + *n, v->missing, k * sizeof *all);
+    pthread_mutex_unlock(&v->missing_mu);
     if (!all) {
         free(*out);
         return -ENOMEM;
     }
-    memcpy(all + *n, v->missing, v->nmissing * sizeof *all);
-    *n += v->nmissing;
+    *n += k;
     qsort(all, *n, sizeof *all, by_info_id);
     *out = all;
     return 0;

@@ -445,6 +445,7 @@ static int volume_new(struct store *store, const struct store_volume *rec, struc
     pthread_mutex_init(&v->gate_mu, NULL);
     pthread_cond_init(&v->gate_cv, NULL);
     pthread_mutex_init(&v->snapx_mu, NULL);
+    pthread_mutex_init(&v->missing_mu, NULL);
     v->vid = policing_volume_id(rec->uuid);
     *out = v;
     return 0;
@@ -466,6 +467,7 @@ void volume_unref(struct volume *v)
     pthread_cond_destroy(&v->gate_cv);
     pthread_mutex_destroy(&v->gate_mu);
     pthread_mutex_destroy(&v->snapx_mu);
+    pthread_mutex_destroy(&v->missing_mu);
     free(v);
 }
 

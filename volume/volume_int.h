@@ -55,8 +55,10 @@ struct volume {
      * client may open v (closing), or its snapshot deleting (an id). */
     atomic_bool closing;
     _Atomic uint64_t deleting;
-    /* The group's snapshots this copy lacks (snapshots.c), oldest first;
-     * main loop. */
+    /* The group's snapshots this copy lacks (snapshots.c), oldest first.
+     * Changed only on the main loop, under missing_mu, and read there
+     * freely; other threads (an NBD open of VOL@SNAP) read under it. */
+    pthread_mutex_t missing_mu;
     struct snap_info *missing;
     size_t nmissing;
     /* The open VOL@SNAP exports (snapexport.c), under snapx_mu. */
@@ -107,12 +109,14 @@ uint64_t volume_add_extents(struct nbd_extent *ext, unsigned *n, unsigned max,
  * the file removed with the volume's files. */
 int volume_missing_open(struct volume *v, struct store *st);
 void volume_missing_free(struct volume *v);
-/* v's snapshot called name, held or missing here: 0, -ENOENT. Main loop. */
+/* v's snapshot called name, held or missing here: 0, -ENOENT. Any
+ * thread. */
 int volume_snap_find(struct volume *v, const char *name, struct snap_info *out);
 int volume_missing_remove(struct volume *v, struct store *st);
 
-/* v's snapshots, oldest first, malloc'd (snapshots.c). */
-int volume_snapshots(struct volume *v, struct snap_info **out, size_t *n);
+/* v's snapshots, oldest first, malloc'd (snapshots.c): those its copy
+ * holds and those it lacks. Any thread. */
+int volume_records(struct volume *v, struct snap_info **out, size_t *n);
 
 /* snapexport.c. The names of v's snapshots older than upto (0: all),
  * for an export's bitmaps, in one malloc'd block (NULL, *n 0: none). */

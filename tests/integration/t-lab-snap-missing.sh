@@ -4,7 +4,8 @@
 # keeps s's record. n3 then wins a sync round: n2 and n1 stop, n3
 # restarts alone (the record survives it), n2 returns and loads n3's
 # state (it has the higher table version), then n1. Nobody drops s: a@s
-# reads its content through n1 and n2 (n3's failed copy serves nothing).
+# reads its content through every node (n3 opens it from its record and
+# reads a current copy: its own, failed, serves nothing).
 # A rollback of a to s through n3 reads s from a current copy; a `replica
 # replace` on n3 cuts s there and rebuilds it, and a@s and a read s's
 # content through every node.
@@ -68,7 +69,7 @@ lab start 1
 wait_until 30 full_view 1 "1 2 3" || lab_fail "n1 did not rejoin"
 listed 1 || lab_fail "n1 dropped s"
 wait_until 60 states_are 1 "current current outdated" || lab_fail "n2 not resynced: $(states 1)"
-for i in 1 2; do
+for i in 1 2 3; do
     same "$i" a@s "$T/a.raw" || lab_fail "a@s through n$i differs from its content"
 done
 
