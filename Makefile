@@ -31,7 +31,7 @@ endif
 
 # The NBD protocol, independent of what it serves (see nbd-server/export.h).
 NBD_SRCS := nbd-server/handshake.c nbd-server/transmission.c nbd-server/server.c common/netaddr.c \
-            nbd-server/conn_io.c
+            nbd-server/conn_io.c nbd-server/tls.c
 # Membership, quorum and per-region write priority (policing/).
 POLICING_SRCS := policing/messages.c policing/cut.c policing/syncstream.c policing/protocol.c policing/priority.c policing/services.c \
                  policing/cluster_local.c policing/cluster_corosync.c
@@ -107,7 +107,7 @@ FUZZ_FLAGS := -std=gnu11 -D_GNU_SOURCE -g -O1 -I. -pthread -fsanitize=fuzzer,add
 $(FUZZ_BIN): tests/fuzz/fuzz_nbd.c nbd-server/mem_export.c $(NBD_SRCS) $(wildcard nbd-server/*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_nbd.c nbd-server/mem_export.c $(NBD_SRCS) \
-	  $(shell pkg-config --libs libqb)
+	  $(shell pkg-config --libs libqb gnutls)
 
 # The mirror link's header, payload and handshake checks, and its server
 # side (handshake, then requests) over loopback TCP with a fake backend.

@@ -9,7 +9,9 @@
  * other threads exist and takes no locks.
  *
  * The rule for replies: only the connection's own threads may block on its
- * socket. A reply finished by any other thread (a mirror link's reader
+ * socket. Under TLS only they send at all: a record cut short by a full
+ * socket must be sent again whole before anything else, so conn_send_other
+ * only queues (unless no own thread is left). A reply finished by any other thread (a mirror link's reader
  * completing a write, through nbd_async) goes out with conn_send_other,
  * which never waits: if wlock is busy or the socket full, what is left of
  * the reply joins the output queue, and an own thread sends it (the one
@@ -32,6 +34,7 @@
 #include "nbd-server/export.h"
 #include "nbd-server/protocol.h"
 #include "nbd-server/server.h"
+#include "nbd-server/tls.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -61,6 +64,12 @@ struct nbd_conn {
     bool out_is_socket;
     char peer[64];  /* for log messages: "127.0.0.1:53422" or "unix" */
     char local[64]; /* the address the client reached: "192.0.2.1", "" for unix */
+
+    /* Set by the handshake once STARTTLS succeeded, NULL before and for
+     * plain connections. Then the reader (rlock) receives and the wlock
+     * holder sends on it, never two senders at once, and every reply goes
+     * through one of c's own threads (see conn_send_other). */
+    struct nbd_tls_session *tls;
 
     /* Set by the handshake, read-only in transmission. */
     struct nbd_export exp;
@@ -106,6 +115,7 @@ struct nbd_conn {
     size_t outq_len, outq_cap;
     bool owners_gone;
     int wake_fd;
+    atomic_bool outq_wanted; /* wake_fd was written: the reader sends first */
 
     /* One reference for the serving threads together, one per write the
      * backend finishes asynchronously; the last one frees the connection. */
@@ -151,6 +161,11 @@ void conn_send_other(struct nbd_conn *c, struct iovec *iov, int iovcnt);
  * the output over to conn_send_other alone. */
 void conn_outq_last_owner(struct nbd_conn *c);
 
+/* Who the client proved to be over TLS (tls.h): a PSK user name or a
+ * certificate's subject DN; "" with NBD_TLS_AUTH_NONE for a plain
+ * connection, or TLS without a client certificate. */
+const char *conn_identity(const struct nbd_conn *c, enum nbd_tls_auth *auth);
+
 /* Drops a reference; the last one closes and frees c. */
 void conn_unref(struct nbd_conn *c);
 
@@ -164,6 +179,9 @@ void nbd_transmission(struct nbd_conn *c);
 
 /* Server-wide state the protocol needs. */
 bool nbd_server_shutting_down(struct nbd_server *srv);
+/* The TLS credentials new handshakes use, with a reference for the
+ * caller; NULL if none were set. */
+struct nbd_tls_creds *nbd_server_tls(struct nbd_server *srv);
 const struct nbd_catalog_ops *nbd_server_catalog(struct nbd_server *srv, void **ctx);
 
 #endif

@@ -13,6 +13,12 @@
  *
  * read/write rather than recv/send, so the fuzzer can feed a plain file.
  *
+ * Under TLS (tls.h) every read and write goes through the session without
+ * blocking, and the waits are here: the reader is the only receiver, the
+ * wlock holder the only sender (GnuTLS allows one of each at once), and a
+ * send cut short is finished by the same thread before it lets go of
+ * wlock, as GnuTLS requires.
+ *
  * During the handshake each read and write first waits with poll() for
  * what is left of the handshake's one deadline, so a client trickling a
  * byte at a time is cut when the handshake as a whole took too long.
@@ -61,6 +67,21 @@ static int ready(struct nbd_conn *c, int fd, short events)
 
 static void drain_locked(struct nbd_conn *c);
 
+/* The reader, an own thread, sends what other threads queued for it
+ * (conn_send_other woke it). */
+static void send_queued(struct nbd_conn *c)
+{
+    uint64_t n;
+    /* Non-blocking: EAGAIN only if another reader took it first. */
+    if (read(c->wake_fd, &n, sizeof n) < 0 && errno != EAGAIN)
+        qb_log(LOG_WARNING, "nbd %s: wake-up: %s", c->peer, strerror(errno));
+    atomic_store(&c->outq_wanted, false);
+    pthread_mutex_lock(&c->wlock);
+    drain_locked(c);
+    pthread_mutex_unlock(&c->wlock);
+    pthread_mutex_unlock(&c->qlock);
+}
+
 /* Waits until there is input, and sends the queued replies whenever
  * wake_fd says they wait for an own thread: the reader is one, and may
  * block on its own client. 0, or -1 if it can't wait. */
@@ -75,34 +96,77 @@ static int wait_input(struct nbd_conn *c)
             qb_log(LOG_WARNING, "nbd %s: poll: %s", c->peer, strerror(errno));
             return -1;
         }
-        if (p[1].revents & POLLIN) {
-            uint64_t n;
-            /* Non-blocking: EAGAIN only if another reader took it first. */
-            if (read(c->wake_fd, &n, sizeof n) < 0 && errno != EAGAIN)
-                qb_log(LOG_WARNING, "nbd %s: wake-up: %s", c->peer, strerror(errno));
-            pthread_mutex_lock(&c->wlock);
-            drain_locked(c);
-            pthread_mutex_unlock(&c->wlock);
-            pthread_mutex_unlock(&c->qlock);
-        }
+        if (p[1].revents & POLLIN)
+            send_queued(c);
         if (p[0].revents)
             return 0;
     }
 }
 
-/* One read(2) of input. In transmission on a socket, it first tries
- * without blocking (the common case under load: one system call), and
- * waits in wait_input only when there is nothing yet. */
+/* Waits until fd is ready: within the handshake's deadline during it,
+ * for as long as it takes after. 0, or -1 (logged). */
+static int wait_ready(struct nbd_conn *c, int fd, short events)
+{
+    if (c->handshaking)
+        return ready(c, fd, events);
+    struct pollfd p = {.fd = fd, .events = events};
+    while (poll(&p, 1, -1) < 0) {
+        if (errno != EINTR) {
+            qb_log(LOG_WARNING, "nbd %s: poll: %s", c->peer, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Whether reads may block in read(2): a plain connection before
+ * transmission (or the fuzzer's file), which ready() bounds. A socket in
+ * transmission, and any TLS session, is read without blocking, and
+ * waited for here. */
+static bool reads_block(const struct nbd_conn *c)
+{
+    return !c->tls && (c->wake_fd < 0 || !c->out_is_socket || c->in_fd != c->out_fd);
+}
+
+static ssize_t recv_now(struct nbd_conn *c, void *buf, size_t len)
+{
+    if (c->tls)
+        return nbd_tls_recv(c->tls, buf, len, c->peer);
+    return recv(c->in_fd, buf, len, MSG_DONTWAIT);
+}
+
+/* Reads what comes, up to len bytes: > 0, or -1 at EOF or error (logged
+ * at debug level: a client going away is normal). In transmission on a
+ * socket, it first tries without blocking (the common case under load: one
+ * system call), sending first what other threads queued for the reader. */
 static ssize_t read_in(struct nbd_conn *c, void *buf, size_t len)
 {
-    if (c->wake_fd < 0 || !c->out_is_socket || c->in_fd != c->out_fd)
-        return read(c->in_fd, buf, len);
+    bool blocking = reads_block(c);
     for (;;) {
-        ssize_t n = recv(c->in_fd, buf, len, MSG_DONTWAIT);
-        if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+        ssize_t n;
+        if (blocking) {
+            if (ready(c, c->in_fd, POLLIN) < 0)
+                return -1;
+            n = read(c->in_fd, buf, len);
+        } else {
+            if (c->wake_fd >= 0 && atomic_load(&c->outq_wanted))
+                send_queued(c);
+            n = recv_now(c, buf, len);
+        }
+        if (n > 0)
             return n;
-        if (wait_input(c) < 0)
+        if (n == 0)
             return -1;
+        if (errno == EINTR)
+            continue;
+        if (!blocking && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int r = c->wake_fd >= 0 ? wait_input(c) : wait_ready(c, c->in_fd, POLLIN);
+            if (r < 0)
+                return -1;
+            continue;
+        }
+        qb_log(LOG_DEBUG, "nbd %s: read: %s", c->peer, strerror(errno));
+        return -1;
     }
 }
 
@@ -110,20 +174,11 @@ static int fill(struct nbd_conn *c)
 {
     if (c->in_start == c->in_end)
         c->in_start = c->in_end = 0;
-    for (;;) {
-        if (ready(c, c->in_fd, POLLIN) < 0)
-            return -1;
-        ssize_t n = read_in(c, c->in + c->in_end, CONN_INBUF_SIZE - c->in_end);
-        if (n > 0) {
-            c->in_end += (size_t)n;
-            return 0;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            qb_log(LOG_DEBUG, "nbd %s: read: %s", c->peer, strerror(errno));
+    ssize_t n = read_in(c, c->in + c->in_end, CONN_INBUF_SIZE - c->in_end);
+    if (n < 0)
         return -1;
-    }
+    c->in_end += (size_t)n;
+    return 0;
 }
 
 bool conn_buffered(const struct nbd_conn *c, size_t len)
@@ -145,19 +200,11 @@ static size_t take_buffered(struct nbd_conn *c, void *buf, size_t len)
 static int read_direct(struct nbd_conn *c, char *buf, size_t len)
 {
     while (len > 0) {
-        if (ready(c, c->in_fd, POLLIN) < 0)
-            return -1;
         ssize_t n = read_in(c, buf, len);
-        if (n > 0) {
-            buf += n;
-            len -= (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
         if (n < 0)
-            qb_log(LOG_DEBUG, "nbd %s: read: %s", c->peer, strerror(errno));
-        return -1;
+            return -1;
+        buf += n;
+        len -= (size_t)n;
     }
     return 0;
 }
@@ -193,9 +240,13 @@ int conn_discard(struct nbd_conn *c, uint64_t len)
 }
 
 /* sendmsg on sockets so a client that went away costs an EPIPE, not a
- * SIGPIPE: the daemon's disposition of signals is not ours to rely on. */
+ * SIGPIPE: the daemon's disposition of signals is not ours to rely on.
+ * TLS sends never block (tls.h): an EAGAIN must be followed by the same
+ * call. */
 static ssize_t out_vec(struct nbd_conn *c, struct iovec *iov, int iovcnt, int flags)
 {
+    if (c->tls)
+        return nbd_tls_send(c->tls, iov, iovcnt, c->peer);
     if (!c->out_is_socket)
         return writev(c->out_fd, iov, iovcnt);
     struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
@@ -232,13 +283,17 @@ static void about_to_block(void)
 int conn_writev(struct nbd_conn *c, struct iovec *iov, int iovcnt)
 {
     while (iovcnt > 0) {
-        if (ready(c, c->out_fd, POLLOUT) < 0) {
+        if (!c->tls && ready(c, c->out_fd, POLLOUT) < 0) {
             atomic_store(&c->dead, true);
             return -1;
         }
         ssize_t n = out_vec(c, iov, iovcnt, before_blocking.fn ? MSG_DONTWAIT : 0);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             about_to_block();
+            if (c->tls && wait_ready(c, c->out_fd, POLLOUT) < 0) {
+                atomic_store(&c->dead, true);
+                return -1;
+            }
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -371,9 +426,12 @@ void conn_send_other(struct nbd_conn *c, struct iovec *iov, int iovcnt)
     if (atomic_load(&c->dead))
         goto out;
     /* Under qlock, wlock is held only by an own thread, which looks at the
-     * queue before it lets go: so a busy wlock means "queue it". */
+     * queue before it lets go: so a busy wlock means "queue it". Under
+     * TLS a record cut short would have to be finished by the next sender
+     * before anything else: only own threads send, unless none is left
+     * (then a send cut short ends the connection below). */
     if (c->outq_len == 0 && pthread_mutex_trylock(&c->wlock) == 0) {
-        int r = send_nowait(c, &iov, &iovcnt);
+        int r = !c->tls || c->owners_gone ? send_nowait(c, &iov, &iovcnt) : 0;
         pthread_mutex_unlock(&c->wlock);
         if (r < 0 || iovcnt == 0)
             goto out;
@@ -388,6 +446,8 @@ void conn_send_other(struct nbd_conn *c, struct iovec *iov, int iovcnt)
         goto out;
     }
     uint64_t one = 1;
+    if (woken)
+        atomic_store(&c->outq_wanted, true);
     if (woken && write(c->wake_fd, &one, sizeof one) < 0)
         conn_end(c, "its replies can't be handed to its threads");
 out:

@@ -7,7 +7,15 @@
  * stream, absurd length) ends the connection, and only this one.
  *
  * Served: EXPORT_NAME, ABORT, LIST, INFO, GO, STRUCTURED_REPLY,
- * LIST_META_CONTEXT and SET_META_CONTEXT. No TLS: STARTTLS is unsupported.
+ * LIST_META_CONTEXT, SET_META_CONTEXT and STARTTLS.
+ *
+ * TLS as proto.md says: with [nbd] tls = off STARTTLS is unsupported; with
+ * on it is offered and plain clients go on as before; with require
+ * (FORCEDTLS) every option before it but ABORT gets ERR_TLS_REQD, and
+ * EXPORT_NAME, which cannot fail, closes. The TLS handshake counts
+ * against the NBD handshake's one deadline, and once it succeeds the state
+ * negotiated in plain text (structured replies, meta contexts) is
+ * forgotten, as the protocol demands.
  *
  * Meta contexts: base:allocation, and qemu:dirty-bitmap:NAME for each
  * bitmap the named export offers (export.h). Queries are answered as
@@ -478,6 +486,39 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const char *data, 
     return set_contexts(c, name, &qs);
 }
 
+/* NBD_OPT_STARTTLS: the ACK in plain text, then the TLS handshake, with
+ * what is left of the handshake's deadline. */
+static int opt_starttls(struct nbd_conn *c, uint32_t len)
+{
+    uint32_t opt = NBD_OPT_STARTTLS;
+    if (c->cfg->tls == NBD_TLS_OFF)
+        return reply_error(c, opt, NBD_REP_ERR_UNSUP, "TLS is not enabled on this server");
+    if (c->tls)
+        return reply_error(c, opt, NBD_REP_ERR_INVALID, "TLS is already negotiated");
+    if (len != 0)
+        return reply_error(c, opt, NBD_REP_ERR_INVALID, "STARTTLS takes no data");
+    if (!c->out_is_socket || c->in_fd != c->out_fd)
+        return reply_error(c, opt, NBD_REP_ERR_UNSUP, "TLS needs a socket");
+    struct nbd_tls_creds *creds = nbd_server_tls(c->srv);
+    if (!creds)
+        return reply_error(c, opt, NBD_REP_ERR_POLICY, "no TLS credentials loaded");
+    /* Bytes read in plain text past the option would be taken for the
+     * TLS stream (or worse, for options negotiated under TLS): a client
+     * must wait for the ACK. */
+    int r = -1;
+    if (conn_buffered(c, 1))
+        qb_log(LOG_INFO, "nbd %s: data sent before the reply to STARTTLS: closing", c->peer);
+    else if (reply(c, opt, NBD_REP_ACK, NULL, 0) == 0 &&
+             (c->tls = nbd_tls_accept(creds, c->in_fd, c->peer, &c->deadline)) != NULL)
+        r = 0;
+    nbd_tls_creds_unref(creds);
+    if (r < 0)
+        return -1;
+    c->structured = false;
+    drop_meta(c);
+    return 0;
+}
+
 /* Answers one option. 1: transmission begins; 0: next option; -1: close. */
 static int handle_option(struct nbd_conn *c, uint32_t opt, const char *data, uint32_t len)
 {
@@ -485,7 +526,20 @@ static int handle_option(struct nbd_conn *c, uint32_t opt, const char *data, uin
         return -1; /* it has no way to report an error */
     if (nbd_server_shutting_down(c->srv) && opt != NBD_OPT_ABORT)
         return reply_error(c, opt, NBD_REP_ERR_SHUTDOWN, "server is shutting down");
+    if (c->cfg->tls == NBD_TLS_REQUIRE && !c->tls && opt != NBD_OPT_STARTTLS &&
+        opt != NBD_OPT_ABORT) {
+        if (opt == NBD_OPT_EXPORT_NAME) {
+            qb_log(LOG_INFO, "nbd %s: EXPORT_NAME without TLS, which this server requires: closing",
+                   c->peer);
+            return -1;
+        }
+        return reply_error(c, opt, NBD_REP_ERR_TLS_REQD,
+                           "TLS is required: this server accepts only STARTTLS and ABORT "
+                           "before TLS");
+    }
     switch (opt) {
+    case NBD_OPT_STARTTLS:
+        return opt_starttls(c, len);
     case NBD_OPT_EXPORT_NAME:
         return opt_export_name(c, data, len);
     case NBD_OPT_ABORT:

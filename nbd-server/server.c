@@ -47,6 +47,11 @@ struct nbd_server {
     void *catalog_ctx;
     atomic_bool shutting_down;
 
+    /* The TLS credentials of new handshakes (tls_lock: swapped by a reload
+     * while accept threads take references). */
+    pthread_mutex_t tls_lock;
+    struct nbd_tls_creds *tls;
+
     /* Added and removed by the main thread only; each accept thread reads
      * only its own listener, which stays put until that thread is joined. */
     struct listener *listeners[LISTENERS_MAX];
@@ -90,6 +95,7 @@ struct nbd_server *nbd_server_new(const struct nbd_server_config *cfg,
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* shutdown's deadline */
     pthread_mutex_init(&srv->lock, NULL);
+    pthread_mutex_init(&srv->tls_lock, NULL);
     pthread_cond_init(&srv->gone, &ca);
     pthread_condattr_destroy(&ca);
     return srv;
@@ -98,6 +104,25 @@ struct nbd_server *nbd_server_new(const struct nbd_server_config *cfg,
 bool nbd_server_shutting_down(struct nbd_server *srv)
 {
     return atomic_load_explicit(&srv->shutting_down, memory_order_relaxed);
+}
+
+void nbd_server_set_tls(struct nbd_server *srv, struct nbd_tls_creds *creds)
+{
+    pthread_mutex_lock(&srv->tls_lock);
+    struct nbd_tls_creds *old = srv->tls;
+    srv->tls = creds;
+    pthread_mutex_unlock(&srv->tls_lock);
+    nbd_tls_creds_unref(old);
+}
+
+struct nbd_tls_creds *nbd_server_tls(struct nbd_server *srv)
+{
+    pthread_mutex_lock(&srv->tls_lock);
+    struct nbd_tls_creds *c = srv->tls;
+    if (c)
+        nbd_tls_creds_ref(c);
+    pthread_mutex_unlock(&srv->tls_lock);
+    return c;
 }
 
 const struct nbd_catalog_ops *nbd_server_catalog(struct nbd_server *srv, void **ctx)
@@ -238,12 +263,21 @@ static void conn_free(struct nbd_conn *c)
         close(c->out_fd);
     if (c->wake_fd >= 0)
         close(c->wake_fd);
+    nbd_tls_session_free(c->tls);
     pthread_mutex_destroy(&c->rlock);
     pthread_mutex_destroy(&c->wlock);
     pthread_mutex_destroy(&c->qlock);
     free(c->outq);
     free(c->in);
     free(c);
+}
+
+const char *conn_identity(const struct nbd_conn *c, enum nbd_tls_auth *auth)
+{
+    if (c->tls)
+        return nbd_tls_identity(c->tls, auth);
+    *auth = NBD_TLS_AUTH_NONE;
+    return "";
 }
 
 /* Called by each serving thread as it leaves; the last one drops the
@@ -337,8 +371,11 @@ static void serve_conn(struct nbd_conn *c)
         conn_leave(c);
         return;
     }
-    qb_log(LOG_DEBUG, "nbd %s: export \"%s\": transmission, %s replies", c->peer, c->export_name,
-           c->structured ? "structured" : "simple");
+    enum nbd_tls_auth auth;
+    const char *who = conn_identity(c, &auth);
+    qb_log(LOG_DEBUG, "nbd %s: export \"%s\": transmission, %s replies, %s%s%s", c->peer,
+           c->export_name, c->structured ? "structured" : "simple", c->tls ? "TLS" : "plain",
+           who[0] ? " as " : "", who);
     start_followers(c);
     nbd_transmission(c);
     conn_leave(c);
@@ -576,7 +613,9 @@ void nbd_server_free(struct nbd_server *srv)
         return;
     if (!nbd_server_shutting_down(srv) || srv->nlisteners > 0)
         nbd_server_shutdown(srv);
+    nbd_tls_creds_unref(srv->tls);
     pthread_cond_destroy(&srv->gone);
+    pthread_mutex_destroy(&srv->tls_lock);
     pthread_mutex_destroy(&srv->lock);
     free(srv);
 }

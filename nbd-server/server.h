@@ -21,6 +21,7 @@
 #define VSAN_NBD_SERVER_H
 
 #include "nbd-server/export.h"
+#include "nbd-server/tls.h"
 
 #include <stdint.h>
 
@@ -35,6 +36,7 @@ struct nbd_server_config {
     unsigned max_connections;      /* further connections are closed at once */
     unsigned handshake_timeout_ms; /* for the whole handshake, from the accept */
     unsigned shutdown_grace_ms;    /* how long shutdown waits for clients to leave */
+    int tls;                       /* enum nbd_tls_mode (tls.h) */
 };
 
 /* Fills the defaults documented in deploy/vsan.conf.sample. */
@@ -49,6 +51,11 @@ struct nbd_server *nbd_server_new(const struct nbd_server_config *cfg,
  * on a unix socket at that path (replacing a stale one). Returns 0, or
  * -errno with a message logged that names the address. */
 int nbd_server_listen(struct nbd_server *srv, const char *addr);
+
+/* Sets the TLS credentials of new handshakes, taking over the caller's
+ * reference; those in use by a handshake or a session stay until it ends.
+ * With tls on or require, call it before listening. */
+void nbd_server_set_tls(struct nbd_server *srv, struct nbd_tls_creds *creds);
 
 /* Stops the listener started on addr (the same string) and closes it;
  * connections it accepted go on. 0 or -ENOENT. */
