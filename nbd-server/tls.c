@@ -51,9 +51,10 @@ struct nbd_tls_session {
 
 /* ---- credentials -------------------------------------------------------- */
 
+/* Paths are cut to fit: the message names the file first, then why. */
 static int err_file(char *err, size_t len, const char *path, const char *why)
 {
-    snprintf(err, len, "%s: %s", path, why);
+    snprintf(err, len, "%.700s: %.200s", path, why);
     return -1;
 }
 
@@ -94,7 +95,7 @@ static int load_x509(struct nbd_tls_creds *c, const char *dir, char *err, size_t
     }
     r = gnutls_certificate_set_x509_key_file(c->x509, cert, key, GNUTLS_X509_FMT_PEM);
     if (r < 0) {
-        snprintf(err, len, "%s and %s: %s", cert, key, gnutls_strerror(r));
+        snprintf(err, len, "%.400s and %.400s: %.150s", cert, key, gnutls_strerror(r));
         return -1;
     }
     return 0;
@@ -168,10 +169,17 @@ struct nbd_tls_creds *nbd_tls_creds_load(const struct nbd_tls_config *cfg, char 
     int r = gnutls_priority_init(&c->priority, NBD_TLS_PRIORITY, &at);
     if (r < 0)
         snprintf(err, errlen, "priority string at \"%s\": %s", at, gnutls_strerror(r));
-    if (r == 0 && cfg->certificates[0] && load_x509(c, cfg->certificates, err, errlen) < 0)
+    /* The message names the setting (as nbdkit's options and vsand's
+     * [tls] keys do), then the file. */
+    char why[1024];
+    if (r == 0 && cfg->certificates[0] && load_x509(c, cfg->certificates, why, sizeof why) < 0) {
+        snprintf(err, errlen, "certificates = %.400s: %s", cfg->certificates, why);
         r = -1;
-    if (r == 0 && cfg->psk_file[0] && load_psk(c, cfg->psk_file, err, errlen) < 0)
+    }
+    if (r == 0 && cfg->psk_file[0] && load_psk(c, cfg->psk_file, why, sizeof why) < 0) {
+        snprintf(err, errlen, "psk_file = %.400s: %s", cfg->psk_file, why);
         r = -1;
+    }
     if (r == 0 && !c->x509 && !c->psk) {
         snprintf(err, errlen, "neither certificates nor a PSK file");
         r = -1;

@@ -58,7 +58,7 @@ struct parser {
     size_t errlen;
 };
 
-static const char *const sections[] = {"node", "nbd", "cluster", "mirror", "admin", "log"};
+static const char *const sections[] = {"node", "nbd", "tls", "cluster", "mirror", "admin", "log"};
 
 static const char name_chars[] =
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
@@ -423,6 +423,22 @@ static int parse_cluster_mode(const struct key_def *k, struct vsan_config *cfg, 
     return parse_choice(value, modes, 2, &cfg->cluster_mode, why, len);
 }
 
+static int parse_tls_mode(const struct key_def *k, struct vsan_config *cfg, const char *value,
+                          char *why, size_t len)
+{
+    static const char *const modes[] = {[NBD_TLS_OFF] = "off", [NBD_TLS_ON] = "on",
+                                        [NBD_TLS_REQUIRE] = "require"};
+    (void)k;
+    for (int i = 0; i < 3; i++) {
+        if (strcmp(value, modes[i]) == 0) {
+            cfg->nbd.tls = i;
+            return 0;
+        }
+    }
+    snprintf(why, len, "expected off, on or require");
+    return -1;
+}
+
 static int parse_on_no_quorum(const struct key_def *k, struct vsan_config *cfg, const char *value,
                               char *why, size_t len)
 {
@@ -513,6 +529,10 @@ static const struct key_def keys[] = {
     KEY("nbd", "max_connections", parse_uint, nbd.max_connections, 1, CONFIG_CONNECTIONS_MAX),
     KEY("nbd", "handshake_timeout", parse_uint, nbd.handshake_timeout_ms, 1, CONFIG_TIMEOUT_MS_MAX),
     KEY("nbd", "shutdown_grace", parse_uint, nbd.shutdown_grace_ms, 0, CONFIG_TIMEOUT_MS_MAX),
+    KEY("nbd", "tls", parse_tls_mode, nbd.tls, 0, 0),
+    KEY("tls", "certificates", parse_path, tls_certificates, 0, 0),
+    KEY("tls", "verify_peer", parse_bool, tls_verify_peer, 0, 0),
+    KEY("tls", "psk_file", parse_file_path, tls_psk_file, 0, 0),
     KEY("cluster", "mode", parse_cluster_mode, cluster_mode, 0, 0),
     KEY("cluster", "name", parse_node_name, cluster_name, 0, 0),
     KEY("cluster", "region_size", parse_block_size, region_size, CONFIG_REGION_MIN,
@@ -608,7 +628,8 @@ static void check_section_line(struct parser *p, const char *s)
     }
     if (!section_known(s + 1, end - s - 1))
         fail(p, p->lineno,
-             "unknown section [%.*s] (known: [node], [nbd], [cluster], [mirror], [admin], [log])",
+             "unknown section [%.*s] (known: [node], [nbd], [tls], [cluster], [mirror], [admin], "
+             "[log])",
              (int)(end - s - 1), s + 1);
 }
 
@@ -763,6 +784,29 @@ static int check_service(struct parser *p)
     return 0;
 }
 
+/* TLS needs credentials, and verifying clients' certificates a CA. The
+ * files themselves are read when vsand starts (nbd_tls_creds_load). */
+static int check_tls(struct parser *p)
+{
+    const struct vsan_config *c = p->cfg;
+    static const char *const modes[] = {"off", "on", "require"};
+    if (c->nbd.tls != NBD_TLS_OFF && !c->tls_certificates[0] && !c->tls_psk_file[0]) {
+        fail(p, p->key_line[find_key("nbd", "tls") - keys],
+             "[nbd] tls = %s needs [tls] certificates (a directory with %s, %s and %s) or "
+             "[tls] psk_file",
+             modes[c->nbd.tls], NBD_TLS_CA_CERT, NBD_TLS_SERVER_CERT, NBD_TLS_SERVER_KEY);
+        return -1;
+    }
+    if (c->tls_verify_peer && !c->tls_certificates[0]) {
+        fail(p, p->key_line[find_key("tls", "verify_peer") - keys],
+             "[tls] verify_peer = yes needs [tls] certificates (its %s checks the clients' "
+             "certificates)",
+             NBD_TLS_CA_CERT);
+        return -1;
+    }
+    return 0;
+}
+
 /* inih goes on after a syntax error and returns the line of the first
  * error it saw, ours included; an earlier line than ours is its own. */
 static int run_parser(struct parser *p)
@@ -783,7 +827,7 @@ static int run_parser(struct parser *p)
         fail(p, 0, "out of memory");
         return -1;
     }
-    if (check_block_sizes(p) < 0 || check_service(p) < 0)
+    if (check_block_sizes(p) < 0 || check_service(p) < 0 || check_tls(p) < 0)
         return -1;
     return check_mirror_listen(p);
 }

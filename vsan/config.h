@@ -60,7 +60,11 @@ struct vsan_config {
     /* [nbd] */
     char listen[CONFIG_LISTEN_MAX][CONFIG_ADDR_MAX + 1];
     unsigned n_listen;
-    struct nbd_server_config nbd;
+    struct nbd_server_config nbd; /* with [nbd] tls */
+    /* [tls] */
+    char tls_certificates[PATH_MAX]; /* nbdkit's layout (tls.h); "" = none */
+    bool tls_verify_peer;
+    char tls_psk_file[PATH_MAX]; /* psktool's format; "" = none */
     /* [cluster] */
     int cluster_mode; /* enum config_cluster_mode */
     char cluster_name[CONFIG_NAME_MAX + 1];

@@ -56,7 +56,9 @@ struct node {
     struct vsan_config cfg;
     int pid_fd; /* holds the pid file's lock; -1 if none */
     qb_loop_t *loop;
-    qb_loop_signal_handle sig_term, sig_int;
+    qb_loop_signal_handle sig_term, sig_int, sig_hup;
+    const char *config_path;
+    struct nbd_tls_creds *tls; /* loaded with the config, until the NBD server takes them */
     struct store *store;
     struct volumes *vols;
     struct voltable table;
@@ -365,6 +367,48 @@ static int32_t on_stop_signal(int32_t sig, void *data)
     return 0;
 }
 
+/* Loads the [tls] credentials the config names. 0, or -1 with a message
+ * naming the config file, the key and the file at fault. */
+static int load_tls(const char *path, const struct vsan_config *cfg, struct nbd_tls_creds **out,
+                    char *err, size_t len)
+{
+    struct nbd_tls_config tc = {.certificates = cfg->tls_certificates,
+                                .verify_peer = cfg->tls_verify_peer,
+                                .psk_file = cfg->tls_psk_file};
+    char why[1500];
+    *out = NULL;
+    if (cfg->nbd.tls == NBD_TLS_OFF)
+        return 0;
+    *out = nbd_tls_creds_load(&tc, why, sizeof why);
+    if (*out)
+        return 0;
+    snprintf(err, len, "%.200s: [tls] %s", path, why);
+    return -1;
+}
+
+/* SIGHUP: new certificates and CRL for the handshakes to come (a restart
+ * would be a failover). Those begun keep the credentials they began with;
+ * a failure keeps the old ones. The PSK file needs no reload. */
+static int32_t on_reload_signal(int32_t sig, void *data)
+{
+    struct node *n = data;
+    struct nbd_tls_creds *creds;
+    char err[1800];
+    (void)sig;
+    if (n->cfg.nbd.tls == NBD_TLS_OFF) {
+        qb_log(LOG_INFO, "SIGHUP received: nothing to reload ([nbd] tls = off)");
+        return 0;
+    }
+    if (load_tls(n->config_path, &n->cfg, &creds, err, sizeof err) < 0) {
+        qb_log(LOG_ERR, "SIGHUP received: TLS credentials not reloaded, the old ones stay: %s",
+               err);
+        return 0;
+    }
+    nbd_server_set_tls(n->nbd, creds);
+    qb_log(LOG_INFO, "SIGHUP received: TLS credentials reloaded for new connections");
+    return 0;
+}
+
 static int start_loop(struct node *n)
 {
     int r;
@@ -377,8 +421,10 @@ static int start_loop(struct node *n)
     r = qb_loop_signal_add(n->loop, QB_LOOP_HIGH, SIGTERM, n, on_stop_signal, &n->sig_term);
     if (r == 0)
         r = qb_loop_signal_add(n->loop, QB_LOOP_HIGH, SIGINT, n, on_stop_signal, &n->sig_int);
+    if (r == 0)
+        r = qb_loop_signal_add(n->loop, QB_LOOP_HIGH, SIGHUP, n, on_reload_signal, &n->sig_hup);
     if (r < 0)
-        qb_log(LOG_ERR, "cannot watch SIGTERM and SIGINT: %s", strerror(-r));
+        qb_log(LOG_ERR, "cannot watch SIGTERM, SIGINT and SIGHUP: %s", strerror(-r));
     return r;
 }
 
@@ -389,6 +435,8 @@ static int create_nbd(struct node *n)
         qb_log(LOG_ERR, "cannot create the NBD server: %s", strerror(ENOMEM));
         return -ENOMEM;
     }
+    nbd_server_set_tls(n->nbd, n->tls);
+    n->tls = NULL;
     return 0;
 }
 
@@ -586,6 +634,9 @@ static void stop_node(struct node *n)
         qb_log(LOG_WARNING, "cannot stop watching SIGTERM");
     if (n->sig_int && qb_loop_signal_del(n->loop, n->sig_int) < 0)
         qb_log(LOG_WARNING, "cannot stop watching SIGINT");
+    if (n->sig_hup && qb_loop_signal_del(n->loop, n->sig_hup) < 0)
+        qb_log(LOG_WARNING, "cannot stop watching SIGHUP");
+    nbd_tls_creds_unref(n->tls);
     if (n->loop)
         qb_loop_destroy(n->loop);
 }
@@ -626,12 +677,17 @@ static int setup_logging(const struct vsan_config *cfg, bool foreground)
     return r;
 }
 
-static int load_config(const struct options *o, struct vsan_config *cfg)
+/* The config, and the TLS credentials it names: a bad file stops vsand
+ * before it forks, with the message on stderr. */
+static int load_config(const struct options *o, struct node *n)
 {
-    char err[600];
+    char err[1800];
+    struct vsan_config *cfg = &n->cfg;
 
     config_defaults(cfg);
-    if (config_parse(o->config, cfg, err, sizeof err) < 0) {
+    n->config_path = o->config;
+    if (config_parse(o->config, cfg, err, sizeof err) < 0 ||
+        load_tls(o->config, cfg, &n->tls, err, sizeof err) < 0) {
         fprintf(stderr, "vsand: %s\n", err);
         return -1;
     }
@@ -671,7 +727,7 @@ int main(int argc, char **argv)
 
     if (r != 0)
         return r > 0 ? 0 : 2;
-    if (load_config(&o, &n.cfg) < 0 || setup_logging(&n.cfg, o.foreground) < 0)
+    if (load_config(&o, &n) < 0 || setup_logging(&n.cfg, o.foreground) < 0)
         return 1;
     if (!o.foreground && daemonize(&status_fd) < 0)
         return 1;
