@@ -36,7 +36,10 @@ static char sock[128];
 static struct mem_catalog *cat;
 static struct nbd_server *srv;
 
-static void start_server(uint32_t min_block, uint32_t max_payload)
+static bool use_tls; /* connect_to goes through STARTTLS with a PSK */
+static char psk_file[128];
+
+static void start_server_tls(uint32_t min_block, uint32_t max_payload, int tls)
 {
     snprintf(dir, sizeof dir, "/tmp/vsan-nbdtest-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
@@ -54,9 +57,28 @@ static void start_server(uint32_t min_block, uint32_t max_payload)
     cfg.min_block = min_block;
     cfg.max_payload = max_payload;
     cfg.shutdown_grace_ms = 2000;
+    cfg.tls = tls;
     srv = nbd_server_new(&cfg, &mem_catalog_ops, cat);
     cr_assert_not_null(srv);
+    use_tls = tls != NBD_TLS_OFF;
+    if (use_tls) {
+        snprintf(psk_file, sizeof psk_file, "%s/keys.psk", dir);
+        FILE *f = fopen(psk_file, "w");
+        cr_assert_not_null(f);
+        fprintf(f, "alice:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n");
+        cr_assert_eq(fclose(f), 0);
+        char err[512];
+        struct nbd_tls_config tc = {.certificates = "", .psk_file = psk_file};
+        struct nbd_tls_creds *creds = nbd_tls_creds_load(&tc, err, sizeof err);
+        cr_assert_not_null(creds, "%s", err);
+        nbd_server_set_tls(srv, creds);
+    }
     cr_assert_eq(nbd_server_listen(srv, sock), 0);
+}
+
+static void start_server(uint32_t min_block, uint32_t max_payload)
+{
+    start_server_tls(min_block, max_payload, NBD_TLS_OFF);
 }
 
 static void setup(void)
@@ -77,6 +99,8 @@ static void teardown(void)
     mem_catalog_free(cat);
     cat = NULL;
     unlink(sock);
+    if (use_tls)
+        unlink(psk_file);
     rmdir(dir);
 }
 
@@ -84,6 +108,11 @@ static struct nbd_handle *connect_to(const char *export)
 {
     struct nbd_handle *h = nbd_create();
     cr_assert_not_null(h);
+    if (use_tls) {
+        cr_assert_eq(nbd_set_tls(h, LIBNBD_TLS_REQUIRE), 0);
+        cr_assert_eq(nbd_set_tls_psk_file(h, psk_file), 0);
+        cr_assert_eq(nbd_set_tls_username(h, "alice"), 0);
+    }
     cr_assert_eq(nbd_set_export_name(h, export), 0);
     cr_assert_eq(nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION), 0);
     cr_assert_eq(nbd_connect_unix(h, sock), 0, "connect: %s", nbd_get_error());
@@ -435,6 +464,39 @@ Test(io, async_writes_outlive_their_client, .init = setup, .fini = teardown)
         poll(NULL, 0, 5);
     cr_assert_eq(mem_catalog_open_count(cat), 0);
     cr_assert_eq(nbd_server_connections(srv), 0);
+}
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+static void setup_tls(void)
+{
+    start_server_tls(1, 32u << 20, NBD_TLS_REQUIRE);
+}
+
+/* Under TLS the replies of writes completed on another thread are queued
+ * for the connection's own threads (a record cut short must be resent
+ * whole by the one sender): every one still arrives, whole, in any order,
+ * and so do the replies the own threads send meanwhile. */
+Test(tls, async_writes_answered_through_the_queue, .init = setup_tls, .fini = teardown)
+{
+    for (int round = 0; round < 4; round++)
+        deep_queue(round % 2 ? "disk" : "async");
+    struct nbd_handle *h = connect_to("async");
+    cr_assert_eq(nbd_get_tls_negotiated(h), 1);
+    assert_serves(h);
+    nbd_close(h);
+}
+
+/* With tls = require a plain client gets nowhere, not even the list. */
+Test(tls, require_refuses_plain_clients, .init = setup_tls, .fini = teardown)
+{
+    use_tls = false;
+    struct nbd_handle *h = nbd_create();
+    cr_assert_not_null(h);
+    cr_assert_eq(nbd_set_export_name(h, "disk"), 0);
+    cr_assert_eq(nbd_connect_unix(h, sock), -1, "a plain client was served");
+    nbd_close(h);
+    use_tls = true;
 }
 
 /* ---- meta contexts: qemu:dirty-bitmap:NAME ------------------------------ */
