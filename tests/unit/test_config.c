@@ -227,7 +227,8 @@ Test(config, unknown_sections)
     parse_bad("[node]\ndata_dir = /x\n[bogus]\nkey = 1\n", 3, "unknown section [bogus]");
     parse_bad("[node]\n[nbdd]\n", 2, "unknown section [nbdd]");
     parse_bad("[]\n", 1, "unknown section []");
-    parse_bad("[mirrors]\n", 1, "(known: [node], [nbd], [cluster], [mirror], [admin], [log])");
+    parse_bad("[mirrors]\n", 1,
+              "(known: [node], [nbd], [tls], [cluster], [mirror], [admin], [log])");
     parse_bad("[nbd] x\n", 1, "junk after section header \"[nbd]\"");
 }
 
@@ -284,6 +285,27 @@ Test(config, block_sizes_must_agree)
               "[nbd] max_payload (1024) is smaller than preferred_block_size (4096)");
     parse_bad("[nbd]\nmax_payload = 1048577\npreferred_block_size = 512\nmin_block_size = 512\n", 4,
               "[nbd] max_payload (1048577) is not a multiple of min_block_size (512)");
+}
+
+Test(config, tls_keys)
+{
+    parse_ok("[nbd]\ntls = require\n[tls]\ncertificates = /etc/vsan/tls\nverify_peer = yes\n"
+             "psk_file = /etc/vsan/keys.psk\n");
+    cr_assert(eq(int, cfg.nbd.tls, NBD_TLS_REQUIRE));
+    cr_assert(eq(str, cfg.tls_certificates, "/etc/vsan/tls"));
+    cr_assert(cfg.tls_verify_peer);
+    cr_assert(eq(str, cfg.tls_psk_file, "/etc/vsan/keys.psk"));
+    parse_ok("[tls]\npsk_file = /k\n[nbd]\ntls = on\n");
+    cr_assert(eq(int, cfg.nbd.tls, NBD_TLS_ON));
+    parse_bad("[nbd]\ntls = yes\n", 2, "[nbd] tls = \"yes\": expected off, on or require");
+    parse_bad("[nbd]\ntls = require\n", 2,
+              "[nbd] tls = require needs [tls] certificates (a directory with ca-cert.pem, "
+              "server-cert.pem and server-key.pem) or [tls] psk_file");
+    parse_bad("[tls]\nverify_peer = yes\npsk_file = /k\n", 2,
+              "[tls] verify_peer = yes needs [tls] certificates");
+    parse_bad("[tls]\ncertificates = tls\n", 2,
+              "[tls] certificates = \"tls\": must be an absolute path");
+    parse_bad("[tls]\npsk_file = /etc/vsan/\n", 2, "must name a file, not a directory");
 }
 
 Test(config, bad_booleans_and_levels)
@@ -388,6 +410,10 @@ static const char *const all_keys[] = {
     "[nbd] max_connections",
     "[nbd] handshake_timeout",
     "[nbd] shutdown_grace",
+    "[nbd] tls",
+    "[tls] certificates",
+    "[tls] verify_peer",
+    "[tls] psk_file",
     "[cluster] mode",
     "[cluster] name",
     "[cluster] region_size",
