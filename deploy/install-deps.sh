@@ -10,6 +10,8 @@ packages=(
   libqb-dev libinih-dev libjson-c-dev libnbd-dev libfuse3-dev
   libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev
   libcriterion-dev libisal-dev libgnutls28-dev libmnl-dev
+  # certtool and psktool, for deploy/gen-config's TLS credentials
+  gnutls-bin
   # run
   corosync fuse3 iproute2 nftables
   # real NBD clients and peers used by tests and the benchmark

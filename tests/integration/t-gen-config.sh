@@ -11,7 +11,11 @@
 #    the bad value, and no output directory;
 #  - add-node gives a new node a service address, checked against the
 #    nodes and the service addresses of the vsan-*.conf files beside the
-#    corosync.conf it extends.
+#    corosync.conf it extends;
+#  - the TLS credentials: one CA, a server certificate it signed whose
+#    subjectAltName names every node's address and name and every service
+#    address, a PSK file in psktool's format, and with --tls require the
+#    [nbd] tls and [tls] keys in every vsan.conf (none without --tls).
 # timeout: 60
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -140,5 +144,31 @@ bad_add "n1's service address" "vsan-n1.conf" --service 192.0.2.101/24@eth0
 bad_add "bad interface" '"eth:0"' --service 192.0.2.104/24@eth:0
 bad_add "no interface" '"192.0.2.104/24": no interface' --service 192.0.2.104/24
 bad_add "no interface to stand in" "vsan-n1.conf has a service address"
+
+log "TLS credentials"
+[ ! -e "$T/plain/tls/ca-cert.pem" ] || ! grep -q '^tls = ' "$T/plain/vsan-n1.conf" ||
+    die "without --tls, vsan.conf has a tls key"
+expect_exit 0 "$GEN" "${NODES[@]}" --service n1=192.0.2.101/24@eth0 \
+    --service n2=192.0.2.102/24@eth0 --service-interface eth1 --tls require --psk-user alice \
+    --out "$T/tls"
+for f in tls/ca-cert.pem tls/server-cert.pem tls/server-key.pem tls-ca/ca-key.pem keys.psk; do
+    [ -s "$T/tls/$f" ] || die "gen-config --tls made no $f"
+done
+[ "$(stat -c %a "$T/tls/tls/server-key.pem")" = 600 ] || die "server-key.pem is not mode 0600"
+[ "$(stat -c %a "$T/tls/keys.psk")" = 600 ] || die "keys.psk is not mode 0600"
+grep -Eq '^alice:[0-9a-f]{64}$' "$T/tls/keys.psk" || die "keys.psk: $(cat "$T/tls/keys.psk")"
+OUT=$(certtool --verify --load-ca-certificate "$T/tls/tls/ca-cert.pem" \
+    --infile "$T/tls/tls/server-cert.pem" 2>&1) || die "server certificate not verified: $OUT"
+OUT=$(certtool -i --infile "$T/tls/tls/server-cert.pem")
+for san in "IPAddress: 10.0.0.11" "IPAddress: 10.0.0.12" "IPAddress: 10.0.0.13" \
+    "IPAddress: 192.0.2.101" "IPAddress: 192.0.2.102" "DNSname: n1" "DNSname: n3"; do
+    expect_out "$san\$"
+done
+for n in n1 n2 n3; do
+    for kv in "tls = require" "certificates = /etc/vsan/tls" "psk_file = /etc/vsan/keys.psk"; do
+        grep -qx "$kv" "$T/tls/vsan-$n.conf" || die "vsan-$n.conf lacks \"$kv\""
+    done
+done
+bad "bad --tls" '"maybe"' --tls maybe
 
 log "ok"
