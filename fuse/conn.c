@@ -12,6 +12,27 @@
 #include <string.h>
 #include <time.h>
 
+static struct nc_tls tls; /* set before any connection, read-only after */
+
+void nc_set_tls(const struct nc_tls *t)
+{
+    tls = *t;
+}
+
+/* 0, or -1 with libnbd's error. */
+static int apply_tls(struct nbd_handle *h)
+{
+    if (!tls.certificates && !tls.psk_file)
+        return 0;
+    if (nbd_set_tls(h, LIBNBD_TLS_REQUIRE) < 0)
+        return -1;
+    if (tls.certificates && nbd_set_tls_certificates(h, tls.certificates) < 0)
+        return -1;
+    if (tls.psk_file && nbd_set_tls_psk_file(h, tls.psk_file) < 0)
+        return -1;
+    return tls.username ? nbd_set_tls_username(h, tls.username) : 0;
+}
+
 int64_t nc_now_ms(void)
 {
     struct timespec ts;
@@ -96,7 +117,7 @@ int nc_connect(const struct vr_node *n, const char *export, int64_t deadline,
     }
     int r = 0;
     if (nbd_set_export_name(h, export) < 0 || nbd_set_full_info(h, true) < 0 ||
-        start_connect(h, n) < 0) {
+        apply_tls(h) < 0 || start_connect(h, n) < 0) {
         r = nbd_err();
         keep_error(err, errlen, "connect failed");
     }
@@ -177,7 +198,8 @@ int nc_list(const struct vr_node *n, int64_t deadline,
         return -ENOMEM;
     }
     struct list_ctx ctx = {fn, arg, 0, false};
-    int r = nbd_set_opt_mode(h, true) < 0 || start_connect(h, n) < 0 ? nbd_err() : 0;
+    int r =
+        nbd_set_opt_mode(h, true) < 0 || apply_tls(h) < 0 || start_connect(h, n) < 0 ? nbd_err() : 0;
     if (r == 0)
         r = poll_until(h, nbd_aio_is_negotiating, deadline);
     if (r == 0 &&

@@ -22,6 +22,20 @@
 
 int64_t nc_now_ms(void);
 
+/* TLS for every connection made from now on (vsan-fuse's --tls-*
+ * options): with certificates (a directory with ca-cert.pem and, for
+ * servers that verify clients, client-cert.pem and client-key.pem) or a
+ * PSK file (psktool's format; username picks the key, libnbd's default
+ * is the login name), TLS is required and the server's certificate is
+ * verified against the address connected to. All NULL: plain. Called
+ * once, before any connection. */
+struct nc_tls {
+    const char *certificates;
+    const char *psk_file;
+    const char *username;
+};
+void nc_set_tls(const struct nc_tls *tls);
+
 /* What the server said about the export when we connected. */
 struct nc_info {
     uint64_t size;

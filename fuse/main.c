@@ -4,6 +4,7 @@
  *
  *   vsan-fuse MOUNTPOINT --nodes HOST:PORT[,HOST:PORT...] [--volume NAME]
  *             [--connections N] [--retry SECONDS] [--io-timeout SECONDS]
+ *             [--tls-certificates DIR | --tls-psk-file FILE [--tls-username USER]]
  *             [-f] [-d] [-s] [-o FUSE_OPTION,...]
  *   vsan-fuse --status MOUNTPOINT
  *
@@ -37,6 +38,9 @@ struct options {
     unsigned connections;
     unsigned retry_s;
     unsigned io_timeout_s;
+    char *tls_certificates;
+    char *tls_psk_file;
+    char *tls_username;
     int help;
 };
 
@@ -55,6 +59,12 @@ static const struct fuse_opt option_spec[] = {
     OPT("--retry %u", retry_s),
     OPT("--io-timeout=%u", io_timeout_s),
     OPT("--io-timeout %u", io_timeout_s),
+    OPT("--tls-certificates=%s", tls_certificates),
+    OPT("--tls-certificates %s", tls_certificates),
+    OPT("--tls-psk-file=%s", tls_psk_file),
+    OPT("--tls-psk-file %s", tls_psk_file),
+    OPT("--tls-username=%s", tls_username),
+    OPT("--tls-username %s", tls_username),
     OPT("-h", help),
     OPT("--help", help),
     FUSE_OPT_END,
@@ -64,6 +74,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: vsan-fuse MOUNTPOINT --nodes HOST:PORT[,HOST:PORT...] [--volume NAME]\n"
                "                 [--connections N] [--retry SECONDS] [--io-timeout SECONDS]\n"
+               "                 [--tls-certificates DIR | --tls-psk-file FILE [--tls-username USER]]\n"
                "                 [-f] [-d] [-s] [-o FUSE_OPTION[,...]]\n"
                "       vsan-fuse --status MOUNTPOINT\n"
                "\n"
@@ -76,6 +87,10 @@ static void usage(FILE *f)
                "  --connections N    connections per volume when the server allows several (4)\n"
                "  --retry SECONDS    how long a request keeps trying replicas before EIO (30)\n"
                "  --io-timeout SECONDS  a node that does not answer this long is left (10)\n"
+               "  --tls-certificates DIR  TLS with X.509: DIR holds ca-cert.pem (and\n"
+               "                     client-cert.pem, client-key.pem if the nodes verify clients)\n"
+               "  --tls-psk-file FILE  TLS with a pre-shared key (psktool's format)\n"
+               "  --tls-username USER  the key of FILE to use (default: the login name)\n"
                "  -f                 stay in the foreground, log to stderr\n"
                "  -o OPTIONS         FUSE mount options, e.g. allow_other\n"
                "  --status MOUNTPOINT  the node serving each file of a vsan-fuse mount\n");
@@ -226,6 +241,15 @@ static int check_options(struct options *o, struct vr_list *nodes)
         fprintf(stderr, "vsan-fuse: --retry and --io-timeout: want 1 to 3600 seconds\n");
         return -EINVAL;
     }
+    if (o->tls_certificates && o->tls_psk_file) {
+        fprintf(stderr, "vsan-fuse: --tls-certificates or --tls-psk-file, not both\n");
+        return -EINVAL;
+    }
+    if (o->tls_username && !o->tls_psk_file) {
+        fprintf(stderr, "vsan-fuse: --tls-username names a key of --tls-psk-file, not given\n");
+        return -EINVAL;
+    }
+    nc_set_tls(&(struct nc_tls){o->tls_certificates, o->tls_psk_file, o->tls_username});
     return 0;
 }
 
@@ -314,5 +338,8 @@ int main(int argc, char **argv)
     fuse_opt_free_args(&args);
     free(o.nodes);
     free(o.volume);
+    free(o.tls_certificates);
+    free(o.tls_psk_file);
+    free(o.tls_username);
     return rc;
 }

@@ -13,6 +13,8 @@
 #     read by the other; a wrong key or an unknown user fails; a client
 #     that stalls in the middle of the TLS handshake is cut at the NBD
 #     handshake's deadline while others are served.
+#     vsan-fuse mounts with --tls-certificates and with --tls-psk-file,
+#     and without them is refused before mounting.
 #  3. tls = on: data written over TLS is what a plain client reads, and
 #     the other way round.
 #  4. verify_peer = yes: no client certificate, or one from another CA,
@@ -260,6 +262,26 @@ random_file "$T/data" $((8 * MiB))
 nbdcopy "$T/data" "$(psk_uri v "$T/psk" alice)" || die "nbdcopy to PSK failed"
 nbdcopy "$(x509_uri v "$T/a-cli")" "$T/back" || die "nbdcopy from X.509 failed"
 cmp -n $((8 * MiB)) "$T/data" "$T/back" || die "data read over X.509 differs"
+
+log "vsan-fuse over TLS"
+FUSE="$BUILD/vsan-fuse"
+# fuse_check ARGS...: mounts v with ARGS, checks what nbdcopy wrote, unmounts.
+fuse_check() {
+    mkdir -p "$T/fuse"
+    bg_start vsan-fuse "$FUSE" "$T/fuse" -f --nodes "127.0.0.1:$PORT" --volume v "$@"
+    local pid=$BG_PID
+    on_exit "fusermount3 -u -z '$T/fuse'"
+    wait_until 20 test -f "$T/fuse/v" || die "vsan-fuse $* did not mount: $(cat "$T/vsan-fuse.out")"
+    cmp -n $((8 * MiB)) "$T/data" "$T/fuse/v" || die "vsan-fuse $*: data differs"
+    wait_until 10 fuse_unmount "$T/fuse" || die "fusermount3 -u $T/fuse failed"
+    wait_until 10 proc_gone "$pid" || die "vsan-fuse did not exit after unmount"
+}
+fuse_check --tls-certificates "$T/a-cli"
+fuse_check --tls-psk-file "$T/psk/keys.psk" --tls-username alice
+expect_exit 1 "$FUSE" "$T/fuse" -f --nodes "127.0.0.1:$PORT" --volume v
+expect_out "server requires TLS"
+expect_exit 2 "$FUSE" "$T/fuse" -f --nodes "127.0.0.1:$PORT" --tls-username alice
+expect_out "tls-username names a key of --tls-psk-file"
 
 log "qemu-io and qemu-img with tls-creds-x509 and tls-creds-psk"
 X509_OBJ="tls-creds-x509,id=tls0,dir=$T/a-cli,endpoint=client"
