@@ -116,8 +116,8 @@ int nc_connect(const struct vr_node *n, const char *export, int64_t deadline,
         return -ENOMEM;
     }
     int r = 0;
-    if (nbd_set_export_name(h, export) < 0 || nbd_set_full_info(h, true) < 0 ||
-        apply_tls(h) < 0 || start_connect(h, n) < 0) {
+    if (nbd_set_export_name(h, export) < 0 || nbd_set_full_info(h, true) < 0 || apply_tls(h) < 0 ||
+        start_connect(h, n) < 0) {
         r = nbd_err();
         keep_error(err, errlen, "connect failed");
     }
@@ -198,8 +198,8 @@ int nc_list(const struct vr_node *n, int64_t deadline,
         return -ENOMEM;
     }
     struct list_ctx ctx = {fn, arg, 0, false};
-    int r =
-        nbd_set_opt_mode(h, true) < 0 || apply_tls(h) < 0 || start_connect(h, n) < 0 ? nbd_err() : 0;
+    int r = nbd_set_opt_mode(h, true) < 0 || apply_tls(h) < 0 || start_connect(h, n) < 0 ? nbd_err()
+                                                                                         : 0;
     if (r == 0)
         r = poll_until(h, nbd_aio_is_negotiating, deadline);
     if (r == 0 &&

@@ -74,7 +74,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: vsan-fuse MOUNTPOINT --nodes HOST:PORT[,HOST:PORT...] [--volume NAME]\n"
                "                 [--connections N] [--retry SECONDS] [--io-timeout SECONDS]\n"
-               "                 [--tls-certificates DIR | --tls-psk-file FILE [--tls-username USER]]\n"
+               "                 [--tls-certificates DIR | --tls-psk-file FILE\n"
+               "                 [--tls-username USER]]\n"
                "                 [-f] [-d] [-s] [-o FUSE_OPTION[,...]]\n"
                "       vsan-fuse --status MOUNTPOINT\n"
                "\n"

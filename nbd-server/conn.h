@@ -11,11 +11,10 @@
  * The rule for replies: only the connection's own threads may block on its
  * socket. Under TLS only they send at all: a record cut short by a full
  * socket must be sent again whole before anything else, so conn_send_other
- * only queues (unless no own thread is left). A reply finished by any other thread (a mirror link's reader
- * completing a write, through nbd_async) goes out with conn_send_other,
- * which never waits: if wlock is busy or the socket full, what is left of
- * the reply joins the output queue, and an own thread sends it (the one
- * holding wlock before it lets go, or the reader, woken by wake_fd). A
+ * only queues (unless no own thread is left). A reply finished by any other thread (a mirror link's
+ * reader completing a write, through nbd_async) goes out with conn_send_other, which never waits:
+ * if wlock is busy or the socket full, what is left of the reply joins the output queue, and an own
+ * thread sends it (the one holding wlock before it lets go, or the reader, woken by wake_fd). A
  * queue past CONN_OUTQ_MAX means a client that reads no replies: the
  * connection is ended rather than grown or waited for. Whole replies leave
  * in queue order, and a reply cut short is finished before any other, so

@@ -155,8 +155,7 @@ static void creds_free(struct nbd_tls_creds *c)
     free(c);
 }
 
-struct nbd_tls_creds *nbd_tls_creds_load(const struct nbd_tls_config *cfg, char *err,
-                                         size_t errlen)
+struct nbd_tls_creds *nbd_tls_creds_load(const struct nbd_tls_config *cfg, char *err, size_t errlen)
 {
     struct nbd_tls_creds *c = calloc(1, sizeof *c);
     if (!c) {
@@ -259,9 +258,10 @@ static int handshake(struct nbd_tls_session *t, int fd, const char *peer,
         if (r == 0)
             return 0;
         if (r != GNUTLS_E_AGAIN && r != GNUTLS_E_INTERRUPTED) {
-            const char *alert = r == GNUTLS_E_FATAL_ALERT_RECEIVED || r == GNUTLS_E_WARNING_ALERT_RECEIVED
-                                    ? gnutls_alert_get_name(gnutls_alert_get(t->s))
-                                    : NULL;
+            const char *alert =
+                r == GNUTLS_E_FATAL_ALERT_RECEIVED || r == GNUTLS_E_WARNING_ALERT_RECEIVED
+                    ? gnutls_alert_get_name(gnutls_alert_get(t->s))
+                    : NULL;
             qb_log(LOG_INFO, "nbd %s: TLS handshake: %s%s%s", peer, gnutls_strerror(r),
                    alert ? ": " : "", alert ? alert : "");
             return -1;

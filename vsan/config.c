@@ -426,8 +426,8 @@ static int parse_cluster_mode(const struct key_def *k, struct vsan_config *cfg, 
 static int parse_tls_mode(const struct key_def *k, struct vsan_config *cfg, const char *value,
                           char *why, size_t len)
 {
-    static const char *const modes[] = {[NBD_TLS_OFF] = "off", [NBD_TLS_ON] = "on",
-                                        [NBD_TLS_REQUIRE] = "require"};
+    static const char *const modes[] = {
+        [NBD_TLS_OFF] = "off", [NBD_TLS_ON] = "on", [NBD_TLS_REQUIRE] = "require"};
     (void)k;
     for (int i = 0; i < 3; i++) {
         if (strcmp(value, modes[i]) == 0) {

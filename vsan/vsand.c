@@ -617,7 +617,7 @@ static void stop_node(struct node *n)
         nbd_server_shutdown(n->nbd);
     if (n->vols)
         volumes_rollback_stop(n->vols); /* its writes fail from now on */
-    service_close(n->service); /* the others take the addresses over once we leave */
+    service_close(n->service);          /* the others take the addresses over once we leave */
     nbd_server_free(n->nbd);
     mirror_stop(n->mirror);
     actlog_close(n->actlog);
