@@ -98,7 +98,8 @@ lab_write_vsan_conf() {
     local i=$1 dir secret=$LAB_DIR/secret
     dir=$(lab_node_dir "$i")
     [ ! -f "$dir/secret" ] || secret=$dir/secret
-    GC_SECRET_FILE=$secret GC_MIRROR_TIMEOUT=$LAB_MIRROR_TIMEOUT GC_RESYNC_RATE=0 \
+    GC_TLS=${LAB_TLS:-off} GC_TLS_DIR="$LAB_DIR/tls" GC_PSK_FILE="$LAB_DIR/keys.psk" \
+        GC_SECRET_FILE=$secret GC_MIRROR_TIMEOUT=$LAB_MIRROR_TIMEOUT GC_RESYNC_RATE=0 \
         GC_SERVICE_ADDRESS="$(lab_service_addr "$i")/24" GC_SERVICE_INTERFACE=eth0 \
         gc_vsan_conf "$LAB_CLUSTER" "n$i" "$(lab_addr "$i")" "$dir/data" "$dir/vsand.pid" \
         "$LAB_ADMIN" >"$dir/vsan.conf" || lab_die "cannot write $dir/vsan.conf"

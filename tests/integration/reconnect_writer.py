@@ -48,6 +48,7 @@ def main():
         try:
             if h is None:
                 h = nbd.NBD()
+                h.set_uri_allow_local_file(True)  # nbds://...?tls-certificates=DIR
                 h.connect_uri(uri)
                 fresh = True
             buf = struct.pack("<Q", writes) * (BLOCK // 8)
