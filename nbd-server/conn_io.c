@@ -178,6 +178,13 @@ static int fill(struct nbd_conn *c)
     if (n < 0)
         return -1;
     c->in_end += (size_t)n;
+    /* A TLS receive gives one record, about one request, where a plain
+     * read takes all that came: read on while records are there, so that
+     * requests gather in the buffer as they do plain, and run in batches.
+     * An error here is met again by the next read, which reports it. */
+    while (c->tls && c->in_end < CONN_INBUF_SIZE &&
+           (n = nbd_tls_recv(c->tls, c->in + c->in_end, CONN_INBUF_SIZE - c->in_end, c->peer)) > 0)
+        c->in_end += (size_t)n;
     return 0;
 }
 
