@@ -6,6 +6,12 @@
  * creates and deletes and guards next_id. `mu` guards the claims and the
  * group commit.
  *
+ * A delete commits the snapshot as deleting and returns; the volume's
+ * merger thread then copies the chunks the next older snapshot needs, a
+ * batch at a time with `list` shared and no `admin` (creates and deletes
+ * go on between batches; only the merger drops a snapshot, so the two it
+ * merges stay), and drops it with both held.
+ *
  * A claim says "this chunk is being copied into that snapshot and its bit
  * is not durable yet". A writer claims the chunks it must copy, copies
  * them without the lock, queues its claims and waits for a group commit;
@@ -75,6 +81,10 @@ struct snapset {
     struct snap **snaps; /* oldest first; under list */
     unsigned n;
     uint64_t next_id;     /* under admin */
+    pthread_t merger;     /* finishes deletes in the background */
+    bool merger_started;  /* under admin: merger is to be joined */
+    bool merger_running;  /* under admin: it has not yet looked for work and quit */
+    atomic_bool stop;     /* the merger stops after its batch (close, remove all) */
     atomic_uint visible;  /* snapshots not being deleted */
     atomic_bool no_clone; /* FICLONERANGE refused for good */
 };
@@ -1106,13 +1116,19 @@ int snap_create(struct snapset *ss, uint64_t id, const char *name, uint64_t size
 
 /* ---- delete ---------------------------------------------------------------- */
 
-/* Copies into p the chunks d holds and p lacks (below p's size), durably:
- * data, fdatasync, bits, map sync. Runs with list held (shared while
- * writers may still copy into d: a second pass, exclusive, takes what d
- * gained meanwhile). */
-static int merge(struct snapset *ss, struct snap *d, struct snap *p)
+/* Chunks a background merge copies per hold of the list (4 MiB): a create
+ * waits for at most one batch. */
+#define MERGE_BATCH 64
+
+/* Copies into p the chunks first..end-1 d holds and p lacks (below p's
+ * size), durably: data, fdatasync, bits, map sync. Runs with list held
+ * (shared while writers may still copy into d: a last pass, exclusive,
+ * takes what d gained meanwhile). */
+static int merge(struct snapset *ss, struct snap *d, struct snap *p, uint64_t first, uint64_t end)
 {
     uint64_t nbits = chunks_of(p->size);
+    if (end > nbits)
+        end = nbits;
     struct bitmap *copied;
     int r = bitmap_open(NULL, nbits, SNAP_CHUNK_SHIFT, &copied);
     if (r < 0)
@@ -1125,7 +1141,7 @@ static int merge(struct snapset *ss, struct snap *d, struct snap *p)
         r = side_get(ss, d, &dfd, &dslot);
     if (r == 0 && (r = side_get(ss, p, &pfd, &pslot)) < 0)
         side_put(dfd, dslot);
-    for (uint64_t c = bitmap_next(d->held, 0); r == 0 && c < nbits;
+    for (uint64_t c = bitmap_next(d->held, first); r == 0 && c < end;
          c = bitmap_next(d->held, c + 1)) {
         if (bitmap_test(p->held, c))
             continue;
@@ -1169,30 +1185,122 @@ static void drop_merged(struct snapset *ss, unsigned at)
                ss->volume, id);
 }
 
-/* Called with admin: finishes the delete of snaps[at], marked deleting in
- * the index. shared: writers may be running (the first merge runs beside
- * them). */
-static int finish_delete(struct snapset *ss, struct snap *d, bool shared)
+/* Called with list held: the snapshot just older than d, or NULL. */
+static struct snap *older_than(struct snapset *ss, const struct snap *d, unsigned *at)
 {
-    unsigned at = 0;
-    while (ss->snaps[at] != d)
-        at++;
-    struct snap *p = at > 0 ? ss->snaps[at - 1] : NULL;
+    *at = 0;
+    while (ss->snaps[*at] != d)
+        (*at)++;
+    return *at > 0 ? ss->snaps[*at - 1] : NULL;
+}
+
+/* Merges d, marked deleting, into the snapshot older than it, a batch at
+ * a time with list shared, beside the volume's I/O, creates and deletes
+ * (only the merger drops a snapshot, so d and its older neighbour stay).
+ * -ECANCELED once stop is set: the next open finishes the delete. */
+static int merge_batches(struct snapset *ss, struct snap *d)
+{
     int r = 0;
-    if (p && shared) {
+    for (uint64_t c = 0; r == 0; c += MERGE_BATCH) {
+        if (atomic_load(&ss->stop))
+            return -ECANCELED;
         pthread_rwlock_rdlock(&ss->list);
-        r = merge(ss, d, p);
+        unsigned at;
+        struct snap *p = older_than(ss, d, &at);
+        bool done = !p || c >= chunks_of(p->size);
+        if (!done)
+            r = merge(ss, d, p, c, c + MERGE_BATCH);
         pthread_rwlock_unlock(&ss->list);
+        if (done)
+            break;
     }
-    if (r < 0)
-        return r;
+    return r;
+}
+
+/* Called with admin: finishes the delete of d, marked deleting in the
+ * index, with list exclusive: merges what d gained since merge_batches
+ * (or everything, at open), then drops it. */
+static int finish_delete(struct snapset *ss, struct snap *d)
+{
     pthread_rwlock_wrlock(&ss->list);
-    if (p)
-        r = merge(ss, d, p);
+    unsigned at;
+    struct snap *p = older_than(ss, d, &at);
+    int r = p ? merge(ss, d, p, 0, UINT64_MAX) : 0;
     if (r == 0)
         drop_merged(ss, at);
     pthread_rwlock_unlock(&ss->list);
     return r;
+}
+
+/* Called with admin: the oldest snapshot marked deleting, or NULL. */
+static struct snap *next_deleting(struct snapset *ss)
+{
+    struct snap *d = NULL;
+    pthread_rwlock_rdlock(&ss->list);
+    for (unsigned i = 0; i < ss->n && !d; i++)
+        if (ss->snaps[i]->deleting)
+            d = ss->snaps[i];
+    pthread_rwlock_unlock(&ss->list);
+    return d;
+}
+
+/* The merger: finishes the deletes, oldest first, then quits (a delete
+ * starts it again). A merge that fails is left to the next delete or the
+ * next open. */
+static void *merger_main(void *arg)
+{
+    struct snapset *ss = arg;
+    pthread_mutex_lock(&ss->admin);
+    struct snap *d;
+    while (!atomic_load(&ss->stop) && (d = next_deleting(ss)) != NULL) {
+        uint64_t id = d->id;
+        pthread_mutex_unlock(&ss->admin);
+        int r = merge_batches(ss, d);
+        pthread_mutex_lock(&ss->admin);
+        if (r == 0)
+            r = finish_delete(ss, d);
+        if (r == -ECANCELED)
+            break;
+        if (r < 0) {
+            qb_log(LOG_ERR,
+                   "volume \"%s\": snapshot %" PRIu64 ": its delete's merge failed (%s); the next "
+                   "delete or open of the volume tries again",
+                   ss->volume, id, strerror(-r));
+            break;
+        }
+    }
+    ss->merger_running = false;
+    pthread_mutex_unlock(&ss->admin);
+    return NULL;
+}
+
+/* Called with admin: the merger runs (it takes the deletes marked so
+ * far). -errno if it could not be started. */
+static int merger_kick(struct snapset *ss)
+{
+    if (ss->merger_running)
+        return 0;
+    /* One that quit: it holds no lock any more. */
+    if (ss->merger_started)
+        pthread_join(ss->merger, NULL);
+    ss->merger_started = false;
+    int e = pthread_create(&ss->merger, NULL, merger_main, ss);
+    if (e != 0)
+        return sys_fail(ss, e, "start the thread that finishes deletes");
+    ss->merger_started = ss->merger_running = true;
+    return 0;
+}
+
+/* Stops the merger after its batch and waits for it. Called without admin. */
+static void merger_stop(struct snapset *ss)
+{
+    pthread_mutex_lock(&ss->admin);
+    atomic_store(&ss->stop, true);
+    bool started = ss->merger_started;
+    ss->merger_started = false;
+    pthread_mutex_unlock(&ss->admin);
+    if (started)
+        pthread_join(ss->merger, NULL);
 }
 
 int snap_delete(struct snapset *ss, uint64_t id)
@@ -1211,8 +1319,14 @@ int snap_delete(struct snapset *ss, uint64_t id)
             atomic_fetch_sub(&ss->visible, 1);
     }
     pthread_rwlock_unlock(&ss->list);
-    if (r == 0)
-        r = finish_delete(ss, d, true);
+    /* The merge (seconds for a snapshot holding gigabytes) runs in the
+     * background: the caller (a cut's commit on the node's main loop)
+     * goes on at once. Without a thread, it runs here. */
+    if (r == 0 && merger_kick(ss) < 0) {
+        r = merge_batches(ss, d);
+        if (r == 0)
+            r = finish_delete(ss, d);
+    }
     pthread_mutex_unlock(&ss->admin);
     return r;
 }
@@ -1252,7 +1366,7 @@ static int load(struct snapset *ss)
                ss->volume, s->id, s->name);
         bool merged = !s->held;
         pthread_mutex_lock(&ss->admin);
-        r = merged ? 0 : finish_delete(ss, s, false);
+        r = merged ? 0 : finish_delete(ss, s);
         if (r == 0 && merged) {
             pthread_rwlock_wrlock(&ss->list);
             drop_merged(ss, i);
@@ -1306,6 +1420,7 @@ void snap_close(struct snapset *ss)
 {
     if (!ss)
         return;
+    merger_stop(ss);
     for (unsigned i = 0; i < ss->n; i++)
         snap_free(ss->snaps[i]);
     free(ss->snaps);
@@ -1320,6 +1435,7 @@ void snap_close(struct snapset *ss)
 
 int snap_remove_all(struct snapset *ss)
 {
+    merger_stop(ss);
     pthread_mutex_lock(&ss->admin);
     pthread_rwlock_wrlock(&ss->list);
     int r = 0;
@@ -1332,6 +1448,7 @@ int snap_remove_all(struct snapset *ss)
     }
     ss->n = 0;
     atomic_store(&ss->visible, 0);
+    atomic_store(&ss->stop, false);
     char name[NAME_MAX + 1];
     index_name(ss, name, sizeof(name));
     if (unlinkat(store_snap_dir_fd(ss->st), name, 0) < 0 && errno != ENOENT && r == 0)

@@ -531,6 +531,33 @@ Test(snap, a_delete_cut_short_is_finished_at_open)
         free(v[k]);
 }
 
+/* A delete returns once it is committed: the merge runs in the
+ * background, beside writes that copy into the snapshot being deleted (the
+ * newest), and a close stops it after a batch, the open finishing it. */
+Test(snap, a_delete_merges_in_the_background_beside_writes)
+{
+    const uint64_t size = 1024 * CH;
+    make_volume(size);
+    write_pattern(0, size, 1);
+    unsigned char *v0 = malloc(size);
+    read_live(v0, size);
+    uint64_t s0 = snap_new("s0");
+    uint64_t s1 = snap_new("s1");
+    write_pattern(0, size / 2, 2); /* the first half copied into s1 */
+    cr_assert_eq(snap_delete(svol_snapshots(sv), s1), 0, "%s", logbuf);
+    char side[64], path[256];
+    snprintf(side, sizeof(side), ".%" PRIu64 ".data", s1);
+    snap_dir_file(path, sizeof(path), side);
+    cr_assert_eq(access(path, F_OK), 0, "the delete waited for its merge");
+    write_pattern(size / 2, size / 2, 3); /* copies into s1, which s0 needs */
+    assert_snap(s0, v0, size);
+    reopen();
+    cr_assert_neq(access(path, F_OK), 0, "the open finished the delete");
+    cr_assert_eq(snap_count(svol_snapshots(sv)), 1);
+    assert_snap(s0, v0, size);
+    free(v0);
+}
+
 /* ---- refusals ------------------------------------------------------------- */
 
 Test(snap, a_corrupt_index_is_refused_naming_the_file)
