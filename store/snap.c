@@ -6,11 +6,12 @@
  * creates and deletes and guards next_id. `mu` guards the claims and the
  * group commit.
  *
- * A delete commits the snapshot as deleting and returns; the volume's
- * merger thread then copies the chunks the next older snapshot needs, a
- * batch at a time with `list` shared and no `admin` (creates and deletes
- * go on between batches; only the merger drops a snapshot, so the two it
- * merges stay), and drops it with both held.
+ * A delete commits the snapshot as deleting and returns; one of the
+ * process's merger threads then copies the chunks the next older snapshot
+ * needs, a batch at a time with `list` shared and no `admin` (creates and
+ * deletes go on between batches; only a merge drops a snapshot, and one
+ * volume's merges run on one thread at a time, so the two it merges
+ * stay), and drops it with both held.
  *
  * A claim says "this chunk is being copied into that snapshot and its bit
  * is not durable yet". A writer claims the chunks it must copy, copies
@@ -80,13 +81,14 @@ struct snapset {
     size_t nclaims, capclaims;
     struct snap **snaps; /* oldest first; under list */
     unsigned n;
-    uint64_t next_id;     /* under admin */
-    pthread_t merger;     /* finishes deletes in the background */
-    bool merger_started;  /* under admin: merger is to be joined */
-    bool merger_running;  /* under admin: it has not yet looked for work and quit */
-    atomic_bool stop;     /* the merger stops after its batch (close, remove all) */
-    atomic_uint visible;  /* snapshots not being deleted */
-    atomic_bool no_clone; /* FICLONERANGE refused for good */
+    uint64_t next_id;           /* under admin */
+    struct snapset *queue_next; /* under mergers.mu: */
+    bool queued;                /* in the mergers' queue */
+    bool merging;               /* a merger finishes its deletes */
+    bool again;                 /* a delete came while it did */
+    atomic_bool stop;           /* its merges stop after their batch (close, remove all) */
+    atomic_uint visible;        /* snapshots not being deleted */
+    atomic_bool no_clone;       /* FICLONERANGE refused for good */
 };
 
 /* ---- errors ---------------------------------------------------------- */
@@ -1196,7 +1198,7 @@ static struct snap *older_than(struct snapset *ss, const struct snap *d, unsigne
 
 /* Merges d, marked deleting, into the snapshot older than it, a batch at
  * a time with list shared, beside the volume's I/O, creates and deletes
- * (only the merger drops a snapshot, so d and its older neighbour stay).
+ * (only a merge drops a snapshot, so d and its older neighbour stay).
  * -ECANCELED once stop is set: the next open finishes the delete. */
 static int merge_batches(struct snapset *ss, struct snap *d)
 {
@@ -1244,12 +1246,10 @@ static struct snap *next_deleting(struct snapset *ss)
     return d;
 }
 
-/* The merger: finishes the deletes, oldest first, then quits (a delete
- * starts it again). A merge that fails is left to the next delete or the
- * next open. */
-static void *merger_main(void *arg)
+/* Finishes ss's deletes, oldest first. A merge that fails is left to the
+ * next delete or open. */
+static void merge_all(struct snapset *ss)
 {
-    struct snapset *ss = arg;
     pthread_mutex_lock(&ss->admin);
     struct snap *d;
     while (!atomic_load(&ss->stop) && (d = next_deleting(ss)) != NULL) {
@@ -1269,38 +1269,116 @@ static void *merger_main(void *arg)
             break;
         }
     }
-    ss->merger_running = false;
     pthread_mutex_unlock(&ss->admin);
+}
+
+/* The mergers: a few threads for the whole process, started on first use
+ * and idle until it exits, that finish deletes in the background, one
+ * volume at a time each (a queue of volumes with deletes pending). */
+#define MERGERS 2
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t work; /* a volume queued */
+    pthread_cond_t done; /* a volume's merges ended (merging went false) */
+    struct snapset *head, *tail;
+    unsigned threads, idle;
+} mergers = {.mu = PTHREAD_MUTEX_INITIALIZER,
+             .work = PTHREAD_COND_INITIALIZER,
+             .done = PTHREAD_COND_INITIALIZER};
+
+/* Called with mergers.mu. */
+static void merger_enqueue(struct snapset *ss)
+{
+    ss->queued = true;
+    ss->queue_next = NULL;
+    if (mergers.tail)
+        mergers.tail->queue_next = ss;
+    else
+        mergers.head = ss;
+    mergers.tail = ss;
+    pthread_cond_signal(&mergers.work);
+}
+
+/* Called with mergers.mu: takes ss out of the queue. */
+static void merger_dequeue(struct snapset *ss)
+{
+    struct snapset **pp = &mergers.head, *prev = NULL;
+    while (*pp && *pp != ss) {
+        prev = *pp;
+        pp = &(*pp)->queue_next;
+    }
+    if (!*pp)
+        return;
+    *pp = ss->queue_next;
+    if (mergers.tail == ss)
+        mergers.tail = prev;
+    ss->queued = false;
+}
+
+static void *merger_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&mergers.mu);
+    for (;;) {
+        while (!mergers.head) {
+            mergers.idle++;
+            pthread_cond_wait(&mergers.work, &mergers.mu);
+            mergers.idle--;
+        }
+        struct snapset *ss = mergers.head;
+        merger_dequeue(ss);
+        ss->merging = true;
+        do {
+            ss->again = false;
+            pthread_mutex_unlock(&mergers.mu);
+            merge_all(ss);
+            pthread_mutex_lock(&mergers.mu);
+        } while (ss->again && !atomic_load(&ss->stop));
+        ss->merging = false;
+        pthread_cond_broadcast(&mergers.done);
+    }
     return NULL;
 }
 
-/* Called with admin: the merger runs (it takes the deletes marked so
- * far). -errno if it could not be started. */
+/* ss has a delete to finish: a merger will. -errno if no merger runs and
+ * none could be started. */
 static int merger_kick(struct snapset *ss)
 {
-    if (ss->merger_running)
-        return 0;
-    /* One that quit: it holds no lock any more. */
-    if (ss->merger_started)
-        pthread_join(ss->merger, NULL);
-    ss->merger_started = false;
-    int e = pthread_create(&ss->merger, NULL, merger_main, ss);
-    if (e != 0)
-        return sys_fail(ss, e, "start the thread that finishes deletes");
-    ss->merger_started = ss->merger_running = true;
-    return 0;
+    pthread_mutex_lock(&mergers.mu);
+    int r = 0;
+    if (ss->merging)
+        ss->again = true;
+    else if (!ss->queued)
+        merger_enqueue(ss);
+    if (mergers.idle == 0 && mergers.threads < MERGERS) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int e = pthread_create(&t, &attr, merger_main, NULL);
+        pthread_attr_destroy(&attr);
+        if (e == 0)
+            mergers.threads++;
+        else if (mergers.threads == 0)
+            r = -e;
+    }
+    if (r < 0)
+        merger_dequeue(ss);
+    pthread_mutex_unlock(&mergers.mu);
+    return r < 0 ? sys_fail(ss, -r, "start a thread to finish deletes") : 0;
 }
 
-/* Stops the merger after its batch and waits for it. Called without admin. */
+/* Stops ss's merges after their batch and waits for them; takes ss out of
+ * the queue. Called without admin. */
 static void merger_stop(struct snapset *ss)
 {
-    pthread_mutex_lock(&ss->admin);
     atomic_store(&ss->stop, true);
-    bool started = ss->merger_started;
-    ss->merger_started = false;
-    pthread_mutex_unlock(&ss->admin);
-    if (started)
-        pthread_join(ss->merger, NULL);
+    pthread_mutex_lock(&mergers.mu);
+    merger_dequeue(ss);
+    while (ss->merging)
+        pthread_cond_wait(&mergers.done, &mergers.mu);
+    pthread_mutex_unlock(&mergers.mu);
 }
 
 int snap_delete(struct snapset *ss, uint64_t id)

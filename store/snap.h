@@ -122,15 +122,13 @@ int snap_find(struct snapset *ss, const char *name, struct snap_info *out);
 int snap_create(struct snapset *ss, uint64_t id, const char *name, uint64_t size, int64_t time,
                 struct snap_info *out);
 /* Deletes snapshot id: durable (and gone for users) on 0. The merge of
- * the chunks the next older snapshot needs runs afterwards on the
- * volume's merger thread (one per volume, while deletes are pending), a
- * batch at a time beside the volume's I/O; it blocks copy-on-write only
- * while it merges the chunks the newest snapshot gained meanwhile. A merge
- * that fails is logged and tried again by the next delete or open, and a
- * close stops it after its batch: snap_open finishes every delete a close
- * or a crash cut short. Errors: -ENOENT, or -errno of the commit; without
- * a thread the merge runs here, and its -errno too (the snapshot is then
- * gone for users, and the next open finishes the delete). */
+ * the chunks the next older snapshot needs runs afterwards on one of the
+ * process's two merger threads, a batch at a time beside the volume's I/O; it blocks copy-on-write
+ * only while it merges the chunks the newest snapshot gained meanwhile. A merge that fails is
+ * logged and tried again by the next delete or open, and a close stops it after its batch:
+ * snap_open finishes every delete a close or a crash cut short. Errors: -ENOENT, or -errno of the
+ * commit; without a thread the merge runs here, and its -errno too (the snapshot is then gone for
+ * users, and the next open finishes the delete). */
 int snap_delete(struct snapset *ss, uint64_t id);
 
 /* Called before [offset, offset+count) of the data file is written,
