@@ -1107,10 +1107,23 @@ static int create_locked(struct snapset *ss, uint64_t id, const char *name, uint
     return 0;
 }
 
+static void merger_wait(struct snapset *ss);
+static bool merger_busy(struct snapset *ss);
+
 int snap_create(struct snapset *ss, uint64_t id, const char *name, uint64_t size, int64_t time,
                 struct snap_info *out)
 {
     pthread_mutex_lock(&ss->admin);
+    /* Snapshots being deleted count until their merge drops them: at the
+     * limit, a create waits for the merges pending (the cluster admitted
+     * it counting only the visible ones). */
+    while (ss->n >= SNAP_MAX && atomic_load(&ss->visible) < ss->n) {
+        pthread_mutex_unlock(&ss->admin);
+        merger_wait(ss);
+        pthread_mutex_lock(&ss->admin);
+        if (ss->n >= SNAP_MAX && atomic_load(&ss->visible) < ss->n && !merger_busy(ss))
+            break;
+    }
     int r = create_locked(ss, id, name, size, time, out);
     pthread_mutex_unlock(&ss->admin);
     return r;
@@ -1367,6 +1380,25 @@ static int merger_kick(struct snapset *ss)
         merger_dequeue(ss);
     pthread_mutex_unlock(&mergers.mu);
     return r < 0 ? sys_fail(ss, -r, "start a thread to finish deletes") : 0;
+}
+
+/* Whether ss's deletes are queued or being merged. */
+static bool merger_busy(struct snapset *ss)
+{
+    pthread_mutex_lock(&mergers.mu);
+    bool busy = ss->queued || ss->merging;
+    pthread_mutex_unlock(&mergers.mu);
+    return busy;
+}
+
+/* Waits until ss's deletes are neither queued nor being merged. Called
+ * without admin. */
+static void merger_wait(struct snapset *ss)
+{
+    pthread_mutex_lock(&mergers.mu);
+    while (ss->queued || ss->merging)
+        pthread_cond_wait(&mergers.done, &mergers.mu);
+    pthread_mutex_unlock(&mergers.mu);
 }
 
 /* Stops ss's merges after their batch and waits for them; takes ss out of

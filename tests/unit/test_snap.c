@@ -558,6 +558,26 @@ Test(snap, a_delete_merges_in_the_background_beside_writes)
     free(v0);
 }
 
+/* A snapshot being deleted counts until its merge drops it: a create at
+ * the limit waits for the merge rather than fail. */
+Test(snap, a_create_at_the_limit_waits_for_a_pending_merge)
+{
+    const uint64_t size = 1024 * CH;
+    make_volume(size);
+    write_pattern(0, size, 1);
+    snap_new("s0");
+    uint64_t s1 = snap_new("s1");
+    write_pattern(0, size, 2); /* every chunk copied into s1, which s0 needs */
+    for (unsigned k = 2; k < SNAP_MAX; k++) {
+        char name[16];
+        snprintf(name, sizeof(name), "s%u", k);
+        snap_new(name);
+    }
+    cr_assert_eq(snap_delete(svol_snapshots(sv), s1), 0, "%s", logbuf);
+    snap_new("one-more");
+    cr_assert_eq(snap_count(svol_snapshots(sv)), SNAP_MAX);
+}
+
 /* ---- refusals ------------------------------------------------------------- */
 
 Test(snap, a_corrupt_index_is_refused_naming_the_file)
