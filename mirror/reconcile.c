@@ -9,7 +9,7 @@
  * current), copies the region from a current copy to every copy, flagged
  * MW_F_RECONCILE; a region found equal gets its first 4 KiB so flagged.
  * Whoever applies such a write clears the mark, and writes only what its
- * copy does not already hold (reconcile_apply): bytes it holds stay as
+ * copy does not already hold, per 64 KiB chunk (reconcile_apply): chunks it holds stay as
  * they are, so the snapshots copy nothing on write and their dirty bitmaps
  * name no change. The write in doubt was never acknowledged, so either
  * version is right; a client that resends it writes over a region that is
@@ -31,6 +31,7 @@
 #include "policing/protocol.h"
 #include "store/actlog.h"
 #include "store/svol.h"
+#include "store/snap.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -42,17 +43,28 @@
  * starts this much after the lowest's. */
 #define RECONCILE_LATER_MS 10000
 
-/* One read more per reconcile write, which only a writer's death causes. */
+/* One read more per reconcile write, which only a writer's death causes;
+ * compared per snapshot chunk, so a copy that differs in one byte gets
+ * (and its snapshots copy) that chunk only. */
 int reconcile_apply(struct mvol *v, const void *buf, uint32_t count, uint64_t offset,
                     unsigned flags)
 {
-    void *held = malloc(count);
+    unsigned char *held = malloc(count);
     if (!held)
         return -ENOMEM;
     int r = svol_read(v->sv, held, count, offset, 0);
-    bool same = r == 0 && memcmp(held, buf, count) == 0;
+    bool unread = r < 0; /* then everything is written */
+    r = 0;
+    for (uint32_t done = 0, n; r == 0 && done < count; done += n) {
+        uint64_t at = offset + done;
+        n = (uint32_t)(SNAP_CHUNK - (at & (SNAP_CHUNK - 1)));
+        if (n > count - done)
+            n = count - done;
+        if (unread || memcmp(held + done, (const unsigned char *)buf + done, n) != 0)
+            r = svol_write(v->sv, (const unsigned char *)buf + done, n, at, flags);
+    }
     free(held);
-    return same ? 0 : svol_write(v->sv, buf, count, offset, flags);
+    return r;
 }
 
 /* Writes len bytes at off, read from this copy or else a current peer, to

@@ -8,6 +8,15 @@
  * GnuTLS requires the same call again before any other send: conn_io.c
  * makes sure only one thread sends, and that it finishes.
  *
+ * The reader receives while another thread sends, so a session's GnuTLS
+ * calls take turns (mu). A receive must not change the sending state,
+ * and in TLS 1.3 one can: a KeyUpdate that asks for one back makes GnuTLS
+ * answer it from inside the receive, or start the next send with it,
+ * and a send cut short and retried then went out twice (a record
+ * duplicated in the stream). No NBD client we know updates keys (libnbd
+ * and qemu don't); a client that does is refused, its session ended
+ * (refuse_key_update), rather than its stream risked.
+ *
  * Records are up to 16 KiB: a reply's small pieces (a 16-byte header, a
  * structured chunk's header) are gathered into one record with what
  * follows rather than each costing a record (and its 22 bytes of
@@ -18,6 +27,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +53,7 @@ struct nbd_tls_creds {
 
 struct nbd_tls_session {
     gnutls_session_t s;
+    pthread_mutex_t mu; /* one GnuTLS call at a time */
     struct nbd_tls_creds *creds;
     enum nbd_tls_auth auth;
     char identity[NBD_TLS_IDENTITY_MAX];
@@ -216,6 +227,15 @@ static ssize_t push(gnutls_transport_ptr_t p, const giovec_t *iov, int iovcnt)
 
 /* ---- sessions ----------------------------------------------------------- */
 
+/* A client's KeyUpdate ends its session before GnuTLS acts on it (see
+ * the header). */
+static int refuse_key_update(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming,
+                             const gnutls_datum_t *msg)
+{
+    (void)s, (void)htype, (void)when, (void)msg;
+    return incoming ? GNUTLS_E_UNEXPECTED_HANDSHAKE_PACKET : 0;
+}
+
 static int setup(struct nbd_tls_session *t, int fd)
 {
     struct nbd_tls_creds *c = t->creds;
@@ -234,6 +254,8 @@ static int setup(struct nbd_tls_session *t, int fd)
         /* The handshake fails on a certificate the CA did not sign, or revoked. */
         gnutls_session_set_verify_cert(t->s, NULL, 0);
     }
+    gnutls_handshake_set_hook_function(t->s, GNUTLS_HANDSHAKE_KEY_UPDATE, GNUTLS_HOOK_PRE,
+                                       refuse_key_update);
     gnutls_transport_set_int(t->s, fd);
     gnutls_transport_set_pull_function(t->s, pull);
     gnutls_transport_set_vec_push_function(t->s, push);
@@ -317,6 +339,7 @@ struct nbd_tls_session *nbd_tls_accept(struct nbd_tls_creds *creds, int fd, cons
         qb_log(LOG_WARNING, "nbd %s: TLS: %s", peer, strerror(ENOMEM));
         return NULL;
     }
+    pthread_mutex_init(&t->mu, NULL);
     nbd_tls_creds_ref(creds);
     t->creds = creds;
     int r = setup(t, fd);
@@ -347,6 +370,7 @@ void nbd_tls_session_free(struct nbd_tls_session *t)
     if (t->s)
         gnutls_deinit(t->s);
     nbd_tls_creds_unref(t->creds);
+    pthread_mutex_destroy(&t->mu);
     free(t);
 }
 
@@ -369,7 +393,9 @@ static ssize_t fail(int r, const char *what, const char *peer)
 
 ssize_t nbd_tls_recv(struct nbd_tls_session *t, void *buf, size_t len, const char *peer)
 {
+    pthread_mutex_lock(&t->mu);
     ssize_t n = gnutls_record_recv(t->s, buf, len);
+    pthread_mutex_unlock(&t->mu);
     if (n >= 0)
         return n;
     if (n == GNUTLS_E_PREMATURE_TERMINATION)
@@ -393,6 +419,8 @@ ssize_t nbd_tls_send(struct nbd_tls_session *t, const struct iovec *iov, int iov
         }
         p = t->gather;
     }
+    pthread_mutex_lock(&t->mu);
     ssize_t n = gnutls_record_send(t->s, p, len);
+    pthread_mutex_unlock(&t->mu);
     return n >= 0 ? n : fail((int)n, "send", peer);
 }

@@ -77,12 +77,14 @@ const char *nbd_tls_identity(const struct nbd_tls_session *t, enum nbd_tls_auth 
 
 /* One receive, never blocking: > 0 bytes, 0 at the end of the stream,
  * -1 with errno EAGAIN (nothing decrypted yet: wait for the socket),
- * EINTR, or EIO (logged at debug level with peer). */
+ * EINTR, or EIO (logged at debug level with peer; also a client's TLS 1.3
+ * KeyUpdate, refused: see tls.c). May run beside a send. */
 ssize_t nbd_tls_recv(struct nbd_tls_session *t, void *buf, size_t len, const char *peer);
 /* Sends at most one record of what iov holds, never blocking: the bytes
  * of iov it took, or -1 with errno EAGAIN (the record is not all out:
  * call again with the same iov, which sends the rest; the session is
- * stuck until then), EINTR (likewise) or EPIPE/EIO. Callers serialise. */
+ * stuck until then), EINTR (likewise) or EPIPE/EIO. Callers serialise
+ * sends. */
 ssize_t nbd_tls_send(struct nbd_tls_session *t, const struct iovec *iov, int iovcnt,
                      const char *peer);
 

@@ -408,7 +408,7 @@ static void close_to_clients(struct volume *v, const struct cut *c, bool closed)
         atomic_store(&v->closing, closed);
     else if (c->kind == PMSG_CUT_DELETE)
         atomic_store(&v->deleting,
-                     closed && snap_find(svol_snapshots(v->sv), c->snapshot, &si) == 0 ? si.id : 0);
+                     closed && volume_snap_find(v, c->snapshot, &si) == 0 ? si.id : 0);
 }
 
 void volumes_cut_hold(struct volumes *vols, const struct cut *c)
@@ -433,8 +433,9 @@ static int volume_drained(const struct cut *c, struct volume *v)
 {
     if (c->kind == PMSG_CUT_DELETE) {
         struct snap_info si;
-        bool read =
-            snap_find(svol_snapshots(v->sv), c->snapshot, &si) == 0 && snapx_readers(v, si.id) > 0;
+        /* volume_snap_find: a snapshot this copy lacks is read too,
+         * through this node from a current copy. */
+        bool read = volume_snap_find(v, c->snapshot, &si) == 0 && snapx_readers(v, si.id) > 0;
         return read ? -EBUSY : 0;
     }
     if (c->kind == PMSG_CUT_UNFENCE)

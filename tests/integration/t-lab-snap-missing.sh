@@ -5,7 +5,8 @@
 # restarts alone (the record survives it), n2 returns and loads n3's
 # state (it has the higher table version), then n1. Nobody drops s: a@s
 # reads its content through every node (n3 opens it from its record and
-# reads a current copy: its own, failed, serves nothing).
+# reads a current copy: its own, failed, serves nothing), and a client of
+# it on n3 makes a delete busy (exit 10).
 # A rollback of a to s through n3 reads s from a current copy; a `replica
 # replace` on n3 cuts s there and rebuilds it, and a@s and a read s's
 # content through every node.
@@ -72,6 +73,26 @@ wait_until 60 states_are 1 "current current outdated" || lab_fail "n2 not resync
 for i in 1 2 3; do
     same "$i" a@s "$T/a.raw" || lab_fail "a@s through n$i differs from its content"
 done
+
+log "a client of a@s on n3, which lacks s, makes a delete through n1 busy"
+bg_start reader env PATH="/usr/bin:$PATH" nbdsh -u "$(addr 3)/a@s" -c "
+import os, time
+h.pread(4096, 0)
+print('open', flush=True)
+while not os.path.exists('$T/close'):
+    time.sleep(0.05)
+h.pread(4096, 0)
+print('read again', flush=True)
+"
+reader=$BG_PID
+wait_until 30 grep -q '^open' "$T/reader.out" || lab_fail "no client opened a@s on n3: $(cat "$T/reader.out")"
+rc=0
+"$LAB" vsan 1 snapshot delete a s >"$T/delete.out" 2>&1 || rc=$?
+touch "$T/close"
+[ "$rc" -eq 10 ] || lab_fail "a delete of s read through n3 exited $rc, not 10 (busy): $(cat "$T/delete.out")"
+wait_until 30 proc_gone "$reader" || lab_fail "the client of a@s did not finish"
+grep -q '^read again' "$T/reader.out" || lab_fail "a@s on n3 failed after the refused delete: $(cat "$T/reader.out")"
+listed 1 || lab_fail "s is gone after a refused delete"
 
 log "a rolled back to s through n3, which lacks it"
 lab vsan 3 snapshot rollback a s
