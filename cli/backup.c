@@ -102,6 +102,18 @@ static int split_source(const char *cmd, const char *arg, char *vol, char *snap)
     return -1;
 }
 
+/* Where to reach the NBD server: --nbd, else the node's (nbd_client.h)
+ * into addr (ADDR_MAX). -1 or an exit code. */
+static int nbd_address(const char *socket, const struct opts *o, char *addr)
+{
+    if (!o->nbd)
+        return nbdc_node_address(socket, addr, ADDR_MAX);
+    if (snprintf(addr, ADDR_MAX, "%s", o->nbd) >= ADDR_MAX)
+        return cli_usage_error("--nbd \"%.40s...\": longer than %d characters", o->nbd,
+                               ADDR_MAX - 1);
+    return -1;
+}
+
 static int oom(void)
 {
     fprintf(stderr, "vsan: out of memory\n");
@@ -426,9 +438,7 @@ int cli_backup(const char *socket, bool json, char **words, int n)
                                usage);
     if (o.since && (!o.since[0] || strlen(o.since) > RBDDIFF_NAME_MAX))
         return cli_usage_error("backup: --since \"%s\": not a snapshot name", o.since);
-    if (o.nbd)
-        snprintf(addr, sizeof addr, "%s", o.nbd);
-    else if ((r = nbdc_node_address(socket, addr, sizeof addr)) >= 0)
+    if ((r = nbd_address(socket, &o, addr)) >= 0)
         return r;
     return run_backup(&o, addr, o.pos[0], snap);
 }
@@ -786,7 +796,7 @@ static int run_restore(const char *socket, const struct opts *o, struct input *i
     if (r < 0)
         r = read_head(&rd, in, &h);
     if (r < 0)
-        r = nbdc_node_address(socket, addr, sizeof addr);
+        r = nbd_address(socket, o, addr);
     if (r < 0)
         r = prepare_volume(socket, addr, vol, &h, &created);
     if (r < 0)
@@ -807,9 +817,9 @@ static int run_restore(const char *socket, const struct opts *o, struct input *i
 
 int cli_restore(const char *socket, bool json, char **words, int n)
 {
-    static const char usage[] = "FILE|- VOL [--progress]";
+    static const char usage[] = "FILE|- VOL [--progress] [--nbd ADDR]";
     struct opts o = {.json = json};
-    int r = parse_opts("restore", usage, "", words, n, 2, &o);
+    int r = parse_opts("restore", usage, "n", words, n, 2, &o);
     if (r >= 0)
         return r;
     struct input in = {.fd = STDIN_FILENO, .name = "stdin"};
@@ -907,14 +917,14 @@ static int run_clone(const char *socket, const struct opts *o, const char *addr)
 
 int cli_clone(const char *socket, bool json, char **words, int n)
 {
-    static const char usage[] = "VOL@SNAP NEW [--progress]";
+    static const char usage[] = "VOL@SNAP NEW [--progress] [--nbd ADDR]";
     struct opts o = {.json = json};
     char vol[NAME_ARG_MAX + 1], snap[NAME_ARG_MAX + 1], addr[ADDR_MAX];
-    int r = parse_opts("volume clone", usage, "", words, n, 2, &o);
+    int r = parse_opts("volume clone", usage, "n", words, n, 2, &o);
     if (r < 0)
         r = split_source("volume clone", o.pos[0], vol, snap);
     if (r < 0)
-        r = nbdc_node_address(socket, addr, sizeof addr);
+        r = nbd_address(socket, &o, addr);
     if (r >= 0)
         return r;
     return run_clone(socket, &o, addr);

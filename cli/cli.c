@@ -92,8 +92,9 @@ static const char help_text[] =
     "\n"
     "backup, restore and clone show progress on stderr when it is a terminal\n"
     "(--progress: always); with --json they print a summary when done.\n"
-    "backup takes --nbd HOST:PORT|SOCKET: the NBD server to read from instead\n"
-    "of this node's (from `vsan status`).\n";
+    "backup, restore and clone reach this node's NBD server on its local socket\n"
+    "([admin] nbd_socket, from `vsan status`: root only, never TLS, so they work\n"
+    "under [nbd] tls = require); --nbd HOST:PORT|SOCKET names another.\n";
 
 enum arg_kind {
     ARG_NAME,         /* NAME [SIZE]: "name", "size" */

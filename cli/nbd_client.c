@@ -132,8 +132,8 @@ int nbdc_node_address(const char *socket, char *buf, size_t len)
     json_object_put(req);
     if (r >= 0)
         return r;
-    const char *addr = "";
-    if (json_object_object_get_ex(reply, "cluster", &cluster))
+    const char *addr = cli_reply_string(reply, "nbd_socket");
+    if (!addr[0] && json_object_object_get_ex(reply, "cluster", &cluster))
         addr = member_nbd(cluster);
     if ((!addr[0] || strcmp(addr, "?") == 0) &&
         json_object_object_get_ex(reply, "nbd_listen", &listen) &&

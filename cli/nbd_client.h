@@ -29,8 +29,10 @@ void progress_update(struct progress *p, uint64_t pos, uint64_t bytes);
 void progress_done(struct progress *p);
 double progress_seconds(const struct progress *p);
 
-/* The NBD address (HOST:PORT or a socket path) of the node whose admin
- * socket this is: its own member's "nbd" in `status`, else its first
+/* The NBD address (a socket path or HOST:PORT) of the node whose admin
+ * socket this is: its local socket ([admin] nbd_socket: root only, never
+ * TLS, so it works under [nbd] tls = require), else (a vsand that
+ * reports none) its own member's "nbd" in `status`, else its first
  * listen address. */
 int nbdc_node_address(const char *socket, char *buf, size_t len);
 

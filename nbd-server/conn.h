@@ -61,8 +61,9 @@ struct nbd_conn {
     const struct nbd_server_config *cfg;
     int in_fd, out_fd;
     bool out_is_socket;
-    char peer[64];  /* for log messages: "127.0.0.1:53422" or "unix" */
-    char local[64]; /* the address the client reached: "192.0.2.1", "" for unix */
+    char peer[64];   /* for log messages: "127.0.0.1:53422" or "unix" */
+    char local[64];  /* the address the client reached: "192.0.2.1", "" for unix */
+    bool local_root; /* came in by nbd_server_listen_local: root, no TLS */
 
     /* Set by the handshake once STARTTLS succeeded, NULL before and for
      * plain connections. Then the reader (rlock) receives and the wlock
@@ -161,8 +162,9 @@ void conn_send_other(struct nbd_conn *c, struct iovec *iov, int iovcnt);
 void conn_outq_last_owner(struct nbd_conn *c);
 
 /* Who the client proved to be over TLS (tls.h): a PSK user name or a
- * certificate's subject DN; "" with NBD_TLS_AUTH_NONE for a plain
- * connection, or TLS without a client certificate. */
+ * certificate's subject DN; "root" with NBD_TLS_AUTH_LOCAL on the local
+ * socket; "" with NBD_TLS_AUTH_NONE for another plain connection, or TLS
+ * without a client certificate. */
 const char *conn_identity(const struct nbd_conn *c, enum nbd_tls_auth *auth);
 
 /* Drops a reference; the last one closes and frees c. */
@@ -175,6 +177,12 @@ int nbd_handshake(struct nbd_conn *c);
 /* The transmission loop of one serving thread; returns when this thread
  * should stop (end of input, a hard error, or shutdown). */
 void nbd_transmission(struct nbd_conn *c);
+
+/* The [nbd] tls mode that applies to c: off on the local socket. */
+static inline int conn_tls_mode(const struct nbd_conn *c)
+{
+    return c->local_root ? NBD_TLS_OFF : c->cfg->tls;
+}
 
 /* Server-wide state the protocol needs. */
 bool nbd_server_shutting_down(struct nbd_server *srv);

@@ -12,7 +12,8 @@
  * TLS as proto.md says: with [nbd] tls = off STARTTLS is unsupported; with
  * on it is offered and plain clients go on as before; with require
  * (FORCEDTLS) every option before it but ABORT gets ERR_TLS_REQD, and
- * EXPORT_NAME, which cannot fail, closes. The TLS handshake counts
+ * EXPORT_NAME, which cannot fail, closes. The local socket (root only,
+ * server.h) is always served as with tls = off. The TLS handshake counts
  * against the NBD handshake's one deadline, and once it succeeds the state
  * negotiated in plain text (structured replies, meta contexts) is
  * forgotten, as the protocol demands.
@@ -491,7 +492,7 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const char *data, 
 static int opt_starttls(struct nbd_conn *c, uint32_t len)
 {
     uint32_t opt = NBD_OPT_STARTTLS;
-    if (c->cfg->tls == NBD_TLS_OFF)
+    if (conn_tls_mode(c) == NBD_TLS_OFF)
         return reply_error(c, opt, NBD_REP_ERR_UNSUP, "TLS is not enabled on this server");
     if (c->tls)
         return reply_error(c, opt, NBD_REP_ERR_INVALID, "TLS is already negotiated");
@@ -526,7 +527,7 @@ static int handle_option(struct nbd_conn *c, uint32_t opt, const char *data, uin
         return -1; /* it has no way to report an error */
     if (nbd_server_shutting_down(c->srv) && opt != NBD_OPT_ABORT)
         return reply_error(c, opt, NBD_REP_ERR_SHUTDOWN, "server is shutting down");
-    if (c->cfg->tls == NBD_TLS_REQUIRE && !c->tls && opt != NBD_OPT_STARTTLS &&
+    if (conn_tls_mode(c) == NBD_TLS_REQUIRE && !c->tls && opt != NBD_OPT_STARTTLS &&
         opt != NBD_OPT_ABORT) {
         if (opt == NBD_OPT_EXPORT_NAME) {
             qb_log(LOG_INFO, "nbd %s: EXPORT_NAME without TLS, which this server requires: closing",

@@ -31,12 +31,14 @@
 
 #include <qb/qblog.h>
 
-#define LISTENERS_MAX 8
+/* [nbd] listen (8 at most), the local socket and the service addresses. */
+#define LISTENERS_MAX 16
 
 struct listener {
     int fd;
     char addr[128];
     bool is_unix;
+    bool local_root;     /* nbd_server_listen_local's: root only, no TLS */
     atomic_bool closing; /* its accept thread is being stopped */
     pthread_t thread;
 };
@@ -276,6 +278,10 @@ const char *conn_identity(const struct nbd_conn *c, enum nbd_tls_auth *auth)
 {
     if (c->tls)
         return nbd_tls_identity(c->tls, auth);
+    if (c->local_root) {
+        *auth = NBD_TLS_AUTH_LOCAL;
+        return "root";
+    }
     *auth = NBD_TLS_AUTH_NONE;
     return "";
 }
@@ -401,8 +407,30 @@ static void *conn_main(void *arg)
 
 /* ---- listeners ---------------------------------------------------------- */
 
+/* Whether the client on fd, accepted by a local listener, is root; a
+ * refusal is logged with the uid (the socket's mode keeps others out, so
+ * one means the mode was changed). */
+static bool peer_is_root(const struct listener *l, int fd)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        qb_log(LOG_WARNING, "nbd %s: refused a client: SO_PEERCRED: %s", l->addr, strerror(errno));
+        return false;
+    }
+    if (cred.uid == 0)
+        return true;
+    qb_log(LOG_WARNING, "nbd %s: refused a client of uid %u (pid %d): only root may connect",
+           l->addr, (unsigned)cred.uid, (int)cred.pid);
+    return false;
+}
+
 static void accepted(struct nbd_server *srv, struct listener *l, int fd)
 {
+    if (l->local_root && !peer_is_root(l, fd)) {
+        close(fd);
+        return;
+    }
     if (!l->is_unix) {
         int one = 1;
         if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
@@ -413,6 +441,7 @@ static void accepted(struct nbd_server *srv, struct listener *l, int fd)
         close(fd);
         return;
     }
+    c->local_root = l->local_root;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -472,28 +501,17 @@ static int bind_unix(const char *path)
     return fd;
 }
 
-/* Splits "host:port" or "[v6]:port". */
-int nbd_server_listen(struct nbd_server *srv, const char *addr)
+/* Starts the accept thread of a bound socket fd (taken over) at addr. */
+static int add_listener(struct nbd_server *srv, const char *addr, int fd, bool local_root)
 {
-    if (srv->nlisteners == LISTENERS_MAX) {
-        qb_log(LOG_ERR, "nbd listen %s: at most %d listeners", addr, LISTENERS_MAX);
-        return -EMFILE;
-    }
     struct listener *l = calloc(1, sizeof *l);
-    if (!l)
-        return -ENOMEM;
-    l->is_unix = addr[0] == '/';
-    int fd = l->is_unix ? bind_unix(addr) : netaddr_listen(addr, 128, "nbd listen");
-    if (fd < 0) {
-        qb_log(LOG_ERR, "nbd listen %s: %s", addr, strerror(-fd));
-        free(l);
-        return fd;
-    }
-    l->fd = fd;
-    snprintf(l->addr, sizeof l->addr, "%s", addr);
     void **arg = malloc(2 * sizeof *arg);
-    int e = arg ? 0 : ENOMEM;
-    if (arg) {
+    int e = l && arg ? 0 : ENOMEM;
+    if (e == 0) {
+        l->fd = fd;
+        l->is_unix = addr[0] == '/';
+        l->local_root = local_root;
+        snprintf(l->addr, sizeof l->addr, "%s", addr);
         arg[0] = srv;
         arg[1] = l;
         e = pthread_create(&l->thread, NULL, accept_main, arg);
@@ -501,13 +519,96 @@ int nbd_server_listen(struct nbd_server *srv, const char *addr)
     if (e != 0) {
         free(arg);
         close(fd);
+        if (l && l->is_unix)
+            unlink(addr);
         free(l);
         qb_log(LOG_ERR, "nbd listen %s: accept thread: %s", addr, strerror(e));
         return -e;
     }
     srv->listeners[srv->nlisteners++] = l;
-    qb_log(LOG_INFO, "nbd: listening on %s", addr);
+    qb_log(LOG_INFO, "nbd: listening on %s%s", addr, local_root ? " (root only, no TLS)" : "");
     return 0;
+}
+
+static int room_for_listener(const struct nbd_server *srv, const char *addr)
+{
+    if (srv->nlisteners < LISTENERS_MAX)
+        return 0;
+    qb_log(LOG_ERR, "nbd listen %s: at most %d listeners", addr, LISTENERS_MAX);
+    return -EMFILE;
+}
+
+/* Splits "host:port" or "[v6]:port". */
+int nbd_server_listen(struct nbd_server *srv, const char *addr)
+{
+    int r = room_for_listener(srv, addr);
+    if (r < 0)
+        return r;
+    int fd = addr[0] == '/' ? bind_unix(addr) : netaddr_listen(addr, 128, "nbd listen");
+    if (fd < 0) {
+        qb_log(LOG_ERR, "nbd listen %s: %s", addr, strerror(-fd));
+        return fd;
+    }
+    return add_listener(srv, addr, fd, false);
+}
+
+/* Whether a server answers on the unix socket at path. */
+static bool unix_socket_live(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    bool live = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    close(fd);
+    return live;
+}
+
+/* mkdir of path's directory, 0755 (as /run/vsan for the pid file). */
+static int make_socket_dir(const char *path)
+{
+    char dir[sizeof(struct sockaddr_un){0}.sun_path];
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path || (size_t)(slash - path) >= sizeof dir)
+        return 0;
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        int e = errno;
+        qb_log(LOG_ERR, "nbd listen %s: mkdir %s: %s", path, dir, strerror(e));
+        return -e;
+    }
+    return 0;
+}
+
+int nbd_server_listen_local(struct nbd_server *srv, const char *path)
+{
+    int r = room_for_listener(srv, path);
+    if (r == 0)
+        r = make_socket_dir(path);
+    if (r < 0)
+        return r;
+    if (unix_socket_live(path)) {
+        qb_log(LOG_ERR,
+               "nbd listen %s: another server answers there (each vsand needs its own "
+               "[admin] nbd_socket)",
+               path);
+        return -EADDRINUSE;
+    }
+    /* Until the chmod the socket has the umask's mode: the uid check on
+     * accept keeps that moment safe. */
+    int fd = bind_unix(path);
+    if (fd >= 0 && chmod(path, 0600) < 0) {
+        int e = -errno;
+        close(fd);
+        unlink(path);
+        fd = e;
+    }
+    if (fd < 0) {
+        qb_log(LOG_ERR, "nbd listen %s: %s", path, strerror(-fd));
+        return fd;
+    }
+    return add_listener(srv, path, fd, true);
 }
 
 static void stop_listener(struct listener *l)

@@ -52,6 +52,15 @@ struct nbd_server *nbd_server_new(const struct nbd_server_config *cfg,
  * -errno with a message logged that names the address. */
 int nbd_server_listen(struct nbd_server *srv, const char *addr);
 
+/* Listens on a unix socket at path that only root may use: the socket
+ * is made mode 0600 (its directory 0755 if missing) and each client's
+ * SO_PEERCRED uid must be 0 (others are closed at once, logged with their
+ * uid). Its connections never negotiate TLS, whatever [nbd] tls says, and
+ * carry the identity "root" (NBD_TLS_AUTH_LOCAL): the way in for tools on
+ * the node itself. A live socket already at path (another server's) is
+ * -EADDRINUSE. Returns 0, or -errno with a message logged. */
+int nbd_server_listen_local(struct nbd_server *srv, const char *path);
+
 /* Sets the TLS credentials of new handshakes, taking over the caller's
  * reference; those in use by a handshake or a session stay until it ends.
  * With tls on or require, call it before listening. */

@@ -61,6 +61,7 @@ enum nbd_tls_auth {
     NBD_TLS_AUTH_NONE = 0, /* plain, or X.509 without a client certificate */
     NBD_TLS_AUTH_PSK,      /* identity: the PSK user name */
     NBD_TLS_AUTH_X509,     /* identity: the certificate's subject DN (RFC 4514) */
+    NBD_TLS_AUTH_LOCAL,    /* no TLS: root on the local socket (server.h); identity "root" */
 };
 
 struct nbd_tls_session;

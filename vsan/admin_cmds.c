@@ -405,6 +405,7 @@ static struct json_object *cmd_status(const struct context *ctx, struct json_obj
         json_add(o, "data_dir", json_object_new_string(node->cfg->data_dir)) < 0 ||
         json_add(o, "nbd_listen", listen_array(node->cfg)) < 0 ||
         json_add(o, "admin_socket", json_object_new_string(node->cfg->admin_socket)) < 0 ||
+        json_add(o, "nbd_socket", json_object_new_string(node->cfg->nbd_socket)) < 0 ||
         admin_add_u64(o, "volumes", n) < 0 ||
         admin_add_u64(o, "connections", nbd_server_connections(node->nbd)) < 0 ||
         admin_add_u64(o, "uptime", now > node->started ? now - node->started : 0) < 0 ||

@@ -277,6 +277,29 @@ static int parse_admin_socket(const struct key_def *k, struct vsan_config *cfg, 
     return 0;
 }
 
+/* [admin] nbd_socket: a file system path (not abstract as the admin
+ * socket is) that fits a sockaddr_un. */
+static int parse_nbd_socket(const struct key_def *k, struct vsan_config *cfg, const char *value,
+                            char *why, size_t len)
+{
+    size_t n = strlen(value);
+
+    if (value[0] != '/') {
+        snprintf(why, len, "must be an absolute path (a unix socket file)");
+        return -1;
+    }
+    if (value[n - 1] == '/') {
+        snprintf(why, len, "must name a file, not a directory");
+        return -1;
+    }
+    if (n > CONFIG_UNIX_PATH_MAX) {
+        snprintf(why, len, "socket path longer than %d characters", CONFIG_UNIX_PATH_MAX);
+        return -1;
+    }
+    snprintf(FIELD(cfg, k, char), k->size, "%s", value);
+    return 0;
+}
+
 /* A host name or IPv4 address; a host made of digits and dots must be a
  * valid dotted quad, so that "10.0.0.300" is caught here. */
 static int check_host(const char *host, char *why, size_t len)
@@ -547,6 +570,7 @@ static const struct key_def keys[] = {
     KEY("mirror", "resync_rate", parse_rate, mirror_resync_rate, CONFIG_RESYNC_RATE_MIN,
         CONFIG_RESYNC_RATE_MAX),
     KEY("admin", "socket", parse_admin_socket, admin_socket, 0, 0),
+    KEY("admin", "nbd_socket", parse_nbd_socket, nbd_socket, 0, 0),
     KEY("log", "level", parse_level, log_level, 0, 0),
     KEY("log", "syslog", parse_bool, log_syslog, 0, 0),
     KEY("log", "stderr", parse_tristate, log_stderr, 0, 0),
@@ -573,6 +597,7 @@ void config_defaults(struct vsan_config *cfg)
     cfg->mirror_timeout_ms = 4000;
     cfg->mirror_resync_rate = 200u * 1024 * 1024;
     strcpy(cfg->admin_socket, ADMIN_SOCKET_DEFAULT);
+    strcpy(cfg->nbd_socket, CONFIG_NBD_SOCKET_DEFAULT);
     cfg->log_level = LOG_INFO;
     cfg->log_syslog = true;
     cfg->log_stderr = CONFIG_UNSET;

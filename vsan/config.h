@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/vsan/vsan.conf"
+#define CONFIG_NBD_SOCKET_DEFAULT "/run/vsan/nbd.sock"
 
 #define CONFIG_NAME_MAX 64       /* node name: [A-Za-z0-9._-] */
 #define CONFIG_LISTEN_MAX 8      /* as many listeners as the NBD server takes */
@@ -78,7 +79,8 @@ struct vsan_config {
     bool mirror_sync_received;               /* sync = received: peers answer before applying */
     uint64_t mirror_resync_rate;             /* bytes per second; 0 = unlimited */
     /* [admin] */
-    char admin_socket[ADMIN_NAME_MAX + 2]; /* a leading '/' does not count */
+    char admin_socket[ADMIN_NAME_MAX + 2];     /* a leading '/' does not count */
+    char nbd_socket[CONFIG_UNIX_PATH_MAX + 1]; /* the local NBD socket: root, no TLS */
     /* [log] */
     int log_level; /* LOG_ERR, LOG_WARNING, LOG_INFO or LOG_DEBUG */
     bool log_syslog;

@@ -466,7 +466,7 @@ static int start_nbd(struct node *n)
         if (r < 0)
             return r; /* the server names the address in its message */
     }
-    return 0;
+    return nbd_server_listen_local(n->nbd, n->cfg.nbd_socket);
 }
 
 /* The cluster, or a group of one in standalone mode: either way volume
@@ -649,7 +649,8 @@ static void log_ready(const struct node *n)
     for (unsigned i = 0; i < n->cfg.n_listen && used < sizeof listen; i++)
         used +=
             snprintf(listen + used, sizeof listen - used, "%s%s", i ? "," : "", n->cfg.listen[i]);
-    qb_log(LOG_INFO, "vsand ready: nbd %s, admin %s", listen, n->cfg.admin_socket);
+    qb_log(LOG_INFO, "vsand ready: nbd %s, local nbd %s, admin %s", listen, n->cfg.nbd_socket,
+           n->cfg.admin_socket);
 }
 
 /* ---- main ---------------------------------------------------------------- */

@@ -154,6 +154,7 @@ vt_config() {
     LOG="$dir/vsand.log"
     PORT=$(free_port)
     ADMIN="vsan-it-$VT_NAME-$$-$n"
+    NBD_SOCKET="$dir/nbd.sock"
     URI="nbd://127.0.0.1:$PORT"
     local section extra kv
     {
@@ -162,7 +163,7 @@ vt_config() {
             case $section in
             node) printf 'data_dir = %s\npid_file = %s\n' "$DATA" "$dir/vsand.pid" ;;
             nbd) printf 'listen = 127.0.0.1:%s\n' "$PORT" ;;
-            admin) printf 'socket = %s\n' "$ADMIN" ;;
+            admin) printf 'socket = %s\nnbd_socket = %s\n' "$ADMIN" "$dir/nbd.sock" ;;
             log) printf 'level = debug\nsyslog = no\n' ;;
             esac
             for kv in "$@"; do
