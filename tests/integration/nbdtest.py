@@ -110,10 +110,16 @@ def closed_by_peer(sock):
 
 
 class RawClient:
-    """A hand-driven NBD client over TCP with simple replies only."""
+    """A hand-driven NBD client over TCP (or a unix socket: port a path)
+    with simple replies only."""
 
     def __init__(self, port, host="127.0.0.1"):
-        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+        if isinstance(port, str):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(TIMEOUT)
+            self.sock.connect(port)
+        else:
+            self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
         self.next_handle = 1
 
     def close(self):

@@ -15,6 +15,11 @@
 #     handshake's deadline while others are served.
 #     vsan-fuse mounts with --tls-certificates and with --tls-psk-file,
 #     and without them is refused before mounting.
+#     The local socket ([admin] nbd_socket) is exempt: nbdinfo reads over
+#     it as root, `vsan backup`, `restore` and `volume clone` work through
+#     it, STARTTLS there is unsupported and the connection goes on plain;
+#     nobody is kept out by the socket's mode (EACCES) and, with the mode
+#     loosened, by the peer's uid (closed, logged with the uid).
 #  3. tls = on: data written over TLS is what a plain client reads, and
 #     the other way round.
 #  4. verify_peer = yes: no client certificate, or one from another CA,
@@ -296,6 +301,73 @@ expect_exit 0 qemu-img info --object "$X509_OBJ" --image-opts "$(qopts)"
 expect_out "virtual size: 64 MiB"
 expect_exit 1 qemu-io --object "tls-creds-x509,id=tls0,dir=$T/b-cli,endpoint=client" \
     --image-opts "$(qopts)" -c "read 0 4k"
+
+log "the local socket ([admin] nbd_socket) under require: root, plain, no TLS"
+expect_exit 0 vsan status --json
+expect_out "\"nbd_socket\": \"$NBD_SOCKET\""
+[ "$(stat -c %a "$NBD_SOCKET")" = 600 ] || die "$NBD_SOCKET: mode $(stat -c %a "$NBD_SOCKET")"
+LOCAL="nbd+unix:///v?socket=$NBD_SOCKET"
+expect_exit 0 nbdinfo "$LOCAL"
+expect_out "export-size: 67108864"
+grep -q "nbd unix: export \"v\": transmission, .*plain as root" "$LOG" ||
+    die "no transmission as root on the local socket in $LOG"
+cmp -n $((8 * MiB)) "$T/data" <(nbdcopy "$LOCAL" -) || die "the local socket reads other data"
+
+log "backup, restore and clone use it by default, under tls = require"
+expect_exit 0 vsan snapshot create v s1
+expect_exit 0 vsan backup v@s1 -o "$T/v.rbd"
+expect_out "full backup of v@s1"
+expect_exit 0 vsan restore "$T/v.rbd" r
+expect_exit 0 vsan volume clone v@s1 c
+for vol in r c; do
+    cmp <(nbdcopy "nbd+unix:///v@s1?socket=$NBD_SOCKET" -) \
+        <(nbdcopy "nbd+unix:///$vol?socket=$NBD_SOCKET" -) || die "$vol differs from v@s1"
+done
+expect_exit 1 vsan backup v@s1 -o "$T/tcp.rbd" --nbd "127.0.0.1:$PORT"
+log "  --nbd to the TCP listener, plain under require: $(tail -n 1 <<<"$OUT")"
+
+log "STARTTLS on the local socket is unsupported, and the connection goes on plain"
+nbdpy "$NBD_SOCKET" "$T/data" <<'PY' || die "STARTTLS on the local socket"
+import sys
+
+from nbdtest import *
+
+c = RawClient(sys.argv[1])
+c.handshake()
+c.send_option(5)  # STARTTLS
+o, rtype, msg = c.option_reply()
+check(o == 5 and rtype == REP_ERR_UNSUP, "STARTTLS: reply %#x %r" % (rtype, msg))
+c.go_ok("v")
+with open(sys.argv[2], "rb") as f:
+    check(c.read(0, 4096) == f.read(4096), "READ after the refused STARTTLS: other data")
+c.close()
+print("ok: STARTTLS answered ERR_UNSUP, then GO and READ in plain")
+PY
+
+log "others may not connect: the socket's mode, then the peer's uid"
+chmod 711 "$T" # the test's own directory, so only the socket's mode is left
+nobody_connect() {
+    setpriv --reuid=nobody --regid=nogroup --clear-groups "$PY" -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+try:
+    s.connect(sys.argv[1])
+except PermissionError as e:
+    print("connect: %s" % e.strerror)
+    sys.exit(3)
+print("greeting: %d bytes" % len(s.recv(18)))' "$NBD_SOCKET"
+}
+expect_exit 3 nobody_connect
+expect_out "connect: Permission denied"
+chmod 666 "$NBD_SOCKET"
+expect_exit 0 nobody_connect
+expect_out "greeting: 0 bytes"
+wait_until 10 grep -q "nbd $NBD_SOCKET: refused a client of uid $(id -u nobody)" "$LOG" ||
+    die "no refusal naming the uid in $LOG"
+chmod 600 "$NBD_SOCKET"
+expect_exit 0 nbdinfo "$LOCAL"
+
 vsand_stop TERM
 
 # ---- 3. on -------------------------------------------------------------------
