@@ -809,6 +809,24 @@ static int check_service(struct parser *p)
     return 0;
 }
 
+/* The local socket is served apart from [nbd] listen (root only, no
+ * TLS): the same path in both would be two listeners on one file. */
+static int check_nbd_socket(struct parser *p)
+{
+    const struct vsan_config *c = p->cfg;
+    for (unsigned i = 0; i < c->n_listen; i++) {
+        if (strcmp(c->listen[i], c->nbd_socket) != 0)
+            continue;
+        unsigned line = p->key_line[find_key("admin", "nbd_socket") - keys];
+        fail(p, line ? line : p->key_line[find_key("nbd", "listen") - keys],
+             "[admin] nbd_socket = \"%s\" is also an [nbd] listen address (the local socket, "
+             "root only and without TLS, needs a path of its own)",
+             c->nbd_socket);
+        return -1;
+    }
+    return 0;
+}
+
 /* TLS needs credentials, and verifying clients' certificates a CA. The
  * files themselves are read when vsand starts (nbd_tls_creds_load). */
 static int check_tls(struct parser *p)
@@ -852,7 +870,8 @@ static int run_parser(struct parser *p)
         fail(p, 0, "out of memory");
         return -1;
     }
-    if (check_block_sizes(p) < 0 || check_service(p) < 0 || check_tls(p) < 0)
+    if (check_block_sizes(p) < 0 || check_service(p) < 0 || check_tls(p) < 0 ||
+        check_nbd_socket(p) < 0)
         return -1;
     return check_mirror_listen(p);
 }

@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #define CONFIG_DEFAULT_PATH "/etc/vsan/vsan.conf"
-#define CONFIG_NBD_SOCKET_DEFAULT "/run/vsan/nbd.sock"
+#define CONFIG_NBD_SOCKET_DEFAULT "/run/vsan/nbd-local.sock"
 
 #define CONFIG_NAME_MAX 64       /* node name: [A-Za-z0-9._-] */
 #define CONFIG_LISTEN_MAX 8      /* as many listeners as the NBD server takes */

@@ -86,6 +86,7 @@ Test(config, defaults_from_an_empty_file)
     cr_assert(eq(u32, cfg.nbd.handshake_timeout_ms, 10000));
     cr_assert(eq(u32, cfg.nbd.shutdown_grace_ms, 5000));
     cr_assert(eq(str, cfg.admin_socket, "/run/vsan/vsand.sock"));
+    cr_assert(eq(str, cfg.nbd_socket, "/run/vsan/nbd-local.sock"));
     cr_assert(eq(int, cfg.log_level, LOG_INFO));
     cr_assert(cfg.log_syslog);
     cr_assert(eq(int, cfg.log_stderr, CONFIG_UNSET));
@@ -362,6 +363,25 @@ Test(config, bad_admin_socket)
     parse_bad("[admin]\nsocket = /\n", 2, "must be a name");
     parse_bad("[admin]\nsocket = /run/vsan/a-very-long-admin-socket-name-that-libqb-cuts\n", 2,
               "too long (at most 48 characters");
+}
+
+Test(config, nbd_socket)
+{
+    parse_ok("[admin]\nnbd_socket = /srv/vsan/local-nbd.sock\n");
+    cr_assert(eq(str, cfg.nbd_socket, "/srv/vsan/local-nbd.sock"));
+    parse_bad("[admin]\nnbd_socket = run/nbd.sock\n", 2,
+              "[admin] nbd_socket = \"run/nbd.sock\": must be an absolute path (a unix socket "
+              "file)");
+    parse_bad("[admin]\nnbd_socket =\n", 2, "must be an absolute path");
+    parse_bad("[admin]\nnbd_socket = /run/vsan/\n", 2, "must name a file, not a directory");
+    parse_bad("[admin]\nnbd_socket = /run/"
+              "a2345678901234567890123456789012345678901234567890123456789012345678901234567890"
+              "12345678901234567890123\n",
+              2, "socket path longer than 107 characters");
+    parse_bad("[nbd]\nlisten = /run/vsan/nbd-local.sock\n", 2,
+              "[admin] nbd_socket = \"/run/vsan/nbd-local.sock\" is also an [nbd] listen address");
+    parse_bad("[nbd]\nlisten = 127.0.0.1:10809\n[admin]\nnbd_socket = 127.0.0.1:10809\n", 4,
+              "must be an absolute path");
 }
 
 Test(config, over_long_line)
