@@ -35,6 +35,7 @@ listen = $listen
 [admin]
 # a libqb IPC name (an abstract unix socket), not a file
 socket = $admin
+nbd_socket = $demo/nbd-local.sock
 [log]
 level = info
 EOF

@@ -102,7 +102,7 @@ lab_write_vsan_conf() {
         GC_SECRET_FILE=$secret GC_MIRROR_TIMEOUT=$LAB_MIRROR_TIMEOUT GC_RESYNC_RATE=0 \
         GC_SERVICE_ADDRESS="$(lab_service_addr "$i")/24" GC_SERVICE_INTERFACE=eth0 \
         gc_vsan_conf "$LAB_CLUSTER" "n$i" "$(lab_addr "$i")" "$dir/data" "$dir/vsand.pid" \
-        "$LAB_ADMIN" >"$dir/vsan.conf" || lab_die "cannot write $dir/vsan.conf"
+        "$LAB_ADMIN" "$dir/nbd-local.sock" >"$dir/vsan.conf" || lab_die "cannot write $dir/vsan.conf"
 }
 
 lab_start_corosync() {

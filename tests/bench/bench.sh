@@ -107,6 +107,7 @@ pid_file = $data.pid
 listen = 127.0.0.1:$port
 [admin]
 socket = $sock
+nbd_socket = $data.nbd.sock
 [log]
 level = warning
 syslog = no

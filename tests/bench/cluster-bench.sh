@@ -110,6 +110,7 @@ pid_file = $dir/solo.pid
 listen = $("$lab" addr 1 | sed 's|nbd://||; s|:10809|:10819|')
 [admin]
 socket = vsan-cluster-bench-solo
+nbd_socket = $dir/solo.nbd.sock
 [log]
 syslog = no
 level = warning

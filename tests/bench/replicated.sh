@@ -151,6 +151,7 @@ pid_file = $data.pid
 listen = $(rep_host 1):$REP_SOLO_PORT
 [admin]
 socket = $sock
+nbd_socket = $data.nbd.sock
 [log]
 level = warning
 syslog = no
