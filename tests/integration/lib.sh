@@ -141,8 +141,8 @@ vt_init_tmp() {
 }
 
 # vt_config [SECTION.KEY=VALUE ...]: writes a fresh config for a new node
-# (new data dir, port and admin name) to $CONF and makes it current. The
-# arguments add keys to their sections.
+# (new data dir, port, admin name and local NBD socket NBD_SOCKET) to
+# $CONF and makes it current. The arguments add keys to their sections.
 # shellcheck disable=SC2120 # the arguments are optional
 vt_config() {
     local n=${VT_NODES:-0}
@@ -163,7 +163,7 @@ vt_config() {
             case $section in
             node) printf 'data_dir = %s\npid_file = %s\n' "$DATA" "$dir/vsand.pid" ;;
             nbd) printf 'listen = 127.0.0.1:%s\n' "$PORT" ;;
-            admin) printf 'socket = %s\nnbd_socket = %s\n' "$ADMIN" "$dir/nbd.sock" ;;
+            admin) printf 'socket = %s\nnbd_socket = %s\n' "$ADMIN" "$NBD_SOCKET" ;;
             log) printf 'level = debug\nsyslog = no\n' ;;
             esac
             for kv in "$@"; do
