@@ -5,7 +5,8 @@
 # service address.
 #
 #  1. A plain client of n2's service address is refused (TLS required);
-#     X.509 and PSK clients are served there.
+#     X.509 and PSK clients are served there. `vsan backup` and `volume
+#     clone` on n1 work, through its local socket (no TLS, root only).
 #  2. A client that knows only n2's service address and verifies the
 #     server's certificate against the cluster CA (reconnect_writer.py,
 #     nbds://SVC2/m?tls-certificates=...) writes in a loop; n2's vsand is
@@ -69,6 +70,12 @@ expect_exit 0 nbdinfo "$X509_URI"
 expect_out "with TLS"
 expect_exit 0 nbdinfo "$PSK_URI"
 expect_out "with TLS"
+log "   backup and clone on n1, through its local socket ([admin] nbd_socket)"
+lab vsan 1 snapshot create m s1
+lab vsan 1 backup m@s1 -o "$T/m.rbd"
+grep -q "full backup of m@s1" "$T/lab.out" || lab_fail "no backup summary in $T/lab.out"
+lab vsan 1 volume clone m@s1 m2
+lab vsan 1 volume delete m2
 
 log "2. a TLS client of n2's service address; n2 killed"
 bg_start writer "$PY" "$VT_DIR/reconnect_writer.py" "$X509_URI" "$T/events" "$T/stop"
