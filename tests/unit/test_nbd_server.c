@@ -25,6 +25,7 @@
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -497,6 +498,34 @@ Test(tls, require_refuses_plain_clients, .init = setup_tls, .fini = teardown)
     cr_assert_eq(nbd_connect_unix(h, sock), -1, "a plain client was served");
     nbd_close(h);
     use_tls = true;
+}
+
+/* The local socket under tls = require: mode 0600, served in plain to a
+ * client that would take TLS if offered (STARTTLS is unsupported there),
+ * and a second server on the same path is refused rather than taking it. */
+Test(tls, local_socket_is_plain_and_root_only, .init = setup_tls, .fini = teardown)
+{
+    char local[160];
+    snprintf(local, sizeof local, "%s/local.sock", dir);
+    cr_assert_eq(nbd_server_listen_local(srv, local), 0);
+    struct stat st;
+    cr_assert_eq(stat(local, &st), 0);
+    cr_assert_eq(st.st_mode & 07777, 0600);
+    struct nbd_handle *h = nbd_create();
+    cr_assert_not_null(h);
+    cr_assert_eq(nbd_set_tls(h, LIBNBD_TLS_ALLOW), 0);
+    cr_assert_eq(nbd_set_export_name(h, "disk"), 0);
+    cr_assert_eq(nbd_connect_unix(h, local), 0, "connect: %s", nbd_get_error());
+    cr_assert_eq(nbd_get_tls_negotiated(h), 0);
+    assert_serves(h);
+    struct nbd_server_config cfg;
+    nbd_server_config_defaults(&cfg);
+    struct nbd_server *other = nbd_server_new(&cfg, &mem_catalog_ops, cat);
+    cr_assert_not_null(other);
+    cr_assert_eq(nbd_server_listen_local(other, local), -EADDRINUSE);
+    nbd_server_free(other);
+    assert_serves(h);
+    nbd_close(h);
 }
 
 /* ---- meta contexts: qemu:dirty-bitmap:NAME ------------------------------ */
