@@ -148,6 +148,16 @@ identical() {
     log "$1: the three replicas are byte-identical"
 }
 
+# addr I: node I's NBD address (nbd://HOST:PORT).
+addr() {
+    "$LAB" addr "$1"
+}
+
+# same I EXPORT FILE: EXPORT read through node I is FILE.
+same() {
+    nbdcopy -- "$(addr "$1")/$2" "$T/read.raw" && cmp -s "$T/read.raw" "$3"
+}
+
 # host_of I: node I's address, without scheme or port.
 host_of() {
     local a

@@ -14,10 +14,6 @@ vt_init
 
 LAB_VOL=a
 
-addr() {
-    "$LAB" addr "$1"
-}
-
 # listed I: node I lists snapshot s of a.
 listed() {
     "$LAB" vsan "$1" --json snapshot list a 2>/dev/null | "$PY" -c 'import json, sys

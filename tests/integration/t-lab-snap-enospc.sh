@@ -20,15 +20,6 @@ vt_init
 
 LAB_VOL=a
 
-addr() {
-    "$LAB" addr "$1"
-}
-
-# same I EXPORT FILE: EXPORT read through node I is FILE.
-same() {
-    nbdcopy -- "$(addr "$1")/$2" "$T/read.raw" && cmp -s "$T/read.raw" "$3"
-}
-
 N3="$VSAN_LAB_DIR/n3/data"
 on_exit "umount -l '$N3'" # (after the lab is down: cleanups run last first)
 lab_up 3

@@ -19,15 +19,6 @@ vt_init
 
 LAB_VOL=a
 
-addr() {
-    "$LAB" addr "$1"
-}
-
-# same I EXPORT FILE: EXPORT read through node I is FILE.
-same() {
-    nbdcopy -- "$(addr "$1")/$2" "$T/read.raw" && cmp -s "$T/read.raw" "$3"
-}
-
 # listed I: node I's `vsan snapshot list a` names s.
 listed() {
     "$LAB" vsan "$1" snapshot list a 2>/dev/null | grep -q '^s '

@@ -41,10 +41,6 @@ SIZE=$((32 * MiB))
 LAB_VOL=sv
 MODEL=$T/model
 
-addr() {
-    "$LAB" addr "$1"
-}
-
 # model ARGS...: the model of what was written (tests/integration's
 # snapmodel.py): writes through a node, snapshots, expected images.
 model() {

@@ -39,10 +39,6 @@ vt_init
 LAB_VOL=a
 BLOCKS=1000
 
-addr() {
-    "$LAB" addr "$1"
-}
-
 snap() { # snap I VOLS NAME: exit code of `vsan snapshot create` through node I
     "$LAB" vsan "$1" snapshot create "$2" "$3" >>"$T/snap.out" 2>&1
 }
