@@ -10,12 +10,14 @@
  *
  * The reader receives while another thread sends, so a session's GnuTLS
  * calls take turns (mu). A receive must not change the sending state,
- * and in TLS 1.3 one can: a KeyUpdate that asks for one back makes GnuTLS
- * answer it from inside the receive, or start the next send with it,
- * and a send cut short and retried then went out twice (a record
- * duplicated in the stream). No NBD client we know updates keys (libnbd
- * and qemu don't); a client that does is refused, its session ended
- * (refuse_key_update), rather than its stream risked.
+ * and in TLS 1.3 one can: a KeyUpdate that asks for one back makes
+ * GnuTLS start the next send with the key change, and a send cut short
+ * and retried then went out twice (a record duplicated in the stream).
+ * A KeyUpdate that asks nothing back changes only the receiving key, and
+ * is taken: GnuTLS clients (libnbd, qemu) send one of those on their own
+ * after 2^24 records. One that asks for ours ends the session
+ * (refuse_key_update) rather than risk the stream; our own key still
+ * changes after 2^24 records sent, on the sending thread.
  *
  * Records are up to 16 KiB: a reply's small pieces (a 16-byte header, a
  * structured chunk's header) are gathered into one record with what
@@ -227,13 +229,16 @@ static ssize_t push(gnutls_transport_ptr_t p, const giovec_t *iov, int iovcnt)
 
 /* ---- sessions ----------------------------------------------------------- */
 
-/* A client's KeyUpdate ends its session before GnuTLS acts on it (see
- * the header). */
+/* A client's KeyUpdate asking for ours ends its session before GnuTLS
+ * acts on it (see the header). Its body is one byte, request_update
+ * (RFC 8446 4.6.3): 1 asks; the hook may be handed the message's 4-byte
+ * header too, so the byte is the last. */
 static int refuse_key_update(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming,
                              const gnutls_datum_t *msg)
 {
-    (void)s, (void)htype, (void)when, (void)msg;
-    return incoming ? GNUTLS_E_UNEXPECTED_HANDSHAKE_PACKET : 0;
+    (void)s, (void)htype, (void)when;
+    bool asks = msg->size == 0 || msg->data[msg->size - 1] != 0;
+    return incoming && asks ? GNUTLS_E_UNEXPECTED_HANDSHAKE_PACKET : 0;
 }
 
 static int setup(struct nbd_tls_session *t, int fd)
