@@ -8,7 +8,8 @@
 #   make check SANITIZE=1   the same, built with ASan + UBSan
 #   make check-long the tests too long for check (4,000 volumes, power cuts)
 #   make fuzz       a longer libFuzzer run of the NBD parser
-#   make bench      fio against vsand and nbdkit side by side
+#   make bench      fio against vsand and nbdkit side by side (and build/nbdload
+#                   for TLS)
 #   make bench-cluster  what the policing protocol costs, on a 3-node lab
 #   make bench-failover failover times (vsand killed, node stopped, node cut)
 #   make soak       the lost-write checker with its nemesis for SOAK_SECONDS (600)
@@ -159,6 +160,13 @@ $(CHECKER): $(call obj,$(CHECKER_SRCS))
 
 $(B)/obj/tests/checker/%.o: CFLAGS += $(shell pkg-config --cflags libnbd)
 
+# The benches' load generator for what fio cannot run (NBD over TLS).
+NBDLOAD := $(B)/nbdload
+$(NBDLOAD): $(call obj,tests/bench/nbdload.c)
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs libnbd json-c) -pthread
+
+$(B)/obj/tests/bench/%.o: CFLAGS += $(shell pkg-config --cflags libnbd)
+
 # The engine's test runs whole nodes in one process: a cluster of several
 # members and a proxy for their mirror links (tests/unit/).
 $(B)/tests/test_engine: $(call obj,tests/unit/fake_cluster.c tests/unit/mirror_proxy.c)
@@ -172,7 +180,7 @@ $(B)/tests/test_checker_journal: $(call obj,tests/checker/journal.c)
 $(B)/tests/test_checker_judge: $(call obj,tests/checker/judge.c tests/checker/block.c)
 $(B)/tests/test_checker_cutlog: $(call obj,tests/checker/cutlog.c)
 
-integration: all $(CLUSTER_PROBE) $(CHECKER) $(FAULTFS)
+integration: all $(CLUSTER_PROBE) $(CHECKER) $(FAULTFS) $(NBDLOAD)
 	@tests/integration/run-all.sh $(B)
 
 check: deps
@@ -188,7 +196,7 @@ soak: all $(CHECKER)
 	@CHECKER_SECONDS=$(SOAK_SECONDS) timeout --kill-after=10 $$(( $(SOAK_SECONDS) + 600 )) \
 	  bash tests/integration/t-lab-checker.sh $(B)
 
-bench: all
+bench: all $(NBDLOAD)
 	@tests/bench/bench.sh $(B)
 
 bench-cluster: all
