@@ -23,6 +23,10 @@
 # writes and in steady state, the write pause a cut causes, incremental
 # backup; on the standalone vsand and on the 3-node lab.
 #
+# A TLS table (tests/bench/tls.sh) puts vsand plain, over TLS with X.509
+# and with PSK, and nbdkit --tls=require with the same credentials side by
+# side, measured with build/nbdload (fio's nbd engine refuses TLS).
+#
 # A further table compares replication (tests/bench/replicated.sh): vsand
 # on 2- and 3-node deploy/labs and qemu-storage-daemon's quorum driver,
 # each against a standalone vsand reached over the same lab network.
@@ -31,7 +35,8 @@
 # Env: BENCH_SECONDS (per run, default 10), BENCH_SIZE (default 1G),
 #      BENCH_ROUNDS (default 3), BENCH_REPLICATED (default 1; 0 skips the
 #      replicated table, which needs root for deploy/lab),
-#      BENCH_SNAPSHOTS (default 1; 0 skips the snapshot table).
+#      BENCH_SNAPSHOTS (default 1; 0 skips the snapshot table),
+#      BENCH_TLS (default 1; 0 skips the TLS table).
 set -Eeuo pipefail
 
 # shellcheck source=tests/bench/common.sh
@@ -41,6 +46,7 @@ rounds=${BENCH_ROUNDS:-3}
 size=${BENCH_SIZE:-1G}
 replicated=${BENCH_REPLICATED:-1}
 snapshots=${BENCH_SNAPSHOTS:-1}
+tls=${BENCH_TLS:-1}
 
 dir=""
 vsand_pids=()
@@ -67,6 +73,7 @@ cleanup() {
     [ -n "$nbdkit_pid" ] && kill -TERM "$nbdkit_pid" && wait "$nbdkit_pid"
     replicated_cleanup
     snap_cleanup
+    tls_cleanup
     rm -f /dev/shm/qb-*"$admin"*
     [ -n "$dir" ] && rm -rf "$dir"
     exit "$status"
@@ -92,11 +99,12 @@ wait_nbd() {
     done
 }
 
-# start_vsand DATA ADMIN: a standalone vsand keeping its volumes in DATA
-# (its config DATA.conf, its log DATA.log), answering on admin socket
-# ADMIN, with a volume bench: VSAND_URI, its pid VSAND_PID.
+# start_vsand DATA ADMIN [EXTRA]: a standalone vsand keeping its volumes in
+# DATA (its config DATA.conf, its log DATA.log), answering on admin socket
+# ADMIN, with a volume bench: VSAND_URI, its pid VSAND_PID. EXTRA: config
+# lines appended.
 start_vsand() {
-    local data=$1 sock=$2 port
+    local data=$1 sock=$2 extra=${3:-} port
     port=$(free_port)
     mkdir "$data"
     cat >"$data.conf" <<EOF
@@ -111,6 +119,7 @@ nbd_socket = $data.nbd.sock
 [log]
 level = warning
 syslog = no
+$extra
 EOF
     "$build/vsand" -f -c "$data.conf" >"$data.log" 2>&1 &
     VSAND_PID=$!
@@ -236,6 +245,8 @@ print_table() {
 . "$repo/tests/bench/replicated.sh"
 # shellcheck source=tests/bench/snapshots.sh
 . "$repo/tests/bench/snapshots.sh"
+# shellcheck source=tests/bench/tls.sh
+. "$repo/tests/bench/tls.sh"
 
 if [ ! -x "$build/vsand" ] || [ ! -x "$build/vsan" ]; then
     die "no $build/vsand or $build/vsan: run make"
@@ -255,8 +266,10 @@ if [ "$snapshots" != 0 ]; then
     snap_rows vsand
     snap_disk
 fi
+[ "$tls" = 0 ] || tls_run
 [ "$replicated" = 0 ] || replicated_run
 print_machine
 print_table
 [ "$replicated" = 0 ] || replicated_table
 [ "$snapshots" = 0 ] || snapshot_table
+[ "$tls" = 0 ] || tls_table

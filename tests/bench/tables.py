@@ -25,13 +25,19 @@ snapshots (server "REF+snap" beside its reference REF): the share of a
 fresh run's writes that copied a chunk (copied), the backup rows
 (backup), and snapbench.py's write pause rows; `snapshots` prints them.
 
+The TLS rows (tests/bench/tls.sh) come from build/nbdload's JSON instead
+of fio's (fio's nbd engine refuses nbds:// URIs): `nbdload` records a run,
+`tls` prints them, each server beside vsand over plain NBD.
+
 Usage:
   tables.py record JSON DIRECTION METRIC ROW SERVER HZ TICKS...  >> RESULTS
+  tables.py nbdload JSON ROW SERVER HZ TICKS...  >> RESULTS
   tables.py copied JSON EXCLUSIVE_BYTES ROW SERVER  >> RESULTS
   tables.py backup SUMMARY_JSON T0 T1 WRITTEN DIRTY_CHUNKS KIND SERVER  >> RESULTS
   tables.py loopback RESULTS
   tables.py replicated RESULTS
   tables.py snapshots RESULTS
+  tables.py tls RESULTS
 """
 import json
 import statistics
@@ -59,6 +65,16 @@ SNAP_TARGETS = {
 PAUSE_TARGET = ("slowest write of a cut window, p99 (ms)", 50.0)
 BACKUP_TARGET = ("incremental backup: stream data / dirty chunks", 1.1)
 
+# The TLS table: its servers in column order; its ratios (numerator,
+# denominator): each server over TLS against itself plain, and vsand
+# against nbdkit with the same credentials; and the issue's target for
+# vsand over TLS against vsand plain (rows starting with the key).
+TLS_SERVERS = ["vsand plain", "vsand X.509", "vsand PSK", "nbdkit plain", "nbdkit X.509", "nbdkit PSK"]
+TLS_RATIOS = [("vsand X.509", "vsand plain"), ("vsand PSK", "vsand plain"),
+              ("nbdkit X.509", "nbdkit plain"), ("nbdkit PSK", "nbdkit plain"),
+              ("vsand X.509", "nbdkit X.509"), ("vsand PSK", "nbdkit PSK")]
+TLS_TARGETS = {"4k ": 0.9}
+
 
 def record(path, dirn, metric, row, server, hz, *ticks):
     job = json.load(open(path))["jobs"][0]
@@ -83,6 +99,21 @@ def record(path, dirn, metric, row, server, hz, *ticks):
             print("cpu: %s\t%s n%d\t%.2f" % (row, server, i, int(t) * per_tick))
     client = (job["usr_cpu"] + job["sys_cpu"]) / 100 * job["job_runtime"] / 1000.0
     print("client cpu: %s\t%s\t%.2f" % (row, server, client * 1e6 / st["total_ios"]))
+
+
+def nbdload(path, row, server, hz, *ticks):
+    """one build/nbdload run: its rate, the 4k rows' latency percentiles,
+    server and client CPU per request"""
+    r = json.load(open(path))
+    print("%s\t%s\t%.1f" % (row, server, r["iops"] if "IOPS" in row else r["mib_s"]))
+    if row.startswith("4k "):
+        short = row.split(" (")[0]
+        for p in ("p50", "p99"):
+            print("%s, latency %s (us)\t%s\t%.1f" % (short, p, server, r["latency_us"][p]))
+    if r["requests"]:
+        per = 1e6 / int(hz) / r["requests"]
+        print("cpu: %s\t%s\t%.2f" % (row, server, sum(int(t) for t in ticks) * per))
+        print("client cpu: %s\t%s\t%.2f" % (row, server, r["client_cpu_us_per_request"]))
 
 
 def copied(path, exclusive, row, server):
@@ -283,6 +314,40 @@ def snapshots(path):
         print_table(["backup"] + [label(r) for r in where], lines)
 
 
+def tls(path):
+    rows, med = load(path)
+    servers = [s for s in TLS_SERVERS if any(srv == s for _, srv in med)]
+    pairs = [(n, d) for n, d in TLS_RATIOS if n in servers and d in servers]
+
+    def ratio(row, num, den):
+        if not med.get((row, den)) or (row, num) not in med:
+            return "-"
+        r = med[row, num] / med[row, den]
+        for start, bound in TLS_TARGETS.items():
+            if (row.startswith(start) and den == "vsand plain" and "latency" not in row
+                    and "cpu" not in row):
+                return "%.2f (target >= %.1f: %s)" % (r, bound, "met" if r >= bound else "MISSED")
+        return "%.2f" % r
+
+    def table(title, work, prefix=""):
+        lines = []
+        for row in work:
+            fmt = fmt_of(prefix + row)
+            lines.append([row] + [fmt.format(med[prefix + row, s]) if (prefix + row, s) in med else "-"
+                                  for s in servers] + [ratio(prefix + row, n, d) for n, d in pairs])
+        print_table([title] + servers + ["%s / %s" % p for p in pairs], lines)
+
+    work = [r for r in rows if "cpu: " not in r]
+    table("workload (build/nbdload)", work)
+    print("X / plain: a server over TLS against itself over plain NBD (vsand: the same process,")
+    print("tls = on; nbdkit: the one without TLS on the same image); vsand / nbdkit: the same")
+    print("credentials. Above 1 is better for IOPS and MiB/s, worse for latency and CPU.")
+    print()
+    table("server CPU per request (us)", [r for r in work if ("cpu: " + r, "vsand plain") in med], "cpu: ")
+    table("client CPU per request (us)", [r for r in work if ("client cpu: " + r, "vsand plain") in med],
+          "client cpu: ")
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit(__doc__)
@@ -299,5 +364,9 @@ if __name__ == "__main__":
         backup(*args)
     elif cmd == "snapshots":
         snapshots(*args)
+    elif cmd == "nbdload":
+        nbdload(*args)
+    elif cmd == "tls":
+        tls(*args)
     else:
         sys.exit("tables.py: unknown command %r\n%s" % (cmd, __doc__))
