@@ -126,6 +126,8 @@ struct nbd_conn {
 
     /* Guarded by the server's lock. */
     unsigned threads;      /* threads still serving this connection */
+    bool serving;          /* in transmission: export_name and the identity are set */
+    unsigned ended_epoch;  /* the server's revoke count when the handshake began */
     struct nbd_conn *next; /* the server's list of connections */
 };
 
@@ -166,6 +168,9 @@ void conn_outq_last_owner(struct nbd_conn *c);
  * socket; "" with NBD_TLS_AUTH_NONE for another plain connection, or TLS
  * without a client certificate. */
 const char *conn_identity(const struct nbd_conn *c, enum nbd_tls_auth *auth);
+/* c as the catalog sees it (export.h): "anonymous" for a client without an
+ * identity, and whether it sees all ([nbd] anonymous, root). */
+void conn_client(const struct nbd_conn *c, struct nbd_client *who);
 
 /* Drops a reference; the last one closes and frees c. */
 void conn_unref(struct nbd_conn *c);

@@ -18,6 +18,8 @@
 #ifndef VSAN_NBD_EXPORT_H
 #define VSAN_NBD_EXPORT_H
 
+#include "nbd-server/tls.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -136,16 +138,27 @@ struct nbd_export {
  * protocol's 4096-byte strings. */
 #define NBD_BITMAP_NAME_MAX (4096 - 18)
 
+/* Who asks the catalog: the catalog alone decides what a client may see
+ * and how (its grants), so that listing and opening filter alike. */
+struct nbd_client {
+    const char *identity; /* a PSK user, a subject DN, "root", or "anonymous" (plain) */
+    enum nbd_tls_auth auth;
+    /* Sees every export read-write: root on the local socket, or a plain
+     * client under [nbd] anonymous = all. */
+    bool all;
+};
+
 struct nbd_catalog_ops {
-    /* Opens the export called name. Returns 0 and fills *exp, -ENOENT if
-     * there is none, another -errno if it can't be served now. The export
-     * stays valid (and counts as in use) until close. */
-    int (*open)(void *ctx, const char *name, struct nbd_export *exp);
+    /* Opens the export called name for who. Returns 0 and fills *exp,
+     * -ENOENT if there is none or who may not see it (the same answer),
+     * another -errno if it can't be served now. The export stays valid
+     * (and counts as in use) until close. */
+    int (*open)(void *ctx, const char *name, const struct nbd_client *who, struct nbd_export *exp);
     void (*close)(void *ctx, struct nbd_export *exp);
-    /* Calls fn for every export, in a stable order, until fn returns
-     * non-zero; returns that value, or 0. */
-    int (*list)(void *ctx, int (*fn)(void *arg, const char *name, const char *description),
-                void *arg);
+    /* Calls fn for every export who may see, in a stable order, until fn
+     * returns non-zero; returns that value, or 0. */
+    int (*list)(void *ctx, const struct nbd_client *who,
+                int (*fn)(void *arg, const char *name, const char *description), void *arg);
 };
 
 #endif

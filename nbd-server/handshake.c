@@ -142,7 +142,9 @@ static int open_export(struct nbd_conn *c, const char *name, bool go)
         c->exp = c->meta_exp;
         c->have_meta_exp = false;
     } else {
-        int r = cat->open(ctx, name, &c->exp);
+        struct nbd_client who;
+        conn_client(c, &who);
+        int r = cat->open(ctx, name, &who, &c->exp);
         if (r < 0)
             return r;
         if (go)
@@ -206,7 +208,9 @@ static int opt_list(struct nbd_conn *c, uint32_t len)
         return reply_error(c, NBD_OPT_LIST, NBD_REP_ERR_INVALID, "LIST takes no data");
     void *ctx;
     const struct nbd_catalog_ops *cat = nbd_server_catalog(c->srv, &ctx);
-    if (cat->list(ctx, list_one, c) < 0)
+    struct nbd_client who;
+    conn_client(c, &who);
+    if (cat->list(ctx, &who, list_one, c) < 0)
         return -1;
     return reply(c, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
 }
@@ -471,7 +475,9 @@ static int opt_meta_context(struct nbd_conn *c, uint32_t opt, const char *data, 
     void *ctx;
     const struct nbd_catalog_ops *cat = nbd_server_catalog(c->srv, &ctx);
     struct nbd_export e;
-    int r = cat->open(ctx, name, &e);
+    struct nbd_client who;
+    conn_client(c, &who);
+    int r = cat->open(ctx, name, &who, &e);
     if (r < 0) {
         char msg[NBD_MAX_STRING + 64];
         snprintf(msg, sizeof msg, "export \"%s\": %s", name, strerror(-r));

@@ -384,8 +384,12 @@ static const struct nbd_export_ops mem_ops = {
     .batch_end = mem_batch_end,
 };
 
-static int mem_open(void *ctx, const char *name, struct nbd_export *exp)
+/* Serves every export to every client: the in-memory catalog has no
+ * grants (the volume layer's catalog filters). */
+static int mem_open(void *ctx, const char *name, const struct nbd_client *who,
+                    struct nbd_export *exp)
 {
+    (void)who;
     struct mem_catalog *cat = ctx;
     for (unsigned i = 0; i < cat->n; i++) {
         struct mem_export *e = &cat->exports[i];
@@ -410,8 +414,10 @@ static void mem_close(void *ctx, struct nbd_export *exp)
     pthread_mutex_unlock(&cat->lock);
 }
 
-static int mem_list(void *ctx, int (*fn)(void *, const char *, const char *), void *arg)
+static int mem_list(void *ctx, const struct nbd_client *who,
+                    int (*fn)(void *, const char *, const char *), void *arg)
 {
+    (void)who;
     struct mem_catalog *cat = ctx;
     for (unsigned i = 0; i < cat->n; i++) {
         int r = fn(arg, cat->exports[i].name, cat->exports[i].description);

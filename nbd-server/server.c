@@ -66,6 +66,7 @@ struct nbd_server {
     struct nbd_conn *conns;
     unsigned nconns;
     unsigned handshaking; /* of nconns, those still in the handshake */
+    unsigned ended;       /* calls of nbd_server_end_clients that marked any */
     /* Connections refused since the last message that said so. */
     unsigned long refused;
     time_t refused_logged;
@@ -242,6 +243,7 @@ static struct nbd_conn *conn_new(struct nbd_server *srv, int in_fd, int out_fd)
         srv->conns = c;
         srv->nconns++;
         srv->handshaking++;
+        c->ended_epoch = srv->ended;
     } else {
         refused(srv, c->peer, why);
     }
@@ -284,6 +286,30 @@ const char *conn_identity(const struct nbd_conn *c, enum nbd_tls_auth *auth)
     }
     *auth = NBD_TLS_AUTH_NONE;
     return "";
+}
+
+void conn_client(const struct nbd_conn *c, struct nbd_client *who)
+{
+    who->identity = conn_identity(c, &who->auth);
+    bool nobody = who->auth == NBD_TLS_AUTH_NONE;
+    if (nobody)
+        who->identity = NBD_ANONYMOUS;
+    int anon = c->cfg->anonymous;
+    if (anon == NBD_ANON_DEFAULT)
+        anon = c->cfg->tls == NBD_TLS_REQUIRE ? NBD_ANON_NONE : NBD_ANON_ALL;
+    who->all = who->auth == NBD_TLS_AUTH_LOCAL || (nobody && anon == NBD_ANON_ALL);
+}
+
+/* c enters transmission. A revoke that ran during its handshake may have
+ * missed it (its export was opened under the old grants): it ends, and a
+ * new connection is checked against the new ones. */
+static void conn_serving(struct nbd_conn *c)
+{
+    pthread_mutex_lock(&c->srv->lock);
+    c->serving = true;
+    if (c->srv->ended != c->ended_epoch)
+        atomic_store(&c->ending, true);
+    pthread_mutex_unlock(&c->srv->lock);
 }
 
 /* Called by each serving thread as it leaves; the last one drops the
@@ -377,6 +403,7 @@ static void serve_conn(struct nbd_conn *c)
         conn_leave(c);
         return;
     }
+    conn_serving(c);
     enum nbd_tls_auth auth;
     const char *who = conn_identity(c, &auth);
     qb_log(LOG_DEBUG, "nbd %s: export \"%s\": transmission, %s replies, %s%s%s", c->peer,
@@ -651,6 +678,38 @@ unsigned nbd_server_end_connections(struct nbd_server *srv, const char *local)
     if (n > 0)
         qb_log(LOG_INFO, "nbd: ending %u connections to %s: their next request gets ESHUTDOWN", n,
                local);
+    return n;
+}
+
+/* Whether export is vol or one of its snapshots. */
+static bool export_of(const char *export, const char *vol)
+{
+    size_t n = strlen(vol);
+    return strncmp(export, vol, n) == 0 && (export[n] == '\0' || export[n] == '@');
+}
+
+unsigned nbd_server_end_clients(struct nbd_server *srv, const char *vol,
+                                bool (*match)(void *arg, const struct nbd_client *who), void *arg)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&srv->lock);
+    for (struct nbd_conn *c = srv->conns; c; c = c->next) {
+        if (!c->serving)
+            continue; /* ends as it enters transmission (conn_serving) */
+        struct nbd_client who;
+        conn_client(c, &who);
+        if (!export_of(c->export_name, vol) || !match(arg, &who) ||
+            atomic_exchange(&c->ending, true))
+            continue;
+        n++;
+    }
+    srv->ended++;
+    pthread_mutex_unlock(&srv->lock);
+    if (n > 0)
+        qb_log(LOG_INFO,
+               "nbd: volume \"%s\": ending %u connections whose grant changed: their next "
+               "request gets ESHUTDOWN",
+               vol, n);
     return n;
 }
 

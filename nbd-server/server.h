@@ -23,6 +23,7 @@
 #include "nbd-server/export.h"
 #include "nbd-server/tls.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Connections in the handshake at once; more are closed at once. */
@@ -37,7 +38,16 @@ struct nbd_server_config {
     unsigned handshake_timeout_ms; /* for the whole handshake, from the accept */
     unsigned shutdown_grace_ms;    /* how long shutdown waits for clients to leave */
     int tls;                       /* enum nbd_tls_mode (tls.h) */
+    int anonymous;                 /* enum nbd_anonymous */
 };
+
+/* [nbd] anonymous: what a client without an identity (plain, or TLS
+ * without a client certificate) sees: every export, or only those granted
+ * to "anonymous". DEFAULT: all, unless tls = require. */
+enum nbd_anonymous { NBD_ANON_DEFAULT = 0, NBD_ANON_ALL = 1, NBD_ANON_NONE = 2 };
+
+/* The identity of a client without one. */
+#define NBD_ANONYMOUS "anonymous"
 
 /* Fills the defaults documented in deploy/vsan.conf.sample. */
 void nbd_server_config_defaults(struct nbd_server_config *cfg);
@@ -75,6 +85,13 @@ int nbd_server_unlisten(struct nbd_server *srv, const char *addr);
  * it closes, so the client reconnects, wherever that address now lives.
  * Returns how many were marked. */
 unsigned nbd_server_end_connections(struct nbd_server *srv, const char *local);
+/* Ends every connection to export VOL or VOL@SNAP (vol) whose client
+ * match(arg, who) says, as nbd_server_end_connections does: a revoked
+ * grant. Connections still in the handshake when it runs end once they
+ * enter transmission (their export was opened under the old grants).
+ * Any thread. Returns how many were marked. */
+unsigned nbd_server_end_clients(struct nbd_server *srv, const char *vol,
+                                bool (*match)(void *arg, const struct nbd_client *who), void *arg);
 /* Disconnects those marked by nbd_server_end_connections that are still
  * there (idle clients); returns how many. */
 unsigned nbd_server_drop_connections(struct nbd_server *srv, const char *local);

@@ -37,7 +37,8 @@ static size_t fixed_length(int type)
     case PMSG_CUT_DRAINED:
     case PMSG_CUT_ABORT:
         return sizeof(struct pmsg_cut);
-
+    case PMSG_GRANT:
+        return sizeof(struct pmsg_grant);
     default:
         return 0;
     }

@@ -22,10 +22,11 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 #define PMSG_MAGIC 0x4c505356u /* "VSPL" */
 /* 4: the sync round's state goes out as a stream of STATE_PART pieces
  * (syncstream.h) instead of one STATE message; 6: heartbeats; 7: the cut
- * (snapshots). A node drops every message of another version, so nodes
+ * (snapshots); 8: grants (a node that dropped them would let clients in
+ * that the others keep out). A node drops every message of another version, so nodes
  * of different versions never complete a sync round together: a cluster
  * is upgraded all at once. */
-#define PMSG_VERSION 7
+#define PMSG_VERSION 8
 
 enum pmsg_type {
     PMSG_HELLO = 1,      /* a member's endpoints */
@@ -44,12 +45,15 @@ enum pmsg_type {
     PMSG_CUT_BEGIN = 14,   /* a barrier on some volumes: hold, drain (cut.h) */
     PMSG_CUT_DRAINED = 15, /* the sender has drained the barrier's volumes */
     PMSG_CUT_ABORT = 16,   /* the sender's timer for the barrier expired */
+    PMSG_GRANT = 17,       /* a volume's grant to an identity is set or revoked */
 };
 
 #define PMSG_NAME_MAX 64
 #define PMSG_UUID_LEN 36
 #define PMSG_ADDR_MAX 128
 #define PMSG_REPLICAS_MAX 32
+/* A grant's identity: nbd-server/tls.h's NBD_TLS_IDENTITY_MAX, plus "dn:". */
+#define PMSG_IDENTITY_MAX (512 + 3)
 #define PMSG_SERVICE_ADDR_MAX 24 /* "A.B.C.D/PREFIX", NUL-padded */
 /* enum replica_state's CURRENT (mirror/replicas.h), which the service
  * rules need without depending on the mirror engine. */
@@ -85,6 +89,22 @@ struct pmsg_volume {
     char name[PMSG_NAME_MAX + 1];
     uint64_t size; /* CREATE, RESIZE */
     uint8_t force; /* RESIZE: shrink allowed */
+} __attribute__((packed));
+
+/* GRANT: what identity may do with volume name (and its snapshots, read
+ * only) from now on; tag as in pmsg_volume. */
+enum pmsg_grant_mode {
+    PMSG_GRANT_REVOKE = 0, /* nothing: the grant goes */
+    PMSG_GRANT_RW = 1,
+    PMSG_GRANT_RO = 2,
+};
+
+struct pmsg_grant {
+    struct pmsg_header h;
+    uint64_t tag;
+    uint8_t mode; /* enum pmsg_grant_mode */
+    char name[PMSG_NAME_MAX + 1];
+    char identity[PMSG_IDENTITY_MAX + 1];
 } __attribute__((packed));
 
 /* A replica's new state. With first <= last, every node that holds a

@@ -923,6 +923,18 @@ int policing_rollback_fence(struct policing *pc, const char *volume, const char 
                           done, arg);
 }
 
+static void apply_grant(struct policing *pc, uint32_t nodeid, uint32_t pid,
+                        const struct pmsg_grant *m)
+{
+    int r = -EINVAL;
+    if (pmsg_string_ok(m->name, sizeof m->name) &&
+        pmsg_string_ok(m->identity, sizeof m->identity) && m->mode <= PMSG_GRANT_RO)
+        r = pc->p.table->grant(pc->p.table_ctx, m->name, m->identity, m->mode);
+    if (r == 0)
+        bump_version(pc);
+    finish_pending(pc, nodeid, pid, m->tag, r);
+}
+
 /* A table or region message, applied now. */
 static void apply(struct policing *pc, uint32_t nodeid, uint32_t pid, int type, const void *msg)
 {
@@ -940,6 +952,8 @@ static void apply(struct policing *pc, uint32_t nodeid, uint32_t pid, int type, 
         apply_cut_drained(pc, nodeid, msg);
     else if (type == PMSG_CUT_ABORT)
         apply_cut_abort(pc, msg);
+    else if (type == PMSG_GRANT)
+        apply_grant(pc, nodeid, pid, msg);
     else
         apply_volume(pc, nodeid, pid, type, msg);
 }
@@ -978,6 +992,9 @@ static void held_done(struct policing *pc, const struct held *h, int type)
         finish_pending(pc, h->nodeid, h->pid, m->tag, -ECONNRESET);
     } else if (type == PMSG_VOL_CREATE || type == PMSG_VOL_RESIZE || type == PMSG_VOL_DELETE) {
         const struct pmsg_volume *m = (const void *)h->data;
+        finish_pending(pc, h->nodeid, h->pid, m->tag, -ECONNRESET);
+    } else if (type == PMSG_GRANT) {
+        const struct pmsg_grant *m = (const void *)h->data;
         finish_pending(pc, h->nodeid, h->pid, m->tag, -ECONNRESET);
     }
 }
@@ -1048,6 +1065,8 @@ static int build_state(struct policing *pc, void **out, size_t *len)
     r = pc->p.table->snap_list(pc->p.table_ctx, &st.snaps, &st.nsnaps);
     if (r == 0)
         r = pc->p.table->fence_list(pc->p.table_ctx, &st.fences, &st.nfences);
+    if (r == 0)
+        r = pc->p.table->grant_list(pc->p.table_ctx, &st.grants, &st.ngrants);
     if (r < 0) {
         sync_state_free(&st);
         return r;
@@ -1156,6 +1175,10 @@ static int load_state(struct policing *pc, uint32_t from, const struct sync_stat
     int fr = pc->p.table->fence_load(pc->p.table_ctx, st->fences, st->nfences);
     if (r == 0)
         r = fr;
+    /* Likewise: a revoke must reach this node whatever else failed. */
+    int gr = pc->p.table->grant_load(pc->p.table_ctx, st->grants, st->ngrants);
+    if (r == 0)
+        r = gr;
     pc->last_cut = st->last_cut;
     if (r == 0)
         r = pc->p.table->set_version(pc->p.table_ctx, st->table_version);
@@ -1555,6 +1578,24 @@ int policing_volume_resize(struct policing *pc, const char *name, uint64_t size,
 int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done, void *arg)
 {
     return request_change(pc, PMSG_VOL_DELETE, NULL, name, 0, false, done, arg);
+}
+
+int policing_access_change(struct policing *pc, const char *volume, const char *identity,
+                           uint8_t mode, policing_done_fn done, void *arg)
+{
+    pthread_mutex_lock(&pc->lock);
+    bool quorate = pc->quorate;
+    pthread_mutex_unlock(&pc->lock);
+    if (!quorate)
+        return -ENOLINK;
+    struct pmsg_grant m;
+    pmsg_init(&m.h, PMSG_GRANT, sizeof m);
+    if (!pmsg_set_string(m.name, sizeof m.name, volume) ||
+        !pmsg_set_string(m.identity, sizeof m.identity, identity))
+        return -EINVAL;
+    m.mode = mode;
+    m.tag = ++pc->next_tag;
+    return send_pending(pc, m.tag, &m, sizeof m, done, arg);
 }
 
 /* How long a replica change may wait for its own delivery: far above a

@@ -70,6 +70,14 @@ struct policing_fence {
     uint32_t node;                /* the node rolling it back */
 };
 
+/* A grant as the agreed table knows it (volume/access.h): identity may
+ * see the volume, and write it unless read_only. */
+struct policing_grant {
+    char uuid[PMSG_UUID_LEN + 1]; /* the volume's */
+    char identity[PMSG_IDENTITY_MAX + 1];
+    uint8_t read_only;
+};
+
 /* The local side of the volume table, called on the main loop in agreed
  * order. Results must depend only on the table (never on local
  * connections), so every node reaches the same one. */
@@ -131,6 +139,16 @@ struct policing_table_ops {
     /* After load: the group's fences replace this node's (a volume not
      * listed is not fenced). */
     int (*fence_load)(void *ctx, const struct policing_fence *f, size_t n);
+    /* A GRANT (messages.h): identity's grant on volume name becomes mode.
+     * 0 (changed), -ENOENT (no such volume), -ESRCH (a revoke of no
+     * grant), -EALREADY (the grant is so already), -EINVAL (a bad
+     * identity), -ENOSPC (the volume has ACCESS_GRANTS_MAX grants), or
+     * -errno from persisting it. */
+    int (*grant)(void *ctx, const char *name, const char *identity, uint8_t mode);
+    /* Every grant, malloc'd; the caller frees them. */
+    int (*grant_list)(void *ctx, struct policing_grant **out, size_t *n);
+    /* After load: the group's grants replace this node's. */
+    int (*grant_load)(void *ctx, const struct policing_grant *g, size_t n);
     /* How many changes the table has seen (persisted). */
     uint64_t (*version)(void *ctx);
     int (*set_version)(void *ctx, uint64_t version);
@@ -261,6 +279,13 @@ int policing_snapshot_delete(struct policing *pc, const char *volume, const char
  * on it); without, the unfence. A fence whose node leaves the group ends. */
 int policing_rollback_fence(struct policing *pc, const char *volume, const char *snapshot,
                             bool fence, policing_done_fn done, void *arg);
+
+/* `vsan access grant/revoke`: identity's grant on volume becomes mode
+ * (enum pmsg_grant_mode) on every node; done gets the table op grant's
+ * result. -ENOLINK without quorum, -EINVAL for a name or identity too
+ * long. */
+int policing_access_change(struct policing *pc, const char *volume, const char *identity,
+                           uint8_t mode, policing_done_fn done, void *arg);
 
 /* ---- service addresses (main loop) ----------------------------------- */
 

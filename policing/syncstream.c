@@ -26,6 +26,7 @@ static size_t encoded_len(const struct sync_state *s)
         len += 2 * rec + sizeof(struct sync_rec_volume) + replicas_len(&s->vols[i]);
     len += s->nsnaps * (rec + sizeof(struct sync_rec_snapshot)) + rec + sizeof(uint64_t);
     len += s->nfences * (rec + sizeof(struct sync_rec_fence));
+    len += s->ngrants * (rec + sizeof(struct sync_rec_grant));
     return len + s->services.n * (rec + sizeof(struct sync_rec_service));
 }
 
@@ -78,6 +79,16 @@ static unsigned char *put_fence(unsigned char *at, const struct policing_fence *
     return at + sizeof rf;
 }
 
+static unsigned char *put_grant(unsigned char *at, const struct policing_grant *g)
+{
+    struct sync_rec_grant rg = {.read_only = g->read_only};
+    memcpy(rg.uuid, g->uuid, sizeof rg.uuid);
+    memcpy(rg.identity, g->identity, sizeof rg.identity);
+    at = put_record(at, SYNC_REC_GRANT, sizeof rg);
+    memcpy(at, &rg, sizeof rg);
+    return at + sizeof rg;
+}
+
 static unsigned char *put_service(unsigned char *at, const struct svc_entry *e)
 {
     struct sync_rec_service rs = {.owner = e->owner, .holder = e->holder, .manual = e->manual};
@@ -110,6 +121,8 @@ int sync_encode(const struct sync_state *s, void **out, size_t *len)
     at += sizeof s->last_cut;
     for (size_t i = 0; i < s->nfences; i++)
         at = put_fence(at, &s->fences[i]);
+    for (size_t i = 0; i < s->ngrants; i++)
+        at = put_grant(at, &s->grants[i]);
     for (size_t i = 0; i < s->services.n; i++)
         at = put_service(at, &s->services.v[i]);
     at = put_record(at, SYNC_REC_REGIONS, s->regions_len);
@@ -236,9 +249,35 @@ static int add_fence(struct sync_state *s, size_t *cap, const void *body, size_t
     return 0;
 }
 
+static int add_grant(struct sync_state *s, size_t *cap, const void *body, size_t len)
+{
+    struct sync_rec_grant rg;
+    if (len < sizeof rg)
+        return -EINVAL;
+    memcpy(&rg, body, sizeof rg);
+    if (!pmsg_string_ok(rg.uuid, sizeof rg.uuid) ||
+        !pmsg_string_ok(rg.identity, sizeof rg.identity) || !rg.identity[0] || rg.read_only > 1) {
+        qb_log(LOG_ERR, "policing: the group's state has a malformed grant: ignored");
+        return 0;
+    }
+    if (s->ngrants == *cap) {
+        size_t c = *cap ? 2 * *cap : 16;
+        struct policing_grant *g = realloc(s->grants, c * sizeof *g);
+        if (!g)
+            return -ENOMEM;
+        s->grants = g;
+        *cap = c;
+    }
+    struct policing_grant *g = &s->grants[s->ngrants++];
+    g->read_only = rg.read_only;
+    memcpy(g->uuid, rg.uuid, sizeof g->uuid);
+    memcpy(g->identity, rg.identity, sizeof g->identity);
+    return 0;
+}
+
 static int decode_records(const unsigned char *at, const unsigned char *end, struct sync_state *s)
 {
-    size_t cap = 0, snapcap = 0, fencecap = 0;
+    size_t cap = 0, snapcap = 0, fencecap = 0, grantcap = 0;
     bool after_volume = false, regions = false;
     while (at < end) {
         struct sync_record r;
@@ -269,6 +308,9 @@ static int decode_records(const unsigned char *at, const unsigned char *end, str
             break;
         case SYNC_REC_FENCE:
             e = add_fence(s, &fencecap, at, r.length);
+            break;
+        case SYNC_REC_GRANT:
+            e = add_grant(s, &grantcap, at, r.length);
             break;
         case SYNC_REC_REGIONS:
             if (regions)
@@ -318,6 +360,9 @@ void sync_state_free(struct sync_state *s)
     free(s->fences);
     s->fences = NULL;
     s->nfences = 0;
+    free(s->grants);
+    s->grants = NULL;
+    s->ngrants = 0;
 }
 
 /* ---- pieces --------------------------------------------------------------- */

@@ -39,6 +39,7 @@ enum sync_record_type {
     SYNC_REC_SNAPSHOT = 5, /* struct sync_rec_snapshot: one snapshot of a volume */
     SYNC_REC_CUT = 6,      /* u64: the id of the group's last committed cut */
     SYNC_REC_FENCE = 7,    /* struct sync_rec_fence: a volume fenced for a rollback */
+    SYNC_REC_GRANT = 8,    /* struct sync_rec_grant: an identity's grant on a volume */
 };
 
 struct sync_header {
@@ -92,6 +93,12 @@ struct sync_rec_fence {
     uint32_t node;                /* the node rolling it back */
 } __attribute__((packed));
 
+struct sync_rec_grant {
+    char uuid[PMSG_UUID_LEN + 1]; /* the volume's */
+    uint8_t read_only;
+    char identity[PMSG_IDENTITY_MAX + 1];
+} __attribute__((packed));
+
 /* What a stream carries. From sync_decode, vols is malloc'd (free it with
  * sync_state_free) and regions points into the stream decoded. */
 struct sync_state {
@@ -103,6 +110,8 @@ struct sync_state {
     uint64_t last_cut;             /* 0 if the stream has none */
     struct policing_fence *fences; /* malloc'd by sync_decode too */
     size_t nfences;
+    struct policing_grant *grants; /* malloc'd by sync_decode too */
+    size_t ngrants;
     struct svc_table services;
     const void *regions; /* pol_snapshot bytes */
     size_t regions_len;
@@ -115,8 +124,9 @@ int sync_encode(const struct sync_state *s, void **out, size_t *len);
 /* Fills s from a whole stream: 0, -EINVAL (malformed: another magic or
  * format, a record overrunning the stream, a known record too short, a
  * volume's strings unterminated, a replica set not after its volume,
- * no region table or two), -ENOMEM. Malformed fences (no node) are
- * dropped with an error logged. Malformed service entries are
+ * no region table or two), -ENOMEM. Malformed fences (no node) and
+ * grants (no identity, read_only not 0 or 1) are dropped with an error
+ * logged. Malformed service entries are
  * dropped with an error logged, never half-used. */
 int sync_decode(const void *buf, size_t len, struct sync_state *s);
 void sync_state_free(struct sync_state *s);

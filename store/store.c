@@ -1049,6 +1049,49 @@ int store_delete(struct store *st, const struct store_volume *vol)
 
 /* The cluster's volume table version: a counter in its own small file,
  * replaced atomically like every record of the pool. Absent means 0. */
+#define GRANTS_FILE "grants"
+
+int store_grants_get(struct store *st, size_t max, char **buf, size_t *len)
+{
+    int fd = openat(st->dir_fd, GRANTS_FILE, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno != ENOENT)
+        return sys_fail(errno, "open \"%s/%s\"", st->path, GRANTS_FILE);
+    struct stat sb = {0};
+    if (fd >= 0 && fstat(fd, &sb) < 0) {
+        int e = errno;
+        close(fd);
+        return sys_fail(e, "stat \"%s/%s\"", st->path, GRANTS_FILE);
+    }
+    if ((uint64_t)sb.st_size > max) {
+        close(fd);
+        return fail(EFBIG, "\"%s/%s\": above %zu bytes", st->path, GRANTS_FILE, max);
+    }
+    char *b = malloc((size_t)sb.st_size + 1);
+    if (!b) {
+        if (fd >= 0)
+            close(fd);
+        return -ENOMEM;
+    }
+    ssize_t n = fd >= 0 ? pread(fd, b, (size_t)sb.st_size, 0) : 0;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    if (n < 0 || n != sb.st_size) {
+        free(b);
+        return n < 0 ? sys_fail(e, "read \"%s/%s\"", st->path, GRANTS_FILE)
+                     : fail(EIO, "read \"%s/%s\": short read", st->path, GRANTS_FILE);
+    }
+    b[n] = '\0';
+    *buf = b;
+    *len = (size_t)n;
+    return 0;
+}
+
+int store_grants_set(struct store *st, const void *buf, size_t len)
+{
+    return replace_atomic(st->dir_fd, st->path, GRANTS_FILE, buf, len);
+}
+
 #define VERSION_FILE "cluster-version"
 
 int store_version_get(struct store *st, uint64_t *version)

@@ -9,6 +9,7 @@
  *   DATA_DIR/volumes/UUID.data   its bytes: a sparse file of exactly size
  *   DATA_DIR/bitmaps/UUID.NODE   dirty bitmaps (bitmap.h)
  *   DATA_DIR/snapshots/UUID.*    snapshots: index, side files (snap.h)
+ *   DATA_DIR/grants              who may see which volume (volume/access.h)
  *
  * The meta file is the commit point of every change: a volume exists iff
  * its meta does, and its size is the one the meta says. Each change is
@@ -119,6 +120,12 @@ int store_snap_replace(struct store *st, const char *name, const void *buf, size
 
 /* Deletes vol's meta, data and dirty bitmaps (not its snapshots: snap.h). */
 int store_delete(struct store *st, const struct store_volume *vol);
+
+/* The grants of the volume table (volume/access.h): DATA_DIR/grants,
+ * read whole (*buf malloc'd and NUL-terminated; none: ""; -EFBIG above
+ * max bytes) and replaced whole, atomically. */
+int store_grants_get(struct store *st, size_t max, char **buf, size_t *len);
+int store_grants_set(struct store *st, const void *buf, size_t len);
 
 /* The cluster's volume table version (0 until set), persisted atomically. */
 int store_version_get(struct store *st, uint64_t *version);

@@ -14,6 +14,7 @@
 #include "mirror/engine.h"
 #include "mirror/replicas.h"
 #include "store/store.h"
+#include "volume/access.h"
 #include "volume/volume.h"
 
 #include <errno.h>
@@ -233,7 +234,65 @@ static int vt_fence_load(void *ctx, const struct policing_fence *f, size_t n)
     return volumes_fence_load(t->vols, f, n);
 }
 
+/* identity's grant on the volume went or changed: its connections to
+ * the volume end on this node (each node ends its own). */
+static void grant_ended(struct voltable *t, const char *name, const char *identity)
+{
+    qb_log(LOG_INFO, "volume \"%s\": the grant of \"%s\" changed: its connections here end", name,
+           identity);
+    if (t->grant_ended)
+        t->grant_ended(t->grant_ended_arg, name, identity);
+}
+
+static int vt_grant(void *ctx, const char *name, const char *identity, uint8_t mode)
+{
+    struct voltable *t = ctx;
+    struct volume_info info;
+    int r = volumes_info(t->vols, name, &info);
+    bool ended = false;
+    if (r == 0)
+        r = access_set(volumes_access(t->vols), info.uuid, identity, mode, &ended);
+    if (ended)
+        grant_ended(t, name, identity);
+    return r;
+}
+
+static int vt_grant_list(void *ctx, struct policing_grant **out, size_t *n)
+{
+    struct voltable *t = ctx;
+    return access_list(volumes_access(t->vols), NULL, out, n);
+}
+
+struct load_ended {
+    struct voltable *t;
+    struct volume_info *vols;
+    size_t n;
+};
+
+static void load_ended(void *arg, const char *uuid, const char *identity)
+{
+    struct load_ended *le = arg;
+    for (size_t i = 0; i < le->n; i++)
+        if (strcmp(le->vols[i].uuid, uuid) == 0)
+            grant_ended(le->t, le->vols[i].name, identity);
+}
+
+static int vt_grant_load(void *ctx, const struct policing_grant *g, size_t n)
+{
+    struct voltable *t = ctx;
+    struct load_ended le = {.t = t};
+    int r = volumes_list(t->vols, &le.vols, &le.n);
+    if (r < 0)
+        return r;
+    r = access_load(volumes_access(t->vols), g, n, load_ended, &le);
+    free(le.vols);
+    return r;
+}
+
 const struct policing_table_ops voltable_ops = {
+    .grant = vt_grant,
+    .grant_list = vt_grant_list,
+    .grant_load = vt_grant_load,
     .cut_check = vt_cut_check,
     .cut_hold = vt_cut_hold,
     .cut_drained = vt_cut_drained,

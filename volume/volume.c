@@ -16,6 +16,7 @@
  */
 #include "volume/volume.h"
 #include "volume/volume_int.h"
+#include "volume/access.h"
 #include "mirror/engine.h"
 #include "mirror/replicas.h"
 #include "nbd-server/protocol.h"
@@ -563,7 +564,9 @@ int volumes_open(struct store *store, struct volumes **out)
     }
     struct store_volume *recs;
     size_t n;
-    r = store_list(store, &recs, &n);
+    r = access_open(store, &vols->access);
+    if (r == 0)
+        r = store_list(store, &recs, &n);
     if (r == 0) {
         r = load(vols, recs, n);
         free(recs);
@@ -585,8 +588,14 @@ void volumes_close(struct volumes *vols)
     for (size_t i = 0; i < vols->n; i++)
         volume_unref(vols->v[i]);
     free(vols->v);
+    access_close(vols->access);
     pthread_rwlock_destroy(&vols->lock);
     free(vols);
+}
+
+struct access *volumes_access(struct volumes *vols)
+{
+    return vols->access;
 }
 
 /* ---- admin operations ------------------------------------------------ */
@@ -766,6 +775,8 @@ int volumes_delete(struct volumes *vols, const char *name, bool even_if_busy)
         }
     }
     volumes_unlock(vols);
+    if (v != NULL && access_forget(vols->access, svol_uuid(v->sv)) < 0)
+        qb_log(LOG_ERR, "volume \"%s\": deleted, but its grants stay in the grants file", name);
     if (v != NULL)
         volume_unref(v);
     return r;
@@ -923,9 +934,11 @@ static void describe_free(struct volume *v, const char *d)
 
 /* name is VOL, or VOL@SNAP: a snapshot of VOL (snapexport.c), which
  * counts as a connection to VOL too (VOL is not deleted under it). */
-static int cat_open(void *ctx, const char *name, struct nbd_export *exp)
+static int cat_open(void *ctx, const char *name, const struct nbd_client *who,
+                    struct nbd_export *exp)
 {
     struct volumes *vols = ctx;
+    enum access_mode mode = ACCESS_NONE;
     char vname[VOLUME_NAME_MAX + 1];
     const char *at = strchr(name, '@');
     if (at && (size_t)(at - name) > VOLUME_NAME_MAX)
@@ -933,6 +946,10 @@ static int cat_open(void *ctx, const char *name, struct nbd_export *exp)
     snprintf(vname, sizeof vname, "%.*s", at ? (int)(at - name) : VOLUME_NAME_MAX, name);
     volumes_lock_shared(vols);
     struct volume *v = volumes_find_name(vols, vname);
+    if (v != NULL)
+        mode = access_of(vols->access, svol_uuid(v->sv), who);
+    if (mode == ACCESS_NONE)
+        v = NULL; /* as if there were none: no client learns what it may not see */
     if (v != NULL) {
         atomic_fetch_add(&v->refs, 1);
         atomic_fetch_add(&v->connections, 1);
@@ -952,7 +969,7 @@ static int cat_open(void *ctx, const char *name, struct nbd_export *exp)
             .ops = &volume_export_ops,
             .handle = v,
             .description = describe(v),
-            .read_only = false,
+            .read_only = mode == ACCESS_READ,
             .bitmaps = names,
             .nbitmaps = nb,
         };
@@ -1117,16 +1134,18 @@ void volumes_set_policing(struct volumes *vols, struct policing *pc)
 /* fn may be slow (it writes to a client), and describing a volume takes
  * the mirror's and policing's locks, so both run outside the lock that
  * admin commands wait for, on references to the volumes. */
-static int cat_list(void *ctx, int (*fn)(void *arg, const char *name, const char *description),
-                    void *arg)
+static int cat_list(void *ctx, const struct nbd_client *who,
+                    int (*fn)(void *arg, const char *name, const char *description), void *arg)
 {
     struct volumes *vols = ctx;
     volumes_lock_shared(vols);
-    size_t n = vols->n;
-    struct volume **copy = calloc(n ? n : 1, sizeof(*copy));
-    for (size_t i = 0; copy != NULL && i < n; i++) {
-        copy[i] = vols->v[i];
-        volume_ref(copy[i]);
+    size_t n = 0;
+    struct volume **copy = calloc(vols->n ? vols->n : 1, sizeof(*copy));
+    for (size_t i = 0; copy != NULL && i < vols->n; i++) {
+        if (access_of(vols->access, svol_uuid(vols->v[i]->sv), who) == ACCESS_NONE)
+            continue;
+        copy[n] = vols->v[i];
+        volume_ref(copy[n++]);
     }
     volumes_unlock(vols);
     if (copy == NULL) {

@@ -44,7 +44,12 @@ int volumes_open(struct store *store, struct volumes **out);
 /* Only once no export is open, i.e. after nbd_server_shutdown(). */
 void volumes_close(struct volumes *vols);
 
-/* The catalog served over NBD; its ctx is the struct volumes. */
+/* The grants (volume/access.h) of the volumes. */
+struct access *volumes_access(struct volumes *vols);
+
+/* The catalog served over NBD; its ctx is the struct volumes. It shows a
+ * client only the volumes it may see (access.h), and opens a volume it
+ * may only read (or any VOL@SNAP) read-only. */
 extern const struct nbd_catalog_ops volumes_catalog;
 
 /* -EINVAL bad name or size (0, not a multiple of 512, above VOLUME_SIZE_MAX),
@@ -53,7 +58,8 @@ extern const struct nbd_catalog_ops volumes_catalog;
 int volumes_create(struct volumes *vols, const char *name, uint64_t size, const char *uuid,
                    struct volume_info *out);
 /* -ENOENT, -EBUSY (connections open, unless even_if_busy: then they see
- * -ESHUTDOWN from now on, as when the cluster deleted the volume). */
+ * -ESHUTDOWN from now on, as when the cluster deleted the volume). Its
+ * grants go with it. */
 int volumes_delete(struct volumes *vols, const char *name, bool even_if_busy);
 /* Grows, or shrinks when force is set. -ENOENT, -EINVAL (bad size),
  * -ERANGE (shrink without force), -EBUSY (shrink while connected),

@@ -76,6 +76,7 @@ struct volumes {
     pthread_rwlock_t lock;
     struct volume **v;         /* sorted by name */
     struct rollback *rollback; /* rollback.c: the last one started here; main loop */
+    struct access *access;     /* the grants (access.h) */
     size_t n;
     size_t cap;
 };

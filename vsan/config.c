@@ -462,6 +462,18 @@ static int parse_tls_mode(const struct key_def *k, struct vsan_config *cfg, cons
     return -1;
 }
 
+static int parse_anonymous(const struct key_def *k, struct vsan_config *cfg, const char *value,
+                           char *why, size_t len)
+{
+    static const char *const modes[] = {"all", "none"};
+    (void)k;
+    int i;
+    if (parse_choice(value, modes, 2, &i, why, len) < 0)
+        return -1;
+    cfg->nbd.anonymous = i == 0 ? NBD_ANON_ALL : NBD_ANON_NONE;
+    return 0;
+}
+
 static int parse_on_no_quorum(const struct key_def *k, struct vsan_config *cfg, const char *value,
                               char *why, size_t len)
 {
@@ -553,6 +565,7 @@ static const struct key_def keys[] = {
     KEY("nbd", "handshake_timeout", parse_uint, nbd.handshake_timeout_ms, 1, CONFIG_TIMEOUT_MS_MAX),
     KEY("nbd", "shutdown_grace", parse_uint, nbd.shutdown_grace_ms, 0, CONFIG_TIMEOUT_MS_MAX),
     KEY("nbd", "tls", parse_tls_mode, nbd.tls, 0, 0),
+    KEY("nbd", "anonymous", parse_anonymous, nbd.anonymous, 0, 0),
     KEY("tls", "certificates", parse_path, tls_certificates, 0, 0),
     KEY("tls", "verify_peer", parse_bool, tls_verify_peer, 0, 0),
     KEY("tls", "psk_file", parse_file_path, tls_psk_file, 0, 0),

@@ -26,6 +26,7 @@
 #include "store/store.h"
 #include "volume/volume.h"
 #include "mirror/engine.h"
+#include "volume/access.h"
 #include "volume/voltable.h"
 
 #include <errno.h>
@@ -469,12 +470,33 @@ static int start_nbd(struct node *n)
     return nbd_server_listen_local(n->nbd, n->cfg.nbd_socket);
 }
 
+struct grant_match {
+    const char *identity;
+};
+
+static bool grant_matches(void *arg, const struct nbd_client *who)
+{
+    const struct grant_match *m = arg;
+    return !who->all && access_matches(m->identity, who->identity, who->auth);
+}
+
+/* A grant went or changed mode (voltable.h): the identity's connections
+ * here to the volume and its snapshots end (ESHUTDOWN). */
+static void grant_ended(void *arg, const char *volume, const char *identity)
+{
+    struct node *n = arg;
+    struct grant_match m = {identity};
+    if (n->nbd)
+        nbd_server_end_clients(n->nbd, volume, grant_matches, &m);
+}
+
 /* The cluster, or a group of one in standalone mode: either way volume
  * table changes and writes go through the same protocol. */
 static int start_policing(struct node *n)
 {
     const struct vsan_config *c = &n->cfg;
-    n->table = (struct voltable){.store = n->store, .vols = n->vols};
+    n->table = (struct voltable){
+        .store = n->store, .vols = n->vols, .grant_ended = grant_ended, .grant_ended_arg = n};
     struct policing_params p = {
         .driver = c->cluster_mode == CONFIG_COROSYNC ? &cluster_corosync : &cluster_local,
         .group = c->cluster_name,

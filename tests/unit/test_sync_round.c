@@ -166,6 +166,8 @@ struct table {
     size_t nsnaps;
     struct policing_fence *fences;
     size_t nfences;
+    struct policing_grant grants[4]; /* the volume's name stands for its uuid */
+    size_t ngrants;
     uint64_t version;
     /* cuts: whether this node reports drained, and what it was told */
     bool drains, busy;
@@ -267,6 +269,37 @@ static int t_fence_load(void *ctx, const struct policing_fence *f, size_t n)
     return copy_fences(f, n, &t->fences);
 }
 
+/* Grants: set or replaced (no revokes in these tests). */
+static int t_grant(void *ctx, const char *name, const char *identity, uint8_t mode)
+{
+    struct table *t = ctx;
+    if (t->ngrants == 4)
+        return -ENOSPC;
+    struct policing_grant *g = &t->grants[t->ngrants++];
+    *g = (struct policing_grant){.read_only = mode == PMSG_GRANT_RO};
+    snprintf(g->uuid, sizeof g->uuid, "%s", name);
+    snprintf(g->identity, sizeof g->identity, "%s", identity);
+    return 0;
+}
+
+static int t_grant_list(void *ctx, struct policing_grant **out, size_t *n)
+{
+    struct table *t = ctx;
+    *n = t->ngrants;
+    *out = malloc(sizeof t->grants);
+    if (*out)
+        memcpy(*out, t->grants, sizeof t->grants);
+    return *out ? 0 : -ENOMEM;
+}
+
+static int t_grant_load(void *ctx, const struct policing_grant *g, size_t n)
+{
+    struct table *t = ctx;
+    t->ngrants = n < 4 ? n : 4;
+    memcpy(t->grants, g, t->ngrants * sizeof *g);
+    return 0;
+}
+
 static int t_replica(void *ctx, uint32_t from, uint32_t volume, uint32_t node, uint8_t state,
                      uint64_t first, uint64_t last)
 {
@@ -347,6 +380,9 @@ static const struct policing_table_ops table_ops = {
     .snap_load = t_snap_load,
     .fence_list = t_fence_list,
     .fence_load = t_fence_load,
+    .grant = t_grant,
+    .grant_list = t_grant_list,
+    .grant_load = t_grant_load,
     .replica = t_replica,
     .node_left = t_node_left,
     .changed = t_changed,
@@ -555,6 +591,32 @@ Test(sync_round, a_rollback_fence_reaches_a_joining_node)
     stop_both();
 }
 
+Test(sync_round, a_grant_reaches_a_joining_node)
+{
+    start_both(3);
+    cr_assert(eq(int, t_grant(&tables[0], "v1", "dn:CN=alice,O=Example", PMSG_GRANT_RO), 0));
+    run(both_synced);
+    cr_assert(not(timed_out));
+    cr_assert(eq(sz, tables[1].ngrants, 1), "node 2 did not learn the grant");
+    cr_expect(eq(str, tables[1].grants[0].uuid, "v1"));
+    cr_expect(eq(str, tables[1].grants[0].identity, "dn:CN=alice,O=Example"));
+    cr_expect(eq(u8, tables[1].grants[0].read_only, 1));
+    stop_both();
+}
+
+static int grant_result = 1;
+
+static void grant_done(void *arg, int result)
+{
+    (void)arg;
+    grant_result = result;
+}
+
+static bool grant_applied(void)
+{
+    return grant_result != 1 && tables[0].ngrants == 1 && tables[1].ngrants == 1;
+}
+
 /* ---- cuts ------------------------------------------------------------------- */
 
 static int cut_result;
@@ -584,6 +646,23 @@ static void start_synced(void)
     start_both(3);
     run(both_synced);
     cr_assert(not(timed_out));
+}
+
+Test(sync_round, a_grant_asked_on_one_node_applies_on_both_and_bumps_the_version)
+{
+    start_synced();
+    uint64_t v0 = tables[0].version;
+    cr_assert(
+        eq(int, policing_access_change(pcs[1], "v2", "bob", PMSG_GRANT_RW, grant_done, NULL), 0));
+    run(grant_applied);
+    cr_assert(not(timed_out));
+    cr_expect(eq(int, grant_result, 0));
+    for (size_t i = 0; i < NODES; i++) {
+        cr_expect(eq(str, tables[i].grants[0].identity, "bob"), "node %zu", i + 1);
+        cr_expect(eq(u8, tables[i].grants[0].read_only, 0));
+        cr_expect(eq(u64, tables[i].version, v0 + 1), "node %zu's version", i + 1);
+    }
+    stop_both();
 }
 
 Test(sync_round, a_cut_commits_on_both_nodes_with_one_id_once_both_drained)

@@ -17,8 +17,9 @@
 static const char regions[] = "region table bytes, opaque here";
 
 /* A state of n volumes, 2 services, and the region bytes above. */
-/* Rollback fences: the state's own, not malloc'd. */
+/* Rollback fences and grants: the state's own, not malloc'd. */
 static struct policing_fence fences[2];
+static struct policing_grant grants[2];
 
 static struct sync_state make_state(size_t n)
 {
@@ -61,6 +62,15 @@ static struct sync_state make_state(size_t n)
     }
     s.fences = fences;
     s.nfences = n < 2 ? n : 2;
+    /* The first volume granted to a PSK user read-write and to a
+     * certificate read-only. */
+    for (size_t i = 0; i < n && i < 2; i++) {
+        grants[i] = (struct policing_grant){.read_only = i == 1};
+        memcpy(grants[i].uuid, s.vols[0].uuid, sizeof grants[i].uuid);
+        strcpy(grants[i].identity, i == 0 ? "alice" : "dn:CN=bob\\, jr,O=Example");
+    }
+    s.grants = grants;
+    s.ngrants = n < 2 ? n : 2;
     return s;
 }
 
@@ -86,6 +96,10 @@ static void expect_equal(const struct sync_state *a, const struct sync_state *b)
         cr_expect(eq(str, (char *)a->fences[i].uuid, (char *)b->fences[i].uuid), "fence %zu", i);
         cr_expect(eq(u32, a->fences[i].node, b->fences[i].node), "fence %zu", i);
     }
+    cr_assert(eq(sz, a->ngrants, b->ngrants));
+    for (size_t i = 0; i < a->ngrants; i++)
+        cr_expect(eq(int, memcmp(&a->grants[i], &b->grants[i], sizeof a->grants[i]), 0),
+                  "grant %zu", i);
 }
 
 /* Every piece of a stream, as pmsg_check accepts them. */
@@ -352,6 +366,36 @@ Test(syncstream, a_fence_without_a_node_is_dropped)
     cr_assert(eq(sz, got.nfences, 1));
     cr_expect(eq(str, got.fences[0].uuid, "u2"));
     cr_expect(eq(u32, got.fences[0].node, 2));
+    sync_state_free(&got);
+    free(more);
+    free(buf);
+    free(s.vols);
+    free(s.snaps);
+}
+
+Test(syncstream, a_grant_without_an_identity_or_with_a_bad_mode_is_dropped)
+{
+    struct sync_state s = make_state(0), got;
+    size_t len;
+    unsigned char *buf = encode(&s, &len);
+    unsigned char *more = malloc(len + 3 * sizeof(struct sync_rec_grant) + 100);
+    cr_assert(more != NULL);
+    size_t hdr = sizeof(struct sync_header);
+    memcpy(more, buf, hdr);
+    struct sync_rec_grant none = {.uuid = "u1"}, mode = {.uuid = "u1", .read_only = 2},
+                          good = {.uuid = "u2", .read_only = 1};
+    strcpy(mode.identity, "alice");
+    strcpy(good.identity, "bob");
+    size_t at = append_record(more, hdr, SYNC_REC_GRANT, &none, sizeof none);
+    at = append_record(more, at, SYNC_REC_GRANT, &mode, sizeof mode);
+    at = append_record(more, at, SYNC_REC_GRANT, &good, sizeof good);
+    memcpy(more + at, buf + hdr, len - hdr);
+    at += len - hdr;
+    cr_assert(eq(int, sync_decode(more, at, &got), 0));
+    cr_assert(eq(sz, got.ngrants, 1));
+    cr_expect(eq(str, got.grants[0].uuid, "u2"));
+    cr_expect(eq(str, got.grants[0].identity, "bob"));
+    cr_expect(eq(u8, got.grants[0].read_only, 1));
     sync_state_free(&got);
     free(more);
     free(buf);

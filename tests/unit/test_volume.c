@@ -20,6 +20,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* root on the local socket: sees every volume. */
+static const struct nbd_client root = {"root", NBD_TLS_AUTH_LOCAL, true};
+
 #define KiB (UINT64_C(1) << 10)
 #define MiB (UINT64_C(1) << 20)
 
@@ -110,7 +113,7 @@ static struct volume_info create_ok(const char *name, uint64_t size)
 static struct nbd_export open_ok(const char *name)
 {
     struct nbd_export exp;
-    int r = volumes_catalog.open(vols, name, &exp);
+    int r = volumes_catalog.open(vols, name, &root, &exp);
     cr_assert_eq(r, 0, "open export %s: %s", name, strerror(-r));
     return exp;
 }
@@ -368,8 +371,8 @@ Test(volume, catalog_open_counts_connections)
     close_export(&e2);
     cr_assert_eq(info_of("a").connections, 0);
     struct nbd_export none;
-    cr_assert_eq(volumes_catalog.open(vols, "b", &none), -ENOENT);
-    cr_assert_eq(volumes_catalog.open(vols, "", &none), -ENOENT);
+    cr_assert_eq(volumes_catalog.open(vols, "b", &root, &none), -ENOENT);
+    cr_assert_eq(volumes_catalog.open(vols, "", &root, &none), -ENOENT);
 }
 
 struct seen {
@@ -393,7 +396,7 @@ Test(volume, catalog_list_in_order_and_stops)
     create_ok("b", MiB);
     struct volume_info a = create_ok("a", MiB);
     struct seen s = {.stop_after = 0};
-    cr_assert_eq(volumes_catalog.list(vols, collect, &s), 0);
+    cr_assert_eq(volumes_catalog.list(vols, &root, collect, &s), 0);
     cr_assert_eq(s.n, 2);
     cr_assert_str_eq(s.names[0], "a");
     cr_assert_str_eq(s.names[1], "b");
@@ -401,7 +404,7 @@ Test(volume, catalog_list_in_order_and_stops)
     snprintf(want, sizeof(want), "vsan volume a (%s)", a.uuid);
     cr_assert_str_eq(s.descriptions[0], want);
     struct seen first = {.stop_after = 1};
-    cr_assert_eq(volumes_catalog.list(vols, collect, &first), 42);
+    cr_assert_eq(volumes_catalog.list(vols, &root, collect, &first), 42);
     cr_assert_eq(first.n, 1);
 }
 
@@ -421,7 +424,7 @@ Test(volume, delete_refused_while_open)
     cr_assert_eq(access(data_path(&a), F_OK), -1);
     cr_assert_eq(volumes_delete(vols, "a", false), -ENOENT);
     struct nbd_export none;
-    cr_assert_eq(volumes_catalog.open(vols, "a", &none), -ENOENT);
+    cr_assert_eq(volumes_catalog.open(vols, "a", &root, &none), -ENOENT);
 }
 
 Test(volume, resize_rules)
@@ -708,7 +711,7 @@ static void *worker_run(void *arg)
     static _Thread_local char buf[SLOT], back[SLOT];
     for (unsigned round = 0; round < ROUNDS && w->error == 0; round++) {
         struct nbd_export exp;
-        int r = volumes_catalog.open(vols, "shared", &exp);
+        int r = volumes_catalog.open(vols, "shared", &root, &exp);
         if (r < 0) {
             w->error = r;
             break;

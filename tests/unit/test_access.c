@@ -1,0 +1,242 @@
+/* test_access.c - grants (volume/access.h): which identity a grant
+ * matches (a bare NAME: the PSK user and a certificate's CN; dn: one
+ * subject exactly), the identities a grant may name, the table's changes
+ * and caps, its file across a restart, and the NBD catalog filtering by
+ * them (volume.c: list and open alike, read-only grants, snapshots). */
+#include "store/store.h"
+#include "nbd-server/server.h"
+#include "volume/access.h"
+#include "volume/volume.h"
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const struct nbd_client alice_psk = {"alice", NBD_TLS_AUTH_PSK, false};
+static const struct nbd_client alice_cert = {"CN=alice,O=Example", NBD_TLS_AUTH_X509, false};
+static const struct nbd_client bob_psk = {"bob", NBD_TLS_AUTH_PSK, false};
+static const struct nbd_client anon = {NBD_ANONYMOUS, NBD_TLS_AUTH_NONE, false};
+static const struct nbd_client root = {"root", NBD_TLS_AUTH_LOCAL, true};
+
+/* ---- matching ----------------------------------------------------------- */
+
+Test(access, a_bare_name_matches_the_psk_user_and_the_certificate_cn)
+{
+    cr_expect(access_matches("alice", "alice", NBD_TLS_AUTH_PSK));
+    cr_expect(not(access_matches("alice", "alicia", NBD_TLS_AUTH_PSK)));
+    cr_expect(access_matches("alice", "CN=alice,O=Example", NBD_TLS_AUTH_X509));
+    cr_expect(access_matches("alice", "O=Example+CN=alice", NBD_TLS_AUTH_X509));
+    cr_expect(access_matches("alice", "2.5.4.3=alice,O=Example", NBD_TLS_AUTH_X509));
+    cr_expect(access_matches("alice", "cn=alice", NBD_TLS_AUTH_X509));
+    /* The CN, not another attribute, and all of it. */
+    cr_expect(not(access_matches("alice", "O=alice,CN=bob", NBD_TLS_AUTH_X509)));
+    cr_expect(not(access_matches("alice", "CN=alice smith,O=Example", NBD_TLS_AUTH_X509)));
+    cr_expect(not(access_matches("Example", "CN=alice,O=Example", NBD_TLS_AUTH_X509)));
+    /* Escapes in the DN are undone before comparing. */
+    cr_expect(access_matches("bob, jr", "CN=bob\\, jr,O=Example", NBD_TLS_AUTH_X509));
+    cr_expect(access_matches("bob+x", "CN=bob\\2bx", NBD_TLS_AUTH_X509));
+    /* A PSK user named like a DN is not a certificate. */
+    cr_expect(not(access_matches("alice", "CN=alice", NBD_TLS_AUTH_PSK)));
+    cr_expect(access_matches(NBD_ANONYMOUS, NBD_ANONYMOUS, NBD_TLS_AUTH_NONE));
+}
+
+Test(access, dn_matches_one_certificate_subject_exactly)
+{
+    cr_expect(access_matches("dn:CN=alice,O=Example", "CN=alice,O=Example", NBD_TLS_AUTH_X509));
+    cr_expect(not(access_matches("dn:CN=alice,O=Example", "CN=alice,O=Other", NBD_TLS_AUTH_X509)));
+    cr_expect(not(access_matches("dn:CN=alice", "CN=alice,O=Example", NBD_TLS_AUTH_X509)));
+    /* Never a PSK user, whatever its name. */
+    cr_expect(not(access_matches("dn:CN=alice", "CN=alice", NBD_TLS_AUTH_PSK)));
+}
+
+Test(access, identities_a_grant_may_name)
+{
+    const char *why;
+    cr_expect(eq(int, access_identity_check("alice", &why), 0));
+    cr_expect(eq(int, access_identity_check("Alice Smith", &why), 0));
+    cr_expect(eq(int, access_identity_check("dn:CN=alice,O=Example", &why), 0));
+    cr_expect(eq(int, access_identity_check("dn:CN=bob\\, jr,O=Example", &why), 0));
+    cr_expect(eq(int, access_identity_check("", &why), -EINVAL));
+    cr_expect(eq(int, access_identity_check("dn:", &why), -EINVAL));
+    cr_expect(eq(int, access_identity_check("dn:alice", &why), -EINVAL));
+    cr_expect(eq(int, access_identity_check("CN=alice", &why), -EINVAL));
+    cr_expect(eq(int, access_identity_check("DN:CN=alice", &why), -EINVAL));
+    cr_expect(eq(int, access_identity_check("a\tb", &why), -EINVAL));
+    char longest[NBD_TLS_IDENTITY_MAX + 2];
+    memset(longest, 'x', sizeof longest);
+    longest[NBD_TLS_IDENTITY_MAX] = '\0';
+    cr_expect(eq(int, access_identity_check(longest, &why), 0));
+    longest[NBD_TLS_IDENTITY_MAX] = 'x';
+    longest[NBD_TLS_IDENTITY_MAX + 1] = '\0';
+    cr_expect(eq(int, access_identity_check(longest, &why), -ENAMETOOLONG));
+}
+
+/* ---- the table, with a pool --------------------------------------------- */
+
+static char dir[64];
+static struct store *store;
+static struct volumes *vols;
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void open_pool(void)
+{
+    cr_assert(eq(int, store_open(dir, &store), 0));
+    cr_assert(eq(int, volumes_open(store, &vols), 0));
+}
+
+static void close_pool(void)
+{
+    volumes_close(vols);
+    store_close(store);
+}
+
+static void setup(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/vsan-test-access-XXXXXX");
+    cr_assert(mkdtemp(dir) != NULL);
+    open_pool();
+}
+
+static void teardown(void)
+{
+    close_pool();
+    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static const char *uuid_of(const char *name)
+{
+    static struct volume_info info;
+    cr_assert(eq(int, volumes_info(vols, name, &info), 0));
+    return info.uuid;
+}
+
+static int set(const char *vol, const char *identity, int mode, bool *ended)
+{
+    bool dummy;
+    return access_set(volumes_access(vols), uuid_of(vol), identity, mode, ended ? ended : &dummy);
+}
+
+Test(access, grants_change_revoke_and_say_when_connections_end, .init = setup, .fini = teardown)
+{
+    cr_assert(eq(int, volumes_create(vols, "db", 1 << 20, NULL, NULL), 0));
+    struct access *a = volumes_access(vols);
+    const char *u = uuid_of("db");
+    bool ended = true;
+    cr_expect(eq(int, access_of(a, u, &alice_psk), ACCESS_NONE));
+    cr_expect(eq(int, set("db", "alice", PMSG_GRANT_RW, &ended), 0));
+    cr_expect(not(ended), "a new grant ends nothing");
+    cr_expect(eq(int, access_of(a, u, &alice_psk), ACCESS_WRITE));
+    cr_expect(eq(int, access_of(a, u, &alice_cert), ACCESS_WRITE));
+    cr_expect(eq(int, access_of(a, u, &bob_psk), ACCESS_NONE));
+    cr_expect(eq(int, access_of(a, u, &root), ACCESS_WRITE));
+    cr_expect(eq(int, set("db", "alice", PMSG_GRANT_RW, NULL), -EALREADY));
+    cr_expect(eq(int, set("db", "alice", PMSG_GRANT_RO, &ended), 0));
+    cr_expect(ended, "a mode change ends the identity's connections");
+    cr_expect(eq(int, access_of(a, u, &alice_psk), ACCESS_READ));
+    cr_expect(eq(int, set("db", "alice", PMSG_GRANT_REVOKE, &ended), 0));
+    cr_expect(ended);
+    cr_expect(eq(int, access_of(a, u, &alice_psk), ACCESS_NONE));
+    cr_expect(eq(int, set("db", "alice", PMSG_GRANT_REVOKE, NULL), -ESRCH));
+    cr_expect(eq(int, set("db", "CN=alice", PMSG_GRANT_RW, NULL), -EINVAL));
+}
+
+Test(access, a_volume_takes_at_most_ACCESS_GRANTS_MAX_grants, .init = setup, .fini = teardown)
+{
+    cr_assert(eq(int, volumes_create(vols, "db", 1 << 20, NULL, NULL), 0));
+    char name[32];
+    for (int i = 0; i < ACCESS_GRANTS_MAX; i++) {
+        snprintf(name, sizeof name, "user%d", i);
+        cr_assert(eq(int, set("db", name, PMSG_GRANT_RW, NULL), 0), "grant %d", i);
+    }
+    cr_expect(eq(int, set("db", "one-more", PMSG_GRANT_RW, NULL), -ENOSPC));
+    /* A change of an existing grant is no new grant. */
+    cr_expect(eq(int, set("db", "user0", PMSG_GRANT_RO, NULL), 0));
+}
+
+Test(access, grants_survive_a_restart_and_go_with_their_volume, .init = setup, .fini = teardown)
+{
+    cr_assert(eq(int, volumes_create(vols, "db", 1 << 20, NULL, NULL), 0));
+    cr_assert(eq(int, volumes_create(vols, "web", 1 << 20, NULL, NULL), 0));
+    cr_assert(eq(int, set("db", "alice", PMSG_GRANT_RO, NULL), 0));
+    cr_assert(eq(int, set("db", "dn:CN=bob\\, jr,O=Example", PMSG_GRANT_RW, NULL), 0));
+    cr_assert(eq(int, set("web", "alice", PMSG_GRANT_RW, NULL), 0));
+    close_pool();
+    open_pool();
+    struct policing_grant *g;
+    size_t n;
+    cr_assert(eq(int, access_list(volumes_access(vols), uuid_of("db"), &g, &n), 0));
+    cr_assert(eq(sz, n, 2));
+    cr_expect(eq(str, g[0].identity, "alice"));
+    cr_expect(eq(u8, g[0].read_only, 1));
+    cr_expect(eq(str, g[1].identity, "dn:CN=bob\\, jr,O=Example"));
+    cr_expect(eq(u8, g[1].read_only, 0));
+    free(g);
+    cr_assert(eq(int, volumes_delete(vols, "db", false), 0));
+    cr_assert(eq(int, access_list(volumes_access(vols), NULL, &g, &n), 0));
+    cr_expect(eq(sz, n, 1), "the deleted volume's grants went");
+    free(g);
+}
+
+/* ---- the catalog ---------------------------------------------------------- */
+
+struct names {
+    char v[4][16];
+    int n;
+};
+
+static int collect(void *arg, const char *name, const char *description)
+{
+    (void)description;
+    struct names *s = arg;
+    snprintf(s->v[s->n++], sizeof s->v[0], "%s", name);
+    return 0;
+}
+
+static int open_as(const char *name, const struct nbd_client *who, bool *read_only)
+{
+    struct nbd_export exp;
+    int r = volumes_catalog.open(vols, name, who, &exp);
+    if (r == 0) {
+        *read_only = exp.read_only;
+        volumes_catalog.close(vols, &exp);
+    }
+    return r;
+}
+
+Test(access, the_catalog_shows_and_opens_only_what_a_client_may_see, .init = setup,
+     .fini = teardown)
+{
+    cr_assert(eq(int, volumes_create(vols, "a", 1 << 20, NULL, NULL), 0));
+    cr_assert(eq(int, volumes_create(vols, "b", 1 << 20, NULL, NULL), 0));
+    cr_assert(eq(int, set("a", "alice", PMSG_GRANT_RW, NULL), 0));
+    cr_assert(eq(int, set("b", "bob", PMSG_GRANT_RO, NULL), 0));
+    struct names s = {0};
+    cr_assert(eq(int, volumes_catalog.list(vols, &alice_cert, collect, &s), 0));
+    cr_expect(eq(int, s.n, 1));
+    cr_expect(eq(str, s.v[0], "a"));
+    s = (struct names){0};
+    cr_assert(eq(int, volumes_catalog.list(vols, &anon, collect, &s), 0));
+    cr_expect(eq(int, s.n, 0), "anonymous without all sees nothing ungranted");
+    s = (struct names){0};
+    cr_assert(eq(int, volumes_catalog.list(vols, &root, collect, &s), 0));
+    cr_expect(eq(int, s.n, 2));
+
+    bool ro = true;
+    cr_expect(eq(int, open_as("a", &alice_psk, &ro), 0));
+    cr_expect(not(ro));
+    cr_expect(eq(int, open_as("b", &alice_psk, &ro), -ENOENT), "as for a missing volume");
+    cr_expect(eq(int, open_as("b@s", &alice_psk, &ro), -ENOENT));
+    cr_expect(eq(int, open_as("b", &bob_psk, &ro), 0));
+    cr_expect(ro, "a read-only grant opens read-only");
+}

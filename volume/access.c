@@ -1,0 +1,385 @@
+/* access.c - the grants: identities, matching, the table and its file
+ * (see access.h). */
+#include "volume/access.h"
+
+#include "store/store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <qb/qblog.h>
+
+/* "UUID rw " before the identity, and the newline after it. */
+#define LINE_MAX_LEN (PMSG_UUID_LEN + 4 + PMSG_IDENTITY_MAX + 1)
+#define FILE_MAX ((size_t)ACCESS_GRANTS_TOTAL_MAX * LINE_MAX_LEN)
+
+struct access {
+    struct store *store;
+    pthread_rwlock_t lock;
+    struct policing_grant *g; /* in the order granted */
+    size_t n;
+};
+
+/* ---- identities ------------------------------------------------------------ */
+
+static bool has_control(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return true;
+    return false;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* One attribute of an RFC 4514 DN at *p: its type (up to the '=') and its
+ * value unescaped into val (at most size - 1 bytes kept); *p moves past
+ * the ',' or '+' after it. false if there is no '=' or the type is empty. */
+static bool next_attribute(const char **p, const char **type, size_t *tlen, char *val, size_t size)
+{
+    const char *eq = strchr(*p, '=');
+    if (!eq || eq == *p)
+        return false;
+    *type = *p;
+    *tlen = (size_t)(eq - *p);
+    size_t n = 0;
+    const char *q = eq + 1;
+    while (*q && *q != ',' && *q != '+') {
+        char c = *q++;
+        if (c == '\\' && *q) {
+            int hi = hexval(q[0]), lo = hi >= 0 && q[1] ? hexval(q[1]) : -1;
+            if (lo >= 0) {
+                c = (char)(hi << 4 | lo);
+                q += 2;
+            } else {
+                c = *q++;
+            }
+        }
+        if (n + 1 < size)
+            val[n++] = c;
+    }
+    val[n] = '\0';
+    *p = *q ? q + 1 : q;
+    return true;
+}
+
+/* Whether the subject DN has a CN (by name or OID) whose value is name. */
+static bool dn_has_cn(const char *dn, const char *name)
+{
+    char val[PMSG_IDENTITY_MAX + 1];
+    const char *p = dn, *type;
+    size_t tlen;
+    while (*p && next_attribute(&p, &type, &tlen, val, sizeof val)) {
+        bool cn = (tlen == 2 && strncasecmp(type, "CN", 2) == 0) ||
+                  (tlen == 7 && strncmp(type, "2.5.4.3", 7) == 0);
+        if (cn && strcmp(val, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool dn_ok(const char *dn)
+{
+    char val[PMSG_IDENTITY_MAX + 1];
+    const char *p = dn, *type;
+    size_t tlen;
+    while (*p) {
+        if (!next_attribute(&p, &type, &tlen, val, sizeof val))
+            return false;
+        for (size_t i = 0; i < tlen; i++)
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-",
+                        type[i]))
+                return false;
+    }
+    return *dn != '\0';
+}
+
+int access_identity_check(const char *s, const char **why)
+{
+    bool dn = strncmp(s, ACCESS_DN_PREFIX, strlen(ACCESS_DN_PREFIX)) == 0;
+    const char *body = dn ? s + strlen(ACCESS_DN_PREFIX) : s;
+    if (strlen(body) > NBD_TLS_IDENTITY_MAX) {
+        *why = "longer than 512 bytes";
+        return -ENAMETOOLONG;
+    }
+    if (!body[0])
+        *why = dn ? "dn: needs a DN (RFC 4514, such as CN=alice,O=Example)" : "empty";
+    else if (has_control(body))
+        *why = "a control character";
+    else if (dn && !dn_ok(body))
+        *why = "not an RFC 4514 DN (TYPE=VALUE,...)";
+    else if (!dn && strpbrk(body, ":="))
+        *why = "':' or '=' in a bare name (a certificate's subject is written dn:CN=...,O=...)";
+    else
+        return 0;
+    return -EINVAL;
+}
+
+bool access_matches(const char *grant, const char *identity, enum nbd_tls_auth auth)
+{
+    size_t pl = strlen(ACCESS_DN_PREFIX);
+    if (strncmp(grant, ACCESS_DN_PREFIX, pl) == 0)
+        return auth == NBD_TLS_AUTH_X509 && strcmp(grant + pl, identity) == 0;
+    if (auth == NBD_TLS_AUTH_X509)
+        return dn_has_cn(identity, grant);
+    return strcmp(grant, identity) == 0;
+}
+
+/* ---- the file ---------------------------------------------------------------- */
+
+static int parse_line(const char *line, size_t lineno, struct policing_grant *g)
+{
+    const char *why = "expected UUID rw|ro IDENTITY";
+    size_t ul = PMSG_UUID_LEN;
+    if (strlen(line) > ul + 4 && line[ul] == ' ' && line[ul + 3] == ' ' &&
+        (strncmp(line + ul + 1, "rw", 2) == 0 || strncmp(line + ul + 1, "ro", 2) == 0) &&
+        access_identity_check(line + ul + 4, &why) == 0) {
+        memcpy(g->uuid, line, ul);
+        g->uuid[ul] = '\0';
+        g->read_only = line[ul + 2] == 'o';
+        snprintf(g->identity, sizeof g->identity, "%s", line + ul + 4);
+        return 0;
+    }
+    qb_log(LOG_ERR, "grants file, line %zu: %s", lineno, why);
+    return -EINVAL;
+}
+
+static int parse_file(char *text, struct policing_grant **out, size_t *n)
+{
+    size_t lines = 0;
+    for (const char *p = text; *p; p++)
+        lines += *p == '\n';
+    struct policing_grant *g = calloc(lines ? lines : 1, sizeof *g);
+    if (!g)
+        return -ENOMEM;
+    size_t k = 0, lineno = 0;
+    for (char *line = text, *nl; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+        *nl = '\0';
+        lineno++;
+        if (k == ACCESS_GRANTS_TOTAL_MAX || parse_line(line, lineno, &g[k++]) < 0) {
+            free(g);
+            return -EINVAL;
+        }
+    }
+    *out = g;
+    *n = k;
+    return 0;
+}
+
+static int persist(struct access *a, const struct policing_grant *g, size_t n)
+{
+    char *buf = malloc(n * LINE_MAX_LEN + 1);
+    if (!buf)
+        return -ENOMEM;
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)sprintf(buf + len, "%s %s %s\n", g[i].uuid, g[i].read_only ? "ro" : "rw",
+                               g[i].identity);
+    int r = store_grants_set(a->store, buf, len);
+    free(buf);
+    return r;
+}
+
+int access_open(struct store *st, struct access **out)
+{
+    struct access *a = calloc(1, sizeof *a);
+    if (!a)
+        return -ENOMEM;
+    a->store = st;
+    char *text;
+    size_t len;
+    int r = store_grants_get(st, FILE_MAX, &text, &len);
+    if (r == 0) {
+        r = parse_file(text, &a->g, &a->n);
+        free(text);
+    }
+    if (r == 0)
+        r = -pthread_rwlock_init(&a->lock, NULL);
+    if (r < 0) {
+        free(a->g);
+        free(a);
+        return r;
+    }
+    *out = a;
+    return 0;
+}
+
+void access_close(struct access *a)
+{
+    if (!a)
+        return;
+    pthread_rwlock_destroy(&a->lock);
+    free(a->g);
+    free(a);
+}
+
+/* ---- checks and changes --------------------------------------------------- */
+
+enum access_mode access_of(struct access *a, const char *uuid, const struct nbd_client *who)
+{
+    if (who->all)
+        return ACCESS_WRITE;
+    enum access_mode m = ACCESS_NONE;
+    pthread_rwlock_rdlock(&a->lock);
+    for (size_t i = 0; i < a->n && m != ACCESS_WRITE; i++) {
+        const struct policing_grant *g = &a->g[i];
+        if (strcmp(g->uuid, uuid) == 0 && access_matches(g->identity, who->identity, who->auth))
+            m = g->read_only ? ACCESS_READ : ACCESS_WRITE;
+    }
+    pthread_rwlock_unlock(&a->lock);
+    return m;
+}
+
+/* Replaces the table with g (n grants, malloc'd, taken over) once it is
+ * on disk; on failure g is freed and the table stays. Main loop only, so
+ * the table read without the lock is the one replaced. */
+static int replace(struct access *a, struct policing_grant *g, size_t n)
+{
+    int r = persist(a, g, n);
+    if (r < 0) {
+        free(g);
+        return r;
+    }
+    pthread_rwlock_wrlock(&a->lock);
+    struct policing_grant *old = a->g;
+    a->g = g;
+    a->n = n;
+    pthread_rwlock_unlock(&a->lock);
+    free(old);
+    return 0;
+}
+
+/* A malloc'd copy of the table with room for one more. */
+static struct policing_grant *copy_table(const struct access *a)
+{
+    struct policing_grant *g = malloc((a->n + 1) * sizeof *g);
+    if (g && a->n)
+        memcpy(g, a->g, a->n * sizeof *g);
+    return g;
+}
+
+int access_set(struct access *a, const char *uuid, const char *identity, int mode, bool *ended)
+{
+    const char *why;
+    *ended = false;
+    if (access_identity_check(identity, &why) < 0)
+        return -EINVAL;
+    size_t on_volume = 0, at = a->n;
+    for (size_t i = 0; i < a->n; i++) {
+        if (strcmp(a->g[i].uuid, uuid) != 0)
+            continue;
+        on_volume++;
+        if (strcmp(a->g[i].identity, identity) == 0)
+            at = i;
+    }
+    bool ro = mode == PMSG_GRANT_RO, existed = at < a->n;
+    if (at == a->n && mode == PMSG_GRANT_REVOKE)
+        return -ESRCH;
+    if (at < a->n && mode != PMSG_GRANT_REVOKE && a->g[at].read_only == ro)
+        return -EALREADY;
+    if (at == a->n && on_volume >= ACCESS_GRANTS_MAX)
+        return -ENOSPC;
+    if (at == a->n && a->n >= ACCESS_GRANTS_TOTAL_MAX)
+        return -EDQUOT;
+    struct policing_grant *g = copy_table(a);
+    if (!g)
+        return -ENOMEM;
+    size_t n = a->n;
+    if (mode == PMSG_GRANT_REVOKE) {
+        memmove(&g[at], &g[at + 1], (n - at - 1) * sizeof *g);
+        n--;
+    } else if (at < n) {
+        g[at].read_only = ro;
+    } else {
+        g[n] = (struct policing_grant){.read_only = ro};
+        snprintf(g[n].uuid, sizeof g[n].uuid, "%s", uuid);
+        snprintf(g[n].identity, sizeof g[n].identity, "%s", identity);
+        n++;
+    }
+    int r = replace(a, g, n);
+    *ended = r == 0 && existed;
+    return r;
+}
+
+int access_forget(struct access *a, const char *uuid)
+{
+    struct policing_grant *g = copy_table(a);
+    if (!g)
+        return -ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->g[i].uuid, uuid) != 0)
+            g[n++] = a->g[i];
+    if (n == a->n) {
+        free(g);
+        return 0;
+    }
+    return replace(a, g, n);
+}
+
+int access_list(struct access *a, const char *uuid, struct policing_grant **out, size_t *n)
+{
+    pthread_rwlock_rdlock(&a->lock);
+    *out = malloc((a->n ? a->n : 1) * sizeof **out);
+    *n = 0;
+    for (size_t i = 0; *out && i < a->n; i++)
+        if (!uuid || strcmp(a->g[i].uuid, uuid) == 0)
+            (*out)[(*n)++] = a->g[i];
+    pthread_rwlock_unlock(&a->lock);
+    return *out ? 0 : -ENOMEM;
+}
+
+/* The grant of identity on uuid in g, or NULL. */
+static const struct policing_grant *find(const struct policing_grant *g, size_t n, const char *uuid,
+                                         const char *identity)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(g[i].uuid, uuid) == 0 && strcmp(g[i].identity, identity) == 0)
+            return &g[i];
+    return NULL;
+}
+
+int access_load(struct access *a, const struct policing_grant *g, size_t n,
+                void (*ended)(void *arg, const char *uuid, const char *identity), void *arg)
+{
+    if (n > ACCESS_GRANTS_TOTAL_MAX)
+        n = ACCESS_GRANTS_TOTAL_MAX; /* the sender's table is bounded alike */
+    struct policing_grant *copy = malloc((n ? n : 1) * sizeof *copy);
+    if (!copy)
+        return -ENOMEM;
+    if (n)
+        memcpy(copy, g, n * sizeof *copy);
+    /* The old table stays readable (main loop) until replace swaps it. */
+    struct policing_grant *old = a->g;
+    size_t nold = a->n;
+    bool same = n == nold && (n == 0 || memcmp(copy, old, n * sizeof *copy) == 0);
+    if (same) {
+        free(copy);
+        return 0;
+    }
+    struct policing_grant *keep = malloc((nold ? nold : 1) * sizeof *keep);
+    if (!keep) {
+        free(copy);
+        return -ENOMEM;
+    }
+    if (nold)
+        memcpy(keep, old, nold * sizeof *keep);
+    int r = replace(a, copy, n);
+    for (size_t i = 0; r == 0 && i < nold; i++) {
+        const struct policing_grant *now = find(g, n, keep[i].uuid, keep[i].identity);
+        if (!now || now->read_only != keep[i].read_only)
+            ended(arg, keep[i].uuid, keep[i].identity);
+    }
+    free(keep);
+    return r;
+}
