@@ -40,7 +40,7 @@ POLICING_SRCS := policing/messages.c policing/cut.c policing/syncstream.c polici
 MIRROR_PURE_SRCS := mirror/wire.c mirror/auth.c mirror/stream.c
 # The node: store, volume layer, config, admin server.
 CORE_SRCS := $(POLICING_SRCS) $(MIRROR_PURE_SRCS) volume/voltable.c volume/access.c vsan/config.c common/log.c common/size.c store/store.c store/svol.c volume/volume.c volume/snapshots.c volume/snapexport.c volume/rollback.c \
-             vsan/admin.c vsan/admin_cmds.c vsan/admin_snap.c vsan/netif.c vsan/service.c
+             vsan/admin.c vsan/admin_cmds.c vsan/admin_snap.c vsan/admin_access.c vsan/netif.c vsan/service.c
 CORE_SRCS += store/actlog.c store/fileio.c store/gsync.c store/snap.c store/bitmap.c mirror/replicas.c mirror/link.c
 # The mirror engine, bottom layer first (mirror/engine_int.h).
 MIRROR_ENGINE_SRCS := mirror/mvol.c mirror/dirty.c mirror/lost.c mirror/registry.c mirror/workers.c mirror/cut.c \
@@ -49,7 +49,7 @@ MIRROR_ENGINE_SRCS := mirror/mvol.c mirror/dirty.c mirror/lost.c mirror/registry
 CORE_SRCS += $(MIRROR_ENGINE_SRCS)
 VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) vsan/vsand.c
 # The CLI: admin requests, and backup, restore and clone over NBD (libnbd).
-CLI_SRCS   := cli/cli.c cli/admin_call.c cli/cli_format.c cli/rbddiff.c cli/backup.c cli/rollback.c \
+CLI_SRCS   := cli/cli.c cli/admin_call.c cli/cli_format.c cli/rbddiff.c cli/backup.c cli/rollback.c cli/access.c \
               cli/nbd_client.c common/size.c
 # vsan-fuse, the failover client: libfuse3 + libnbd, nothing of the node.
 FUSE_PURE_SRCS := fuse/replicas.c

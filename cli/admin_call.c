@@ -135,7 +135,10 @@ int cli_error_exit_code(const char *code)
                {ADMIN_E_BUSY, EXIT_BUSY},
                {ADMIN_E_ABORTED, EXIT_BUSY},
                {ADMIN_E_TOO_MANY_VOLUMES, EXIT_TOO_MANY_VOLUMES},
-               {ADMIN_E_SNAPSHOT_LIMIT, EXIT_SNAPSHOT_LIMIT}};
+               {ADMIN_E_SNAPSHOT_LIMIT, EXIT_SNAPSHOT_LIMIT},
+               {ADMIN_E_BAD_IDENTITY, EXIT_USAGE},
+               {ADMIN_E_NO_SUCH_GRANT, EXIT_NO_GRANT},
+               {ADMIN_E_GRANT_LIMIT, EXIT_GRANT_LIMIT}};
 
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
         if (strcmp(map[i].code, code) == 0)

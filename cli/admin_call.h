@@ -24,6 +24,8 @@ enum exit_code {
     EXIT_WRONG_BASE = 12,
     EXIT_TOO_MANY_VOLUMES = 13,
     EXIT_SNAPSHOT_LIMIT = 14,
+    EXIT_NO_GRANT = 15,
+    EXIT_GRANT_LIMIT = 16,
 };
 
 /* "vsan: MESSAGE\n(see vsan help)" on stderr; returns EXIT_USAGE. */

@@ -9,6 +9,7 @@
  */
 #include "common/admin_proto.h"
 #include "common/json_add.h"
+#include "cli/access.h"
 #include "cli/admin_call.h"
 #include "cli/backup.h"
 #include "cli/rollback.h"
@@ -49,6 +50,11 @@ static const char help_text[] =
     "                                      after PREV) as an rbd diff v2 stream\n"
     "  vsan restore FILE|- VOL             apply a stream to VOL (created if missing);\n"
     "                                      VOL then has the stream's snapshot\n"
+    "  vsan access grant VOL IDENTITY [--read-only]\n"
+    "                                      let IDENTITY see VOL over NBD (and its\n"
+    "                                      snapshots, read-only)\n"
+    "  vsan access revoke VOL IDENTITY     take it back: its connections to VOL end\n"
+    "  vsan access list [VOL]              the grants, of VOL or of every volume\n"
     "  vsan replica fail NAME              this node's copy failed (drills): it is\n"
     "                                      outdated, I/O goes on at the others\n"
     "  vsan replica replace NAME           this node's copy is on a new, empty disk:\n"
@@ -60,7 +66,9 @@ static const char help_text[] =
     "\n"
     "SIZE is in bytes or with a binary unit: 512M, 10G, 1T, 10GiB (K = 1024);\n"
     "it must be a multiple of 512 bytes. NAME: 1 to 64 characters of\n"
-    "A-Z a-z 0-9 . _ -, not starting with '.' or '-'.\n"
+    "A-Z a-z 0-9 . _ -, not starting with '.' or '-'. IDENTITY: a PSK user name\n"
+    "or a certificate's CN (NAME, without ':' or '='), a certificate's subject\n"
+    "(dn:CN=alice,O=Example, RFC 4514), or anonymous (plain clients).\n"
     "\n"
     "Options:\n"
     "  -s, --socket SOCKET  vsand's admin socket: the [admin] socket of its config\n"
@@ -73,7 +81,8 @@ static const char help_text[] =
     "Exit codes:\n"
     "  0  ok\n"
     "  1  other error\n"
-    "  2  usage error: bad arguments, unknown command, bad volume name\n"
+    "  2  usage error: bad arguments, unknown command, bad volume name or\n"
+    "     identity\n"
     "  3  vsand is not running, or can't be reached\n"
     "  4  no such volume\n"
     "  5  volume already exists\n"
@@ -89,6 +98,8 @@ static const char help_text[] =
     "     since it\n"
     "  13 too many volumes in one snapshot (at most 16)\n"
     "  14 snapshot limit: a volume of the snapshot has 1024 already\n"
+    "  15 no such grant (access revoke)\n"
+    "  16 grant limit: the volume has 256 grants already\n"
     "\n"
     "backup, restore and clone show progress on stderr when it is a terminal\n"
     "(--progress: always); with --json they print a summary when done.\n"
@@ -245,16 +256,18 @@ static int parse_command(char **words, int n, struct invocation *inv)
         return cli_restore(inv->socket, inv->json, words + 1, n - 1);
     if (n >= 2 && strcmp(words[0], "volume") == 0 && strcmp(words[1], "clone") == 0)
         return cli_clone(inv->socket, inv->json, words + 2, n - 2);
+    if (strcmp(words[0], "access") == 0)
+        return cli_access(inv->socket, inv->json, words + 1, n - 1);
     if (n >= 2 && strcmp(words[0], "snapshot") == 0 && strcmp(words[1], "rollback") == 0)
         return cli_rollback(inv->socket, inv->json, words + 2, n - 2);
     bool has_verb = strcmp(words[0], "volume") == 0 || strcmp(words[0], "replica") == 0 ||
                     strcmp(words[0], "snapshot") == 0;
     if (has_verb && n < 2)
-        return cli_usage_error("%s: which one? %s", words[0],
-                               strcmp(words[0], "volume") == 0
-                                   ? "list, show, create, resize, delete, verify or clone"
-                               : strcmp(words[0], "snapshot") == 0 ? "create, list, delete or rollback"
-                                                                   : "fail or replace");
+        return cli_usage_error(
+            "%s: which one? %s", words[0],
+            strcmp(words[0], "volume") == 0 ? "list, show, create, resize, delete, verify or clone"
+            : strcmp(words[0], "snapshot") == 0 ? "create, list, delete or rollback"
+                                                : "fail or replace");
     inv->cmd = find_command(words[0], has_verb ? words[1] : NULL);
     if (!inv->cmd && has_verb)
         return cli_usage_error("unknown command \"%s %s\"", words[0], words[1]);

@@ -42,15 +42,18 @@
 #define ADMIN_E_NO_SUCH_VOLUME "no_such_volume"
 #define ADMIN_E_VOLUME_EXISTS "volume_exists"
 #define ADMIN_E_VOLUME_IN_USE "volume_in_use"
-#define ADMIN_E_NO_QUORUM "no_quorum"     /* the cluster can't change now */
+#define ADMIN_E_NO_QUORUM "no_quorum" /* the cluster can't change now */
 #define ADMIN_E_SYSTEM "system_error" /* the store failed: I/O, space ... */
 #define ADMIN_E_SNAPSHOT_EXISTS "snapshot_exists"
 #define ADMIN_E_NO_SUCH_SNAPSHOT "no_such_snapshot"
-#define ADMIN_E_SNAPSHOT_BUSY "snapshot_busy"   /* a client reads it: no delete */
-#define ADMIN_E_SNAPSHOT_LIMIT "snapshot_limit" /* SNAP_MAX on a volume already */
+#define ADMIN_E_SNAPSHOT_BUSY "snapshot_busy"       /* a client reads it: no delete */
+#define ADMIN_E_SNAPSHOT_LIMIT "snapshot_limit"     /* SNAP_MAX on a volume already */
 #define ADMIN_E_TOO_MANY_VOLUMES "too_many_volumes" /* over PMSG_CUT_VOLUMES in a cut */
-#define ADMIN_E_BUSY "busy"       /* a volume is in another cut */
-#define ADMIN_E_ABORTED "aborted" /* the cut aborted: a node did not drain, or left */
+#define ADMIN_E_BUSY "busy"                         /* a volume is in another cut */
+#define ADMIN_E_ABORTED "aborted"           /* the cut aborted: a node did not drain, or left */
+#define ADMIN_E_BAD_IDENTITY "bad_identity" /* not a grant's identity (volume/access.h) */
+#define ADMIN_E_NO_SUCH_GRANT "no_such_grant"
+#define ADMIN_E_GRANT_LIMIT "grant_limit" /* ACCESS_GRANTS_MAX on the volume already */
 
 /* libqb puts the service name into file names under /dev/shm and into
  * abstract socket names of at most 107 bytes, with about 50 bytes of its

@@ -892,6 +892,8 @@ static const char *const create_fields[] = {"name", "size", NULL};
 static const char *const resize_fields[] = {"name", "size", "force", NULL};
 static const char *const snapshot_create_fields[] = {"volumes", "snapshot", NULL};
 static const char *const snapshot_fields[] = {"name", "snapshot", NULL};
+static const char *const grant_fields[] = {"name", "identity", "read_only", NULL};
+static const char *const revoke_fields[] = {"name", "identity", NULL};
 
 static const struct command commands[] = {
     {"status", no_fields, cmd_status},
@@ -910,6 +912,9 @@ static const struct command commands[] = {
     {"snapshot.delete", snapshot_fields, admin_snapshot_delete},
     {"snapshot.rollback", snapshot_fields, admin_snapshot_rollback},
     {"snapshot.rollback_status", name_fields, admin_snapshot_rollback_status},
+    {"access.grant", grant_fields, admin_access_grant},
+    {"access.revoke", revoke_fields, admin_access_revoke},
+    {"access.list", name_fields, admin_access_list},
 };
 
 static const struct command *find_command(const char *name)

@@ -1,5 +1,5 @@
 /* admin_int.h - what the admin command files share (admin_cmds.c: the
- * request checks and the volume commands; admin_snap.c: snapshots). */
+ * request checks and the volume commands; admin_snap.c: snapshots; admin_access.c: grants). */
 #ifndef VSAN_ADMIN_INT_H
 #define VSAN_ADMIN_INT_H
 
@@ -44,5 +44,10 @@ struct json_object *admin_snapshot_delete(const struct context *ctx, struct json
 struct json_object *admin_snapshot_rollback(const struct context *ctx, struct json_object *req);
 struct json_object *admin_snapshot_rollback_status(const struct context *ctx,
                                                    struct json_object *req);
+
+/* admin_access.c */
+struct json_object *admin_access_grant(const struct context *ctx, struct json_object *req);
+struct json_object *admin_access_revoke(const struct context *ctx, struct json_object *req);
+struct json_object *admin_access_list(const struct context *ctx, struct json_object *req);
 
 #endif

@@ -60,6 +60,10 @@ PSK="$VSAN_LAB_DIR/keys.psk"
 X509_URI="nbds://$SVC2:10809/m?tls-certificates=$CLIENT"
 PSK_URI="nbds://client@$SVC2:10809/m?tls-psk-file=$PSK"
 lab vsan 1 volume create m 64M
+# A TLS client sees only its grants: the PSK user "client", and the X.509
+# client (a CA only, no certificate: anonymous).
+lab vsan 1 access grant m client
+lab vsan 1 access grant m anonymous
 wait_until 20 all_current || lab_fail "the volume never became current on all nodes"
 wait_until 10 has 2 2 || lab_fail "n2 lacks its service address: $(addrs 2)"
 

@@ -140,6 +140,10 @@ tls_config nbd.tls=require "tls.certificates=$T/a-srv" "tls.psk_file=$T/psk/keys
     nbd.handshake_timeout=3000
 vsand_start
 expect_exit 0 vsan volume create v 64M
+# A TLS client sees only its grants: alice by PSK, and the clients with
+# the CA only (no certificate: anonymous).
+expect_exit 0 vsan access grant v alice
+expect_exit 0 vsan access grant v anonymous
 
 log "plain clients get TLS_REQD, with a message saying TLS is required"
 OUT=$(LIBNBD_DEBUG=1 nbdinfo "$PLAIN/v" 2>&1) && die "a plain nbdinfo was served under require"
@@ -376,6 +380,7 @@ log "3. tls = on: what TLS writes, plain reads, and the other way round"
 tls_config nbd.tls=on "tls.psk_file=$T/psk/keys.psk" "tls.certificates=$T/a-srv"
 vsand_start
 expect_exit 0 vsan volume create w 32M
+expect_exit 0 vsan access grant w alice
 random_file "$T/d1" $((4 * MiB))
 random_file "$T/d2" $((4 * MiB))
 nbdcopy "$T/d1" "$(x509_uri w "$T/a-cli")" || die "nbdcopy over TLS failed"
@@ -399,6 +404,8 @@ cp "$T/a-srv/"*.pem "$T/srv/"
 tls_config nbd.tls=require "tls.certificates=$T/srv" tls.verify_peer=yes
 vsand_start
 expect_exit 0 vsan volume create p 16M
+expect_exit 0 vsan access grant p a-client
+expect_exit 0 vsan access grant p b-client
 expect_exit 1 nbdinfo "$(x509_uri p "$T/a-cli")"
 mkdir -p "$T/rogue"
 cp "$T/a-cli/ca-cert.pem" "$T/b-crt/client-"*.pem "$T/rogue/"
