@@ -602,6 +602,7 @@ void config_defaults(struct vsan_config *cfg)
     strcpy(cfg->listen[0], "127.0.0.1:10809");
     cfg->n_listen = 1;
     nbd_server_config_defaults(&cfg->nbd);
+    cfg->nbd.anonymous = NBD_ANON_ALL; /* none under tls = require: resolve_anonymous */
     cfg->cluster_mode = CONFIG_STANDALONE;
     strcpy(cfg->cluster_name, "vsan");
     cfg->region_size = 4u * 1024 * 1024;
@@ -863,6 +864,13 @@ static int check_tls(struct parser *p)
     return 0;
 }
 
+/* [nbd] anonymous, when not given: all, unless tls = require. */
+static void resolve_anonymous(struct parser *p)
+{
+    if (!p->key_line[find_key("nbd", "anonymous") - keys])
+        p->cfg->nbd.anonymous = p->cfg->nbd.tls == NBD_TLS_REQUIRE ? NBD_ANON_NONE : NBD_ANON_ALL;
+}
+
 /* inih goes on after a syntax error and returns the line of the first
  * error it saw, ours included; an earlier line than ours is its own. */
 static int run_parser(struct parser *p)
@@ -883,6 +891,7 @@ static int run_parser(struct parser *p)
         fail(p, 0, "out of memory");
         return -1;
     }
+    resolve_anonymous(p);
     if (check_block_sizes(p) < 0 || check_service(p) < 0 || check_tls(p) < 0 ||
         check_nbd_socket(p) < 0)
         return -1;

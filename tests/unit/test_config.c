@@ -431,6 +431,7 @@ static const char *const all_keys[] = {
     "[nbd] handshake_timeout",
     "[nbd] shutdown_grace",
     "[nbd] tls",
+    "[nbd] anonymous",
     "[tls] certificates",
     "[tls] verify_peer",
     "[tls] psk_file",
@@ -454,6 +455,19 @@ static const char *const all_keys[] = {
  * example of every key of every section must give a valid file that
  * changes nothing but the keys without a default to show ([node] name,
  * [mirror] listen) and [log] stderr. */
+Test(config, anonymous_is_all_unless_tls_is_required_or_it_is_set)
+{
+    parse_ok("[nbd]\ntls = on\n[tls]\npsk_file = /dev/null\n");
+    cr_expect(eq(int, cfg.nbd.anonymous, NBD_ANON_ALL));
+    parse_ok("[nbd]\ntls = require\n[tls]\npsk_file = /dev/null\n");
+    cr_expect(eq(int, cfg.nbd.anonymous, NBD_ANON_NONE));
+    parse_ok("[nbd]\ntls = require\nanonymous = all\n[tls]\npsk_file = /dev/null\n");
+    cr_expect(eq(int, cfg.nbd.anonymous, NBD_ANON_ALL));
+    parse_ok("[nbd]\nanonymous = none\n");
+    cr_expect(eq(int, cfg.nbd.anonymous, NBD_ANON_NONE));
+    parse_bad("[nbd]\nanonymous = some\n", 2, "[nbd] anonymous = \"some\": expected all or none");
+}
+
 Test(config, sample_config_matches_the_defaults)
 {
     struct vsan_config defaults;
