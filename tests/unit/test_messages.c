@@ -71,6 +71,18 @@ Test(messages, replica_layout_is_packed)
     cr_expect(eq(sz, sizeof m, sizeof(struct pmsg_header) + 8 + 4 + 4 + 1 + 8 + 8));
 }
 
+Test(messages, grant_is_fixed_length)
+{
+    struct pmsg_grant m;
+    pmsg_init(&m.h, PMSG_GRANT, sizeof m);
+    const char *why;
+    cr_assert(eq(int, pmsg_check(&m, sizeof m, &why), PMSG_GRANT));
+    cr_expect(eq(sz, sizeof m,
+                 sizeof(struct pmsg_header) + 8 + 1 + PMSG_NAME_MAX + 1 + PMSG_IDENTITY_MAX + 1));
+    pmsg_init(&m.h, PMSG_GRANT, sizeof m - 1);
+    cr_expect(eq(int, pmsg_check(&m, sizeof m - 1, &why), -1), "a short grant");
+}
+
 Test(messages, heartbeat_is_fixed_length)
 {
     struct pmsg_heartbeat m;
@@ -107,7 +119,7 @@ Test(messages, foreign_or_malformed_headers)
     expect_dropped(sizeof(struct pmsg_replica), "length field disagrees with the message");
 
     check(PMSG_REPLICA, sizeof(struct pmsg_replica), NULL);
-    h->type = PMSG_CUT_ABORT + 1;
+    h->type = PMSG_GRANT + 1;
     expect_dropped(sizeof(struct pmsg_replica), "unknown message type");
 }
 
