@@ -83,6 +83,7 @@ struct policing {
     uint64_t last_cut; /* the id of the last cut committed (or loaded) */
     qb_loop_timer_handle cut_timer;
     bool cut_timer_on;
+    bool refresh_queued; /* refresh_later's job is on the loop */
 
     /* lock guards everything below, shared with the NBD threads. cond is
      * broadcast on every grant, quorum change and stop. */
@@ -400,6 +401,37 @@ static void replica_done(struct policing *pc, uint32_t nodeid, uint32_t pid,
 
 static void service_update(struct policing *pc);
 
+static void refresh_job(void *data)
+{
+    struct policing *pc = data;
+    pc->refresh_queued = false;
+    pc->p.table->changed(pc->p.table_ctx);
+    service_update(pc);
+}
+
+/* After a replica change the mirror looks at every volume again and the
+ * service addresses are worked out again from the whole table: a pass
+ * over every volume each. A rejoin brings two changes per volume (8,000
+ * with 4,000 volumes), and a pass per change made that quadratic: minutes
+ * of a busy main loop and an unanswered admin socket. So these passes run
+ * once, at the end of the loop iteration that delivered the changes (a
+ * low-priority job runs after the poll events of its iteration). Only
+ * replica changes wait: a membership change or a sync round still
+ * refreshes at once, because the links to a node that left must drop
+ * before anything else is applied. */
+static void refresh_later(struct policing *pc)
+{
+    if (pc->refresh_queued)
+        return;
+    if (!pc->stopping && qb_loop_job_add(pc->p.loop, QB_LOOP_LOW, pc, refresh_job) == 0) {
+        pc->refresh_queued = true;
+        return;
+    }
+    if (!pc->stopping)
+        qb_log(LOG_WARNING, "policing: a refresh could not wait for the loop: done at once");
+    refresh_job(pc);
+}
+
 /* A partition without quorum applies no replica change: it cannot know
  * what the majority decided meanwhile, and a table it changed would carry
  * a higher version into the next sync round and win it. Its sender sees
@@ -423,10 +455,8 @@ static void apply_replica(struct policing *pc, uint32_t nodeid, uint32_t pid,
     if (r > 0)
         bump_version(pc);
     replica_done(pc, nodeid, pid, m);
-    if (r > 0) {
-        pc->p.table->changed(pc->p.table_ctx);
-        service_update(pc);
-    }
+    if (r > 0)
+        refresh_later(pc);
 }
 
 /* ---- service addresses ------------------------------------------------- */
@@ -1785,6 +1815,9 @@ void policing_close_writes(struct policing *pc)
     if (pc->cut_timer_on)
         qb_loop_timer_del(pc->p.loop, pc->cut_timer);
     pc->cut_timer_on = false;
+    if (pc->refresh_queued)
+        qb_loop_job_del(pc->p.loop, QB_LOOP_LOW, pc, refresh_job);
+    pc->refresh_queued = false;
     cut_abort_all(pc, -ESHUTDOWN);
 }
 

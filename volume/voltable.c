@@ -48,27 +48,27 @@ static int vt_remove(void *ctx, const char *name)
 static int vt_list(void *ctx, struct policing_volume **out, size_t *n)
 {
     struct voltable *t = ctx;
-    struct volume_info *info;
-    int r = volumes_list(t->vols, &info, n);
+    struct store_volume *rec;
+    int r = volumes_list_records(t->vols, &rec, n);
     if (r < 0)
         return r;
     *out = calloc(*n ? *n : 1, sizeof **out);
     if (!*out) {
-        free(info);
+        free(rec);
         return -ENOMEM;
     }
     for (size_t i = 0; i < *n; i++) {
         struct policing_volume *v = &(*out)[i];
-        snprintf(v->uuid, sizeof v->uuid, "%s", info[i].uuid);
-        snprintf(v->name, sizeof v->name, "%s", info[i].name);
-        v->size = info[i].size;
-        v->generation = info[i].generation;
-        v->nreplicas = info[i].nreplicas;
-        for (uint32_t j = 0; j < info[i].nreplicas && j < PMSG_REPLICAS_MAX; j++)
+        snprintf(v->uuid, sizeof v->uuid, "%s", rec[i].uuid);
+        snprintf(v->name, sizeof v->name, "%s", rec[i].name);
+        v->size = rec[i].size;
+        v->generation = rec[i].generation;
+        v->nreplicas = rec[i].nreplicas;
+        for (uint32_t j = 0; j < rec[i].nreplicas && j < PMSG_REPLICAS_MAX; j++)
             v->replicas[j] =
-                (struct policing_replica){info[i].replicas[j].node, info[i].replicas[j].state};
+                (struct policing_replica){rec[i].replicas[j].node, rec[i].replicas[j].state};
     }
-    free(info);
+    free(rec);
     return 0;
 }
 
@@ -265,7 +265,7 @@ static int vt_grant_list(void *ctx, struct policing_grant **out, size_t *n)
 
 struct load_ended {
     struct voltable *t;
-    struct volume_info *vols;
+    struct store_volume *vols;
     size_t n;
 };
 
@@ -281,7 +281,7 @@ static int vt_grant_load(void *ctx, const struct policing_grant *g, size_t n)
 {
     struct voltable *t = ctx;
     struct load_ended le = {.t = t};
-    int r = volumes_list(t->vols, &le.vols, &le.n);
+    int r = volumes_list_records(t->vols, &le.vols, &le.n);
     if (r < 0)
         return r;
     r = access_load(volumes_access(t->vols), g, n, load_ended, &le);

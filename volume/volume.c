@@ -858,6 +858,23 @@ size_t volumes_count(struct volumes *vols)
     return n;
 }
 
+int volumes_list_records(struct volumes *vols, struct store_volume **out, size_t *n)
+{
+    volumes_lock_shared(vols);
+    size_t count = vols->n;
+    struct store_volume *recs = calloc(count ? count : 1, sizeof(*recs));
+    for (size_t i = 0; recs && i < count; i++)
+        svol_record(vols->v[i]->sv, &recs[i]);
+    volumes_unlock(vols);
+    if (!recs) {
+        qb_log(LOG_ERR, "volumes: list: out of memory");
+        return -ENOMEM;
+    }
+    *out = recs;
+    *n = count;
+    return 0;
+}
+
 int volumes_list(struct volumes *vols, struct volume_info **out, size_t *n)
 {
     volumes_lock_shared(vols);

@@ -71,6 +71,10 @@ int volumes_info(struct volumes *vols, const char *name, struct volume_info *out
 size_t volumes_count(struct volumes *vols);
 /* A malloc'd array sorted by name, in *out (free it); *n entries. */
 int volumes_list(struct volumes *vols, struct volume_info **out, size_t *n);
+/* The same volumes' records only, without what their files say (no system
+ * call per volume): what the replicated table needs, which lists them at
+ * every agreed change. */
+int volumes_list_records(struct volumes *vols, struct store_volume **out, size_t *n);
 
 /* Like volumes_create, with the volume's first replicas (all current):
  * the group's members when the cluster created it. */
