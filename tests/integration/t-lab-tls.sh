@@ -13,7 +13,13 @@
 #     killed, n3 takes the address, and the client's reconnections to it,
 #     over TLS and verified, succeed; the block it wrote last reads back.
 #     A PSK client is served by the survivor too.
-# timeout: 120
+#  3. n2 back; vsan-fuse mounts the volume over TLS (X.509, verifying
+#     every node's certificate against the cluster CA), a dd loop writes
+#     through it with an fsync per block, and the node serving the mount
+#     is killed among those writes: none fails, the mount names another
+#     node and goes on writing, and what was written reads back from a
+#     survivor over TLS.
+# timeout: 240
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 vt_init
@@ -101,4 +107,56 @@ touch "$T/stop"
 wait_until 10 grep -q stopped "$T/events" || lab_fail "the writer did not stop: $(cat "$T/writer.out")"
 grep -q verified "$T/events" || lab_fail "the last block did not read back: $(tail -n 3 "$T/events")"
 bg_kill "$WRITER"
+
+log "3. vsan-fuse over TLS, verifying the servers, fails over when its node is killed"
+lab start 2
+wait_until 60 all_current || lab_fail "n2 came back, but not every replica is current"
+nodes=""
+for i in 1 2 3; do
+    a=$("$LAB" addr "$i")
+    nodes+="${nodes:+,}${a#nbd://}"
+done
+mkdir -p "$T/fuse"
+bg_start vsan-fuse "$BUILD/vsan-fuse" "$T/fuse" -f --nodes "$nodes" --volume m \
+    --tls-certificates "$CLIENT"
+FUSE_PID=$BG_PID
+on_exit "fusermount3 -u -z '$T/fuse'"
+wait_until 20 test -f "$T/fuse/m" || lab_fail "vsan-fuse did not mount: $(cat "$T/vsan-fuse.out")"
+serving() {
+    "$PY" -c 'import os, sys; print(os.getxattr(sys.argv[1], "user.vsan.node").decode())' "$T/fuse/m"
+}
+node=$(serving | cut -d' ' -f1)
+# 128 blocks of 64 KiB, written in turn with an fsync each until told to
+# stop; the kill lands among them, and 64 more follow the move.
+random_file "$T/blocks" $((128 * 65536))
+# shellcheck disable=SC2016 # expanded by the loop's own bash
+DD='for ((n = 0; ; n++)); do
+    [ -e "$3" ] && exit 0
+    dd if="$1" of="$2" bs=64k count=1 skip=$((n % 128)) seek=$((n % 128)) \
+        conv=notrunc,fsync status=none || exit 1
+    echo "$n"
+done'
+bg_start dd bash -c "$DD" dd "$T/blocks" "$T/fuse/m" "$T/dd-stop"
+DDP=$BG_PID
+dd_count() { wc -l <"$T/dd.out"; }
+dd_more() { [ "$(dd_count)" -gt "$1" ]; }
+wait_until 20 dd_more 128 || lab_fail "the dd loop did not write 128 blocks: $(tail -n 3 "$T/dd.out")"
+t0=$(now_ms)
+lab kill "$node"
+moved() { [ "$(serving | cut -d' ' -f1)" != "$node" ]; }
+wait_until 40 moved || lab_fail "the mount still names node $node: $(cat "$T/vsan-fuse.out")"
+log "3. node $node killed; the mount moved to node $(serving) in $(($(now_ms) - t0)) ms"
+at_move=$(dd_count)
+wait_until 60 dd_more $((at_move + 64)) ||
+    lab_fail "writes through vsan-fuse stopped after the move: $(tail -n 3 "$T/dd.out")"
+touch "$T/dd-stop"
+wait_until 20 proc_gone "$DDP" || lab_fail "the dd loop is stuck"
+wait "$DDP" || lab_fail "a write through vsan-fuse failed: $(tail -n 3 "$T/dd.out")"
+grep -q "now served by node" "$T/vsan-fuse.out" || lab_fail "vsan-fuse did not log the move"
+survivor=$(serving | cut -d' ' -f2)
+nbdcopy "nbds://$survivor/m?tls-certificates=$CLIENT" "$T/back" ||
+    lab_fail "nbdcopy from the survivor $survivor failed"
+cmp -n $((128 * 65536)) "$T/blocks" "$T/back" || lab_fail "what vsan-fuse wrote differs"
+wait_until 10 fuse_unmount "$T/fuse" || lab_fail "fusermount3 -u failed"
+wait_until 10 proc_gone "$FUSE_PID" || lab_fail "vsan-fuse did not exit after unmount"
 log "ok"

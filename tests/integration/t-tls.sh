@@ -10,7 +10,8 @@
 #  2. tls = require: plain clients are refused with NBD_REP_ERR_TLS_REQD
 #     and a message saying TLS is required (EXPORT_NAME: closed; ABORT:
 #     acked); X.509 and PSK clients are served, data written by one is
-#     read by the other; a wrong key or an unknown user fails; a client
+#     read by the other; a wrong key or an unknown user fails; a user
+#     added to the PSK file is served without a restart; a client
 #     that stalls in the middle of the TLS handshake is cut at the NBD
 #     handshake's deadline while others are served.
 #     vsan-fuse mounts with --tls-certificates and with --tls-psk-file,
@@ -265,6 +266,18 @@ log "a wrong key, an unknown user and another CA fail"
 expect_exit 1 nbdinfo "$(psk_uri v "$T/wrong" alice)"
 expect_exit 1 nbdinfo "$(psk_uri v "$T/pskb" bob)"
 expect_exit 1 nbdinfo "$(x509_uri v "$T/b-cli")"
+
+log "a PSK user added to the file is served without a restart"
+# The server reads psk_file at each handshake (README): bob's key appended
+# to it, and a grant, let bob in at once; taken out again, he is refused.
+cp "$T/psk/keys.psk" "$T/psk/alice-only.psk"
+cat "$T/pskb/keys.psk" >>"$T/psk/keys.psk"
+expect_exit 0 vsan access grant v bob
+expect_exit 0 nbdinfo "$(psk_uri v "$T/pskb" bob)"
+expect_out "protocol: newstyle-fixed with TLS"
+cp "$T/psk/alice-only.psk" "$T/psk/keys.psk"
+expect_exit 1 nbdinfo "$(psk_uri v "$T/pskb" bob)"
+expect_exit 0 vsan access revoke v bob
 
 log "nbdcopy: written with PSK, read with X.509"
 random_file "$T/data" $((8 * MiB))
