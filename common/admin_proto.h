@@ -54,6 +54,10 @@
 #define ADMIN_E_BAD_IDENTITY "bad_identity" /* not a grant's identity (volume/access.h) */
 #define ADMIN_E_NO_SUCH_GRANT "no_such_grant"
 #define ADMIN_E_GRANT_LIMIT "grant_limit" /* ACCESS_GRANTS_MAX on the volume already */
+#define ADMIN_E_FORBIDDEN "forbidden"     /* the caller may not (admin_caller, vsan/admin.h) */
+#define ADMIN_E_QUOTA_EXCEEDED "quota_exceeded" /* the owner would pass its quota */
+#define ADMIN_E_NO_SUCH_TOKEN "no_such_token"
+#define ADMIN_E_LIMIT "table_full" /* OWNERS_QUOTAS_MAX quotas, or TOKENS_MAX tokens */
 
 /* libqb puts the service name into file names under /dev/shm and into
  * abstract socket names of at most 107 bytes, with about 50 bytes of its

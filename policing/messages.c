@@ -39,6 +39,10 @@ static size_t fixed_length(int type)
         return sizeof(struct pmsg_cut);
     case PMSG_GRANT:
         return sizeof(struct pmsg_grant);
+    case PMSG_QUOTA:
+        return sizeof(struct pmsg_quota);
+    case PMSG_TOKEN:
+        return sizeof(struct pmsg_token);
     default:
         return 0;
     }

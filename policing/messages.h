@@ -23,10 +23,12 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 /* 4: the sync round's state goes out as a stream of STATE_PART pieces
  * (syncstream.h) instead of one STATE message; 6: heartbeats; 7: the cut
  * (snapshots); 8: grants (a node that dropped them would let clients in
- * that the others keep out). A node drops every message of another version, so nodes
- * of different versions never complete a sync round together: a cluster
- * is upgraded all at once. */
-#define PMSG_VERSION 8
+ * that the others keep out); 9: a CREATE's owner, quotas and tokens (a
+ * node that dropped them would let past a quota or a revoked token what
+ * the others refuse). A node drops every message of another version, so
+ * nodes of different versions never complete a sync round together: a
+ * cluster is upgraded all at once. */
+#define PMSG_VERSION 9
 
 enum pmsg_type {
     PMSG_HELLO = 1,      /* a member's endpoints */
@@ -46,6 +48,8 @@ enum pmsg_type {
     PMSG_CUT_DRAINED = 15, /* the sender has drained the barrier's volumes */
     PMSG_CUT_ABORT = 16,   /* the sender's timer for the barrier expired */
     PMSG_GRANT = 17,       /* a volume's grant to an identity is set or revoked */
+    PMSG_QUOTA = 18,       /* an identity's quota is set or removed */
+    PMSG_TOKEN = 19,       /* an API bearer token is made or revoked */
 };
 
 #define PMSG_NAME_MAX 64
@@ -54,6 +58,10 @@ enum pmsg_type {
 #define PMSG_REPLICAS_MAX 32
 /* A grant's identity: nbd-server/tls.h's NBD_TLS_IDENTITY_MAX, plus "dn:". */
 #define PMSG_IDENTITY_MAX (512 + 3)
+/* A bearer token (volume/tokens.h): its public id, in hex, and the
+ * SHA-256 of its secret. */
+#define PMSG_TOKEN_ID_LEN 16
+#define PMSG_TOKEN_HASH_LEN 32
 #define PMSG_SERVICE_ADDR_MAX 24 /* "A.B.C.D/PREFIX", NUL-padded */
 /* enum replica_state's CURRENT (mirror/replicas.h), which the service
  * rules need without depending on the mirror engine. */
@@ -89,6 +97,9 @@ struct pmsg_volume {
     char name[PMSG_NAME_MAX + 1];
     uint64_t size; /* CREATE, RESIZE */
     uint8_t force; /* RESIZE: shrink allowed */
+    /* CREATE: who owns the volume ("" for none, an admin's): it gets a
+     * read-write grant, and the volume counts against its quota. */
+    char owner[PMSG_IDENTITY_MAX + 1];
 } __attribute__((packed));
 
 /* GRANT: what identity may do with volume name (and its snapshots, read
@@ -104,6 +115,32 @@ struct pmsg_grant {
     uint64_t tag;
     uint8_t mode; /* enum pmsg_grant_mode */
     char name[PMSG_NAME_MAX + 1];
+    char identity[PMSG_IDENTITY_MAX + 1];
+} __attribute__((packed));
+
+/* QUOTA: how many bytes of volumes identity may own from now on (0: no
+ * quota); tag as in pmsg_volume. */
+struct pmsg_quota {
+    struct pmsg_header h;
+    uint64_t tag;
+    uint64_t limit;
+    char identity[PMSG_IDENTITY_MAX + 1];
+} __attribute__((packed));
+
+/* TOKEN: a bearer token made (id, identity, hash, created) or revoked
+ * (id only); tag as in pmsg_volume. */
+enum pmsg_token_op {
+    PMSG_TOKEN_CREATE = 1,
+    PMSG_TOKEN_REVOKE = 2,
+};
+
+struct pmsg_token {
+    struct pmsg_header h;
+    uint64_t tag;
+    uint8_t op; /* enum pmsg_token_op */
+    char id[PMSG_TOKEN_ID_LEN + 1];
+    int64_t created; /* seconds since the epoch, on the node that made it */
+    uint8_t hash[PMSG_TOKEN_HASH_LEN];
     char identity[PMSG_IDENTITY_MAX + 1];
 } __attribute__((packed));
 

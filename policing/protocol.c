@@ -324,13 +324,15 @@ static void bump_version(struct policing *pc)
 static int apply_table_change(struct policing *pc, int type, const struct pmsg_volume *m)
 {
     const struct policing_table_ops *t = pc->p.table;
-    if (!pmsg_string_ok(m->name, sizeof m->name) || !pmsg_string_ok(m->uuid, sizeof m->uuid))
+    if (!pmsg_string_ok(m->name, sizeof m->name) || !pmsg_string_ok(m->uuid, sizeof m->uuid) ||
+        !pmsg_string_ok(m->owner, sizeof m->owner))
         return -EINVAL;
     if (type == PMSG_VOL_CREATE) {
         uint32_t members[CLUSTER_NODES_MAX];
         for (size_t i = 0; i < pc->nmembers; i++)
             members[i] = pc->members[i].nodeid;
-        return t->create(pc->p.table_ctx, m->uuid, m->name, m->size, members, pc->nmembers);
+        return t->create(pc->p.table_ctx, m->uuid, m->name, m->size, m->owner, members,
+                         pc->nmembers);
     }
     if (type == PMSG_VOL_RESIZE)
         return t->resize(pc->p.table_ctx, m->name, m->size, m->force);
@@ -965,6 +967,34 @@ static void apply_grant(struct policing *pc, uint32_t nodeid, uint32_t pid,
     finish_pending(pc, nodeid, pid, m->tag, r);
 }
 
+static void apply_quota(struct policing *pc, uint32_t nodeid, uint32_t pid,
+                        const struct pmsg_quota *m)
+{
+    int r = -EINVAL;
+    if (pmsg_string_ok(m->identity, sizeof m->identity))
+        r = pc->p.table->quota(pc->p.table_ctx, m->identity, m->limit);
+    if (r == 0)
+        bump_version(pc);
+    finish_pending(pc, nodeid, pid, m->tag, r);
+}
+
+static void apply_token(struct policing *pc, uint32_t nodeid, uint32_t pid,
+                        const struct pmsg_token *m)
+{
+    int r = -EINVAL;
+    if (pmsg_string_ok(m->id, sizeof m->id) && pmsg_string_ok(m->identity, sizeof m->identity) &&
+        (m->op == PMSG_TOKEN_CREATE || m->op == PMSG_TOKEN_REVOKE)) {
+        struct policing_token t = {.created = m->created};
+        memcpy(t.id, m->id, sizeof t.id);
+        memcpy(t.identity, m->identity, sizeof t.identity);
+        memcpy(t.hash, m->hash, sizeof t.hash);
+        r = pc->p.table->token(pc->p.table_ctx, &t, m->op == PMSG_TOKEN_REVOKE);
+    }
+    if (r == 0)
+        bump_version(pc);
+    finish_pending(pc, nodeid, pid, m->tag, r);
+}
+
 /* A table or region message, applied now. */
 static void apply(struct policing *pc, uint32_t nodeid, uint32_t pid, int type, const void *msg)
 {
@@ -984,6 +1014,10 @@ static void apply(struct policing *pc, uint32_t nodeid, uint32_t pid, int type, 
         apply_cut_abort(pc, msg);
     else if (type == PMSG_GRANT)
         apply_grant(pc, nodeid, pid, msg);
+    else if (type == PMSG_QUOTA)
+        apply_quota(pc, nodeid, pid, msg);
+    else if (type == PMSG_TOKEN)
+        apply_token(pc, nodeid, pid, msg);
     else
         apply_volume(pc, nodeid, pid, type, msg);
 }
@@ -1025,6 +1059,12 @@ static void held_done(struct policing *pc, const struct held *h, int type)
         finish_pending(pc, h->nodeid, h->pid, m->tag, -ECONNRESET);
     } else if (type == PMSG_GRANT) {
         const struct pmsg_grant *m = (const void *)h->data;
+        finish_pending(pc, h->nodeid, h->pid, m->tag, -ECONNRESET);
+    } else if (type == PMSG_QUOTA) {
+        const struct pmsg_quota *m = (const void *)h->data;
+        finish_pending(pc, h->nodeid, h->pid, m->tag, -ECONNRESET);
+    } else if (type == PMSG_TOKEN) {
+        const struct pmsg_token *m = (const void *)h->data;
         finish_pending(pc, h->nodeid, h->pid, m->tag, -ECONNRESET);
     }
 }
@@ -1097,6 +1137,8 @@ static int build_state(struct policing *pc, void **out, size_t *len)
         r = pc->p.table->fence_list(pc->p.table_ctx, &st.fences, &st.nfences);
     if (r == 0)
         r = pc->p.table->grant_list(pc->p.table_ctx, &st.grants, &st.ngrants);
+    if (r == 0)
+        r = pc->p.table->idents_list(pc->p.table_ctx, &st.idents);
     if (r < 0) {
         sync_state_free(&st);
         return r;
@@ -1209,6 +1251,10 @@ static int load_state(struct policing *pc, uint32_t from, const struct sync_stat
     int gr = pc->p.table->grant_load(pc->p.table_ctx, st->grants, st->ngrants);
     if (r == 0)
         r = gr;
+    /* And a token's revoke. */
+    int ir = pc->p.table->idents_load(pc->p.table_ctx, &st->idents);
+    if (r == 0)
+        r = ir;
     pc->last_cut = st->last_cut;
     if (r == 0)
         r = pc->p.table->set_version(pc->p.table_ctx, st->table_version);
@@ -1574,8 +1620,8 @@ static const struct cluster_events events = {
 /* ---- table change requests ---------------------------------------------- */
 
 static int request_change(struct policing *pc, enum pmsg_type type, const char *uuid,
-                          const char *name, uint64_t size, bool force, policing_done_fn done,
-                          void *arg)
+                          const char *name, uint64_t size, bool force, const char *owner,
+                          policing_done_fn done, void *arg)
 {
     pthread_mutex_lock(&pc->lock);
     bool quorate = pc->quorate;
@@ -1585,7 +1631,8 @@ static int request_change(struct policing *pc, enum pmsg_type type, const char *
     struct pmsg_volume m;
     pmsg_init(&m.h, type, sizeof m);
     if (!pmsg_set_string(m.name, sizeof m.name, name) ||
-        !pmsg_set_string(m.uuid, sizeof m.uuid, uuid ? uuid : ""))
+        !pmsg_set_string(m.uuid, sizeof m.uuid, uuid ? uuid : "") ||
+        !pmsg_set_string(m.owner, sizeof m.owner, owner ? owner : ""))
         return -EINVAL;
     m.size = size;
     m.force = force;
@@ -1594,20 +1641,20 @@ static int request_change(struct policing *pc, enum pmsg_type type, const char *
 }
 
 int policing_volume_create(struct policing *pc, const char *uuid, const char *name, uint64_t size,
-                           policing_done_fn done, void *arg)
+                           const char *owner, policing_done_fn done, void *arg)
 {
-    return request_change(pc, PMSG_VOL_CREATE, uuid, name, size, false, done, arg);
+    return request_change(pc, PMSG_VOL_CREATE, uuid, name, size, false, owner, done, arg);
 }
 
 int policing_volume_resize(struct policing *pc, const char *name, uint64_t size, bool force,
                            policing_done_fn done, void *arg)
 {
-    return request_change(pc, PMSG_VOL_RESIZE, NULL, name, size, force, done, arg);
+    return request_change(pc, PMSG_VOL_RESIZE, NULL, name, size, force, NULL, done, arg);
 }
 
 int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done, void *arg)
 {
-    return request_change(pc, PMSG_VOL_DELETE, NULL, name, 0, false, done, arg);
+    return request_change(pc, PMSG_VOL_DELETE, NULL, name, 0, false, NULL, done, arg);
 }
 
 int policing_access_change(struct policing *pc, const char *volume, const char *identity,
@@ -1624,6 +1671,45 @@ int policing_access_change(struct policing *pc, const char *volume, const char *
         !pmsg_set_string(m.identity, sizeof m.identity, identity))
         return -EINVAL;
     m.mode = mode;
+    m.tag = ++pc->next_tag;
+    return send_pending(pc, m.tag, &m, sizeof m, done, arg);
+}
+
+static bool quorate_now(struct policing *pc)
+{
+    pthread_mutex_lock(&pc->lock);
+    bool quorate = pc->quorate;
+    pthread_mutex_unlock(&pc->lock);
+    return quorate;
+}
+
+int policing_quota_set(struct policing *pc, const char *identity, uint64_t limit,
+                       policing_done_fn done, void *arg)
+{
+    if (!quorate_now(pc))
+        return -ENOLINK;
+    struct pmsg_quota m;
+    pmsg_init(&m.h, PMSG_QUOTA, sizeof m);
+    if (!pmsg_set_string(m.identity, sizeof m.identity, identity))
+        return -EINVAL;
+    m.limit = limit;
+    m.tag = ++pc->next_tag;
+    return send_pending(pc, m.tag, &m, sizeof m, done, arg);
+}
+
+int policing_token_change(struct policing *pc, const struct policing_token *t, bool revoke,
+                          policing_done_fn done, void *arg)
+{
+    if (!quorate_now(pc))
+        return -ENOLINK;
+    struct pmsg_token m;
+    pmsg_init(&m.h, PMSG_TOKEN, sizeof m);
+    if (!pmsg_set_string(m.id, sizeof m.id, t->id) ||
+        !pmsg_set_string(m.identity, sizeof m.identity, t->identity))
+        return -EINVAL;
+    m.op = revoke ? PMSG_TOKEN_REVOKE : PMSG_TOKEN_CREATE;
+    m.created = t->created;
+    memcpy(m.hash, t->hash, sizeof m.hash);
     m.tag = ++pc->next_tag;
     return send_pending(pc, m.tag, &m, sizeof m, done, arg);
 }

@@ -78,13 +78,49 @@ struct policing_grant {
     uint8_t read_only;
 };
 
+/* Who owns a volume (volume/owners.h): the identity that created it
+ * through the API, whose quota it counts against. */
+struct policing_owner {
+    char uuid[PMSG_UUID_LEN + 1]; /* the volume's */
+    char identity[PMSG_IDENTITY_MAX + 1];
+};
+
+/* How many bytes of volumes an identity may own (volume/owners.h). */
+struct policing_quota {
+    char identity[PMSG_IDENTITY_MAX + 1];
+    uint64_t limit; /* > 0 */
+};
+
+/* An API bearer token (volume/tokens.h): never the secret, its hash. */
+struct policing_token {
+    char id[PMSG_TOKEN_ID_LEN + 1];
+    char identity[PMSG_IDENTITY_MAX + 1];
+    uint8_t hash[PMSG_TOKEN_HASH_LEN];
+    int64_t created;
+};
+
+/* The identity tables: malloc'd arrays (policing_idents_free). */
+struct policing_idents {
+    struct policing_owner *owners;
+    size_t nowners;
+    struct policing_quota *quotas;
+    size_t nquotas;
+    struct policing_token *tokens;
+    size_t ntokens;
+};
+
+void policing_idents_free(struct policing_idents *id);
+
 /* The local side of the volume table, called on the main loop in agreed
  * order. Results must depend only on the table (never on local
  * connections), so every node reaches the same one. */
 struct policing_table_ops {
-    /* members: the group now, the volume's first replicas. */
-    int (*create)(void *ctx, const char *uuid, const char *name, uint64_t size,
+    /* members: the group now, the volume's first replicas. owner: ""
+     * or the identity that owns it, which gets a read-write grant.
+     * -EDQUOT: the volume would take owner past a quota. */
+    int (*create)(void *ctx, const char *uuid, const char *name, uint64_t size, const char *owner,
                   const uint32_t *members, size_t nmembers);
+    /* -EDQUOT: growing an owned volume would take its owner past a quota. */
     int (*resize)(void *ctx, const char *name, uint64_t size, bool force);
     int (*remove)(void *ctx, const char *name);
     /* The whole table, malloc'd; the caller frees it. */
@@ -149,6 +185,19 @@ struct policing_table_ops {
     int (*grant_list)(void *ctx, struct policing_grant **out, size_t *n);
     /* After load: the group's grants replace this node's. */
     int (*grant_load)(void *ctx, const struct policing_grant *g, size_t n);
+    /* A QUOTA: identity's quota becomes limit (0: none). 0, -ESRCH (no
+     * quota to remove), -EALREADY (so already), -EINVAL (a bad identity),
+     * -EDQUOT (the table is full), -errno from persisting it. */
+    int (*quota)(void *ctx, const char *identity, uint64_t limit);
+    /* A TOKEN: t made, or (revoke) the token t->id revoked. 0, -EEXIST
+     * (the id is taken), -ESRCH (no such token), -EINVAL, -EDQUOT (the
+     * table is full), -errno from persisting it. */
+    int (*token)(void *ctx, const struct policing_token *t, bool revoke);
+    /* Owners, quotas and tokens, malloc'd; the caller frees them. */
+    int (*idents_list)(void *ctx, struct policing_idents *out);
+    /* After load: the group's owners, quotas and tokens replace this
+     * node's. */
+    int (*idents_load)(void *ctx, const struct policing_idents *in);
     /* How many changes the table has seen (persisted). */
     uint64_t (*version)(void *ctx);
     int (*set_version)(void *ctx, uint64_t version);
@@ -252,9 +301,10 @@ uint32_t policing_volume_id(const char *uuid);
  * same on every node), or failed to be sent. */
 typedef void (*policing_done_fn)(void *arg, int result);
 
-/* uuid: the requester's choice, so every node creates the same one. */
+/* uuid: the requester's choice, so every node creates the same one.
+ * owner: NULL or "" (none), or the identity that owns the volume. */
 int policing_volume_create(struct policing *pc, const char *uuid, const char *name, uint64_t size,
-                           policing_done_fn done, void *arg);
+                           const char *owner, policing_done_fn done, void *arg);
 int policing_volume_resize(struct policing *pc, const char *name, uint64_t size, bool force,
                            policing_done_fn done, void *arg);
 int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done, void *arg);
@@ -286,6 +336,17 @@ int policing_rollback_fence(struct policing *pc, const char *volume, const char 
  * long. */
 int policing_access_change(struct policing *pc, const char *volume, const char *identity,
                            uint8_t mode, policing_done_fn done, void *arg);
+
+/* `vsan quota set`: identity's quota becomes limit (0: none) on every
+ * node; done gets the table op quota's result. -ENOLINK, -EINVAL. */
+int policing_quota_set(struct policing *pc, const char *identity, uint64_t limit,
+                       policing_done_fn done, void *arg);
+
+/* `vsan token create/revoke`: t made (its id, identity, hash, time) or,
+ * with revoke, the token t->id revoked, on every node; done gets the
+ * table op token's result. -ENOLINK, -EINVAL. */
+int policing_token_change(struct policing *pc, const struct policing_token *t, bool revoke,
+                          policing_done_fn done, void *arg);
 
 /* ---- service addresses (main loop) ----------------------------------- */
 

@@ -27,6 +27,9 @@ static size_t encoded_len(const struct sync_state *s)
     len += s->nsnaps * (rec + sizeof(struct sync_rec_snapshot)) + rec + sizeof(uint64_t);
     len += s->nfences * (rec + sizeof(struct sync_rec_fence));
     len += s->ngrants * (rec + sizeof(struct sync_rec_grant));
+    len += s->idents.nowners * (rec + sizeof(struct sync_rec_owner));
+    len += s->idents.nquotas * (rec + sizeof(struct sync_rec_quota));
+    len += s->idents.ntokens * (rec + sizeof(struct sync_rec_token));
     return len + s->services.n * (rec + sizeof(struct sync_rec_service));
 }
 
@@ -89,6 +92,39 @@ static unsigned char *put_grant(unsigned char *at, const struct policing_grant *
     return at + sizeof rg;
 }
 
+/* One fixed-size record of type with body (len bytes). */
+static unsigned char *put_body(unsigned char *at, enum sync_record_type type, const void *body,
+                               size_t len)
+{
+    at = put_record(at, type, len);
+    memcpy(at, body, len);
+    return at + len;
+}
+
+static unsigned char *put_idents(unsigned char *at, const struct policing_idents *id)
+{
+    for (size_t i = 0; i < id->nowners; i++) {
+        struct sync_rec_owner ro;
+        memcpy(ro.uuid, id->owners[i].uuid, sizeof ro.uuid);
+        memcpy(ro.identity, id->owners[i].identity, sizeof ro.identity);
+        at = put_body(at, SYNC_REC_OWNER, &ro, sizeof ro);
+    }
+    for (size_t i = 0; i < id->nquotas; i++) {
+        struct sync_rec_quota rq = {.limit = id->quotas[i].limit};
+        memcpy(rq.identity, id->quotas[i].identity, sizeof rq.identity);
+        at = put_body(at, SYNC_REC_QUOTA, &rq, sizeof rq);
+    }
+    for (size_t i = 0; i < id->ntokens; i++) {
+        const struct policing_token *t = &id->tokens[i];
+        struct sync_rec_token rt = {.created = t->created};
+        memcpy(rt.id, t->id, sizeof rt.id);
+        memcpy(rt.hash, t->hash, sizeof rt.hash);
+        memcpy(rt.identity, t->identity, sizeof rt.identity);
+        at = put_body(at, SYNC_REC_TOKEN, &rt, sizeof rt);
+    }
+    return at;
+}
+
 static unsigned char *put_service(unsigned char *at, const struct svc_entry *e)
 {
     struct sync_rec_service rs = {.owner = e->owner, .holder = e->holder, .manual = e->manual};
@@ -123,6 +159,7 @@ int sync_encode(const struct sync_state *s, void **out, size_t *len)
         at = put_fence(at, &s->fences[i]);
     for (size_t i = 0; i < s->ngrants; i++)
         at = put_grant(at, &s->grants[i]);
+    at = put_idents(at, &s->idents);
     for (size_t i = 0; i < s->services.n; i++)
         at = put_service(at, &s->services.v[i]);
     at = put_record(at, SYNC_REC_REGIONS, s->regions_len);
@@ -275,9 +312,84 @@ static int add_grant(struct sync_state *s, size_t *cap, const void *body, size_t
     return 0;
 }
 
+/* Room for one more element of size in *v (holding n, room for *cap). */
+static int grow(void **v, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return 0;
+    size_t c = *cap ? 2 * *cap : 16;
+    void *p = realloc(*v, c * size);
+    if (!p)
+        return -ENOMEM;
+    *v = p;
+    *cap = c;
+    return 0;
+}
+
+static bool identity_ok(const char *identity, size_t size)
+{
+    return pmsg_string_ok(identity, size) && identity[0];
+}
+
+static int add_owner(struct policing_idents *id, size_t *cap, const void *body, size_t len)
+{
+    struct sync_rec_owner ro;
+    if (len < sizeof ro)
+        return -EINVAL;
+    memcpy(&ro, body, sizeof ro);
+    if (!pmsg_string_ok(ro.uuid, sizeof ro.uuid) || !identity_ok(ro.identity, sizeof ro.identity)) {
+        qb_log(LOG_ERR, "policing: the group's state has a malformed owner: ignored");
+        return 0;
+    }
+    if (grow((void **)&id->owners, cap, id->nowners, sizeof *id->owners) < 0)
+        return -ENOMEM;
+    struct policing_owner *o = &id->owners[id->nowners++];
+    memcpy(o->uuid, ro.uuid, sizeof o->uuid);
+    memcpy(o->identity, ro.identity, sizeof o->identity);
+    return 0;
+}
+
+static int add_quota(struct policing_idents *id, size_t *cap, const void *body, size_t len)
+{
+    struct sync_rec_quota rq;
+    if (len < sizeof rq)
+        return -EINVAL;
+    memcpy(&rq, body, sizeof rq);
+    if (!identity_ok(rq.identity, sizeof rq.identity) || rq.limit == 0) {
+        qb_log(LOG_ERR, "policing: the group's state has a malformed quota: ignored");
+        return 0;
+    }
+    if (grow((void **)&id->quotas, cap, id->nquotas, sizeof *id->quotas) < 0)
+        return -ENOMEM;
+    struct policing_quota *q = &id->quotas[id->nquotas++];
+    q->limit = rq.limit;
+    memcpy(q->identity, rq.identity, sizeof q->identity);
+    return 0;
+}
+
+static int add_token(struct policing_idents *id, size_t *cap, const void *body, size_t len)
+{
+    struct sync_rec_token rt;
+    if (len < sizeof rt)
+        return -EINVAL;
+    memcpy(&rt, body, sizeof rt);
+    if (!identity_ok(rt.id, sizeof rt.id) || !identity_ok(rt.identity, sizeof rt.identity)) {
+        qb_log(LOG_ERR, "policing: the group's state has a malformed token: ignored");
+        return 0;
+    }
+    if (grow((void **)&id->tokens, cap, id->ntokens, sizeof *id->tokens) < 0)
+        return -ENOMEM;
+    struct policing_token *t = &id->tokens[id->ntokens++];
+    t->created = rt.created;
+    memcpy(t->id, rt.id, sizeof t->id);
+    memcpy(t->hash, rt.hash, sizeof t->hash);
+    memcpy(t->identity, rt.identity, sizeof t->identity);
+    return 0;
+}
+
 static int decode_records(const unsigned char *at, const unsigned char *end, struct sync_state *s)
 {
-    size_t cap = 0, snapcap = 0, fencecap = 0, grantcap = 0;
+    size_t cap = 0, snapcap = 0, fencecap = 0, grantcap = 0, ocap = 0, qcap = 0, tcap = 0;
     bool after_volume = false, regions = false;
     while (at < end) {
         struct sync_record r;
@@ -311,6 +423,15 @@ static int decode_records(const unsigned char *at, const unsigned char *end, str
             break;
         case SYNC_REC_GRANT:
             e = add_grant(s, &grantcap, at, r.length);
+            break;
+        case SYNC_REC_OWNER:
+            e = add_owner(&s->idents, &ocap, at, r.length);
+            break;
+        case SYNC_REC_QUOTA:
+            e = add_quota(&s->idents, &qcap, at, r.length);
+            break;
+        case SYNC_REC_TOKEN:
+            e = add_token(&s->idents, &tcap, at, r.length);
             break;
         case SYNC_REC_REGIONS:
             if (regions)
@@ -349,6 +470,14 @@ int sync_decode(const void *buf, size_t len, struct sync_state *s)
     return r;
 }
 
+void policing_idents_free(struct policing_idents *id)
+{
+    free(id->owners);
+    free(id->quotas);
+    free(id->tokens);
+    *id = (struct policing_idents){0};
+}
+
 void sync_state_free(struct sync_state *s)
 {
     free(s->vols);
@@ -363,6 +492,7 @@ void sync_state_free(struct sync_state *s)
     free(s->grants);
     s->grants = NULL;
     s->ngrants = 0;
+    policing_idents_free(&s->idents);
 }
 
 /* ---- pieces --------------------------------------------------------------- */

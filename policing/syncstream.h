@@ -40,6 +40,9 @@ enum sync_record_type {
     SYNC_REC_CUT = 6,      /* u64: the id of the group's last committed cut */
     SYNC_REC_FENCE = 7,    /* struct sync_rec_fence: a volume fenced for a rollback */
     SYNC_REC_GRANT = 8,    /* struct sync_rec_grant: an identity's grant on a volume */
+    SYNC_REC_OWNER = 9,    /* struct sync_rec_owner: who owns a volume */
+    SYNC_REC_QUOTA = 10,   /* struct sync_rec_quota: an identity's quota */
+    SYNC_REC_TOKEN = 11,   /* struct sync_rec_token: an API bearer token, hashed */
 };
 
 struct sync_header {
@@ -99,6 +102,23 @@ struct sync_rec_grant {
     char identity[PMSG_IDENTITY_MAX + 1];
 } __attribute__((packed));
 
+struct sync_rec_owner {
+    char uuid[PMSG_UUID_LEN + 1]; /* the volume's */
+    char identity[PMSG_IDENTITY_MAX + 1];
+} __attribute__((packed));
+
+struct sync_rec_quota {
+    uint64_t limit;
+    char identity[PMSG_IDENTITY_MAX + 1];
+} __attribute__((packed));
+
+struct sync_rec_token {
+    char id[PMSG_TOKEN_ID_LEN + 1];
+    int64_t created;
+    uint8_t hash[PMSG_TOKEN_HASH_LEN];
+    char identity[PMSG_IDENTITY_MAX + 1];
+} __attribute__((packed));
+
 /* What a stream carries. From sync_decode, vols is malloc'd (free it with
  * sync_state_free) and regions points into the stream decoded. */
 struct sync_state {
@@ -112,6 +132,7 @@ struct sync_state {
     size_t nfences;
     struct policing_grant *grants; /* malloc'd by sync_decode too */
     size_t ngrants;
+    struct policing_idents idents; /* likewise */
     struct svc_table services;
     const void *regions; /* pol_snapshot bytes */
     size_t regions_len;
@@ -124,8 +145,9 @@ int sync_encode(const struct sync_state *s, void **out, size_t *len);
 /* Fills s from a whole stream: 0, -EINVAL (malformed: another magic or
  * format, a record overrunning the stream, a known record too short, a
  * volume's strings unterminated, a replica set not after its volume,
- * no region table or two), -ENOMEM. Malformed fences (no node) and
- * grants (no identity, read_only not 0 or 1) are dropped with an error
+ * no region table or two), -ENOMEM. Malformed fences (no node),
+ * grants (no identity, read_only not 0 or 1), owners, quotas (limit 0)
+ * and tokens (strings unterminated or empty) are dropped with an error
  * logged. Malformed service entries are
  * dropped with an error logged, never half-used. */
 int sync_decode(const void *buf, size_t len, struct sync_state *s);

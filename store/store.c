@@ -1047,24 +1047,22 @@ int store_delete(struct store *st, const struct store_volume *vol)
     return 0;
 }
 
-/* The cluster's volume table version: a counter in its own small file,
- * replaced atomically like every record of the pool. Absent means 0. */
 #define GRANTS_FILE "grants"
 
-int store_grants_get(struct store *st, size_t max, char **buf, size_t *len)
+int store_file_get(struct store *st, const char *file, size_t max, char **buf, size_t *len)
 {
-    int fd = openat(st->dir_fd, GRANTS_FILE, O_RDONLY | O_CLOEXEC);
+    int fd = openat(st->dir_fd, file, O_RDONLY | O_CLOEXEC);
     if (fd < 0 && errno != ENOENT)
-        return sys_fail(errno, "open \"%s/%s\"", st->path, GRANTS_FILE);
+        return sys_fail(errno, "open \"%s/%s\"", st->path, file);
     struct stat sb = {0};
     if (fd >= 0 && fstat(fd, &sb) < 0) {
         int e = errno;
         close(fd);
-        return sys_fail(e, "stat \"%s/%s\"", st->path, GRANTS_FILE);
+        return sys_fail(e, "stat \"%s/%s\"", st->path, file);
     }
     if ((uint64_t)sb.st_size > max) {
         close(fd);
-        return fail(EFBIG, "\"%s/%s\": above %zu bytes", st->path, GRANTS_FILE, max);
+        return fail(EFBIG, "\"%s/%s\": above %zu bytes", st->path, file, max);
     }
     char *b = malloc((size_t)sb.st_size + 1);
     if (!b) {
@@ -1078,8 +1076,8 @@ int store_grants_get(struct store *st, size_t max, char **buf, size_t *len)
         close(fd);
     if (n < 0 || n != sb.st_size) {
         free(b);
-        return n < 0 ? sys_fail(e, "read \"%s/%s\"", st->path, GRANTS_FILE)
-                     : fail(EIO, "read \"%s/%s\": short read", st->path, GRANTS_FILE);
+        return n < 0 ? sys_fail(e, "read \"%s/%s\"", st->path, file)
+                     : fail(EIO, "read \"%s/%s\": short read", st->path, file);
     }
     b[n] = '\0';
     *buf = b;
@@ -1087,11 +1085,23 @@ int store_grants_get(struct store *st, size_t max, char **buf, size_t *len)
     return 0;
 }
 
-int store_grants_set(struct store *st, const void *buf, size_t len)
+int store_file_set(struct store *st, const char *file, const void *buf, size_t len)
 {
-    return replace_atomic(st->dir_fd, st->path, GRANTS_FILE, buf, len);
+    return replace_atomic(st->dir_fd, st->path, file, buf, len);
 }
 
+int store_grants_get(struct store *st, size_t max, char **buf, size_t *len)
+{
+    return store_file_get(st, GRANTS_FILE, max, buf, len);
+}
+
+int store_grants_set(struct store *st, const void *buf, size_t len)
+{
+    return store_file_set(st, GRANTS_FILE, buf, len);
+}
+
+/* The cluster's volume table version: a counter in its own small file,
+ * replaced atomically like every record of the pool. Absent means 0. */
 #define VERSION_FILE "cluster-version"
 
 int store_version_get(struct store *st, uint64_t *version)

@@ -10,6 +10,9 @@
  *   DATA_DIR/bitmaps/UUID.NODE   dirty bitmaps (bitmap.h)
  *   DATA_DIR/snapshots/UUID.*    snapshots: index, side files (snap.h)
  *   DATA_DIR/grants              who may see which volume (volume/access.h)
+ *   DATA_DIR/owners, quotas      who owns which volume, how much each may own
+ *                                (volume/owners.h)
+ *   DATA_DIR/tokens              the API's bearer tokens, hashed (volume/tokens.h)
  *
  * The meta file is the commit point of every change: a volume exists iff
  * its meta does, and its size is the one the meta says. Each change is
@@ -126,6 +129,10 @@ int store_delete(struct store *st, const struct store_volume *vol);
  * max bytes) and replaced whole, atomically. */
 int store_grants_get(struct store *st, size_t max, char **buf, size_t *len);
 int store_grants_set(struct store *st, const void *buf, size_t len);
+/* Likewise for any other table of the cluster kept as one file in
+ * DATA_DIR (owners, quotas, tokens). */
+int store_file_get(struct store *st, const char *file, size_t max, char **buf, size_t *len);
+int store_file_set(struct store *st, const char *file, const void *buf, size_t len);
 
 /* The cluster's volume table version (0 until set), persisted atomically. */
 int store_version_get(struct store *st, uint64_t *version);

@@ -135,6 +135,14 @@ bool access_matches(const char *grant, const char *identity, enum nbd_tls_auth a
     return strcmp(grant, identity) == 0;
 }
 
+bool access_matches_caller(const char *grant, const char *caller)
+{
+    size_t pl = strlen(ACCESS_DN_PREFIX);
+    if (strncmp(caller, ACCESS_DN_PREFIX, pl) == 0)
+        return access_matches(grant, caller + pl, NBD_TLS_AUTH_X509);
+    return access_matches(grant, caller, NBD_TLS_AUTH_PSK);
+}
+
 /* ---- the file ---------------------------------------------------------------- */
 
 static int parse_line(const char *line, size_t lineno, struct policing_grant *g)

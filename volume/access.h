@@ -46,6 +46,11 @@ int access_identity_check(const char *s, const char **why);
  * the NBD server has it (conn.h), "anonymous" for a client without one. */
 bool access_matches(const char *grant, const char *identity, enum nbd_tls_auth auth);
 
+/* Likewise for an identity as the admin commands have it (admin_caller,
+ * vsan/admin.h; an owner, owners.h): "dn:DN" is the certificate subject
+ * DN, anything else a PSK user or a token's identity. */
+bool access_matches_caller(const char *grant, const char *caller);
+
 struct store;
 struct access;
 

@@ -15,9 +15,12 @@
 #include "mirror/replicas.h"
 #include "store/store.h"
 #include "volume/access.h"
+#include "volume/owners.h"
+#include "volume/tokens.h"
 #include "volume/volume.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,17 +29,72 @@
 _Static_assert(REPLICA_CURRENT == PMSG_REPLICA_CURRENT,
                "the policing protocol's service rules read replica states");
 
+/* Whether owner may own size bytes more (a new volume: uuid NULL), by
+ * the table alone: 0 or -EDQUOT (logged). */
+static int quota_check(struct voltable *t, const char *name, const char *owner, const char *uuid,
+                       uint64_t size)
+{
+    struct volume_info *vols;
+    size_t n;
+    int r = volumes_list(t->vols, &vols, &n);
+    if (r < 0)
+        return r;
+    struct policing_quota over;
+    r = owners_check(volumes_owners(t->vols), owner, uuid, size, vols, n, &over);
+    free(vols);
+    if (r == -EDQUOT)
+        qb_log(LOG_NOTICE,
+               "volume \"%s\": refused: %" PRIu64 " bytes would take \"%s\" past the quota of "
+               "\"%s\" (%" PRIu64 " bytes)",
+               name, size, owner, over.identity, over.limit);
+    return r;
+}
+
+/* The volume owner just created is its: owned, with a read-write grant.
+ * The create is done on every node; a failure to persist here is logged
+ * and mended by the next sync round. */
+static void take_ownership(struct voltable *t, const char *name, const char *uuid,
+                           const char *owner)
+{
+    bool ended;
+    int r = owners_set(volumes_owners(t->vols), uuid, owner);
+    if (r == 0)
+        r = access_set(volumes_access(t->vols), uuid, owner, PMSG_GRANT_RW, &ended);
+    if (r < 0)
+        qb_log(LOG_ERR, "volume \"%s\": owner \"%s\" not recorded: %s", name, owner, strerror(-r));
+    else
+        qb_log(LOG_INFO, "volume \"%s\": owned by \"%s\", granted read-write", name, owner);
+}
+
 static int vt_create(void *ctx, const char *uuid, const char *name, uint64_t size,
-                     const uint32_t *members, size_t nmembers)
+                     const char *owner, const uint32_t *members, size_t nmembers)
 {
     struct voltable *t = ctx;
-    return volumes_create_replicated(t->vols, name, size, uuid, members, nmembers, NULL);
+    const char *why;
+    if (owner[0] && access_identity_check(owner, &why) < 0)
+        return -EINVAL;
+    struct volume_info info;
+    if (owner[0] && volumes_info(t->vols, name, &info) == 0)
+        return -EEXIST; /* before the quota: the answer a create without owner gets */
+    int r = owner[0] ? quota_check(t, name, owner, NULL, size) : 0;
+    if (r == 0)
+        r = volumes_create_replicated(t->vols, name, size, uuid, members, nmembers, NULL);
+    if (r == 0 && owner[0])
+        take_ownership(t, name, uuid, owner);
+    return r;
 }
 
 static int vt_resize(void *ctx, const char *name, uint64_t size, bool force)
 {
     struct voltable *t = ctx;
-    return volumes_resize(t->vols, name, size, force, true, NULL);
+    struct volume_info info;
+    int r = volumes_info(t->vols, name, &info);
+    const char *owner = r == 0 ? owners_of(volumes_owners(t->vols), info.uuid) : "";
+    if (r == 0 && owner[0] && size > info.size)
+        r = quota_check(t, name, owner, info.uuid, size);
+    if (r == 0)
+        r = volumes_resize(t->vols, name, size, force, true, NULL);
+    return r;
 }
 
 static int vt_remove(void *ctx, const char *name)
@@ -289,7 +347,44 @@ static int vt_grant_load(void *ctx, const struct policing_grant *g, size_t n)
     return r;
 }
 
+static int vt_quota(void *ctx, const char *identity, uint64_t limit)
+{
+    struct voltable *t = ctx;
+    return owners_quota_set(volumes_owners(t->vols), identity, limit);
+}
+
+static int vt_token(void *ctx, const struct policing_token *rec, bool revoke)
+{
+    struct voltable *t = ctx;
+    return tokens_apply(volumes_tokens(t->vols), rec, revoke);
+}
+
+static int vt_idents_list(void *ctx, struct policing_idents *out)
+{
+    struct voltable *t = ctx;
+    *out = (struct policing_idents){0};
+    int r = owners_list(volumes_owners(t->vols), out);
+    if (r == 0)
+        r = tokens_list(volumes_tokens(t->vols), &out->tokens, &out->ntokens);
+    if (r < 0)
+        policing_idents_free(out);
+    return r;
+}
+
+static int vt_idents_load(void *ctx, const struct policing_idents *in)
+{
+    struct voltable *t = ctx;
+    /* Tokens first: a revoke must reach this node whatever else fails. */
+    int r = tokens_load(volumes_tokens(t->vols), in->tokens, in->ntokens);
+    int o = owners_load(volumes_owners(t->vols), in);
+    return r < 0 ? r : o;
+}
+
 const struct policing_table_ops voltable_ops = {
+    .quota = vt_quota,
+    .token = vt_token,
+    .idents_list = vt_idents_list,
+    .idents_load = vt_idents_load,
     .grant = vt_grant,
     .grant_list = vt_grant_list,
     .grant_load = vt_grant_load,

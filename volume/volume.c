@@ -17,6 +17,8 @@
 #include "volume/volume.h"
 #include "volume/volume_int.h"
 #include "volume/access.h"
+#include "volume/owners.h"
+#include "volume/tokens.h"
 #include "mirror/engine.h"
 #include "mirror/replicas.h"
 #include "nbd-server/protocol.h"
@@ -566,6 +568,10 @@ int volumes_open(struct store *store, struct volumes **out)
     size_t n;
     r = access_open(store, &vols->access);
     if (r == 0)
+        r = owners_open(store, &vols->owners);
+    if (r == 0)
+        r = tokens_open(store, &vols->tokens);
+    if (r == 0)
         r = store_list(store, &recs, &n);
     if (r == 0) {
         r = load(vols, recs, n);
@@ -589,6 +595,8 @@ void volumes_close(struct volumes *vols)
         volume_unref(vols->v[i]);
     free(vols->v);
     access_close(vols->access);
+    owners_close(vols->owners);
+    tokens_close(vols->tokens);
     pthread_rwlock_destroy(&vols->lock);
     free(vols);
 }
@@ -596,6 +604,16 @@ void volumes_close(struct volumes *vols)
 struct access *volumes_access(struct volumes *vols)
 {
     return vols->access;
+}
+
+struct owners *volumes_owners(struct volumes *vols)
+{
+    return vols->owners;
+}
+
+struct tokens *volumes_tokens(struct volumes *vols)
+{
+    return vols->tokens;
 }
 
 /* ---- admin operations ------------------------------------------------ */
@@ -777,6 +795,8 @@ int volumes_delete(struct volumes *vols, const char *name, bool even_if_busy)
     volumes_unlock(vols);
     if (v != NULL && access_forget(vols->access, svol_uuid(v->sv)) < 0)
         qb_log(LOG_ERR, "volume \"%s\": deleted, but its grants stay in the grants file", name);
+    if (v != NULL && owners_forget(vols->owners, svol_uuid(v->sv)) < 0)
+        qb_log(LOG_ERR, "volume \"%s\": deleted, but its owner stays in the owners file", name);
     if (v != NULL)
         volume_unref(v);
     return r;

@@ -46,6 +46,10 @@ void volumes_close(struct volumes *vols);
 
 /* The grants (volume/access.h) of the volumes. */
 struct access *volumes_access(struct volumes *vols);
+/* Their owners and quotas (volume/owners.h), and the API's tokens
+ * (volume/tokens.h). */
+struct owners *volumes_owners(struct volumes *vols);
+struct tokens *volumes_tokens(struct volumes *vols);
 
 /* The catalog served over NBD; its ctx is the struct volumes. It shows a
  * client only the volumes it may see (access.h), and opens a volume it
@@ -59,7 +63,7 @@ int volumes_create(struct volumes *vols, const char *name, uint64_t size, const 
                    struct volume_info *out);
 /* -ENOENT, -EBUSY (connections open, unless even_if_busy: then they see
  * -ESHUTDOWN from now on, as when the cluster deleted the volume). Its
- * grants go with it. */
+ * grants and owner go with it. */
 int volumes_delete(struct volumes *vols, const char *name, bool even_if_busy);
 /* Grows, or shrinks when force is set. -ENOENT, -EINVAL (bad size),
  * -ERANGE (shrink without force), -EBUSY (shrink while connected),

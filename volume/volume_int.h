@@ -77,6 +77,8 @@ struct volumes {
     struct volume **v;         /* sorted by name */
     struct rollback *rollback; /* rollback.c: the last one started here; main loop */
     struct access *access;     /* the grants (access.h) */
+    struct owners *owners;     /* owners and quotas (owners.h) */
+    struct tokens *tokens;     /* the API's tokens (tokens.h) */
     size_t n;
     size_t cap;
 };

@@ -133,7 +133,7 @@ static int32_t on_message(qb_ipcs_connection_t *c, void *data, size_t size)
         reply = admin_reply_error(ADMIN_E_BAD_REQUEST, "not a vsan admin message (id %d)",
                                   size < sizeof *hdr ? -1 : hdr->id);
     } else {
-        reply = admin_execute(adm->node, (const char *)data + sizeof *hdr, size - sizeof *hdr,
+        reply = admin_execute(adm->node, NULL, (const char *)data + sizeof *hdr, size - sizeof *hdr,
                               &ic->call, &later);
     }
     if (!later)

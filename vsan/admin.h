@@ -5,7 +5,8 @@
  * it is tested directly. admin_start() (admin.c) serves it as a libqb IPC
  * service inside the daemon's qb_loop; the wire format is in admin_proto.h.
  *
- * Everything here runs on the daemon's main thread, in the loop.
+ * Everything here runs on the daemon's main thread, in the loop, but for
+ * tokens_identity (volume/tokens.h), which any thread may call.
  */
 #ifndef VSAN_ADMIN_H
 #define VSAN_ADMIN_H
@@ -18,6 +19,7 @@
 
 struct nbd_server;
 struct policing;
+struct tokens;
 struct volumes;
 struct vsan_config;
 
@@ -27,9 +29,12 @@ struct admin_node {
     const struct vsan_config *cfg;
     struct volumes *vols;
     struct nbd_server *nbd;
-    struct policing *pc; /* the replicated volume table and the cluster */
+    struct policing *pc;   /* the replicated volume table and the cluster */
     struct mirror *mirror; /* NULL when standalone */
     qb_loop_t *loop;       /* where answers computed on other threads go */
+    /* The API's bearer tokens: tokens_identity() (volume/tokens.h) tells
+     * who a token stands for, from any thread. */
+    struct tokens *tokens;
     uint64_t started; /* admin_clock() at startup, for the uptime */
 };
 
@@ -50,12 +55,27 @@ static inline void admin_call_reply(struct admin_call *call, struct json_object 
     call->answer(call, reply);
 }
 
-/* Parses request (len bytes, not NUL-terminated), runs it and returns the
- * reply {"ok": true, ...} or {"ok": false, "error": ..., "message": ...};
+/* Who asks. identity: a grant's identity (volume/access.h): a PSK user
+ * or a token's identity as NAME, a certificate subject as "dn:" and its
+ * RFC 4514 DN. An admin may do everything; anyone else (a client) may
+ * list and describe the volumes it has a grant on (others answer as
+ * missing ones), create volumes (which it owns, within its quota), and
+ * resize or delete the volumes it owns (others it can see: forbidden);
+ * every other command is forbidden to it. */
+struct admin_caller {
+    const char *identity;
+    bool admin;
+};
+
+/* Parses request (len bytes, not NUL-terminated), runs it for who (NULL:
+ * the local admin socket, i.e. "root", an admin) and returns the reply
+ * {"ok": true, ...} or {"ok": false, "error": ..., "message": ...};
  * NULL only when out of memory, or when it set *later: then the command
- * answers through admin_call_reply(call, ...). The caller puts the reply. */
-struct json_object *admin_execute(const struct admin_node *node, const char *request, size_t len,
-                                  struct admin_call *call, bool *later);
+ * answers through admin_call_reply(call, ...). The caller puts the reply.
+ * Every change is logged once, with who made it. */
+struct json_object *admin_execute(const struct admin_node *node, const struct admin_caller *who,
+                                  const char *request, size_t len, struct admin_call *call,
+                                  bool *later);
 
 /* An error reply; NULL only when out of memory. */
 struct json_object *admin_reply_error(const char *code, const char *fmt, ...)

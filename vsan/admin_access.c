@@ -21,6 +21,7 @@ struct access_change {
     uint8_t mode; /* enum pmsg_grant_mode */
     char volume[VOLUME_NAME_MAX + 1];
     char identity[PMSG_IDENTITY_MAX + 1];
+    char by[PMSG_IDENTITY_MAX + 1]; /* who asked, for the log */
 };
 
 static const char *mode_name(bool read_only)
@@ -73,12 +74,13 @@ static void access_done(void *arg, int r)
     bool ro = ch->mode == PMSG_GRANT_RO;
     if (r == 0 || (r == -EALREADY && ch->mode != PMSG_GRANT_REVOKE)) {
         if (r == 0)
-            qb_log(LOG_INFO, "volume \"%s\": %s \"%s\"%s", ch->volume,
+            qb_log(LOG_INFO, "volume \"%s\": %s \"%s\"%s by \"%s\"", ch->volume,
                    ch->mode == PMSG_GRANT_REVOKE ? "grant revoked from" : "granted to",
                    ch->identity,
                    ch->mode == PMSG_GRANT_REVOKE ? ""
                    : ro                          ? ", read-only"
-                                                 : ", read-write");
+                                                 : ", read-write",
+                   ch->by);
         struct json_object *o = grant_object(ch->volume, ch->identity, ro);
         if (o && ch->mode == PMSG_GRANT_REVOKE)
             json_object_object_del(o, "mode");
@@ -94,10 +96,10 @@ static void access_done(void *arg, int r)
     free(ch);
 }
 
-/* req's "identity", checked as a grant may name it: 0, or -1 with *err. */
-static int get_identity(struct json_object *req, const char **identity, struct json_object **err)
+int admin_get_identity(struct json_object *req, const char *key, const char **identity,
+                       struct json_object **err)
 {
-    struct json_object *v = admin_field(req, "identity", json_type_string, "a string", err);
+    struct json_object *v = admin_field(req, key, json_type_string, "a string", err);
     if (!v)
         return -1;
     *identity = json_object_get_string(v);
@@ -119,7 +121,8 @@ static struct json_object *change(const struct context *ctx, struct json_object 
 {
     struct json_object *err = NULL;
     const char *name, *identity;
-    if (admin_get_name(req, &name, &err) < 0 || get_identity(req, &identity, &err) < 0)
+    if (admin_get_name(req, &name, &err) < 0 ||
+        admin_get_identity(req, "identity", &identity, &err) < 0)
         return err;
     struct access_change probe = {.mode = mode};
     snprintf(probe.volume, sizeof probe.volume, "%s", name);
@@ -133,6 +136,7 @@ static struct json_object *change(const struct context *ctx, struct json_object 
     *ch = probe;
     ch->call = ctx->call;
     snprintf(ch->identity, sizeof ch->identity, "%s", identity);
+    snprintf(ch->by, sizeof ch->by, "%s", ctx->who->identity);
     r = policing_access_change(ctx->node->pc, name, identity, mode, access_done, ch);
     if (r < 0) {
         err = access_failure(ch, r);

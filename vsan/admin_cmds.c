@@ -21,6 +21,8 @@
 #include "vsan/config.h"
 #include "common/size.h"
 #include "store/store.h"
+#include "volume/access.h"
+#include "volume/owners.h"
 #include "volume/volume.h"
 
 #include <errno.h>
@@ -89,12 +91,17 @@ static struct json_object *replicas_array(const struct volume_info *v)
     return a;
 }
 
-static struct json_object *volume_object(const struct volume_info *v)
+/* v as the commands show it; owner: "" (none) or who owns it. */
+static struct json_object *volume_object(const struct volume_info *v, const char *owner)
 {
     struct json_object *o = json_object_new_object();
 
     if (!o)
         return NULL;
+    if (owner[0] && json_add(o, "owner", json_object_new_string(owner)) < 0) {
+        json_object_put(o);
+        return NULL;
+    }
     if (json_add(o, "name", json_object_new_string(v->name)) < 0 ||
         json_add(o, "uuid", json_object_new_string(v->uuid)) < 0 ||
         admin_add_u64(o, "size", v->size) < 0 || admin_add_u64(o, "allocated", v->allocated) < 0 ||
@@ -133,6 +140,11 @@ struct json_object *admin_volume_failure(const char *name, const char *op, int r
                                  "volume \"%s\": %s: the cluster's membership changed while it "
                                  "was applied; see `vsan volume show %s` for the outcome",
                                  name, op, name);
+    case -EDQUOT:
+        return admin_reply_error(ADMIN_E_QUOTA_EXCEEDED,
+                                 "volume \"%s\": cannot %s: its owner would pass its quota "
+                                 "(see `vsan quota list`)",
+                                 name, op);
     case -EINVAL:
         return admin_reply_error(
             ADMIN_E_BAD_NAME,
@@ -199,7 +211,7 @@ int admin_get_name(struct json_object *req, const char **name, struct json_objec
     return 0;
 }
 
-static int get_size(struct json_object *req, uint64_t *size, struct json_object **err)
+int admin_get_size(struct json_object *req, uint64_t *size, struct json_object **err)
 {
     struct json_object *v = admin_field(req, "size", json_type_int, "an integer (bytes)", err);
 
@@ -417,12 +429,17 @@ static struct json_object *cmd_status(const struct context *ctx, struct json_obj
     return admin_reply_ok(o);
 }
 
-static struct json_object *volume_array(const struct volume_info *list, size_t n)
+/* The volumes of list (n) the caller may see. */
+static struct json_object *volume_array(const struct context *ctx, const struct volume_info *list,
+                                        size_t n)
 {
     struct json_object *a = json_object_new_array_ext((int)n);
+    struct owners *ow = volumes_owners(ctx->node->vols);
 
     for (size_t i = 0; a && i < n; i++) {
-        struct json_object *v = volume_object(&list[i]);
+        if (!admin_may_see(ctx, list[i].uuid))
+            continue;
+        struct json_object *v = volume_object(&list[i], owners_of(ow, list[i].uuid));
         if (!v || json_object_array_add(a, v) < 0) {
             json_object_put(v);
             json_object_put(a);
@@ -443,7 +460,7 @@ static struct json_object *cmd_volume_list(const struct context *ctx, struct jso
     if (r < 0)
         return admin_reply_error(ADMIN_E_SYSTEM, "list volumes: %s", strerror(-r));
     struct json_object *o = json_object_new_object();
-    if (o && json_add(o, "volumes", volume_array(list, n)) < 0) {
+    if (o && json_add(o, "volumes", volume_array(ctx, list, n)) < 0) {
         json_object_put(o);
         o = NULL;
     }
@@ -498,9 +515,11 @@ static struct json_object *cmd_volume_show(const struct context *ctx, struct jso
     if (admin_get_name(req, &name, &err) < 0)
         return err;
     int r = volumes_info(node->vols, name, &info);
+    if (r == 0 && !admin_may_see(ctx, info.uuid))
+        r = -ENOENT; /* as if there were none: no client learns what it may not see */
     if (r < 0)
         return admin_volume_failure(name, "show", r);
-    struct json_object *o = volume_object(&info);
+    struct json_object *o = volume_object(&info, owners_of(volumes_owners(node->vols), info.uuid));
     struct json_object *m = mirror_object(node->vols, name);
     if (o && m && json_add(o, "mirror", m) < 0) {
         json_object_put(o);
@@ -516,6 +535,7 @@ struct change {
     const char *op; /* "create", "resize", "delete" */
     char name[VOLUME_NAME_MAX + 1];
     bool force;
+    char by[PMSG_IDENTITY_MAX + 1]; /* who asked, for the log */
 };
 
 /* The cluster applied the change here: answer the client. */
@@ -525,7 +545,7 @@ static void change_done(void *arg, int r)
     struct volume_info info;
     struct json_object *reply;
     if (r == 0 && strcmp(ch->op, "delete") == 0) {
-        qb_log(LOG_INFO, "volume \"%s\" deleted", ch->name);
+        qb_log(LOG_INFO, "volume \"%s\" deleted by \"%s\"", ch->name, ch->by);
         struct json_object *o = json_object_new_object();
         if (o && json_add(o, "name", json_object_new_string(ch->name)) < 0) {
             json_object_put(o);
@@ -535,9 +555,11 @@ static void change_done(void *arg, int r)
     } else if (r == 0 && (r = volumes_info(ch->node->vols, ch->name, &info)) == 0) {
         char human[SIZE_FORMAT_MAX];
         size_format(info.size, human, sizeof human);
-        qb_log(LOG_INFO, "volume \"%s\" %sd: %s (%" PRIu64 " bytes), uuid %s%s", info.name, ch->op,
-               human, info.size, info.uuid, ch->force ? ", forced" : "");
-        reply = admin_reply_ok(volume_object(&info));
+        const char *owner = owners_of(volumes_owners(ch->node->vols), info.uuid);
+        qb_log(LOG_INFO, "volume \"%s\" %sd by \"%s\": %s (%" PRIu64 " bytes), uuid %s%s%s%s",
+               info.name, ch->op, ch->by, human, info.size, info.uuid, ch->force ? ", forced" : "",
+               owner[0] ? ", owner " : "", owner);
+        reply = admin_reply_ok(volume_object(&info, owner));
     } else {
         reply = admin_volume_failure(ch->name, ch->op, r);
     }
@@ -550,8 +572,9 @@ static struct change *change_new(const struct context *ctx, const char *op, cons
 {
     struct change *ch = calloc(1, sizeof *ch);
     if (ch) {
-        *ch = (struct change){ctx->node, ctx->call, op, "", force};
+        *ch = (struct change){ctx->node, ctx->call, op, "", force, ""};
         snprintf(ch->name, sizeof ch->name, "%s", name);
+        snprintf(ch->by, sizeof ch->by, "%s", ctx->who->identity);
     }
     return ch;
 }
@@ -568,19 +591,80 @@ static struct json_object *submitted(const struct context *ctx, struct change *c
     return NULL;
 }
 
+/* Who will own a new volume: a client itself, or whom an admin names
+ * ("owner"; none: NULL). 0, or -1 with *err set. */
+static int get_owner(const struct context *ctx, struct json_object *req, const char **owner,
+                     struct json_object **err)
+{
+    *owner = NULL;
+    if (json_object_object_get_ex(req, "owner", NULL)) {
+        if (!ctx->who->admin) {
+            *err = admin_reply_error(ADMIN_E_FORBIDDEN,
+                                     "\"%s\" may not name a volume's owner: it is not an admin",
+                                     ctx->who->identity);
+            return -1;
+        }
+        return admin_get_identity(req, "owner", owner, err) < 0 ? -1 : 0;
+    }
+    if (ctx->who->admin)
+        return 0;
+    const char *why;
+    if (access_identity_check(ctx->who->identity, &why) < 0) {
+        *err = admin_reply_error(ADMIN_E_BAD_IDENTITY, "identity \"%.80s\" cannot own a volume: %s",
+                                 ctx->who->identity, why);
+        return -1;
+    }
+    *owner = ctx->who->identity;
+    return 0;
+}
+
+/* Before asking the cluster, for a clear error: whether owner may own
+ * size bytes more (uuid: the volume resized; NULL: a new one). The
+ * cluster checks again where it applies the change. */
+static struct json_object *check_quota(const struct context *ctx, const char *name,
+                                       const char *owner, const char *uuid, uint64_t size)
+{
+    struct volume_info *vols;
+    size_t n;
+    int r = volumes_list(ctx->node->vols, &vols, &n);
+    if (r < 0)
+        return admin_volume_failure(name, uuid ? "resize" : "create", r);
+    struct policing_quota over;
+    r = owners_check(volumes_owners(ctx->node->vols), owner, uuid, size, vols, n, &over);
+    uint64_t used =
+        r < 0 ? owners_used(volumes_owners(ctx->node->vols), over.identity, vols, n) : 0;
+    free(vols);
+    if (r == 0)
+        return NULL;
+    char want[SIZE_FORMAT_MAX], limit[SIZE_FORMAT_MAX], have[SIZE_FORMAT_MAX];
+    size_format(size, want, sizeof want);
+    size_format(over.limit, limit, sizeof limit);
+    size_format(used, have, sizeof have);
+    return admin_reply_error(ADMIN_E_QUOTA_EXCEEDED,
+                             "volume \"%s\": %s of \"%s\" would pass the quota of \"%s\": %s "
+                             "(%" PRIu64 " bytes), of which %s are used",
+                             name, want, owner, over.identity, limit, over.limit, have);
+}
+
 static struct json_object *cmd_volume_create(const struct context *ctx, struct json_object *req)
 {
     struct json_object *err = NULL;
-    const char *name;
+    const char *name, *owner;
     uint64_t size;
 
-    if (admin_get_name(req, &name, &err) < 0 || get_size(req, &size, &err) < 0)
+    if (admin_get_name(req, &name, &err) < 0 || admin_get_size(req, &size, &err) < 0 ||
+        get_owner(ctx, req, &owner, &err) < 0)
         return err;
     err = check_size(name, size);
     if (err)
         return err;
     if (strlen(name) > VOLUME_NAME_MAX)
         return admin_volume_failure(name, "create", -EINVAL);
+    struct volume_info info;
+    if (owner && volumes_info(ctx->node->vols, name, &info) == 0)
+        return admin_volume_failure(name, "create", -EEXIST);
+    if (owner && (err = check_quota(ctx, name, owner, NULL, size)) != NULL)
+        return err;
     char uuid[STORE_UUID_LEN + 1];
     int r = volumes_new_uuid(ctx->node->vols, uuid);
     if (r < 0)
@@ -588,8 +672,8 @@ static struct json_object *cmd_volume_create(const struct context *ctx, struct j
     struct change *ch = change_new(ctx, "create", name, false);
     if (!ch)
         return NULL;
-    return submitted(ctx, ch,
-                     policing_volume_create(ctx->node->pc, uuid, name, size, change_done, ch));
+    return submitted(
+        ctx, ch, policing_volume_create(ctx->node->pc, uuid, name, size, owner, change_done, ch));
 }
 
 /* -ERANGE from volumes_resize: a shrink without force. */
@@ -611,13 +695,25 @@ static struct json_object *refuse_shrink(const struct admin_node *node, const ch
  * of a volume with snapshots, without force, under this node's own
  * clients). The snapshots are checked again where the shrink is applied:
  * one may be cut meanwhile. */
-static struct json_object *check_resize(const struct admin_node *node, const char *name,
-                                        uint64_t size, bool force)
+static struct json_object *check_resize(const struct context *ctx, const char *name, uint64_t size,
+                                        bool force)
 {
+    const struct admin_node *node = ctx->node;
     struct volume_info info;
     int r = volumes_info(node->vols, name, &info);
+    if (r == 0 && !admin_may_see(ctx, info.uuid))
+        r = -ENOENT;
     if (r < 0)
         return admin_volume_failure(name, "resize", r);
+    if (!admin_may_change(ctx, info.uuid))
+        return admin_reply_error(ADMIN_E_FORBIDDEN,
+                                 "volume \"%s\": \"%s\" may not resize it: only its owner or "
+                                 "an admin may",
+                                 name, ctx->who->identity);
+    const char *owner = owners_of(volumes_owners(node->vols), info.uuid);
+    struct json_object *err;
+    if (owner[0] && size > info.size && (err = check_quota(ctx, name, owner, info.uuid, size)))
+        return err;
     struct snap_info *si = NULL;
     size_t nsnaps = 0;
     if (size < info.size && (r = volumes_snapshots(node->vols, name, &si, &nsnaps)) < 0)
@@ -640,12 +736,12 @@ static struct json_object *cmd_volume_resize(const struct context *ctx, struct j
     uint64_t size;
     bool force;
 
-    if (admin_get_name(req, &name, &err) < 0 || get_size(req, &size, &err) < 0 ||
+    if (admin_get_name(req, &name, &err) < 0 || admin_get_size(req, &size, &err) < 0 ||
         get_force(req, &force, &err) < 0)
         return err;
     err = check_size(name, size);
     if (!err)
-        err = check_resize(node, name, size, force);
+        err = check_resize(ctx, name, size, force);
     if (err)
         return err;
     struct change *ch = change_new(ctx, "resize", name, force);
@@ -663,6 +759,13 @@ static struct json_object *cmd_volume_delete(const struct context *ctx, struct j
     if (admin_get_name(req, &name, &err) < 0)
         return err;
     int r = volumes_info(ctx->node->vols, name, &info);
+    if (r == 0 && !admin_may_see(ctx, info.uuid))
+        r = -ENOENT;
+    if (r == 0 && !admin_may_change(ctx, info.uuid))
+        return admin_reply_error(ADMIN_E_FORBIDDEN,
+                                 "volume \"%s\": \"%s\" may not delete it: only its owner or "
+                                 "an admin may",
+                                 name, ctx->who->identity);
     if (r == 0 && info.connections > 0)
         r = -EBUSY;
     if (r < 0)
@@ -888,33 +991,41 @@ static struct json_object *cmd_service_giveback(const struct context *ctx, struc
 static const char *const no_fields[] = {NULL};
 static const char *const node_fields[] = {"node", NULL};
 static const char *const name_fields[] = {"name", NULL};
-static const char *const create_fields[] = {"name", "size", NULL};
+static const char *const create_fields[] = {"name", "size", "owner", NULL};
 static const char *const resize_fields[] = {"name", "size", "force", NULL};
 static const char *const snapshot_create_fields[] = {"volumes", "snapshot", NULL};
 static const char *const snapshot_fields[] = {"name", "snapshot", NULL};
 static const char *const grant_fields[] = {"name", "identity", "read_only", NULL};
 static const char *const revoke_fields[] = {"name", "identity", NULL};
+static const char *const quota_fields[] = {"identity", "size", NULL};
+static const char *const identity_fields[] = {"identity", NULL};
+static const char *const id_fields[] = {"id", NULL};
 
 static const struct command commands[] = {
-    {"status", no_fields, cmd_status},
-    {"volume.list", no_fields, cmd_volume_list},
-    {"volume.show", name_fields, cmd_volume_show},
-    {"volume.verify", name_fields, cmd_volume_verify},
-    {"replica.fail", name_fields, cmd_replica_fail},
-    {"replica.replace", name_fields, cmd_replica_replace},
-    {"volume.create", create_fields, cmd_volume_create},
-    {"volume.resize", resize_fields, cmd_volume_resize},
-    {"volume.delete", name_fields, cmd_volume_delete},
-    {"service.failover", node_fields, cmd_service_failover},
-    {"service.giveback", node_fields, cmd_service_giveback},
-    {"snapshot.create", snapshot_create_fields, admin_snapshot_create},
-    {"snapshot.list", name_fields, admin_snapshot_list},
-    {"snapshot.delete", snapshot_fields, admin_snapshot_delete},
-    {"snapshot.rollback", snapshot_fields, admin_snapshot_rollback},
-    {"snapshot.rollback_status", name_fields, admin_snapshot_rollback_status},
-    {"access.grant", grant_fields, admin_access_grant},
-    {"access.revoke", revoke_fields, admin_access_revoke},
-    {"access.list", name_fields, admin_access_list},
+    {"status", no_fields, cmd_status, false},
+    {"volume.list", no_fields, cmd_volume_list, true},
+    {"volume.show", name_fields, cmd_volume_show, true},
+    {"volume.verify", name_fields, cmd_volume_verify, false},
+    {"replica.fail", name_fields, cmd_replica_fail, false},
+    {"replica.replace", name_fields, cmd_replica_replace, false},
+    {"volume.create", create_fields, cmd_volume_create, true},
+    {"volume.resize", resize_fields, cmd_volume_resize, true},
+    {"volume.delete", name_fields, cmd_volume_delete, true},
+    {"service.failover", node_fields, cmd_service_failover, false},
+    {"service.giveback", node_fields, cmd_service_giveback, false},
+    {"snapshot.create", snapshot_create_fields, admin_snapshot_create, false},
+    {"snapshot.list", name_fields, admin_snapshot_list, false},
+    {"snapshot.delete", snapshot_fields, admin_snapshot_delete, false},
+    {"snapshot.rollback", snapshot_fields, admin_snapshot_rollback, false},
+    {"snapshot.rollback_status", name_fields, admin_snapshot_rollback_status, false},
+    {"access.grant", grant_fields, admin_access_grant, false},
+    {"access.revoke", revoke_fields, admin_access_revoke, false},
+    {"access.list", name_fields, admin_access_list, false},
+    {"quota.set", quota_fields, admin_quota_set, false},
+    {"quota.list", no_fields, admin_quota_list, false},
+    {"token.create", identity_fields, admin_token_create, false},
+    {"token.list", no_fields, admin_token_list, false},
+    {"token.revoke", id_fields, admin_token_revoke, false},
 };
 
 static const struct command *find_command(const char *name)
@@ -1001,13 +1112,17 @@ static struct json_object *run_request(const struct context *ctx, struct json_ob
     err = check_fields(c, req);
     if (err)
         return err;
+    if (!c->clients && !ctx->who->admin)
+        return admin_forbidden(ctx, c->name);
     return c->run(ctx, req);
 }
 
-struct json_object *admin_execute(const struct admin_node *node, const char *request, size_t len,
-                                  struct admin_call *call, bool *later)
+struct json_object *admin_execute(const struct admin_node *node, const struct admin_caller *who,
+                                  const char *request, size_t len, struct admin_call *call,
+                                  bool *later)
 {
-    const struct context ctx = {node, call, later};
+    static const struct admin_caller root = {"root", true};
+    const struct context ctx = {node, who ? who : &root, call, later};
     struct json_object *req, *err = NULL;
 
     if (len > ADMIN_REQUEST_MAX)

@@ -1,5 +1,7 @@
 /* admin_int.h - what the admin command files share (admin_cmds.c: the
- * request checks and the volume commands; admin_snap.c: snapshots; admin_access.c: grants). */
+ * request checks and the volume commands; admin_snap.c: snapshots;
+ * admin_access.c: grants; admin_ident.c: quotas, tokens, and who may do
+ * what). */
 #ifndef VSAN_ADMIN_INT_H
 #define VSAN_ADMIN_INT_H
 
@@ -13,6 +15,7 @@
  * answer through admin_call_reply(call, ...). */
 struct context {
     const struct admin_node *node;
+    const struct admin_caller *who; /* never NULL: root for the admin socket */
     struct admin_call *call;
     bool *later;
 };
@@ -23,6 +26,7 @@ struct command {
     const char *name;
     const char *const *fields; /* accepted besides "cmd", NULL-terminated */
     command_fn run;
+    bool clients; /* clients may run it (admin_caller), not only admins */
 };
 
 /* Marks r, which the caller built, as a success reply. */
@@ -34,6 +38,8 @@ struct json_object *admin_volume_failure(const char *name, const char *op, int r
  * NULL with *err set. */
 struct json_object *admin_field(struct json_object *req, const char *key, json_type type,
                                 const char *what, struct json_object **err);
+/* req's "size" (bytes, not negative): 0, or -1 with *err set. */
+int admin_get_size(struct json_object *req, uint64_t *size, struct json_object **err);
 /* req's "name": 0, or -1 with *err set. */
 int admin_get_name(struct json_object *req, const char **name, struct json_object **err);
 
@@ -44,6 +50,24 @@ struct json_object *admin_snapshot_delete(const struct context *ctx, struct json
 struct json_object *admin_snapshot_rollback(const struct context *ctx, struct json_object *req);
 struct json_object *admin_snapshot_rollback_status(const struct context *ctx,
                                                    struct json_object *req);
+
+/* admin_ident.c */
+struct json_object *admin_quota_set(const struct context *ctx, struct json_object *req);
+struct json_object *admin_quota_list(const struct context *ctx, struct json_object *req);
+struct json_object *admin_token_create(const struct context *ctx, struct json_object *req);
+struct json_object *admin_token_list(const struct context *ctx, struct json_object *req);
+struct json_object *admin_token_revoke(const struct context *ctx, struct json_object *req);
+/* The forbidden reply to a client running cmd. */
+struct json_object *admin_forbidden(const struct context *ctx, const char *cmd);
+/* Whether the caller may see the volume uuid: an admin, or a client with
+ * a grant on it. */
+bool admin_may_see(const struct context *ctx, const char *uuid);
+/* Whether the caller may resize or delete the volume uuid: an admin, or
+ * its owner. */
+bool admin_may_change(const struct context *ctx, const char *uuid);
+/* req's field key, an identity checked as a grant's: 0, or -1 with *err. */
+int admin_get_identity(struct json_object *req, const char *key, const char **identity,
+                       struct json_object **err);
 
 /* admin_access.c */
 struct json_object *admin_access_grant(const struct context *ctx, struct json_object *req);

@@ -624,6 +624,7 @@ static int start_node(struct node *n)
                                         .pc = n->pc,
                                         .mirror = n->mirror,
                                         .loop = n->loop,
+                                        .tokens = volumes_tokens(n->vols),
                                         .started = admin_clock()};
     return admin_start(n->loop, &n->admin_node, &n->admin);
 }

@@ -10,6 +10,7 @@
 #include "common/admin_proto.h"
 #include "vsan/config.h"
 #include "store/store.h"
+#include "volume/tokens.h"
 #include "volume/volume.h"
 #include "volume/voltable.h"
 
@@ -38,6 +39,8 @@ static struct admin_node node;
 static qb_loop_t *loop;
 static struct voltable table;
 static struct policing *pc;
+/* Who runs the commands: NULL is the local admin socket (root). */
+static const struct admin_caller *caller;
 
 /* Runs the loop until done() holds, polling it every millisecond. */
 static bool (*until)(void);
@@ -99,8 +102,13 @@ static void setup(void)
     nbd = nbd_server_new(&cfg.nbd, &volumes_catalog, vols);
     cr_assert(nbd != NULL);
     start_policing();
-    node = (struct admin_node){
-        .cfg = &cfg, .vols = vols, .nbd = nbd, .pc = pc, .started = admin_clock()};
+    node = (struct admin_node){.cfg = &cfg,
+                               .vols = vols,
+                               .nbd = nbd,
+                               .pc = pc,
+                               .tokens = volumes_tokens(vols),
+                               .started = admin_clock()};
+    caller = NULL;
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -149,7 +157,7 @@ static struct json_object *exec_len(const char *request, size_t len)
 {
     struct test_call tc = {{test_answer}, NULL, false};
     bool later = false;
-    struct json_object *reply = admin_execute(&node, request, len, &tc.call, &later);
+    struct json_object *reply = admin_execute(&node, caller, request, len, &tc.call, &later);
     struct json_object *ok;
 
     if (later) {
@@ -569,4 +577,273 @@ Test(admin, non_root_client_is_refused)
     bool refused = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     cr_assert(refused, "child status %d", status);
     stop_service(adm, thread);
+}
+
+/* ---- callers: clients and admins (admin_caller) ---------------------------- */
+
+static const struct admin_caller alice = {"alice", false};
+static const struct admin_caller bob = {"bob", false};
+static const struct admin_caller carol_cert = {"dn:CN=carol,O=Example", false};
+static const struct admin_caller api_admin = {"ops", true};
+
+/* The names in r's "volumes", joined by ','. */
+static void volume_names(struct json_object *r, char *out, size_t size)
+{
+    struct json_object *list = json_object_object_get(r, "volumes");
+    out[0] = '\0';
+    for (size_t i = 0; i < json_object_array_length(list); i++) {
+        size_t len = strlen(out);
+        snprintf(out + len, size - len, "%s%s", i ? "," : "",
+                 str_field(json_object_array_get_idx(list, i), "name"));
+    }
+}
+
+Test(admin, a_client_lists_and_shows_only_the_volumes_it_has_a_grant_on)
+{
+    create("a", "1048576");
+    create("b", "1048576");
+    create("c", "1048576");
+    json_object_put(expect_ok("{\"cmd\":\"access.grant\",\"name\":\"a\",\"identity\":\"alice\"}"));
+    json_object_put(expect_ok(
+        "{\"cmd\":\"access.grant\",\"name\":\"c\",\"identity\":\"carol\",\"read_only\":true}"));
+    char names[200];
+    caller = &alice;
+    struct json_object *r = expect_ok("{\"cmd\":\"volume.list\"}");
+    volume_names(r, names, sizeof names);
+    cr_expect(eq(str, names, "a"));
+    json_object_put(r);
+    json_object_put(expect_ok("{\"cmd\":\"volume.show\",\"name\":\"a\"}"));
+    /* Another's volume answers exactly as a missing one. */
+    expect_error("{\"cmd\":\"volume.show\",\"name\":\"b\"}", ADMIN_E_NO_SUCH_VOLUME,
+                 "volume \"b\": no such volume");
+    expect_error("{\"cmd\":\"volume.resize\",\"name\":\"b\",\"size\":2097152}",
+                 ADMIN_E_NO_SUCH_VOLUME, "volume \"b\": no such volume");
+    expect_error("{\"cmd\":\"volume.delete\",\"name\":\"b\"}", ADMIN_E_NO_SUCH_VOLUME,
+                 "volume \"b\": no such volume");
+    /* A certificate whose CN is carol matches the bare grant to carol. */
+    caller = &carol_cert;
+    r = expect_ok("{\"cmd\":\"volume.list\"}");
+    volume_names(r, names, sizeof names);
+    cr_expect(eq(str, names, "c"));
+    json_object_put(r);
+    /* An admin of the API sees everything, as root does. */
+    caller = &api_admin;
+    r = expect_ok("{\"cmd\":\"volume.list\"}");
+    volume_names(r, names, sizeof names);
+    cr_expect(eq(str, names, "a,b,c"));
+    json_object_put(r);
+}
+
+Test(admin, a_client_may_run_only_the_volume_commands)
+{
+    create("a", "1048576");
+    caller = &alice;
+    const char *admin_only[] = {
+        "{\"cmd\":\"status\"}",
+        "{\"cmd\":\"snapshot.list\",\"name\":\"a\"}",
+        "{\"cmd\":\"snapshot.create\",\"volumes\":[\"a\"],\"snapshot\":\"s\"}",
+        "{\"cmd\":\"access.grant\",\"name\":\"a\",\"identity\":\"alice\"}",
+        "{\"cmd\":\"access.list\"}",
+        "{\"cmd\":\"quota.set\",\"identity\":\"alice\",\"size\":0}",
+        "{\"cmd\":\"quota.list\"}",
+        "{\"cmd\":\"token.create\",\"identity\":\"alice\"}",
+        "{\"cmd\":\"token.list\"}",
+        "{\"cmd\":\"token.revoke\",\"id\":\"0123456789abcdef\"}",
+        "{\"cmd\":\"replica.fail\",\"name\":\"a\"}",
+        "{\"cmd\":\"service.failover\",\"node\":1}",
+    };
+    for (size_t i = 0; i < sizeof admin_only / sizeof admin_only[0]; i++)
+        expect_error(admin_only[i], ADMIN_E_FORBIDDEN, "\"alice\" may not run");
+    expect_error("{\"cmd\":\"volume.create\",\"name\":\"x\",\"size\":512,\"owner\":\"bob\"}",
+                 ADMIN_E_FORBIDDEN, "may not name a volume's owner");
+    caller = NULL;
+    struct json_object *r = expect_ok("{\"cmd\":\"access.list\"}");
+    cr_expect(eq(sz, json_object_array_length(json_object_object_get(r, "grants")), 0),
+              "a forbidden grant went through");
+    json_object_put(r);
+}
+
+Test(admin, a_client_owns_what_it_creates_and_only_the_owner_resizes_or_deletes)
+{
+    caller = &alice;
+    struct json_object *r =
+        expect_ok("{\"cmd\":\"volume.create\",\"name\":\"mine\",\"size\":1048576}");
+    cr_expect(eq(str, (char *)str_field(r, "owner"), "alice"));
+    json_object_put(r);
+    r = expect_ok("{\"cmd\":\"volume.list\"}");
+    char names[100];
+    volume_names(r, names, sizeof names);
+    cr_expect(eq(str, names, "mine"), "the owner sees its volume: it has a grant");
+    json_object_put(r);
+    caller = NULL;
+    r = expect_ok("{\"cmd\":\"access.list\",\"name\":\"mine\"}");
+    struct json_object *g = json_object_array_get_idx(json_object_object_get(r, "grants"), 0);
+    cr_assert(g != NULL, "the owner got no grant");
+    cr_expect(eq(str, (char *)str_field(g, "identity"), "alice"));
+    cr_expect(eq(str, (char *)str_field(g, "mode"), "read-write"));
+    json_object_put(r);
+    /* bob can see it, but it is not his. */
+    json_object_put(expect_ok("{\"cmd\":\"access.grant\",\"name\":\"mine\",\"identity\":\"bob\"}"));
+    caller = &bob;
+    expect_error("{\"cmd\":\"volume.resize\",\"name\":\"mine\",\"size\":2097152}",
+                 ADMIN_E_FORBIDDEN, "\"bob\" may not resize it");
+    expect_error("{\"cmd\":\"volume.delete\",\"name\":\"mine\"}", ADMIN_E_FORBIDDEN,
+                 "\"bob\" may not delete it");
+    caller = &alice;
+    r = expect_ok("{\"cmd\":\"volume.resize\",\"name\":\"mine\",\"size\":2097152}");
+    cr_expect(eq(i64, int_field(r, "size"), 2097152));
+    json_object_put(r);
+    /* An admin's volume has no owner: a client may not change it. */
+    caller = NULL;
+    create("shared", "1048576");
+    r = expect_ok("{\"cmd\":\"volume.show\",\"name\":\"shared\"}");
+    cr_expect(not(json_object_object_get_ex(r, "owner", NULL)));
+    json_object_put(r);
+    json_object_put(
+        expect_ok("{\"cmd\":\"access.grant\",\"name\":\"shared\",\"identity\":\"alice\"}"));
+    caller = &alice;
+    expect_error("{\"cmd\":\"volume.delete\",\"name\":\"shared\"}", ADMIN_E_FORBIDDEN,
+                 "only its owner or an admin may");
+    json_object_put(expect_ok("{\"cmd\":\"volume.delete\",\"name\":\"mine\"}"));
+    caller = NULL;
+    r = expect_ok("{\"cmd\":\"access.list\"}");
+    cr_expect(eq(sz, json_object_array_length(json_object_object_get(r, "grants")), 1),
+              "the deleted volume's grants stayed");
+    json_object_put(r);
+}
+
+/* The quota entry of identity in quota.list. */
+static struct json_object *quota_of(struct json_object *r, const char *identity)
+{
+    struct json_object *list = json_object_object_get(r, "quotas");
+    for (size_t i = 0; i < json_object_array_length(list); i++) {
+        struct json_object *q = json_object_array_get_idx(list, i);
+        if (strcmp(str_field(q, "identity"), identity) == 0)
+            return q;
+    }
+    cr_assert(false, "no quota for %s", identity);
+    return NULL;
+}
+
+Test(admin, quotas_count_what_an_identity_owns_and_refuse_past_them)
+{
+    json_object_put(expect_ok("{\"cmd\":\"quota.set\",\"identity\":\"alice\",\"size\":3145728}"));
+    json_object_put(expect_ok("{\"cmd\":\"quota.set\",\"identity\":\"carol\",\"size\":1048576}"));
+    caller = &alice;
+    json_object_put(expect_ok("{\"cmd\":\"volume.create\",\"name\":\"a1\",\"size\":2097152}"));
+    expect_error("{\"cmd\":\"volume.create\",\"name\":\"a2\",\"size\":2097152}",
+                 ADMIN_E_QUOTA_EXCEEDED, "would pass the quota of \"alice\": 3 MiB");
+    expect_error("{\"cmd\":\"volume.resize\",\"name\":\"a1\",\"size\":4194304}",
+                 ADMIN_E_QUOTA_EXCEEDED, "of which 2 MiB are used");
+    json_object_put(expect_ok("{\"cmd\":\"volume.resize\",\"name\":\"a1\",\"size\":3145728}"));
+    /* An admin naming alice the owner is held to her quota too. */
+    caller = NULL;
+    expect_error("{\"cmd\":\"volume.create\",\"name\":\"a3\",\"size\":512,\"owner\":\"alice\"}",
+                 ADMIN_E_QUOTA_EXCEEDED, "quota of \"alice\"");
+    expect_error("{\"cmd\":\"volume.show\",\"name\":\"a3\"}", ADMIN_E_NO_SUCH_VOLUME, "");
+    /* A certificate with CN carol counts against carol's quota. */
+    caller = &carol_cert;
+    json_object_put(expect_ok("{\"cmd\":\"volume.create\",\"name\":\"c1\",\"size\":1048576}"));
+    expect_error("{\"cmd\":\"volume.create\",\"name\":\"c2\",\"size\":512}", ADMIN_E_QUOTA_EXCEEDED,
+                 "quota of \"carol\"");
+    caller = NULL;
+    struct json_object *r = expect_ok("{\"cmd\":\"quota.list\"}");
+    cr_expect(eq(i64, int_field(quota_of(r, "alice"), "limit"), 3145728));
+    cr_expect(eq(i64, int_field(quota_of(r, "alice"), "used"), 3145728));
+    cr_expect(eq(i64, int_field(quota_of(r, "carol"), "used"), 1048576));
+    json_object_put(r);
+    /* Admins are not held to quotas; removing one frees its identity. */
+    json_object_put(expect_ok("{\"cmd\":\"volume.create\",\"name\":\"big\",\"size\":8388608}"));
+    r = expect_ok("{\"cmd\":\"quota.set\",\"identity\":\"alice\",\"size\":0}");
+    cr_expect(json_object_get_boolean(json_object_object_get(r, "changed")));
+    json_object_put(r);
+    r = expect_ok("{\"cmd\":\"quota.set\",\"identity\":\"alice\",\"size\":0}");
+    cr_expect(not(json_object_get_boolean(json_object_object_get(r, "changed"))));
+    json_object_put(r);
+    caller = &alice;
+    json_object_put(expect_ok("{\"cmd\":\"volume.create\",\"name\":\"a2\",\"size\":2097152}"));
+    caller = NULL;
+    expect_error("{\"cmd\":\"quota.set\",\"identity\":\"a:b\",\"size\":512}", ADMIN_E_BAD_IDENTITY,
+                 "':' or '='");
+    expect_error("{\"cmd\":\"quota.set\",\"identity\":\"alice\",\"size\":\"1G\"}",
+                 ADMIN_E_BAD_REQUEST, "\"size\"");
+}
+
+Test(admin, quotas_owners_and_tokens_survive_a_restart)
+{
+    json_object_put(expect_ok("{\"cmd\":\"quota.set\",\"identity\":\"alice\",\"size\":1048576}"));
+    struct json_object *r = expect_ok("{\"cmd\":\"token.create\",\"identity\":\"alice\"}");
+    char token[TOKEN_TEXT_LEN + 1];
+    snprintf(token, sizeof token, "%s", str_field(r, "token"));
+    json_object_put(r);
+    caller = &alice;
+    json_object_put(expect_ok("{\"cmd\":\"volume.create\",\"name\":\"a\",\"size\":1048576}"));
+    caller = NULL;
+    /* The daemon stops and starts again on the same data dir. */
+    policing_close_writes(pc);
+    nbd_server_shutdown(nbd);
+    nbd_server_free(nbd);
+    policing_stop(pc);
+    qb_loop_destroy(loop);
+    volumes_close(vols);
+    cr_assert(eq(int, volumes_open(store, &vols), 0));
+    nbd = nbd_server_new(&cfg.nbd, &volumes_catalog, vols);
+    start_policing();
+    node.vols = vols, node.nbd = nbd, node.pc = pc, node.tokens = volumes_tokens(vols);
+    r = expect_ok("{\"cmd\":\"volume.show\",\"name\":\"a\"}");
+    cr_expect(eq(str, (char *)str_field(r, "owner"), "alice"));
+    json_object_put(r);
+    char who[PMSG_IDENTITY_MAX + 1];
+    cr_expect(eq(int, tokens_identity(node.tokens, token, who, sizeof who), 0));
+    caller = &alice;
+    expect_error("{\"cmd\":\"volume.create\",\"name\":\"b\",\"size\":512}", ADMIN_E_QUOTA_EXCEEDED,
+                 "quota of \"alice\"");
+}
+
+Test(admin, tokens_are_shown_once_listed_without_secrets_and_revoked)
+{
+    struct json_object *r = expect_ok("{\"cmd\":\"token.create\",\"identity\":\"alice\"}");
+    char token[TOKEN_TEXT_LEN + 1], id[PMSG_TOKEN_ID_LEN + 1];
+    snprintf(token, sizeof token, "%s", str_field(r, "token"));
+    snprintf(id, sizeof id, "%s", str_field(r, "id"));
+    cr_expect(eq(str, (char *)str_field(r, "identity"), "alice"));
+    cr_expect(eq(sz, strlen(token), TOKEN_TEXT_LEN));
+    cr_expect(eq(int, strncmp(token, "vsan_", 5), 0));
+    cr_expect(eq(int, strncmp(token + 5, id, PMSG_TOKEN_ID_LEN), 0), "the id is in the token");
+    json_object_put(r);
+
+    char who[PMSG_IDENTITY_MAX + 1] = "";
+    cr_assert(eq(int, tokens_identity(node.tokens, token, who, sizeof who), 0));
+    cr_expect(eq(str, who, "alice"));
+    cr_expect(eq(int, tokens_identity(node.tokens, token, who, 3), -ENAMETOOLONG));
+    char wrong[TOKEN_TEXT_LEN + 1];
+    snprintf(wrong, sizeof wrong, "%s", token);
+    wrong[TOKEN_TEXT_LEN - 1] = wrong[TOKEN_TEXT_LEN - 1] == '0' ? '1' : '0';
+    cr_expect(eq(int, tokens_identity(node.tokens, wrong, who, sizeof who), -ENOENT),
+              "a wrong secret passed");
+    cr_expect(eq(int, tokens_identity(node.tokens, "vsan_", who, sizeof who), -ENOENT));
+    cr_expect(eq(int, tokens_identity(node.tokens, "", who, sizeof who), -ENOENT));
+    wrong[TOKEN_TEXT_LEN - 1] = 'G';
+    cr_expect(eq(int, tokens_identity(node.tokens, wrong, who, sizeof who), -ENOENT));
+
+    r = expect_ok("{\"cmd\":\"token.create\",\"identity\":\"dn:CN=bob,O=Example\"}");
+    json_object_put(r);
+    r = expect_ok("{\"cmd\":\"token.list\"}");
+    struct json_object *list = json_object_object_get(r, "tokens");
+    cr_assert(eq(sz, json_object_array_length(list), 2));
+    struct json_object *t0 = json_object_array_get_idx(list, 0);
+    cr_expect(eq(str, (char *)str_field(t0, "id"), id));
+    cr_expect(eq(str, (char *)str_field(t0, "identity"), "alice"));
+    cr_expect(int_field(t0, "created") > 0);
+    cr_expect(not(json_object_object_get_ex(t0, "token", NULL)), "the list shows a secret");
+    cr_expect(strstr(json_object_to_json_string(r), token + 22) == NULL);
+    json_object_put(r);
+
+    char req[120];
+    snprintf(req, sizeof req, "{\"cmd\":\"token.revoke\",\"id\":\"%s\"}", id);
+    json_object_put(expect_ok(req));
+    cr_expect(eq(int, tokens_identity(node.tokens, token, who, sizeof who), -ENOENT),
+              "a revoked token still works");
+    expect_error(req, ADMIN_E_NO_SUCH_TOKEN, "no such token");
+    expect_error("{\"cmd\":\"token.create\",\"identity\":\"\"}", ADMIN_E_BAD_IDENTITY, "empty");
 }

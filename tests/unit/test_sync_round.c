@@ -168,6 +168,10 @@ struct table {
     size_t nfences;
     struct policing_grant grants[4]; /* the volume's name stands for its uuid */
     size_t ngrants;
+    struct policing_quota quotas[4];
+    size_t nquotas;
+    struct policing_token tokens[4];
+    size_t ntokens;
     uint64_t version;
     /* cuts: whether this node reports drained, and what it was told */
     bool drains, busy;
@@ -175,10 +179,10 @@ struct table {
     uint64_t cut_id;
 };
 
-static int t_create(void *ctx, const char *uuid, const char *name, uint64_t size,
+static int t_create(void *ctx, const char *uuid, const char *name, uint64_t size, const char *owner,
                     const uint32_t *members, size_t nmembers)
 {
-    (void)ctx, (void)uuid, (void)name, (void)size, (void)members, (void)nmembers;
+    (void)ctx, (void)uuid, (void)name, (void)size, (void)owner, (void)members, (void)nmembers;
     return -ENOTSUP;
 }
 
@@ -365,7 +369,65 @@ static void t_cut_release(void *ctx, const struct cut *c)
     ((struct table *)ctx)->releases++;
 }
 
+/* Quotas: set (no removals in these tests). */
+static int t_quota(void *ctx, const char *identity, uint64_t limit)
+{
+    struct table *t = ctx;
+    if (t->nquotas == 4)
+        return -EDQUOT;
+    struct policing_quota *q = &t->quotas[t->nquotas++];
+    *q = (struct policing_quota){.limit = limit};
+    snprintf(q->identity, sizeof q->identity, "%s", identity);
+    return 0;
+}
+
+static int t_token(void *ctx, const struct policing_token *rec, bool revoke)
+{
+    struct table *t = ctx;
+    for (size_t i = 0; revoke && i < t->ntokens; i++) {
+        if (strcmp(t->tokens[i].id, rec->id) == 0) {
+            t->tokens[i] = t->tokens[--t->ntokens];
+            return 0;
+        }
+    }
+    if (revoke)
+        return -ESRCH;
+    if (t->ntokens == 4)
+        return -EDQUOT;
+    t->tokens[t->ntokens++] = *rec;
+    return 0;
+}
+
+static int t_idents_list(void *ctx, struct policing_idents *out)
+{
+    struct table *t = ctx;
+    *out = (struct policing_idents){.nquotas = t->nquotas, .ntokens = t->ntokens};
+    out->quotas = malloc(sizeof t->quotas);
+    out->tokens = malloc(sizeof t->tokens);
+    if (!out->quotas || !out->tokens) {
+        policing_idents_free(out);
+        return -ENOMEM;
+    }
+    memcpy(out->quotas, t->quotas, sizeof t->quotas);
+    memcpy(out->tokens, t->tokens, sizeof t->tokens);
+    return 0;
+}
+
+static int t_idents_load(void *ctx, const struct policing_idents *in)
+{
+    struct table *t = ctx;
+    t->nquotas = in->nquotas < 4 ? in->nquotas : 4;
+    memcpy(t->quotas, in->quotas, t->nquotas * sizeof *in->quotas);
+    t->ntokens = in->ntokens < 4 ? in->ntokens : 4;
+    memcpy(t->tokens, in->tokens, t->ntokens * sizeof *in->tokens);
+    return 0;
+}
+
 static const struct policing_table_ops table_ops = {
+    .quota = t_quota,
+    .token = t_token,
+    .idents_list = t_idents_list,
+    .idents_load = t_idents_load,
     .cut_check = t_cut_check,
     .cut_hold = t_cut_hold,
     .cut_drained = t_cut_drained,
@@ -615,6 +677,73 @@ static void grant_done(void *arg, int result)
 static bool grant_applied(void)
 {
     return grant_result != 1 && tables[0].ngrants == 1 && tables[1].ngrants == 1;
+}
+
+static void start_synced(void);
+
+Test(sync_round, a_quota_and_a_token_reach_a_joining_node_and_a_revoke_too)
+{
+    start_both(3);
+    struct policing_token tok = {.id = "0123456789abcdef", .identity = "alice", .created = 7};
+    tok.hash[0] = 0xab;
+    cr_assert(eq(int, t_quota(&tables[0], "alice", 1 << 20), 0));
+    cr_assert(eq(int, t_token(&tables[0], &tok, false), 0));
+    cr_assert(eq(int,
+                 t_token(&tables[1], &(struct policing_token){.id = "feedfeedfeedfeed"}, false),
+                 0)); /* node 2's own, revoked while it was away: goes */
+    run(both_synced);
+    cr_assert(not(timed_out));
+    cr_assert(eq(sz, tables[1].nquotas, 1), "node 2 did not learn the quota");
+    cr_expect(eq(str, tables[1].quotas[0].identity, "alice"));
+    cr_expect(eq(u64, tables[1].quotas[0].limit, 1 << 20));
+    cr_assert(eq(sz, tables[1].ntokens, 1), "node 2 kept a token the group has not");
+    cr_expect(eq(str, tables[1].tokens[0].id, tok.id));
+    cr_expect(eq(str, tables[1].tokens[0].identity, "alice"));
+    cr_expect(eq(u8, tables[1].tokens[0].hash[0], 0xab));
+    cr_expect(eq(i64, tables[1].tokens[0].created, 7));
+    stop_both();
+}
+
+static int ident_result = 1;
+
+static void ident_done(void *arg, int result)
+{
+    (void)arg;
+    ident_result = result;
+}
+
+static bool quota_applied(void)
+{
+    return ident_result != 1 && tables[0].nquotas == 1 && tables[1].nquotas == 1;
+}
+
+static bool token_gone(void)
+{
+    return ident_result != 1 && tables[0].ntokens == 0 && tables[1].ntokens == 0;
+}
+
+Test(sync_round, a_quota_and_a_token_revoke_asked_on_one_node_apply_on_both)
+{
+    start_synced();
+    uint64_t v0 = tables[0].version;
+    ident_result = 1;
+    cr_assert(eq(int, policing_quota_set(pcs[1], "bob", 4096, ident_done, NULL), 0));
+    run(quota_applied);
+    cr_assert(not(timed_out));
+    cr_expect(eq(int, ident_result, 0));
+    struct policing_token tok = {.id = "00000000000000aa", .identity = "bob"};
+    for (size_t i = 0; i < NODES; i++) {
+        cr_expect(eq(str, tables[i].quotas[0].identity, "bob"), "node %zu", i + 1);
+        cr_expect(eq(u64, tables[i].quotas[0].limit, 4096));
+        cr_expect(eq(u64, tables[i].version, v0 + 1), "node %zu's version", i + 1);
+        cr_assert(eq(int, t_token(&tables[i], &tok, false), 0));
+    }
+    ident_result = 1;
+    cr_assert(eq(int, policing_token_change(pcs[0], &tok, true, ident_done, NULL), 0));
+    run(token_gone);
+    cr_assert(not(timed_out));
+    cr_expect(eq(int, ident_result, 0));
+    stop_both();
 }
 
 /* ---- cuts ------------------------------------------------------------------- */

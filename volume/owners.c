@@ -1,0 +1,357 @@
+/* owners.c - the owners and quotas: the tables, their files, the quota
+ * arithmetic (see owners.h). */
+#include "volume/owners.h"
+
+#include "store/store.h"
+#include "volume/access.h"
+#include "volume/volume.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <qb/qblog.h>
+
+#define OWNERS_FILE "owners"
+#define QUOTAS_FILE "quotas"
+/* A line: "UUID IDENTITY" or "LIMIT IDENTITY", and its newline. */
+#define LINE_MAX_LEN (PMSG_UUID_LEN + 1 + PMSG_IDENTITY_MAX + 1 + 24)
+/* Owners: one per volume, and a pool holds far fewer than this. */
+#define OWNERS_FILE_MAX ((size_t)65536 * LINE_MAX_LEN)
+#define QUOTAS_FILE_MAX ((size_t)OWNERS_QUOTAS_MAX * LINE_MAX_LEN)
+
+struct owners {
+    struct store *store;
+    struct policing_owner *own; /* in the order created */
+    size_t nown;
+    struct policing_quota *q; /* in the order set */
+    size_t nq;
+};
+
+/* ---- the files ------------------------------------------------------------ */
+
+static bool identity_ok(const char *s)
+{
+    const char *why;
+    return access_identity_check(s, &why) == 0;
+}
+
+static int parse_owner(const char *line, struct policing_owner *o)
+{
+    size_t ul = PMSG_UUID_LEN;
+    if (strlen(line) <= ul + 1 || line[ul] != ' ' || !identity_ok(line + ul + 1))
+        return -EINVAL;
+    memcpy(o->uuid, line, ul);
+    o->uuid[ul] = '\0';
+    snprintf(o->identity, sizeof o->identity, "%s", line + ul + 1);
+    return 0;
+}
+
+static int parse_quota(const char *line, struct policing_quota *q)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(line, &end, 10);
+    if (errno || end == line || *end != ' ' || v == 0 || !identity_ok(end + 1))
+        return -EINVAL;
+    q->limit = v;
+    snprintf(q->identity, sizeof q->identity, "%s", end + 1);
+    return 0;
+}
+
+/* Reads file into a malloc'd array of elements of size (each line parsed
+ * by parse), at most max of them. */
+static int read_table(struct store *st, const char *file, size_t max, size_t size,
+                      int (*parse)(const char *line, void *elem), void **out, size_t *n)
+{
+    char *text;
+    size_t len;
+    int r = store_file_get(st, file, max * LINE_MAX_LEN, &text, &len);
+    if (r < 0)
+        return r;
+    size_t lines = 0;
+    for (const char *p = text; *p; p++)
+        lines += *p == '\n';
+    unsigned char *v = calloc(lines ? lines : 1, size);
+    size_t k = 0, lineno = 0;
+    for (char *line = text, *nl; v && (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+        *nl = '\0';
+        lineno++;
+        if (k == max || parse(line, v + k * size) < 0) {
+            qb_log(LOG_ERR, "%s/%s, line %zu: malformed", store_path(st), file, lineno);
+            r = -EINVAL;
+            break;
+        }
+        k++;
+    }
+    free(text);
+    if (!v)
+        return -ENOMEM;
+    if (r < 0) {
+        free(v);
+        return r;
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+static int parse_owner_v(const char *line, void *elem)
+{
+    return parse_owner(line, elem);
+}
+
+static int parse_quota_v(const char *line, void *elem)
+{
+    return parse_quota(line, elem);
+}
+
+static int persist_owners(struct owners *o, const struct policing_owner *v, size_t n)
+{
+    char *buf = malloc(n * LINE_MAX_LEN + 1);
+    if (!buf)
+        return -ENOMEM;
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)sprintf(buf + len, "%s %s\n", v[i].uuid, v[i].identity);
+    int r = store_file_set(o->store, OWNERS_FILE, buf, len);
+    free(buf);
+    return r;
+}
+
+static int persist_quotas(struct owners *o, const struct policing_quota *v, size_t n)
+{
+    char *buf = malloc(n * LINE_MAX_LEN + 1);
+    if (!buf)
+        return -ENOMEM;
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)sprintf(buf + len, "%" PRIu64 " %s\n", v[i].limit, v[i].identity);
+    int r = store_file_set(o->store, QUOTAS_FILE, buf, len);
+    free(buf);
+    return r;
+}
+
+int owners_open(struct store *st, struct owners **out)
+{
+    struct owners *o = calloc(1, sizeof *o);
+    if (!o)
+        return -ENOMEM;
+    o->store = st;
+    int r = read_table(st, OWNERS_FILE, OWNERS_FILE_MAX / LINE_MAX_LEN, sizeof *o->own,
+                       parse_owner_v, (void **)&o->own, &o->nown);
+    if (r == 0)
+        r = read_table(st, QUOTAS_FILE, OWNERS_QUOTAS_MAX, sizeof *o->q, parse_quota_v,
+                       (void **)&o->q, &o->nq);
+    if (r < 0) {
+        owners_close(o);
+        return r;
+    }
+    *out = o;
+    return 0;
+}
+
+void owners_close(struct owners *o)
+{
+    if (!o)
+        return;
+    free(o->own);
+    free(o->q);
+    free(o);
+}
+
+/* ---- owners ----------------------------------------------------------------- */
+
+const char *owners_of(const struct owners *o, const char *uuid)
+{
+    for (size_t i = 0; i < o->nown; i++)
+        if (strcmp(o->own[i].uuid, uuid) == 0)
+            return o->own[i].identity;
+    return "";
+}
+
+/* The owners with uuid's replaced by identity ("": dropped), persisted
+ * before they replace the table. */
+static int owners_replace(struct owners *o, const char *uuid, const char *identity)
+{
+    struct policing_owner *v = malloc((o->nown + 1) * sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < o->nown; i++)
+        if (strcmp(o->own[i].uuid, uuid) != 0)
+            v[n++] = o->own[i];
+    if (identity[0]) {
+        snprintf(v[n].uuid, sizeof v[n].uuid, "%s", uuid);
+        snprintf(v[n].identity, sizeof v[n].identity, "%s", identity);
+        n++;
+    }
+    int r = persist_owners(o, v, n);
+    if (r < 0) {
+        free(v);
+        return r;
+    }
+    free(o->own);
+    o->own = v;
+    o->nown = n;
+    return 0;
+}
+
+int owners_set(struct owners *o, const char *uuid, const char *identity)
+{
+    if (!identity_ok(identity))
+        return -EINVAL;
+    return owners_replace(o, uuid, identity);
+}
+
+int owners_forget(struct owners *o, const char *uuid)
+{
+    if (!owners_of(o, uuid)[0])
+        return 0;
+    return owners_replace(o, uuid, "");
+}
+
+/* ---- quotas ----------------------------------------------------------------- */
+
+int owners_quota_set(struct owners *o, const char *identity, uint64_t limit)
+{
+    if (!identity_ok(identity))
+        return -EINVAL;
+    size_t at = o->nq;
+    for (size_t i = 0; i < o->nq; i++)
+        if (strcmp(o->q[i].identity, identity) == 0)
+            at = i;
+    if (at == o->nq && limit == 0)
+        return -ESRCH;
+    if (at < o->nq && o->q[at].limit == limit)
+        return -EALREADY;
+    if (at == o->nq && o->nq >= OWNERS_QUOTAS_MAX)
+        return -EDQUOT;
+    struct policing_quota *v = malloc((o->nq + 1) * sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    if (o->nq)
+        memcpy(v, o->q, o->nq * sizeof *v);
+    size_t n = o->nq;
+    if (limit == 0) {
+        memmove(&v[at], &v[at + 1], (n - at - 1) * sizeof *v);
+        n--;
+    } else if (at < n) {
+        v[at].limit = limit;
+    } else {
+        v[n].limit = limit;
+        snprintf(v[n].identity, sizeof v[n].identity, "%s", identity);
+        n++;
+    }
+    int r = persist_quotas(o, v, n);
+    if (r < 0) {
+        free(v);
+        return r;
+    }
+    free(o->q);
+    o->q = v;
+    o->nq = n;
+    return 0;
+}
+
+int owners_quota_list(const struct owners *o, struct policing_quota **out, size_t *n)
+{
+    *out = malloc((o->nq ? o->nq : 1) * sizeof **out);
+    if (!*out)
+        return -ENOMEM;
+    if (o->nq)
+        memcpy(*out, o->q, o->nq * sizeof **out);
+    *n = o->nq;
+    return 0;
+}
+
+uint64_t owners_used(const struct owners *o, const char *q, const struct volume_info *vols,
+                     size_t n)
+{
+    uint64_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *owner = owners_of(o, vols[i].uuid);
+        if (owner[0] && access_matches_caller(q, owner))
+            used += vols[i].size;
+    }
+    return used;
+}
+
+int owners_check(const struct owners *o, const char *owner, const char *uuid, uint64_t size,
+                 const struct volume_info *vols, size_t n, struct policing_quota *over)
+{
+    for (size_t i = 0; i < o->nq; i++) {
+        const struct policing_quota *q = &o->q[i];
+        if (!access_matches_caller(q->identity, owner))
+            continue;
+        uint64_t used = size;
+        for (size_t j = 0; j < n; j++) {
+            const char *w = owners_of(o, vols[j].uuid);
+            if ((!uuid || strcmp(vols[j].uuid, uuid) != 0) && w[0] &&
+                access_matches_caller(q->identity, w))
+                used += vols[j].size;
+        }
+        if (used > q->limit || used < size) {
+            if (over)
+                *over = *q;
+            return -EDQUOT;
+        }
+    }
+    return 0;
+}
+
+/* ---- the sync round --------------------------------------------------------- */
+
+int owners_list(const struct owners *o, struct policing_idents *id)
+{
+    id->owners = malloc((o->nown ? o->nown : 1) * sizeof *id->owners);
+    if (!id->owners)
+        return -ENOMEM;
+    if (o->nown)
+        memcpy(id->owners, o->own, o->nown * sizeof *id->owners);
+    id->nowners = o->nown;
+    return owners_quota_list(o, &id->quotas, &id->nquotas);
+}
+
+/* A malloc'd copy of n elements of size at v. */
+static void *dup_array(const void *v, size_t n, size_t size)
+{
+    void *c = malloc(n ? n * size : 1);
+    if (c && n)
+        memcpy(c, v, n * size);
+    return c;
+}
+
+int owners_load(struct owners *o, const struct policing_idents *id)
+{
+    size_t nq = id->nquotas < OWNERS_QUOTAS_MAX ? id->nquotas : OWNERS_QUOTAS_MAX;
+    bool same_own = id->nowners == o->nown &&
+                    (!o->nown || memcmp(id->owners, o->own, o->nown * sizeof *o->own) == 0);
+    bool same_q = nq == o->nq && (!nq || memcmp(id->quotas, o->q, nq * sizeof *o->q) == 0);
+    int r = 0;
+    if (!same_own) {
+        struct policing_owner *v = dup_array(id->owners, id->nowners, sizeof *v);
+        r = v ? persist_owners(o, v, id->nowners) : -ENOMEM;
+        if (r == 0) {
+            free(o->own);
+            o->own = v;
+            o->nown = id->nowners;
+        } else {
+            free(v);
+        }
+    }
+    if (r == 0 && !same_q) {
+        struct policing_quota *v = dup_array(id->quotas, nq, sizeof *v);
+        r = v ? persist_quotas(o, v, nq) : -ENOMEM;
+        if (r == 0) {
+            free(o->q);
+            o->q = v;
+            o->nq = nq;
+        } else {
+            free(v);
+        }
+    }
+    return r;
+}

@@ -1,0 +1,70 @@
+/* owners.h - who owns which volume, and how much each identity may own:
+ * the owners and quotas of the replicated volume table (policing/protocol.h).
+ *
+ * A volume created through the API (admin_caller, vsan/admin.h) is owned
+ * by its creator; an admin may name an owner (`vsan volume create --owner`).
+ * An admin's volume has none. A quota bounds the sum of the sizes of the
+ * volumes an identity owns, each counted once whatever its replica count.
+ * A quota's identity matches owners as a grant's matches clients
+ * (access.h): a bare NAME counts the volumes of NAME and of every
+ * certificate subject whose CN is NAME; "dn:DN" those of that subject.
+ * The checks run where the cluster applies a CREATE or a RESIZE, in
+ * agreed order, from the table alone, so every node refuses alike.
+ *
+ * Persistence: DATA_DIR/owners ("UUID IDENTITY" lines) and DATA_DIR/quotas
+ * ("LIMIT IDENTITY"), each replaced whole and atomically on a change.
+ *
+ * Threads: main loop only (the agreed stream and the admin commands).
+ */
+#ifndef VSAN_VOLUME_OWNERS_H
+#define VSAN_VOLUME_OWNERS_H
+
+#include "policing/protocol.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Quotas in the table: the sync round's stream carries them all. */
+#define OWNERS_QUOTAS_MAX 4096
+
+struct store;
+struct owners;
+struct volume_info;
+
+/* Reads DATA_DIR/owners and DATA_DIR/quotas (none: empty). -EINVAL for a
+ * malformed file (logged with its line), -errno. */
+int owners_open(struct store *st, struct owners **out);
+void owners_close(struct owners *o);
+
+/* The owner of the volume uuid, or "" (none). The pointer stays valid
+ * until the next change. */
+const char *owners_of(const struct owners *o, const char *uuid);
+/* uuid (a volume just created) is owned by identity from now on,
+ * persisted. */
+int owners_set(struct owners *o, const char *uuid, const char *identity);
+/* Drops a deleted volume's owner, persisted. */
+int owners_forget(struct owners *o, const char *uuid);
+
+/* identity's quota becomes limit bytes (0: none), persisted. 0,
+ * -ESRCH (no quota to remove), -EALREADY, -EINVAL (a bad identity),
+ * -EDQUOT (OWNERS_QUOTAS_MAX quotas already), -errno. */
+int owners_quota_set(struct owners *o, const char *identity, uint64_t limit);
+/* The quotas, malloc'd, in the order set. */
+int owners_quota_list(const struct owners *o, struct policing_quota **out, size_t *n);
+
+/* Bytes that count against the quota of identity q: the sizes of the
+ * volumes among vols (n) whose owner q matches. */
+uint64_t owners_used(const struct owners *o, const char *q, const struct volume_info *vols,
+                     size_t n);
+/* Whether owner may own size bytes more: a new volume (uuid NULL) or
+ * the volume uuid at its new size (its old one not counted). 0, or
+ * -EDQUOT with the first quota it would pass in *over (if not NULL). */
+int owners_check(const struct owners *o, const char *owner, const char *uuid, uint64_t size,
+                 const struct volume_info *vols, size_t n, struct policing_quota *over);
+
+/* Owners and quotas into id (its owners and quotas, malloc'd). */
+int owners_list(const struct owners *o, struct policing_idents *id);
+/* The group's owners and quotas replace this node's, persisted. */
+int owners_load(struct owners *o, const struct policing_idents *id);
+
+#endif

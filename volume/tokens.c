@@ -1,0 +1,290 @@
+/* tokens.c - the API's bearer tokens: making one, the table and its
+ * file, and the lookup (see tokens.h). */
+#include "volume/tokens.h"
+
+#include "store/store.h"
+#include "volume/access.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <qb/qblog.h>
+
+#define TOKENS_FILE "tokens"
+/* "ID CREATED HASH IDENTITY" and its newline. */
+#define LINE_MAX_LEN                                                                               \
+    (PMSG_TOKEN_ID_LEN + 1 + 21 + 1 + 2 * PMSG_TOKEN_HASH_LEN + 1 + PMSG_IDENTITY_MAX + 1)
+#define FILE_MAX ((size_t)TOKENS_MAX * LINE_MAX_LEN)
+
+struct tokens {
+    struct store *store;
+    pthread_rwlock_t lock;
+    struct policing_token *v; /* in the order made */
+    size_t n;
+};
+
+/* ---- hex ----------------------------------------------------------------------- */
+
+static void to_hex(const uint8_t *b, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[b[i] >> 4];
+        out[2 * i + 1] = digits[b[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* n bytes from 2n lowercase hex digits at s: false if one is not. */
+static bool from_hex(const char *s, uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(s[2 * i]), lo = hi >= 0 ? hexval(s[2 * i + 1]) : -1;
+        if (lo < 0)
+            return false;
+        b[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return true;
+}
+
+static bool id_ok(const char *id)
+{
+    uint8_t b[PMSG_TOKEN_ID_LEN / 2];
+    return strlen(id) == PMSG_TOKEN_ID_LEN && from_hex(id, b, sizeof b);
+}
+
+/* ---- the file ------------------------------------------------------------------- */
+
+static int parse_line(const char *line, struct policing_token *t)
+{
+    char hash[2 * PMSG_TOKEN_HASH_LEN + 1];
+    int at = 0;
+    const char *why;
+    if (sscanf(line, "%16s %" SCNd64 " %64s %n", t->id, &t->created, hash, &at) != 3 || !at ||
+        !id_ok(t->id) || strlen(hash) != 2 * PMSG_TOKEN_HASH_LEN ||
+        !from_hex(hash, t->hash, sizeof t->hash) || access_identity_check(line + at, &why) < 0)
+        return -EINVAL;
+    snprintf(t->identity, sizeof t->identity, "%s", line + at);
+    return 0;
+}
+
+static int read_file(struct tokens *t)
+{
+    char *text;
+    size_t len;
+    int r = store_file_get(t->store, TOKENS_FILE, FILE_MAX, &text, &len);
+    if (r < 0)
+        return r;
+    size_t lines = 0;
+    for (const char *p = text; *p; p++)
+        lines += *p == '\n';
+    t->v = calloc(lines ? lines : 1, sizeof *t->v);
+    size_t lineno = 0;
+    for (char *line = text, *nl; t->v && (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+        *nl = '\0';
+        lineno++;
+        if (t->n == TOKENS_MAX || parse_line(line, &t->v[t->n]) < 0) {
+            qb_log(LOG_ERR, "%s/%s, line %zu: expected ID CREATED SHA256 IDENTITY",
+                   store_path(t->store), TOKENS_FILE, lineno);
+            r = -EINVAL;
+            break;
+        }
+        t->n++;
+    }
+    free(text);
+    return t->v ? r : -ENOMEM;
+}
+
+static int persist(struct tokens *t, const struct policing_token *v, size_t n)
+{
+    char *buf = malloc(n * LINE_MAX_LEN + 1);
+    if (!buf)
+        return -ENOMEM;
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        char hash[2 * PMSG_TOKEN_HASH_LEN + 1];
+        to_hex(v[i].hash, sizeof v[i].hash, hash);
+        len += (size_t)sprintf(buf + len, "%s %" PRId64 " %s %s\n", v[i].id, v[i].created, hash,
+                               v[i].identity);
+    }
+    int r = store_file_set(t->store, TOKENS_FILE, buf, len);
+    free(buf);
+    return r;
+}
+
+int tokens_open(struct store *st, struct tokens **out)
+{
+    struct tokens *t = calloc(1, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    t->store = st;
+    int r = read_file(t);
+    if (r == 0)
+        r = -pthread_rwlock_init(&t->lock, NULL);
+    if (r < 0) {
+        free(t->v);
+        free(t);
+        return r;
+    }
+    *out = t;
+    return 0;
+}
+
+void tokens_close(struct tokens *t)
+{
+    if (!t)
+        return;
+    pthread_rwlock_destroy(&t->lock);
+    free(t->v);
+    free(t);
+}
+
+/* ---- making, changing, listing ------------------------------------------------- */
+
+int tokens_make(const char *identity, struct policing_token *rec, char text[TOKEN_TEXT_LEN + 1])
+{
+    uint8_t id[PMSG_TOKEN_ID_LEN / 2], secret[TOKEN_SECRET_LEN];
+    *rec = (struct policing_token){.created = (int64_t)time(NULL)};
+    if (gnutls_rnd(GNUTLS_RND_NONCE, id, sizeof id) < 0 ||
+        gnutls_rnd(GNUTLS_RND_KEY, secret, sizeof secret) < 0 ||
+        gnutls_hash_fast(GNUTLS_DIG_SHA256, secret, sizeof secret, rec->hash) < 0) {
+        gnutls_memset(secret, 0, sizeof secret);
+        return -EIO;
+    }
+    to_hex(id, sizeof id, rec->id);
+    snprintf(rec->identity, sizeof rec->identity, "%s", identity);
+    char hex[2 * TOKEN_SECRET_LEN + 1];
+    to_hex(secret, sizeof secret, hex);
+    snprintf(text, TOKEN_TEXT_LEN + 1, TOKEN_PREFIX "%s_%s", rec->id, hex);
+    gnutls_memset(secret, 0, sizeof secret);
+    gnutls_memset(hex, 0, sizeof hex);
+    return 0;
+}
+
+/* Replaces the table with v (n tokens, malloc'd, taken over) once it is
+ * on disk; on failure v is freed and the table stays. */
+static int replace(struct tokens *t, struct policing_token *v, size_t n)
+{
+    int r = persist(t, v, n);
+    if (r < 0) {
+        free(v);
+        return r;
+    }
+    pthread_rwlock_wrlock(&t->lock);
+    struct policing_token *old = t->v;
+    t->v = v;
+    t->n = n;
+    pthread_rwlock_unlock(&t->lock);
+    free(old);
+    return 0;
+}
+
+int tokens_apply(struct tokens *t, const struct policing_token *rec, bool revoke)
+{
+    const char *why;
+    if (!id_ok(rec->id) || (!revoke && access_identity_check(rec->identity, &why) < 0))
+        return -EINVAL;
+    size_t at = t->n; /* main loop: the only writer, so no lock to read */
+    for (size_t i = 0; i < t->n; i++)
+        if (strcmp(t->v[i].id, rec->id) == 0)
+            at = i;
+    if (revoke && at == t->n)
+        return -ESRCH;
+    if (!revoke && at < t->n)
+        return -EEXIST;
+    if (!revoke && t->n >= TOKENS_MAX)
+        return -EDQUOT;
+    struct policing_token *v = malloc((t->n + 1) * sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    if (t->n)
+        memcpy(v, t->v, t->n * sizeof *v);
+    size_t n = t->n;
+    if (revoke) {
+        memmove(&v[at], &v[at + 1], (n - at - 1) * sizeof *v);
+        n--;
+    } else {
+        v[n++] = *rec;
+    }
+    return replace(t, v, n);
+}
+
+int tokens_list(struct tokens *t, struct policing_token **out, size_t *n)
+{
+    pthread_rwlock_rdlock(&t->lock);
+    *out = malloc((t->n ? t->n : 1) * sizeof **out);
+    *n = *out ? t->n : 0;
+    if (*out && t->n)
+        memcpy(*out, t->v, t->n * sizeof **out);
+    pthread_rwlock_unlock(&t->lock);
+    return *out ? 0 : -ENOMEM;
+}
+
+int tokens_load(struct tokens *t, const struct policing_token *rec, size_t n)
+{
+    if (n > TOKENS_MAX)
+        n = TOKENS_MAX; /* the sender's table is bounded alike */
+    if (n == t->n && (n == 0 || memcmp(rec, t->v, n * sizeof *rec) == 0))
+        return 0;
+    struct policing_token *v = malloc((n ? n : 1) * sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    if (n)
+        memcpy(v, rec, n * sizeof *v);
+    return replace(t, v, n);
+}
+
+/* ---- the lookup ---------------------------------------------------------------- */
+
+/* Whether a and b (n bytes) are equal, in a time that does not depend on
+ * where they differ. */
+static bool same_bytes(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    volatile uint8_t d = 0;
+    for (size_t i = 0; i < n; i++)
+        d |= a[i] ^ b[i];
+    return d == 0;
+}
+
+int tokens_identity(struct tokens *t, const char *bearer, char *identity, size_t size)
+{
+    size_t pl = sizeof TOKEN_PREFIX - 1;
+    char id[PMSG_TOKEN_ID_LEN + 1];
+    uint8_t secret[TOKEN_SECRET_LEN], hash[PMSG_TOKEN_HASH_LEN];
+    if (strlen(bearer) != TOKEN_TEXT_LEN || strncmp(bearer, TOKEN_PREFIX, pl) != 0 ||
+        bearer[pl + PMSG_TOKEN_ID_LEN] != '_' ||
+        !from_hex(bearer + pl + PMSG_TOKEN_ID_LEN + 1, secret, sizeof secret))
+        return -ENOENT;
+    memcpy(id, bearer + pl, PMSG_TOKEN_ID_LEN);
+    id[PMSG_TOKEN_ID_LEN] = '\0';
+    int r = gnutls_hash_fast(GNUTLS_DIG_SHA256, secret, sizeof secret, hash);
+    gnutls_memset(secret, 0, sizeof secret);
+    if (r < 0 || !id_ok(id))
+        return -ENOENT;
+    r = -ENOENT;
+    pthread_rwlock_rdlock(&t->lock);
+    for (size_t i = 0; i < t->n; i++) {
+        if (strcmp(t->v[i].id, id) != 0 || !same_bytes(t->v[i].hash, hash, sizeof hash))
+            continue;
+        r = strlen(t->v[i].identity) < size ? 0 : -ENAMETOOLONG;
+        if (r == 0)
+            snprintf(identity, size, "%s", t->v[i].identity);
+        break;
+    }
+    pthread_rwlock_unlock(&t->lock);
+    return r;
+}
