@@ -49,7 +49,7 @@ MIRROR_ENGINE_SRCS := mirror/mvol.c mirror/dirty.c mirror/lost.c mirror/registry
 CORE_SRCS += $(MIRROR_ENGINE_SRCS)
 VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) vsan/vsand.c
 # The CLI: admin requests, and backup, restore and clone over NBD (libnbd).
-CLI_SRCS   := cli/cli.c cli/admin_call.c cli/cli_format.c cli/rbddiff.c cli/backup.c cli/rollback.c cli/access.c \
+CLI_SRCS   := cli/cli.c cli/admin_call.c cli/cli_format.c cli/rbddiff.c cli/backup.c cli/rollback.c cli/access.c cli/ident.c \
               cli/nbd_client.c common/size.c
 # vsan-fuse, the failover client: libfuse3 + libnbd, nothing of the node.
 FUSE_PURE_SRCS := fuse/replicas.c

@@ -138,7 +138,11 @@ int cli_error_exit_code(const char *code)
                {ADMIN_E_SNAPSHOT_LIMIT, EXIT_SNAPSHOT_LIMIT},
                {ADMIN_E_BAD_IDENTITY, EXIT_USAGE},
                {ADMIN_E_NO_SUCH_GRANT, EXIT_NO_GRANT},
-               {ADMIN_E_GRANT_LIMIT, EXIT_GRANT_LIMIT}};
+               {ADMIN_E_GRANT_LIMIT, EXIT_GRANT_LIMIT},
+               {ADMIN_E_FORBIDDEN, EXIT_FORBIDDEN},
+               {ADMIN_E_QUOTA_EXCEEDED, EXIT_QUOTA_EXCEEDED},
+               {ADMIN_E_NO_SUCH_TOKEN, EXIT_NO_TOKEN},
+               {ADMIN_E_LIMIT, EXIT_TABLE_FULL}};
 
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
         if (strcmp(map[i].code, code) == 0)

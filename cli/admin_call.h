@@ -26,6 +26,10 @@ enum exit_code {
     EXIT_SNAPSHOT_LIMIT = 14,
     EXIT_NO_GRANT = 15,
     EXIT_GRANT_LIMIT = 16,
+    EXIT_FORBIDDEN = 17,
+    EXIT_QUOTA_EXCEEDED = 18,
+    EXIT_NO_TOKEN = 19,
+    EXIT_TABLE_FULL = 20,
 };
 
 /* "vsan: MESSAGE\n(see vsan help)" on stderr; returns EXIT_USAGE. */

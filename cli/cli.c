@@ -12,6 +12,7 @@
 #include "cli/access.h"
 #include "cli/admin_call.h"
 #include "cli/backup.h"
+#include "cli/ident.h"
 #include "cli/rollback.h"
 #include "cli/cli_format.h"
 #include "common/size.h"
@@ -33,7 +34,9 @@ static const char help_text[] =
     "  vsan status                         the node: name, version, addresses, uptime\n"
     "  vsan volume list                    every volume: name, size, used, connections\n"
     "  vsan volume show NAME               one volume\n"
-    "  vsan volume create NAME SIZE        a new, zero-filled volume\n"
+    "  vsan volume create NAME SIZE [--owner IDENTITY]\n"
+    "                                      a new, zero-filled volume (owned by IDENTITY:\n"
+    "                                      its quota counts it, it gets a read-write grant)\n"
     "  vsan volume resize NAME SIZE [--force]\n"
     "                                      grow it; shrinking destroys data: --force\n"
     "  vsan volume delete NAME             delete it and its data\n"
@@ -55,6 +58,12 @@ static const char help_text[] =
     "                                      snapshots, read-only)\n"
     "  vsan access revoke VOL IDENTITY     take it back: its connections to VOL end\n"
     "  vsan access list [VOL]              the grants, of VOL or of every volume\n"
+    "  vsan quota set IDENTITY SIZE|none   how much IDENTITY may own (0 or none: no quota)\n"
+    "  vsan quota list                     the quotas: identity, limit, used\n"
+    "  vsan token create IDENTITY          a bearer token for the API, standing for\n"
+    "                                      IDENTITY: shown once, kept only hashed\n"
+    "  vsan token list                     the tokens: id, identity, created\n"
+    "  vsan token revoke ID                the token stops working on every node\n"
     "  vsan replica fail NAME              this node's copy failed (drills): it is\n"
     "                                      outdated, I/O goes on at the others\n"
     "  vsan replica replace NAME           this node's copy is on a new, empty disk:\n"
@@ -100,6 +109,10 @@ static const char help_text[] =
     "  14 snapshot limit: a volume of the snapshot has 1024 already\n"
     "  15 no such grant (access revoke)\n"
     "  16 grant limit: the volume has 256 grants already\n"
+    "  17 forbidden: the caller is not an admin, or not the volume's owner\n"
+    "  18 quota exceeded: the volume's owner would pass its quota\n"
+    "  19 no such token (token revoke)\n"
+    "  20 table full: 4096 quotas or 4096 tokens already\n"
     "\n"
     "backup, restore and clone show progress on stderr when it is a terminal\n"
     "(--progress: always); with --json they print a summary when done.\n"
@@ -128,7 +141,8 @@ static const struct command commands[] = {
     {"status", NULL, "", 0, false, ARG_NAME, "status", cli_print_status},
     {"volume", "list", "", 0, false, ARG_NAME, "volume.list", cli_print_volume_list},
     {"volume", "show", "NAME", 1, false, ARG_NAME, "volume.show", cli_print_volume},
-    {"volume", "create", "NAME SIZE", 2, false, ARG_NAME, "volume.create", cli_print_created},
+    {"volume", "create", "NAME SIZE [--owner IDENTITY]", 2, false, ARG_NAME, "volume.create",
+     cli_print_created},
     {"volume", "resize", "NAME SIZE [--force]", 2, true, ARG_NAME, "volume.resize",
      cli_print_resized},
     {"volume", "delete", "NAME", 1, false, ARG_NAME, "volume.delete", cli_print_deleted},
@@ -152,6 +166,7 @@ struct invocation {
     const struct command *cmd;
     const char *args[2];
     unsigned nargs;
+    const char *owner; /* volume create --owner */
 };
 
 static int help(void)
@@ -227,6 +242,11 @@ static int parse_command_args(char **words, int n, struct invocation *inv)
             if (!inv->cmd->takes_force)
                 return cli_usage_error("%s: --force is only for volume resize", name);
             inv->force = true;
+        } else if (strcmp(words[i], "--owner") == 0 &&
+                   strcmp(inv->cmd->request, "volume.create") == 0) {
+            if (i + 1 == n)
+                return cli_usage_error("%s: --owner needs an IDENTITY", name);
+            inv->owner = words[++i];
         } else if (strcmp(words[i], "-h") == 0 || strcmp(words[i], "--help") == 0) {
             return help();
         } else if (strncmp(words[i], "--", 2) == 0) {
@@ -258,6 +278,10 @@ static int parse_command(char **words, int n, struct invocation *inv)
         return cli_clone(inv->socket, inv->json, words + 2, n - 2);
     if (strcmp(words[0], "access") == 0)
         return cli_access(inv->socket, inv->json, words + 1, n - 1);
+    if (strcmp(words[0], "quota") == 0)
+        return cli_quota(inv->socket, inv->json, words + 1, n - 1);
+    if (strcmp(words[0], "token") == 0)
+        return cli_token(inv->socket, inv->json, words + 1, n - 1);
     if (n >= 2 && strcmp(words[0], "snapshot") == 0 && strcmp(words[1], "rollback") == 0)
         return cli_rollback(inv->socket, inv->json, words + 2, n - 2);
     bool has_verb = strcmp(words[0], "volume") == 0 || strcmp(words[0], "replica") == 0 ||
@@ -364,7 +388,8 @@ static int build_request(const struct invocation *inv, struct json_object **out)
     if (!req || json_add(req, "cmd", json_object_new_string(inv->cmd->request)) < 0 ||
         (inv->nargs >= 1 && json_add(req, "name", json_object_new_string(inv->args[0])) < 0) ||
         (inv->nargs >= 2 && json_add(req, "size", json_object_new_int64((int64_t)size)) < 0) ||
-        (inv->force && json_add(req, "force", json_object_new_boolean(1)) < 0)) {
+        (inv->force && json_add(req, "force", json_object_new_boolean(1)) < 0) ||
+        (inv->owner && json_add(req, "owner", json_object_new_string(inv->owner)) < 0)) {
         fprintf(stderr, "vsan: out of memory\n");
         json_object_put(req);
         return EXIT_ERROR;

@@ -282,6 +282,8 @@ void cli_print_volume(struct json_object *reply)
 {
     print_field("name:", str_of(reply, "name"));
     print_field("uuid:", str_of(reply, "uuid"));
+    if (json_object_object_get_ex(reply, "owner", NULL))
+        print_field("owner:", str_of(reply, "owner"));
     print_size_field("size:", u64_of(reply, "size"));
     print_size_field("used:", u64_of(reply, "allocated"));
     print_u64_field("connections:", u64_of(reply, "connections"));
@@ -295,8 +297,9 @@ void cli_print_created(struct json_object *reply)
     char size[64];
 
     human_exact(u64_of(reply, "size"), size, sizeof size);
-    printf("volume \"%s\" created: %s, uuid %s\n", str_of(reply, "name"), size,
-           str_of(reply, "uuid"));
+    bool owned = json_object_object_get_ex(reply, "owner", NULL);
+    printf("volume \"%s\" created: %s, uuid %s%s%s\n", str_of(reply, "name"), size,
+           str_of(reply, "uuid"), owned ? ", owner " : "", owned ? str_of(reply, "owner") : "");
 }
 
 void cli_print_resized(struct json_object *reply)
