@@ -324,12 +324,28 @@ static void *dup_array(const void *v, size_t n, size_t size)
     return c;
 }
 
+/* Whether the tables are the same (padding and bytes after a NUL aside). */
+static bool same_owners(const struct policing_owner *a, const struct policing_owner *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(a[i].uuid, b[i].uuid) != 0 || strcmp(a[i].identity, b[i].identity) != 0)
+            return false;
+    return true;
+}
+
+static bool same_quotas(const struct policing_quota *a, const struct policing_quota *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a[i].limit != b[i].limit || strcmp(a[i].identity, b[i].identity) != 0)
+            return false;
+    return true;
+}
+
 int owners_load(struct owners *o, const struct policing_idents *id)
 {
     size_t nq = id->nquotas < OWNERS_QUOTAS_MAX ? id->nquotas : OWNERS_QUOTAS_MAX;
-    bool same_own = id->nowners == o->nown &&
-                    (!o->nown || memcmp(id->owners, o->own, o->nown * sizeof *o->own) == 0);
-    bool same_q = nq == o->nq && (!nq || memcmp(id->quotas, o->q, nq * sizeof *o->q) == 0);
+    bool same_own = id->nowners == o->nown && same_owners(id->owners, o->own, o->nown);
+    bool same_q = nq == o->nq && same_quotas(id->quotas, o->q, nq);
     int r = 0;
     if (!same_own) {
         struct policing_owner *v = dup_array(id->owners, id->nowners, sizeof *v);

@@ -234,12 +234,23 @@ int tokens_list(struct tokens *t, struct policing_token **out, size_t *n)
     return *out ? 0 : -ENOMEM;
 }
 
+/* Whether a and b are the same tokens (padding and bytes after a NUL
+ * aside). */
+static bool same_tokens(const struct policing_token *a, const struct policing_token *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(a[i].id, b[i].id) != 0 || strcmp(a[i].identity, b[i].identity) != 0 ||
+            memcmp(a[i].hash, b[i].hash, sizeof a[i].hash) != 0 || a[i].created != b[i].created)
+            return false;
+    return true;
+}
+
 int tokens_load(struct tokens *t, const struct policing_token *rec, size_t n)
 {
     if (n > TOKENS_MAX)
         n = TOKENS_MAX; /* the sender's table is bounded alike */
-    if (n == t->n && (n == 0 || memcmp(rec, t->v, n * sizeof *rec) == 0))
-        return 0;
+    if (n == t->n && same_tokens(rec, t->v, n))
+        return 0; /* as usual: no rewrite */
     struct policing_token *v = malloc((n ? n : 1) * sizeof *v);
     if (!v)
         return -ENOMEM;

@@ -83,6 +83,33 @@ Test(messages, grant_is_fixed_length)
     cr_expect(eq(int, pmsg_check(&m, sizeof m - 1, &why), -1), "a short grant");
 }
 
+Test(messages, quota_and_token_are_fixed_length)
+{
+    const char *why;
+    struct pmsg_quota q;
+    pmsg_init(&q.h, PMSG_QUOTA, sizeof q);
+    cr_assert(eq(int, pmsg_check(&q, sizeof q, &why), PMSG_QUOTA));
+    cr_expect(eq(sz, sizeof q, sizeof(struct pmsg_header) + 8 + 8 + PMSG_IDENTITY_MAX + 1));
+    pmsg_init(&q.h, PMSG_QUOTA, sizeof q - 1);
+    cr_expect(eq(int, pmsg_check(&q, sizeof q - 1, &why), -1), "a short quota");
+    struct pmsg_token t;
+    pmsg_init(&t.h, PMSG_TOKEN, sizeof t);
+    cr_assert(eq(int, pmsg_check(&t, sizeof t, &why), PMSG_TOKEN));
+    cr_expect(eq(sz, sizeof t,
+                 sizeof(struct pmsg_header) + 8 + 1 + PMSG_TOKEN_ID_LEN + 1 + 8 +
+                     PMSG_TOKEN_HASH_LEN + PMSG_IDENTITY_MAX + 1));
+    pmsg_init(&t.h, PMSG_TOKEN, sizeof t + 1);
+    cr_expect(eq(int, pmsg_check(&t, sizeof t + 1, &why), -1), "a long token");
+    /* A CREATE carries its owner (version 9). */
+    struct pmsg_volume v;
+    pmsg_init(&v.h, PMSG_VOL_CREATE, sizeof v);
+    cr_assert(eq(int, pmsg_check(&v, sizeof v, &why), PMSG_VOL_CREATE));
+    cr_expect(eq(sz, sizeof v,
+                 sizeof(struct pmsg_header) + 8 + PMSG_UUID_LEN + 1 + PMSG_NAME_MAX + 1 + 8 + 1 +
+                     PMSG_IDENTITY_MAX + 1));
+    cr_expect(eq(u16, v.h.version, 9));
+}
+
 Test(messages, heartbeat_is_fixed_length)
 {
     struct pmsg_heartbeat m;
@@ -119,7 +146,7 @@ Test(messages, foreign_or_malformed_headers)
     expect_dropped(sizeof(struct pmsg_replica), "length field disagrees with the message");
 
     check(PMSG_REPLICA, sizeof(struct pmsg_replica), NULL);
-    h->type = PMSG_GRANT + 1;
+    h->type = PMSG_TOKEN + 1;
     expect_dropped(sizeof(struct pmsg_replica), "unknown message type");
 }
 

@@ -20,6 +20,10 @@ static const char regions[] = "region table bytes, opaque here";
 /* Rollback fences and grants: the state's own, not malloc'd. */
 static struct policing_fence fences[2];
 static struct policing_grant grants[2];
+/* Owners, quotas and tokens likewise. */
+static struct policing_owner owners[2];
+static struct policing_quota quotas[2];
+static struct policing_token tokens[2];
 
 static struct sync_state make_state(size_t n)
 {
@@ -71,6 +75,21 @@ static struct sync_state make_state(size_t n)
     }
     s.grants = grants;
     s.ngrants = n < 2 ? n : 2;
+    /* The first volume owned by a PSK user, the second by a certificate;
+     * a quota for each; a token for each. */
+    for (size_t i = 0; i < n && i < 2; i++) {
+        const char *who = i == 0 ? "alice" : "dn:CN=carol,O=Example";
+        memcpy(owners[i].uuid, s.vols[i].uuid, sizeof owners[i].uuid);
+        strcpy(owners[i].identity, who);
+        quotas[i] = (struct policing_quota){.limit = (uint64_t)(i + 1) << 40};
+        strcpy(quotas[i].identity, who);
+        tokens[i] = (struct policing_token){.created = 1796600000 + (int64_t)i};
+        snprintf(tokens[i].id, sizeof tokens[i].id, "%016zx", i + 0xabc);
+        strcpy(tokens[i].identity, who);
+        memset(tokens[i].hash, (int)(0x5a + i), sizeof tokens[i].hash);
+    }
+    s.idents = (struct policing_idents){owners,        n < 2 ? n : 2, quotas,
+                                        n < 2 ? n : 2, tokens,        n < 2 ? n : 2};
     return s;
 }
 
@@ -100,6 +119,23 @@ static void expect_equal(const struct sync_state *a, const struct sync_state *b)
     for (size_t i = 0; i < a->ngrants; i++)
         cr_expect(eq(int, memcmp(&a->grants[i], &b->grants[i], sizeof a->grants[i]), 0),
                   "grant %zu", i);
+    const struct policing_idents *x = &a->idents, *y = &b->idents;
+    cr_assert(eq(sz, x->nowners, y->nowners));
+    cr_assert(eq(sz, x->nquotas, y->nquotas));
+    cr_assert(eq(sz, x->ntokens, y->ntokens));
+    for (size_t i = 0; i < x->nowners; i++)
+        cr_expect(eq(int, memcmp(&x->owners[i], &y->owners[i], sizeof x->owners[i]), 0),
+                  "owner %zu", i);
+    for (size_t i = 0; i < x->nquotas; i++)
+        cr_expect(eq(int, memcmp(&x->quotas[i], &y->quotas[i], sizeof x->quotas[i]), 0),
+                  "quota %zu", i);
+    for (size_t i = 0; i < x->ntokens; i++) {
+        const struct policing_token *t = &x->tokens[i], *u = &y->tokens[i];
+        cr_expect(eq(str, (char *)t->id, (char *)u->id), "token %zu", i);
+        cr_expect(eq(str, (char *)t->identity, (char *)u->identity), "token %zu", i);
+        cr_expect(eq(int, memcmp(t->hash, u->hash, sizeof t->hash), 0), "token %zu", i);
+        cr_expect(eq(i64, t->created, u->created), "token %zu", i);
+    }
 }
 
 /* Every piece of a stream, as pmsg_check accepts them. */
@@ -397,6 +433,48 @@ Test(syncstream, a_grant_without_an_identity_or_with_a_bad_mode_is_dropped)
     cr_expect(eq(str, got.grants[0].identity, "bob"));
     cr_expect(eq(u8, got.grants[0].read_only, 1));
     sync_state_free(&got);
+    free(more);
+    free(buf);
+    free(s.vols);
+    free(s.snaps);
+}
+
+Test(syncstream, malformed_owners_quotas_and_tokens_are_dropped)
+{
+    struct sync_state s = make_state(0), got;
+    size_t len;
+    unsigned char *buf = encode(&s, &len);
+    unsigned char *more = malloc(len + 8 * sizeof(struct sync_rec_token) + 200);
+    cr_assert(more != NULL);
+    size_t hdr = sizeof(struct sync_header);
+    memcpy(more, buf, hdr);
+    struct sync_rec_owner no_owner = {.uuid = "u1"}, owner = {.uuid = "u2", .identity = "bob"};
+    struct sync_rec_quota zero = {.limit = 0, .identity = "bob"}, quota = {.limit = 512};
+    struct sync_rec_quota no_id = {.limit = 4096};
+    strcpy(quota.identity, "bob");
+    struct sync_rec_token no_tid = {.identity = "bob"}, token = {.id = "00000000000000ff"};
+    strcpy(token.identity, "bob");
+    size_t at = append_record(more, hdr, SYNC_REC_OWNER, &no_owner, sizeof no_owner);
+    at = append_record(more, at, SYNC_REC_OWNER, &owner, sizeof owner);
+    at = append_record(more, at, SYNC_REC_QUOTA, &zero, sizeof zero);
+    at = append_record(more, at, SYNC_REC_QUOTA, &no_id, sizeof no_id);
+    at = append_record(more, at, SYNC_REC_QUOTA, &quota, sizeof quota);
+    at = append_record(more, at, SYNC_REC_TOKEN, &no_tid, sizeof no_tid);
+    at = append_record(more, at, SYNC_REC_TOKEN, &token, sizeof token);
+    memcpy(more + at, buf + hdr, len - hdr);
+    at += len - hdr;
+    cr_assert(eq(int, sync_decode(more, at, &got), 0));
+    cr_assert(eq(sz, got.idents.nowners, 1));
+    cr_expect(eq(str, got.idents.owners[0].uuid, "u2"));
+    cr_assert(eq(sz, got.idents.nquotas, 1));
+    cr_expect(eq(u64, got.idents.quotas[0].limit, 512));
+    cr_assert(eq(sz, got.idents.ntokens, 1));
+    cr_expect(eq(str, got.idents.tokens[0].id, "00000000000000ff"));
+    sync_state_free(&got);
+    /* A record cut short is a malformed stream. */
+    at = append_record(more, hdr, SYNC_REC_TOKEN, &token, sizeof token - 1);
+    memcpy(more + at, buf + hdr, len - hdr);
+    cr_expect(eq(int, sync_decode(more, at + len - hdr, &got), -EINVAL));
     free(more);
     free(buf);
     free(s.vols);

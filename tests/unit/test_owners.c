@@ -1,0 +1,248 @@
+/* test_owners.c - owners, quotas (volume/owners.h) and tokens
+ * (volume/tokens.h): the quota arithmetic (each volume once, a bare NAME
+ * counting certificate owners by CN, a resize counted at its new size),
+ * the refusals where the cluster applies a CREATE or a RESIZE
+ * (voltable.c), the files across a restart and malformed ones, and
+ * tokens: made, looked up by hash, revoked, loaded. */
+#include "store/store.h"
+#include "volume/access.h"
+#include "volume/owners.h"
+#include "volume/tokens.h"
+#include "volume/volume.h"
+#include "volume/voltable.h"
+
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char dir[] = "/tmp/test_owners.XXXXXX";
+static struct store *store;
+static struct volumes *vols;
+static struct voltable table;
+
+static void setup(void)
+{
+    cr_assert(mkdtemp(dir) != NULL);
+    cr_assert(eq(int, store_open(dir, &store), 0));
+    cr_assert(eq(int, volumes_open(store, &vols), 0));
+    table = (struct voltable){.store = store, .vols = vols};
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void teardown(void)
+{
+    volumes_close(vols);
+    store_close(store);
+    nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    strcpy(dir, "/tmp/test_owners.XXXXXX");
+}
+
+TestSuite(owners, .init = setup, .fini = teardown);
+
+static struct volume_info vol(const char *uuid, uint64_t size)
+{
+    struct volume_info v = {.size = size};
+    snprintf(v.uuid, sizeof v.uuid, "%s", uuid);
+    return v;
+}
+
+#define U1 "11111111-1111-4111-8111-111111111111"
+#define U2 "22222222-2222-4222-8222-222222222222"
+#define U3 "33333333-3333-4333-8333-333333333333"
+
+Test(owners, quota_arithmetic_counts_each_owned_volume_once)
+{
+    struct owners *o = volumes_owners(vols);
+    cr_assert(eq(int, owners_set(o, U1, "alice"), 0));
+    cr_assert(eq(int, owners_set(o, U2, "dn:CN=alice,O=Example"), 0));
+    cr_assert(eq(int, owners_set(o, U3, "bob"), 0));
+    struct volume_info v[] = {vol(U1, 1 << 20), vol(U2, 2 << 20), vol(U3, 4 << 20)};
+    /* A bare NAME counts the PSK owner and the certificate of that CN. */
+    cr_expect(eq(u64, owners_used(o, "alice", v, 3), 3 << 20));
+    cr_expect(eq(u64, owners_used(o, "dn:CN=alice,O=Example", v, 3), 2 << 20));
+    cr_expect(eq(u64, owners_used(o, "bob", v, 3), 4 << 20));
+    cr_expect(eq(u64, owners_used(o, "carol", v, 3), 0));
+
+    cr_assert(eq(int, owners_quota_set(o, "alice", 4 << 20), 0));
+    struct policing_quota over;
+    cr_expect(eq(int, owners_check(o, "alice", NULL, 1 << 20, v, 3, NULL), 0), "exactly full");
+    cr_expect(eq(int, owners_check(o, "alice", NULL, (1 << 20) + 512, v, 3, &over), -EDQUOT));
+    cr_expect(eq(str, over.identity, "alice"));
+    cr_expect(eq(u64, over.limit, 4 << 20));
+    /* The certificate's new volume counts against the bare NAME's quota. */
+    cr_expect(eq(int, owners_check(o, "dn:CN=alice,O=Other", NULL, 2 << 20, v, 3, NULL), -EDQUOT));
+    /* A resize counts the volume at its new size, not twice. */
+    cr_expect(eq(int, owners_check(o, "alice", U1, 2 << 20, v, 3, NULL), 0));
+    cr_expect(eq(int, owners_check(o, "alice", U1, (2 << 20) + 512, v, 3, NULL), -EDQUOT));
+    /* No quota, no limit; a sum that would wrap is over any quota. */
+    cr_expect(eq(int, owners_check(o, "bob", NULL, UINT64_MAX, v, 3, NULL), 0));
+    cr_expect(eq(int, owners_check(o, "alice", NULL, UINT64_MAX - (1 << 20), v, 3, NULL), -EDQUOT));
+    cr_assert(eq(int, owners_forget(o, U1), 0));
+    cr_expect(eq(str, (char *)owners_of(o, U1), ""));
+    cr_expect(eq(u64, owners_used(o, "alice", v, 3), 2 << 20));
+}
+
+Test(owners, quota_changes)
+{
+    struct owners *o = volumes_owners(vols);
+    cr_expect(eq(int, owners_quota_set(o, "alice", 0), -ESRCH));
+    cr_expect(eq(int, owners_quota_set(o, "alice", 512), 0));
+    cr_expect(eq(int, owners_quota_set(o, "alice", 512), -EALREADY));
+    cr_expect(eq(int, owners_quota_set(o, "alice", 1024), 0));
+    cr_expect(eq(int, owners_quota_set(o, "a=b", 1024), -EINVAL));
+    cr_expect(eq(int, owners_quota_set(o, "bob", 1), 0));
+    struct policing_quota *q;
+    size_t n;
+    cr_assert(eq(int, owners_quota_list(o, &q, &n), 0));
+    cr_expect(eq(sz, n, 2));
+    cr_expect(eq(u64, q[0].limit, 1024));
+    free(q);
+    cr_expect(eq(int, owners_quota_set(o, "alice", 0), 0));
+    cr_assert(eq(int, owners_quota_list(o, &q, &n), 0));
+    cr_expect(eq(sz, n, 1));
+    cr_expect(eq(str, q[0].identity, "bob"));
+    free(q);
+}
+
+/* The cluster's side: what every node applies in agreed order. */
+Test(owners, an_owned_create_or_resize_past_the_quota_is_refused_where_it_is_applied)
+{
+    const uint32_t self = 1;
+    struct owners *o = volumes_owners(vols);
+    cr_assert(eq(int, owners_quota_set(o, "alice", 2 << 20), 0));
+    cr_assert(eq(int, voltable_ops.create(&table, U1, "a1", 1 << 20, "alice", &self, 1), 0));
+    struct volume_info info;
+    cr_assert(eq(int, volumes_info(vols, "a1", &info), 0));
+    cr_expect(eq(str, (char *)owners_of(o, U1), "alice"));
+    struct nbd_client alice = {"alice", NBD_TLS_AUTH_PSK, false};
+    cr_expect(eq(int, access_of(volumes_access(vols), U1, &alice), ACCESS_WRITE),
+              "the owner got no read-write grant");
+    /* The second create would pass the quota: refused, nothing made. */
+    cr_expect(eq(int, voltable_ops.create(&table, U2, "a2", (1 << 20) + 512, "alice", &self, 1),
+                 -EDQUOT));
+    cr_expect(eq(int, volumes_info(vols, "a2", &info), -ENOENT));
+    cr_expect(eq(str, (char *)owners_of(o, U2), ""));
+    /* An existing name is what a create without owner would hear. */
+    cr_expect(eq(int, voltable_ops.create(&table, U2, "a1", 8 << 20, "alice", &self, 1), -EEXIST));
+    cr_expect(eq(int, voltable_ops.resize(&table, "a1", (2 << 20) + 512, false), -EDQUOT));
+    cr_expect(eq(int, voltable_ops.resize(&table, "a1", 2 << 20, false), 0));
+    /* Without an owner nothing counts. */
+    cr_expect(eq(int, voltable_ops.create(&table, U3, "free", 8 << 20, "", &self, 1), 0));
+    cr_expect(eq(int, voltable_ops.resize(&table, "free", 16 << 20, false), 0));
+    /* A deleted volume's owner goes: its space is free again. */
+    cr_assert(eq(int, voltable_ops.remove(&table, "a1"), 0));
+    cr_expect(eq(str, (char *)owners_of(o, U1), ""));
+    cr_expect(eq(int, voltable_ops.create(&table, U2, "a2", 2 << 20, "alice", &self, 1), 0));
+    cr_expect(eq(int, voltable_ops.create(&table, U1, "bad", 512, "a:b", &self, 1), -EINVAL));
+}
+
+static void reopen(void)
+{
+    volumes_close(vols);
+    cr_assert(eq(int, volumes_open(store, &vols), 0));
+    table.vols = vols;
+}
+
+Test(owners, owners_quotas_and_tokens_persist_and_a_malformed_file_is_refused)
+{
+    const uint32_t self = 1;
+    cr_assert(eq(int, owners_quota_set(volumes_owners(vols), "dn:CN=x,O=y", 4096), 0));
+    cr_assert(eq(int, voltable_ops.create(&table, U1, "a1", 1 << 20, "bob", &self, 1), 0));
+    struct policing_token rec;
+    char text[TOKEN_TEXT_LEN + 1];
+    cr_assert(eq(int, tokens_make("carol", &rec, text), 0));
+    cr_assert(eq(int, tokens_apply(volumes_tokens(vols), &rec, false), 0));
+    reopen();
+    cr_expect(eq(str, (char *)owners_of(volumes_owners(vols), U1), "bob"));
+    struct policing_quota *q;
+    size_t n;
+    cr_assert(eq(int, owners_quota_list(volumes_owners(vols), &q, &n), 0));
+    cr_expect(eq(sz, n, 1));
+    cr_expect(eq(str, q[0].identity, "dn:CN=x,O=y"));
+    cr_expect(eq(u64, q[0].limit, 4096));
+    free(q);
+    char who[64];
+    cr_expect(eq(int, tokens_identity(volumes_tokens(vols), text, who, sizeof who), 0));
+    cr_expect(eq(str, who, "carol"));
+
+    volumes_close(vols);
+    vols = NULL;
+    char path[sizeof dir + 16];
+    snprintf(path, sizeof path, "%s/quotas", dir);
+    FILE *f = fopen(path, "a");
+    cr_assert(f != NULL);
+    fputs("0 zero\n", f);
+    fclose(f);
+    cr_expect(eq(int, volumes_open(store, &vols), -EINVAL), "a zero quota was read");
+    cr_assert(eq(int, truncate(path, 0), 0));
+    snprintf(path, sizeof path, "%s/tokens", dir);
+    f = fopen(path, "a");
+    cr_assert(f != NULL);
+    fputs("0123456789abcdef 1 00 short\n", f);
+    fclose(f);
+    cr_expect(eq(int, volumes_open(store, &vols), -EINVAL), "a short hash was read");
+    cr_assert(eq(int, truncate(path, 0), 0));
+    cr_assert(eq(int, volumes_open(store, &vols), 0));
+}
+
+Test(owners, tokens_are_found_by_their_hash_and_go_when_revoked)
+{
+    struct tokens *t = volumes_tokens(vols);
+    struct policing_token a, b;
+    char ta[TOKEN_TEXT_LEN + 1], tb[TOKEN_TEXT_LEN + 1], who[PMSG_IDENTITY_MAX + 1];
+    cr_assert(eq(int, tokens_make("alice", &a, ta), 0));
+    cr_assert(eq(int, tokens_make("dn:CN=bob,O=Example", &b, tb), 0));
+    cr_expect(ne(str, a.id, b.id));
+    cr_expect(ne(str, ta, tb));
+    /* Not applied: unknown. */
+    cr_expect(eq(int, tokens_identity(t, ta, who, sizeof who), -ENOENT));
+    cr_assert(eq(int, tokens_apply(t, &a, false), 0));
+    cr_assert(eq(int, tokens_apply(t, &b, false), 0));
+    cr_expect(eq(int, tokens_apply(t, &a, false), -EEXIST));
+    cr_assert(eq(int, tokens_identity(t, tb, who, sizeof who), 0));
+    cr_expect(eq(str, who, "dn:CN=bob,O=Example"));
+    /* b's id with a's secret: the hash decides. */
+    char mixed[TOKEN_TEXT_LEN + 1];
+    memcpy(mixed, tb, 22);
+    memcpy(mixed + 22, ta + 22, sizeof mixed - 22);
+    cr_expect(eq(int, tokens_identity(t, mixed, who, sizeof who), -ENOENT));
+    char upper[TOKEN_TEXT_LEN + 1];
+    memcpy(upper, ta, sizeof upper);
+    for (char *p = upper + 22; *p; p++)
+        if (*p >= 'a' && *p <= 'f')
+            *p = (char)(*p - 'a' + 'A');
+    cr_expect(eq(int, tokens_identity(t, upper, who, sizeof who), strcmp(upper, ta) ? -ENOENT : 0));
+    char longer[TOKEN_TEXT_LEN + 2];
+    snprintf(longer, sizeof longer, "%s0", ta);
+    cr_expect(eq(int, tokens_identity(t, longer, who, sizeof who), -ENOENT));
+    cr_expect(eq(int, tokens_identity(t, ta + 1, who, sizeof who), -ENOENT));
+
+    cr_assert(eq(int, tokens_apply(t, &a, true), 0));
+    cr_expect(eq(int, tokens_identity(t, ta, who, sizeof who), -ENOENT));
+    cr_expect(eq(int, tokens_apply(t, &a, true), -ESRCH));
+    struct policing_token bad = a;
+    strcpy(bad.id, "nothex!!nothex!!");
+    cr_expect(eq(int, tokens_apply(t, &bad, false), -EINVAL));
+
+    /* A sync round: the group's table replaces this one's. */
+    cr_assert(eq(int, tokens_load(t, &a, 1), 0));
+    cr_expect(eq(int, tokens_identity(t, ta, who, sizeof who), 0));
+    cr_expect(eq(int, tokens_identity(t, tb, who, sizeof who), -ENOENT));
+    struct policing_token *list;
+    size_t n;
+    cr_assert(eq(int, tokens_list(t, &list, &n), 0));
+    cr_expect(eq(sz, n, 1));
+    cr_expect(eq(str, list[0].identity, "alice"));
+    free(list);
+}
