@@ -67,7 +67,7 @@ P3=$!
 E2=0 E3=0
 wait "$P2" || E2=$?
 wait "$P3" || E3=$?
-log "   through n2: exit $E2, through n3: exit $E3"
+log "   through n2: exit $E2, through n3: exit $E3: $(cat "$T/r2.out" "$T/r3.out" | grep quota || true)"
 { [ "$E2" = 0 ] && [ "$E3" != 0 ]; } || { [ "$E3" = 0 ] && [ "$E2" != 0 ]; } ||
     lab_fail "not exactly one winner: n2 $E2 ($(cat "$T/r2.out")), n3 $E3 ($(cat "$T/r3.out"))"
 [ "$((E2 + E3))" = 18 ] || lab_fail "the loser exited $((E2 + E3)), not 18 (quota exceeded)"
