@@ -978,9 +978,12 @@ static int cat_open(void *ctx, const char *name, const struct nbd_client *who,
     enum access_mode mode = ACCESS_NONE;
     char vname[VOLUME_NAME_MAX + 1];
     const char *at = strchr(name, '@');
-    if (at && (size_t)(at - name) > VOLUME_NAME_MAX)
+    size_t len = at ? (size_t)(at - name) : strlen(name);
+    /* Too long is unknown, never cut: the server ends a revoked client's
+     * connections by the name it asked for, which must be the volume's. */
+    if (len > VOLUME_NAME_MAX)
         return -ENOENT;
-    snprintf(vname, sizeof vname, "%.*s", at ? (int)(at - name) : VOLUME_NAME_MAX, name);
+    snprintf(vname, sizeof vname, "%.*s", (int)len, name);
     volumes_lock_shared(vols);
     struct volume *v = volumes_find_name(vols, vname);
     if (v != NULL)

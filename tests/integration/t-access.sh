@@ -17,6 +17,8 @@
 #  5. Bad input: an unknown volume, bad identities, a revoke of no grant,
 #     a volume over its cap of grants: precise errors and exit codes, and
 #     nothing changes.
+#  6. A name longer than a volume name ("<64-char volume>ALIAS") is an
+#     unknown export, not that volume.
 # timeout: 240
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -227,5 +229,12 @@ expect_exit 0 vsan --json access list b
 json_assert 'len(d["grants"]) == 256 and "one-too-many" not in [g["identity"] for g in d["grants"]]'
 expect_exit 0 vsan --json access list a
 json_assert '[(g["identity"], g["mode"]) for g in d["grants"]] == [("alice", "read-only")]'
+
+log "6. a name past the longest volume name is no alias of that volume"
+LONG=$(printf 'v%.0s' $(seq 64))
+expect_exit 0 vsan volume create "$LONG" 16M
+expect_exit 0 vsan access grant "$LONG" bob
+expect_exit 0 nbdinfo "$(psk_uri bob "$LONG")"
+same_as_missing bob "${LONG}ALIAS"
 vsand_stop TERM
 log "ok"
