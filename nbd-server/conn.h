@@ -128,6 +128,7 @@ struct nbd_conn {
     unsigned threads;      /* threads still serving this connection */
     bool serving;          /* in transmission: export_name and the identity are set */
     unsigned ended_epoch;  /* the server's revoke count when the handshake began */
+    unsigned revoked;      /* nbd_server_end_clients's mark when it ended c, or 0 */
     struct nbd_conn *next; /* the server's list of connections */
 };
 

@@ -66,7 +66,7 @@ struct nbd_server {
     struct nbd_conn *conns;
     unsigned nconns;
     unsigned handshaking; /* of nconns, those still in the handshake */
-    unsigned ended;       /* calls of nbd_server_end_clients that marked any */
+    unsigned ended;       /* calls of nbd_server_end_clients (never 0 once one ran) */
     /* Connections refused since the last message that said so. */
     unsigned long refused;
     time_t refused_logged;
@@ -689,10 +689,14 @@ static bool export_of(const char *export, const char *vol)
 }
 
 unsigned nbd_server_end_clients(struct nbd_server *srv, const char *vol,
-                                bool (*match)(void *arg, const struct nbd_client *who), void *arg)
+                                bool (*match)(void *arg, const struct nbd_client *who), void *arg,
+                                unsigned *mark)
 {
     unsigned n = 0;
     pthread_mutex_lock(&srv->lock);
+    if (++srv->ended == 0)
+        srv->ended++; /* 0 is no mark */
+    *mark = srv->ended;
     for (struct nbd_conn *c = srv->conns; c; c = c->next) {
         if (!c->serving)
             continue; /* ends as it enters transmission (conn_serving) */
@@ -701,15 +705,34 @@ unsigned nbd_server_end_clients(struct nbd_server *srv, const char *vol,
         if (!export_of(c->export_name, vol) || !match(arg, &who) ||
             atomic_exchange(&c->ending, true))
             continue;
+        c->revoked = *mark;
         n++;
     }
-    srv->ended++;
     pthread_mutex_unlock(&srv->lock);
     if (n > 0)
         qb_log(LOG_INFO,
                "nbd: volume \"%s\": ending %u connections whose grant changed: their next "
                "request gets ESHUTDOWN",
                vol, n);
+    return n;
+}
+
+unsigned nbd_server_drop_clients(struct nbd_server *srv, unsigned mark)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&srv->lock);
+    for (struct nbd_conn *c = srv->conns; c; c = c->next) {
+        /* Marks count up from 1 and wrap after 2^32 revokes: compared as
+         * a distance, a mark made after this one is never taken for it. */
+        if (c->revoked == 0 || (int)(mark - c->revoked) < 0)
+            continue;
+        shutdown(c->in_fd, SHUT_RDWR);
+        c->revoked = 0;
+        n++;
+    }
+    pthread_mutex_unlock(&srv->lock);
+    if (n > 0)
+        qb_log(LOG_INFO, "nbd: disconnected %u idle connections whose grant changed", n);
     return n;
 }
 

@@ -89,9 +89,16 @@ unsigned nbd_server_end_connections(struct nbd_server *srv, const char *local);
  * match(arg, who) says, as nbd_server_end_connections does: a revoked
  * grant. Connections still in the handshake when it runs end once they
  * enter transmission (their export was opened under the old grants).
- * Any thread. Returns how many were marked. */
+ * *mark: this call's mark for nbd_server_drop_clients. Any thread.
+ * Returns how many were marked. */
 unsigned nbd_server_end_clients(struct nbd_server *srv, const char *vol,
-                                bool (*match)(void *arg, const struct nbd_client *who), void *arg);
+                                bool (*match)(void *arg, const struct nbd_client *who), void *arg,
+                                unsigned *mark);
+/* Disconnects the connections ended by nbd_server_end_clients up to the
+ * call that returned mark and still there: idle clients, which would
+ * otherwise keep their socket, and keep their volume in use, for ever.
+ * Returns how many. */
+unsigned nbd_server_drop_clients(struct nbd_server *srv, unsigned mark);
 /* Disconnects those marked by nbd_server_end_connections that are still
  * there (idle clients); returns how many. */
 unsigned nbd_server_drop_connections(struct nbd_server *srv, const char *local);

@@ -67,6 +67,12 @@ struct node {
     struct mirror *mirror; /* NULL when standalone */
     struct actlog *actlog; /* with the mirror */
     struct nbd_server *nbd;
+    /* Revoked clients still connected after the grace period are cut
+     * (drop_revoked): the mark of the revoke the armed timer is for, and
+     * of the last one since, which the next round is for. */
+    qb_loop_timer_handle drop_timer;
+    bool drop_armed;
+    unsigned drop_mark, drop_next;
     struct service *service;
     struct admin_node admin_node;
     struct admin *admin;
@@ -474,20 +480,49 @@ struct grant_match {
     const char *identity;
 };
 
+static void drop_revoked(void *arg);
+
 static bool grant_matches(void *arg, const struct nbd_client *who)
 {
     const struct grant_match *m = arg;
     return !who->all && access_matches(m->identity, who->identity, who->auth);
 }
 
+static void drop_arm(struct node *n, unsigned mark)
+{
+    uint64_t ns = (uint64_t)n->cfg.nbd.shutdown_grace_ms * 1000000ull;
+    n->drop_mark = mark;
+    n->drop_armed =
+        qb_loop_timer_add(n->loop, QB_LOOP_MED, ns, n, drop_revoked, &n->drop_timer) == 0;
+    if (!n->drop_armed)
+        qb_log(LOG_WARNING, "nbd: revoked clients: no timer to disconnect the idle ones");
+}
+
+/* The grace period of the revokes up to drop_mark is over: their clients
+ * had the time to hear ESHUTDOWN; those still connected are idle, and go. */
+static void drop_revoked(void *arg)
+{
+    struct node *n = arg;
+    n->drop_armed = false;
+    if (n->nbd)
+        nbd_server_drop_clients(n->nbd, n->drop_mark);
+    if (n->drop_next != n->drop_mark)
+        drop_arm(n, n->drop_next);
+}
+
 /* A grant went or changed mode (voltable.h): the identity's connections
- * here to the volume and its snapshots end (ESHUTDOWN). */
+ * here to the volume and its snapshots end (ESHUTDOWN), and those still
+ * there after the grace period are disconnected. */
 static void grant_ended(void *arg, const char *volume, const char *identity)
 {
     struct node *n = arg;
     struct grant_match m = {identity};
-    if (n->nbd)
-        nbd_server_end_clients(n->nbd, volume, grant_matches, &m);
+    unsigned mark;
+    if (!n->nbd || nbd_server_end_clients(n->nbd, volume, grant_matches, &m, &mark) == 0)
+        return;
+    n->drop_next = mark;
+    if (!n->drop_armed)
+        drop_arm(n, mark);
 }
 
 /* The cluster, or a group of one in standalone mode: either way volume

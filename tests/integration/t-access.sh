@@ -19,6 +19,9 @@
 #     nothing changes.
 #  6. A name longer than a volume name ("<64-char volume>ALIAS") is an
 #     unknown export, not that volume.
+#  7. A revoked client that sends nothing more is disconnected after the
+#     grace period (its volume can be deleted); a volume made again under
+#     that name starts without grants.
 # timeout: 240
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -236,5 +239,16 @@ expect_exit 0 vsan volume create "$LONG" 16M
 expect_exit 0 vsan access grant "$LONG" bob
 expect_exit 0 nbdinfo "$(psk_uri bob "$LONG")"
 same_as_missing bob "${LONG}ALIAS"
+
+log "7. an idle revoked client is disconnected after the grace period; a new volume of its name has no grants"
+expect_exit 0 vsan volume create idle 16M
+expect_exit 0 vsan access grant idle bob
+held bobidle bob idle
+expect_exit 0 vsan access revoke idle bob
+wait_until 30 vsan volume delete idle || die "volume idle still in use by a revoked idle client"
+expect_exit 0 vsan volume create idle 16M
+expect_exit 0 vsan --json access list idle
+json_assert 'd["grants"] == []'
+same_as_missing bob idle
 vsand_stop TERM
 log "ok"
