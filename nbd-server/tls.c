@@ -58,7 +58,7 @@ struct nbd_tls_session {
     pthread_mutex_t mu; /* one GnuTLS call at a time */
     struct nbd_tls_creds *creds;
     enum nbd_tls_auth auth;
-    char identity[NBD_TLS_IDENTITY_MAX];
+    char identity[NBD_TLS_IDENTITY_MAX + 1];
     char gather[RECORD_MAX];
 };
 
@@ -309,31 +309,62 @@ static int handshake(struct nbd_tls_session *t, int fd, const char *peer,
     }
 }
 
+/* Keeps name as t's identity, refusing (logged) one that does not fit:
+ * cut, a subject or user name could match a grant the whole one does not
+ * ("CN=mallory,OU=...,CN=administrator" cut to "...,CN=admin"). */
+static int keep_identity(struct nbd_tls_session *t, const char *peer, const char *what,
+                         const char *name, size_t len)
+{
+    if (len > NBD_TLS_IDENTITY_MAX) {
+        qb_log(LOG_WARNING, "nbd %s: TLS: %s is longer than %d bytes: closing", peer, what,
+               NBD_TLS_IDENTITY_MAX);
+        return -1;
+    }
+    memcpy(t->identity, name, len);
+    t->identity[len] = '\0';
+    return 0;
+}
+
 /* The identity the handshake established, for logs now and access
- * control later. */
-static void take_identity(struct nbd_tls_session *t)
+ * control later. -1 (logged) for one that can't be kept: a PSK user or a
+ * subject too long, or a certificate whose subject can't be read (GnuTLS
+ * prints no empty one), which must not pass for a client without any. */
+static int take_identity(struct nbd_tls_session *t, const char *peer)
 {
     t->identity[0] = '\0';
     t->auth = NBD_TLS_AUTH_NONE;
     if (gnutls_auth_get_type(t->s) == GNUTLS_CRD_PSK) {
         const char *user = gnutls_psk_server_get_username(t->s);
         t->auth = NBD_TLS_AUTH_PSK;
-        snprintf(t->identity, sizeof t->identity, "%s", user ? user : "");
-        return;
+        return keep_identity(t, peer, "the PSK user name", user ? user : "",
+                             user ? strlen(user) : 0);
     }
     unsigned n = 0;
     const gnutls_datum_t *certs = gnutls_certificate_get_peers(t->s, &n);
+    if (!certs || n == 0)
+        return 0; /* no client certificate (verify_peer = no) */
     gnutls_x509_crt_t crt;
-    if (!certs || n == 0 || gnutls_x509_crt_init(&crt) < 0)
-        return;
     gnutls_datum_t dn = {NULL, 0};
-    if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0 &&
-        gnutls_x509_crt_get_dn3(crt, &dn, 0) == 0) {
-        t->auth = NBD_TLS_AUTH_X509;
-        snprintf(t->identity, sizeof t->identity, "%.*s", (int)dn.size, (const char *)dn.data);
+    int r = gnutls_x509_crt_init(&crt);
+    if (r == 0) {
+        r = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER);
+        if (r == 0)
+            r = gnutls_x509_crt_get_dn3(crt, &dn, 0);
+        gnutls_x509_crt_deinit(crt);
     }
+    if (r == 0 && dn.size == 0)
+        r = GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE;
+    if (r < 0) {
+        qb_log(LOG_WARNING,
+               "nbd %s: TLS: client certificate: its subject can't be read: %s: closing", peer,
+               gnutls_strerror(r));
+        gnutls_free(dn.data);
+        return -1;
+    }
+    t->auth = NBD_TLS_AUTH_X509;
+    r = keep_identity(t, peer, "client certificate: its subject", (const char *)dn.data, dn.size);
     gnutls_free(dn.data);
-    gnutls_x509_crt_deinit(crt);
+    return r;
 }
 
 struct nbd_tls_session *nbd_tls_accept(struct nbd_tls_creds *creds, int fd, const char *peer,
@@ -357,7 +388,10 @@ struct nbd_tls_session *nbd_tls_accept(struct nbd_tls_creds *creds, int fd, cons
         nbd_tls_session_free(t);
         return NULL;
     }
-    take_identity(t);
+    if (take_identity(t, peer) < 0) {
+        nbd_tls_session_free(t);
+        return NULL;
+    }
     char *desc = gnutls_session_get_desc(t->s);
     qb_log(LOG_INFO, "nbd %s: TLS %s, %s%s", peer, desc ? desc : "?",
            t->auth == NBD_TLS_AUTH_PSK    ? "PSK user "

@@ -24,7 +24,10 @@
 #  3. tls = on: data written over TLS is what a plain client reads, and
 #     the other way round.
 #  4. verify_peer = yes: no client certificate, or one from another CA,
-#     fails; one from the CA is served and logged with its subject.
+#     fails; one from the CA is served and logged with its subject. A CN
+#     with commas and escapes (as certtool writes it, as GnuTLS prints
+#     it) matches its bare name and its dn: grant; a subject longer than
+#     an identity, or one GnuTLS can't print (empty), fails the handshake.
 #  5. SIGHUP with a new CA and server certificate: a connection opened
 #     before keeps working, new clients need the new CA; a reload that
 #     fails keeps the credentials in force.
@@ -425,6 +428,40 @@ cp "$T/a-cli/ca-cert.pem" "$T/b-crt/client-"*.pem "$T/rogue/"
 expect_exit 1 nbdinfo "$(x509_uri p "$T/rogue")"
 expect_exit 0 nbdinfo "$(x509_uri p "$T/a-crt")"
 wait_until 10 grep -q "certificate CN=a-client" "$LOG" || die "the client's subject was not logged"
+
+# client_cert NAME TEMPLATE_LINE...: $T/NAME, a client directory with a
+# certificate of CA a made by certtool from those template lines.
+client_cert() {
+    local n=$1
+    shift
+    mkdir -p "$T/$n"
+    cp "$T/a-ca/ca-cert.pem" "$T/$n/"
+    gc_tls_key "$T/$n/client-key.pem" || die "$GC_ERR"
+    gc_certtool --generate-certificate --load-privkey "$T/$n/client-key.pem" \
+        --load-ca-certificate "$T/a-ca/ca-cert.pem" --load-ca-privkey "$T/a-ca/ca-key.pem" \
+        --outfile "$T/$n/client-cert.pem" -- \
+        "$(printf '%s\n' "$@" "expiration_days = 10" signing_key tls_www_client)" || die "$GC_ERR"
+}
+log "   subjects: commas and escapes in a CN; too long or unreadable: the handshake fails"
+client_cert comma 'cn = "Doe, John+x"' 'unit = "a,b"'
+expect_exit 1 nbdinfo "$(x509_uri p "$T/comma")"
+expect_exit 0 vsan access grant p "Doe, John+x"
+expect_exit 0 nbdinfo "$(x509_uri p "$T/comma")"
+expect_exit 0 vsan access revoke p "Doe, John+x"
+expect_exit 0 vsan access grant p 'dn:CN=Doe\, John\+x,OU=a\,b'
+expect_exit 0 nbdinfo "$(x509_uri p "$T/comma")"
+# Cut at 511 bytes, this subject would end in "CN=admin".
+client_cert long "dn = \"CN=mallory,OU=$(printf 'p%.0s' $(seq 488)),CN=administrator\""
+expect_exit 0 vsan access grant p admin
+expect_exit 1 nbdinfo "$(x509_uri p "$T/long")"
+wait_until 10 grep -q "client certificate: its subject is longer than 512 bytes" "$LOG" ||
+    die "the subject too long was not logged"
+# No subject at all: not a client without identity ("anonymous").
+client_cert empty
+expect_exit 0 vsan access grant p anonymous
+expect_exit 1 nbdinfo "$(x509_uri p "$T/empty")"
+wait_until 10 grep -q "client certificate: its subject can't be read" "$LOG" ||
+    die "the unreadable subject was not logged"
 
 log "5. SIGHUP: a new CA and server certificate for new connections only"
 cat >"$T/held.py" <<'PY'
