@@ -22,6 +22,7 @@ struct access {
     pthread_rwlock_t lock;
     struct policing_grant *g; /* in the order granted */
     size_t n;
+    bool stale; /* the file lags the table: rewritten at the next change or sync round */
 };
 
 /* ---- identities ------------------------------------------------------------ */
@@ -250,18 +251,32 @@ enum access_mode access_of(struct access *a, const char *uuid, const struct nbd_
 
 /* Replaces the table with g (n grants, malloc'd, taken over) once it is
  * on disk; on failure g is freed and the table stays. Main loop only, so
- * the table read without the lock is the one replaced. */
-static int replace(struct access *a, struct policing_grant *g, size_t n)
+ * the table read without the lock is the one replaced.
+ *
+ * fail_closed (a change that takes rights away, or may, as the group
+ * agreed it): the table is replaced even if the file can't be written, as
+ * the other nodes applied the change and a node keeping the old grants
+ * would go on serving what was revoked. The file then lags (logged; the
+ * table is marked stale), until the next change or sync round rewrites
+ * it; a restart before that starts from the old file, and the sync round
+ * of the join brings the group's grants. */
+static int replace(struct access *a, struct policing_grant *g, size_t n, bool fail_closed)
 {
     int r = persist(a, g, n);
-    if (r < 0) {
+    if (r < 0 && !fail_closed) {
         free(g);
         return r;
     }
+    if (r < 0)
+        qb_log(LOG_ERR,
+               "grants file: %s: the change is in force here, the file is rewritten at the "
+               "next change or sync round",
+               strerror(-r));
     pthread_rwlock_wrlock(&a->lock);
     struct policing_grant *old = a->g;
     a->g = g;
     a->n = n;
+    a->stale = r < 0;
     pthread_rwlock_unlock(&a->lock);
     free(old);
     return 0;
@@ -314,7 +329,7 @@ int access_set(struct access *a, const char *uuid, const char *identity, int mod
         snprintf(g[n].identity, sizeof g[n].identity, "%s", identity);
         n++;
     }
-    int r = replace(a, g, n);
+    int r = replace(a, g, n, existed);
     *ended = r == 0 && existed;
     return r;
 }
@@ -332,7 +347,7 @@ int access_forget(struct access *a, const char *uuid)
         free(g);
         return 0;
     }
-    return replace(a, g, n);
+    return replace(a, g, n, true);
 }
 
 int access_list(struct access *a, const char *uuid, struct policing_grant **out, size_t *n)
@@ -371,7 +386,7 @@ int access_load(struct access *a, const struct policing_grant *g, size_t n,
     struct policing_grant *old = a->g;
     size_t nold = a->n;
     bool same = n == nold && (n == 0 || memcmp(copy, old, n * sizeof *copy) == 0);
-    if (same) {
+    if (same && !a->stale) {
         free(copy);
         return 0;
     }
@@ -382,8 +397,8 @@ int access_load(struct access *a, const struct policing_grant *g, size_t n,
     }
     if (nold)
         memcpy(keep, old, nold * sizeof *keep);
-    int r = replace(a, copy, n);
-    for (size_t i = 0; r == 0 && i < nold; i++) {
+    int r = replace(a, copy, n, true);
+    for (size_t i = 0; r == 0 && !same && i < nold; i++) {
         const struct policing_grant *now = find(g, n, keep[i].uuid, keep[i].identity);
         if (!now || now->read_only != keep[i].read_only)
             ended(arg, keep[i].uuid, keep[i].identity);

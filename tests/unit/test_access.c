@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const struct nbd_client alice_psk = {"alice", NBD_TLS_AUTH_PSK, false};
@@ -239,4 +240,57 @@ Test(access, the_catalog_shows_and_opens_only_what_a_client_may_see, .init = set
     cr_expect(eq(int, open_as("b@s", &alice_psk, &ro), -ENOENT));
     cr_expect(eq(int, open_as("b", &bob_psk, &ro), 0));
     cr_expect(ro, "a read-only grant opens read-only");
+}
+
+/* ---- a grants file that can't be written --------------------------------- */
+
+/* Makes DATA_DIR/grants a directory that is not empty: rewriting the file
+ * (a rename over it) fails until unbroken. */
+static void break_grants_file(void)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/grants", dir);
+    cr_assert(eq(int, unlink(path), 0));
+    cr_assert(eq(int, mkdir(path, 0700), 0));
+    snprintf(path, sizeof path, "%s/grants/x", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f != NULL);
+    fclose(f);
+}
+
+static void unbreak_grants_file(void)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/grants", dir);
+    cr_assert(eq(int, nftw(path, rm_entry, 8, FTW_DEPTH | FTW_PHYS), 0));
+}
+
+Test(access, a_revoke_the_file_does_not_take_is_in_force_and_written_later, .init = setup,
+     .fini = teardown)
+{
+    cr_assert(eq(int, volumes_create(vols, "db", 1 << 20, NULL, NULL), 0));
+    struct access *a = volumes_access(vols);
+    cr_assert(eq(int, set("db", "alice", PMSG_GRANT_RW, NULL), 0));
+    cr_assert(eq(int, set("db", "bob", PMSG_GRANT_RW, NULL), 0));
+    break_grants_file();
+    bool ended = false;
+    cr_expect(eq(int, set("db", "alice", PMSG_GRANT_REVOKE, &ended), 0));
+    cr_expect(ended, "the revoke ends alice's connections though the file kept her grant");
+    cr_expect(eq(int, access_of(a, uuid_of("db"), &alice_psk), ACCESS_NONE));
+    ended = false;
+    cr_expect(eq(int, set("db", "bob", PMSG_GRANT_RO, &ended), 0));
+    cr_expect(ended);
+    cr_expect(eq(int, access_of(a, uuid_of("db"), &bob_psk), ACCESS_READ));
+    cr_expect(lt(int, set("db", "carol", PMSG_GRANT_RW, NULL), 0), "a new grant fails closed");
+    unbreak_grants_file();
+    /* The sync round brings the same table: the file is written all the same. */
+    struct policing_grant *g;
+    size_t n;
+    cr_assert(eq(int, access_list(a, NULL, &g, &n), 0));
+    cr_assert(eq(int, access_load(a, g, n, NULL, NULL), 0));
+    free(g);
+    close_pool();
+    open_pool();
+    cr_expect(eq(int, access_of(volumes_access(vols), uuid_of("db"), &alice_psk), ACCESS_NONE));
+    cr_expect(eq(int, access_of(volumes_access(vols), uuid_of("db"), &bob_psk), ACCESS_READ));
 }
