@@ -155,6 +155,10 @@ struct nbd_catalog_ops {
      * (and counts as in use) until close. */
     int (*open)(void *ctx, const char *name, const struct nbd_client *who, struct nbd_export *exp);
     void (*close)(void *ctx, struct nbd_export *exp);
+    /* Whether who, having opened name as exp, would open it alike now
+     * (the grants may have changed since); NULL: never. */
+    bool (*still)(void *ctx, const char *name, const struct nbd_client *who,
+                  const struct nbd_export *exp);
     /* Calls fn for every export who may see, in a stable order, until fn
      * returns non-zero; returns that value, or 0. */
     int (*list)(void *ctx, const struct nbd_client *who,

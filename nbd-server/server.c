@@ -301,15 +301,26 @@ void conn_client(const struct nbd_conn *c, struct nbd_client *who)
 }
 
 /* c enters transmission. A revoke that ran during its handshake may have
- * missed it (its export was opened under the old grants): it ends, and a
- * new connection is checked against the new ones. */
-static void conn_serving(struct nbd_conn *c)
+ * missed it (its export was opened under the old grants): then whether
+ * the client would open it alike now is asked again, and if not, c is
+ * closed (a new connection gets the new answer). false: closed. */
+static bool conn_serving(struct nbd_conn *c)
 {
     pthread_mutex_lock(&c->srv->lock);
-    c->serving = true;
-    if (c->srv->ended != c->ended_epoch)
-        atomic_store(&c->ending, true);
+    c->serving = true; /* from now on a revoke finds c */
+    bool recheck = c->srv->ended != c->ended_epoch;
     pthread_mutex_unlock(&c->srv->lock);
+    if (!recheck)
+        return true;
+    void *ctx;
+    const struct nbd_catalog_ops *cat = nbd_server_catalog(c->srv, &ctx);
+    struct nbd_client who;
+    conn_client(c, &who);
+    if (cat->still && cat->still(ctx, c->export_name, &who, &c->exp))
+        return true;
+    qb_log(LOG_INFO, "nbd %s: export \"%s\": its grant changed during the handshake: closing",
+           c->peer, c->export_name);
+    return false;
 }
 
 /* Called by each serving thread as it leaves; the last one drops the
@@ -403,7 +414,10 @@ static void serve_conn(struct nbd_conn *c)
         conn_leave(c);
         return;
     }
-    conn_serving(c);
+    if (!conn_serving(c)) {
+        conn_leave(c);
+        return;
+    }
     enum nbd_tls_auth auth;
     const char *who = conn_identity(c, &auth);
     qb_log(LOG_DEBUG, "nbd %s: export \"%s\": transmission, %s replies, %s%s%s", c->peer,

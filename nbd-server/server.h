@@ -87,8 +87,10 @@ int nbd_server_unlisten(struct nbd_server *srv, const char *addr);
 unsigned nbd_server_end_connections(struct nbd_server *srv, const char *local);
 /* Ends every connection to export VOL or VOL@SNAP (vol) whose client
  * match(arg, who) says, as nbd_server_end_connections does: a revoked
- * grant. Connections still in the handshake when it runs end once they
- * enter transmission (their export was opened under the old grants).
+ * grant. Connections still in the handshake when it runs are checked
+ * again as they enter transmission (their export may have been opened
+ * under the old grants), and closed if the client would not open it alike
+ * now (nbd_catalog_ops.still).
  * *mark: this call's mark for nbd_server_drop_clients. Any thread.
  * Returns how many were marked. */
 unsigned nbd_server_end_clients(struct nbd_server *srv, const char *vol,

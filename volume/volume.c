@@ -969,27 +969,36 @@ static void describe_free(struct volume *v, const char *d)
         free((char *)d);
 }
 
-/* name is VOL, or VOL@SNAP: a snapshot of VOL (snapexport.c), which
- * counts as a connection to VOL too (VOL is not deleted under it). */
-static int cat_open(void *ctx, const char *name, const struct nbd_client *who,
-                    struct nbd_export *exp)
+/* Under the lock: the volume of export name (VOL or VOL@SNAP) and what
+ * who may do with it; NULL if there is none or who may not see it. */
+static struct volume *export_volume(struct volumes *vols, const char *name,
+                                    const struct nbd_client *who, enum access_mode *mode)
 {
-    struct volumes *vols = ctx;
-    enum access_mode mode = ACCESS_NONE;
     char vname[VOLUME_NAME_MAX + 1];
     const char *at = strchr(name, '@');
     size_t len = at ? (size_t)(at - name) : strlen(name);
     /* Too long is unknown, never cut: the server ends a revoked client's
      * connections by the name it asked for, which must be the volume's. */
     if (len > VOLUME_NAME_MAX)
-        return -ENOENT;
+        return NULL;
     snprintf(vname, sizeof vname, "%.*s", (int)len, name);
-    volumes_lock_shared(vols);
     struct volume *v = volumes_find_name(vols, vname);
-    if (v != NULL)
-        mode = access_of(vols->access, svol_uuid(v->sv), who);
-    if (mode == ACCESS_NONE)
-        v = NULL; /* as if there were none: no client learns what it may not see */
+    *mode = v ? access_of(vols->access, svol_uuid(v->sv), who) : ACCESS_NONE;
+    return *mode == ACCESS_NONE ? NULL : v;
+}
+
+/* name is VOL, or VOL@SNAP: a snapshot of VOL (snapexport.c), which
+ * counts as a connection to VOL too (VOL is not deleted under it). */
+static int cat_open(void *ctx, const char *name, const struct nbd_client *who,
+                    struct nbd_export *exp)
+{
+    struct volumes *vols = ctx;
+    enum access_mode mode;
+    const char *at = strchr(name, '@');
+    volumes_lock_shared(vols);
+    /* None the client may see is as if there were none: no client learns
+     * what it may not see. */
+    struct volume *v = export_volume(vols, name, who, &mode);
     if (v != NULL) {
         atomic_fetch_add(&v->refs, 1);
         atomic_fetch_add(&v->connections, 1);
@@ -1019,6 +1028,19 @@ static int cat_open(void *ctx, const char *name, const struct nbd_client *who,
         volume_unref(v);
     }
     return r;
+}
+
+/* A snapshot is read-only whatever the grant: only its going matters. */
+static bool cat_still(void *ctx, const char *name, const struct nbd_client *who,
+                      const struct nbd_export *exp)
+{
+    struct volumes *vols = ctx;
+    enum access_mode mode;
+    volumes_lock_shared(vols);
+    bool still = export_volume(vols, name, who, &mode) != NULL &&
+                 (snapx_is(exp) || exp->read_only == (mode == ACCESS_READ));
+    volumes_unlock(vols);
+    return still;
 }
 
 static void cat_close(void *ctx, struct nbd_export *exp)
@@ -1208,5 +1230,6 @@ static int cat_list(void *ctx, const struct nbd_client *who,
 const struct nbd_catalog_ops volumes_catalog = {
     .open = cat_open,
     .close = cat_close,
+    .still = cat_still,
     .list = cat_list,
 };

@@ -22,6 +22,9 @@
 #  7. A revoked client that sends nothing more is disconnected after the
 #     grace period (its volume can be deleted); a volume made again under
 #     that name starts without grants.
+#  8. A revoke while other clients are in their handshake ends none of
+#     those it does not concern (root on the local socket, another
+#     identity's).
 # timeout: 240
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -250,5 +253,40 @@ expect_exit 0 vsan volume create idle 16M
 expect_exit 0 vsan --json access list idle
 json_assert 'd["grants"] == []'
 same_as_missing bob idle
+
+log "8. a revoke during others' handshakes ends none of them (root on the local socket, alice)"
+cat >"$T/opt.py" <<'PY'
+import os, sys, time
+import nbd
+where, psk, user, exp, ready, go = sys.argv[1:]
+h = nbd.NBD()
+h.set_opt_mode(True)
+h.set_export_name(exp)
+if psk:
+    h.set_tls(nbd.TLS_REQUIRE)
+    h.set_tls_psk_file(psk)
+    h.set_tls_username(user)
+    h.connect_tcp("127.0.0.1", where)
+else:
+    h.connect_unix(where)
+open(ready, "w").close()
+while not os.path.exists(go):
+    time.sleep(0.05)
+h.opt_go()
+try:
+    h.pread(4096, 0)
+    print("served")
+except nbd.Error as e:
+    print("ended:", e.string)
+PY
+bg_start rootopt "$PY" "$T/opt.py" "$NBD_SOCKET" "" "" a "$T/rootopt.ready" "$T/opt.go"
+bg_start aliceopt "$PY" "$T/opt.py" "$PORT" "$PSKS" alice a "$T/aliceopt.ready" "$T/opt.go"
+wait_until 20 test -e "$T/rootopt.ready" -a -e "$T/aliceopt.ready" || die "the handshakes did not start"
+expect_exit 0 vsan access revoke c anonymous
+touch "$T/opt.go"
+for n in rootopt aliceopt; do
+    wait_until 20 grep -q . "$T/$n.out" || die "$n did not answer"
+    grep -q "^served" "$T/$n.out" || die "$n, in its handshake during an unrelated revoke: $(cat "$T/$n.out")"
+done
 vsand_stop TERM
 log "ok"
