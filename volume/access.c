@@ -20,7 +20,9 @@
 struct access {
     struct store *store;
     pthread_rwlock_t lock;
-    struct policing_grant *g; /* in the order granted */
+    /* By volume uuid (so the grants of one are found by bisection: a
+     * LIST checks every volume), each volume's in the order granted. */
+    struct policing_grant *g;
     size_t n;
     bool stale; /* the file lags the table: rewritten at the next change or sync round */
 };
@@ -144,6 +146,54 @@ bool access_matches_caller(const char *grant, const char *caller)
     return access_matches(grant, caller, NBD_TLS_AUTH_PSK);
 }
 
+/* ---- the table's order --------------------------------------------------- */
+
+/* The first grant in g (sorted) whose volume uuid is not below uuid. */
+static size_t first_of(const struct policing_grant *g, size_t n, const char *uuid)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(g[mid].uuid, uuid) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int by_uuid_then_index(const void *x, const void *y, void *arg)
+{
+    const struct policing_grant *g = arg;
+    size_t i = *(const size_t *)x, j = *(const size_t *)y;
+    int c = strcmp(g[i].uuid, g[j].uuid);
+    return c ? c : (i > j) - (i < j);
+}
+
+/* Sorts g (n) by volume uuid, keeping each volume's order: a file or a
+ * peer's table written by a version that kept grants in the order given.
+ * 0 or -ENOMEM. */
+static int sort_table(struct policing_grant *g, size_t n)
+{
+    size_t *idx = malloc((n ? n : 1) * sizeof *idx);
+    struct policing_grant *tmp = malloc((n ? n : 1) * sizeof *tmp);
+    if (!idx || !tmp) {
+        free(idx);
+        free(tmp);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        idx[i] = i;
+    qsort_r(idx, n, sizeof *idx, by_uuid_then_index, g);
+    for (size_t i = 0; i < n; i++)
+        tmp[i] = g[idx[i]];
+    if (n)
+        memcpy(g, tmp, n * sizeof *g);
+    free(idx);
+    free(tmp);
+    return 0;
+}
+
 /* ---- the file ---------------------------------------------------------------- */
 
 static int parse_line(const char *line, size_t lineno, struct policing_grant *g)
@@ -179,6 +229,11 @@ static int parse_file(char *text, struct policing_grant **out, size_t *n)
             free(g);
             return -EINVAL;
         }
+    }
+    int r = sort_table(g, k);
+    if (r < 0) {
+        free(g);
+        return r;
     }
     *out = g;
     *n = k;
@@ -240,9 +295,10 @@ enum access_mode access_of(struct access *a, const char *uuid, const struct nbd_
         return ACCESS_WRITE;
     enum access_mode m = ACCESS_NONE;
     pthread_rwlock_rdlock(&a->lock);
-    for (size_t i = 0; i < a->n && m != ACCESS_WRITE; i++) {
+    for (size_t i = first_of(a->g, a->n, uuid);
+         i < a->n && m != ACCESS_WRITE && strcmp(a->g[i].uuid, uuid) == 0; i++) {
         const struct policing_grant *g = &a->g[i];
-        if (strcmp(g->uuid, uuid) == 0 && access_matches(g->identity, who->identity, who->auth))
+        if (access_matches(g->identity, who->identity, who->auth))
             m = g->read_only ? ACCESS_READ : ACCESS_WRITE;
     }
     pthread_rwlock_unlock(&a->lock);
@@ -297,11 +353,13 @@ int access_set(struct access *a, const char *uuid, const char *identity, int mod
     *ended = false;
     if (access_identity_check(identity, &why) < 0)
         return -EINVAL;
-    size_t on_volume = 0, at = a->n;
+    size_t on_volume = 0, at = a->n, bytes = 0, end = first_of(a->g, a->n, uuid);
     for (size_t i = 0; i < a->n; i++) {
+        bytes += strlen(a->g[i].identity);
         if (strcmp(a->g[i].uuid, uuid) != 0)
             continue;
         on_volume++;
+        end = i + 1;
         if (strcmp(a->g[i].identity, identity) == 0)
             at = i;
     }
@@ -312,7 +370,8 @@ int access_set(struct access *a, const char *uuid, const char *identity, int mod
         return -EALREADY;
     if (at == a->n && on_volume >= ACCESS_GRANTS_MAX)
         return -ENOSPC;
-    if (at == a->n && a->n >= ACCESS_GRANTS_TOTAL_MAX)
+    if (at == a->n &&
+        (a->n >= ACCESS_GRANTS_TOTAL_MAX || bytes + strlen(identity) > ACCESS_IDENTITY_BYTES_MAX))
         return -EDQUOT;
     struct policing_grant *g = copy_table(a);
     if (!g)
@@ -323,10 +382,11 @@ int access_set(struct access *a, const char *uuid, const char *identity, int mod
         n--;
     } else if (at < n) {
         g[at].read_only = ro;
-    } else {
-        g[n] = (struct policing_grant){.read_only = ro};
-        snprintf(g[n].uuid, sizeof g[n].uuid, "%s", uuid);
-        snprintf(g[n].identity, sizeof g[n].identity, "%s", identity);
+    } else { /* after the volume's last grant, keeping the order */
+        memmove(&g[end + 1], &g[end], (n - end) * sizeof *g);
+        g[end] = (struct policing_grant){.read_only = ro};
+        snprintf(g[end].uuid, sizeof g[end].uuid, "%s", uuid);
+        snprintf(g[end].identity, sizeof g[end].identity, "%s", identity);
         n++;
     }
     int r = replace(a, g, n, existed);
@@ -355,9 +415,9 @@ int access_list(struct access *a, const char *uuid, struct policing_grant **out,
     pthread_rwlock_rdlock(&a->lock);
     *out = malloc((a->n ? a->n : 1) * sizeof **out);
     *n = 0;
-    for (size_t i = 0; *out && i < a->n; i++)
-        if (!uuid || strcmp(a->g[i].uuid, uuid) == 0)
-            (*out)[(*n)++] = a->g[i];
+    for (size_t i = uuid ? first_of(a->g, a->n, uuid) : 0;
+         *out && i < a->n && (!uuid || strcmp(a->g[i].uuid, uuid) == 0); i++)
+        (*out)[(*n)++] = a->g[i];
     pthread_rwlock_unlock(&a->lock);
     return *out ? 0 : -ENOMEM;
 }
@@ -382,6 +442,10 @@ int access_load(struct access *a, const struct policing_grant *g, size_t n,
         return -ENOMEM;
     if (n)
         memcpy(copy, g, n * sizeof *copy);
+    if (sort_table(copy, n) < 0) {
+        free(copy);
+        return -ENOMEM;
+    }
     /* The old table stays readable (main loop) until replace swaps it. */
     struct policing_grant *old = a->g;
     size_t nold = a->n;

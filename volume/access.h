@@ -26,10 +26,15 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Grants on one volume, and in the whole table (which the sync round's
- * stream carries: 65536 grants take 36 MiB of PMSG_STREAM_MAX). */
+/* Grants on one volume, and in the whole table: at most TOTAL_MAX
+ * grants whose identities take at most IDENTITY_BYTES_MAX bytes together.
+ * Both bound what each change rewrites and fsyncs on the main loop (the
+ * grants file: under 512 KiB) and what `vsan access list` answers in one
+ * admin reply of ADMIN_MSG_MAX (1 MiB): about 120 bytes of JSON per grant
+ * and twice its identity's length at worst (escapes). */
 #define ACCESS_GRANTS_MAX 256
-#define ACCESS_GRANTS_TOTAL_MAX 65536
+#define ACCESS_GRANTS_TOTAL_MAX 4096
+#define ACCESS_IDENTITY_BYTES_MAX (256 * 1024)
 #define ACCESS_DN_PREFIX "dn:"
 
 _Static_assert(PMSG_IDENTITY_MAX == NBD_TLS_IDENTITY_MAX + sizeof ACCESS_DN_PREFIX - 1,
@@ -65,11 +70,13 @@ enum access_mode access_of(struct access *a, const char *uuid, const struct nbd_
 /* identity's grant on uuid becomes mode (enum pmsg_grant_mode), persisted.
  * 0 (changed; *ended: an existing grant was revoked or changed mode, so
  * identity's connections go), -ESRCH, -EALREADY, -EINVAL, -ENOSPC (the
- * volume's cap), -EDQUOT (the table's), -errno from the store. */
+ * volume's cap), -EDQUOT (the table's, in grants or bytes), -errno from
+ * the store. */
 int access_set(struct access *a, const char *uuid, const char *identity, int mode, bool *ended);
 /* Drops the grants of a deleted volume, persisted. */
 int access_forget(struct access *a, const char *uuid);
-/* The grants of uuid (NULL: every grant), malloc'd, in the order given. */
+/* The grants of uuid (NULL: every grant), malloc'd, by volume uuid and
+ * then in the order given. */
 int access_list(struct access *a, const char *uuid, struct policing_grant **out, size_t *n);
 /* The group's grants replace this node's, persisted (a sync round).
  * *ended: called for each grant that went or changed mode. */

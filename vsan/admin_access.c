@@ -56,9 +56,10 @@ static struct json_object *access_failure(const struct access_change *ch, int r)
                                  ch->volume, ACCESS_GRANTS_MAX);
     case -EDQUOT:
         return admin_reply_error(ADMIN_E_GRANT_LIMIT,
-                                 "volume \"%s\": the cluster has %d grants already (the most it "
-                                 "may have); revoke one first",
-                                 ch->volume, ACCESS_GRANTS_TOTAL_MAX);
+                                 "volume \"%s\": the cluster's grants are at their cap (%d "
+                                 "grants, %d KiB of identities); revoke one first",
+                                 ch->volume, ACCESS_GRANTS_TOTAL_MAX,
+                                 ACCESS_IDENTITY_BYTES_MAX / 1024);
     case -EINVAL: /* the identity was checked before sending: only a name left */
         return admin_volume_failure(ch->volume, op, -EINVAL);
     default:

@@ -294,3 +294,80 @@ Test(access, a_revoke_the_file_does_not_take_is_in_force_and_written_later, .ini
     cr_expect(eq(int, access_of(volumes_access(vols), uuid_of("db"), &alice_psk), ACCESS_NONE));
     cr_expect(eq(int, access_of(volumes_access(vols), uuid_of("db"), &bob_psk), ACCESS_READ));
 }
+
+/* ---- the table's caps and order -------------------------------------------- */
+
+/* Loads (as a sync round does) count grants on volume "v" (made here):
+ * identities of len bytes, numbered; 0 or as access_load. */
+static int load_grants(size_t count, size_t len)
+{
+    cr_assert(eq(int, volumes_create(vols, "v", 1 << 20, NULL, NULL), 0));
+    struct policing_grant *g = calloc(count, sizeof *g);
+    cr_assert(g != NULL);
+    for (size_t i = 0; i < count; i++) {
+        snprintf(g[i].uuid, sizeof g[i].uuid, "%s", uuid_of("v"));
+        snprintf(g[i].identity, sizeof g[i].identity, "%0*zu", (int)len, i);
+    }
+    int r = access_load(volumes_access(vols), g, count, NULL, NULL);
+    free(g);
+    return r;
+}
+
+Test(access, the_table_takes_at_most_its_grants, .init = setup, .fini = teardown)
+{
+    cr_assert(eq(int, load_grants(ACCESS_GRANTS_TOTAL_MAX, 8), 0));
+    cr_assert(eq(int, volumes_create(vols, "more", 1 << 20, NULL, NULL), 0));
+    cr_expect(eq(int, set("more", "alice", PMSG_GRANT_RW, NULL), -EDQUOT));
+    cr_assert(eq(int, set("v", "00000000", PMSG_GRANT_REVOKE, NULL), 0));
+    cr_expect(eq(int, set("more", "alice", PMSG_GRANT_RW, NULL), 0));
+}
+
+Test(access, the_table_takes_at_most_its_identity_bytes, .init = setup, .fini = teardown)
+{
+    size_t fit = ACCESS_IDENTITY_BYTES_MAX / NBD_TLS_IDENTITY_MAX;
+    cr_assert(eq(int, load_grants(fit, NBD_TLS_IDENTITY_MAX), 0));
+    cr_assert(eq(int, volumes_create(vols, "more", 1 << 20, NULL, NULL), 0));
+    cr_expect(eq(int, set("more", "a", PMSG_GRANT_RW, NULL), -EDQUOT));
+}
+
+Test(access, grants_of_interleaved_volumes_are_found_and_keep_their_order, .init = setup,
+     .fini = teardown)
+{
+    const char *names[] = {"a", "b", "c"};
+    for (int v = 0; v < 3; v++)
+        cr_assert(eq(int, volumes_create(vols, names[v], 1 << 20, NULL, NULL), 0));
+    char id[16];
+    for (int i = 0; i < 9; i++) {
+        snprintf(id, sizeof id, "u%d", 8 - i);
+        cr_assert(eq(int, set(names[i % 3], id, i % 2 ? PMSG_GRANT_RO : PMSG_GRANT_RW, NULL), 0));
+    }
+    /* Written in an older version's order (as given), the file reads alike. */
+    char path[128];
+    snprintf(path, sizeof path, "%s/grants", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f != NULL);
+    for (int i = 0; i < 9; i++)
+        fprintf(f, "%s %s u%d\n", uuid_of(names[i % 3]), i % 2 ? "ro" : "rw", 8 - i);
+    fclose(f);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 9; i++) {
+            snprintf(id, sizeof id, "u%d", 8 - i);
+            struct nbd_client who = {id, NBD_TLS_AUTH_PSK, false};
+            cr_expect(eq(int, access_of(volumes_access(vols), uuid_of(names[i % 3]), &who),
+                         i % 2 ? ACCESS_READ : ACCESS_WRITE),
+                      "round %d, %s on %s", round, id, names[i % 3]);
+            cr_expect(eq(int, access_of(volumes_access(vols), uuid_of(names[(i + 1) % 3]), &who),
+                         ACCESS_NONE));
+        }
+        struct policing_grant *g;
+        size_t n;
+        cr_assert(eq(int, access_list(volumes_access(vols), uuid_of("b"), &g, &n), 0));
+        cr_assert(eq(sz, n, 3));
+        cr_expect(eq(str, g[0].identity, "u7"));
+        cr_expect(eq(str, g[1].identity, "u4"));
+        cr_expect(eq(str, g[2].identity, "u1"));
+        free(g);
+        close_pool();
+        open_pool();
+    }
+}
