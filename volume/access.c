@@ -432,16 +432,49 @@ static const struct policing_grant *find(const struct policing_grant *g, size_t 
     return NULL;
 }
 
+/* Whether a grant from a sync round is one this node would have made
+ * (and reads back from its file at the next start); why if not. */
+static bool grant_ok(const struct policing_grant *g, const char **why)
+{
+    *why = "not a volume uuid";
+    if (strnlen(g->uuid, sizeof g->uuid) != PMSG_UUID_LEN ||
+        strspn(g->uuid, "0123456789abcdefABCDEF-") != PMSG_UUID_LEN)
+        return false;
+    *why = "bad mode";
+    if (g->read_only > 1)
+        return false;
+    *why = "its identity is not terminated";
+    return memchr(g->identity, '\0', sizeof g->identity) &&
+           access_identity_check(g->identity, why) == 0;
+}
+
+/* Copies g (n) into a malloc'd table, without the grants grant_ok
+ * refuses (each logged: a peer of another version may send them, and the
+ * file written with them would stop this node's next start). */
+static struct policing_grant *checked_copy(const struct policing_grant *g, size_t *n)
+{
+    struct policing_grant *copy = malloc((*n ? *n : 1) * sizeof *copy);
+    size_t k = 0;
+    for (size_t i = 0; copy && i < *n; i++) {
+        const char *why;
+        if (grant_ok(&g[i], &why))
+            copy[k++] = g[i];
+        else
+            qb_log(LOG_ERR, "sync round: a grant on volume \"%.*s\" to \"%.*s\": %s: dropped",
+                   PMSG_UUID_LEN, g[i].uuid, 64, g[i].identity, why);
+    }
+    *n = k;
+    return copy;
+}
+
 int access_load(struct access *a, const struct policing_grant *g, size_t n,
                 void (*ended)(void *arg, const char *uuid, const char *identity), void *arg)
 {
     if (n > ACCESS_GRANTS_TOTAL_MAX)
         n = ACCESS_GRANTS_TOTAL_MAX; /* the sender's table is bounded alike */
-    struct policing_grant *copy = malloc((n ? n : 1) * sizeof *copy);
+    struct policing_grant *copy = checked_copy(g, &n);
     if (!copy)
         return -ENOMEM;
-    if (n)
-        memcpy(copy, g, n * sizeof *copy);
     if (sort_table(copy, n) < 0) {
         free(copy);
         return -ENOMEM;

@@ -371,3 +371,26 @@ Test(access, grants_of_interleaved_volumes_are_found_and_keep_their_order, .init
         open_pool();
     }
 }
+
+Test(access, a_sync_round_drops_grants_this_node_would_refuse, .init = setup, .fini = teardown)
+{
+    cr_assert(eq(int, volumes_create(vols, "db", 1 << 20, NULL, NULL), 0));
+    const char *ids[] = {"alice", "CN=mallory", "a\tb", "dn:", "bob"};
+    struct policing_grant g[6] = {{.read_only = 0}};
+    for (int i = 0; i < 5; i++) {
+        snprintf(g[i].uuid, sizeof g[i].uuid, "%s", uuid_of("db"));
+        snprintf(g[i].identity, sizeof g[i].identity, "%s", ids[i]);
+    }
+    snprintf(g[5].uuid, sizeof g[5].uuid, "not a uuid");
+    snprintf(g[5].identity, sizeof g[5].identity, "carol");
+    cr_assert(eq(int, access_load(volumes_access(vols), g, 6, NULL, NULL), 0));
+    close_pool();
+    open_pool(); /* the file it wrote reads back */
+    struct policing_grant *got;
+    size_t n;
+    cr_assert(eq(int, access_list(volumes_access(vols), NULL, &got, &n), 0));
+    cr_assert(eq(sz, n, 2));
+    cr_expect(eq(str, got[0].identity, "alice"));
+    cr_expect(eq(str, got[1].identity, "bob"));
+    free(got);
+}
