@@ -410,6 +410,26 @@ int access_forget(struct access *a, const char *uuid)
     return replace(a, g, n, true);
 }
 
+int access_forget_gone(struct access *a, bool (*exists)(void *arg, const char *uuid), void *arg)
+{
+    struct policing_grant *g = copy_table(a);
+    if (!g)
+        return -ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        if (exists(arg, a->g[i].uuid))
+            g[n++] = a->g[i];
+        else
+            qb_log(LOG_WARNING, "grants file: volume %s is gone: its grant to \"%s\" goes too",
+                   a->g[i].uuid, a->g[i].identity);
+    }
+    if (n == a->n) {
+        free(g);
+        return 0;
+    }
+    return replace(a, g, n, true);
+}
+
 int access_list(struct access *a, const char *uuid, struct policing_grant **out, size_t *n)
 {
     pthread_rwlock_rdlock(&a->lock);

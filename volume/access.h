@@ -75,6 +75,9 @@ enum access_mode access_of(struct access *a, const char *uuid, const struct nbd_
 int access_set(struct access *a, const char *uuid, const char *identity, int mode, bool *ended);
 /* Drops the grants of a deleted volume, persisted. */
 int access_forget(struct access *a, const char *uuid);
+/* Drops (logged, persisted) the grants of every volume exists(arg, uuid)
+ * says is gone: a crash between a delete and access_forget left them. */
+int access_forget_gone(struct access *a, bool (*exists)(void *arg, const char *uuid), void *arg);
 /* The grants of uuid (NULL: every grant), malloc'd, by volume uuid and
  * then in the order given. */
 int access_list(struct access *a, const char *uuid, struct policing_grant **out, size_t *n);

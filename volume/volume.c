@@ -544,6 +544,15 @@ static int load(struct volumes *vols, struct store_volume *recs, size_t n)
     return 0;
 }
 
+static bool volume_exists(void *arg, const char *uuid)
+{
+    struct volumes *vols = arg;
+    for (size_t i = 0; i < vols->n; i++)
+        if (strcmp(svol_uuid(vols->v[i]->sv), uuid) == 0)
+            return true;
+    return false;
+}
+
 int volumes_open(struct store *store, struct volumes **out)
 {
     struct volumes *vols = calloc(1, sizeof(*vols));
@@ -577,6 +586,8 @@ int volumes_open(struct store *store, struct volumes **out)
         r = load(vols, recs, n);
         free(recs);
     }
+    if (r == 0)
+        r = access_forget_gone(vols->access, volume_exists, vols);
     if (r < 0) {
         volumes_close(vols);
         return r;

@@ -394,3 +394,32 @@ Test(access, a_sync_round_drops_grants_this_node_would_refuse, .init = setup, .f
     cr_expect(eq(str, got[1].identity, "bob"));
     free(got);
 }
+
+Test(access, grants_of_a_volume_gone_are_dropped_at_open, .init = setup, .fini = teardown)
+{
+    cr_assert(eq(int, volumes_create(vols, "db", 1 << 20, NULL, NULL), 0));
+    cr_assert(eq(int, set("db", "alice", PMSG_GRANT_RW, NULL), 0));
+    /* A crash between the delete of a volume and the drop of its grants. */
+    char path[128];
+    snprintf(path, sizeof path, "%s/grants", dir);
+    FILE *f = fopen(path, "a");
+    cr_assert(f != NULL);
+    fprintf(f, "00000000-0000-4000-8000-000000000000 rw bob\n");
+    fclose(f);
+    close_pool();
+    open_pool();
+    struct policing_grant *g;
+    size_t n;
+    cr_assert(eq(int, access_list(volumes_access(vols), NULL, &g, &n), 0));
+    cr_assert(eq(sz, n, 1));
+    cr_expect(eq(str, g[0].identity, "alice"));
+    free(g);
+    f = fopen(path, "r");
+    cr_assert(f != NULL);
+    char line[256];
+    int lines = 0;
+    while (fgets(line, sizeof line, f))
+        lines++;
+    fclose(f);
+    cr_expect(eq(int, lines, 1), "the file was rewritten without the stale grant");
+}
