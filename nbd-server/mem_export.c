@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -44,6 +45,7 @@ struct mem_catalog {
     pthread_t completer;
     struct completion *head, **tail;
     unsigned long writes_done; /* reported done by the completer */
+    atomic_ulong flushes;      /* flushes that reached an export */
 };
 
 struct mem_catalog *mem_catalog_new(void)
@@ -202,6 +204,11 @@ unsigned mem_catalog_open_count(struct mem_catalog *cat)
     return n;
 }
 
+unsigned long mem_catalog_flushes(struct mem_catalog *cat)
+{
+    return atomic_load(&cat->flushes);
+}
+
 unsigned long mem_catalog_writes_done(struct mem_catalog *cat)
 {
     pthread_mutex_lock(&cat->lock);
@@ -284,8 +291,9 @@ static int mem_pwrite(void *h, const void *buf, uint32_t count, uint64_t offset,
 
 static int mem_flush(void *h, unsigned flags)
 {
-    (void)h;
+    struct mem_export *e = h;
     (void)flags;
+    atomic_fetch_add(&e->cat->flushes, 1);
     return 0;
 }
 

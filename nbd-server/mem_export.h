@@ -39,6 +39,8 @@ int mem_catalog_add_bitmap(struct mem_catalog *cat, const char *export, const ch
 unsigned mem_catalog_open_count(struct mem_catalog *cat);
 /* Number of async writes reported done so far, on every connection. */
 unsigned long mem_catalog_writes_done(struct mem_catalog *cat);
+/* Number of flushes that reached an export, on every connection. */
+unsigned long mem_catalog_flushes(struct mem_catalog *cat);
 void mem_catalog_free(struct mem_catalog *cat);
 
 #endif

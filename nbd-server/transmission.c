@@ -150,11 +150,12 @@ static int validate(const struct nbd_conn *c, const struct request *r)
         return NBD_EINVAL;
     if ((r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE) && r->length > c->cfg->max_payload)
         return NBD_EINVAL;
+    /* Read-only first: a write is refused for what it is, wherever. */
+    if (c->exp.read_only && is_write(r->type))
+        return NBD_EPERM;
     if (r->offset > c->size || r->length > c->size - r->offset)
         return r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES ? NBD_ENOSPC
                                                                            : NBD_EINVAL;
-    if (c->exp.read_only && is_write(r->type))
-        return NBD_EPERM;
     return 0;
 }
 
@@ -397,8 +398,8 @@ static int run_simple_command(struct nbd_conn *c, const struct request *r, const
     switch (r->type) {
     case NBD_CMD_WRITE:
         return ops->pwrite(h, payload, r->length, r->offset, flags, a);
-    case NBD_CMD_FLUSH:
-        return ops->flush(h, flags);
+    case NBD_CMD_FLUSH: /* a read-only client wrote nothing to make durable */
+        return c->exp.read_only ? 0 : ops->flush(h, flags);
     case NBD_CMD_TRIM:
         return ops->trim(h, r->length, r->offset, flags, a);
     case NBD_CMD_CACHE:

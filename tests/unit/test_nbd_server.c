@@ -258,7 +258,16 @@ Test(options, read_only_export_refuses_writes, .init = setup, .fini = teardown)
     cr_assert_eq(nbd_get_errno(), EPERM);
     cr_assert_eq(nbd_zero(h, 512, 0, 0), -1);
     cr_assert_eq(nbd_get_errno(), EPERM);
+    /* Past the end too: refused for being read-only, not for the range. */
+    int64_t size = nbd_get_size(h);
+    cr_assert_eq(nbd_pwrite(h, buf, sizeof buf, (uint64_t)size, 0), -1);
+    cr_assert_eq(nbd_get_errno(), EPERM);
+    cr_assert_eq(nbd_zero(h, 512, (uint64_t)size, 0), -1);
+    cr_assert_eq(nbd_get_errno(), EPERM);
+    /* Nothing of this client's to flush: answered without the backend. */
+    unsigned long flushes = mem_catalog_flushes(cat);
     cr_assert_eq(nbd_flush(h, 0), 0, "%s", nbd_get_error());
+    cr_assert_eq(mem_catalog_flushes(cat), flushes);
     cr_assert_eq(nbd_cache(h, 4096, 0, 0), 0, "%s", nbd_get_error());
     assert_serves(h);
     nbd_close(h);
