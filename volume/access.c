@@ -4,6 +4,7 @@
 
 #include "store/store.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -128,11 +129,34 @@ int access_identity_check(const char *s, const char **why)
     return -EINVAL;
 }
 
+/* Whether two DNs are the same as written, but for the case of their
+ * attribute types: GnuTLS writes "CN=", an admin may write "cn=", and
+ * types are case-insensitive (RFC 4514); values are compared exactly,
+ * escapes included. */
+static bool dn_equal(const char *a, const char *b)
+{
+    bool in_type = true;
+    for (; *a && *b; a++, b++) {
+        if (in_type ? tolower((unsigned char)*a) != tolower((unsigned char)*b) : *a != *b)
+            return false;
+        if (in_type && *a == '=') {
+            in_type = false;
+        } else if (!in_type && *a == '\\') {
+            a++, b++; /* the escaped character, a value's */
+            if (!*a || *a != *b)
+                return false;
+        } else if (!in_type && (*a == ',' || *a == '+')) {
+            in_type = true;
+        }
+    }
+    return *a == *b;
+}
+
 bool access_matches(const char *grant, const char *identity, enum nbd_tls_auth auth)
 {
     size_t pl = strlen(ACCESS_DN_PREFIX);
     if (strncmp(grant, ACCESS_DN_PREFIX, pl) == 0)
-        return auth == NBD_TLS_AUTH_X509 && strcmp(grant + pl, identity) == 0;
+        return auth == NBD_TLS_AUTH_X509 && dn_equal(grant + pl, identity);
     if (auth == NBD_TLS_AUTH_X509)
         return dn_has_cn(identity, grant);
     return strcmp(grant, identity) == 0;

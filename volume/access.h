@@ -6,7 +6,8 @@
  * the volume's snapshots VOL@SNAP, read-only. The identity in a grant is a
  * bare NAME, matching the PSK user NAME and any certificate whose subject
  * has a CN of NAME (and the plain clients' "anonymous"), or "dn:" and an
- * RFC 4514 DN, matching that one certificate subject exactly. Grants are
+ * RFC 4514 DN, matching that one certificate subject exactly (but for the
+ * case of attribute types). Grants are
  * keyed by the volume's uuid, so a volume deleted and made again under
  * its name starts without any.
  *

@@ -54,6 +54,14 @@ Test(access, dn_matches_one_certificate_subject_exactly)
     cr_expect(not(access_matches("dn:CN=alice", "CN=alice,O=Example", NBD_TLS_AUTH_X509)));
     /* Never a PSK user, whatever its name. */
     cr_expect(not(access_matches("dn:CN=alice", "CN=alice", NBD_TLS_AUTH_PSK)));
+    /* Attribute types in any case (GnuTLS writes CN, O, ...); values as
+     * written, escapes included. */
+    cr_expect(access_matches("dn:cn=alice,o=Example", "CN=alice,O=Example", NBD_TLS_AUTH_X509));
+    cr_expect(access_matches("dn:Cn=bob\\, jr+ou=x", "CN=bob\\, jr+OU=x", NBD_TLS_AUTH_X509));
+    cr_expect(not(access_matches("dn:CN=Alice", "CN=alice", NBD_TLS_AUTH_X509)));
+    cr_expect(not(access_matches("dn:CN=bob\\, jr", "CN=bob\\, JR", NBD_TLS_AUTH_X509)));
+    cr_expect(not(access_matches("dn:CN=a\\,o=x", "CN=a\\,O=x", NBD_TLS_AUTH_X509)));
+    cr_expect(not(access_matches("dn:CN=alice", "CN=alice,O=x", NBD_TLS_AUTH_X509)));
 }
 
 Test(access, identities_a_grant_may_name)
