@@ -7,9 +7,8 @@
  * bare NAME, matching the PSK user NAME and any certificate whose subject
  * has a CN of NAME (and the plain clients' "anonymous"), or "dn:" and an
  * RFC 4514 DN, matching that one certificate subject exactly (but for the
- * case of attribute types). Grants are
- * keyed by the volume's uuid, so a volume deleted and made again under
- * its name starts without any.
+ * case of attribute types). Grants are keyed by the volume's uuid, so a
+ * volume deleted and made again under its name starts without any.
  *
  * Persistence: DATA_DIR/grants, one line per grant "UUID rw|ro IDENTITY",
  * replaced whole and atomically on each change (store_grants_set), before

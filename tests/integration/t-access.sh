@@ -25,6 +25,9 @@
 #  8. A revoke while other clients are in their handshake ends none of
 #     those it does not concern (root on the local socket, another
 #     identity's).
+#  9. A revoke ends a connection to the volume's snapshot. EXPORT_NAME
+#     and LIST_META_CONTEXT of a volume a client may not see answer as
+#     for one that does not exist.
 # timeout: 240
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -288,5 +291,59 @@ for n in rootopt aliceopt; do
     wait_until 20 grep -q . "$T/$n.out" || die "$n did not answer"
     grep -q "^served" "$T/$n.out" || die "$n, in its handshake during an unrelated revoke: $(cat "$T/$n.out")"
 done
+
+log "9. a revoke ends a connection to a snapshot; EXPORT_NAME and LIST_META_CONTEXT hide alike"
+held alicesnap alice a@s1
+expect_exit 0 vsan access revoke a alice
+touch "$T/alicesnap.go"
+wait_until 20 grep -q . "$T/alicesnap.out" || die "alice's connection to a@s1 did not answer"
+grep -q "^ended: ESHUTDOWN" "$T/alicesnap.out" || die "alice's connection to a@s1: $(cat "$T/alicesnap.out")"
+expect_exit 0 vsan access grant idle anonymous
+nbdpy "$PORT" "$PSKS" <<'PY' || die "EXPORT_NAME or LIST_META_CONTEXT tell an invisible volume from a missing one"
+import sys
+import nbd
+port, psk = sys.argv[1:]
+
+def client(user):
+    h = nbd.NBD()
+    if user:
+        h.set_tls(nbd.TLS_REQUIRE)
+        h.set_tls_psk_file(psk)
+        h.set_tls_username(user)
+    return h
+
+def export_name(name):
+    # Without fixed newstyle, libnbd opens by NBD_OPT_EXPORT_NAME (plain only).
+    h = client(None)
+    h.set_handshake_flags(0)
+    h.set_export_name(name)
+    try:
+        h.connect_tcp("127.0.0.1", port)
+        return "opened"
+    except nbd.Error as e:
+        return (e.errnum, e.string.replace('"%s"' % name, "X"))
+
+def list_meta(user, name):
+    h = client(user)
+    h.set_opt_mode(True)
+    h.connect_tcp("127.0.0.1", port)
+    h.add_meta_context("base:allocation")
+    h.set_export_name(name)
+    try:
+        return h.opt_list_meta_context(lambda ctx: 0)
+    except nbd.Error as e:
+        return (e.errnum, e.string.replace('"%s"' % name, "X"))
+    finally:
+        h.opt_abort()
+
+# anonymous = none here: a is not granted to anonymous, idle is.
+assert export_name("idle") == "opened", export_name("idle")
+a, m = export_name("a"), export_name("no-such-volume")
+assert a == m and a != "opened", (a, m)
+for user, hidden in (("bob", "a"), ("alice", "b"), (None, "a")):
+    a, m = list_meta(user, hidden), list_meta(user, "no-such-volume")
+    assert a == m and not isinstance(a, int), (user, a, m)
+assert list_meta("bob", "c") == 1
+PY
 vsand_stop TERM
 log "ok"
