@@ -90,6 +90,8 @@ lab vsan 1 access grant w anonymous
 lab start 3
 WANT="m read-only client;w read-write anonymous"
 wait_until 30 grants_are 3 "$WANT" || lab_fail "n3's grants after its restart: '$(grants 3)'"
-find "$VSAN_LAB_DIR/n3" -name grants -exec grep -q ' rw anonymous$' {} + ||
-    lab_fail "n3's grants file lacks the new grant"
+GRANTS_FILE="$VSAN_LAB_DIR/n3/data/grants"
+[ -f "$GRANTS_FILE" ] || lab_fail "n3 has no grants file at $GRANTS_FILE"
+grep -q ' rw anonymous$' "$GRANTS_FILE" || lab_fail "n3's grants file lacks the new grant"
+grep -q 'someone' "$GRANTS_FILE" && lab_fail "n3's grants file kept the revoked grant"
 log "ok"
