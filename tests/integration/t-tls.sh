@@ -31,6 +31,8 @@
 #  5. SIGHUP with a new CA and server certificate: a connection opened
 #     before keeps working, new clients need the new CA; a reload that
 #     fails keeps the credentials in force.
+#  6. A CRL (ca-crl.pem): a client certificate it revokes is refused when
+#     vsand starts with it, and one revoked by a new CRL after SIGHUP.
 # timeout: 240
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -501,5 +503,40 @@ kill -HUP "$VSAND_PID"
 wait_until 10 grep -q "TLS credentials not reloaded, the old ones stay: .*server-key.pem" "$LOG" ||
     die "no failed reload logged"
 expect_exit 0 nbdinfo "$(x509_uri p "$T/b-crt")"
+vsand_stop TERM
+
+# ---- 6. a CRL -------------------------------------------------------------------
+
+log "6. client certificates the CA revoked (ca-crl.pem) are refused, at start and after SIGHUP"
+mkdir -p "$T/b-crt2" "$T/srv6"
+gc_tls_cert "$T/b-ca" "$T/b-crt2/client-key.pem" "$T/b-crt2/client-cert.pem" client b-client2 ||
+    die "$GC_ERR"
+cp "$T/b-ca/ca-cert.pem" "$T/b-crt2/"
+cp "$T/b-srv/"*.pem "$T/srv6/"
+# crl REVOKED-CERT...: a CRL of CA b revoking them, as the server's ca-crl.pem.
+crl() {
+    local n=$((${CRL_NUMBER:-0} + 1)) c
+    CRL_NUMBER=$n
+    printf 'crl_next_update = 30\ncrl_number = %s\n' "$n" >"$T/crl.tmpl"
+    cat "$@" >"$T/revoked.pem"
+    certtool --generate-crl --load-ca-privkey "$T/b-ca/ca-key.pem" \
+        --load-ca-certificate "$T/b-ca/ca-cert.pem" --load-certificate "$T/revoked.pem" \
+        --template "$T/crl.tmpl" --outfile "$T/srv6/ca-crl.pem" >"$T/crl.out" 2>&1 ||
+        die "certtool --generate-crl: $(cat "$T/crl.out")"
+}
+crl "$T/b-crt/client-cert.pem"
+tls_config nbd.tls=require "tls.certificates=$T/srv6" tls.verify_peer=yes
+URI="nbds://127.0.0.1:$PORT/?tls-certificates=$T/b-crt2" # what vsand_start lists with
+vsand_start
+expect_exit 0 vsan volume create q 16M
+expect_exit 0 vsan access grant q b-client
+expect_exit 0 vsan access grant q b-client2
+expect_exit 1 nbdinfo "$(x509_uri q "$T/b-crt")"
+expect_exit 0 nbdinfo "$(x509_uri q "$T/b-crt2")"
+crl "$T/b-crt/client-cert.pem" "$T/b-crt2/client-cert.pem"
+kill -HUP "$VSAND_PID"
+wait_until 10 grep -q "TLS credentials reloaded" "$LOG" || die "no reload logged"
+expect_exit 1 nbdinfo "$(x509_uri q "$T/b-crt2")"
+expect_exit 1 nbdinfo "$(x509_uri q "$T/b-crt")"
 vsand_stop TERM
 log "ok"
