@@ -20,6 +20,7 @@
 #ifndef VSAN_VOLUME_ACCESS_H
 #define VSAN_VOLUME_ACCESS_H
 
+#include "common/identity.h"
 #include "nbd-server/export.h"
 #include "policing/protocol.h"
 
@@ -35,14 +36,14 @@
 #define ACCESS_GRANTS_MAX 256
 #define ACCESS_GRANTS_TOTAL_MAX 4096
 #define ACCESS_IDENTITY_BYTES_MAX (256 * 1024)
-#define ACCESS_DN_PREFIX "dn:"
+#define ACCESS_DN_PREFIX IDENTITY_DN_PREFIX
 
-_Static_assert(PMSG_IDENTITY_MAX == NBD_TLS_IDENTITY_MAX + sizeof ACCESS_DN_PREFIX - 1,
+_Static_assert(PMSG_IDENTITY_MAX == IDENTITY_MAX && NBD_TLS_IDENTITY_MAX == IDENTITY_BODY_MAX,
                "a grant holds any identity the NBD server keeps, with its prefix");
 
 enum access_mode { ACCESS_NONE = 0, ACCESS_READ = 1, ACCESS_WRITE = 2 };
 
-/* Whether s is a grant's identity: 0; -EINVAL with why set (empty, a
+/* Whether s is a grant's identity (common/identity.h's rules): 0; -EINVAL with why set (empty, a
  * control character, ':' or '=' in a bare NAME, "dn:" without a DN);
  * -ENAMETOOLONG (a NAME or DN above NBD_TLS_IDENTITY_MAX bytes). */
 int access_identity_check(const char *s, const char **why);
