@@ -47,7 +47,9 @@ MIRROR_ENGINE_SRCS := mirror/mvol.c mirror/dirty.c mirror/lost.c mirror/registry
                       mirror/reads.c mirror/snapio.c mirror/replicate.c mirror/activity.c mirror/verify.c \
                       mirror/reconcile.c mirror/write.c mirror/resync.c mirror/serve.c mirror/engine.c
 CORE_SRCS += $(MIRROR_ENGINE_SRCS)
-VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) vsan/vsand.c
+# The network API: HTTPS and JSON on libmicrohttpd (api/api.h).
+API_SRCS := api/server.c api/routes.c api/creds.c
+VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) $(API_SRCS) vsan/api_glue.c vsan/vsand.c
 # The CLI: admin requests, and backup, restore and clone over NBD (libnbd).
 CLI_SRCS   := cli/cli.c cli/admin_call.c cli/cli_format.c cli/rbddiff.c cli/backup.c cli/rollback.c cli/access.c cli/ident.c \
               cli/nbd_client.c common/size.c
@@ -61,7 +63,9 @@ obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
 all: $(B)/vsand $(B)/vsan $(B)/vsan-fuse
 
 $(B)/vsand: $(call obj,$(VSAND_SRCS))
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs libmicrohttpd)
+
+$(B)/obj/api/%.o: CFLAGS += $(shell pkg-config --cflags libmicrohttpd)
 
 $(B)/vsan: $(call obj,$(CLI_SRCS))
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs libnbd)

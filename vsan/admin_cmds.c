@@ -505,6 +505,66 @@ static struct json_object *mirror_object(struct volumes *vols, const char *name)
     return o;
 }
 
+/* "nbd://HOST:PORT/NAME", nbds:// when the node serves TLS: how an NBD
+ * client names the volume at addr ("HOST:PORT"). */
+static struct json_object *nbd_uri(const struct admin_node *node, const char *addr,
+                                   const char *name)
+{
+    char uri[PMSG_ADDR_MAX + VOLUME_NAME_MAX + 16];
+    snprintf(uri, sizeof uri, "%s://%s/%s", node->cfg->nbd.tls == NBD_TLS_OFF ? "nbd" : "nbds",
+             addr, name);
+    return json_object_new_string(uri);
+}
+
+/* Each replica's NBD URI, on the address its node announced (none for a
+ * node that is not a member now). */
+static int add_replica_uris(const struct admin_node *node, struct json_object *o, const char *name)
+{
+    struct json_object *a = json_object_object_get(o, "replicas");
+    for (size_t i = 0; i < json_object_array_length(a); i++) {
+        struct json_object *r = json_object_array_get_idx(a, i);
+        char addr[PMSG_ADDR_MAX];
+        uint32_t id = (uint32_t)json_object_get_int64(json_object_object_get(r, "node"));
+        if (policing_member_nbd(node->pc, id, addr, sizeof addr) == 0 &&
+            json_add(r, "uri", nbd_uri(node, addr, name)) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The volume's URIs on the service addresses, which survivors take over:
+ * served on the port of the first [nbd] listen address (config.c). */
+static struct json_object *service_uris(const struct admin_node *node, const char *name)
+{
+    struct policing_status st;
+    policing_status(node->pc, &st);
+    const char *colon = strrchr(node->cfg->listen[0], ':');
+    struct json_object *a = json_object_new_array();
+    for (size_t i = 0; a && colon && i < st.services.n; i++) {
+        char addr[PMSG_ADDR_MAX];
+        const char *svc = st.services.v[i].addr;
+        snprintf(addr, sizeof addr, "%.*s%s", (int)strcspn(svc, "/"), svc, colon);
+        struct json_object *u = nbd_uri(node, addr, name);
+        if (!u || json_object_array_add(a, u) < 0) {
+            json_object_put(u);
+            json_object_put(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+/* What a client needs to use the volume, besides its record: the block
+ * size to align to, and where to connect. */
+static int describe(const struct admin_node *node, struct json_object *o, const char *name)
+{
+    return admin_add_u64(o, "block_size", node->cfg->nbd.pref_block) < 0 ||
+                   add_replica_uris(node, o, name) < 0 ||
+                   json_add(o, "services", service_uris(node, name)) < 0
+               ? -1
+               : 0;
+}
+
 static struct json_object *cmd_volume_show(const struct context *ctx, struct json_object *req)
 {
     const struct admin_node *node = ctx->node;
@@ -520,8 +580,12 @@ static struct json_object *cmd_volume_show(const struct context *ctx, struct jso
     if (r < 0)
         return admin_volume_failure(name, "show", r);
     struct json_object *o = volume_object(&info, owners_of(volumes_owners(node->vols), info.uuid));
-    struct json_object *m = mirror_object(node->vols, name);
-    if (o && m && json_add(o, "mirror", m) < 0) {
+    if (o && describe(node, o, name) < 0) {
+        json_object_put(o);
+        return NULL;
+    }
+    struct json_object *m = o ? mirror_object(node->vols, name) : NULL;
+    if (m && json_add(o, "mirror", m) < 0) {
         json_object_put(o);
         return NULL;
     }

@@ -16,6 +16,7 @@
  */
 #include "vsan/config.h"
 
+#include "common/identity.h"
 #include "common/size.h"
 
 #include <arpa/inet.h>
@@ -58,7 +59,8 @@ struct parser {
     size_t errlen;
 };
 
-static const char *const sections[] = {"node", "nbd", "tls", "cluster", "mirror", "admin", "log"};
+static const char *const sections[] = {"node",   "nbd",   "tls", "cluster",
+                                       "mirror", "admin", "api", "log"};
 
 static const char name_chars[] =
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
@@ -498,10 +500,10 @@ static int parse_mirror_sync(const struct key_def *k, struct vsan_config *cfg, c
     return 0;
 }
 
-static int parse_mirror_listen(const struct key_def *k, struct vsan_config *cfg, const char *value,
-                               char *why, size_t len)
+/* One TCP address: [mirror] listen, [api] listen. */
+static int parse_host_port(const struct key_def *k, struct vsan_config *cfg, const char *value,
+                           char *why, size_t len)
 {
-    (void)k;
     if (value[0] == '/') {
         snprintf(why, len, "expected HOST:PORT or [IPv6]:PORT");
         return -1;
@@ -512,7 +514,60 @@ static int parse_mirror_listen(const struct key_def *k, struct vsan_config *cfg,
     }
     if (check_address(value, why, len) < 0)
         return -1;
-    strcpy(cfg->mirror_listen, value);
+    snprintf(FIELD(cfg, k, char), k->size, "%s", value);
+    return 0;
+}
+
+static int add_admin(struct vsan_config *cfg, const char *item, size_t n, char *why, size_t len)
+{
+    bool dn_part = !(n >= 3 && strncmp(item, IDENTITY_DN_PREFIX, 3) == 0) && memchr(item, '=', n);
+    char *last = cfg->n_api_admins ? cfg->api_admins[cfg->n_api_admins - 1] : NULL;
+    if (dn_part && last && strncmp(last, IDENTITY_DN_PREFIX, 3) == 0) {
+        size_t used = strlen(last); /* the next attribute of the DN before it */
+        if (used + 1 + n > IDENTITY_MAX) {
+            snprintf(why, len, "\"%.40s...\": longer than %zu bytes", last, IDENTITY_MAX);
+            return -1;
+        }
+        snprintf(last + used, IDENTITY_MAX + 1 - used, ",%.*s", (int)n, item);
+    } else if (cfg->n_api_admins == CONFIG_API_ADMINS_MAX) {
+        snprintf(why, len, "more than %d identities", CONFIG_API_ADMINS_MAX);
+        return -1;
+    } else if (n > IDENTITY_MAX) {
+        snprintf(why, len, "\"%.40s...\": longer than %zu bytes", item, IDENTITY_MAX);
+        return -1;
+    } else {
+        last = cfg->api_admins[cfg->n_api_admins++];
+        snprintf(last, IDENTITY_MAX + 1, "%.*s", (int)n, item);
+    }
+    return 0;
+}
+
+/* [api] admins: NAME or dn:DN, comma-separated. A DN's own commas
+ * separate its attributes: an item with '=' that follows a dn: item (a
+ * bare NAME has none) is that DN's next attribute. */
+static int parse_admins(const struct key_def *k, struct vsan_config *cfg, const char *value,
+                        char *why, size_t len)
+{
+    (void)k;
+    cfg->n_api_admins = 0;
+    for (const char *p = value; *p;) {
+        size_t n = 0;
+        while (p[n] && p[n] != ',')
+            n += p[n] == '\\' && p[n + 1] ? 2 : 1;
+        size_t b = strspn(p, " \t"), e = n;
+        while (e > b && (p[e - 1] == ' ' || p[e - 1] == '\t'))
+            e--;
+        if (e > b && add_admin(cfg, p + b, e - b, why, len) < 0)
+            return -1;
+        p += p[n] ? n + 1 : n;
+    }
+    for (unsigned i = 0; i < cfg->n_api_admins; i++) {
+        const char *reason;
+        if (identity_check(cfg->api_admins[i], &reason) < 0) {
+            snprintf(why, len, "\"%.200s\": %s", cfg->api_admins[i], reason);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -575,7 +630,7 @@ static const struct key_def keys[] = {
         CONFIG_REGION_MAX),
     KEY("cluster", "on_no_quorum", parse_on_no_quorum, suspend_on_no_quorum, 0, 0),
     KEY("cluster", "suspend_timeout", parse_uint, suspend_timeout_ms, 1, CONFIG_TIMEOUT_MS_MAX),
-    KEY("mirror", "listen", parse_mirror_listen, mirror_listen, 0, 0),
+    KEY("mirror", "listen", parse_host_port, mirror_listen, 0, 0),
     KEY("mirror", "secret_file", parse_file_path, mirror_secret_file, 0, 0),
     KEY("mirror", "timeout", parse_uint, mirror_timeout_ms, CONFIG_MIRROR_TIMEOUT_MIN,
         CONFIG_TIMEOUT_MS_MAX),
@@ -584,6 +639,10 @@ static const struct key_def keys[] = {
         CONFIG_RESYNC_RATE_MAX),
     KEY("admin", "socket", parse_admin_socket, admin_socket, 0, 0),
     KEY("admin", "nbd_socket", parse_nbd_socket, nbd_socket, 0, 0),
+    KEY("api", "listen", parse_host_port, api_listen, 0, 0),
+    KEY("api", "admins", parse_admins, api_admins, 0, 0),
+    KEY("api", "connections", parse_uint, api_connections, 1, CONFIG_CONNECTIONS_MAX),
+    KEY("api", "timeout", parse_uint, api_timeout_ms, 1000, CONFIG_TIMEOUT_MS_MAX),
     KEY("log", "level", parse_level, log_level, 0, 0),
     KEY("log", "syslog", parse_bool, log_syslog, 0, 0),
     KEY("log", "stderr", parse_tristate, log_stderr, 0, 0),
@@ -612,6 +671,8 @@ void config_defaults(struct vsan_config *cfg)
     cfg->mirror_resync_rate = 200u * 1024 * 1024;
     strcpy(cfg->admin_socket, ADMIN_SOCKET_DEFAULT);
     strcpy(cfg->nbd_socket, CONFIG_NBD_SOCKET_DEFAULT);
+    cfg->api_connections = 64;
+    cfg->api_timeout_ms = 30000;
     cfg->log_level = LOG_INFO;
     cfg->log_syslog = true;
     cfg->log_stderr = CONFIG_UNSET;
@@ -668,7 +729,7 @@ static void check_section_line(struct parser *p, const char *s)
     if (!section_known(s + 1, end - s - 1))
         fail(p, p->lineno,
              "unknown section [%.*s] (known: [node], [nbd], [tls], [cluster], [mirror], [admin], "
-             "[log])",
+             "[api], [log])",
              (int)(end - s - 1), s + 1);
 }
 
@@ -864,6 +925,20 @@ static int check_tls(struct parser *p)
     return 0;
 }
 
+/* The API is HTTPS only, with the node's certificate and its CA. */
+static int check_api(struct parser *p)
+{
+    const struct vsan_config *c = p->cfg;
+    if (c->api_listen[0] && !c->tls_certificates[0]) {
+        fail(p, p->key_line[find_key("api", "listen") - keys],
+             "[api] listen = %s needs [tls] certificates (the API is HTTPS only: %s, %s and %s, "
+             "whose CA also signs the clients' certificates)",
+             c->api_listen, NBD_TLS_CA_CERT, NBD_TLS_SERVER_CERT, NBD_TLS_SERVER_KEY);
+        return -1;
+    }
+    return 0;
+}
+
 /* [nbd] anonymous, when not given: all, unless tls = require. */
 static void resolve_anonymous(struct parser *p)
 {
@@ -892,7 +967,7 @@ static int run_parser(struct parser *p)
         return -1;
     }
     resolve_anonymous(p);
-    if (check_block_sizes(p) < 0 || check_service(p) < 0 || check_tls(p) < 0 ||
+    if (check_block_sizes(p) < 0 || check_service(p) < 0 || check_tls(p) < 0 || check_api(p) < 0 ||
         check_nbd_socket(p) < 0)
         return -1;
     return check_mirror_listen(p);

@@ -13,6 +13,7 @@
 #include "nbd-server/server.h"
 #include "policing/services.h"
 #include "common/admin_proto.h"
+#include "common/identity.h"
 
 #include <limits.h>
 #include <net/if.h>
@@ -33,6 +34,7 @@
 #define CONFIG_THREADS_MAX 256
 #define CONFIG_CONNECTIONS_MAX 65536
 #define CONFIG_TIMEOUT_MS_MAX 3600000 /* one hour */
+#define CONFIG_API_ADMINS_MAX 16
 
 enum config_tristate { CONFIG_UNSET = -1, CONFIG_NO = 0, CONFIG_YES = 1 };
 
@@ -81,6 +83,12 @@ struct vsan_config {
     /* [admin] */
     char admin_socket[ADMIN_NAME_MAX + 2];     /* a leading '/' does not count */
     char nbd_socket[CONFIG_UNIX_PATH_MAX + 1]; /* the local NBD socket: root, no TLS */
+    /* [api] */
+    char api_listen[CONFIG_ADDR_MAX + 1];                     /* HOST:PORT; "" = no API */
+    char api_admins[CONFIG_API_ADMINS_MAX][IDENTITY_MAX + 1]; /* identity patterns */
+    unsigned n_api_admins;
+    unsigned api_connections; /* at once */
+    unsigned api_timeout_ms;  /* an idle connection is closed (rounded up to seconds) */
     /* [log] */
     int log_level; /* LOG_ERR, LOG_WARNING, LOG_INFO or LOG_DEBUG */
     bool log_syslog;

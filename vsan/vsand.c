@@ -6,7 +6,7 @@
  * file (its lock keeps a second vsand off the same pool), store, volumes,
  * the NBD server and the service addresses' local side (nothing listens
  * yet, and addresses are taken only from the main loop), policing, mirror,
- * NBD listeners, admin service. Only then is the daemon "ready". Without
+ * NBD listeners, admin service, network API. Only then is the daemon "ready". Without
  * -f it runs in the background, and the command that started it must be
  * able to trust its exit status: the parent waits on a pipe until the
  * daemon reports ready (exit 0) or dies (exit 1), and meanwhile relays the
@@ -18,7 +18,9 @@
 #include "nbd-server/export.h"
 #include "nbd-server/server.h"
 #include "policing/protocol.h"
+#include "api/api.h"
 #include "vsan/admin.h"
+#include "vsan/api_glue.h"
 #include "vsan/config.h"
 #include "common/log.h"
 #include "vsan/service.h"
@@ -76,6 +78,7 @@ struct node {
     struct service *service;
     struct admin_node admin_node;
     struct admin *admin;
+    struct api *api; /* NULL without [api] listen */
 };
 
 static const char usage_line[] = "usage: vsand [-f] [-c FILE] [-d] [-h] [-V]\n";
@@ -396,23 +399,41 @@ static int load_tls(const char *path, const struct vsan_config *cfg, struct nbd_
 /* SIGHUP: new certificates and CRL for the handshakes to come (a restart
  * would be a failover). Those begun keep the credentials they began with;
  * a failure keeps the old ones. The PSK file needs no reload. */
-static int32_t on_reload_signal(int32_t sig, void *data)
+static void reload_nbd_tls(struct node *n)
 {
-    struct node *n = data;
     struct nbd_tls_creds *creds;
     char err[1800];
-    (void)sig;
-    if (n->cfg.nbd.tls == NBD_TLS_OFF) {
-        qb_log(LOG_INFO, "SIGHUP received: nothing to reload ([nbd] tls = off)");
-        return 0;
-    }
     if (load_tls(n->config_path, &n->cfg, &creds, err, sizeof err) < 0) {
         qb_log(LOG_ERR, "SIGHUP received: TLS credentials not reloaded, the old ones stay: %s",
                err);
-        return 0;
+        return;
     }
     nbd_server_set_tls(n->nbd, creds);
     qb_log(LOG_INFO, "SIGHUP received: TLS credentials reloaded for new connections");
+}
+
+/* The API's certificate, key, CA and CRL: the same files, loaded apart
+ * (api/ shares no code with nbd-server/). */
+static void reload_api(struct node *n)
+{
+    char err[1800];
+    if (api_reload(n->api, err, sizeof err) < 0)
+        qb_log(LOG_ERR, "SIGHUP received: API credentials not reloaded, the old ones stay: %s",
+               err);
+    else
+        qb_log(LOG_INFO, "SIGHUP received: API credentials reloaded for new connections");
+}
+
+static int32_t on_reload_signal(int32_t sig, void *data)
+{
+    struct node *n = data;
+    (void)sig;
+    if (n->cfg.nbd.tls == NBD_TLS_OFF && !n->api)
+        qb_log(LOG_INFO, "SIGHUP received: nothing to reload ([nbd] tls = off, no [api])");
+    if (n->cfg.nbd.tls != NBD_TLS_OFF)
+        reload_nbd_tls(n);
+    if (n->api)
+        reload_api(n);
     return 0;
 }
 
@@ -661,12 +682,15 @@ static int start_node(struct node *n)
                                         .loop = n->loop,
                                         .tokens = volumes_tokens(n->vols),
                                         .started = admin_clock()};
-    return admin_start(n->loop, &n->admin_node, &n->admin);
+    r = admin_start(n->loop, &n->admin_node, &n->admin);
+    return r < 0 ? r : api_glue_start(&n->admin_node, &n->api);
 }
 
 /* Undoes whatever start_node() got done, in reverse. */
 static void stop_node(struct node *n)
 {
+    if (n->api)
+        api_stop(n->api);
     if (n->admin)
         admin_stop(n->admin);
     if (n->pc)
