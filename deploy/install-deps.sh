@@ -9,7 +9,7 @@ packages=(
   build-essential pkg-config clang libclang-rt-14-dev
   libqb-dev libinih-dev libjson-c-dev libnbd-dev libfuse3-dev
   libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev
-  libcriterion-dev libisal-dev libgnutls28-dev libmnl-dev
+  libcriterion-dev libisal-dev libgnutls28-dev libmnl-dev libmicrohttpd-dev
   # certtool and psktool, for deploy/gen-config's TLS credentials
   gnutls-bin
   # run

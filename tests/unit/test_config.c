@@ -229,7 +229,7 @@ Test(config, unknown_sections)
     parse_bad("[node]\n[nbdd]\n", 2, "unknown section [nbdd]");
     parse_bad("[]\n", 1, "unknown section []");
     parse_bad("[mirrors]\n", 1,
-              "(known: [node], [nbd], [tls], [cluster], [mirror], [admin], [log])");
+              "(known: [node], [nbd], [tls], [cluster], [mirror], [admin], [api], [log])");
     parse_bad("[nbd] x\n", 1, "junk after section header \"[nbd]\"");
 }
 
@@ -446,6 +446,10 @@ static const char *const all_keys[] = {
     "[mirror] sync",
     "[mirror] resync_rate",
     "[admin] socket",
+    "[api] listen",
+    "[api] admins",
+    "[api] connections",
+    "[api] timeout",
     "[log] level",
     "[log] syslog",
     "[log] stderr",
@@ -518,6 +522,10 @@ Test(config, sample_config_matches_the_defaults)
     cr_assert(eq(str, cfg.mirror_listen, "192.0.2.11:10810"));
     cr_assert(eq(str, cfg.service_address, "192.0.2.101/24"));
     cr_assert(eq(str, cfg.service_interface, "eth0"));
+    cr_assert(eq(str, cfg.api_listen, "0.0.0.0:10443"));
+    cr_assert(eq(u32, cfg.n_api_admins, 2));
+    cr_assert(eq(u32, cfg.api_connections, defaults.api_connections));
+    cr_assert(eq(u32, cfg.api_timeout_ms, defaults.api_timeout_ms));
     cr_assert(eq(str, cfg.mirror_secret_file, defaults.mirror_secret_file));
     cr_assert(eq(u32, cfg.mirror_timeout_ms, defaults.mirror_timeout_ms));
     cr_assert(eq(int, cfg.mirror_sync_received, defaults.mirror_sync_received));
@@ -690,4 +698,32 @@ Test(config, service_address_needs_an_interface_and_a_tcp_port)
     parse_bad("[nbd]\nlisten = /run/vsan/nbd.sock, 127.0.0.1:10809\n[node]\nservice_interface = "
               "eth0\nservice_address = 198.51.100.101/24\n",
               5, "needs a HOST:PORT as the first [nbd] listen address");
+}
+
+Test(config, api)
+{
+    parse_ok("[api]\nlisten = 127.0.0.1:10443\n"
+             "admins = ops , dn:CN=bob\\, jr,O=Example,alice,dn:CN=x+UID=1\n"
+             "connections = 8\ntimeout = 1500\n[tls]\ncertificates = /etc/vsan/tls\n");
+    cr_assert(eq(str, cfg.api_listen, "127.0.0.1:10443"));
+    cr_assert(eq(u32, cfg.n_api_admins, 4));
+    cr_assert(eq(str, cfg.api_admins[0], "ops"));
+    cr_assert(eq(str, cfg.api_admins[1], "dn:CN=bob\\, jr,O=Example"));
+    cr_assert(eq(str, cfg.api_admins[2], "alice"));
+    cr_assert(eq(str, cfg.api_admins[3], "dn:CN=x+UID=1"));
+    cr_assert(eq(u32, cfg.api_connections, 8));
+    cr_assert(eq(u32, cfg.api_timeout_ms, 1500));
+    parse_ok("[api]\n");
+    cr_assert(eq(str, cfg.api_listen, ""));
+    cr_assert(eq(u32, cfg.api_connections, 64));
+    cr_assert(eq(u32, cfg.api_timeout_ms, 30000));
+
+    parse_bad("[api]\nlisten = 127.0.0.1:10443\n", 2,
+              "[api] listen = 127.0.0.1:10443 needs [tls] certificates");
+    parse_bad("[api]\nlisten = /run/api.sock\n", 2, "expected HOST:PORT");
+    parse_bad("[api]\nadmins = ops,CN=x\n", 2, "':' or '=' in a bare name");
+    parse_bad("[api]\nadmins = dn:\n", 2, "dn: needs a DN");
+    parse_bad("[api]\nadmins = a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q\n", 2, "more than 16 identities");
+    parse_bad("[api]\ntimeout = 999\n", 2, "out of range");
+    parse_bad("[api]\nconnections = 0\n", 2, "out of range");
 }
