@@ -17,6 +17,8 @@ packages=(
   # real NBD clients and peers used by tests and the benchmark
   libnbd-bin python3-libnbd nbdkit qemu-utils qemu-system-common fio
   e2fsprogs util-linux procps
+  # an HTTPS client for the network API's tests
+  curl
   # file systems with FICLONERANGE, for t-snap-reflink (the kernel has them)
   xfsprogs btrfs-progs
 )
