@@ -17,7 +17,13 @@
 #  5. Bad input: bad JSON, wrong types, a size as a string, unknown fields,
 #     a body where none is taken, an oversized body (413): each a precise
 #     error naming the field, and the volume table unchanged.
-#  6. Bounded cost: a thousand half-open connections (a TLS ClientHello
+#  6. Tokens, owners, quotas:
+#     a token's identity is served, an admin's token reads /nodes, an
+#     unknown or revoked token gets 401; a client creates within its quota
+#     (403 quota_exceeded beyond, nothing changed), lists only its own
+#     volumes, and another identity's volume answers 404 to GET, PATCH and
+#     DELETE; the audit line names the certificate's identity.
+#  7. Bounded cost: a thousand half-open connections (a TLS ClientHello
 #     never finished) grow vsand's memory by a few MiB only ([api]
 #     connections), are closed after [api] timeout, and the API then
 #     serves again.
@@ -239,9 +245,65 @@ grep -q '^HTTP/1.1 413' "$T/announced.out" || die "a body of 1 GB announced: $(c
 call boss-a GET /volumes/db
 expect 200 'd["size"] == 8388608 and d["generation"] == 2'
 
-# ---- 6. bounded cost ---------------------------------------------------------------
+# ---- 6. tokens, owners and quotas --------------------------------------------------
 
-log "6. a thousand half-open connections cost bounded memory; idle ones time out"
+log "6. tokens, owners, quotas: each identity sees and changes its own volumes"
+token() {
+    expect_exit 0 vsan --json token create "$1"
+    "$PY" -c 'import json, sys; d = json.load(sys.stdin); print(d["id"], d["token"])' <<<"$OUT"
+}
+read -r carol_id carol < <(token carol)
+read -r _ boss_token < <(token boss)
+call "token:$carol" GET /volumes
+expect 200 'd == {"volumes": []}'
+call "token:$boss_token" GET /nodes
+expect 200 'd["quorate"]'
+call "token:$carol" GET /nodes
+expect 403 'd["code"] == "forbidden"'
+call "token:vsan_0123456789abcdef_$(printf '%064d' 0)" GET /volumes
+expect 401 '"unknown or revoked" in d["message"]'
+expect_exit 0 vsan quota set carol 8M
+call "token:$carol" POST /volumes '{"name": "c1", "size": 4194304}'
+expect 201 'd["name"] == "c1"'
+before=$(volume_table)
+call "token:$carol" POST /volumes '{"name": "c2", "size": 8388608}'
+expect 403 'd["code"] == "quota_exceeded"'
+call "token:$carol" PATCH /volumes/c1 '{"size": 12582912}'
+expect 403 'd["code"] == "quota_exceeded"'
+[ "$(volume_table)" = "$before" ] || die "a refused request changed the volumes: $(volume_table)"
+call "token:$carol" PATCH /volumes/c1 '{"size": 8388608}'
+expect 200 'd["size"] == 8388608'
+call "token:$carol" GET /volumes
+expect 200 '[v["name"] for v in d["volumes"]] == ["c1"]'
+# Another identity's volume answers as a missing one, whatever the request.
+for m in GET DELETE; do
+    call "token:$carol" "$m" /volumes/db
+    expect 404 'd["code"] == "no_such_volume" and "db" in d["message"]'
+done
+call "token:$carol" PATCH /volumes/db '{"size": 16777216}'
+expect 404 'd["code"] == "no_such_volume"'
+call alice-a GET /volumes/c1
+expect 404 'd["code"] == "no_such_volume"'
+call alice-a POST /volumes '{"name": "a1", "size": 1048576}'
+expect 201
+call alice-a GET /volumes
+expect 200 '[v["name"] for v in d["volumes"]] == ["a1"]'
+call "token:$carol" GET /volumes/a1
+expect 404
+call boss-a GET /volumes
+expect 200 '[v["name"] for v in d["volumes"]] == ["a1", "c1", "db"]'
+grep -q 'volume "a1" created.*dn:CN=alice' "$LOG" || die "the audit line does not name alice: $(grep '"a1"' "$LOG")"
+call "token:$carol" DELETE /volumes/c1
+expect 200
+call alice-a DELETE /volumes/a1
+expect 200
+expect_exit 0 vsan token revoke "$carol_id"
+call "token:$carol" GET /volumes
+expect 401 'd["code"] == "unauthorized"'
+
+# ---- 7. bounded cost ---------------------------------------------------------------
+
+log "7. a thousand half-open connections cost bounded memory; idle ones time out"
 rss() {
     awk '/^VmRSS:/ {print $2}' "/proc/$VSAND_PID/status"
 }
