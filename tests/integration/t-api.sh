@@ -357,7 +357,12 @@ EOF
 read -r peak closed after <"$T/halfopen.out"
 log "   vsand RSS: $rss0 KiB before, $peak KiB with 1000 half-open connections;" \
     "$closed idle connections closed by vsand after $after s"
-[ $((peak - rss0)) -lt 4096 ] || die "1000 half-open connections took $((peak - rss0)) KiB"
+# ASan's quarantine keeps what freed connections used: no bound to check.
+if ldd "$VSAND" | grep -q libasan; then
+    log "   (a sanitizer build: RSS not checked)"
+else
+    [ $((peak - rss0)) -lt 4096 ] || die "1000 half-open connections took $((peak - rss0)) KiB"
+fi
 [ "$closed" -eq 10 ] || die "only $closed of 10 idle connections were closed after the timeout"
 call boss-a GET /volumes/db
 expect 200 'd["size"] == 8388608'
