@@ -82,7 +82,7 @@ conf() {
     for sec in tls api; do
         echo "[$sec]"
         for kv in "${extra[@]}"; do
-            [ "${kv#"$sec."}" = "$kv" ] || echo "${kv#"$sec."}" | sed 's/=/ = /'
+            [ "${kv#"$sec."}" = "$kv" ] || { kv=${kv#"$sec."} && echo "${kv%%=*} = ${kv#*=}"; }
         done
     done >>"$CONF"
 }
@@ -98,7 +98,7 @@ grep -qF "[api] listen = 127.0.0.1:$APIPORT needs [tls] certificates" <<<"$OUT" 
 grep -qF "$CONF" <<<"$OUT" || die "the config file is not named: $OUT"
 conf "tls.certificates=$T/srv" "api.listen=127.0.0.1:$APIPORT" "api.admins=boss,CN=x"
 expect_exit 1 timeout 20 "$VSAND" -f -c "$CONF"
-grep -qF '[api] admins' <<<"$OUT" && grep -qF "':' or '=' in a bare name" <<<"$OUT" ||
+{ grep -qF '[api] admins' <<<"$OUT" && grep -qF "':' or '=' in a bare name" <<<"$OUT"; } ||
     die "a bad admin identity is not named: $OUT"
 
 # ---- the node ----------------------------------------------------------------
@@ -380,6 +380,6 @@ expect 200 '[v["name"] for v in d["volumes"]] == ["db"]'
 call alice-a GET /volumes
 expect 401 '"not signed by the CA" in d["message"]'
 
-vsand_stop
+vsand_stop TERM
 [ "$VSAND_STATUS" -eq 0 ] || die "vsand exited $VSAND_STATUS"
 log "ok"
