@@ -108,6 +108,14 @@ static enum MHD_Result refuse(struct api_call *c, const char *code, const char *
     return send_reply(c);
 }
 
+/* The answer to a request that comes while the API stops. */
+static void set_stopping(struct api_call *c)
+{
+    api_http_error(&c->reply, ADMIN_E_SYSTEM, "vsand is stopping");
+    c->reply.status = 503;
+    c->answered = true;
+}
+
 /* ---- authentication (MHD thread) ------------------------------------- */
 
 static bool is_admin(const struct api *a, const char *identity, bool certificate)
@@ -220,7 +228,8 @@ static enum MHD_Result hand_over(struct api *a, struct api_call *c)
     pthread_mutex_lock(&a->lock);
     if (a->stopping) {
         pthread_mutex_unlock(&a->lock);
-        return refuse(c, ADMIN_E_SYSTEM, "%s", "vsand is stopping");
+        set_stopping(c);
+        return send_reply(c);
     }
     MHD_suspend_connection(c->conn);
     c->suspended = true;
@@ -409,8 +418,8 @@ int api_start(const struct api_params *p, struct api **out, char *err, size_t er
         r = fd;
         snprintf(err, errlen, "[api] listen = %s: %s", p->listen, strerror(-r));
     }
-    if (r == 0 && (r = start_mhd(a, fd, err, errlen)) < 0)
-        close(fd);
+    if (r == 0)
+        r = start_mhd(a, fd, err, errlen); /* MHD owns fd from here, and closes it on failure */
     if (r < 0) {
         if (a->efd >= 0) {
             qb_loop_poll_del(p->loop, a->efd);
@@ -440,9 +449,8 @@ int api_reload(struct api *a, char *err, size_t errlen)
 /* Answers c with 503 (main loop). */
 static void stop_answer(struct api_call *c)
 {
-    api_http_error(&c->reply, ADMIN_E_SYSTEM, "vsand is stopping");
-    c->reply.status = 503;
-    resume_with(c);
+    set_stopping(c);
+    MHD_resume_connection(c->conn);
 }
 
 void api_stop(struct api *a)

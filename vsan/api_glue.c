@@ -64,6 +64,7 @@ static const struct api_ops glue_ops = {.execute = execute, .token_identity = to
 int api_glue_start(const struct admin_node *node, struct api **out)
 {
     const struct vsan_config *cfg = node->cfg;
+    /* api_start keeps the pointer: one API per process (api/creds.h). */
     static const char *admins[CONFIG_API_ADMINS_MAX];
     char err[1800];
     *out = NULL;
