@@ -23,6 +23,7 @@ vt_config nbd.tls=on
 printf '[tls]\npsk_file = %s\n' "$T/psk/keys.psk" >>"$CONF"
 vsand_start
 expect_exit 0 vsan volume create v 64M
+expect_exit 0 vsan access grant v alice # a TLS identity sees only its grants
 PSK_URI="nbds://alice@127.0.0.1:$PORT/v?tls-psk-file=$T/psk/keys.psk"
 
 # load NAME URI WORKLOAD CONNECTIONS DEPTH TLS: a 2 s run whose JSON says
