@@ -42,6 +42,14 @@
 #include <qb/qblog.h>
 
 #define RECORD_MAX 16384
+/* GnuTLS reads a record's 5-byte header and then its body, two recv(2)
+ * calls, and libnbd sends a request's header and its data as two
+ * records: 4 system calls per 4 KiB write, where a plain connection
+ * takes a batch of requests in one. The pull function reads ahead into
+ * this buffer instead (one recv for several records); a pull for at
+ * least half of it, with nothing ahead (a large record's body), goes
+ * straight into GnuTLS's buffer, so large writes are not copied twice. */
+#define READ_AHEAD 32768
 /* A piece of iov shorter than this is gathered with what follows it. */
 #define GATHER_BELOW 4096
 
@@ -55,11 +63,15 @@ struct nbd_tls_creds {
 
 struct nbd_tls_session {
     gnutls_session_t s;
-    pthread_mutex_t mu; /* one GnuTLS call at a time */
+    int fd;
+    pthread_mutex_t mu; /* one GnuTLS call at a time; guards ahead too */
     struct nbd_tls_creds *creds;
     enum nbd_tls_auth auth;
     char identity[NBD_TLS_IDENTITY_MAX + 1];
     char gather[RECORD_MAX];
+    /* What one recv(2) brought beyond what GnuTLS asked for (see pull). */
+    size_t ahead_start, ahead_end;
+    char ahead[READ_AHEAD];
 };
 
 /* ---- credentials -------------------------------------------------------- */
@@ -216,15 +228,44 @@ void nbd_tls_creds_unref(struct nbd_tls_creds *creds)
 
 /* ---- the transport ------------------------------------------------------ */
 
+/* Called by GnuTLS under mu. GnuTLS answers GNUTLS_E_AGAIN only once a
+ * pull met EAGAIN, which happens only with nothing left ahead: so a
+ * caller that waits with poll() after GNUTLS_E_AGAIN never waits while
+ * bytes sit here. */
 static ssize_t pull(gnutls_transport_ptr_t p, void *buf, size_t len)
 {
-    return recv((int)(intptr_t)p, buf, len, MSG_DONTWAIT);
+    struct nbd_tls_session *t = p;
+    if (t->ahead_start == t->ahead_end) {
+        t->ahead_start = t->ahead_end = 0;
+        if (len >= READ_AHEAD / 2)
+            return recv(t->fd, buf, len, MSG_DONTWAIT);
+        ssize_t n = recv(t->fd, t->ahead, READ_AHEAD, MSG_DONTWAIT);
+        if (n <= 0)
+            return n;
+        t->ahead_end = (size_t)n;
+    }
+    size_t have = t->ahead_end - t->ahead_start;
+    size_t n = have < len ? have : len;
+    memcpy(buf, t->ahead + t->ahead_start, n);
+    t->ahead_start += n;
+    return (ssize_t)n;
+}
+
+/* GnuTLS asks it whether data is there (ms: how long to wait for it). */
+static int pull_timeout(gnutls_transport_ptr_t p, unsigned ms)
+{
+    struct nbd_tls_session *t = p;
+    if (t->ahead_start < t->ahead_end)
+        return 1;
+    struct pollfd pfd = {.fd = t->fd, .events = POLLIN};
+    return poll(&pfd, 1, ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : (int)ms);
 }
 
 static ssize_t push(gnutls_transport_ptr_t p, const giovec_t *iov, int iovcnt)
 {
+    struct nbd_tls_session *t = p;
     struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt};
-    return sendmsg((int)(intptr_t)p, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+    return sendmsg(t->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 /* ---- sessions ----------------------------------------------------------- */
@@ -261,8 +302,10 @@ static int setup(struct nbd_tls_session *t, int fd)
     }
     gnutls_handshake_set_hook_function(t->s, GNUTLS_HANDSHAKE_KEY_UPDATE, GNUTLS_HOOK_PRE,
                                        refuse_key_update);
-    gnutls_transport_set_int(t->s, fd);
+    t->fd = fd;
+    gnutls_transport_set_ptr(t->s, t);
     gnutls_transport_set_pull_function(t->s, pull);
+    gnutls_transport_set_pull_timeout_function(t->s, pull_timeout);
     gnutls_transport_set_vec_push_function(t->s, push);
     return 0;
 }
