@@ -28,6 +28,7 @@ struct tokens {
     pthread_rwlock_t lock;
     struct policing_token *v; /* in the order made */
     size_t n;
+    bool stale; /* the file lags the table: rewritten at the next change or sync round */
 };
 
 /* ---- hex ----------------------------------------------------------------------- */
@@ -176,18 +177,31 @@ int tokens_make(const char *identity, struct policing_token *rec, char text[TOKE
 }
 
 /* Replaces the table with v (n tokens, malloc'd, taken over) once it is
- * on disk; on failure v is freed and the table stays. */
-static int replace(struct tokens *t, struct policing_token *v, size_t n)
+ * on disk; on failure v is freed and the table stays. Main loop only.
+ *
+ * fail_closed (a revoke, or the group's table in a sync round): the table
+ * is replaced even if the file can't be written, as the other nodes
+ * applied the change and a node keeping the old tokens would go on
+ * accepting a revoked one. The file then lags (logged; the table is
+ * marked stale) until the next change or sync round rewrites it, as for
+ * the grants (access.c). */
+static int replace(struct tokens *t, struct policing_token *v, size_t n, bool fail_closed)
 {
     int r = persist(t, v, n);
-    if (r < 0) {
+    if (r < 0 && !fail_closed) {
         free(v);
         return r;
     }
+    if (r < 0)
+        qb_log(LOG_ERR,
+               "tokens file: %s: the change is in force here, the file is rewritten at the "
+               "next change or sync round",
+               strerror(-r));
     pthread_rwlock_wrlock(&t->lock);
     struct policing_token *old = t->v;
     t->v = v;
     t->n = n;
+    t->stale = r < 0;
     pthread_rwlock_unlock(&t->lock);
     free(old);
     return 0;
@@ -220,7 +234,7 @@ int tokens_apply(struct tokens *t, const struct policing_token *rec, bool revoke
     } else {
         v[n++] = *rec;
     }
-    return replace(t, v, n);
+    return replace(t, v, n, revoke);
 }
 
 int tokens_list(struct tokens *t, struct policing_token **out, size_t *n)
@@ -249,14 +263,14 @@ int tokens_load(struct tokens *t, const struct policing_token *rec, size_t n)
 {
     if (n > TOKENS_MAX)
         n = TOKENS_MAX; /* the sender's table is bounded alike */
-    if (n == t->n && same_tokens(rec, t->v, n))
+    if (n == t->n && same_tokens(rec, t->v, n) && !t->stale)
         return 0; /* as usual: no rewrite */
     struct policing_token *v = malloc((n ? n : 1) * sizeof *v);
     if (!v)
         return -ENOMEM;
     if (n)
         memcpy(v, rec, n * sizeof *v);
-    return replace(t, v, n);
+    return replace(t, v, n, true);
 }
 
 /* ---- the lookup ---------------------------------------------------------------- */

@@ -43,11 +43,14 @@ int tokens_make(const char *identity, struct policing_token *rec, char text[TOKE
 
 /* rec made, or (revoke) the token rec->id revoked, persisted. 0, -EEXIST
  * (the id is taken), -ESRCH (no token rec->id), -EINVAL (a bad identity
- * or id), -EDQUOT (TOKENS_MAX already), -errno. */
+ * or id), -EDQUOT (TOKENS_MAX already), -errno (a new token the file did
+ * not take). A revoke is in force even if the file can't be written
+ * (logged; rewritten at the next change or sync round). */
 int tokens_apply(struct tokens *t, const struct policing_token *rec, bool revoke);
 /* The tokens, malloc'd, in the order made. */
 int tokens_list(struct tokens *t, struct policing_token **out, size_t *n);
-/* The group's tokens replace this node's, persisted. */
+/* The group's tokens replace this node's, persisted; in force even if
+ * the file can't be written (as a revoke). */
 int tokens_load(struct tokens *t, const struct policing_token *rec, size_t n);
 
 /* Who bearer (a token as text) stands for: 0 with its identity in

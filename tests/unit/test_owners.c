@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static char dir[] = "/tmp/test_owners.XXXXXX";
@@ -245,4 +246,53 @@ Test(owners, tokens_are_found_by_their_hash_and_go_when_revoked)
     cr_expect(eq(sz, n, 1));
     cr_expect(eq(str, list[0].identity, "alice"));
     free(list);
+}
+
+/* DATA_DIR/file becomes a directory with an entry: a rename onto it
+ * fails, as a full or broken disk would. */
+static void break_file(const char *file)
+{
+    char path[sizeof dir + 64];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    cr_assert(eq(int, unlink(path) == 0 || errno == ENOENT, 1));
+    cr_assert(eq(int, mkdir(path, 0700), 0));
+    snprintf(path, sizeof path, "%s/%s/x", dir, file);
+    FILE *f = fopen(path, "w");
+    cr_assert(f != NULL);
+    fclose(f);
+}
+
+static void unbreak_file(const char *file)
+{
+    char path[sizeof dir + 64];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    cr_assert(eq(int, nftw(path, remove_entry, 8, FTW_DEPTH | FTW_PHYS), 0));
+}
+
+Test(owners, a_revoke_the_tokens_file_does_not_take_is_in_force_and_written_later)
+{
+    struct tokens *t = volumes_tokens(vols);
+    struct policing_token a, b;
+    char ta[TOKEN_TEXT_LEN + 1], tb[TOKEN_TEXT_LEN + 1], who[PMSG_IDENTITY_MAX + 1];
+    cr_assert(eq(int, tokens_make("alice", &a, ta), 0));
+    cr_assert(eq(int, tokens_make("bob", &b, tb), 0));
+    cr_assert(eq(int, tokens_apply(t, &a, false), 0));
+    cr_assert(eq(int, tokens_apply(t, &b, false), 0));
+    break_file("tokens");
+    cr_expect(eq(int, tokens_apply(t, &a, true), 0), "the group revoked it: so does this node");
+    cr_expect(eq(int, tokens_identity(t, ta, who, sizeof who), -ENOENT), "a revoked token works");
+    /* A sync round with the group's table (b's token only) fails closed alike. */
+    cr_expect(eq(int, tokens_load(t, &b, 1), 0));
+    cr_expect(eq(int, tokens_identity(t, ta, who, sizeof who), -ENOENT));
+    struct policing_token c;
+    char tc[TOKEN_TEXT_LEN + 1];
+    cr_assert(eq(int, tokens_make("carol", &c, tc), 0));
+    cr_expect(lt(int, tokens_apply(t, &c, false), 0), "a new token the file does not take fails");
+    unbreak_file("tokens");
+    /* The next sync round, with the same table, rewrites the file. */
+    cr_assert(eq(int, tokens_load(t, &b, 1), 0));
+    reopen();
+    t = volumes_tokens(vols);
+    cr_expect(eq(int, tokens_identity(t, ta, who, sizeof who), -ENOENT), "the revoke was written");
+    cr_expect(eq(int, tokens_identity(t, tb, who, sizeof who), 0));
 }
