@@ -28,6 +28,9 @@ struct owners {
     size_t nown;
     struct policing_quota *q; /* in the order set */
     size_t nq;
+    /* A file lags its table: rewritten at the next change of it or sync
+     * round. */
+    bool own_stale, q_stale;
 };
 
 /* ---- the files ------------------------------------------------------------ */
@@ -172,8 +175,42 @@ const char *owners_of(const struct owners *o, const char *uuid)
     return "";
 }
 
-/* The owners with uuid's replaced by identity ("": dropped), persisted
- * before they replace the table. */
+/* Logs a failed write r of file, whose table is in force all the same. */
+static void lagging(const char *file, int r)
+{
+    qb_log(LOG_ERR,
+           "%s file: %s: the change is in force here, the file is rewritten at the next change "
+           "or sync round",
+           file, strerror(-r));
+}
+
+/* The owners become v (n, malloc'd, taken over), persisted if the file
+ * takes them. Every change here is the group's, agreed: the table takes
+ * it even if the file does not (logged, marked stale), so that this
+ * node's later quota checks are the group's. */
+static void owners_take(struct owners *o, struct policing_owner *v, size_t n)
+{
+    int r = persist_owners(o, v, n);
+    if (r < 0)
+        lagging(OWNERS_FILE, r);
+    free(o->own);
+    o->own = v;
+    o->nown = n;
+    o->own_stale = r < 0;
+}
+
+static void quotas_take(struct owners *o, struct policing_quota *v, size_t n)
+{
+    int r = persist_quotas(o, v, n);
+    if (r < 0)
+        lagging(QUOTAS_FILE, r);
+    free(o->q);
+    o->q = v;
+    o->nq = n;
+    o->q_stale = r < 0;
+}
+
+/* The owners with uuid's replaced by identity ("": dropped). */
 static int owners_replace(struct owners *o, const char *uuid, const char *identity)
 {
     struct policing_owner *v = malloc((o->nown + 1) * sizeof *v);
@@ -188,14 +225,7 @@ static int owners_replace(struct owners *o, const char *uuid, const char *identi
         snprintf(v[n].identity, sizeof v[n].identity, "%s", identity);
         n++;
     }
-    int r = persist_owners(o, v, n);
-    if (r < 0) {
-        free(v);
-        return r;
-    }
-    free(o->own);
-    o->own = v;
-    o->nown = n;
+    owners_take(o, v, n);
     return 0;
 }
 
@@ -245,14 +275,7 @@ int owners_quota_set(struct owners *o, const char *identity, uint64_t limit)
         snprintf(v[n].identity, sizeof v[n].identity, "%s", identity);
         n++;
     }
-    int r = persist_quotas(o, v, n);
-    if (r < 0) {
-        free(v);
-        return r;
-    }
-    free(o->q);
-    o->q = v;
-    o->nq = n;
+    quotas_take(o, v, n);
     return 0;
 }
 
@@ -346,28 +369,17 @@ int owners_load(struct owners *o, const struct policing_idents *id)
     size_t nq = id->nquotas < OWNERS_QUOTAS_MAX ? id->nquotas : OWNERS_QUOTAS_MAX;
     bool same_own = id->nowners == o->nown && same_owners(id->owners, o->own, o->nown);
     bool same_q = nq == o->nq && same_quotas(id->quotas, o->q, nq);
-    int r = 0;
-    if (!same_own) {
+    if (!same_own || o->own_stale) {
         struct policing_owner *v = dup_array(id->owners, id->nowners, sizeof *v);
-        r = v ? persist_owners(o, v, id->nowners) : -ENOMEM;
-        if (r == 0) {
-            free(o->own);
-            o->own = v;
-            o->nown = id->nowners;
-        } else {
-            free(v);
-        }
+        if (!v)
+            return -ENOMEM;
+        owners_take(o, v, id->nowners);
     }
-    if (r == 0 && !same_q) {
+    if (!same_q || o->q_stale) {
         struct policing_quota *v = dup_array(id->quotas, nq, sizeof *v);
-        r = v ? persist_quotas(o, v, nq) : -ENOMEM;
-        if (r == 0) {
-            free(o->q);
-            o->q = v;
-            o->nq = nq;
-        } else {
-            free(v);
-        }
+        if (!v)
+            return -ENOMEM;
+        quotas_take(o, v, nq);
     }
-    return r;
+    return 0;
 }

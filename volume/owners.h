@@ -13,6 +13,9 @@
  *
  * Persistence: DATA_DIR/owners ("UUID IDENTITY" lines) and DATA_DIR/quotas
  * ("LIMIT IDENTITY"), each replaced whole and atomically on a change.
+ * Every change is the group's, agreed: it is in force here even if its
+ * file can't be written (logged; the file is rewritten at the next change
+ * or sync round), so that this node's quota checks stay the group's.
  *
  * Threads: main loop only (the agreed stream and the admin commands).
  */
@@ -47,7 +50,7 @@ int owners_forget(struct owners *o, const char *uuid);
 
 /* identity's quota becomes limit bytes (0: none), persisted. 0,
  * -ESRCH (no quota to remove), -EALREADY, -EINVAL (a bad identity),
- * -EDQUOT (OWNERS_QUOTAS_MAX quotas already), -errno. */
+ * -EDQUOT (OWNERS_QUOTAS_MAX quotas already), -ENOMEM. */
 int owners_quota_set(struct owners *o, const char *identity, uint64_t limit);
 /* The quotas, malloc'd, in the order set. */
 int owners_quota_list(const struct owners *o, struct policing_quota **out, size_t *n);

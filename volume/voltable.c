@@ -51,8 +51,10 @@ static int quota_check(struct voltable *t, const char *name, const char *owner, 
 }
 
 /* The volume owner just created is its: owned, with a read-write grant.
- * The create is done on every node; a failure to persist here is logged
- * and mended by the next sync round. */
+ * The create is done on every node, and so is the owner here, in memory
+ * even if its file is not written (owners.h), so quota checks stay the
+ * group's. A grant the grants file does not take fails closed (access.h):
+ * logged, the owner still sees and changes its volume (admin_may_see). */
 static void take_ownership(struct voltable *t, const char *name, const char *uuid,
                            const char *owner)
 {

@@ -296,3 +296,32 @@ Test(owners, a_revoke_the_tokens_file_does_not_take_is_in_force_and_written_late
     cr_expect(eq(int, tokens_identity(t, ta, who, sizeof who), -ENOENT), "the revoke was written");
     cr_expect(eq(int, tokens_identity(t, tb, who, sizeof who), 0));
 }
+
+Test(owners, an_owner_or_quota_the_files_do_not_take_is_in_force_and_written_later)
+{
+    const uint32_t self = 1;
+    struct owners *o = volumes_owners(vols);
+    cr_assert(eq(int, owners_quota_set(o, "bob", 3 << 20), 0));
+    break_file("owners");
+    break_file("quotas");
+    cr_assert(eq(int, voltable_ops.create(&table, U1, "a1", 2 << 20, "bob", &self, 1), 0));
+    cr_expect(eq(str, (char *)owners_of(o, U1), "bob"), "the group's owner is this node's");
+    cr_expect(eq(int, voltable_ops.create(&table, U2, "a2", 2 << 20, "bob", &self, 1), -EDQUOT),
+              "bob's volume counts here as on the others");
+    cr_expect(eq(int, owners_quota_set(o, "carol", 1 << 20), 0));
+    unbreak_file("owners");
+    unbreak_file("quotas");
+    /* The sync round brings the same tables: the files are written all the same. */
+    struct policing_idents id = {0};
+    cr_assert(eq(int, owners_list(o, &id), 0));
+    cr_assert(eq(int, owners_load(o, &id), 0));
+    policing_idents_free(&id);
+    reopen();
+    o = volumes_owners(vols);
+    cr_expect(eq(str, (char *)owners_of(o, U1), "bob"));
+    struct policing_quota *q;
+    size_t n;
+    cr_assert(eq(int, owners_quota_list(o, &q, &n), 0));
+    cr_expect(eq(sz, n, 2));
+    free(q);
+}
