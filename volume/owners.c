@@ -16,11 +16,9 @@
 
 #define OWNERS_FILE "owners"
 #define QUOTAS_FILE "quotas"
-/* A line: "UUID IDENTITY" or "LIMIT IDENTITY", and its newline. */
-#define LINE_MAX_LEN (PMSG_UUID_LEN + 1 + PMSG_IDENTITY_MAX + 1 + 24)
-/* Owners: one per volume, and a pool holds far fewer than this. */
-#define OWNERS_FILE_MAX ((size_t)65536 * LINE_MAX_LEN)
-#define QUOTAS_FILE_MAX ((size_t)OWNERS_QUOTAS_MAX * LINE_MAX_LEN)
+/* A line: "UUID IDENTITY" or "LIMIT VOLUMES IDENTITY", and its newline. */
+#define LINE_MAX_LEN (PMSG_UUID_LEN + 1 + PMSG_IDENTITY_MAX + 1)
+_Static_assert(20 + 1 + 10 + 1 <= PMSG_UUID_LEN + 1, "a quota's line is no longer than an owner's");
 
 struct owners {
     struct store *store;
@@ -52,15 +50,31 @@ static int parse_owner(const char *line, struct policing_owner *o)
     return 0;
 }
 
+/* A decimal number at s, up to max, followed by a space: the position
+ * after the space, or NULL. */
+static const char *parse_number(const char *s, uint64_t max, uint64_t *v)
+{
+    *v = 0;
+    const char *p = s;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (*v > (max - d) / 10)
+            return NULL;
+        *v = *v * 10 + d;
+    }
+    return p > s && *p == ' ' ? p + 1 : NULL;
+}
+
 static int parse_quota(const char *line, struct policing_quota *q)
 {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(line, &end, 10);
-    if (errno || end == line || *end != ' ' || v == 0 || !identity_ok(end + 1))
+    uint64_t limit, volumes;
+    const char *p = parse_number(line, UINT64_MAX, &limit);
+    p = p ? parse_number(p, UINT32_MAX, &volumes) : NULL;
+    if (!p || limit == 0 || volumes == 0 || !identity_ok(p))
         return -EINVAL;
-    q->limit = v;
-    snprintf(q->identity, sizeof q->identity, "%s", end + 1);
+    q->limit = limit;
+    q->volumes = (uint32_t)volumes;
+    snprintf(q->identity, sizeof q->identity, "%s", p);
     return 0;
 }
 
@@ -131,7 +145,8 @@ static int persist_quotas(struct owners *o, const struct policing_quota *v, size
         return -ENOMEM;
     size_t len = 0;
     for (size_t i = 0; i < n; i++)
-        len += (size_t)sprintf(buf + len, "%" PRIu64 " %s\n", v[i].limit, v[i].identity);
+        len += (size_t)sprintf(buf + len, "%" PRIu64 " %" PRIu32 " %s\n", v[i].limit, v[i].volumes,
+                               v[i].identity);
     int r = store_file_set(o->store, QUOTAS_FILE, buf, len);
     free(buf);
     return r;
@@ -143,8 +158,8 @@ int owners_open(struct store *st, struct owners **out)
     if (!o)
         return -ENOMEM;
     o->store = st;
-    int r = read_table(st, OWNERS_FILE, OWNERS_FILE_MAX / LINE_MAX_LEN, sizeof *o->own,
-                       parse_owner_v, (void **)&o->own, &o->nown);
+    int r = read_table(st, OWNERS_FILE, OWNERS_MAX, sizeof *o->own, parse_owner_v, (void **)&o->own,
+                       &o->nown);
     if (r == 0)
         r = read_table(st, QUOTAS_FILE, OWNERS_QUOTAS_MAX, sizeof *o->q, parse_quota_v,
                        (void **)&o->q, &o->nq);
@@ -229,10 +244,17 @@ static int owners_replace(struct owners *o, const char *uuid, const char *identi
     return 0;
 }
 
+bool owners_full(const struct owners *o)
+{
+    return o->nown >= OWNERS_MAX;
+}
+
 int owners_set(struct owners *o, const char *uuid, const char *identity)
 {
     if (!identity_ok(identity))
         return -EINVAL;
+    if (!owners_of(o, uuid)[0] && owners_full(o))
+        return -EXFULL;
     return owners_replace(o, uuid, identity);
 }
 
@@ -245,9 +267,9 @@ int owners_forget(struct owners *o, const char *uuid)
 
 /* ---- quotas ----------------------------------------------------------------- */
 
-int owners_quota_set(struct owners *o, const char *identity, uint64_t limit)
+int owners_quota_set(struct owners *o, const char *identity, uint64_t limit, uint32_t volumes)
 {
-    if (!identity_ok(identity))
+    if (!identity_ok(identity) || (limit && !volumes))
         return -EINVAL;
     size_t at = o->nq;
     for (size_t i = 0; i < o->nq; i++)
@@ -255,7 +277,7 @@ int owners_quota_set(struct owners *o, const char *identity, uint64_t limit)
             at = i;
     if (at == o->nq && limit == 0)
         return -ESRCH;
-    if (at < o->nq && o->q[at].limit == limit)
+    if (at < o->nq && o->q[at].limit == limit && o->q[at].volumes == volumes)
         return -EALREADY;
     if (at == o->nq && o->nq >= OWNERS_QUOTAS_MAX)
         return -EDQUOT;
@@ -270,8 +292,10 @@ int owners_quota_set(struct owners *o, const char *identity, uint64_t limit)
         n--;
     } else if (at < n) {
         v[at].limit = limit;
+        v[at].volumes = volumes;
     } else {
         v[n].limit = limit;
+        v[n].volumes = volumes;
         snprintf(v[n].identity, sizeof v[n].identity, "%s", identity);
         n++;
     }
@@ -291,38 +315,48 @@ int owners_quota_list(const struct owners *o, struct policing_quota **out, size_
 }
 
 uint64_t owners_used(const struct owners *o, const char *q, const struct volume_info *vols,
-                     size_t n)
+                     size_t n, size_t *count)
 {
     uint64_t used = 0;
+    size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         const char *owner = owners_of(o, vols[i].uuid);
-        if (owner[0] && access_matches_caller(q, owner))
+        if (owner[0] && access_matches_caller(q, owner)) {
             used += vols[i].size;
+            k++;
+        }
     }
+    if (count)
+        *count = k;
     return used;
 }
 
 int owners_check(const struct owners *o, const char *owner, const char *uuid, uint64_t size,
-                 const struct volume_info *vols, size_t n, struct policing_quota *over)
+                 bool client, const struct volume_info *vols, size_t n, struct policing_quota *over)
 {
+    bool quota = false;
     for (size_t i = 0; i < o->nq; i++) {
         const struct policing_quota *q = &o->q[i];
         if (!access_matches_caller(q->identity, owner))
             continue;
+        quota = true;
         uint64_t used = size;
+        size_t count = uuid ? 0 : 1;
         for (size_t j = 0; j < n; j++) {
             const char *w = owners_of(o, vols[j].uuid);
             if ((!uuid || strcmp(vols[j].uuid, uuid) != 0) && w[0] &&
-                access_matches_caller(q->identity, w))
+                access_matches_caller(q->identity, w)) {
                 used += vols[j].size;
+                count += !uuid;
+            }
         }
-        if (used > q->limit || used < size) {
+        if (used > q->limit || used < size || count > q->volumes) {
             if (over)
                 *over = *q;
             return -EDQUOT;
         }
     }
-    return 0;
+    return client && !quota ? -ENODATA : 0;
 }
 
 /* ---- the sync round --------------------------------------------------------- */
@@ -366,14 +400,16 @@ static bool same_quotas(const struct policing_quota *a, const struct policing_qu
 
 int owners_load(struct owners *o, const struct policing_idents *id)
 {
+    /* The sender's tables are bounded alike. */
     size_t nq = id->nquotas < OWNERS_QUOTAS_MAX ? id->nquotas : OWNERS_QUOTAS_MAX;
-    bool same_own = id->nowners == o->nown && same_owners(id->owners, o->own, o->nown);
+    size_t nown = id->nowners < OWNERS_MAX ? id->nowners : OWNERS_MAX;
+    bool same_own = nown == o->nown && same_owners(id->owners, o->own, o->nown);
     bool same_q = nq == o->nq && same_quotas(id->quotas, o->q, nq);
     if (!same_own || o->own_stale) {
-        struct policing_owner *v = dup_array(id->owners, id->nowners, sizeof *v);
+        struct policing_owner *v = dup_array(id->owners, nown, sizeof *v);
         if (!v)
             return -ENOMEM;
-        owners_take(o, v, id->nowners);
+        owners_take(o, v, nown);
     }
     if (!same_q || o->q_stale) {
         struct policing_quota *v = dup_array(id->quotas, nq, sizeof *v);

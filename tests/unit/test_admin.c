@@ -665,6 +665,7 @@ Test(admin, a_client_may_run_only_the_volume_commands)
 
 Test(admin, a_client_owns_what_it_creates_and_only_the_owner_resizes_or_deletes)
 {
+    json_object_put(expect_ok("{\"cmd\":\"quota.set\",\"identity\":\"alice\",\"size\":4194304}"));
     caller = &alice;
     struct json_object *r =
         expect_ok("{\"cmd\":\"volume.create\",\"name\":\"mine\",\"size\":1048576}");
@@ -744,8 +745,8 @@ Test(admin, quotas_count_what_an_identity_owns_and_refuse_past_them)
     /* A certificate with CN carol counts against carol's quota. */
     caller = &carol_cert;
     json_object_put(expect_ok("{\"cmd\":\"volume.create\",\"name\":\"c1\",\"size\":1048576}"));
-    expect_error("{\"cmd\":\"volume.create\",\"name\":\"c2\",\"size\":512}", ADMIN_E_QUOTA_EXCEEDED,
-                 "quota of \"carol\"");
+    expect_error("{\"cmd\":\"volume.create\",\"name\":\"c2\",\"size\":1048576}",
+                 ADMIN_E_QUOTA_EXCEEDED, "quota of \"carol\"");
     caller = NULL;
     struct json_object *r = expect_ok("{\"cmd\":\"quota.list\"}");
     cr_expect(eq(i64, int_field(quota_of(r, "alice"), "limit"), 3145728));
@@ -760,13 +761,53 @@ Test(admin, quotas_count_what_an_identity_owns_and_refuse_past_them)
     r = expect_ok("{\"cmd\":\"quota.set\",\"identity\":\"alice\",\"size\":0}");
     cr_expect(not(json_object_get_boolean(json_object_object_get(r, "changed"))));
     json_object_put(r);
+    /* Without a quota, a client creates nothing (and grows nothing). */
     caller = &alice;
-    json_object_put(expect_ok("{\"cmd\":\"volume.create\",\"name\":\"a2\",\"size\":2097152}"));
+    expect_error("{\"cmd\":\"volume.create\",\"name\":\"a2\",\"size\":2097152}",
+                 ADMIN_E_QUOTA_EXCEEDED, "an admin must set one with `vsan quota set`");
+    expect_error("{\"cmd\":\"volume.resize\",\"name\":\"a1\",\"size\":4194304}",
+                 ADMIN_E_QUOTA_EXCEEDED, "has no quota");
     caller = NULL;
+    expect_error("{\"cmd\":\"volume.show\",\"name\":\"a2\"}", ADMIN_E_NO_SUCH_VOLUME, "");
     expect_error("{\"cmd\":\"quota.set\",\"identity\":\"a:b\",\"size\":512}", ADMIN_E_BAD_IDENTITY,
                  "':' or '='");
     expect_error("{\"cmd\":\"quota.set\",\"identity\":\"alice\",\"size\":\"1G\"}",
                  ADMIN_E_BAD_REQUEST, "\"size\"");
+}
+
+Test(admin, a_client_needs_a_quota_which_bounds_its_bytes_and_its_volumes)
+{
+    caller = &alice;
+    expect_error("{\"cmd\":\"volume.create\",\"name\":\"v1\",\"size\":1048576}",
+                 ADMIN_E_QUOTA_EXCEEDED, "an admin must set one with `vsan quota set`");
+    caller = NULL;
+    expect_error("{\"cmd\":\"quota.set\",\"identity\":\"alice\",\"size\":1048576,"
+                 "\"volumes\":0}",
+                 ADMIN_E_BAD_REQUEST, "must be 1 to 4096");
+    struct json_object *r =
+        expect_ok("{\"cmd\":\"quota.set\",\"identity\":\"alice\",\"size\":67108864,\"volumes\":2}");
+    cr_expect(eq(i64, int_field(r, "volumes"), 2));
+    json_object_put(r);
+    caller = &alice;
+    expect_error("{\"cmd\":\"volume.create\",\"name\":\"v1\",\"size\":512}", ADMIN_E_BAD_SIZE,
+                 "below the smallest a client may have, 1M");
+    json_object_put(expect_ok("{\"cmd\":\"volume.create\",\"name\":\"v1\",\"size\":1048576}"));
+    json_object_put(expect_ok("{\"cmd\":\"volume.create\",\"name\":\"v2\",\"size\":1048576}"));
+    expect_error("{\"cmd\":\"volume.create\",\"name\":\"v3\",\"size\":1048576}",
+                 ADMIN_E_QUOTA_EXCEEDED, "in 2 volumes, of which 2 MiB are used, in 2 volumes");
+    expect_error("{\"cmd\":\"volume.resize\",\"name\":\"v1\",\"size\":512,\"force\":true}",
+                 ADMIN_E_BAD_SIZE, "below the smallest");
+    caller = NULL;
+    r = expect_ok("{\"cmd\":\"quota.list\"}");
+    cr_expect(eq(i64, int_field(quota_of(r, "alice"), "volumes"), 2));
+    cr_expect(eq(i64, int_field(quota_of(r, "alice"), "used_volumes"), 2));
+    json_object_put(r);
+    /* Without a count, a quota allows 64 volumes. */
+    r = expect_ok("{\"cmd\":\"quota.set\",\"identity\":\"alice\",\"size\":67108864}");
+    cr_expect(eq(i64, int_field(r, "volumes"), 64));
+    json_object_put(r);
+    caller = &alice;
+    json_object_put(expect_ok("{\"cmd\":\"volume.create\",\"name\":\"v3\",\"size\":1048576}"));
 }
 
 Test(admin, quotas_owners_and_tokens_survive_a_restart)
@@ -796,8 +837,8 @@ Test(admin, quotas_owners_and_tokens_survive_a_restart)
     char who[PMSG_IDENTITY_MAX + 1];
     cr_expect(eq(int, tokens_identity(node.tokens, token, who, sizeof who), 0));
     caller = &alice;
-    expect_error("{\"cmd\":\"volume.create\",\"name\":\"b\",\"size\":512}", ADMIN_E_QUOTA_EXCEEDED,
-                 "quota of \"alice\"");
+    expect_error("{\"cmd\":\"volume.create\",\"name\":\"b\",\"size\":1048576}",
+                 ADMIN_E_QUOTA_EXCEEDED, "quota of \"alice\"");
 }
 
 Test(admin, tokens_are_shown_once_listed_without_secrets_and_revoked)
