@@ -93,7 +93,10 @@ struct pmsg_region {
 struct pmsg_volume {
     struct pmsg_header h;
     uint64_t tag;
-    char uuid[PMSG_UUID_LEN + 1]; /* CREATE only */
+    /* CREATE: the new volume's; RESIZE, DELETE: the volume's the
+     * requester checked, so a change sent twice, or late, never reaches
+     * another volume made since under the name. */
+    char uuid[PMSG_UUID_LEN + 1];
     char name[PMSG_NAME_MAX + 1];
     uint64_t size; /* CREATE, RESIZE */
     uint8_t force; /* RESIZE: shrink allowed */

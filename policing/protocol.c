@@ -335,7 +335,7 @@ static int apply_table_change(struct policing *pc, int type, const struct pmsg_v
                          members, pc->nmembers);
     }
     if (type == PMSG_VOL_RESIZE)
-        return t->resize(pc->p.table_ctx, m->name, m->size, m->force, m->client != 0);
+        return t->resize(pc->p.table_ctx, m->uuid, m->name, m->size, m->force, m->client != 0);
     uint32_t vid = 0;
     struct policing_volume *list;
     size_t n;
@@ -345,7 +345,7 @@ static int apply_table_change(struct policing *pc, int type, const struct pmsg_v
                 vid = policing_volume_id(list[i].uuid);
         free(list);
     }
-    int r = t->remove(pc->p.table_ctx, m->name);
+    int r = t->remove(pc->p.table_ctx, m->uuid, m->name);
     if (r == 0 && vid) {
         struct pol_actions out = {0};
         pthread_mutex_lock(&pc->lock);
@@ -1647,15 +1647,16 @@ int policing_volume_create(struct policing *pc, const char *uuid, const char *na
     return request_change(pc, PMSG_VOL_CREATE, uuid, name, size, false, owner, client, done, arg);
 }
 
-int policing_volume_resize(struct policing *pc, const char *name, uint64_t size, bool force,
-                           bool client, policing_done_fn done, void *arg)
+int policing_volume_resize(struct policing *pc, const char *uuid, const char *name, uint64_t size,
+                           bool force, bool client, policing_done_fn done, void *arg)
 {
-    return request_change(pc, PMSG_VOL_RESIZE, NULL, name, size, force, NULL, client, done, arg);
+    return request_change(pc, PMSG_VOL_RESIZE, uuid, name, size, force, NULL, client, done, arg);
 }
 
-int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done, void *arg)
+int policing_volume_delete(struct policing *pc, const char *uuid, const char *name,
+                           policing_done_fn done, void *arg)
 {
-    return request_change(pc, PMSG_VOL_DELETE, NULL, name, 0, false, NULL, false, done, arg);
+    return request_change(pc, PMSG_VOL_DELETE, uuid, name, 0, false, NULL, false, done, arg);
 }
 
 int policing_access_change(struct policing *pc, const char *volume, const char *identity,

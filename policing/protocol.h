@@ -124,10 +124,14 @@ struct policing_table_ops {
      * full (nothing created). */
     int (*create)(void *ctx, const char *uuid, const char *name, uint64_t size, const char *owner,
                   bool client, const uint32_t *members, size_t nmembers);
+    /* Resize and remove act on volume name only if its uuid is uuid
+     * (else -ENOENT, nothing changed: the volume the requester checked
+     * is gone, whatever took its name since). */
     /* -EDQUOT: growing an owned volume would take its owner past a
      * quota; -ENODATA: a client grows it, and its owner has no quota. */
-    int (*resize)(void *ctx, const char *name, uint64_t size, bool force, bool client);
-    int (*remove)(void *ctx, const char *name);
+    int (*resize)(void *ctx, const char *uuid, const char *name, uint64_t size, bool force,
+                  bool client);
+    int (*remove)(void *ctx, const char *uuid, const char *name);
     /* The whole table, malloc'd; the caller frees it. */
     int (*list)(void *ctx, struct policing_volume **out, size_t *n);
     /* Makes the local table equal to v (creating, resizing, deleting local
@@ -312,9 +316,12 @@ typedef void (*policing_done_fn)(void *arg, int result);
  * client: a client (not an admin) asks (table op create). */
 int policing_volume_create(struct policing *pc, const char *uuid, const char *name, uint64_t size,
                            const char *owner, bool client, policing_done_fn done, void *arg);
-int policing_volume_resize(struct policing *pc, const char *name, uint64_t size, bool force,
-                           bool client, policing_done_fn done, void *arg);
-int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done, void *arg);
+/* uuid: the volume's the requester checked; name, if another volume has
+ * taken it since, answers -ENOENT. */
+int policing_volume_resize(struct policing *pc, const char *uuid, const char *name, uint64_t size,
+                           bool force, bool client, policing_done_fn done, void *arg);
+int policing_volume_delete(struct policing *pc, const char *uuid, const char *name,
+                           policing_done_fn done, void *arg);
 
 /* `vsan snapshot create`: a cut (cut.h) of the n named volumes (at most
  * PMSG_CUT_VOLUMES) into snapshots called snapshot. done gets 0 once the

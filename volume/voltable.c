@@ -105,11 +105,26 @@ static int vt_create(void *ctx, const char *uuid, const char *name, uint64_t siz
     return r;
 }
 
-static int vt_resize(void *ctx, const char *name, uint64_t size, bool force, bool client)
+/* The volume name, if it is still the volume uuid the requester checked:
+ * 0, or -ENOENT (gone, or another volume took its name). */
+static int same_volume(struct voltable *t, const char *uuid, const char *name,
+                       struct volume_info *info)
+{
+    int r = volumes_info(t->vols, name, info);
+    if (r == 0 && strcmp(info->uuid, uuid) != 0) {
+        qb_log(LOG_NOTICE, "volume \"%s\": is %s now, not %s: the change is for a volume gone",
+               name, info->uuid, uuid);
+        r = -ENOENT;
+    }
+    return r;
+}
+
+static int vt_resize(void *ctx, const char *uuid, const char *name, uint64_t size, bool force,
+                     bool client)
 {
     struct voltable *t = ctx;
     struct volume_info info;
-    int r = volumes_info(t->vols, name, &info);
+    int r = same_volume(t, uuid, name, &info);
     const char *owner = r == 0 ? owners_of(volumes_owners(t->vols), info.uuid) : "";
     if (r == 0 && owner[0] && size > info.size)
         r = quota_check(t, name, owner, info.uuid, size, client);
@@ -118,10 +133,12 @@ static int vt_resize(void *ctx, const char *name, uint64_t size, bool force, boo
     return r;
 }
 
-static int vt_remove(void *ctx, const char *name)
+static int vt_remove(void *ctx, const char *uuid, const char *name)
 {
     struct voltable *t = ctx;
-    return volumes_delete(t->vols, name, true);
+    struct volume_info info;
+    int r = same_volume(t, uuid, name, &info);
+    return r < 0 ? r : volumes_delete(t->vols, name, true);
 }
 
 static int vt_list(void *ctx, struct policing_volume **out, size_t *n)

@@ -782,9 +782,10 @@ static struct json_object *refuse_shrink(const struct admin_node *node, const ch
 /* Before asking the cluster: what this node can tell by itself (a shrink
  * of a volume with snapshots, without force, under this node's own
  * clients). The snapshots are checked again where the shrink is applied:
- * one may be cut meanwhile. */
+ * one may be cut meanwhile. uuid: the volume's checked (the change is for
+ * it, not for another that takes its name meanwhile). */
 static struct json_object *check_resize(const struct context *ctx, const char *name, uint64_t size,
-                                        bool force)
+                                        bool force, char uuid[STORE_UUID_LEN + 1])
 {
     const struct admin_node *node = ctx->node;
     struct volume_info info;
@@ -793,6 +794,7 @@ static struct json_object *check_resize(const struct context *ctx, const char *n
         r = -ENOENT;
     if (r < 0)
         return admin_volume_failure(name, "resize", r);
+    snprintf(uuid, STORE_UUID_LEN + 1, "%s", info.uuid);
     if (!admin_may_change(ctx, info.uuid))
         return admin_reply_error(ADMIN_E_FORBIDDEN,
                                  "volume \"%s\": \"%s\" may not resize it: only its owner or "
@@ -823,21 +825,22 @@ static struct json_object *cmd_volume_resize(const struct context *ctx, struct j
     const char *name;
     uint64_t size;
     bool force;
+    char uuid[STORE_UUID_LEN + 1];
 
     if (admin_get_name(req, &name, &err) < 0 || admin_get_size(req, &size, &err) < 0 ||
         get_force(req, &force, &err) < 0)
         return err;
     err = check_size(ctx, name, size);
     if (!err)
-        err = check_resize(ctx, name, size, force);
+        err = check_resize(ctx, name, size, force, uuid);
     if (err)
         return err;
     struct change *ch = change_new(ctx, "resize", name, force);
     if (!ch)
         return NULL;
-    return submitted(
-        ctx, ch,
-        policing_volume_resize(node->pc, name, size, force, !ctx->who->admin, change_done, ch));
+    return submitted(ctx, ch,
+                     policing_volume_resize(node->pc, uuid, name, size, force, !ctx->who->admin,
+                                            change_done, ch));
 }
 
 static struct json_object *cmd_volume_delete(const struct context *ctx, struct json_object *req)
@@ -863,7 +866,8 @@ static struct json_object *cmd_volume_delete(const struct context *ctx, struct j
     struct change *ch = change_new(ctx, "delete", name, false);
     if (!ch)
         return NULL;
-    return submitted(ctx, ch, policing_volume_delete(ctx->node->pc, name, change_done, ch));
+    return submitted(ctx, ch,
+                     policing_volume_delete(ctx->node->pc, info.uuid, name, change_done, ch));
 }
 
 static int do_fail(struct mvol *v, void *arg)

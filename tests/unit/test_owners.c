@@ -142,13 +142,14 @@ Test(owners, an_owned_create_or_resize_past_the_quota_is_refused_where_it_is_app
     /* An existing name is what a create without owner would hear. */
     cr_expect(
         eq(int, voltable_ops.create(&table, U2, "a1", 8 << 20, "alice", false, &self, 1), -EEXIST));
-    cr_expect(eq(int, voltable_ops.resize(&table, "a1", (2 << 20) + 512, false, false), -EDQUOT));
-    cr_expect(eq(int, voltable_ops.resize(&table, "a1", 2 << 20, false, false), 0));
+    cr_expect(
+        eq(int, voltable_ops.resize(&table, U1, "a1", (2 << 20) + 512, false, false), -EDQUOT));
+    cr_expect(eq(int, voltable_ops.resize(&table, U1, "a1", 2 << 20, false, false), 0));
     /* Without an owner nothing counts. */
     cr_expect(eq(int, voltable_ops.create(&table, U3, "free", 8 << 20, "", false, &self, 1), 0));
-    cr_expect(eq(int, voltable_ops.resize(&table, "free", 16 << 20, false, false), 0));
+    cr_expect(eq(int, voltable_ops.resize(&table, U3, "free", 16 << 20, false, false), 0));
     /* A deleted volume's owner goes: its space is free again. */
-    cr_assert(eq(int, voltable_ops.remove(&table, "a1"), 0));
+    cr_assert(eq(int, voltable_ops.remove(&table, U1, "a1"), 0));
     cr_expect(eq(str, (char *)owners_of(o, U1), ""));
     cr_expect(eq(int, voltable_ops.create(&table, U2, "a2", 2 << 20, "alice", false, &self, 1), 0));
     cr_expect(
@@ -348,7 +349,7 @@ Test(owners, a_client_creates_only_within_a_quota_of_bytes_and_volumes)
     cr_expect(
         eq(int, voltable_ops.create(&table, U3, "a3", 1 << 20, "alice", true, &self, 1), -EDQUOT),
         "a third volume passes a quota of two");
-    cr_expect(eq(int, voltable_ops.resize(&table, "a2", 2 << 20, false, true), 0),
+    cr_expect(eq(int, voltable_ops.resize(&table, U2, "a2", 2 << 20, false, true), 0),
               "a resize adds no volume");
     cr_expect(eq(int, voltable_ops.create(&table, U3, "a3", 1 << 20, "", true, &self, 1), -EINVAL),
               "a client's volume has its owner");
@@ -442,4 +443,22 @@ Test(owners, the_largest_tables_written_are_read_back)
     cr_assert(eq(int, tokens_list(volumes_tokens(vols), &tok, &n), 0));
     cr_expect(eq(sz, n, TOKENS_MAX));
     free(tok);
+}
+
+Test(owners, a_delete_or_resize_sent_twice_never_reaches_a_volume_made_since_under_its_name)
+{
+    const uint32_t self = 1;
+    cr_assert(eq(int, owners_quota_set(volumes_owners(vols), "bob", 64 << 20, 4), 0));
+    cr_assert(eq(int, voltable_ops.create(&table, U1, "db", 1 << 20, "alice", false, &self, 1), 0));
+    /* alice's delete, sent twice (a retry); bob creates "db" in between. */
+    cr_assert(eq(int, voltable_ops.remove(&table, U1, "db"), 0));
+    cr_assert(eq(int, voltable_ops.create(&table, U2, "db", 1 << 20, "bob", true, &self, 1), 0));
+    cr_expect(eq(int, voltable_ops.remove(&table, U1, "db"), -ENOENT));
+    cr_expect(eq(int, voltable_ops.resize(&table, U1, "db", 4 << 20, false, true), -ENOENT));
+    struct volume_info info;
+    cr_assert(eq(int, volumes_info(vols, "db", &info), 0), "bob's volume was deleted");
+    cr_expect(eq(str, info.uuid, U2));
+    cr_expect(eq(u64, info.size, 1 << 20));
+    cr_expect(eq(str, (char *)owners_of(volumes_owners(vols), U2), "bob"));
+    cr_expect(eq(int, voltable_ops.remove(&table, U2, "db"), 0));
 }

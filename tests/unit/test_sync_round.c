@@ -187,15 +187,16 @@ static int t_create(void *ctx, const char *uuid, const char *name, uint64_t size
     return -ENOTSUP;
 }
 
-static int t_resize(void *ctx, const char *name, uint64_t size, bool force, bool client)
+static int t_resize(void *ctx, const char *uuid, const char *name, uint64_t size, bool force,
+                    bool client)
 {
-    (void)ctx, (void)name, (void)size, (void)force, (void)client;
+    (void)ctx, (void)uuid, (void)name, (void)size, (void)force, (void)client;
     return -ENOTSUP;
 }
 
-static int t_remove(void *ctx, const char *name)
+static int t_remove(void *ctx, const char *uuid, const char *name)
 {
-    (void)ctx, (void)name;
+    (void)ctx, (void)uuid, (void)name;
     return -ENOTSUP;
 }
 
