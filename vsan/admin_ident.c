@@ -32,9 +32,18 @@ struct json_object *admin_forbidden(const struct context *ctx, const char *cmd)
                              ctx->who->identity, cmd);
 }
 
+/* Whether the caller owns the volume uuid. */
+static bool owns(const struct context *ctx, const char *uuid)
+{
+    const char *owner = owners_of(volumes_owners(ctx->node->vols), uuid);
+    return owner[0] && access_matches_caller(owner, ctx->who->identity);
+}
+
+/* The owner always sees its volume, whatever became of its grant: it is
+ * charged for it, and may change or delete it. */
 bool admin_may_see(const struct context *ctx, const char *uuid)
 {
-    if (ctx->who->admin)
+    if (ctx->who->admin || owns(ctx, uuid))
         return true;
     const char *id = ctx->who->identity;
     size_t pl = strlen(ACCESS_DN_PREFIX);
@@ -48,10 +57,7 @@ bool admin_may_see(const struct context *ctx, const char *uuid)
 
 bool admin_may_change(const struct context *ctx, const char *uuid)
 {
-    if (ctx->who->admin)
-        return true;
-    const char *owner = owners_of(volumes_owners(ctx->node->vols), uuid);
-    return owner[0] && access_matches_caller(owner, ctx->who->identity);
+    return ctx->who->admin || owns(ctx, uuid);
 }
 
 /* ---- changes on their way through the cluster ------------------------------ */

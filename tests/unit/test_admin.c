@@ -713,6 +713,25 @@ Test(admin, a_client_owns_what_it_creates_and_only_the_owner_resizes_or_deletes)
     json_object_put(r);
 }
 
+Test(admin, an_owner_whose_grant_was_revoked_still_sees_and_changes_its_volume)
+{
+    json_object_put(expect_ok("{\"cmd\":\"quota.set\",\"identity\":\"alice\",\"size\":4194304}"));
+    caller = &alice;
+    json_object_put(expect_ok("{\"cmd\":\"volume.create\",\"name\":\"mine\",\"size\":1048576}"));
+    caller = NULL;
+    json_object_put(
+        expect_ok("{\"cmd\":\"access.revoke\",\"name\":\"mine\",\"identity\":\"alice\"}"));
+    caller = &alice;
+    struct json_object *r = expect_ok("{\"cmd\":\"volume.list\"}");
+    char names[100];
+    volume_names(r, names, sizeof names);
+    cr_expect(eq(str, names, "mine"), "the owner, charged for it, does not see its volume");
+    json_object_put(r);
+    json_object_put(expect_ok("{\"cmd\":\"volume.show\",\"name\":\"mine\"}"));
+    json_object_put(expect_ok("{\"cmd\":\"volume.resize\",\"name\":\"mine\",\"size\":2097152}"));
+    json_object_put(expect_ok("{\"cmd\":\"volume.delete\",\"name\":\"mine\"}"));
+}
+
 /* The quota entry of identity in quota.list. */
 static struct json_object *quota_of(struct json_object *r, const char *identity)
 {
