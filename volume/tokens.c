@@ -2,6 +2,7 @@
  * file, and the lookup (see tokens.h). */
 #include "volume/tokens.h"
 
+#include "policing/protocol.h"
 #include "store/store.h"
 #include "volume/access.h"
 
@@ -28,7 +29,8 @@ struct tokens {
     pthread_rwlock_t lock;
     struct policing_token *v; /* in the order made */
     size_t n;
-    bool stale; /* the file lags the table: rewritten at the next change or sync round */
+    bool stale;          /* the file lags the table: rewritten at the next change or sync round */
+    struct policing *pc; /* NULL until set: unit tests, a node starting */
 };
 
 /* ---- hex ----------------------------------------------------------------------- */
@@ -275,6 +277,13 @@ int tokens_load(struct tokens *t, const struct policing_token *rec, size_t n)
 
 /* ---- the lookup ---------------------------------------------------------------- */
 
+void tokens_set_policing(struct tokens *t, struct policing *pc)
+{
+    pthread_rwlock_wrlock(&t->lock);
+    t->pc = pc;
+    pthread_rwlock_unlock(&t->lock);
+}
+
 /* Whether a and b (n bytes) are equal, in a time that does not depend on
  * where they differ. */
 static bool same_bytes(const uint8_t *a, const uint8_t *b, size_t n)
@@ -302,6 +311,12 @@ int tokens_identity(struct tokens *t, const char *bearer, char *identity, size_t
         return -ENOENT;
     r = -ENOENT;
     pthread_rwlock_rdlock(&t->lock);
+    /* A node cut off, or not synced since, may have missed a revoke that
+     * the group applied: its table is not the group's. */
+    if (t->pc && !policing_readable(t->pc)) {
+        pthread_rwlock_unlock(&t->lock);
+        return -EAGAIN;
+    }
     for (size_t i = 0; i < t->n; i++) {
         if (strcmp(t->v[i].id, id) != 0 || !same_bytes(t->v[i].hash, hash, sizeof hash))
             continue;
