@@ -10,6 +10,7 @@
 #include "common/json_add.h"
 #include "nbd-server/export.h"
 #include "policing/protocol.h"
+#include "common/identity.h"
 #include "volume/access.h"
 #include "volume/owners.h"
 #include "volume/tokens.h"
@@ -32,11 +33,13 @@ struct json_object *admin_forbidden(const struct context *ctx, const char *cmd)
                              ctx->who->identity, cmd);
 }
 
-/* Whether the caller owns the volume uuid. */
+/* Whether the caller owns the volume uuid: the owner as recorded, of its
+ * kind (a bare NAME is a PSK user's or a token's, never a certificate
+ * whose CN is NAME). */
 static bool owns(const struct context *ctx, const char *uuid)
 {
     const char *owner = owners_of(volumes_owners(ctx->node->vols), uuid);
-    return owner[0] && access_matches_caller(owner, ctx->who->identity);
+    return owner[0] && identity_same(owner, ctx->who->identity);
 }
 
 /* The owner always sees its volume, whatever became of its grant: it is

@@ -753,6 +753,38 @@ static struct json_object *quota_of(struct json_object *r, const char *identity)
     return NULL;
 }
 
+Test(admin, an_owner_is_matched_exactly_and_dns_are_kept_canonical)
+{
+    json_object_put(expect_ok("{\"cmd\":\"quota.set\",\"identity\":\"alice\",\"size\":4194304}"));
+    caller = &alice; /* a token's or a PSK user's bare name */
+    json_object_put(expect_ok("{\"cmd\":\"volume.create\",\"name\":\"mine\",\"size\":1048576}"));
+    /* A certificate with CN alice sees it (the grant "alice" matches it),
+     * but it is not the owner. */
+    static const struct admin_caller alice_cert = {"dn:CN=alice,O=Elsewhere", false};
+    caller = &alice_cert;
+    json_object_put(expect_ok("{\"cmd\":\"volume.show\",\"name\":\"mine\"}"));
+    expect_error("{\"cmd\":\"volume.resize\",\"name\":\"mine\",\"size\":2097152}",
+                 ADMIN_E_FORBIDDEN, "may not resize it");
+    expect_error("{\"cmd\":\"volume.delete\",\"name\":\"mine\"}", ADMIN_E_FORBIDDEN,
+                 "may not delete it");
+    /* A DN given with spaces or lower-case types is kept as GnuTLS writes it. */
+    caller = NULL;
+    struct json_object *r = expect_ok("{\"cmd\":\"quota.set\",\"identity\":"
+                                      "\"dn:cn=carol, o=Example\",\"size\":4194304}");
+    cr_expect(eq(str, (char *)str_field(r, "identity"), "dn:CN=carol,O=Example"));
+    json_object_put(r);
+    r = expect_ok("{\"cmd\":\"volume.create\",\"name\":\"c\",\"size\":1048576,"
+                  "\"owner\":\"dn:cn = carol ,o=Example\"}");
+    cr_expect(eq(str, (char *)str_field(r, "owner"), "dn:CN=carol,O=Example"));
+    json_object_put(r);
+    caller = &carol_cert;
+    json_object_put(expect_ok("{\"cmd\":\"volume.resize\",\"name\":\"c\",\"size\":2097152}"));
+    caller = NULL;
+    r = expect_ok("{\"cmd\":\"quota.list\"}");
+    cr_expect(eq(i64, int_field(quota_of(r, "dn:CN=carol,O=Example"), "used"), 2097152));
+    json_object_put(r);
+}
+
 Test(admin, quotas_count_what_an_identity_owns_and_refuse_past_them)
 {
     json_object_put(expect_ok("{\"cmd\":\"quota.set\",\"identity\":\"alice\",\"size\":3145728}"));
