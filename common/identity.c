@@ -87,6 +87,14 @@ static bool dn_ok(const char *dn)
     return *dn != '\0';
 }
 
+/* Whether s starts or ends with a space (not escaped): a file or the
+ * sync stream would not keep it apart from the name without. */
+static bool loose_space(const char *s)
+{
+    size_t n = strlen(s);
+    return s[0] == ' ' || (n && s[n - 1] == ' ' && (n < 2 || s[n - 2] != '\\'));
+}
+
 int identity_check(const char *s, const char **why)
 {
     bool dn = strncmp(s, IDENTITY_DN_PREFIX, strlen(IDENTITY_DN_PREFIX)) == 0;
@@ -99,6 +107,8 @@ int identity_check(const char *s, const char **why)
         *why = dn ? "dn: needs a DN (RFC 4514, such as CN=alice,O=Example)" : "empty";
     else if (has_control(body))
         *why = "a control character";
+    else if (loose_space(body))
+        *why = "a space at its start or end";
     else if (dn && !dn_ok(body))
         *why = "not an RFC 4514 DN (TYPE=VALUE,...)";
     else if (!dn && strpbrk(body, ":="))

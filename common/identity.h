@@ -21,7 +21,8 @@
 #define IDENTITY_MAX (IDENTITY_BODY_MAX + sizeof IDENTITY_DN_PREFIX - 1)
 
 /* Whether s is a pattern: 0; -EINVAL with why set (empty, a control
- * character, ':' or '=' in a bare NAME, "dn:" without a DN); -ENAMETOOLONG
+ * character, a space at its start or end, ':' or '=' in a bare NAME,
+ * "dn:" without a DN); -ENAMETOOLONG
  * (a NAME or DN above IDENTITY_BODY_MAX bytes). */
 int identity_check(const char *s, const char **why);
 

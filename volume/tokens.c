@@ -72,16 +72,27 @@ static bool id_ok(const char *id)
 
 /* ---- the file ------------------------------------------------------------------- */
 
+/* "ID CREATED HASH IDENTITY", each field where the writer put it: one
+ * space apart, none skipped (an identity is kept as it was written). */
 static int parse_line(const char *line, struct policing_token *t)
 {
-    char hash[2 * PMSG_TOKEN_HASH_LEN + 1];
-    int at = 0;
     const char *why;
-    if (sscanf(line, "%16s %" SCNd64 " %64s %n", t->id, &t->created, hash, &at) != 3 || !at ||
-        !id_ok(t->id) || strlen(hash) != 2 * PMSG_TOKEN_HASH_LEN ||
-        !from_hex(hash, t->hash, sizeof t->hash) || access_identity_check(line + at, &why) < 0)
+    size_t il = PMSG_TOKEN_ID_LEN, hl = 2 * PMSG_TOKEN_HASH_LEN;
+    if (strnlen(line, il + 1) <= il || line[il] != ' ')
         return -EINVAL;
-    snprintf(t->identity, sizeof t->identity, "%s", line + at);
+    memcpy(t->id, line, il);
+    t->id[il] = '\0';
+    const char *p = line + il + 1, *q = p + (*p == '-');
+    char *end;
+    errno = 0;
+    long long created = strtoll(p, &end, 10);
+    if (!id_ok(t->id) || *q < '0' || *q > '9' || errno || *end != ' ' ||
+        strnlen(end + 1, hl + 1) <= hl || end[1 + hl] != ' ' ||
+        !from_hex(end + 1, t->hash, sizeof t->hash) ||
+        access_identity_check(end + 2 + hl, &why) < 0)
+        return -EINVAL;
+    t->created = created;
+    snprintf(t->identity, sizeof t->identity, "%s", end + 2 + hl);
     return 0;
 }
 

@@ -462,3 +462,35 @@ Test(owners, a_delete_or_resize_sent_twice_never_reaches_a_volume_made_since_und
     cr_expect(eq(str, (char *)owners_of(volumes_owners(vols), U2), "bob"));
     cr_expect(eq(int, voltable_ops.remove(&table, U2, "db"), 0));
 }
+
+Test(owners, an_identity_keeps_its_spaces_or_is_refused)
+{
+    struct tokens *t = volumes_tokens(vols);
+    struct policing_token a, b;
+    char ta[TOKEN_TEXT_LEN + 1], tb[TOKEN_TEXT_LEN + 1], who[PMSG_IDENTITY_MAX + 1];
+    cr_assert(eq(int, tokens_make(" alice", &a, ta), 0));
+    cr_expect(eq(int, tokens_apply(t, &a, false), -EINVAL), "\" alice\" would read back as alice");
+    cr_assert(eq(int, tokens_make("alice ", &a, ta), 0));
+    cr_expect(eq(int, tokens_apply(t, &a, false), -EINVAL));
+    cr_expect(eq(int, owners_quota_set(volumes_owners(vols), " alice", 1 << 20, 1), -EINVAL));
+    const char *why;
+    cr_expect(eq(int, access_identity_check("dn:CN=alice\\ ", &why), 0), "an escaped space");
+    cr_assert(eq(int, tokens_make("alice smith", &b, tb), 0));
+    cr_assert(eq(int, tokens_apply(t, &b, false), 0));
+    reopen();
+    cr_assert(eq(int, tokens_identity(volumes_tokens(vols), tb, who, sizeof who), 0));
+    cr_expect(eq(str, who, "alice smith"));
+    /* A line whose fields are not where they are written is malformed. */
+    volumes_close(vols);
+    vols = NULL;
+    char path[sizeof dir + 16];
+    snprintf(path, sizeof path, "%s/tokens", dir);
+    FILE *f = fopen(path, "a");
+    cr_assert(f != NULL);
+    fprintf(f, "00000000000000ff 1  %064d bob\n", 0);
+    fclose(f);
+    cr_expect(eq(int, volumes_open(store, &vols), -EINVAL), "two spaces were read as one");
+    cr_assert(eq(int, truncate(path, 0), 0));
+    cr_assert(eq(int, volumes_open(store, &vols), 0));
+    table.vols = vols;
+}
