@@ -372,15 +372,6 @@ int owners_list(const struct owners *o, struct policing_idents *id)
     return owners_quota_list(o, &id->quotas, &id->nquotas);
 }
 
-/* A malloc'd copy of n elements of size at v. */
-static void *dup_array(const void *v, size_t n, size_t size)
-{
-    void *c = malloc(n ? n * size : 1);
-    if (c && n)
-        memcpy(c, v, n * size);
-    return c;
-}
-
 /* Whether the tables are the same (padding and bytes after a NUL aside). */
 static bool same_owners(const struct policing_owner *a, const struct policing_owner *b, size_t n)
 {
@@ -398,24 +389,71 @@ static bool same_quotas(const struct policing_quota *a, const struct policing_qu
     return true;
 }
 
+static bool uuid_ok(const char *u, size_t size)
+{
+    return strnlen(u, size) == PMSG_UUID_LEN &&
+           strspn(u, "0123456789abcdefABCDEF-") == PMSG_UUID_LEN;
+}
+
+static bool terminated_identity_ok(const char *s, size_t size)
+{
+    return memchr(s, '\0', size) && identity_ok(s);
+}
+
+/* The first max of the group's owners (n) this node would have made
+ * itself (and reads back from its file at the next start), malloc'd;
+ * each other one is dropped with a log line, as a peer of another
+ * version may send it. */
+static struct policing_owner *checked_owners(const struct policing_owner *w, size_t *n, size_t max)
+{
+    struct policing_owner *v = malloc((*n ? *n : 1) * sizeof *v);
+    size_t k = 0;
+    for (size_t i = 0; v && i < *n; i++) {
+        if (k < max && uuid_ok(w[i].uuid, sizeof w[i].uuid) &&
+            terminated_identity_ok(w[i].identity, sizeof w[i].identity))
+            v[k++] = w[i];
+        else
+            qb_log(LOG_ERR, "sync round: the owner \"%.64s\" of volume \"%.*s\": %s: dropped",
+                   w[i].identity, PMSG_UUID_LEN, w[i].uuid, k < max ? "malformed" : "table full");
+    }
+    *n = k;
+    return v;
+}
+
+static struct policing_quota *checked_quotas(const struct policing_quota *w, size_t *n, size_t max)
+{
+    struct policing_quota *v = malloc((*n ? *n : 1) * sizeof *v);
+    size_t k = 0;
+    for (size_t i = 0; v && i < *n; i++) {
+        if (k < max && w[i].limit && w[i].volumes &&
+            terminated_identity_ok(w[i].identity, sizeof w[i].identity))
+            v[k++] = w[i];
+        else
+            qb_log(LOG_ERR, "sync round: the quota of \"%.64s\": %s: dropped", w[i].identity,
+                   k < max ? "malformed" : "table full");
+    }
+    *n = k;
+    return v;
+}
+
 int owners_load(struct owners *o, const struct policing_idents *id)
 {
-    /* The sender's tables are bounded alike. */
-    size_t nq = id->nquotas < OWNERS_QUOTAS_MAX ? id->nquotas : OWNERS_QUOTAS_MAX;
-    size_t nown = id->nowners < OWNERS_MAX ? id->nowners : OWNERS_MAX;
-    bool same_own = nown == o->nown && same_owners(id->owners, o->own, o->nown);
-    bool same_q = nq == o->nq && same_quotas(id->quotas, o->q, nq);
-    if (!same_own || o->own_stale) {
-        struct policing_owner *v = dup_array(id->owners, nown, sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        owners_take(o, v, nown);
+    /* Bounded as this node's own tables are. */
+    size_t nown = id->nowners, nq = id->nquotas;
+    struct policing_owner *own = checked_owners(id->owners, &nown, OWNERS_MAX);
+    struct policing_quota *q = checked_quotas(id->quotas, &nq, OWNERS_QUOTAS_MAX);
+    if (!own || !q) {
+        free(own);
+        free(q);
+        return -ENOMEM;
     }
-    if (!same_q || o->q_stale) {
-        struct policing_quota *v = dup_array(id->quotas, nq, sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        quotas_take(o, v, nq);
-    }
+    if (nown != o->nown || !same_owners(own, o->own, nown) || o->own_stale)
+        owners_take(o, own, nown);
+    else
+        free(own);
+    if (nq != o->nq || !same_quotas(q, o->q, nq) || o->q_stale)
+        quotas_take(o, q, nq);
+    else
+        free(q);
     return 0;
 }

@@ -272,18 +272,36 @@ static bool same_tokens(const struct policing_token *a, const struct policing_to
     return true;
 }
 
+/* Whether a token from a sync round is one this node would have made
+ * (and reads back from its file at the next start). */
+static bool token_ok(const struct policing_token *rec)
+{
+    const char *why;
+    return memchr(rec->id, '\0', sizeof rec->id) && id_ok(rec->id) &&
+           memchr(rec->identity, '\0', sizeof rec->identity) &&
+           access_identity_check(rec->identity, &why) == 0;
+}
+
 int tokens_load(struct tokens *t, const struct policing_token *rec, size_t n)
 {
-    if (n > TOKENS_MAX)
-        n = TOKENS_MAX; /* the sender's table is bounded alike */
-    if (n == t->n && same_tokens(rec, t->v, n) && !t->stale)
-        return 0; /* as usual: no rewrite */
+    /* The group's tokens this node would have made, the first TOKENS_MAX
+     * (its own bound); each other one dropped with a log line. */
     struct policing_token *v = malloc((n ? n : 1) * sizeof *v);
     if (!v)
         return -ENOMEM;
-    if (n)
-        memcpy(v, rec, n * sizeof *v);
-    return replace(t, v, n, true);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k < TOKENS_MAX && token_ok(&rec[i]))
+            v[k++] = rec[i];
+        else
+            qb_log(LOG_ERR, "sync round: token \"%.16s\" of \"%.64s\": %s: dropped", rec[i].id,
+                   rec[i].identity, k < TOKENS_MAX ? "malformed" : "table full");
+    }
+    if (k == t->n && same_tokens(v, t->v, k) && !t->stale) {
+        free(v);
+        return 0; /* as usual: no rewrite */
+    }
+    return replace(t, v, k, true);
 }
 
 /* ---- the lookup ---------------------------------------------------------------- */

@@ -494,3 +494,35 @@ Test(owners, an_identity_keeps_its_spaces_or_is_refused)
     cr_assert(eq(int, volumes_open(store, &vols), 0));
     table.vols = vols;
 }
+
+Test(owners, a_sync_round_drops_owners_quotas_and_tokens_this_node_would_refuse)
+{
+    struct policing_owner own[3] = {{.uuid = U1, .identity = "a:b"},
+                                    {.uuid = "not a uuid", .identity = "bob"},
+                                    {.uuid = U2, .identity = "bob"}};
+    struct policing_quota q[3] = {{.identity = "bob", .limit = 1 << 20, .volumes = 0},
+                                  {.identity = " bob", .limit = 1 << 20, .volumes = 1},
+                                  {.identity = "bob", .limit = 1 << 20, .volumes = 2}};
+    struct policing_idents id = {.owners = own, .nowners = 3, .quotas = q, .nquotas = 3};
+    cr_assert(eq(int, owners_load(volumes_owners(vols), &id), 0));
+    struct policing_token tok[3];
+    char text[TOKEN_TEXT_LEN + 1];
+    for (int i = 0; i < 3; i++)
+        cr_assert(eq(int, tokens_make(i == 1 ? " carol" : "carol", &tok[i], text), 0));
+    strcpy(tok[0].id, "nothex!!nothex!!");
+    cr_assert(eq(int, tokens_load(volumes_tokens(vols), tok, 3), 0));
+    reopen(); /* the files written read back */
+    struct policing_idents got = {0};
+    cr_assert(eq(int, owners_list(volumes_owners(vols), &got), 0));
+    cr_assert(eq(sz, got.nowners, 1));
+    cr_expect(eq(str, got.owners[0].uuid, U2));
+    cr_assert(eq(sz, got.nquotas, 1));
+    cr_expect(eq(u32, got.quotas[0].volumes, 2));
+    policing_idents_free(&got);
+    struct policing_token *t;
+    size_t n;
+    cr_assert(eq(int, tokens_list(volumes_tokens(vols), &t, &n), 0));
+    cr_assert(eq(sz, n, 1));
+    cr_expect(eq(str, t[0].id, tok[2].id));
+    free(t);
+}
