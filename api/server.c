@@ -140,6 +140,10 @@ static enum MHD_Result by_token(struct api *a, struct api_call *c, const char *a
         r = a->p.ops->token_identity(a->p.ctx, token, c->identity, sizeof c->identity);
     if (r == -ENOENT)
         return refuse(c, API_E_UNAUTHORIZED, "%s", "unknown or revoked bearer token");
+    if (r == -EAGAIN) /* 503: the token may be revoked where the group is */
+        return refuse(c, ADMIN_E_NO_QUORUM, "%s",
+                      "bearer tokens are not checked now: this node has no quorum, or is not "
+                      "synced with the cluster; try again, or another node");
     if (r < 0)
         return refuse(c, ADMIN_E_SYSTEM, "bearer token: %s", strerror(-r));
     c->who = (struct api_caller){c->identity, false, is_admin(a, c->identity, false)};

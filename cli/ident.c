@@ -1,4 +1,4 @@
-/* ident.c - `vsan quota set IDENTITY SIZE|none`, `vsan quota list`,
+/* ident.c - `vsan quota set IDENTITY SIZE|none [--volumes N]`, `vsan quota list`,
  * `vsan token create IDENTITY`, `vsan token list`, `vsan token revoke ID`:
  * the quotas and the API's bearer tokens of the replicated volume table
  * (admin quota.*, token.*). A new token is printed once, here, and kept by
@@ -12,10 +12,11 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define QUOTA_USAGE "usage: vsan quota set IDENTITY SIZE|none | list"
+#define QUOTA_USAGE "usage: vsan quota set IDENTITY SIZE|none [--volumes N] | list"
 #define TOKEN_USAGE "usage: vsan token create IDENTITY | list | revoke ID"
 
 static const char *str_of(struct json_object *o, const char *key)
@@ -46,13 +47,14 @@ static void print_quotas(struct json_object *reply)
         printf("no quotas\n");
         return;
     }
-    printf("%-12s %-12s %s\n", "LIMIT", "USED", "IDENTITY");
+    printf("%-12s %-12s %-8s %-8s %s\n", "LIMIT", "USED", "VOLUMES", "OWNED", "IDENTITY");
     for (size_t i = 0; i < n; i++) {
         struct json_object *q = json_object_array_get_idx(a, i);
         char limit[SIZE_FORMAT_MAX], used[SIZE_FORMAT_MAX];
         size_format(u64_of(q, "limit"), limit, sizeof limit);
         size_format(u64_of(q, "used"), used, sizeof used);
-        printf("%-12s %-12s %s\n", limit, used, str_of(q, "identity"));
+        printf("%-12s %-12s %-8" PRIu64 " %-8" PRIu64 " %s\n", limit, used, u64_of(q, "volumes"),
+               u64_of(q, "used_volumes"), str_of(q, "identity"));
     }
 }
 
@@ -64,8 +66,8 @@ static void print_quota_set(struct json_object *reply)
     char human[SIZE_FORMAT_MAX];
     size_format(limit, human, sizeof human);
     if (limit)
-        printf("quota of \"%s\": %s%s\n", str_of(reply, "identity"), human,
-               changed ? "" : " (it was already)");
+        printf("quota of \"%s\": %s in %" PRIu64 " volumes%s\n", str_of(reply, "identity"), human,
+               u64_of(reply, "volumes"), changed ? "" : " (it was already)");
     else
         printf("quota of \"%s\": none%s\n", str_of(reply, "identity"),
                changed ? "" : " (there was none)");
@@ -129,15 +131,17 @@ static int call(const char *socket, bool json, const char *what, struct json_obj
     return EXIT_OK;
 }
 
-/* The want positional words after the verb into args, --json anywhere:
- * -1, or an exit code. */
+/* The want positional words after the verb into args, --json anywhere,
+ * and (volumes not NULL) --volumes N: -1, or an exit code. */
 static int positional(char **words, int n, const char *cmd, const char *usage, int want,
-                      const char **args, bool *json)
+                      const char **args, bool *json, const char **volumes)
 {
     int k = 0;
     for (int i = 1; i < n; i++) {
         if (strcmp(words[i], "--json") == 0)
             *json = true;
+        else if (volumes && strcmp(words[i], "--volumes") == 0 && i + 1 < n)
+            *volumes = words[++i];
         else if (strncmp(words[i], "--", 2) == 0)
             return cli_usage_error("%s: unknown option %s (%s)", cmd, words[i], usage);
         else if (k == want)
@@ -187,8 +191,9 @@ int cli_quota(const char *socket, bool json, char **words, int n)
     bool set = strcmp(words[0], "set") == 0;
     if (!set && strcmp(words[0], "list") != 0)
         return cli_usage_error("unknown command \"quota %s\" (" QUOTA_USAGE ")", words[0]);
+    const char *volumes = NULL;
     int r = positional(words, n, set ? "quota set" : "quota list", QUOTA_USAGE, set ? 2 : 0, args,
-                       &json);
+                       &json, set ? &volumes : NULL);
     if (r >= 0)
         return r;
     if (!set) {
@@ -198,8 +203,14 @@ int cli_quota(const char *socket, bool json, char **words, int n)
     uint64_t size;
     if ((r = quota_size(args[1], &size)) >= 0)
         return r;
+    char *end = NULL;
+    long long count = volumes ? strtoll(volumes, &end, 10) : 0;
+    if (volumes && (end == volumes || *end || count < 1 || count > INT32_MAX))
+        return cli_usage_error("quota set: --volumes %s: not a count of volumes (%s)", volumes,
+                               QUOTA_USAGE);
     struct json_object *req = request("quota.set", "identity", args[0]);
-    if (req && json_add(req, "size", json_object_new_int64((int64_t)size)) < 0) {
+    if (req && ((volumes && json_add(req, "volumes", json_object_new_int64(count)) < 0) ||
+                json_add(req, "size", json_object_new_int64((int64_t)size)) < 0)) {
         json_object_put(req);
         req = NULL;
     }
@@ -224,7 +235,7 @@ int cli_token(const char *socket, bool json, char **words, int n)
         char what[32];
         snprintf(what, sizeof what, "token %s", verbs[i].verb);
         const char *arg = NULL;
-        int r = positional(words, n, what, TOKEN_USAGE, verbs[i].field ? 1 : 0, &arg, &json);
+        int r = positional(words, n, what, TOKEN_USAGE, verbs[i].field ? 1 : 0, &arg, &json, NULL);
         if (r >= 0)
             return r;
         struct json_object *req = request(verbs[i].cmd, verbs[i].field, arg);

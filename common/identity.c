@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -86,6 +87,14 @@ static bool dn_ok(const char *dn)
     return *dn != '\0';
 }
 
+/* Whether s starts or ends with a space (not escaped): a file or the
+ * sync stream would not keep it apart from the name without. */
+static bool loose_space(const char *s)
+{
+    size_t n = strlen(s);
+    return s[0] == ' ' || (n && s[n - 1] == ' ' && (n < 2 || s[n - 2] != '\\'));
+}
+
 int identity_check(const char *s, const char **why)
 {
     bool dn = strncmp(s, IDENTITY_DN_PREFIX, strlen(IDENTITY_DN_PREFIX)) == 0;
@@ -98,6 +107,8 @@ int identity_check(const char *s, const char **why)
         *why = dn ? "dn: needs a DN (RFC 4514, such as CN=alice,O=Example)" : "empty";
     else if (has_control(body))
         *why = "a control character";
+    else if (loose_space(body))
+        *why = "a space at its start or end";
     else if (dn && !dn_ok(body))
         *why = "not an RFC 4514 DN (TYPE=VALUE,...)";
     else if (!dn && strpbrk(body, ":="))
@@ -128,6 +139,55 @@ static bool dn_equal(const char *a, const char *b)
         }
     }
     return *a == *b;
+}
+
+bool identity_same(const char *a, const char *b)
+{
+    size_t pl = strlen(IDENTITY_DN_PREFIX);
+    bool da = strncmp(a, IDENTITY_DN_PREFIX, pl) == 0, db = strncmp(b, IDENTITY_DN_PREFIX, pl) == 0;
+    if (da != db)
+        return false;
+    return da ? dn_equal(a + pl, b + pl) : strcmp(a, b) == 0;
+}
+
+void identity_canonical(const char *s, char *out, size_t size)
+{
+    size_t pl = strlen(IDENTITY_DN_PREFIX), n = 0, keep = 0;
+    if (strncmp(s, IDENTITY_DN_PREFIX, pl) != 0 || size < pl + 1) {
+        snprintf(out, size, "%s", s);
+        return;
+    }
+    memcpy(out, s, pl);
+    n = keep = pl; /* keep: the output up to the last character that is not a loose space */
+    bool in_type = true, start = true;
+    for (const char *p = s + pl; *p && n + 2 < size; p++) {
+        char c = *p;
+        if (c == ' ' && (in_type || start))
+            continue; /* around a separator or an '=' */
+        if (in_type && c == '=') {
+            n = keep;
+            out[n++] = c;
+            in_type = false;
+            start = true;
+        } else if (in_type) {
+            out[n++] = (char)toupper((unsigned char)c);
+        } else if (c == '\\' && p[1]) {
+            out[n++] = c;
+            out[n++] = *++p;
+            start = false;
+        } else if (c == ',' || c == '+') {
+            n = keep; /* a value's trailing spaces, unescaped */
+            out[n++] = c;
+            in_type = start = true;
+        } else {
+            out[n++] = c;
+            start = false;
+            if (c == ' ')
+                continue;
+        }
+        keep = n;
+    }
+    out[keep] = '\0';
 }
 
 bool identity_matches(const char *pattern, const char *identity, bool certificate)

@@ -93,13 +93,19 @@ struct pmsg_region {
 struct pmsg_volume {
     struct pmsg_header h;
     uint64_t tag;
-    char uuid[PMSG_UUID_LEN + 1]; /* CREATE only */
+    /* CREATE: the new volume's; RESIZE, DELETE: the volume's the
+     * requester checked, so a change sent twice, or late, never reaches
+     * another volume made since under the name. */
+    char uuid[PMSG_UUID_LEN + 1];
     char name[PMSG_NAME_MAX + 1];
     uint64_t size; /* CREATE, RESIZE */
     uint8_t force; /* RESIZE: shrink allowed */
     /* CREATE: who owns the volume ("" for none, an admin's): it gets a
      * read-write grant, and the volume counts against its quota. */
     char owner[PMSG_IDENTITY_MAX + 1];
+    /* CREATE, RESIZE: asked by a client (not an admin), which may create
+     * or grow only within a quota: an owner without one is refused. */
+    uint8_t client;
 } __attribute__((packed));
 
 /* GRANT: what identity may do with volume name (and its snapshots, read
@@ -119,11 +125,12 @@ struct pmsg_grant {
 } __attribute__((packed));
 
 /* QUOTA: how many bytes of volumes identity may own from now on (0: no
- * quota); tag as in pmsg_volume. */
+ * quota), in how many volumes at most; tag as in pmsg_volume. */
 struct pmsg_quota {
     struct pmsg_header h;
     uint64_t tag;
     uint64_t limit;
+    uint32_t volumes;
     char identity[PMSG_IDENTITY_MAX + 1];
 } __attribute__((packed));
 

@@ -331,11 +331,11 @@ static int apply_table_change(struct policing *pc, int type, const struct pmsg_v
         uint32_t members[CLUSTER_NODES_MAX];
         for (size_t i = 0; i < pc->nmembers; i++)
             members[i] = pc->members[i].nodeid;
-        return t->create(pc->p.table_ctx, m->uuid, m->name, m->size, m->owner, members,
-                         pc->nmembers);
+        return t->create(pc->p.table_ctx, m->uuid, m->name, m->size, m->owner, m->client != 0,
+                         members, pc->nmembers);
     }
     if (type == PMSG_VOL_RESIZE)
-        return t->resize(pc->p.table_ctx, m->name, m->size, m->force);
+        return t->resize(pc->p.table_ctx, m->uuid, m->name, m->size, m->force, m->client != 0);
     uint32_t vid = 0;
     struct policing_volume *list;
     size_t n;
@@ -345,7 +345,7 @@ static int apply_table_change(struct policing *pc, int type, const struct pmsg_v
                 vid = policing_volume_id(list[i].uuid);
         free(list);
     }
-    int r = t->remove(pc->p.table_ctx, m->name);
+    int r = t->remove(pc->p.table_ctx, m->uuid, m->name);
     if (r == 0 && vid) {
         struct pol_actions out = {0};
         pthread_mutex_lock(&pc->lock);
@@ -972,7 +972,7 @@ static void apply_quota(struct policing *pc, uint32_t nodeid, uint32_t pid,
 {
     int r = -EINVAL;
     if (pmsg_string_ok(m->identity, sizeof m->identity))
-        r = pc->p.table->quota(pc->p.table_ctx, m->identity, m->limit);
+        r = pc->p.table->quota(pc->p.table_ctx, m->identity, m->limit, m->volumes);
     if (r == 0)
         bump_version(pc);
     finish_pending(pc, nodeid, pid, m->tag, r);
@@ -1621,7 +1621,7 @@ static const struct cluster_events events = {
 
 static int request_change(struct policing *pc, enum pmsg_type type, const char *uuid,
                           const char *name, uint64_t size, bool force, const char *owner,
-                          policing_done_fn done, void *arg)
+                          bool client, policing_done_fn done, void *arg)
 {
     pthread_mutex_lock(&pc->lock);
     bool quorate = pc->quorate;
@@ -1636,25 +1636,27 @@ static int request_change(struct policing *pc, enum pmsg_type type, const char *
         return -EINVAL;
     m.size = size;
     m.force = force;
+    m.client = client;
     m.tag = ++pc->next_tag;
     return send_pending(pc, m.tag, &m, sizeof m, done, arg);
 }
 
 int policing_volume_create(struct policing *pc, const char *uuid, const char *name, uint64_t size,
-                           const char *owner, policing_done_fn done, void *arg)
+                           const char *owner, bool client, policing_done_fn done, void *arg)
 {
-    return request_change(pc, PMSG_VOL_CREATE, uuid, name, size, false, owner, done, arg);
+    return request_change(pc, PMSG_VOL_CREATE, uuid, name, size, false, owner, client, done, arg);
 }
 
-int policing_volume_resize(struct policing *pc, const char *name, uint64_t size, bool force,
+int policing_volume_resize(struct policing *pc, const char *uuid, const char *name, uint64_t size,
+                           bool force, bool client, policing_done_fn done, void *arg)
+{
+    return request_change(pc, PMSG_VOL_RESIZE, uuid, name, size, force, NULL, client, done, arg);
+}
+
+int policing_volume_delete(struct policing *pc, const char *uuid, const char *name,
                            policing_done_fn done, void *arg)
 {
-    return request_change(pc, PMSG_VOL_RESIZE, NULL, name, size, force, NULL, done, arg);
-}
-
-int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done, void *arg)
-{
-    return request_change(pc, PMSG_VOL_DELETE, NULL, name, 0, false, NULL, done, arg);
+    return request_change(pc, PMSG_VOL_DELETE, uuid, name, 0, false, NULL, false, done, arg);
 }
 
 int policing_access_change(struct policing *pc, const char *volume, const char *identity,
@@ -1683,7 +1685,7 @@ static bool quorate_now(struct policing *pc)
     return quorate;
 }
 
-int policing_quota_set(struct policing *pc, const char *identity, uint64_t limit,
+int policing_quota_set(struct policing *pc, const char *identity, uint64_t limit, uint32_t volumes,
                        policing_done_fn done, void *arg)
 {
     if (!quorate_now(pc))
@@ -1693,6 +1695,7 @@ int policing_quota_set(struct policing *pc, const char *identity, uint64_t limit
     if (!pmsg_set_string(m.identity, sizeof m.identity, identity))
         return -EINVAL;
     m.limit = limit;
+    m.volumes = volumes;
     m.tag = ++pc->next_tag;
     return send_pending(pc, m.tag, &m, sizeof m, done, arg);
 }

@@ -88,7 +88,8 @@ struct policing_owner {
 /* How many bytes of volumes an identity may own (volume/owners.h). */
 struct policing_quota {
     char identity[PMSG_IDENTITY_MAX + 1];
-    uint64_t limit; /* > 0 */
+    uint64_t limit;   /* bytes, > 0 */
+    uint32_t volumes; /* how many volumes, > 0 */
 };
 
 /* An API bearer token (volume/tokens.h): never the secret, its hash. */
@@ -117,12 +118,20 @@ void policing_idents_free(struct policing_idents *id);
 struct policing_table_ops {
     /* members: the group now, the volume's first replicas. owner: ""
      * or the identity that owns it, which gets a read-write grant.
-     * -EDQUOT: the volume would take owner past a quota. */
+     * client: a client asked, which may create only within a quota.
+     * -EDQUOT: the volume would take owner past a quota; -ENODATA: a
+     * client's owner has no quota; -EXFULL: the owner or grant table is
+     * full (nothing created). */
     int (*create)(void *ctx, const char *uuid, const char *name, uint64_t size, const char *owner,
-                  const uint32_t *members, size_t nmembers);
-    /* -EDQUOT: growing an owned volume would take its owner past a quota. */
-    int (*resize)(void *ctx, const char *name, uint64_t size, bool force);
-    int (*remove)(void *ctx, const char *name);
+                  bool client, const uint32_t *members, size_t nmembers);
+    /* Resize and remove act on volume name only if its uuid is uuid
+     * (else -ENOENT, nothing changed: the volume the requester checked
+     * is gone, whatever took its name since). */
+    /* -EDQUOT: growing an owned volume would take its owner past a
+     * quota; -ENODATA: a client grows it, and its owner has no quota. */
+    int (*resize)(void *ctx, const char *uuid, const char *name, uint64_t size, bool force,
+                  bool client);
+    int (*remove)(void *ctx, const char *uuid, const char *name);
     /* The whole table, malloc'd; the caller frees it. */
     int (*list)(void *ctx, struct policing_volume **out, size_t *n);
     /* Makes the local table equal to v (creating, resizing, deleting local
@@ -185,10 +194,11 @@ struct policing_table_ops {
     int (*grant_list)(void *ctx, struct policing_grant **out, size_t *n);
     /* After load: the group's grants replace this node's. */
     int (*grant_load)(void *ctx, const struct policing_grant *g, size_t n);
-    /* A QUOTA: identity's quota becomes limit (0: none). 0, -ESRCH (no
-     * quota to remove), -EALREADY (so already), -EINVAL (a bad identity),
-     * -EDQUOT (the table is full), -errno from persisting it. */
-    int (*quota)(void *ctx, const char *identity, uint64_t limit);
+    /* A QUOTA: identity's quota becomes limit bytes in at most volumes
+     * volumes (limit 0: none). 0, -ESRCH (no quota to remove), -EALREADY
+     * (so already), -EINVAL (a bad identity, or no volumes), -EDQUOT (the
+     * table is full). */
+    int (*quota)(void *ctx, const char *identity, uint64_t limit, uint32_t volumes);
     /* A TOKEN: t made, or (revoke) the token t->id revoked. 0, -EEXIST
      * (the id is taken), -ESRCH (no such token), -EINVAL, -EDQUOT (the
      * table is full), -errno from persisting it. */
@@ -302,12 +312,16 @@ uint32_t policing_volume_id(const char *uuid);
 typedef void (*policing_done_fn)(void *arg, int result);
 
 /* uuid: the requester's choice, so every node creates the same one.
- * owner: NULL or "" (none), or the identity that owns the volume. */
+ * owner: NULL or "" (none), or the identity that owns the volume;
+ * client: a client (not an admin) asks (table op create). */
 int policing_volume_create(struct policing *pc, const char *uuid, const char *name, uint64_t size,
-                           const char *owner, policing_done_fn done, void *arg);
-int policing_volume_resize(struct policing *pc, const char *name, uint64_t size, bool force,
+                           const char *owner, bool client, policing_done_fn done, void *arg);
+/* uuid: the volume's the requester checked; name, if another volume has
+ * taken it since, answers -ENOENT. */
+int policing_volume_resize(struct policing *pc, const char *uuid, const char *name, uint64_t size,
+                           bool force, bool client, policing_done_fn done, void *arg);
+int policing_volume_delete(struct policing *pc, const char *uuid, const char *name,
                            policing_done_fn done, void *arg);
-int policing_volume_delete(struct policing *pc, const char *name, policing_done_fn done, void *arg);
 
 /* `vsan snapshot create`: a cut (cut.h) of the n named volumes (at most
  * PMSG_CUT_VOLUMES) into snapshots called snapshot. done gets 0 once the
@@ -337,9 +351,10 @@ int policing_rollback_fence(struct policing *pc, const char *volume, const char 
 int policing_access_change(struct policing *pc, const char *volume, const char *identity,
                            uint8_t mode, policing_done_fn done, void *arg);
 
-/* `vsan quota set`: identity's quota becomes limit (0: none) on every
- * node; done gets the table op quota's result. -ENOLINK, -EINVAL. */
-int policing_quota_set(struct policing *pc, const char *identity, uint64_t limit,
+/* `vsan quota set`: identity's quota becomes limit bytes in at most
+ * volumes volumes (limit 0: none) on every node; done gets the table op
+ * quota's result. -ENOLINK, -EINVAL. */
+int policing_quota_set(struct policing *pc, const char *identity, uint64_t limit, uint32_t volumes,
                        policing_done_fn done, void *arg);
 
 /* `vsan token create/revoke`: t made (its id, identity, hash, time) or,

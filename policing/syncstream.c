@@ -110,7 +110,7 @@ static unsigned char *put_idents(unsigned char *at, const struct policing_idents
         at = put_body(at, SYNC_REC_OWNER, &ro, sizeof ro);
     }
     for (size_t i = 0; i < id->nquotas; i++) {
-        struct sync_rec_quota rq = {.limit = id->quotas[i].limit};
+        struct sync_rec_quota rq = {.limit = id->quotas[i].limit, .volumes = id->quotas[i].volumes};
         memcpy(rq.identity, id->quotas[i].identity, sizeof rq.identity);
         at = put_body(at, SYNC_REC_QUOTA, &rq, sizeof rq);
     }
@@ -355,7 +355,7 @@ static int add_quota(struct policing_idents *id, size_t *cap, const void *body, 
     if (len < sizeof rq)
         return -EINVAL;
     memcpy(&rq, body, sizeof rq);
-    if (!identity_ok(rq.identity, sizeof rq.identity) || rq.limit == 0) {
+    if (!identity_ok(rq.identity, sizeof rq.identity) || rq.limit == 0 || rq.volumes == 0) {
         qb_log(LOG_ERR, "policing: the group's state has a malformed quota: ignored");
         return 0;
     }
@@ -363,6 +363,7 @@ static int add_quota(struct policing_idents *id, size_t *cap, const void *body, 
         return -ENOMEM;
     struct policing_quota *q = &id->quotas[id->nquotas++];
     q->limit = rq.limit;
+    q->volumes = rq.volumes;
     memcpy(q->identity, rq.identity, sizeof q->identity);
     return 0;
 }

@@ -109,6 +109,7 @@ struct sync_rec_owner {
 
 struct sync_rec_quota {
     uint64_t limit;
+    uint32_t volumes;
     char identity[PMSG_IDENTITY_MAX + 1];
 } __attribute__((packed));
 

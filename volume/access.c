@@ -247,6 +247,17 @@ static struct policing_grant *copy_table(const struct access *a)
     return g;
 }
 
+/* Main loop only (the table's one writer): no lock to read it. */
+int access_room(struct access *a, const char *identity)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < a->n; i++)
+        bytes += strlen(a->g[i].identity);
+    bool full =
+        a->n >= ACCESS_GRANTS_TOTAL_MAX || bytes + strlen(identity) > ACCESS_IDENTITY_BYTES_MAX;
+    return full ? -EDQUOT : 0;
+}
+
 int access_set(struct access *a, const char *uuid, const char *identity, int mode, bool *ended)
 {
     const char *why;

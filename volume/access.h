@@ -74,6 +74,9 @@ enum access_mode access_of(struct access *a, const char *uuid, const struct nbd_
  * volume's cap), -EDQUOT (the table's, in grants or bytes), -errno from
  * the store. */
 int access_set(struct access *a, const char *uuid, const char *identity, int mode, bool *ended);
+/* Whether the table has room for one more grant to identity (on a new
+ * volume, so the volume's cap does not count): 0 or -EDQUOT. */
+int access_room(struct access *a, const char *identity);
 /* Drops the grants of a deleted volume, persisted. */
 int access_forget(struct access *a, const char *uuid);
 /* Drops (logged, persisted) the grants of every volume exists(arg, uuid)

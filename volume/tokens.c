@@ -2,6 +2,7 @@
  * file, and the lookup (see tokens.h). */
 #include "volume/tokens.h"
 
+#include "policing/protocol.h"
 #include "store/store.h"
 #include "volume/access.h"
 
@@ -28,6 +29,8 @@ struct tokens {
     pthread_rwlock_t lock;
     struct policing_token *v; /* in the order made */
     size_t n;
+    bool stale;          /* the file lags the table: rewritten at the next change or sync round */
+    struct policing *pc; /* NULL until set: unit tests, a node starting */
 };
 
 /* ---- hex ----------------------------------------------------------------------- */
@@ -69,16 +72,27 @@ static bool id_ok(const char *id)
 
 /* ---- the file ------------------------------------------------------------------- */
 
+/* "ID CREATED HASH IDENTITY", each field where the writer put it: one
+ * space apart, none skipped (an identity is kept as it was written). */
 static int parse_line(const char *line, struct policing_token *t)
 {
-    char hash[2 * PMSG_TOKEN_HASH_LEN + 1];
-    int at = 0;
     const char *why;
-    if (sscanf(line, "%16s %" SCNd64 " %64s %n", t->id, &t->created, hash, &at) != 3 || !at ||
-        !id_ok(t->id) || strlen(hash) != 2 * PMSG_TOKEN_HASH_LEN ||
-        !from_hex(hash, t->hash, sizeof t->hash) || access_identity_check(line + at, &why) < 0)
+    size_t il = PMSG_TOKEN_ID_LEN, hl = 2 * PMSG_TOKEN_HASH_LEN;
+    if (strnlen(line, il + 1) <= il || line[il] != ' ')
         return -EINVAL;
-    snprintf(t->identity, sizeof t->identity, "%s", line + at);
+    memcpy(t->id, line, il);
+    t->id[il] = '\0';
+    const char *p = line + il + 1, *q = p + (*p == '-');
+    char *end;
+    errno = 0;
+    long long created = strtoll(p, &end, 10);
+    if (!id_ok(t->id) || *q < '0' || *q > '9' || errno || *end != ' ' ||
+        strnlen(end + 1, hl + 1) <= hl || end[1 + hl] != ' ' ||
+        !from_hex(end + 1, t->hash, sizeof t->hash) ||
+        access_identity_check(end + 2 + hl, &why) < 0)
+        return -EINVAL;
+    t->created = created;
+    snprintf(t->identity, sizeof t->identity, "%s", end + 2 + hl);
     return 0;
 }
 
@@ -176,18 +190,31 @@ int tokens_make(const char *identity, struct policing_token *rec, char text[TOKE
 }
 
 /* Replaces the table with v (n tokens, malloc'd, taken over) once it is
- * on disk; on failure v is freed and the table stays. */
-static int replace(struct tokens *t, struct policing_token *v, size_t n)
+ * on disk; on failure v is freed and the table stays. Main loop only.
+ *
+ * fail_closed (a revoke, or the group's table in a sync round): the table
+ * is replaced even if the file can't be written, as the other nodes
+ * applied the change and a node keeping the old tokens would go on
+ * accepting a revoked one. The file then lags (logged; the table is
+ * marked stale) until the next change or sync round rewrites it, as for
+ * the grants (access.c). */
+static int replace(struct tokens *t, struct policing_token *v, size_t n, bool fail_closed)
 {
     int r = persist(t, v, n);
-    if (r < 0) {
+    if (r < 0 && !fail_closed) {
         free(v);
         return r;
     }
+    if (r < 0)
+        qb_log(LOG_ERR,
+               "tokens file: %s: the change is in force here, the file is rewritten at the "
+               "next change or sync round",
+               strerror(-r));
     pthread_rwlock_wrlock(&t->lock);
     struct policing_token *old = t->v;
     t->v = v;
     t->n = n;
+    t->stale = r < 0;
     pthread_rwlock_unlock(&t->lock);
     free(old);
     return 0;
@@ -220,7 +247,7 @@ int tokens_apply(struct tokens *t, const struct policing_token *rec, bool revoke
     } else {
         v[n++] = *rec;
     }
-    return replace(t, v, n);
+    return replace(t, v, n, revoke);
 }
 
 int tokens_list(struct tokens *t, struct policing_token **out, size_t *n)
@@ -245,21 +272,46 @@ static bool same_tokens(const struct policing_token *a, const struct policing_to
     return true;
 }
 
+/* Whether a token from a sync round is one this node would have made
+ * (and reads back from its file at the next start). */
+static bool token_ok(const struct policing_token *rec)
+{
+    const char *why;
+    return memchr(rec->id, '\0', sizeof rec->id) && id_ok(rec->id) &&
+           memchr(rec->identity, '\0', sizeof rec->identity) &&
+           access_identity_check(rec->identity, &why) == 0;
+}
+
 int tokens_load(struct tokens *t, const struct policing_token *rec, size_t n)
 {
-    if (n > TOKENS_MAX)
-        n = TOKENS_MAX; /* the sender's table is bounded alike */
-    if (n == t->n && same_tokens(rec, t->v, n))
-        return 0; /* as usual: no rewrite */
+    /* The group's tokens this node would have made, the first TOKENS_MAX
+     * (its own bound); each other one dropped with a log line. */
     struct policing_token *v = malloc((n ? n : 1) * sizeof *v);
     if (!v)
         return -ENOMEM;
-    if (n)
-        memcpy(v, rec, n * sizeof *v);
-    return replace(t, v, n);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k < TOKENS_MAX && token_ok(&rec[i]))
+            v[k++] = rec[i];
+        else
+            qb_log(LOG_ERR, "sync round: token \"%.16s\" of \"%.64s\": %s: dropped", rec[i].id,
+                   rec[i].identity, k < TOKENS_MAX ? "malformed" : "table full");
+    }
+    if (k == t->n && same_tokens(v, t->v, k) && !t->stale) {
+        free(v);
+        return 0; /* as usual: no rewrite */
+    }
+    return replace(t, v, k, true);
 }
 
 /* ---- the lookup ---------------------------------------------------------------- */
+
+void tokens_set_policing(struct tokens *t, struct policing *pc)
+{
+    pthread_rwlock_wrlock(&t->lock);
+    t->pc = pc;
+    pthread_rwlock_unlock(&t->lock);
+}
 
 /* Whether a and b (n bytes) are equal, in a time that does not depend on
  * where they differ. */
@@ -288,6 +340,12 @@ int tokens_identity(struct tokens *t, const char *bearer, char *identity, size_t
         return -ENOENT;
     r = -ENOENT;
     pthread_rwlock_rdlock(&t->lock);
+    /* A node cut off, or not synced since, may have missed a revoke that
+     * the group applied: its table is not the group's. */
+    if (t->pc && !policing_readable(t->pc)) {
+        pthread_rwlock_unlock(&t->lock);
+        return -EAGAIN;
+    }
     for (size_t i = 0; i < t->n; i++) {
         if (strcmp(t->v[i].id, id) != 0 || !same_bytes(t->v[i].hash, hash, sizeof hash))
             continue;

@@ -28,6 +28,7 @@
 /* The token as text, without its NUL. */
 #define TOKEN_TEXT_LEN (sizeof TOKEN_PREFIX - 1 + PMSG_TOKEN_ID_LEN + 1 + 2 * TOKEN_SECRET_LEN)
 
+struct policing;
 struct store;
 struct tokens;
 
@@ -43,17 +44,25 @@ int tokens_make(const char *identity, struct policing_token *rec, char text[TOKE
 
 /* rec made, or (revoke) the token rec->id revoked, persisted. 0, -EEXIST
  * (the id is taken), -ESRCH (no token rec->id), -EINVAL (a bad identity
- * or id), -EDQUOT (TOKENS_MAX already), -errno. */
+ * or id), -EDQUOT (TOKENS_MAX already), -errno (a new token the file did
+ * not take). A revoke is in force even if the file can't be written
+ * (logged; rewritten at the next change or sync round). */
 int tokens_apply(struct tokens *t, const struct policing_token *rec, bool revoke);
 /* The tokens, malloc'd, in the order made. */
 int tokens_list(struct tokens *t, struct policing_token **out, size_t *n);
-/* The group's tokens replace this node's, persisted. */
+/* The group's tokens replace this node's, persisted; in force even if
+ * the file can't be written (as a revoke). */
 int tokens_load(struct tokens *t, const struct policing_token *rec, size_t n);
+
+/* The cluster whose table the tokens are: once set, tokens_identity
+ * answers only while this node's table is the group's (policing_readable). */
+void tokens_set_policing(struct tokens *t, struct policing *pc);
 
 /* Who bearer (a token as text) stands for: 0 with its identity in
  * identity (size bytes), or -ENOENT (malformed, unknown, or revoked),
- * -ENAMETOOLONG (identity too small). The secret's hash is compared in
- * constant time. Any thread. */
+ * -ENAMETOOLONG (identity too small), -EAGAIN (this node is not readable:
+ * without quorum, or not synced since, it may have missed a revoke). The
+ * secret's hash is compared in constant time. Any thread. */
 int tokens_identity(struct tokens *t, const char *bearer, char *identity, size_t size);
 
 #endif

@@ -29,10 +29,11 @@
 _Static_assert(REPLICA_CURRENT == PMSG_REPLICA_CURRENT,
                "the policing protocol's service rules read replica states");
 
-/* Whether owner may own size bytes more (a new volume: uuid NULL), by
- * the table alone: 0 or -EDQUOT (logged). */
+/* Whether owner may own size bytes more (a new volume: uuid NULL; client:
+ * a client asks, which needs a quota), by the table alone: 0, -EDQUOT or
+ * -ENODATA (logged). */
 static int quota_check(struct voltable *t, const char *name, const char *owner, const char *uuid,
-                       uint64_t size)
+                       uint64_t size, bool client)
 {
     struct volume_info *vols;
     size_t n;
@@ -40,19 +41,37 @@ static int quota_check(struct voltable *t, const char *name, const char *owner, 
     if (r < 0)
         return r;
     struct policing_quota over;
-    r = owners_check(volumes_owners(t->vols), owner, uuid, size, vols, n, &over);
+    r = owners_check(volumes_owners(t->vols), owner, uuid, size, client, vols, n, &over);
     free(vols);
     if (r == -EDQUOT)
         qb_log(LOG_NOTICE,
                "volume \"%s\": refused: %" PRIu64 " bytes would take \"%s\" past the quota of "
-               "\"%s\" (%" PRIu64 " bytes)",
-               name, size, owner, over.identity, over.limit);
+               "\"%s\" (%" PRIu64 " bytes in %" PRIu32 " volumes)",
+               name, size, owner, over.identity, over.limit, over.volumes);
+    else if (r == -ENODATA)
+        qb_log(LOG_NOTICE, "volume \"%s\": refused: client \"%s\" has no quota", name, owner);
     return r;
 }
 
+/* Whether the owner and grant tables take one more owned volume: 0 or
+ * -EXFULL (logged). A volume made without its owner would be charged to
+ * nobody, or to an owner that could not use it. */
+static int room_check(struct voltable *t, const char *name, const char *owner)
+{
+    if (!owners_full(volumes_owners(t->vols)) && access_room(volumes_access(t->vols), owner) == 0)
+        return 0;
+    qb_log(LOG_ERR,
+           "volume \"%s\": refused: the owner or grant table is full (%d owned volumes, "
+           "%d grants)",
+           name, OWNERS_MAX, ACCESS_GRANTS_TOTAL_MAX);
+    return -EXFULL;
+}
+
 /* The volume owner just created is its: owned, with a read-write grant.
- * The create is done on every node; a failure to persist here is logged
- * and mended by the next sync round. */
+ * The create is done on every node, and so is the owner here, in memory
+ * even if its file is not written (owners.h), so quota checks stay the
+ * group's. A grant the grants file does not take fails closed (access.h):
+ * logged, the owner still sees and changes its volume (admin_may_see). */
 static void take_ownership(struct voltable *t, const char *name, const char *uuid,
                            const char *owner)
 {
@@ -67,16 +86,18 @@ static void take_ownership(struct voltable *t, const char *name, const char *uui
 }
 
 static int vt_create(void *ctx, const char *uuid, const char *name, uint64_t size,
-                     const char *owner, const uint32_t *members, size_t nmembers)
+                     const char *owner, bool client, const uint32_t *members, size_t nmembers)
 {
     struct voltable *t = ctx;
     const char *why;
-    if (owner[0] && access_identity_check(owner, &why) < 0)
+    if ((owner[0] && access_identity_check(owner, &why) < 0) || (client && !owner[0]))
         return -EINVAL;
     struct volume_info info;
     if (owner[0] && volumes_info(t->vols, name, &info) == 0)
         return -EEXIST; /* before the quota: the answer a create without owner gets */
-    int r = owner[0] ? quota_check(t, name, owner, NULL, size) : 0;
+    int r = owner[0] ? quota_check(t, name, owner, NULL, size, client) : 0;
+    if (r == 0 && owner[0])
+        r = room_check(t, name, owner);
     if (r == 0)
         r = volumes_create_replicated(t->vols, name, size, uuid, members, nmembers, NULL);
     if (r == 0 && owner[0])
@@ -84,23 +105,40 @@ static int vt_create(void *ctx, const char *uuid, const char *name, uint64_t siz
     return r;
 }
 
-static int vt_resize(void *ctx, const char *name, uint64_t size, bool force)
+/* The volume name, if it is still the volume uuid the requester checked:
+ * 0, or -ENOENT (gone, or another volume took its name). */
+static int same_volume(struct voltable *t, const char *uuid, const char *name,
+                       struct volume_info *info)
+{
+    int r = volumes_info(t->vols, name, info);
+    if (r == 0 && strcmp(info->uuid, uuid) != 0) {
+        qb_log(LOG_NOTICE, "volume \"%s\": is %s now, not %s: the change is for a volume gone",
+               name, info->uuid, uuid);
+        r = -ENOENT;
+    }
+    return r;
+}
+
+static int vt_resize(void *ctx, const char *uuid, const char *name, uint64_t size, bool force,
+                     bool client)
 {
     struct voltable *t = ctx;
     struct volume_info info;
-    int r = volumes_info(t->vols, name, &info);
+    int r = same_volume(t, uuid, name, &info);
     const char *owner = r == 0 ? owners_of(volumes_owners(t->vols), info.uuid) : "";
     if (r == 0 && owner[0] && size > info.size)
-        r = quota_check(t, name, owner, info.uuid, size);
+        r = quota_check(t, name, owner, info.uuid, size, client);
     if (r == 0)
         r = volumes_resize(t->vols, name, size, force, true, NULL);
     return r;
 }
 
-static int vt_remove(void *ctx, const char *name)
+static int vt_remove(void *ctx, const char *uuid, const char *name)
 {
     struct voltable *t = ctx;
-    return volumes_delete(t->vols, name, true);
+    struct volume_info info;
+    int r = same_volume(t, uuid, name, &info);
+    return r < 0 ? r : volumes_delete(t->vols, name, true);
 }
 
 static int vt_list(void *ctx, struct policing_volume **out, size_t *n)
@@ -347,10 +385,10 @@ static int vt_grant_load(void *ctx, const struct policing_grant *g, size_t n)
     return r;
 }
 
-static int vt_quota(void *ctx, const char *identity, uint64_t limit)
+static int vt_quota(void *ctx, const char *identity, uint64_t limit, uint32_t volumes)
 {
     struct voltable *t = ctx;
-    return owners_quota_set(volumes_owners(t->vols), identity, limit);
+    return owners_quota_set(volumes_owners(t->vols), identity, limit, volumes);
 }
 
 static int vt_token(void *ctx, const struct policing_token *rec, bool revoke)

@@ -1197,6 +1197,7 @@ int volumes_set_replicas(struct volumes *vols, const char *name, const struct st
 
 void volumes_set_policing(struct volumes *vols, struct policing *pc)
 {
+    tokens_set_policing(vols->tokens, pc);
     volumes_lock_excl(vols);
     vols->pc = pc;
     for (size_t i = 0; i < vols->n; i++)

@@ -58,8 +58,8 @@ static inline void admin_call_reply(struct admin_call *call, struct json_object 
 /* Who asks. identity: a grant's identity (volume/access.h): a PSK user
  * or a token's identity as NAME, a certificate subject as "dn:" and its
  * RFC 4514 DN. An admin may do everything; anyone else (a client) may
- * list and describe the volumes it has a grant on (others answer as
- * missing ones), create volumes (which it owns, within its quota), and
+ * list and describe the volumes it has a grant on or owns (others answer
+ * as missing ones), create volumes (which it owns, within its quota), and
  * resize or delete the volumes it owns (others it can see: forbidden);
  * every other command is forbidden to it. */
 struct admin_caller {

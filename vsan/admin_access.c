@@ -6,6 +6,7 @@
 #include "common/admin_proto.h"
 #include "common/json_add.h"
 #include "policing/protocol.h"
+#include "common/identity.h"
 #include "volume/access.h"
 #include "volume/volume.h"
 
@@ -104,10 +105,19 @@ int admin_get_identity(struct json_object *req, const char *key, const char **id
     if (!v)
         return -1;
     *identity = json_object_get_string(v);
+    /* A DN as GnuTLS writes a certificate's subject, which owners and
+     * quotas are compared with: "dn:cn=alice, o=X" is "dn:CN=alice,O=X".
+     * The request holds it from now on, so the reply and the log show
+     * what is kept. */
+    char canon[IDENTITY_MAX + 1];
     const char *why = "a NUL character";
-    int r = strlen(*identity) != (size_t)json_object_get_string_len(v)
-                ? -EINVAL
-                : access_identity_check(*identity, &why);
+    int r = strlen(*identity) != (size_t)json_object_get_string_len(v) ? -EINVAL : 0;
+    if (r == 0 && strlen(*identity) >= sizeof canon)
+        r = access_identity_check(*identity, &why); /* too long, whatever its spaces */
+    if (r == 0) {
+        identity_canonical(*identity, canon, sizeof canon);
+        r = access_identity_check(canon, &why);
+    }
     if (r < 0) {
         *err = admin_reply_error(ADMIN_E_BAD_IDENTITY,
                                  "identity \"%.80s%s\": %s (write a PSK user or a certificate's "
@@ -115,6 +125,15 @@ int admin_get_identity(struct json_object *req, const char *key, const char **id
                                  *identity, strlen(*identity) > 80 ? "..." : "", why);
         return -1;
     }
+    if (strcmp(canon, *identity) == 0)
+        return 0;
+    struct json_object *c = json_object_new_string(canon);
+    if (!c || json_object_object_add(req, key, c) < 0) {
+        json_object_put(c);
+        *err = admin_reply_error(ADMIN_E_SYSTEM, "out of memory");
+        return -1;
+    }
+    *identity = json_object_get_string(c);
     return 0;
 }
 

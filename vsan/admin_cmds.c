@@ -145,6 +145,16 @@ struct json_object *admin_volume_failure(const char *name, const char *op, int r
                                  "volume \"%s\": cannot %s: its owner would pass its quota "
                                  "(see `vsan quota list`)",
                                  name, op);
+    case -ENODATA:
+        return admin_reply_error(ADMIN_E_QUOTA_EXCEEDED,
+                                 "volume \"%s\": cannot %s: its owner has no quota; an admin "
+                                 "must set one with `vsan quota set`",
+                                 name, op);
+    case -EXFULL:
+        return admin_reply_error(ADMIN_E_LIMIT,
+                                 "volume \"%s\": cannot %s: the cluster has %d owned volumes or "
+                                 "%d grants already (the most it may have)",
+                                 name, op, OWNERS_MAX, ACCESS_GRANTS_TOTAL_MAX);
     case -EINVAL:
         return admin_reply_error(
             ADMIN_E_BAD_NAME,
@@ -158,13 +168,20 @@ struct json_object *admin_volume_failure(const char *name, const char *op, int r
 }
 
 /* The size rules of volume.h, checked here so that a bad size is told
- * apart from a bad name (both are -EINVAL there). */
-static struct json_object *check_size(const char *name, uint64_t size)
+ * apart from a bad name (both are -EINVAL there); a client's volumes are
+ * at least OWNERS_CLIENT_SIZE_MIN. */
+static struct json_object *check_size(const struct context *ctx, const char *name, uint64_t size)
 {
     char human[SIZE_FORMAT_MAX], max[SIZE_FORMAT_MAX];
 
     if (size == 0)
         return admin_reply_error(ADMIN_E_BAD_SIZE, "volume \"%s\": size must not be zero", name);
+    if (!ctx->who->admin && size < OWNERS_CLIENT_SIZE_MIN)
+        return admin_reply_error(ADMIN_E_BAD_SIZE,
+                                 "volume \"%s\": size %" PRIu64
+                                 " bytes is below the smallest a client may have, 1M (%" PRIu64
+                                 " bytes)",
+                                 name, size, OWNERS_CLIENT_SIZE_MIN);
     if (size > VOLUME_SIZE_MAX) {
         size_format(size, human, sizeof human);
         size_format(VOLUME_SIZE_MAX, max, sizeof max);
@@ -694,20 +711,26 @@ static struct json_object *check_quota(const struct context *ctx, const char *na
     if (r < 0)
         return admin_volume_failure(name, uuid ? "resize" : "create", r);
     struct policing_quota over;
-    r = owners_check(volumes_owners(ctx->node->vols), owner, uuid, size, vols, n, &over);
+    r = owners_check(volumes_owners(ctx->node->vols), owner, uuid, size, !ctx->who->admin, vols, n,
+                     &over);
+    size_t count = 0;
     uint64_t used =
-        r < 0 ? owners_used(volumes_owners(ctx->node->vols), over.identity, vols, n) : 0;
+        r == -EDQUOT ? owners_used(volumes_owners(ctx->node->vols), over.identity, vols, n, &count)
+                     : 0;
     free(vols);
     if (r == 0)
         return NULL;
+    if (r != -EDQUOT)
+        return admin_volume_failure(name, uuid ? "resize" : "create", r);
     char want[SIZE_FORMAT_MAX], limit[SIZE_FORMAT_MAX], have[SIZE_FORMAT_MAX];
     size_format(size, want, sizeof want);
     size_format(over.limit, limit, sizeof limit);
     size_format(used, have, sizeof have);
-    return admin_reply_error(ADMIN_E_QUOTA_EXCEEDED,
-                             "volume \"%s\": %s of \"%s\" would pass the quota of \"%s\": %s "
-                             "(%" PRIu64 " bytes), of which %s are used",
-                             name, want, owner, over.identity, limit, over.limit, have);
+    return admin_reply_error(
+        ADMIN_E_QUOTA_EXCEEDED,
+        "volume \"%s\": %s of \"%s\" would pass the quota of \"%s\": %s "
+        "(%" PRIu64 " bytes) in %" PRIu32 " volumes, of which %s are used, in %zu volumes",
+        name, want, owner, over.identity, limit, over.limit, over.volumes, have, count);
 }
 
 static struct json_object *cmd_volume_create(const struct context *ctx, struct json_object *req)
@@ -719,7 +742,7 @@ static struct json_object *cmd_volume_create(const struct context *ctx, struct j
     if (admin_get_name(req, &name, &err) < 0 || admin_get_size(req, &size, &err) < 0 ||
         get_owner(ctx, req, &owner, &err) < 0)
         return err;
-    err = check_size(name, size);
+    err = check_size(ctx, name, size);
     if (err)
         return err;
     if (strlen(name) > VOLUME_NAME_MAX)
@@ -736,8 +759,9 @@ static struct json_object *cmd_volume_create(const struct context *ctx, struct j
     struct change *ch = change_new(ctx, "create", name, false);
     if (!ch)
         return NULL;
-    return submitted(
-        ctx, ch, policing_volume_create(ctx->node->pc, uuid, name, size, owner, change_done, ch));
+    return submitted(ctx, ch,
+                     policing_volume_create(ctx->node->pc, uuid, name, size, owner,
+                                            !ctx->who->admin, change_done, ch));
 }
 
 /* -ERANGE from volumes_resize: a shrink without force. */
@@ -758,9 +782,10 @@ static struct json_object *refuse_shrink(const struct admin_node *node, const ch
 /* Before asking the cluster: what this node can tell by itself (a shrink
  * of a volume with snapshots, without force, under this node's own
  * clients). The snapshots are checked again where the shrink is applied:
- * one may be cut meanwhile. */
+ * one may be cut meanwhile. uuid: the volume's checked (the change is for
+ * it, not for another that takes its name meanwhile). */
 static struct json_object *check_resize(const struct context *ctx, const char *name, uint64_t size,
-                                        bool force)
+                                        bool force, char uuid[STORE_UUID_LEN + 1])
 {
     const struct admin_node *node = ctx->node;
     struct volume_info info;
@@ -769,6 +794,7 @@ static struct json_object *check_resize(const struct context *ctx, const char *n
         r = -ENOENT;
     if (r < 0)
         return admin_volume_failure(name, "resize", r);
+    snprintf(uuid, STORE_UUID_LEN + 1, "%s", info.uuid);
     if (!admin_may_change(ctx, info.uuid))
         return admin_reply_error(ADMIN_E_FORBIDDEN,
                                  "volume \"%s\": \"%s\" may not resize it: only its owner or "
@@ -799,19 +825,22 @@ static struct json_object *cmd_volume_resize(const struct context *ctx, struct j
     const char *name;
     uint64_t size;
     bool force;
+    char uuid[STORE_UUID_LEN + 1];
 
     if (admin_get_name(req, &name, &err) < 0 || admin_get_size(req, &size, &err) < 0 ||
         get_force(req, &force, &err) < 0)
         return err;
-    err = check_size(name, size);
+    err = check_size(ctx, name, size);
     if (!err)
-        err = check_resize(ctx, name, size, force);
+        err = check_resize(ctx, name, size, force, uuid);
     if (err)
         return err;
     struct change *ch = change_new(ctx, "resize", name, force);
     if (!ch)
         return NULL;
-    return submitted(ctx, ch, policing_volume_resize(node->pc, name, size, force, change_done, ch));
+    return submitted(ctx, ch,
+                     policing_volume_resize(node->pc, uuid, name, size, force, !ctx->who->admin,
+                                            change_done, ch));
 }
 
 static struct json_object *cmd_volume_delete(const struct context *ctx, struct json_object *req)
@@ -837,7 +866,8 @@ static struct json_object *cmd_volume_delete(const struct context *ctx, struct j
     struct change *ch = change_new(ctx, "delete", name, false);
     if (!ch)
         return NULL;
-    return submitted(ctx, ch, policing_volume_delete(ctx->node->pc, name, change_done, ch));
+    return submitted(ctx, ch,
+                     policing_volume_delete(ctx->node->pc, info.uuid, name, change_done, ch));
 }
 
 static int do_fail(struct mvol *v, void *arg)
@@ -1061,7 +1091,7 @@ static const char *const snapshot_create_fields[] = {"volumes", "snapshot", NULL
 static const char *const snapshot_fields[] = {"name", "snapshot", NULL};
 static const char *const grant_fields[] = {"name", "identity", "read_only", NULL};
 static const char *const revoke_fields[] = {"name", "identity", NULL};
-static const char *const quota_fields[] = {"identity", "size", NULL};
+static const char *const quota_fields[] = {"identity", "size", "volumes", NULL};
 static const char *const identity_fields[] = {"identity", NULL};
 static const char *const id_fields[] = {"id", NULL};
 

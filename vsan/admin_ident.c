@@ -10,6 +10,7 @@
 #include "common/json_add.h"
 #include "nbd-server/export.h"
 #include "policing/protocol.h"
+#include "common/identity.h"
 #include "volume/access.h"
 #include "volume/owners.h"
 #include "volume/tokens.h"
@@ -32,9 +33,20 @@ struct json_object *admin_forbidden(const struct context *ctx, const char *cmd)
                              ctx->who->identity, cmd);
 }
 
+/* Whether the caller owns the volume uuid: the owner as recorded, of its
+ * kind (a bare NAME is a PSK user's or a token's, never a certificate
+ * whose CN is NAME). */
+static bool owns(const struct context *ctx, const char *uuid)
+{
+    const char *owner = owners_of(volumes_owners(ctx->node->vols), uuid);
+    return owner[0] && identity_same(owner, ctx->who->identity);
+}
+
+/* The owner always sees its volume, whatever became of its grant: it is
+ * charged for it, and may change or delete it. */
 bool admin_may_see(const struct context *ctx, const char *uuid)
 {
-    if (ctx->who->admin)
+    if (ctx->who->admin || owns(ctx, uuid))
         return true;
     const char *id = ctx->who->identity;
     size_t pl = strlen(ACCESS_DN_PREFIX);
@@ -48,10 +60,7 @@ bool admin_may_see(const struct context *ctx, const char *uuid)
 
 bool admin_may_change(const struct context *ctx, const char *uuid)
 {
-    if (ctx->who->admin)
-        return true;
-    const char *owner = owners_of(volumes_owners(ctx->node->vols), uuid);
-    return owner[0] && access_matches_caller(owner, ctx->who->identity);
+    return ctx->who->admin || owns(ctx, uuid);
 }
 
 /* ---- changes on their way through the cluster ------------------------------ */
@@ -61,6 +70,7 @@ struct ident_change {
     char by[PMSG_IDENTITY_MAX + 1]; /* who asked */
     struct policing_token token;    /* token.*: the record; quota.set: identity */
     uint64_t limit;                 /* quota.set */
+    uint32_t volumes;               /* quota.set */
     bool revoke;                    /* token.revoke */
     char text[TOKEN_TEXT_LEN + 1];  /* token.create: the token, shown once */
 };
@@ -126,13 +136,15 @@ static void quota_done(void *arg, int r)
     /* Removing no quota leaves what was asked for: no quota. */
     if (r == 0 || r == -EALREADY || (r == -ESRCH && ch->limit == 0)) {
         if (r == 0 && ch->limit)
-            qb_log(LOG_INFO, "quota of \"%s\" set to %" PRIu64 " bytes by \"%s\"", identity,
-                   ch->limit, ch->by);
+            qb_log(LOG_INFO,
+                   "quota of \"%s\" set to %" PRIu64 " bytes in %" PRIu32 " volumes by \"%s\"",
+                   identity, ch->limit, ch->volumes, ch->by);
         else if (r == 0)
             qb_log(LOG_INFO, "quota of \"%s\" removed by \"%s\"", identity, ch->by);
         struct json_object *o = json_object_new_object();
         if (o && (json_add(o, "identity", json_object_new_string(identity)) < 0 ||
                   admin_add_u64(o, "limit", ch->limit) < 0 ||
+                  admin_add_u64(o, "volumes", ch->volumes) < 0 ||
                   json_add(o, "changed", json_object_new_boolean(r == 0)) < 0)) {
             json_object_put(o);
             o = NULL;
@@ -147,26 +159,57 @@ static void quota_done(void *arg, int r)
     ident_change_free(ch);
 }
 
-/* {"identity", "size"}: identity's quota becomes size bytes, 0: none. */
+/* The optional "volumes" of a quota of limit bytes: how many volumes at
+ * most (OWNERS_VOLUMES_DEFAULT if not given; 0 with no quota). 0, or -1
+ * with *err set. */
+static int get_volumes(struct json_object *req, uint64_t limit, uint32_t *volumes,
+                       struct json_object **err)
+{
+    *volumes = limit ? OWNERS_VOLUMES_DEFAULT : 0;
+    if (!json_object_object_get_ex(req, "volumes", NULL))
+        return 0;
+    struct json_object *v =
+        admin_field(req, "volumes", json_type_int, "an integer (a count of volumes)", err);
+    if (!v)
+        return -1;
+    int64_t n = json_object_get_int64(v);
+    if (limit && (n < 1 || n > OWNERS_MAX)) {
+        *err = admin_reply_error(ADMIN_E_BAD_REQUEST, "volumes %" PRId64 ": must be 1 to %d", n,
+                                 OWNERS_MAX);
+        return -1;
+    }
+    if (!limit) {
+        *err = admin_reply_error(ADMIN_E_BAD_REQUEST, "volumes: there is no quota to count them");
+        return -1;
+    }
+    *volumes = (uint32_t)n;
+    return 0;
+}
+
+/* {"identity", "size", "volumes"?}: identity's quota becomes size bytes
+ * in at most volumes volumes; size 0: none. */
 struct json_object *admin_quota_set(const struct context *ctx, struct json_object *req)
 {
     struct json_object *err = NULL;
     const char *identity;
     uint64_t limit;
+    uint32_t volumes;
     if (admin_get_identity(req, "identity", &identity, &err) < 0 ||
-        admin_get_size(req, &limit, &err) < 0)
+        admin_get_size(req, &limit, &err) < 0 || get_volumes(req, limit, &volumes, &err) < 0)
         return err;
     struct ident_change *ch = ident_change_new(ctx);
     if (!ch)
         return NULL;
     snprintf(ch->token.identity, sizeof ch->token.identity, "%s", identity);
     ch->limit = limit;
-    return ident_submitted(ctx, ch, "quota",
-                           policing_quota_set(ctx->node->pc, identity, limit, quota_done, ch));
+    ch->volumes = volumes;
+    return ident_submitted(
+        ctx, ch, "quota",
+        policing_quota_set(ctx->node->pc, identity, limit, volumes, quota_done, ch));
 }
 
-/* {"quotas": [{identity, limit, used}...]}: used counts the volumes the
- * quota's identity owns here, each once. */
+/* {"quotas": [{identity, limit, volumes, used, used_volumes}...]}: used
+ * counts the volumes the quota's identity owns here, each once. */
 struct json_object *admin_quota_list(const struct context *ctx, struct json_object *req)
 {
     (void)req;
@@ -179,11 +222,13 @@ struct json_object *admin_quota_list(const struct context *ctx, struct json_obje
         r = volumes_list(ctx->node->vols, &vols, &nvols);
     struct json_object *a = r == 0 ? json_object_new_array() : NULL;
     for (size_t i = 0; a && i < nq; i++) {
+        size_t count;
+        uint64_t used = owners_used(ow, q[i].identity, vols, nvols, &count);
         struct json_object *o = json_object_new_object();
         if (!o || json_add(o, "identity", json_object_new_string(q[i].identity)) < 0 ||
             admin_add_u64(o, "limit", q[i].limit) < 0 ||
-            admin_add_u64(o, "used", owners_used(ow, q[i].identity, vols, nvols)) < 0 ||
-            json_object_array_add(a, o) < 0) {
+            admin_add_u64(o, "volumes", q[i].volumes) < 0 || admin_add_u64(o, "used", used) < 0 ||
+            admin_add_u64(o, "used_volumes", count) < 0 || json_object_array_add(a, o) < 0) {
             json_object_put(o);
             json_object_put(a);
             a = NULL;

@@ -284,8 +284,16 @@ call "token:$carol" PATCH /volumes/db '{"size": 16777216}'
 expect 404 'd["code"] == "no_such_volume"'
 call alice-a GET /volumes/c1
 expect 404 'd["code"] == "no_such_volume"'
+# A client without a quota creates nothing; one with, nothing under 1 MiB.
+call alice-a POST /volumes '{"name": "a1", "size": 1048576}'
+expect 403 'd["code"] == "quota_exceeded" and "an admin must set one with `vsan quota set`" in d["message"]'
+expect_exit 0 vsan quota set alice 4M --volumes 1
+call alice-a POST /volumes '{"name": "a1", "size": 512}'
+expect 400 'd["code"] == "bad_size" and "1M" in d["message"]'
 call alice-a POST /volumes '{"name": "a1", "size": 1048576}'
 expect 201
+call alice-a POST /volumes '{"name": "a2", "size": 1048576}'
+expect 403 'd["code"] == "quota_exceeded" and "in 1 volumes" in d["message"]'
 call alice-a GET /volumes
 expect 200 '[v["name"] for v in d["volumes"]] == ["a1"]'
 call "token:$carol" GET /volumes/a1

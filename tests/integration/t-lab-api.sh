@@ -85,6 +85,9 @@ expect 200 '(d["size"] == 16777216 and d["generation"] >= 1 and
 
 log "2. a client's volume through n3: its own on every node, opened over NBD with TLS"
 call 3 alice POST /volumes '{"name": "a1", "size": 8388608}'
+expect 403 'd["code"] == "quota_exceeded" and "vsan quota set" in d["message"]'
+"$LAB" vsan 1 quota set alice 16M >/dev/null || lab_fail "quota set alice failed"
+call 3 alice POST /volumes '{"name": "a1", "size": 8388608}'
 expect 201
 LAB_VOL=a1
 wait_until 20 all_current || lab_fail "a1 never became current on all nodes"

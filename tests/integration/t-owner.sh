@@ -55,7 +55,7 @@ log "2. quotas and owners"
 expect_exit 0 vsan quota list
 expect_out "no quotas"
 expect_exit 0 vsan --json quota set alice 3M
-json_assert 'd == {"identity": "alice", "limit": 3145728, "changed": True}'
+json_assert 'd == {"identity": "alice", "limit": 3145728, "volumes": 64, "changed": True}'
 expect_exit 0 vsan quota set alice 3M
 expect_out "it was already"
 expect_exit 0 vsan --json volume create a1 2M --owner alice
@@ -76,15 +76,24 @@ expect_exit 0 vsan --json volume show a1
 json_assert 'd["size"] == 2097152 and d["generation"] == 1'
 expect_exit 0 vsan volume resize a1 3M
 expect_exit 0 vsan --json quota list
-json_assert 'd["quotas"] == [{"identity": "alice", "limit": 3145728, "used": 3145728}]'
+json_assert 'd["quotas"] == [{"identity": "alice", "limit": 3145728, "volumes": 64, "used": 3145728, "used_volumes": 1}]'
 expect_exit 0 vsan quota list
-expect_out "^3 MiB +3 MiB +alice$"
+expect_out "^3 MiB +3 MiB +64 +1 +alice$"
+# A quota also counts volumes.
+expect_exit 0 vsan --json quota set bob 1G --volumes 1
+json_assert 'd["volumes"] == 1'
+expect_exit 0 vsan volume create b1 1M --owner bob
+expect_exit 18 vsan volume create b2 1M --owner bob
+expect_out 'would pass the quota of "bob": 1 GiB .* in 1 volumes'
+expect_exit 4 vsan volume show b2
+expect_exit 0 vsan volume delete b1
+expect_exit 0 vsan quota set bob none
 expect_exit 0 vsan quota set carol 1G
 expect_exit 0 vsan --json quota set carol none
 json_assert 'd["limit"] == 0 and d["changed"] is True'
 expect_exit 0 vsan quota set carol 0
 expect_out "there was none"
-grep -q 'quota of "alice" set to 3145728 bytes by "root"' "$LOG" || die "no audit line for the quota"
+grep -q 'quota of "alice" set to 3145728 bytes in 64 volumes by "root"' "$LOG" || die "no audit line for the quota"
 grep -q 'volume "a1" created by "root": .*owner alice' "$LOG" || die "no audit line for the create"
 
 log "3. across a restart"
@@ -93,7 +102,7 @@ vsand_start
 expect_exit 0 vsan --json volume show a1
 json_assert 'd["owner"] == "alice"'
 expect_exit 0 vsan --json quota list
-json_assert 'd["quotas"] == [{"identity": "alice", "limit": 3145728, "used": 3145728}]'
+json_assert 'd["quotas"] == [{"identity": "alice", "limit": 3145728, "volumes": 64, "used": 3145728, "used_volumes": 1}]'
 expect_exit 0 vsan --json token list
 json_assert '[t["id"] for t in d["tokens"]] == [a[0]]' "$ID2"
 expect_exit 18 vsan volume create a3 512 --owner alice
@@ -108,6 +117,9 @@ expect_out "':' or '='"
 expect_exit 2 vsan quota set alice
 expect_exit 2 vsan quota
 expect_exit 2 vsan quota drop alice
+expect_exit 2 vsan quota set alice 1G --volumes 0
+expect_out "not a count of volumes"
+expect_exit 2 vsan quota set alice 1G --volumes x
 expect_exit 7 vsan quota set alice 1X
 expect_exit 7 vsan quota set alice -1G
 expect_exit 2 vsan token create ""

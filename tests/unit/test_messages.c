@@ -89,7 +89,7 @@ Test(messages, quota_and_token_are_fixed_length)
     struct pmsg_quota q;
     pmsg_init(&q.h, PMSG_QUOTA, sizeof q);
     cr_assert(eq(int, pmsg_check(&q, sizeof q, &why), PMSG_QUOTA));
-    cr_expect(eq(sz, sizeof q, sizeof(struct pmsg_header) + 8 + 8 + PMSG_IDENTITY_MAX + 1));
+    cr_expect(eq(sz, sizeof q, sizeof(struct pmsg_header) + 8 + 8 + 4 + PMSG_IDENTITY_MAX + 1));
     pmsg_init(&q.h, PMSG_QUOTA, sizeof q - 1);
     cr_expect(eq(int, pmsg_check(&q, sizeof q - 1, &why), -1), "a short quota");
     struct pmsg_token t;
@@ -106,7 +106,7 @@ Test(messages, quota_and_token_are_fixed_length)
     cr_assert(eq(int, pmsg_check(&v, sizeof v, &why), PMSG_VOL_CREATE));
     cr_expect(eq(sz, sizeof v,
                  sizeof(struct pmsg_header) + 8 + PMSG_UUID_LEN + 1 + PMSG_NAME_MAX + 1 + 8 + 1 +
-                     PMSG_IDENTITY_MAX + 1));
+                     PMSG_IDENTITY_MAX + 1 + 1));
     cr_expect(eq(u16, v.h.version, 9));
 }
 

@@ -180,21 +180,23 @@ struct table {
 };
 
 static int t_create(void *ctx, const char *uuid, const char *name, uint64_t size, const char *owner,
-                    const uint32_t *members, size_t nmembers)
+                    bool client, const uint32_t *members, size_t nmembers)
 {
-    (void)ctx, (void)uuid, (void)name, (void)size, (void)owner, (void)members, (void)nmembers;
+    (void)ctx, (void)uuid, (void)name, (void)size, (void)owner, (void)client, (void)members,
+        (void)nmembers;
     return -ENOTSUP;
 }
 
-static int t_resize(void *ctx, const char *name, uint64_t size, bool force)
+static int t_resize(void *ctx, const char *uuid, const char *name, uint64_t size, bool force,
+                    bool client)
 {
-    (void)ctx, (void)name, (void)size, (void)force;
+    (void)ctx, (void)uuid, (void)name, (void)size, (void)force, (void)client;
     return -ENOTSUP;
 }
 
-static int t_remove(void *ctx, const char *name)
+static int t_remove(void *ctx, const char *uuid, const char *name)
 {
-    (void)ctx, (void)name;
+    (void)ctx, (void)uuid, (void)name;
     return -ENOTSUP;
 }
 
@@ -370,13 +372,13 @@ static void t_cut_release(void *ctx, const struct cut *c)
 }
 
 /* Quotas: set (no removals in these tests). */
-static int t_quota(void *ctx, const char *identity, uint64_t limit)
+static int t_quota(void *ctx, const char *identity, uint64_t limit, uint32_t volumes)
 {
     struct table *t = ctx;
     if (t->nquotas == 4)
         return -EDQUOT;
     struct policing_quota *q = &t->quotas[t->nquotas++];
-    *q = (struct policing_quota){.limit = limit};
+    *q = (struct policing_quota){.limit = limit, .volumes = volumes};
     snprintf(q->identity, sizeof q->identity, "%s", identity);
     return 0;
 }
@@ -686,7 +688,7 @@ Test(sync_round, a_quota_and_a_token_reach_a_joining_node_and_a_revoke_too)
     start_both(3);
     struct policing_token tok = {.id = "0123456789abcdef", .identity = "alice", .created = 7};
     tok.hash[0] = 0xab;
-    cr_assert(eq(int, t_quota(&tables[0], "alice", 1 << 20), 0));
+    cr_assert(eq(int, t_quota(&tables[0], "alice", 1 << 20, 64), 0));
     cr_assert(eq(int, t_token(&tables[0], &tok, false), 0));
     cr_assert(eq(int,
                  t_token(&tables[1], &(struct policing_token){.id = "feedfeedfeedfeed"}, false),
@@ -727,7 +729,7 @@ Test(sync_round, a_quota_and_a_token_revoke_asked_on_one_node_apply_on_both)
     start_synced();
     uint64_t v0 = tables[0].version;
     ident_result = 1;
-    cr_assert(eq(int, policing_quota_set(pcs[1], "bob", 4096, ident_done, NULL), 0));
+    cr_assert(eq(int, policing_quota_set(pcs[1], "bob", 4096, 64, ident_done, NULL), 0));
     run(quota_applied);
     cr_assert(not(timed_out));
     cr_expect(eq(int, ident_result, 0));

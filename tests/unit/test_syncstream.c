@@ -81,7 +81,8 @@ static struct sync_state make_state(size_t n)
         const char *who = i == 0 ? "alice" : "dn:CN=carol,O=Example";
         memcpy(owners[i].uuid, s.vols[i].uuid, sizeof owners[i].uuid);
         strcpy(owners[i].identity, who);
-        quotas[i] = (struct policing_quota){.limit = (uint64_t)(i + 1) << 40};
+        quotas[i] =
+            (struct policing_quota){.limit = (uint64_t)(i + 1) << 40, .volumes = (uint32_t)i + 1};
         strcpy(quotas[i].identity, who);
         tokens[i] = (struct policing_token){.created = 1796600000 + (int64_t)i};
         snprintf(tokens[i].id, sizeof tokens[i].id, "%016zx", i + 0xabc);
@@ -449,14 +450,17 @@ Test(syncstream, malformed_owners_quotas_and_tokens_are_dropped)
     size_t hdr = sizeof(struct sync_header);
     memcpy(more, buf, hdr);
     struct sync_rec_owner no_owner = {.uuid = "u1"}, owner = {.uuid = "u2", .identity = "bob"};
-    struct sync_rec_quota zero = {.limit = 0, .identity = "bob"}, quota = {.limit = 512};
-    struct sync_rec_quota no_id = {.limit = 4096};
+    struct sync_rec_quota zero = {.limit = 0, .volumes = 1, .identity = "bob"};
+    struct sync_rec_quota no_count = {.limit = 512, .identity = "bob"};
+    struct sync_rec_quota quota = {.limit = 512, .volumes = 3},
+                          no_id = {.limit = 4096, .volumes = 1};
     strcpy(quota.identity, "bob");
     struct sync_rec_token no_tid = {.identity = "bob"}, token = {.id = "00000000000000ff"};
     strcpy(token.identity, "bob");
     size_t at = append_record(more, hdr, SYNC_REC_OWNER, &no_owner, sizeof no_owner);
     at = append_record(more, at, SYNC_REC_OWNER, &owner, sizeof owner);
     at = append_record(more, at, SYNC_REC_QUOTA, &zero, sizeof zero);
+    at = append_record(more, at, SYNC_REC_QUOTA, &no_count, sizeof no_count);
     at = append_record(more, at, SYNC_REC_QUOTA, &no_id, sizeof no_id);
     at = append_record(more, at, SYNC_REC_QUOTA, &quota, sizeof quota);
     at = append_record(more, at, SYNC_REC_TOKEN, &no_tid, sizeof no_tid);
@@ -468,6 +472,7 @@ Test(syncstream, malformed_owners_quotas_and_tokens_are_dropped)
     cr_expect(eq(str, got.idents.owners[0].uuid, "u2"));
     cr_assert(eq(sz, got.idents.nquotas, 1));
     cr_expect(eq(u64, got.idents.quotas[0].limit, 512));
+    cr_expect(eq(u32, got.idents.quotas[0].volumes, 3));
     cr_assert(eq(sz, got.idents.ntokens, 1));
     cr_expect(eq(str, got.idents.tokens[0].id, "00000000000000ff"));
     sync_state_free(&got);
