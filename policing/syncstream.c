@@ -172,6 +172,20 @@ int sync_encode(const struct sync_state *s, void **out, size_t *len)
 
 /* ---- decoding ------------------------------------------------------------- */
 
+/* Room for one more element of size in *v (holding n, room for *cap). */
+static int grow(void **v, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return 0;
+    size_t c = *cap ? 2 * *cap : 16;
+    void *p = realloc(*v, c * size);
+    if (!p)
+        return -ENOMEM;
+    *v = p;
+    *cap = c;
+    return 0;
+}
+
 static int add_volume(struct sync_state *s, size_t *cap, const void *body, size_t len)
 {
     struct sync_rec_volume rv;
@@ -180,14 +194,8 @@ static int add_volume(struct sync_state *s, size_t *cap, const void *body, size_
     memcpy(&rv, body, sizeof rv);
     if (!pmsg_string_ok(rv.uuid, sizeof rv.uuid) || !pmsg_string_ok(rv.name, sizeof rv.name))
         return -EINVAL;
-    if (s->nvols == *cap) {
-        size_t c = *cap ? 2 * *cap : 64;
-        struct policing_volume *v = realloc(s->vols, c * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        s->vols = v;
-        *cap = c;
-    }
+    if (grow((void **)&s->vols, cap, s->nvols, sizeof *s->vols) < 0)
+        return -ENOMEM;
     struct policing_volume *v = &s->vols[s->nvols++];
     memset(v, 0, sizeof *v);
     memcpy(v->uuid, rv.uuid, sizeof v->uuid);
@@ -247,14 +255,8 @@ static int add_snapshot(struct sync_state *s, size_t *cap, const void *body, siz
     memcpy(&rs, body, sizeof rs);
     if (!pmsg_string_ok(rs.uuid, sizeof rs.uuid) || !pmsg_string_ok(rs.name, sizeof rs.name))
         return -EINVAL;
-    if (s->nsnaps == *cap) {
-        size_t c = *cap ? 2 * *cap : 64;
-        struct policing_snap *v = realloc(s->snaps, c * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        s->snaps = v;
-        *cap = c;
-    }
+    if (grow((void **)&s->snaps, cap, s->nsnaps, sizeof *s->snaps) < 0)
+        return -ENOMEM;
     struct policing_snap *p = &s->snaps[s->nsnaps++];
     *p = (struct policing_snap){.id = rs.id, .time = rs.time, .size = rs.size};
     memcpy(p->uuid, rs.uuid, sizeof p->uuid);
@@ -272,14 +274,8 @@ static int add_fence(struct sync_state *s, size_t *cap, const void *body, size_t
         qb_log(LOG_ERR, "policing: the group's state has a malformed rollback fence: ignored");
         return 0;
     }
-    if (s->nfences == *cap) {
-        size_t c = *cap ? 2 * *cap : 8;
-        struct policing_fence *f = realloc(s->fences, c * sizeof *f);
-        if (!f)
-            return -ENOMEM;
-        s->fences = f;
-        *cap = c;
-    }
+    if (grow((void **)&s->fences, cap, s->nfences, sizeof *s->fences) < 0)
+        return -ENOMEM;
     struct policing_fence *f = &s->fences[s->nfences++];
     f->node = rf.node;
     memcpy(f->uuid, rf.uuid, sizeof f->uuid);
@@ -297,32 +293,12 @@ static int add_grant(struct sync_state *s, size_t *cap, const void *body, size_t
         qb_log(LOG_ERR, "policing: the group's state has a malformed grant: ignored");
         return 0;
     }
-    if (s->ngrants == *cap) {
-        size_t c = *cap ? 2 * *cap : 16;
-        struct policing_grant *g = realloc(s->grants, c * sizeof *g);
-        if (!g)
-            return -ENOMEM;
-        s->grants = g;
-        *cap = c;
-    }
+    if (grow((void **)&s->grants, cap, s->ngrants, sizeof *s->grants) < 0)
+        return -ENOMEM;
     struct policing_grant *g = &s->grants[s->ngrants++];
     g->read_only = rg.read_only;
     memcpy(g->uuid, rg.uuid, sizeof g->uuid);
     memcpy(g->identity, rg.identity, sizeof g->identity);
-    return 0;
-}
-
-/* Room for one more element of size in *v (holding n, room for *cap). */
-static int grow(void **v, size_t *cap, size_t n, size_t size)
-{
-    if (n < *cap)
-        return 0;
-    size_t c = *cap ? 2 * *cap : 16;
-    void *p = realloc(*v, c * size);
-    if (!p)
-        return -ENOMEM;
-    *v = p;
-    *cap = c;
     return 0;
 }
 
