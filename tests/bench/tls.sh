@@ -81,6 +81,13 @@ tls = on
 [tls]
 certificates = $dir/tls/srv
 psk_file = $dir/tls/keys.psk"
+    # A TLS identity sees only its grants: the PSK user, and the X.509
+    # client (a CA, no certificate of its own: anonymous).
+    local who
+    for who in bench anonymous; do
+        "$build/vsan" -s "$admin-tls" access grant bench "$who" >/dev/null ||
+            die "vsan access grant bench $who failed"
+    done
     local hostport=${VSAND_URI#nbd://}
     hostport=${hostport%/bench}
     TLS_URI[vsand plain]=$VSAND_URI TLS_PIDS[vsand plain]=$VSAND_PID
