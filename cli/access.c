@@ -106,10 +106,7 @@ int cli_access(const char *socket, bool json, char **words, int n)
     if (r >= 0)
         return r;
     if (json) {
-        json_object_object_del(reply, "ok");
-        puts(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PRETTY |
-                                                       JSON_C_TO_STRING_SPACED |
-                                                       JSON_C_TO_STRING_NOSLASHESCAPE));
+        cli_print_json(reply);
     } else if (list) {
         print_list(reply);
     } else {

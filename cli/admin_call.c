@@ -91,6 +91,13 @@ static int parse_reply(const char *text, struct json_object **out)
 }
 
 /* Whether reply, checked by parse_reply(), reports success. */
+void cli_print_json(struct json_object *reply)
+{
+    json_object_object_del(reply, "ok");
+    puts(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+                                                   JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
 bool cli_reply_ok(struct json_object *reply)
 {
     return json_object_get_boolean(json_object_object_get(reply, "ok"));

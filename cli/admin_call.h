@@ -45,6 +45,8 @@ int cli_call_ok(const char *socket, const char *what, struct json_object *req,
                 struct json_object **reply);
 
 bool cli_reply_ok(struct json_object *reply);
+/* Prints a successful reply as --json shows it: pretty, without "ok". */
+void cli_print_json(struct json_object *reply);
 /* reply[key] if a string, else "?". */
 const char *cli_reply_string(struct json_object *reply, const char *key);
 /* The exit code of a failed reply's "error". */

@@ -412,9 +412,7 @@ static int show_reply(const struct invocation *inv, struct json_object *reply)
         inv->cmd->print(reply);
         return EXIT_OK;
     }
-    json_object_object_del(reply, "ok");
-    puts(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
-                                                   JSON_C_TO_STRING_NOSLASHESCAPE));
+    cli_print_json(reply);
     return EXIT_OK;
 }
 

@@ -120,10 +120,7 @@ static int call(const char *socket, bool json, const char *what, struct json_obj
     if (r >= 0)
         return r;
     if (json) {
-        json_object_object_del(reply, "ok");
-        puts(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PRETTY |
-                                                       JSON_C_TO_STRING_SPACED |
-                                                       JSON_C_TO_STRING_NOSLASHESCAPE));
+        cli_print_json(reply);
     } else {
         print(reply);
     }
