@@ -177,7 +177,7 @@ static int serve_extents(struct mvol *v, struct mlink_call *c)
         return -EINVAL;
     struct svol_extent *ext = malloc(h->arg * sizeof *ext);
     struct mw_extent *rec = malloc(h->arg * sizeof *rec);
-    int r = ext && rec ? svol_extents(v->sv, h->length, h->offset, ext, h->arg) : -ENOMEM;
+    int r = ext && rec ? svol_extents(v->sv, h->length, h->offset, false, ext, h->arg) : -ENOMEM;
     for (int i = 0; i < r; i++)
         rec[i] = (struct mw_extent){.length = (uint32_t)ext[i].length,
                                     .flags = ext[i].hole ? MW_EXTENT_HOLE | MW_EXTENT_ZERO : 0};

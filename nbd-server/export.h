@@ -43,6 +43,10 @@ struct nbd_extent {
                                    * than wait for a device, a sync or a peer */
 #define NBD_IO_MAY_TRIM (1u << 2) /* zero: the range may become a hole */
 #define NBD_IO_FAST (1u << 3)     /* zero: -ENOTSUP unless cheaper than writing zeroes */
+/* extents: they only plan a READ's hole chunks, so a data extent may run
+ * on over holes (read as the zeroes they are) if finding their start
+ * costs the backend more than reading them. */
+#define NBD_IO_ROUGH (1u << 4)
 
 /* With NBD_IO_NOWAIT the protocol runs a request on the thread that read
  * it, without handing the socket to another thread first: the fast path

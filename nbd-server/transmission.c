@@ -221,8 +221,8 @@ static int plan_read(struct nbd_conn *c, const struct request *r, struct piece *
     unsigned n = 0;
     uint64_t off = r->offset, end = r->offset + r->length;
     if (c->structured && !(r->flags & NBD_CMD_FLAG_DF) && r->length >= SPARSE_READ_MIN) {
-        int ne =
-            c->exp.ops->extents(c->exp.handle, r->length, r->offset, ext, READ_EXTENTS_MAX, flags);
+        int ne = c->exp.ops->extents(c->exp.handle, r->length, r->offset, ext, READ_EXTENTS_MAX,
+                                     flags | NBD_IO_ROUGH);
         if (ne == -EAGAIN && (flags & NBD_IO_NOWAIT))
             return ne;
         for (int i = 0; i < ne && off < end; i++) {

@@ -41,7 +41,7 @@ int fileio_pwrite(int fd, const void *buf, size_t len, uint64_t off)
     return 0;
 }
 
-int fileio_extent(int fd, uint64_t pos, uint64_t end, uint64_t *len, bool *hole)
+int fileio_extent(int fd, uint64_t pos, uint64_t end, bool rough, uint64_t *len, bool *hole)
 {
     off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
     if (data < 0 && errno != ENXIO)
@@ -51,6 +51,11 @@ int fileio_extent(int fd, uint64_t pos, uint64_t end, uint64_t *len, bool *hole)
         uint64_t stop = data < 0 || (uint64_t)data > end ? end : (uint64_t)data;
         *len = stop - pos;
         *hole = true;
+        return 0;
+    }
+    if (rough) {
+        *len = end - pos;
+        *hole = false;
         return 0;
     }
     off_t h = lseek(fd, (off_t)pos, SEEK_HOLE);

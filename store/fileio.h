@@ -17,7 +17,10 @@ int fileio_pread(int fd, void *buf, size_t len, uint64_t off);
 int fileio_pwrite(int fd, const void *buf, size_t len, uint64_t off);
 
 /* The extent of fd that starts at pos, cut at end (> pos): data, or a hole
- * that reads zeroes. Sets *len (> 0) and *hole. */
-int fileio_extent(int fd, uint64_t pos, uint64_t end, uint64_t *len, bool *hole);
+ * that reads zeroes. Sets *len (> 0) and *hole. With rough, a data extent
+ * runs on to end over any holes (they read as zeroes all the same): one
+ * SEEK_DATA, without the SEEK_HOLE that tmpfs answers by walking every
+ * page up to the next hole, the whole rest of a written file. */
+int fileio_extent(int fd, uint64_t pos, uint64_t end, bool rough, uint64_t *len, bool *hole);
 
 #endif

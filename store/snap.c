@@ -834,12 +834,12 @@ static int extent_at(struct snapset *ss, unsigned at, uint64_t pos, uint64_t end
     if (stop > end)
         stop = end;
     if (!t)
-        return fileio_extent(ss->live_fd, pos, stop, &e->length, &e->hole);
+        return fileio_extent(ss->live_fd, pos, stop, false, &e->length, &e->hole);
     int fd, slot;
     int r = side_get(ss, t, &fd, &slot);
     if (r < 0)
         return r;
-    r = fileio_extent(fd, pos, stop, &e->length, &e->hole);
+    r = fileio_extent(fd, pos, stop, false, &e->length, &e->hole);
     side_put(fd, slot);
     return r;
 }

@@ -357,14 +357,14 @@ int svol_cache(struct svol *sv, uint32_t count, uint64_t offset)
     return -posix_fadvise(sv->fd, (off_t)offset, (off_t)count, POSIX_FADV_WILLNEED);
 }
 
-int svol_extents(struct svol *sv, uint32_t count, uint64_t offset, struct svol_extent *ext,
-                 unsigned max)
+int svol_extents(struct svol *sv, uint32_t count, uint64_t offset, bool rough,
+                 struct svol_extent *ext, unsigned max)
 {
     uint64_t end = offset + count;
     unsigned n = 0;
     while (offset < end && n < max) {
         struct svol_extent e;
-        int r = fileio_extent(sv->fd, offset, end, &e.length, &e.hole);
+        int r = fileio_extent(sv->fd, offset, end, rough, &e.length, &e.hole);
         if (r < 0)
             return n > 0 ? (int)n : r;
         if (n > 0 && ext[n - 1].hole == e.hole)

@@ -103,8 +103,9 @@ struct svol_extent {
     bool hole;
 };
 /* Describes [offset, offset+count) in at most max extents, in order from
- * offset, adjacent ones of a kind merged; returns how many (>= 1). */
-int svol_extents(struct svol *sv, uint32_t count, uint64_t offset, struct svol_extent *ext,
-                 unsigned max);
+ * offset, adjacent ones of a kind merged; returns how many (>= 1). rough:
+ * as fileio_extent's (data may run on over holes). */
+int svol_extents(struct svol *sv, uint32_t count, uint64_t offset, bool rough,
+                 struct svol_extent *ext, unsigned max);
 
 #endif

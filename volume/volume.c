@@ -326,7 +326,7 @@ static int vol_extents(void *h, uint32_t count, uint64_t offset, struct nbd_exte
         return (int)n;
     }
     for (uint64_t pos = offset, end = offset + count; pos < end && n < max;) {
-        int k = svol_extents(v->sv, (uint32_t)(end - pos), pos, se,
+        int k = svol_extents(v->sv, (uint32_t)(end - pos), pos, flags & NBD_IO_ROUGH, se,
                              max - n < SE_MAX ? max - n : SE_MAX);
         if (k < 0)
             return n > 0 ? (int)n : k;

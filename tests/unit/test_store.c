@@ -728,10 +728,19 @@ Test(store, svol_io)
     cr_assert_eq(svol_read(sv, back, sizeof back, MiB, 0), 0);
     cr_assert_eq(memcmp(buf, back, sizeof buf), 0);
     struct svol_extent ext[8];
-    int n = svol_extents(sv, 4 * MiB, 0, ext, 8);
+    int n = svol_extents(sv, 4 * MiB, 0, false, ext, 8);
     cr_assert_eq(n, 3, "hole, data, hole: %d", n);
     cr_assert(ext[0].hole && !ext[1].hole && ext[2].hole);
     cr_assert_eq(ext[0].length, MiB);
+    /* Rough (a READ's plan): the hole before the data still shows, the
+     * data runs on over the hole after it, to the end asked for. */
+    n = svol_extents(sv, 4 * MiB, 0, true, ext, 8);
+    cr_assert_eq(n, 2, "rough: hole, data: %d", n);
+    cr_assert(ext[0].hole && !ext[1].hole);
+    cr_assert_eq(ext[0].length, MiB);
+    cr_assert_eq(ext[1].length, 3 * MiB);
+    n = svol_extents(sv, 2 * MiB, 2 * MiB, true, ext, 8);
+    cr_assert(n == 1 && ext[0].hole && ext[0].length == 2 * MiB, "rough, all hole: %d", n);
     cr_assert_eq(svol_zero(sv, 4096, MiB, SVOL_MAY_TRIM), 0);
     cr_assert_eq(svol_read(sv, back, 4096, MiB, 0), 0);
     for (int i = 0; i < 4096; i++)
