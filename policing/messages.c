@@ -43,6 +43,8 @@ static size_t fixed_length(int type)
         return sizeof(struct pmsg_quota);
     case PMSG_TOKEN:
         return sizeof(struct pmsg_token);
+    case PMSG_CAPACITY:
+        return sizeof(struct pmsg_capacity);
     default:
         return 0;
     }

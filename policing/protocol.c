@@ -84,6 +84,12 @@ struct policing {
     qb_loop_timer_handle cut_timer;
     bool cut_timer_on;
     bool refresh_queued; /* refresh_later's job is on the loop */
+    /* The figures each node last announced (PMSG_CAPACITY), this node's
+     * last sent, and whether a member joined since (announce again). */
+    struct policing_capacity caps[CLUSTER_NODES_MAX];
+    size_t ncaps;
+    struct policing_capacity cap_sent;
+    bool cap_due;
 
     /* lock guards everything below, shared with the NBD threads. cond is
      * broadcast on every grant, quorum change and stop. */
@@ -321,18 +327,54 @@ static void bump_version(struct policing *pc)
         qb_log(LOG_ERR, "policing: volume table version %llu not persisted", (unsigned long long)v);
 }
 
+static bool is_member(struct policing *pc, uint32_t node)
+{
+    for (size_t i = 0; i < pc->nmembers; i++)
+        if (pc->members[i].nodeid == node)
+            return true;
+    return false;
+}
+
+/* A CREATE's placed set: sorted, distinct, and every node still a member
+ * where it is applied (the same answer everywhere: membership is part of
+ * the agreed order). A node that left in between would be called current
+ * with a copy it never made. */
+static int placed_ok(struct policing *pc, const struct pmsg_volume *m)
+{
+    if (m->nplaced > PMSG_REPLICAS_MAX)
+        return -EINVAL;
+    for (uint32_t i = 0; i < m->nplaced; i++) {
+        if (m->placed[i] == 0 || (i > 0 && m->placed[i] <= m->placed[i - 1]))
+            return -EINVAL;
+        if (!is_member(pc, m->placed[i])) {
+            qb_log(LOG_WARNING, "volume \"%s\": create refused: placed node %u left the group",
+                   m->name, m->placed[i]);
+            return -EHOSTDOWN;
+        }
+    }
+    return 0;
+}
+
 static int apply_table_change(struct policing *pc, int type, const struct pmsg_volume *m)
 {
     const struct policing_table_ops *t = pc->p.table;
     if (!pmsg_string_ok(m->name, sizeof m->name) || !pmsg_string_ok(m->uuid, sizeof m->uuid) ||
         !pmsg_string_ok(m->owner, sizeof m->owner))
         return -EINVAL;
+    if (type == PMSG_VOL_CREATE && m->nplaced > 0) {
+        int r = placed_ok(pc, m);
+        uint32_t placed[PMSG_REPLICAS_MAX];
+        memcpy(placed, m->placed, sizeof placed); /* aligned */
+        return r < 0 ? r
+                     : t->create(pc->p.table_ctx, m->uuid, m->name, m->size, m->owner,
+                                 m->client != 0, placed, m->nplaced, true);
+    }
     if (type == PMSG_VOL_CREATE) {
         uint32_t members[CLUSTER_NODES_MAX];
         for (size_t i = 0; i < pc->nmembers; i++)
             members[i] = pc->members[i].nodeid;
         return t->create(pc->p.table_ctx, m->uuid, m->name, m->size, m->owner, m->client != 0,
-                         members, pc->nmembers);
+                         members, pc->nmembers, false);
     }
     if (type == PMSG_VOL_RESIZE)
         return t->resize(pc->p.table_ctx, m->uuid, m->name, m->size, m->force, m->client != 0);
@@ -1425,6 +1467,55 @@ int policing_lease_wait(struct policing *pc, unsigned timeout_ms)
     return r;
 }
 
+/* ---- capacity ---------------------------------------------------------- */
+
+static void on_capacity(struct policing *pc, uint32_t nodeid, const struct pmsg_capacity *m)
+{
+    struct policing_capacity c = {nodeid, m->capacity, m->data, m->snapshots};
+    for (size_t i = 0; i < pc->ncaps; i++)
+        if (pc->caps[i].node == nodeid) {
+            pc->caps[i] = c;
+            return;
+        }
+    if (pc->ncaps < CLUSTER_NODES_MAX)
+        pc->caps[pc->ncaps++] = c;
+}
+
+static uint64_t delta(uint64_t a, uint64_t b)
+{
+    return a > b ? a - b : b - a;
+}
+
+int policing_capacity_announce(struct policing *pc, const struct policing_capacity *mine)
+{
+    const struct policing_capacity *last = &pc->cap_sent;
+    uint64_t step = mine->capacity / 100 < (1ull << 30) ? mine->capacity / 100 : (1ull << 30);
+    bool moved = mine->capacity != last->capacity ||
+                 delta(mine->data + mine->snapshots, last->data + last->snapshots) > step;
+    if (!pc->cap_due && !moved)
+        return 0;
+    struct pmsg_capacity m;
+    pmsg_init(&m.h, PMSG_CAPACITY, sizeof m);
+    m.capacity = mine->capacity;
+    m.data = mine->data;
+    m.snapshots = mine->snapshots;
+    int r = pc->p.driver->send(pc->cl, &m, sizeof m);
+    if (r == 0) {
+        pc->cap_sent = *mine;
+        pc->cap_due = false;
+    }
+    return r;
+}
+
+size_t policing_capacities(struct policing *pc, struct policing_capacity out[CLUSTER_NODES_MAX])
+{
+    size_t n = 0;
+    for (size_t i = 0; i < pc->ncaps; i++)
+        if (is_member(pc, pc->caps[i].node))
+            out[n++] = pc->caps[i];
+    return n;
+}
+
 /* ---- transport callbacks ------------------------------------------------ */
 
 static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg, size_t len)
@@ -1454,6 +1545,9 @@ static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg
         return;
     case PMSG_STATE_PART:
         on_state_part(pc, nodeid, msg, len);
+        return;
+    case PMSG_CAPACITY: /* not part of the table: never held */
+        on_capacity(pc, nodeid, msg);
         return;
     default:
         break;
@@ -1595,6 +1689,7 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
         service_update(pc);
         return;
     }
+    pc->cap_due = true; /* the joiners hear every node's figures */
     pc->round_open = true;
     pc->winner = 0;
     pc->noffers = 0;
@@ -1621,8 +1716,11 @@ static const struct cluster_events events = {
 
 static int request_change(struct policing *pc, enum pmsg_type type, const char *uuid,
                           const char *name, uint64_t size, bool force, const char *owner,
-                          bool client, policing_done_fn done, void *arg)
+                          bool client, const uint32_t *placed, size_t nplaced,
+                          policing_done_fn done, void *arg)
 {
+    if (nplaced > PMSG_REPLICAS_MAX)
+        return -EINVAL;
     pthread_mutex_lock(&pc->lock);
     bool quorate = pc->quorate;
     pthread_mutex_unlock(&pc->lock);
@@ -1637,26 +1735,33 @@ static int request_change(struct policing *pc, enum pmsg_type type, const char *
     m.size = size;
     m.force = force;
     m.client = client;
+    m.nplaced = (uint32_t)nplaced;
+    for (size_t i = 0; i < nplaced; i++)
+        m.placed[i] = placed[i];
     m.tag = ++pc->next_tag;
     return send_pending(pc, m.tag, &m, sizeof m, done, arg);
 }
 
 int policing_volume_create(struct policing *pc, const char *uuid, const char *name, uint64_t size,
-                           const char *owner, bool client, policing_done_fn done, void *arg)
+                           const char *owner, bool client, const uint32_t *placed, size_t nplaced,
+                           policing_done_fn done, void *arg)
 {
-    return request_change(pc, PMSG_VOL_CREATE, uuid, name, size, false, owner, client, done, arg);
+    return request_change(pc, PMSG_VOL_CREATE, uuid, name, size, false, owner, client, placed,
+                          nplaced, done, arg);
 }
 
 int policing_volume_resize(struct policing *pc, const char *uuid, const char *name, uint64_t size,
                            bool force, bool client, policing_done_fn done, void *arg)
 {
-    return request_change(pc, PMSG_VOL_RESIZE, uuid, name, size, force, NULL, client, done, arg);
+    return request_change(pc, PMSG_VOL_RESIZE, uuid, name, size, force, NULL, client, NULL, 0, done,
+                          arg);
 }
 
 int policing_volume_delete(struct policing *pc, const char *uuid, const char *name,
                            policing_done_fn done, void *arg)
 {
-    return request_change(pc, PMSG_VOL_DELETE, uuid, name, 0, false, NULL, false, done, arg);
+    return request_change(pc, PMSG_VOL_DELETE, uuid, name, 0, false, NULL, false, NULL, 0, done,
+                          arg);
 }
 
 int policing_access_change(struct policing *pc, const char *volume, const char *identity,
