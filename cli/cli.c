@@ -305,12 +305,13 @@ static int parse_command(char **words, int n, struct invocation *inv)
     if (n >= 2 && strcmp(words[0], "snapshot") == 0 && strcmp(words[1], "rollback") == 0)
         return cli_rollback(inv->socket, inv->json, words + 2, n - 2);
     bool has_verb = strcmp(words[0], "volume") == 0 || strcmp(words[0], "replica") == 0 ||
-                    strcmp(words[0], "snapshot") == 0;
+                    strcmp(words[0], "snapshot") == 0 || strcmp(words[0], "pool") == 0;
     if (has_verb && n < 2)
         return cli_usage_error(
             "%s: which one? %s", words[0],
             strcmp(words[0], "volume") == 0 ? "list, show, create, resize, delete, verify or clone"
             : strcmp(words[0], "snapshot") == 0 ? "create, list, delete or rollback"
+            : strcmp(words[0], "pool") == 0     ? "status"
                                                 : "fail or replace");
     inv->cmd = find_command(words[0], has_verb ? words[1] : NULL);
     if (!inv->cmd && has_verb)

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# t-lab-pool: replica count, placement and diskless access on a 4-node lab.
+#
+#  1. Every node announces its capacity: `vsan pool status` on node 1 lists
+#     four nodes with a capacity.
+#  2. `volume create p 256M --replicas 2` puts a data file on exactly two
+#     nodes; `volume show` lists only those two under replicas, current; the
+#     other two keep a record and no data file (their local copy: diskless).
+#  3. fio (nbd engine, crc32c verify) writes and verifies through a diskless
+#     node: no error; the two copies are byte-identical afterwards.
+#  4. Again through the diskless node while one replica node's vsand is
+#     killed and restarted: fio sees no error, the node resyncs and the two
+#     copies are identical again.
+#  5. Pool status: the two holders show p (256 MiB provisioned), the
+#     others none.
+#  6. Bad input, each a precise error (its exit code) and no volume made on
+#     any node: --replicas 0, --replicas 5 (4 nodes), --nodes naming an
+#     unknown node, a volume bigger than overcommit x capacity anywhere.
+# timeout: 420
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+vt_init
+# shellcheck source=tests/integration/labtest.sh
+. "$VT_DIR/labtest.sh"
+
+LAB_VOL=p
+
+# pool I EXPR: EXPR over node I's `vsan --json pool status` (d).
+pool() {
+    "$LAB" vsan "$1" --json pool status 2>/dev/null | "$PY" -c '
+import json, sys
+d = json.load(sys.stdin)
+print(eval(sys.argv[1]))' "$2"
+}
+
+all_announced() {
+    [ "$(pool "$1" 'sum(1 for n in d["nodes"] if n["announced"])')" = 4 ]
+}
+
+# The nodes holding a data file of volume uuid $1: "1 3".
+holders() {
+    local i out=""
+    for i in 1 2 3 4; do
+        [ -f "$VSAN_LAB_DIR/n$i/data/volumes/$1.data" ] && out="$out${out:+ }$i"
+    done
+    echo "$out"
+}
+
+# Both replicas current as node I sees them.
+two_current() {
+    [ "$(states "$1")" = "current current" ]
+}
+
+# The md5 of the data files of the holders: one line if identical.
+holders_identical() {
+    local i sums
+    sums=$(for i in $HOLDERS; do md5sum <"$VSAN_LAB_DIR/n$i/data/volumes/$UUID.data"; done | sort -u)
+    [ "$(echo "$sums" | wc -l)" -eq 1 ] || lab_fail "$1: the two replicas differ"
+    log "$1: the two replicas are byte-identical"
+}
+
+# run_fio LABEL NODE: fio with crc32c verify through node NODE, in the
+# background (FIO: its pid).
+run_fio() {
+    bg_start "fio$1" fio --name=p --ioengine=nbd --uri="$("$LAB" addr "$2")/p" --rw=randwrite \
+        --bs=4k --iodepth=8 --size=32M --loops="${3:-2}" --verify=crc32c --verify_fatal=1 \
+        --do_verify=1 --verify_state_save=0
+    FIO=$BG_PID
+}
+
+fio_ok() {
+    wait_until 180 proc_gone "$FIO" || lab_fail "$1: fio is stuck"
+    wait "$FIO" || lab_fail "$1: fio failed: $(tail -n 20 "$T/fio$1.out")"
+    grep -qi "verify.*\(bad\|mismatch\)" "$T/fio$1.out" &&
+        lab_fail "$1: fio reported verify errors: $(grep -i verify "$T/fio$1.out")"
+    log "$1: fio through n$DISKLESS: no error, no verify failure"
+}
+
+lab_up 4
+wait_until 30 full_view 1 "1 2 3 4" || lab_fail "n1 never saw the four nodes"
+
+log "1. capacities announced"
+wait_until 30 all_announced 1 || lab_fail "not every node announced its capacity: $(pool 1 'd')"
+
+log "2. --replicas 2: data files on exactly two nodes"
+lab vsan 1 volume create p 256M --replicas 2
+UUID=$(vs 1 'd["uuid"]')
+HOLDERS=$(holders "$UUID")
+[ "$(echo "$HOLDERS" | wc -w)" = 2 ] || lab_fail "data files of p on nodes \"$HOLDERS\", not two"
+for i in 1 2 3 4; do
+    [ -f "$VSAN_LAB_DIR/n$i/data/volumes/$UUID.meta" ] || lab_fail "n$i has no record of p"
+done
+wait_until 20 two_current 1 || lab_fail "p's replicas are not current: $(states 1)"
+shown=$(vs 1 '" ".join(str(r["node"]) for r in d["replicas"])')
+[ "$shown" = "$HOLDERS" ] || lab_fail "volume show lists replicas \"$shown\", data on \"$HOLDERS\""
+for i in 1 2 3 4; do
+    case " $HOLDERS " in *" $i "*) continue ;; esac
+    DISKLESS=$i
+    [ "$(vs "$i" 'd["mirror"]["local"]')" = diskless ] ||
+        lab_fail "n$i holds no replica but says its local copy is $(vs "$i" 'd["mirror"]["local"]')"
+done
+KILLED=${HOLDERS##* }
+log "2. p on nodes $HOLDERS; n$DISKLESS is diskless"
+
+log "3. fio with verify through diskless n$DISKLESS"
+run_fio 3 "$DISKLESS"
+fio_ok 3
+holders_identical 3
+
+log "4. fio through n$DISKLESS while replica node n$KILLED is killed and restarted"
+run_fio 4 "$DISKLESS" 6
+sent_past() { [ "$(st "$DISKLESS" 'd["mirror"]["requests_sent"]')" -gt "$1" ]; }
+sent0=$(st "$DISKLESS" 'd["mirror"]["requests_sent"]')
+wait_until 30 sent_past $((sent0 + 500)) || lab_fail "fio's writes never left n$DISKLESS"
+lab kill "$KILLED"
+wait_until 15 eval '[ "$(states 1)" != "current current" ]' ||
+    lab_fail "n$KILLED was never outdated: $(states 1)"
+sent0=$(st "$DISKLESS" 'd["mirror"]["requests_sent"]')
+wait_until 30 sent_past $((sent0 + 500)) || lab_fail "fio stopped writing while n$KILLED was away"
+lab start "$KILLED"
+fio_ok 4
+wait_until 90 two_current 1 || lab_fail "n$KILLED never came back current: $(states 1)"
+holders_identical 4
+
+log "5. pool status"
+for i in 1 2 3 4; do
+    prov=$(pool 1 "[n['provisioned'] for n in d['nodes'] if n['node'] == $i][0]")
+    reps=$(pool 1 "' '.join(r['volume'] for n in d['nodes'] if n['node'] == $i for r in n['replicas'])")
+    case " $HOLDERS " in
+    *" $i "*) [ "$prov" = $((256 * 1024 * 1024)) ] && [ "$reps" = p ] ||
+        lab_fail "n$i holds p but pool status says provisioned $prov, replicas \"$reps\"" ;;
+    *) [ "$prov" = 0 ] && [ -z "$reps" ] ||
+        lab_fail "n$i holds nothing but pool status says provisioned $prov, replicas \"$reps\"" ;;
+    esac
+done
+lab vsan 1 pool status
+log "5. pool status: p's 256 MiB provisioned on $HOLDERS only"
+
+log "6. bad input"
+# refused EXIT TEXT ARGS...: `vsan volume create ARGS` on n1 exits EXIT
+# saying TEXT, and no node has volume bad.
+refused() {
+    local want=$1 text=$2 rc=0
+    shift 2
+    "$LAB" vsan 1 volume create bad "$@" >"$T/bad.out" 2>&1 || rc=$?
+    [ "$rc" = "$want" ] || lab_fail "create $*: exit $rc, not $want: $(cat "$T/bad.out")"
+    grep -qF -- "$text" "$T/bad.out" || lab_fail "create $*: said $(cat "$T/bad.out"), not \"$text\""
+    for i in 1 2 3 4; do
+        "$LAB" vsan "$i" volume show bad >/dev/null 2>&1 && lab_fail "create $*: n$i has volume bad"
+    done
+    log "6. create $*: $(cat "$T/bad.out")"
+}
+refused 21 "--replicas 0: must be from 1 to the number of nodes (4)" 1G --replicas 0
+refused 21 "--replicas 5: must be from 1 to the number of nodes (4)" 1G --replicas 5
+refused 22 "node \"ghost\": no such member" 1G --nodes n1,ghost
+refused 21 "--replicas 3 but 2 nodes named" 1G --replicas 3 --nodes 1,2
+cap=$(pool 1 'max(n["capacity"] for n in d["nodes"])')
+huge=$(((cap * 2 / 512 + 1) * 512))
+refused 23 "no room for 2 replica(s)" "$huge" --replicas 2
+log "t-lab-pool: ok"
