@@ -45,6 +45,8 @@ static size_t fixed_length(int type)
         return sizeof(struct pmsg_token);
     case PMSG_CAPACITY:
         return sizeof(struct pmsg_capacity);
+    case PMSG_OUTDATE:
+        return sizeof(struct pmsg_outdate);
     default:
         return 0;
     }

@@ -53,6 +53,7 @@ enum pmsg_type {
     PMSG_QUOTA = 18,       /* an identity's quota is set or removed */
     PMSG_TOKEN = 19,       /* an API bearer token is made or revoked */
     PMSG_CAPACITY = 20,    /* the sender's capacity and the space it uses */
+    PMSG_OUTDATE = 21,     /* a replica missed a write another one took (a witness) */
 };
 
 #define PMSG_NAME_MAX 64
@@ -69,6 +70,7 @@ enum pmsg_type {
 /* enum replica_state's CURRENT (mirror/replicas.h), which the service
  * rules need without depending on the mirror engine. */
 #define PMSG_REPLICA_CURRENT 1
+#define PMSG_REPLICA_OUTDATED 2 /* and OUTDATED, which an OUTDATE sets */
 
 struct pmsg_header {
     uint32_t magic;
@@ -179,6 +181,22 @@ struct pmsg_replica {
     uint32_t volume; /* policing_volume_id */
     uint32_t node;
     uint8_t state; /* enum replica_state */
+    uint64_t first, last;
+} __attribute__((packed));
+
+/* OUTDATE: from a writer without a current copy of its own (a diskless
+ * node, or one whose copy failed): node missed a write (regions
+ * first..last) that witness, a replica current in the sender's view,
+ * acknowledged. Every node applies it as an outdate vouched for by
+ * witness, and refuses it if witness is no longer current there (the
+ * writer then fails its write): a writer never outdates a copy on the
+ * word of none. tag as in pmsg_replica (the same sequence). */
+struct pmsg_outdate {
+    struct pmsg_header h;
+    uint64_t tag;
+    uint32_t volume;
+    uint32_t node;
+    uint32_t witness;
     uint64_t first, last;
 } __attribute__((packed));
 

@@ -480,8 +480,38 @@ static void refresh_later(struct policing *pc)
  * what the majority decided meanwhile, and a table it changed would carry
  * a higher version into the next sync round and win it. Its sender sees
  * no quorum and fails its write. */
+static void apply_replica_from(struct policing *pc, uint32_t nodeid, uint32_t pid,
+                               const struct pmsg_replica *m, uint32_t from);
+
 static void apply_replica(struct policing *pc, uint32_t nodeid, uint32_t pid,
                           const struct pmsg_replica *m)
+{
+    apply_replica_from(pc, nodeid, pid, m, nodeid);
+}
+
+/* An OUTDATE is the replica change it stands for, vouched for by its
+ * witness instead of its sender (messages.h). */
+static struct pmsg_replica outdate_as_replica(const struct pmsg_outdate *o)
+{
+    struct pmsg_replica m = {.tag = o->tag,
+                             .volume = o->volume,
+                             .node = o->node,
+                             .state = PMSG_REPLICA_OUTDATED,
+                             .first = o->first,
+                             .last = o->last};
+    return m;
+}
+
+static void apply_outdate(struct policing *pc, uint32_t nodeid, uint32_t pid,
+                          const struct pmsg_outdate *o)
+{
+    struct pmsg_replica m = outdate_as_replica(o);
+    apply_replica_from(pc, nodeid, pid, &m, o->witness);
+}
+
+/* from: whose copy vouches for the change (the table op's rule). */
+static void apply_replica_from(struct policing *pc, uint32_t nodeid, uint32_t pid,
+                               const struct pmsg_replica *m, uint32_t from)
 {
     if (!pc->quorate) {
         qb_log(LOG_WARNING,
@@ -494,7 +524,7 @@ static void apply_replica(struct policing *pc, uint32_t nodeid, uint32_t pid,
         replica_done(pc, nodeid, pid, m);
         return;
     }
-    int r = pc->p.table->replica(pc->p.table_ctx, nodeid, m->volume, m->node, m->state, m->first,
+    int r = pc->p.table->replica(pc->p.table_ctx, from, m->volume, m->node, m->state, m->first,
                                  m->last);
     if (r > 0)
         bump_version(pc);
@@ -1044,6 +1074,8 @@ static void apply(struct policing *pc, uint32_t nodeid, uint32_t pid, int type, 
         apply_region(pc, nodeid, type, msg);
     else if (type == PMSG_REPLICA)
         apply_replica(pc, nodeid, pid, msg);
+    else if (type == PMSG_OUTDATE)
+        apply_outdate(pc, nodeid, pid, msg);
     else if (type == PMSG_SERVICE)
         apply_service(pc, nodeid, msg);
     else if (type == PMSG_LOST)
@@ -1093,6 +1125,9 @@ static void held_done(struct policing *pc, const struct held *h, int type)
 {
     if (type == PMSG_REPLICA) {
         replica_done(pc, h->nodeid, h->pid, (const void *)h->data);
+    } else if (type == PMSG_OUTDATE) {
+        struct pmsg_replica m = outdate_as_replica((const void *)h->data);
+        replica_done(pc, h->nodeid, h->pid, &m);
     } else if (type == PMSG_CUT_BEGIN) {
         const struct pmsg_cut_begin *m = (const void *)h->data;
         finish_pending(pc, h->nodeid, h->pid, m->tag, -ECONNRESET);
@@ -1870,6 +1905,25 @@ int policing_replica_change(struct policing *pc, uint32_t volume, uint32_t node,
     if (r == 0 && wait)
         r = wait_replica_applied(pc, m.tag);
     pthread_mutex_unlock(&pc->lock);
+    return r;
+}
+
+int policing_replica_outdate(struct policing *pc, uint32_t volume, uint32_t node, uint32_t witness,
+                             uint64_t first, uint64_t last)
+{
+    struct pmsg_outdate m;
+    pmsg_init(&m.h, PMSG_OUTDATE, sizeof m);
+    m.volume = volume;
+    m.node = node;
+    m.witness = witness;
+    m.first = first;
+    m.last = last;
+    pthread_mutex_lock(&pc->replica_mu);
+    m.tag = ++pc->next_replica_tag;
+    int r = send_msg(pc, &m, sizeof m);
+    if (r < 0)
+        pc->next_replica_tag--;
+    pthread_mutex_unlock(&pc->replica_mu);
     return r;
 }
 

@@ -263,6 +263,12 @@ void policing_write_end(struct policing *pc, struct pol_write *w);
  * -ESHUTDOWN (stopping). Any thread. */
 int policing_replica_change(struct policing *pc, uint32_t volume, uint32_t node, uint8_t state,
                             uint64_t first, uint64_t last, bool wait);
+/* PMSG_OUTDATE (messages.h): node missed a write that witness, current,
+ * took; applied as witness's outdate of node (refused if witness is not
+ * current where applied). Sent without waiting: policing_replica_sync
+ * waits for it. 0, or the send's error. Any thread. */
+int policing_replica_outdate(struct policing *pc, uint32_t volume, uint32_t node, uint32_t witness,
+                             uint64_t first, uint64_t last);
 /* Waits until every replica change this node has sent is applied here
  * (several sent without wait, then one wait): 0, -ENOTCONN after 30 s,
  * -ESHUTDOWN. Any thread. */

@@ -28,6 +28,7 @@
 
 _Static_assert(REPLICA_CURRENT == PMSG_REPLICA_CURRENT,
                "the policing protocol's service rules read replica states");
+_Static_assert(REPLICA_OUTDATED == PMSG_REPLICA_OUTDATED, "an OUTDATE sets replica states");
 
 /* Whether owner may own size bytes more (a new volume: uuid NULL; client:
  * a client asks, which needs a quota), by the table alone: 0, -EDQUOT or

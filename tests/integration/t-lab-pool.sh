@@ -11,9 +11,15 @@
 #  4. Again through the diskless node while one replica node's vsand is
 #     killed and restarted: fio sees no error, the node resyncs and the two
 #     copies are identical again.
-#  5. Pool status: the two holders show p (256 MiB provisioned), the
+#  5. The witness rule: with n$DISKLESS's mirror packets to one replica
+#     dropped, a write through it succeeds and that replica is outdated on
+#     the other's word (PMSG_OUTDATE); with its packets to both dropped, the
+#     write fails and neither is outdated: no copy took it, so nobody may
+#     vouch against the other. (Before PMSG_OUTDATE the first write failed:
+#     the cluster refused a diskless node's own outdate.)
+#  6. Pool status: the two holders show p (256 MiB provisioned), the
 #     others none.
-#  6. Bad input, each a precise error (its exit code) and no volume made on
+#  7. Bad input, each a precise error (its exit code) and no volume made on
 #     any node: --replicas 0, --replicas 5 (4 nodes), --nodes naming an
 #     unknown node, a volume bigger than overcommit x capacity anywhere.
 # timeout: 420
@@ -122,7 +128,52 @@ fio_ok 4
 wait_until 90 two_current 1 || lab_fail "n$KILLED never came back current: $(states 1)"
 holders_identical 4
 
-log "5. pool status"
+log "5. the witness rule"
+OTHER=${HOLDERS%% *}
+# cut_mirror I PEER...: node I's mirror packets to the PEERs dropped, on
+# the links either side opened (labtest.sh's mirror_block drops only
+# those to the peers' mirror port), until mirror_unblock I.
+cut_mirror() {
+    local node=$1 p addrs=()
+    shift
+    for p in "$@"; do addrs+=("$(host_of "$p")"); done
+    "$LAB" exec "$node" nft -f - <<NFT || lab_fail "cannot add the nft rule in n$node"
+table inet vsan_t_mirror_block {
+    chain out {
+        type filter hook output priority 0;
+        ip daddr { $(IFS=,; echo "${addrs[*]}") } tcp dport 10810 drop
+        ip daddr { $(IFS=,; echo "${addrs[*]}") } tcp sport 10810 drop
+    }
+}
+NFT
+    on_exit "mirror_unblock $node"
+}
+
+# write_through: a 4 KiB write at offset 1 MiB through n$DISKLESS.
+write_through() {
+    timeout 60 "$PY" -c '
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+h.pwrite(b"w" * 4096, 1 << 20)' "$("$LAB" addr "$DISKLESS")/p"
+}
+cut_mirror "$DISKLESS" "$KILLED"
+mark=$(log_mark "$OTHER")
+write_through || lab_fail "a write through n$DISKLESS failed while n$OTHER took it"
+# It resyncs from n$OTHER at once (their link is up): the log tells.
+logged "$OTHER" "$mark" "replica on node $KILLED is outdated" ||
+    lab_fail "n$KILLED missed the write and was not outdated: $(states 1)"
+mirror_unblock "$DISKLESS"
+wait_until 90 two_current 1 || lab_fail "n$KILLED never came back current: $(states 1)"
+log "5. one replica unreachable: the write went on, n$KILLED outdated on n$OTHER's word"
+cut_mirror "$DISKLESS" $HOLDERS
+write_through 2>"$T/nowitness.out" && lab_fail "a write through n$DISKLESS that no replica took succeeded"
+[ "$(states 1)" = "current current" ] || lab_fail "a write no copy took outdated a replica: $(states 1)"
+mirror_unblock "$DISKLESS"
+log "5. no replica reachable: the write failed, both replicas current"
+holders_identical 5
+
+log "6. pool status"
 for i in 1 2 3 4; do
     prov=$(pool 1 "[n['provisioned'] for n in d['nodes'] if n['node'] == $i][0]")
     reps=$(pool 1 "' '.join(r['volume'] for n in d['nodes'] if n['node'] == $i for r in n['replicas'])")
@@ -134,9 +185,9 @@ for i in 1 2 3 4; do
     esac
 done
 lab vsan 1 pool status
-log "5. pool status: p's 256 MiB provisioned on $HOLDERS only"
+log "6. pool status: p's 256 MiB provisioned on $HOLDERS only"
 
-log "6. bad input"
+log "7. bad input"
 # refused EXIT TEXT ARGS...: `vsan volume create ARGS` on n1 exits EXIT
 # saying TEXT, and no node has volume bad.
 refused() {
@@ -148,7 +199,7 @@ refused() {
     for i in 1 2 3 4; do
         "$LAB" vsan "$i" volume show bad >/dev/null 2>&1 && lab_fail "create $*: n$i has volume bad"
     done
-    log "6. create $*: $(cat "$T/bad.out")"
+    log "7. create $*: $(cat "$T/bad.out")"
 }
 refused 21 "--replicas 0: must be from 1 to the number of nodes (4)" 1G --replicas 0
 refused 21 "--replicas 5: must be from 1 to the number of nodes (4)" 1G --replicas 5

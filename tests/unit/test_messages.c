@@ -114,6 +114,10 @@ Test(messages, quota_and_token_are_fixed_length)
     cr_expect(eq(sz, sizeof c, sizeof(struct pmsg_header) + 3 * 8));
     pmsg_init(&c.h, PMSG_CAPACITY, sizeof c - 1);
     cr_expect(eq(int, pmsg_check(&c, sizeof c - 1, &why), -1), "a short capacity");
+    struct pmsg_outdate o;
+    pmsg_init(&o.h, PMSG_OUTDATE, sizeof o);
+    cr_assert(eq(int, pmsg_check(&o, sizeof o, &why), PMSG_OUTDATE));
+    cr_expect(eq(sz, sizeof o, sizeof(struct pmsg_header) + 8 + 3 * 4 + 2 * 8));
 }
 
 Test(messages, heartbeat_is_fixed_length)
@@ -152,7 +156,7 @@ Test(messages, foreign_or_malformed_headers)
     expect_dropped(sizeof(struct pmsg_replica), "length field disagrees with the message");
 
     check(PMSG_REPLICA, sizeof(struct pmsg_replica), NULL);
-    h->type = PMSG_CAPACITY + 1;
+    h->type = PMSG_OUTDATE + 1;
     expect_dropped(sizeof(struct pmsg_replica), "unknown message type");
 }
 
