@@ -15,8 +15,14 @@
 #     dropped, a write through it succeeds and that replica is outdated on
 #     the other's word (PMSG_OUTDATE); with its packets to both dropped, the
 #     write fails and neither is outdated: no copy took it, so nobody may
-#     vouch against the other. (Before PMSG_OUTDATE the first write failed:
-#     the cluster refused a diskless node's own outdate.)
+#     vouch against the other, and the failed write does not land later
+#     (the links it was queued on are aborted, not closed). (Before
+#     PMSG_OUTDATE the first write failed: the cluster refused a diskless
+#     node's own outdate; before the abort, the failed write landed after
+#     the next one once the links healed: 5b read it back.)
+#     5b. A snapshot taken through the diskless node (it holds and drains
+#     in the barrier like the others) reads the same through it and
+#     through a holder; a write after it is only in the volume.
 #  6. Pool status: the two holders show p (256 MiB provisioned), the
 #     others none.
 #  7. Bad input, each a precise error (its exit code) and no volume made on
@@ -149,13 +155,13 @@ NFT
     on_exit "mirror_unblock $node"
 }
 
-# write_through: a 4 KiB write at offset 1 MiB through n$DISKLESS.
+# write_through [BYTE]: a 4 KiB write of BYTE (w) at 1 MiB through n$DISKLESS.
 write_through() {
     timeout 60 "$PY" -c '
 import nbd, sys
 h = nbd.NBD()
 h.connect_uri(sys.argv[1])
-h.pwrite(b"w" * 4096, 1 << 20)' "$("$LAB" addr "$DISKLESS")/p"
+h.pwrite(sys.argv[2].encode() * 4096, 1 << 20)' "$("$LAB" addr "$DISKLESS")/p" "${1:-w}"
 }
 cut_mirror "$DISKLESS" "$KILLED"
 mark=$(log_mark "$OTHER")
@@ -172,6 +178,32 @@ write_through 2>"$T/nowitness.out" && lab_fail "a write through n$DISKLESS that 
 mirror_unblock "$DISKLESS"
 log "5. no replica reachable: the write failed, both replicas current"
 holders_identical 5
+
+log "5b. a snapshot cut through diskless n$DISKLESS"
+nbdcopy -- "$(addr "$OTHER")/p" "$T/before.raw"
+lab vsan "$DISKLESS" snapshot create p s1
+# Its mirror links may still be coming back from step 5: until one to a
+# current replica is up, a diskless node's writes fail (EIO).
+wait_until 30 write_through z 2>"$T/z.out" ||
+    lab_fail "a write through n$DISKLESS after the snapshot failed: $(tail -n 1 "$T/z.out")"
+for i in "$DISKLESS" "$OTHER"; do
+    same "$i" p@s1 "$T/before.raw" || lab_fail "p@s1 read through n$i is not p before the write"
+done
+# read_at I EXPORT: 8 bytes at 1 MiB of EXPORT through node I.
+read_at() {
+    "$PY" -c '
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+print(h.pread(8, 1 << 20).decode(errors="replace"))' "$(addr "$1")/$2"
+}
+for i in $HOLDERS "$DISKLESS"; do
+    [ "$(read_at "$i" p)" = zzzzzzzz ] ||
+        lab_fail "p through n$i reads \"$(read_at "$i" p)\" at 1 MiB, not the write after the snapshot"
+    [ "$(read_at "$i" p@s1)" = wwwwwwww ] ||
+        lab_fail "p@s1 through n$i reads \"$(read_at "$i" p@s1)\" at 1 MiB, not what p held at the cut"
+done
+log "5b. p@s1 reads the same through n$DISKLESS and n$OTHER; the later write is only in p"
 
 log "6. pool status"
 for i in 1 2 3 4; do
