@@ -339,6 +339,7 @@ static int add_quota(struct policing_idents *id, size_t *cap, const void *body, 
     if (grow((void **)&id->quotas, cap, id->nquotas, sizeof *id->quotas) < 0)
         return -ENOMEM;
     struct policing_quota *q = &id->quotas[id->nquotas++];
+    memset(q, 0, sizeof *q); /* its padding too: the lists are compared whole */
     q->limit = rq.limit;
     q->volumes = rq.volumes;
     memcpy(q->identity, rq.identity, sizeof q->identity);
