@@ -110,7 +110,10 @@ static int get_pinned(const char *vol, struct pool *p, const char *list, uint32_
                       size_t *npinned, struct json_object **err)
 {
     char buf[1024];
-    snprintf(buf, sizeof buf, "%s", list);
+    if (snprintf(buf, sizeof buf, "%s", list) >= (int)sizeof buf) {
+        *err = admin_reply_error(ADMIN_E_BAD_REPLICAS, "volume \"%s\": --nodes is too long", vol);
+        return -1;
+    }
     *npinned = 0;
     char *save = NULL;
     for (char *w = strtok_r(buf, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
