@@ -34,13 +34,13 @@ endif
 NBD_SRCS := nbd-server/handshake.c nbd-server/transmission.c nbd-server/server.c common/netaddr.c \
             nbd-server/conn_io.c nbd-server/tls.c
 # Membership, quorum and per-region write priority (policing/).
-POLICING_SRCS := policing/messages.c policing/cut.c policing/syncstream.c policing/protocol.c policing/priority.c policing/services.c \
+POLICING_SRCS := policing/messages.c policing/placement.c policing/cut.c policing/syncstream.c policing/protocol.c policing/priority.c policing/services.c \
                  policing/cluster_local.c policing/cluster_corosync.c
 # The mirror link's wire format and handshake: pure, no I/O (mirror/).
 MIRROR_PURE_SRCS := mirror/wire.c mirror/auth.c mirror/stream.c
 # The node: store, volume layer, config, admin server.
 CORE_SRCS := $(POLICING_SRCS) $(MIRROR_PURE_SRCS) volume/voltable.c volume/access.c common/identity.c volume/owners.c volume/tokens.c vsan/config.c common/log.c common/size.c store/store.c store/svol.c volume/volume.c volume/snapshots.c volume/snapexport.c volume/rollback.c \
-             vsan/admin.c vsan/admin_cmds.c vsan/admin_snap.c vsan/admin_access.c vsan/admin_ident.c vsan/netif.c vsan/service.c
+             vsan/admin.c vsan/admin_cmds.c vsan/admin_snap.c vsan/admin_access.c vsan/admin_ident.c vsan/admin_pool.c vsan/netif.c vsan/service.c
 CORE_SRCS += store/actlog.c store/fileio.c store/gsync.c store/snap.c store/bitmap.c mirror/replicas.c mirror/link.c
 # The mirror engine, bottom layer first (mirror/engine_int.h).
 MIRROR_ENGINE_SRCS := mirror/mvol.c mirror/dirty.c mirror/lost.c mirror/registry.c mirror/workers.c mirror/cut.c \

@@ -31,7 +31,7 @@ struct api_route {
     const char *select; /* the reply's member to return, NULL: the whole reply */
 };
 
-static const char *const create_fields[] = {"name", "size", NULL};
+static const char *const create_fields[] = {"name", "size", "replicas", "nodes", NULL};
 static const char *const resize_fields[] = {"size", "force", NULL};
 
 static const struct api_route routes[] = {
@@ -42,6 +42,7 @@ static const struct api_route routes[] = {
     {"DELETE", VOLUMES, true, "volume.delete", NULL, 200, NULL},
     {"GET", PREFIX "/nodes", false, "status", NULL, 200, "cluster"},
     {"GET", PREFIX "/status", false, "status", NULL, 200, NULL},
+    {"GET", PREFIX "/pool", false, "pool.status", NULL, 200, NULL},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])
@@ -55,6 +56,8 @@ static const struct {
     {ADMIN_E_BAD_NAME, 400},
     {ADMIN_E_BAD_SIZE, 400},
     {ADMIN_E_BAD_IDENTITY, 400},
+    {ADMIN_E_BAD_REPLICAS, 400},
+    {ADMIN_E_NO_SUCH_NODE, 400}, /* a body naming a node is bad, the resource exists */
     {API_E_UNAUTHORIZED, 401},
     {ADMIN_E_FORBIDDEN, 403},
     {ADMIN_E_QUOTA_EXCEEDED, 403},
@@ -73,6 +76,7 @@ static const struct {
     {ADMIN_E_BUSY, 409},
     {ADMIN_E_LIMIT, 409},
     {ADMIN_E_TOO_LARGE, 413},
+    {ADMIN_E_NO_SPACE, 507}, /* Insufficient Storage: too few nodes have room */
     {ADMIN_E_NO_QUORUM, 503},
     {ADMIN_E_ABORTED, 503},
 };

@@ -34,12 +34,16 @@ static const char help_text[] =
     "  vsan status                         the node: name, version, addresses, uptime\n"
     "  vsan volume list                    every volume: name, size, used, connections\n"
     "  vsan volume show NAME               one volume\n"
-    "  vsan volume create NAME SIZE [--owner IDENTITY]\n"
+    "  vsan volume create NAME SIZE [--owner IDENTITY] [--replicas N] [--nodes A,B]\n"
     "                                      a new, zero-filled volume (owned by IDENTITY:\n"
     "                                      its quota counts it, it gets a read-write grant)\n"
+    "                                      with N copies ([cluster] replicas) on the nodes\n"
+    "                                      with most room, or on nodes A,B (id or name)\n"
     "  vsan volume resize NAME SIZE [--force]\n"
     "                                      grow it; shrinking destroys data: --force\n"
     "  vsan volume delete NAME             delete it and its data\n"
+    "  vsan pool status                    per node: capacity, free, allocated,\n"
+    "                                      provisioned, snapshots, its replicas\n"
     "  vsan volume verify NAME             compare its replicas, region by region\n"
     "  vsan volume clone VOL@SNAP NEW      a new volume with a snapshot's data\n"
     "  vsan snapshot create VOL[,VOL...] SNAP\n"
@@ -117,6 +121,10 @@ static const char help_text[] =
     "     volumes), or a client has no quota\n"
     "  19 no such token (token revoke)\n"
     "  20 table full: 4096 quotas, tokens or owned volumes already\n"
+    "  21 bad replicas: --replicas 0 or above the node count, or not the count\n"
+    "     of --nodes\n"
+    "  22 no such node: a node --nodes names is not a member\n"
+    "  23 no space: too few nodes have room for the volume's replicas\n"
     "\n"
     "backup, restore and clone show progress on stderr when it is a terminal\n"
     "(--progress: always); with --json they print a summary when done.\n"
@@ -145,8 +153,9 @@ static const struct command commands[] = {
     {"status", NULL, "", 0, false, ARG_NAME, "status", cli_print_status},
     {"volume", "list", "", 0, false, ARG_NAME, "volume.list", cli_print_volume_list},
     {"volume", "show", "NAME", 1, false, ARG_NAME, "volume.show", cli_print_volume},
-    {"volume", "create", "NAME SIZE [--owner IDENTITY]", 2, false, ARG_NAME, "volume.create",
-     cli_print_created},
+    {"volume", "create", "NAME SIZE [--owner IDENTITY] [--replicas N] [--nodes A,B]", 2, false,
+     ARG_NAME, "volume.create", cli_print_created},
+    {"pool", "status", "", 0, false, ARG_NAME, "pool.status", cli_print_pool},
     {"volume", "resize", "NAME SIZE [--force]", 2, true, ARG_NAME, "volume.resize",
      cli_print_resized},
     {"volume", "delete", "NAME", 1, false, ARG_NAME, "volume.delete", cli_print_deleted},
@@ -170,7 +179,8 @@ struct invocation {
     const struct command *cmd;
     const char *args[2];
     unsigned nargs;
-    const char *owner; /* volume create --owner */
+    const char *owner;            /* volume create --owner */
+    const char *replicas, *nodes; /* volume create --replicas, --nodes */
 };
 
 static int help(void)
@@ -251,6 +261,12 @@ static int parse_command_args(char **words, int n, struct invocation *inv)
             if (i + 1 == n)
                 return cli_usage_error("%s: --owner needs an IDENTITY", name);
             inv->owner = words[++i];
+        } else if ((strcmp(words[i], "--replicas") == 0 || strcmp(words[i], "--nodes") == 0) &&
+                   strcmp(inv->cmd->request, "volume.create") == 0) {
+            if (i + 1 == n)
+                return cli_usage_error("%s: %s needs a value", name, words[i]);
+            *(words[i][2] == 'r' ? &inv->replicas : &inv->nodes) = words[i + 1];
+            i++;
         } else if (strcmp(words[i], "-h") == 0 || strcmp(words[i], "--help") == 0) {
             return help();
         } else if (strncmp(words[i], "--", 2) == 0) {
@@ -289,12 +305,13 @@ static int parse_command(char **words, int n, struct invocation *inv)
     if (n >= 2 && strcmp(words[0], "snapshot") == 0 && strcmp(words[1], "rollback") == 0)
         return cli_rollback(inv->socket, inv->json, words + 2, n - 2);
     bool has_verb = strcmp(words[0], "volume") == 0 || strcmp(words[0], "replica") == 0 ||
-                    strcmp(words[0], "snapshot") == 0;
+                    strcmp(words[0], "snapshot") == 0 || strcmp(words[0], "pool") == 0;
     if (has_verb && n < 2)
         return cli_usage_error(
             "%s: which one? %s", words[0],
             strcmp(words[0], "volume") == 0 ? "list, show, create, resize, delete, verify or clone"
             : strcmp(words[0], "snapshot") == 0 ? "create, list, delete or rollback"
+            : strcmp(words[0], "pool") == 0     ? "status"
                                                 : "fail or replace");
     inv->cmd = find_command(words[0], has_verb ? words[1] : NULL);
     if (!inv->cmd && has_verb)
@@ -375,6 +392,19 @@ static int build_snapshot_request(const struct invocation *inv, struct json_obje
     return -1;
 }
 
+/* --replicas N: a whole number (the node checks its range, so that 0 and
+ * too many get the same precise error as from the API). -1, or an exit code. */
+static int parse_count_arg(const char *arg, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(arg, &end, 10);
+    if (errno != 0 || end == arg || *end != '\0')
+        return cli_usage_error("volume create: --replicas \"%s\": not a number", arg);
+    *out = v;
+    return -1;
+}
+
 /* Builds the request; returns -1 with *out set, or an exit code. */
 static int build_request(const struct invocation *inv, struct json_object **out)
 {
@@ -388,12 +418,21 @@ static int build_request(const struct invocation *inv, struct json_object **out)
         return build_snapshot_request(inv, out);
     if (inv->cmd->nargs == 2 && (r = parse_size_arg(inv->args[1], &size)) >= 0)
         return r;
+    int64_t replicas = 0;
+    if (inv->replicas && (r = parse_count_arg(inv->replicas, &replicas)) >= 0)
+        return r;
     req = json_object_new_object();
     if (!req || json_add(req, "cmd", json_object_new_string(inv->cmd->request)) < 0 ||
         (inv->nargs >= 1 && json_add(req, "name", json_object_new_string(inv->args[0])) < 0) ||
         (inv->nargs >= 2 && json_add(req, "size", json_object_new_int64((int64_t)size)) < 0) ||
         (inv->force && json_add(req, "force", json_object_new_boolean(1)) < 0) ||
-        (inv->owner && json_add(req, "owner", json_object_new_string(inv->owner)) < 0)) {
+        (inv->owner && json_add(req, "owner", json_object_new_string(inv->owner)) < 0) ||
+        (inv->nodes && json_add(req, "nodes", json_object_new_string(inv->nodes)) < 0)) {
+        fprintf(stderr, "vsan: out of memory\n");
+        json_object_put(req);
+        return EXIT_ERROR;
+    }
+    if (inv->replicas && json_add(req, "replicas", json_object_new_int64(replicas)) < 0) {
         fprintf(stderr, "vsan: out of memory\n");
         json_object_put(req);
         return EXIT_ERROR;

@@ -431,3 +431,33 @@ void cli_print_snapshot_deleted(struct json_object *reply)
     (void)reply;
     printf("snapshot deleted\n");
 }
+
+/* `vsan pool status`: a line per node, then its replicas and any warning. */
+void cli_print_pool(struct json_object *reply)
+{
+    struct json_object *a;
+    if (!json_object_object_get_ex(reply, "nodes", &a))
+        return;
+    printf("%-4s %-12s %10s %10s %10s %10s %11s\n", "NODE", "NAME", "CAPACITY", "FREE", "ALLOCATED",
+           "SNAPSHOTS", "PROVISIONED");
+    for (size_t i = 0; i < json_object_array_length(a); i++) {
+        struct json_object *x = json_object_array_get_idx(a, i), *w, *reps;
+        char cap[32] = "?", fr[32] = "?", al[32], sn[32], pr[32];
+        if (json_object_get_boolean(json_object_object_get(x, "announced"))) {
+            human_exact(u64_of(x, "capacity"), cap, sizeof cap);
+            human_exact(u64_of(x, "free"), fr, sizeof fr);
+        }
+        human_exact(u64_of(x, "allocated"), al, sizeof al);
+        human_exact(u64_of(x, "snapshots"), sn, sizeof sn);
+        human_exact(u64_of(x, "provisioned"), pr, sizeof pr);
+        printf("%-4" PRIu64 " %-12s %10s %10s %10s %10s %11s\n", u64_of(x, "node"),
+               str_of(x, "name"), cap, fr, al, sn, pr);
+        if (json_object_object_get_ex(x, "replicas", &reps))
+            for (size_t j = 0; j < json_object_array_length(reps); j++) {
+                struct json_object *r = json_object_array_get_idx(reps, j);
+                printf("     replica %s (%s)\n", str_of(r, "volume"), str_of(r, "state"));
+            }
+        if (json_object_object_get_ex(x, "warning", &w))
+            printf("     warning: %s\n", json_object_get_string(w));
+    }
+}

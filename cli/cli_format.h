@@ -13,6 +13,7 @@ void cli_print_status(struct json_object *reply);
 void cli_print_volume_list(struct json_object *reply);
 void cli_print_volume(struct json_object *reply);
 void cli_print_created(struct json_object *reply);
+void cli_print_pool(struct json_object *reply);
 void cli_print_resized(struct json_object *reply);
 void cli_print_deleted(struct json_object *reply);
 void cli_print_verified(struct json_object *reply);

@@ -57,7 +57,10 @@
 #define ADMIN_E_FORBIDDEN "forbidden"     /* the caller may not (admin_caller, vsan/admin.h) */
 #define ADMIN_E_QUOTA_EXCEEDED "quota_exceeded" /* the owner would pass its quota */
 #define ADMIN_E_NO_SUCH_TOKEN "no_such_token"
-#define ADMIN_E_LIMIT "table_full" /* OWNERS_QUOTAS_MAX quotas, or TOKENS_MAX tokens */
+#define ADMIN_E_BAD_REPLICAS "bad_replicas" /* a replica count or node list not allowed */
+#define ADMIN_E_NO_SUCH_NODE "no_such_node" /* a node named is not a member */
+#define ADMIN_E_NO_SPACE "no_space"         /* placement: too few nodes have room */
+#define ADMIN_E_LIMIT "table_full"          /* OWNERS_QUOTAS_MAX quotas, or TOKENS_MAX tokens */
 
 /* libqb puts the service name into file names under /dev/shm and into
  * abstract socket names of at most 107 bytes, with about 50 bytes of its

@@ -134,12 +134,19 @@ int mirror_node_left(struct mvol *v, uint32_t node, const struct pol_key *lost, 
 
 static const char *local_name(uint8_t local)
 {
-    return local == STORE_LOCAL_FAILED ? "failed" : local == STORE_LOCAL_REBUILD ? "rebuild" : "ok";
+    return local == STORE_LOCAL_FAILED     ? "failed"
+           : local == STORE_LOCAL_REBUILD  ? "rebuild"
+           : local == STORE_LOCAL_DISKLESS ? "diskless"
+                                           : "ok";
 }
 
 int mirror_replica_fail(struct mvol *v)
 {
     pthread_mutex_lock(&v->mu);
+    if (v->rec.local == STORE_LOCAL_DISKLESS) {
+        pthread_mutex_unlock(&v->mu);
+        return -ENXIO; /* no copy here to fail or rebuild */
+    }
     v->rec.local = STORE_LOCAL_FAILED;
     update_serve_local(v);
     int r = commit_state(v);
@@ -154,6 +161,10 @@ int mirror_replica_fail(struct mvol *v)
 int mirror_replica_replace(struct mvol *v)
 {
     pthread_mutex_lock(&v->mu);
+    if (v->rec.local == STORE_LOCAL_DISKLESS) {
+        pthread_mutex_unlock(&v->mu);
+        return -ENXIO; /* no copy here to fail or rebuild */
+    }
     v->rec.local = STORE_LOCAL_REBUILD;
     update_serve_local(v);
     int r = commit_state(v);

@@ -225,6 +225,7 @@ int mirror_replica_fail(struct mvol *v);
 /* `vsan replica replace`: this node's copy is on a new, empty disk:
  * every region is copied to it. */
 int mirror_replica_replace(struct mvol *v);
+/* Both return -ENXIO on a node without a copy of v (diskless). */
 
 struct mirror_volume_status {
     uint32_t nreplicas;

@@ -498,9 +498,17 @@ static void peer_down(struct peer *p, int err)
     }
     /* Under send_mu: a sender that read fd before it was cleared finishes
      * first, so it never writes to a number reused by another file; the
-     * shutdown wakes one blocked on a peer that reads nothing. */
-    if (fd >= 0)
+     * shutdown wakes one blocked on a peer that reads nothing. The close
+     * aborts (linger 0: an RST, the send queue dropped): requests the
+     * kernel still held would otherwise go out once the path heals and
+     * land after writes that have come since (a write that failed for
+     * want of a witness leaves its replicas current: replicate.c). */
+    if (fd >= 0) {
+        struct linger abort_close = {.l_onoff = 1, .l_linger = 0};
+        if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_close, sizeof abort_close) < 0)
+            qb_log(LOG_WARNING, "mirror: node %u: SO_LINGER: %s", p->node, strerror(errno));
         shutdown(fd, SHUT_RDWR);
+    }
     pthread_mutex_lock(&p->send_mu);
     if (fd >= 0)
         close(fd);

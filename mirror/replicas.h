@@ -1,6 +1,8 @@
 /* replicas.h - a volume's replica set as the cluster agrees on it.
  *
- * Every node holds a copy (a replica) of every volume. Which replicas are
+ * A volume's replicas are on every node, or (placed, store.h's fixed) on
+ * the nodes its create chose; the others are diskless for it (they hold
+ * no copy and are not in the set). Which replicas are
  * current is part of the replicated volume table: it changes only by agreed
  * messages (policing/protocol.h) and membership changes, applied in the same
  * order everywhere, so every node has the same view and the same rules here

@@ -124,21 +124,49 @@ static bool outdated(struct mvol *v, uint32_t node)
     return s != REPLICA_CURRENT && s != REPLICA_SYNCING;
 }
 
+/* Who vouches for the write pl made, so that the peers that missed it may
+ * be outdated: this node if its copy is current (0), else a peer current
+ * in the agreed view that acknowledged it (a diskless writer, or one
+ * whose copy failed); UINT32_MAX if none did. */
+static uint32_t witness_of(struct mvol *v, const struct plan *pl)
+{
+    uint32_t w = UINT32_MAX;
+    pthread_mutex_lock(&v->mu);
+    if (replica_get(&v->rec, v->m->self) == REPLICA_CURRENT && v->rec.local == STORE_LOCAL_OK)
+        w = 0;
+    for (size_t i = 0; i < pl->n && w == UINT32_MAX; i++)
+        if (pl->ops[i].result == 0 && replica_get(&v->rec, pl->ops[i].peer) == REPLICA_CURRENT)
+            w = pl->ops[i].peer;
+    pthread_mutex_unlock(&v->mu);
+    return w;
+}
+
 /* Peers that failed the request are outdated, with the regions they
  * missed, by an agreed message applied here before the write is
- * acknowledged; a peer the cluster refused to outdate fails the write.
- * Returns how many applied it. */
+ * acknowledged, vouched for by this node's copy or by a current peer that
+ * took the write (witness_of); a peer the cluster refused to outdate, or
+ * that nobody could vouch against, fails the write. */
 void outdate_failed(struct mvol *v, struct plan *pl, uint64_t first, uint64_t last, int *err)
 {
+    uint32_t witness = witness_of(v, pl);
     for (size_t i = 0; i < pl->n; i++) {
         const struct mlink_op *op = &pl->ops[i];
         if (op->result == 0)
             continue;
+        pl->outdates_before[i] = outdates(v, op->peer);
+        if (witness == UINT32_MAX) {
+            qb_log(LOG_WARNING,
+                   "volume \"%s\": region %llu: node %u: %s: no current copy took the write: "
+                   "it fails, the replica stays",
+                   v->name, (unsigned long long)first, op->peer, strerror(-op->result));
+            continue;
+        }
         qb_log(LOG_WARNING, "volume \"%s\": region %llu: node %u: %s: marking it outdated", v->name,
                (unsigned long long)first, op->peer, strerror(-op->result));
-        pl->outdates_before[i] = outdates(v, op->peer);
-        int r =
-            policing_replica_change(v->pc, v->vid, op->peer, REPLICA_OUTDATED, first, last, false);
+        int r = witness == 0
+                    ? policing_replica_change(v->pc, v->vid, op->peer, REPLICA_OUTDATED, first,
+                                              last, false)
+                    : policing_replica_outdate(v->pc, v->vid, op->peer, witness, first, last);
         if (r < 0)
             *err = r;
     }

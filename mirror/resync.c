@@ -310,7 +310,8 @@ static int resync_once(struct mvol *v)
 static bool wants_resync(struct mvol *v)
 {
     enum replica_state s = replica_get(&v->rec, v->m->self);
-    return v->rec.local != STORE_LOCAL_FAILED && s != REPLICA_CURRENT && !atomic_load(&v->gone);
+    return v->rec.local != STORE_LOCAL_FAILED && v->rec.local != STORE_LOCAL_DISKLESS &&
+           s != REPLICA_CURRENT && !atomic_load(&v->gone);
 }
 
 static void resync_job(struct mvol *v);

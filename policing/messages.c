@@ -43,6 +43,10 @@ static size_t fixed_length(int type)
         return sizeof(struct pmsg_quota);
     case PMSG_TOKEN:
         return sizeof(struct pmsg_token);
+    case PMSG_CAPACITY:
+        return sizeof(struct pmsg_capacity);
+    case PMSG_OUTDATE:
+        return sizeof(struct pmsg_outdate);
     default:
         return 0;
     }

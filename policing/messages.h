@@ -25,10 +25,12 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
  * (snapshots); 8: grants (a node that dropped them would let clients in
  * that the others keep out); 9: a CREATE's owner, quotas and tokens (a
  * node that dropped them would let past a quota or a revoked token what
- * the others refuse). A node drops every message of another version, so
+ * the others refuse); 10: a CREATE's placed replica set, and CAPACITY
+ * (a node that dropped the set would give the volume a copy everywhere).
+ * A node drops every message of another version, so
  * nodes of different versions never complete a sync round together: a
  * cluster is upgraded all at once. */
-#define PMSG_VERSION 9
+#define PMSG_VERSION 10
 
 enum pmsg_type {
     PMSG_HELLO = 1,      /* a member's endpoints */
@@ -50,6 +52,8 @@ enum pmsg_type {
     PMSG_GRANT = 17,       /* a volume's grant to an identity is set or revoked */
     PMSG_QUOTA = 18,       /* an identity's quota is set or removed */
     PMSG_TOKEN = 19,       /* an API bearer token is made or revoked */
+    PMSG_CAPACITY = 20,    /* the sender's capacity and the space it uses */
+    PMSG_OUTDATE = 21,     /* a replica missed a write another one took (a witness) */
 };
 
 #define PMSG_NAME_MAX 64
@@ -66,6 +70,7 @@ enum pmsg_type {
 /* enum replica_state's CURRENT (mirror/replicas.h), which the service
  * rules need without depending on the mirror engine. */
 #define PMSG_REPLICA_CURRENT 1
+#define PMSG_REPLICA_OUTDATED 2 /* and OUTDATED, which an OUTDATE sets */
 
 struct pmsg_header {
     uint32_t magic;
@@ -106,6 +111,22 @@ struct pmsg_volume {
     /* CREATE, RESIZE: asked by a client (not an admin), which may create
      * or grow only within a quota: an owner without one is refused. */
     uint8_t client;
+    /* CREATE: the nodes placement chose (policing/placement.h), sorted;
+     * nplaced 0: every member holds a copy, as before placement. */
+    uint32_t nplaced;
+    uint32_t placed[PMSG_REPLICAS_MAX];
+} __attribute__((packed));
+
+/* CAPACITY: what the sender offers and uses, in bytes; sent after every
+ * membership change that adds a member (so a joiner hears everyone) and
+ * when its use moved by more than 1% of its capacity or 1 GiB. The
+ * figures are not part of the table: only the node that takes a create
+ * reads them, to choose the set its CREATE carries. */
+struct pmsg_capacity {
+    struct pmsg_header h;
+    uint64_t capacity;  /* [node] capacity, or its file system's size */
+    uint64_t data;      /* what its volumes' data files take */
+    uint64_t snapshots; /* what its snapshots' files take */
 } __attribute__((packed));
 
 /* GRANT: what identity may do with volume name (and its snapshots, read
@@ -160,6 +181,22 @@ struct pmsg_replica {
     uint32_t volume; /* policing_volume_id */
     uint32_t node;
     uint8_t state; /* enum replica_state */
+    uint64_t first, last;
+} __attribute__((packed));
+
+/* OUTDATE: from a writer without a current copy of its own (a diskless
+ * node, or one whose copy failed): node missed a write (regions
+ * first..last) that witness, a replica current in the sender's view,
+ * acknowledged. Every node applies it as an outdate vouched for by
+ * witness, and refuses it if witness is no longer current there (the
+ * writer then fails its write): a writer never outdates a copy on the
+ * word of none. tag as in pmsg_replica (the same sequence). */
+struct pmsg_outdate {
+    struct pmsg_header h;
+    uint64_t tag;
+    uint32_t volume;
+    uint32_t node;
+    uint32_t witness;
     uint64_t first, last;
 } __attribute__((packed));
 

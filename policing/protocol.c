@@ -84,6 +84,12 @@ struct policing {
     qb_loop_timer_handle cut_timer;
     bool cut_timer_on;
     bool refresh_queued; /* refresh_later's job is on the loop */
+    /* The figures each node last announced (PMSG_CAPACITY), this node's
+     * last sent, and whether a member joined since (announce again). */
+    struct policing_capacity caps[CLUSTER_NODES_MAX];
+    size_t ncaps;
+    struct policing_capacity cap_sent;
+    bool cap_due;
 
     /* lock guards everything below, shared with the NBD threads. cond is
      * broadcast on every grant, quorum change and stop. */
@@ -321,18 +327,54 @@ static void bump_version(struct policing *pc)
         qb_log(LOG_ERR, "policing: volume table version %llu not persisted", (unsigned long long)v);
 }
 
+static bool is_member(struct policing *pc, uint32_t node)
+{
+    for (size_t i = 0; i < pc->nmembers; i++)
+        if (pc->members[i].nodeid == node)
+            return true;
+    return false;
+}
+
+/* A CREATE's placed set: sorted, distinct, and every node still a member
+ * where it is applied (the same answer everywhere: membership is part of
+ * the agreed order). A node that left in between would be called current
+ * with a copy it never made. */
+static int placed_ok(struct policing *pc, const struct pmsg_volume *m)
+{
+    if (m->nplaced > PMSG_REPLICAS_MAX)
+        return -EINVAL;
+    for (uint32_t i = 0; i < m->nplaced; i++) {
+        if (m->placed[i] == 0 || (i > 0 && m->placed[i] <= m->placed[i - 1]))
+            return -EINVAL;
+        if (!is_member(pc, m->placed[i])) {
+            qb_log(LOG_WARNING, "volume \"%s\": create refused: placed node %u left the group",
+                   m->name, m->placed[i]);
+            return -EHOSTDOWN;
+        }
+    }
+    return 0;
+}
+
 static int apply_table_change(struct policing *pc, int type, const struct pmsg_volume *m)
 {
     const struct policing_table_ops *t = pc->p.table;
     if (!pmsg_string_ok(m->name, sizeof m->name) || !pmsg_string_ok(m->uuid, sizeof m->uuid) ||
         !pmsg_string_ok(m->owner, sizeof m->owner))
         return -EINVAL;
+    if (type == PMSG_VOL_CREATE && m->nplaced > 0) {
+        int r = placed_ok(pc, m);
+        uint32_t placed[PMSG_REPLICAS_MAX];
+        memcpy(placed, m->placed, sizeof placed); /* aligned */
+        return r < 0 ? r
+                     : t->create(pc->p.table_ctx, m->uuid, m->name, m->size, m->owner,
+                                 m->client != 0, placed, m->nplaced, true);
+    }
     if (type == PMSG_VOL_CREATE) {
         uint32_t members[CLUSTER_NODES_MAX];
         for (size_t i = 0; i < pc->nmembers; i++)
             members[i] = pc->members[i].nodeid;
         return t->create(pc->p.table_ctx, m->uuid, m->name, m->size, m->owner, m->client != 0,
-                         members, pc->nmembers);
+                         members, pc->nmembers, false);
     }
     if (type == PMSG_VOL_RESIZE)
         return t->resize(pc->p.table_ctx, m->uuid, m->name, m->size, m->force, m->client != 0);
@@ -438,8 +480,38 @@ static void refresh_later(struct policing *pc)
  * what the majority decided meanwhile, and a table it changed would carry
  * a higher version into the next sync round and win it. Its sender sees
  * no quorum and fails its write. */
+static void apply_replica_from(struct policing *pc, uint32_t nodeid, uint32_t pid,
+                               const struct pmsg_replica *m, uint32_t from);
+
 static void apply_replica(struct policing *pc, uint32_t nodeid, uint32_t pid,
                           const struct pmsg_replica *m)
+{
+    apply_replica_from(pc, nodeid, pid, m, nodeid);
+}
+
+/* An OUTDATE is the replica change it stands for, vouched for by its
+ * witness instead of its sender (messages.h). */
+static struct pmsg_replica outdate_as_replica(const struct pmsg_outdate *o)
+{
+    struct pmsg_replica m = {.tag = o->tag,
+                             .volume = o->volume,
+                             .node = o->node,
+                             .state = PMSG_REPLICA_OUTDATED,
+                             .first = o->first,
+                             .last = o->last};
+    return m;
+}
+
+static void apply_outdate(struct policing *pc, uint32_t nodeid, uint32_t pid,
+                          const struct pmsg_outdate *o)
+{
+    struct pmsg_replica m = outdate_as_replica(o);
+    apply_replica_from(pc, nodeid, pid, &m, o->witness);
+}
+
+/* from: whose copy vouches for the change (the table op's rule). */
+static void apply_replica_from(struct policing *pc, uint32_t nodeid, uint32_t pid,
+                               const struct pmsg_replica *m, uint32_t from)
 {
     if (!pc->quorate) {
         qb_log(LOG_WARNING,
@@ -452,7 +524,7 @@ static void apply_replica(struct policing *pc, uint32_t nodeid, uint32_t pid,
         replica_done(pc, nodeid, pid, m);
         return;
     }
-    int r = pc->p.table->replica(pc->p.table_ctx, nodeid, m->volume, m->node, m->state, m->first,
+    int r = pc->p.table->replica(pc->p.table_ctx, from, m->volume, m->node, m->state, m->first,
                                  m->last);
     if (r > 0)
         bump_version(pc);
@@ -1002,6 +1074,8 @@ static void apply(struct policing *pc, uint32_t nodeid, uint32_t pid, int type, 
         apply_region(pc, nodeid, type, msg);
     else if (type == PMSG_REPLICA)
         apply_replica(pc, nodeid, pid, msg);
+    else if (type == PMSG_OUTDATE)
+        apply_outdate(pc, nodeid, pid, msg);
     else if (type == PMSG_SERVICE)
         apply_service(pc, nodeid, msg);
     else if (type == PMSG_LOST)
@@ -1051,6 +1125,9 @@ static void held_done(struct policing *pc, const struct held *h, int type)
 {
     if (type == PMSG_REPLICA) {
         replica_done(pc, h->nodeid, h->pid, (const void *)h->data);
+    } else if (type == PMSG_OUTDATE) {
+        struct pmsg_replica m = outdate_as_replica((const void *)h->data);
+        replica_done(pc, h->nodeid, h->pid, &m);
     } else if (type == PMSG_CUT_BEGIN) {
         const struct pmsg_cut_begin *m = (const void *)h->data;
         finish_pending(pc, h->nodeid, h->pid, m->tag, -ECONNRESET);
@@ -1425,6 +1502,55 @@ int policing_lease_wait(struct policing *pc, unsigned timeout_ms)
     return r;
 }
 
+/* ---- capacity ---------------------------------------------------------- */
+
+static void on_capacity(struct policing *pc, uint32_t nodeid, const struct pmsg_capacity *m)
+{
+    struct policing_capacity c = {nodeid, m->capacity, m->data, m->snapshots};
+    for (size_t i = 0; i < pc->ncaps; i++)
+        if (pc->caps[i].node == nodeid) {
+            pc->caps[i] = c;
+            return;
+        }
+    if (pc->ncaps < CLUSTER_NODES_MAX)
+        pc->caps[pc->ncaps++] = c;
+}
+
+static uint64_t delta(uint64_t a, uint64_t b)
+{
+    return a > b ? a - b : b - a;
+}
+
+int policing_capacity_announce(struct policing *pc, const struct policing_capacity *mine)
+{
+    const struct policing_capacity *last = &pc->cap_sent;
+    uint64_t step = mine->capacity / 100 < (1ull << 30) ? mine->capacity / 100 : (1ull << 30);
+    bool moved = mine->capacity != last->capacity ||
+                 delta(mine->data + mine->snapshots, last->data + last->snapshots) > step;
+    if (!pc->cap_due && !moved)
+        return 0;
+    struct pmsg_capacity m;
+    pmsg_init(&m.h, PMSG_CAPACITY, sizeof m);
+    m.capacity = mine->capacity;
+    m.data = mine->data;
+    m.snapshots = mine->snapshots;
+    int r = pc->p.driver->send(pc->cl, &m, sizeof m);
+    if (r == 0) {
+        pc->cap_sent = *mine;
+        pc->cap_due = false;
+    }
+    return r;
+}
+
+size_t policing_capacities(struct policing *pc, struct policing_capacity out[CLUSTER_NODES_MAX])
+{
+    size_t n = 0;
+    for (size_t i = 0; i < pc->ncaps; i++)
+        if (is_member(pc, pc->caps[i].node))
+            out[n++] = pc->caps[i];
+    return n;
+}
+
 /* ---- transport callbacks ------------------------------------------------ */
 
 static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg, size_t len)
@@ -1454,6 +1580,9 @@ static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg
         return;
     case PMSG_STATE_PART:
         on_state_part(pc, nodeid, msg, len);
+        return;
+    case PMSG_CAPACITY: /* not part of the table: never held */
+        on_capacity(pc, nodeid, msg);
         return;
     default:
         break;
@@ -1595,6 +1724,7 @@ static void on_confchg(void *ctx, const struct cluster_member *members, size_t n
         service_update(pc);
         return;
     }
+    pc->cap_due = true; /* the joiners hear every node's figures */
     pc->round_open = true;
     pc->winner = 0;
     pc->noffers = 0;
@@ -1621,8 +1751,11 @@ static const struct cluster_events events = {
 
 static int request_change(struct policing *pc, enum pmsg_type type, const char *uuid,
                           const char *name, uint64_t size, bool force, const char *owner,
-                          bool client, policing_done_fn done, void *arg)
+                          bool client, const uint32_t *placed, size_t nplaced,
+                          policing_done_fn done, void *arg)
 {
+    if (nplaced > PMSG_REPLICAS_MAX)
+        return -EINVAL;
     pthread_mutex_lock(&pc->lock);
     bool quorate = pc->quorate;
     pthread_mutex_unlock(&pc->lock);
@@ -1637,26 +1770,33 @@ static int request_change(struct policing *pc, enum pmsg_type type, const char *
     m.size = size;
     m.force = force;
     m.client = client;
+    m.nplaced = (uint32_t)nplaced;
+    for (size_t i = 0; i < nplaced; i++)
+        m.placed[i] = placed[i];
     m.tag = ++pc->next_tag;
     return send_pending(pc, m.tag, &m, sizeof m, done, arg);
 }
 
 int policing_volume_create(struct policing *pc, const char *uuid, const char *name, uint64_t size,
-                           const char *owner, bool client, policing_done_fn done, void *arg)
+                           const char *owner, bool client, const uint32_t *placed, size_t nplaced,
+                           policing_done_fn done, void *arg)
 {
-    return request_change(pc, PMSG_VOL_CREATE, uuid, name, size, false, owner, client, done, arg);
+    return request_change(pc, PMSG_VOL_CREATE, uuid, name, size, false, owner, client, placed,
+                          nplaced, done, arg);
 }
 
 int policing_volume_resize(struct policing *pc, const char *uuid, const char *name, uint64_t size,
                            bool force, bool client, policing_done_fn done, void *arg)
 {
-    return request_change(pc, PMSG_VOL_RESIZE, uuid, name, size, force, NULL, client, done, arg);
+    return request_change(pc, PMSG_VOL_RESIZE, uuid, name, size, force, NULL, client, NULL, 0, done,
+                          arg);
 }
 
 int policing_volume_delete(struct policing *pc, const char *uuid, const char *name,
                            policing_done_fn done, void *arg)
 {
-    return request_change(pc, PMSG_VOL_DELETE, uuid, name, 0, false, NULL, false, done, arg);
+    return request_change(pc, PMSG_VOL_DELETE, uuid, name, 0, false, NULL, false, NULL, 0, done,
+                          arg);
 }
 
 int policing_access_change(struct policing *pc, const char *volume, const char *identity,
@@ -1765,6 +1905,25 @@ int policing_replica_change(struct policing *pc, uint32_t volume, uint32_t node,
     if (r == 0 && wait)
         r = wait_replica_applied(pc, m.tag);
     pthread_mutex_unlock(&pc->lock);
+    return r;
+}
+
+int policing_replica_outdate(struct policing *pc, uint32_t volume, uint32_t node, uint32_t witness,
+                             uint64_t first, uint64_t last)
+{
+    struct pmsg_outdate m;
+    pmsg_init(&m.h, PMSG_OUTDATE, sizeof m);
+    m.volume = volume;
+    m.node = node;
+    m.witness = witness;
+    m.first = first;
+    m.last = last;
+    pthread_mutex_lock(&pc->replica_mu);
+    m.tag = ++pc->next_replica_tag;
+    int r = send_msg(pc, &m, sizeof m);
+    if (r < 0)
+        pc->next_replica_tag--;
+    pthread_mutex_unlock(&pc->replica_mu);
     return r;
 }
 

@@ -49,6 +49,7 @@ struct policing_volume {
     uint64_t generation;
     uint32_t nreplicas;
     struct policing_replica replicas[PMSG_REPLICAS_MAX];
+    bool fixed; /* placed: nodes that join later take no copy (store.h) */
 };
 
 /* A snapshot as the agreed table knows it (a cut, policing/cut.h). Its id
@@ -116,14 +117,15 @@ void policing_idents_free(struct policing_idents *id);
  * order. Results must depend only on the table (never on local
  * connections), so every node reaches the same one. */
 struct policing_table_ops {
-    /* members: the group now, the volume's first replicas. owner: ""
-     * or the identity that owns it, which gets a read-write grant.
+    /* members: the volume's first replicas: the group now, or (fixed)
+     * the nodes placement chose. owner: "" or the identity that owns
+     * it, which gets a read-write grant.
      * client: a client asked, which may create only within a quota.
      * -EDQUOT: the volume would take owner past a quota; -ENODATA: a
      * client's owner has no quota; -EXFULL: the owner or grant table is
      * full (nothing created). */
     int (*create)(void *ctx, const char *uuid, const char *name, uint64_t size, const char *owner,
-                  bool client, const uint32_t *members, size_t nmembers);
+                  bool client, const uint32_t *members, size_t nmembers, bool fixed);
     /* Resize and remove act on volume name only if its uuid is uuid
      * (else -ENOENT, nothing changed: the volume the requester checked
      * is gone, whatever took its name since). */
@@ -261,6 +263,12 @@ void policing_write_end(struct policing *pc, struct pol_write *w);
  * -ESHUTDOWN (stopping). Any thread. */
 int policing_replica_change(struct policing *pc, uint32_t volume, uint32_t node, uint8_t state,
                             uint64_t first, uint64_t last, bool wait);
+/* PMSG_OUTDATE (messages.h): node missed a write that witness, current,
+ * took; applied as witness's outdate of node (refused if witness is not
+ * current where applied). Sent without waiting: policing_replica_sync
+ * waits for it. 0, or the send's error. Any thread. */
+int policing_replica_outdate(struct policing *pc, uint32_t volume, uint32_t node, uint32_t witness,
+                             uint64_t first, uint64_t last);
 /* Waits until every replica change this node has sent is applied here
  * (several sent without wait, then one wait): 0, -ENOTCONN after 30 s,
  * -ESHUTDOWN. Any thread. */
@@ -313,9 +321,14 @@ typedef void (*policing_done_fn)(void *arg, int result);
 
 /* uuid: the requester's choice, so every node creates the same one.
  * owner: NULL or "" (none), or the identity that owns the volume;
- * client: a client (not an admin) asks (table op create). */
+ * client: a client (not an admin) asks (table op create).
+ * placed: the nplaced nodes (sorted, members) that hold its replicas,
+ * chosen by placement.h; nplaced 0: every node holds one. Where applied,
+ * a placed node that is no longer a member fails the create with
+ * -EHOSTDOWN on every node (its copy would be called current unmade). */
 int policing_volume_create(struct policing *pc, const char *uuid, const char *name, uint64_t size,
-                           const char *owner, bool client, policing_done_fn done, void *arg);
+                           const char *owner, bool client, const uint32_t *placed, size_t nplaced,
+                           policing_done_fn done, void *arg);
 /* uuid: the volume's the requester checked; name, if another volume has
  * taken it since, answers -ENOENT. */
 int policing_volume_resize(struct policing *pc, const char *uuid, const char *name, uint64_t size,
@@ -374,6 +387,20 @@ int policing_service_failover(struct policing *pc, uint32_t owner, uint32_t *hol
  * -EHOSTDOWN (owner is not a member), -EAGAIN (a replica on owner is not
  * current yet), or the send's error. */
 int policing_service_giveback(struct policing *pc, uint32_t owner);
+
+/* ---- capacity (main loop) -------------------------------------------- */
+
+/* A node's figures, as its last PMSG_CAPACITY said (messages.h). */
+struct policing_capacity {
+    uint32_t node;
+    uint64_t capacity, data, snapshots;
+};
+
+/* This node's figures now: multicast if a member joined since the last
+ * announce or they moved by more than 1% of the capacity or 1 GiB. */
+int policing_capacity_announce(struct policing *pc, const struct policing_capacity *mine);
+/* The figures of the members that announced some, into out; how many. */
+size_t policing_capacities(struct policing *pc, struct policing_capacity out[CLUSTER_NODES_MAX]);
 
 /* ---- status (main loop) ---------------------------------------------- */
 

@@ -43,7 +43,7 @@ static unsigned char *put_record(unsigned char *at, enum sync_record_type type, 
 
 static unsigned char *put_volume(unsigned char *at, const struct policing_volume *v)
 {
-    struct sync_rec_volume rv = {.size = v->size, .generation = v->generation};
+    struct sync_rec_volume rv = {.size = v->size, .generation = v->generation, .fixed = v->fixed};
     memcpy(rv.uuid, v->uuid, sizeof rv.uuid);
     memcpy(rv.name, v->name, sizeof rv.name);
     at = put_record(at, SYNC_REC_VOLUME, sizeof rv);
@@ -202,6 +202,7 @@ static int add_volume(struct sync_state *s, size_t *cap, const void *body, size_
     memcpy(v->name, rv.name, sizeof v->name);
     v->size = rv.size;
     v->generation = rv.generation;
+    v->fixed = rv.fixed != 0;
     return 0;
 }
 
@@ -338,6 +339,7 @@ static int add_quota(struct policing_idents *id, size_t *cap, const void *body, 
     if (grow((void **)&id->quotas, cap, id->nquotas, sizeof *id->quotas) < 0)
         return -ENOMEM;
     struct policing_quota *q = &id->quotas[id->nquotas++];
+    memset(q, 0, sizeof *q); /* its padding too: the lists are compared whole */
     q->limit = rq.limit;
     q->volumes = rq.volumes;
     memcpy(q->identity, rq.identity, sizeof q->identity);

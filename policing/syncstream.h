@@ -63,6 +63,7 @@ struct sync_rec_volume {
     char name[PMSG_NAME_MAX + 1];
     uint64_t size;
     uint64_t generation;
+    uint8_t fixed; /* placed: a joiner outside the set takes no copy */
 } __attribute__((packed));
 
 struct sync_rec_replica {

@@ -441,11 +441,12 @@ static bool parse_replicas(const char *value, struct store_volume *v)
     return true;
 }
 
-static const char *const local_names[] = {"ok", "failed", "rebuild"};
+static const char *const local_names[] = {"ok", "failed", "rebuild", "diskless"};
+#define LOCAL_NAMES (sizeof(local_names) / sizeof(local_names[0]))
 
 static bool parse_local(const char *value, uint8_t *out)
 {
-    for (uint8_t i = 0; i < sizeof(local_names) / sizeof(local_names[0]); i++) {
+    for (uint8_t i = 0; i < LOCAL_NAMES; i++) {
         if (strcmp(value, local_names[i]) == 0) {
             *out = i;
             return true;
@@ -488,6 +489,10 @@ static int meta_handler(void *user, const char *section, const char *key, const 
     } else if (strcmp(key, "local") == 0) {
         if (!parse_local(value, &v->local))
             return ini_complain(&m->is, "bad local state \"%s\"", value);
+    } else if (strcmp(key, "placement") == 0) {
+        if (strcmp(value, "fixed") != 0 && strcmp(value, "all") != 0)
+            return ini_complain(&m->is, "bad placement \"%s\" (fixed or all)", value);
+        v->fixed = strcmp(value, "fixed") == 0;
     } else {
         return ini_complain(&m->is, "unknown key \"%s\"", key);
     }
@@ -529,9 +534,9 @@ static int meta_write(struct store *st, const struct store_volume *v)
     snprintf(text, sizeof(text),
              "# vsan volume record; written by vsand, do not edit\n"
              "[volume]\nname = %s\nuuid = %s\nsize = %" PRIu64 "\ngeneration = %" PRIu64
-             "\nreplicas = %s\nlocal = %s\n",
+             "\nreplicas = %s\nlocal = %s\nplacement = %s\n",
              v->name, v->uuid, v->size, v->generation, replicas,
-             local_names[v->local < 3 ? v->local : 0]);
+             local_names[v->local < LOCAL_NAMES ? v->local : 0], v->fixed ? "fixed" : "all");
     return write_atomic(st->vol_fd, st->vol_path, name, text);
 }
 
@@ -685,6 +690,8 @@ static int remove_orphans(struct store *st, struct scan *sc)
  * (nothing was written past the old end) or shrink (already committed). */
 static int fix_data_size(struct store *st, const struct store_volume *v)
 {
+    if (v->local == STORE_LOCAL_DISKLESS)
+        return 0;
     char name[FILE_NAME_MAX];
     file_name(name, v->uuid, DATA_SUFFIX);
     struct stat sb;
@@ -917,8 +924,8 @@ static int check_size(const char *name, uint64_t size)
  * between leaves an orphan data file that recovery removes. A failed meta
  * write may still have renamed the meta into place, so cleanup goes in
  * delete order. */
-int store_create(struct store *st, const char *name, uint64_t size, const char *uuid,
-                 struct store_volume *out)
+static int create(struct store *st, const char *name, uint64_t size, const char *uuid, bool fixed,
+                  bool diskless, struct store_volume *out)
 {
     if (!store_name_valid(name))
         return fail(EINVAL, "volume \"%s\": invalid name", name);
@@ -933,7 +940,10 @@ int store_create(struct store *st, const char *name, uint64_t size, const char *
         snprintf(v.uuid, sizeof(v.uuid), "%s", uuid);
     else if ((r = store_uuid_generate(v.uuid)) < 0)
         return r;
-    r = data_create(st, &v);
+    v.fixed = fixed;
+    if (diskless)
+        v.local = STORE_LOCAL_DISKLESS;
+    r = diskless ? 0 : data_create(st, &v);
     if (r < 0)
         return r;
     r = meta_write(st, &v);
@@ -946,8 +956,23 @@ int store_create(struct store *st, const char *name, uint64_t size, const char *
     return 0;
 }
 
+int store_create(struct store *st, const char *name, uint64_t size, const char *uuid,
+                 struct store_volume *out)
+{
+    return create(st, name, size, uuid, false, false, out);
+}
+
+int store_create_placed(struct store *st, const char *name, uint64_t size, const char *uuid,
+                        bool holds, struct store_volume *out)
+{
+    return create(st, name, size, uuid, true, !holds, out);
+}
+
 int store_open_data(struct store *st, const struct store_volume *vol, int *fd)
 {
+    *fd = -1;
+    if (vol->local == STORE_LOCAL_DISKLESS)
+        return 0;
     char name[FILE_NAME_MAX];
     file_name(name, vol->uuid, DATA_SUFFIX);
     *fd = openat(st->vol_fd, name, O_RDWR | O_CLOEXEC);
@@ -998,7 +1023,10 @@ int store_resize(struct store *st, struct store_volume *vol, uint64_t size)
     struct store_volume next = *vol;
     next.size = size;
     next.generation++;
-    r = size > vol->size ? grow(st, &next, vol->size) : shrink(st, &next);
+    if (vol->local == STORE_LOCAL_DISKLESS)
+        r = meta_write(st, &next); /* no data file to size */
+    else
+        r = size > vol->size ? grow(st, &next, vol->size) : shrink(st, &next);
     if (r == 0)
         *vol = next;
     return r;
@@ -1131,4 +1159,37 @@ int store_version_set(struct store *st, uint64_t version)
     char text[32];
     snprintf(text, sizeof text, "%" PRIu64 "\n", version);
     return write_atomic(st->dir_fd, st->path, VERSION_FILE, text);
+}
+
+/* ---- usage ------------------------------------------------------------- */
+
+/* The blocks the regular files of dir (whose names end in suffix, "" for
+ * all) take, in bytes; files that go meanwhile are skipped. */
+static int dir_usage(int dir_fd, const char *path, const char *suffix, uint64_t *bytes)
+{
+    int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return sys_fail(errno, "usage: open \"%s\"", path);
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int err = errno;
+        close(fd);
+        return sys_fail(err, "usage: read \"%s\"", path);
+    }
+    *bytes = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        struct stat sb;
+        if (has_suffix(e->d_name, suffix) && fstatat(dir_fd, e->d_name, &sb, 0) == 0 &&
+            S_ISREG(sb.st_mode))
+            *bytes += (uint64_t)sb.st_blocks * 512;
+    }
+    closedir(d);
+    return 0;
+}
+
+int store_usage(struct store *st, uint64_t *data, uint64_t *snapshots)
+{
+    int r = dir_usage(st->vol_fd, st->vol_path, DATA_SUFFIX, data);
+    return r < 0 ? r : dir_usage(st->snap_fd, st->snap_path, "", snapshots);
 }

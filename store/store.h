@@ -56,6 +56,9 @@ enum store_local {
     STORE_LOCAL_OK = 0,
     STORE_LOCAL_FAILED = 1,  /* the disk failed (or a drill said so): touch nothing */
     STORE_LOCAL_REBUILD = 2, /* a replacement disk: every region must be copied */
+    /* Not in the volume's placed replica set: no data file; I/O goes to
+     * the replicas (mirror/, "diskless access" in docs/ARCHITECTURE.md). */
+    STORE_LOCAL_DISKLESS = 3,
 };
 
 /* A volume's metadata record, as committed on disk. */
@@ -67,6 +70,9 @@ struct store_volume {
     uint32_t nreplicas;  /* the agreed replica set, sorted by node */
     struct store_replica replicas[STORE_REPLICAS_MAX];
     uint8_t local; /* enum store_local */
+    /* The replica set was placed (a create with a replica count): a node
+     * that joins later takes no copy. Without, every node holds one. */
+    bool fixed;
 };
 
 /* Opens the pool in data_dir, which must exist. An empty directory becomes
@@ -93,8 +99,18 @@ int store_list(struct store *st, struct store_volume **out, size_t *n);
  * file. The caller checks that the name is unique. Fills *out. */
 int store_create(struct store *st, const char *name, uint64_t size, const char *uuid,
                  struct store_volume *out);
+/* The same for a volume of a placed replica set (fixed): on a node
+ * outside the set (!holds), the record only (local STORE_LOCAL_DISKLESS),
+ * no data file. */
+int store_create_placed(struct store *st, const char *name, uint64_t size, const char *uuid,
+                        bool holds, struct store_volume *out);
 
-/* Opens vol's data file read-write; the caller owns the fd. */
+/* The bytes the pool's files take on disk: the volumes' data files, and
+ * the snapshots' side files and maps. */
+int store_usage(struct store *st, uint64_t *data, uint64_t *snapshots);
+
+/* Opens vol's data file read-write; the caller owns the fd (-1 for a
+ * diskless record). */
 int store_open_data(struct store *st, const struct store_volume *vol, int *fd);
 
 /* Sets vol's size and bumps its generation, updating *vol once the change

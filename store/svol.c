@@ -56,7 +56,8 @@ int svol_open(struct store *st, const struct store_volume *rec, struct svol **ou
     }
     r = snap_open(st, rec->uuid, rec->name, sv->fd, &sv->snaps);
     if (r < 0) {
-        close(sv->fd);
+        if (sv->fd >= 0)
+            close(sv->fd);
         free(sv);
         return r;
     }
@@ -84,7 +85,7 @@ void svol_unref(struct svol *sv)
     if (atomic_fetch_sub(&sv->refs, 1) != 1)
         return;
     snap_close(sv->snaps);
-    if (close(sv->fd) < 0)
+    if (sv->fd >= 0 && close(sv->fd) < 0)
         qb_log(LOG_WARNING, "volume \"%s\": close its data file: %s", sv->name, strerror(errno));
     pthread_mutex_destroy(&sv->mu);
     free(sv);
@@ -181,6 +182,9 @@ int svol_snapshot_create(struct svol *sv, uint64_t id, const char *name, int64_t
 
 int svol_allocated(struct svol *sv, uint64_t *bytes)
 {
+    *bytes = 0;
+    if (sv->fd < 0)
+        return 0; /* diskless: nothing here */
     struct stat sb;
     if (fstat(sv->fd, &sb) < 0) {
         int err = errno;

@@ -28,6 +28,7 @@
 
 _Static_assert(REPLICA_CURRENT == PMSG_REPLICA_CURRENT,
                "the policing protocol's service rules read replica states");
+_Static_assert(REPLICA_OUTDATED == PMSG_REPLICA_OUTDATED, "an OUTDATE sets replica states");
 
 /* Whether owner may own size bytes more (a new volume: uuid NULL; client:
  * a client asks, which needs a quota), by the table alone: 0, -EDQUOT or
@@ -86,7 +87,8 @@ static void take_ownership(struct voltable *t, const char *name, const char *uui
 }
 
 static int vt_create(void *ctx, const char *uuid, const char *name, uint64_t size,
-                     const char *owner, bool client, const uint32_t *members, size_t nmembers)
+                     const char *owner, bool client, const uint32_t *members, size_t nmembers,
+                     bool fixed)
 {
     struct voltable *t = ctx;
     const char *why;
@@ -99,7 +101,7 @@ static int vt_create(void *ctx, const char *uuid, const char *name, uint64_t siz
     if (r == 0 && owner[0])
         r = room_check(t, name, owner);
     if (r == 0)
-        r = volumes_create_replicated(t->vols, name, size, uuid, members, nmembers, NULL);
+        r = volumes_create_replicated(t->vols, name, size, uuid, members, nmembers, fixed, NULL);
     if (r == 0 && owner[0])
         take_ownership(t, name, uuid, owner);
     return r;
@@ -159,6 +161,7 @@ static int vt_list(void *ctx, struct policing_volume **out, size_t *n)
         snprintf(v->name, sizeof v->name, "%s", rec[i].name);
         v->size = rec[i].size;
         v->generation = rec[i].generation;
+        v->fixed = rec[i].fixed;
         v->nreplicas = rec[i].nreplicas;
         for (uint32_t j = 0; j < rec[i].nreplicas && j < PMSG_REPLICAS_MAX; j++)
             v->replicas[j] =
@@ -195,6 +198,19 @@ static int drop_extra(struct voltable *t, const struct policing_volume *want, si
     return r;
 }
 
+/* The group's volume, here: a placed one with its set (diskless if this
+ * node is not in it), else a copy that joins the set by a resync. */
+static int create_from(struct voltable *t, const struct policing_volume *want)
+{
+    if (!want->fixed)
+        return volumes_create(t->vols, want->name, want->size, want->uuid, NULL);
+    uint32_t nodes[PMSG_REPLICAS_MAX];
+    for (uint32_t i = 0; i < want->nreplicas && i < PMSG_REPLICAS_MAX; i++)
+        nodes[i] = want->replicas[i].node;
+    return volumes_create_replicated(t->vols, want->name, want->size, want->uuid, nodes,
+                                     want->nreplicas, true, NULL);
+}
+
 static int take_replicas(struct voltable *t, const struct policing_volume *want)
 {
     struct store_replica r[STORE_REPLICAS_MAX];
@@ -214,7 +230,7 @@ static int add_missing(struct voltable *t, const struct policing_volume *want, s
         if (r == -ENOENT) {
             qb_log(LOG_INFO, "volume \"%s\" (%s): creating the local replica", want[i].name,
                    want[i].uuid);
-            r = volumes_create(t->vols, want[i].name, want[i].size, want[i].uuid, NULL);
+            r = create_from(t, &want[i]);
         } else if (r == 0 && info.size != want[i].size) {
             qb_log(LOG_INFO, "volume \"%s\": resizing the local replica to the group's size",
                    want[i].name);

@@ -664,7 +664,7 @@ static void undo_create(struct volumes *vols, size_t idx, struct volume *v)
 int volumes_create(struct volumes *vols, const char *name, uint64_t size, const char *uuid,
                    struct volume_info *out)
 {
-    return volumes_create_replicated(vols, name, size, uuid, NULL, 0, out);
+    return volumes_create_replicated(vols, name, size, uuid, NULL, 0, false, out);
 }
 
 /* Sets the first replica set (every node current) before anyone sees it,
@@ -717,8 +717,20 @@ int volumes_new_uuid(struct volumes *vols, char out[STORE_UUID_LEN + 1])
     return r;
 }
 
+/* Whether this node is among the n nodes (standalone: it always is). */
+static bool holds_replica(struct volumes *vols, const uint32_t *nodes, size_t n)
+{
+    if (!vols->pc)
+        return true;
+    uint32_t self = policing_self(vols->pc);
+    for (size_t i = 0; i < n; i++)
+        if (nodes[i] == self)
+            return true;
+    return false;
+}
+
 int volumes_create_replicated(struct volumes *vols, const char *name, uint64_t size,
-                              const char *uuid, const uint32_t *nodes, size_t n,
+                              const char *uuid, const uint32_t *nodes, size_t n, bool fixed,
                               struct volume_info *out)
 {
     if (!check_name(name) || !check_size(name, size))
@@ -745,7 +757,9 @@ int volumes_create_replicated(struct volumes *vols, const char *name, uint64_t s
     struct store_volume rec;
     struct volume *v = NULL;
     if (r == 0)
-        r = store_create(vols->store, name, size, uuid, &rec);
+        r = fixed ? store_create_placed(vols->store, name, size, uuid,
+                                        holds_replica(vols, nodes, n), &rec)
+                  : store_create(vols->store, name, size, uuid, &rec);
     if (r == 0)
         r = add_created(vols, idx, &rec, &v);
     if (r == 0)

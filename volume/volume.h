@@ -81,9 +81,11 @@ int volumes_list(struct volumes *vols, struct volume_info **out, size_t *n);
 int volumes_list_records(struct volumes *vols, struct store_volume **out, size_t *n);
 
 /* Like volumes_create, with the volume's first replicas (all current):
- * the group's members when the cluster created it. */
+ * the group's members when the cluster created it, or (fixed) the nodes
+ * placement chose; on a node not among those, the volume is diskless
+ * (store.h's STORE_LOCAL_DISKLESS). */
 int volumes_create_replicated(struct volumes *vols, const char *name, uint64_t size,
-                              const char *uuid, const uint32_t *nodes, size_t n,
+                              const char *uuid, const uint32_t *nodes, size_t n, bool fixed,
                               struct volume_info *out);
 
 struct mirror;

@@ -140,6 +140,11 @@ struct json_object *admin_volume_failure(const char *name, const char *op, int r
                                  "volume \"%s\": %s: the cluster's membership changed while it "
                                  "was applied; see `vsan volume show %s` for the outcome",
                                  name, op, name);
+    case -EHOSTDOWN: /* policing_volume_create: a placed node left first */
+        return admin_reply_error(ADMIN_E_NO_SUCH_NODE,
+                                 "volume \"%s\": cannot %s: a node chosen for a replica left the "
+                                 "group before the change applied; try again",
+                                 name, op);
     case -EDQUOT:
         return admin_reply_error(ADMIN_E_QUOTA_EXCEEDED,
                                  "volume \"%s\": cannot %s: its owner would pass its quota "
@@ -752,6 +757,12 @@ static struct json_object *cmd_volume_create(const struct context *ctx, struct j
         return admin_volume_failure(name, "create", -EEXIST);
     if (owner && (err = check_quota(ctx, name, owner, NULL, size)) != NULL)
         return err;
+    if (volumes_info(ctx->node->vols, name, &info) == 0)
+        return admin_volume_failure(name, "create", -EEXIST); /* before placement's errors */
+    uint32_t placed[PMSG_REPLICAS_MAX];
+    size_t nplaced;
+    if (admin_place(ctx, req, name, size, placed, &nplaced, &err) < 0)
+        return err;
     char uuid[STORE_UUID_LEN + 1];
     int r = volumes_new_uuid(ctx->node->vols, uuid);
     if (r < 0)
@@ -761,7 +772,7 @@ static struct json_object *cmd_volume_create(const struct context *ctx, struct j
         return NULL;
     return submitted(ctx, ch,
                      policing_volume_create(ctx->node->pc, uuid, name, size, owner,
-                                            !ctx->who->admin, change_done, ch));
+                                            !ctx->who->admin, placed, nplaced, change_done, ch));
 }
 
 /* -ERANGE from volumes_resize: a shrink without force. */
@@ -894,6 +905,10 @@ static struct json_object *replica_cmd(const struct context *ctx, struct json_ob
         return admin_reply_error(ADMIN_E_BAD_REQUEST,
                                  "volume \"%s\": %s: a standalone node has no other replica", name,
                                  op);
+    if (r == -ENXIO)
+        return admin_reply_error(ADMIN_E_BAD_REQUEST,
+                                 "volume \"%s\": %s: this node holds no replica of it (diskless)",
+                                 name, op);
     if (r < 0)
         return admin_volume_failure(name, op, r);
     struct json_object *o = json_object_new_object();
@@ -1085,7 +1100,7 @@ static struct json_object *cmd_service_giveback(const struct context *ctx, struc
 static const char *const no_fields[] = {NULL};
 static const char *const node_fields[] = {"node", NULL};
 static const char *const name_fields[] = {"name", NULL};
-static const char *const create_fields[] = {"name", "size", "owner", NULL};
+static const char *const create_fields[] = {"name", "size", "owner", "replicas", "nodes", NULL};
 static const char *const resize_fields[] = {"name", "size", "force", NULL};
 static const char *const snapshot_create_fields[] = {"volumes", "snapshot", NULL};
 static const char *const snapshot_fields[] = {"name", "snapshot", NULL};
@@ -1120,6 +1135,7 @@ static const struct command commands[] = {
     {"token.create", identity_fields, admin_token_create, false},
     {"token.list", no_fields, admin_token_list, false},
     {"token.revoke", id_fields, admin_token_revoke, false},
+    {"pool.status", no_fields, admin_pool_status, false},
 };
 
 static const struct command *find_command(const char *name)

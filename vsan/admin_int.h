@@ -69,6 +69,13 @@ bool admin_may_change(const struct context *ctx, const char *uuid);
 int admin_get_identity(struct json_object *req, const char *key, const char **identity,
                        struct json_object **err);
 
+/* admin_pool.c */
+/* Where volume vol (size bytes) of a create request goes: req's
+ * "replicas" and "nodes" (or [cluster] replicas), into placed (sorted);
+ * *nplaced 0: every node holds a copy. 0, or -1 with *err set. */
+int admin_place(const struct context *ctx, struct json_object *req, const char *vol, uint64_t size,
+                uint32_t *placed, size_t *nplaced, struct json_object **err);
+struct json_object *admin_pool_status(const struct context *ctx, struct json_object *req);
 /* admin_access.c */
 struct json_object *admin_access_grant(const struct context *ctx, struct json_object *req);
 struct json_object *admin_access_revoke(const struct context *ctx, struct json_object *req);

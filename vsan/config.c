@@ -180,6 +180,34 @@ static int parse_size(const struct key_def *k, struct vsan_config *cfg, const ch
     return 0;
 }
 
+/* A size of 64 bits, 0 or in the key's range. */
+static int parse_size64(const struct key_def *k, struct vsan_config *cfg, const char *value,
+                        char *why, size_t len)
+{
+    uint64_t v;
+    if (parse_size_value(k, value, &v, why, len) < 0)
+        return -1;
+    *FIELD(cfg, k, uint64_t) = v;
+    return 0;
+}
+
+/* A ratio such as 2.0, from min to max. */
+static int parse_ratio(const struct key_def *k, struct vsan_config *cfg, const char *value,
+                       char *why, size_t len)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    if (errno != 0 || end == value || *end != '\0' || !(v >= (double)k->min) ||
+        !(v <= (double)k->max)) {
+        snprintf(why, len, "not a ratio from %" PRIu64 " to %" PRIu64 " (write e.g. 2.0)", k->min,
+                 k->max);
+        return -1;
+    }
+    *FIELD(cfg, k, double) = v;
+    return 0;
+}
+
 /* Bytes per second: 0 for unlimited, or a size in the key's range. */
 static int parse_rate(const struct key_def *k, struct vsan_config *cfg, const char *value,
                       char *why, size_t len)
@@ -610,6 +638,7 @@ static const struct key_def keys[] = {
     KEY("node", "pid_file", parse_path, pid_file, 0, 0),
     KEY("node", "service_address", parse_service_address, service_address, 0, 0),
     KEY("node", "service_interface", parse_interface, service_interface, 0, 0),
+    KEY("node", "capacity", parse_size64, capacity, 0, UINT64_MAX),
     KEY("nbd", "listen", parse_listen, listen, 0, 0),
     KEY("nbd", "min_block_size", parse_block_size, nbd.min_block, 1, 65536),
     KEY("nbd", "preferred_block_size", parse_block_size, nbd.pref_block, 512,
@@ -630,6 +659,8 @@ static const struct key_def keys[] = {
         CONFIG_REGION_MAX),
     KEY("cluster", "on_no_quorum", parse_on_no_quorum, suspend_on_no_quorum, 0, 0),
     KEY("cluster", "suspend_timeout", parse_uint, suspend_timeout_ms, 1, CONFIG_TIMEOUT_MS_MAX),
+    KEY("cluster", "replicas", parse_uint, replicas, 1, 32),
+    KEY("cluster", "overcommit", parse_ratio, overcommit, 1, 100),
     KEY("mirror", "listen", parse_host_port, mirror_listen, 0, 0),
     KEY("mirror", "secret_file", parse_file_path, mirror_secret_file, 0, 0),
     KEY("mirror", "timeout", parse_uint, mirror_timeout_ms, CONFIG_MIRROR_TIMEOUT_MIN,
@@ -666,6 +697,8 @@ void config_defaults(struct vsan_config *cfg)
     strcpy(cfg->cluster_name, "vsan");
     cfg->region_size = 4u * 1024 * 1024;
     cfg->suspend_timeout_ms = 30000;
+    cfg->replicas = 3;
+    cfg->overcommit = 2.0;
     strcpy(cfg->mirror_secret_file, CONFIG_SECRET_DEFAULT);
     cfg->mirror_timeout_ms = 4000;
     cfg->mirror_resync_rate = 200u * 1024 * 1024;

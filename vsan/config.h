@@ -60,6 +60,7 @@ struct vsan_config {
     char pid_file[PATH_MAX];
     char service_address[SVC_ADDR_MAX];  /* "A.B.C.D/PREFIX"; "" = none */
     char service_interface[IF_NAMESIZE]; /* where service addresses go */
+    uint64_t capacity;                   /* bytes offered; 0 = data_dir's file system size */
     /* [nbd] */
     char listen[CONFIG_LISTEN_MAX][CONFIG_ADDR_MAX + 1];
     unsigned n_listen;
@@ -74,6 +75,10 @@ struct vsan_config {
     unsigned region_size;      /* power of 2 */
     bool suspend_on_no_quorum; /* on_no_quorum = suspend (else error) */
     unsigned suspend_timeout_ms;
+    /* Copies of a new volume. Capped at the number of configured nodes
+     * when used: a node holds at most one copy of a volume. */
+    unsigned replicas;
+    double overcommit; /* provisioned bytes per byte of capacity a node may reach */
     /* [mirror] */
     char mirror_listen[CONFIG_ADDR_MAX + 1]; /* announced; "" = none (standalone only) */
     char mirror_secret_file[PATH_MAX];       /* read by mauth_load_secret() */

@@ -46,6 +46,7 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -75,6 +76,8 @@ struct node {
     qb_loop_timer_handle drop_timer;
     bool drop_armed;
     unsigned drop_mark, drop_next;
+    qb_loop_timer_handle capacity_timer; /* announces the pool's figures (capacity_tick) */
+    bool capacity_armed;
     struct service *service;
     struct admin_node admin_node;
     struct admin *admin;
@@ -651,6 +654,34 @@ static int start_mirror(struct node *n)
     return 0;
 }
 
+/* Every CAPACITY_TICK_MS this node measures what it offers and uses and
+ * announces it when it moved (policing_capacity_announce): placement
+ * reads the figures. A measure that fails is logged and tried again. */
+#define CAPACITY_TICK_MS 2000
+
+static void capacity_tick(void *data)
+{
+    struct node *n = data;
+    struct policing_capacity c = {.capacity = n->cfg.capacity};
+    struct statvfs fs;
+    int r = store_usage(n->store, &c.data, &c.snapshots);
+    if (r == 0 && c.capacity == 0) {
+        if (statvfs(n->cfg.data_dir, &fs) == 0)
+            c.capacity = (uint64_t)fs.f_blocks * fs.f_frsize;
+        else
+            r = -errno;
+    }
+    if (r == 0)
+        r = policing_capacity_announce(n->pc, &c);
+    if (r < 0 && r != -ENOTCONN)
+        qb_log(LOG_DEBUG, "pool: capacity of \"%s\" not announced: %s", n->cfg.data_dir,
+               strerror(-r));
+    n->capacity_armed = qb_loop_timer_add(n->loop, QB_LOOP_LOW, CAPACITY_TICK_MS * 1000000ull, n,
+                                          capacity_tick, &n->capacity_timer) == 0;
+    if (!n->capacity_armed)
+        qb_log(LOG_ERR, "pool: no timer to announce this node's capacity");
+}
+
 /* Each step logs its own error, naming what failed. */
 static int start_node(struct node *n)
 {
@@ -674,6 +705,8 @@ static int start_node(struct node *n)
         r = start_nbd(n);
     if (r < 0)
         return r;
+    if (n->mirror)
+        capacity_tick(n);
     n->admin_node = (struct admin_node){.cfg = &n->cfg,
                                         .vols = n->vols,
                                         .nbd = n->nbd,
@@ -693,6 +726,8 @@ static void stop_node(struct node *n)
         api_stop(n->api);
     if (n->admin)
         admin_stop(n->admin);
+    if (n->capacity_armed)
+        qb_loop_timer_del(n->loop, n->capacity_timer);
     if (n->pc)
         policing_close_writes(n->pc); /* no grant can come once the loop stopped */
     if (n->nbd)

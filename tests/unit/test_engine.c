@@ -294,8 +294,8 @@ static void change_send(void *arg)
 {
     struct change *c = arg;
     struct policing *pc = nodes[c->node].pc;
-    int r = c->kind == 0
-                ? policing_volume_create(pc, vol_uuid, VOL, c->size, NULL, false, change_done, c)
+    int r = c->kind == 0 ? policing_volume_create(pc, vol_uuid, VOL, c->size, NULL, false, NULL, 0,
+                                                  change_done, c)
             : c->kind == 1
                 ? policing_volume_resize(pc, vol_uuid, VOL, c->size, true, false, change_done, c)
                 : policing_volume_delete(pc, vol_uuid, VOL, change_done, c);

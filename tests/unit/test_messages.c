@@ -100,14 +100,24 @@ Test(messages, quota_and_token_are_fixed_length)
                      PMSG_TOKEN_HASH_LEN + PMSG_IDENTITY_MAX + 1));
     pmsg_init(&t.h, PMSG_TOKEN, sizeof t + 1);
     cr_expect(eq(int, pmsg_check(&t, sizeof t + 1, &why), -1), "a long token");
-    /* A CREATE carries its owner (version 9). */
+    /* A CREATE carries its owner (version 9) and its placed set (10). */
     struct pmsg_volume v;
     pmsg_init(&v.h, PMSG_VOL_CREATE, sizeof v);
     cr_assert(eq(int, pmsg_check(&v, sizeof v, &why), PMSG_VOL_CREATE));
     cr_expect(eq(sz, sizeof v,
                  sizeof(struct pmsg_header) + 8 + PMSG_UUID_LEN + 1 + PMSG_NAME_MAX + 1 + 8 + 1 +
-                     PMSG_IDENTITY_MAX + 1 + 1));
-    cr_expect(eq(u16, v.h.version, 9));
+                     PMSG_IDENTITY_MAX + 1 + 1 + 4 + 4 * PMSG_REPLICAS_MAX));
+    cr_expect(eq(u16, v.h.version, 10));
+    struct pmsg_capacity c;
+    pmsg_init(&c.h, PMSG_CAPACITY, sizeof c);
+    cr_assert(eq(int, pmsg_check(&c, sizeof c, &why), PMSG_CAPACITY));
+    cr_expect(eq(sz, sizeof c, sizeof(struct pmsg_header) + 3 * 8));
+    pmsg_init(&c.h, PMSG_CAPACITY, sizeof c - 1);
+    cr_expect(eq(int, pmsg_check(&c, sizeof c - 1, &why), -1), "a short capacity");
+    struct pmsg_outdate o;
+    pmsg_init(&o.h, PMSG_OUTDATE, sizeof o);
+    cr_assert(eq(int, pmsg_check(&o, sizeof o, &why), PMSG_OUTDATE));
+    cr_expect(eq(sz, sizeof o, sizeof(struct pmsg_header) + 8 + 3 * 4 + 2 * 8));
 }
 
 Test(messages, heartbeat_is_fixed_length)
@@ -146,7 +156,7 @@ Test(messages, foreign_or_malformed_headers)
     expect_dropped(sizeof(struct pmsg_replica), "length field disagrees with the message");
 
     check(PMSG_REPLICA, sizeof(struct pmsg_replica), NULL);
-    h->type = PMSG_TOKEN + 1;
+    h->type = PMSG_OUTDATE + 1;
     expect_dropped(sizeof(struct pmsg_replica), "unknown message type");
 }
 

@@ -126,7 +126,8 @@ Test(owners, an_owned_create_or_resize_past_the_quota_is_refused_where_it_is_app
     const uint32_t self = 1;
     struct owners *o = volumes_owners(vols);
     cr_assert(eq(int, owners_quota_set(o, "alice", 2 << 20, 64), 0));
-    cr_assert(eq(int, voltable_ops.create(&table, U1, "a1", 1 << 20, "alice", false, &self, 1), 0));
+    cr_assert(eq(
+        int, voltable_ops.create(&table, U1, "a1", 1 << 20, "alice", false, &self, 1, false), 0));
     struct volume_info info;
     cr_assert(eq(int, volumes_info(vols, "a1", &info), 0));
     cr_expect(eq(str, (char *)owners_of(o, U1), "alice"));
@@ -134,26 +135,30 @@ Test(owners, an_owned_create_or_resize_past_the_quota_is_refused_where_it_is_app
     cr_expect(eq(int, access_of(volumes_access(vols), U1, &alice), ACCESS_WRITE),
               "the owner got no read-write grant");
     /* The second create would pass the quota: refused, nothing made. */
-    cr_expect(eq(int,
-                 voltable_ops.create(&table, U2, "a2", (1 << 20) + 512, "alice", false, &self, 1),
-                 -EDQUOT));
+    cr_expect(
+        eq(int,
+           voltable_ops.create(&table, U2, "a2", (1 << 20) + 512, "alice", false, &self, 1, false),
+           -EDQUOT));
     cr_expect(eq(int, volumes_info(vols, "a2", &info), -ENOENT));
     cr_expect(eq(str, (char *)owners_of(o, U2), ""));
     /* An existing name is what a create without owner would hear. */
-    cr_expect(
-        eq(int, voltable_ops.create(&table, U2, "a1", 8 << 20, "alice", false, &self, 1), -EEXIST));
+    cr_expect(eq(int,
+                 voltable_ops.create(&table, U2, "a1", 8 << 20, "alice", false, &self, 1, false),
+                 -EEXIST));
     cr_expect(
         eq(int, voltable_ops.resize(&table, U1, "a1", (2 << 20) + 512, false, false), -EDQUOT));
     cr_expect(eq(int, voltable_ops.resize(&table, U1, "a1", 2 << 20, false, false), 0));
     /* Without an owner nothing counts. */
-    cr_expect(eq(int, voltable_ops.create(&table, U3, "free", 8 << 20, "", false, &self, 1), 0));
+    cr_expect(
+        eq(int, voltable_ops.create(&table, U3, "free", 8 << 20, "", false, &self, 1, false), 0));
     cr_expect(eq(int, voltable_ops.resize(&table, U3, "free", 16 << 20, false, false), 0));
     /* A deleted volume's owner goes: its space is free again. */
     cr_assert(eq(int, voltable_ops.remove(&table, U1, "a1"), 0));
     cr_expect(eq(str, (char *)owners_of(o, U1), ""));
-    cr_expect(eq(int, voltable_ops.create(&table, U2, "a2", 2 << 20, "alice", false, &self, 1), 0));
-    cr_expect(
-        eq(int, voltable_ops.create(&table, U1, "bad", 512, "a:b", false, &self, 1), -EINVAL));
+    cr_expect(eq(
+        int, voltable_ops.create(&table, U2, "a2", 2 << 20, "alice", false, &self, 1, false), 0));
+    cr_expect(eq(int, voltable_ops.create(&table, U1, "bad", 512, "a:b", false, &self, 1, false),
+                 -EINVAL));
 }
 
 static void reopen(void)
@@ -167,7 +172,8 @@ Test(owners, owners_quotas_and_tokens_persist_and_a_malformed_file_is_refused)
 {
     const uint32_t self = 1;
     cr_assert(eq(int, owners_quota_set(volumes_owners(vols), "dn:CN=x,O=y", 4096, 64), 0));
-    cr_assert(eq(int, voltable_ops.create(&table, U1, "a1", 1 << 20, "bob", false, &self, 1), 0));
+    cr_assert(
+        eq(int, voltable_ops.create(&table, U1, "a1", 1 << 20, "bob", false, &self, 1, false), 0));
     struct policing_token rec;
     char text[TOKEN_TEXT_LEN + 1];
     cr_assert(eq(int, tokens_make("carol", &rec, text), 0));
@@ -312,11 +318,12 @@ Test(owners, an_owner_or_quota_the_files_do_not_take_is_in_force_and_written_lat
     cr_assert(eq(int, owners_quota_set(o, "bob", 3 << 20, 64), 0));
     break_file("owners");
     break_file("quotas");
-    cr_assert(eq(int, voltable_ops.create(&table, U1, "a1", 2 << 20, "bob", false, &self, 1), 0));
+    cr_assert(
+        eq(int, voltable_ops.create(&table, U1, "a1", 2 << 20, "bob", false, &self, 1, false), 0));
     cr_expect(eq(str, (char *)owners_of(o, U1), "bob"), "the group's owner is this node's");
-    cr_expect(
-        eq(int, voltable_ops.create(&table, U2, "a2", 2 << 20, "bob", false, &self, 1), -EDQUOT),
-        "bob's volume counts here as on the others");
+    cr_expect(eq(int, voltable_ops.create(&table, U2, "a2", 2 << 20, "bob", false, &self, 1, false),
+                 -EDQUOT),
+              "bob's volume counts here as on the others");
     cr_expect(eq(int, owners_quota_set(o, "carol", 1 << 20, 64), 0));
     unbreak_file("owners");
     unbreak_file("quotas");
@@ -339,20 +346,25 @@ Test(owners, a_client_creates_only_within_a_quota_of_bytes_and_volumes)
 {
     const uint32_t self = 1;
     struct owners *o = volumes_owners(vols);
+    cr_expect(eq(int,
+                 voltable_ops.create(&table, U1, "a1", 1 << 20, "alice", true, &self, 1, false),
+                 -ENODATA),
+              "a client without a quota created a volume");
     cr_expect(
-        eq(int, voltable_ops.create(&table, U1, "a1", 1 << 20, "alice", true, &self, 1), -ENODATA),
-        "a client without a quota created a volume");
-    cr_expect(eq(int, voltable_ops.create(&table, U1, "a1", 1 << 20, "alice", false, &self, 1), 0),
-              "an admin may name an owner without a quota");
+        eq(int, voltable_ops.create(&table, U1, "a1", 1 << 20, "alice", false, &self, 1, false), 0),
+        "an admin may name an owner without a quota");
     cr_assert(eq(int, owners_quota_set(o, "alice", 64 << 20, 2), 0));
-    cr_expect(eq(int, voltable_ops.create(&table, U2, "a2", 1 << 20, "alice", true, &self, 1), 0));
     cr_expect(
-        eq(int, voltable_ops.create(&table, U3, "a3", 1 << 20, "alice", true, &self, 1), -EDQUOT),
-        "a third volume passes a quota of two");
+        eq(int, voltable_ops.create(&table, U2, "a2", 1 << 20, "alice", true, &self, 1, false), 0));
+    cr_expect(eq(int,
+                 voltable_ops.create(&table, U3, "a3", 1 << 20, "alice", true, &self, 1, false),
+                 -EDQUOT),
+              "a third volume passes a quota of two");
     cr_expect(eq(int, voltable_ops.resize(&table, U2, "a2", 2 << 20, false, true), 0),
               "a resize adds no volume");
-    cr_expect(eq(int, voltable_ops.create(&table, U3, "a3", 1 << 20, "", true, &self, 1), -EINVAL),
-              "a client's volume has its owner");
+    cr_expect(
+        eq(int, voltable_ops.create(&table, U3, "a3", 1 << 20, "", true, &self, 1, false), -EINVAL),
+        "a client's volume has its owner");
 }
 
 static void no_end(void *arg, const char *uuid, const char *identity)
@@ -379,13 +391,15 @@ Test(owners, a_full_owner_or_grant_table_refuses_a_create_on_every_node)
     cr_assert(
         eq(int, access_load(volumes_access(vols), g, ACCESS_GRANTS_TOTAL_MAX, NULL, NULL), 0));
     free(g);
-    cr_expect(
-        eq(int, voltable_ops.create(&table, U1, "a1", 1 << 20, "alice", false, &self, 1), -EXFULL));
+    cr_expect(eq(int,
+                 voltable_ops.create(&table, U1, "a1", 1 << 20, "alice", false, &self, 1, false),
+                 -EXFULL));
     struct volume_info info;
     cr_expect(eq(int, volumes_info(vols, "a1", &info), -ENOENT), "an ownerless volume was made");
     cr_expect(eq(str, (char *)owners_of(volumes_owners(vols), U1), ""));
-    cr_expect(eq(int, voltable_ops.create(&table, U1, "a1", 1 << 20, "", false, &self, 1), 0),
-              "a volume without an owner needs no grant");
+    cr_expect(
+        eq(int, voltable_ops.create(&table, U1, "a1", 1 << 20, "", false, &self, 1, false), 0),
+        "a volume without an owner needs no grant");
     cr_assert(eq(int, access_load(volumes_access(vols), NULL, 0, no_end, NULL), 0));
     /* The owners table full. */
     struct policing_idents id = {.owners = calloc(OWNERS_MAX, sizeof *id.owners),
@@ -398,8 +412,9 @@ Test(owners, a_full_owner_or_grant_table_refuses_a_create_on_every_node)
     }
     cr_assert(eq(int, owners_load(volumes_owners(vols), &id), 0));
     policing_idents_free(&id);
-    cr_expect(
-        eq(int, voltable_ops.create(&table, U2, "a2", 1 << 20, "alice", false, &self, 1), -EXFULL));
+    cr_expect(eq(int,
+                 voltable_ops.create(&table, U2, "a2", 1 << 20, "alice", false, &self, 1, false),
+                 -EXFULL));
     cr_expect(eq(int, volumes_info(vols, "a2", &info), -ENOENT));
 }
 
@@ -449,10 +464,12 @@ Test(owners, a_delete_or_resize_sent_twice_never_reaches_a_volume_made_since_und
 {
     const uint32_t self = 1;
     cr_assert(eq(int, owners_quota_set(volumes_owners(vols), "bob", 64 << 20, 4), 0));
-    cr_assert(eq(int, voltable_ops.create(&table, U1, "db", 1 << 20, "alice", false, &self, 1), 0));
+    cr_assert(eq(
+        int, voltable_ops.create(&table, U1, "db", 1 << 20, "alice", false, &self, 1, false), 0));
     /* alice's delete, sent twice (a retry); bob creates "db" in between. */
     cr_assert(eq(int, voltable_ops.remove(&table, U1, "db"), 0));
-    cr_assert(eq(int, voltable_ops.create(&table, U2, "db", 1 << 20, "bob", true, &self, 1), 0));
+    cr_assert(
+        eq(int, voltable_ops.create(&table, U2, "db", 1 << 20, "bob", true, &self, 1, false), 0));
     cr_expect(eq(int, voltable_ops.remove(&table, U1, "db"), -ENOENT));
     cr_expect(eq(int, voltable_ops.resize(&table, U1, "db", 4 << 20, false, true), -ENOENT));
     struct volume_info info;

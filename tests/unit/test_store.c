@@ -375,6 +375,43 @@ Test(store, create_makes_sparse_data_and_meta)
     store_close(st);
 }
 
+/* A node outside a placed volume's replica set keeps its record only:
+ * no data file, and the record survives a reopen and a resize as such. */
+Test(store, diskless_record_has_no_data_file)
+{
+    struct store *st = open_ok();
+    struct store_volume v, held;
+    cr_assert_eq(store_create_placed(st, "far", 4 * MiB, NULL, false, &v), 0);
+    cr_assert_eq(store_create_placed(st, "near", MiB, NULL, true, &held), 0);
+    cr_assert_eq(v.local, STORE_LOCAL_DISKLESS);
+    cr_assert(v.fixed && held.fixed);
+    cr_assert_eq(held.local, STORE_LOCAL_OK);
+    cr_assert(!exists(vol_file(v.uuid, ".data")), "a diskless record has a data file");
+    cr_assert(exists(vol_file(held.uuid, ".data")));
+    const char *meta = read_text(vol_file(v.uuid, ".meta"));
+    cr_assert_not_null(strstr(meta, "local = diskless\nplacement = fixed\n"), "meta:\n%s", meta);
+    int fd;
+    cr_assert_eq(store_open_data(st, &v, &fd), 0);
+    cr_assert_eq(fd, -1);
+    cr_assert_eq(store_resize(st, &v, 8 * MiB), 0);
+    cr_assert(!exists(vol_file(v.uuid, ".data")), "a resize made a diskless data file");
+    uint64_t data, snaps;
+    cr_assert_eq(store_usage(st, &data, &snaps), 0);
+    store_close(st);
+    st = open_ok(); /* recovery does not ask for the missing data file */
+    struct store_volume *all;
+    size_t n;
+    cr_assert_eq(store_list(st, &all, &n), 0);
+    cr_assert_eq(n, 2);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(all[i].name, "far") == 0)
+            cr_assert(all[i].local == STORE_LOCAL_DISKLESS && all[i].fixed &&
+                      all[i].size == 8 * MiB);
+    free(all);
+    cr_assert_eq(store_delete(st, &v), 0);
+    store_close(st);
+}
+
 Test(store, create_refuses_bad_names)
 {
     struct store *st = open_ok();

@@ -180,10 +180,10 @@ struct table {
 };
 
 static int t_create(void *ctx, const char *uuid, const char *name, uint64_t size, const char *owner,
-                    bool client, const uint32_t *members, size_t nmembers)
+                    bool client, const uint32_t *members, size_t nmembers, bool fixed)
 {
     (void)ctx, (void)uuid, (void)name, (void)size, (void)owner, (void)client, (void)members,
-        (void)nmembers;
+        (void)nmembers, (void)fixed;
     return -ENOTSUP;
 }
 
