@@ -1562,9 +1562,13 @@ static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg
         on_heartbeat(pc, nodeid, pid, msg);
         return;
     }
-    pthread_mutex_lock(&pc->lock);
-    pc->delivered++;
-    pthread_mutex_unlock(&pc->lock);
+    /* Nor capacity announcements, which come on their own clock (after a
+     * join, when usage moved), not with writes. */
+    if (type != PMSG_CAPACITY) {
+        pthread_mutex_lock(&pc->lock);
+        pc->delivered++;
+        pthread_mutex_unlock(&pc->lock);
+    }
     if (type < 0) {
         qb_log(LOG_WARNING, "policing: node %u pid %u: dropped a message: %s", nodeid, pid, why);
         return;
