@@ -1,7 +1,7 @@
 /* client.c - the failover NBD client of one volume (see client.h).
  *
  * State: the node serving now (`serving`) and a generation number bumped
- * at every move. A pooled connection remembers the generation it was made
+ * at every move and every new size. A pooled connection remembers the generation it was made
  * in; one from an older generation is closed and remade to the new node
  * before use, so after a move every request goes to the new node, also
  * those whose connection to the old one still looks alive (a node that
@@ -14,6 +14,11 @@
  * first, the node that failed last), then the --nodes seeds; the first
  * that negotiates the export serves, and its description replaces the
  * replica list.
+ *
+ * The volume's description (size, replicas) is re-read at every move and
+ * by vc_refresh (vsan-fuse's watcher every few seconds, and a request
+ * past the end): a resize or a replica change reaches the mount without a
+ * remount. The size is atomic: every request clips against it.
  *
  * Logging goes through libqb like the rest of vsan (stderr with -f,
  * syslog once vsan-fuse is in the background), so a failover is on record
@@ -29,6 +34,7 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +59,8 @@ struct slot {
 struct vclient {
     char *name;
     unsigned retry_ms, io_timeout_ms;
-    struct nc_info info;
+    struct nc_info info; /* as negotiated first; size below */
+    _Atomic uint64_t size;
     struct vr_list seeds;
     char local_buf[LOCAL_MAX][INET6_ADDRSTRLEN];
     const char *local[LOCAL_MAX];
@@ -221,7 +228,24 @@ static int slot_connect(struct vclient *vc, struct slot *s, int64_t deadline)
 
 /* ---- moving to another node --------------------------------------------- */
 
-/* Probes the candidates; fills *to, *fresh. -EHOSTUNREACH if none answered. */
+/* An NBD connection keeps the size it negotiated (vsand refuses a request
+ * past it), so a new size makes the pooled connections remade, as a move
+ * does, before their next request. */
+static void set_size(struct vclient *vc, uint64_t size)
+{
+    uint64_t was = atomic_exchange(&vc->size, size);
+    if (was == size)
+        return;
+    pthread_mutex_lock(&vc->mu);
+    vc->gen++;
+    pthread_cond_broadcast(&vc->cond);
+    pthread_mutex_unlock(&vc->mu);
+    qb_log(LOG_NOTICE, "vsan-fuse: volume \"%s\": its size is %llu bytes now (was %llu)", vc->name,
+           (unsigned long long)size, (unsigned long long)was);
+}
+
+/* Probes the candidates; fills *to, *fresh, and the size. -EHOSTUNREACH if
+ * none answered. */
 static int probe(struct vclient *vc, const struct vr_list *cand, int64_t deadline,
                  struct vr_node *to, struct vr_list *fresh)
 {
@@ -239,6 +263,7 @@ static int probe(struct vclient *vc, const struct vr_list *cand, int64_t deadlin
         nbd_close(h);
         read_replicas(vc, &cand->v[i], info.description, fresh);
         *to = identify(fresh, &cand->v[i]);
+        set_size(vc, info.size);
         return 0;
     }
     return -EHOSTUNREACH;
@@ -283,6 +308,33 @@ static void move(struct vclient *vc, uint64_t gen, const struct vr_node *failed,
         qb_log(LOG_WARNING,
                "vsan-fuse: volume \"%s\": node %u (%s) failed (%s); no replica answers yet",
                vc->name, failed->id, failed->addr, strerror(-err));
+}
+
+int vc_refresh(struct vclient *vc)
+{
+    pthread_mutex_lock(&vc->mu);
+    struct vr_node node = vc->serving;
+    uint64_t gen = vc->gen;
+    pthread_mutex_unlock(&vc->mu);
+    struct nbd_handle *h;
+    struct nc_info info;
+    char err[256];
+    int r =
+        nc_connect(&node, vc->name, nc_now_ms() + vc->io_timeout_ms, &h, &info, err, sizeof err);
+    if (r < 0) {
+        qb_log(LOG_INFO, "vsan-fuse: volume \"%s\": node %u (%s): description not re-read: %s",
+               vc->name, node.id, node.addr, err);
+        return r;
+    }
+    nbd_close(h);
+    struct vr_list fresh;
+    read_replicas(vc, &node, info.description, &fresh);
+    pthread_mutex_lock(&vc->mu);
+    if (vc->gen == gen) /* a move re-read it meanwhile, perhaps from newer news */
+        vc->reps = fresh;
+    pthread_mutex_unlock(&vc->mu);
+    set_size(vc, info.size);
+    return 0;
 }
 
 /* ---- requests ------------------------------------------------------------ */
@@ -473,6 +525,7 @@ int vc_open(const struct vc_params *p, struct vclient **out, char *err, size_t e
         vc_free(vc);
         return r;
     }
+    atomic_store(&vc->size, vc->info.size);
     vc->nslots = vc->info.multi_conn ? p->connections : 1;
     if (vc->nslots < 1 || vc->nslots > VC_CONNECTIONS_MAX)
         vc->nslots = vc->nslots < 1 ? 1 : VC_CONNECTIONS_MAX;
@@ -489,9 +542,9 @@ void vc_close(struct vclient *vc)
     vc_free(vc);
 }
 
-uint64_t vc_size(const struct vclient *vc)
+uint64_t vc_size(struct vclient *vc)
 {
-    return vc->info.size;
+    return atomic_load(&vc->size);
 }
 
 const char *vc_name(const struct vclient *vc)

@@ -14,7 +14,8 @@
  * the retry time.
  *
  * Where to go: the replicas named in the export description (replicas.h),
- * this host's first; re-read from whichever node answers at each move.
+ * this host's first; re-read from whichever node answers at each move,
+ * and by vc_refresh.
  *
  * Threads: every function may be called from many threads at once (FUSE
  * runs its operations on a thread pool); each request holds one connection
@@ -45,7 +46,12 @@ struct vclient;
 int vc_open(const struct vc_params *p, struct vclient **out, char *err, size_t errlen);
 void vc_close(struct vclient *vc);
 
-uint64_t vc_size(const struct vclient *vc);
+/* The volume's size as last read (vc_open, a move, vc_refresh). */
+uint64_t vc_size(struct vclient *vc);
+/* Re-reads the volume's description from the serving node: its size and
+ * replicas (a resize, a replica change). 0, or -errno (logged; the I/O
+ * path's failover handles a node that stopped answering). */
+int vc_refresh(struct vclient *vc);
 const char *vc_name(const struct vclient *vc);
 
 /* The I/O: 0 or -errno, after failing over as above. */

@@ -7,12 +7,24 @@
  * Files are opened with direct_io: every read and write reaches vsand, so
  * the page cache never serves data another client changed through another
  * node, and an fsync has nothing of ours left to write back.
+ *
+ * A volume's size changes with a resize, committed on every node (README,
+ * "Configuration epochs"): the watcher (fs_watch_start) re-reads every
+ * volume's description each FS_WATCH_S seconds and invalidates the
+ * kernel's attributes of a file whose size moved, so `stat` shows it
+ * without a remount; a read or write past the end known re-reads it at
+ * once, so a write past the old end succeeds as soon as vsand took the
+ * grow.
  */
 #include "fuse/fs.h"
 
+#include <qb/qblog.h>
+
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -39,7 +51,8 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     (void)conn;
     cfg->direct_io = 1;
     cfg->kernel_cache = 0;
-    /* Sizes never change while mounted. */
+    /* A size changes only with a resize, and the watcher invalidates the
+     * file's attributes then. */
     cfg->attr_timeout = 3600;
     cfg->entry_timeout = 3600;
     return fuse_get_context()->private_data;
@@ -95,14 +108,25 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 }
 
 /* The part of [off, off+*count) inside the volume; false if none. */
-static bool clip(struct vclient *vc, off_t off, size_t *count)
+static bool clip_to(uint64_t size, off_t off, size_t *count)
 {
-    uint64_t size = vc_size(vc);
     if (off < 0 || (uint64_t)off >= size)
         return false;
     if (*count > size - (uint64_t)off)
         *count = (size_t)(size - (uint64_t)off);
     return true;
+}
+
+/* Likewise; a request that reaches past the end known first re-reads the
+ * size (the volume may have grown since). */
+static bool clip(struct vclient *vc, off_t off, size_t *count)
+{
+    size_t want = *count;
+    if (clip_to(vc_size(vc), off, count) && *count == want)
+        return true;
+    *count = want;
+    vc_refresh(vc); /* logged; the size known stays */
+    return clip_to(vc_size(vc), off, count);
 }
 
 static int fs_read(const char *path, char *buf, size_t count, off_t off, struct fuse_file_info *fi)
@@ -227,6 +251,84 @@ static int fs_listxattr(const char *path, char *list, size_t size)
         return -ERANGE;
     memcpy(list, names, sizeof names);
     return sizeof names;
+}
+
+/* ---- the watcher --------------------------------------------------------- */
+
+/* Each volume's size as the kernel was last told (by getattr, then by an
+ * invalidation). */
+static void *watch(void *arg)
+{
+    struct fs *fs = arg;
+    pthread_mutex_lock(&fs->watch_mu);
+    while (!fs->watch_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += FS_WATCH_S;
+        while (!fs->watch_stop &&
+               pthread_cond_timedwait(&fs->watch_cv, &fs->watch_mu, &until) != ETIMEDOUT)
+            ;
+        if (fs->watch_stop)
+            break;
+        pthread_mutex_unlock(&fs->watch_mu);
+        for (size_t i = 0; i < fs->n; i++) {
+            struct vclient *vc = fs->vols[i];
+            vc_refresh(vc);
+            uint64_t size = vc_size(vc);
+            if (size == fs->told[i])
+                continue;
+            char path[NAME_MAX + 2];
+            snprintf(path, sizeof path, "/%s", vc_name(vc));
+            /* -ENOENT: the kernel holds no attributes of it to drop */
+            int r = fuse_invalidate_path(fs->fuse, path);
+            if (r < 0 && r != -ENOENT)
+                qb_log(LOG_WARNING, "vsan-fuse: %s: the kernel's attributes not invalidated: %s",
+                       path, strerror(-r));
+            fs->told[i] = size;
+        }
+        pthread_mutex_lock(&fs->watch_mu);
+    }
+    pthread_mutex_unlock(&fs->watch_mu);
+    return NULL;
+}
+
+int fs_watch_start(struct fs *fs, struct fuse *f)
+{
+    fs->fuse = f;
+    fs->told = calloc(fs->n ? fs->n : 1, sizeof *fs->told);
+    if (!fs->told)
+        return -ENOMEM;
+    for (size_t i = 0; i < fs->n; i++)
+        fs->told[i] = vc_size(fs->vols[i]);
+    pthread_mutex_init(&fs->watch_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&fs->watch_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    fs->watch_stop = false;
+    int r = pthread_create(&fs->watcher, NULL, watch, fs);
+    if (r != 0) {
+        pthread_cond_destroy(&fs->watch_cv);
+        pthread_mutex_destroy(&fs->watch_mu);
+        free(fs->told);
+        fs->told = NULL;
+        return -r;
+    }
+    return 0;
+}
+
+void fs_watch_stop(struct fs *fs)
+{
+    pthread_mutex_lock(&fs->watch_mu);
+    fs->watch_stop = true;
+    pthread_cond_signal(&fs->watch_cv);
+    pthread_mutex_unlock(&fs->watch_mu);
+    pthread_join(fs->watcher, NULL);
+    pthread_cond_destroy(&fs->watch_cv);
+    pthread_mutex_destroy(&fs->watch_mu);
+    free(fs->told);
+    fs->told = NULL;
 }
 
 static int fs_statfs(const char *path, struct statvfs *st)

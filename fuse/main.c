@@ -282,7 +282,14 @@ static int serve(struct fuse_args *args, const struct fuse_cmdline_opts *co, str
             if (!co->foreground && log_stderr(-1) < 0)
                 qb_log(LOG_WARNING, "vsan-fuse: can't turn stderr logging off");
             qb_log(LOG_INFO, "vsan-fuse: %zu volume(s) mounted on %s", fs->n, co->mountpoint);
-            rc = loop(f, co) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+            int w = fs_watch_start(fs, f);
+            if (w < 0)
+                qb_log(LOG_ERR, "vsan-fuse: the watcher of resizes did not start: %s",
+                       strerror(-w));
+            else
+                rc = loop(f, co) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+            if (w == 0)
+                fs_watch_stop(fs);
             fuse_remove_signal_handlers(fuse_get_session(f));
         }
         fuse_unmount(f);

@@ -18,6 +18,12 @@
  *   a membership change aborts every open cut (a member may be gone, or
  *                       one that joined never saw the BEGIN).
  *
+ * A cut of kind CONFIG carries a configuration change of its one volume
+ * (a resize; a replica set later): the commit applies it on every node
+ * with the volume's writes held and drained, so no write lands on one
+ * copy under the old configuration and on another under the new; an
+ * abort leaves it as it was. Either way the writes then go on.
+ *
  * Every node sees these in the same order, so every node commits or
  * aborts the same cuts at the same point of the stream. A volume is in at
  * most one open cut; at most CUT_OPEN_MAX are open at once (a BEGIN past
@@ -48,6 +54,9 @@ struct cut {
     uint32_t from; /* the node that asked */
     int64_t time;  /* the snapshots' time, from the BEGIN */
     char snapshot[PMSG_NAME_MAX + 1];
+    /* CONFIG: the change, and the name of the volume it is for. */
+    struct pmsg_cut_config config;
+    char volume[PMSG_NAME_MAX + 1];
     uint32_t vids[PMSG_CUT_VOLUMES];
     size_t nvols;
     /* The members at BEGIN, and which of them have drained. */

@@ -21,7 +21,6 @@ static size_t fixed_length(int type)
     case PMSG_RELEASE:
         return sizeof(struct pmsg_region);
     case PMSG_VOL_CREATE:
-    case PMSG_VOL_RESIZE:
     case PMSG_VOL_DELETE:
         return sizeof(struct pmsg_volume);
     case PMSG_OFFER:

@@ -26,18 +26,20 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
  * that the others keep out); 9: a CREATE's owner, quotas and tokens (a
  * node that dropped them would let past a quota or a revoked token what
  * the others refuse); 10: a CREATE's placed replica set, and CAPACITY
- * (a node that dropped the set would give the volume a copy everywhere).
- * A node drops every message of another version, so
- * nodes of different versions never complete a sync round together: a
- * cluster is upgraded all at once. */
-#define PMSG_VERSION 10
+ * (a node that dropped the set would give the volume a copy everywhere);
+ * 11: a resize is a cut that carries the new size (CUT_BEGIN of kind
+ * CONFIG; RESIZE is gone: a node that applied it at once would write past
+ * the end the others still hold). A node drops every message of another
+ * version, so nodes of different versions never complete a sync round
+ * together: a cluster is upgraded all at once. */
+#define PMSG_VERSION 11
 
 enum pmsg_type {
     PMSG_HELLO = 1,      /* a member's endpoints */
     PMSG_REQUEST = 2,    /* region write priority wanted */
     PMSG_RELEASE = 3,    /* region write priority given up */
     PMSG_VOL_CREATE = 4, /* volume table changes */
-    PMSG_VOL_RESIZE = 5,
+    /* 5 was RESIZE until version 11: a CUT_BEGIN of kind CONFIG now. */
     PMSG_VOL_DELETE = 6,
     PMSG_OFFER = 7, /* sync round: my table's version */
     /* 8 was version 3's STATE, the winner's state in one message. */
@@ -93,23 +95,22 @@ struct pmsg_region {
     uint64_t region;
 } __attribute__((packed));
 
-/* VOL_CREATE, VOL_RESIZE, VOL_DELETE share one layout; tag lets the
+/* VOL_CREATE, VOL_DELETE share one layout; tag lets the
  * requesting node match the outcome to its waiting admin command. */
 struct pmsg_volume {
     struct pmsg_header h;
     uint64_t tag;
-    /* CREATE: the new volume's; RESIZE, DELETE: the volume's the
+    /* CREATE: the new volume's; DELETE: the volume's the
      * requester checked, so a change sent twice, or late, never reaches
      * another volume made since under the name. */
     char uuid[PMSG_UUID_LEN + 1];
     char name[PMSG_NAME_MAX + 1];
-    uint64_t size; /* CREATE, RESIZE */
-    uint8_t force; /* RESIZE: shrink allowed */
+    uint64_t size; /* CREATE */
     /* CREATE: who owns the volume ("" for none, an admin's): it gets a
      * read-write grant, and the volume counts against its quota. */
     char owner[PMSG_IDENTITY_MAX + 1];
-    /* CREATE, RESIZE: asked by a client (not an admin), which may create
-     * or grow only within a quota: an owner without one is refused. */
+    /* CREATE: asked by a client (not an admin), which may create only
+     * within a quota: an owner without one is refused. */
     uint8_t client;
     /* CREATE: the nodes placement chose (policing/placement.h), sorted;
      * nplaced 0: every member holds a copy, as before placement. */
@@ -240,7 +241,20 @@ enum pmsg_cut_kind {
     PMSG_CUT_ROLLBACK = 3, /* fence the volume for a rollback to the snapshot by the
                             * sender, unless a node has clients on it */
     PMSG_CUT_UNFENCE = 4,  /* the sender's rollback ended: clients may open it again */
+    PMSG_CUT_CONFIG = 5,   /* commit `config` to the cut's one volume (a configuration
+                            * epoch: a resize now, a replica set later) */
 };
+
+/* CUT_BEGIN of kind CONFIG: the configuration change its commit applies,
+ * with the volume's writes held and drained on every node, checked again
+ * there (the volume is still uuid; an owner's quota). A later change (a
+ * replica set) adds its fields here and says which it sets. */
+struct pmsg_cut_config {
+    char uuid[PMSG_UUID_LEN + 1]; /* the volume's the requester checked */
+    uint64_t size;                /* the new size */
+    uint8_t force;                /* a shrink is allowed */
+    uint8_t client;               /* asked by a client: it may grow only within a quota */
+} __attribute__((packed));
 
 /* CUT_BEGIN: a barrier (policing/cut.h) of kind on n volumes, named, for
  * the snapshot `snapshot` of each; id is unique (the sender's node id in
@@ -257,6 +271,7 @@ struct pmsg_cut_begin {
     char snapshot[PMSG_NAME_MAX + 1];
     uint32_t n;
     char volumes[PMSG_CUT_VOLUMES][PMSG_NAME_MAX + 1];
+    struct pmsg_cut_config config; /* CONFIG (n is 1); zero for the others */
 } __attribute__((packed));
 
 /* CUT_DRAINED, CUT_ABORT. busy (DRAINED): the sender's clients use what

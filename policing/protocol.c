@@ -376,8 +376,6 @@ static int apply_table_change(struct policing *pc, int type, const struct pmsg_v
         return t->create(pc->p.table_ctx, m->uuid, m->name, m->size, m->owner, m->client != 0,
                          members, pc->nmembers, false);
     }
-    if (type == PMSG_VOL_RESIZE)
-        return t->resize(pc->p.table_ctx, m->uuid, m->name, m->size, m->force, m->client != 0);
     uint32_t vid = 0;
     struct policing_volume *list;
     size_t n;
@@ -801,6 +799,23 @@ static void finish_pending(struct policing *pc, uint32_t nodeid, uint32_t pid, u
     }
 }
 
+/* What a cut is for, in its log lines: `snapshot "NAME"`, or the change
+ * a CONFIG cut applies. */
+struct cut_label {
+    char s[PMSG_NAME_MAX + 64];
+};
+
+static struct cut_label cut_label(const struct cut *c)
+{
+    struct cut_label l;
+    if (c->kind == PMSG_CUT_CONFIG)
+        snprintf(l.s, sizeof l.s, "resize of \"%s\" to %llu bytes", c->volume,
+                 (unsigned long long)c->config.size);
+    else
+        snprintf(l.s, sizeof l.s, "snapshot \"%s\"", c->snapshot);
+    return l;
+}
+
 static void cut_tick(void *data);
 
 static void cut_timer_start(struct policing *pc)
@@ -843,9 +858,8 @@ static void cut_tick(void *data)
         if (d != -EAGAIN)
             c->sent_drained = send_cut(pc, PMSG_CUT_DRAINED, c, d == -EBUSY) == 0;
         if (!c->sent_abort && now >= c->deadline_ms) {
-            qb_log(LOG_WARNING,
-                   "policing: cut %llx (snapshot \"%s\"): not ended in %u ms: asking to abort it",
-                   (unsigned long long)c->id, c->snapshot, CUT_TIMEOUT_MS);
+            qb_log(LOG_WARNING, "policing: cut %llx (%s): not ended in %u ms: asking to abort it",
+                   (unsigned long long)c->id, cut_label(c).s, CUT_TIMEOUT_MS);
             c->sent_abort = send_cut(pc, PMSG_CUT_ABORT, c, false) == 0;
         }
     }
@@ -869,8 +883,8 @@ static void cut_abort_all(struct policing *pc, int why)
 {
     while (pc->cuts.n > 0) {
         struct cut *c = &pc->cuts.open[0];
-        qb_log(LOG_WARNING, "policing: cut %llx (snapshot \"%s\") aborted: %s",
-               (unsigned long long)c->id, c->snapshot, strerror(-why));
+        qb_log(LOG_WARNING, "policing: cut %llx (%s) aborted: %s", (unsigned long long)c->id,
+               cut_label(c).s, strerror(-why));
         cut_end(pc, c, why);
     }
 }
@@ -894,8 +908,15 @@ static int cut_from_begin(struct policing *pc, uint32_t nodeid, const struct pms
     for (size_t i = 0; i < pc->nmembers; i++)
         c->members[i] = pc->members[i].nodeid;
     c->nmembers = pc->nmembers;
-    if (m->kind < PMSG_CUT_SNAPSHOT || m->kind > PMSG_CUT_UNFENCE)
+    if (m->kind < PMSG_CUT_SNAPSHOT || m->kind > PMSG_CUT_CONFIG)
         return -EINVAL;
+    if (m->kind == PMSG_CUT_CONFIG) {
+        /* one volume, named; the change's own checks are the table's */
+        if (m->n != 1 || !pmsg_string_ok(m->config.uuid, sizeof m->config.uuid))
+            return -EINVAL;
+        c->config = m->config;
+        memcpy(c->volume, m->volumes[0], sizeof c->volume);
+    }
     return pc->p.table->cut_check(pc->p.table_ctx, c, m->volumes);
 }
 
@@ -913,14 +934,14 @@ static void apply_cut_begin(struct policing *pc, uint32_t nodeid, uint32_t pid,
         return;
     }
     pc->p.table->cut_hold(pc->p.table_ctx, &c);
-    qb_log(LOG_INFO, "policing: cut %llx (snapshot \"%s\"): begun on %zu volume(s)",
-           (unsigned long long)c.id, c.snapshot, c.nvols);
+    qb_log(LOG_INFO, "policing: cut %llx (%s): begun on %zu volume(s)", (unsigned long long)c.id,
+           cut_label(&c).s, c.nvols);
     cut_timer_start(pc);
 }
 
 /* What a committed cut of each kind (enum pmsg_cut_kind) did, for the log. */
-static const char *const cut_what[] = {"?", "cut", "deleted", "fenced for a rollback",
-                                       "rollback ended"};
+static const char *const cut_what[] = {
+    "?", "cut", "deleted", "fenced for a rollback", "rollback ended", "applied"};
 
 static void apply_cut_drained(struct policing *pc, uint32_t nodeid, const struct pmsg_cut *m)
 {
@@ -928,10 +949,8 @@ static void apply_cut_drained(struct policing *pc, uint32_t nodeid, const struct
     if (!c || !cut_node_drained(c, nodeid, m->busy))
         return;
     if (c->busy) {
-        qb_log(LOG_INFO,
-               "policing: cut %llx (snapshot \"%s\"): a node's clients use it: nothing "
-               "done",
-               (unsigned long long)c->id, c->snapshot);
+        qb_log(LOG_INFO, "policing: cut %llx (%s): a node's clients use it: nothing done",
+               (unsigned long long)c->id, cut_label(c).s);
         /* not -EBUSY, which is a volume in another cut (worth a retry at
          * once): here a client must close first */
         cut_end(pc, c, -ETXTBSY);
@@ -939,13 +958,14 @@ static void apply_cut_drained(struct policing *pc, uint32_t nodeid, const struct
     }
     bump_version(pc);
     uint64_t id = pc->p.table->version(pc->p.table_ctx);
-    if (c->kind == PMSG_CUT_SNAPSHOT)
+    /* A snapshot and a configuration change order the writes around them
+     * (mirror/cut.c's stamp): a write past a grown end must not reach a
+     * copy that has not grown yet. */
+    if (c->kind == PMSG_CUT_SNAPSHOT || c->kind == PMSG_CUT_CONFIG)
         pc->last_cut = id;
     int r = pc->p.table->cut_commit(pc->p.table_ctx, c, id);
-    qb_log(LOG_INFO,
-           "policing: cut %llx committed: snapshot \"%s\" %s (table version %llu) of "
-           "%zu volume(s)%s",
-           (unsigned long long)c->id, c->snapshot, cut_what[c->kind], (unsigned long long)id,
+    qb_log(LOG_INFO, "policing: cut %llx committed: %s %s (table version %llu) of %zu volume(s)%s",
+           (unsigned long long)c->id, cut_label(c).s, cut_what[c->kind], (unsigned long long)id,
            c->nvols, r < 0 ? "; not all here" : "");
     /* The hold ends in cut_commit, whatever its result. */
     uint64_t tag = c->tag;
@@ -959,10 +979,8 @@ static void apply_cut_abort(struct policing *pc, const struct pmsg_cut *m)
 {
     struct cut *c = cut_find(&pc->cuts, m->id);
     if (c) {
-        qb_log(LOG_WARNING,
-               "policing: cut %llx (snapshot \"%s\") aborted: a node did not drain "
-               "in time",
-               (unsigned long long)c->id, c->snapshot);
+        qb_log(LOG_WARNING, "policing: cut %llx (%s) aborted: a node did not drain in time",
+               (unsigned long long)c->id, cut_label(c).s);
         cut_end(pc, c, -ETIMEDOUT);
     }
 }
@@ -987,7 +1005,8 @@ static int send_pending(struct policing *pc, uint64_t tag, const void *m, size_t
 }
 
 static int send_cut_begin(struct policing *pc, uint8_t kind, const char *const *volumes, size_t n,
-                          const char *snapshot, policing_done_fn done, void *arg)
+                          const char *snapshot, const struct pmsg_cut_config *config,
+                          policing_done_fn done, void *arg)
 {
     if (!policing_quorate(pc))
         return -ENOLINK;
@@ -1005,26 +1024,37 @@ static int send_cut_begin(struct policing *pc, uint8_t kind, const char *const *
     m.tag = ++pc->next_tag;
     m.id = (uint64_t)pc->self << 32 | (uint32_t)++pc->cut_seq;
     m.time = (int64_t)time(NULL);
+    if (config)
+        m.config = *config;
     return send_pending(pc, m.tag, &m, sizeof m, done, arg);
 }
 
 int policing_snapshot_create(struct policing *pc, const char *const *volumes, size_t n,
                              const char *snapshot, policing_done_fn done, void *arg)
 {
-    return send_cut_begin(pc, PMSG_CUT_SNAPSHOT, volumes, n, snapshot, done, arg);
+    return send_cut_begin(pc, PMSG_CUT_SNAPSHOT, volumes, n, snapshot, NULL, done, arg);
 }
 
 int policing_snapshot_delete(struct policing *pc, const char *volume, const char *snapshot,
                              policing_done_fn done, void *arg)
 {
-    return send_cut_begin(pc, PMSG_CUT_DELETE, &volume, 1, snapshot, done, arg);
+    return send_cut_begin(pc, PMSG_CUT_DELETE, &volume, 1, snapshot, NULL, done, arg);
 }
 
 int policing_rollback_fence(struct policing *pc, const char *volume, const char *snapshot,
                             bool fence, policing_done_fn done, void *arg)
 {
     return send_cut_begin(pc, fence ? PMSG_CUT_ROLLBACK : PMSG_CUT_UNFENCE, &volume, 1, snapshot,
-                          done, arg);
+                          NULL, done, arg);
+}
+
+int policing_volume_resize(struct policing *pc, const char *uuid, const char *name, uint64_t size,
+                           bool force, bool client, policing_done_fn done, void *arg)
+{
+    struct pmsg_cut_config config = {.size = size, .force = force, .client = client};
+    if (!pmsg_set_string(config.uuid, sizeof config.uuid, uuid))
+        return -EINVAL;
+    return send_cut_begin(pc, PMSG_CUT_CONFIG, &name, 1, "", &config, done, arg);
 }
 
 static void apply_grant(struct policing *pc, uint32_t nodeid, uint32_t pid,
@@ -1131,7 +1161,7 @@ static void held_done(struct policing *pc, const struct held *h, int type)
     } else if (type == PMSG_CUT_BEGIN) {
         const struct pmsg_cut_begin *m = (const void *)h->data;
         finish_pending(pc, h->nodeid, h->pid, m->tag, -ECONNRESET);
-    } else if (type == PMSG_VOL_CREATE || type == PMSG_VOL_RESIZE || type == PMSG_VOL_DELETE) {
+    } else if (type == PMSG_VOL_CREATE || type == PMSG_VOL_DELETE) {
         const struct pmsg_volume *m = (const void *)h->data;
         finish_pending(pc, h->nodeid, h->pid, m->tag, -ECONNRESET);
     } else if (type == PMSG_GRANT) {
@@ -1754,9 +1784,8 @@ static const struct cluster_events events = {
 /* ---- table change requests ---------------------------------------------- */
 
 static int request_change(struct policing *pc, enum pmsg_type type, const char *uuid,
-                          const char *name, uint64_t size, bool force, const char *owner,
-                          bool client, const uint32_t *placed, size_t nplaced,
-                          policing_done_fn done, void *arg)
+                          const char *name, uint64_t size, const char *owner, bool client,
+                          const uint32_t *placed, size_t nplaced, policing_done_fn done, void *arg)
 {
     if (nplaced > PMSG_REPLICAS_MAX)
         return -EINVAL;
@@ -1772,7 +1801,6 @@ static int request_change(struct policing *pc, enum pmsg_type type, const char *
         !pmsg_set_string(m.owner, sizeof m.owner, owner ? owner : ""))
         return -EINVAL;
     m.size = size;
-    m.force = force;
     m.client = client;
     m.nplaced = (uint32_t)nplaced;
     for (size_t i = 0; i < nplaced; i++)
@@ -1785,22 +1813,14 @@ int policing_volume_create(struct policing *pc, const char *uuid, const char *na
                            const char *owner, bool client, const uint32_t *placed, size_t nplaced,
                            policing_done_fn done, void *arg)
 {
-    return request_change(pc, PMSG_VOL_CREATE, uuid, name, size, false, owner, client, placed,
-                          nplaced, done, arg);
-}
-
-int policing_volume_resize(struct policing *pc, const char *uuid, const char *name, uint64_t size,
-                           bool force, bool client, policing_done_fn done, void *arg)
-{
-    return request_change(pc, PMSG_VOL_RESIZE, uuid, name, size, force, NULL, client, NULL, 0, done,
-                          arg);
+    return request_change(pc, PMSG_VOL_CREATE, uuid, name, size, owner, client, placed, nplaced,
+                          done, arg);
 }
 
 int policing_volume_delete(struct policing *pc, const char *uuid, const char *name,
                            policing_done_fn done, void *arg)
 {
-    return request_change(pc, PMSG_VOL_DELETE, uuid, name, 0, false, NULL, false, NULL, 0, done,
-                          arg);
+    return request_change(pc, PMSG_VOL_DELETE, uuid, name, 0, NULL, false, NULL, 0, done, arg);
 }
 
 int policing_access_change(struct policing *pc, const char *volume, const char *identity,

@@ -126,13 +126,9 @@ struct policing_table_ops {
      * full (nothing created). */
     int (*create)(void *ctx, const char *uuid, const char *name, uint64_t size, const char *owner,
                   bool client, const uint32_t *members, size_t nmembers, bool fixed);
-    /* Resize and remove act on volume name only if its uuid is uuid
-     * (else -ENOENT, nothing changed: the volume the requester checked
-     * is gone, whatever took its name since). */
-    /* -EDQUOT: growing an owned volume would take its owner past a
-     * quota; -ENODATA: a client grows it, and its owner has no quota. */
-    int (*resize)(void *ctx, const char *uuid, const char *name, uint64_t size, bool force,
-                  bool client);
+    /* Remove acts on volume name only if its uuid is uuid (else -ENOENT,
+     * nothing changed: the volume the requester checked is gone, whatever
+     * took its name since). A resize is a cut (cut_commit, kind CONFIG). */
     int (*remove)(void *ctx, const char *uuid, const char *name);
     /* The whole table, malloc'd; the caller frees it. */
     int (*list)(void *ctx, struct policing_volume **out, size_t *n);
@@ -169,8 +165,11 @@ struct policing_table_ops {
     int (*cut_drained)(void *ctx, const struct cut *c);
     /* Every member drained, none busy: the cut takes effect here (a
      * snapshot cut with id and c->time on this node's copy whatever its
-     * state, or deleted), then the hold ends. 0 or the first -errno
-     * (logged). */
+     * state, or deleted; a CONFIG cut's change applied, with the checks
+     * of its kind: for a resize the volume must still be c->config.uuid,
+     * else -ENOENT, and an owner's quota must take a grow, else -EDQUOT,
+     * or -ENODATA for a client whose owner has none), then the hold
+     * ends. 0 or the first -errno (logged). */
     int (*cut_commit)(void *ctx, const struct cut *c, uint64_t id);
     /* The cut ended without effect: the hold ends. */
     void (*cut_release)(void *ctx, const struct cut *c);
@@ -331,8 +330,6 @@ int policing_volume_create(struct policing *pc, const char *uuid, const char *na
                            policing_done_fn done, void *arg);
 /* uuid: the volume's the requester checked; name, if another volume has
  * taken it since, answers -ENOENT. */
-int policing_volume_resize(struct policing *pc, const char *uuid, const char *name, uint64_t size,
-                           bool force, bool client, policing_done_fn done, void *arg);
 int policing_volume_delete(struct policing *pc, const char *uuid, const char *name,
                            policing_done_fn done, void *arg);
 
@@ -356,6 +353,19 @@ int policing_snapshot_delete(struct policing *pc, const char *volume, const char
  * on it); without, the unfence. A fence whose node leaves the group ends. */
 int policing_rollback_fence(struct policing *pc, const char *volume, const char *snapshot,
                             bool fence, policing_done_fn done, void *arg);
+
+/* `vsan volume resize`: a cut of kind CONFIG (cut.h) that holds and drains
+ * the volume's writes on every node, applies the new size everywhere at
+ * its commit (the volume's generation bumped once) and lets the writes go.
+ * uuid: the volume's the requester checked (another volume that took the
+ * name since answers -ENOENT); force: a shrink is allowed; client: a
+ * client asks (its owner's quota applies). done gets 0 once committed
+ * here, the commit's checks' -errno, or, nothing changed, -EBUSY (the
+ * volume is in another cut), -ETIMEDOUT (a node did not drain in time),
+ * -ECONNRESET (the membership changed), -EAGAIN (regions turned lost).
+ * Returns -ENOLINK without quorum, -EINVAL for a bad name or uuid. */
+int policing_volume_resize(struct policing *pc, const char *uuid, const char *name, uint64_t size,
+                           bool force, bool client, policing_done_fn done, void *arg);
 
 /* `vsan access grant/revoke`: identity's grant on volume becomes mode
  * (enum pmsg_grant_mode) on every node; done gets the table op grant's

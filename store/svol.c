@@ -135,6 +135,18 @@ int svol_set_state(struct svol *sv, const struct store_replica *replicas, uint32
     return r;
 }
 
+int svol_bump_generation(struct svol *sv)
+{
+    pthread_mutex_lock(&sv->mu);
+    struct store_volume next = sv->rec;
+    next.generation++;
+    int r = store_update(sv->st, &next);
+    if (r == 0)
+        sv->rec = next;
+    pthread_mutex_unlock(&sv->mu);
+    return r;
+}
+
 int svol_resize(struct svol *sv, uint64_t size)
 {
     pthread_mutex_lock(&sv->mu);

@@ -64,6 +64,9 @@ void svol_record(struct svol *sv, struct store_volume *out);
 /* Commits the replica set and local state (the rest is unchanged). */
 int svol_set_state(struct svol *sv, const struct store_replica *replicas, uint32_t n,
                    uint8_t local);
+/* Bumps the generation alone: a change of the volume's configuration
+ * kept elsewhere (its grants) that a client re-reading the record sees. */
+int svol_bump_generation(struct svol *sv);
 /* Sets the size (see store_resize for the crash order); -EINVAL for a
  * size out of range, -ENOTEMPTY for a shrink while the volume has snapshots,
  * other -errno as store_resize. */

@@ -360,6 +360,10 @@ static int check_volume(const struct cut *c, struct volume *v)
                   missing_find(v, c->snapshot) >= 0;
     if (c->kind == PMSG_CUT_UNFENCE)
         return 0;
+    /* A configuration change is checked at its commit, where it applies:
+     * the volume may change meanwhile. */
+    if (c->kind == PMSG_CUT_CONFIG)
+        return 0;
     /* During a rollback (an agreed fence), its snapshot must stay and no
      * second one may start. */
     if (atomic_load(&v->fenced_by))
@@ -373,7 +377,7 @@ static int check_volume(const struct cut *c, struct volume *v)
 
 int volumes_cut_check(struct volumes *vols, struct cut *c, const char (*names)[PMSG_NAME_MAX + 1])
 {
-    if (!store_name_valid(c->snapshot))
+    if (c->kind != PMSG_CUT_CONFIG && !store_name_valid(c->snapshot))
         return -EINVAL;
     int r = 0;
     volumes_lock_shared(vols);
@@ -390,11 +394,12 @@ int volumes_cut_check(struct volumes *vols, struct cut *c, const char (*names)[P
     return r;
 }
 
-/* A cut or a rollback's fence holds the writes; a delete and an unfence
- * change no data. */
+/* A cut, a rollback's fence and a configuration change hold the writes;
+ * a delete and an unfence change no data. */
 static bool holds(const struct cut *c)
 {
-    return c->kind == PMSG_CUT_SNAPSHOT || c->kind == PMSG_CUT_ROLLBACK;
+    return c->kind == PMSG_CUT_SNAPSHOT || c->kind == PMSG_CUT_ROLLBACK ||
+           c->kind == PMSG_CUT_CONFIG;
 }
 
 /* A delete or a rollback closes what it changes to new clients from its
@@ -512,6 +517,8 @@ static int commit_volume(struct volume *v, struct store *st, const struct cut *c
                              * the node rolling it back leaves (volumes_node_left) */
         atomic_store(&v->fenced_by, c->from);
         return 0;
+    case PMSG_CUT_CONFIG: /* applied by the table (voltable.c) before this */
+        return 0;
     default:
         atomic_compare_exchange_strong(&v->fenced_by, &(unsigned){c->from}, 0);
         return 0;
@@ -542,11 +549,22 @@ int volumes_cut_commit(struct volumes *vols, const struct cut *c, uint64_t id)
     }
     /* Before any write goes: peers' writes stamped with this cut wait
      * for it here (mirror/cut.c). */
-    if (vols->mirror && c->kind == PMSG_CUT_SNAPSHOT)
+    if (vols->mirror && (c->kind == PMSG_CUT_SNAPSHOT || c->kind == PMSG_CUT_CONFIG))
         mirror_cut_applied(vols->mirror, id);
     release_locked(vols, c);
     volumes_unlock(vols);
     return first;
+}
+
+void volumes_cut_settle(struct volumes *vols, const struct cut *c)
+{
+    volumes_lock_shared(vols);
+    for (size_t i = 0; i < c->nvols; i++) {
+        struct volume *v = volumes_find_vid(vols, c->vids[i]);
+        if (v && v->mv)
+            mirror_cut_settle(v->mv);
+    }
+    volumes_unlock(vols);
 }
 
 void volumes_cut_release(struct volumes *vols, const struct cut *c)

@@ -121,10 +121,10 @@ static int same_volume(struct voltable *t, const char *uuid, const char *name,
     return r;
 }
 
-static int vt_resize(void *ctx, const char *uuid, const char *name, uint64_t size, bool force,
-                     bool client)
+/* A CONFIG cut's resize (vt_cut_commit). */
+static int vt_resize(struct voltable *t, const char *uuid, const char *name, uint64_t size,
+                     bool force, bool client)
 {
-    struct voltable *t = ctx;
     struct volume_info info;
     int r = same_volume(t, uuid, name, &info);
     const char *owner = r == 0 ? owners_of(volumes_owners(t->vols), info.uuid) : "";
@@ -310,10 +310,19 @@ static int vt_cut_drained(void *ctx, const struct cut *c)
     return volumes_cut_drained(t->vols, c);
 }
 
+/* A configuration change applies between the drain and the release: no
+ * write of the old configuration is in flight anywhere, none of the new
+ * one has started. Its checks are the ones a resize always had here. */
 static int vt_cut_commit(void *ctx, const struct cut *c, uint64_t id)
 {
     struct voltable *t = ctx;
-    return volumes_cut_commit(t->vols, c, id);
+    if (c->kind != PMSG_CUT_CONFIG)
+        return volumes_cut_commit(t->vols, c, id);
+    volumes_cut_settle(t->vols, c);
+    int r = vt_resize(t, c->config.uuid, c->volume, c->config.size, c->config.force,
+                      c->config.client != 0);
+    int e = volumes_cut_commit(t->vols, c, id);
+    return r < 0 ? r : e;
 }
 
 static void vt_cut_release(void *ctx, const struct cut *c)
@@ -366,6 +375,13 @@ static int vt_grant(void *ctx, const char *name, const char *identity, uint8_t m
         r = access_set(volumes_access(t->vols), info.uuid, identity, mode, &ended);
     if (ended)
         grant_ended(t, name, identity);
+    /* A grant is part of the volume's configuration: its generation moves
+     * (on every node, in agreed order) without holding its I/O, which the
+     * grant does not change for anyone it still lets in. */
+    int g = r == 0 ? volumes_bump_generation(t->vols, name) : 0;
+    if (g < 0)
+        qb_log(LOG_ERR, "volume \"%s\": generation not bumped for a grant change: %s", name,
+               strerror(-g));
     return r;
 }
 
@@ -456,7 +472,6 @@ const struct policing_table_ops voltable_ops = {
     .regions_lost = vt_regions_lost,
     .changed = vt_changed,
     .create = vt_create,
-    .resize = vt_resize,
     .remove = vt_remove,
     .list = vt_list,
     .load = vt_load,

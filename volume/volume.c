@@ -895,6 +895,15 @@ int volumes_info(struct volumes *vols, const char *name, struct volume_info *out
     return r;
 }
 
+int volumes_bump_generation(struct volumes *vols, const char *name)
+{
+    volumes_lock_shared(vols);
+    size_t idx;
+    int r = find(vols, name, &idx) ? svol_bump_generation(vols->v[idx]->sv) : -ENOENT;
+    volumes_unlock(vols);
+    return r;
+}
+
 size_t volumes_count(struct volumes *vols)
 {
     volumes_lock_shared(vols);

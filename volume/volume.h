@@ -70,6 +70,9 @@ int volumes_delete(struct volumes *vols, const char *name, bool even_if_busy);
  * -ENOTEMPTY (shrink while the volume has snapshots). */
 int volumes_resize(struct volumes *vols, const char *name, uint64_t size, bool force,
                    bool even_if_busy, struct volume_info *out);
+/* The named volume's generation bumped (svol_bump_generation), its I/O
+ * not held: -ENOENT, or the store's -errno. */
+int volumes_bump_generation(struct volumes *vols, const char *name);
 /* -ENOENT. */
 int volumes_info(struct volumes *vols, const char *name, struct volume_info *out);
 size_t volumes_count(struct volumes *vols);
@@ -128,6 +131,11 @@ int volumes_cut_check(struct volumes *vols, struct cut *c, const char (*names)[P
 void volumes_cut_hold(struct volumes *vols, const struct cut *c);
 int volumes_cut_drained(struct volumes *vols, const struct cut *c);
 int volumes_cut_commit(struct volumes *vols, const struct cut *c, uint64_t id);
+/* A CONFIG cut, drained everywhere: waits until the writes peers had
+ * acknowledged are applied here (mirror_cut_settle), so its change, made
+ * next, comes after every write before the cut; volumes_cut_commit then
+ * lets the writes go. */
+void volumes_cut_settle(struct volumes *vols, const struct cut *c);
 void volumes_cut_release(struct volumes *vols, const struct cut *c);
 /* A volume's snapshots, oldest first, malloc'd: -ENOENT, -ENOMEM. */
 int volumes_snapshots(struct volumes *vols, const char *name, struct snap_info **out, size_t *n);

@@ -624,6 +624,34 @@ struct change {
     char by[PMSG_IDENTITY_MAX + 1]; /* who asked, for the log */
 };
 
+/* A resize is a cut (policing_volume_resize): one that did not commit
+ * changed nothing, and says why as an aborted snapshot does. */
+static struct json_object *change_failure(const struct change *ch, int r)
+{
+    if (strcmp(ch->op, "resize") != 0)
+        return admin_volume_failure(ch->name, ch->op, r);
+    switch (r) {
+    case -EBUSY:
+        return admin_reply_error(ADMIN_E_BUSY,
+                                 "volume \"%s\": resize: the volume is in another cut (a "
+                                 "snapshot, a rollback or a resize) now; try again",
+                                 ch->name);
+    case -ETIMEDOUT:
+        return admin_reply_error(ADMIN_E_ABORTED,
+                                 "volume \"%s\": resize aborted: a node did not drain its writes "
+                                 "in time (the size is unchanged; try again)",
+                                 ch->name);
+    case -ECONNRESET:
+    case -EAGAIN:
+        return admin_reply_error(ADMIN_E_ABORTED,
+                                 "volume \"%s\": resize aborted: the cluster changed during it "
+                                 "(the size is unchanged; try again)",
+                                 ch->name);
+    default:
+        return admin_volume_failure(ch->name, ch->op, r);
+    }
+}
+
 /* The cluster applied the change here: answer the client. */
 static void change_done(void *arg, int r)
 {
@@ -647,7 +675,7 @@ static void change_done(void *arg, int r)
                owner[0] ? ", owner " : "", owner);
         reply = admin_reply_ok(volume_object(&info, owner));
     } else {
-        reply = admin_volume_failure(ch->name, ch->op, r);
+        reply = change_failure(ch, r);
     }
     admin_call_reply(ch->call, reply);
     free(ch);
@@ -669,7 +697,7 @@ static struct change *change_new(const struct context *ctx, const char *op, cons
 static struct json_object *submitted(const struct context *ctx, struct change *ch, int r)
 {
     if (r < 0) {
-        struct json_object *err = admin_volume_failure(ch->name, ch->op, r);
+        struct json_object *err = change_failure(ch, r);
         free(ch);
         return err;
     }

@@ -3,6 +3,8 @@
 # files (size right, a dd/cmp round trip), then a loop device, mkfs.ext4,
 # files copied in, fsck clean; the serving node in the xattr and in
 # `vsan-fuse --status`; the export description it reads names the node;
+# a resize reaches the mount without a remount (a write past the old end,
+# the new size in stat);
 # a bad --nodes entry or an unknown volume is refused before mounting, with
 # a message naming it; a vsand restarted under a writer costs the writer no
 # error (the request waits and goes again); unmounting ends the process.
@@ -126,13 +128,32 @@ cmp -n $((64 * 1024)) "$T/blk" <(nbdcopy "$URI/b" - | tail -c +$((last * 65536 +
 grep -q "volume \"b\": node 1 (127.0.0.1:$PORT)" "$T/vsan-fuse.out" ||
     die "vsan-fuse logged nothing about the restart: $(cat "$T/vsan-fuse.out")"
 
+log "a resize reaches the mount without a remount"
+# b grows; a write past its old end succeeds at once (vsan-fuse re-reads
+# the size of a request past the end it knows); a grows, and stat shows it
+# within the watcher's period (5 s), the kernel's cached attributes
+# invalidated.
+expect_exit 0 vsan volume resize b 32M
+random_file "$T/past" $MiB
+dd if="$T/past" of="$T/fuse/b" bs=64k seek=$((20 * MiB)) oflag=seek_bytes conv=notrunc,fsync \
+    status=none || die "a write past b's old end failed: $(cat "$T/vsan-fuse.out")"
+cmp "$T/past" <(nbdcopy "$URI/b" - | tail -c +$((20 * MiB + 1)) | head -c $MiB) ||
+    die "what was written past b's old end is not in vsand"
+size_is() { [ "$(stat -c %s "$1")" -eq "$2" ]; }
+size_is "$T/fuse/b" $((32 * MiB)) || die "b's size in the mount: $(stat -c %s "$T/fuse/b")"
+expect_exit 0 vsan volume resize a 192M
+wait_until 12 size_is "$T/fuse/a" $((192 * MiB)) ||
+    die "a's size in the mount is still $(stat -c %s "$T/fuse/a") after its resize to 192 MiB"
+grep -q 'volume "a": its size is 201326592 bytes now' "$T/vsan-fuse.out" ||
+    die "vsan-fuse logged nothing about a's new size"
+
 log "unmount ends vsan-fuse"
 unmount_fuse
 
 log "daemonized: returns once mounted, files there at once"
 "$FUSE" "$T/fuse" --nodes "127.0.0.1:$PORT" --volume b || die "vsan-fuse (daemon) failed"
 [ "$(ls "$T/fuse")" = "b" ] || die "with --volume b: $(ls "$T/fuse")"
-[ "$(stat -c %s "$T/fuse/b")" -eq $((16 * MiB)) ] || die "b has the wrong size (daemon)"
+[ "$(stat -c %s "$T/fuse/b")" -eq $((32 * MiB)) ] || die "b has the wrong size (daemon)"
 wait_until 10 fuse_unmount "$T/fuse" || die "unmount of the daemon's mount failed"
 
 vsand_stop TERM

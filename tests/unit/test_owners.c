@@ -1,14 +1,16 @@
 /* test_owners.c - owners, quotas (volume/owners.h) and tokens
  * (volume/tokens.h): the quota arithmetic (each volume once, a bare NAME
  * counting certificate owners by CN, a resize counted at its new size),
- * the refusals where the cluster applies a CREATE or a RESIZE
+ * the refusals where the cluster applies a CREATE or a resize's cut
  * (voltable.c), the files across a restart and malformed ones, and
  * tokens: made, looked up by hash, revoked, loaded. */
+#include "policing/cut.h"
 #include "store/store.h"
 #include "volume/access.h"
 #include "volume/owners.h"
 #include "volume/tokens.h"
 #include "volume/volume.h"
+#include "volume/volume_int.h"
 #include "volume/voltable.h"
 
 #include <criterion/criterion.h>
@@ -50,6 +52,25 @@ static void teardown(void)
 }
 
 TestSuite(owners, .init = setup, .fini = teardown);
+
+/* A resize as every node applies it: a CONFIG cut (policing/cut.h) that
+ * begins, holds, drains and commits here (the table's ops, in the order
+ * policing/protocol.c calls them). */
+static int resize(const char *uuid, const char *name, uint64_t size, bool force, bool client)
+{
+    struct cut c = {.id = 1, .kind = PMSG_CUT_CONFIG, .nvols = 1};
+    c.config = (struct pmsg_cut_config){.size = size, .force = force, .client = client};
+    snprintf(c.config.uuid, sizeof c.config.uuid, "%s", uuid);
+    snprintf(c.volume, sizeof c.volume, "%s", name);
+    char names[1][PMSG_NAME_MAX + 1];
+    snprintf(names[0], sizeof names[0], "%s", name);
+    int r = voltable_ops.cut_check(&table, &c, names);
+    if (r < 0)
+        return r;
+    voltable_ops.cut_hold(&table, &c);
+    cr_assert(eq(int, voltable_ops.cut_drained(&table, &c), 0), "an idle volume did not drain");
+    return voltable_ops.cut_commit(&table, &c, 7);
+}
 
 static struct volume_info vol(const char *uuid, uint64_t size)
 {
@@ -145,13 +166,12 @@ Test(owners, an_owned_create_or_resize_past_the_quota_is_refused_where_it_is_app
     cr_expect(eq(int,
                  voltable_ops.create(&table, U2, "a1", 8 << 20, "alice", false, &self, 1, false),
                  -EEXIST));
-    cr_expect(
-        eq(int, voltable_ops.resize(&table, U1, "a1", (2 << 20) + 512, false, false), -EDQUOT));
-    cr_expect(eq(int, voltable_ops.resize(&table, U1, "a1", 2 << 20, false, false), 0));
+    cr_expect(eq(int, resize(U1, "a1", (2 << 20) + 512, false, false), -EDQUOT));
+    cr_expect(eq(int, resize(U1, "a1", 2 << 20, false, false), 0));
     /* Without an owner nothing counts. */
     cr_expect(
         eq(int, voltable_ops.create(&table, U3, "free", 8 << 20, "", false, &self, 1, false), 0));
-    cr_expect(eq(int, voltable_ops.resize(&table, U3, "free", 16 << 20, false, false), 0));
+    cr_expect(eq(int, resize(U3, "free", 16 << 20, false, false), 0));
     /* A deleted volume's owner goes: its space is free again. */
     cr_assert(eq(int, voltable_ops.remove(&table, U1, "a1"), 0));
     cr_expect(eq(str, (char *)owners_of(o, U1), ""));
@@ -360,8 +380,7 @@ Test(owners, a_client_creates_only_within_a_quota_of_bytes_and_volumes)
                  voltable_ops.create(&table, U3, "a3", 1 << 20, "alice", true, &self, 1, false),
                  -EDQUOT),
               "a third volume passes a quota of two");
-    cr_expect(eq(int, voltable_ops.resize(&table, U2, "a2", 2 << 20, false, true), 0),
-              "a resize adds no volume");
+    cr_expect(eq(int, resize(U2, "a2", 2 << 20, false, true), 0), "a resize adds no volume");
     cr_expect(
         eq(int, voltable_ops.create(&table, U3, "a3", 1 << 20, "", true, &self, 1, false), -EINVAL),
         "a client's volume has its owner");
@@ -471,7 +490,7 @@ Test(owners, a_delete_or_resize_sent_twice_never_reaches_a_volume_made_since_und
     cr_assert(
         eq(int, voltable_ops.create(&table, U2, "db", 1 << 20, "bob", true, &self, 1, false), 0));
     cr_expect(eq(int, voltable_ops.remove(&table, U1, "db"), -ENOENT));
-    cr_expect(eq(int, voltable_ops.resize(&table, U1, "db", 4 << 20, false, true), -ENOENT));
+    cr_expect(eq(int, resize(U1, "db", 4 << 20, false, true), -ENOENT));
     struct volume_info info;
     cr_assert(eq(int, volumes_info(vols, "db", &info), 0), "bob's volume was deleted");
     cr_expect(eq(str, info.uuid, U2));
@@ -542,4 +561,48 @@ Test(owners, a_sync_round_drops_owners_quotas_and_tokens_this_node_would_refuse)
     cr_assert(eq(sz, n, 1));
     cr_expect(eq(str, t[0].id, tok[2].id));
     free(t);
+}
+
+/* A resize is a configuration epoch: its cut holds the volume's writes
+ * from BEGIN; an abort leaves size and generation as they were and lets
+ * the writes go; a commit applies the size with the generation bumped
+ * once, then lets them go. */
+Test(owners, a_resize_holds_writes_and_applies_only_at_its_commit)
+{
+    const uint32_t self = 1;
+    cr_assert(
+        eq(int, voltable_ops.create(&table, U1, "db", 1 << 20, "", false, &self, 1, false), 0));
+    struct volume_info before, after;
+    cr_assert(eq(int, volumes_info(vols, "db", &before), 0));
+    struct volume *v = volumes_get(vols, "db");
+    cr_assert(v != NULL);
+
+    struct cut c = {.id = 1, .kind = PMSG_CUT_CONFIG, .nvols = 1};
+    c.config = (struct pmsg_cut_config){.size = 4 << 20};
+    snprintf(c.config.uuid, sizeof c.config.uuid, "%s", U1);
+    snprintf(c.volume, sizeof c.volume, "db");
+    char names[1][PMSG_NAME_MAX + 1] = {"db"};
+    cr_assert(eq(int, voltable_ops.cut_check(&table, &c, names), 0));
+    voltable_ops.cut_hold(&table, &c);
+    cr_expect(eq(int, cut_gate_enter(v, true), -EAGAIN), "a write passed a resize's hold");
+    voltable_ops.cut_release(&table, &c); /* aborted: a timeout, a membership change */
+    cr_assert(eq(int, volumes_info(vols, "db", &after), 0));
+    cr_expect(eq(u64, after.size, before.size), "an aborted resize changed the size");
+    cr_expect(eq(u64, after.generation, before.generation));
+    cr_expect(eq(int, cut_gate_enter(v, true), 0), "the writes were not let go after an abort");
+    cut_gate_leave(v);
+
+    voltable_ops.cut_hold(&table, &c);
+    cr_expect(eq(int, cut_gate_enter(v, true), -EAGAIN));
+    cr_expect(eq(int, volumes_info(vols, "db", &after), 0));
+    cr_expect(eq(u64, after.size, before.size), "the size changed before the commit");
+    cr_assert(eq(int, voltable_ops.cut_drained(&table, &c), 0));
+    cr_expect(eq(int, voltable_ops.cut_commit(&table, &c, 9), 0));
+    cr_assert(eq(int, volumes_info(vols, "db", &after), 0));
+    cr_expect(eq(u64, after.size, 4 << 20));
+    cr_expect(eq(u64, after.generation, before.generation + 1), "the generation moved by %llu",
+              (unsigned long long)(after.generation - before.generation));
+    cr_expect(eq(int, cut_gate_enter(v, true), 0), "the writes were not let go after the commit");
+    cut_gate_leave(v);
+    volume_unref(v);
 }

@@ -187,13 +187,6 @@ static int t_create(void *ctx, const char *uuid, const char *name, uint64_t size
     return -ENOTSUP;
 }
 
-static int t_resize(void *ctx, const char *uuid, const char *name, uint64_t size, bool force,
-                    bool client)
-{
-    (void)ctx, (void)uuid, (void)name, (void)size, (void)force, (void)client;
-    return -ENOTSUP;
-}
-
 static int t_remove(void *ctx, const char *uuid, const char *name)
 {
     (void)ctx, (void)uuid, (void)name;
@@ -436,7 +429,6 @@ static const struct policing_table_ops table_ops = {
     .cut_commit = t_cut_commit,
     .cut_release = t_cut_release,
     .create = t_create,
-    .resize = t_resize,
     .remove = t_remove,
     .list = t_list,
     .load = t_load,
