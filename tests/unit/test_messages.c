@@ -120,6 +120,23 @@ Test(messages, quota_and_token_are_fixed_length)
     cr_expect(eq(sz, sizeof o, sizeof(struct pmsg_header) + 8 + 3 * 4 + 2 * 8));
 }
 
+/* A resize is a cut that carries its change (version 11): CUT_BEGIN ends
+ * with the configuration; RESIZE is no message any more. */
+Test(messages, a_cut_begin_carries_a_configuration_change)
+{
+    const char *why;
+    struct pmsg_cut_begin m;
+    pmsg_init(&m.h, PMSG_CUT_BEGIN, sizeof m);
+    cr_assert(eq(int, pmsg_check(&m, sizeof m, &why), PMSG_CUT_BEGIN));
+    cr_expect(eq(sz, sizeof(struct pmsg_cut_config), PMSG_UUID_LEN + 1 + 8 + 1 + 1));
+    cr_expect(eq(sz, sizeof m,
+                 sizeof(struct pmsg_header) + 8 + 8 + 8 + 1 + PMSG_NAME_MAX + 1 + 4 +
+                     PMSG_CUT_VOLUMES * (PMSG_NAME_MAX + 1) + sizeof(struct pmsg_cut_config)));
+    struct pmsg_header h;
+    pmsg_init(&h, 5, sizeof h);
+    cr_expect(eq(int, pmsg_check(&h, sizeof h, &why), -1), "type 5 (RESIZE until version 11)");
+}
+
 Test(messages, heartbeat_is_fixed_length)
 {
     struct pmsg_heartbeat m;
