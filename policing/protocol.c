@@ -963,10 +963,17 @@ static void apply_cut_drained(struct policing *pc, uint32_t nodeid, const struct
      * copy that has not grown yet. */
     if (c->kind == PMSG_CUT_SNAPSHOT || c->kind == PMSG_CUT_CONFIG)
         pc->last_cut = id;
+    uint64_t drained_ms = clock_now_ms();
     int r = pc->p.table->cut_commit(pc->p.table_ctx, c, id);
-    qb_log(LOG_INFO, "policing: cut %llx committed: %s %s (table version %llu) of %zu volume(s)%s",
+    /* How long the writes were held here: the drain and agreed round, then
+     * the commit's own work (a resize's store and bitmaps). */
+    uint64_t begun_ms = c->deadline_ms - CUT_TIMEOUT_MS, now = clock_now_ms();
+    qb_log(LOG_INFO,
+           "policing: cut %llx committed: %s %s (table version %llu) of %zu volume(s)%s; "
+           "%llu ms after its BEGIN here, %llu ms of it the commit",
            (unsigned long long)c->id, cut_label(c).s, cut_what[c->kind], (unsigned long long)id,
-           c->nvols, r < 0 ? "; not all here" : "");
+           c->nvols, r < 0 ? "; not all here" : "", (unsigned long long)(now - begun_ms),
+           (unsigned long long)(now - drained_ms));
     /* The hold ends in cut_commit, whatever its result. */
     uint64_t tag = c->tag;
     uint32_t from = c->from;

@@ -61,7 +61,7 @@ qd1_stop() {
 }
 
 # qd1_writes NAME: how many writes it has done.
-qd1_writes() { wc -l <"$T/$1.lat" 2>/dev/null || echo 0; }
+qd1_writes() { wc -l 2>/dev/null <"$T/$1.lat" || echo 0; }
 qd1_past() { [ "$(qd1_writes "$1")" -gt "$2" ]; }
 
 # latency NAME FROM TO: "p99 max count" (µs) of the writes started in
@@ -113,6 +113,10 @@ read -r wp99 wmax wn < <(latency qd1 "$t0" "$t1")
 log "1. QD1 4 KiB writes through n3: p99 ${p99} us, max ${max} us over $n writes;" \
     "during the resize command ($(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }') ms):" \
     "p99 ${wp99} us, max ${wmax} us over $wn writes"
+for i in 1 2 3; do
+    log "1. n$i: $(grep -o '[0-9]* ms after its BEGIN here.*' "$VSAN_LAB_DIR/n$i/vsand.log" | tail -n 1 |
+        sed 's/ms after its BEGIN here,/ms held,/')"
+done
 lab_nbdpy 3 "$(addr 3)/m" <<'EOF' || lab_fail "a write past the old end through n3 failed"
 import sys
 from nbdtest import *
