@@ -606,3 +606,31 @@ Test(owners, a_resize_holds_writes_and_applies_only_at_its_commit)
     cut_gate_leave(v);
     volume_unref(v);
 }
+
+/* The commit checks what the asking node checked before: a shrink of a
+ * volume that got a snapshot meanwhile is refused there, on every node
+ * alike, nothing changed. */
+Test(owners, a_shrink_is_refused_at_its_commit_once_the_volume_has_a_snapshot)
+{
+    const uint32_t self = 1;
+    cr_assert(
+        eq(int, voltable_ops.create(&table, U1, "db", 4 << 20, "", false, &self, 1, false), 0));
+    struct cut snap = {.id = 2, .kind = PMSG_CUT_SNAPSHOT, .nvols = 1, .time = 1700000000};
+    snprintf(snap.snapshot, sizeof snap.snapshot, "s1");
+    char names[1][PMSG_NAME_MAX + 1] = {"db"};
+    cr_assert(eq(int, voltable_ops.cut_check(&table, &snap, names), 0));
+    voltable_ops.cut_hold(&table, &snap);
+    cr_assert(eq(int, voltable_ops.cut_commit(&table, &snap, 5), 0));
+    struct volume_info before, after;
+    cr_assert(eq(int, volumes_info(vols, "db", &before), 0));
+    cr_expect(eq(int, resize(U1, "db", 1 << 20, true, false), -ENOTEMPTY));
+    cr_assert(eq(int, volumes_info(vols, "db", &after), 0));
+    cr_expect(eq(u64, after.size, 4 << 20));
+    cr_expect(eq(u64, after.generation, before.generation));
+    struct volume *v = volumes_get(vols, "db");
+    cr_assert(v != NULL);
+    cr_expect(eq(int, cut_gate_enter(v, true), 0), "a refused resize kept the writes held");
+    cut_gate_leave(v);
+    volume_unref(v);
+    cr_expect(eq(int, resize(U1, "db", 8 << 20, false, false), 0), "a grow is still allowed");
+}
