@@ -542,7 +542,8 @@ static int meta_write(struct store *st, const struct store_volume *v)
 
 /* ---- data files ------------------------------------------------------ */
 
-static int data_set_size(struct store *st, const struct store_volume *v, uint64_t size)
+/* Sets v's data file to size bytes; durable: and fsyncs it. */
+static int data_resize(struct store *st, const struct store_volume *v, uint64_t size, bool durable)
 {
     char name[FILE_NAME_MAX];
     file_name(name, v->uuid, DATA_SUFFIX);
@@ -555,11 +556,28 @@ static int data_set_size(struct store *st, const struct store_volume *v, uint64_
     if (ftruncate(fd, (off_t)size) < 0)
         r = sys_fail(errno, "volume \"%s\": set \"%s/%s\" to %s: ftruncate", v->name, st->vol_path,
                      name, human);
-    else if (fsync(fd) < 0)
+    else if (durable && fsync(fd) < 0)
         r = sys_fail(errno, "volume \"%s\": fsync \"%s/%s\"", v->name, st->vol_path, name);
     if (close(fd) < 0 && r == 0)
         r = sys_fail(errno, "volume \"%s\": close \"%s/%s\"", v->name, st->vol_path, name);
     return r;
+}
+
+static int data_set_size(struct store *st, const struct store_volume *v, uint64_t size)
+{
+    return data_resize(st, v, size, true);
+}
+
+/* The length of v's data file. */
+static int data_length(struct store *st, const struct store_volume *v, uint64_t *out)
+{
+    char name[FILE_NAME_MAX];
+    file_name(name, v->uuid, DATA_SUFFIX);
+    struct stat sb;
+    if (fstatat(st->vol_fd, name, &sb, 0) < 0)
+        return sys_fail(errno, "volume \"%s\": stat \"%s/%s\"", v->name, st->vol_path, name);
+    *out = (uint64_t)sb.st_size;
+    return 0;
 }
 
 static void remove_file(struct store *st, const struct store_volume *v, const char *suffix)
@@ -983,15 +1001,23 @@ int store_open_data(struct store *st, const struct store_volume *vol, int *fd)
 
 /* Grow: data first, then the meta; until the meta commits, the new bytes
  * are past the volume's end, unread (I/O is bounded by the committed size),
- * and recovery cuts them off, so a failure needs no undo. The data file is
- * first cut to the old size: a failed grow, or a shrink whose truncation
- * failed after its commit, may have left bytes there, and a grown volume
- * must read zeroes. */
+ * and recovery cuts them off, so a failure needs no undo. A data file
+ * longer than the old size (a failed grow, or a shrink whose truncation
+ * failed after its commit, left bytes there) is first cut to it, durably:
+ * a grown volume must read zeroes. The extension itself need not be
+ * durable before the meta: recovery sets the file to the meta's size
+ * (fix_data_size), and a write past the old end makes the length it needs
+ * durable with its data (fdatasync, RWF_DSYNC). An fsync here would flush
+ * every write not flushed yet, while a resize holds the volume's writes
+ * (a configuration epoch): measured, 160 ms of a 170 ms hold under fio. */
 static int grow(struct store *st, struct store_volume *next, uint64_t old_size)
 {
-    int r = data_set_size(st, next, old_size);
+    uint64_t length = 0;
+    int r = data_length(st, next, &length);
+    if (r == 0 && length != old_size)
+        r = data_set_size(st, next, old_size);
     if (r == 0)
-        r = data_set_size(st, next, next->size);
+        r = data_resize(st, next, next->size, false);
     if (r == 0)
         r = meta_write(st, next);
     return r;
