@@ -4,8 +4,12 @@
 #
 # The lab lives in the test's temp dir, uses the binaries under test and
 # is taken down by the EXIT trap, also when the test fails. Its namespaces
-# and bridge are global to the machine, so a test refuses to start while
-# another lab is up rather than tear that one down at exit.
+# and bridge are global to the machine, so lab tests take turns: a test
+# waits on a machine-wide lock (a `make check` started next to a running
+# `make soak` waits for it instead of failing). Holding the lock, a test
+# takes down the remains of a lab no process runs in (what a killed run or
+# a reboot of the session leaves) and refuses to start next to a live lab
+# it did not start (somebody's `deploy/lab up`) rather than tear it down.
 #
 # Nodes are queried only through `deploy/lab vsan I --json status` and
 # volume list, as an admin would. A query takes tens of milliseconds, so
@@ -30,9 +34,47 @@ lab_fail() {
     die "$@"
 }
 
+# The lock run-all.sh takes too, before its first lab test.
+LABTEST_LOCK=/run/lock/vsan-labtest.lock
+# How long a test run alone (make soak, a test by hand) waits for its turn.
+LABTEST_WAIT=300
+
+# Waits for this test's turn at the lab; the lock is held until the test
+# exits. Under run-all.sh the turn is the run's, passed in VSAN_LABTEST_FD
+# (flock on the same open file succeeds at once). The lab's daemons inherit
+# the descriptor, so a turn ends only once every process of its lab is gone.
+lab_turn() {
+    if [ -n "${VSAN_LABTEST_FD:-}" ] && flock -n "$VSAN_LABTEST_FD" 2>/dev/null; then
+        return 0
+    fi
+    exec {LABTEST_FD}>>"$LABTEST_LOCK" || die "cannot open $LABTEST_LOCK"
+    flock -n "$LABTEST_FD" && return 0
+    log "another lab test runs on this machine; waiting up to $LABTEST_WAIT s for it"
+    flock -w "$LABTEST_WAIT" "$LABTEST_FD" && return 0
+    die "another lab test held $LABTEST_LOCK for $LABTEST_WAIT s: $(lslocks -o PID,COMMAND,PATH 2>/dev/null | grep vsan-labtest)"
+}
+
+lab_something_up() {
+    ip link show vsanlab0 >/dev/null 2>&1 || ip netns list | grep -q '^vsan-lab-'
+}
+
+# True if no process runs in any lab namespace: every lab process (corosync,
+# vsand, the clients the tests start in a node) runs in one.
+lab_is_remains() {
+    local ns
+    for ns in $(ip netns list | awk '/^vsan-lab-/ {print $1}'); do
+        [ -z "$(ip netns pids "$ns" 2>/dev/null)" ] || return 1
+    done
+}
+
 lab_up() {
-    if ip link show vsanlab0 >/dev/null 2>&1 || ip netns list | grep -q '^vsan-lab-'; then
-        die "a deploy/lab lab is up on this machine; the lab tests need it: deploy/lab down"
+    lab_turn
+    if lab_something_up; then
+        lab_is_remains || die "a deploy/lab lab runs on this machine, not started by a test; the lab tests need it: deploy/lab down"
+        local owner
+        owner=$(cat /run/vsan-lab.owner 2>/dev/null) || owner=$T/remains
+        log "taking down the remains of a lab nothing runs in (VSAN_LAB_DIR=$owner)"
+        VSAN_LAB_DIR=$owner "$LAB" down >>"$T/lab.out" 2>&1 || die "deploy/lab down of the remains failed: $(tail -n 20 "$T/lab.out")"
     fi
     on_exit "'$LAB' down"
     local start=$SECONDS

@@ -48,6 +48,23 @@ else
     done
 fi
 
+# Lab tests take turns on a machine (labtest.sh says why). A run waits for
+# its turn before its first test, outside every test's timeout (a make check
+# started while a make soak runs waits for it), and its tests share the turn.
+LABTEST_LOCK=/run/lock/vsan-labtest.lock
+LABTEST_WAIT=1800
+if printf '%s\n' "${tests[@]}" | grep -q '/t-lab-[^/]*$'; then
+    exec {VSAN_LABTEST_FD}>>"$LABTEST_LOCK" || exit 1
+    if ! flock -n "$VSAN_LABTEST_FD"; then
+        echo "another lab test runs on this machine; waiting up to $LABTEST_WAIT s for it"
+        if ! flock -w "$LABTEST_WAIT" "$VSAN_LABTEST_FD"; then
+            echo "another lab test held $LABTEST_LOCK for $LABTEST_WAIT s: $(lslocks -o PID,COMMAND,PATH 2>/dev/null | grep vsan-labtest)"
+            exit 1
+        fi
+    fi
+    export VSAN_LABTEST_FD
+fi
+
 passed=0
 failed=0
 failed_names=()
