@@ -152,7 +152,8 @@ int cli_error_exit_code(const char *code)
                {ADMIN_E_LIMIT, EXIT_TABLE_FULL},
                {ADMIN_E_BAD_REPLICAS, EXIT_BAD_REPLICAS},
                {ADMIN_E_NO_SUCH_NODE, EXIT_NO_NODE},
-               {ADMIN_E_NO_SPACE, EXIT_NO_SPACE}};
+               {ADMIN_E_NO_SPACE, EXIT_NO_SPACE},
+               {ADMIN_E_REPLICA_REFUSED, EXIT_REPLICA_REFUSED}};
 
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
         if (strcmp(map[i].code, code) == 0)

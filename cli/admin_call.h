@@ -33,6 +33,7 @@ enum exit_code {
     EXIT_BAD_REPLICAS = 21, /* a replica count or node list not allowed */
     EXIT_NO_NODE = 22,      /* a node named is not a member */
     EXIT_NO_SPACE = 23,     /* placement: too few nodes have room */
+    EXIT_REPLICA_REFUSED = 24, /* replica add/remove against the set's rules */
 };
 
 /* "vsan: MESSAGE\n(see vsan help)" on stderr; returns EXIT_USAGE. */

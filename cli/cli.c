@@ -13,6 +13,7 @@
 #include "cli/admin_call.h"
 #include "cli/backup.h"
 #include "cli/ident.h"
+#include "cli/replica.h"
 #include "cli/rollback.h"
 #include "cli/cli_format.h"
 #include "common/size.h"
@@ -75,6 +76,15 @@ static const char help_text[] =
     "                                      outdated, I/O goes on at the others\n"
     "  vsan replica replace NAME           this node's copy is on a new, empty disk:\n"
     "                                      rebuild it from the current replicas\n"
+    "  vsan replica add VOL [NODE]         a new copy on NODE (default: the node with\n"
+    "                                      most room), filled from a current copy\n"
+    "  vsan replica remove VOL NODE        drop NODE's copy (it stays a diskless\n"
+    "                                      access point); [cluster] min_current\n"
+    "                                      current copies must remain\n"
+    "  vsan replica move VOL FROM TO       add TO, wait until it is current, remove\n"
+    "                                      FROM (stopped midway: one copy more)\n"
+    "  vsan node drain NODE                move every copy NODE holds to other nodes\n"
+    "                                      (then deploy/remove-node takes it out)\n"
     "  vsan failover NODE                  move node NODE's service address to the\n"
     "                                      next member (maintenance); it stays there\n"
     "  vsan giveback NODE                  give it back to NODE (a current member)\n"
@@ -125,6 +135,9 @@ static const char help_text[] =
     "     of --nodes\n"
     "  22 no such node: a node --nodes names is not a member\n"
     "  23 no space: too few nodes have room for the volume's replicas\n"
+    "  24 replica refused: the node holds a copy already (add) or none\n"
+    "     (remove), or a removal would leave fewer than min_current current\n"
+    "     copies\n"
     "\n"
     "backup, restore and clone show progress on stderr when it is a terminal\n"
     "(--progress: always); with --json they print a summary when done.\n"
@@ -304,6 +317,12 @@ static int parse_command(char **words, int n, struct invocation *inv)
         return cli_token(inv->socket, inv->json, words + 1, n - 1);
     if (n >= 2 && strcmp(words[0], "snapshot") == 0 && strcmp(words[1], "rollback") == 0)
         return cli_rollback(inv->socket, inv->json, words + 2, n - 2);
+    if (n >= 2 && strcmp(words[0], "replica") == 0 &&
+        (strcmp(words[1], "add") == 0 || strcmp(words[1], "remove") == 0 ||
+         strcmp(words[1], "move") == 0))
+        return cli_replica(inv->socket, inv->json, words + 1, n - 1);
+    if (strcmp(words[0], "node") == 0)
+        return cli_node(inv->socket, inv->json, words + 1, n - 1);
     bool has_verb = strcmp(words[0], "volume") == 0 || strcmp(words[0], "replica") == 0 ||
                     strcmp(words[0], "snapshot") == 0 || strcmp(words[0], "pool") == 0;
     if (has_verb && n < 2)
@@ -312,7 +331,7 @@ static int parse_command(char **words, int n, struct invocation *inv)
             strcmp(words[0], "volume") == 0 ? "list, show, create, resize, delete, verify or clone"
             : strcmp(words[0], "snapshot") == 0 ? "create, list, delete or rollback"
             : strcmp(words[0], "pool") == 0     ? "status"
-                                                : "fail or replace");
+                                                : "fail, replace, add, remove or move");
     inv->cmd = find_command(words[0], has_verb ? words[1] : NULL);
     if (!inv->cmd && has_verb)
         return cli_usage_error("unknown command \"%s %s\"", words[0], words[1]);

@@ -61,6 +61,7 @@
 #define ADMIN_E_NO_SUCH_NODE "no_such_node" /* a node named is not a member */
 #define ADMIN_E_NO_SPACE "no_space"         /* placement: too few nodes have room */
 #define ADMIN_E_LIMIT "table_full"          /* OWNERS_QUOTAS_MAX quotas, or TOKENS_MAX tokens */
+#define ADMIN_E_REPLICA_REFUSED "replica_refused" /* replica add/remove against the set's rules */
 
 /* libqb puts the service name into file names under /dev/shm and into
  * abstract socket names of at most 107 bytes, with about 50 bytes of its

@@ -76,11 +76,90 @@ void mirror_replicas_copy(struct mvol *v, struct store_replica *out, uint32_t *n
     pthread_mutex_unlock(&v->mu);
 }
 
-int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t n)
+/* With mu held: next becomes v's record, committed; on this node a copy
+ * made (REBUILD) or dropped (DISKLESS) as next's local says. */
+static int commit_change(struct mvol *v, struct store_volume *next)
+{
+    int r;
+    if (next->local == STORE_LOCAL_REBUILD && v->rec.local == STORE_LOCAL_DISKLESS)
+        r = svol_attach_data(v->sv, next);
+    else if (next->local == STORE_LOCAL_DISKLESS && v->rec.local != STORE_LOCAL_DISKLESS)
+        r = svol_detach_data(v->sv, next);
+    else
+        r = svol_set_state(v->sv, next);
+    if (r < 0) {
+        qb_log(LOG_ERR, "volume \"%s\": the replica set could not be committed here (%s): "
+               "this node's copy stays as it was", v->name, strerror(-r));
+        next->local = v->rec.local;
+    }
+    v->rec = *next;
+    update_serve_local(v);
+    return r;
+}
+
+/* What this node's copy becomes in a placed set: a replica (rebuilt in
+ * full if it was diskless), or diskless. */
+static void local_for(const struct mvol *v, struct store_volume *next)
+{
+    bool holds = replica_get(next, v->m->self) != REPLICA_NONE;
+    if (!next->fixed)
+        return;
+    if (holds && next->local == STORE_LOCAL_DISKLESS)
+        next->local = STORE_LOCAL_REBUILD;
+    else if (!holds)
+        next->local = STORE_LOCAL_DISKLESS;
+}
+
+int mirror_replica_add(struct mvol *v, uint32_t node)
+{
+    pthread_mutex_lock(&v->mu);
+    struct store_volume next = v->rec;
+    int r = replica_change_check(next.replicas, next.nreplicas, true, node, 0);
+    if (r == 0 && !replica_apply(&next, node, REPLICA_SYNCING))
+        r = -ENOSPC;
+    if (r == 0) {
+        next.fixed = 1;
+        local_for(v, &next);
+        r = commit_change(v, &next);
+    }
+    pthread_mutex_unlock(&v->mu);
+    if (r == 0 || replica_get(&next, node) == REPLICA_SYNCING)
+        qb_log(LOG_NOTICE, "volume \"%s\": replica on node %u added: syncing in full", v->name,
+               node);
+    consider_resync(v);
+    return r;
+}
+
+int mirror_replica_remove(struct mvol *v, uint32_t node, unsigned min_current)
 {
     struct mirror *m = v->m;
     pthread_mutex_lock(&v->mu);
-    bool same = n == v->rec.nreplicas && memcmp(r, v->rec.replicas, n * sizeof *r) == 0;
+    enum replica_state s = replica_get(&v->rec, node);
+    int r = replica_change_check(v->rec.replicas, v->rec.nreplicas, false, node, min_current);
+    if (r == 0) {
+        struct store_volume next = v->rec;
+        replica_remove(&next, node);
+        next.fixed = 1;
+        local_for(v, &next);
+        /* Its reads may go on until its lease ends: a write that leaves it
+         * out waits for that, as for an outdated copy (invariant 7). */
+        if (s == REPLICA_CURRENT && node != m->self)
+            lease_started(v, node);
+        dirty_drop(v, node);
+        r = commit_change(v, &next);
+        qb_log(LOG_NOTICE, "volume \"%s\": replica on node %u (%s) removed", v->name, node,
+               replica_state_name(s));
+    }
+    pthread_mutex_unlock(&v->mu);
+    return r;
+}
+
+int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t n, bool fixed)
+{
+    struct mirror *m = v->m;
+    pthread_mutex_lock(&v->mu);
+    bool same = n == v->rec.nreplicas && memcmp(r, v->rec.replicas, n * sizeof *r) == 0 &&
+                fixed == (v->rec.fixed != 0);
     int e = 0;
     if (!same) {
         struct store_volume before = v->rec;
@@ -99,11 +178,18 @@ int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t
             else if (v->rec.replicas[i].state == REPLICA_CURRENT)
                 dirty_drop(v, node);
         }
-        update_serve_local(v);
-        int c = commit_state(v);
+        for (uint32_t i = 0; i < before.nreplicas; i++)
+            if (replica_get(&v->rec, before.replicas[i].node) == REPLICA_NONE)
+                dirty_drop(v, before.replicas[i].node); /* removed meanwhile */
+        struct store_volume next = v->rec;
+        next.fixed = fixed || v->rec.fixed;
+        local_for(v, &next);
+        v->rec = before; /* commit_change compares with what this copy was */
+        int c = commit_change(v, &next);
         e = e < 0 ? e : c;
     }
     pthread_mutex_unlock(&v->mu);
+    consider_resync(v);
     return e;
 }
 

@@ -201,8 +201,29 @@ int mirror_replica_apply(struct mvol *v, uint32_t node, uint8_t state, uint64_t 
                          uint64_t last);
 /* A consistent copy of v's replica set. */
 void mirror_replicas_copy(struct mvol *v, struct store_replica *out, uint32_t *n);
-/* The group's whole set for v (a sync round). */
-int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t n);
+/* The group's whole set for v (a sync round), and whether the volume is
+ * placed (fixed): then a set without this node leaves it a diskless copy
+ * (its replica was removed while it was away), and one with it makes a
+ * diskless copy a replica again (rebuilt in full). */
+int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t n, bool fixed);
+
+/* A configuration epoch's replica change (a CONFIG cut's commit, with the
+ * volume's writes held and drained everywhere), applied on every node in
+ * the agreed order, so every node decides the same:
+ * - add: node joins the set as syncing (it gets every write from now on);
+ *   on node itself an empty data file is made and every region is copied
+ *   into it by a full resync, then it is current. -EEXIST if node is in
+ *   the set, -ENOSPC if the set is full.
+ * - remove: node leaves the set; on node itself the copy becomes diskless
+ *   (its data file goes; reads go to a current replica). -ENXIO if it is
+ *   not in the set; -EDQUOT if no current copy would remain, or if node's
+ *   is current and fewer than min_current would.
+ * The volume becomes placed (fixed): a node that joins later and is not
+ * in the set keeps no copy. Other -errno: this node could not commit its
+ * record or make its data file (logged; the set changes here as
+ * everywhere, so the tables stay the same). */
+int mirror_replica_add(struct mvol *v, uint32_t node);
+int mirror_replica_remove(struct mvol *v, uint32_t node, unsigned min_current);
 /* node left the group: v's replica there is outdated; lost regions of v
  * are dirty for it. 1 if the set changed. */
 int mirror_node_left(struct mvol *v, uint32_t node, const struct pol_key *lost, size_t nlost);

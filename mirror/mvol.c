@@ -31,7 +31,7 @@ uint64_t region_len(const struct mvol *v, uint64_t r)
 /* With mu held: commits rec's replica set and local state to the store. */
 int commit_state(struct mvol *v)
 {
-    return svol_set_state(v->sv, v->rec.replicas, v->rec.nreplicas, v->rec.local);
+    return svol_set_state(v->sv, &v->rec);
 }
 
 void mvol_ref(struct mvol *v)

@@ -1,6 +1,7 @@
 /* replicas.c - the agreed replica set's transition rules (replicas.h). */
 #include "mirror/replicas.h"
 
+#include <errno.h>
 #include <string.h>
 
 const char *replica_state_name(int state)
@@ -72,6 +73,35 @@ bool replica_apply(struct store_volume *v, uint32_t node, enum replica_state sta
         return insert(v, node, state);
     v->replicas[i].state = (uint8_t)state;
     return true;
+}
+
+bool replica_remove(struct store_volume *v, uint32_t node)
+{
+    int i = find(v, node);
+    if (i < 0)
+        return false;
+    v->nreplicas--;
+    memmove(&v->replicas[i], &v->replicas[i + 1], (v->nreplicas - (uint32_t)i) * sizeof *v->replicas);
+    v->replicas[v->nreplicas] = (struct store_replica){0};
+    return true;
+}
+
+int replica_change_check(const struct store_replica *r, uint32_t n, bool add, uint32_t node,
+                         unsigned min_current)
+{
+    enum replica_state s = REPLICA_NONE;
+    unsigned current = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (r[i].node == node)
+            s = (enum replica_state)r[i].state;
+        else
+            current += r[i].state == REPLICA_CURRENT;
+    }
+    if (add)
+        return s == REPLICA_NONE ? 0 : -EEXIST;
+    if (s == REPLICA_NONE)
+        return -ENXIO;
+    return current == 0 || (s == REPLICA_CURRENT && current < min_current) ? -EDQUOT : 0;
 }
 
 void replica_init(struct store_volume *v, const uint32_t *nodes, size_t n)

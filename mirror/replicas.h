@@ -46,6 +46,19 @@ enum replica_state replica_get(const struct store_volume *v, uint32_t node);
  * the set changed. */
 bool replica_apply(struct store_volume *v, uint32_t node, enum replica_state state);
 
+/* Removes node from the set (a replica removed by the admin); false if it
+ * is not in it. No transition rule applies: the caller checks
+ * replica_change_check first. */
+bool replica_remove(struct store_volume *v, uint32_t node);
+
+/* Whether node's replica may be added to (add) or removed from the set r
+ * of n: 0, -EEXIST (add: node holds one), -ENXIO (remove: it holds none),
+ * -EDQUOT (remove: no current copy would remain, or node's is current and
+ * fewer than min_current would). The engine applies it at the commit, the
+ * admin path before asking, for a clear error at once. */
+int replica_change_check(const struct store_replica *r, uint32_t n, bool add, uint32_t node,
+                         unsigned min_current);
+
 /* Sets the initial set: every node listed, current. */
 void replica_init(struct store_volume *v, const uint32_t *nodes, size_t n);
 

@@ -29,10 +29,12 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
  * (a node that dropped the set would give the volume a copy everywhere);
  * 11: a resize is a cut that carries the new size (CUT_BEGIN of kind
  * CONFIG; RESIZE is gone: a node that applied it at once would write past
- * the end the others still hold). A node drops every message of another
+ * the end the others still hold); 12: a CONFIG cut adds or removes a
+ * replica (`op`: a node that took the cut for a resize would change the
+ * size instead). A node drops every message of another
  * version, so nodes of different versions never complete a sync round
  * together: a cluster is upgraded all at once. */
-#define PMSG_VERSION 11
+#define PMSG_VERSION 12
 
 enum pmsg_type {
     PMSG_HELLO = 1,      /* a member's endpoints */
@@ -242,18 +244,27 @@ enum pmsg_cut_kind {
                             * sender, unless a node has clients on it */
     PMSG_CUT_UNFENCE = 4,  /* the sender's rollback ended: clients may open it again */
     PMSG_CUT_CONFIG = 5,   /* commit `config` to the cut's one volume (a configuration
-                            * epoch: a resize now, a replica set later) */
+                            * epoch: a resize, a replica added or removed) */
 };
 
 /* CUT_BEGIN of kind CONFIG: the configuration change its commit applies,
  * with the volume's writes held and drained on every node, checked again
- * there (the volume is still uuid; an owner's quota). A later change (a
- * replica set) adds its fields here and says which it sets. */
+ * there (the volume is still uuid; an owner's quota; the replica rules of
+ * mirror/engine.h's mirror_replica_add and _remove). */
+enum pmsg_config_op {
+    PMSG_CONFIG_RESIZE = 0,  /* size, force, client */
+    PMSG_CONFIG_ADD = 1,     /* a new replica on node, filled by a full resync */
+    PMSG_CONFIG_REMOVE = 2,  /* node's replica dropped; min_current copies stay current */
+};
+
 struct pmsg_cut_config {
     char uuid[PMSG_UUID_LEN + 1]; /* the volume's the requester checked */
-    uint64_t size;                /* the new size */
-    uint8_t force;                /* a shrink is allowed */
-    uint8_t client;               /* asked by a client: it may grow only within a quota */
+    uint64_t size;                /* RESIZE: the new size */
+    uint8_t force;                /* RESIZE: a shrink is allowed */
+    uint8_t client;               /* RESIZE asked by a client: it may grow only within a quota */
+    uint8_t op;                   /* enum pmsg_config_op */
+    uint32_t node;                /* ADD, REMOVE: the replica's node */
+    uint8_t min_current;          /* REMOVE: the current copies that must remain */
 } __attribute__((packed));
 
 /* CUT_BEGIN: a barrier (policing/cut.h) of kind on n volumes, named, for

@@ -808,9 +808,12 @@ struct cut_label {
 static struct cut_label cut_label(const struct cut *c)
 {
     struct cut_label l;
-    if (c->kind == PMSG_CUT_CONFIG)
+    if (c->kind == PMSG_CUT_CONFIG && c->config.op == PMSG_CONFIG_RESIZE)
         snprintf(l.s, sizeof l.s, "resize of \"%s\" to %llu bytes", c->volume,
                  (unsigned long long)c->config.size);
+    else if (c->kind == PMSG_CUT_CONFIG)
+        snprintf(l.s, sizeof l.s, "replica of \"%s\" on node %u %s", c->volume, c->config.node,
+                 c->config.op == PMSG_CONFIG_ADD ? "added" : "removed");
     else
         snprintf(l.s, sizeof l.s, "snapshot \"%s\"", c->snapshot);
     return l;
@@ -912,7 +915,9 @@ static int cut_from_begin(struct policing *pc, uint32_t nodeid, const struct pms
         return -EINVAL;
     if (m->kind == PMSG_CUT_CONFIG) {
         /* one volume, named; the change's own checks are the table's */
-        if (m->n != 1 || !pmsg_string_ok(m->config.uuid, sizeof m->config.uuid))
+        if (m->n != 1 || !pmsg_string_ok(m->config.uuid, sizeof m->config.uuid) ||
+            m->config.op > PMSG_CONFIG_REMOVE ||
+            (m->config.op != PMSG_CONFIG_RESIZE && m->config.node == 0))
             return -EINVAL;
         c->config = m->config;
         memcpy(c->volume, m->volumes[0], sizeof c->volume);
@@ -1060,6 +1065,18 @@ int policing_volume_resize(struct policing *pc, const char *uuid, const char *na
 {
     struct pmsg_cut_config config = {.size = size, .force = force, .client = client};
     if (!pmsg_set_string(config.uuid, sizeof config.uuid, uuid))
+        return -EINVAL;
+    return send_cut_begin(pc, PMSG_CUT_CONFIG, &name, 1, "", &config, done, arg);
+}
+
+int policing_replica_set_change(struct policing *pc, const char *uuid, const char *name,
+                                bool add, uint32_t node, unsigned min_current,
+                                policing_done_fn done, void *arg)
+{
+    struct pmsg_cut_config config = {.op = add ? PMSG_CONFIG_ADD : PMSG_CONFIG_REMOVE,
+                                     .node = node,
+                                     .min_current = (uint8_t)(min_current > 255 ? 255 : min_current)};
+    if (!pmsg_set_string(config.uuid, sizeof config.uuid, uuid) || node == 0)
         return -EINVAL;
     return send_cut_begin(pc, PMSG_CUT_CONFIG, &name, 1, "", &config, done, arg);
 }

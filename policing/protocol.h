@@ -367,6 +367,18 @@ int policing_rollback_fence(struct policing *pc, const char *volume, const char 
 int policing_volume_resize(struct policing *pc, const char *uuid, const char *name, uint64_t size,
                            bool force, bool client, policing_done_fn done, void *arg);
 
+/* `vsan replica add` and `remove`: a cut of kind CONFIG, as a resize, whose
+ * commit adds node's replica to the volume's set (syncing, filled by a
+ * full resync, then current) or removes it (node keeps a diskless copy).
+ * The commit refuses, the same on every node: -EEXIST (add: node holds
+ * one), -ENXIO (remove: it holds none), -EHOSTDOWN (add: node was no
+ * member at the BEGIN), -ENOSPC (add: the set is full), -EDQUOT (remove:
+ * fewer than min_current current copies, or none, would remain).
+ * Otherwise as policing_volume_resize. */
+int policing_replica_set_change(struct policing *pc, const char *uuid, const char *name,
+                                bool add, uint32_t node, unsigned min_current,
+                                policing_done_fn done, void *arg);
+
 /* `vsan access grant/revoke`: identity's grant on volume becomes mode
  * (enum pmsg_grant_mode) on every node; done gets the table op grant's
  * result. -ENOLINK without quorum, -EINVAL for a name or identity too

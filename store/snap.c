@@ -1526,6 +1526,14 @@ int snap_open(struct store *st, const char *uuid, const char *volume, int live_f
     return 0;
 }
 
+void snap_set_live(struct snapset *ss, int live_fd)
+{
+    /* Exclusive: no copy-on-write or read of the live file is in flight. */
+    pthread_rwlock_wrlock(&ss->list);
+    ss->live_fd = live_fd;
+    pthread_rwlock_unlock(&ss->list);
+}
+
 void snap_close(struct snapset *ss)
 {
     if (!ss)

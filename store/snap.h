@@ -94,6 +94,9 @@ struct snap_info {
  * the file system. */
 int snap_open(struct store *st, const char *uuid, const char *volume, int live_fd,
               struct snapset **out);
+/* The volume's data file is now live_fd (-1: none, a diskless copy): a
+ * replica added to or removed from this node (svol_attach_data). */
+void snap_set_live(struct snapset *ss, int live_fd);
 /* Frees ss (NULL: nothing); no call on ss may be running. */
 void snap_close(struct snapset *ss);
 /* Removes every snapshot's files and the index (the volume is deleted);

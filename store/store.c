@@ -606,6 +606,19 @@ static int data_create(struct store *st, const struct store_volume *v)
     return r;
 }
 
+int store_data_attach(struct store *st, const struct store_volume *vol)
+{
+    /* A file a detach left (its unlink failed) holds old data: the copy
+     * starts empty, as a rebuild must. */
+    remove_file(st, vol, DATA_SUFFIX);
+    return data_create(st, vol);
+}
+
+void store_data_detach(struct store *st, const struct store_volume *vol)
+{
+    remove_file(st, vol, DATA_SUFFIX);
+}
+
 /* ---- recovery -------------------------------------------------------- */
 
 /* What a scan of volumes/ found, once *.tmp files are gone. */
@@ -684,20 +697,23 @@ static const struct store_volume *scan_find(const struct scan *sc, const char *u
 }
 
 /* A data file without a meta is a volume whose creation or deletion was
- * cut short: nobody was ever told it exists, or it was already deleted. */
+ * cut short: nobody was ever told it exists, or it was already deleted.
+ * One beside a diskless meta is a replica whose removal, or addition, was
+ * cut short: it holds nothing the record vouches for. */
 static int remove_orphans(struct store *st, struct scan *sc)
 {
     for (size_t i = 0; i < sc->data.n; i++) {
         const char *uuid = sc->data.v[i];
-        if (scan_find(sc, uuid) != NULL)
+        const struct store_volume *v = scan_find(sc, uuid);
+        if (v != NULL && v->local != STORE_LOCAL_DISKLESS)
             continue;
         char name[FILE_NAME_MAX];
         file_name(name, uuid, DATA_SUFFIX);
         if (unlinkat(st->vol_fd, name, 0) < 0)
             return sys_fail(errno, "remove orphan data file \"%s/%s\"", st->vol_path, name);
         qb_log(LOG_WARNING,
-               "removed \"%s/%s\": data file without a meta, left by an interrupted create or "
-               "delete",
+               "removed \"%s/%s\": data file without a meta (or with a diskless one), left by an "
+               "interrupted create, delete or replica change",
                st->vol_path, name);
         sc->changed = true;
     }

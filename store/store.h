@@ -105,6 +105,16 @@ int store_create(struct store *st, const char *name, uint64_t size, const char *
 int store_create_placed(struct store *st, const char *name, uint64_t size, const char *uuid,
                         bool holds, struct store_volume *out);
 
+/* A replica added on this node: creates vol's data file, empty (sparse)
+ * at vol's size, replacing any left there; the caller then commits a
+ * record whose local state is STORE_LOCAL_REBUILD (a crash in between
+ * leaves a diskless record and a file the next attach replaces). */
+int store_data_attach(struct store *st, const struct store_volume *vol);
+/* A replica removed from this node: unlinks vol's data file, once the
+ * caller committed the diskless record (a failed unlink is logged; the
+ * space comes back when the last fd closes). */
+void store_data_detach(struct store *st, const struct store_volume *vol);
+
 /* The bytes the pool's files take on disk: the volumes' data files, and
  * the snapshots' side files and maps. */
 int store_usage(struct store *st, uint64_t *data, uint64_t *snapshots);

@@ -27,7 +27,8 @@
 
 struct svol {
     struct store *st;
-    int fd;
+    int fd;        /* -1: diskless; set under mu, read lock-free by the I/O calls */
+    int retired;   /* a detached data file's fd, under mu (svol_detach_data) */
     bool in_memory;
     atomic_uint refs;
     _Atomic uint64_t size;     /* rec.size, for lock-free bounds checks */
@@ -42,6 +43,13 @@ struct svol {
     char uuid[STORE_UUID_LEN + 1];
 };
 
+static bool in_memory(int fd)
+{
+    struct statfs fs;
+    return fd >= 0 && fstatfs(fd, &fs) == 0 &&
+           (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
+}
+
 int svol_open(struct store *st, const struct store_volume *rec, struct svol **out)
 {
     struct svol *sv = calloc(1, sizeof *sv);
@@ -54,6 +62,7 @@ int svol_open(struct store *st, const struct store_volume *rec, struct svol **ou
         free(sv);
         return r;
     }
+    sv->retired = -1;
     r = snap_open(st, rec->uuid, rec->name, sv->fd, &sv->snaps);
     if (r < 0) {
         if (sv->fd >= 0)
@@ -68,9 +77,7 @@ int svol_open(struct store *st, const struct store_volume *rec, struct svol **ou
     atomic_init(&sv->refs, 1);
     atomic_init(&sv->size, rec->size);
     pthread_mutex_init(&sv->mu, NULL);
-    struct statfs fs;
-    sv->in_memory =
-        fstatfs(sv->fd, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
+    sv->in_memory = in_memory(sv->fd);
     *out = sv;
     return 0;
 }
@@ -87,6 +94,8 @@ void svol_unref(struct svol *sv)
     snap_close(sv->snaps);
     if (sv->fd >= 0 && close(sv->fd) < 0)
         qb_log(LOG_WARNING, "volume \"%s\": close its data file: %s", sv->name, strerror(errno));
+    if (sv->retired >= 0)
+        close(sv->retired);
     pthread_mutex_destroy(&sv->mu);
     free(sv);
 }
@@ -120,14 +129,22 @@ void svol_record(struct svol *sv, struct store_volume *out)
     pthread_mutex_unlock(&sv->mu);
 }
 
-int svol_set_state(struct svol *sv, const struct store_replica *replicas, uint32_t n, uint8_t local)
+/* With mu held: next (the record to commit) with the replica set given. */
+static void with_replicas(struct store_volume *next, const struct store_replica *replicas,
+                          uint32_t n)
+{
+    next->nreplicas = n < STORE_REPLICAS_MAX ? n : STORE_REPLICAS_MAX;
+    memset(next->replicas, 0, sizeof next->replicas);
+    memcpy(next->replicas, replicas, next->nreplicas * sizeof *replicas);
+}
+
+int svol_set_state(struct svol *sv, const struct store_volume *state)
 {
     pthread_mutex_lock(&sv->mu);
     struct store_volume next = sv->rec;
-    next.nreplicas = n < STORE_REPLICAS_MAX ? n : STORE_REPLICAS_MAX;
-    memset(next.replicas, 0, sizeof next.replicas);
-    memcpy(next.replicas, replicas, next.nreplicas * sizeof *replicas);
-    next.local = local;
+    with_replicas(&next, state->replicas, state->nreplicas);
+    next.local = state->local;
+    next.fixed = state->fixed;
     int r = store_update(sv->st, &next);
     if (r == 0)
         sv->rec = next;
@@ -162,6 +179,59 @@ int svol_resize(struct svol *sv, uint64_t size)
         r = store_resize(sv->st, &sv->rec, size);
     if (r == 0)
         atomic_store_explicit(&sv->size, sv->rec.size, memory_order_release);
+    pthread_mutex_unlock(&sv->mu);
+    return r;
+}
+
+int svol_attach_data(struct svol *sv, const struct store_volume *state)
+{
+    pthread_mutex_lock(&sv->mu);
+    struct store_volume next = sv->rec;
+    with_replicas(&next, state->replicas, state->nreplicas);
+    next.local = STORE_LOCAL_REBUILD;
+    next.fixed = state->fixed;
+    int fd = -1;
+    int r = sv->fd >= 0 ? -EEXIST : store_data_attach(sv->st, &next);
+    if (r == 0)
+        r = store_open_data(sv->st, &next, &fd);
+    if (r == 0)
+        r = store_update(sv->st, &next);
+    if (r == 0) {
+        sv->rec = next;
+        sv->in_memory = in_memory(fd);
+        __atomic_store_n(&sv->fd, fd, __ATOMIC_RELEASE);
+        snap_set_live(sv->snaps, fd);
+        if (sv->retired >= 0)
+            close(sv->retired);
+        sv->retired = -1;
+    } else if (fd >= 0) {
+        close(fd);
+    }
+    if (r < 0 && r != -EEXIST)
+        store_data_detach(sv->st, &next);
+    pthread_mutex_unlock(&sv->mu);
+    return r;
+}
+
+int svol_detach_data(struct svol *sv, const struct store_volume *state)
+{
+    pthread_mutex_lock(&sv->mu);
+    struct store_volume next = sv->rec;
+    with_replicas(&next, state->replicas, state->nreplicas);
+    next.local = STORE_LOCAL_DISKLESS;
+    next.fixed = state->fixed;
+    int r = store_update(sv->st, &next);
+    if (r == 0) {
+        sv->rec = next;
+        snap_set_live(sv->snaps, -1);
+        if (sv->fd >= 0) {
+            if (sv->retired >= 0)
+                close(sv->retired);
+            sv->retired = sv->fd;
+            __atomic_store_n(&sv->fd, -1, __ATOMIC_RELEASE);
+            store_data_detach(sv->st, &next);
+        }
+    }
     pthread_mutex_unlock(&sv->mu);
     return r;
 }

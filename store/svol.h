@@ -61,9 +61,9 @@ uint64_t svol_size(const struct svol *sv);
 
 /* A consistent copy of the committed record. */
 void svol_record(struct svol *sv, struct store_volume *out);
-/* Commits the replica set and local state (the rest is unchanged). */
-int svol_set_state(struct svol *sv, const struct store_replica *replicas, uint32_t n,
-                   uint8_t local);
+/* Commits state's replica set, local state and fixed (the rest of the
+ * record stays the svol's). */
+int svol_set_state(struct svol *sv, const struct store_volume *state);
 /* Bumps the generation alone: a change of the volume's configuration
  * kept elsewhere (its grants) that a client re-reading the record sees. */
 int svol_bump_generation(struct svol *sv);
@@ -71,6 +71,18 @@ int svol_bump_generation(struct svol *sv);
  * size out of range, -ENOTEMPTY for a shrink while the volume has snapshots,
  * other -errno as store_resize. */
 int svol_resize(struct svol *sv, uint64_t size);
+/* A replica added here (a diskless copy until now): creates an empty data
+ * file and commits local = STORE_LOCAL_REBUILD with state's replica set and
+ * fixed; the engine then copies every region into it. -EEXIST if there is
+ * a data file. */
+int svol_attach_data(struct svol *sv, const struct store_volume *state);
+/* A replica removed from here: commits local = STORE_LOCAL_DISKLESS with
+ * state's replica set and fixed, then unlinks the data file. The fd stays open
+ * until the svol's last reference goes or a later attach, since a read
+ * may be using it (reads pass no barrier); the space comes back then.
+ * The snapshots' records stay (every node keeps them), their side files
+ * too. */
+int svol_detach_data(struct svol *sv, const struct store_volume *state);
 /* Removes meta, data, bitmaps and snapshots; the fd stays valid until the
  * last reference goes. */
 int svol_delete(struct svol *sv);

@@ -135,6 +135,33 @@ static int vt_resize(struct voltable *t, const char *uuid, const char *name, uin
     return r;
 }
 
+/* A CONFIG cut's replica change, on the engine of every node. */
+struct replica_change {
+    const struct cut *c;
+    bool member; /* the node was a member at the BEGIN */
+};
+
+static int replica_change(struct mvol *mv, void *arg)
+{
+    const struct replica_change *x = arg;
+    const struct pmsg_cut_config *cfg = &x->c->config;
+    if (cfg->op == PMSG_CONFIG_REMOVE)
+        return mirror_replica_remove(mv, cfg->node, cfg->min_current);
+    /* Only a member makes its copy at the commit: one away would be
+     * called syncing with no data file to take the writes. */
+    return x->member ? mirror_replica_add(mv, cfg->node) : -EHOSTDOWN;
+}
+
+static int vt_replica_change(struct voltable *t, const struct cut *c)
+{
+    struct volume_info info;
+    int r = same_volume(t, c->config.uuid, c->volume, &info);
+    struct replica_change x = {c, false};
+    for (size_t i = 0; i < c->nmembers; i++)
+        x.member = x.member || c->members[i] == c->config.node;
+    return r < 0 ? r : volumes_mirrored(t->vols, c->volume, replica_change, &x);
+}
+
 static int vt_remove(void *ctx, const char *uuid, const char *name)
 {
     struct voltable *t = ctx;
@@ -217,7 +244,7 @@ static int take_replicas(struct voltable *t, const struct policing_volume *want)
     uint32_t n = want->nreplicas < STORE_REPLICAS_MAX ? want->nreplicas : STORE_REPLICAS_MAX;
     for (uint32_t i = 0; i < n; i++)
         r[i] = (struct store_replica){want->replicas[i].node, want->replicas[i].state};
-    return volumes_set_replicas(t->vols, want->name, r, n);
+    return volumes_set_replicas(t->vols, want->name, want->fixed, r, n);
 }
 
 /* Creates or resizes local replicas to match the group's table, and takes
@@ -319,8 +346,10 @@ static int vt_cut_commit(void *ctx, const struct cut *c, uint64_t id)
     if (c->kind != PMSG_CUT_CONFIG)
         return volumes_cut_commit(t->vols, c, id);
     volumes_cut_settle(t->vols, c);
-    int r = vt_resize(t, c->config.uuid, c->volume, c->config.size, c->config.force,
-                      c->config.client != 0);
+    int r = c->config.op == PMSG_CONFIG_RESIZE
+                ? vt_resize(t, c->config.uuid, c->volume, c->config.size, c->config.force,
+                            c->config.client != 0)
+                : vt_replica_change(t, c);
     int e = volumes_cut_commit(t->vols, c, id);
     return r < 0 ? r : e;
 }

@@ -675,7 +675,7 @@ static int init_replicas(struct volumes *vols, struct volume *v, const uint32_t 
         struct store_volume rec;
         svol_record(v->sv, &rec);
         replica_init(&rec, nodes, n);
-        int r = svol_set_state(v->sv, rec.replicas, rec.nreplicas, rec.local);
+        int r = svol_set_state(v->sv, &rec);
         if (r < 0)
             return r;
     }
@@ -1207,13 +1207,13 @@ int volumes_mirrored(struct volumes *vols, const char *name, int (*fn)(struct mv
     return r;
 }
 
-int volumes_set_replicas(struct volumes *vols, const char *name, const struct store_replica *r,
-                         uint32_t n)
+int volumes_set_replicas(struct volumes *vols, const char *name, bool fixed,
+                         const struct store_replica *r, uint32_t n)
 {
     struct volume *v = volumes_get(vols, name);
     if (!v)
         return -ENOENT;
-    int e = v->mv ? mirror_replicas_load(v->mv, r, n) : 0;
+    int e = v->mv ? mirror_replicas_load(v->mv, r, n, fixed) : 0;
     volume_unref(v);
     return e;
 }

@@ -111,8 +111,10 @@ int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key 
  * is standalone. */
 int volumes_mirrored(struct volumes *vols, const char *name, int (*fn)(struct mvol *mv, void *arg),
                      void *arg);
-/* Replaces a volume's replica set with the group's (a sync round). */
-int volumes_set_replicas(struct volumes *vols, const char *name, const struct store_replica *r,
+/* Replaces a volume's replica set with the group's (a sync round), and
+ * whether it is placed (mirror_replicas_load). */
+int volumes_set_replicas(struct volumes *vols, const char *name, bool fixed,
+                         const struct store_replica *r,
                          uint32_t n);
 
 struct policing;

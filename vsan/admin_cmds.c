@@ -618,35 +618,75 @@ static struct json_object *cmd_volume_show(const struct context *ctx, struct jso
 struct change {
     const struct admin_node *node;
     struct admin_call *call;
-    const char *op; /* "create", "resize", "delete" */
+    const char *op; /* "create", "resize", "delete", "replica add", "replica remove" */
     char name[VOLUME_NAME_MAX + 1];
     bool force;
     char by[PMSG_IDENTITY_MAX + 1]; /* who asked, for the log */
+    uint32_t replica;               /* replica add, remove: the node */
+    unsigned min_current;           /* replica remove */
 };
 
-/* A resize is a cut (policing_volume_resize): one that did not commit
- * changed nothing, and says why as an aborted snapshot does. */
+/* The replica rules of mirror_replica_add and _remove, as the requester
+ * saw them or the commit found them. NULL for other errors. */
+static struct json_object *replica_failure(const struct change *ch, int r)
+{
+    switch (r) {
+    case -EEXIST:
+        return admin_reply_error(ADMIN_E_REPLICA_REFUSED,
+                                 "volume \"%s\": node %u holds a replica of it already", ch->name,
+                                 ch->replica);
+    case -ENXIO:
+        return admin_reply_error(ADMIN_E_REPLICA_REFUSED,
+                                 "volume \"%s\": node %u holds no replica of it", ch->name,
+                                 ch->replica);
+    case -EDQUOT:
+        return admin_reply_error(ADMIN_E_REPLICA_REFUSED,
+                                 "volume \"%s\": removing node %u's replica would leave fewer "
+                                 "than %u current copies ([cluster] min_current), or none: add "
+                                 "one first (`vsan replica move` does)",
+                                 ch->name, ch->replica, ch->min_current);
+    case -EHOSTDOWN:
+        return admin_reply_error(ADMIN_E_NO_SUCH_NODE,
+                                 "volume \"%s\": node %u is not a member: a new replica goes "
+                                 "only to a node that is up",
+                                 ch->name, ch->replica);
+    case -ENOSPC:
+        return admin_reply_error(ADMIN_E_BAD_REPLICAS,
+                                 "volume \"%s\": it has %d replicas, the most a volume may have",
+                                 ch->name, STORE_REPLICAS_MAX);
+    default:
+        return NULL;
+    }
+}
+
+/* A resize and a replica change are cuts (policing_volume_resize,
+ * policing_replica_set_change): one that did not commit changed nothing,
+ * and says why as an aborted snapshot does. */
 static struct json_object *change_failure(const struct change *ch, int r)
 {
-    if (strcmp(ch->op, "resize") != 0)
+    struct json_object *err = strncmp(ch->op, "replica", 7) == 0 ? replica_failure(ch, r) : NULL;
+    if (err)
+        return err;
+    if (strcmp(ch->op, "resize") != 0 && strncmp(ch->op, "replica", 7) != 0)
         return admin_volume_failure(ch->name, ch->op, r);
     switch (r) {
     case -EBUSY:
         return admin_reply_error(ADMIN_E_BUSY,
-                                 "volume \"%s\": resize: the volume is in another cut (a "
-                                 "snapshot, a rollback or a resize) now; try again",
-                                 ch->name);
+                                 "volume \"%s\": %s: the volume is in another cut (a "
+                                 "snapshot, a rollback, a resize or a replica change) now; try "
+                                 "again",
+                                 ch->name, ch->op);
     case -ETIMEDOUT:
         return admin_reply_error(ADMIN_E_ABORTED,
-                                 "volume \"%s\": resize aborted: a node did not drain its writes "
-                                 "in time (the size is unchanged; try again)",
-                                 ch->name);
+                                 "volume \"%s\": %s aborted: a node did not drain its writes "
+                                 "in time (nothing changed; try again)",
+                                 ch->name, ch->op);
     case -ECONNRESET:
     case -EAGAIN:
         return admin_reply_error(ADMIN_E_ABORTED,
-                                 "volume \"%s\": resize aborted: the cluster changed during it "
-                                 "(the size is unchanged; try again)",
-                                 ch->name);
+                                 "volume \"%s\": %s aborted: the cluster changed during it "
+                                 "(nothing changed; try again)",
+                                 ch->name, ch->op);
     default:
         return admin_volume_failure(ch->name, ch->op, r);
     }
@@ -673,7 +713,12 @@ static void change_done(void *arg, int r)
         qb_log(LOG_INFO, "volume \"%s\" %sd by \"%s\": %s (%" PRIu64 " bytes), uuid %s%s%s%s",
                info.name, ch->op, ch->by, human, info.size, info.uuid, ch->force ? ", forced" : "",
                owner[0] ? ", owner " : "", owner);
-        reply = admin_reply_ok(volume_object(&info, owner));
+        struct json_object *o = volume_object(&info, owner);
+        if (o && ch->replica && admin_add_u64(o, "replica", ch->replica) < 0) {
+            json_object_put(o);
+            o = NULL;
+        }
+        reply = admin_reply_ok(o);
     } else {
         reply = change_failure(ch, r);
     }
@@ -686,7 +731,7 @@ static struct change *change_new(const struct context *ctx, const char *op, cons
 {
     struct change *ch = calloc(1, sizeof *ch);
     if (ch) {
-        *ch = (struct change){ctx->node, ctx->call, op, "", force, ""};
+        *ch = (struct change){ctx->node, ctx->call, op, "", force, "", 0, 0};
         snprintf(ch->name, sizeof ch->name, "%s", name);
         snprintf(ch->by, sizeof ch->by, "%s", ctx->who->identity);
     }
@@ -880,6 +925,55 @@ static struct json_object *cmd_volume_resize(const struct context *ctx, struct j
     return submitted(ctx, ch,
                      policing_volume_resize(node->pc, uuid, name, size, force, !ctx->who->admin,
                                             change_done, ch));
+}
+
+/* The current copies a removal must leave ([cluster] min_current). */
+static unsigned min_current(const struct context *ctx, const struct volume_info *info)
+{
+    if (ctx->node->cfg->min_current)
+        return ctx->node->cfg->min_current;
+    return info->nreplicas >= 2 ? 2 : 1;
+}
+
+/* replica.add, replica.remove: a CONFIG cut (policing_replica_set_change). */
+static struct json_object *replica_change(const struct context *ctx, struct json_object *req,
+                                          bool add)
+{
+    struct json_object *err = NULL;
+    const char *name;
+    struct volume_info info;
+    uint32_t node;
+    if (admin_get_name(req, &name, &err) < 0)
+        return err;
+    if (!ctx->node->mirror)
+        return admin_reply_error(ADMIN_E_BAD_REPLICAS,
+                                 "volume \"%s\": a standalone node holds the only copy", name);
+    int r = volumes_info(ctx->node->vols, name, &info);
+    if (r < 0)
+        return admin_volume_failure(name, add ? "add a replica" : "remove a replica", r);
+    if (admin_replica_node(ctx, req, &info, add, &node, &err) < 0)
+        return err;
+    struct change *ch = change_new(ctx, add ? "replica add" : "replica remove", name, false);
+    if (!ch)
+        return NULL;
+    ch->replica = node;
+    ch->min_current = min_current(ctx, &info);
+    /* The commit checks again: the set may change meanwhile. */
+    r = replica_change_check(info.replicas, info.nreplicas, add, node, ch->min_current);
+    if (r == 0)
+        r = policing_replica_set_change(ctx->node->pc, info.uuid, name, add, node, ch->min_current,
+                                        change_done, ch);
+    return submitted(ctx, ch, r);
+}
+
+static struct json_object *cmd_replica_add(const struct context *ctx, struct json_object *req)
+{
+    return replica_change(ctx, req, true);
+}
+
+static struct json_object *cmd_replica_remove(const struct context *ctx, struct json_object *req)
+{
+    return replica_change(ctx, req, false);
 }
 
 static struct json_object *cmd_volume_delete(const struct context *ctx, struct json_object *req)
@@ -1128,6 +1222,7 @@ static struct json_object *cmd_service_giveback(const struct context *ctx, struc
 static const char *const no_fields[] = {NULL};
 static const char *const node_fields[] = {"node", NULL};
 static const char *const name_fields[] = {"name", NULL};
+static const char *const replica_fields[] = {"name", "node", NULL};
 static const char *const create_fields[] = {"name", "size", "owner", "replicas", "nodes", NULL};
 static const char *const resize_fields[] = {"name", "size", "force", NULL};
 static const char *const snapshot_create_fields[] = {"volumes", "snapshot", NULL};
@@ -1145,6 +1240,8 @@ static const struct command commands[] = {
     {"volume.verify", name_fields, cmd_volume_verify, false},
     {"replica.fail", name_fields, cmd_replica_fail, false},
     {"replica.replace", name_fields, cmd_replica_replace, false},
+    {"replica.add", replica_fields, cmd_replica_add, false},
+    {"replica.remove", replica_fields, cmd_replica_remove, false},
     {"volume.create", create_fields, cmd_volume_create, true},
     {"volume.resize", resize_fields, cmd_volume_resize, true},
     {"volume.delete", name_fields, cmd_volume_delete, true},

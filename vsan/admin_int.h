@@ -8,6 +8,8 @@
 #include "vsan/admin.h"
 
 #include <json-c/json.h>
+
+struct volume_info;
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -76,6 +78,14 @@ int admin_get_identity(struct json_object *req, const char *key, const char **id
 int admin_place(const struct context *ctx, struct json_object *req, const char *vol, uint64_t size,
                 uint32_t *placed, size_t *nplaced, struct json_object **err);
 struct json_object *admin_pool_status(const struct context *ctx, struct json_object *req);
+/* replica.add and replica.remove: the node the request names in "node"
+ * (an id or a member's name; a removal also takes the id of a node that
+ * is no member), or for an add without one, where placement puts a new
+ * replica of info (among the members without one, with room under
+ * [cluster] overcommit). 0, or -1 with *err. */
+int admin_replica_node(const struct context *ctx, struct json_object *req,
+                       const struct volume_info *info, bool add, uint32_t *node,
+                       struct json_object **err);
 /* admin_access.c */
 struct json_object *admin_access_grant(const struct context *ctx, struct json_object *req);
 struct json_object *admin_access_revoke(const struct context *ctx, struct json_object *req);

@@ -272,6 +272,105 @@ int admin_place(const struct context *ctx, struct json_object *req, const char *
     return r;
 }
 
+/* ---- replica add and remove ----------------------------------------------- */
+
+/* The node "node" names: a member by id or name, or, for a removal, any
+ * node id (a node gone for good keeps its place in the set until it is
+ * removed). 0, or -1 with *err. */
+static int named_node(struct pool *p, const char *vol, const char *word, bool add, uint32_t *node,
+                      struct json_object **err)
+{
+    struct pool_node *x = pool_lookup(p, word);
+    char *end;
+    unsigned long id = strtoul(word, &end, 10);
+    if (x)
+        *node = x->node;
+    else if (!add && *word && *end == '\0' && id > 0 && id <= UINT32_MAX)
+        *node = (uint32_t)id;
+    else {
+        char members[512];
+        pool_members(p, members, sizeof members);
+        *err = admin_reply_error(ADMIN_E_NO_SUCH_NODE,
+                                 "volume \"%s\": node \"%s\" is not a member (members: %s)", vol,
+                                 word, members);
+        return -1;
+    }
+    return 0;
+}
+
+/* Where a new replica of info goes: the node pinned (checked for room), or
+ * placement's first choice among the members without a copy. */
+static int place_one(const struct context *ctx, struct pool *p, const struct volume_info *info,
+                     uint32_t pinned, uint32_t *node, struct json_object **err)
+{
+    struct place_node cand[CLUSTER_NODES_MAX];
+    size_t nc = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        const struct pool_node *x = &p->nodes[i];
+        bool holds = false;
+        for (uint32_t j = 0; j < info->nreplicas; j++)
+            holds = holds || info->replicas[j].node == x->node;
+        if (x->announced && !holds)
+            cand[nc++] = (struct place_node){x->node, x->cap.capacity,
+                                             x->cap.data + x->cap.snapshots, x->provisioned,
+                                             x->replicas};
+    }
+    uint32_t bad;
+    double oc = ctx->node->cfg->overcommit;
+    int e = nc == 0 ? -EINVAL
+                    : place_volume(cand, nc, info->size, 1, oc, pinned ? &pinned : NULL,
+                                   pinned ? 1 : 0, node, &bad);
+    if (e == -ENOSPC)
+        *err = no_room(info->name, p, info->size, 1, oc, pinned);
+    else if (e == -ENOENT)
+        *err = admin_reply_error(ADMIN_E_NO_SPACE,
+                                 "volume \"%s\": node %u has not announced its capacity yet",
+                                 info->name, pinned);
+    else if (e == -EINVAL)
+        *err = admin_reply_error(ADMIN_E_NO_SPACE,
+                                 "volume \"%s\": no member without a replica of it has announced "
+                                 "its capacity",
+                                 info->name);
+    else if (e < 0)
+        *err = admin_volume_failure(info->name, "add a replica", e);
+    return e < 0 ? -1 : 0;
+}
+
+int admin_replica_node(const struct context *ctx, struct json_object *req,
+                       const struct volume_info *info, bool add, uint32_t *node,
+                       struct json_object **err)
+{
+    struct json_object *v;
+    bool named = json_object_object_get_ex(req, "node", &v);
+    if (named && !json_object_is_type(v, json_type_string)) {
+        *err = admin_reply_error(ADMIN_E_BAD_REQUEST, "\"node\" must be a string");
+        return -1;
+    }
+    if (!named && !add) {
+        *err = admin_reply_error(ADMIN_E_BAD_REQUEST, "replica.remove: \"node\" is required");
+        return -1;
+    }
+    struct pool *p = malloc(sizeof *p);
+    int r = p ? pool_gather(ctx->node, p) : -ENOMEM;
+    if (r < 0) {
+        *err = admin_volume_failure(info->name, add ? "add a replica" : "remove a replica", r);
+    } else {
+        uint32_t pinned = 0;
+        r = named ? named_node(p, info->name, json_object_get_string(v), add, &pinned, err) : 0;
+        *node = pinned;
+        /* A node already holding one is the change's own error, below. */
+        bool holds = false;
+        for (uint32_t j = 0; j < info->nreplicas; j++)
+            holds = holds || info->replicas[j].node == pinned;
+        if (r == 0 && add && !holds)
+            r = place_one(ctx, p, info, pinned, node, err);
+    }
+    if (p)
+        free(p->vols);
+    free(p);
+    return r < 0 ? -1 : 0;
+}
+
 /* ---- pool status ------------------------------------------------------------ */
 
 static struct json_object *node_replicas(const struct pool *p, uint32_t node)

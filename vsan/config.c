@@ -661,6 +661,7 @@ static const struct key_def keys[] = {
     KEY("cluster", "suspend_timeout", parse_uint, suspend_timeout_ms, 1, CONFIG_TIMEOUT_MS_MAX),
     KEY("cluster", "replicas", parse_uint, replicas, 1, 32),
     KEY("cluster", "overcommit", parse_ratio, overcommit, 1, 100),
+    KEY("cluster", "min_current", parse_uint, min_current, 0, 32),
     KEY("mirror", "listen", parse_host_port, mirror_listen, 0, 0),
     KEY("mirror", "secret_file", parse_file_path, mirror_secret_file, 0, 0),
     KEY("mirror", "timeout", parse_uint, mirror_timeout_ms, CONFIG_MIRROR_TIMEOUT_MIN,

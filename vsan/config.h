@@ -79,6 +79,9 @@ struct vsan_config {
      * when used: a node holds at most one copy of a volume. */
     unsigned replicas;
     double overcommit; /* provisioned bytes per byte of capacity a node may reach */
+    /* Current copies a replica removal or move must leave; 0 = 2 for a
+     * volume of 2 or more replicas, else 1. Writes go on with one. */
+    unsigned min_current;
     /* [mirror] */
     char mirror_listen[CONFIG_ADDR_MAX + 1]; /* announced; "" = none (standalone only) */
     char mirror_secret_file[PATH_MAX];       /* read by mauth_load_secret() */

@@ -107,7 +107,7 @@ Test(messages, quota_and_token_are_fixed_length)
     cr_expect(eq(sz, sizeof v,
                  sizeof(struct pmsg_header) + 8 + PMSG_UUID_LEN + 1 + PMSG_NAME_MAX + 1 + 8 +
                      PMSG_IDENTITY_MAX + 1 + 1 + 4 + 4 * PMSG_REPLICAS_MAX));
-    cr_expect(eq(u16, v.h.version, 11));
+    cr_expect(eq(u16, v.h.version, 12));
     struct pmsg_capacity c;
     pmsg_init(&c.h, PMSG_CAPACITY, sizeof c);
     cr_assert(eq(int, pmsg_check(&c, sizeof c, &why), PMSG_CAPACITY));
@@ -121,14 +121,15 @@ Test(messages, quota_and_token_are_fixed_length)
 }
 
 /* A resize is a cut that carries its change (version 11): CUT_BEGIN ends
- * with the configuration; RESIZE is no message any more. */
+ * with the configuration; RESIZE is no message any more. A replica added
+ * or removed is one too (12: op, node, min_current). */
 Test(messages, a_cut_begin_carries_a_configuration_change)
 {
     const char *why;
     struct pmsg_cut_begin m;
     pmsg_init(&m.h, PMSG_CUT_BEGIN, sizeof m);
     cr_assert(eq(int, pmsg_check(&m, sizeof m, &why), PMSG_CUT_BEGIN));
-    cr_expect(eq(sz, sizeof(struct pmsg_cut_config), PMSG_UUID_LEN + 1 + 8 + 1 + 1));
+    cr_expect(eq(sz, sizeof(struct pmsg_cut_config), PMSG_UUID_LEN + 1 + 8 + 1 + 1 + 1 + 4 + 1));
     cr_expect(eq(sz, sizeof m,
                  sizeof(struct pmsg_header) + 8 + 8 + 8 + 1 + PMSG_NAME_MAX + 1 + 4 +
                      PMSG_CUT_VOLUMES * (PMSG_NAME_MAX + 1) + sizeof(struct pmsg_cut_config)));

@@ -4,6 +4,7 @@
 #include "mirror/replicas.h"
 
 #include <criterion/criterion.h>
+#include <errno.h>
 
 static struct store_volume vol3(void)
 {
@@ -65,4 +66,40 @@ Test(replicas, a_full_set_refuses_more)
         cr_assert(replica_apply(&v, n, REPLICA_SYNCING));
     cr_assert_not(replica_apply(&v, STORE_REPLICAS_MAX + 1, REPLICA_SYNCING));
     cr_assert_eq(v.nreplicas, STORE_REPLICAS_MAX);
+}
+
+/* replica remove: the set shrinks and stays sorted. */
+Test(replicas, remove_keeps_the_rest_in_order)
+{
+    struct store_volume v = {0};
+    uint32_t nodes[] = {1, 2, 3};
+    replica_init(&v, nodes, 3);
+    cr_assert(replica_remove(&v, 2));
+    cr_assert_eq(v.nreplicas, 2);
+    cr_assert_eq(v.replicas[0].node, 1);
+    cr_assert_eq(v.replicas[1].node, 3);
+    cr_assert_eq(v.replicas[2].node, 0);
+    cr_assert(!replica_remove(&v, 2));
+}
+
+/* The rules every node applies at a replica change's commit. */
+Test(replicas, change_rules)
+{
+    struct store_volume v = {0};
+    uint32_t nodes[] = {1, 2};
+    replica_init(&v, nodes, 2);
+    const struct store_replica *r = v.replicas;
+    cr_expect_eq(replica_change_check(r, 2, true, 3, 2), 0);
+    cr_expect_eq(replica_change_check(r, 2, true, 1, 2), -EEXIST);
+    cr_expect_eq(replica_change_check(r, 2, false, 3, 2), -ENXIO);
+    /* two current, min_current 2: neither may go; with 1, either may */
+    cr_expect_eq(replica_change_check(r, 2, false, 1, 2), -EDQUOT);
+    cr_expect_eq(replica_change_check(r, 2, false, 1, 1), 0);
+    /* an outdated copy may go whatever min_current, unless no current
+     * one would remain */
+    cr_assert(replica_apply(&v, 2, REPLICA_OUTDATED));
+    cr_expect_eq(replica_change_check(r, 2, false, 2, 2), 0);
+    cr_expect_eq(replica_change_check(r, 2, false, 1, 0), -EDQUOT);
+    cr_assert(replica_apply(&v, 1, REPLICA_OUTDATED));
+    cr_expect_eq(replica_change_check(r, 2, false, 2, 0), -EDQUOT);
 }

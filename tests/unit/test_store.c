@@ -707,10 +707,11 @@ static void *resizer(void *arg)
 static void *state_setter(void *arg)
 {
     struct racer *r = arg;
-    struct store_replica reps[2] = {{1, 1}, {2, 2}};
-    for (int i = 0; i < r->rounds; i++)
-        cr_assert_eq(svol_set_state(r->sv, reps, 2, i % 2 ? STORE_LOCAL_OK : STORE_LOCAL_FAILED),
-                     0);
+    struct store_volume state = {.nreplicas = 2, .replicas = {{1, 1}, {2, 2}}};
+    for (int i = 0; i < r->rounds; i++) {
+        state.local = i % 2 ? STORE_LOCAL_OK : STORE_LOCAL_FAILED;
+        cr_assert_eq(svol_set_state(r->sv, &state), 0);
+    }
     return NULL;
 }
 

@@ -1,0 +1,268 @@
+/* replica.c - moving a volume's replicas between nodes:
+ *   vsan replica add VOL [NODE]        a new copy (placement picks NODE if absent)
+ *   vsan replica remove VOL NODE       a copy dropped
+ *   vsan replica move VOL FROM TO      add TO, wait until it is current, remove FROM
+ *   vsan node drain NODE               move every copy NODE holds elsewhere
+ *
+ * add and remove are one admin call each (replica.add, replica.remove:
+ * a configuration epoch through the cluster). move and drain are built of
+ * them here, so the copy is never fewer: the new replica is filled by a
+ * full resync and removal waits until it is current. Interrupted (^C, a
+ * node lost), a move leaves one copy more, never one less: `vsan volume
+ * show` shows it and `replica remove` takes it away.
+ */
+#include "cli/replica.h"
+
+#include "cli/admin_call.h"
+
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* How often a move looks whether the new copy is current. */
+#define POLL_MS 250
+
+static struct json_object *request(const char *cmd, const char *vol, const char *node)
+{
+    struct json_object *req = json_object_new_object();
+    json_object_object_add(req, "cmd", json_object_new_string(cmd));
+    if (vol)
+        json_object_object_add(req, "name", json_object_new_string(vol));
+    if (node)
+        json_object_object_add(req, "node", json_object_new_string(node));
+    return req;
+}
+
+/* One admin call; -1 with *reply (ok), or the exit code (said on stderr). */
+static int call(const char *socket, const char *what, struct json_object *req,
+                struct json_object **reply)
+{
+    if (!req) {
+        fprintf(stderr, "vsan: out of memory\n");
+        return EXIT_ERROR;
+    }
+    int r = cli_call_ok(socket, what, req, reply);
+    json_object_put(req);
+    return r;
+}
+
+static int64_t get_int(struct json_object *o, const char *key)
+{
+    struct json_object *v;
+    return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
+}
+
+/* The state of node's replica in a volume object ("" if it holds none). */
+static const char *replica_state(struct json_object *vol, uint32_t node)
+{
+    struct json_object *a;
+    if (!json_object_object_get_ex(vol, "replicas", &a))
+        return "";
+    for (size_t i = 0; i < json_object_array_length(a); i++) {
+        struct json_object *r = json_object_array_get_idx(a, i);
+        if (get_int(r, "node") == node)
+            return cli_reply_string(r, "state");
+    }
+    return "";
+}
+
+static double since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Adds a replica of vol on node (NULL: placement's choice); *added: the
+ * node. -1, or the exit code. */
+static int add(const char *socket, const char *vol, const char *node, uint32_t *added)
+{
+    struct json_object *reply;
+    int r = call(socket, "replica add", request("replica.add", vol, node), &reply);
+    if (r >= 0)
+        return r;
+    *added = (uint32_t)get_int(reply, "replica");
+    json_object_put(reply);
+    return -1;
+}
+
+/* Waits until node's replica of vol is current, saying where it is every
+ * 10 s on stderr. -1, or the exit code. */
+static int wait_current(const char *socket, const char *vol, uint32_t node, bool quiet)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double said = 0;
+    for (;;) {
+        struct json_object *reply;
+        int r = call(socket, "replica move", request("volume.show", vol, NULL), &reply);
+        if (r >= 0)
+            return r;
+        char state[32];
+        snprintf(state, sizeof state, "%s", replica_state(reply, node));
+        json_object_put(reply);
+        if (strcmp(state, "current") == 0)
+            return -1;
+        if (state[0] == '\0') {
+            fprintf(stderr, "vsan: volume \"%s\": node %u's new replica was removed meanwhile\n",
+                    vol, node);
+            return EXIT_ERROR;
+        }
+        if (!quiet && since(&t0) - said >= 10) {
+            said = since(&t0);
+            fprintf(stderr, "volume \"%s\": node %u's replica is %s (%.0f s)\n", vol, node, state,
+                    said);
+        }
+        nanosleep(&(struct timespec){0, POLL_MS * 1000 * 1000}, NULL);
+    }
+}
+
+static int remove_replica(const char *socket, const char *vol, const char *node,
+                          struct json_object **reply)
+{
+    return call(socket, "replica remove", request("replica.remove", vol, node), reply);
+}
+
+/* add to, wait until it is current, remove from: -1 with *reply (the
+ * volume after the removal) and *added, or the exit code. */
+static int move(const char *socket, bool quiet, const char *vol, const char *from, const char *to,
+                struct json_object **reply, uint32_t *added)
+{
+    int r = add(socket, vol, to, added);
+    if (r < 0)
+        r = wait_current(socket, vol, *added, quiet);
+    if (r < 0)
+        r = remove_replica(socket, vol, from, reply);
+    return r;
+}
+
+/* The id of the pool's node named word (an id or a name), or word as a
+ * number (a node that is down: its copies are moved from the others); 0
+ * if none. */
+static uint32_t pool_node(struct json_object *pool, const char *word)
+{
+    char *end;
+    unsigned long id = strtoul(word, &end, 10);
+    struct json_object *a;
+    if (!json_object_object_get_ex(pool, "nodes", &a))
+        a = NULL;
+    for (size_t i = 0; a && i < json_object_array_length(a); i++) {
+        struct json_object *x = json_object_array_get_idx(a, i);
+        char id[16];
+        snprintf(id, sizeof id, "%" PRId64, get_int(x, "node"));
+        if (strcmp(id, word) == 0 || strcmp(cli_reply_string(x, "name"), word) == 0)
+            return (uint32_t)get_int(x, "node");
+    }
+    return *word && *end == '\0' && id <= UINT32_MAX ? (uint32_t)id : 0;
+}
+
+/* Moves every replica node holds to a node placement picks, one volume at
+ * a time (a volume's copies never fewer than before). */
+static int drain(const char *socket, bool json, const char *word)
+{
+    struct json_object *pool, *list;
+    int r = call(socket, "node drain", request("pool.status", NULL, NULL), &pool);
+    if (r >= 0)
+        return r;
+    uint32_t node = pool_node(pool, word);
+    json_object_put(pool);
+    if (node == 0) {
+        fprintf(stderr, "vsan: node drain: node \"%s\" is not a member (see vsan pool status)\n",
+                word);
+        return EXIT_NO_NODE;
+    }
+    r = call(socket, "node drain", request("volume.list", NULL, NULL), &list);
+    if (r >= 0)
+        return r;
+    char id[16];
+    snprintf(id, sizeof id, "%u", node);
+    struct json_object *a;
+    unsigned moved = 0;
+    r = -1;
+    if (json_object_object_get_ex(list, "volumes", &a))
+        for (size_t i = 0; r < 0 && i < json_object_array_length(a); i++) {
+            struct json_object *v = json_object_array_get_idx(a, i);
+            if (replica_state(v, node)[0] == '\0')
+                continue;
+            const char *vol = cli_reply_string(v, "name");
+            struct timespec t0;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            struct json_object *after;
+            uint32_t to;
+            r = move(socket, json, vol, id, NULL, &after, &to);
+            if (r >= 0)
+                break;
+            json_object_put(after);
+            moved++;
+            if (!json)
+                printf("volume \"%s\": replica moved from node %u to node %u in %.1f s\n", vol,
+                       node, to, since(&t0));
+        }
+    json_object_put(list);
+    if (r >= 0)
+        return r;
+    if (json)
+        printf("{\n  \"node\":%u,\n  \"moved\":%u\n}\n", node, moved);
+    else
+        printf("node %u drained: %u replica(s) moved\n", node, moved);
+    return EXIT_OK;
+}
+
+int cli_replica(const char *socket, bool json, char **words, int n)
+{
+    const char *verb = n > 0 ? words[0] : "";
+    struct json_object *reply;
+    int r;
+    if (strcmp(verb, "add") == 0 && (n == 2 || n == 3)) {
+        uint32_t added;
+        r = add(socket, words[1], n == 3 ? words[2] : NULL, &added);
+        if (r >= 0)
+            return r;
+        if (json)
+            printf("{\n  \"name\":\"%s\",\n  \"replica\":%u\n}\n", words[1], added);
+        else
+            printf("volume \"%s\": replica added on node %u: it is filled from a current copy "
+                   "now (see vsan volume show %s)\n",
+                   words[1], added, words[1]);
+        return EXIT_OK;
+    }
+    if (strcmp(verb, "remove") == 0 && n == 3) {
+        r = remove_replica(socket, words[1], words[2], &reply);
+        if (r >= 0)
+            return r;
+        if (json)
+            cli_print_json(reply);
+        else
+            printf("volume \"%s\": replica on node %s removed\n", words[1], words[2]);
+        json_object_put(reply);
+        return EXIT_OK;
+    }
+    if (strcmp(verb, "move") == 0 && n == 4) {
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        uint32_t to;
+        r = move(socket, json, words[1], words[2], words[3], &reply, &to);
+        if (r >= 0)
+            return r;
+        if (json)
+            cli_print_json(reply);
+        else
+            printf("volume \"%s\": replica moved from node %s to node %u in %.1f s\n", words[1],
+                   words[2], to, since(&t0));
+        json_object_put(reply);
+        return EXIT_OK;
+    }
+    return cli_usage_error("replica %s: usage: vsan replica add VOL [NODE] | remove VOL NODE | "
+                           "move VOL FROM TO",
+                           verb);
+}
+
+int cli_node(const char *socket, bool json, char **words, int n)
+{
+    if (n == 2 && strcmp(words[0], "drain") == 0)
+        return drain(socket, json, words[1]);
+    return cli_usage_error("node: usage: vsan node drain NODE");
+}

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# t-lab-move: moving replicas between nodes on a 4-node lab (replica add,
+# remove, move, node drain), under fio with verify, snapshots included.
+#
+#  1. m (128M, --nodes 1,2) gets data and a snapshot s1; then more data.
+#  2. `replica move m 2 3` while fio (crc32c verify) writes through
+#     diskless n4: no fio error; n3 holds a data file and n2 none; the
+#     replicas are n1 and n3, current, byte-identical; m@s1 reads what m
+#     held at the cut through n3 (filled by the move) and n2 (diskless now).
+#  3. `replica add m` without a node: placement picks a member without a
+#     copy; it becomes current and identical; `replica remove` drops it.
+#  4. A replica removed while its node is away: with three copies, node C
+#     killed, `replica remove m C`; when C returns it learns the set in the
+#     sync round, drops its data file and serves m diskless, correctly.
+#  5. `node drain 1` under fio through n4: n1 holds no copy afterwards,
+#     fio sees no error, the two copies are identical.
+#  6. Bad input, each a precise error (exit code) and the set unchanged:
+#     add on a node holding one (24), remove from a node holding none (24),
+#     a removal below min_current (24), add on a node that is no member
+#     (22), a volume that does not exist (4).
+# timeout: 600
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+vt_init
+# shellcheck source=tests/integration/labtest.sh
+. "$VT_DIR/labtest.sh"
+
+LAB_VOL=m
+
+# The nodes holding a data file of m: "1 3".
+holders() {
+    local i out=""
+    for i in 1 2 3 4; do
+        [ -f "$VSAN_LAB_DIR/n$i/data/volumes/$UUID.data" ] && out="$out${out:+ }$i"
+    done
+    echo "$out"
+}
+
+# The replica set as node I sees it: "1:current 3:current".
+set_of() {
+    vs "$1" '" ".join("%d:%s" % (r["node"], r["state"]) for r in d["replicas"])'
+}
+
+set_is() {
+    [ "$(set_of "$1")" = "$2" ]
+}
+
+# Every node sees the set SET.
+everyone_sees() {
+    local i
+    for i in 1 2 3 4; do
+        set_is "$i" "$1" || return 1
+    done
+}
+
+# The data files of the holders are byte-identical.
+holders_identical() {
+    local i sums
+    sums=$(for i in $(holders); do md5sum <"$VSAN_LAB_DIR/n$i/data/volumes/$UUID.data"; done | sort -u)
+    [ "$(echo "$sums" | wc -l)" -eq 1 ] || lab_fail "$1: the copies on $(holders) differ"
+    log "$1: the copies on $(holders) are byte-identical"
+}
+
+run_fio() {
+    bg_start "fio$1" fio --name=m --ioengine=nbd --uri="$("$LAB" addr 4)/m" --rw=randwrite \
+        --bs=4k --iodepth=8 --offset=64M --size=32M --loops="${2:-4}" --verify=crc32c \
+        --verify_fatal=1 --do_verify=1 --verify_state_save=0
+    FIO=$BG_PID
+}
+
+fio_ok() {
+    wait_until 240 proc_gone "$FIO" || lab_fail "$1: fio is stuck"
+    wait "$FIO" || lab_fail "$1: fio failed: $(tail -n 20 "$T/fio$1.out")"
+    grep -qi "verify.*\(bad\|mismatch\)" "$T/fio$1.out" &&
+        lab_fail "$1: fio reported verify errors: $(grep -i verify "$T/fio$1.out")"
+    log "$1: fio through n4: no error, no verify failure"
+}
+
+# refused EXIT TEXT ARGS...: `vsan ARGS` on n1 exits EXIT saying TEXT.
+refused() {
+    local want=$1 text=$2 rc=0
+    shift 2
+    "$LAB" vsan 1 "$@" >"$T/bad.out" 2>&1 || rc=$?
+    [ "$rc" = "$want" ] || lab_fail "$*: exit $rc, not $want: $(cat "$T/bad.out")"
+    grep -qF -- "$text" "$T/bad.out" || lab_fail "$*: said $(cat "$T/bad.out"), not \"$text\""
+    log "6. $*: $(cat "$T/bad.out")"
+}
+
+lab_up 4
+wait_until 30 full_view 1 "1 2 3 4" || lab_fail "n1 never saw the four nodes"
+
+log "1. m on nodes 1 and 2, with a snapshot"
+lab vsan 1 volume create m 128M --nodes 1,2
+UUID=$(vs 1 'd["uuid"]')
+wait_until 20 everyone_sees "1:current 2:current" || lab_fail "m's set: $(set_of 4)"
+nbdpy "$(addr 4)/m" <<'PY' || lab_fail "writing m's first data failed"
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+for i in range(0, 64 << 20, 1 << 20):
+    h.pwrite(bytes([i >> 20 | 1]) * 65536, i)
+PY
+nbdcopy -- "$(addr 1)/m" "$T/s1.raw"
+lab vsan 1 snapshot create m s1
+nbdpy "$(addr 4)/m" <<'PY' || lab_fail "writing m after s1 failed"
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+for i in range(0, 64 << 20, 2 << 20):
+    h.pwrite(b"after-s1" * 8192, i)
+PY
+
+log "2. replica move m 2 3 under fio through n4"
+run_fio 2
+lab vsan 1 replica move m 2 3
+fio_ok 2
+[ "$(holders)" = "1 3" ] || lab_fail "after the move m's data files are on $(holders), not 1 3"
+wait_until 20 everyone_sees "1:current 3:current" || lab_fail "after the move: $(set_of 4)"
+holders_identical 2
+for i in 3 2; do
+    same "$i" m@s1 "$T/s1.raw" || lab_fail "m@s1 through n$i is not what m held at the cut"
+done
+log "2. moved: n3 holds m and its snapshot; n2 reads them from a current copy"
+
+log "3. replica add without a node, then remove"
+"$LAB" vsan 1 --json replica add m >"$T/add.json" || lab_fail "replica add m failed"
+added=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["replica"])' "$T/add.json")
+case "$added" in 2 | 4) ;; *) lab_fail "replica add m picked node \"$added\", not 2 or 4" ;; esac
+wait_until 60 everyone_sees "$(echo "1:current 3:current $added:current" | tr ' ' '\n' | sort | xargs)" ||
+    lab_fail "n$added's new replica never became current: $(set_of 1)"
+holders_identical 3
+same "$added" m@s1 "$T/s1.raw" || lab_fail "m@s1 through n$added differs after the add"
+lab vsan 1 replica remove m "$added"
+wait_until 20 everyone_sees "1:current 3:current" || lab_fail "after the remove: $(set_of 4)"
+[ "$(holders)" = "1 3" ] || lab_fail "after the remove m's data files are on $(holders)"
+log "3. n$added added, current, removed"
+
+log "4. a replica removed while its node is away"
+lab vsan 1 replica add m 2
+wait_until 60 everyone_sees "1:current 2:current 3:current" || lab_fail "n2 never current: $(set_of 1)"
+lab kill 2
+wait_until 20 states_are 1 "current outdated current" || lab_fail "n2 not outdated: $(set_of 1)"
+lab vsan 1 replica remove m 2
+wait_until 20 set_is 1 "1:current 3:current" || lab_fail "n2's replica not removed: $(set_of 1)"
+lab start 2
+wait_until 60 everyone_sees "1:current 3:current" || lab_fail "n2 back: $(set_of 2)"
+wait_until 20 eval '[ "$(holders)" = "1 3" ]' || lab_fail "n2 kept its data file: $(holders)"
+[ "$(vs 2 'd["mirror"]["local"]')" = diskless ] || lab_fail "n2's copy is $(vs 2 'd["mirror"]["local"]')"
+nbdcopy -- "$(addr 2)/m" "$T/n2.raw"
+same 1 m "$T/n2.raw" || lab_fail "m through diskless n2 differs from m through n1"
+log "4. n2 dropped its copy on return and reads m from a current one"
+
+log "5. node drain 1 under fio through n4"
+run_fio 5
+"$LAB" vsan 1 node drain 1 >"$T/drain.out" 2>&1 || lab_fail "node drain 1 failed: $(cat "$T/drain.out")"
+fio_ok 5
+case " $(holders) " in *" 1 "*) lab_fail "n1 still holds m after the drain: $(holders)" ;; esac
+[ "$(holders | wc -w)" = 2 ] || lab_fail "after the drain m's data files are on $(holders)"
+holders_identical 5
+log "5. $(cat "$T/drain.out")"
+
+log "6. bad input"
+H1=$(holders | cut -d' ' -f1)
+N1=$(for i in 1 2 3 4; do case " $(holders) " in *" $i "*) ;; *) echo "$i" ;; esac; done | head -n 1)
+before=$(set_of 1)
+refused 24 "holds a replica of it already" replica add m "$H1"
+refused 24 "holds no replica of it" replica remove m "$N1"
+refused 24 "fewer than 2 current copies" replica remove m "$H1"
+refused 22 "is not a member" replica add m 9
+refused 4 "no such volume" replica add nosuch
+[ "$(set_of 1)" = "$before" ] || lab_fail "bad input changed the set: $(set_of 1), was $before"
+log "t-lab-move: ok"
