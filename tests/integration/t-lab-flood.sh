@@ -104,13 +104,12 @@ stranger slots 32 $((TIMEOUT_S + 2)) >"$T/slots.out" 2>&1 || lab_fail "3. $(cat 
 log "3. $(cat "$T/slots.out")"
 
 log "4. n1 restarted links to n2 again"
-# How many times n1 logged its link to n2 up (grep -c prints 0 and fails
-# on none, which the ERR trap would take for the test failing).
-links() { grep -c "linked to node 2" "$VSAN_LAB_DIR/n1/vsand.log" || true; }
-linked=$(links)
+# n1 comes back current only by a resync that reads from n2 over its link,
+# and the write below outdates n2 unless n1's link to n2 is up. (A count of
+# n1's "linked to node 2" log lines was checked here before: it missed the
+# new one in 1 run of many under load, while n1 had resynced over it.)
 lab kill 1
 lab start 1
-wait_until 30 eval '[ "$(links)" -gt "$linked" ]' || lab_fail "4. n1 did not link to n2 again"
 wait_until 60 both_current || lab_fail "4. n1 never came back current: $(states 1) / $(states 2)"
 write_and_check 300 "4. after the restart"
 both_current || lab_fail "4. a write through n1 outdated n2: $(states 1)"

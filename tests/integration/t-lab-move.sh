@@ -13,7 +13,8 @@
 #     killed, `replica remove m C`; when C returns it learns the set in the
 #     sync round, drops its data file and serves m diskless, correctly.
 #  5. `node drain 1` under fio through n4: n1 holds no copy afterwards,
-#     fio sees no error, the two copies are identical.
+#     fio sees no error, the two copies are identical. deploy/remove-node
+#     refuses n1 before the drain and writes corosync.conf without it after.
 #  6. Bad input, each a precise error (exit code) and the set unchanged:
 #     add on a node holding one (24), remove from a node holding none (24),
 #     a removal below min_current (24), add on a node that is no member
@@ -150,6 +151,11 @@ nbdcopy -- "$(addr 2)/m" "$T/n2.raw"
 same 1 m "$T/n2.raw" || lab_fail "m through diskless n2 differs from m through n1"
 log "4. n2 dropped its copy on return and reads m from a current one"
 
+# remove-node refuses a node that holds a replica (n1 holds m).
+VSAN_CLI="$LAB vsan 2" "$VT_REPO/deploy/remove-node" --conf "$VSAN_LAB_DIR/corosync.conf" --node 1 \
+    --out "$T/rm" >"$T/rm.out" 2>&1 && lab_fail "remove-node took out n1, which holds m"
+grep -q "still holds replicas of: m" "$T/rm.out" || lab_fail "remove-node said: $(cat "$T/rm.out")"
+
 log "5. node drain 1 under fio through n4"
 run_fio 5
 "$LAB" vsan 1 node drain 1 >"$T/drain.out" 2>&1 || lab_fail "node drain 1 failed: $(cat "$T/drain.out")"
@@ -158,10 +164,16 @@ case " $(holders) " in *" 1 "*) lab_fail "n1 still holds m after the drain: $(ho
 [ "$(holders | wc -w)" = 2 ] || lab_fail "after the drain m's data files are on $(holders)"
 holders_identical 5
 log "5. $(cat "$T/drain.out")"
+VSAN_CLI="$LAB vsan 2" "$VT_REPO/deploy/remove-node" --conf "$VSAN_LAB_DIR/corosync.conf" --node 1 \
+    --out "$T/rm" >"$T/rm.out" 2>&1 || lab_fail "remove-node of drained n1 failed: $(cat "$T/rm.out")"
+grep -q "nodeid: 1$" "$T/rm/corosync.conf" && lab_fail "remove-node left n1 in corosync.conf"
+[ "$(grep -c "nodeid:" "$T/rm/corosync.conf")" = 3 ] || lab_fail "remove-node: $(cat "$T/rm/corosync.conf")"
+log "5. remove-node: refused while n1 held m; wrote a corosync.conf without n1 once drained"
 
 log "6. bad input"
 H1=$(holders | cut -d' ' -f1)
-N1=$(for i in 1 2 3 4; do case " $(holders) " in *" $i "*) ;; *) echo "$i" ;; esac; done | head -n 1)
+N1=
+for i in 4 3 2 1; do case " $(holders) " in *" $i "*) ;; *) N1=$i ;; esac; done
 before=$(set_of 1)
 refused 24 "holds a replica of it already" replica add m "$H1"
 refused 24 "holds no replica of it" replica remove m "$N1"

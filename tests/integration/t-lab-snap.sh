@@ -255,14 +255,20 @@ lab vsan 1 snapshot create r empty
 random_file "$T/r.raw" $((768 << 20))
 nbdcopy -- "$T/r.raw" "$(addr 2)/r"
 # nbdcopy's connections end after it exits (NBD_CMD_DISC has no reply): a
-# rollback sent before n2 has seen them go is refused, rightly (exit 6).
-wait_until 10 eval '[ "$(LAB_VOL=r vs 2 "d[\"connections\"]")" = 0 ]' ||
-    lab_fail "nbdcopy's connections to r stayed open on n2"
+# rollback sent before every node has seen them go is refused, rightly
+# (exit 6).
+r_connections() {
+    local i
+    for i in 1 2 3; do echo -n "n$i:$(LAB_VOL=r vs "$i" 'd["connections"]') "; done
+}
+wait_until 10 eval '[ "$(r_connections)" = "n1:0 n2:0 n3:0 " ]' ||
+    lab_fail "nbdcopy's connections to r stayed open: $(r_connections)"
 "$LAB" vsan 1 snapshot rollback r empty --progress >"$T/rb6.out" 2>&1 &
 rb=$!
 on_exit "kill $rb 2>/dev/null"
 start=$SECONDS
-wait_until 10 eval '! opens 1 r' || lab_fail "r never fenced for its rollback: $(cat "$T/rb6.out")"
+wait_until 10 eval '! opens 1 r' ||
+    lab_fail "r never fenced for its rollback: $(cat "$T/rb6.out"); connections now: $(r_connections)"
 lab stop 3
 lab start 3
 wait_until 30 full_view 3 "1 2 3" || lab_fail "n3 did not rejoin during the rollback"
