@@ -49,7 +49,7 @@ MIRROR_ENGINE_SRCS := mirror/mvol.c mirror/dirty.c mirror/lost.c mirror/registry
 CORE_SRCS += $(MIRROR_ENGINE_SRCS)
 # The network API: HTTPS and JSON on libmicrohttpd (api/api.h).
 API_SRCS := api/server.c api/routes.c api/creds.c
-VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) $(API_SRCS) vsan/api_glue.c vsan/vsand.c
+VSAND_SRCS := $(CORE_SRCS) $(NBD_SRCS) $(API_SRCS) vsan/api_glue.c vsan/rebuild.c vsan/vsand.c
 # The CLI: admin requests, and backup, restore and clone over NBD (libnbd).
 CLI_SRCS   := cli/cli.c cli/admin_call.c cli/cli_format.c cli/rbddiff.c cli/backup.c cli/rollback.c cli/replica.c cli/access.c cli/ident.c \
               cli/nbd_client.c common/size.c

@@ -13,6 +13,7 @@
 #include "store/svol.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,48 +111,63 @@ static void local_for(const struct mvol *v, struct store_volume *next)
         next->local = STORE_LOCAL_DISKLESS;
 }
 
-int mirror_replica_add(struct mvol *v, uint32_t node)
+/* With mu held: next without node's replica (the lease and dirty bitmap
+ * of a peer's go with it). */
+static void drop_replica(struct mvol *v, struct store_volume *next, uint32_t node)
+{
+    /* A current copy's reads may go on until its lease ends: a write that
+     * leaves it out waits for that, as for an outdated copy (invariant 7). */
+    if (replica_get(next, node) == REPLICA_CURRENT && node != v->m->self)
+        lease_started(v, node);
+    dirty_drop(v, node);
+    replica_remove(next, node);
+}
+
+/* The add, the removal, or both (from, node: 0 for none), checked first
+ * as a whole, applied in one commit. */
+static int change_set(struct mvol *v, uint32_t from, unsigned min_current, uint32_t node)
 {
     pthread_mutex_lock(&v->mu);
     struct store_volume next = v->rec;
-    int r = replica_change_check(next.replicas, next.nreplicas, true, node, 0);
-    if (r == 0 && !replica_apply(&next, node, REPLICA_SYNCING))
-        r = -ENOSPC;
+    int r = from ? replica_change_check(next.replicas, next.nreplicas, false, from, min_current)
+                 : 0;
+    if (r == 0 && node)
+        r = replica_change_check(next.replicas, next.nreplicas, true, node, 0);
+    enum replica_state was = replica_get(&next, from);
+    if (r == 0 && from)
+        drop_replica(v, &next, from);
+    if (r == 0 && node && !replica_apply(&next, node, REPLICA_SYNCING))
+        r = -ENOSPC; /* nothing applied yet: next is dropped */
     if (r == 0) {
         next.fixed = 1;
         local_for(v, &next);
         r = commit_change(v, &next);
+        if (from)
+            qb_log(LOG_NOTICE, "volume \"%s\": replica on node %u (%s) removed", v->name, from,
+                   replica_state_name(was));
+        if (node)
+            qb_log(LOG_NOTICE, "volume \"%s\": replica on node %u added: syncing in full",
+                   v->name, node);
     }
     pthread_mutex_unlock(&v->mu);
-    if (r == 0 || replica_get(&next, node) == REPLICA_SYNCING)
-        qb_log(LOG_NOTICE, "volume \"%s\": replica on node %u added: syncing in full", v->name,
-               node);
     consider_resync(v);
     return r;
 }
 
+int mirror_replica_add(struct mvol *v, uint32_t node)
+{
+    return change_set(v, 0, 0, node);
+}
+
 int mirror_replica_remove(struct mvol *v, uint32_t node, unsigned min_current)
 {
-    struct mirror *m = v->m;
-    pthread_mutex_lock(&v->mu);
-    enum replica_state s = replica_get(&v->rec, node);
-    int r = replica_change_check(v->rec.replicas, v->rec.nreplicas, false, node, min_current);
-    if (r == 0) {
-        struct store_volume next = v->rec;
-        replica_remove(&next, node);
-        next.fixed = 1;
-        local_for(v, &next);
-        /* Its reads may go on until its lease ends: a write that leaves it
-         * out waits for that, as for an outdated copy (invariant 7). */
-        if (s == REPLICA_CURRENT && node != m->self)
-            lease_started(v, node);
-        dirty_drop(v, node);
-        r = commit_change(v, &next);
-        qb_log(LOG_NOTICE, "volume \"%s\": replica on node %u (%s) removed", v->name, node,
-               replica_state_name(s));
-    }
-    pthread_mutex_unlock(&v->mu);
-    return r;
+    return change_set(v, node, min_current, 0);
+}
+
+int mirror_replica_rebuild(struct mvol *v, uint32_t from, uint32_t node)
+{
+    /* A min_current above any count: from's copy may not be current. */
+    return change_set(v, from, UINT_MAX, node);
 }
 
 int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t n, bool fixed)

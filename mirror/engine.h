@@ -224,6 +224,10 @@ int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t
  * everywhere, so the tables stay the same). */
 int mirror_replica_add(struct mvol *v, uint32_t node);
 int mirror_replica_remove(struct mvol *v, uint32_t node, unsigned min_current);
+/* Both at once, for the automatic rebuild: from's replica, which must not
+ * be current, goes and node's comes, syncing; checked as a removal (with
+ * from not current) and an add, then applied in one commit. */
+int mirror_replica_rebuild(struct mvol *v, uint32_t from, uint32_t node);
 /* node left the group: v's replica there is outdated; lost regions of v
  * are dirty for it. 1 if the set changed. */
 int mirror_node_left(struct mvol *v, uint32_t node, const struct pol_key *lost, size_t nlost);

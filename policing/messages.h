@@ -30,8 +30,8 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
  * 11: a resize is a cut that carries the new size (CUT_BEGIN of kind
  * CONFIG; RESIZE is gone: a node that applied it at once would write past
  * the end the others still hold); 12: a CONFIG cut adds or removes a
- * replica (`op`: a node that took the cut for a resize would change the
- * size instead). A node drops every message of another
+ * replica, or replaces one (`op`, `from`: a node that took the cut for a
+ * resize would change the size instead). A node drops every message of another
  * version, so nodes of different versions never complete a sync round
  * together: a cluster is upgraded all at once. */
 #define PMSG_VERSION 12
@@ -255,6 +255,8 @@ enum pmsg_config_op {
     PMSG_CONFIG_RESIZE = 0,  /* size, force, client */
     PMSG_CONFIG_ADD = 1,     /* a new replica on node, filled by a full resync */
     PMSG_CONFIG_REMOVE = 2,  /* node's replica dropped; min_current copies stay current */
+    PMSG_CONFIG_REPLACE = 3, /* from's replica (not current) dropped and node's added at once:
+                              * the automatic rebuild of a copy gone for good */
 };
 
 struct pmsg_cut_config {
@@ -265,6 +267,7 @@ struct pmsg_cut_config {
     uint8_t op;                   /* enum pmsg_config_op */
     uint32_t node;                /* ADD, REMOVE: the replica's node */
     uint8_t min_current;          /* REMOVE: the current copies that must remain */
+    uint32_t from;                /* REPLACE: the replica given up */
 } __attribute__((packed));
 
 /* CUT_BEGIN: a barrier (policing/cut.h) of kind on n volumes, named, for

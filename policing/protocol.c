@@ -811,6 +811,9 @@ static struct cut_label cut_label(const struct cut *c)
     if (c->kind == PMSG_CUT_CONFIG && c->config.op == PMSG_CONFIG_RESIZE)
         snprintf(l.s, sizeof l.s, "resize of \"%s\" to %llu bytes", c->volume,
                  (unsigned long long)c->config.size);
+    else if (c->kind == PMSG_CUT_CONFIG && c->config.op == PMSG_CONFIG_REPLACE)
+        snprintf(l.s, sizeof l.s, "replica of \"%s\" on node %u rebuilt on node %u", c->volume,
+                 c->config.from, c->config.node);
     else if (c->kind == PMSG_CUT_CONFIG)
         snprintf(l.s, sizeof l.s, "replica of \"%s\" on node %u %s", c->volume, c->config.node,
                  c->config.op == PMSG_CONFIG_ADD ? "added" : "removed");
@@ -916,8 +919,10 @@ static int cut_from_begin(struct policing *pc, uint32_t nodeid, const struct pms
     if (m->kind == PMSG_CUT_CONFIG) {
         /* one volume, named; the change's own checks are the table's */
         if (m->n != 1 || !pmsg_string_ok(m->config.uuid, sizeof m->config.uuid) ||
-            m->config.op > PMSG_CONFIG_REMOVE ||
-            (m->config.op != PMSG_CONFIG_RESIZE && m->config.node == 0))
+            m->config.op > PMSG_CONFIG_REPLACE ||
+            (m->config.op != PMSG_CONFIG_RESIZE && m->config.node == 0) ||
+            (m->config.op == PMSG_CONFIG_REPLACE &&
+             (m->config.from == 0 || m->config.from == m->config.node)))
             return -EINVAL;
         c->config = m->config;
         memcpy(c->volume, m->volumes[0], sizeof c->volume);
@@ -1069,6 +1074,14 @@ int policing_volume_resize(struct policing *pc, const char *uuid, const char *na
     return send_cut_begin(pc, PMSG_CUT_CONFIG, &name, 1, "", &config, done, arg);
 }
 
+static int send_replica_change(struct policing *pc, const char *uuid, const char *name,
+                               struct pmsg_cut_config *config, policing_done_fn done, void *arg)
+{
+    if (!pmsg_set_string(config->uuid, sizeof config->uuid, uuid) || config->node == 0)
+        return -EINVAL;
+    return send_cut_begin(pc, PMSG_CUT_CONFIG, &name, 1, "", config, done, arg);
+}
+
 int policing_replica_set_change(struct policing *pc, const char *uuid, const char *name,
                                 bool add, uint32_t node, unsigned min_current,
                                 policing_done_fn done, void *arg)
@@ -1076,9 +1089,16 @@ int policing_replica_set_change(struct policing *pc, const char *uuid, const cha
     struct pmsg_cut_config config = {.op = add ? PMSG_CONFIG_ADD : PMSG_CONFIG_REMOVE,
                                      .node = node,
                                      .min_current = (uint8_t)(min_current > 255 ? 255 : min_current)};
-    if (!pmsg_set_string(config.uuid, sizeof config.uuid, uuid) || node == 0)
+    return send_replica_change(pc, uuid, name, &config, done, arg);
+}
+
+int policing_replica_rebuild(struct policing *pc, const char *uuid, const char *name,
+                             uint32_t from, uint32_t node, policing_done_fn done, void *arg)
+{
+    struct pmsg_cut_config config = {.op = PMSG_CONFIG_REPLACE, .node = node, .from = from};
+    if (from == 0 || from == node)
         return -EINVAL;
-    return send_cut_begin(pc, PMSG_CUT_CONFIG, &name, 1, "", &config, done, arg);
+    return send_replica_change(pc, uuid, name, &config, done, arg);
 }
 
 static void apply_grant(struct policing *pc, uint32_t nodeid, uint32_t pid,

@@ -379,6 +379,14 @@ int policing_replica_set_change(struct policing *pc, const char *uuid, const cha
                                 bool add, uint32_t node, unsigned min_current,
                                 policing_done_fn done, void *arg);
 
+/* The automatic rebuild (vsan/rebuild.c): one cut whose commit drops
+ * from's replica and adds node's (syncing, rebuilt in full), so the set
+ * keeps its size. Refused at the commit as an add, or -EDQUOT if from's
+ * copy is current there or no current copy would remain. -EINVAL for
+ * from 0 or equal to node. */
+int policing_replica_rebuild(struct policing *pc, const char *uuid, const char *name,
+                             uint32_t from, uint32_t node, policing_done_fn done, void *arg);
+
 /* `vsan access grant/revoke`: identity's grant on volume becomes mode
  * (enum pmsg_grant_mode) on every node; done gets the table op grant's
  * result. -ENOLINK without quorum, -EINVAL for a name or identity too

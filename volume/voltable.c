@@ -149,7 +149,10 @@ static int replica_change(struct mvol *mv, void *arg)
         return mirror_replica_remove(mv, cfg->node, cfg->min_current);
     /* Only a member makes its copy at the commit: one away would be
      * called syncing with no data file to take the writes. */
-    return x->member ? mirror_replica_add(mv, cfg->node) : -EHOSTDOWN;
+    if (!x->member)
+        return -EHOSTDOWN;
+    return cfg->op == PMSG_CONFIG_REPLACE ? mirror_replica_rebuild(mv, cfg->from, cfg->node)
+                                          : mirror_replica_add(mv, cfg->node);
 }
 
 static int vt_replica_change(struct voltable *t, const struct cut *c)

@@ -38,6 +38,14 @@ struct admin_node {
     uint64_t started; /* admin_clock() at startup, for the uptime */
 };
 
+/* Where placement puts a new replica of info: the member without a copy
+ * with the most room, within [cluster] overcommit. 0, -ENOSPC (none has
+ * room), -ENOENT, -EINVAL (no member without a copy announced its
+ * capacity), -ENOMEM. For the automatic rebuild (vsan/rebuild.c). */
+struct volume_info;
+int admin_pool_place_replica(const struct admin_node *node, const struct volume_info *info,
+                             uint32_t *out);
+
 /* Seconds on a clock that never jumps (CLOCK_MONOTONIC). */
 uint64_t admin_clock(void);
 

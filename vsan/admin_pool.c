@@ -299,9 +299,10 @@ static int named_node(struct pool *p, const char *vol, const char *word, bool ad
 }
 
 /* Where a new replica of info goes: the node pinned (checked for room), or
- * placement's first choice among the members without a copy. */
-static int place_one(const struct context *ctx, struct pool *p, const struct volume_info *info,
-                     uint32_t pinned, uint32_t *node, struct json_object **err)
+ * placement's first choice among the members without a copy. place_volume's
+ * errors (-EINVAL: no candidate). */
+static int pick(const struct admin_node *node, struct pool *p, const struct volume_info *info,
+                uint32_t pinned, uint32_t *out, uint32_t *bad)
 {
     struct place_node cand[CLUSTER_NODES_MAX];
     size_t nc = 0;
@@ -315,11 +316,33 @@ static int place_one(const struct context *ctx, struct pool *p, const struct vol
                                              x->cap.data + x->cap.snapshots, x->provisioned,
                                              x->replicas};
     }
+    if (nc == 0)
+        return -EINVAL;
+    return place_volume(cand, nc, info->size, 1, node->cfg->overcommit, pinned ? &pinned : NULL,
+                        pinned ? 1 : 0, out, bad);
+}
+
+int admin_pool_place_replica(const struct admin_node *node, const struct volume_info *info,
+                             uint32_t *out)
+{
+    struct pool *p = malloc(sizeof *p);
+    int r = p ? pool_gather(node, p) : -ENOMEM;
+    uint32_t bad;
+    if (r == 0)
+        r = pick(node, p, info, 0, out, &bad);
+    if (p)
+        free(p->vols);
+    free(p);
+    return r;
+}
+
+/* pick, for the admin: a clear error in *err. */
+static int place_one(const struct context *ctx, struct pool *p, const struct volume_info *info,
+                     uint32_t pinned, uint32_t *node, struct json_object **err)
+{
     uint32_t bad;
     double oc = ctx->node->cfg->overcommit;
-    int e = nc == 0 ? -EINVAL
-                    : place_volume(cand, nc, info->size, 1, oc, pinned ? &pinned : NULL,
-                                   pinned ? 1 : 0, node, &bad);
+    int e = pick(ctx->node, p, info, pinned, node, &bad);
     if (e == -ENOSPC)
         *err = no_room(info->name, p, info->size, 1, oc, pinned);
     else if (e == -ENOENT)

@@ -662,6 +662,7 @@ static const struct key_def keys[] = {
     KEY("cluster", "replicas", parse_uint, replicas, 1, 32),
     KEY("cluster", "overcommit", parse_ratio, overcommit, 1, 100),
     KEY("cluster", "min_current", parse_uint, min_current, 0, 32),
+    KEY("cluster", "replace_after", parse_uint, replace_after_s, 0, 30 * 24 * 3600),
     KEY("mirror", "listen", parse_host_port, mirror_listen, 0, 0),
     KEY("mirror", "secret_file", parse_file_path, mirror_secret_file, 0, 0),
     KEY("mirror", "timeout", parse_uint, mirror_timeout_ms, CONFIG_MIRROR_TIMEOUT_MIN,
@@ -700,6 +701,7 @@ void config_defaults(struct vsan_config *cfg)
     cfg->suspend_timeout_ms = 30000;
     cfg->replicas = 3;
     cfg->overcommit = 2.0;
+    cfg->replace_after_s = 600;
     strcpy(cfg->mirror_secret_file, CONFIG_SECRET_DEFAULT);
     cfg->mirror_timeout_ms = 4000;
     cfg->mirror_resync_rate = 200u * 1024 * 1024;

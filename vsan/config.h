@@ -82,6 +82,9 @@ struct vsan_config {
     /* Current copies a replica removal or move must leave; 0 = 2 for a
      * volume of 2 or more replicas, else 1. Writes go on with one. */
     unsigned min_current;
+    /* Seconds a placed volume's copy may be gone (its node away, or it
+     * outdated on a member) before it is rebuilt elsewhere; 0 = never. */
+    unsigned replace_after_s;
     /* [mirror] */
     char mirror_listen[CONFIG_ADDR_MAX + 1]; /* announced; "" = none (standalone only) */
     char mirror_secret_file[PATH_MAX];       /* read by mauth_load_secret() */

@@ -23,6 +23,7 @@
 #include "vsan/api_glue.h"
 #include "vsan/config.h"
 #include "common/log.h"
+#include "vsan/rebuild.h"
 #include "vsan/service.h"
 #include "store/actlog.h"
 #include "store/store.h"
@@ -77,6 +78,7 @@ struct node {
     bool drop_armed;
     unsigned drop_mark, drop_next;
     qb_loop_timer_handle capacity_timer; /* announces the pool's figures (capacity_tick) */
+    struct rebuild *rebuild;             /* gone copies rebuilt elsewhere (rebuild.h) */
     bool capacity_armed;
     struct service *service;
     struct admin_node admin_node;
@@ -716,6 +718,8 @@ static int start_node(struct node *n)
                                         .tokens = volumes_tokens(n->vols),
                                         .started = admin_clock()};
     r = admin_start(n->loop, &n->admin_node, &n->admin);
+    if (r == 0)
+        r = rebuild_start(&n->admin_node, &n->rebuild);
     return r < 0 ? r : api_glue_start(&n->admin_node, &n->api);
 }
 
@@ -740,6 +744,7 @@ static void stop_node(struct node *n)
     actlog_close(n->actlog);
     if (n->pc)
         policing_stop(n->pc);
+    rebuild_stop(n->rebuild);
     service_free(n->service);
     if (n->vols)
         volumes_close(n->vols);

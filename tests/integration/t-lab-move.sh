@@ -19,6 +19,10 @@
 #     add on a node holding one (24), remove from a node holding none (24),
 #     a removal below min_current (24), add on a node that is no member
 #     (22), a volume that does not exist (4).
+#  7. The automatic rebuild: with replace_after = 3 s on the coordinator,
+#     a holder killed is replaced by a copy on another node, rebuilt in
+#     full and current; the volume reads the same; the killed node drops
+#     its copy when it returns.
 # timeout: 600
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -181,4 +185,32 @@ refused 24 "fewer than 2 current copies" replica remove m "$H1"
 refused 22 "is not a member" replica add m 9
 refused 4 "no such volume" replica add nosuch
 [ "$(set_of 1)" = "$before" ] || lab_fail "bad input changed the set: $(set_of 1), was $before"
+
+log "7. automatic rebuild: a holder gone longer than replace_after (3 s)"
+# n1, the lowest id and so the coordinator, gets the short replace_after.
+printf '[cluster]\nreplace_after = 3\n' >>"$VSAN_LAB_DIR/n1/vsan.conf"
+lab kill 1
+lab start 1
+wait_until 30 full_view 1 "1 2 3 4" || lab_fail "n1 never saw the four nodes again"
+nbdcopy -- "$(addr 2)/m" "$T/before7.raw"
+GONE=$(holders | cut -d' ' -f2)
+KEPT=$(holders | cut -d' ' -f1)
+lab kill "$GONE"
+rebuilt() {
+    local s
+    s=$(set_of 2)
+    case " $s " in *" $GONE:"*) return 1 ;; esac
+    [ "$(echo "$s" | grep -o current | wc -l)" = 2 ]
+}
+wait_until 90 rebuilt || lab_fail "n$GONE's copy was not rebuilt elsewhere: $(set_of 2)"
+logged 1 0 "rebuilding it on node" || lab_fail "n1 did not log the rebuild"
+same 2 m "$T/before7.raw" || lab_fail "m through n2 differs after the rebuild"
+log "7. n$GONE's copy rebuilt: $(set_of 2)"
+lab start "$GONE"
+wait_until 60 eval '! [ -f "$VSAN_LAB_DIR/n$GONE/data/volumes/$UUID.data" ]' ||
+    lab_fail "n$GONE kept its replaced copy's data file"
+holders_identical 7
+[ "$(holders | wc -w)" = 2 ] || lab_fail "after the rebuild m's data files are on $(holders)"
+case " $(holders) " in *" $KEPT "*) ;; *) lab_fail "the rebuild dropped n$KEPT's copy: $(holders)" ;; esac
+log "7. n$GONE returned and dropped its copy; m is on $(holders)"
 log "t-lab-move: ok"
