@@ -22,10 +22,15 @@
 #include <string.h>
 #include <time.h>
 
-/* How often a move looks whether the new copy is current. */
+/* How often a move looks whether the new copy is current, and how long it
+ * waits for one that stays outdated. */
 #define POLL_MS 250
+#define OUTDATED_MAX_S 60
 
-static struct json_object *request(const char *cmd, const char *vol, const char *node)
+/* moving: the removal that ends a move (its min_current counts the copies
+ * before the move's add). */
+static struct json_object *request_moving(const char *cmd, const char *vol, const char *node,
+                                          bool moving)
 {
     struct json_object *req = json_object_new_object();
     json_object_object_add(req, "cmd", json_object_new_string(cmd));
@@ -33,7 +38,14 @@ static struct json_object *request(const char *cmd, const char *vol, const char 
         json_object_object_add(req, "name", json_object_new_string(vol));
     if (node)
         json_object_object_add(req, "node", json_object_new_string(node));
+    if (moving)
+        json_object_object_add(req, "moving", json_object_new_boolean(true));
     return req;
+}
+
+static struct json_object *request(const char *cmd, const char *vol, const char *node)
+{
+    return request_moving(cmd, vol, node, false);
 }
 
 /* One admin call; -1 with *reply (ok), or the exit code (said on stderr). */
@@ -95,7 +107,7 @@ static int wait_current(const char *socket, const char *vol, uint32_t node, bool
 {
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    double said = 0;
+    double said = 0, outdated = 0;
     for (;;) {
         struct json_object *reply;
         int r = call(socket, "replica move", request("volume.show", vol, NULL), &reply);
@@ -111,6 +123,19 @@ static int wait_current(const char *socket, const char *vol, uint32_t node, bool
                     vol, node);
             return EXIT_ERROR;
         }
+        /* A copy that stays outdated is not being filled (its node's
+         * store failed, or it left): the move stops, one copy more. */
+        if (strcmp(state, "outdated") != 0)
+            outdated = 0;
+        else if (outdated == 0)
+            outdated = since(&t0);
+        else if (since(&t0) - outdated > OUTDATED_MAX_S) {
+            fprintf(stderr,
+                    "vsan: volume \"%s\": node %u's new replica has been outdated for %d s: "
+                    "stopped (see vsan volume show %s; vsan replica remove takes it away)\n",
+                    vol, node, OUTDATED_MAX_S, vol);
+            return EXIT_ERROR;
+        }
         if (!quiet && since(&t0) - said >= 10) {
             said = since(&t0);
             fprintf(stderr, "volume \"%s\": node %u's replica is %s (%.0f s)\n", vol, node, state,
@@ -120,10 +145,35 @@ static int wait_current(const char *socket, const char *vol, uint32_t node, bool
     }
 }
 
-static int remove_replica(const char *socket, const char *vol, const char *node,
+static int remove_replica(const char *socket, const char *vol, const char *node, bool moving,
                           struct json_object **reply)
 {
-    return call(socket, "replica remove", request("replica.remove", vol, node), reply);
+    return call(socket, "replica remove", request_moving("replica.remove", vol, node, moving),
+                reply);
+}
+
+static uint32_t pool_node(struct json_object *pool, const char *word);
+
+/* Whether the node word names holds a copy of vol: -1 if so, else the exit
+ * code (said), so that a move adds nothing it could not finish. */
+static int holds(const char *socket, const char *vol, const char *word)
+{
+    struct json_object *pool, *show;
+    int r = call(socket, "replica move", request("pool.status", NULL, NULL), &pool);
+    if (r >= 0)
+        return r;
+    uint32_t node = pool_node(pool, word);
+    json_object_put(pool);
+    r = call(socket, "replica move", request("volume.show", vol, NULL), &show);
+    if (r >= 0)
+        return r;
+    bool has = node != 0 && replica_state(show, node)[0] != '\0';
+    json_object_put(show);
+    if (has)
+        return -1;
+    fprintf(stderr, "vsan: replica move: volume \"%s\": node %s holds no replica of it\n", vol,
+            word);
+    return EXIT_REPLICA_REFUSED;
 }
 
 /* add to, wait until it is current, remove from: -1 with *reply (the
@@ -131,11 +181,13 @@ static int remove_replica(const char *socket, const char *vol, const char *node,
 static int move(const char *socket, bool quiet, const char *vol, const char *from, const char *to,
                 struct json_object **reply, uint32_t *added)
 {
-    int r = add(socket, vol, to, added);
+    int r = holds(socket, vol, from);
+    if (r < 0)
+        r = add(socket, vol, to, added);
     if (r < 0)
         r = wait_current(socket, vol, *added, quiet);
     if (r < 0)
-        r = remove_replica(socket, vol, from, reply);
+        r = remove_replica(socket, vol, from, true, reply);
     return r;
 }
 
@@ -230,7 +282,7 @@ int cli_replica(const char *socket, bool json, char **words, int n)
         return EXIT_OK;
     }
     if (strcmp(verb, "remove") == 0 && n == 3) {
-        r = remove_replica(socket, words[1], words[2], &reply);
+        r = remove_replica(socket, words[1], words[2], false, &reply);
         if (r >= 0)
             return r;
         if (json)

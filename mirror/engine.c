@@ -81,11 +81,15 @@ void mirror_replicas_copy(struct mvol *v, struct store_replica *out, uint32_t *n
  * made (REBUILD) or dropped (DISKLESS) as next's local says. */
 static int commit_change(struct mvol *v, struct store_volume *next)
 {
+    bool make = next->local == STORE_LOCAL_REBUILD && v->rec.local != STORE_LOCAL_REBUILD;
+    bool drop = next->local == STORE_LOCAL_DISKLESS && v->rec.local != STORE_LOCAL_DISKLESS;
     int r;
-    if (next->local == STORE_LOCAL_REBUILD && v->rec.local == STORE_LOCAL_DISKLESS)
+    if (make && v->rec.local == STORE_LOCAL_DISKLESS)
         r = svol_attach_data(v->sv, next);
-    else if (next->local == STORE_LOCAL_DISKLESS && v->rec.local != STORE_LOCAL_DISKLESS)
+    else if (drop)
         r = svol_detach_data(v->sv, next);
+    else if (make && (r = svol_wipe(v->sv)) < 0)
+        qb_log(LOG_ERR, "volume \"%s\": its copy could not be emptied for a rebuild", v->name);
     else
         r = svol_set_state(v->sv, next);
     if (r < 0) {
@@ -123,6 +127,24 @@ static void drop_replica(struct mvol *v, struct store_volume *next, uint32_t nod
     replica_remove(next, node);
 }
 
+/* With mu held, on a copy just added: every region dirty for the peers
+ * that are behind. This copy was not there for the writes they missed, so
+ * once it is current and the copies that were are gone (a drain), their
+ * resync would ask it, and its bitmap must cover what they lack. */
+static void dirty_all_behind(struct mvol *v)
+{
+    uint64_t nr = nregions(v->m, vsize(v));
+    for (uint32_t i = 0; nr > 0 && i < v->rec.nreplicas; i++) {
+        const struct store_replica *r = &v->rec.replicas[i];
+        if (r->node != v->m->self && r->state != REPLICA_CURRENT &&
+            mark_dirty(v, r->node, 0, nr - 1) < 0)
+            qb_log(LOG_ERR,
+                   "volume \"%s\": node %u: its regions could not be recorded dirty here: "
+                   "verify the volume once it is back",
+                   v->name, r->node);
+    }
+}
+
 /* The add, the removal, or both (from, node: 0 for none), checked first
  * as a whole, applied in one commit. */
 static int change_set(struct mvol *v, uint32_t from, unsigned min_current, uint32_t node)
@@ -136,12 +158,19 @@ static int change_set(struct mvol *v, uint32_t from, unsigned min_current, uint3
     enum replica_state was = replica_get(&next, from);
     if (r == 0 && from)
         drop_replica(v, &next, from);
-    if (r == 0 && node && !replica_apply(&next, node, REPLICA_SYNCING))
+    if (r == 0 && node && !replica_join(&next, node))
         r = -ENOSPC; /* nothing applied yet: next is dropped */
     if (r == 0) {
         next.fixed = 1;
         local_for(v, &next);
-        r = commit_change(v, &next);
+        /* Added here: a copy this node kept (one that had not joined an
+         * unplaced volume's set yet) is as empty as a new one. */
+        if (node == v->m->self)
+            next.local = STORE_LOCAL_REBUILD;
+        /* The set changed everywhere; only this copy may lag (logged). */
+        r = commit_change(v, &next) < 0 ? -EIO : 0;
+        if (node == v->m->self && next.local == STORE_LOCAL_REBUILD)
+            dirty_all_behind(v);
         if (from)
             qb_log(LOG_NOTICE, "volume \"%s\": replica on node %u (%s) removed", v->name, from,
                    replica_state_name(was));
@@ -194,9 +223,15 @@ int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t
             else if (v->rec.replicas[i].state == REPLICA_CURRENT)
                 dirty_drop(v, node);
         }
-        for (uint32_t i = 0; i < before.nreplicas; i++)
-            if (replica_get(&v->rec, before.replicas[i].node) == REPLICA_NONE)
-                dirty_drop(v, before.replicas[i].node); /* removed meanwhile */
+        for (uint32_t i = 0; i < before.nreplicas; i++) {
+            const struct store_replica *b = &before.replicas[i];
+            if (replica_get(&v->rec, b->node) != REPLICA_NONE || b->node == m->self)
+                continue;
+            /* removed meanwhile: as in drop_replica */
+            if (b->state == REPLICA_CURRENT)
+                lease_started(v, b->node);
+            dirty_drop(v, b->node);
+        }
         struct store_volume next = v->rec;
         next.fixed = fixed || v->rec.fixed;
         local_for(v, &next);

@@ -67,12 +67,19 @@ bool replica_apply(struct store_volume *v, uint32_t node, enum replica_state sta
         return false;
     int i = find(v, node);
     enum replica_state from = i < 0 ? REPLICA_NONE : (enum replica_state)v->replicas[i].state;
-    if (!allowed(from, state))
+    /* A placed set grows only by an agreed add (replica_join): a node
+     * whose copy was removed must not ask itself back in. */
+    if (!allowed(from, state) || (from == REPLICA_NONE && v->fixed))
         return false;
     if (i < 0)
         return insert(v, node, state);
     v->replicas[i].state = (uint8_t)state;
     return true;
+}
+
+bool replica_join(struct store_volume *v, uint32_t node)
+{
+    return node != 0 && find(v, node) < 0 && insert(v, node, REPLICA_SYNCING);
 }
 
 bool replica_remove(struct store_volume *v, uint32_t node)

@@ -46,6 +46,11 @@ enum replica_state replica_get(const struct store_volume *v, uint32_t node);
  * the set changed. */
 bool replica_apply(struct store_volume *v, uint32_t node, enum replica_state state);
 
+/* Adds node to the set as syncing (a replica added by the admin, placed
+ * set or not); false if it is in it or the set is full. replica_apply
+ * refuses NONE -> SYNCING in a placed set: only this adds to one. */
+bool replica_join(struct store_volume *v, uint32_t node);
+
 /* Removes node from the set (a replica removed by the admin); false if it
  * is not in it. No transition rule applies: the caller checks
  * replica_change_check first. */

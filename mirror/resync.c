@@ -248,8 +248,18 @@ static int resync_once(struct mvol *v)
     struct mirror *m = v->m;
     pthread_mutex_lock(&v->mu);
     enum replica_state s = replica_get(&v->rec, m->self);
-    bool full = s == REPLICA_NONE || v->rec.local == STORE_LOCAL_REBUILD;
+    /* A copy joining the set is rebuilt in full; marked so first, so that
+     * an attempt that fails midway is followed by a full one again, not by
+     * one of the dirty regions only (the peers recorded none for it). */
+    if (s == REPLICA_NONE && v->rec.local == STORE_LOCAL_OK) {
+        v->rec.local = STORE_LOCAL_REBUILD;
+        if (commit_state(v) < 0)
+            v->rec.local = STORE_LOCAL_OK;
+    }
+    bool full = v->rec.local == STORE_LOCAL_REBUILD;
     pthread_mutex_unlock(&v->mu);
+    if (s == REPLICA_NONE && !full)
+        return -EIO; /* the mark could not be committed: logged by the store */
     if (s != REPLICA_SYNCING && !linked_to_current(v))
         return -ENOTCONN;
     int r = 0;
@@ -294,8 +304,14 @@ static int resync_once(struct mvol *v)
         r = svol_sync(v->sv);
     if (r == 0 && full) {
         pthread_mutex_lock(&v->mu);
-        v->rec.local = STORE_LOCAL_OK;
-        r = commit_state(v);
+        /* Still the copy being rebuilt: a removal (diskless now) or a
+         * failure meanwhile must not be overwritten. */
+        if (v->rec.local == STORE_LOCAL_REBUILD && replica_get(&v->rec, m->self) == REPLICA_SYNCING) {
+            v->rec.local = STORE_LOCAL_OK;
+            r = commit_state(v);
+        } else {
+            r = -ECANCELED;
+        }
         pthread_mutex_unlock(&v->mu);
     }
     if (r == 0)

@@ -43,6 +43,14 @@ struct svol {
     char uuid[STORE_UUID_LEN + 1];
 };
 
+/* The data file, as a replica added or removed here (svol_attach_data,
+ * _detach_data) last set it: -1 for a diskless copy, whose calls then
+ * fail with -EBADF (the engine sends no I/O to a copy it does not hold). */
+static int fd_of(const struct svol *sv)
+{
+    return __atomic_load_n(&sv->fd, __ATOMIC_ACQUIRE);
+}
+
 static bool in_memory(int fd)
 {
     struct statfs fs;
@@ -201,9 +209,6 @@ int svol_attach_data(struct svol *sv, const struct store_volume *state)
         sv->in_memory = in_memory(fd);
         __atomic_store_n(&sv->fd, fd, __ATOMIC_RELEASE);
         snap_set_live(sv->snaps, fd);
-        if (sv->retired >= 0)
-            close(sv->retired);
-        sv->retired = -1;
     } else if (fd >= 0) {
         close(fd);
     }
@@ -225,6 +230,7 @@ int svol_detach_data(struct svol *sv, const struct store_volume *state)
         sv->rec = next;
         snap_set_live(sv->snaps, -1);
         if (sv->fd >= 0) {
+            /* The one retired before: a whole add and rebuild ago. */
             if (sv->retired >= 0)
                 close(sv->retired);
             sv->retired = sv->fd;
@@ -265,10 +271,10 @@ int svol_snapshot_create(struct svol *sv, uint64_t id, const char *name, int64_t
 int svol_allocated(struct svol *sv, uint64_t *bytes)
 {
     *bytes = 0;
-    if (sv->fd < 0)
+    if (fd_of(sv) < 0)
         return 0; /* diskless: nothing here */
     struct stat sb;
-    if (fstat(sv->fd, &sb) < 0) {
+    if (fstat(fd_of(sv), &sb) < 0) {
         int err = errno;
         qb_log(LOG_ERR, "volume \"%s\": fstat its data file: %s", sv->name, strerror(err));
         return -err;
@@ -299,7 +305,7 @@ static int read_nowait(struct svol *sv, void *buf, uint32_t count, uint64_t offs
     struct iovec iov = {.iov_base = buf, .iov_len = count};
     ssize_t n;
     do {
-        n = preadv2(sv->fd, &iov, 1, (off_t)offset, RWF_NOWAIT);
+        n = preadv2(fd_of(sv), &iov, 1, (off_t)offset, RWF_NOWAIT);
     } while (n < 0 && errno == EINTR);
     if (n == (ssize_t)count)
         return 0;
@@ -313,12 +319,12 @@ int svol_read(struct svol *sv, void *buf, uint32_t count, uint64_t offset, unsig
     if ((flags & SVOL_NOWAIT) && !sv->in_memory)
         return read_nowait(sv, buf, count, offset);
     /* -EIO if the data file is shorter than its meta says. */
-    return fileio_pread(sv->fd, buf, count, offset);
+    return fileio_pread(fd_of(sv), buf, count, offset);
 }
 
 int svol_sync(struct svol *sv)
 {
-    return fdatasync(sv->fd) < 0 ? -errno : 0;
+    return fdatasync(fd_of(sv)) < 0 ? -errno : 0;
 }
 
 /* One pwritev, durable if *dsync; clears *dsync if the kernel can't. */
@@ -326,13 +332,13 @@ static ssize_t pwritev_once(struct svol *sv, const struct iovec *iov, int cnt, u
                             bool *dsync)
 {
     if (*dsync) {
-        ssize_t n = pwritev2(sv->fd, iov, cnt, (off_t)offset, RWF_DSYNC);
+        ssize_t n = pwritev2(fd_of(sv), iov, cnt, (off_t)offset, RWF_DSYNC);
         if (n >= 0 || (errno != EOPNOTSUPP && errno != ENOSYS))
             return n;
         learn_unsupported(sv, &sv->no_dsync, "pwritev2(RWF_DSYNC)", "pwrite + fdatasync");
         *dsync = false;
     }
-    return pwritev(sv->fd, iov, cnt, (off_t)offset);
+    return pwritev(fd_of(sv), iov, cnt, (off_t)offset);
 }
 
 /* Writes every byte of iov (which it consumes), resuming after short
@@ -372,7 +378,7 @@ static int try_fallocate(struct svol *sv, int mode, atomic_bool *flag, const cha
         return -ENOTSUP;
     int r;
     do {
-        r = fallocate(sv->fd, mode, (off_t)offset, (off_t)count);
+        r = fallocate(fd_of(sv), mode, (off_t)offset, (off_t)count);
     } while (r < 0 && errno == EINTR);
     if (r == 0)
         return 0;
@@ -433,14 +439,14 @@ int svol_zero(struct svol *sv, uint32_t count, uint64_t offset, unsigned flags)
 int svol_wipe(struct svol *sv)
 {
     uint64_t size = svol_size(sv);
-    if (ftruncate(sv->fd, 0) < 0 || ftruncate(sv->fd, (off_t)size) < 0)
+    if (ftruncate(fd_of(sv), 0) < 0 || ftruncate(fd_of(sv), (off_t)size) < 0)
         return -errno;
     return svol_sync(sv);
 }
 
 int svol_cache(struct svol *sv, uint32_t count, uint64_t offset)
 {
-    return -posix_fadvise(sv->fd, (off_t)offset, (off_t)count, POSIX_FADV_WILLNEED);
+    return -posix_fadvise(fd_of(sv), (off_t)offset, (off_t)count, POSIX_FADV_WILLNEED);
 }
 
 int svol_extents(struct svol *sv, uint32_t count, uint64_t offset, bool rough,
@@ -450,7 +456,7 @@ int svol_extents(struct svol *sv, uint32_t count, uint64_t offset, bool rough,
     unsigned n = 0;
     while (offset < end && n < max) {
         struct svol_extent e;
-        int r = fileio_extent(sv->fd, offset, end, rough, &e.length, &e.hole);
+        int r = fileio_extent(fd_of(sv), offset, end, rough, &e.length, &e.hole);
         if (r < 0)
             return n > 0 ? (int)n : r;
         if (n > 0 && ext[n - 1].hole == e.hole)

@@ -710,9 +710,13 @@ static void change_done(void *arg, int r)
         char human[SIZE_FORMAT_MAX];
         size_format(info.size, human, sizeof human);
         const char *owner = owners_of(volumes_owners(ch->node->vols), info.uuid);
-        qb_log(LOG_INFO, "volume \"%s\" %sd by \"%s\": %s (%" PRIu64 " bytes), uuid %s%s%s%s",
-               info.name, ch->op, ch->by, human, info.size, info.uuid, ch->force ? ", forced" : "",
-               owner[0] ? ", owner " : "", owner);
+        if (ch->replica)
+            qb_log(LOG_INFO, "volume \"%s\": %s on node %u by \"%s\"", info.name, ch->op,
+                   ch->replica, ch->by);
+        else
+            qb_log(LOG_INFO, "volume \"%s\" %sd by \"%s\": %s (%" PRIu64 " bytes), uuid %s%s%s%s",
+                   info.name, ch->op, ch->by, human, info.size, info.uuid,
+                   ch->force ? ", forced" : "", owner[0] ? ", owner " : "", owner);
         struct json_object *o = volume_object(&info, owner);
         if (o && ch->replica && admin_add_u64(o, "replica", ch->replica) < 0) {
             json_object_put(o);
@@ -927,12 +931,16 @@ static struct json_object *cmd_volume_resize(const struct context *ctx, struct j
                                             change_done, ch));
 }
 
-/* The current copies a removal must leave ([cluster] min_current). */
-static unsigned min_current(const struct context *ctx, const struct volume_info *info)
+/* The current copies a removal must leave ([cluster] min_current; by
+ * default 2 for a volume of 2 or more replicas, else 1). For the removal
+ * that ends a move ("moving"), the volume's count is the one before the
+ * move's add: moving a single copy leaves one. */
+static unsigned min_current(const struct context *ctx, const struct volume_info *info,
+                            bool moving)
 {
     if (ctx->node->cfg->min_current)
         return ctx->node->cfg->min_current;
-    return info->nreplicas >= 2 ? 2 : 1;
+    return info->nreplicas - (moving ? 1 : 0) >= 2 ? 2 : 1;
 }
 
 /* replica.add, replica.remove: a CONFIG cut (policing_replica_set_change). */
@@ -956,8 +964,10 @@ static struct json_object *replica_change(const struct context *ctx, struct json
     struct change *ch = change_new(ctx, add ? "replica add" : "replica remove", name, false);
     if (!ch)
         return NULL;
+    struct json_object *mv;
+    bool moving = json_object_object_get_ex(req, "moving", &mv) && json_object_get_boolean(mv);
     ch->replica = node;
-    ch->min_current = min_current(ctx, &info);
+    ch->min_current = min_current(ctx, &info, moving);
     /* The commit checks again: the set may change meanwhile. */
     r = replica_change_check(info.replicas, info.nreplicas, add, node, ch->min_current);
     if (r == 0)
@@ -1222,7 +1232,7 @@ static struct json_object *cmd_service_giveback(const struct context *ctx, struc
 static const char *const no_fields[] = {NULL};
 static const char *const node_fields[] = {"node", NULL};
 static const char *const name_fields[] = {"name", NULL};
-static const char *const replica_fields[] = {"name", "node", NULL};
+static const char *const replica_fields[] = {"name", "node", "moving", NULL};
 static const char *const create_fields[] = {"name", "size", "owner", "replicas", "nodes", NULL};
 static const char *const resize_fields[] = {"name", "size", "force", NULL};
 static const char *const snapshot_create_fields[] = {"volumes", "snapshot", NULL};

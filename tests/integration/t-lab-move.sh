@@ -18,7 +18,12 @@
 #  6. Bad input, each a precise error (exit code) and the set unchanged:
 #     add on a node holding one (24), remove from a node holding none (24),
 #     a removal below min_current (24), add on a node that is no member
-#     (22), a volume that does not exist (4).
+#     (22), a volume that does not exist (4), a move from a node without
+#     a copy (24, nothing added). A volume of one copy moves (its removal
+#     counts the copies before the move's add).
+#     6c. A volume on 1,2,3 with 3 down and data written: both current
+#     copies moved (1 -> 4, 2 -> 1); when 3 returns it resyncs from copies
+#     that were not there when it left, and holds the data.
 #  7. The automatic rebuild: with replace_after = 3 s on the coordinator,
 #     a holder killed is replaced by a copy on another node, rebuilt in
 #     full and current; the volume reads the same; the killed node drops
@@ -184,7 +189,37 @@ refused 24 "holds no replica of it" replica remove m "$N1"
 refused 24 "fewer than 2 current copies" replica remove m "$H1"
 refused 22 "is not a member" replica add m 9
 refused 4 "no such volume" replica add nosuch
+refused 24 "holds no replica of it" replica move m "$N1" "$H1"
 [ "$(set_of 1)" = "$before" ] || lab_fail "bad input changed the set: $(set_of 1), was $before"
+
+log "6b. a single copy moves"
+lab vsan 1 volume create one 16M --nodes 2
+lab vsan 1 replica move one 2 4
+[ "$(LAB_VOL=one set_of 1)" = "4:current" ] || lab_fail "one's set after its move: $(LAB_VOL=one set_of 1)"
+log "6b. one moved from n2 to n4"
+
+log "6c. every copy moved while a third is outdated: it still resyncs what it missed"
+lab vsan 1 volume create o3 64M --nodes 1,2,3
+wait_until 30 eval '[ "$(LAB_VOL=o3 set_of 1)" = "1:current 2:current 3:current" ]' ||
+    lab_fail "o3's set: $(LAB_VOL=o3 set_of 1)"
+lab kill 3
+wait_until 20 eval '[ "$(LAB_VOL=o3 set_of 1)" = "1:current 2:current 3:outdated" ]' ||
+    lab_fail "n3 not outdated: $(LAB_VOL=o3 set_of 1)"
+random_file "$T/o3.raw" $((64 << 20))
+nbdcopy -- "$T/o3.raw" "$(addr 2)/o3"
+lab vsan 1 replica move o3 1 4
+lab vsan 1 replica move o3 2 1
+[ "$(LAB_VOL=o3 set_of 1)" = "1:current 3:outdated 4:current" ] ||
+    lab_fail "o3's set after the moves: $(LAB_VOL=o3 set_of 1)"
+lab start 3
+wait_until 90 eval '[ "$(LAB_VOL=o3 set_of 1)" = "1:current 3:current 4:current" ]' ||
+    lab_fail "n3 never current again: $(LAB_VOL=o3 set_of 1)"
+O3=$(LAB_VOL=o3 vs 1 'd["uuid"]')
+for i in 1 3 4; do
+    cmp -s "$VSAN_LAB_DIR/n$i/data/volumes/$O3.data" "$T/o3.raw" ||
+        lab_fail "n$i's copy of o3 is not what was written (n3 missed it while its peers moved)"
+done
+log "6c. n3 resynced from copies that were not there when it left: all three hold the data"
 
 log "7. automatic rebuild: a holder gone longer than replace_after (3 s)"
 # n1, the lowest id and so the coordinator, gets the short replace_after.

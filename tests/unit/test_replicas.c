@@ -103,3 +103,19 @@ Test(replicas, change_rules)
     cr_assert(replica_apply(&v, 1, REPLICA_OUTDATED));
     cr_expect_eq(replica_change_check(r, 2, false, 2, 0), -EDQUOT);
 }
+
+/* A placed set grows only by an agreed add: a node whose copy was removed
+ * may not ask itself back in as a joiner does in an unplaced one. */
+Test(replicas, a_placed_set_grows_only_by_join)
+{
+    struct store_volume v = {0};
+    uint32_t nodes[] = {1, 2};
+    replica_init(&v, nodes, 2);
+    v.fixed = 1;
+    cr_expect(!replica_apply(&v, 3, REPLICA_SYNCING));
+    cr_assert(replica_join(&v, 3));
+    cr_expect_eq(replica_get(&v, 3), REPLICA_SYNCING);
+    cr_expect(!replica_join(&v, 3));
+    v.fixed = 0;
+    cr_expect(replica_apply(&v, 4, REPLICA_SYNCING));
+}
