@@ -669,6 +669,8 @@ static struct json_object *change_failure(const struct change *ch, int r)
         return err;
     if (strcmp(ch->op, "resize") != 0 && strncmp(ch->op, "replica", 7) != 0)
         return admin_volume_failure(ch->name, ch->op, r);
+    const char *unchanged =
+        strcmp(ch->op, "resize") == 0 ? "the size is unchanged" : "the replicas are unchanged";
     switch (r) {
     case -EBUSY:
         return admin_reply_error(ADMIN_E_BUSY,
@@ -679,14 +681,14 @@ static struct json_object *change_failure(const struct change *ch, int r)
     case -ETIMEDOUT:
         return admin_reply_error(ADMIN_E_ABORTED,
                                  "volume \"%s\": %s aborted: a node did not drain its writes "
-                                 "in time (nothing changed; try again)",
-                                 ch->name, ch->op);
+                                 "in time (%s; try again)",
+                                 ch->name, ch->op, unchanged);
     case -ECONNRESET:
     case -EAGAIN:
         return admin_reply_error(ADMIN_E_ABORTED,
                                  "volume \"%s\": %s aborted: the cluster changed during it "
-                                 "(nothing changed; try again)",
-                                 ch->name, ch->op);
+                                 "(%s; try again)",
+                                 ch->name, ch->op, unchanged);
     default:
         return admin_volume_failure(ch->name, ch->op, r);
     }

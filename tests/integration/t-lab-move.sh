@@ -7,6 +7,8 @@
 #     diskless n4: no fio error; n3 holds a data file and n2 none; the
 #     replicas are n1 and n3, current, byte-identical; m@s1 reads what m
 #     held at the cut through n3 (filled by the move) and n2 (diskless now).
+#     vsan-fuse, mounted before the move, lists the new replicas without a
+#     remount and reads what the nodes serve.
 #  3. `replica add m` without a node: placement picks a member without a
 #     copy; it becomes current and identical; `replica remove` drops it.
 #  4. A replica removed while its node is away: with three copies, node C
@@ -120,7 +122,24 @@ for i in range(0, 64 << 20, 2 << 20):
     h.pwrite(b"after-s1" * 8192, i)
 PY
 
-log "2. replica move m 2 3 under fio through n4"
+log "2. replica move m 2 3 under fio through n4, m mounted with vsan-fuse"
+nodes=""
+for i in 1 2 3 4; do
+    a=$("$LAB" addr "$i")
+    nodes+="${nodes:+,}${a#nbd://}"
+done
+mkdir -p "$T/fuse"
+bg_start vsan-fuse "$BUILD/vsan-fuse" "$T/fuse" -f --nodes "$nodes" --volume m
+on_exit "fusermount3 -u -z '$T/fuse'"
+wait_until 20 test -f "$T/fuse/m" || lab_fail "vsan-fuse did not mount: $(cat "$T/vsan-fuse.out")"
+# The replicas vsan-fuse knows from m's description: "1 2".
+fuse_replicas() {
+    "$PY" -c '
+import os, sys
+v = os.getxattr(sys.argv[1], "user.vsan.replicas").decode()
+print(" ".join(sorted(r.split("@")[0] for r in v.split(",") if r)))' "$T/fuse/m"
+}
+[ "$(fuse_replicas)" = "1 2" ] || lab_fail "vsan-fuse knows replicas \"$(fuse_replicas)\", not 1 2"
 run_fio 2
 lab vsan 1 replica move m 2 3
 fio_ok 2
@@ -130,7 +149,11 @@ holders_identical 2
 for i in 3 2; do
     same "$i" m@s1 "$T/s1.raw" || lab_fail "m@s1 through n$i is not what m held at the cut"
 done
-log "2. moved: n3 holds m and its snapshot; n2 reads them from a current copy"
+wait_until 20 eval '[ "$(fuse_replicas)" = "1 3" ]' ||
+    lab_fail "vsan-fuse never saw the move: it knows replicas \"$(fuse_replicas)\""
+nbdcopy -- "$(addr 1)/m" "$T/m2.raw"
+cmp -s "$T/fuse/m" "$T/m2.raw" || lab_fail "m read through vsan-fuse differs from m through n1"
+log "2. moved: n3 holds m and its snapshot; n2 reads them from a current copy; vsan-fuse saw the move"
 
 log "3. replica add without a node, then remove"
 "$LAB" vsan 1 --json replica add m >"$T/add.json" || lab_fail "replica add m failed"
