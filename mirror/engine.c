@@ -340,6 +340,29 @@ void mirror_volume_status(struct mvol *v, struct mirror_volume_status *st)
     st->resync_rate = t > 0 ? (double)st->resync_done / t : 0;
 }
 
+struct walk {
+    struct policing_progress *out;
+    size_t n, max;
+};
+
+static void progress_of(struct mvol *v, void *arg)
+{
+    struct walk *w = arg;
+    struct mirror_volume_status st;
+    mirror_volume_status(v, &st);
+    if (st.resyncing && st.resync_total > 0 && w->n < w->max)
+        w->out[w->n++] = (struct policing_progress){v->m->self, v->vid, st.resync_done,
+                                                    st.resync_total, (uint64_t)st.resync_rate};
+}
+
+size_t mirror_progress(struct mirror *m, struct policing_progress *out, size_t max)
+{
+    struct walk w = {out, 0, max};
+    if (m)
+        each_volume(m, progress_of, &w);
+    return w.n;
+}
+
 /* ---- life cycle ---------------------------------------------------------------- */
 
 static int start_threads(struct mirror *m)
@@ -538,8 +561,9 @@ int mirror_start(const struct mirror_params *p, struct mirror **out)
     return 0;
 }
 
-static void detach_one(struct mvol *v)
+static void detach_one(struct mvol *v, void *arg)
 {
+    (void)arg;
     mirror_volume_detach(v);
 }
 
@@ -552,7 +576,7 @@ void mirror_stop(struct mirror *m)
     stop_threads(m);
     while (atomic_load(&m->verifies) > 0)
         poll(NULL, 0, 10);
-    each_volume(m, detach_one);
+    each_volume(m, detach_one, NULL);
     mlink_stop(m->link);
     free(m->vols);
     pthread_rwlock_destroy(&m->reg);

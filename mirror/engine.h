@@ -252,6 +252,7 @@ int mirror_replica_fail(struct mvol *v);
 int mirror_replica_replace(struct mvol *v);
 /* Both return -ENXIO on a node without a copy of v (diskless). */
 
+struct policing_progress;
 struct mirror_volume_status {
     uint32_t nreplicas;
     struct {
@@ -265,6 +266,10 @@ struct mirror_volume_status {
     double resync_rate;                 /* bytes/s so far */
 };
 void mirror_volume_status(struct mvol *v, struct mirror_volume_status *st);
+/* The copies this node is filling now (a resync), at most max, into out
+ * (this node's id, the volume's, bytes done and to do, the rate so far);
+ * how many. For policing_progress_announce. */
+size_t mirror_progress(struct mirror *m, struct policing_progress *out, size_t max);
 
 /* `vsan volume verify`: compares every region's checksums on every current
  * replica, under region priority. done() runs on another thread with the

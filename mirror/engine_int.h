@@ -262,7 +262,7 @@ bool reg_remove(struct mirror *m, struct mvol *v);
 /* The volume with id vid, with a reference the caller drops; NULL if none. */
 struct mvol *reg_get(struct mirror *m, uint32_t vid);
 /* Runs fn on every attached volume, each with a reference, outside reg. */
-void each_volume(struct mirror *m, void (*fn)(struct mvol *v));
+void each_volume(struct mirror *m, void (*fn)(struct mvol *v, void *arg), void *arg);
 
 /* ---- workers.c: the workers' queue ------------------------------------------ */
 

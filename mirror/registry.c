@@ -81,7 +81,7 @@ struct mvol *reg_get(struct mirror *m, uint32_t vid)
 }
 
 /* Runs fn on every attached volume, each with a reference, outside reg. */
-void each_volume(struct mirror *m, void (*fn)(struct mvol *v))
+void each_volume(struct mirror *m, void (*fn)(struct mvol *v, void *arg), void *arg)
 {
     pthread_rwlock_rdlock(&m->reg);
     size_t n = m->nvols;
@@ -96,7 +96,7 @@ void each_volume(struct mirror *m, void (*fn)(struct mvol *v))
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        fn(copy[i]);
+        fn(copy[i], arg);
         mvol_unref(copy[i]);
     }
     free(copy);

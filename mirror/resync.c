@@ -385,6 +385,12 @@ void consider_resync(struct mvol *v)
     pthread_mutex_unlock(&v->mu);
 }
 
+static void resync_each(struct mvol *v, void *arg)
+{
+    (void)arg;
+    consider_resync(v);
+}
+
 static void refresh_peers(struct mirror *m)
 {
     struct policing_status *st = malloc(sizeof *st);
@@ -404,7 +410,7 @@ static void refresh_peers(struct mirror *m)
     free(st);
     mlink_set_peers(m->link, peers, n);
     if (ready)
-        each_volume(m, consider_resync);
+        each_volume(m, resync_each, NULL);
 }
 
 void mirror_changed(struct mirror *m)

@@ -46,6 +46,8 @@ static size_t fixed_length(int type)
         return sizeof(struct pmsg_capacity);
     case PMSG_OUTDATE:
         return sizeof(struct pmsg_outdate);
+    case PMSG_PROGRESS:
+        return sizeof(struct pmsg_progress);
     default:
         return 0;
     }

@@ -31,7 +31,7 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
  * CONFIG; RESIZE is gone: a node that applied it at once would write past
  * the end the others still hold); 12: a CONFIG cut adds or removes a
  * replica, or replaces one (`op`, `from`: a node that took the cut for a
- * resize would change the size instead). A node drops every message of another
+ * resize would change the size instead), and PROGRESS. A node drops every message of another
  * version, so nodes of different versions never complete a sync round
  * together: a cluster is upgraded all at once. */
 #define PMSG_VERSION 12
@@ -58,6 +58,7 @@ enum pmsg_type {
     PMSG_TOKEN = 19,       /* an API bearer token is made or revoked */
     PMSG_CAPACITY = 20,    /* the sender's capacity and the space it uses */
     PMSG_OUTDATE = 21,     /* a replica missed a write another one took (a witness) */
+    PMSG_PROGRESS = 22,    /* the copies the sender is filling, and how far it got */
 };
 
 #define PMSG_NAME_MAX 64
@@ -130,6 +131,22 @@ struct pmsg_capacity {
     uint64_t capacity;  /* [node] capacity, or its file system's size */
     uint64_t data;      /* what its volumes' data files take */
     uint64_t snapshots; /* what its snapshots' files take */
+} __attribute__((packed));
+
+/* PROGRESS: the copies the sender is filling (a resync, a move's or a
+ * rebuild's full copy), every 2 s while it does, and once with n = 0 when
+ * it is done. Not part of the table, like CAPACITY: each node keeps the
+ * last one per sender for the volumes' descriptions. */
+#define PMSG_PROGRESS_MAX 16
+struct pmsg_progress_entry {
+    uint32_t volume; /* its id */
+    uint64_t done, total, rate; /* bytes, bytes, bytes per second */
+} __attribute__((packed));
+
+struct pmsg_progress {
+    struct pmsg_header h;
+    uint32_t n; /* entries used, at most PMSG_PROGRESS_MAX */
+    struct pmsg_progress_entry e[PMSG_PROGRESS_MAX];
 } __attribute__((packed));
 
 /* GRANT: what identity may do with volume name (and its snapshots, read

@@ -42,6 +42,11 @@ struct pending {
     struct pending *next;
 };
 
+/* Copies being filled kept at once (PMSG_PROGRESS), and how long an
+ * announce counts: three of the announcer's 2 s ticks. */
+#define PROGRESS_KEPT 256
+#define PROGRESS_FRESH_MS 6000
+
 struct policing {
     struct policing_params p;
     char name[PMSG_NAME_MAX + 1], nbd[PMSG_ADDR_MAX], mirror[PMSG_ADDR_MAX],
@@ -91,6 +96,8 @@ struct policing {
     struct policing_capacity cap_sent;
     bool cap_due;
 
+    bool progress_sent; /* the last PROGRESS this node sent named copies */
+
     /* lock guards everything below, shared with the NBD threads. cond is
      * broadcast on every grant, quorum change and stop. */
     pthread_mutex_t lock;
@@ -104,6 +111,13 @@ struct policing {
      * writes them under lock. */
     bool vq_quorate, majority;
     uint64_t requests_sent, releases_sent, delivered;
+    /* The copies being filled, as each node last said (PMSG_PROGRESS),
+     * with the monotonic ms it said so; bounded: PROGRESS_KEPT. */
+    struct kept_progress {
+        struct policing_progress p;
+        uint64_t at_ms;
+    } progress[PROGRESS_KEPT];
+    size_t nprogress;
     /* Messages the state machine asked for, in the order it asked: the
      * region rules rely on a node's messages arriving in that order (a
      * REQUEST sent behind this node's own RELEASE must not overtake it),
@@ -1625,6 +1639,54 @@ size_t policing_capacities(struct policing *pc, struct policing_capacity out[CLU
     return n;
 }
 
+/* ---- progress of the copies being filled --------------------------------- */
+
+/* The sender's entries replace what it said before. */
+static void on_progress(struct policing *pc, uint32_t nodeid, const struct pmsg_progress *m)
+{
+    uint64_t now = clock_now_ms();
+    pthread_mutex_lock(&pc->lock);
+    size_t k = 0;
+    for (size_t i = 0; i < pc->nprogress; i++)
+        if (pc->progress[i].p.node != nodeid && now - pc->progress[i].at_ms < PROGRESS_FRESH_MS)
+            pc->progress[k++] = pc->progress[i];
+    pc->nprogress = k;
+    for (uint32_t i = 0; i < m->n && i < PMSG_PROGRESS_MAX && pc->nprogress < PROGRESS_KEPT; i++)
+        pc->progress[pc->nprogress++] = (struct kept_progress){
+            {nodeid, m->e[i].volume, m->e[i].done, m->e[i].total, m->e[i].rate}, now};
+    pthread_mutex_unlock(&pc->lock);
+}
+
+int policing_progress_announce(struct policing *pc, const struct policing_progress *mine,
+                               size_t n)
+{
+    if (n == 0 && !pc->progress_sent)
+        return 0;
+    struct pmsg_progress m = {0};
+    pmsg_init(&m.h, PMSG_PROGRESS, sizeof m);
+    m.n = n < PMSG_PROGRESS_MAX ? (uint32_t)n : PMSG_PROGRESS_MAX;
+    for (uint32_t i = 0; i < m.n; i++)
+        m.e[i] = (struct pmsg_progress_entry){mine[i].volume, mine[i].done, mine[i].total,
+                                              mine[i].rate};
+    int r = pc->p.driver->send(pc->cl, &m, sizeof m);
+    if (r == 0)
+        pc->progress_sent = n > 0;
+    return r;
+}
+
+size_t policing_progress_of(struct policing *pc, uint32_t volume, struct policing_progress *out,
+                            size_t max)
+{
+    uint64_t now = clock_now_ms();
+    size_t n = 0;
+    pthread_mutex_lock(&pc->lock);
+    for (size_t i = 0; i < pc->nprogress && n < max; i++)
+        if (pc->progress[i].p.volume == volume && now - pc->progress[i].at_ms < PROGRESS_FRESH_MS)
+            out[n++] = pc->progress[i].p;
+    pthread_mutex_unlock(&pc->lock);
+    return n;
+}
+
 /* ---- transport callbacks ------------------------------------------------ */
 
 static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg, size_t len)
@@ -1636,9 +1698,10 @@ static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg
         on_heartbeat(pc, nodeid, pid, msg);
         return;
     }
-    /* Nor capacity announcements, which come on their own clock (after a
-     * join, when usage moved), not with writes. */
-    if (type != PMSG_CAPACITY) {
+    /* Nor capacity and progress announcements, which come on their own
+     * clock (after a join, when usage moved, while copies are filled),
+     * not with writes. */
+    if (type != PMSG_CAPACITY && type != PMSG_PROGRESS) {
         pthread_mutex_lock(&pc->lock);
         pc->delivered++;
         pthread_mutex_unlock(&pc->lock);
@@ -1661,6 +1724,9 @@ static void on_deliver(void *ctx, uint32_t nodeid, uint32_t pid, const void *msg
         return;
     case PMSG_CAPACITY: /* not part of the table: never held */
         on_capacity(pc, nodeid, msg);
+        return;
+    case PMSG_PROGRESS: /* nor this */
+        on_progress(pc, nodeid, msg);
         return;
     default:
         break;

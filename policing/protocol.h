@@ -432,6 +432,25 @@ int policing_capacity_announce(struct policing *pc, const struct policing_capaci
 /* The figures of the members that announced some, into out; how many. */
 size_t policing_capacities(struct policing *pc, struct policing_capacity out[CLUSTER_NODES_MAX]);
 
+/* ---- progress of the copies being filled ------------------------------- */
+
+/* One copy being filled: node's of volume (its id), bytes done of total,
+ * at rate bytes/s. */
+struct policing_progress {
+    uint32_t node, volume;
+    uint64_t done, total, rate;
+};
+
+/* Main loop: multicasts this node's copies being filled (n at most
+ * PMSG_PROGRESS_MAX; more are left out), or, once, that there are none
+ * any more. */
+int policing_progress_announce(struct policing *pc, const struct policing_progress *mine,
+                               size_t n);
+/* Any thread: the copies of volume being filled, as their nodes last said
+ * within the last 6 s (3 announces), into out (at most max); how many. */
+size_t policing_progress_of(struct policing *pc, uint32_t volume, struct policing_progress *out,
+                            size_t max);
+
 /* ---- status (main loop) ---------------------------------------------- */
 
 struct policing_member {

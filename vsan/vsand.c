@@ -658,7 +658,9 @@ static int start_mirror(struct node *n)
 
 /* Every CAPACITY_TICK_MS this node measures what it offers and uses and
  * announces it when it moved (policing_capacity_announce): placement
- * reads the figures. A measure that fails is logged and tried again. */
+ * reads the figures. A measure that fails is logged and tried again. It
+ * also announces how far the copies it fills got (the volumes'
+ * descriptions show it on every node). */
 #define CAPACITY_TICK_MS 2000
 
 static void capacity_tick(void *data)
@@ -675,6 +677,10 @@ static void capacity_tick(void *data)
     }
     if (r == 0)
         r = policing_capacity_announce(n->pc, &c);
+    struct policing_progress filling[PMSG_PROGRESS_MAX];
+    size_t nf = mirror_progress(n->mirror, filling, PMSG_PROGRESS_MAX);
+    if (policing_progress_announce(n->pc, filling, nf) < 0)
+        qb_log(LOG_DEBUG, "pool: the progress of %zu copies being filled not announced", nf);
     if (r < 0 && r != -ENOTCONN)
         qb_log(LOG_DEBUG, "pool: capacity of \"%s\" not announced: %s", n->cfg.data_dir,
                strerror(-r));
