@@ -278,6 +278,25 @@ static void print_mirror(struct json_object *reply)
     print_field("resync:", line);
 }
 
+/* The copies being filled (on any node): "node 3: 12 MiB of 64 MiB at
+ * 4 MiB/s, 13 s left". */
+static void print_recovery(struct json_object *reply)
+{
+    struct json_object *a;
+    if (!json_object_object_get_ex(reply, "recovery", &a))
+        return;
+    for (size_t i = 0; i < json_object_array_length(a); i++) {
+        struct json_object *r = json_object_array_get_idx(a, i);
+        char done[32], total[32], rate[32], line[192];
+        human_exact(u64_of(r, "done"), done, sizeof done);
+        human_exact(u64_of(r, "total"), total, sizeof total);
+        human_exact(u64_of(r, "rate"), rate, sizeof rate);
+        snprintf(line, sizeof line, "node %" PRIu64 ": %s of %s at %s/s, %" PRIu64 " s left",
+                 u64_of(r, "node"), done, total, rate, u64_of(r, "eta"));
+        print_field("recovery:", line);
+    }
+}
+
 void cli_print_volume(struct json_object *reply)
 {
     print_field("name:", str_of(reply, "name"));
@@ -289,6 +308,7 @@ void cli_print_volume(struct json_object *reply)
     print_u64_field("connections:", u64_of(reply, "connections"));
     print_u64_field("generation:", u64_of(reply, "generation"));
     print_replicas(reply);
+    print_recovery(reply);
     print_mirror(reply);
 }
 

@@ -75,6 +75,7 @@ struct vclient {
     uint64_t gen;
     bool moving;
     unsigned failovers;
+    char recovery[VC_RECOVERY_MAX]; /* the description's recovery=..., "" if none */
     unsigned nslots;
     struct slot slots[VC_CONNECTIONS_MAX];
 };
@@ -122,10 +123,16 @@ static void find_local(struct vclient *vc)
 
 /* ---- the replica list -------------------------------------------------- */
 
-/* The replicas a description names, ordered; just `from` if it names none. */
+/* The replicas a description names, ordered; just `from` if it names none.
+ * Keeps the copies being filled it names too (vc_status). */
 static void read_replicas(struct vclient *vc, const struct vr_node *from, const char *desc,
                           struct vr_list *out)
 {
+    char recovery[VC_RECOVERY_MAX];
+    vr_recovery(desc, recovery, sizeof recovery);
+    pthread_mutex_lock(&vc->mu);
+    memcpy(vc->recovery, recovery, sizeof recovery);
+    pthread_mutex_unlock(&vc->mu);
     int r = vr_parse_description(desc, out);
     if (r == -EINVAL)
         qb_log(LOG_WARNING, "vsan-fuse: volume \"%s\": %s: unreadable replica list in \"%s\"",
@@ -559,5 +566,6 @@ void vc_status(struct vclient *vc, struct vc_status *st)
     snprintf(st->addr, sizeof st->addr, "%s", vc->serving.addr);
     st->failovers = vc->failovers;
     st->replicas = vc->reps;
+    memcpy(st->recovery, vc->recovery, sizeof st->recovery);
     pthread_mutex_unlock(&vc->mu);
 }

@@ -63,12 +63,16 @@ int vc_flush(struct vclient *vc);
 int vc_trim(struct vclient *vc, uint64_t count, uint64_t offset);
 int vc_zero(struct vclient *vc, uint64_t count, uint64_t offset);
 
-/* Which node serves now, and the replicas known. */
+/* Which node serves now, the replicas known, and the copies being filled
+ * as the last description named them ("ID:DONE/TOTAL:RATE,...", bytes and
+ * bytes/s; "" if none). */
+#define VC_RECOVERY_MAX 256
 struct vc_status {
     uint32_t node; /* 0 if the server did not say */
     char addr[VR_ADDR_MAX];
     unsigned failovers;
     struct vr_list replicas;
+    char recovery[VC_RECOVERY_MAX];
 };
 void vc_status(struct vclient *vc, struct vc_status *st);
 

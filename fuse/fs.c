@@ -215,6 +215,8 @@ static int xattr_value(struct vclient *vc, const char *name, char *out, size_t c
         return snprintf(out, cap, "%u %s", st.node, st.addr);
     if (strcmp(name, FS_XATTR_FAILOVERS) == 0)
         return snprintf(out, cap, "%u", st.failovers);
+    if (strcmp(name, FS_XATTR_RECOVERY) == 0)
+        return snprintf(out, cap, "%s", st.recovery);
     if (strcmp(name, FS_XATTR_REPLICAS) != 0)
         return -ENODATA;
     size_t used = 0;
@@ -242,7 +244,8 @@ static int fs_getxattr(const char *path, const char *name, char *value, size_t s
 
 static int fs_listxattr(const char *path, char *list, size_t size)
 {
-    static const char names[] = FS_XATTR_NODE "\0" FS_XATTR_REPLICAS "\0" FS_XATTR_FAILOVERS;
+    static const char names[] =
+        FS_XATTR_NODE "\0" FS_XATTR_REPLICAS "\0" FS_XATTR_FAILOVERS "\0" FS_XATTR_RECOVERY;
     if (!lookup(path))
         return strcmp(path, "/") == 0 ? 0 : -ENOENT;
     if (size == 0)

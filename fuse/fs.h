@@ -27,6 +27,7 @@
 #define FS_XATTR_NODE "user.vsan.node"
 #define FS_XATTR_REPLICAS "user.vsan.replicas"
 #define FS_XATTR_FAILOVERS "user.vsan.failovers"
+#define FS_XATTR_RECOVERY "user.vsan.recovery" /* copies being filled: ID:DONE/TOTAL:RATE,... */
 
 struct fs {
     struct vclient **vols;

@@ -99,6 +99,28 @@ static void usage(FILE *f)
 
 /* ---- --status ------------------------------------------------------------ */
 
+/* The copies of the volume at path being filled, one line each:
+ *   recovery: node 3: 40% (26843545 of 67108864 bytes) at 1048576 B/s, 39 s left */
+static int status_recovery(const char *path)
+{
+    char buf[VC_RECOVERY_MAX];
+    ssize_t n = getxattr(path, FS_XATTR_RECOVERY, buf, sizeof buf - 1);
+    if (n < 0)
+        return -errno;
+    buf[n] = '\0';
+    char *save = NULL;
+    for (char *e = strtok_r(buf, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
+        unsigned long node;
+        unsigned long long done, total, rate;
+        if (sscanf(e, "%lu:%llu/%llu:%llu", &node, &done, &total, &rate) != 4 || total == 0)
+            continue;
+        unsigned long long left = total > done ? total - done : 0;
+        printf("  recovery: node %lu: %llu%% (%llu of %llu bytes) at %llu B/s, %llu s left\n", node,
+               done * 100 / total, done, total, rate, rate ? (left + rate - 1) / rate : 0);
+    }
+    return 0;
+}
+
 static int status_one(const char *dir, const char *name)
 {
     char path[4096], node[512];
@@ -109,7 +131,7 @@ static int status_one(const char *dir, const char *name)
         return -errno;
     node[n] = '\0';
     printf("%s  node %s\n", name, node);
-    return 0;
+    return status_recovery(path);
 }
 
 static int status(const char *mountpoint)

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #define TOKEN " replicas="
+#define RECOVERY_TOKEN " recovery="
 
 static bool all_digits(const char *s, size_t len)
 {
@@ -168,6 +169,20 @@ int vr_parse_description(const char *desc, struct vr_list *out)
             return -EINVAL; /* a trailing comma */
     }
     return out->n > 0 ? 0 : -EINVAL;
+}
+
+void vr_recovery(const char *desc, char *out, size_t cap)
+{
+    out[0] = '\0';
+    const char *p = strstr(desc, RECOVERY_TOKEN);
+    if (!p)
+        return;
+    p += strlen(RECOVERY_TOKEN);
+    size_t len = strcspn(p, " ");
+    if (len == 0 || len != strspn(p, "0123456789:/,") || len >= cap)
+        return;
+    memcpy(out, p, len);
+    out[len] = '\0';
 }
 
 bool vr_is_local(const struct vr_node *n, const char *const *local, size_t nlocal)

@@ -49,6 +49,10 @@ int vr_parse_nodes(const char *s, struct vr_list *out, const char **bad, size_t 
  * none (another NBD server, an older vsand); -EINVAL if the token is
  * malformed. */
 int vr_parse_description(const char *desc, struct vr_list *out);
+/* The value of desc's " recovery=" token (the copies being filled, as
+ * "ID:DONE/TOTAL:RATE,..."), into out; "" if it has none, or one that is
+ * not made of digits, ':', '/' and ',' only. */
+void vr_recovery(const char *desc, char *out, size_t cap);
 
 /* Whether n is on this host: its host is one of local[] (numeric
  * addresses as inet_ntop writes them), a loopback name, or a unix socket. */

@@ -490,6 +490,9 @@ static int fill_info(struct volume *v, struct volume_info *out)
     memcpy(out->name, rec.name, sizeof(out->name));
     memcpy(out->uuid, rec.uuid, sizeof(out->uuid));
     memcpy(out->replicas, rec.replicas, sizeof(out->replicas));
+    if (v->pc)
+        out->nrecovery =
+            (unsigned)policing_progress_of(v->pc, v->vid, out->recovery, VOLUME_RECOVERY_MAX);
     return 0;
 }
 
@@ -965,10 +968,29 @@ static void describe_replica(struct volume *v, uint32_t node, char *d, size_t *l
         d[*len] = '\0';
 }
 
+/* Appends " recovery=ID:DONE/TOTAL:RATE,..." for the copies being filled
+ * (bytes, bytes, bytes/s), if any, within NBD_MAX_STRING. */
+static void describe_recovery(struct volume *v, char *d, size_t *len)
+{
+    struct policing_progress p[VOLUME_RECOVERY_MAX];
+    size_t n = policing_progress_of(v->pc, v->vid, p, VOLUME_RECOVERY_MAX);
+    for (size_t i = 0; i < n; i++) {
+        size_t room = NBD_MAX_STRING + 1 - *len;
+        int k = snprintf(d + *len, room, "%s%" PRIu32 ":%" PRIu64 "/%" PRIu64 ":%" PRIu64,
+                         i ? "," : " recovery=", p[i].node, p[i].done, p[i].total, p[i].rate);
+        if (k <= 0 || (size_t)k >= room) {
+            d[*len] = '\0';
+            return;
+        }
+        *len += (size_t)k;
+    }
+}
+
 /* The export's description, fresh for each connection: the volume, then
  * the NBD addresses of its current replicas, which vsan-fuse reads to know
- * where to go when the node it uses fails:
+ * where to go when the node it uses fails, then the copies being filled:
  *   vsan volume NAME (UUID) replicas=1@198.51.100.11:10809,3@...:10809
+ *     recovery=2:1048576/67108864:524288
  * A volume that is not mirrored (standalone) names this node only. The
  * static description without replicas if it can't be built. */
 static const char *describe(struct volume *v)
@@ -990,6 +1012,8 @@ static const char *describe(struct volume *v)
     } else {
         describe_replica(v, policing_self(v->pc), d, &len, '=');
     }
+    if (len > base)
+        describe_recovery(v, d, &len);
     if (len == base) {
         free(d);
         return v->description;

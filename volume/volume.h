@@ -18,6 +18,7 @@
 
 #include "nbd-server/export.h"
 #include "policing/messages.h"
+#include "policing/protocol.h"
 #include "store/store.h"
 
 #include <stdbool.h>
@@ -28,6 +29,9 @@ struct volumes;
 
 #define VOLUME_NAME_MAX 64 /* [A-Za-z0-9._-], not starting with '.' or '-' */
 
+/* Copies being filled that a volume's description names at most. */
+#define VOLUME_RECOVERY_MAX 8
+
 struct volume_info {
     char name[VOLUME_NAME_MAX + 1];
     char uuid[37];
@@ -37,6 +41,10 @@ struct volume_info {
     unsigned connections;
     uint32_t nreplicas; /* the agreed replica set (mirror/replicas.h) */
     struct store_replica replicas[STORE_REPLICAS_MAX];
+    /* The copies being filled, as their nodes last announced them
+     * (policing_progress_of): the recovery status. */
+    unsigned nrecovery;
+    struct policing_progress recovery[VOLUME_RECOVERY_MAX];
 };
 
 /* Opens every volume of the store. -errno, with the reason logged. */

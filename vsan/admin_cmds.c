@@ -91,6 +91,27 @@ static struct json_object *replicas_array(const struct volume_info *v)
     return a;
 }
 
+/* The copies of v being filled, as their nodes announced them: node,
+ * bytes done and in all, rate (bytes/s) and the seconds left at it. */
+static struct json_object *recovery_array(const struct volume_info *v)
+{
+    struct json_object *a = json_object_new_array();
+    for (unsigned i = 0; a && i < v->nrecovery; i++) {
+        const struct policing_progress *p = &v->recovery[i];
+        uint64_t left = p->total > p->done ? p->total - p->done : 0;
+        struct json_object *r = json_object_new_object();
+        if (!r || admin_add_u64(r, "node", p->node) < 0 || admin_add_u64(r, "done", p->done) < 0 ||
+            admin_add_u64(r, "total", p->total) < 0 || admin_add_u64(r, "rate", p->rate) < 0 ||
+            admin_add_u64(r, "eta", p->rate ? (left + p->rate - 1) / p->rate : 0) < 0 ||
+            json_object_array_add(a, r) < 0) {
+            json_object_put(r);
+            json_object_put(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
 /* v as the commands show it; owner: "" (none) or who owns it. */
 static struct json_object *volume_object(const struct volume_info *v, const char *owner)
 {
@@ -107,7 +128,8 @@ static struct json_object *volume_object(const struct volume_info *v, const char
         admin_add_u64(o, "size", v->size) < 0 || admin_add_u64(o, "allocated", v->allocated) < 0 ||
         admin_add_u64(o, "generation", v->generation) < 0 ||
         admin_add_u64(o, "connections", v->connections) < 0 ||
-        json_add(o, "replicas", replicas_array(v)) < 0) {
+        json_add(o, "replicas", replicas_array(v)) < 0 ||
+        json_add(o, "recovery", recovery_array(v)) < 0) {
         json_object_put(o);
         return NULL;
     }

@@ -23,13 +23,14 @@
 #     (22), a volume that does not exist (4), a move from a node without
 #     a copy (24, nothing added). A volume of one copy moves (its removal
 #     counts the copies before the move's add).
-#     6c. A volume on 1,2,3 with 3 down and data written: both current
-#     copies moved (1 -> 4, 2 -> 1); when 3 returns it resyncs from copies
-#     that were not there when it left, and holds the data.
+#     6c. A volume on 2,3 with 3 down and data written; its only current
+#     copy moved 2 -> 4 (min_current = 1); when 3 returns it resyncs from
+#     a copy that was not there when it left, and holds the data.
 #  7. The automatic rebuild: with replace_after = 3 s on the coordinator,
 #     a holder killed is replaced by a copy on another node, rebuilt in
-#     full and current; the volume reads the same; the killed node drops
-#     its copy when it returns.
+#     full (at 8 MiB/s: its recovery status shows in `volume show` on
+#     another node and in vsan-fuse's --status) and current; the volume
+#     reads the same; the killed node drops its copy when it returns.
 # timeout: 600
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -221,39 +222,60 @@ lab vsan 1 replica move one 2 4
 [ "$(LAB_VOL=one set_of 1)" = "4:current" ] || lab_fail "one's set after its move: $(LAB_VOL=one set_of 1)"
 log "6b. one moved from n2 to n4"
 
-log "6c. every copy moved while a third is outdated: it still resyncs what it missed"
-lab vsan 1 volume create o3 64M --nodes 1,2,3
-wait_until 30 eval '[ "$(LAB_VOL=o3 set_of 1)" = "1:current 2:current 3:current" ]' ||
+log "6c. the only current copy moved while the other is outdated: it still resyncs what it missed"
+# n1 takes the requests, with min_current = 1: the removal may leave the
+# new copy as the only current one.
+printf '[cluster]\nmin_current = 1\n' >>"$VSAN_LAB_DIR/n1/vsan.conf"
+lab kill 1
+lab start 1
+wait_until 30 full_view 1 "1 2 3 4" || lab_fail "n1 never saw the four nodes again"
+lab vsan 1 volume create o3 64M --nodes 2,3
+wait_until 30 eval '[ "$(LAB_VOL=o3 set_of 1)" = "2:current 3:current" ]' ||
     lab_fail "o3's set: $(LAB_VOL=o3 set_of 1)"
 lab kill 3
-wait_until 20 eval '[ "$(LAB_VOL=o3 set_of 1)" = "1:current 2:current 3:outdated" ]' ||
+wait_until 20 eval '[ "$(LAB_VOL=o3 set_of 1)" = "2:current 3:outdated" ]' ||
     lab_fail "n3 not outdated: $(LAB_VOL=o3 set_of 1)"
 random_file "$T/o3.raw" $((64 << 20))
 nbdcopy -- "$T/o3.raw" "$(addr 2)/o3"
-lab vsan 1 replica move o3 1 4
-lab vsan 1 replica move o3 2 1
-[ "$(LAB_VOL=o3 set_of 1)" = "1:current 3:outdated 4:current" ] ||
-    lab_fail "o3's set after the moves: $(LAB_VOL=o3 set_of 1)"
+lab vsan 1 replica move o3 2 4
+[ "$(LAB_VOL=o3 set_of 1)" = "3:outdated 4:current" ] ||
+    lab_fail "o3's set after the move: $(LAB_VOL=o3 set_of 1)"
 lab start 3
-wait_until 90 eval '[ "$(LAB_VOL=o3 set_of 1)" = "1:current 3:current 4:current" ]' ||
+wait_until 90 eval '[ "$(LAB_VOL=o3 set_of 1)" = "3:current 4:current" ]' ||
     lab_fail "n3 never current again: $(LAB_VOL=o3 set_of 1)"
 O3=$(LAB_VOL=o3 vs 1 'd["uuid"]')
-for i in 1 3 4; do
+for i in 3 4; do
     cmp -s "$VSAN_LAB_DIR/n$i/data/volumes/$O3.data" "$T/o3.raw" ||
-        lab_fail "n$i's copy of o3 is not what was written (n3 missed it while its peers moved)"
+        lab_fail "n$i's copy of o3 is not what was written (n3 missed it before n4's copy existed)"
 done
-log "6c. n3 resynced from copies that were not there when it left: all three hold the data"
+lab vsan 1 volume delete o3
+log "6c. n3 resynced from a copy that was not there when it left: both hold the data"
 
 log "7. automatic rebuild: a holder gone longer than replace_after (3 s)"
-# n1, the lowest id and so the coordinator, gets the short replace_after.
+# n1, the lowest id and so the coordinator, gets the short replace_after;
+# n1 and n2, where the new copy goes, fill copies at 8 MiB/s, so that the
+# recovery status can be seen while it runs.
 printf '[cluster]\nreplace_after = 3\n' >>"$VSAN_LAB_DIR/n1/vsan.conf"
-lab kill 1
-lab start 1
+for i in 1 2; do
+    sed -i 's/^resync_rate *=.*/resync_rate = 8M/' "$VSAN_LAB_DIR/n$i/vsan.conf"
+    lab kill "$i"
+    lab start "$i"
+done
 wait_until 30 full_view 1 "1 2 3 4" || lab_fail "n1 never saw the four nodes again"
 nbdcopy -- "$(addr 2)/m" "$T/before7.raw"
 GONE=$(holders | cut -d' ' -f2)
 KEPT=$(holders | cut -d' ' -f1)
 lab kill "$GONE"
+# The copy being filled, as n$KEPT's volume show and vsan-fuse's
+# description name it.
+shown_recovery() {
+    [ "$(vs "$KEPT" 'len(d["recovery"])')" = 1 ]
+}
+wait_until 60 shown_recovery || lab_fail "no recovery status shown on n$KEPT: $(vs "$KEPT" 'd')"
+log "7. recovery shown on n$KEPT: $(vs "$KEPT" 'd["recovery"]')"
+wait_until 20 eval '[ -n "$(getfattr --only-values -n user.vsan.recovery "$T/fuse/m" 2>/dev/null)" ]' ||
+    lab_fail "vsan-fuse never showed the recovery: $("$BUILD/vsan-fuse" --status "$T/fuse")"
+log "7. vsan-fuse --status: $("$BUILD/vsan-fuse" --status "$T/fuse" | tr '\n' ' ')"
 rebuilt() {
     local s
     s=$(set_of 2)

@@ -153,3 +153,20 @@ Test(fuse_replicas, no_local_keeps_order)
     cr_assert_str_eq(l.v[1].host, "b");
     cr_assert_str_eq(l.v[2].host, "c");
 }
+
+/* The copies being filled, as the description names them after the
+ * replicas; anything but digits, ':', '/' and ',' is not taken. */
+Test(fuse_replicas, recovery_token)
+{
+    char out[64];
+    vr_recovery("vsan volume m (u) replicas=1@a:1 recovery=3:10/100:5,4:0/100:0", out, sizeof out);
+    cr_expect_str_eq(out, "3:10/100:5,4:0/100:0");
+    vr_recovery("vsan volume m (u) replicas=1@a:1", out, sizeof out);
+    cr_expect_str_eq(out, "");
+    vr_recovery("vsan volume m (u) recovery=3:1/2:3;rm", out, sizeof out);
+    cr_expect_str_eq(out, "");
+    vr_recovery("x recovery=", out, sizeof out);
+    cr_expect_str_eq(out, "");
+    vr_recovery("x recovery=1:2/3:4", out, 5);
+    cr_expect_str_eq(out, "");
+}

@@ -235,3 +235,16 @@ Test(messages, lost_count_must_match_its_length)
     check(PMSG_LOST, sizeof(struct pmsg_lost) - 1, NULL);
     expect_dropped(sizeof(struct pmsg_lost) - 1, "malformed LOST");
 }
+
+/* PROGRESS (version 12): fixed length, whatever n says. */
+Test(messages, progress_is_fixed_length)
+{
+    const char *why;
+    struct pmsg_progress p;
+    pmsg_init(&p.h, PMSG_PROGRESS, sizeof p);
+    cr_assert(eq(int, pmsg_check(&p, sizeof p, &why), PMSG_PROGRESS));
+    cr_expect(eq(sz, sizeof p,
+                 sizeof(struct pmsg_header) + 4 + PMSG_PROGRESS_MAX * (4 + 3 * 8)));
+    pmsg_init(&p.h, PMSG_PROGRESS, sizeof p - 1);
+    cr_expect(eq(int, pmsg_check(&p, sizeof p - 1, &why), -1), "a short progress");
+}
