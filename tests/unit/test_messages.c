@@ -174,7 +174,7 @@ Test(messages, foreign_or_malformed_headers)
     expect_dropped(sizeof(struct pmsg_replica), "length field disagrees with the message");
 
     check(PMSG_REPLICA, sizeof(struct pmsg_replica), NULL);
-    h->type = PMSG_OUTDATE + 1;
+    h->type = PMSG_PROGRESS + 1;
     expect_dropped(sizeof(struct pmsg_replica), "unknown message type");
 }
 
