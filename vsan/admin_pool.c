@@ -255,7 +255,7 @@ int admin_place(const struct context *ctx, struct json_object *req, const char *
             *err = admin_reply_error(ADMIN_E_NO_SPACE,
                                      "volume \"%s\": node %u has not announced its capacity yet",
                                      vol, bad);
-        else if (e == -EINVAL && npinned > 0)
+        else if (e == -EINVAL && npinned > 0 && nc >= want)
             *err =
                 admin_reply_error(ADMIN_E_BAD_REPLICAS, "volume \"%s\": a node named twice", vol);
         else if (e == -EINVAL)
