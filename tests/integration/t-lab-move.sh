@@ -280,7 +280,11 @@ shown_recovery() {
 }
 wait_until 60 shown_recovery || lab_fail "no recovery status shown on n$KEPT: $(vs "$KEPT" 'd')"
 log "7. recovery shown on n$KEPT: $(vs "$KEPT" 'd["recovery"]')"
-wait_until 20 eval '[ -n "$(getfattr --only-values -n user.vsan.recovery "$T/fuse/m" 2>/dev/null)" ]' ||
+fuse_recovery() {
+    "$PY" -c 'import os, sys; print(os.getxattr(sys.argv[1], "user.vsan.recovery").decode())' \
+        "$T/fuse/m"
+}
+wait_until 20 eval '[ -n "$(fuse_recovery)" ]' ||
     lab_fail "vsan-fuse never showed the recovery: $("$BUILD/vsan-fuse" --status "$T/fuse")"
 log "7. vsan-fuse --status: $("$BUILD/vsan-fuse" --status "$T/fuse" | tr '\n' ' ')"
 rebuilt() {
