@@ -76,6 +76,9 @@ static const char help_text[] =
     "                                      outdated, I/O goes on at the others\n"
     "  vsan replica replace NAME           this node's copy is on a new, empty disk:\n"
     "                                      rebuild it from the current replicas\n"
+    "  vsan volume set VOL --replicas N    add copies (where placement puts them, each\n"
+    "                                      filled before the next) or remove the surplus\n"
+    "                                      (copies not current first)\n"
     "  vsan replica add VOL [NODE]         a new copy on NODE (default: the node with\n"
     "                                      most room), filled from a current copy\n"
     "  vsan replica remove VOL NODE        drop NODE's copy (it stays a diskless\n"
@@ -307,6 +310,8 @@ static int parse_command(char **words, int n, struct invocation *inv)
         return cli_backup(inv->socket, inv->json, words + 1, n - 1);
     if (strcmp(words[0], "restore") == 0)
         return cli_restore(inv->socket, inv->json, words + 1, n - 1);
+    if (n >= 2 && strcmp(words[0], "volume") == 0 && strcmp(words[1], "set") == 0)
+        return cli_volume_set(inv->socket, inv->json, words + 2, n - 2);
     if (n >= 2 && strcmp(words[0], "volume") == 0 && strcmp(words[1], "clone") == 0)
         return cli_clone(inv->socket, inv->json, words + 2, n - 2);
     if (strcmp(words[0], "access") == 0)
@@ -328,7 +333,7 @@ static int parse_command(char **words, int n, struct invocation *inv)
     if (has_verb && n < 2)
         return cli_usage_error(
             "%s: which one? %s", words[0],
-            strcmp(words[0], "volume") == 0 ? "list, show, create, resize, delete, verify or clone"
+            strcmp(words[0], "volume") == 0 ? "list, show, create, resize, delete, verify, set or clone"
             : strcmp(words[0], "snapshot") == 0 ? "create, list, delete or rollback"
             : strcmp(words[0], "pool") == 0     ? "status"
                                                 : "fail, replace, add, remove or move");

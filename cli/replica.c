@@ -27,8 +27,9 @@
 #define POLL_MS 250
 #define OUTDATED_MAX_S 60
 
-/* moving: the removal that ends a move (its min_current counts the copies
- * before the move's add). */
+/* moving: the removal that ends a move, or lowers the count on purpose
+ * (volume set): its min_current counts the copies without the one going,
+ * so a move of a single copy, or 2 -> 1, is allowed by default. */
 static struct json_object *request_moving(const char *cmd, const char *vol, const char *node,
                                           bool moving)
 {
@@ -261,6 +262,82 @@ static int drain(const char *socket, bool json, const char *word)
     else
         printf("node %u drained: %u replica(s) moved\n", node, moved);
     return EXIT_OK;
+}
+
+/* The replica of vol to remove first when there are too many: one not
+ * current (it serves nothing), else the highest id; 0 if none. */
+static uint32_t victim(struct json_object *vol)
+{
+    struct json_object *a;
+    uint32_t pick = 0;
+    bool pick_current = true;
+    if (!json_object_object_get_ex(vol, "replicas", &a))
+        return 0;
+    for (size_t i = 0; i < json_object_array_length(a); i++) {
+        struct json_object *r = json_object_array_get_idx(a, i);
+        uint32_t node = (uint32_t)get_int(r, "node");
+        bool current = strcmp(cli_reply_string(r, "state"), "current") == 0;
+        if (!pick || (pick_current && !current) || (current == pick_current && node > pick)) {
+            pick = node;
+            pick_current = current;
+        }
+    }
+    return pick;
+}
+
+/* `volume set VOL --replicas N`: adds copies where placement puts them,
+ * one at a time, each current before the next; or removes the surplus,
+ * copies not current first, under min_current. */
+static int set_replicas(const char *socket, bool json, const char *vol, unsigned want)
+{
+    for (;;) {
+        struct json_object *show;
+        int r = call(socket, "volume set", request("volume.show", vol, NULL), &show);
+        if (r >= 0)
+            return r;
+        struct json_object *a;
+        size_t have = json_object_object_get_ex(show, "replicas", &a) ? json_object_array_length(a)
+                                                                        : 0;
+        uint32_t drop = victim(show);
+        if (have == want) {
+            if (json)
+                cli_print_json(show);
+            else
+                printf("volume \"%s\": %u replica(s)\n", vol, want);
+            json_object_put(show);
+            return EXIT_OK;
+        }
+        json_object_put(show);
+        uint32_t added;
+        if (have < want) {
+            r = add(socket, vol, NULL, &added);
+            if (r < 0)
+                r = wait_current(socket, vol, added, json);
+        } else {
+            char id[16];
+            snprintf(id, sizeof id, "%u", drop);
+            struct json_object *after;
+            r = remove_replica(socket, vol, id, true, &after);
+            if (r < 0)
+                json_object_put(after);
+        }
+        if (r >= 0)
+            return r;
+    }
+}
+
+int cli_volume_set(const char *socket, bool json, char **words, int n)
+{
+    char *end;
+    unsigned long want = n == 3 && strcmp(words[1], "--replicas") == 0 ? strtoul(words[2], &end, 10)
+                                                                       : 0;
+    if (n != 3 || strcmp(words[1], "--replicas") != 0 || !*words[2] || *end)
+        return cli_usage_error("volume set: usage: vsan volume set VOL --replicas N");
+    if (want < 1 || want > 32) {
+        fprintf(stderr, "vsan: volume set: --replicas %s: must be from 1 to 32\n", words[2]);
+        return EXIT_BAD_REPLICAS;
+    }
+    return set_replicas(socket, json, words[0], (unsigned)want);
 }
 
 int cli_replica(const char *socket, bool json, char **words, int n)

@@ -957,8 +957,9 @@ static struct json_object *cmd_volume_resize(const struct context *ctx, struct j
 
 /* The current copies a removal must leave ([cluster] min_current; by
  * default 2 for a volume of 2 or more replicas, else 1). For the removal
- * that ends a move ("moving"), the volume's count is the one before the
- * move's add: moving a single copy leaves one. */
+ * that ends a move or lowers the count on purpose ("moving"), the count
+ * is the one without the copy going: moving a single copy, or setting 2
+ * replicas to 1, leaves one. */
 static unsigned min_current(const struct context *ctx, const struct volume_info *info,
                             bool moving)
 {

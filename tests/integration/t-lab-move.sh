@@ -11,6 +11,8 @@
 #     remount and reads what the nodes serve.
 #  3. `replica add m` without a node: placement picks a member without a
 #     copy; it becomes current and identical; `replica remove` drops it.
+#     3b. `volume set r3 --replicas 3` adds a copy where placement puts it
+#     (current), `--replicas 1` removes two; 0 is refused (21).
 #  4. A replica removed while its node is away: with three copies, node C
 #     killed, `replica remove m C`; when C returns it learns the set in the
 #     sync round, drops its data file and serves m diskless, correctly.
@@ -168,6 +170,19 @@ lab vsan 1 replica remove m "$added"
 wait_until 20 everyone_sees "1:current 3:current" || lab_fail "after the remove: $(set_of 4)"
 [ "$(holders)" = "1 3" ] || lab_fail "after the remove m's data files are on $(holders)"
 log "3. n$added added, current, removed"
+
+log "3b. volume set --replicas 3, then 1"
+lab vsan 1 volume create r3 16M --nodes 1,2
+lab vsan 1 volume set r3 --replicas 3
+[ "$(LAB_VOL=r3 set_of 1 | grep -o current | wc -l)" = 3 ] ||
+    lab_fail "after --replicas 3: $(LAB_VOL=r3 set_of 1)"
+lab vsan 1 volume set r3 --replicas 1
+wait_until 20 eval '[ "$(LAB_VOL=r3 set_of 4)" = "$(LAB_VOL=r3 set_of 1)" ]' ||
+    lab_fail "the nodes disagree on r3's set"
+[ "$(LAB_VOL=r3 set_of 1)" = "1:current" ] || lab_fail "after --replicas 1: $(LAB_VOL=r3 set_of 1)"
+expect_exit 21 "$LAB" vsan 1 volume set r3 --replicas 0
+lab vsan 1 volume delete r3
+log "3b. r3 went from 2 to 3 copies, then to 1 (the highest ids went first)"
 
 log "4. a replica removed while its node is away"
 lab vsan 1 replica add m 2
