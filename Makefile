@@ -11,6 +11,7 @@
 #   make bench      fio against vsand and nbdkit side by side (and build/nbdload
 #                   for TLS)
 #   make bench-cluster  what the policing protocol costs, on a 3-node lab
+#   make bench-pool     diskless access and placement, on 4- and 2-node labs
 #   make bench-failover failover times (vsand killed, node stopped, node cut)
 #   make soak       the lost-write checker with its nemesis for SOAK_SECONDS (600)
 #                   on a 3-node lab (t-lab-checker's long form)
@@ -206,6 +207,9 @@ bench: all $(NBDLOAD)
 bench-cluster: all
 	@tests/bench/cluster-bench.sh $(B)
 
+bench-pool: all
+	@tests/bench/pool-bench.sh $(B)
+
 bench-failover: all
 	@tests/bench/failover.sh $(B)
 
@@ -228,7 +232,7 @@ install: all
 clean:
 	rm -rf build
 
-.PHONY: all unit fuzz fuzz-short integration check check-long soak bench bench-cluster bench-failover deps run install \
+.PHONY: all unit fuzz fuzz-short integration check check-long soak bench bench-cluster bench-pool bench-failover deps run install \
         clean
 
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)
