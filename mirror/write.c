@@ -7,15 +7,52 @@
 #include "mirror/engine_int.h"
 
 #include "common/clock.h"
+#include "mirror/replicas.h"
 #include "policing/protocol.h"
 #include "store/svol.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
+
+/* Whether this node's own copy takes its writes (plan_write's rule). A
+ * copy that serves reads does, without a look under mu (the fast path). */
+static bool writes_here(struct mvol *v)
+{
+    if (atomic_load_explicit(&v->serve_local, memory_order_relaxed))
+        return true;
+    pthread_mutex_lock(&v->mu);
+    enum replica_state s = replica_get(&v->rec, v->m->self);
+    bool here = (s == REPLICA_CURRENT || s == REPLICA_SYNCING) && v->rec.local != STORE_LOCAL_FAILED;
+    pthread_mutex_unlock(&v->mu);
+    return here;
+}
+
+/* A write this node does not take itself (a diskless node, or its copy
+ * failed) needs a current peer to take it, and with none linked it would
+ * fail at once: no copy takes it, and none may vouch against a silent one.
+ * So, as a write waits for a slow peer, it waits up to wait_ms for a link
+ * to a current peer to come up (after a restart, a cut, a network blip).
+ * Whether one is up. */
+static bool peer_linked(struct mvol *v, unsigned wait_ms)
+{
+    uint32_t peers[STORE_REPLICAS_MAX];
+    size_t n = current_peers(v, peers);
+    for (unsigned waited = 0;; waited += 10) {
+        for (size_t i = 0; i < n; i++)
+            if (mlink_connected(v->m->link, peers[i]))
+                return true;
+        if (waited >= wait_ms)
+            return false;
+        poll(NULL, 0, 10);
+    }
+}
 
 static int replicate(struct mvol *v, enum mwire_type type, const void *buf, uint32_t count,
                      uint64_t offset, unsigned flags, local_fn local)
 {
+    if (!writes_here(v))
+        peer_linked(v, v->m->p.timeout_ms); /* none after it: the write fails as it must */
     struct rwrite w;
     rwrite_init(&w, v, count, offset);
     int e = reconcile_lost(v, w.first, w.last, true);
@@ -65,6 +102,8 @@ static void async_done(struct mlink_wait *mw)
 static int replicate_async(struct mvol *v, enum mwire_type type, const void *buf, uint32_t count,
                            uint64_t offset, unsigned flags, local_fn local, struct mirror_async *a)
 {
+    if (!writes_here(v) && !peer_linked(v, 0))
+        return -EAGAIN; /* the slow path waits for a link */
     struct rwrite *w = malloc(sizeof *w);
     if (!w)
         return -EAGAIN;
