@@ -199,6 +199,16 @@ int mirror_replica_rebuild(struct mvol *v, uint32_t from, uint32_t node)
     return change_set(v, from, UINT_MAX, node);
 }
 
+void mirror_state_into(struct mvol *v, struct store_volume *rec)
+{
+    pthread_mutex_lock(&v->mu);
+    rec->nreplicas = v->rec.nreplicas;
+    memcpy(rec->replicas, v->rec.replicas, sizeof rec->replicas);
+    rec->local = v->rec.local;
+    rec->fixed = v->rec.fixed;
+    pthread_mutex_unlock(&v->mu);
+}
+
 int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t n, bool fixed)
 {
     struct mirror *m = v->m;

@@ -47,7 +47,9 @@
 struct mirror;
 struct mvol;
 struct policing;
+struct policing_progress;
 struct store_replica;
+struct store_volume;
 struct store;
 struct svol;
 struct svol_extent;
@@ -201,6 +203,10 @@ int mirror_replica_apply(struct mvol *v, uint32_t node, uint8_t state, uint64_t 
                          uint64_t last);
 /* A consistent copy of v's replica set. */
 void mirror_replicas_copy(struct mvol *v, struct store_replica *out, uint32_t *n);
+/* Puts the engine's replica set, local state and fixed into rec: the
+ * agreed state as applied here, also when the store could not commit it
+ * (a full disk), so that this node never shows or sends an older one. */
+void mirror_state_into(struct mvol *v, struct store_volume *rec);
 /* The group's whole set for v (a sync round), and whether the volume is
  * placed (fixed): then a set without this node leaves it a diskless copy
  * (its replica was removed while it was away), and one with it makes a
@@ -252,7 +258,6 @@ int mirror_replica_fail(struct mvol *v);
 int mirror_replica_replace(struct mvol *v);
 /* Both return -ENXIO on a node without a copy of v (diskless). */
 
-struct policing_progress;
 struct mirror_volume_status {
     uint32_t nreplicas;
     struct {

@@ -474,10 +474,18 @@ void volume_unref(struct volume *v)
     free(v);
 }
 
+/* v's record, with the replica state the engine applied (mirror_state_into). */
+static void record_of(struct volume *v, struct store_volume *rec)
+{
+    svol_record(v->sv, rec);
+    if (v->mv)
+        mirror_state_into(v->mv, rec);
+}
+
 static int fill_info(struct volume *v, struct volume_info *out)
 {
     struct store_volume rec;
-    svol_record(v->sv, &rec);
+    record_of(v, &rec);
     *out = (struct volume_info){
         .size = rec.size,
         .generation = rec.generation,
@@ -921,7 +929,7 @@ int volumes_list_records(struct volumes *vols, struct store_volume **out, size_t
     size_t count = vols->n;
     struct store_volume *recs = calloc(count ? count : 1, sizeof(*recs));
     for (size_t i = 0; recs && i < count; i++)
-        svol_record(vols->v[i]->sv, &recs[i]);
+        record_of(vols->v[i], &recs[i]);
     volumes_unlock(vols);
     if (!recs) {
         qb_log(LOG_ERR, "volumes: list: out of memory");

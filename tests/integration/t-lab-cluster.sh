@@ -6,7 +6,9 @@
 # seen to leave by the others, and the test prints how long that took;
 # each comes back with the current table, including changes made while it
 # was away. Last, `lab add` grows the cluster through deploy/add-node and
-# a live corosync reload, and the new node gets the table too.
+# a live corosync reload, and the new node gets the table too, and takes
+# a copy of the next volume placed on 2 of the 4 nodes (it has the most
+# room).
 # timeout: 240
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -137,6 +139,12 @@ lab start 3
 wait_until 20 full_view 3 "1 2 3" || lab_fail "n3 did not rejoin: members $(members 3)"
 same_tables 2 3 1
 
+# 64 MiB on n1, n2 and n3 only (a placed volume): the node added next has
+# the most room, and placement must prefer it.
+lab vsan 1 volume create full3 64M --nodes 1,2,3
+random_file "$T/full3.raw" $((64 * MiB))
+nbdcopy -- "$T/full3.raw" "$("$LAB" addr 1)/full3"
+
 log "lab add: deploy/add-node + corosync-cfgtool -R bring in n4 with the table"
 lab add
 for i in 1 2 3 4; do
@@ -144,4 +152,20 @@ for i in 1 2 3 4; do
 done
 same_tables 1 4
 served_at v4 $((8 * MiB)) 4
+
+log "the added node takes new replicas: it has the most room"
+# n4 holds copies of the volumes on every node (those take a copy on
+# each) but not of full3: a 2-copy volume's set includes it.
+announced4() {
+    [ "$("$LAB" vsan 1 --json pool status | "$PY" -c '
+import json, sys
+print(sum(1 for n in json.load(sys.stdin)["nodes"] if n["announced"]))')" = 4 ]
+}
+wait_until 30 announced4 || lab_fail "n1 never heard n4's capacity"
+lab vsan 1 volume create p2 64M --replicas 2
+nodes=$(LAB_VOL=p2 vs 1 '" ".join(str(r["node"]) for r in d["replicas"])')
+case " $nodes " in *" 4 "*) ;; *) lab_fail "p2's copies went to $nodes, not to the new n4" ;; esac
+[ -f "$VSAN_LAB_DIR/n4/data/volumes/$(LAB_VOL=p2 vs 1 'd["uuid"]').data" ] ||
+    lab_fail "n4 has no data file of p2"
+log "p2 on nodes $nodes"
 log "ok"
