@@ -30,9 +30,9 @@ enum exit_code {
     EXIT_QUOTA_EXCEEDED = 18,
     EXIT_NO_TOKEN = 19,
     EXIT_TABLE_FULL = 20,
-    EXIT_BAD_REPLICAS = 21, /* a replica count or node list not allowed */
-    EXIT_NO_NODE = 22,      /* a node named is not a member */
-    EXIT_NO_SPACE = 23,     /* placement: too few nodes have room */
+    EXIT_BAD_REPLICAS = 21,    /* a replica count or node list not allowed */
+    EXIT_NO_NODE = 22,         /* a node named is not a member */
+    EXIT_NO_SPACE = 23,        /* placement: too few nodes have room */
     EXIT_REPLICA_REFUSED = 24, /* replica add/remove against the set's rules */
 };
 

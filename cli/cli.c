@@ -333,7 +333,8 @@ static int parse_command(char **words, int n, struct invocation *inv)
     if (has_verb && n < 2)
         return cli_usage_error(
             "%s: which one? %s", words[0],
-            strcmp(words[0], "volume") == 0 ? "list, show, create, resize, delete, verify, set or clone"
+            strcmp(words[0], "volume") == 0
+                ? "list, show, create, resize, delete, verify, set or clone"
             : strcmp(words[0], "snapshot") == 0 ? "create, list, delete or rollback"
             : strcmp(words[0], "pool") == 0     ? "status"
                                                 : "fail, replace, add, remove or move");

@@ -296,8 +296,8 @@ static int set_replicas(const char *socket, bool json, const char *vol, unsigned
         if (r >= 0)
             return r;
         struct json_object *a;
-        size_t have = json_object_object_get_ex(show, "replicas", &a) ? json_object_array_length(a)
-                                                                        : 0;
+        size_t have =
+            json_object_object_get_ex(show, "replicas", &a) ? json_object_array_length(a) : 0;
         uint32_t drop = victim(show);
         if (have == want) {
             if (json)
@@ -329,8 +329,8 @@ static int set_replicas(const char *socket, bool json, const char *vol, unsigned
 int cli_volume_set(const char *socket, bool json, char **words, int n)
 {
     char *end;
-    unsigned long want = n == 3 && strcmp(words[1], "--replicas") == 0 ? strtoul(words[2], &end, 10)
-                                                                       : 0;
+    unsigned long want =
+        n == 3 && strcmp(words[1], "--replicas") == 0 ? strtoul(words[2], &end, 10) : 0;
     if (n != 3 || strcmp(words[1], "--replicas") != 0 || !*words[2] || *end)
         return cli_usage_error("volume set: usage: vsan volume set VOL --replicas N");
     if (want < 1 || want > 32) {

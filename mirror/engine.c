@@ -93,8 +93,10 @@ static int commit_change(struct mvol *v, struct store_volume *next)
     else
         r = svol_set_state(v->sv, next);
     if (r < 0) {
-        qb_log(LOG_ERR, "volume \"%s\": the replica set could not be committed here (%s): "
-               "this node's copy stays as it was", v->name, strerror(-r));
+        qb_log(LOG_ERR,
+               "volume \"%s\": the replica set could not be committed here (%s): "
+               "this node's copy stays as it was",
+               v->name, strerror(-r));
         next->local = v->rec.local;
     }
     v->rec = *next;
@@ -151,8 +153,8 @@ static int change_set(struct mvol *v, uint32_t from, unsigned min_current, uint3
 {
     pthread_mutex_lock(&v->mu);
     struct store_volume next = v->rec;
-    int r = from ? replica_change_check(next.replicas, next.nreplicas, false, from, min_current)
-                 : 0;
+    int r =
+        from ? replica_change_check(next.replicas, next.nreplicas, false, from, min_current) : 0;
     if (r == 0 && node)
         r = replica_change_check(next.replicas, next.nreplicas, true, node, 0);
     enum replica_state was = replica_get(&next, from);
@@ -175,8 +177,8 @@ static int change_set(struct mvol *v, uint32_t from, unsigned min_current, uint3
             qb_log(LOG_NOTICE, "volume \"%s\": replica on node %u (%s) removed", v->name, from,
                    replica_state_name(was));
         if (node)
-            qb_log(LOG_NOTICE, "volume \"%s\": replica on node %u added: syncing in full",
-                   v->name, node);
+            qb_log(LOG_NOTICE, "volume \"%s\": replica on node %u added: syncing in full", v->name,
+                   node);
     }
     pthread_mutex_unlock(&v->mu);
     consider_resync(v);

@@ -88,7 +88,8 @@ bool replica_remove(struct store_volume *v, uint32_t node)
     if (i < 0)
         return false;
     v->nreplicas--;
-    memmove(&v->replicas[i], &v->replicas[i + 1], (v->nreplicas - (uint32_t)i) * sizeof *v->replicas);
+    memmove(&v->replicas[i], &v->replicas[i + 1],
+            (v->nreplicas - (uint32_t)i) * sizeof *v->replicas);
     v->replicas[v->nreplicas] = (struct store_replica){0};
     return true;
 }

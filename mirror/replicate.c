@@ -62,7 +62,8 @@ static int plan_write(struct mvol *v, uint64_t first, uint64_t last, struct plan
     }
     /* A copy removed from the set may still read under its lease too. */
     for (size_t i = 0; i < v->nlease; i++)
-        if (v->lease_end[i] > pl->lease_end && replica_get(&v->rec, v->lease_node[i]) == REPLICA_NONE)
+        if (v->lease_end[i] > pl->lease_end &&
+            replica_get(&v->rec, v->lease_node[i]) == REPLICA_NONE)
             pl->lease_end = v->lease_end[i];
     int e = pl->local && first <= last ? mark_outdated_peers(v, first, last) : 0;
     pthread_mutex_unlock(&v->mu);

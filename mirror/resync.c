@@ -306,7 +306,8 @@ static int resync_once(struct mvol *v)
         pthread_mutex_lock(&v->mu);
         /* Still the copy being rebuilt: a removal (diskless now) or a
          * failure meanwhile must not be overwritten. */
-        if (v->rec.local == STORE_LOCAL_REBUILD && replica_get(&v->rec, m->self) == REPLICA_SYNCING) {
+        if (v->rec.local == STORE_LOCAL_REBUILD &&
+            replica_get(&v->rec, m->self) == REPLICA_SYNCING) {
             v->rec.local = STORE_LOCAL_OK;
             r = commit_state(v);
         } else {

@@ -23,7 +23,8 @@ static bool writes_here(struct mvol *v)
         return true;
     pthread_mutex_lock(&v->mu);
     enum replica_state s = replica_get(&v->rec, v->m->self);
-    bool here = (s == REPLICA_CURRENT || s == REPLICA_SYNCING) && v->rec.local != STORE_LOCAL_FAILED;
+    bool here =
+        (s == REPLICA_CURRENT || s == REPLICA_SYNCING) && v->rec.local != STORE_LOCAL_FAILED;
     pthread_mutex_unlock(&v->mu);
     return here;
 }

@@ -139,7 +139,7 @@ struct pmsg_capacity {
  * last one per sender for the volumes' descriptions. */
 #define PMSG_PROGRESS_MAX 16
 struct pmsg_progress_entry {
-    uint32_t volume; /* its id */
+    uint32_t volume;            /* its id */
     uint64_t done, total, rate; /* bytes, bytes, bytes per second */
 } __attribute__((packed));
 

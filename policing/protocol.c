@@ -1096,18 +1096,19 @@ static int send_replica_change(struct policing *pc, const char *uuid, const char
     return send_cut_begin(pc, PMSG_CUT_CONFIG, &name, 1, "", config, done, arg);
 }
 
-int policing_replica_set_change(struct policing *pc, const char *uuid, const char *name,
-                                bool add, uint32_t node, unsigned min_current,
-                                policing_done_fn done, void *arg)
+int policing_replica_set_change(struct policing *pc, const char *uuid, const char *name, bool add,
+                                uint32_t node, unsigned min_current, policing_done_fn done,
+                                void *arg)
 {
     struct pmsg_cut_config config = {.op = add ? PMSG_CONFIG_ADD : PMSG_CONFIG_REMOVE,
                                      .node = node,
-                                     .min_current = (uint8_t)(min_current > 255 ? 255 : min_current)};
+                                     .min_current =
+                                         (uint8_t)(min_current > 255 ? 255 : min_current)};
     return send_replica_change(pc, uuid, name, &config, done, arg);
 }
 
-int policing_replica_rebuild(struct policing *pc, const char *uuid, const char *name,
-                             uint32_t from, uint32_t node, policing_done_fn done, void *arg)
+int policing_replica_rebuild(struct policing *pc, const char *uuid, const char *name, uint32_t from,
+                             uint32_t node, policing_done_fn done, void *arg)
 {
     struct pmsg_cut_config config = {.op = PMSG_CONFIG_REPLACE, .node = node, .from = from};
     if (from == 0 || from == node)
@@ -1657,8 +1658,7 @@ static void on_progress(struct policing *pc, uint32_t nodeid, const struct pmsg_
     pthread_mutex_unlock(&pc->lock);
 }
 
-int policing_progress_announce(struct policing *pc, const struct policing_progress *mine,
-                               size_t n)
+int policing_progress_announce(struct policing *pc, const struct policing_progress *mine, size_t n)
 {
     if (n == 0 && !pc->progress_sent)
         return 0;
@@ -1666,8 +1666,8 @@ int policing_progress_announce(struct policing *pc, const struct policing_progre
     pmsg_init(&m.h, PMSG_PROGRESS, sizeof m);
     m.n = n < PMSG_PROGRESS_MAX ? (uint32_t)n : PMSG_PROGRESS_MAX;
     for (uint32_t i = 0; i < m.n; i++)
-        m.e[i] = (struct pmsg_progress_entry){mine[i].volume, mine[i].done, mine[i].total,
-                                              mine[i].rate};
+        m.e[i] =
+            (struct pmsg_progress_entry){mine[i].volume, mine[i].done, mine[i].total, mine[i].rate};
     int r = pc->p.driver->send(pc->cl, &m, sizeof m);
     if (r == 0)
         pc->progress_sent = n > 0;

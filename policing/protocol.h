@@ -375,17 +375,17 @@ int policing_volume_resize(struct policing *pc, const char *uuid, const char *na
  * member at the BEGIN), -ENOSPC (add: the set is full), -EDQUOT (remove:
  * fewer than min_current current copies, or none, would remain).
  * Otherwise as policing_volume_resize. */
-int policing_replica_set_change(struct policing *pc, const char *uuid, const char *name,
-                                bool add, uint32_t node, unsigned min_current,
-                                policing_done_fn done, void *arg);
+int policing_replica_set_change(struct policing *pc, const char *uuid, const char *name, bool add,
+                                uint32_t node, unsigned min_current, policing_done_fn done,
+                                void *arg);
 
 /* The automatic rebuild (vsan/rebuild.c): one cut whose commit drops
  * from's replica and adds node's (syncing, rebuilt in full), so the set
  * keeps its size. Refused at the commit as an add, or -EDQUOT if from's
  * copy is current there or no current copy would remain. -EINVAL for
  * from 0 or equal to node. */
-int policing_replica_rebuild(struct policing *pc, const char *uuid, const char *name,
-                             uint32_t from, uint32_t node, policing_done_fn done, void *arg);
+int policing_replica_rebuild(struct policing *pc, const char *uuid, const char *name, uint32_t from,
+                             uint32_t node, policing_done_fn done, void *arg);
 
 /* `vsan access grant/revoke`: identity's grant on volume becomes mode
  * (enum pmsg_grant_mode) on every node; done gets the table op grant's
@@ -444,8 +444,7 @@ struct policing_progress {
 /* Main loop: multicasts this node's copies being filled (n at most
  * PMSG_PROGRESS_MAX; more are left out), or, once, that there are none
  * any more. */
-int policing_progress_announce(struct policing *pc, const struct policing_progress *mine,
-                               size_t n);
+int policing_progress_announce(struct policing *pc, const struct policing_progress *mine, size_t n);
 /* Any thread: the copies of volume being filled, as their nodes last said
  * within the last 6 s (3 announces), into out (at most max); how many. */
 size_t policing_progress_of(struct policing *pc, uint32_t volume, struct policing_progress *out,

@@ -27,8 +27,8 @@
 
 struct svol {
     struct store *st;
-    int fd;        /* -1: diskless; set under mu, read lock-free by the I/O calls */
-    int retired;   /* a detached data file's fd, under mu (svol_detach_data) */
+    int fd;      /* -1: diskless; set under mu, read lock-free by the I/O calls */
+    int retired; /* a detached data file's fd, under mu (svol_detach_data) */
     bool in_memory;
     atomic_uint refs;
     _Atomic uint64_t size;     /* rec.size, for lock-free bounds checks */

@@ -122,8 +122,7 @@ int volumes_mirrored(struct volumes *vols, const char *name, int (*fn)(struct mv
 /* Replaces a volume's replica set with the group's (a sync round), and
  * whether it is placed (mirror_replicas_load). */
 int volumes_set_replicas(struct volumes *vols, const char *name, bool fixed,
-                         const struct store_replica *r,
-                         uint32_t n);
+                         const struct store_replica *r, uint32_t n);
 
 struct policing;
 /* Puts every write of every volume under region write priority. Called

@@ -960,8 +960,7 @@ static struct json_object *cmd_volume_resize(const struct context *ctx, struct j
  * that ends a move or lowers the count on purpose ("moving"), the count
  * is the one without the copy going: moving a single copy, or setting 2
  * replicas to 1, leaves one. */
-static unsigned min_current(const struct context *ctx, const struct volume_info *info,
-                            bool moving)
+static unsigned min_current(const struct context *ctx, const struct volume_info *info, bool moving)
 {
     if (ctx->node->cfg->min_current)
         return ctx->node->cfg->min_current;

@@ -312,9 +312,9 @@ static int pick(const struct admin_node *node, struct pool *p, const struct volu
         for (uint32_t j = 0; j < info->nreplicas; j++)
             holds = holds || info->replicas[j].node == x->node;
         if (x->announced && !holds)
-            cand[nc++] = (struct place_node){x->node, x->cap.capacity,
-                                             x->cap.data + x->cap.snapshots, x->provisioned,
-                                             x->replicas};
+            cand[nc++] =
+                (struct place_node){x->node, x->cap.capacity, x->cap.data + x->cap.snapshots,
+                                    x->provisioned, x->replicas};
     }
     if (nc == 0)
         return -EINVAL;

@@ -127,8 +127,8 @@ static bool ask(struct rebuild *rb, const struct store_volume *v, uint32_t from)
     }
     r = policing_replica_rebuild(rb->node->pc, v->uuid, v->name, from, to, rebuilt, rb);
     if (r < 0) {
-        qb_log(LOG_WARNING, "rebuild: volume \"%s\": node %u's copy: not asked: %s", v->name,
-               from, strerror(-r));
+        qb_log(LOG_WARNING, "rebuild: volume \"%s\": node %u's copy: not asked: %s", v->name, from,
+               strerror(-r));
         return false;
     }
     qb_log(LOG_NOTICE, "rebuild: volume \"%s\": node %u's copy is gone: rebuilding it on node %u",

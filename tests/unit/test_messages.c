@@ -129,7 +129,8 @@ Test(messages, a_cut_begin_carries_a_configuration_change)
     struct pmsg_cut_begin m;
     pmsg_init(&m.h, PMSG_CUT_BEGIN, sizeof m);
     cr_assert(eq(int, pmsg_check(&m, sizeof m, &why), PMSG_CUT_BEGIN));
-    cr_expect(eq(sz, sizeof(struct pmsg_cut_config), PMSG_UUID_LEN + 1 + 8 + 1 + 1 + 1 + 4 + 1 + 4));
+    cr_expect(
+        eq(sz, sizeof(struct pmsg_cut_config), PMSG_UUID_LEN + 1 + 8 + 1 + 1 + 1 + 4 + 1 + 4));
     cr_expect(eq(sz, sizeof m,
                  sizeof(struct pmsg_header) + 8 + 8 + 8 + 1 + PMSG_NAME_MAX + 1 + 4 +
                      PMSG_CUT_VOLUMES * (PMSG_NAME_MAX + 1) + sizeof(struct pmsg_cut_config)));
@@ -243,8 +244,7 @@ Test(messages, progress_is_fixed_length)
     struct pmsg_progress p;
     pmsg_init(&p.h, PMSG_PROGRESS, sizeof p);
     cr_assert(eq(int, pmsg_check(&p, sizeof p, &why), PMSG_PROGRESS));
-    cr_expect(eq(sz, sizeof p,
-                 sizeof(struct pmsg_header) + 4 + PMSG_PROGRESS_MAX * (4 + 3 * 8)));
+    cr_expect(eq(sz, sizeof p, sizeof(struct pmsg_header) + 4 + PMSG_PROGRESS_MAX * (4 + 3 * 8)));
     pmsg_init(&p.h, PMSG_PROGRESS, sizeof p - 1);
     cr_expect(eq(int, pmsg_check(&p, sizeof p - 1, &why), -1), "a short progress");
 }
