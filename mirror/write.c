@@ -15,6 +15,8 @@
 #include <poll.h>
 #include <stdlib.h>
 
+#include <qb/qblog.h>
+
 /* Whether this node's own copy takes its writes (plan_write's rule). A
  * copy that serves reads does, without a look under mu (the fast path). */
 static bool writes_here(struct mvol *v)
@@ -52,8 +54,10 @@ static bool peer_linked(struct mvol *v, unsigned wait_ms)
 static int replicate(struct mvol *v, enum mwire_type type, const void *buf, uint32_t count,
                      uint64_t offset, unsigned flags, local_fn local)
 {
-    if (!writes_here(v))
-        peer_linked(v, v->m->p.timeout_ms); /* none after it: the write fails as it must */
+    /* None after the wait: the write goes on and fails, as it must. */
+    if (!writes_here(v) && !peer_linked(v, v->m->p.timeout_ms))
+        qb_log(LOG_DEBUG, "volume \"%s\": no link to a current replica after %u ms", v->name,
+               v->m->p.timeout_ms);
     struct rwrite w;
     rwrite_init(&w, v, count, offset);
     int e = reconcile_lost(v, w.first, w.last, true);
