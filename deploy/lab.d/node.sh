@@ -164,8 +164,15 @@ lab_view_complete() {
 
 # lab_need_alive I DAEMON: fails the command, with the end of the daemon's
 # log, if it is not running.
+# Right after the start, the recorded pid may still be the shell's fork
+# that is about to exec the daemon (its cmdline is deploy/lab's, which
+# lab_ours rejects): a recorded pid that lives counts. Taking that window
+# for a dead daemon failed a nemesis repair once under load.
 lab_need_alive() {
-    lab_running "$1" "$2" && return 0
+    local pid state
+    pid=$(cat "$(lab_node_dir "$1")/lab.$2" 2>/dev/null) || pid=""
+    state=$(awk '{print $3}' "/proc/${pid:-0}/stat" 2>/dev/null) || state=""
+    [ -z "$state" ] || [ "$state" = Z ] || return 0
     lab_tail "$1" "$2" >&2
     lab_die "n$1: $2 is not running"
 }
