@@ -13,7 +13,8 @@
 #   make bench-cluster  what the policing protocol costs, on a 3-node lab
 #   make bench-pool     diskless access and placement, on 4- and 2-node labs
 #   make bench-failover failover times (vsand killed, node stopped, node cut)
-#   make soak       the lost-write checker with its nemesis for SOAK_SECONDS (600)
+#   make soak       the lost-write checker with its nemesis for SOAK_SECONDS (600),
+#                   on 3 nodes, then on 5 nodes with 2 copies
 #                   on a 3-node lab (t-lab-checker's long form)
 #   make install    vsand, vsan, vsan-fuse and the systemd unit under PREFIX (/usr/local)
 
@@ -200,6 +201,8 @@ SOAK_SECONDS ?= 600
 soak: all $(CHECKER)
 	@CHECKER_SECONDS=$(SOAK_SECONDS) timeout --kill-after=10 $$(( $(SOAK_SECONDS) + 600 )) \
 	  bash tests/integration/t-lab-checker.sh $(B)
+	@LAB_NODES=5 CHECKER_REPLICAS=2 CHECKER_SECONDS=$(SOAK_SECONDS) \
+	  timeout --kill-after=10 $$(( $(SOAK_SECONDS) + 600 )) bash tests/integration/t-lab-checker.sh $(B)
 
 bench: all $(NBDLOAD)
 	@tests/bench/bench.sh $(B)
