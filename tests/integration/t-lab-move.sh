@@ -29,7 +29,8 @@
 #     copy moved 2 -> 4 (min_current = 1); when 3 returns it resyncs from
 #     a copy that was not there when it left, and holds the data.
 #  7. The automatic rebuild: with replace_after = 3 s on the coordinator,
-#     a holder killed is replaced by a copy on another node, rebuilt in
+#     a holder killed under fio verify (through n2: no error) is replaced
+#     by a copy on another node, rebuilt in
 #     full (at 8 MiB/s: its recovery status shows in `volume show` on
 #     another node and in vsan-fuse's --status) and current; the volume
 #     reads the same; the killed node drops its copy when it returns.
@@ -76,8 +77,11 @@ holders_identical() {
     log "$1: the copies on $(holders) are byte-identical"
 }
 
+# run_fio LABEL [LOOPS [NODE]]: fio with crc32c verify through NODE (4),
+# in the background (FIO: its pid; FIO_NODE: the node).
 run_fio() {
-    bg_start "fio$1" fio --name=m --ioengine=nbd --uri="$("$LAB" addr 4)/m" --rw=randwrite \
+    FIO_NODE=${3:-4}
+    bg_start "fio$1" fio --name=m --ioengine=nbd --uri="$("$LAB" addr "$FIO_NODE")/m" --rw=randwrite \
         --bs=4k --iodepth=8 --offset=64M --size=32M --loops="${2:-4}" --verify=crc32c \
         --verify_fatal=1 --do_verify=1 --verify_state_save=0
     FIO=$BG_PID
@@ -88,7 +92,7 @@ fio_ok() {
     wait "$FIO" || lab_fail "$1: fio failed: $(tail -n 20 "$T/fio$1.out")"
     grep -qi "verify.*\(bad\|mismatch\)" "$T/fio$1.out" &&
         lab_fail "$1: fio reported verify errors: $(grep -i verify "$T/fio$1.out")"
-    log "$1: fio through n4: no error, no verify failure"
+    log "$1: fio through n$FIO_NODE: no error, no verify failure"
 }
 
 # refused EXIT TEXT ARGS...: `vsan ARGS` on n1 exits EXIT saying TEXT.
@@ -284,9 +288,9 @@ for i in 1 2; do
     lab start "$i"
 done
 wait_until 30 full_view 1 "1 2 3 4" || lab_fail "n1 never saw the four nodes again"
-nbdcopy -- "$(addr 2)/m" "$T/before7.raw"
 GONE=$(holders | cut -d' ' -f2)
 KEPT=$(holders | cut -d' ' -f1)
+run_fio 7 8 2
 lab kill "$GONE"
 # The copy being filled, as n$KEPT's volume show and vsan-fuse's
 # description name it.
@@ -309,8 +313,10 @@ rebuilt() {
     [ "$(echo "$s" | grep -o current | wc -l)" = 2 ]
 }
 wait_until 90 rebuilt || lab_fail "n$GONE's copy was not rebuilt elsewhere: $(set_of 2)"
+fio_ok 7
 logged 1 0 "rebuilding it on node" || lab_fail "n1 did not log the rebuild"
-same 2 m "$T/before7.raw" || lab_fail "m through n2 differs after the rebuild"
+nbdcopy -- "$(addr "$KEPT")/m" "$T/after7.raw"
+same 2 m "$T/after7.raw" || lab_fail "m through n2 differs from m through n$KEPT after the rebuild"
 log "7. n$GONE's copy rebuilt: $(set_of 2)"
 lab start "$GONE"
 wait_until 60 eval '! [ -f "$VSAN_LAB_DIR/n$GONE/data/volumes/$UUID.data" ]' ||
