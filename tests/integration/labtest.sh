@@ -101,6 +101,15 @@ d = json.load(sys.stdin)
 print(eval(sys.argv[1]))' "$2"
 }
 
+# announced N: node 1 knows the capacity of N nodes (placement needs each
+# member's; the others announce theirs to a node that joins on their next
+# tick).
+announced() {
+    [ "$("$LAB" vsan 1 --json pool status 2>/dev/null | "$PY" -c '
+import json, sys
+print(sum(1 for n in json.load(sys.stdin)["nodes"] if n["announced"]))')" = "$1" ]
+}
+
 # The states of the volume's replicas as node I sees them:
 # "current current outdated".
 states() {

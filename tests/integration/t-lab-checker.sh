@@ -83,13 +83,7 @@ identical() {
 lab_up "$NODES"
 # Kept with VT_KEEP=1 when the test fails: the lab dir goes with the lab.
 on_exit "for d in '$VSAN_LAB_DIR'/n*; do cp \"\$d/vsand.log\" '$T'/\$(basename \"\$d\").vsand.log; done"
-# Placement needs every node's capacity (announced once each has joined).
-announced() {
-    [ "$("$LAB" vsan 1 --json pool status | "$PY" -c '
-import json, sys
-print(sum(1 for n in json.load(sys.stdin)["nodes"] if n["announced"]))')" = "$NODES" ]
-}
-wait_until 30 announced || lab_fail "n1 never heard every node's capacity"
+wait_until 30 announced "$NODES" || lab_fail "n1 never heard every node's capacity"
 lab vsan 1 volume create c 64M --replicas "$REPLICAS"
 lab vsan 1 volume create q 64M --replicas "$REPLICAS"
 wait_until 30 all_current c || lab_fail "c never became current on all nodes: $(states 1 c)"

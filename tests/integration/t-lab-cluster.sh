@@ -140,7 +140,10 @@ wait_until 20 full_view 3 "1 2 3" || lab_fail "n3 did not rejoin: members $(memb
 same_tables 2 3 1
 
 # 64 MiB on n1, n2 and n3 only (a placed volume): the node added next has
-# the most room, and placement must prefer it.
+# the most room, and placement must prefer it. Placement needs each node's
+# capacity, which the others announce to a node that (re)joined on their
+# next tick.
+wait_until 30 announced 3 || lab_fail "n1 never heard every node's capacity"
 lab vsan 1 volume create full3 64M --nodes 1,2,3
 random_file "$T/full3.raw" $((64 * MiB))
 nbdcopy -- "$T/full3.raw" "$("$LAB" addr 1)/full3"
@@ -156,12 +159,7 @@ served_at v4 $((8 * MiB)) 4
 log "the added node takes new replicas: it has the most room"
 # n4 holds copies of the volumes on every node (those take a copy on
 # each) but not of full3: a 2-copy volume's set includes it.
-announced4() {
-    [ "$("$LAB" vsan 1 --json pool status | "$PY" -c '
-import json, sys
-print(sum(1 for n in json.load(sys.stdin)["nodes"] if n["announced"]))')" = 4 ]
-}
-wait_until 30 announced4 || lab_fail "n1 never heard n4's capacity"
+wait_until 30 announced 4 || lab_fail "n1 never heard n4's capacity"
 lab vsan 1 volume create p2 64M --replicas 2
 nodes=$(LAB_VOL=p2 vs 1 '" ".join(str(r["node"]) for r in d["replicas"])')
 case " $nodes " in *" 4 "*) ;; *) lab_fail "p2's copies went to $nodes, not to the new n4" ;; esac

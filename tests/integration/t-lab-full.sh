@@ -40,7 +40,7 @@ import json, sys
 d = json.load(sys.stdin)
 print(eval(sys.argv[1]))' "$2"
 }
-wait_until 30 eval '[ "$(pool 1 "sum(1 for n in d[\"nodes\"] if n[\"announced\"])")" = 3 ]' ||
+wait_until 30 announced 3 ||
     lab_fail "n1 never heard every node's capacity"
 
 lab vsan 1 volume create v 64M --nodes 1,3

@@ -107,6 +107,7 @@ refused() {
 
 lab_up 4
 wait_until 30 full_view 1 "1 2 3 4" || lab_fail "n1 never saw the four nodes"
+wait_until 30 announced 4 || lab_fail "n1 never heard every node's capacity"
 
 log "1. m on nodes 1 and 2, with a snapshot"
 lab vsan 1 volume create m 128M --nodes 1,2
@@ -248,13 +249,7 @@ printf '[cluster]\nmin_current = 1\n' >>"$VSAN_LAB_DIR/n1/vsan.conf"
 lab kill 1
 lab start 1
 wait_until 30 full_view 1 "1 2 3 4" || lab_fail "n1 never saw the four nodes again"
-# The others announce their capacity to n1 on their next tick.
-announced() {
-    [ "$("$LAB" vsan 1 --json pool status | "$PY" -c '
-import json, sys
-print(sum(1 for n in json.load(sys.stdin)["nodes"] if n["announced"]))')" = 4 ]
-}
-wait_until 30 announced || lab_fail "n1 never heard every node's capacity"
+wait_until 30 announced 4 || lab_fail "n1 never heard every node's capacity"
 lab vsan 1 volume create o3 64M --nodes 2,3
 wait_until 30 eval '[ "$(LAB_VOL=o3 set_of 1)" = "2:current 3:current" ]' ||
     lab_fail "o3's set: $(LAB_VOL=o3 set_of 1)"
