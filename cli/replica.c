@@ -153,18 +153,48 @@ static int remove_replica(const char *socket, const char *vol, const char *node,
                 reply);
 }
 
-static uint32_t pool_node(struct json_object *pool, const char *word);
+/* The id of the pool's node named word (an id or a name), or word as a
+ * number (a node that is down: its copies are moved from the others); 0
+ * if none. */
+static uint32_t pool_node(struct json_object *pool, const char *word)
+{
+    char *end;
+    unsigned long id = strtoul(word, &end, 10);
+    struct json_object *a;
+    if (!json_object_object_get_ex(pool, "nodes", &a))
+        a = NULL;
+    for (size_t i = 0; a && i < json_object_array_length(a); i++) {
+        struct json_object *x = json_object_array_get_idx(a, i);
+        char id[16];
+        snprintf(id, sizeof id, "%" PRId64, get_int(x, "node"));
+        if (strcmp(id, word) == 0 || strcmp(cli_reply_string(x, "name"), word) == 0)
+            return (uint32_t)get_int(x, "node");
+    }
+    return *word && *end == '\0' && id <= UINT32_MAX ? (uint32_t)id : 0;
+}
+
+/* The node word names (pool_node), asked of the daemon's pool status: -1
+ * with *node set (0: none), or the exit code (said). */
+static int resolve(const char *socket, const char *what, const char *word, uint32_t *node)
+{
+    struct json_object *pool;
+    int r = call(socket, what, request("pool.status", NULL, NULL), &pool);
+    if (r >= 0)
+        return r;
+    *node = pool_node(pool, word);
+    json_object_put(pool);
+    return -1;
+}
 
 /* Whether the node word names holds a copy of vol: -1 if so, else the exit
  * code (said), so that a move adds nothing it could not finish. */
 static int holds(const char *socket, const char *vol, const char *word)
 {
-    struct json_object *pool, *show;
-    int r = call(socket, "replica move", request("pool.status", NULL, NULL), &pool);
+    struct json_object *show;
+    uint32_t node;
+    int r = resolve(socket, "replica move", word, &node);
     if (r >= 0)
         return r;
-    uint32_t node = pool_node(pool, word);
-    json_object_put(pool);
     r = call(socket, "replica move", request("volume.show", vol, NULL), &show);
     if (r >= 0)
         return r;
@@ -192,36 +222,15 @@ static int move(const char *socket, bool quiet, const char *vol, const char *fro
     return r;
 }
 
-/* The id of the pool's node named word (an id or a name), or word as a
- * number (a node that is down: its copies are moved from the others); 0
- * if none. */
-static uint32_t pool_node(struct json_object *pool, const char *word)
-{
-    char *end;
-    unsigned long id = strtoul(word, &end, 10);
-    struct json_object *a;
-    if (!json_object_object_get_ex(pool, "nodes", &a))
-        a = NULL;
-    for (size_t i = 0; a && i < json_object_array_length(a); i++) {
-        struct json_object *x = json_object_array_get_idx(a, i);
-        char id[16];
-        snprintf(id, sizeof id, "%" PRId64, get_int(x, "node"));
-        if (strcmp(id, word) == 0 || strcmp(cli_reply_string(x, "name"), word) == 0)
-            return (uint32_t)get_int(x, "node");
-    }
-    return *word && *end == '\0' && id <= UINT32_MAX ? (uint32_t)id : 0;
-}
-
 /* Moves every replica node holds to a node placement picks, one volume at
  * a time (a volume's copies never fewer than before). */
 static int drain(const char *socket, bool json, const char *word)
 {
-    struct json_object *pool, *list;
-    int r = call(socket, "node drain", request("pool.status", NULL, NULL), &pool);
+    struct json_object *list;
+    uint32_t node;
+    int r = resolve(socket, "node drain", word, &node);
     if (r >= 0)
         return r;
-    uint32_t node = pool_node(pool, word);
-    json_object_put(pool);
     if (node == 0) {
         fprintf(stderr, "vsan: node drain: node \"%s\" is not a member (see vsan pool status)\n",
                 word);
