@@ -113,15 +113,15 @@ int reconcile_region(struct mvol *v, uint64_t r)
         e = reconcile_copy(v, off, differs ? len : (len < 4096 ? len : 4096), buf);
     free(buf);
     if (e < 0) {
-        qb_log(LOG_WARNING, "volume \"%s\": region %llu: reconciling after its writer left: %s",
-               v->name, (unsigned long long)r, strerror(-e));
+        qb_log(LOG_WARNING, "volume \"%s\": region %llu: reconciling: %s", v->name,
+               (unsigned long long)r, strerror(-e));
         return e;
     }
     pthread_mutex_lock(&v->mu);
     lost_set(v, r, false);
     pthread_mutex_unlock(&v->mu);
-    qb_log(LOG_INFO, "volume \"%s\": region %llu: reconciled after its writer left (%s)", v->name,
-           (unsigned long long)r, differs ? "copies differed" : "copies were equal");
+    qb_log(LOG_INFO, "volume \"%s\": region %llu: reconciled (%s)", v->name, (unsigned long long)r,
+           differs ? "copies differed" : "copies were equal");
     return 0;
 }
 
@@ -224,7 +224,7 @@ void mirror_regions_lost(struct mirror *m, uint32_t from, const struct pol_key *
         consider_reconcile(v);
         pthread_mutex_unlock(&v->mu);
         qb_log(LOG_INFO,
-               "volume \"%s\": %zu regions node %u may have written before a cold start are "
+               "volume \"%s\": %zu regions node %u may have written to some copies only are "
                "lost until reconciled",
                v->name, j - i, from);
         mvol_unref(v);

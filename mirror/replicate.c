@@ -150,10 +150,15 @@ static uint32_t witness_of(struct mvol *v, const struct plan *pl)
  * missed, by an agreed message applied here before the write is
  * acknowledged, vouched for by this node's copy or by a current peer that
  * took the write (witness_of); a peer the cluster refused to outdate, or
- * that nobody could vouch against, fails the write. */
+ * that nobody could vouch against, fails the write. With no witness, a
+ * peer that failed may still have written it (its answer was lost, not
+ * its write) while another did not: the regions are named doubtful, so
+ * the copies holding them are reconciled before they are written again
+ * (reconcile.c) and never stay unequal. */
 void outdate_failed(struct mvol *v, struct plan *pl, uint64_t first, uint64_t last, int *err)
 {
     uint32_t witness = witness_of(v, pl);
+    bool doubtful = false;
     for (size_t i = 0; i < pl->n; i++) {
         const struct mlink_op *op = &pl->ops[i];
         if (op->result == 0)
@@ -164,6 +169,7 @@ void outdate_failed(struct mvol *v, struct plan *pl, uint64_t first, uint64_t la
                    "volume \"%s\": region %llu: node %u: %s: no current copy took the write: "
                    "it fails, the replica stays",
                    v->name, (unsigned long long)first, op->peer, strerror(-op->result));
+            doubtful = true;
             continue;
         }
         qb_log(LOG_WARNING, "volume \"%s\": region %llu: node %u: %s: marking it outdated", v->name,
@@ -174,6 +180,14 @@ void outdate_failed(struct mvol *v, struct plan *pl, uint64_t first, uint64_t la
                     : policing_replica_outdate(v->pc, v->vid, op->peer, witness, first, last);
         if (r < 0)
             *err = r;
+    }
+    if (doubtful) {
+        int r = policing_regions_doubtful(v->pc, v->vid, first, last);
+        if (r < 0)
+            qb_log(LOG_ERR,
+                   "volume \"%s\": regions %llu..%llu: naming them doubtful after a write no "
+                   "copy took: %s",
+                   v->name, (unsigned long long)first, (unsigned long long)last, strerror(-r));
     }
 }
 

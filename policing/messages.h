@@ -48,7 +48,7 @@ enum pmsg_type {
     PMSG_REPLICA = 9,      /* a replica changes state (mirror/replicas.h) */
     PMSG_SERVICE = 10,     /* a service address moves (services.h) */
     PMSG_STATE_PART = 11,  /* sync round: a piece of the winner's state */
-    PMSG_LOST = 12,        /* regions a node's activity log names after a cold start */
+    PMSG_LOST = 12,        /* regions whose copies may differ (a cold start, a failed write) */
     PMSG_HEARTBEAT = 13,   /* renews the sender's read lease (protocol.h) */
     PMSG_CUT_BEGIN = 14,   /* a barrier on some volumes: hold, drain (cut.h) */
     PMSG_CUT_DRAINED = 15, /* the sender has drained the barrier's volumes */
@@ -238,10 +238,12 @@ struct pmsg_heartbeat {
     uint64_t sent_ms;
 } __attribute__((packed));
 
-/* LOST: regions the sender's activity log (store/actlog.h) named when it
- * started: it may have written them on some replicas and not others before
- * a power cut, so every node marks them lost (reconciled before their next
- * write). This header, then n pmsg_lost_key, n <= PMSG_LOST_MAX. */
+/* LOST: regions the sender may have written on some replicas and not
+ * others: its activity log (store/actlog.h) named them when it started
+ * (a power cut), or a write to them just failed on every copy it went to
+ * (policing_regions_doubtful). Every node marks them lost (reconciled
+ * before their next write). This header, then n pmsg_lost_key,
+ * n <= PMSG_LOST_MAX. */
 #define PMSG_LOST_MAX 1024
 struct pmsg_lost {
     struct pmsg_header h;

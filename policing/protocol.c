@@ -743,8 +743,9 @@ static void apply_lost(struct policing *pc, uint32_t nodeid, const struct pmsg_l
     for (uint32_t i = 0; i < m->n; i++)
         keys[i] = (struct pol_key){k[i].volume, k[i].region};
     qb_log(LOG_INFO,
-           "policing: node %u's activity log names %u regions from before it started: they are "
-           "reconciled before their next write",
+           "policing: node %u names %u regions whose copies may differ (its activity log's from "
+           "before it started, or a write that failed on every copy): they are reconciled "
+           "before their next write",
            nodeid, m->n);
     if (pc->p.table->regions_lost)
         pc->p.table->regions_lost(pc->p.table_ctx, nodeid, keys, m->n);
@@ -2058,6 +2059,25 @@ int policing_replica_outdate(struct policing *pc, uint32_t volume, uint32_t node
     if (r < 0)
         pc->next_replica_tag--;
     pthread_mutex_unlock(&pc->replica_mu);
+    return r;
+}
+
+int policing_regions_doubtful(struct policing *pc, uint32_t volume, uint64_t first, uint64_t last)
+{
+    if (last < first || last - first >= PMSG_LOST_MAX)
+        return -EINVAL;
+    size_t n = (size_t)(last - first + 1);
+    size_t len = sizeof(struct pmsg_lost) + n * sizeof(struct pmsg_lost_key);
+    struct pmsg_lost *m = malloc(len);
+    if (!m)
+        return -ENOMEM;
+    pmsg_init(&m->h, PMSG_LOST, len);
+    m->n = (uint32_t)n;
+    struct pmsg_lost_key *k = (void *)(m + 1);
+    for (size_t i = 0; i < n; i++)
+        k[i] = (struct pmsg_lost_key){volume, first + i};
+    int r = send_msg(pc, m, len);
+    free(m);
     return r;
 }
 

@@ -277,6 +277,14 @@ int policing_replica_sync(struct policing *pc);
  * the first sync round in which this node is quorate, so every member then
  * applies them in agreed order (table op regions_lost). Main loop. */
 int policing_announce_lost(struct policing *pc, const struct pol_key *keys, size_t n);
+/* Regions first..last of volume may differ between its copies: a write
+ * to them failed on every copy it went to, and none vouches for having it
+ * or not. Multicast at once (PMSG_LOST, at most PMSG_LOST_MAX regions),
+ * applied in agreed order as an activity log's are (every node holding a
+ * copy marks them lost; they are reconciled before their next write and
+ * in the background). Does not wait for it to be applied. 0, -EINVAL
+ * (too many regions), or the send's -errno. Any thread. */
+int policing_regions_doubtful(struct policing *pc, uint32_t volume, uint64_t first, uint64_t last);
 /* Whether this partition has quorum now. */
 bool policing_quorate(struct policing *pc);
 /* Whether this node may answer reads: quorate ever since the end of the

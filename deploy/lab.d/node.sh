@@ -27,7 +27,6 @@
 LAB_ADMIN=vsan-lab
 LAB_CLUSTER=vsan-lab
 LAB_GRACE=10
-LAB_MIRROR_TIMEOUT=4000
 
 lab_node_dir() {
     echo "$LAB_DIR/n$1"
@@ -89,9 +88,10 @@ lab_node_dirs() {
     ln -sfn run/corosync.log "$dir/corosync.log" || lab_die "cannot link $dir/corosync.log"
 }
 
-# A peer that stops answering is outdated after LAB_MIRROR_TIMEOUT ms,
-# which the tests wait for: above corosync's failure detection (~2.2 s), so
-# a node cut off learns it lost quorum before it gives up on its peers.
+# A peer that stops answering is outdated after the mirror timeout, which
+# the tests wait for: gen-config's for the lab's token (4000 ms for the
+# default 1000), above corosync's failure detection (~2.2 x token), so a
+# node cut off learns it lost quorum before it gives up on its peers.
 # Resyncs run unthrottled, so that a test waits for one no longer than its
 # copying takes.
 lab_write_vsan_conf() {
@@ -99,7 +99,7 @@ lab_write_vsan_conf() {
     dir=$(lab_node_dir "$i")
     [ ! -f "$dir/secret" ] || secret=$dir/secret
     GC_TLS=${LAB_TLS:-off} GC_TLS_DIR="$LAB_DIR/tls" GC_PSK_FILE="$LAB_DIR/keys.psk" \
-        GC_SECRET_FILE=$secret GC_MIRROR_TIMEOUT=$LAB_MIRROR_TIMEOUT GC_RESYNC_RATE=0 \
+        GC_SECRET_FILE=$secret GC_MIRROR_TIMEOUT=$(gc_mirror_timeout_for "$LAB_TOKEN") GC_RESYNC_RATE=0 \
         GC_SERVICE_ADDRESS="$(lab_service_addr "$i")/24" GC_SERVICE_INTERFACE=eth0 \
         gc_vsan_conf "$LAB_CLUSTER" "n$i" "$(lab_addr "$i")" "$dir/data" "$dir/vsand.pid" \
         "$LAB_ADMIN" "$dir/nbd-local.sock" >"$dir/vsan.conf" || lab_die "cannot write $dir/vsan.conf"

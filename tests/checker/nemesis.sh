@@ -38,10 +38,11 @@ RANDOM=${3:-$$}
     exit 2
 }
 NODES=$(sed -n 's/^N=//p' "$VSAN_LAB_DIR/lab.env")
+TOKEN=$(sed -n 's/^TOKEN=//p' "$VSAN_LAB_DIR/lab.env")
 read -r -a ACTIONS <<<"${NEMESIS_ACTIONS:-kill stop cut cut-peers}"
-# Longer than corosync's detection of a lost node (~2.2 s): a cut shorter
-# than that may split the group only after the heal.
-SETTLE_SECONDS=3
+# Longer than corosync's detection of a lost node (~2.2 x token): a cut
+# shorter than that may split the group only after the heal.
+SETTLE_SECONDS=$(((${TOKEN:-1000} * 22 / 10 + 999) / 1000 + 1))
 
 say() {
     printf '%s nemesis: %s\n' "$(date +%T.%N | cut -c1-12)" "$*"

@@ -43,7 +43,7 @@ grep -q acknowledged "$T/writer.out" && lab_fail "the write was acknowledged wit
 mirror_unblock 1
 
 log "n2 and n3 reconcile the region"
-wait_until 20 grep -q "region 2: reconciled after its writer left (copies differed)" \
+wait_until 20 grep -q "region 2: reconciled (copies differed)" \
     "$VSAN_LAB_DIR/n2/vsand.log" ||
     lab_fail "n2 did not reconcile region 2: $(grep -i reconcil "$VSAN_LAB_DIR"/n[23]/vsand.log)"
 same_range 2 3 $((2 * RS)) "$RS" || lab_fail "n2 and n3 still differ in region 2"

@@ -161,7 +161,7 @@ static void serve(struct pconn *c)
             ok = pump(c->cfd, sfd, m == MPROXY_HOLD, &ignored);
         if (ok && pfd[1].revents) {
             bool was = to_client >= HANDSHAKE_REPLY;
-            ok = pump(sfd, c->cfd, m == MPROXY_HOLD, &to_client);
+            ok = pump(sfd, c->cfd, m == MPROXY_HOLD || m == MPROXY_DEAF, &to_client);
             if (!was && to_client >= HANDSHAKE_REPLY)
                 note_up(c);
         }

@@ -2,8 +2,10 @@
  * tests: the node announces the proxy's address, so every peer's link to
  * it goes through here, and the test decides per client node what happens
  * to its connections: passed, refused (cut now, and every new one after its
- * HELLO), or held (kept open while nothing more gets through either way:
- * requests vanish unanswered, as to a frozen peer).
+ * HELLO), held (kept open while nothing more gets through either way:
+ * requests vanish unanswered, as to a frozen peer), or deaf (requests reach
+ * the node, its answers vanish: a link that broke after the peer took a
+ * request).
  *
  * The client is known from the HELLO that opens each connection
  * (mirror/wire.h, auth.h); the proxy forwards the bytes untouched, so the
@@ -15,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum mproxy_mode { MPROXY_PASS = 0, MPROXY_REFUSE, MPROXY_HOLD };
+enum mproxy_mode { MPROXY_PASS = 0, MPROXY_REFUSE, MPROXY_HOLD, MPROXY_DEAF };
 
 struct mproxy;
 

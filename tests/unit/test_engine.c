@@ -278,6 +278,8 @@ struct change {
     uint32_t node;
     int kind; /* 0 create, 2 delete */
     uint64_t size;
+    const uint32_t *placed; /* create: the nodes with a copy (NULL: every node) */
+    size_t nplaced;
     atomic_bool done;
     atomic_int result;
 };
@@ -294,21 +296,28 @@ static void change_send(void *arg)
 {
     struct change *c = arg;
     struct policing *pc = nodes[c->node].pc;
-    int r = c->kind == 0 ? policing_volume_create(pc, vol_uuid, VOL, c->size, NULL, false, NULL, 0,
-                                                  change_done, c)
+    int r = c->kind == 0 ? policing_volume_create(pc, vol_uuid, VOL, c->size, NULL, false,
+                                                  c->placed, c->nplaced, change_done, c)
                          : policing_volume_delete(pc, vol_uuid, VOL, change_done, c);
     if (r < 0)
         change_done(c, r);
 }
 
 /* Asks node for a table change and waits until it is applied there. */
-static void change(uint32_t node, int kind, uint64_t size)
+static void change_placed(uint32_t node, int kind, uint64_t size, const uint32_t *placed,
+                          size_t nplaced)
 {
-    struct change c = {.node = node, .kind = kind, .size = size};
+    struct change c = {
+        .node = node, .kind = kind, .size = size, .placed = placed, .nplaced = nplaced};
     fcl_call(node, change_send, &c);
     WAIT_FOR(atomic_load(&c.done), "node %u: table change %d not applied", node, kind);
     cr_assert_eq(atomic_load(&c.result), 0, "node %u: table change %d: %s", node, kind,
                  strerror(-atomic_load(&c.result)));
+}
+
+static void change(uint32_t node, int kind, uint64_t size)
+{
+    change_placed(node, kind, size, NULL, 0);
 }
 
 static bool has_volume(uint32_t node, uint64_t size)
@@ -343,9 +352,19 @@ static void wait_agreed(uint32_t node, uint8_t state)
              replica_state_name(state));
 }
 
-/* A group of n nodes (of n configured) with the volume on all of them,
- * every replica current, every link up. */
-static void cluster_up(uint32_t n, uint64_t size, uint64_t slow_resync_on)
+static bool in(uint32_t id, const uint32_t *set, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (set[i] == id)
+            return true;
+    return !set;
+}
+
+/* A group of n nodes (of n configured) with the volume on the nplaced
+ * nodes placed (on all of them: NULL), every replica current, every link
+ * up; node slow_resync_on (or 0: none) resyncs at 256 KiB/s. */
+static void cluster_up_placed(uint32_t n, uint64_t size, uint64_t slow_resync_on,
+                              const uint32_t *placed, size_t nplaced)
 {
     fcl_setup(n);
     for (uint32_t id = 1; id <= n; id++)
@@ -354,16 +373,21 @@ static void cluster_up(uint32_t n, uint64_t size, uint64_t slow_resync_on)
     cr_assert_eq(r, 0);
     vid = policing_volume_id(vol_uuid);
     WAIT_FOR(policing_quorate(nodes[1].pc), "node 1 has no quorum");
-    change(1, 0, size);
+    change_placed(1, 0, size, placed, nplaced);
     for (uint32_t id = 1; id <= n; id++) {
         WAIT_FOR(has_volume(id, size), "node %u lacks the volume", id);
-        wait_agreed(id, REPLICA_CURRENT);
+        wait_agreed(id, in(id, placed, nplaced) ? REPLICA_CURRENT : REPLICA_NONE);
     }
     for (uint32_t a = 1; a <= n; a++)
         for (uint32_t b = 1; b <= n; b++)
             if (a != b)
                 WAIT_FOR(mproxy_linked(nodes[b].proxy, a), "node %u is not linked to node %u", a,
                          b);
+}
+
+static void cluster_up(uint32_t n, uint64_t size, uint64_t slow_resync_on)
+{
+    cluster_up_placed(n, size, slow_resync_on, NULL, 0);
 }
 
 /* Node from's requests to node to: passed, refused or held. */
@@ -673,7 +697,7 @@ Test(engine, lost_region_reconciled)
     nodes[3].member = false;
     fcl_leave(3, CLUSTER_PROCDOWN);
     wait_agreed(3, REPLICA_OUTDATED);
-    WAIT_FOR(log_has("volume \"vol\": region 4: reconciled after its writer left (copies "
+    WAIT_FOR(log_has("volume \"vol\": region 4: reconciled (copies "
                      "differed)"),
              "region 4 was not reconciled");
     cr_assert(copies_equal(1, 2, 0, 1 * MiB), "nodes 1 and 2 differ after the reconcile");
@@ -688,6 +712,39 @@ Test(engine, lost_region_reconciled)
     /* The region takes writes from the survivors again. */
     write_ok(2, 4 * RS, RS, 6);
     cr_assert(copy_holds(1, 4 * RS, RS, 6));
+    finish();
+}
+
+/* A diskless writer's write that no copy acknowledged: node 1 took it but
+ * its answer vanished, node 2 never got it. Nobody vouches for a copy, so
+ * none is outdated and the write fails; but the copies now differ, and
+ * both stay current: the writer names the region doubtful, and the lowest
+ * current copy makes them equal. */
+Test(engine, write_no_copy_acknowledged_is_reconciled)
+{
+    static const uint32_t placed[] = {1, 2};
+    cluster_up_placed(3, 1 * MiB, 0, placed, 2);
+    uint64_t off = 6 * RS + 4096;
+    uint32_t len = 8192;
+    traffic(3, 1, MPROXY_DEAF);
+    traffic(3, 2, MPROXY_HOLD);
+    uint8_t *buf = malloc(len);
+    fill(buf, len, 7, off);
+    int r = io(3, IO_WRITE, buf, len, off);
+    free(buf);
+    cr_assert_lt(r, 0, "a write no copy acknowledged succeeded");
+    cr_assert(copy_holds(1, off, len, 7), "node 1 never got the write");
+    cr_assert(agreed(1, REPLICA_CURRENT) && agreed(2, REPLICA_CURRENT),
+              "a copy was outdated with nobody to vouch for another");
+    WAIT_FOR(copies_equal(1, 2, 0, 1 * MiB), "the copies stay unequal after a write none took");
+    cr_assert(log_has("volume \"vol\": region 6: reconciled (copies differed)"));
+
+    /* The links come back; the region takes the diskless node's writes. */
+    traffic(3, 1, MPROXY_PASS);
+    traffic(3, 2, MPROXY_PASS);
+    WAIT_FOR(io(3, IO_WRITE, (uint8_t[4096]){0}, 4096, 6 * RS) == 0,
+             "node 3 cannot write again once linked");
+    cr_assert(copies_equal(1, 2, 0, 1 * MiB));
     finish();
 }
 
