@@ -255,8 +255,13 @@ static int drain(const char *socket, bool json, const char *word)
             struct json_object *after;
             uint32_t to;
             r = move(socket, json, vol, id, NULL, &after, &to);
-            if (r >= 0)
+            if (r >= 0) {
+                fprintf(stderr,
+                        "vsan: node drain: node %u: stopped at volume \"%s\" (above), %u "
+                        "replica(s) moved before it; it and the rest stay on node %u\n",
+                        node, vol, moved, node);
                 break;
+            }
             json_object_put(after);
             moved++;
             if (!json)

@@ -78,7 +78,11 @@ void mirror_replicas_copy(struct mvol *v, struct store_replica *out, uint32_t *n
 }
 
 /* With mu held: next becomes v's record, committed; on this node a copy
- * made (REBUILD) or dropped (DISKLESS) as next's local says. */
+ * made (REBUILD) or dropped (DISKLESS) as next's local says. A commit that
+ * fails (the store cannot write the record, or make the data file) leaves
+ * a copy the set names here failed, never serving or taking writes, and
+ * the caller outdates it (outdate_uncommitted): the group must not wait on
+ * a copy this node cannot keep. */
 static int commit_change(struct mvol *v, struct store_volume *next)
 {
     bool make = next->local == STORE_LOCAL_REBUILD && v->rec.local != STORE_LOCAL_REBUILD;
@@ -93,15 +97,36 @@ static int commit_change(struct mvol *v, struct store_volume *next)
     else
         r = svol_set_state(v->sv, next);
     if (r < 0) {
-        qb_log(LOG_ERR,
-               "volume \"%s\": the replica set could not be committed here (%s): "
-               "this node's copy stays as it was",
-               v->name, strerror(-r));
-        next->local = v->rec.local;
+        enum replica_state self = replica_get(next, v->m->self);
+        bool held = self == REPLICA_CURRENT || self == REPLICA_SYNCING;
+        qb_log(LOG_ERR, "volume \"%s\": the replica set could not be committed here (%s): %s",
+               v->name, strerror(-r),
+               held ? "this node's copy is failed, and outdated"
+                    : "this node's copy stays as it was");
+        /* No data file (an add that failed): there is nothing to fail. */
+        next->local =
+            held && v->rec.local != STORE_LOCAL_DISKLESS ? STORE_LOCAL_FAILED : v->rec.local;
     }
     v->rec = *next;
     update_serve_local(v);
     return r;
+}
+
+/* After a commit_change that failed, without mu: this node's copy, if the
+ * set names one here, is outdated on its own word, as a disk that fails
+ * an I/O is; the automatic rebuild then replaces it after [cluster]
+ * replace_after, and a move waiting for it stops. */
+static void outdate_uncommitted(struct mvol *v)
+{
+    pthread_mutex_lock(&v->mu);
+    enum replica_state s = replica_get(&v->rec, v->m->self);
+    pthread_mutex_unlock(&v->mu);
+    if (s != REPLICA_CURRENT && s != REPLICA_SYNCING)
+        return;
+    int r = policing_replica_change(v->pc, v->vid, v->m->self, REPLICA_OUTDATED, 1, 0, false);
+    if (r < 0)
+        qb_log(LOG_ERR, "volume \"%s\": outdating the copy it could not commit here: %s", v->name,
+               strerror(-r));
 }
 
 /* What this node's copy becomes in a placed set: a replica (rebuilt in
@@ -151,6 +176,7 @@ static void dirty_all_behind(struct mvol *v)
  * as a whole, applied in one commit. */
 static int change_set(struct mvol *v, uint32_t from, unsigned min_current, uint32_t node)
 {
+    bool failed = false;
     pthread_mutex_lock(&v->mu);
     struct store_volume next = v->rec;
     int r =
@@ -171,6 +197,7 @@ static int change_set(struct mvol *v, uint32_t from, unsigned min_current, uint3
             next.local = STORE_LOCAL_REBUILD;
         /* The set changed everywhere; only this copy may lag (logged). */
         r = commit_change(v, &next) < 0 ? -EIO : 0;
+        failed = r < 0;
         if (node == v->m->self && next.local == STORE_LOCAL_REBUILD)
             dirty_all_behind(v);
         if (from)
@@ -181,6 +208,8 @@ static int change_set(struct mvol *v, uint32_t from, unsigned min_current, uint3
                    node);
     }
     pthread_mutex_unlock(&v->mu);
+    if (failed)
+        outdate_uncommitted(v);
     consider_resync(v);
     return r;
 }
@@ -217,6 +246,7 @@ int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t
     pthread_mutex_lock(&v->mu);
     bool same = n == v->rec.nreplicas && memcmp(r, v->rec.replicas, n * sizeof *r) == 0 &&
                 fixed == (v->rec.fixed != 0);
+    bool failed = false;
     int e = 0;
     if (!same) {
         struct store_volume before = v->rec;
@@ -249,9 +279,12 @@ int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t
         local_for(v, &next);
         v->rec = before; /* commit_change compares with what this copy was */
         int c = commit_change(v, &next);
+        failed = c < 0;
         e = e < 0 ? e : c;
     }
     pthread_mutex_unlock(&v->mu);
+    if (failed)
+        outdate_uncommitted(v);
     consider_resync(v);
     return e;
 }

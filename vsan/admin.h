@@ -40,8 +40,9 @@ struct admin_node {
 
 /* Where placement puts a new replica of info: the member without a copy
  * with the most room, within [cluster] overcommit. 0, -ENOSPC (none has
- * room), -ENOENT, -EINVAL (no member without a copy announced its
- * capacity), -ENOMEM. For the automatic rebuild (vsan/rebuild.c). */
+ * room), -ENOENT, -EEXIST (every member holds a copy), -EINVAL (no member
+ * without a copy announced its capacity), -ENOMEM. For the automatic
+ * rebuild (vsan/rebuild.c). */
 struct volume_info;
 int admin_pool_place_replica(const struct admin_node *node, const struct volume_info *info,
                              uint32_t *out);

@@ -300,24 +300,26 @@ static int named_node(struct pool *p, const char *vol, const char *word, bool ad
 
 /* Where a new replica of info goes: the node pinned (checked for room), or
  * placement's first choice among the members without a copy. place_volume's
- * errors (-EINVAL: no candidate). */
+ * errors, -EEXIST (every member holds a copy) or -EINVAL (none of those
+ * without one announced its capacity). */
 static int pick(const struct admin_node *node, struct pool *p, const struct volume_info *info,
                 uint32_t pinned, uint32_t *out, uint32_t *bad)
 {
     struct place_node cand[CLUSTER_NODES_MAX];
-    size_t nc = 0;
+    size_t nc = 0, without = 0;
     for (size_t i = 0; i < p->n; i++) {
         const struct pool_node *x = &p->nodes[i];
         bool holds = false;
         for (uint32_t j = 0; j < info->nreplicas; j++)
             holds = holds || info->replicas[j].node == x->node;
+        without += !holds;
         if (x->announced && !holds)
             cand[nc++] =
                 (struct place_node){x->node, x->cap.capacity, x->cap.data + x->cap.snapshots,
                                     x->provisioned, x->replicas};
     }
     if (nc == 0)
-        return -EINVAL;
+        return without == 0 ? -EEXIST : -EINVAL;
     return place_volume(cand, nc, info->size, 1, node->cfg->overcommit, pinned ? &pinned : NULL,
                         pinned ? 1 : 0, out, bad);
 }
@@ -353,6 +355,11 @@ static int place_one(const struct context *ctx, struct pool *p, const struct vol
         *err = admin_reply_error(ADMIN_E_NO_SPACE,
                                  "volume \"%s\": no member without a replica of it has announced "
                                  "its capacity",
+                                 info->name);
+    else if (e == -EEXIST)
+        *err = admin_reply_error(ADMIN_E_NO_SPACE,
+                                 "volume \"%s\": every member holds a replica of it already: no "
+                                 "node to take another",
                                  info->name);
     else if (e < 0)
         *err = admin_volume_failure(info->name, "add a replica", e);

@@ -15,7 +15,9 @@
 #  - the TLS credentials: one CA, a server certificate it signed whose
 #    subjectAltName names every node's address and name and every service
 #    address, a PSK file in psktool's format, and with --tls require the
-#    [nbd] tls and [tls] keys in every vsan.conf (none without --tls).
+#    [nbd] tls and [tls] keys in every vsan.conf (none without --tls);
+#  - --token sets corosync's token and every vsan.conf's [mirror]
+#    timeout (2.5 x), and a bad one is refused.
 # timeout: 60
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -170,5 +172,18 @@ for n in n1 n2 n3; do
     done
 done
 bad "bad --tls" '"maybe"' --tls maybe
+
+log "corosync's token and the mirror timeout that goes with it"
+grep -qx '    token: 1000' "$T/plain/corosync.conf" || die "the default token is not 1000"
+! grep -q '^timeout = ' "$T/plain/vsan-n1.conf" || die "the default token set a mirror timeout"
+expect_exit 0 "$GEN" "${NODES[@]}" --token 3000 --out "$T/token"
+grep -qx '    token: 3000' "$T/token/corosync.conf" || die "--token 3000 is not in corosync.conf"
+for n in n1 n2 n3; do
+    [ "$(sed -n '/^\[mirror\]/,/^\[/s/^timeout = //p' "$T/token/vsan-$n.conf")" = 7500 ] ||
+        die "--token 3000: vsan-$n.conf's [mirror] timeout is not 7500"
+done
+bad "token too short" '"999"' --token 999
+bad "token too long" '"30001"' --token 30001
+bad "token not a number" '"3s"' --token 3s
 
 log "ok"

@@ -34,6 +34,9 @@
 #     full (at 8 MiB/s: its recovery status shows in `volume show` on
 #     another node and in vsan-fuse's --status) and current; the volume
 #     reads the same; the killed node drops its copy when it returns.
+#  8. A drain with nowhere to go: a4 has a copy on every node, so `node
+#     drain` stops at it (exit 23, "every member holds a replica of it
+#     already") and its set stays.
 # timeout: 600
 # shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -320,4 +323,19 @@ holders_identical 7
 [ "$(holders | wc -w)" = 2 ] || lab_fail "after the rebuild m's data files are on $(holders)"
 case " $(holders) " in *" $KEPT "*) ;; *) lab_fail "the rebuild dropped n$KEPT's copy: $(holders)" ;; esac
 log "7. n$GONE returned and dropped its copy; m is on $(holders)"
+
+log "8. a drain with no room elsewhere: a4 has a copy on every node"
+lab vsan 1 volume create a4 16M --replicas 4
+wait_until 60 eval '[ "$(LAB_VOL=a4 set_of 1)" = "1:current 2:current 3:current 4:current" ]' ||
+    lab_fail "a4's set: $(LAB_VOL=a4 set_of 1)"
+for i in 4 3 2 1; do case " $(holders) " in *" $i "*) ;; *) FREE=$i ;; esac; done
+rc=0
+"$LAB" vsan 1 node drain "$FREE" >"$T/drain8.out" 2>&1 || rc=$?
+[ "$rc" = 23 ] || lab_fail "node drain $FREE: exit $rc, not 23: $(cat "$T/drain8.out")"
+grep -qF 'volume "a4": every member holds a replica of it already' "$T/drain8.out" &&
+    grep -qF "stopped at volume \"a4\"" "$T/drain8.out" ||
+    lab_fail "node drain $FREE said: $(cat "$T/drain8.out")"
+[ "$(LAB_VOL=a4 set_of 1)" = "1:current 2:current 3:current 4:current" ] ||
+    lab_fail "the refused drain changed a4's set: $(LAB_VOL=a4 set_of 1)"
+log "8. $(tr '\n' ' ' <"$T/drain8.out")"
 log "t-lab-move: ok"

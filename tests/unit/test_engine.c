@@ -756,6 +756,7 @@ Test(engine, write_no_copy_acknowledged_is_reconciled)
 struct resize_commit {
     uint32_t node;
     uint64_t size, id;
+    uint32_t add; /* a replica added on this node instead of a resize */
     int result;
 };
 
@@ -763,24 +764,62 @@ static void resize_commit_fn(void *arg)
 {
     struct resize_commit *rc = arg;
     struct cut c = {.kind = PMSG_CUT_CONFIG, .from = 1, .nvols = 1, .vids = {vid}};
-    c.config = (struct pmsg_cut_config){.size = rc->size, .force = 1};
+    c.config = rc->add ? (struct pmsg_cut_config){.op = PMSG_CONFIG_ADD, .node = rc->add}
+                       : (struct pmsg_cut_config){.size = rc->size, .force = 1};
+    for (uint32_t id = 1; id <= NODES_MAX; id++)
+        if (nodes[id].member)
+            c.members[c.nmembers++] = id;
     snprintf(c.config.uuid, sizeof c.config.uuid, "%s", vol_uuid);
     snprintf(c.volume, sizeof c.volume, "%s", VOL);
     rc->result = voltable_ops.cut_commit(&nodes[rc->node].table, &c, rc->id);
 }
 
-static void resize_everywhere(uint64_t size)
+/* The commit of a resize to size, or of a replica added on node add, on
+ * every member; each member's result in results (NULL: all must be 0). */
+static void config_everywhere(uint64_t size, uint32_t add, int *results)
 {
     static uint64_t id = 100; /* the table version the commit makes */
     id++;
     for (uint32_t node = 1; node <= NODES_MAX; node++) {
         if (!nodes[node].member)
             continue;
-        struct resize_commit rc = {.node = node, .size = size, .id = id};
+        struct resize_commit rc = {.node = node, .size = size, .id = id, .add = add};
         fcl_call(node, resize_commit_fn, &rc);
-        cr_assert_eq(rc.result, 0, "node %u: resize to %llu: %s", node, (unsigned long long)size,
-                     strerror(-rc.result));
+        if (results)
+            results[node] = rc.result;
+        else
+            cr_assert_eq(rc.result, 0, "node %u: config change: %s", node, strerror(-rc.result));
     }
+}
+
+static void resize_everywhere(uint64_t size)
+{
+    config_everywhere(size, 0, NULL);
+}
+
+/* A replica added on a node whose store cannot commit it (its record
+ * cannot be written: here a directory where the record's temporary file
+ * goes): that node's copy is outdated by its own word, instead of staying
+ * "syncing" in every node's table with nothing ever filling it; the other
+ * copies go on taking writes. */
+Test(engine, a_replica_its_node_cannot_commit_is_outdated)
+{
+    static const uint32_t placed[] = {1, 2};
+    cluster_up_placed(3, 1 * MiB, 0, placed, 2);
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/" STORE_VOLUMES_DIR "/%s.meta.tmp", nodes[3].dir, vol_uuid);
+    cr_assert_eq(mkdir(tmp, 0700), 0, "mkdir %s: %s", tmp, strerror(errno));
+    int results[NODES_MAX + 1] = {0};
+    config_everywhere(0, 3, results);
+    cr_assert_eq(results[1], 0);
+    cr_assert_eq(results[2], 0);
+    cr_assert_lt(results[3], 0, "node 3 committed a record it cannot write");
+    wait_agreed(3, REPLICA_OUTDATED);
+    cr_assert(log_has("the replica set could not be committed here"));
+    write_ok(1, 2 * RS, 4096, 8);
+    cr_assert(copy_holds(2, 2 * RS, 4096, 8));
+    cr_assert_eq(rmdir(tmp), 0);
+    finish();
 }
 
 Test(engine, resize_with_outdated_peer)
