@@ -94,8 +94,14 @@ int snap_read_peer(struct mvol *v, uint64_t snap, void *buf, uint32_t count, uin
 int mirror_snap_read(struct mvol *v, uint64_t snap, void *buf, uint32_t count, uint64_t offset)
 {
     int r = from_here(v);
-    if (r == 1)
-        return snap_read(svol_snapshots(v->sv), snap, buf, count, offset);
+    if (r == 1) {
+        r = snap_read(svol_snapshots(v->sv), snap, buf, count, offset);
+        /* -EBADF: this copy was removed meanwhile (svol_detach_data emptied
+         * its snapshots' side files); a current peer answers. */
+        if (r != -EBADF)
+            return r;
+        r = 0;
+    }
     for (char *p = buf; r == 0 && count > 0;) {
         uint32_t n = count < MWIRE_IO_MAX ? count : MWIRE_IO_MAX;
         r = unanswered(v, snap, "read", offset, snap_read_peer(v, snap, p, n, offset));

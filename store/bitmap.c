@@ -640,6 +640,26 @@ static bool or_word(struct bitmap *b, uint64_t w, uint64_t mask)
     return true;
 }
 
+int bitmap_clear(struct bitmap *b)
+{
+    pthread_mutex_lock(&b->lock);
+    struct bits *s = &b->bits;
+    for (uint64_t w = 0; w < words_for(s->nbits); w++) {
+        if (s->words[w] == 0)
+            continue;
+        s->words[w] = 0;
+        if (b->path) {
+            mark(s->pend[b->cur].words, w);
+            mark(s->pend[b->cur].pages, w / PAGE_WORDS);
+        }
+    }
+    if (b->count != 0)
+        gsync_change(&b->sync);
+    b->count = 0;
+    pthread_mutex_unlock(&b->lock);
+    return bitmap_sync(b);
+}
+
 /* The bits of word w that lie in first..last. */
 static uint64_t range_mask(uint64_t w, uint64_t first, uint64_t last)
 {

@@ -66,6 +66,10 @@ int bitmap_set(struct bitmap *b, uint64_t first, uint64_t last);
 /* Makes every bit set before the call durable. 0 or -errno; after an error
  * the changes stay pending and the next sync writes them again. */
 int bitmap_sync(struct bitmap *b);
+/* Clears every bit and syncs (a snapshot map whose side file was emptied:
+ * the copy left this node). No bitmap_set may run meanwhile. 0 or -errno,
+ * as bitmap_sync. */
+int bitmap_clear(struct bitmap *b);
 
 bool bitmap_test(struct bitmap *b, uint64_t bit);
 /* Set bits. */

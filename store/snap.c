@@ -1017,6 +1017,24 @@ static int create_files(struct snapset *ss, struct snap *s)
     return r;
 }
 
+/* Called with admin and list exclusive: s's side file emptied (sparse, its
+ * size kept) and its map cleared, both durable. */
+static int empty_files(struct snapset *ss, struct snap *s)
+{
+    char name[NAME_MAX + 1];
+    side_name(ss, s->id, name, sizeof(name));
+    side_forget(s);
+    int fd = openat(store_snap_dir_fd(ss->st), name, O_RDWR | O_TRUNC | O_CLOEXEC);
+    if (fd < 0)
+        return sys_fail(ss, errno, "empty \"%s/%s\"", store_snap_dir_path(ss->st), name);
+    int r = 0;
+    if (ftruncate(fd, (off_t)s->size) < 0 || fsync(fd) < 0)
+        r = sys_fail(ss, errno, "empty \"%s/%s\"", store_snap_dir_path(ss->st), name);
+    close(fd);
+    int e = bitmap_clear(s->held);
+    return r < 0 ? r : e;
+}
+
 /* Whether both of id's files exist. */
 static bool files_exist(struct snapset *ss, uint64_t id)
 {
@@ -1549,6 +1567,21 @@ void snap_close(struct snapset *ss)
     pthread_mutex_destroy(&ss->admin);
     pthread_rwlock_destroy(&ss->list);
     free(ss);
+}
+
+int snap_empty(struct snapset *ss)
+{
+    pthread_mutex_lock(&ss->admin);
+    pthread_rwlock_wrlock(&ss->list);
+    int r = 0;
+    for (unsigned i = 0; i < ss->n; i++) {
+        int e = empty_files(ss, ss->snaps[i]);
+        if (r == 0)
+            r = e;
+    }
+    pthread_rwlock_unlock(&ss->list);
+    pthread_mutex_unlock(&ss->admin);
+    return r;
 }
 
 int snap_remove_all(struct snapset *ss)

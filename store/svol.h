@@ -80,8 +80,8 @@ int svol_attach_data(struct svol *sv, const struct store_volume *state);
  * state's replica set and fixed, then unlinks the data file. The fd stays open
  * until the svol's last reference goes or a later attach, since a read
  * may be using it (reads pass no barrier); the space comes back then.
- * The snapshots' records stay (every node keeps them), their side files
- * too. */
+ * The snapshots' records stay (every node keeps them); their side files
+ * are emptied (snap_empty). */
 int svol_detach_data(struct svol *sv, const struct store_volume *state);
 /* Removes meta, data, bitmaps and snapshots; the fd stays valid until the
  * last reference goes. */

@@ -8,7 +8,8 @@
 #     replicas are n1 and n3, current, byte-identical; m@s1 reads what m
 #     held at the cut through n3 (filled by the move) and n2 (diskless now).
 #     vsan-fuse, mounted before the move, lists the new replicas without a
-#     remount and reads what the nodes serve.
+#     remount and reads what the nodes serve. n2's side file of s1 is
+#     empty (its space came back), n3's holds the chunks.
 #  3. `replica add m` without a node: placement picks a member without a
 #     copy; it becomes current and identical; `replica remove` drops it.
 #     3b. `volume set r3 --replicas 3` adds a copy where placement puts it
@@ -160,6 +161,13 @@ holders_identical 2
 for i in 3 2; do
     same "$i" m@s1 "$T/s1.raw" || lab_fail "m@s1 through n$i is not what m held at the cut"
 done
+# s1's side file: n3 holds the chunks the writes after the cut copied, n2
+# (diskless now) none: its space came back with the removal.
+side_blocks() {
+    stat -c %b "$VSAN_LAB_DIR/n$1/data/snapshots/$UUID".*.data | awk '{s += $1} END {print s}'
+}
+[ "$(side_blocks 3)" -gt 0 ] || lab_fail "n3's side file of m@s1 holds nothing"
+[ "$(side_blocks 2)" = 0 ] || lab_fail "n2 kept $(side_blocks 2) blocks of m@s1's side file"
 wait_until 20 eval '[ "$(fuse_replicas)" = "1 3" ]' ||
     lab_fail "vsan-fuse never saw the move: it knows replicas \"$(fuse_replicas)\""
 nbdcopy -- "$(addr 1)/m" "$T/m2.raw"

@@ -298,6 +298,25 @@ Test(bitmap, reopen_keeps_synced_bits)
     bitmap_close(b);
 }
 
+/* A cleared map is clear on reopen too, and takes bits again. */
+Test(bitmap, clear_is_durable)
+{
+    struct bitmap *b = open_ok(path, 100000);
+    cr_assert_eq(bitmap_set(b, 7, 7), 1);
+    cr_assert_eq(bitmap_set(b, 60000, 70000), 1);
+    cr_assert_eq(bitmap_sync(b), 0);
+    cr_assert_eq(bitmap_clear(b), 0);
+    cr_assert_eq(bitmap_count(b), 0);
+    cr_assert_eq(bitmap_next(b, 0), 100000);
+    bitmap_close(b);
+
+    b = open_ok(path, 100000);
+    cr_assert_eq(bitmap_count(b), 0, "cleared bits came back from the file");
+    cr_assert_eq(bitmap_set(b, 60000, 60000), 1, "a bit set after the clear is owed a sync");
+    cr_assert_eq(bitmap_sync(b), 0);
+    bitmap_close(b);
+}
+
 static int open_fds(void)
 {
     DIR *d = opendir("/proc/self/fd");
