@@ -296,6 +296,27 @@ data() {
     echo "$VSAN_LAB_DIR/n$1/data/volumes/$UUID.data"
 }
 
+# lab_holders UUID: the lab's nodes holding a data file of volume UUID,
+# e.g. "1 3".
+lab_holders() {
+    local i n out=""
+    n=$(sed -n 's/^N=//p' "$VSAN_LAB_DIR/lab.env")
+    for ((i = 1; i <= n; i++)); do
+        [ ! -f "$VSAN_LAB_DIR/n$i/data/volumes/$1.data" ] || out="$out${out:+ }$i"
+    done
+    echo "$out"
+}
+
+# lab_holders_identical LABEL UUID: the copies of volume UUID the lab's
+# nodes hold are byte-identical (logged), or the test fails.
+lab_holders_identical() {
+    local i sums nodes
+    nodes=$(lab_holders "$2")
+    sums=$(for i in $nodes; do md5sum <"$VSAN_LAB_DIR/n$i/data/volumes/$2.data"; done | sort -u)
+    [ "$(echo "$sums" | wc -l)" -eq 1 ] || lab_fail "$1: the copies on $nodes differ"
+    log "$1: the copies on $nodes are byte-identical"
+}
+
 # holds I OFF SEED [SECONDS]: node I's copy of m has pattern(SEED, 4096)
 # at OFF, or gets it within SECONDS.
 holds() {

@@ -49,11 +49,7 @@ LAB_VOL=m
 
 # The nodes holding a data file of m: "1 3".
 holders() {
-    local i out=""
-    for i in 1 2 3 4; do
-        [ -f "$VSAN_LAB_DIR/n$i/data/volumes/$UUID.data" ] && out="$out${out:+ }$i"
-    done
-    echo "$out"
+    lab_holders "$UUID"
 }
 
 # The replica set as node I sees it: "1:current 3:current".
@@ -75,10 +71,7 @@ everyone_sees() {
 
 # The data files of the holders are byte-identical.
 holders_identical() {
-    local i sums
-    sums=$(for i in $(holders); do md5sum <"$VSAN_LAB_DIR/n$i/data/volumes/$UUID.data"; done | sort -u)
-    [ "$(echo "$sums" | wc -l)" -eq 1 ] || lab_fail "$1: the copies on $(holders) differ"
-    log "$1: the copies on $(holders) are byte-identical"
+    lab_holders_identical "$1" "$UUID"
 }
 
 # run_fio LABEL [LOOPS [NODE]]: fio with crc32c verify through NODE (4),

@@ -45,30 +45,9 @@ d = json.load(sys.stdin)
 print(eval(sys.argv[1]))' "$2"
 }
 
-all_announced() {
-    [ "$(pool "$1" 'sum(1 for n in d["nodes"] if n["announced"])')" = 4 ]
-}
-
-# The nodes holding a data file of volume uuid $1: "1 3".
-holders() {
-    local i out=""
-    for i in 1 2 3 4; do
-        [ -f "$VSAN_LAB_DIR/n$i/data/volumes/$1.data" ] && out="$out${out:+ }$i"
-    done
-    echo "$out"
-}
-
 # Both replicas current as node I sees them.
 two_current() {
     [ "$(states "$1")" = "current current" ]
-}
-
-# The md5 of the data files of the holders: one line if identical.
-holders_identical() {
-    local i sums
-    sums=$(for i in $HOLDERS; do md5sum <"$VSAN_LAB_DIR/n$i/data/volumes/$UUID.data"; done | sort -u)
-    [ "$(echo "$sums" | wc -l)" -eq 1 ] || lab_fail "$1: the two replicas differ"
-    log "$1: the two replicas are byte-identical"
 }
 
 # run_fio LABEL NODE: fio with crc32c verify through node NODE, in the
@@ -92,12 +71,12 @@ lab_up 4
 wait_until 30 full_view 1 "1 2 3 4" || lab_fail "n1 never saw the four nodes"
 
 log "1. capacities announced"
-wait_until 30 all_announced 1 || lab_fail "not every node announced its capacity: $(pool 1 'd')"
+wait_until 30 announced 4 || lab_fail "not every node announced its capacity: $(pool 1 'd')"
 
 log "2. --replicas 2: data files on exactly two nodes"
 lab vsan 1 volume create p 256M --replicas 2
 UUID=$(vs 1 'd["uuid"]')
-HOLDERS=$(holders "$UUID")
+HOLDERS=$(lab_holders "$UUID")
 [ "$(echo "$HOLDERS" | wc -w)" = 2 ] || lab_fail "data files of p on nodes \"$HOLDERS\", not two"
 for i in 1 2 3 4; do
     [ -f "$VSAN_LAB_DIR/n$i/data/volumes/$UUID.meta" ] || lab_fail "n$i has no record of p"
@@ -117,7 +96,7 @@ log "2. p on nodes $HOLDERS; n$DISKLESS is diskless"
 log "3. fio with verify through diskless n$DISKLESS"
 run_fio 3 "$DISKLESS"
 fio_ok 3
-holders_identical 3
+lab_holders_identical 3 "$UUID"
 
 log "4. fio through n$DISKLESS while replica node n$KILLED is killed and restarted"
 run_fio 4 "$DISKLESS" 6
@@ -132,7 +111,7 @@ wait_until 30 sent_past $((sent0 + 500)) || lab_fail "fio stopped writing while 
 lab start "$KILLED"
 fio_ok 4
 wait_until 90 two_current 1 || lab_fail "n$KILLED never came back current: $(states 1)"
-holders_identical 4
+lab_holders_identical 4 "$UUID"
 
 log "5. the witness rule"
 OTHER=${HOLDERS%% *}
@@ -177,7 +156,7 @@ write_through 2>"$T/nowitness.out" && lab_fail "a write through n$DISKLESS that 
 [ "$(states 1)" = "current current" ] || lab_fail "a write no copy took outdated a replica: $(states 1)"
 mirror_unblock "$DISKLESS"
 log "5. no replica reachable: the write failed, both replicas current"
-holders_identical 5
+lab_holders_identical 5 "$UUID"
 
 log "5b. a snapshot cut through diskless n$DISKLESS"
 nbdcopy -- "$(addr "$OTHER")/p" "$T/before.raw"
