@@ -77,17 +77,35 @@ void mirror_replicas_copy(struct mvol *v, struct store_replica *out, uint32_t *n
     pthread_mutex_unlock(&v->mu);
 }
 
+/* A copy dropped here: its snapshots' chunks give their space back, on a
+ * worker (a file truncated and synced per snapshot). */
+static void empty_job(struct mvol *v)
+{
+    int r = svol_empty_snapshots(v->sv);
+    if (r < 0)
+        qb_log(LOG_WARNING,
+               "volume \"%s\": its snapshots' side files could not all be emptied (%s): their "
+               "space comes back when the volume is deleted",
+               v->name, strerror(-r));
+}
+
 /* With mu held: next becomes v's record, committed; on this node a copy
- * made (REBUILD) or dropped (DISKLESS) as next's local says. A commit that
- * fails (the store cannot write the record, or make the data file) leaves
- * a copy the set names here failed, never serving or taking writes, and
- * the caller outdates it (outdate_uncommitted): the group must not wait on
- * a copy this node cannot keep. */
-static int commit_change(struct mvol *v, struct store_volume *next)
+ * made (REBUILD) or dropped (DISKLESS) as next's local says. A copy the
+ * set names here that could not be made (no data file, or one that could
+ * not be emptied for its rebuild) is failed, and *unmade tells the caller
+ * to outdate it (outdate_uncommitted): the group must not wait on a copy
+ * nothing will fill. A record that could not be written leaves the copy
+ * as it was: its data is intact, and the next change writes the record. */
+static int commit_change(struct mvol *v, struct store_volume *next, bool *unmade)
 {
     bool make = next->local == STORE_LOCAL_REBUILD && v->rec.local != STORE_LOCAL_REBUILD;
     bool drop = next->local == STORE_LOCAL_DISKLESS && v->rec.local != STORE_LOCAL_DISKLESS;
     int r;
+    *unmade = false;
+    /* A copy going serves nothing from now on, before its files go: a
+     * snapshot's reads and changed chunks come from a current peer. */
+    if (drop)
+        atomic_store(&v->serve_local, false);
     if (make && v->rec.local == STORE_LOCAL_DISKLESS)
         r = svol_attach_data(v->sv, next);
     else if (drop)
@@ -97,23 +115,25 @@ static int commit_change(struct mvol *v, struct store_volume *next)
     else
         r = svol_set_state(v->sv, next);
     if (r < 0) {
-        enum replica_state self = replica_get(next, v->m->self);
-        bool held = self == REPLICA_CURRENT || self == REPLICA_SYNCING;
+        *unmade = make && replica_get(next, v->m->self) != REPLICA_NONE;
         qb_log(LOG_ERR, "volume \"%s\": the replica set could not be committed here (%s): %s",
                v->name, strerror(-r),
-               held ? "this node's copy is failed, and outdated"
-                    : "this node's copy stays as it was");
-        /* No data file (an add that failed): there is nothing to fail. */
+               *unmade ? "this node's new copy is failed, and outdated"
+                       : "this node's copy stays as it was");
+        /* An add that made no data file has nothing to fail. */
         next->local =
-            held && v->rec.local != STORE_LOCAL_DISKLESS ? STORE_LOCAL_FAILED : v->rec.local;
+            *unmade && v->rec.local != STORE_LOCAL_DISKLESS ? STORE_LOCAL_FAILED : v->rec.local;
+    } else if (drop && queue_job(v, empty_job, 0) < 0) {
+        qb_log(LOG_WARNING, "volume \"%s\": out of memory to empty its snapshots' side files",
+               v->name);
     }
     v->rec = *next;
     update_serve_local(v);
     return r;
 }
 
-/* After a commit_change that failed, without mu: this node's copy, if the
- * set names one here, is outdated on its own word, as a disk that fails
+/* After a commit_change that could not make this node's new copy, without
+ * mu: the copy is outdated on this node's own word, as a disk that fails
  * an I/O is; the automatic rebuild then replaces it after [cluster]
  * replace_after, and a move waiting for it stops. */
 static void outdate_uncommitted(struct mvol *v)
@@ -121,11 +141,11 @@ static void outdate_uncommitted(struct mvol *v)
     pthread_mutex_lock(&v->mu);
     enum replica_state s = replica_get(&v->rec, v->m->self);
     pthread_mutex_unlock(&v->mu);
-    if (s != REPLICA_CURRENT && s != REPLICA_SYNCING)
+    if (s != REPLICA_SYNCING)
         return;
     int r = policing_replica_change(v->pc, v->vid, v->m->self, REPLICA_OUTDATED, 1, 0, false);
     if (r < 0)
-        qb_log(LOG_ERR, "volume \"%s\": outdating the copy it could not commit here: %s", v->name,
+        qb_log(LOG_ERR, "volume \"%s\": outdating the copy it could not make here: %s", v->name,
                strerror(-r));
 }
 
@@ -196,8 +216,7 @@ static int change_set(struct mvol *v, uint32_t from, unsigned min_current, uint3
         if (node == v->m->self)
             next.local = STORE_LOCAL_REBUILD;
         /* The set changed everywhere; only this copy may lag (logged). */
-        r = commit_change(v, &next) < 0 ? -EIO : 0;
-        failed = r < 0;
+        r = commit_change(v, &next, &failed) < 0 ? -EIO : 0;
         if (node == v->m->self && next.local == STORE_LOCAL_REBUILD)
             dirty_all_behind(v);
         if (from)
@@ -278,8 +297,7 @@ int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t
         next.fixed = fixed || v->rec.fixed;
         local_for(v, &next);
         v->rec = before; /* commit_change compares with what this copy was */
-        int c = commit_change(v, &next);
-        failed = c < 0;
+        int c = commit_change(v, &next, &failed);
         e = e < 0 ? e : c;
     }
     pthread_mutex_unlock(&v->mu);

@@ -146,6 +146,25 @@ static uint32_t witness_of(struct mvol *v, const struct plan *pl)
     return w;
 }
 
+/* Whether a write no copy vouches for may have landed somewhere: on this
+ * node's own (syncing) copy, on a peer that took it (a syncing one), or on
+ * one that failed after it was sent (its answer lost, or an error reply).
+ * Not when every request failed before it left (no link: -ENOTCONN,
+ * -ESHUTDOWN, -ENOMEM at submit): then no copy changed, and naming the
+ * regions doubtful would only abort every cut for nothing, again at each
+ * retry. */
+static bool may_have_landed(const struct plan *pl)
+{
+    if (pl->local)
+        return true;
+    for (size_t i = 0; i < pl->n; i++) {
+        int r = pl->ops[i].result;
+        if (r != -ENOTCONN && r != -ESHUTDOWN && r != -ENOMEM)
+            return true;
+    }
+    return false;
+}
+
 /* Peers that failed the request are outdated, with the regions they
  * missed, by an agreed message applied here before the write is
  * acknowledged, vouched for by this node's copy or by a current peer that
@@ -181,7 +200,7 @@ void outdate_failed(struct mvol *v, struct plan *pl, uint64_t first, uint64_t la
         if (r < 0)
             *err = r;
     }
-    if (doubtful) {
+    if (doubtful && may_have_landed(pl)) {
         int r = policing_regions_doubtful(v->pc, v->vid, first, last);
         if (r < 0)
             qb_log(LOG_ERR,

@@ -215,6 +215,9 @@ static int copy_region_held(struct mvol *v, uint64_t r, void *buf)
 static int copy_region(struct mvol *v, uint64_t r, void *buf)
 {
     int e = copy_enter(v);
+    /* The cut copy_enter waited out may have removed this copy. */
+    if (e == 0 && !still_syncing(v))
+        e = -ECANCELED;
     if (e == 0)
         e = copy_region_held(v, r, buf);
     copy_leave(v);

@@ -154,10 +154,14 @@ int mirror_snap_extents(struct mvol *v, uint64_t snap, uint32_t count, uint64_t 
     if (count == 0 || max == 0)
         return -EINVAL;
     int r = from_here(v);
-    if (r < 0)
-        return r;
-    return r == 1 ? extents_here(v, snap, count, offset, ext, max)
-                  : extents_there(v, snap, count, offset, ext, max);
+    if (r == 1) {
+        r = extents_here(v, snap, count, offset, ext, max);
+        /* -EBADF: this copy was removed meanwhile (see mirror_snap_read). */
+        if (r != -EBADF)
+            return r;
+        r = 0;
+    }
+    return r < 0 ? r : extents_there(v, snap, count, offset, ext, max);
 }
 
 /* ---- changed chunks ------------------------------------------------------------- */
@@ -221,10 +225,14 @@ int mirror_snap_changed(struct mvol *v, uint64_t since, uint64_t upto, uint64_t 
     uint32_t span = (uint32_t)(end - base);
     uint8_t *bits = calloc(1, mwire_changed_reply_size(span));
     int r = bits ? from_here(v) : -ENOMEM;
-    if (r == 1)
+    if (r == 1) {
         r = changed_local(v, since, upto, base, span, bits);
-    else if (r == 0)
+        /* -EBADF: this copy was removed meanwhile (see mirror_snap_read). */
+        if (r == -EBADF)
+            r = changed_there(v, since, upto, base, span, bits);
+    } else if (r == 0) {
         r = changed_there(v, since, upto, base, span, bits);
+    }
     if (r == 0)
         r = runs_of(bits, base, offset, end, runs, max);
     free(bits);

@@ -849,7 +849,8 @@ int snap_extents(struct snapset *ss, uint64_t id, uint32_t count, uint64_t offse
 {
     pthread_rwlock_rdlock(&ss->list);
     unsigned at, n = 0;
-    int r = check_range(ss, id, count, offset, &at);
+    /* No live file: the copy left this node, its maps say nothing. */
+    int r = ss->live_fd < 0 ? -EBADF : check_range(ss, id, count, offset, &at);
     uint64_t end = offset + count;
     while (r == 0 && offset < end) {
         struct snap_extent e;
@@ -866,7 +867,9 @@ int snap_extents(struct snapset *ss, uint64_t id, uint32_t count, uint64_t offse
     }
     pthread_rwlock_unlock(&ss->list);
     if (r < 0 && n == 0)
-        return r == -ENOENT || r == -EINVAL ? r : sys_fail(ss, -r, "allocation of a snapshot");
+        return r == -ENOENT || r == -EINVAL || r == -EBADF
+                   ? r
+                   : sys_fail(ss, -r, "allocation of a snapshot");
     return (int)n;
 }
 
@@ -887,7 +890,9 @@ int snap_changed(struct snapset *ss, uint64_t since, uint64_t upto, uint64_t liv
     unsigned from, to = ss->n;
     int r = 0;
     struct snap *s = find_id(ss, since, &from), *u = NULL;
-    if (!s || (upto != SNAP_LIVE && !(u = find_id(ss, upto, &to))))
+    if (ss->live_fd < 0)
+        r = -EBADF; /* the copy left this node: its maps were emptied */
+    else if (!s || (upto != SNAP_LIVE && !(u = find_id(ss, upto, &to))))
         r = -ENOENT;
     else if (u && u->id <= s->id)
         r = -EINVAL;
@@ -1017,22 +1022,25 @@ static int create_files(struct snapset *ss, struct snap *s)
     return r;
 }
 
-/* Called with admin and list exclusive: s's side file emptied (sparse, its
- * size kept) and its map cleared, both durable. */
+/* Called with admin and list exclusive: s's map cleared, then its side
+ * file emptied (sparse, its size kept), both durable. In that order: a
+ * crash in between leaves space behind, never a bit naming a chunk that
+ * is gone (a delete's merge would take it for data). */
 static int empty_files(struct snapset *ss, struct snap *s)
 {
+    int r = bitmap_clear(s->held);
+    if (r < 0)
+        return r;
     char name[NAME_MAX + 1];
     side_name(ss, s->id, name, sizeof(name));
     side_forget(s);
     int fd = openat(store_snap_dir_fd(ss->st), name, O_RDWR | O_TRUNC | O_CLOEXEC);
     if (fd < 0)
         return sys_fail(ss, errno, "empty \"%s/%s\"", store_snap_dir_path(ss->st), name);
-    int r = 0;
     if (ftruncate(fd, (off_t)s->size) < 0 || fsync(fd) < 0)
         r = sys_fail(ss, errno, "empty \"%s/%s\"", store_snap_dir_path(ss->st), name);
     close(fd);
-    int e = bitmap_clear(s->held);
-    return r < 0 ? r : e;
+    return r;
 }
 
 /* Whether both of id's files exist. */
@@ -1574,7 +1582,8 @@ int snap_empty(struct snapset *ss)
     pthread_mutex_lock(&ss->admin);
     pthread_rwlock_wrlock(&ss->list);
     int r = 0;
-    for (unsigned i = 0; i < ss->n; i++) {
+    /* A copy added here again since (snap_set_live) is being filled. */
+    for (unsigned i = 0; ss->live_fd < 0 && i < ss->n; i++) {
         int e = empty_files(ss, ss->snaps[i]);
         if (r == 0)
             r = e;

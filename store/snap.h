@@ -97,12 +97,12 @@ int snap_open(struct store *st, const char *uuid, const char *volume, int live_f
 /* The volume's data file is now live_fd (-1: none, a diskless copy): a
  * replica added to or removed from this node (svol_attach_data). */
 void snap_set_live(struct snapset *ss, int live_fd);
-/* The volume's copy left this node (svol_detach_data): every snapshot's
- * side file is emptied, its space given back, and its map cleared; the
+/* The volume's copy left this node (snap_set_live(-1)): every snapshot's
+ * map is cleared and its side file emptied, its space given back; the
  * records stay (every node keeps them), and a copy added here again gets
- * every chunk of every snapshot anew (mirror/resync.c). No copy-on-write
- * may run (the live file is gone: snap_set_live(-1)); merges wait. Best
- * effort: the first error is returned (logged), the rest still tried. */
+ * every chunk of every snapshot anew (mirror/resync.c). Nothing if a live
+ * file was set again meanwhile. I/O and merges wait. Best effort: the
+ * first error is returned (logged), the rest still tried. */
 int snap_empty(struct snapset *ss);
 /* Frees ss (NULL: nothing); no call on ss may be running. */
 void snap_close(struct snapset *ss);

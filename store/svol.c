@@ -237,15 +237,14 @@ int svol_detach_data(struct svol *sv, const struct store_volume *state)
             __atomic_store_n(&sv->fd, -1, __ATOMIC_RELEASE);
             store_data_detach(sv->st, &next);
         }
-        /* Diskless now: the snapshots' chunks this copy kept serve nothing. */
-        if (snap_empty(sv->snaps) < 0)
-            qb_log(LOG_WARNING,
-                   "volume \"%s\": its snapshots' side files could not all be emptied: their "
-                   "space comes back when the volume is deleted",
-                   sv->name);
     }
     pthread_mutex_unlock(&sv->mu);
     return r;
+}
+
+int svol_empty_snapshots(struct svol *sv)
+{
+    return snap_empty(sv->snaps);
 }
 
 int svol_delete(struct svol *sv)

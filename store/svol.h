@@ -81,8 +81,12 @@ int svol_attach_data(struct svol *sv, const struct store_volume *state);
  * until the svol's last reference goes or a later attach, since a read
  * may be using it (reads pass no barrier); the space comes back then.
  * The snapshots' records stay (every node keeps them); their side files
- * are emptied (snap_empty). */
+ * are emptied by svol_empty_snapshots. */
 int svol_detach_data(struct svol *sv, const struct store_volume *state);
+/* After a detach: the snapshots' chunks this copy kept, which serve
+ * nothing now, give their space back (snap_empty; the fsyncs are why it
+ * is apart, for a worker). Nothing if a copy was attached again since. */
+int svol_empty_snapshots(struct svol *sv);
 /* Removes meta, data, bitmaps and snapshots; the fd stays valid until the
  * last reference goes. */
 int svol_delete(struct svol *sv);
