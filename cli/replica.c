@@ -222,6 +222,22 @@ static int move(const char *socket, bool quiet, const char *vol, const char *fro
     return r;
 }
 
+/* Where a drain stopped, after move said why: vol and the volumes after
+ * it stay on node, and a copy the move added (to, 0 if none) stays too. */
+static void drain_stopped(uint32_t node, const char *vol, unsigned moved, uint32_t to)
+{
+    fprintf(stderr,
+            "vsan: node drain: node %u: stopped at volume \"%s\" (above), %u replica(s) moved "
+            "before it; it and the rest stay on node %u",
+            node, vol, moved, node);
+    if (to)
+        fprintf(stderr,
+                ", and its new copy on node %u stays too (vsan replica remove %s %u takes it "
+                "away)",
+                to, vol, to);
+    fputc('\n', stderr);
+}
+
 /* Moves every replica node holds to a node placement picks, one volume at
  * a time (a volume's copies never fewer than before). */
 static int drain(const char *socket, bool json, const char *word)
@@ -253,13 +269,10 @@ static int drain(const char *socket, bool json, const char *word)
             struct timespec t0;
             clock_gettime(CLOCK_MONOTONIC, &t0);
             struct json_object *after;
-            uint32_t to;
+            uint32_t to = 0;
             r = move(socket, json, vol, id, NULL, &after, &to);
             if (r >= 0) {
-                fprintf(stderr,
-                        "vsan: node drain: node %u: stopped at volume \"%s\" (above), %u "
-                        "replica(s) moved before it; it and the rest stay on node %u\n",
-                        node, vol, moved, node);
+                drain_stopped(node, vol, moved, to);
                 break;
             }
             json_object_put(after);
