@@ -96,8 +96,8 @@ int mirror_snap_read(struct mvol *v, uint64_t snap, void *buf, uint32_t count, u
     int r = from_here(v);
     if (r == 1) {
         r = snap_read(svol_snapshots(v->sv), snap, buf, count, offset);
-        /* -EBADF: this copy was removed meanwhile (svol_detach_data emptied
-         * its snapshots' side files); a current peer answers. */
+        /* -EBADF: this copy was removed meanwhile (svol_detach_data; its
+         * snapshots' side files are emptied next); a current peer answers. */
         if (r != -EBADF)
             return r;
         r = 0;

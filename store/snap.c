@@ -696,10 +696,14 @@ static int read_piece(struct snapset *ss, unsigned at, uint64_t c, void *buf, si
 }
 
 /* Called with list shared: the snapshot id, with [offset, offset+count)
- * inside it. */
+ * inside it, on a node that holds a copy: -EBADF without a live file (the
+ * copy left, snap_set_live(-1): its snapshots' chunks say nothing, and
+ * snap_empty may have emptied them). */
 static int check_range(struct snapset *ss, uint64_t id, uint64_t count, uint64_t offset,
                        unsigned *at)
 {
+    if (ss->live_fd < 0)
+        return -EBADF;
     struct snap *s = find_id(ss, id, at);
     if (!s)
         return -ENOENT;
@@ -849,8 +853,7 @@ int snap_extents(struct snapset *ss, uint64_t id, uint32_t count, uint64_t offse
 {
     pthread_rwlock_rdlock(&ss->list);
     unsigned at, n = 0;
-    /* No live file: the copy left this node, its maps say nothing. */
-    int r = ss->live_fd < 0 ? -EBADF : check_range(ss, id, count, offset, &at);
+    int r = check_range(ss, id, count, offset, &at);
     uint64_t end = offset + count;
     while (r == 0 && offset < end) {
         struct snap_extent e;
@@ -891,7 +894,7 @@ int snap_changed(struct snapset *ss, uint64_t since, uint64_t upto, uint64_t liv
     int r = 0;
     struct snap *s = find_id(ss, since, &from), *u = NULL;
     if (ss->live_fd < 0)
-        r = -EBADF; /* the copy left this node: its maps were emptied */
+        r = -EBADF; /* as check_range */
     else if (!s || (upto != SNAP_LIVE && !(u = find_id(ss, upto, &to))))
         r = -ENOENT;
     else if (u && u->id <= s->id)

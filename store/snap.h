@@ -151,7 +151,8 @@ int snap_delete(struct snapset *ss, uint64_t id);
 int snap_cow(struct snapset *ss, uint64_t offset, uint64_t count, bool nowait);
 
 /* Reads count bytes at offset of snapshot id. Errors: -ENOENT, -EINVAL
- * past its size, -errno of the reads. */
+ * past its size, -EBADF with no live file (the copy left this node, see
+ * snap_empty: a current peer answers), -errno of the reads. */
 int snap_read(struct snapset *ss, uint64_t id, void *buf, uint32_t count, uint64_t offset);
 
 /* Makes [offset, offset+count) of snapshot id read buf (a resync copying
@@ -160,7 +161,8 @@ int snap_read(struct snapset *ss, uint64_t id, void *buf, uint32_t count, uint64
  * copy-on-write), so the chain no longer decides what those chunks read.
  * offset is a multiple of SNAP_CHUNK; count is too, or ends the snapshot.
  * A writer or reader of those chunks waits for it. Errors: -ENOENT, -EINVAL
- * for a range not so or past the snapshot's size, -errno of the writes or
+ * for a range not so or past the snapshot's size, -EBADF with no live file
+ * (the copy left: nothing is put into files snap_empty empties), -errno of the writes or
  * syncs (after a failed sync, as for snap_cow: -EIO until the volume
  * reopens). */
 int snap_put(struct snapset *ss, uint64_t id, const void *buf, uint32_t count, uint64_t offset);
@@ -182,8 +184,8 @@ int snap_extents(struct snapset *ss, uint64_t id, uint32_t count, uint64_t offse
  * 64 KiB regions) the caller closes, bit i for the chunk at offset + i x
  * 64 KiB. Chunks past since's size count as written. offset is a multiple
  * of SNAP_CHUNK, the range inside the newer end's size. Errors: -ENOENT,
- * -EINVAL if upto is not newer than since or the range is not so,
- * -ENOMEM. */
+ * -EINVAL if upto is not newer than since or the range is not so, -EBADF
+ * as snap_read, -ENOMEM. */
 int snap_changed(struct snapset *ss, uint64_t since, uint64_t upto, uint64_t live_size,
                  uint64_t offset, uint64_t length, struct bitmap **out);
 

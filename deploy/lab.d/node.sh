@@ -99,7 +99,8 @@ lab_write_vsan_conf() {
     dir=$(lab_node_dir "$i")
     [ ! -f "$dir/secret" ] || secret=$dir/secret
     GC_TLS=${LAB_TLS:-off} GC_TLS_DIR="$LAB_DIR/tls" GC_PSK_FILE="$LAB_DIR/keys.psk" \
-        GC_SECRET_FILE=$secret GC_MIRROR_TIMEOUT=$(gc_mirror_timeout_for "$LAB_TOKEN") GC_RESYNC_RATE=0 \
+        GC_SECRET_FILE=$secret GC_RESYNC_RATE=0 \
+        GC_MIRROR_TIMEOUT=$(gc_mirror_timeout_for "$LAB_TOKEN") \
         GC_SERVICE_ADDRESS="$(lab_service_addr "$i")/24" GC_SERVICE_INTERFACE=eth0 \
         gc_vsan_conf "$LAB_CLUSTER" "n$i" "$(lab_addr "$i")" "$dir/data" "$dir/vsand.pid" \
         "$LAB_ADMIN" "$dir/nbd-local.sock" >"$dir/vsan.conf" || lab_die "cannot write $dir/vsan.conf"
