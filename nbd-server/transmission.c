@@ -189,7 +189,7 @@ static void chunk_header(struct nbd_structured_reply *h, const struct request *r
  * the client's recv calls from 2.1 to 0.3 per request over TLS). A reply
  * waits only while its thread runs the requests already read in: the
  * batch ends before the thread waits for anything (batch_begin in
- * export.h). Replies larger than the cork go out at once, after it. */
+ * export.h). A reply larger than the cork goes out at once, after it. */
 #define CORK_BYTES 16384 /* a TLS record */
 struct cork {
     size_t len;
@@ -213,14 +213,19 @@ static void cork_flush(struct nbd_conn *c, struct cork *k)
 /* Sends one whole reply (see conn_send_own), or adds it to the cork. */
 static int send_reply(struct nbd_conn *c, struct iovec *iov, int iovcnt)
 {
-    struct cork *k = cork;
     size_t len = 0;
     for (int i = 0; i < iovcnt; i++)
         len += iov[i].iov_len;
+    /* The cork goes first when the reply does not fit beside it: a send
+     * that would block ends the batch, whose flush would then want the
+     * write lock this thread holds (with the cork empty it sends
+     * nothing). Sending the cork may so end the batch: what comes after
+     * then goes out at once, as no batch end is left to send it. */
+    if (cork && len > CORK_BYTES - cork->len)
+        cork_flush(c, cork);
+    struct cork *k = cork;
     if (!k || len > CORK_BYTES)
         return conn_send_own(c, iov, iovcnt);
-    if (len > CORK_BYTES - k->len)
-        cork_flush(c, k);
     for (int i = 0; i < iovcnt; i++) {
         memcpy(k->buf + k->len, iov[i].iov_base, iov[i].iov_len);
         k->len += iov[i].iov_len;

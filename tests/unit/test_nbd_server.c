@@ -16,6 +16,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <libnbd.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -1462,6 +1463,52 @@ Test(batch, inline_reply_behind_a_blocked_sender_ends_the_batch, .init = setup, 
         cr_assert(!read_answered, "the READ answered twice");
         cr_assert_eq(memcmp(data, want, sizeof want), 0, "the READ sees the write");
         read_answered = true;
+    }
+    close(fd);
+    wait_connections(0);
+}
+
+/* A reply too large for the cork (transmission.c), sent while smaller
+ * replies wait in it, that blocks on a client not reading: the batch ends
+ * before the send blocks, and ending it sends the cork, from a thread
+ * that already holds the connection's write lock. Both go out, the cork's
+ * first: the write's reply, then every READ's, whole. */
+Test(batch, large_reply_behind_corked_replies_that_would_block, .init = setup, .fini = teardown,
+     .timeout = 30)
+{
+    enum { N = 16, LEN = 256 * 1024 }; /* 4 MiB: more than any socket buffer */
+    int fd = raw_transmission_to("disk");
+    write_then_reads(fd, N, 0, LEN);
+    static char data[LEN], want[4096];
+    fill(want, sizeof want, 7);
+    cr_assert_eq(read_reply(fd, data, LEN), WRITE_HANDLE, "the corked write's reply first");
+    for (uint64_t next = 0; next < N; next++) {
+        cr_assert_eq(read_reply(fd, data, LEN), next, "the READs' replies in order");
+        cr_assert_eq(memcmp(data, want, sizeof want), 0, "READ %" PRIu64 " sees the write", next);
+    }
+    close(fd);
+    wait_connections(0);
+}
+
+/* A reply that does not fit beside the cork's: sending the cork first
+ * waits for the write lock (another thread blocked on the client holds
+ * it), and that ends the batch. The reply must not then wait in the cork
+ * of a batch that has ended: nothing more comes to end it again. */
+Test(batch, reply_after_a_flush_that_ended_the_batch, .init = setup, .fini = teardown,
+     .timeout = 30)
+{
+    enum { LEN = 8192 }; /* two READ replies do not fit in one cork */
+    int fd = stalled_reader();
+    write_then_reads(fd, 2, 6, LEN);
+    static char data[4u << 20], want[4096];
+    fill(want, sizeof want, 7);
+    cr_assert_eq(read_reply(fd, data, sizeof data), 5, "the 4 MiB READ's reply first, whole");
+    unsigned answered = 0;
+    for (int i = 0; i < 3; i++) {
+        uint64_t h = read_reply(fd, data, LEN);
+        unsigned bit = h == WRITE_HANDLE ? 1u : h == 6 ? 2u : h == 7 ? 4u : 8u;
+        cr_assert(bit != 8 && !(answered & bit), "handle %" PRIu64 ": unknown or twice", h);
+        answered |= bit;
     }
     close(fd);
     wait_connections(0);
