@@ -154,7 +154,9 @@ int conn_send_own(struct nbd_conn *c, struct iovec *iov, int iovcnt);
  * block (waiting for wlock, or for room in the socket): fn(arg), after
  * which the hook is unset. fn NULL unsets it. Until it runs, each send of
  * this thread is tried without blocking first. fn runs with wlock possibly
- * held: it may send only with conn_send_other. */
+ * held by this very thread: it may send only with conn_send_other
+ * (transmission.c's cork flush, which it runs, finds the cork empty: the
+ * cork is emptied before any send that could block). */
 void conn_before_blocking(void (*fn)(void *arg), void *arg);
 /* Sends a reply from any other thread without ever blocking on c: sent,
  * queued for c's own threads, or (queue full, or no own thread left and
