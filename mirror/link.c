@@ -178,6 +178,11 @@ int mlink_reply(struct mlink_call *call, int err, const void *data, size_t len)
     return reply(call->conn, call->req, err, data, len);
 }
 
+bool mlink_ahead(const struct mlink_call *call, size_t *pos, struct mwire_header *h)
+{
+    return mstream_peek(&call->conn->in, pos, h);
+}
+
 /* Counts a refused connection and logs why, at most once a minute (saying
  * how many went unlogged since): anyone who reaches the mirror port can
  * open connections, and a flood of them must not flood the log too. */

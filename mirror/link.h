@@ -108,6 +108,10 @@ void mlink_drop(struct mlink *l, uint32_t node);
 /* Answers call now (err: 0 or -errno; data: the reply payload, or NULL).
  * A serve callback may go on working after it (sync = received). */
 int mlink_reply(struct mlink_call *call, int err, const void *data, size_t len);
+/* Steps through the requests of call's peer already buffered behind it
+ * (not yet served), as mstream_peek: *pos 0 to begin; true while *h is
+ * one. For the serve callback, on its own thread. */
+bool mlink_ahead(const struct mlink_call *call, size_t *pos, struct mwire_header *h);
 
 struct mlink_peer {
     uint32_t node;

@@ -61,12 +61,54 @@ static int serve_write(struct mvol *v, struct mlink_call *c)
     return r;
 }
 
+/* Writes looked at ahead for copy-on-write, and the chunks they may
+ * cover in all (a bound on the claims one commit takes). */
+#define COW_AHEAD_MAX 64
+#define COW_AHEAD_CHUNKS 256
+
+/* A peer's first write to a chunk after a cut copies the chunk into the
+ * newest snapshot and makes the copy durable: two syncs (side file, then
+ * map; on a disk, two device flushes). The node that took the writes from
+ * its clients shares them among all its writers (a group commit), but
+ * this thread applies the peer's writes one at a time, so each would pay
+ * its own. So the first write that needs a copy copies, under one commit,
+ * for the peer's writes already buffered behind it too (snap_cow_many):
+ * only writes of this volume and of the same cut, whose chunks must hold
+ * what they held at that cut; no write of an earlier cut is still to come
+ * (the cut committed once every such write was applied). Best effort:
+ * each write's own copy-on-write does what is left and reports errors. */
+static void cow_ahead(struct mvol *v, struct mlink_call *c)
+{
+    const struct mwire_header *h = c->req;
+    struct snapset *ss = svol_snapshots(v->sv);
+    /* 0: nothing to copy; an error: the write's own copy-on-write meets it. */
+    if (snap_cow(ss, h->offset, h->length, true) != -EAGAIN)
+        return;
+    struct snap_range rg[COW_AHEAD_MAX] = {{h->offset, h->length}};
+    size_t n = 1, pos = 0;
+    uint64_t chunks = (h->length >> SNAP_CHUNK_SHIFT) + 2;
+    struct mwire_header next;
+    while (n < COW_AHEAD_MAX && mlink_ahead(c, &pos, &next)) {
+        if (next.type != MW_WRITE || next.volume != h->volume || next.cut != h->cut)
+            continue;
+        chunks += (next.length >> SNAP_CHUNK_SHIFT) + 2;
+        if (chunks > COW_AHEAD_CHUNKS)
+            break;
+        rg[n++] = (struct snap_range){next.offset, next.length};
+    }
+    if (n > 1 && snap_cow_many(ss, rg, n) < 0)
+        qb_log(LOG_DEBUG, "volume \"%s\": copy-on-write ahead of node %u's writes failed", v->name,
+               c->peer);
+}
+
 /* Applies a peer's write here. */
 static int apply_write(struct mvol *v, struct mlink_call *c, uint64_t first, uint64_t last)
 {
     const struct mwire_header *h = c->req;
     if (v->m->p.sync_received && mlink_reply(c, 0, NULL, 0) < 0)
         return 0;
+    if (h->type == MW_WRITE)
+        cow_ahead(v, c);
     unsigned flags =
         (h->flags & MW_F_FUA ? SVOL_FUA : 0) | (h->flags & MW_F_MAY_TRIM ? SVOL_MAY_TRIM : 0);
     local_fn write = h->flags & MW_F_RECONCILE ? reconcile_apply : local_write;

@@ -30,6 +30,19 @@ bool mstream_has_header(const struct mstream *s)
     return s->end - s->start >= sizeof(struct mwire_header);
 }
 
+bool mstream_peek(const struct mstream *s, size_t *pos, struct mwire_header *h)
+{
+    const char *why;
+    size_t at = s->start + *pos;
+    if (at > s->end || s->end - at < sizeof *h)
+        return false;
+    memcpy(h, s->buf + at, sizeof *h);
+    if (mwire_check_header(h, &why) < 0)
+        return false;
+    *pos += sizeof *h + h->payload;
+    return true;
+}
+
 /* One read() into the buffer, after moving what is left to its start (so
  * a message no longer than the buffer always fits). */
 static int fill(struct mstream *s, bool (*still_ok)(void *), void *arg)

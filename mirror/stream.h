@@ -39,6 +39,12 @@ void mstream_free(struct mstream *s);
  * before it has one. */
 bool mstream_has_header(const struct mstream *s);
 
+/* Steps through the messages buffered behind the one mstream_recv
+ * returned last, without taking them: *pos (0 to begin) is where the next
+ * one starts. Fills *h with its header and returns true while a whole,
+ * checked header is buffered there (its payload need not be). */
+bool mstream_peek(const struct mstream *s, size_t *pos, struct mwire_header *h);
+
 /* Reads and checks one message. *payload (NULL if none) stays valid until
  * the next call or mstream_free. On error, *why says what was wrong:
  * -ECONNRESET at EOF; with a receive timeout on the socket, a wait that

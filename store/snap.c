@@ -525,11 +525,12 @@ static bool any_claimed(struct snapset *ss, uint64_t first, uint64_t last)
     return false;
 }
 
-/* Called with list shared and mu: claims, for chunks (the owner token),
- * what of first..last s lacks and nobody copies; *n of them into chunks.
- * nowait: -EAGAIN, claiming nothing, if a copy is needed. */
+/* Called with list shared and mu: claims, for owner, what of first..last
+ * s lacks and nobody copies; *n of them into chunks. nowait: -EAGAIN,
+ * claiming nothing, if a copy is needed. On an error every claim of
+ * owner's is dropped. */
 static int claim_range(struct snapset *ss, struct snap *s, uint64_t first, uint64_t last,
-                       bool nowait, uint64_t *chunks, size_t *n)
+                       bool nowait, const void *owner, uint64_t *chunks, size_t *n)
 {
     *n = 0;
     for (uint64_t c = first; c <= last; c++) {
@@ -537,9 +538,9 @@ static int claim_range(struct snapset *ss, struct snap *s, uint64_t first, uint6
             continue;
         if (bitmap_test(s->held, c))
             continue;
-        int r = nowait ? -EAGAIN : claim_add(ss, s, c, chunks);
+        int r = nowait ? -EAGAIN : claim_add(ss, s, c, owner);
         if (r < 0) {
-            claims_drop(ss, chunks, 0);
+            claims_drop(ss, owner, 0);
             *n = 0;
             return r;
         }
@@ -567,7 +568,7 @@ static int cow_round(struct snapset *ss, struct snap *s, uint64_t first, uint64_
     size_t n = 0;
     int r = s->err;
     if (r == 0)
-        r = claim_range(ss, s, first, last, nowait, chunks, &n);
+        r = claim_range(ss, s, first, last, nowait, chunks, chunks, &n);
     if (r == 0 && n > 0) {
         pthread_mutex_unlock(&ss->mu);
         r = copy_claimed(ss, s, chunks, n);
@@ -617,6 +618,70 @@ int snap_cow(struct snapset *ss, uint64_t offset, uint64_t count, bool nowait)
         r = cow_locked(ss, s, first, (end - 1) >> SNAP_CHUNK_SHIFT, nowait);
     }
     pthread_rwlock_unlock(&ss->list);
+    return r;
+}
+
+/* The chunks of the newest snapshot s that range i of rg covers, as
+ * first..last; false if none (past s's size, or empty). */
+static bool range_chunks(const struct snap *s, const struct snap_range *rg, uint64_t *first,
+                         uint64_t *last)
+{
+    if (rg->count == 0 || rg->offset >= s->size)
+        return false;
+    uint64_t end = rg->offset + rg->count < s->size ? rg->offset + rg->count : s->size;
+    *first = rg->offset >> SNAP_CHUNK_SHIFT;
+    *last = (end - 1) >> SNAP_CHUNK_SHIFT;
+    return true;
+}
+
+/* Called with list shared: snap_cow_many's copies into s, under one
+ * commit; chunks claims them all (the owner token). */
+static int cow_many_locked(struct snapset *ss, struct snap *s, const struct snap_range *rg,
+                           size_t n, uint64_t *chunks)
+{
+    size_t total = 0;
+    pthread_mutex_lock(&ss->mu);
+    int r = s->err;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        uint64_t first, last;
+        size_t k = 0;
+        if (range_chunks(s, &rg[i], &first, &last))
+            r = claim_range(ss, s, first, last, false, chunks, chunks + total, &k);
+        total += k;
+    }
+    if (r == 0 && total > 0) {
+        pthread_mutex_unlock(&ss->mu);
+        r = copy_claimed(ss, s, chunks, total);
+        pthread_mutex_lock(&ss->mu);
+        if (r < 0)
+            claims_drop(ss, chunks, 0);
+        else
+            r = commit_claimed(ss, s, chunks);
+    }
+    pthread_mutex_unlock(&ss->mu);
+    return r;
+}
+
+int snap_cow_many(struct snapset *ss, const struct snap_range *rg, size_t n)
+{
+    if (n == 0 || atomic_load_explicit(&ss->visible, memory_order_acquire) == 0)
+        return 0;
+    pthread_rwlock_rdlock(&ss->list);
+    struct snap *s = ss->n > 0 ? ss->snaps[ss->n - 1] : NULL;
+    size_t max = 0;
+    for (size_t i = 0; s && i < n; i++) {
+        uint64_t first, last;
+        if (range_chunks(s, &rg[i], &first, &last))
+            max += last - first + 1;
+    }
+    int r = 0;
+    uint64_t *chunks = max ? malloc(max * sizeof(*chunks)) : NULL;
+    if (max && !chunks)
+        r = fail(ss, ENOMEM, "no memory to copy %zu chunks", max);
+    else if (max)
+        r = cow_many_locked(ss, s, rg, n, chunks);
+    pthread_rwlock_unlock(&ss->list);
+    free(chunks);
     return r;
 }
 

@@ -26,7 +26,8 @@
  * Crash order. A first write to chunk c after a cut: c is copied into the
  * newest snapshot's side file, the side file is fdatasynced, c's bit is set
  * and the map synced; only then does the caller write the data file. Both
- * syncs are group commits (gsync.h): concurrent writers copying share them.
+ * syncs are group commits (gsync.h): concurrent writers copying share them,
+ * and snap_cow_many copies for several queued writes under one.
  * A crash before the map is durable leaves the copy unreferenced (the next
  * write copies again, live still holds the old bytes). Create: side file
  * and map are made durable before the index names them. Delete: the index
@@ -149,6 +150,21 @@ int snap_delete(struct snapset *ss, uint64_t id);
  * after a failed sync, every later copy into that snapshot fails with -EIO
  * (its map in memory may be ahead of its file) until the volume reopens. */
 int snap_cow(struct snapset *ss, uint64_t offset, uint64_t count, bool nowait);
+
+/* A range of the data file a write will change. */
+struct snap_range {
+    uint64_t offset, count;
+};
+/* As snap_cow, without waiting, for the ranges of several writes queued
+ * one behind the other (a peer's, mirror/serve.c): the chunks they need
+ * copied are copied and made durable under one commit, where each write's
+ * own snap_cow would pay a commit of its own. Chunks another writer is
+ * copying are left to it. A chunk is copied only while nothing has
+ * changed it since the cut (it is not yet held), so it holds the cut's
+ * bytes whether or not the write then comes. Each write still calls
+ * snap_cow, which finds its chunks held (or waits for, or copies, what is
+ * left). Errors as snap_cow's, and -ENOMEM. */
+int snap_cow_many(struct snapset *ss, const struct snap_range *rg, size_t n);
 
 /* Reads count bytes at offset of snapshot id. Errors: -ENOENT, -EINVAL
  * past its size, -EBADF with no live file (the copy left this node, see

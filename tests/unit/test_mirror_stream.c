@@ -131,6 +131,42 @@ Test(stream, a_batch_is_read_at_once_and_payloads_stay_in_place, .init = pair, .
     mstream_free(&s);
 }
 
+/* Looking ahead (mlink_ahead's copy-on-write, mirror/serve.c) names the
+ * buffered messages behind the one taken, in order, payloads in or not,
+ * up to the first whose header is not all in, or does not check; and
+ * takes nothing. */
+Test(stream, peek_names_the_buffered_messages_and_takes_none, .init = pair, .fini = unpair)
+{
+    enum { M = sizeof(struct mwire_header) + 512 };
+    static char bytes[5 * M];
+    size_t len = 0;
+    for (int i = 0; i < 5; i++)
+        len += message(bytes + len, (uint64_t)i + 1, 512, i);
+    bytes[3 * M + 8] ^= 1; /* the fourth header's id: its CRC fails */
+    len = 3 * M - 1;       /* the third: its header in, its payload not */
+    cr_assert_eq(write(sv[1], bytes, len), (ssize_t)len);
+    struct mstream s;
+    cr_assert_eq(mstream_init(&s, sv[0], 64 * 1024), 0);
+    expect_message(&s, 1, 512, 0);
+    struct mwire_header h;
+    size_t pos = 0;
+    for (uint64_t id = 2; id <= 3; id++) {
+        cr_assert(mstream_peek(&s, &pos, &h), "message %llu is buffered", (unsigned long long)id);
+        cr_assert_eq(h.id, id);
+    }
+    cr_assert_not(mstream_peek(&s, &pos, &h), "nothing more is buffered");
+    expect_message(&s, 2, 512, 1);
+    pos = 0;
+    cr_assert(mstream_peek(&s, &pos, &h));
+    cr_assert_eq(h.id, 3, "nothing was taken by the look");
+    /* The rest of the third, and the fourth, whose header does not check. */
+    cr_assert_eq(write(sv[1], bytes + len, 5 * M - len), (ssize_t)(5 * M - len));
+    expect_message(&s, 3, 512, 2);
+    pos = 0;
+    cr_assert_not(mstream_peek(&s, &pos, &h), "a header that does not check ends the look");
+    mstream_free(&s);
+}
+
 Test(stream, a_payload_larger_than_the_buffer_is_allocated, .init = pair, .fini = unpair)
 {
     enum { LEN = 300000 };

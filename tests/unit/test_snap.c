@@ -796,6 +796,34 @@ static uint64_t exclusive_of(const char *name)
     return si.exclusive;
 }
 
+/* Copies ahead of several writes (a peer's, queued): every chunk they
+ * cover that the snapshot lacks is copied and durable, nothing past its
+ * size or of an empty range; then the writes find their chunks held. */
+Test(snap, copies_ahead_of_several_writes_are_durable)
+{
+    const uint64_t size = 8 * CH;
+    make_volume(size);
+    write_pattern(0, size, 1);
+    unsigned char *old = malloc(size);
+    read_live(old, size);
+    uint64_t id = snap_new("s");
+    struct snap_range rg[] = {
+        {CH + 10, 10}, {3 * CH, 2 * CH}, {7 * CH + 100, 100}, {100 * CH, CH}, {0, 0}};
+    struct snapset *ss = svol_snapshots(sv);
+    cr_assert_eq(snap_cow_many(ss, rg, sizeof rg / sizeof rg[0]), 0);
+    reopen();
+    ss = svol_snapshots(sv);
+    for (uint64_t c = 0; c < 8; c++) {
+        bool copied = c == 1 || c == 3 || c == 4 || c == 7;
+        cr_assert_eq(snap_cow(ss, c * CH, 1, true), copied ? 0 : -EAGAIN,
+                     "chunk %" PRIu64 ": %s after a reopen", c, copied ? "held" : "not held");
+    }
+    cr_assert_eq(exclusive_of("s"), 4 * CH);
+    write_pattern(0, size, 2);
+    assert_snap(id, old, size);
+    free(old);
+}
+
 Test(snap, exclusive_size_is_the_chunks_its_side_file_holds)
 {
     const uint64_t size = 4 * CH + 5000;
