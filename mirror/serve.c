@@ -72,24 +72,30 @@ static int serve_write(struct mvol *v, struct mlink_call *c)
  * its clients shares them among all its writers (a group commit), but
  * this thread applies the peer's writes one at a time, so each would pay
  * its own. So the first write that needs a copy copies, under one commit,
- * for the peer's writes already buffered behind it too (snap_cow_many):
- * only writes of this volume and of the same cut, whose chunks must hold
- * what they held at that cut; no write of an earlier cut is still to come
- * (the cut committed once every such write was applied). Best effort:
- * each write's own copy-on-write does what is left and reports errors. */
+ * for the peer's writes already buffered behind it too (snap_cow_many).
+ * Copying early is safe: a chunk the newest snapshot does not hold has
+ * not changed since its cut (every change goes through its copy-on-write,
+ * and the writes of earlier cuts were applied before it was made), so the
+ * copy holds the cut's bytes. But a copy marks the chunk changed in the
+ * snapshot's map, so only writes that will change their chunks are taken:
+ * of this volume and this cut, and no reconcile, which writes only the
+ * chunks that differ (reconcile.c), so that every copy's map names the
+ * same chunks. Best effort: each write's own copy-on-write does what is
+ * left and reports errors. */
 static void cow_ahead(struct mvol *v, struct mlink_call *c)
 {
     const struct mwire_header *h = c->req;
     struct snapset *ss = svol_snapshots(v->sv);
     /* 0: nothing to copy; an error: the write's own copy-on-write meets it. */
-    if (snap_cow(ss, h->offset, h->length, true) != -EAGAIN)
+    if ((h->flags & MW_F_RECONCILE) || snap_cow(ss, h->offset, h->length, true) != -EAGAIN)
         return;
     struct snap_range rg[COW_AHEAD_MAX] = {{h->offset, h->length}};
     size_t n = 1, pos = 0;
     uint64_t chunks = (h->length >> SNAP_CHUNK_SHIFT) + 2;
     struct mwire_header next;
     while (n < COW_AHEAD_MAX && mlink_ahead(c, &pos, &next)) {
-        if (next.type != MW_WRITE || next.volume != h->volume || next.cut != h->cut)
+        if (next.type != MW_WRITE || next.volume != h->volume || next.cut != h->cut ||
+            (next.flags & MW_F_RECONCILE))
             continue;
         chunks += (next.length >> SNAP_CHUNK_SHIFT) + 2;
         if (chunks > COW_AHEAD_CHUNKS)

@@ -161,9 +161,11 @@ struct snap_range {
  * own snap_cow would pay a commit of its own. Chunks another writer is
  * copying are left to it. A chunk is copied only while nothing has
  * changed it since the cut (it is not yet held), so it holds the cut's
- * bytes whether or not the write then comes. Each write still calls
- * snap_cow, which finds its chunks held (or waits for, or copies, what is
- * left). Errors as snap_cow's, and -ENOMEM. */
+ * bytes whether or not the write then comes; but it then counts as
+ * changed (snap_changed), so the caller passes only writes that will
+ * change their chunks. Each write still calls snap_cow, which finds its
+ * chunks held (or waits for, or copies, what is left). Errors as
+ * snap_cow's, and -ENOMEM. */
 int snap_cow_many(struct snapset *ss, const struct snap_range *rg, size_t n);
 
 /* Reads count bytes at offset of snapshot id. Errors: -ENOENT, -EINVAL
