@@ -621,7 +621,7 @@ int snap_cow(struct snapset *ss, uint64_t offset, uint64_t count, bool nowait)
     return r;
 }
 
-/* The chunks of the newest snapshot s that range i of rg covers, as
+/* The chunks of the newest snapshot s that the range rg covers, as
  * first..last; false if none (past s's size, or empty). */
 static bool range_chunks(const struct snap *s, const struct snap_range *rg, uint64_t *first,
                          uint64_t *last)
