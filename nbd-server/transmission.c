@@ -188,8 +188,11 @@ static void chunk_header(struct nbd_structured_reply *h, const struct request *r
  * 4 KiB writes at QD32 went from 10.2 to 6.2 us of vsand's CPU each, and
  * the client's recv calls from 2.1 to 0.3 per request over TLS). A reply
  * waits only while its thread runs the requests already read in: the
- * batch ends before the thread waits for anything (batch_begin in
- * export.h). A reply larger than the cork goes out at once, after it. */
+ * batch ends before the thread waits for input, a slow request or its
+ * client (batch_begin in export.h). One wait stays inside a batch: a
+ * mirror whose gathered copies fill its buffer sends them to the peers
+ * mid-batch, and the replies corked so far wait for that send too. A
+ * reply larger than the cork goes out at once, after it. */
 #define CORK_BYTES 16384 /* a TLS record */
 struct cork {
     size_t len;

@@ -527,8 +527,8 @@ static bool any_claimed(struct snapset *ss, uint64_t first, uint64_t last)
 
 /* Called with list shared and mu: claims, for owner, what of first..last
  * s lacks and nobody copies; *n of them into chunks. nowait: -EAGAIN,
- * claiming nothing, if a copy is needed. On an error every claim of
- * owner's is dropped. */
+ * claiming nothing (chunks may be NULL), if a copy is needed. On an
+ * error every claim of owner's is dropped. */
 static int claim_range(struct snapset *ss, struct snap *s, uint64_t first, uint64_t last,
                        bool nowait, const void *owner, uint64_t *chunks, size_t *n)
 {
@@ -538,7 +538,9 @@ static int claim_range(struct snapset *ss, struct snap *s, uint64_t first, uint6
             continue;
         if (bitmap_test(s->held, c))
             continue;
-        int r = nowait ? -EAGAIN : claim_add(ss, s, c, owner);
+        if (nowait)
+            return -EAGAIN;
+        int r = claim_add(ss, s, c, owner);
         if (r < 0) {
             claims_drop(ss, owner, 0);
             *n = 0;
@@ -560,6 +562,21 @@ static int commit_claimed(struct snapset *ss, struct snap *s, const void *owner)
     return r < 0 ? r : s->err;
 }
 
+/* Called with list shared and mu: copies the n chunks claimed for chunks
+ * (the owner token) into s and waits for their commit; a failed copy
+ * drops the claims. */
+static int copy_commit(struct snapset *ss, struct snap *s, uint64_t *chunks, size_t n)
+{
+    pthread_mutex_unlock(&ss->mu);
+    int r = copy_claimed(ss, s, chunks, n);
+    pthread_mutex_lock(&ss->mu);
+    if (r < 0) {
+        claims_drop(ss, chunks, 0);
+        return r;
+    }
+    return commit_claimed(ss, s, chunks);
+}
+
 /* Called with list shared and mu: one round of copy-on-write of chunks
  * first..last into s; *busy if other writers are copying some of them. */
 static int cow_round(struct snapset *ss, struct snap *s, uint64_t first, uint64_t last, bool nowait,
@@ -569,15 +586,8 @@ static int cow_round(struct snapset *ss, struct snap *s, uint64_t first, uint64_
     int r = s->err;
     if (r == 0)
         r = claim_range(ss, s, first, last, nowait, chunks, chunks, &n);
-    if (r == 0 && n > 0) {
-        pthread_mutex_unlock(&ss->mu);
-        r = copy_claimed(ss, s, chunks, n);
-        pthread_mutex_lock(&ss->mu);
-        if (r < 0)
-            claims_drop(ss, chunks, 0);
-        else
-            r = commit_claimed(ss, s, chunks);
-    }
+    if (r == 0 && n > 0)
+        r = copy_commit(ss, s, chunks, n);
     *busy = r == 0 && any_claimed(ss, first, last);
     return r;
 }
@@ -589,8 +599,9 @@ static int cow_round(struct snapset *ss, struct snap *s, uint64_t first, uint64_
 static int cow_locked(struct snapset *ss, struct snap *s, uint64_t first, uint64_t last,
                       bool nowait)
 {
-    uint64_t *chunks = malloc((last - first + 1) * sizeof(*chunks));
-    if (!chunks)
+    /* nowait claims nothing: a check, with no list to fill. */
+    uint64_t *chunks = nowait ? NULL : malloc((last - first + 1) * sizeof(*chunks));
+    if (!nowait && !chunks)
         return fail(ss, ENOMEM, "no memory to copy %" PRIu64 " chunks", last - first + 1);
     pthread_mutex_lock(&ss->mu);
     bool busy;
@@ -600,24 +611,6 @@ static int cow_locked(struct snapset *ss, struct snap *s, uint64_t first, uint64
             pthread_cond_wait(&ss->claim_done, &ss->mu);
     pthread_mutex_unlock(&ss->mu);
     free(chunks);
-    return r;
-}
-
-int snap_cow(struct snapset *ss, uint64_t offset, uint64_t count, bool nowait)
-{
-    if (count == 0 || atomic_load_explicit(&ss->visible, memory_order_acquire) == 0)
-        return 0;
-    pthread_rwlock_rdlock(&ss->list);
-    int r = 0;
-    /* The newest, even while it is being deleted: its delete merges what
-     * it gains meanwhile. */
-    struct snap *s = ss->n > 0 ? ss->snaps[ss->n - 1] : NULL;
-    if (s && offset < s->size) {
-        uint64_t first = offset >> SNAP_CHUNK_SHIFT;
-        uint64_t end = offset + count < s->size ? offset + count : s->size;
-        r = cow_locked(ss, s, first, (end - 1) >> SNAP_CHUNK_SHIFT, nowait);
-    }
-    pthread_rwlock_unlock(&ss->list);
     return r;
 }
 
@@ -632,6 +625,22 @@ static bool range_chunks(const struct snap *s, const struct snap_range *rg, uint
     *first = rg->offset >> SNAP_CHUNK_SHIFT;
     *last = (end - 1) >> SNAP_CHUNK_SHIFT;
     return true;
+}
+
+int snap_cow(struct snapset *ss, uint64_t offset, uint64_t count, bool nowait)
+{
+    if (count == 0 || atomic_load_explicit(&ss->visible, memory_order_acquire) == 0)
+        return 0;
+    pthread_rwlock_rdlock(&ss->list);
+    int r = 0;
+    /* The newest, even while it is being deleted: its delete merges what
+     * it gains meanwhile. */
+    struct snap *s = ss->n > 0 ? ss->snaps[ss->n - 1] : NULL;
+    uint64_t first, last;
+    if (s && range_chunks(s, &(struct snap_range){offset, count}, &first, &last))
+        r = cow_locked(ss, s, first, last, nowait);
+    pthread_rwlock_unlock(&ss->list);
+    return r;
 }
 
 /* Called with list shared: snap_cow_many's copies into s, under one
@@ -649,15 +658,8 @@ static int cow_many_locked(struct snapset *ss, struct snap *s, const struct snap
             r = claim_range(ss, s, first, last, false, chunks, chunks + total, &k);
         total += k;
     }
-    if (r == 0 && total > 0) {
-        pthread_mutex_unlock(&ss->mu);
-        r = copy_claimed(ss, s, chunks, total);
-        pthread_mutex_lock(&ss->mu);
-        if (r < 0)
-            claims_drop(ss, chunks, 0);
-        else
-            r = commit_claimed(ss, s, chunks);
-    }
+    if (r == 0 && total > 0)
+        r = copy_commit(ss, s, chunks, total);
     pthread_mutex_unlock(&ss->mu);
     return r;
 }
