@@ -125,11 +125,11 @@ void mirror_gather_begin(void);
 void mirror_gather_end(void);
 /* Whether this node's copy is current (reads may be served from it). */
 bool mirror_local_current(struct mvol *v);
-/* Whether this node may answer reads at all: 0; -EIO if it is not
- * readable (policing_readable) or its read lease does not come back within
- * the mirror timeout; -EAGAIN without wait if the lease has lapsed for now
- * (policing/protocol.h, read leases). A reader thread; waits only with
- * wait. */
+/* Whether this node may answer reads at all: 0; -EIO if it has no
+ * quorum, or is not readable (policing_readable: a sync round) or its read
+ * lease does not come back within the mirror timeout (policing_read_wait);
+ * -EAGAIN without wait if it may not answer now. A reader thread; waits
+ * only with wait. */
 int mirror_read_ok(struct mvol *v, bool wait);
 /* A read from a current peer. */
 int mirror_read(struct mvol *v, void *buf, uint32_t count, uint64_t offset);

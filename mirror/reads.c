@@ -30,18 +30,19 @@ bool mirror_local_current(struct mvol *v)
  * readers caught both serving their own copy). Nor does a node whose read
  * lease ran out (policing/protocol.h): the others may have outdated it
  * before it heard (a node cut off before its corosync noticed: the readers
- * caught that too). A lease that lapsed while the node is readable (its
- * heartbeat late) is waited for, up to the mirror timeout. */
+ * caught that too). A quorate node waits for its round's end or its lease
+ * up to the mirror timeout: every membership change opens a round, and a
+ * read that failed at once then (t-lab-lease's, as a node rejoined) would
+ * fail a client's file system for a change elsewhere in the cluster. */
 int mirror_read_ok(struct mvol *v, bool wait)
 {
-    if (!policing_readable(v->pc))
-        return -EIO;
-    if (!atomic_load(&v->serve_local) || policing_lease_valid(v->pc))
-        return 0; /* a read that goes to a peer needs the peer's lease */
+    /* A read that goes to a peer needs the peer's lease, not this node's. */
+    bool own = atomic_load(&v->serve_local);
+    if (own ? policing_lease_valid(v->pc) : policing_readable(v->pc))
+        return 0;
     if (!wait)
         return -EAGAIN;
-    int r = policing_lease_wait(v->pc, v->m->p.timeout_ms);
-    return r == 0 ? 0 : -EIO;
+    return policing_read_wait(v->pc, own, v->m->p.timeout_ms) == 0 ? 0 : -EIO;
 }
 
 /* The peers whose copy of v is current, into peers; how many. */

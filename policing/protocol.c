@@ -488,6 +488,16 @@ static void refresh_later(struct policing *pc)
     refresh_job(pc);
 }
 
+/* readable from its three parts, under the lock, waking the readers that
+ * wait for it (policing_read_wait). Main loop. */
+static void update_readable(struct policing *pc)
+{
+    pthread_mutex_lock(&pc->lock);
+    atomic_store(&pc->readable, pc->quorate && pc->synced && !pc->round_open);
+    pthread_cond_broadcast(&pc->cond);
+    pthread_mutex_unlock(&pc->lock);
+}
+
 /* A partition without quorum applies no replica change: it cannot know
  * what the majority decided meanwhile, and a table it changed would carry
  * a higher version into the next sync round and win it. Its sender sees
@@ -532,7 +542,7 @@ static void apply_replica_from(struct policing *pc, uint32_t nodeid, uint32_t pi
         /* The majority may have applied it: this table is not the group's
          * until the next sync round, and answers no reads meanwhile. */
         pc->synced = false;
-        atomic_store(&pc->readable, false);
+        update_readable(pc);
         replica_done(pc, nodeid, pid, m);
         return;
     }
@@ -1352,7 +1362,7 @@ static void round_ended(struct policing *pc)
 {
     pc->round_open = false;
     pc->synced = true;
-    atomic_store(&pc->readable, pc->quorate);
+    update_readable(pc);
 }
 
 /* The winner: applies what it held, multicasts its state, goes on. */
@@ -1575,18 +1585,29 @@ bool policing_lease_valid(struct policing *pc)
     return atomic_load(&pc->readable) && clock_now_ms() < atomic_load(&pc->lease_until);
 }
 
-int policing_lease_wait(struct policing *pc, unsigned timeout_ms)
+/* Whether a reader may go on: with lease, this node's copy may answer;
+ * without, this node's table may say which copies are current. */
+static bool read_ready(struct policing *pc, bool lease)
 {
-    struct timespec deadline = clock_after_ms(timeout_ms);
-    int r = 0;
+    return lease ? policing_lease_valid(pc) : atomic_load(&pc->readable);
+}
+
+int policing_read_wait(struct policing *pc, bool lease, unsigned timeout_ms)
+{
     pthread_mutex_lock(&pc->lock);
-    while (r == 0 && !policing_lease_valid(pc)) {
+    /* Without quorum, as a write: at once, or up to suspend_timeout. */
+    int r = wait_quorum(pc, false);
+    /* Then a sync round may be open (its winner's state comes in pieces:
+     * 2 s with 4,000 volumes), or a heartbeat late: the deadline starts
+     * once quorum is here. */
+    struct timespec deadline = clock_after_ms(timeout_ms);
+    while (r == 0 && !read_ready(pc, lease)) {
         if (pc->stopping)
             r = -ESHUTDOWN;
-        else if (!atomic_load(&pc->readable))
-            r = -EIO;
+        else if (!pc->quorate && !pc->p.suspend_on_no_quorum)
+            r = -EIO; /* lost meanwhile */
         else if (pthread_cond_timedwait(&pc->cond, &pc->lock, &deadline) == ETIMEDOUT)
-            r = policing_lease_valid(pc) ? 0 : -ETIMEDOUT;
+            r = read_ready(pc, lease) ? 0 : -ETIMEDOUT;
     }
     pthread_mutex_unlock(&pc->lock);
     return r;
@@ -1811,7 +1832,7 @@ static void quorum_update(struct policing *pc)
      * (the round may have ended before this news came). */
     if (changed && !quorate)
         pc->synced = false;
-    atomic_store(&pc->readable, quorate && pc->synced && !pc->round_open);
+    update_readable(pc);
     if (!changed)
         return;
     qb_log(quorate ? LOG_INFO : LOG_WARNING, "policing: quorum %s%s", quorate ? "gained" : "lost",

@@ -310,10 +310,14 @@ bool policing_readable(struct policing *pc);
 /* Whether this node is readable and holds its read lease now. Any
  * thread; never blocks. */
 bool policing_lease_valid(struct policing *pc);
-/* Waits until policing_lease_valid, at most timeout_ms: 0, -ETIMEDOUT,
- * -EIO if this node is not readable, -ESHUTDOWN. Any thread but the main
- * loop (which renews the lease). */
-int policing_lease_wait(struct policing *pc, unsigned timeout_ms);
+/* Waits until this node may answer a read: with lease, until
+ * policing_lease_valid; without (the read goes to a peer), until
+ * policing_readable. A node without quorum waits as a write does (-EIO at
+ * once, or up to suspend_timeout for quorum); then a sync round or a
+ * late heartbeat is waited for up to timeout_ms. 0, -EIO (no quorum),
+ * -ETIMEDOUT, -ESHUTDOWN. Any thread but the main loop (which ends the
+ * round and renews the lease). */
+int policing_read_wait(struct policing *pc, bool lease, unsigned timeout_ms);
 uint32_t policing_self(struct policing *pc);
 uint64_t policing_region_size(struct policing *pc);
 

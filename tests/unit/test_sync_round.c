@@ -22,6 +22,8 @@
 #include <criterion/new/assert.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,13 +60,20 @@ static struct {
     size_t oversize;     /* sends refused for their size */
     unsigned fail_parts; /* STATE_PART sends to fail with -ETIMEDOUT */
     bool closing;        /* the test is over: drop what is queued */
+    bool hold_parts;     /* STATE_PART and what follows wait in the queue */
 } bus;
+
+static bool held_here(const struct event *e)
+{
+    return bus.hold_parts && e->len > 0 &&
+           ((const struct pmsg_header *)e->data)->type == PMSG_STATE_PART;
+}
 
 static void deliver_all(void *data)
 {
     (void)data;
     bus.scheduled = false;
-    while (bus.head) {
+    while (bus.head && !held_here(bus.head)) {
         struct event *e = bus.head;
         bus.head = e->next;
         if (!bus.head)
@@ -84,6 +93,13 @@ static void deliver_all(void *data)
     }
 }
 
+static int schedule(void)
+{
+    if (!bus.scheduled)
+        bus.scheduled = qb_loop_job_add(bus.loop, QB_LOOP_MED, NULL, deliver_all) == 0;
+    return bus.scheduled ? 0 : -EIO;
+}
+
 static int enqueue(uint32_t from, uint32_t joined, const void *msg, size_t len)
 {
     struct event *e = calloc(1, sizeof *e + len);
@@ -99,9 +115,7 @@ static int enqueue(uint32_t from, uint32_t joined, const void *msg, size_t len)
         memcpy(e->data, msg, len);
     *bus.tail = e;
     bus.tail = &e->next;
-    if (!bus.scheduled)
-        bus.scheduled = qb_loop_job_add(bus.loop, QB_LOOP_MED, NULL, deliver_all) == 0;
-    return bus.scheduled ? 0 : -EIO;
+    return schedule();
 }
 
 static int bus_init(struct cluster **out, const char *group, qb_loop_t *loop,
@@ -604,6 +618,47 @@ Test(sync_round, a_table_over_one_message_reaches_a_joining_node)
     policing_status(pcs[1], &st);
     cr_expect(eq(sz, st.services.n, 1));
     cr_expect(eq(str, st.services.v[0].addr, "10.9.0.1/24"));
+    stop_both();
+}
+
+static bool joiner_in_round(void)
+{
+    struct policing_status st;
+    policing_status(pcs[1], &st);
+    return st.quorate && !st.synced && bus.head != NULL && held_here(bus.head);
+}
+
+static atomic_int read_result;
+
+static void *read_wait(void *arg)
+{
+    (void)arg;
+    atomic_store(&read_result, policing_read_wait(pcs[1], false, 15000));
+    return NULL;
+}
+
+/* Every membership change opens a round on every node; a read arriving
+ * then waits for its end instead of failing (t-lab-lease read EIO through
+ * a node as it rejoined). */
+Test(sync_round, a_read_during_the_round_waits_for_its_end)
+{
+    start_both(3);
+    bus.hold_parts = true;
+    run(joiner_in_round);
+    cr_assert(not(timed_out));
+    cr_assert(not(policing_readable(pcs[1])));
+    atomic_store(&read_result, 1);
+    pthread_t t;
+    cr_assert(eq(int, pthread_create(&t, NULL, read_wait, NULL), 0));
+    usleep(200000); /* the reader is waiting, not failed at once */
+    int r = atomic_load(&read_result);
+    cr_expect(eq(int, r, 1), "the read gave up during the round: %d", r);
+    bus.hold_parts = false;
+    cr_assert(eq(int, schedule(), 0));
+    run(both_synced);
+    cr_expect(not(timed_out));
+    pthread_join(t, NULL);
+    cr_expect(eq(int, atomic_load(&read_result), 0));
     stop_both();
 }
 
