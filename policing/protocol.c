@@ -121,10 +121,14 @@ struct policing {
     /* Messages the state machine asked for, in the order it asked: the
      * region rules rely on a node's messages arriving in that order (a
      * REQUEST sent behind this node's own RELEASE must not overtake it),
-     * so one thread at a time (draining) sends them, oldest first. */
+     * so one thread at a time (draining) sends them, oldest first. One
+     * that fails stays first, for the beat thread to try again (a lost
+     * REQUEST or RELEASE would stall its region for good); out_fails
+     * counts the tries since the last that went out. */
     struct pol_action *outbox;
     size_t nout, capout, headout;
     bool draining;
+    unsigned out_fails;
     /* Replica changes this node sent, by tag: next_replica_tag is the next
      * to send, replica_applied counts up as they come back (a node's own
      * messages return in the order it sent them). */
@@ -177,20 +181,24 @@ static int send_for_round(struct policing *pc, const void *msg, size_t len)
     return r;
 }
 
-static void send_region(struct policing *pc, enum pmsg_type type, struct pol_key k)
+/* Without the lock; 0 or the send's -errno, logged by the caller (a
+ * failed one is tried again every POLICING_LEASE_BEAT_MS). */
+static int send_region(struct policing *pc, enum pmsg_type type, struct pol_key k)
 {
     struct pmsg_region m;
     pmsg_init(&m.h, type, sizeof m);
     m.volume = k.volume;
     m.region = k.region;
-    if (send_msg(pc, &m, sizeof m) < 0)
-        return;
+    int r = pc->p.driver->send(pc->cl, &m, sizeof m);
+    if (r < 0)
+        return r;
     pthread_mutex_lock(&pc->lock);
     if (type == PMSG_REQUEST)
         pc->requests_sent++;
     else
         pc->releases_sent++;
     pthread_mutex_unlock(&pc->lock);
+    return 0;
 }
 
 /* With the lock held: queues a message in order. Allocation failure is
@@ -212,19 +220,47 @@ static void outbox_push(struct policing *pc, const struct pol_action *x)
     pc->outbox[pc->nout++] = *x;
 }
 
+/* With the lock held: the first send of x failed (r), or x went out
+ * after failing (r == 0): an outage is logged at its start and end, not
+ * at each try. */
+static void outbox_report(struct policing *pc, const struct pol_action *x, int r)
+{
+    const char *what = x->kind == POL_SEND_REQUEST ? "REQUEST" : "RELEASE";
+    if (r == 0)
+        qb_log(LOG_NOTICE, "policing: volume %08x region %llu: %s sent after %u failed tries",
+               x->key.volume, (unsigned long long)x->key.region, what, pc->out_fails);
+    else
+        qb_log(LOG_ERR,
+               "policing: volume %08x region %llu: %s not sent: %s; tried again every %d ms",
+               x->key.volume, (unsigned long long)x->key.region, what, strerror(-r),
+               POLICING_LEASE_BEAT_MS);
+}
+
 /* Sends what is queued, oldest first, unless another thread already is;
  * called with the lock held, returns with it held. Sending happens
- * without the lock: it may wait on corosync's flow control. */
+ * without the lock: it may wait on corosync's flow control. A message
+ * that fails stays at the head, and what follows waits behind it (the
+ * order matters), until the next drain: the beat thread's, if no write
+ * or agreed message comes sooner. */
 static void outbox_drain(struct policing *pc)
 {
     if (pc->draining)
         return;
     pc->draining = true;
-    while (pc->headout < pc->nout) {
-        struct pol_action x = pc->outbox[pc->headout++];
+    while (pc->headout < pc->nout && !pc->stopping) {
+        struct pol_action x = pc->outbox[pc->headout];
         pthread_mutex_unlock(&pc->lock);
-        send_region(pc, x.kind == POL_SEND_REQUEST ? PMSG_REQUEST : PMSG_RELEASE, x.key);
+        int r = send_region(pc, x.kind == POL_SEND_REQUEST ? PMSG_REQUEST : PMSG_RELEASE, x.key);
         pthread_mutex_lock(&pc->lock);
+        if (r < 0) {
+            if (++pc->out_fails == 1)
+                outbox_report(pc, &x, r);
+            break;
+        }
+        if (pc->out_fails > 0)
+            outbox_report(pc, &x, 0);
+        pc->out_fails = 0;
+        pc->headout++;
     }
     pc->draining = false;
 }
@@ -232,8 +268,12 @@ static void outbox_drain(struct policing *pc)
 /* Carries out what the region state machine asked for. Called with the
  * lock held, in the same critical section as the pol_* call that produced
  * the actions, so messages queue in the order the state machine decided
- * them; the lock is released while sending and held again on return. */
-static void carry_out(struct policing *pc, struct pol_actions *a)
+ * them. A writer (send_here) sends them itself: the lock is released while
+ * sending and held again on return. The main loop only queues them for
+ * the beat thread: a send may wait out corosync's flow control for 30 s,
+ * and the loop must not (the admin socket, the rounds and every agreed
+ * message wait behind it). */
+static void carry_out(struct policing *pc, struct pol_actions *a, bool send_here)
 {
     for (size_t i = 0; i < a->n; i++) {
         struct pol_action *x = &a->v[i];
@@ -252,7 +292,10 @@ static void carry_out(struct policing *pc, struct pol_actions *a)
         }
     }
     a->n = 0;
-    outbox_drain(pc);
+    if (send_here)
+        outbox_drain(pc);
+    else if (pc->headout < pc->nout)
+        pthread_cond_broadcast(&pc->cond);
 }
 
 /* ---- the write path ----------------------------------------------------- */
@@ -297,14 +340,14 @@ int policing_write_begin(struct policing *pc, uint32_t volume, uint64_t offset, 
             break;
         }
         if (out.n > 0) { /* ask first, then wait for the grant */
-            carry_out(pc, &out);
+            carry_out(pc, &out, true);
             continue;
         }
         pthread_cond_wait(&pc->cond, &pc->lock);
     }
     if (r < 0 && w->waiting)
         pol_write_cancel(pc->pol, w, &out);
-    carry_out(pc, &out);
+    carry_out(pc, &out, true);
     pthread_mutex_unlock(&pc->lock);
     pol_actions_free(&out);
     return r;
@@ -315,7 +358,7 @@ void policing_write_end(struct policing *pc, struct pol_write *w)
     struct pol_actions out = {0};
     pthread_mutex_lock(&pc->lock);
     pol_write_end(pc->pol, w, &out);
-    carry_out(pc, &out);
+    carry_out(pc, &out, true);
     pthread_mutex_unlock(&pc->lock);
     pol_actions_free(&out);
 }
@@ -404,7 +447,7 @@ static int apply_table_change(struct policing *pc, int type, const struct pmsg_v
         struct pol_actions out = {0};
         pthread_mutex_lock(&pc->lock);
         pol_on_volume_gone(pc->pol, vid, &out);
-        carry_out(pc, &out);
+        carry_out(pc, &out, false);
         pthread_mutex_unlock(&pc->lock);
         pol_actions_free(&out);
     }
@@ -436,7 +479,7 @@ static void apply_region(struct policing *pc, uint32_t nodeid, int type,
         pol_on_request(pc->pol, k, nodeid, &out);
     else
         pol_on_release(pc->pol, k, nodeid, &out);
-    carry_out(pc, &out);
+    carry_out(pc, &out, false);
     pthread_mutex_unlock(&pc->lock);
     pol_actions_free(&out);
 }
@@ -1439,7 +1482,7 @@ static int load_state(struct policing *pc, uint32_t from, const struct sync_stat
     struct pol_actions out = {0};
     pthread_mutex_lock(&pc->lock);
     int pr = pol_restore(pc->pol, st->regions, st->regions_len, &out);
-    carry_out(pc, &out);
+    carry_out(pc, &out, false);
     pthread_cond_broadcast(&pc->cond);
     pthread_mutex_unlock(&pc->lock);
     pol_actions_free(&out);
@@ -1541,22 +1584,38 @@ static void on_hello(struct policing *pc, uint32_t nodeid, const struct pmsg_hel
  * node that outdated us waits for.
  */
 
+/* Whether the outbox holds messages to send now: new ones, or one that
+ * failed, at the next beat. With the lock held. */
+static bool outbox_due(struct policing *pc, uint64_t now, uint64_t next_beat)
+{
+    return pc->headout < pc->nout && !pc->draining && (pc->out_fails == 0 || now >= next_beat);
+}
+
 static void *beat_main(void *arg)
 {
     struct policing *pc = arg;
+    uint64_t next_beat = 0;
     pthread_mutex_lock(&pc->lock);
     while (!pc->stopping) {
-        pthread_mutex_unlock(&pc->lock);
-        struct pmsg_heartbeat m;
-        pmsg_init(&m.h, PMSG_HEARTBEAT, sizeof m);
-        m.sent_ms = clock_now_ms();
-        int r = pc->p.driver->send(pc->cl, &m, sizeof m);
-        if (r < 0 && r != -ENOTCONN)
-            qb_log(LOG_DEBUG, "policing: heartbeat: %s", strerror(-r));
-        struct timespec deadline = clock_after_ms(POLICING_LEASE_BEAT_MS);
-        pthread_mutex_lock(&pc->lock);
-        while (!pc->stopping && pthread_cond_timedwait(&pc->cond, &pc->lock, &deadline) == 0)
-            ;
+        uint64_t now = clock_now_ms();
+        if (outbox_due(pc, now, next_beat))
+            outbox_drain(pc);
+        if (now >= next_beat) {
+            pthread_mutex_unlock(&pc->lock);
+            struct pmsg_heartbeat m;
+            pmsg_init(&m.h, PMSG_HEARTBEAT, sizeof m);
+            m.sent_ms = clock_now_ms();
+            int r = pc->p.driver->send(pc->cl, &m, sizeof m);
+            if (r < 0 && r != -ENOTCONN)
+                qb_log(LOG_DEBUG, "policing: heartbeat: %s", strerror(-r));
+            pthread_mutex_lock(&pc->lock);
+            next_beat = m.sent_ms + POLICING_LEASE_BEAT_MS;
+        }
+        now = clock_now_ms();
+        struct timespec deadline = clock_after_ms(next_beat > now ? next_beat - now : 0);
+        while (!pc->stopping && !outbox_due(pc, now, next_beat) && now < next_beat &&
+               pthread_cond_timedwait(&pc->cond, &pc->lock, &deadline) == 0)
+            now = clock_now_ms();
     }
     pthread_mutex_unlock(&pc->lock);
     return NULL;
@@ -1800,7 +1859,7 @@ static void on_leave(struct policing *pc, uint32_t node)
     pol_on_leave(pc->pol, node, &out);
     size_t nlost;
     struct pol_key *lost = lost_keys(&out, &nlost);
-    carry_out(pc, &out);
+    carry_out(pc, &out, false);
     pthread_mutex_unlock(&pc->lock);
     pol_actions_free(&out);
     if (!lost)

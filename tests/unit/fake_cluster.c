@@ -36,7 +36,10 @@ struct cluster {
     uint32_t nodeid, pid;
     const struct cluster_events *ev;
     void *ctx;
-    bool member;   /* in the group */
+    bool member; /* in the group */
+    /* fcl_fail_sends: this many more sends that fail_which picks fail. */
+    unsigned fail_left;
+    bool (*fail_which)(const void *msg, size_t len);
     bool running;  /* fcl_resume was called */
     bool stopping; /* fini */
     struct event *head, **tail;
@@ -241,6 +244,10 @@ static int fake_send(struct cluster *c, const void *msg, size_t len)
         return -EMSGSIZE;
     pthread_mutex_lock(&g.mu);
     int r = c->member ? 0 : -ENOTCONN;
+    if (r == 0 && c->fail_left > 0 && c->fail_which(msg, len)) {
+        c->fail_left--;
+        r = -ETIMEDOUT; /* as corosync's send after 30 s of flow control */
+    }
     for (size_t i = 0; r == 0 && i < g.nall; i++) {
         if (!g.all[i]->member)
             continue;
@@ -348,5 +355,16 @@ void fcl_call(uint32_t id, void (*fn)(void *arg), void *arg)
     }
     while (c && !done)
         pthread_cond_wait(&g.called, &g.mu);
+    pthread_mutex_unlock(&g.mu);
+}
+
+void fcl_fail_sends(uint32_t id, unsigned n, bool (*which)(const void *msg, size_t len))
+{
+    pthread_mutex_lock(&g.mu);
+    struct cluster *c = find(id);
+    if (c) {
+        c->fail_left = n;
+        c->fail_which = which;
+    }
     pthread_mutex_unlock(&g.mu);
 }

@@ -20,6 +20,8 @@
 
 #include "policing/cluster.h"
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 extern const struct cluster_driver fake_cluster;
@@ -33,6 +35,9 @@ void fcl_resume(uint32_t id);
 /* Member id leaves the group: the others see it go (reason), it gets
  * quorum false and nothing more, and its sends fail with -ENOTCONN. */
 void fcl_leave(uint32_t id, enum cluster_leave_reason reason);
+/* The next n sends of member id that which() picks fail with -ETIMEDOUT
+ * and go nowhere, as corosync's after 30 s of flow control. */
+void fcl_fail_sends(uint32_t id, unsigned n, bool (*which)(const void *msg, size_t len));
 /* Runs fn(arg) on member id's delivery thread and waits for it. */
 void fcl_call(uint32_t id, void (*fn)(void *arg), void *arg);
 

@@ -1270,3 +1270,44 @@ Test(engine, a_snapshot_a_copy_could_not_cut_survives_that_node_winning_a_round)
     cr_assert(snap_copies_equal(2, 20, 1 * MiB), "node 1's snapshot s differs from node 2's");
     finish();
 }
+
+static bool is_request(const void *msg, size_t len)
+{
+    return len >= sizeof(struct pmsg_header) &&
+           ((const struct pmsg_header *)msg)->type == PMSG_REQUEST;
+}
+
+static bool is_release(const void *msg, size_t len)
+{
+    return len >= sizeof(struct pmsg_header) &&
+           ((const struct pmsg_header *)msg)->type == PMSG_RELEASE;
+}
+
+/* A REQUEST or RELEASE whose multicast fails (corosync's flow control did
+ * not clear in 30 s) is sent again, in order: dropped, its region stayed
+ * asked (or owned) for good, and every write to it, a resync's copy too,
+ * waited with it (CI's t-lab-checker: a copy stuck syncing). */
+Test(engine, a_region_message_that_fails_to_go_out_is_sent_again)
+{
+    cluster_up(2, 1 * MiB, 0);
+    write_ok(2, 0, 4096, 1); /* node 2 owns region 0 */
+
+    fcl_fail_sends(1, 2, is_request);
+    struct bg_write b = {.node = 1, .off = 0, .len = 4096, .seed = 2};
+    cr_assert_eq(pthread_create(&b.thread, NULL, bg_write_main, &b), 0);
+    WAIT_FOR(atomic_load(&b.done), "node 1's write waits for a REQUEST that never went out");
+    pthread_join(b.thread, NULL);
+    cr_assert_eq(atomic_load(&b.result), 0);
+    cr_assert(log_has("REQUEST sent after 2 failed tries"));
+
+    /* Node 1 owns region 0 now; its RELEASE to node 2 fails once. */
+    fcl_fail_sends(1, 1, is_release);
+    struct bg_write c = {.node = 2, .off = 0, .len = 4096, .seed = 3};
+    cr_assert_eq(pthread_create(&c.thread, NULL, bg_write_main, &c), 0);
+    WAIT_FOR(atomic_load(&c.done), "node 2's write waits for a RELEASE that never went out");
+    pthread_join(c.thread, NULL);
+    cr_assert_eq(atomic_load(&c.result), 0);
+    cr_assert(log_has("RELEASE sent after 1 failed tries"));
+    cr_assert(copy_holds(1, 0, 4096, 3) && copy_holds(2, 0, 4096, 3));
+    finish();
+}
