@@ -5,6 +5,7 @@
 #include "common/admin_proto.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <qb/qbipcc.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,8 +13,34 @@
 #include <string.h>
 #include <sys/uio.h>
 
-/* How long a command may take in the daemon (a create syncs to disk). */
-#define REPLY_TIMEOUT_MS 60000
+/* How long vsand may take to accept the connection, and then to answer
+ * (a create syncs to disk): cli_set_timeout, 60 s by default. vsand
+ * accepts from its main loop, so a loop that is stuck would otherwise
+ * hang the caller (a script, a monitoring check) for good. */
+static int timeout_ms = 60000;
+
+void cli_set_timeout(int ms)
+{
+    timeout_ms = ms;
+}
+
+static int no_answer(const char *socket, const char *what)
+{
+    fprintf(stderr, "vsan: vsand at \"%s\" did not %s within %g s\n", socket, what,
+            timeout_ms / 1000.0);
+    return EXIT_ERROR;
+}
+
+/* Waits for fd to be readable, at most timeout_ms: 1, 0 on timeout, or
+ * -errno. */
+static int wait_readable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int n;
+    while ((n = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR)
+        ;
+    return n < 0 ? -errno : n;
+}
 
 int cli_usage_error(const char *fmt, ...)
 {
@@ -35,13 +62,20 @@ static int connect_daemon(const char *socket, qb_ipcc_connection_t **out)
     if (r < 0)
         return cli_usage_error("bad admin socket \"%s\": %s", socket,
                                r == -EINVAL ? "use A-Z a-z 0-9 . _ / -" : "name too long");
-    *out = qb_ipcc_connect(name, ADMIN_MSG_MAX);
-    if (!*out) {
-        int e = errno;
+    int fd, e = 0;
+    qb_ipcc_connection_t *c = qb_ipcc_connect_async(name, ADMIN_MSG_MAX, &fd);
+    if (!c)
+        e = errno;
+    else if ((r = wait_readable(fd)) == 0)
+        return no_answer(socket, "accept the connection"); /* c is dropped at exit */
+    else if (r < 0 || (r = qb_ipcc_connect_continue(c)) < 0)
+        e = -r; /* a failed continue freed c */
+    if (e) {
         fprintf(stderr, "vsan: cannot connect to vsand at \"%s\": %s%s\n", socket, strerror(e),
                 e == ECONNREFUSED || e == ENOENT ? " (is vsand running?)" : "");
         return EXIT_NO_DAEMON;
     }
+    *out = c;
     return -1;
 }
 
@@ -56,12 +90,9 @@ static int exchange(qb_ipcc_connection_t *c, const char *socket, struct json_obj
     struct iovec iov[2] = {{&hdr, sizeof hdr}, {(void *)json, json_len}};
     const size_t rh = sizeof(struct qb_ipc_response_header);
 
-    ssize_t n = qb_ipcc_sendv_recv(c, iov, 2, buf, len - 1, REPLY_TIMEOUT_MS);
-    if (n == -ETIMEDOUT) {
-        fprintf(stderr, "vsan: vsand at \"%s\" did not answer within %d s\n", socket,
-                REPLY_TIMEOUT_MS / 1000);
-        return EXIT_ERROR;
-    }
+    ssize_t n = qb_ipcc_sendv_recv(c, iov, 2, buf, len - 1, timeout_ms);
+    if (n == -ETIMEDOUT)
+        return no_answer(socket, "answer");
     if (n < 0) {
         fprintf(stderr, "vsan: talking to vsand at \"%s\": %s\n", socket, strerror((int)-n));
         return EXIT_NO_DAEMON;

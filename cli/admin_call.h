@@ -39,6 +39,10 @@ enum exit_code {
 /* "vsan: MESSAGE\n(see vsan help)" on stderr; returns EXIT_USAGE. */
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* How long cli_call waits for vsand to accept, then to answer (60 s
+ * unless set; ms > 0). */
+void cli_set_timeout(int ms);
+
 /* Runs req against the daemon at socket: -1 with *reply set (ok or not),
  * or an exit code, the reason on stderr. */
 int cli_call(const char *socket, struct json_object *req, struct json_object **reply);

@@ -102,6 +102,8 @@ static const char help_text[] =
     "Options:\n"
     "  -s, --socket SOCKET  vsand's admin socket: the [admin] socket of its config\n"
     "                       (default $" ADMIN_SOCKET_ENV ", else " ADMIN_SOCKET_DEFAULT ")\n"
+    "  -t, --timeout SECONDS  how long to wait for vsand to accept, then to\n"
+    "                       answer (default 60; a fraction is fine: 0.5)\n"
     "      --json           print the reply as one JSON document, for scripts\n"
     "                       (errors still go to stderr, with the exit codes below)\n"
     "  -h, --help           this help\n"
@@ -205,22 +207,40 @@ static int help(void)
     return EXIT_OK;
 }
 
-/* Options before the command: -s, --json, -h, -V. Returns -1 to go on,
+/* --timeout SECONDS: 0 or -EINVAL. */
+static int set_timeout(const char *arg)
+{
+    char *end;
+    errno = 0;
+    double sec = strtod(arg, &end);
+    if (errno || end == arg || *end || !(sec > 0 && sec <= 86400))
+        return -EINVAL;
+    int ms = (int)(sec * 1000);
+    cli_set_timeout(ms > 0 ? ms : 1);
+    return 0;
+}
+
+/* Options before the command: -s, -t, --json, -h, -V. Returns -1 to go on,
  * else an exit code. */
 static int parse_global_options(int argc, char **argv, struct invocation *inv)
 {
-    static const struct option longopts[] = {{"socket", required_argument, NULL, 's'},
-                                             {"json", no_argument, NULL, 'j'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {"version", no_argument, NULL, 'V'},
-                                             {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {
+        {"socket", required_argument, NULL, 's'}, {"timeout", required_argument, NULL, 't'},
+        {"json", no_argument, NULL, 'j'},         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0}};
     int c;
 
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "+:s:hV", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+:s:t:hV", longopts, NULL)) != -1) {
         switch (c) {
         case 's':
             inv->socket = optarg;
+            break;
+        case 't':
+            if (set_timeout(optarg) < 0)
+                return cli_usage_error("bad --timeout \"%s\": seconds, more than 0 and at most "
+                                       "86400",
+                                       optarg);
             break;
         case 'j':
             inv->json = true;

@@ -250,9 +250,25 @@ check_daemonize() {
     expect_out 'foreign'
 }
 
+# A vsand whose main loop does not run (stopped here; stuck on corosync's
+# flow control elsewhere) fails the CLI after --timeout, naming the
+# socket, instead of hanging it for good.
+check_stuck() {
+    log "a stopped vsand -> 1 after --timeout; bad --timeout -> 2"
+    expect_exit 2 vsan -t 0 status
+    expect_exit 2 vsan --timeout soon status
+    on_exit "kill -CONT $VSAND_PID 2>/dev/null"
+    kill -STOP "$VSAND_PID"
+    expect_exit 1 vsan -t 0.5 status
+    expect_out "vsand at \"$ADMIN\" did not accept the connection within 0.5 s"
+    kill -CONT "$VSAND_PID"
+    expect_exit 0 vsan -t 5 status
+}
+
 vt_config
 check_not_running
 vsand_start
+check_stuck
 check_usage
 check_status
 check_create
