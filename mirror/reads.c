@@ -36,13 +36,20 @@ bool mirror_local_current(struct mvol *v)
  * fail a client's file system for a change elsewhere in the cluster. */
 int mirror_read_ok(struct mvol *v, bool wait)
 {
-    /* A read that goes to a peer needs the peer's lease, not this node's. */
-    bool own = atomic_load(&v->serve_local);
-    if (own ? policing_lease_valid(v->pc) : policing_readable(v->pc))
-        return 0;
-    if (!wait)
-        return -EAGAIN;
-    return policing_read_wait(v->pc, own, v->m->p.timeout_ms) == 0 ? 0 : -EIO;
+    for (;;) {
+        /* A read that goes to a peer needs the peer's lease, not this
+         * node's; a copy that became current during the wait needs this
+         * node's, so the wait is for what holds at its end. */
+        bool own = atomic_load(&v->serve_local);
+        if (own ? policing_lease_valid(v->pc) : policing_readable(v->pc))
+            return 0;
+        if (!wait)
+            return -EAGAIN;
+        if (policing_read_wait(v->pc, own, v->m->p.timeout_ms) < 0)
+            return -EIO;
+        if (atomic_load(&v->serve_local) == own)
+            return 0;
+    }
 }
 
 /* The peers whose copy of v is current, into peers; how many. */

@@ -707,11 +707,15 @@ static void catch_up(struct pol *p, struct pol_actions *out)
         struct region *r = p->slot[i];
         if (r == NULL)
             continue;
-        if (!owns(p, r)) {
+        if (r->owner != p->self) {
             r->releasing = false;
             continue;
         }
-        if (r->releasing) /* ours is still out: it comes back in order */
+        /* Ours, and our RELEASE is still to come: it may not even have
+         * been sent yet (the main loop's wait for the beat thread). Its
+         * region is not ours to write (owns), or a write started now
+         * would run on as the RELEASE hands the region on. */
+        if (r->releasing)
             continue;
         if (r->asked)
             granted(p, r, out);

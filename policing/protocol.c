@@ -247,7 +247,7 @@ static void outbox_drain(struct policing *pc)
     if (pc->draining)
         return;
     pc->draining = true;
-    while (pc->headout < pc->nout && !pc->stopping) {
+    while (pc->headout < pc->nout) {
         struct pol_action x = pc->outbox[pc->headout];
         pthread_mutex_unlock(&pc->lock);
         int r = send_region(pc, x.kind == POL_SEND_REQUEST ? PMSG_REQUEST : PMSG_RELEASE, x.key);
@@ -1584,11 +1584,11 @@ static void on_hello(struct policing *pc, uint32_t nodeid, const struct pmsg_hel
  * node that outdated us waits for.
  */
 
-/* Whether the outbox holds messages to send now: new ones, or one that
- * failed, at the next beat. With the lock held. */
-static bool outbox_due(struct policing *pc, uint64_t now, uint64_t next_beat)
+/* Whether the outbox holds messages the beat thread should send now:
+ * new ones (a failed head waits for the next beat). With the lock held. */
+static bool outbox_fresh(struct policing *pc)
 {
-    return pc->headout < pc->nout && !pc->draining && (pc->out_fails == 0 || now >= next_beat);
+    return pc->headout < pc->nout && !pc->draining && pc->out_fails == 0;
 }
 
 static void *beat_main(void *arg)
@@ -1597,10 +1597,8 @@ static void *beat_main(void *arg)
     uint64_t next_beat = 0;
     pthread_mutex_lock(&pc->lock);
     while (!pc->stopping) {
-        uint64_t now = clock_now_ms();
-        if (outbox_due(pc, now, next_beat))
-            outbox_drain(pc);
-        if (now >= next_beat) {
+        bool beat = clock_now_ms() >= next_beat;
+        if (beat) {
             pthread_mutex_unlock(&pc->lock);
             struct pmsg_heartbeat m;
             pmsg_init(&m.h, PMSG_HEARTBEAT, sizeof m);
@@ -1611,11 +1609,16 @@ static void *beat_main(void *arg)
             pthread_mutex_lock(&pc->lock);
             next_beat = m.sent_ms + POLICING_LEASE_BEAT_MS;
         }
-        now = clock_now_ms();
+        /* The heartbeat first: a drain may wait out corosync's flow
+         * control, and the lease must not wait behind it. A failed head
+         * is tried again once a beat. */
+        if (outbox_fresh(pc) || (beat && pc->headout < pc->nout && !pc->draining))
+            outbox_drain(pc);
+        uint64_t now = clock_now_ms();
         struct timespec deadline = clock_after_ms(next_beat > now ? next_beat - now : 0);
-        while (!pc->stopping && !outbox_due(pc, now, next_beat) && now < next_beat &&
+        while (!pc->stopping && !outbox_fresh(pc) &&
                pthread_cond_timedwait(&pc->cond, &pc->lock, &deadline) == 0)
-            now = clock_now_ms();
+            ;
     }
     pthread_mutex_unlock(&pc->lock);
     return NULL;

@@ -58,7 +58,7 @@ lab() {
 
 # The replica states of VOLUME as node I sees them, e.g. "current current outdated".
 states() {
-    "$LAB" vsan "$1" --json volume show "$VOLUME" 2>/dev/null | "$PY" -c '
+    "$LAB" vsan "$1" -t 10 --json volume show "$VOLUME" 2>/dev/null | "$PY" -c '
 import json, sys
 print(" ".join(r["state"] for r in json.load(sys.stdin)["replicas"]))' 2>/dev/null
 }

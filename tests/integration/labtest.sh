@@ -85,7 +85,7 @@ lab_up() {
 # st I EXPR: prints the python expression EXPR evaluated over node I's
 # `vsan --json status` (d; c is its cluster object, {} if it has none).
 st() {
-    "$LAB" vsan "$1" --json status 2>/dev/null | "$PY" -c '
+    "$LAB" vsan "$1" -t 30 --json status 2>/dev/null | "$PY" -c '
 import json, sys
 d = json.load(sys.stdin)
 c = d.get("cluster") or {}
@@ -95,7 +95,7 @@ print(eval(sys.argv[1]))' "$2"
 # vs I EXPR: prints EXPR evaluated over node I's `vsan --json volume show
 # $LAB_VOL` (d); LAB_VOL defaults to m.
 vs() {
-    "$LAB" vsan "$1" --json volume show "${LAB_VOL:-m}" 2>/dev/null | "$PY" -c '
+    "$LAB" vsan "$1" -t 30 --json volume show "${LAB_VOL:-m}" 2>/dev/null | "$PY" -c '
 import json, sys
 d = json.load(sys.stdin)
 print(eval(sys.argv[1]))' "$2"

@@ -605,3 +605,43 @@ Test(priority, malformed_snapshots_are_rejected_unchanged)
     end(1, &w);
     cr_assert(begin(1, &w));
 }
+
+/* A RELEASE this node decided but has not sent yet (the main loop leaves
+ * it to the beat thread, which may be waiting out corosync's flow
+ * control) when a round restores the table: the region is still on its
+ * way out, so no write may start on it here, or it would run on while
+ * the RELEASE hands the region to another writer. */
+Test(priority, a_restore_keeps_a_release_not_yet_sent_releasing)
+{
+    struct pol_write w = wr(R1), w3 = wr(R1), tmp;
+    own(1, R1, &tmp);
+    end(1, &tmp);
+    act[1].n = 0;
+    /* Node 2 asks; node 1 decides its RELEASE, not sent yet. */
+    cr_assert(!begin(2, &tmp));
+    send(2);
+    deliver_one();
+    cr_assert_eq(count(1, POL_SEND_RELEASE, R1), 1);
+    struct pol_actions pending = act[1];
+    act[1] = (struct pol_actions){0};
+    /* Node 2 restarts: it leaves, and a round gives node 1 node 3's table. */
+    for (pol_node_t n = 1; n <= NODES; n++)
+        pol_on_leave(node[n], 2, &act[n]);
+    act[1].n = 0;
+    void *buf;
+    size_t len;
+    snapshot(node[3], &buf, &len);
+    cr_assert_eq(pol_restore(node[1], buf, len, &act[1]), 0);
+    free(buf);
+    act[1].n = 0;
+    cr_expect(!begin(1, &w), "node 1 started a write on R1 while its RELEASE was still to go");
+    /* The RELEASE goes out; node 3 asks and is granted. */
+    act[1] = pending;
+    send(1);
+    deliver_one();
+    cr_assert(!begin(3, &w3));
+    send(3);
+    deliver_one();
+    act[3].n = 0;
+    cr_expect(begin(3, &w3), "node 3 was not granted R1 after node 1's RELEASE");
+}
