@@ -23,13 +23,20 @@ lab() {
     "$LAB" "$@" >>"$T/lab.out" 2>&1 || lab_fail "deploy/lab $* failed: $(tail -n 20 "$T/lab.out")"
 }
 
-# Fails the test, after the end of every node's vsand log.
+# Fails the test, after the end of every node's vsand log and then each
+# node's last errors and warnings (CI shows the end of a failed test's
+# output: what went wrong earlier must come last to be seen).
 lab_fail() {
     local dir
     for dir in "$VSAN_LAB_DIR"/n*; do
         [ -f "$dir/vsand.log" ] || continue
         echo "--- $(basename "$dir"): vsand log ---" >&2
         tail -n 15 "$dir/vsand.log" >&2
+    done
+    for dir in "$VSAN_LAB_DIR"/n*; do
+        [ -f "$dir/vsand.log" ] || continue
+        echo "--- $(basename "$dir"): last errors and warnings ---" >&2
+        grep -E ': (crit|error|warning): ' "$dir/vsand.log" | tail -n 4 | cut -c1-300 >&2
     done
     die "$@"
 }
