@@ -307,10 +307,41 @@ int mirror_replicas_load(struct mvol *v, const struct store_replica *r, uint32_t
     return e;
 }
 
-int mirror_node_left(struct mvol *v, uint32_t node, const struct pol_key *lost, size_t nlost)
+/* With mu held: whether a replica other than node's is current on one of
+ * members. */
+static bool current_on_member(struct mvol *v, uint32_t node, const uint32_t *members,
+                              size_t nmembers)
+{
+    bool found = false;
+    for (uint32_t i = 0; i < v->rec.nreplicas && !found; i++) {
+        const struct store_replica *r = &v->rec.replicas[i];
+        for (size_t j = 0; j < nmembers && r->node != node && r->state == REPLICA_CURRENT; j++)
+            found |= members[j] == r->node;
+    }
+    return found;
+}
+
+int mirror_node_left(struct mvol *v, uint32_t node, const struct pol_key *lost, size_t nlost,
+                     const uint32_t *members, size_t nmembers)
 {
     mlink_drop(v->m->link, node);
-    int changed = mirror_replica_apply(v, node, REPLICA_OUTDATED, 1, 0);
+    /* Outdating the last current copy the group could reach would leave
+     * the volume none: the copies on the nodes that went (a partition
+     * that holds them all, or the last current one crashing) could never
+     * be the source of a resync, though no write can have passed them (a
+     * write needs a current copy to take it). Kept current, they serve
+     * again once back. Every member applies this at the same point of
+     * the agreed stream, with the same members. */
+    pthread_mutex_lock(&v->mu);
+    bool outdate = current_on_member(v, node, members, nmembers);
+    bool last = !outdate && replica_get(&v->rec, node) == REPLICA_CURRENT;
+    pthread_mutex_unlock(&v->mu);
+    int changed = outdate ? mirror_replica_apply(v, node, REPLICA_OUTDATED, 1, 0) : 0;
+    if (last)
+        qb_log(LOG_WARNING,
+               "volume \"%s\": node %u left with the group's last current copy: it stays "
+               "current, and the volume takes no I/O until a node with a current copy is back",
+               v->name, node);
     pthread_mutex_lock(&v->mu);
     enum replica_state self = replica_get(&v->rec, v->m->self);
     bool holds = self == REPLICA_CURRENT || self == REPLICA_SYNCING;

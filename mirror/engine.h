@@ -234,9 +234,13 @@ int mirror_replica_remove(struct mvol *v, uint32_t node, unsigned min_current);
  * be current, goes and node's comes, syncing; checked as a removal (with
  * from not current) and an add, then applied in one commit. */
 int mirror_replica_rebuild(struct mvol *v, uint32_t from, uint32_t node);
-/* node left the group: v's replica there is outdated; lost regions of v
- * are dirty for it. 1 if the set changed. */
-int mirror_node_left(struct mvol *v, uint32_t node, const struct pol_key *lost, size_t nlost);
+/* node left the group, whose members are now members[0..nmembers): v's
+ * replica there is outdated, unless no other current replica is on a
+ * member (it may be the only copy with every acknowledged write, and no
+ * member can write without one); lost regions of v are dirty for it. 1 if
+ * the set changed. */
+int mirror_node_left(struct mvol *v, uint32_t node, const struct pol_key *lost, size_t nlost,
+                     const uint32_t *members, size_t nmembers);
 /* The entries this node's activity log holds with regions of region_size
  * bytes: ACTLOG_MAX_DEFAULT, or room for 4 writes of the largest size the
  * wire takes if that is more (a write logs all its regions at once). */

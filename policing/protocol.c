@@ -1869,8 +1869,11 @@ static void on_leave(struct policing *pc, uint32_t node)
         qb_log(LOG_ERR, "policing: node %u left: out of memory listing its regions", node);
     /* Without quorum the departure may be ours, not theirs: the majority
      * decides what is outdated (see apply_replica). */
+    uint32_t members[CLUSTER_NODES_MAX];
+    for (size_t i = 0; i < pc->nmembers; i++)
+        members[i] = pc->members[i].nodeid;
     if (node != pc->self && pc->quorate &&
-        pc->p.table->node_left(pc->p.table_ctx, node, lost, nlost) > 0) {
+        pc->p.table->node_left(pc->p.table_ctx, node, lost, nlost, members, pc->nmembers) > 0) {
         bump_version(pc);
         pc->p.table->changed(pc->p.table_ctx);
     }

@@ -139,10 +139,12 @@ struct policing_table_ops {
      * table changed, 0 if not (or refused), -errno. */
     int (*replica)(void *ctx, uint32_t from, uint32_t volume, uint32_t node, uint8_t state,
                    uint64_t first, uint64_t last);
-    /* node left the group: its replicas are outdated, and the regions it
-     * held (lost, from the region table) are dirty for it. 1 if the table
-     * changed. */
-    int (*node_left)(void *ctx, uint32_t node, const struct pol_key *lost, size_t nlost);
+    /* node left the group, whose members are now members[0..nmembers):
+     * its replicas are outdated, unless that would leave no current one
+     * on a member, and the regions it held (lost, from the region table)
+     * are dirty for it. 1 if the table changed. */
+    int (*node_left)(void *ctx, uint32_t node, const struct pol_key *lost, size_t nlost,
+                     const uint32_t *members, size_t nmembers);
     /* Node `from` names regions its activity log held when it started
      * (PMSG_LOST): they may differ between replicas, so they are lost
      * (reconciled before their next write). */

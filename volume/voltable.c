@@ -303,10 +303,11 @@ static int vt_replica(void *ctx, uint32_t from, uint32_t volume, uint32_t node, 
     return volumes_replica(t->vols, from, volume, node, state, first, last);
 }
 
-static int vt_node_left(void *ctx, uint32_t node, const struct pol_key *lost, size_t nlost)
+static int vt_node_left(void *ctx, uint32_t node, const struct pol_key *lost, size_t nlost,
+                        const uint32_t *members, size_t nmembers)
 {
     struct voltable *t = ctx;
-    return volumes_node_left(t->vols, node, lost, nlost);
+    return volumes_node_left(t->vols, node, lost, nlost, members, nmembers);
 }
 
 static void vt_regions_lost(void *ctx, uint32_t from, const struct pol_key *keys, size_t n)

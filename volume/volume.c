@@ -1193,13 +1193,15 @@ struct left_msg {
     uint32_t node;
     const struct pol_key *lost;
     size_t nlost;
+    const uint32_t *members;
+    size_t nmembers;
     int changed;
 };
 
 static void apply_left(struct volume *v, void *arg)
 {
     struct left_msg *m = arg;
-    if (v->mv && mirror_node_left(v->mv, m->node, m->lost, m->nlost) > 0)
+    if (v->mv && mirror_node_left(v->mv, m->node, m->lost, m->nlost, m->members, m->nmembers) > 0)
         m->changed = 1;
     /* Its rollback ends with it (half done: see rollback.c). */
     if (atomic_compare_exchange_strong(&v->fenced_by, &(unsigned){m->node}, 0))
@@ -1209,9 +1211,10 @@ static void apply_left(struct volume *v, void *arg)
                v->name, m->node);
 }
 
-int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key *lost, size_t nlost)
+int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key *lost, size_t nlost,
+                      const uint32_t *members, size_t nmembers)
 {
-    struct left_msg m = {node, lost, nlost, 0};
+    struct left_msg m = {node, lost, nlost, members, nmembers, 0};
     volumes_each(vols, apply_left, &m);
     return m.changed;
 }

@@ -112,8 +112,8 @@ int volumes_new_uuid(struct volumes *vols, char out[STORE_UUID_LEN + 1]);
  * see mirror/engine.h): 1 if a set changed, 0 if not, -errno. */
 int volumes_replica(struct volumes *vols, uint32_t from, uint32_t vid, uint32_t node, uint8_t state,
                     uint64_t first, uint64_t last);
-int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key *lost,
-                      size_t nlost);
+int volumes_node_left(struct volumes *vols, uint32_t node, const struct pol_key *lost, size_t nlost,
+                      const uint32_t *members, size_t nmembers);
 /* Runs fn (a mirror_* admin call, mirror/engine.h) on the named volume's
  * replication state while holding it: -ENOENT, or -ENODEV when the node
  * is standalone. */

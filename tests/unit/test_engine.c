@@ -1311,3 +1311,28 @@ Test(engine, a_region_message_that_fails_to_go_out_is_sent_again)
     cr_assert(copy_holds(1, 0, 4096, 3) && copy_holds(2, 0, 4096, 3));
     finish();
 }
+
+/* The group's last current copy goes away with its node: it stays
+ * current, or the volume would have none (the 5-node soak: a partition
+ * held both copies of c, and the majority outdated both). Node 2's copy
+ * failed earlier; node 1, holding the only current one, leaves. */
+Test(engine, the_last_current_copy_stays_current_when_its_node_leaves)
+{
+    static const uint32_t placed[] = {1, 2};
+    cluster_up_placed(3, 1 * MiB, 0, placed, 2);
+    write_ok(3, 0, 4096, 1);
+    admin(2, replica_fail_fn);
+    wait_agreed(2, REPLICA_OUTDATED);
+
+    nodes[1].member = false;
+    fcl_leave(1, CLUSTER_PROCDOWN);
+    for (uint32_t id = 2; id <= 3; id++)
+        fcl_call(id, nothing, NULL); /* the leave is applied there */
+    cr_assert(policing_quorate(nodes[3].pc));
+    cr_assert_eq(state_on(3, 1), REPLICA_CURRENT, "node 3 outdated the last current copy");
+    cr_assert_eq(state_on(2, 1), REPLICA_CURRENT, "node 2 outdated the last current copy");
+    cr_assert(log_has("node 1 left with the group's last current copy"));
+    uint8_t buf[4096];
+    cr_assert_lt(io(3, IO_READ, buf, sizeof buf, 0), 0, "a read with no current copy reachable");
+    finish();
+}

@@ -320,9 +320,10 @@ static int t_replica(void *ctx, uint32_t from, uint32_t volume, uint32_t node, u
     return 0;
 }
 
-static int t_node_left(void *ctx, uint32_t node, const struct pol_key *lost, size_t nlost)
+static int t_node_left(void *ctx, uint32_t node, const struct pol_key *lost, size_t nlost,
+                       const uint32_t *members, size_t nmembers)
 {
-    (void)ctx, (void)node, (void)lost, (void)nlost;
+    (void)ctx, (void)node, (void)lost, (void)nlost, (void)members, (void)nmembers;
     return 0;
 }
 
