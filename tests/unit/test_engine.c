@@ -1271,16 +1271,33 @@ Test(engine, a_snapshot_a_copy_could_not_cut_survives_that_node_winning_a_round)
     finish();
 }
 
+static bool is_type(const void *msg, size_t len, int type)
+{
+    return len >= sizeof(struct pmsg_header) && ((const struct pmsg_header *)msg)->type == type;
+}
+
 static bool is_request(const void *msg, size_t len)
 {
-    return len >= sizeof(struct pmsg_header) &&
-           ((const struct pmsg_header *)msg)->type == PMSG_REQUEST;
+    return is_type(msg, len, PMSG_REQUEST);
 }
 
 static bool is_release(const void *msg, size_t len)
 {
-    return len >= sizeof(struct pmsg_header) &&
-           ((const struct pmsg_header *)msg)->type == PMSG_RELEASE;
+    return is_type(msg, len, PMSG_RELEASE);
+}
+
+/* Node 1's next fails sends that which picks fail; a write of 4 KiB at 0
+ * through node writer must still succeed, and node 1 log sent. */
+static void write_past_failed_sends(uint32_t writer, unsigned seed, unsigned fails,
+                                    bool (*which)(const void *msg, size_t len), const char *sent)
+{
+    fcl_fail_sends(1, fails, which);
+    struct bg_write b = {.node = writer, .off = 0, .len = 4096, .seed = seed};
+    cr_assert_eq(pthread_create(&b.thread, NULL, bg_write_main, &b), 0);
+    WAIT_FOR(atomic_load(&b.done), "node %u's write waits for a message node 1 never sent", writer);
+    pthread_join(b.thread, NULL);
+    cr_assert_eq(atomic_load(&b.result), 0);
+    cr_assert(log_has(sent), "no \"%s\" in the log", sent);
 }
 
 /* A REQUEST or RELEASE whose multicast fails (corosync's flow control did
@@ -1292,22 +1309,10 @@ Test(engine, a_region_message_that_fails_to_go_out_is_sent_again)
     cluster_up(2, 1 * MiB, 0);
     write_ok(2, 0, 4096, 1); /* node 2 owns region 0 */
 
-    fcl_fail_sends(1, 2, is_request);
-    struct bg_write b = {.node = 1, .off = 0, .len = 4096, .seed = 2};
-    cr_assert_eq(pthread_create(&b.thread, NULL, bg_write_main, &b), 0);
-    WAIT_FOR(atomic_load(&b.done), "node 1's write waits for a REQUEST that never went out");
-    pthread_join(b.thread, NULL);
-    cr_assert_eq(atomic_load(&b.result), 0);
-    cr_assert(log_has("REQUEST sent after 2 failed tries"));
-
+    /* Node 1's REQUEST fails twice. */
+    write_past_failed_sends(1, 2, 2, is_request, "REQUEST sent after 2 failed tries");
     /* Node 1 owns region 0 now; its RELEASE to node 2 fails once. */
-    fcl_fail_sends(1, 1, is_release);
-    struct bg_write c = {.node = 2, .off = 0, .len = 4096, .seed = 3};
-    cr_assert_eq(pthread_create(&c.thread, NULL, bg_write_main, &c), 0);
-    WAIT_FOR(atomic_load(&c.done), "node 2's write waits for a RELEASE that never went out");
-    pthread_join(c.thread, NULL);
-    cr_assert_eq(atomic_load(&c.result), 0);
-    cr_assert(log_has("RELEASE sent after 1 failed tries"));
+    write_past_failed_sends(2, 3, 1, is_release, "RELEASE sent after 1 failed tries");
     cr_assert(copy_holds(1, 0, 4096, 3) && copy_holds(2, 0, 4096, 3));
     finish();
 }
